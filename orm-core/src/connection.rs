@@ -1,0 +1,375 @@
+//! The session's connection: checked out lazily, inside one transaction, with
+//! transaction control pipelined together with the statements it guards, and
+//! handed back clean on every path, including a cancelled future.
+
+use deadpool_postgres::{Object, Pool};
+use futures_util::future::{join, join3, join_all, try_join_all};
+use futures_util::{pin_mut, TryStreamExt};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use crate::error::{Error, Result};
+use crate::stats::SessionStats;
+use crate::types::{param_refs, Param};
+
+/// One statement of a pipelined batch.
+pub(crate) struct Statement {
+    pub(crate) sql: String,
+    pub(crate) params: Vec<Param>,
+    /// Whether the statement returns rows (a SELECT, or DML with RETURNING).
+    pub(crate) returns_rows: bool,
+}
+
+/// What one statement of a batch produced.
+pub(crate) enum Outcome {
+    Rows(Vec<Row>),
+    Count(u64),
+}
+
+/// The pooled connection of one session and the state of its transaction.
+pub(crate) struct SessionConnection {
+    pool: Pool,
+    client: Option<Object>,
+    in_transaction: bool,
+    /// A statement failed and the transaction was not recovered: only rollback remains.
+    failed: bool,
+    /// A request is on the wire and its future has not completed yet. If the
+    /// session is dropped now, the server is still running that statement.
+    in_flight: bool,
+    /// The savepoint of the last successful flush is still open. It is
+    /// released by the next statement that needs it gone (the next flush, a
+    /// nested savepoint) instead of costing a round trip of its own.
+    flush_savepoint_open: bool,
+}
+
+const FLUSH_SAVEPOINT: &str = "orm_flush";
+
+impl SessionConnection {
+    pub(crate) fn new(pool: Pool) -> Self {
+        SessionConnection {
+            pool,
+            client: None,
+            in_transaction: false,
+            failed: false,
+            in_flight: false,
+            flush_savepoint_open: false,
+        }
+    }
+
+    pub(crate) fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    pub(crate) fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Checks a connection out of the pool on first use.
+    async fn checkout(&mut self) -> Result<()> {
+        if self.failed {
+            return Err(Error::TransactionFailed);
+        }
+        if self.client.is_none() {
+            self.client = Some(self.pool.get().await?);
+        }
+        Ok(())
+    }
+
+    /// Runs `statements` in one round trip (plus one to prepare statements not
+    /// yet cached on this connection). `BEGIN` goes first when no transaction
+    /// is open, then `before`, the statements, and `after` (for instance
+    /// `COMMIT`). Returns the first error in wire order; recovery is the caller's.
+    pub(crate) async fn run_batch(
+        &mut self,
+        before: Option<&str>,
+        statements: &[Statement],
+        after: Option<&str>,
+        stats: &mut SessionStats,
+    ) -> Result<Vec<Outcome>> {
+        let begin = !self.in_transaction;
+        let prefix = match (begin, before) {
+            (true, Some(before)) => Some(format!("BEGIN; {before}")),
+            (true, None) => Some("BEGIN".to_owned()),
+            (false, before) => before.map(str::to_owned),
+        };
+        self.checkout().await?;
+        let client = self.client.as_ref().ok_or(Error::TransactionFailed)?;
+        let cache_size = client.statement_cache.size();
+        self.in_flight = true;
+        let prepared = try_join_all(statements.iter().map(|s| client.prepare_cached(&s.sql))).await;
+        if client.statement_cache.size() > cache_size {
+            stats.round_trips += 1;
+        }
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                self.in_flight = false;
+                if self.in_transaction {
+                    self.failed = true;
+                }
+                return Err(error.into());
+            }
+        };
+        let params: Vec<_> = statements.iter().map(|s| param_refs(&s.params)).collect();
+        let prefix_future = async {
+            match &prefix {
+                Some(sql) => client.batch_execute(sql).await,
+                None => Ok(()),
+            }
+        };
+        let statement_futures =
+            join_all(statements.iter().zip(&prepared).zip(&params).map(|((statement, prepared), params)| async move {
+                if statement.returns_rows {
+                    client.query(prepared, params).await.map(Outcome::Rows)
+                } else {
+                    client.execute(prepared, params).await.map(Outcome::Count)
+                }
+            }));
+        let suffix_future = async {
+            match after {
+                Some(sql) => client.batch_execute(sql).await,
+                None => Ok(()),
+            }
+        };
+        let (prefix_result, outcomes, suffix_result) = join3(prefix_future, statement_futures, suffix_future).await;
+        self.in_flight = false;
+        stats.round_trips += 1;
+        stats.statements += statements.len() as u64;
+        if begin && prefix_result.is_ok() {
+            self.in_transaction = true;
+        }
+        let collected = prefix_result.and_then(|()| {
+            let mut results = Vec::with_capacity(outcomes.len());
+            for outcome in outcomes {
+                let outcome = outcome?;
+                stats.rows += match &outcome {
+                    Outcome::Rows(rows) => rows.len() as u64,
+                    Outcome::Count(count) => *count,
+                };
+                results.push(outcome);
+            }
+            suffix_result.map(|()| results)
+        });
+        // PostgreSQL aborts the whole transaction on any error: only a
+        // rollback to a savepoint (see `recover`) makes it usable again.
+        if collected.is_err() && self.in_transaction {
+            self.failed = true;
+        }
+        collected.map_err(Error::from)
+    }
+
+    /// The statement that opens a fresh flush savepoint, releasing the
+    /// previous one in the same message.
+    pub(crate) fn reopen_flush_savepoint(&mut self) -> String {
+        let release = self.release_flush_savepoint();
+        self.flush_savepoint_open = true;
+        format!("{release}SAVEPOINT {FLUSH_SAVEPOINT}")
+    }
+
+    /// A prefix that releases the open flush savepoint, if any: savepoint
+    /// statements of the session must not nest inside it.
+    pub(crate) fn release_flush_savepoint(&mut self) -> &'static str {
+        if std::mem::take(&mut self.flush_savepoint_open) {
+            "RELEASE SAVEPOINT orm_flush; "
+        } else {
+            ""
+        }
+    }
+
+    /// Rolls back to the flush savepoint after a failed flush, making the
+    /// transaction usable again.
+    pub(crate) async fn recover_flush_savepoint(&mut self, stats: &mut SessionStats) -> Result<()> {
+        self.recover(&format!("ROLLBACK TO SAVEPOINT {FLUSH_SAVEPOINT}"), stats).await
+    }
+
+    /// Rolls back to a savepoint of the session's own and closes it; this
+    /// also recovers a transaction in which a statement failed.
+    pub(crate) async fn rollback_to_savepoint(&mut self, name: &str, stats: &mut SessionStats) -> Result<()> {
+        // Any flush savepoint is newer than this one and goes with it.
+        self.flush_savepoint_open = false;
+        self.recover(&format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"), stats).await
+    }
+
+    async fn recover(&mut self, sql: &str, stats: &mut SessionStats) -> Result<()> {
+        if !self.in_transaction {
+            return Ok(());
+        }
+        self.failed = false;
+        let result = self.run_batch(Some(sql), &[], None, stats).await;
+        if result.is_err() {
+            self.failed = true;
+        }
+        result.map(drop)
+    }
+
+    /// Runs one statement and hands each row to `on_row` as it arrives,
+    /// without collecting the result first. Returns the rows affected (or
+    /// returned).
+    pub(crate) async fn for_each_row(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        stats: &mut SessionStats,
+        mut on_row: impl FnMut(Row) -> Result<()>,
+    ) -> Result<u64> {
+        let begin = !self.in_transaction;
+        self.checkout().await?;
+        let client = self.client.as_ref().ok_or(Error::TransactionFailed)?;
+        let cache_size = client.statement_cache.size();
+        self.in_flight = true;
+        let result = async {
+            let prepared = client.prepare_cached(sql).await?;
+            let prepared_now = client.statement_cache.size() > cache_size;
+            let begin_future = async {
+                if begin {
+                    client.batch_execute("BEGIN").await
+                } else {
+                    Ok(())
+                }
+            };
+            let (begin_result, stream) = join(begin_future, client.query_raw(&prepared, params.iter().copied())).await;
+            Ok::<_, tokio_postgres::Error>((prepared_now, begin_result, stream))
+        }
+        .await;
+        let (prepared_now, begin_result, stream) = match result {
+            Ok(parts) => parts,
+            Err(error) => {
+                self.in_flight = false;
+                if self.in_transaction {
+                    self.failed = true;
+                }
+                return Err(error.into());
+            }
+        };
+        stats.round_trips += 1 + u64::from(prepared_now);
+        stats.statements += 1;
+        if begin && begin_result.is_ok() {
+            self.in_transaction = true;
+        }
+        let streamed = async {
+            begin_result?;
+            let stream = stream?;
+            pin_mut!(stream);
+            let mut rows = 0;
+            while let Some(row) = stream.try_next().await? {
+                rows += 1;
+                if let Err(error) = on_row(row) {
+                    return Ok(Err(error));
+                }
+            }
+            Ok::<_, tokio_postgres::Error>(Ok(stream.rows_affected().unwrap_or(rows)))
+        }
+        .await;
+        self.in_flight = false;
+        match streamed {
+            Ok(Ok(rows)) => {
+                stats.rows += rows;
+                Ok(rows)
+            }
+            Ok(Err(decode_error)) => Err(decode_error),
+            Err(error) => {
+                self.failed = true;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Sends transaction control (`SAVEPOINT`, `RELEASE ...`) inside the
+    /// transaction, opening it first if needed.
+    pub(crate) async fn control(&mut self, sql: &str, stats: &mut SessionStats) -> Result<()> {
+        let sql = format!("{}{sql}", self.release_flush_savepoint());
+        self.run_batch(Some(&sql), &[], None, stats).await.map(drop)
+    }
+
+    /// Ends the transaction with `COMMIT` or `ROLLBACK` and returns the
+    /// connection to the pool.
+    pub(crate) async fn finish(&mut self, sql: &str, stats: &mut SessionStats) -> Result<()> {
+        let Some(client) = self.client.as_ref().filter(|_| self.in_transaction) else {
+            self.client = None;
+            return Ok(());
+        };
+        self.in_flight = true;
+        let result = client.batch_execute(sql).await;
+        self.in_flight = false;
+        stats.round_trips += 1;
+        self.in_transaction = false;
+        self.flush_savepoint_open = false;
+        match result {
+            Ok(()) => {
+                self.client = None;
+                Ok(())
+            }
+            Err(error) => {
+                self.failed = true;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Records that the transaction ended on the server (a pipelined `COMMIT`
+    /// was answered, or a failed `COMMIT` rolled it back) and returns the
+    /// connection to the pool, unless the connection itself broke.
+    pub(crate) fn ended(&mut self, error: Option<&Error>) {
+        self.in_transaction = false;
+        self.flush_savepoint_open = false;
+        if matches!(error, Some(Error::ConnectionLost(_))) {
+            self.failed = true;
+        } else {
+            self.client = None;
+        }
+    }
+
+    /// Whether dropping now would leave work for the server to undo.
+    fn needs_cleanup(&self) -> bool {
+        self.in_transaction || self.in_flight || self.failed
+    }
+}
+
+impl Drop for SessionConnection {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else { return };
+        if !self.needs_cleanup() {
+            return;
+        }
+        let cancel = self.in_flight.then(|| client.cancel_token());
+        match tokio::runtime::Handle::try_current() {
+            // The connection goes back to the pool only after ROLLBACK
+            // completed, so the next borrower never starts inside this
+            // transaction nor waits behind the abandoned statement.
+            Ok(runtime) => {
+                runtime.spawn(roll_back_and_release(client, cancel));
+            }
+            // Without a runtime nothing can be sent: close the connection
+            // rather than return it dirty.
+            Err(_) => drop(Object::take(client)),
+        }
+    }
+}
+
+/// Closes the connection instead of returning it to the pool unless it was
+/// proven clean; also when the cleanup task itself is dropped half-way.
+struct CloseUnlessClean(Option<Object>);
+
+impl Drop for CloseUnlessClean {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+async fn roll_back_and_release(client: Object, cancel: Option<tokio_postgres::CancelToken>) {
+    let mut guard = CloseUnlessClean(Some(client));
+    if let Some(token) = cancel {
+        if let Err(error) = token.cancel_query(NoTls).await {
+            tracing::warn!(%error, "could not cancel the abandoned statement; closing its connection");
+            return;
+        }
+    }
+    let Some(client) = guard.0.as_ref() else { return };
+    match client.batch_execute("ROLLBACK").await {
+        // Back to the pool: it is outside any transaction now.
+        Ok(()) => drop(guard.0.take()),
+        Err(error) => tracing::warn!(%error, "rollback of an abandoned session failed; closing its connection"),
+    }
+}

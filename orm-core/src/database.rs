@@ -1,0 +1,100 @@
+//! [`Database`]: the connection pool that sessions borrow from.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::connection::SessionConnection;
+use crate::error::{Error, Result};
+use crate::session::Session;
+
+/// How to reach PostgreSQL and size the pool. Every timeout is finite by
+/// default, so an exhausted pool or a silent server becomes an error instead
+/// of a hang.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// Connection parameters (host, user, database, ...).
+    pub postgres: tokio_postgres::Config,
+    /// Most connections open at once. Default: 16.
+    pub max_connections: usize,
+    /// How long a session waits for a free connection. Default: 5 s.
+    pub wait_timeout: Duration,
+    /// How long opening a connection may take. Default: 5 s.
+    pub create_timeout: Duration,
+    /// How long checking a returned connection may take. Default: 5 s.
+    pub recycle_timeout: Duration,
+    /// Idle time before TCP keepalive probes start, so a half-open
+    /// connection is noticed. Default: 60 s.
+    pub keepalive_idle: Duration,
+}
+
+impl DatabaseConfig {
+    /// A configuration with the defaults above for a `postgres://` URL or a
+    /// `key=value` connection string.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let postgres = tokio_postgres::Config::from_str(url).map_err(|e| Error::Config(e.to_string()))?;
+        Ok(DatabaseConfig {
+            postgres,
+            max_connections: 16,
+            wait_timeout: Duration::from_secs(5),
+            create_timeout: Duration::from_secs(5),
+            recycle_timeout: Duration::from_secs(5),
+            keepalive_idle: Duration::from_secs(60),
+        })
+    }
+}
+
+/// A pool of PostgreSQL connections, and the factory of [`Session`]s.
+///
+/// Cheap to clone: clones share the pool. Create one at start-up and open a
+/// session per unit of work:
+///
+/// ```no_run
+/// # async fn example() -> orm_core::Result<()> {
+/// let db = orm_core::Database::connect("postgres://postgres@127.0.0.1/app")?;
+/// let mut session = db.session();
+/// session.execute("SELECT 1", &[]).await?;
+/// session.commit().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+}
+
+impl Database {
+    /// A pool for `url` with the default [`DatabaseConfig`]. No connection
+    /// is opened until a session needs one.
+    pub fn connect(url: &str) -> Result<Self> {
+        Self::with_config(DatabaseConfig::from_url(url)?)
+    }
+
+    /// A pool built from `config`. Must be called inside a Tokio runtime's
+    /// context only when the pool is used, not to build it.
+    pub fn with_config(config: DatabaseConfig) -> Result<Self> {
+        let mut postgres = config.postgres;
+        postgres.keepalives(true).keepalives_idle(config.keepalive_idle);
+        let manager = Manager::from_config(postgres, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(config.max_connections)
+            .wait_timeout(Some(config.wait_timeout))
+            .create_timeout(Some(config.create_timeout))
+            .recycle_timeout(Some(config.recycle_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Pool(e.to_string()))?;
+        Ok(Database { pool })
+    }
+
+    /// Opens a session. It takes no connection until its first statement.
+    pub fn session(&self) -> Session {
+        Session::new(SessionConnection::new(self.pool.clone()))
+    }
+
+    /// The underlying deadpool-postgres pool, for hand-written SQL beside the ORM.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}

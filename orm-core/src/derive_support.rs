@@ -1,0 +1,53 @@
+//! The functions `#[derive(Entity)]` expands to. Each is bound on
+//! [`ColumnType`], so a field of an unsupported type fails to compile with
+//! one message at the field.
+
+use tokio_postgres::Row;
+
+use crate::error::{Error, Result};
+use crate::types::{ColumnType, Param};
+
+/// Reads column `index` of `row` as `T`, naming entity and column on failure.
+pub fn decode<T: ColumnType>(row: &Row, index: usize, entity: &'static str, column: &'static str) -> Result<T> {
+    row.try_get::<_, T>(index).map_err(|source| Error::Decode { entity, column, source })
+}
+
+/// One value as a bind parameter.
+pub fn param<T: ColumnType>(value: &T) -> Param {
+    Box::new(value.clone())
+}
+
+/// One field of every row as one array parameter.
+pub fn array<T: ColumnType, R>(rows: &[R], field: impl Fn(&R) -> &T) -> Param {
+    Box::new(rows.iter().map(|row| field(row).clone()).collect::<Vec<T>>())
+}
+
+/// A type that can serve as an optimistic-concurrency version counter.
+#[diagnostic::on_unimplemented(message = "a `version` column must be i16, i32 or i64, not `{Self}`")]
+pub trait VersionColumn {
+    /// Adds one, wrapping like PostgreSQL's counter would overflow.
+    fn increment(&mut self);
+}
+
+macro_rules! version_columns {
+    ($($ty:ty),*) => {
+        $(impl VersionColumn for $ty {
+            fn increment(&mut self) {
+                *self = self.wrapping_add(1);
+            }
+        })*
+    };
+}
+
+version_columns!(i16, i32, i64);
+
+/// Adds one to a version field.
+pub fn increment_version<T: VersionColumn>(field: &mut T) {
+    field.increment();
+}
+
+/// The flush asks only for columns of the entity's own metadata; anything
+/// else is a bug in this crate, not bad input.
+pub fn no_such_column(entity: &str, column: usize) -> Param {
+    unreachable!("{entity} has no column {column}")
+}

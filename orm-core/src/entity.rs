@@ -1,0 +1,111 @@
+//! The [`Entity`] trait that `#[derive(Entity)]` implements, and the table and
+//! column metadata the session builds its SQL from.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+
+use tokio_postgres::Row;
+
+use crate::error::Result;
+use crate::types::Param;
+
+/// A set of columns, as a bit per column index. Entities have at most 64 columns.
+pub type ColumnSet = u64;
+
+/// What the session knows about one mapped column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnMeta {
+    /// The column's name in the table.
+    pub name: &'static str,
+    /// The struct field it maps to.
+    pub field: &'static str,
+    /// The PostgreSQL type used in array casts.
+    pub sql_type: &'static str,
+    /// Whether the column accepts NULL.
+    pub nullable: bool,
+    /// Part of the primary key.
+    pub primary_key: bool,
+    /// Assigned by the database on insert (identity, serial, default) and read
+    /// back with `RETURNING`.
+    pub generated: bool,
+    /// The optimistic-concurrency version counter.
+    pub version: bool,
+}
+
+/// What the session knows about one mapped table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntityMeta {
+    /// The Rust type's name, used in errors.
+    pub name: &'static str,
+    /// The table's name.
+    pub table: &'static str,
+    /// The mapped columns, in field order; a column's index is its bit in a [`ColumnSet`].
+    pub columns: &'static [ColumnMeta],
+}
+
+impl EntityMeta {
+    /// Indexes of the primary-key columns, in field order.
+    pub fn key_columns(&self) -> impl Iterator<Item = usize> + '_ {
+        self.columns.iter().enumerate().filter(|(_, c)| c.primary_key).map(|(i, _)| i)
+    }
+
+    /// Indexes of the columns the database assigns on insert.
+    pub fn generated_columns(&self) -> impl Iterator<Item = usize> + '_ {
+        self.columns.iter().enumerate().filter(|(_, c)| c.generated).map(|(i, _)| i)
+    }
+
+    /// Index of the version column, if the entity has one.
+    pub fn version_column(&self) -> Option<usize> {
+        self.columns.iter().position(|c| c.version)
+    }
+
+    /// The columns written by an insert: all but the generated ones.
+    pub fn insert_columns(&self) -> ColumnSet {
+        self.columns.iter().enumerate().filter(|(_, c)| !c.generated).fold(0, |set, (i, _)| set | (1 << i))
+    }
+
+    /// The primary-key columns as a set.
+    pub fn key_set(&self) -> ColumnSet {
+        self.key_columns().fold(0, |set, i| set | (1 << i))
+    }
+}
+
+/// A struct mapped to a table. Implement it with `#[derive(Entity)]`.
+///
+/// The methods are the derive's contract with the session; applications use
+/// the session and the generated column constants instead of calling them.
+pub trait Entity: Clone + Send + Sync + 'static {
+    /// The primary key: the key field's type, or a tuple for a composite key.
+    type Key: Clone + Eq + Hash + Debug + Send + Sync + 'static;
+
+    /// The table and column metadata.
+    const META: &'static EntityMeta;
+
+    /// Builds an entity from a row whose columns `offset..offset + META.columns.len()`
+    /// are this entity's columns in `META` order.
+    fn from_row(row: &Row, offset: usize) -> Result<Self>;
+
+    /// The entity's primary key.
+    fn key(&self) -> Self::Key;
+
+    /// Reads a key from a row holding exactly the key columns, in `META` order.
+    fn key_from_row(row: &Row) -> Result<Self::Key>;
+
+    /// One scalar parameter per key column, for `WHERE key = $1`.
+    fn key_params(key: &Self::Key) -> Vec<Param>;
+
+    /// One array parameter per key column, for loading or matching many keys at once.
+    fn key_arrays(keys: &[Self::Key]) -> Vec<Param>;
+
+    /// The values of column `column` of every row, as one array parameter.
+    fn column_array(rows: &[&Self], column: usize) -> Param;
+
+    /// The columns whose values differ from `snapshot`.
+    fn changed_columns(&self, snapshot: &Self) -> ColumnSet;
+
+    /// Stores the generated columns read back by `RETURNING`, in `META` order.
+    fn set_generated(&mut self, row: &Row) -> Result<()>;
+
+    /// Adds one to the version column after a successful update (no-op without one).
+    fn increment_version(&mut self);
+}

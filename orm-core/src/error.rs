@@ -1,0 +1,243 @@
+//! The one error type of the crate, with a case for everything a caller acts on.
+
+use deadpool_postgres::{PoolError, TimeoutType};
+use tokio_postgres::error::SqlState;
+
+/// The result type of every fallible operation in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong between a session and the database.
+///
+/// The cases are the ones a caller decides on: retry a [`Error::SerializationFailure`]
+/// (see [`Error::is_retryable`]), show a conflict for [`Error::StaleData`] or a
+/// [`Error::UniqueViolation`], answer 404 for [`Error::NotFound`], and so on.
+///
+/// `Display` never includes PostgreSQL's `DETAIL` text, which echoes key values,
+/// so an error may be logged without leaking data; the full driver error stays
+/// reachable through [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A row looked up by key does not exist.
+    #[error("{entity} with key {key} not found")]
+    NotFound {
+        /// The entity type's name.
+        entity: &'static str,
+        /// The key that was looked up, formatted with `Debug`.
+        key: String,
+    },
+
+    /// An UPDATE or DELETE matched fewer rows than it should: another
+    /// transaction changed (version mismatch) or deleted these rows since they
+    /// were loaded. Nothing of the flush was applied.
+    #[error("stale data in {entity} (table {table}): expected {expected} row(s), matched {matched}; stale keys: {}", keys.join(", "))]
+    StaleData {
+        /// The entity type's name.
+        entity: &'static str,
+        /// The table the statement ran on.
+        table: &'static str,
+        /// The keys whose rows were not matched, formatted with `Debug`.
+        keys: Vec<String>,
+        /// How many rows the statement had to change.
+        expected: usize,
+        /// How many it did change.
+        matched: usize,
+    },
+
+    /// A unique or primary-key constraint rejected a row.
+    #[error("unique constraint {} violated on table {}", opt(.constraint.as_deref()), opt(.table.as_deref()))]
+    UniqueViolation {
+        /// The constraint's name.
+        constraint: Option<String>,
+        /// The table's name.
+        table: Option<String>,
+        /// The driver's error, with PostgreSQL's full report.
+        source: tokio_postgres::Error,
+    },
+
+    /// A foreign-key constraint rejected a row (a missing parent, or a parent
+    /// deleted while children still point at it).
+    #[error("foreign key constraint {} violated on table {}", opt(.constraint.as_deref()), opt(.table.as_deref()))]
+    ForeignKeyViolation {
+        /// The constraint's name.
+        constraint: Option<String>,
+        /// The table's name.
+        table: Option<String>,
+        /// The driver's error, with PostgreSQL's full report.
+        source: tokio_postgres::Error,
+    },
+
+    /// A NULL was written to a NOT NULL column.
+    #[error("column {} of table {} may not be null", opt(.column.as_deref()), opt(.table.as_deref()))]
+    NotNullViolation {
+        /// The column's name.
+        column: Option<String>,
+        /// The table's name.
+        table: Option<String>,
+        /// The driver's error, with PostgreSQL's full report.
+        source: tokio_postgres::Error,
+    },
+
+    /// A CHECK constraint rejected a row.
+    #[error("check constraint {} violated on table {}", opt(.constraint.as_deref()), opt(.table.as_deref()))]
+    CheckViolation {
+        /// The constraint's name.
+        constraint: Option<String>,
+        /// The table's name.
+        table: Option<String>,
+        /// The driver's error, with PostgreSQL's full report.
+        source: tokio_postgres::Error,
+    },
+
+    /// The transaction could not be serialized with a concurrent one; running
+    /// the whole unit of work again may succeed.
+    #[error("serialization failure: the transaction conflicted with a concurrent one")]
+    SerializationFailure(#[source] tokio_postgres::Error),
+
+    /// PostgreSQL broke a deadlock by aborting this transaction; running the
+    /// whole unit of work again may succeed.
+    #[error("deadlock detected: the transaction was aborted")]
+    Deadlock(#[source] tokio_postgres::Error),
+
+    /// No pooled connection became available in time: the pool is exhausted
+    /// or the server does not answer.
+    #[error("timed out {stage} for a database connection")]
+    PoolTimeout {
+        /// Which step timed out: waiting for a free slot, connecting, or recycling.
+        stage: &'static str,
+    },
+
+    /// The connection to the server was lost or could not be made.
+    #[error("database connection lost")]
+    ConnectionLost(#[source] tokio_postgres::Error),
+
+    /// A value read from the database could not be converted to the field's type.
+    #[error("cannot decode column {column} of {entity}")]
+    Decode {
+        /// The entity type's name.
+        entity: &'static str,
+        /// The column's name.
+        column: &'static str,
+        /// Why the conversion failed.
+        source: tokio_postgres::Error,
+    },
+
+    /// An earlier statement of this session failed and its transaction is
+    /// aborted; only [`Session::rollback`](crate::Session::rollback) (or
+    /// dropping the session) is possible now.
+    #[error("the session's transaction failed earlier and was rolled back; start a new session")]
+    TransactionFailed,
+
+    /// The primary key of a loaded entity was changed; keys identify rows and
+    /// cannot be updated through the session.
+    #[error("the primary key of {entity} {key} was changed; delete and add instead")]
+    PrimaryKeyChanged {
+        /// The entity type's name.
+        entity: &'static str,
+        /// The original key, formatted with `Debug`.
+        key: String,
+    },
+
+    /// A handle was passed to a session that does not track it.
+    #[error("this {entity} is not tracked by the session")]
+    NotInSession {
+        /// The entity type's name.
+        entity: &'static str,
+    },
+
+    /// The pool could not be built or a connection could not be made.
+    #[error("connection pool: {0}")]
+    Pool(String),
+
+    /// The configuration is invalid (a malformed URL, say).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// Any other error reported by the server or the driver.
+    #[error("database error{}", .0.as_db_error().map(|e| format!(" {}: {}", e.code().code(), e.message())).unwrap_or_default())]
+    Database(#[source] tokio_postgres::Error),
+}
+
+fn opt(value: Option<&str>) -> &str {
+    value.unwrap_or("?")
+}
+
+impl Error {
+    /// Whether running the same unit of work again in a new session may
+    /// succeed: true for serialization failures and deadlocks.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::SerializationFailure(_) | Error::Deadlock(_))
+    }
+
+    /// The SQLSTATE code reported by PostgreSQL, if this error came from the server.
+    pub fn sql_state(&self) -> Option<&SqlState> {
+        self.driver_error().and_then(tokio_postgres::Error::as_db_error).map(tokio_postgres::error::DbError::code)
+    }
+
+    fn driver_error(&self) -> Option<&tokio_postgres::Error> {
+        match self {
+            Error::UniqueViolation { source, .. }
+            | Error::ForeignKeyViolation { source, .. }
+            | Error::NotNullViolation { source, .. }
+            | Error::CheckViolation { source, .. }
+            | Error::Decode { source, .. }
+            | Error::SerializationFailure(source)
+            | Error::Deadlock(source)
+            | Error::ConnectionLost(source)
+            | Error::Database(source) => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(error: tokio_postgres::Error) -> Self {
+        let Some(db) = error.as_db_error() else {
+            return if error.is_closed()
+                || std::error::Error::source(&error)
+                    .is_some_and(<dyn std::error::Error + 'static>::is::<std::io::Error>)
+            {
+                Error::ConnectionLost(error)
+            } else {
+                Error::Database(error)
+            };
+        };
+        let constraint = db.constraint().map(str::to_owned);
+        let table = db.table().map(str::to_owned);
+        let code = db.code().clone();
+        if code == SqlState::UNIQUE_VIOLATION {
+            Error::UniqueViolation { constraint, table, source: error }
+        } else if code == SqlState::FOREIGN_KEY_VIOLATION {
+            Error::ForeignKeyViolation { constraint, table, source: error }
+        } else if code == SqlState::NOT_NULL_VIOLATION {
+            let column = db.column().map(str::to_owned);
+            Error::NotNullViolation { column, table, source: error }
+        } else if code == SqlState::CHECK_VIOLATION {
+            Error::CheckViolation { constraint, table, source: error }
+        } else if code == SqlState::T_R_SERIALIZATION_FAILURE {
+            Error::SerializationFailure(error)
+        } else if code == SqlState::T_R_DEADLOCK_DETECTED {
+            Error::Deadlock(error)
+        } else if code == SqlState::ADMIN_SHUTDOWN || code == SqlState::CRASH_SHUTDOWN {
+            Error::ConnectionLost(error)
+        } else {
+            Error::Database(error)
+        }
+    }
+}
+
+impl From<PoolError> for Error {
+    fn from(error: PoolError) -> Self {
+        match error {
+            PoolError::Timeout(stage) => Error::PoolTimeout {
+                stage: match stage {
+                    TimeoutType::Wait => "waiting for a free connection",
+                    TimeoutType::Create => "connecting",
+                    TimeoutType::Recycle => "recycling a connection",
+                },
+            },
+            PoolError::Backend(error) => Error::from(error),
+            other => Error::Pool(other.to_string()),
+        }
+    }
+}

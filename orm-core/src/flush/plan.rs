@@ -1,0 +1,218 @@
+//! Turning one table's pending work into batched statements, and applying
+//! their results back to the tracked objects.
+
+use std::collections::{BTreeMap, HashSet};
+
+use parking_lot::RwLockReadGuard;
+
+use crate::connection::{Outcome, Statement};
+use crate::entity::{ColumnSet, Entity, EntityMeta};
+use crate::error::{Error, Result};
+use crate::identity::{ErasedRegistry, Registry};
+use crate::sql;
+use crate::tracked::{EntityState, Tracked};
+
+/// One table's statements, in the order the flush sends them.
+#[derive(Default)]
+pub(crate) struct TableStatements {
+    pub(crate) inserts: Vec<Statement>,
+    pub(crate) updates: Vec<Statement>,
+    pub(crate) deletes: Vec<Statement>,
+}
+
+/// What those statements produced, in the same order.
+#[derive(Default)]
+pub(crate) struct TableOutcomes {
+    pub(crate) inserts: Vec<Outcome>,
+    pub(crate) updates: Vec<Outcome>,
+    pub(crate) deletes: Vec<Outcome>,
+}
+
+/// One table's part of a flush, seen without its entity type.
+pub(crate) trait TablePlan: Send {
+    fn meta(&self) -> &'static EntityMeta;
+    /// The statements to send; called once.
+    fn take_statements(&mut self) -> TableStatements;
+    /// Whether the results must be checked before the transaction may commit
+    /// (updates and deletes can match fewer rows than they should).
+    fn needs_verification(&self) -> bool;
+    /// Checks the matched row counts; nothing is applied yet.
+    fn verify(&self, outcomes: &TableOutcomes) -> Result<()>;
+    /// Applies generated keys, versions and snapshots to the objects, and
+    /// moves them between pending and persistent.
+    fn apply(self: Box<Self>, outcomes: TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()>;
+}
+
+struct Plan<T: Entity> {
+    statements: TableStatements,
+    inserts: Vec<Tracked<T>>,
+    /// Written entities, grouped by the set of columns that changed.
+    updates: Vec<Vec<Tracked<T>>>,
+    /// Written entities whose values did not change: they cost no SQL.
+    unchanged: Vec<Tracked<T>>,
+    deletes: Vec<Tracked<T>>,
+}
+
+/// Read guards over a batch of entities, so their values can be bound
+/// without copying the entities.
+fn read_all<T: Entity>(rows: &[Tracked<T>]) -> Vec<RwLockReadGuard<'_, EntityState<T>>> {
+    rows.iter().map(|t| t.state().read()).collect()
+}
+
+fn bind_columns<T: Entity>(rows: &[Tracked<T>], columns: &[usize]) -> Vec<crate::types::Param> {
+    let guards = read_all(rows);
+    let entities: Vec<&T> = guards.iter().map(|g| &g.current).collect();
+    columns.iter().map(|&column| T::column_array(&entities, column)).collect()
+}
+
+pub(crate) fn plan_table<T: Entity>(registry: &Registry<T>) -> Result<Option<Box<dyn TablePlan>>> {
+    let meta = T::META;
+    let version_bit = meta.version_column().map_or(0, |v| 1 << v);
+    let mut groups: BTreeMap<ColumnSet, Vec<Tracked<T>>> = BTreeMap::new();
+    let mut unchanged = Vec::new();
+    for (key, tracked) in &registry.identity {
+        if registry.pending_deletes.contains_key(key) {
+            continue;
+        }
+        let changed = {
+            let state = tracked.state().read();
+            match &state.snapshot {
+                None => continue,
+                Some(snapshot) => state.current.changed_columns(snapshot),
+            }
+        };
+        if changed & meta.key_set() != 0 {
+            return Err(Error::PrimaryKeyChanged { entity: meta.name, key: format!("{key:?}") });
+        }
+        let changed = changed & !version_bit;
+        if changed == 0 {
+            unchanged.push(tracked.clone());
+        } else {
+            groups.entry(changed).or_default().push(tracked.clone());
+        }
+    }
+    let inserts = registry.pending_inserts.clone();
+    let deletes: Vec<Tracked<T>> = registry.pending_deletes.values().cloned().collect();
+    if inserts.is_empty() && groups.is_empty() && unchanged.is_empty() && deletes.is_empty() {
+        return Ok(None);
+    }
+
+    let mut statements = TableStatements::default();
+    if !inserts.is_empty() {
+        let columns = meta.insert_columns();
+        let order: Vec<usize> = sql::indexes(columns).collect();
+        statements.inserts.push(Statement {
+            sql: sql::insert(meta, columns),
+            params: bind_columns(&inserts, &order),
+            returns_rows: meta.generated_columns().next().is_some(),
+        });
+    }
+    for (&changed, rows) in &groups {
+        statements.updates.push(Statement {
+            sql: sql::update(meta, changed),
+            params: bind_columns(rows, &sql::update_parameters(meta, changed)),
+            returns_rows: true,
+        });
+    }
+    if !deletes.is_empty() {
+        statements.deletes.push(Statement {
+            sql: sql::delete(meta),
+            params: bind_columns(&deletes, &sql::update_parameters(meta, 0)),
+            returns_rows: true,
+        });
+    }
+    Ok(Some(Box::new(Plan { statements, inserts, updates: groups.into_values().collect(), unchanged, deletes })))
+}
+
+impl<T: Entity> Plan<T> {
+    /// Fails with `StaleData` naming the rows a statement should have matched and did not.
+    fn check_matched(expected: &[Tracked<T>], outcome: &Outcome) -> Result<()> {
+        let Outcome::Rows(rows) = outcome else { return Ok(()) };
+        if rows.len() == expected.len() {
+            return Ok(());
+        }
+        let matched: HashSet<T::Key> = rows.iter().filter_map(|row| T::key_from_row(row).ok()).collect();
+        let keys = expected
+            .iter()
+            .map(Tracked::key)
+            .filter(|key| !matched.contains(key))
+            .map(|key| format!("{key:?}"))
+            .collect();
+        Err(Error::StaleData {
+            entity: T::META.name,
+            table: T::META.table,
+            keys,
+            expected: expected.len(),
+            matched: rows.len(),
+        })
+    }
+}
+
+impl<T: Entity> TablePlan for Plan<T> {
+    fn meta(&self) -> &'static EntityMeta {
+        T::META
+    }
+
+    fn take_statements(&mut self) -> TableStatements {
+        std::mem::take(&mut self.statements)
+    }
+
+    fn needs_verification(&self) -> bool {
+        !self.updates.is_empty() || (!self.deletes.is_empty() && T::META.version_column().is_some())
+    }
+
+    fn verify(&self, outcomes: &TableOutcomes) -> Result<()> {
+        for (rows, outcome) in self.updates.iter().zip(&outcomes.updates) {
+            Self::check_matched(rows, outcome)?;
+        }
+        // Deleting a row that is already gone reaches the desired state,
+        // unless a version says the caller decided on data that changed.
+        if T::META.version_column().is_some() {
+            for outcome in &outcomes.deletes {
+                Self::check_matched(&self.deletes, outcome)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(self: Box<Self>, outcomes: TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()> {
+        let registry =
+            registry.as_any_mut().downcast_mut::<Registry<T>>().ok_or(Error::NotInSession { entity: T::META.name })?;
+        let in_savepoint = !registry.savepoints.is_empty();
+        let generated = T::META.generated_columns().next().is_some();
+        if let (true, Some(Outcome::Rows(rows))) = (generated, outcomes.inserts.first()) {
+            for (tracked, row) in self.inserts.iter().zip(rows) {
+                tracked.state().write().current.set_generated(row)?;
+            }
+        }
+        registry.pending_inserts.clear();
+        for tracked in self.inserts {
+            tracked.mark_synced();
+            registry.identity.insert(tracked.key(), tracked.clone());
+            if let Some(undo) = registry.savepoints.last_mut() {
+                undo.inserted.push(tracked);
+            }
+        }
+        for tracked in self.updates.into_iter().flatten() {
+            let mut state = tracked.state().write();
+            state.current.increment_version();
+            let before = state.snapshot.take();
+            drop(state);
+            if let (true, Some(before), Some(undo)) = (in_savepoint, before, registry.savepoints.last_mut()) {
+                undo.updated.push((tracked, before));
+            }
+        }
+        for tracked in self.unchanged {
+            tracked.mark_synced();
+        }
+        for tracked in self.deletes {
+            let key = tracked.key();
+            registry.pending_deletes.remove(&key);
+            registry.identity.remove(&key);
+            if let Some(undo) = registry.savepoints.last_mut() {
+                undo.deleted.push(tracked);
+            }
+        }
+        Ok(())
+    }
+}

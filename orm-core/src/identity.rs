@@ -1,0 +1,194 @@
+//! The identity map and pending work of one session: one [`Registry`] per
+//! entity type, reachable through type erasure so the session can flush all
+//! of them without knowing their types.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+
+use crate::entity::Entity;
+use crate::flush::TablePlan;
+use crate::tracked::Tracked;
+
+/// The tracked instances and pending work of one entity type.
+pub(crate) struct Registry<T: Entity> {
+    /// One live instance per primary key: persistent entities, including
+    /// those pending deletion.
+    pub(crate) identity: HashMap<T::Key, Tracked<T>>,
+    /// Added and not yet inserted, in the order they were added.
+    pub(crate) pending_inserts: Vec<Tracked<T>>,
+    /// Marked for deletion and not yet deleted.
+    pub(crate) pending_deletes: HashMap<T::Key, Tracked<T>>,
+    /// Work flushed inside each open savepoint, innermost last, so rolling
+    /// back to a savepoint can undo it in memory too.
+    pub(crate) savepoints: Vec<Undo<T>>,
+}
+
+/// What a flush inside a savepoint changed in memory.
+pub(crate) struct Undo<T: Entity> {
+    /// Entities inserted since the savepoint: they become pending again.
+    pub(crate) inserted: Vec<Tracked<T>>,
+    /// Entities updated since the savepoint, with their values before.
+    pub(crate) updated: Vec<(Tracked<T>, T)>,
+    /// Entities deleted since the savepoint: they are persistent again.
+    pub(crate) deleted: Vec<Tracked<T>>,
+}
+
+impl<T: Entity> Undo<T> {
+    fn new() -> Self {
+        Undo { inserted: Vec::new(), updated: Vec::new(), deleted: Vec::new() }
+    }
+}
+
+impl<T: Entity> Registry<T> {
+    fn new() -> Self {
+        Registry {
+            identity: HashMap::new(),
+            pending_inserts: Vec::new(),
+            pending_deletes: HashMap::new(),
+            savepoints: Vec::new(),
+        }
+    }
+
+    /// The tracked instance for a freshly read row: the one already in the
+    /// map (its pending changes win over the row), or the row, now tracked.
+    pub(crate) fn track_loaded(&mut self, entity: T) -> Tracked<T> {
+        self.identity.entry(entity.key()).or_insert_with(|| Tracked::new(entity)).clone()
+    }
+
+    /// Whether `handle` is this registry's instance for its key.
+    pub(crate) fn owns(&self, handle: &Tracked<T>) -> bool {
+        self.identity.get(&handle.key()).is_some_and(|tracked| Tracked::ptr_eq(tracked, handle))
+    }
+
+    /// Forgets pending work made since the last flush: values go back to
+    /// their last flushed state, pending inserts and deletes are dropped.
+    fn discard_pending(&mut self) {
+        self.pending_inserts.clear();
+        self.pending_deletes.clear();
+        for tracked in self.identity.values() {
+            let mut state = tracked.state().write();
+            if let Some(snapshot) = state.snapshot.take() {
+                state.current = snapshot;
+            }
+        }
+    }
+}
+
+/// A registry seen without its entity type.
+pub(crate) trait ErasedRegistry: Send {
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// Pending inserts and deletes, and entities written since the last flush.
+    fn pending_count(&self) -> usize;
+    /// Builds this table's statements; the plan applies their results later.
+    fn plan(&self) -> crate::error::Result<Option<Box<dyn TablePlan>>>;
+    /// Opens an undo log for a new savepoint.
+    fn begin_savepoint(&mut self);
+    /// Rolls memory back to the innermost savepoint's start.
+    fn rollback_savepoint(&mut self);
+    /// Merges the innermost savepoint's undo log into its parent.
+    fn release_savepoint(&mut self);
+}
+
+impl<T: Entity> ErasedRegistry for Registry<T> {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn pending_count(&self) -> usize {
+        let written = self.identity.values().filter(|t| t.state().read().snapshot.is_some()).count();
+        self.pending_inserts.len() + self.pending_deletes.len() + written
+    }
+
+    fn plan(&self) -> crate::error::Result<Option<Box<dyn TablePlan>>> {
+        crate::flush::plan_table(self)
+    }
+
+    fn begin_savepoint(&mut self) {
+        self.savepoints.push(Undo::new());
+    }
+
+    fn rollback_savepoint(&mut self) {
+        self.discard_pending();
+        let Some(undo) = self.savepoints.pop() else { return };
+        for tracked in undo.deleted {
+            self.identity.insert(tracked.key(), tracked);
+        }
+        for (tracked, before) in undo.updated.into_iter().rev() {
+            tracked.state().write().current = before;
+        }
+        for tracked in undo.inserted {
+            self.identity.remove(&tracked.key());
+            self.pending_inserts.push(tracked);
+        }
+    }
+
+    fn release_savepoint(&mut self) {
+        let Some(undo) = self.savepoints.pop() else { return };
+        if let Some(parent) = self.savepoints.last_mut() {
+            parent.inserted.extend(undo.inserted);
+            parent.updated.extend(undo.updated);
+            parent.deleted.extend(undo.deleted);
+        }
+    }
+}
+
+/// All registries of a session, in the order their types were first used.
+#[derive(Default)]
+pub(crate) struct Registries {
+    by_type: HashMap<TypeId, usize>,
+    pub(crate) all: Vec<Box<dyn ErasedRegistry>>,
+    /// Open savepoints; a registry created inside them gets an undo log for each.
+    savepoint_depth: usize,
+}
+
+impl Registries {
+    /// The registry of `T`, created on first use.
+    pub(crate) fn of<T: Entity>(&mut self) -> &mut Registry<T> {
+        let index = *self.by_type.entry(TypeId::of::<T>()).or_insert_with(|| {
+            let mut registry = Registry::<T>::new();
+            registry.savepoints.extend((0..self.savepoint_depth).map(|_| Undo::new()));
+            self.all.push(Box::new(registry));
+            self.all.len() - 1
+        });
+        self.all[index]
+            .as_any_mut()
+            .downcast_mut::<Registry<T>>()
+            .unwrap_or_else(|| unreachable!("registries are indexed by their TypeId"))
+    }
+
+    /// The registry of `T` if the session has used `T`.
+    pub(crate) fn get<T: Entity>(&mut self) -> Option<&mut Registry<T>> {
+        let index = *self.by_type.get(&TypeId::of::<T>())?;
+        self.all[index].as_any_mut().downcast_mut::<Registry<T>>()
+    }
+
+    pub(crate) fn pending_count(&self) -> usize {
+        self.all.iter().map(|r| r.pending_count()).sum()
+    }
+
+    pub(crate) fn savepoint_depth(&self) -> usize {
+        self.savepoint_depth
+    }
+
+    pub(crate) fn begin_savepoint(&mut self) {
+        self.savepoint_depth += 1;
+        self.all.iter_mut().for_each(|r| r.begin_savepoint());
+    }
+
+    /// Undoes in memory what happened since savepoint number `depth` began.
+    pub(crate) fn rollback_to(&mut self, depth: usize) {
+        while self.savepoint_depth > depth {
+            self.savepoint_depth -= 1;
+            self.all.iter_mut().for_each(|r| r.rollback_savepoint());
+        }
+    }
+
+    /// Keeps what happened since savepoint number `depth` began, as part of
+    /// the enclosing savepoint or transaction.
+    pub(crate) fn release_to(&mut self, depth: usize) {
+        while self.savepoint_depth > depth {
+            self.savepoint_depth -= 1;
+            self.all.iter_mut().for_each(|r| r.release_savepoint());
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! [`Session`]: one unit of work against the database.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use crate::connection::SessionConnection;
+use crate::entity::Entity;
+use crate::error::{Error, Result};
+use crate::flush::{self, FlushEnd};
+use crate::identity::Registries;
+use crate::query::Query;
+use crate::sql;
+use crate::stats::SessionStats;
+use crate::tracked::Tracked;
+use crate::types::param_refs;
+
+/// One unit of work: the rows it loaded (the identity map), what changed,
+/// and one database transaction. Open one per request with
+/// [`Database::session`](crate::Database::session).
+///
+/// The session takes a pooled connection only when it first talks to the
+/// database, and then sends `BEGIN` together with that first statement.
+/// Loading the same key twice gives the same [`Tracked`] instance and costs
+/// one query; [`commit`](Self::commit) writes every pending insert, update
+/// and delete as a few batched statements and commits; dropping the session
+/// instead rolls back and returns the connection clean, also when the
+/// request's future was cancelled mid-statement.
+///
+/// Everything that may talk to the database takes `&mut self`, and the
+/// session is `Send` but not `Sync`: it can move between threads with its
+/// task, but it cannot be shared by two tasks.
+///
+/// ```compile_fail
+/// fn shared<T: Sync>(_: &T) {}
+/// fn check(session: &orm_core::Session) { shared(session) }
+/// ```
+pub struct Session {
+    connection: SessionConnection,
+    registries: Registries,
+    stats: SessionStats,
+    autoflush: bool,
+    /// Set once committed or rolled back, so `Drop` knows nothing is lost.
+    finished: bool,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+/// An open savepoint, returned by [`Session::begin_nested`] and closed by
+/// [`Session::rollback_nested`] or [`Session::release_nested`].
+#[must_use = "a savepoint is closed with rollback_nested or release_nested"]
+#[derive(Debug)]
+pub struct Savepoint {
+    depth: usize,
+}
+
+impl Session {
+    pub(crate) fn new(connection: SessionConnection) -> Self {
+        Session {
+            connection,
+            registries: Registries::default(),
+            stats: SessionStats::default(),
+            autoflush: true,
+            finished: false,
+            _not_sync: PhantomData,
+        }
+    }
+
+    /// What this session has sent to the database so far.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// Turns autoflush on or off. With autoflush (the default) every query
+    /// first flushes pending changes, so it sees them; turn it off to batch
+    /// changes across queries, and flush yourself.
+    pub fn set_autoflush(&mut self, enabled: bool) {
+        self.autoflush = enabled;
+    }
+
+    async fn autoflush(&mut self) -> Result<()> {
+        if self.autoflush {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// The entity with this primary key, or `None`.
+    ///
+    /// A key already in the identity map returns its instance, with any
+    /// changes not yet flushed, and costs no SQL. A key pending deletion
+    /// gives `None`.
+    pub async fn get<E: Entity>(&mut self, key: E::Key) -> Result<Option<Tracked<E>>> {
+        let registry = self.registries.of::<E>();
+        if registry.pending_deletes.contains_key(&key) {
+            return Ok(None);
+        }
+        if let Some(tracked) = registry.identity.get(&key) {
+            return Ok(Some(tracked.clone()));
+        }
+        self.autoflush().await?;
+        let params = E::key_params(&key);
+        let mut loaded = self.load(&sql::select_by_key(E::META), &param_refs(&params)).await?;
+        Ok(loaded.pop())
+    }
+
+    /// The entity with this primary key, or [`Error::NotFound`].
+    pub async fn get_one<E: Entity>(&mut self, key: E::Key) -> Result<Tracked<E>> {
+        let missing = format!("{key:?}");
+        self.get::<E>(key).await?.ok_or(Error::NotFound { entity: E::META.name, key: missing })
+    }
+
+    /// The entities with these keys, in the order of `keys`, skipping keys
+    /// that have no row. Keys already in the identity map cost no SQL; the
+    /// rest are loaded with one statement (`= ANY($1)`), whatever their number.
+    pub async fn get_many<E: Entity>(&mut self, keys: &[E::Key]) -> Result<Vec<Tracked<E>>> {
+        let registry = self.registries.of::<E>();
+        let missing: Vec<E::Key> = keys
+            .iter()
+            .filter(|key| !registry.identity.contains_key(key) && !registry.pending_deletes.contains_key(key))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            self.autoflush().await?;
+            let params = E::key_arrays(&missing);
+            self.load::<E>(&sql::select_by_keys(E::META), &param_refs(&params)).await?;
+        }
+        let registry = self.registries.of::<E>();
+        Ok(keys
+            .iter()
+            .filter(|key| !registry.pending_deletes.contains_key(key))
+            .filter_map(|key| registry.identity.get(key).cloned())
+            .collect())
+    }
+
+    /// Starts a query over entity `E`: filter, order, limit, then load.
+    pub fn query<E: Entity>(&mut self) -> Query<'_, E> {
+        Query::new(self)
+    }
+
+    /// Runs a SELECT of `E`'s columns (in `META` order) and returns the rows
+    /// as tracked entities, identity-mapped.
+    pub(crate) async fn load<E: Entity>(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Tracked<E>>> {
+        let registry = self.registries.of::<E>();
+        let mut loaded = Vec::new();
+        self.connection
+            .for_each_row(sql, params, &mut self.stats, |row| {
+                loaded.push(registry.track_loaded(E::from_row(&row, 0)?));
+                Ok(())
+            })
+            .await?;
+        Ok(loaded)
+    }
+
+    /// Runs a SELECT of `E`'s columns and returns plain values, bypassing the
+    /// identity map: for large read-only loads.
+    pub(crate) async fn load_untracked<E: Entity>(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<E>> {
+        let mut loaded = Vec::new();
+        self.connection
+            .for_each_row(sql, params, &mut self.stats, |row| {
+                loaded.push(E::from_row(&row, 0)?);
+                Ok(())
+            })
+            .await?;
+        Ok(loaded)
+    }
+
+    pub(crate) async fn autoflush_for_query(&mut self) -> Result<()> {
+        self.autoflush().await
+    }
+
+    /// Adds a new entity; the next flush inserts it. The returned handle
+    /// receives the database-generated columns (an identity key, say) when
+    /// the insert has run.
+    pub fn add<E: Entity>(&mut self, entity: E) -> Tracked<E> {
+        let tracked = Tracked::new(entity);
+        self.registries.of::<E>().pending_inserts.push(tracked.clone());
+        tracked
+    }
+
+    /// Adds many new entities; they are inserted with one statement.
+    pub fn add_all<E: Entity>(&mut self, entities: impl IntoIterator<Item = E>) -> Vec<Tracked<E>> {
+        let registry = self.registries.of::<E>();
+        let start = registry.pending_inserts.len();
+        registry.pending_inserts.extend(entities.into_iter().map(Tracked::new));
+        registry.pending_inserts[start..].to_vec()
+    }
+
+    /// Marks an entity for deletion at the next flush. Deleting an entity
+    /// that was added and not yet inserted simply forgets it.
+    pub fn delete<E: Entity>(&mut self, entity: &Tracked<E>) -> Result<()> {
+        let registry = self.registries.of::<E>();
+        if let Some(position) = registry.pending_inserts.iter().position(|t| Tracked::ptr_eq(t, entity)) {
+            registry.pending_inserts.remove(position);
+            return Ok(());
+        }
+        if !registry.owns(entity) {
+            return Err(Error::NotInSession { entity: E::META.name });
+        }
+        registry.pending_deletes.insert(entity.key(), entity.clone());
+        Ok(())
+    }
+
+    /// Stops tracking an entity: its pending insert, changes or deletion are
+    /// forgotten and the next load of its key reads a fresh instance.
+    /// Returns whether the session was tracking it.
+    pub fn expunge<E: Entity>(&mut self, entity: &Tracked<E>) -> bool {
+        let Some(registry) = self.registries.get::<E>() else { return false };
+        if let Some(position) = registry.pending_inserts.iter().position(|t| Tracked::ptr_eq(t, entity)) {
+            registry.pending_inserts.remove(position);
+            return true;
+        }
+        if !registry.owns(entity) {
+            return false;
+        }
+        let key = entity.key();
+        registry.pending_deletes.remove(&key);
+        registry.identity.remove(&key);
+        true
+    }
+
+    /// Reloads an entity's columns from the database, discarding its
+    /// unflushed changes. Fails with [`Error::NotFound`] if its row is gone.
+    pub async fn refresh<E: Entity>(&mut self, entity: &Tracked<E>) -> Result<()> {
+        if !self.registries.of::<E>().owns(entity) {
+            return Err(Error::NotInSession { entity: E::META.name });
+        }
+        let key = entity.key();
+        let params = E::key_params(&key);
+        let rows = self.load_untracked::<E>(&sql::select_by_key(E::META), &param_refs(&params)).await?;
+        let fresh = rows.into_iter().next().ok_or(Error::NotFound { entity: E::META.name, key: format!("{key:?}") })?;
+        let mut state = entity.state().write();
+        state.current = fresh;
+        state.snapshot = None;
+        Ok(())
+    }
+
+    /// Writes pending inserts, updates and deletes to the database, inside
+    /// the transaction, as one batched round trip.
+    ///
+    /// The flush runs inside a savepoint and changes the objects (generated
+    /// keys, versions, identity map) only after all its statements
+    /// succeeded. If it fails, the database is as before the flush, the
+    /// work is still pending and the session stays usable: fix the data and
+    /// flush again.
+    pub async fn flush(&mut self) -> Result<()> {
+        flush::flush(&mut self.registries, &mut self.connection, &mut self.stats, FlushEnd::KeepOpen).await
+    }
+
+    /// Flushes, commits and ends the session; returns what it sent to the
+    /// database. A failed commit rolls back and returns the error, also
+    /// when an earlier statement of the session had already failed.
+    ///
+    /// An insert-only unit of work travels as one round trip with its
+    /// `BEGIN` and `COMMIT`; updates and deletes are first checked for
+    /// stale rows and then committed.
+    pub async fn commit(mut self) -> Result<SessionStats> {
+        self.finished = true;
+        if self.connection.failed() {
+            let _ = self.connection.finish("ROLLBACK", &mut self.stats).await;
+            return Err(Error::TransactionFailed);
+        }
+        flush::flush(&mut self.registries, &mut self.connection, &mut self.stats, FlushEnd::Commit).await?;
+        Ok(self.stats)
+    }
+
+    /// Rolls back the transaction and ends the session; pending changes are
+    /// discarded.
+    pub async fn rollback(mut self) -> Result<()> {
+        self.finished = true;
+        self.connection.finish("ROLLBACK", &mut self.stats).await
+    }
+
+    /// Flushes, then opens a savepoint: a part of the unit of work that can
+    /// be undone alone with [`rollback_nested`](Self::rollback_nested).
+    pub async fn begin_nested(&mut self) -> Result<Savepoint> {
+        self.flush().await?;
+        let depth = self.registries.savepoint_depth();
+        self.connection.control(&format!("SAVEPOINT orm_nested_{depth}"), &mut self.stats).await?;
+        self.registries.begin_savepoint();
+        Ok(Savepoint { depth })
+    }
+
+    /// Rolls the database and the session back to the savepoint: what was
+    /// flushed since is undone (inserted entities become pending, deleted
+    /// ones come back, updated ones get their old values), and changes not
+    /// yet flushed are discarded. Inner savepoints close with it. This is
+    /// also how a session recovers from a failed raw statement.
+    pub async fn rollback_nested(&mut self, savepoint: Savepoint) -> Result<()> {
+        self.connection.rollback_to_savepoint(&format!("orm_nested_{}", savepoint.depth), &mut self.stats).await?;
+        self.registries.rollback_to(savepoint.depth);
+        Ok(())
+    }
+
+    /// Flushes and closes the savepoint, keeping its work as part of the
+    /// enclosing transaction.
+    pub async fn release_nested(&mut self, savepoint: Savepoint) -> Result<()> {
+        self.flush().await?;
+        self.connection.control(&format!("RELEASE SAVEPOINT orm_nested_{}", savepoint.depth), &mut self.stats).await?;
+        self.registries.release_to(savepoint.depth);
+        Ok(())
+    }
+
+    /// Runs a raw SQL statement in the session's transaction (after an
+    /// autoflush) and returns the number of rows it affected. Values go in
+    /// `params` as `$1, $2, ...`, never into the text.
+    pub async fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        self.autoflush().await?;
+        self.connection.for_each_row(sql, params, &mut self.stats, |_| Ok(())).await
+    }
+
+    /// Runs a raw SQL query in the session's transaction (after an
+    /// autoflush) and returns its rows, for what entities cannot express.
+    pub async fn query_rows(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        self.autoflush().await?;
+        let mut rows = Vec::new();
+        self.connection
+            .for_each_row(sql, params, &mut self.stats, |row| {
+                rows.push(row);
+                Ok(())
+            })
+            .await?;
+        Ok(rows)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let pending = self.registries.pending_count();
+        if pending > 0 {
+            tracing::warn!(
+                pending,
+                "session dropped with unflushed changes, which are discarded: call commit() to keep them"
+            );
+        } else if self.connection.in_transaction() {
+            tracing::debug!("session dropped without commit: its transaction is rolled back");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Statement text. Every statement's text depends only on the table, the
+//! operation and the set of columns, never on the data or the row count, so
+//! each shape is prepared once per connection and cached.
+
+use std::fmt::Write;
+
+use crate::entity::{ColumnSet, EntityMeta};
+
+/// Quotes an identifier for PostgreSQL, doubling embedded quotes.
+pub fn quote_ident(name: &str) -> String {
+    let mut quoted = String::with_capacity(name.len() + 2);
+    quoted.push('"');
+    for ch in name.chars() {
+        if ch == '"' {
+            quoted.push('"');
+        }
+        quoted.push(ch);
+    }
+    quoted.push('"');
+    quoted
+}
+
+fn join_columns(meta: &EntityMeta, set: ColumnSet, prefix: &str) -> String {
+    let mut out = String::new();
+    for (n, i) in indexes(set).enumerate() {
+        if n > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(prefix);
+        out.push_str(&quote_ident(meta.columns[i].name));
+    }
+    out
+}
+
+/// `UNNEST($1::type[], ...) AS v("a", ...)` over `columns` in that order: the
+/// parameter list of every batched statement.
+fn unnest(meta: &EntityMeta, columns: &[usize], with_ordinality: bool) -> String {
+    let types: Vec<String> =
+        columns.iter().enumerate().map(|(n, &i)| format!("${}::{}[]", n + 1, meta.columns[i].sql_type)).collect();
+    let mut names: Vec<String> = columns.iter().map(|&i| quote_ident(meta.columns[i].name)).collect();
+    if with_ordinality {
+        names.push("ord".to_owned());
+    }
+    let ordinality = if with_ordinality { " WITH ORDINALITY" } else { "" };
+    format!("UNNEST({}){ordinality} AS v({})", types.join(", "), names.join(", "))
+}
+
+/// All columns, in `META` order, for a SELECT list.
+pub(crate) fn select_list(meta: &EntityMeta, alias: &str) -> String {
+    let all = (0..meta.columns.len()).fold(0, |set, i| set | (1 << i));
+    join_columns(meta, all, &format!("{alias}."))
+}
+
+/// `SELECT <all columns> FROM "table" AS t`
+pub(crate) fn select_from(meta: &EntityMeta) -> String {
+    format!("SELECT {} FROM {} AS t", select_list(meta, "t"), quote_ident(meta.table))
+}
+
+/// Loads one row by key: `... WHERE t."id" = $1` (one parameter per key column).
+pub(crate) fn select_by_key(meta: &EntityMeta) -> String {
+    let mut sql = select_from(meta);
+    for (n, i) in meta.key_columns().enumerate() {
+        sql.push_str(if n == 0 { " WHERE " } else { " AND " });
+        let _ = write!(sql, "t.{} = ${}", quote_ident(meta.columns[i].name), n + 1);
+    }
+    sql
+}
+
+/// Loads many rows by key with one array parameter per key column.
+pub(crate) fn select_by_keys(meta: &EntityMeta) -> String {
+    let keys = meta.key_set();
+    let mut sql = select_from(meta);
+    if meta.key_columns().count() == 1 {
+        let column = meta.key_columns().map(|i| &meta.columns[i]).next();
+        if let Some(column) = column {
+            let _ = write!(sql, " WHERE t.{} = ANY($1::{}[])", quote_ident(column.name), column.sql_type);
+        }
+    } else {
+        let _ = write!(
+            sql,
+            " WHERE ({}) IN (SELECT {} FROM {})",
+            join_columns(meta, keys, "t."),
+            join_columns(meta, keys, "v."),
+            unnest(meta, &indexes(keys).collect::<Vec<_>>(), false)
+        );
+    }
+    sql
+}
+
+/// Inserts a batch: one array parameter per inserted column, rows inserted in
+/// input order (`ORDER BY ord`) so that `RETURNING` yields their generated
+/// columns in that order.
+pub(crate) fn insert(meta: &EntityMeta, columns: ColumnSet) -> String {
+    let mut sql = format!(
+        "INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY ord",
+        quote_ident(meta.table),
+        join_columns(meta, columns, ""),
+        join_columns(meta, columns, "v."),
+        unnest(meta, &indexes(columns).collect::<Vec<_>>(), true),
+    );
+    let generated = meta.generated_columns().fold(0, |set, i| set | (1 << i));
+    if generated != 0 {
+        let _ = write!(sql, " RETURNING {}", join_columns(meta, generated, ""));
+    }
+    sql
+}
+
+/// Updates a batch of rows that changed the same columns. Parameters follow
+/// [`update_parameters`]. Returns the keys of the rows it matched.
+pub(crate) fn update(meta: &EntityMeta, changed: ColumnSet) -> String {
+    let version = meta.version_column();
+    let mut assignments: Vec<String> =
+        indexes(changed).map(|i| format!("{0} = v.{0}", quote_ident(meta.columns[i].name))).collect();
+    if let Some(v) = version {
+        assignments.push(format!("{0} = t.{0} + 1", quote_ident(meta.columns[v].name)));
+    }
+    format!(
+        "UPDATE {} AS t SET {} FROM {} WHERE {} RETURNING {}",
+        quote_ident(meta.table),
+        assignments.join(", "),
+        unnest(meta, &update_parameters(meta, changed), false),
+        match_condition(meta),
+        join_columns(meta, meta.key_set(), "t."),
+    )
+}
+
+/// Deletes a batch by key (and expected version if versioned); parameters
+/// follow [`update_parameters`] with no changed columns. Returns the keys of
+/// the rows it matched.
+pub(crate) fn delete(meta: &EntityMeta) -> String {
+    format!(
+        "DELETE FROM {} AS t USING {} WHERE {} RETURNING {}",
+        quote_ident(meta.table),
+        unnest(meta, &update_parameters(meta, 0), false),
+        match_condition(meta),
+        join_columns(meta, meta.key_set(), "t."),
+    )
+}
+
+/// The columns bound by updates and deletes, in parameter order: the key,
+/// the changed columns, then the expected version.
+pub(crate) fn update_parameters(meta: &EntityMeta, changed: ColumnSet) -> Vec<usize> {
+    meta.key_columns().chain(indexes(changed)).chain(meta.version_column()).collect()
+}
+
+/// Matches a table row to its input row on the key and, if versioned, the version.
+fn match_condition(meta: &EntityMeta) -> String {
+    meta.key_columns()
+        .chain(meta.version_column())
+        .map(|i| format!("t.{0} = v.{0}", quote_ident(meta.columns[i].name)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// The indexes of the columns in `set`, ascending.
+pub(crate) fn indexes(set: ColumnSet) -> impl Iterator<Item = usize> {
+    (0..64).filter(move |i| set & (1 << i) != 0)
+}

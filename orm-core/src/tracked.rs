@@ -1,0 +1,104 @@
+//! [`Tracked<T>`]: the handle through which an application reads and changes
+//! an entity that a session tracks.
+
+use std::fmt;
+use std::sync::Arc;
+
+use parking_lot::{MappedRwLockReadGuard, MappedRwLockWriteGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::entity::{ColumnSet, Entity};
+
+/// A shared handle to the one instance of an entity that a session tracks.
+///
+/// Cloning a handle is cheap and every clone sees the same instance, so the
+/// identity map can hand out the same object for the same key. [`read`](Self::read)
+/// borrows the entity; [`write`](Self::write) borrows it mutably and makes it a
+/// candidate for the next flush, which compares it with its state as last
+/// loaded or flushed and updates only the columns that changed.
+///
+/// A handle outlives its session as plain data: after commit it still reads
+/// the committed values, generated keys included.
+///
+/// Guards are short-lived borrows: drop them before the next `.await` on the
+/// session (they are not `Send`, so the compiler insists in spawned tasks).
+pub struct Tracked<T: Entity> {
+    state: Arc<RwLock<EntityState<T>>>,
+}
+
+/// The instance and, once it was written to, its state as the database has it.
+pub(crate) struct EntityState<T> {
+    pub(crate) current: T,
+    /// The last loaded or flushed values, taken at the first `write()` after
+    /// that: a tracked entity that is only read costs no copy.
+    pub(crate) snapshot: Option<T>,
+}
+
+impl<T: Entity> Tracked<T> {
+    pub(crate) fn new(entity: T) -> Self {
+        Tracked { state: Arc::new(RwLock::new(EntityState { current: entity, snapshot: None })) }
+    }
+
+    /// Borrows the entity.
+    pub fn read(&self) -> MappedRwLockReadGuard<'_, T> {
+        RwLockReadGuard::map(self.state.read(), |state| &state.current)
+    }
+
+    /// Borrows the entity mutably and marks it for change detection at the next flush.
+    pub fn write(&self) -> MappedRwLockWriteGuard<'_, T> {
+        RwLockWriteGuard::map(self.state.write(), |state| {
+            if state.snapshot.is_none() {
+                state.snapshot = Some(state.current.clone());
+            }
+            &mut state.current
+        })
+    }
+
+    /// A copy of the entity's current values.
+    pub fn get(&self) -> T {
+        self.read().clone()
+    }
+
+    /// The entity's primary key.
+    pub fn key(&self) -> T::Key {
+        self.read().key()
+    }
+
+    /// Whether the entity has changes that the next flush will write.
+    pub fn is_modified(&self) -> bool {
+        self.changed_columns() != 0
+    }
+
+    /// Whether two handles refer to the same tracked instance.
+    pub fn ptr_eq(a: &Self, b: &Self) -> bool {
+        Arc::ptr_eq(&a.state, &b.state)
+    }
+
+    pub(crate) fn changed_columns(&self) -> ColumnSet {
+        let state = self.state.read();
+        state.snapshot.as_ref().map_or(0, |snapshot| state.current.changed_columns(snapshot))
+    }
+
+    pub(crate) fn state(&self) -> &RwLock<EntityState<T>> {
+        &self.state
+    }
+
+    /// Marks the current values as what the database holds.
+    pub(crate) fn mark_synced(&self) {
+        self.state.write().snapshot = None;
+    }
+}
+
+impl<T: Entity> Clone for Tracked<T> {
+    fn clone(&self) -> Self {
+        Tracked { state: Arc::clone(&self.state) }
+    }
+}
+
+impl<T: Entity + fmt::Debug> fmt::Debug for Tracked<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.state.try_read() {
+            Some(state) => f.debug_tuple("Tracked").field(&state.current).finish(),
+            None => f.write_str("Tracked(<borrowed for writing>)"),
+        }
+    }
+}

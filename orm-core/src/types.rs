@@ -1,0 +1,130 @@
+//! Which Rust types can be entity fields, and the SQL type each one is sent as.
+
+use std::error::Error as StdError;
+use std::ops::{Deref, DerefMut};
+
+use bytes::BytesMut;
+use postgres_types::{FromSql, IsNull, ToSql, Type};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// A Rust type that can be stored in a column.
+///
+/// `SQL_TYPE` names the PostgreSQL type a batch of these values is cast to in
+/// array parameters (`UNNEST($1::int8[])`), so one statement carries any number
+/// of rows. `#[orm(sql_type = "...")]` on a field overrides it.
+///
+/// Implemented for `i16`, `i32`, `i64`, `f32`, `f64`, `bool`, `String`,
+/// `Vec<u8>`, [`uuid::Uuid`], `chrono` timestamps and dates,
+/// [`serde_json::Value`], [`Json<T>`] for any serde type, enums deriving
+/// [`DbEnum`](crate::DbEnum), and `Option<T>` of each (a nullable column).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored in a column",
+    label = "unsupported column type",
+    note = "supported: integers, floats, bool, String, Vec<u8>, Uuid, chrono dates and timestamps, serde_json::Value, orm_core::Json<T>, #[derive(DbEnum)] enums, and Option of any of them"
+)]
+pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + Sync + 'static {
+    /// The PostgreSQL type name used in casts.
+    const SQL_TYPE: &'static str;
+    /// Whether the column accepts NULL (true for `Option<T>`).
+    const NULLABLE: bool = false;
+    /// The non-null type filters compare with: `T` for both `T` and `Option<T>`.
+    type Value: ColumnType;
+}
+
+macro_rules! column_types {
+    ($($rust:ty => $sql:literal),* $(,)?) => {
+        $(impl ColumnType for $rust {
+            const SQL_TYPE: &'static str = $sql;
+            type Value = Self;
+        })*
+    };
+}
+
+column_types! {
+    i16 => "int2",
+    i32 => "int4",
+    i64 => "int8",
+    f32 => "float4",
+    f64 => "float8",
+    bool => "bool",
+    String => "text",
+    Vec<u8> => "bytea",
+    uuid::Uuid => "uuid",
+    chrono::DateTime<chrono::Utc> => "timestamptz",
+    chrono::NaiveDateTime => "timestamp",
+    chrono::NaiveDate => "date",
+    chrono::NaiveTime => "time",
+    serde_json::Value => "jsonb",
+}
+
+impl<T: ColumnType<Value = T>> ColumnType for Option<T> {
+    const SQL_TYPE: &'static str = T::SQL_TYPE;
+    const NULLABLE: bool = true;
+    type Value = T;
+}
+
+/// A field stored as `jsonb`, serialized with serde.
+///
+/// Wrap any `Serialize + DeserializeOwned` type to store it in one column:
+///
+/// ```
+/// use orm_core::Json;
+/// #[derive(serde::Serialize, serde::Deserialize, Clone, PartialEq, Debug)]
+/// struct Settings { theme: String }
+/// let settings = Json(Settings { theme: "dark".into() });
+/// assert_eq!(settings.theme, "dark"); // derefs to the inner value
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Json<T>(pub T);
+
+impl<T> Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> DerefMut for Json<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+impl<T: Serialize + std::fmt::Debug> ToSql for Json<T> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        postgres_types::Json(&self.0).to_sql(ty, out)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <postgres_types::Json<&T> as ToSql>::accepts(ty)
+    }
+
+    postgres_types::to_sql_checked!();
+}
+
+impl<'a, T: DeserializeOwned> FromSql<'a> for Json<T> {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
+        postgres_types::Json::<T>::from_sql(ty, raw).map(|json| Json(json.0))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <postgres_types::Json<T> as FromSql>::accepts(ty)
+    }
+}
+
+impl<T> ColumnType for Json<T>
+where
+    T: Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static,
+{
+    const SQL_TYPE: &'static str = "jsonb";
+    type Value = Self;
+}
+
+/// A boxed bind parameter: one value, or one array of a column's values.
+pub type Param = Box<dyn ToSql + Sync + Send>;
+
+/// Borrows boxed parameters the way tokio-postgres takes them.
+pub(crate) fn param_refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+}

@@ -1,0 +1,165 @@
+//! Parses `#[orm(...)]` attributes into a model of the entity, collecting
+//! every error with its span instead of stopping at the first one.
+
+use syn::spanned::Spanned;
+use syn::{Attribute, Data, DeriveInput, Fields, Ident, LitStr, Type};
+
+use crate::case::snake_case;
+
+/// Errors found so far; turned into one compile error listing them all.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(existing) => existing.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    pub(crate) fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+
+    /// Ends parsing with `error` and every error found before it.
+    pub(crate) fn fail(mut self, error: syn::Error) -> syn::Error {
+        self.push(error);
+        self.0.unwrap_or_else(|| syn::Error::new(proc_macro2::Span::call_site(), "invalid entity"))
+    }
+}
+
+pub(crate) struct EntityModel<'a> {
+    pub(crate) ident: &'a Ident,
+    pub(crate) table: String,
+    pub(crate) fields: Vec<FieldModel<'a>>,
+}
+
+pub(crate) struct FieldModel<'a> {
+    pub(crate) ident: &'a Ident,
+    pub(crate) ty: &'a Type,
+    pub(crate) column: String,
+    pub(crate) sql_type: Option<LitStr>,
+    pub(crate) primary_key: bool,
+    pub(crate) generated: bool,
+    pub(crate) version: bool,
+    pub(crate) skip: bool,
+}
+
+/// Sets a flag, reporting a repeated attribute.
+fn set_flag(flag: &mut bool, meta: &syn::meta::ParseNestedMeta<'_>, errors: &mut Errors) {
+    if *flag {
+        errors.push(meta.error("duplicate attribute"));
+    }
+    *flag = true;
+}
+
+fn orm_attributes(attrs: &[Attribute]) -> impl Iterator<Item = &Attribute> {
+    attrs.iter().filter(|a| a.path().is_ident("orm"))
+}
+
+pub(crate) fn parse_entity(input: &DeriveInput) -> syn::Result<EntityModel<'_>> {
+    let mut errors = Errors::default();
+    let mut table = None;
+    for attr in orm_attributes(&input.attrs) {
+        let parsed = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("table") {
+                let value: LitStr = meta.value()?.parse()?;
+                if table.replace(value.value()).is_some() {
+                    errors.push(meta.error("duplicate attribute"));
+                }
+                Ok(())
+            } else {
+                Err(meta.error("unknown entity attribute; expected `table = \"...\"`"))
+            }
+        });
+        if let Err(error) = parsed {
+            errors.push(error);
+        }
+    }
+
+    let named = match &input.data {
+        Data::Struct(data) => match &data.fields {
+            Fields::Named(named) => Some(named),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(named) = named else {
+        return Err(errors
+            .fail(syn::Error::new(input.ident.span(), "Entity can only be derived for a struct with named fields")));
+    };
+    if !input.generics.params.is_empty() {
+        errors.push(syn::Error::new(input.generics.span(), "an entity cannot have generic parameters"));
+    }
+
+    let mut fields = Vec::new();
+    for field in &named.named {
+        let Some(ident) = field.ident.as_ref() else { continue };
+        let mut model = FieldModel {
+            ident,
+            ty: &field.ty,
+            column: ident.to_string().trim_start_matches("r#").to_owned(),
+            sql_type: None,
+            primary_key: false,
+            generated: false,
+            version: false,
+            skip: false,
+        };
+        for attr in orm_attributes(&field.attrs) {
+            let parsed = attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("primary_key") {
+                    set_flag(&mut model.primary_key, &meta, &mut errors);
+                } else if meta.path.is_ident("generated") {
+                    set_flag(&mut model.generated, &meta, &mut errors);
+                } else if meta.path.is_ident("version") {
+                    set_flag(&mut model.version, &meta, &mut errors);
+                } else if meta.path.is_ident("skip") {
+                    set_flag(&mut model.skip, &meta, &mut errors);
+                } else if meta.path.is_ident("column") {
+                    model.column = meta.value()?.parse::<LitStr>()?.value();
+                } else if meta.path.is_ident("sql_type") {
+                    model.sql_type = Some(meta.value()?.parse()?);
+                } else {
+                    return Err(meta.error(
+                        "unknown field attribute; expected one of `primary_key`, `generated`, `version`, `skip`, `column = \"...\"`, `sql_type = \"...\"`",
+                    ));
+                }
+                Ok(())
+            });
+            if let Err(error) = parsed {
+                errors.push(error);
+            }
+        }
+        if model.skip && (model.primary_key || model.generated || model.version || model.sql_type.is_some()) {
+            errors.push(syn::Error::new(ident.span(), "a `skip` field is not a column and takes no other attribute"));
+        }
+        if model.version && (model.primary_key || model.generated) {
+            errors.push(syn::Error::new(ident.span(), "a `version` column cannot be a key or generated"));
+        }
+        fields.push(model);
+    }
+
+    let columns: Vec<&FieldModel<'_>> = fields.iter().filter(|f| !f.skip).collect();
+    if columns.iter().all(|f| !f.primary_key) {
+        errors.push(syn::Error::new(
+            input.ident.span(),
+            "an entity needs a primary key: mark a field `#[orm(primary_key)]`",
+        ));
+    }
+    if columns.iter().filter(|f| f.version).count() > 1 {
+        errors.push(syn::Error::new(input.ident.span(), "an entity can have only one `version` column"));
+    }
+    if !columns.is_empty() && columns.iter().all(|f| f.generated) {
+        errors.push(syn::Error::new(input.ident.span(), "an entity needs at least one column that is not `generated`"));
+    }
+    if columns.len() > 64 {
+        errors.push(syn::Error::new(input.ident.span(), "an entity can map at most 64 columns"));
+    }
+    errors.finish()?;
+    Ok(EntityModel {
+        ident: &input.ident,
+        table: table.unwrap_or_else(|| snake_case(&input.ident.to_string())),
+        fields,
+    })
+}

@@ -1,0 +1,192 @@
+//! Expands `#[derive(Entity)]` into the `orm_core::Entity` impl and the typed
+//! column constants.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{DeriveInput, Index};
+
+use crate::attr::{parse_entity, FieldModel};
+
+pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let model = parse_entity(input)?;
+    let ident = model.ident;
+    let name = ident.to_string();
+    let table = &model.table;
+    let columns: Vec<&FieldModel<'_>> = model.fields.iter().filter(|f| !f.skip).collect();
+    let keys: Vec<&FieldModel<'_>> = columns.iter().copied().filter(|f| f.primary_key).collect();
+
+    // Every use of a field's type goes through `ColumnType` at the field's
+    // span, so an unsupported type is one error pointing at the field.
+    let column_meta = columns.iter().map(|f| {
+        let ty = f.ty;
+        let column = &f.column;
+        let field = f.ident.to_string();
+        let sql_type = f.sql_type.as_ref().map_or_else(
+            || quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::SQL_TYPE),
+            |literal| quote!(#literal),
+        );
+        let nullable = quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::NULLABLE);
+        let (primary_key, generated, version) = (f.primary_key, f.generated, f.version);
+        quote! {
+            ::orm_core::ColumnMeta {
+                name: #column, field: #field, sql_type: #sql_type, nullable: #nullable,
+                primary_key: #primary_key, generated: #generated, version: #version,
+            }
+        }
+    });
+
+    let decode_fields = columns.iter().enumerate().map(|(i, f)| {
+        let field = f.ident;
+        let column = &f.column;
+        let ty = f.ty;
+        quote_spanned! {ty.span()=>
+            #field: ::orm_core::__private::decode::<#ty>(row, offset + #i, #name, #column)?
+        }
+    });
+    let default_fields = model.fields.iter().filter(|f| f.skip).map(|f| {
+        let field = f.ident;
+        quote_spanned!(f.ty.span()=> #field: ::core::default::Default::default())
+    });
+
+    let key_methods = key_methods(&name, &keys);
+
+    let column_arrays = columns.iter().enumerate().map(|(i, f)| {
+        let field = f.ident;
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> #i => ::orm_core::__private::array::<#ty, _>(rows, |row| &row.#field))
+    });
+    let change_checks = columns.iter().enumerate().map(|(i, f)| {
+        let field = f.ident;
+        quote!(if self.#field != snapshot.#field { changed |= 1 << #i; })
+    });
+    let generated = columns.iter().filter(|f| f.generated).enumerate().map(|(n, f)| {
+        let field = f.ident;
+        let column = &f.column;
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> self.#field = ::orm_core::__private::decode::<#ty>(row, #n, #name, #column)?;)
+    });
+    let version = columns.iter().filter(|f| f.version).map(|f| {
+        let field = f.ident;
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> ::orm_core::__private::increment_version::<#ty>(&mut self.#field);)
+    });
+
+    let constants = column_constants(ident, &columns);
+
+    Ok(quote! {
+        #[automatically_derived]
+        impl ::orm_core::Entity for #ident {
+
+            const META: &'static ::orm_core::EntityMeta = &::orm_core::EntityMeta {
+                name: #name,
+                table: #table,
+                columns: &[#(#column_meta),*],
+            };
+
+            fn from_row(row: &::orm_core::__private::Row, offset: usize) -> ::orm_core::Result<Self> {
+                ::core::result::Result::Ok(Self { #(#decode_fields,)* #(#default_fields,)* })
+            }
+
+            #key_methods
+
+            fn column_array(rows: &[&Self], column: usize) -> ::orm_core::Param {
+                match column {
+                    #(#column_arrays,)*
+                    _ => ::orm_core::__private::no_such_column(#name, column),
+                }
+            }
+
+            fn changed_columns(&self, snapshot: &Self) -> ::orm_core::ColumnSet {
+                let mut changed: ::orm_core::ColumnSet = 0;
+                #(#change_checks)*
+                changed
+            }
+
+            fn set_generated(&mut self, row: &::orm_core::__private::Row) -> ::orm_core::Result<()> {
+                #(#generated)*
+                let _ = row;
+                ::core::result::Result::Ok(())
+            }
+
+            fn increment_version(&mut self) {
+                #(#version)*
+            }
+        }
+
+        #constants
+    })
+}
+
+/// The `Key` type and the methods that build, read and bind keys: a plain
+/// value for one key column, a tuple for a composite key.
+fn key_methods(name: &str, keys: &[&FieldModel<'_>]) -> TokenStream {
+    let key_types: Vec<_> = keys.iter().map(|f| f.ty).collect();
+    let key_fields: Vec<_> = keys.iter().map(|f| f.ident).collect();
+    let key_columns: Vec<_> = keys.iter().map(|f| &f.column).collect();
+    let (key_type, key_value, key_params, key_arrays, key_from_row);
+    if let [single] = keys {
+        let ty = single.ty;
+        let field = single.ident;
+        let column = &single.column;
+        key_type = quote!(#ty);
+        key_value = quote!(::core::clone::Clone::clone(&self.#field));
+        key_params = quote!(::std::vec![::orm_core::__private::param::<#ty>(key)]);
+        key_arrays = quote!(::std::vec![::orm_core::__private::array::<#ty, _>(keys, |key| key)]);
+        key_from_row = quote!(::orm_core::__private::decode::<#ty>(row, 0, #name, #column));
+    } else {
+        let positions: Vec<Index> = (0..keys.len()).map(Index::from).collect();
+        let offsets = 0..keys.len();
+        key_type = quote!((#(#key_types,)*));
+        key_value = quote!((#(::core::clone::Clone::clone(&self.#key_fields),)*));
+        key_params = quote!(::std::vec![#(::orm_core::__private::param::<#key_types>(&key.#positions)),*]);
+        key_arrays =
+            quote!(::std::vec![#(::orm_core::__private::array::<#key_types, _>(keys, |key| &key.#positions)),*]);
+        key_from_row = quote!(::core::result::Result::Ok((
+            #(::orm_core::__private::decode::<#key_types>(row, #offsets, #name, #key_columns)?,)*
+        )));
+    }
+
+    quote! {
+        type Key = #key_type;
+
+        fn key(&self) -> Self::Key {
+            #key_value
+        }
+
+        fn key_from_row(row: &::orm_core::__private::Row) -> ::orm_core::Result<Self::Key> {
+            #key_from_row
+        }
+
+        fn key_params(key: &Self::Key) -> ::std::vec::Vec<::orm_core::Param> {
+            #key_params
+        }
+
+        fn key_arrays(keys: &[Self::Key]) -> ::std::vec::Vec<::orm_core::Param> {
+            #key_arrays
+        }
+    }
+}
+
+/// The typed column constants (`Customer::NAME`) used in filters and ordering.
+fn column_constants(ident: &syn::Ident, columns: &[&FieldModel<'_>]) -> TokenStream {
+    let constants = columns.iter().map(|f| {
+        let constant =
+            format_ident!("{}", f.ident.to_string().trim_start_matches("r#").to_uppercase(), span = f.ident.span());
+        let column = &f.column;
+        let ty = f.ty;
+        let doc = format!("The `{column}` column, for filters and ordering.");
+        quote_spanned! {ty.span()=>
+            #[doc = #doc]
+            pub const #constant: ::orm_core::Column<#ident, <#ty as ::orm_core::ColumnType>::Value> =
+                ::orm_core::Column::new(#column);
+        }
+    });
+
+    quote! {
+        #[automatically_derived]
+        impl #ident {
+            #(#constants)*
+        }
+    }
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, lints, then every test (unit,
+# integration and doc tests) against a real PostgreSQL found or started by
+# scripts/db.sh. Exits non-zero on the first failure. Cargo's test summary is
+# the last thing printed, so nothing may write to the terminal after it: the
+# EXIT trap that stops a private cluster logs to target/pg/ instead.
+set -euo pipefail
+
+cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "database"
+# shellcheck source=scripts/db.sh
+if ! source scripts/db.sh; then
+    printf 'test.sh: no PostgreSQL database to test against (reasons above)\n' >&2
+    exit 1
+fi
+trap db_stop_if_private EXIT
+# Without these a signal would kill bash before the EXIT trap runs, leaving
+# the private cluster running.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+export DATABASE_URL
+
+step "cargo fmt --all --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# Last, so that its summary ends the output.
+step "cargo test --workspace"
+cargo test --workspace

@@ -1,0 +1,335 @@
+//! Test support for the ORM's integration tests.
+//!
+//! [`TestDb`] gives each test a database of its own, created fresh on the
+//! server named by `DATABASE_URL` and dropped when the test ends, so tests run
+//! in parallel without seeing each other's tables. `scripts/test.sh` finds or
+//! starts a server and sets `DATABASE_URL`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let db = orm_tests::TestDb::new().await;
+//! let client = db.client().await;
+//! client.batch_execute("CREATE TABLE t (id int)").await.unwrap();
+//! let row = client.query_one("SELECT current_database()", &[]).await.unwrap();
+//! assert_eq!(row.get::<_, String>(0), db.name());
+//! # }
+//! ```
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls};
+
+/// Every test database's name starts with this, followed by
+/// `<pid>_<counter>_<random>`; the pid lets a later run tell leftovers of a
+/// crashed process from databases of a run still in progress.
+const NAME_PREFIX: &str = "orm_test_";
+
+/// How often `CREATE DATABASE` is tried while another session holds the
+/// template database.
+const CREATE_ATTEMPTS: u32 = 8;
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+static LEFTOVERS_REMOVED: AtomicBool = AtomicBool::new(false);
+
+/// A fresh database for one test, dropped (with `FORCE`, so open connections
+/// don't keep it alive) when the `TestDb` is dropped, also when the test
+/// panics.
+///
+/// Needs a Tokio runtime for [`TestDb::new`], [`TestDb::client`] and the
+/// connections of [`TestDb::pool`]; dropping works anywhere.
+#[derive(Debug)]
+pub struct TestDb {
+    name: String,
+    url: String,
+    config: Config,
+    admin: Config,
+}
+
+impl TestDb {
+    /// Creates a uniquely named database on the server in `DATABASE_URL`.
+    ///
+    /// The first call in a process also drops databases left behind by test
+    /// processes that no longer run.
+    ///
+    /// # Panics
+    ///
+    /// If `DATABASE_URL` is unset or invalid, or the server refuses the
+    /// connection or the `CREATE DATABASE`.
+    pub async fn new() -> Self {
+        let base_url = database_url();
+        let admin = parse_config(&base_url);
+        let admin_client = connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({}): {e}", describe(&admin)));
+        if !LEFTOVERS_REMOVED.swap(true, Ordering::SeqCst) {
+            remove_leftovers(&admin_client).await;
+        }
+
+        let name = unique_name();
+        let url = with_dbname(&base_url, &name);
+        let config = parse_config(&url);
+        create_database(&admin_client, &name).await;
+        TestDb { name, url, config, admin }
+    }
+
+    /// Connects to the server in `DATABASE_URL` (not to a test database), e.g.
+    /// to look at `pg_database`.
+    ///
+    /// # Panics
+    ///
+    /// If `DATABASE_URL` is unset or invalid, or the connection fails.
+    pub async fn admin_client() -> Client {
+        let admin = parse_config(&database_url());
+        connect(&admin).await.unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({}): {e}", describe(&admin)))
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The connection URL of this database: `DATABASE_URL` with the database
+    /// name replaced.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The connection settings of this database.
+    pub fn config(&self) -> Config {
+        self.config.clone()
+    }
+
+    /// A new raw connection to this database, for setting up tables and
+    /// checking what the ORM wrote. Its connection task runs on the current
+    /// Tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// If the connection fails.
+    pub async fn client(&self) -> Client {
+        connect(&self.config).await.unwrap_or_else(|e| panic!("cannot connect to test database {}: {e}", self.name))
+    }
+
+    /// A pool of at most `max_size` connections to this database.
+    ///
+    /// # Panics
+    ///
+    /// Never in practice: building fails only for timeouts without a runtime,
+    /// and none are set.
+    pub fn pool(&self, max_size: usize) -> Pool {
+        let manager =
+            Manager::from_config(self.config(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        Pool::builder(manager)
+            .max_size(max_size)
+            .build()
+            .expect("a deadpool-postgres pool without timeouts always builds")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop can't await, and may run inside a runtime, where blocking on
+        // that runtime panics: a thread with its own runtime does the work.
+        // Joining it means the database is gone once drop returns.
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        let outcome = std::thread::spawn(move || -> Result<(), String> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start a runtime: {e}"))?;
+            runtime
+                .block_on(async {
+                    let client = connect(&admin).await?;
+                    client.batch_execute(&drop_sql(&name)).await
+                })
+                .map_err(|e| e.to_string())
+        })
+        .join();
+        // Panicking here would abort a test that is already unwinding, and a
+        // leftover database is removed by the next run anyway.
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("orm-tests: could not drop test database {}: {e}", self.name),
+            Err(_) => eprintln!("orm-tests: dropping test database {} panicked", self.name),
+        }
+    }
+}
+
+/// The server URL the tests run against.
+///
+/// # Panics
+///
+/// If `DATABASE_URL` is not set.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").expect("DATABASE_URL is not set: run the tests through scripts/test.sh")
+}
+
+fn parse_config(url: &str) -> Config {
+    url.parse().unwrap_or_else(|e| panic!("DATABASE_URL is not a valid connection string: {e}"))
+}
+
+/// Host, port and database, for messages that must not show a password.
+fn describe(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    format!(
+        "host {}, port {}, database {}",
+        hosts.join(","),
+        ports.join(","),
+        config.get_dbname().unwrap_or("(default)")
+    )
+}
+
+async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            // A test's connections are cut by DROP DATABASE ... WITH (FORCE)
+            // when it ends; that is expected, not worth a message.
+            if e.code() != Some(&SqlState::ADMIN_SHUTDOWN) {
+                eprintln!("orm-tests: connection error: {e}");
+            }
+        }
+    });
+    Ok(client)
+}
+
+fn unique_name() -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{NAME_PREFIX}{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), &random[..12])
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn drop_sql(name: &str) -> String {
+    format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name))
+}
+
+async fn create_database(admin: &Client, name: &str) {
+    let sql = format!("CREATE DATABASE {}", quote_ident(name));
+    for attempt in 1..=CREATE_ATTEMPTS {
+        match admin.batch_execute(&sql).await {
+            Ok(()) => return,
+            // CREATE DATABASE copies template1 and fails while any other
+            // session is connected to it, e.g. a concurrent CREATE DATABASE.
+            Err(e) if attempt < CREATE_ATTEMPTS && e.code() == Some(&SqlState::OBJECT_IN_USE) => {
+                tokio::time::sleep(Duration::from_millis(25 * u64::from(attempt))).await;
+            }
+            Err(e) => panic!("cannot create test database {name}: {e}"),
+        }
+    }
+}
+
+/// The pid in a test database's name.
+fn creator_pid(name: &str) -> Option<u32> {
+    name.strip_prefix(NAME_PREFIX)?.split('_').next()?.parse().ok()
+}
+
+/// Drops test databases whose creating process is gone, so that a crashed or
+/// killed run doesn't leave databases behind for good. Failures only warn:
+/// they don't affect the test that happens to run this.
+async fn remove_leftovers(admin: &Client) {
+    // Liveness comes from /proc; elsewhere, leave everything alone.
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let rows = match admin.query("SELECT datname::text FROM pg_database WHERE datname LIKE 'orm\\_test\\_%'", &[]).await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("orm-tests: cannot list leftover test databases: {e}");
+            return;
+        }
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let Some(pid) = creator_pid(&name) else {
+            continue;
+        };
+        if Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        if let Err(e) = admin.batch_execute(&drop_sql(&name)).await {
+            eprintln!("orm-tests: cannot drop leftover test database {name}: {e}");
+        }
+    }
+}
+
+/// Replaces the database in a connection string, in URL or key=value form.
+fn with_dbname(url: &str, dbname: &str) -> String {
+    let scheme_len =
+        ["postgres://", "postgresql://"].iter().find(|scheme| url.starts_with(*scheme)).map(|scheme| scheme.len());
+    let Some(scheme_len) = scheme_len else {
+        // In key=value form the last setting of a keyword wins.
+        return format!("{url} dbname={dbname}");
+    };
+    let (main, query) = match url.split_once('?') {
+        Some((main, query)) => (main, Some(query)),
+        None => (url, None),
+    };
+    let authority_end = main[scheme_len..].find('/').map_or(main.len(), |i| scheme_len + i);
+    let mut out = format!("{}/{dbname}", &main[..authority_end]);
+    if let Some(query) = query {
+        // A dbname parameter would override the path.
+        let kept: Vec<&str> = query.split('&').filter(|param| !param.starts_with("dbname=")).collect();
+        if !kept.is_empty() {
+            out.push('?');
+            out.push_str(&kept.join("&"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_database_in_a_url() {
+        assert_eq!(with_dbname("postgres://postgres@127.0.0.1:5432/test", "x"), "postgres://postgres@127.0.0.1:5432/x");
+        assert_eq!(with_dbname("postgresql://u:p@h", "x"), "postgresql://u:p@h/x");
+        assert_eq!(
+            with_dbname("postgres://h/db?dbname=other&connect_timeout=5", "x"),
+            "postgres://h/x?connect_timeout=5"
+        );
+    }
+
+    #[test]
+    fn replaces_the_database_in_key_value_form() {
+        let url = with_dbname("host=localhost user=postgres dbname=test", "x");
+        let config: Config = url.parse().unwrap();
+        assert_eq!(config.get_dbname(), Some("x"));
+        assert_eq!(config.get_user(), Some("postgres"));
+    }
+
+    #[test]
+    fn names_are_unique_and_carry_the_pid() {
+        let (a, b) = (unique_name(), unique_name());
+        assert_ne!(a, b);
+        assert_eq!(creator_pid(&a), Some(std::process::id()));
+        assert!(a.len() <= 63, "PostgreSQL truncates identifiers: {a}");
+        assert_eq!(creator_pid("orm_test_x_1_2"), None);
+        assert_eq!(creator_pid("other"), None);
+    }
+
+    #[test]
+    fn quotes_identifiers() {
+        assert_eq!(quote_ident(r#"a"b"#), r#""a""b""#);
+    }
+}
