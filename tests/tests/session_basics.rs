@@ -34,3 +34,103 @@ async fn get_returns_the_same_instance_without_sql_the_second_time() {
     assert_eq!(after_first.statements, 1);
     assert!(session.get::<Customer>(99).await.unwrap().is_none());
 }
+
+async fn seeded(names: &[&str]) -> (orm_tests::TestDb, orm_core::Database) {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    session.add_all(names.iter().map(|name| customer(name)));
+    session.commit().await.unwrap();
+    (test_db, db)
+}
+
+#[tokio::test]
+async fn query_results_already_in_the_map_keep_their_pending_changes() {
+    let (_test_db, db) = seeded(&["ann", "ben"]).await;
+    let mut session = db.session();
+    session.set_autoflush(false);
+    let ann = session.get_one::<Customer>(1).await.unwrap();
+    ann.write().name = "changed, not flushed".to_owned();
+    let all = session.query::<Customer>().order_by(Customer::ID.asc()).all().await.unwrap();
+    assert!(Tracked::ptr_eq(&all[0], &ann), "the query returns the tracked instance");
+    assert_eq!(all[0].read().name, "changed, not flushed", "the row did not overwrite pending changes");
+    assert!(ann.is_modified());
+}
+
+#[tokio::test]
+async fn queries_autoflush_so_they_see_pending_work() {
+    let (_test_db, db) = seeded(&["ann"]).await;
+    let mut session = db.session();
+    session.add(customer("pending"));
+    let found = session.query::<Customer>().filter(Customer::NAME.eq("pending")).all().await.unwrap();
+    assert_eq!(found.len(), 1);
+
+    session.set_autoflush(false);
+    session.add(customer("invisible"));
+    let found = session.query::<Customer>().filter(Customer::NAME.eq("invisible")).all().await.unwrap();
+    assert!(found.is_empty(), "without autoflush the pending insert is not in the database yet");
+}
+
+#[tokio::test]
+async fn get_many_loads_missing_keys_in_one_statement() {
+    let (_test_db, db) = seeded(&["a", "b", "c", "d"]).await;
+    let mut session = db.session();
+    let b = session.get_one::<Customer>(2).await.unwrap();
+    let before = session.stats().statements;
+    let found = session.get_many::<Customer>(&[4, 2, 99, 1]).await.unwrap();
+    assert_eq!(session.stats().statements - before, 1);
+    let ids: Vec<i32> = found.iter().map(|t| t.read().id).collect();
+    assert_eq!(ids, vec![4, 2, 1], "in the order asked for, missing keys skipped");
+    assert!(Tracked::ptr_eq(&found[1], &b));
+    let before = session.stats();
+    session.get_many::<Customer>(&[1, 2, 4]).await.unwrap();
+    assert_eq!(session.stats(), before, "all in the identity map: no SQL");
+}
+
+#[tokio::test]
+async fn refresh_discards_unflushed_changes_and_reads_the_row() {
+    let (test_db, db) = seeded(&["ann"]).await;
+    let mut session = db.session();
+    let ann = session.get_one::<Customer>(1).await.unwrap();
+    ann.write().name = "local".to_owned();
+    test_db.client().await.batch_execute("UPDATE customer SET description = 'remote' WHERE id = 1").await.unwrap();
+    session.refresh(&ann).await.unwrap();
+    assert_eq!(ann.read().name, "ann");
+    assert_eq!(ann.read().description.as_deref(), Some("remote"));
+    assert!(!ann.is_modified());
+    let stats = session.commit().await.unwrap();
+    assert_eq!(stats.statements, 2, "the get and the refresh; the discarded change is not written");
+}
+
+#[tokio::test]
+async fn expunge_forgets_the_instance_and_its_changes() {
+    let (test_db, db) = seeded(&["ann"]).await;
+    let mut session = db.session();
+    let ann = session.get_one::<Customer>(1).await.unwrap();
+    ann.write().name = "forgotten".to_owned();
+    assert!(session.expunge(&ann));
+    assert!(!session.expunge(&ann), "already gone");
+    let again = session.get_one::<Customer>(1).await.unwrap();
+    assert!(!Tracked::ptr_eq(&again, &ann), "a fresh instance after expunge");
+    assert_eq!(again.read().name, "ann");
+    session.commit().await.unwrap();
+    let name: String = test_db.client().await.query_one("SELECT name FROM customer", &[]).await.unwrap().get(0);
+    assert_eq!(name, "ann");
+}
+
+#[tokio::test]
+async fn a_handle_from_another_session_is_refused() {
+    let (_test_db, db) = seeded(&["ann"]).await;
+    let mut first = db.session();
+    let ann = first.get_one::<Customer>(1).await.unwrap();
+    let mut second = db.session();
+    assert!(matches!(second.delete(&ann), Err(orm_core::Error::NotInSession { entity: "Customer" })));
+    assert!(matches!(second.refresh(&ann).await, Err(orm_core::Error::NotInSession { .. })));
+}
+
+#[tokio::test]
+async fn a_session_that_does_nothing_sends_nothing() {
+    let (_test_db, db) = setup().await;
+    let session = db.session();
+    let stats = session.commit().await.unwrap();
+    assert_eq!(stats, orm_core::SessionStats::default());
+}

@@ -29,7 +29,7 @@ pub(crate) struct TableOutcomes {
 }
 
 /// One table's part of a flush, seen without its entity type.
-pub(crate) trait TablePlan: Send {
+pub(crate) trait TablePlan: Send + Sync {
     fn meta(&self) -> &'static EntityMeta;
     /// The statements to send; called once.
     fn take_statements(&mut self) -> TableStatements;
@@ -48,8 +48,6 @@ struct Plan<T: Entity> {
     inserts: Vec<Tracked<T>>,
     /// Written entities, grouped by the set of columns that changed.
     updates: Vec<Vec<Tracked<T>>>,
-    /// Written entities whose values did not change: they cost no SQL.
-    unchanged: Vec<Tracked<T>>,
     deletes: Vec<Tracked<T>>,
 }
 
@@ -69,7 +67,6 @@ pub(crate) fn plan_table<T: Entity>(registry: &Registry<T>) -> Result<Option<Box
     let meta = T::META;
     let version_bit = meta.version_column().map_or(0, |v| 1 << v);
     let mut groups: BTreeMap<ColumnSet, Vec<Tracked<T>>> = BTreeMap::new();
-    let mut unchanged = Vec::new();
     for (key, tracked) in &registry.identity {
         if registry.pending_deletes.contains_key(key) {
             continue;
@@ -86,14 +83,16 @@ pub(crate) fn plan_table<T: Entity>(registry: &Registry<T>) -> Result<Option<Box
         }
         let changed = changed & !version_bit;
         if changed == 0 {
-            unchanged.push(tracked.clone());
+            // Written but not changed: nothing to send, and nothing that a
+            // failed flush would have to restore.
+            tracked.mark_synced();
         } else {
             groups.entry(changed).or_default().push(tracked.clone());
         }
     }
     let inserts = registry.pending_inserts.clone();
     let deletes: Vec<Tracked<T>> = registry.pending_deletes.values().cloned().collect();
-    if inserts.is_empty() && groups.is_empty() && unchanged.is_empty() && deletes.is_empty() {
+    if inserts.is_empty() && groups.is_empty() && deletes.is_empty() {
         return Ok(None);
     }
 
@@ -121,7 +120,7 @@ pub(crate) fn plan_table<T: Entity>(registry: &Registry<T>) -> Result<Option<Box
             returns_rows: true,
         });
     }
-    Ok(Some(Box::new(Plan { statements, inserts, updates: groups.into_values().collect(), unchanged, deletes })))
+    Ok(Some(Box::new(Plan { statements, inserts, updates: groups.into_values().collect(), deletes })))
 }
 
 impl<T: Entity> Plan<T> {
@@ -201,9 +200,6 @@ impl<T: Entity> TablePlan for Plan<T> {
             if let (true, Some(before), Some(undo)) = (in_savepoint, before, registry.savepoints.last_mut()) {
                 undo.updated.push((tracked, before));
             }
-        }
-        for tracked in self.unchanged {
-            tracked.mark_synced();
         }
         for tracked in self.deletes {
             let key = tracked.key();

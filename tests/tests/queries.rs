@@ -1,0 +1,126 @@
+//! Loading with the typed query builder: filters, ordering, paging, counting,
+//! and untracked loads.
+
+mod support;
+
+use orm_core::{Database, Tracked};
+use support::{setup, Customer};
+
+async fn seeded() -> (orm_tests::TestDb, Database) {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    for (name, description) in
+        [("alice", Some("admin")), ("bob", None), ("carol", Some("user")), ("dave", None), ("erin", Some("user"))]
+    {
+        session.add(Customer { id: 0, name: name.into(), description: description.map(Into::into) });
+    }
+    session.commit().await.unwrap();
+    (test_db, db)
+}
+
+fn names(found: &[Tracked<Customer>]) -> Vec<String> {
+    found.iter().map(|t| t.read().name.clone()).collect()
+}
+
+#[tokio::test]
+async fn comparison_filters() {
+    let (_test_db, db) = seeded().await;
+    let mut session = db.session();
+    let by_id = |ids: Vec<Tracked<Customer>>| names(&ids);
+    let q = session.query::<Customer>().filter(Customer::NAME.eq("bob")).all().await.unwrap();
+    assert_eq!(by_id(q), ["bob"]);
+    let q = session.query::<Customer>().filter(Customer::ID.lt(3)).order_by(Customer::ID.asc()).all().await.unwrap();
+    assert_eq!(by_id(q), ["alice", "bob"]);
+    let q = session.query::<Customer>().filter(Customer::ID.le(2)).order_by(Customer::ID.desc()).all().await.unwrap();
+    assert_eq!(by_id(q), ["bob", "alice"]);
+    let q = session.query::<Customer>().filter(Customer::ID.gt(4)).all().await.unwrap();
+    assert_eq!(by_id(q), ["erin"]);
+    let q = session.query::<Customer>().filter(Customer::ID.ge(4)).order_by(Customer::ID.asc()).all().await.unwrap();
+    assert_eq!(by_id(q), ["dave", "erin"]);
+    let q = session.query::<Customer>().filter(Customer::ID.ne(1)).all().await.unwrap();
+    assert_eq!(q.len(), 4);
+}
+
+#[tokio::test]
+async fn null_like_and_boolean_combinations() {
+    let (_test_db, db) = seeded().await;
+    let mut session = db.session();
+    let ordered = || Customer::NAME.asc();
+    let q = session.query::<Customer>().filter(Customer::DESCRIPTION.is_null()).order_by(ordered()).all().await;
+    assert_eq!(names(&q.unwrap()), ["bob", "dave"]);
+    let q = session.query::<Customer>().filter(Customer::DESCRIPTION.is_not_null()).order_by(ordered()).all().await;
+    assert_eq!(names(&q.unwrap()), ["alice", "carol", "erin"]);
+    let q = session.query::<Customer>().filter(Customer::NAME.like("%e%")).order_by(ordered()).all().await;
+    assert_eq!(names(&q.unwrap()), ["alice", "dave", "erin"]);
+    // A nullable column compares with a plain value.
+    let users = Customer::DESCRIPTION.eq("user");
+    let q = session.query::<Customer>().filter(users.and(Customer::ID.gt(3))).all().await;
+    assert_eq!(names(&q.unwrap()), ["erin"]);
+    let either = Customer::NAME.eq("alice").or(Customer::NAME.eq("bob")).or(Customer::NAME.eq("zed"));
+    let q = session.query::<Customer>().filter(either).order_by(ordered()).all().await;
+    assert_eq!(names(&q.unwrap()), ["alice", "bob"]);
+    let q = session.query::<Customer>().filter(Customer::NAME.like("%e%").not()).order_by(ordered()).all().await;
+    assert_eq!(names(&q.unwrap()), ["bob", "carol"]);
+    // Two filters must both hold.
+    let q = session
+        .query::<Customer>()
+        .filter(Customer::DESCRIPTION.is_null())
+        .filter(Customer::NAME.eq("dave"))
+        .all()
+        .await;
+    assert_eq!(names(&q.unwrap()), ["dave"]);
+}
+
+#[tokio::test]
+async fn order_limit_offset_first_and_count() {
+    let (_test_db, db) = seeded().await;
+    let mut session = db.session();
+    let page = session
+        .query::<Customer>()
+        .order_by(Customer::DESCRIPTION.asc())
+        .order_by(Customer::NAME.desc())
+        .limit(2)
+        .offset(1)
+        .all()
+        .await
+        .unwrap();
+    // NULLs sort last ascending: admin(alice), user(erin, carol), null(dave, bob).
+    assert_eq!(names(&page), ["erin", "carol"]);
+    let first = session.query::<Customer>().order_by(Customer::NAME.desc()).first().await.unwrap();
+    assert_eq!(first.map(|t| t.read().name.clone()), Some("erin".to_owned()));
+    let none = session.query::<Customer>().filter(Customer::NAME.eq("nobody")).first().await.unwrap();
+    assert!(none.is_none());
+    let users = session.query::<Customer>().filter(Customer::DESCRIPTION.eq("user")).limit(1).count().await.unwrap();
+    assert_eq!(users, 2, "count ignores limit");
+}
+
+#[tokio::test]
+async fn untracked_loads_bypass_the_identity_map() {
+    let (_test_db, db) = seeded().await;
+    let mut session = db.session();
+    let alice = session.get_one::<Customer>(1).await.unwrap();
+    alice.write().name = "alice (edited)".to_owned();
+    session.set_autoflush(false);
+    let plain: Vec<Customer> =
+        session.query::<Customer>().order_by(Customer::ID.asc()).untracked().all().await.unwrap();
+    assert_eq!(plain.len(), 5);
+    assert_eq!(plain[0].name, "alice", "untracked rows are the database's values");
+    // Untracked rows are not tracked: the next get of another key still needs SQL.
+    let before = session.stats().statements;
+    session.get_one::<Customer>(2).await.unwrap();
+    assert_eq!(session.stats().statements - before, 1);
+}
+
+#[tokio::test]
+async fn the_statement_text_depends_on_the_shape_not_the_values() {
+    let (_test_db, db) = support::setup_with(|config| config.max_connections = 1).await;
+    let mut session = db.session();
+    for name in ["a", "b", "c"] {
+        session.query::<Customer>().filter(Customer::NAME.eq(name)).limit(10).all().await.unwrap();
+    }
+    let rows = session
+        .query_rows("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT t.%LIMIT%'", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 1);
+}
