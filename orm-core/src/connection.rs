@@ -4,7 +4,7 @@
 
 use deadpool_postgres::{Object, Pool};
 use futures_util::future::{join, join3, join_all, try_join_all};
-use futures_util::{pin_mut, TryStreamExt};
+use futures_util::{pin_mut, FutureExt, TryStreamExt};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
@@ -40,6 +40,18 @@ pub(crate) struct SessionConnection {
     /// released by the next statement that needs it gone (the next flush, a
     /// nested savepoint) instead of costing a round trip of its own.
     flush_savepoint_open: bool,
+    /// The transaction ran a statement that may have written: its COMMIT can
+    /// fail (deferred constraints, serialization) and must be awaited.
+    wrote: bool,
+}
+
+/// Whether a statement may change data, which decides how its transaction ends.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Access {
+    /// An ORM load: a transaction of only these commits without waiting.
+    Read,
+    /// A flush or raw SQL.
+    Write,
 }
 
 const FLUSH_SAVEPOINT: &str = "orm_flush";
@@ -53,6 +65,7 @@ impl SessionConnection {
             failed: false,
             in_flight: false,
             flush_savepoint_open: false,
+            wrote: false,
         }
     }
 
@@ -87,6 +100,7 @@ impl SessionConnection {
         stats: &mut SessionStats,
     ) -> Result<Vec<Outcome>> {
         let begin = !self.in_transaction;
+        self.wrote |= !statements.is_empty();
         let prefix = match (begin, before) {
             (true, Some(before)) => Some(format!("BEGIN; {before}")),
             (true, None) => Some("BEGIN".to_owned()),
@@ -209,10 +223,12 @@ impl SessionConnection {
         &mut self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
+        access: Access,
         stats: &mut SessionStats,
         mut on_row: impl FnMut(Row) -> Result<()>,
     ) -> Result<u64> {
         let begin = !self.in_transaction;
+        self.wrote |= access == Access::Write;
         self.checkout().await?;
         let client = self.client.as_ref().ok_or(Error::TransactionFailed)?;
         let cache_size = client.statement_cache.size();
@@ -282,18 +298,26 @@ impl SessionConnection {
     }
 
     /// Ends the transaction with `COMMIT` or `ROLLBACK` and returns the
-    /// connection to the pool.
+    /// connection to the pool. A transaction that only read cannot fail to
+    /// end, so its `COMMIT` is queued ahead of the next borrower's
+    /// statements instead of costing a round trip.
     pub(crate) async fn finish(&mut self, sql: &str, stats: &mut SessionStats) -> Result<()> {
         let Some(client) = self.client.as_ref().filter(|_| self.in_transaction) else {
             self.client = None;
             return Ok(());
         };
+        if !self.wrote && !self.failed && queue(client, sql) {
+            self.in_transaction = false;
+            self.client = None;
+            return Ok(());
+        }
         self.in_flight = true;
         let result = client.batch_execute(sql).await;
         self.in_flight = false;
         stats.round_trips += 1;
         self.in_transaction = false;
         self.flush_savepoint_open = false;
+        self.wrote = false;
         match result {
             Ok(()) => {
                 self.client = None;
@@ -311,6 +335,7 @@ impl SessionConnection {
     /// connection to the pool, unless the connection itself broke.
     pub(crate) fn ended(&mut self, error: Option<&Error>) {
         self.in_transaction = false;
+        self.wrote = false;
         self.flush_savepoint_open = false;
         if matches!(error, Some(Error::ConnectionLost(_))) {
             self.failed = true;
@@ -318,30 +343,30 @@ impl SessionConnection {
             self.client = None;
         }
     }
+}
 
-    /// Whether dropping now would leave work for the server to undo.
-    fn needs_cleanup(&self) -> bool {
-        self.in_transaction || self.in_flight || self.failed
-    }
+/// Sends `sql` without waiting for its answer: tokio-postgres puts a request
+/// on the connection's queue when its future is first polled, and answers
+/// nobody waits for are discarded. Whoever uses the connection next is
+/// served after it, as with the rollback `tokio_postgres::Transaction`
+/// queues when dropped. Returns false if the connection is closed.
+fn queue(client: &Object, sql: &str) -> bool {
+    !matches!(client.batch_execute(sql).now_or_never(), Some(Err(_)))
 }
 
 impl Drop for SessionConnection {
     fn drop(&mut self) {
         let Some(client) = self.client.take() else { return };
-        if !self.needs_cleanup() {
-            return;
-        }
-        let cancel = self.in_flight.then(|| client.cancel_token());
-        match tokio::runtime::Handle::try_current() {
-            // The connection goes back to the pool only after ROLLBACK
-            // completed, so the next borrower never starts inside this
-            // transaction nor waits behind the abandoned statement.
-            Ok(runtime) => {
-                runtime.spawn(roll_back_and_release(client, cancel));
+        if self.in_flight {
+            // The server is still running the abandoned statement: stop it
+            // before anyone else gets the connection.
+            let cancel = client.cancel_token();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(cancel_and_release(client, cancel))),
+                Err(_) => drop(Object::take(client)),
             }
-            // Without a runtime nothing can be sent: close the connection
-            // rather than return it dirty.
-            Err(_) => drop(Object::take(client)),
+        } else if self.in_transaction && !queue(&client, "ROLLBACK") {
+            drop(Object::take(client));
         }
     }
 }
@@ -358,13 +383,14 @@ impl Drop for CloseUnlessClean {
     }
 }
 
-async fn roll_back_and_release(client: Object, cancel: Option<tokio_postgres::CancelToken>) {
+/// Cancels the statement a dropped session left running, rolls back, and
+/// only then returns the connection to the pool, so the next borrower
+/// neither waits behind the statement nor starts inside its transaction.
+async fn cancel_and_release(client: Object, cancel: tokio_postgres::CancelToken) {
     let mut guard = CloseUnlessClean(Some(client));
-    if let Some(token) = cancel {
-        if let Err(error) = token.cancel_query(NoTls).await {
-            tracing::warn!(%error, "could not cancel the abandoned statement; closing its connection");
-            return;
-        }
+    if let Err(error) = cancel.cancel_query(NoTls).await {
+        tracing::warn!(%error, "could not cancel the abandoned statement; closing its connection");
+        return;
     }
     let Some(client) = guard.0.as_ref() else { return };
     match client.batch_execute("ROLLBACK").await {

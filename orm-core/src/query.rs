@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use crate::column::{Condition, Order};
+use crate::connection::Access;
 use crate::entity::Entity;
 use crate::error::Result;
 use crate::session::Session;
@@ -121,12 +122,13 @@ impl<'s, E: Entity> Query<'s, E> {
 
     /// Counts the matching rows (ignoring order, limit and offset).
     pub async fn count(mut self) -> Result<i64> {
+        self.session.autoflush_for_query().await?;
         self.order.clear();
         self.limit = None;
         self.offset = None;
         let select = format!("SELECT count(*) FROM {} AS t", sql::quote_ident(E::META.table));
         let (sql, params) = self.build(&select);
-        let rows = self.session.query_rows(&sql, &param_refs(&params)).await?;
+        let rows = self.session.rows(&sql, &param_refs(&params), Access::Read).await?;
         rows.first().map_or(Ok(0), |row| row.try_get(0).map_err(crate::Error::from))
     }
 }

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::connection::SessionConnection;
+use crate::connection::{Access, SessionConnection};
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::flush::{self, FlushEnd};
@@ -149,7 +149,7 @@ impl Session {
         let registry = self.registries.of::<E>();
         let mut loaded = Vec::new();
         self.connection
-            .for_each_row(sql, params, &mut self.stats, |row| {
+            .for_each_row(sql, params, Access::Read, &mut self.stats, |row| {
                 loaded.push(registry.track_loaded(E::from_row(&row, 0)?));
                 Ok(())
             })
@@ -166,7 +166,7 @@ impl Session {
     ) -> Result<Vec<E>> {
         let mut loaded = Vec::new();
         self.connection
-            .for_each_row(sql, params, &mut self.stats, |row| {
+            .for_each_row(sql, params, Access::Read, &mut self.stats, |row| {
                 loaded.push(E::from_row(&row, 0)?);
                 Ok(())
             })
@@ -315,16 +315,21 @@ impl Session {
     /// `params` as `$1, $2, ...`, never into the text.
     pub async fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         self.autoflush().await?;
-        self.connection.for_each_row(sql, params, &mut self.stats, |_| Ok(())).await
+        self.connection.for_each_row(sql, params, Access::Write, &mut self.stats, |_| Ok(())).await
     }
 
     /// Runs a raw SQL query in the session's transaction (after an
     /// autoflush) and returns its rows, for what entities cannot express.
     pub async fn query_rows(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         self.autoflush().await?;
+        self.rows(sql, params, Access::Write).await
+    }
+
+    /// Runs a statement the ORM built and returns its rows.
+    pub(crate) async fn rows(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)], access: Access) -> Result<Vec<Row>> {
         let mut rows = Vec::new();
         self.connection
-            .for_each_row(sql, params, &mut self.stats, |row| {
+            .for_each_row(sql, params, access, &mut self.stats, |row| {
                 rows.push(row);
                 Ok(())
             })

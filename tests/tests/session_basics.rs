@@ -134,3 +134,37 @@ async fn a_session_that_does_nothing_sends_nothing() {
     let stats = session.commit().await.unwrap();
     assert_eq!(stats, orm_core::SessionStats::default());
 }
+
+/// Whether a raw connection from the pool is inside a transaction: inside
+/// one, `now()` is the transaction's start, before this statement's.
+async fn pool_connection_is_in_transaction(db: &orm_core::Database) -> bool {
+    let client = db.pool().get().await.unwrap();
+    let messages = client.simple_query("SELECT now() = statement_timestamp()").await.unwrap();
+    let fresh = messages.iter().find_map(|message| match message {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "t"),
+        _ => None,
+    });
+    fresh != Some(true)
+}
+
+#[tokio::test]
+async fn a_read_only_session_costs_one_round_trip_and_ends_its_transaction() {
+    let (_test_db, db) = support::setup_with(|config| config.max_connections = 1).await;
+    let mut session = db.session();
+    session.add(customer("ann"));
+    session.commit().await.unwrap();
+    let mut warm_up = db.session();
+    warm_up.get_one::<Customer>(1).await.unwrap();
+    warm_up.commit().await.unwrap();
+
+    let mut session = db.session();
+    session.get_one::<Customer>(1).await.unwrap();
+    let stats = session.commit().await.unwrap();
+    assert_eq!((stats.statements, stats.round_trips), (1, 1), "BEGIN travels with the SELECT; COMMIT is queued");
+    assert!(!pool_connection_is_in_transaction(&db).await, "the queued COMMIT ran before the next borrower");
+
+    let mut dropped = db.session();
+    dropped.get_one::<Customer>(1).await.unwrap();
+    drop(dropped);
+    assert!(!pool_connection_is_in_transaction(&db).await, "the queued ROLLBACK ran before the next borrower");
+}
