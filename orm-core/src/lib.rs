@@ -59,7 +59,7 @@ pub use entity::{ColumnMeta, ColumnSet, Entity, EntityMeta};
 pub use error::{Error, Result};
 pub use orm_derive::{DbEnum, Entity};
 pub use query::{Query, UntrackedQuery};
-pub use session::{Savepoint, Session};
+pub use session::{PendingChanges, Savepoint, Session};
 pub use sql::quote_ident;
 pub use stats::SessionStats;
 pub use tracked::Tracked;

@@ -47,6 +47,19 @@ pub struct Session {
     _not_sync: PhantomData<Cell<()>>,
 }
 
+/// What the next flush would write, from [`Session::pending`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PendingChanges {
+    /// Entities to insert.
+    pub inserts: usize,
+    /// Entities with changed columns to update.
+    pub updates: usize,
+    /// Entities to delete.
+    pub deletes: usize,
+    /// Statements the flush would send.
+    pub statements: usize,
+}
+
 /// An open savepoint, returned by [`Session::begin_nested`] and closed by
 /// [`Session::rollback_nested`] or [`Session::release_nested`].
 #[must_use = "a savepoint is closed with rollback_nested or release_nested"]
@@ -185,6 +198,31 @@ impl Session {
         let tracked = Tracked::new(entity);
         self.registries.of::<E>().pending_inserts.push(tracked.clone());
         tracked
+    }
+
+    /// Tracks an entity known to be in the database without loading it (one
+    /// read from a cache, say): changes to it are flushed as updates. If the
+    /// session already tracks its key, that instance is returned and `entity`
+    /// is discarded, as a load would do.
+    pub fn attach<E: Entity>(&mut self, entity: E) -> Tracked<E> {
+        self.registries.of::<E>().track_loaded(entity)
+    }
+
+    /// What the next flush would write: entities to insert, update and
+    /// delete, and the number of statements that takes. Runs the flush's own
+    /// change detection and planning, without sending anything.
+    pub fn pending(&self) -> Result<PendingChanges> {
+        let mut pending = PendingChanges::default();
+        for registry in &self.registries.all {
+            if let Some(plan) = registry.plan()? {
+                let counts = plan.counts();
+                pending.inserts += counts.inserts;
+                pending.updates += counts.updates;
+                pending.deletes += counts.deletes;
+                pending.statements += counts.statements;
+            }
+        }
+        Ok(pending)
     }
 
     /// Adds many new entities; they are inserted with one statement.

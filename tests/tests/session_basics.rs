@@ -168,3 +168,41 @@ async fn a_read_only_session_costs_one_round_trip_and_ends_its_transaction() {
     drop(dropped);
     assert!(!pool_connection_is_in_transaction(&db).await, "the queued ROLLBACK ran before the next borrower");
 }
+
+#[tokio::test]
+async fn attach_tracks_a_known_row_without_sql_and_flushes_its_changes() {
+    let (test_db, db) = seeded(&["ann"]).await;
+    let mut session = db.session();
+    let cached = Customer { id: 1, name: "ann".into(), description: None };
+    let ann = session.attach(cached.clone());
+    assert_eq!(session.stats(), orm_core::SessionStats::default(), "attach sends nothing");
+    assert!(Tracked::ptr_eq(&session.attach(cached), &ann), "one instance per key");
+    assert!(Tracked::ptr_eq(&session.get_one::<Customer>(1).await.unwrap(), &ann));
+    ann.write().description = Some("from cache".into());
+    session.commit().await.unwrap();
+    let description: Option<String> =
+        test_db.client().await.query_one("SELECT description FROM customer", &[]).await.unwrap().get(0);
+    assert_eq!(description.as_deref(), Some("from cache"));
+}
+
+#[tokio::test]
+async fn pending_reports_what_the_next_flush_writes() {
+    let (_test_db, db) = seeded(&["ann", "ben", "cy"]).await;
+    let mut session = db.session();
+    let all = session.query::<Customer>().order_by(Customer::ID.asc()).all().await.unwrap();
+    all[0].write().name = "ann 2".into();
+    all[1].write().description = Some("x".into());
+    let _ = all[2].write(); // written, unchanged
+    session.delete(&all[2]).unwrap();
+    session.add(customer("dee"));
+    let pending = session.pending().unwrap();
+    assert_eq!(
+        pending,
+        orm_core::PendingChanges { inserts: 1, updates: 2, deletes: 1, statements: 4 },
+        "one INSERT, two UPDATEs (different columns), one DELETE"
+    );
+    let before = session.stats().statements;
+    session.flush().await.unwrap();
+    assert_eq!(session.stats().statements - before, 4);
+    assert_eq!(session.pending().unwrap(), orm_core::PendingChanges::default());
+}

@@ -9,6 +9,7 @@ use crate::connection::{Outcome, Statement};
 use crate::entity::{ColumnSet, Entity, EntityMeta};
 use crate::error::{Error, Result};
 use crate::identity::{ErasedRegistry, Registry};
+use crate::session::PendingChanges;
 use crate::sql;
 use crate::tracked::{EntityState, Tracked};
 
@@ -33,6 +34,8 @@ pub(crate) trait TablePlan: Send + Sync {
     fn meta(&self) -> &'static EntityMeta;
     /// The statements to send; called once.
     fn take_statements(&mut self) -> TableStatements;
+    /// How many entities and statements the plan covers.
+    fn counts(&self) -> PendingChanges;
     /// Whether the results must be checked before the transaction may commit
     /// (updates and deletes can match fewer rows than they should).
     fn needs_verification(&self) -> bool;
@@ -154,6 +157,16 @@ impl<T: Entity> TablePlan for Plan<T> {
 
     fn take_statements(&mut self) -> TableStatements {
         std::mem::take(&mut self.statements)
+    }
+
+    fn counts(&self) -> PendingChanges {
+        let statements = &self.statements;
+        PendingChanges {
+            inserts: self.inserts.len(),
+            updates: self.updates.iter().map(Vec::len).sum(),
+            deletes: self.deletes.len(),
+            statements: statements.inserts.len() + statements.updates.len() + statements.deletes.len(),
+        }
     }
 
     fn needs_verification(&self) -> bool {
