@@ -141,7 +141,9 @@ pub(crate) fn parse_entity(input: &DeriveInput) -> syn::Result<EntityModel<'_>> 
     }
 
     let columns: Vec<&FieldModel<'_>> = fields.iter().filter(|f| !f.skip).collect();
-    if columns.iter().all(|f| !f.primary_key) {
+    // After an attribute error the key may be in the attribute that failed
+    // (`#[orm(primary)]`): reporting it missing too would only add noise.
+    if errors.0.is_none() && columns.iter().all(|f| !f.primary_key) {
         errors.push(syn::Error::new(
             input.ident.span(),
             "an entity needs a primary key: mark a field `#[orm(primary_key)]`",

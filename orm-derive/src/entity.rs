@@ -97,6 +97,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 }
             }
 
+            // Change detection wants exact equality, also for float fields.
+            #[allow(clippy::float_cmp)]
             fn changed_columns(&self, snapshot: &Self) -> ::orm_core::ColumnSet {
                 let mut changed: ::orm_core::ColumnSet = 0;
                 #(#change_checks)*
@@ -184,7 +186,10 @@ fn column_constants(ident: &syn::Ident, columns: &[&FieldModel<'_>]) -> TokenStr
     });
 
     quote! {
+        // One constant per column whether the application filters on it or
+        // not: an unused one is not dead code to warn about.
         #[automatically_derived]
+        #[allow(dead_code)]
         impl #ident {
             #(#constants)*
         }

@@ -1,0 +1,12 @@
+use orm_core::Entity;
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Customer {
+    #[orm(primary_key, generated)]
+    id: i64,
+    name: String,
+}
+
+fn main() {
+    let _ = Customer::ID.eq("text");
+}

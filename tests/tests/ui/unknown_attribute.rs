@@ -1,0 +1,10 @@
+use orm_core::Entity;
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Customer {
+    #[orm(primary)]
+    id: i64,
+    name: String,
+}
+
+fn main() {}
