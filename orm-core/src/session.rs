@@ -131,7 +131,7 @@ impl Session {
         let registry = self.registries.of::<E>();
         let missing: Vec<E::Key> = keys
             .iter()
-            .filter(|key| !registry.identity.contains_key(key) && !registry.pending_deletes.contains_key(key))
+            .filter(|&key| !registry.identity.contains_key(key) && !registry.pending_deletes.contains_key(key))
             .cloned()
             .collect();
         if !missing.is_empty() {
@@ -142,7 +142,7 @@ impl Session {
         let registry = self.registries.of::<E>();
         Ok(keys
             .iter()
-            .filter(|key| !registry.pending_deletes.contains_key(key))
+            .filter(|&key| !registry.pending_deletes.contains_key(key))
             .filter_map(|key| registry.identity.get(key).cloned())
             .collect())
     }
@@ -261,8 +261,8 @@ impl Session {
             return false;
         }
         let key = entity.key();
-        registry.pending_deletes.remove(&key);
-        registry.identity.remove(&key);
+        registry.pending_deletes.swap_remove(&key);
+        registry.identity.swap_remove(&key);
         true
     }
 

@@ -216,8 +216,8 @@ impl<T: Entity> TablePlan for Plan<T> {
         }
         for tracked in self.deletes {
             let key = tracked.key();
-            registry.pending_deletes.remove(&key);
-            registry.identity.remove(&key);
+            registry.pending_deletes.swap_remove(&key);
+            registry.identity.swap_remove(&key);
             if let Some(undo) = registry.savepoints.last_mut() {
                 undo.deleted.push(tracked);
             }
