@@ -1,0 +1,210 @@
+//! The benchmark binary: each workload of DESIGN.md through the ORM and
+//! through the best hand-written tokio-postgres code, alternating in one
+//! run, with the ratio of their median times.
+//!
+//! ```text
+//! cargo run --release -p bench -- [--workloads W1,W3] [--scale 0.1] [--runs 5] [--json]
+//! ```
+//!
+//! Uses `DATABASE_URL` (see `scripts/db.sh`) and creates its own database there.
+
+mod customer;
+mod measure;
+mod memory;
+mod report;
+mod workloads;
+
+use clap::Parser;
+use orm_core::{Database, DatabaseConfig};
+use orm_tests::TestDb;
+
+use measure::{median, timed, Run};
+use report::Row;
+use workloads::BenchError;
+
+/// Command-line options.
+#[derive(Parser, Debug)]
+#[command(about = "The ORM against hand-written tokio-postgres on the DESIGN.md workloads")]
+struct Options {
+    /// Workloads to run, comma-separated (W1..W6).
+    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6")]
+    workloads: Vec<String>,
+    /// Row or request count for every selected workload, instead of the defaults.
+    #[arg(long)]
+    n: Option<usize>,
+    /// Multiplies the default counts (0.01 for a quick check).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Runs of each side; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Prints JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// A quick check that every workload works: small counts, one run.
+    #[arg(long)]
+    smoke: bool,
+    /// Internal: load W4 once in this process and print its peak memory growth.
+    #[arg(long, hide = true)]
+    memory_probe: Option<String>,
+}
+
+/// The default N of each workload, from DESIGN.md.
+fn default_n(workload: &str) -> usize {
+    match workload {
+        "W1" | "W3" | "W6" => 100_000,
+        "W4" => 500_000,
+        _ => 10_000,
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BenchError> {
+    let mut options = Options::parse();
+    if let Some(variant) = options.memory_probe.take() {
+        return memory_probe(&variant, options.n.unwrap_or(default_n("W4"))).await;
+    }
+    if options.smoke {
+        options.scale = options.scale.min(0.01);
+        options.runs = 1;
+    }
+    let test_db = TestDb::new().await;
+    let mut config = DatabaseConfig::from_url(test_db.url())?;
+    config.max_connections = 4;
+    let db = Database::with_config(config)?;
+    db.pool().get().await?.batch_execute(customer::SCHEMA).await?;
+
+    let mut rows = Vec::new();
+    for workload in &options.workloads {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let n = options.n.unwrap_or_else(|| ((default_n(workload) as f64 * options.scale) as usize).max(10));
+        eprintln!("running {workload} with N = {n}, {} run(s) per side", options.runs);
+        rows.extend(run_workload(&db, workload, n, options.runs, test_db.url()).await?);
+    }
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", report::table(&rows));
+    }
+    Ok(())
+}
+
+/// Runs the ORM and the hand-written side alternately (who goes first
+/// alternates too, so drift of the machine cancels out).
+async fn compare<O, R, OF, RF>(runs: usize, mut orm: O, mut raw: R) -> Result<(Run, Run), BenchError>
+where
+    O: FnMut(usize) -> OF,
+    R: FnMut(usize) -> RF,
+    OF: std::future::Future<Output = Result<Run, BenchError>>,
+    RF: std::future::Future<Output = Result<Run, BenchError>>,
+{
+    let mut orm_runs = Vec::new();
+    let mut raw_runs = Vec::new();
+    for round in 0..runs {
+        if round % 2 == 0 {
+            orm_runs.push(orm(round).await?);
+            raw_runs.push(raw(round).await?);
+        } else {
+            raw_runs.push(raw(round).await?);
+            orm_runs.push(orm(round).await?);
+        }
+    }
+    Ok((median(&orm_runs), median(&raw_runs)))
+}
+
+async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url: &str) -> Result<Vec<Row>, BenchError> {
+    use workloads as w;
+    let row = |name: &str, raw_name: &str, orm: Run, raw: Run| Row::new(workload, name, raw_name, n, orm, raw);
+    Ok(match workload {
+        "W1" => {
+            let (orm, raw) = compare(
+                runs,
+                |_| async {
+                    w::reset(db).await?;
+                    timed(w::orm_bulk_insert(db, n)).await
+                },
+                |_| async {
+                    w::reset(db).await?;
+                    timed(w::raw_bulk_insert(db, n)).await
+                },
+            )
+            .await?;
+            let (_, copy) = compare(
+                runs,
+                |_| async { Ok(Run::default()) },
+                |_| async {
+                    w::reset(db).await?;
+                    timed(w::raw_copy_insert(db, n)).await
+                },
+            )
+            .await?;
+            vec![
+                row("bulk insert", "UNNEST ... RETURNING", orm, raw),
+                row("bulk insert", "COPY (floor, no keys)", orm, copy),
+            ]
+        }
+        "W2" => {
+            w::reset(db).await?;
+            let (orm, raw) =
+                compare(runs, |_| timed(w::orm_single_inserts(db, n)), |_| timed(w::raw_single_inserts(db, n))).await?;
+            vec![row("single inserts", "BEGIN+INSERT+COMMIT pipelined", orm, raw)]
+        }
+        "W3" => {
+            w::seed(db, n).await?;
+            let (orm, raw) = compare(
+                runs,
+                |round| timed(w::orm_bulk_update(db, n, 2 * round)),
+                |round| timed(w::raw_bulk_update(db, n, 2 * round + 1)),
+            )
+            .await?;
+            vec![row("bulk update", "SELECT + UNNEST UPDATE", orm, raw)]
+        }
+        "W4" => {
+            w::seed(db, n).await?;
+            let (tracked, raw) =
+                compare(runs, |_| timed(w::orm_select_tracked(db, n)), |_| timed(w::raw_select(db, n))).await?;
+            let (untracked, raw_again) =
+                compare(runs, |_| timed(w::orm_select_untracked(db, n)), |_| timed(w::raw_select(db, n))).await?;
+            let raw_peak = memory::probe_in_child("raw", n, url);
+            vec![
+                row("large select, tracked", "query_raw into structs", tracked, raw)
+                    .with_peak(memory::probe_in_child("tracked", n, url), raw_peak),
+                row("large select, untracked", "query_raw into structs", untracked, raw_again)
+                    .with_peak(memory::probe_in_child("untracked", n, url), raw_peak),
+            ]
+        }
+        "W5" => {
+            w::seed(db, n).await?;
+            let keys = w::random_keys(n, n);
+            let (orm, raw) =
+                compare(runs, |_| timed(w::orm_short_selects(db, &keys)), |_| timed(w::raw_short_selects(db, &keys)))
+                    .await?;
+            vec![row("short selects", "prepared statement, same pool", orm, raw)]
+        }
+        "W6" => {
+            w::seed(db, 1).await?;
+            let (orm, _) =
+                compare(runs, |_| timed(w::orm_identity_hits(db, n)), |_| async { Ok(Run::default()) }).await?;
+            vec![row("identity-map hits", "(none: no SQL to compare)", orm, Run::default())]
+        }
+        other => return Err(format!("unknown workload {other}; expected W1..W6").into()),
+    })
+}
+
+/// Child-process side of [`memory::probe_in_child`]: loads the table once
+/// and prints how far the peak resident set grew.
+async fn memory_probe(variant: &str, n: usize) -> Result<(), BenchError> {
+    let url = std::env::var("BENCH_DATABASE_URL")?;
+    let db = Database::connect(&url)?;
+    // Connect first, so the pool's own memory is in the baseline.
+    drop(db.pool().get().await?);
+    let baseline = memory::current_rss_bytes().unwrap_or(0);
+    match variant {
+        "tracked" => workloads::orm_select_tracked(&db, n).await?,
+        "untracked" => workloads::orm_select_untracked(&db, n).await?,
+        "raw" => workloads::raw_select(&db, n).await?,
+        other => return Err(format!("unknown memory probe {other}").into()),
+    };
+    println!("{}", memory::peak_rss_bytes().unwrap_or(0).saturating_sub(baseline));
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! The six workloads of DESIGN.md, each through the ORM and through the best
+//! hand-written tokio-postgres code for the same job.
+
+use futures_util::future::join3;
+use futures_util::{pin_mut, TryStreamExt};
+use orm_core::Database;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+use crate::customer::{new_customer, Customer};
+use crate::measure::Traffic;
+
+/// The error of a benchmark step.
+pub type BenchError = Box<dyn std::error::Error>;
+type Outcome = Result<Traffic, BenchError>;
+
+fn check(condition: bool, what: &str) -> Result<(), BenchError> {
+    if condition {
+        Ok(())
+    } else {
+        Err(format!("benchmark self-check failed: {what}").into())
+    }
+}
+
+/// Empties the table and restarts its ids, between insert runs.
+pub async fn reset(db: &Database) -> Result<(), BenchError> {
+    db.pool().get().await?.batch_execute("TRUNCATE customer RESTART IDENTITY").await?;
+    Ok(())
+}
+
+/// Fills the table with `n` rows (ids 1..=n), for the read and update workloads.
+pub async fn seed(db: &Database, n: usize) -> Result<(), BenchError> {
+    reset(db).await?;
+    raw_copy_insert(db, n).await?;
+    db.pool().get().await?.batch_execute("VACUUM ANALYZE customer").await?;
+    Ok(())
+}
+
+/// W1 through the ORM: add `n` entities, commit, keys land on the objects.
+pub async fn orm_bulk_insert(db: &Database, n: usize) -> Outcome {
+    let mut session = db.session();
+    let added = session.add_all((0..n).map(new_customer));
+    let stats = session.commit().await?;
+    check(added.iter().all(|c| c.read().id > 0), "every inserted object has its key")?;
+    let mut traffic = Traffic::default();
+    traffic.add_session(stats);
+    Ok(traffic)
+}
+
+/// W1 by hand: one UNNEST insert returning the generated keys.
+pub async fn raw_bulk_insert(db: &Database, n: usize) -> Outcome {
+    let client = db.pool().get().await?;
+    let (names, descriptions): (Vec<String>, Vec<Option<String>>) =
+        (0..n).map(new_customer).map(|c| (c.name, c.description)).unzip();
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO customer (name, description) SELECT * FROM UNNEST($1::text[], $2::text[]) RETURNING id",
+        )
+        .await?;
+    let ids: Vec<i32> = client.query(&statement, &[&names, &descriptions]).await?.iter().map(|r| r.get(0)).collect();
+    check(ids.len() == n, "one key per row")?;
+    let mut traffic = Traffic::default();
+    traffic.add(1, 1);
+    Ok(traffic)
+}
+
+/// W1's floor: binary COPY, which cannot return the generated keys.
+pub async fn raw_copy_insert(db: &Database, n: usize) -> Outcome {
+    let client = db.pool().get().await?;
+    let sink = client.copy_in("COPY customer (name, description) FROM STDIN BINARY").await?;
+    let writer = BinaryCopyInWriter::new(sink, &[Type::VARCHAR, Type::VARCHAR]);
+    pin_mut!(writer);
+    for i in 0..n {
+        let customer = new_customer(i);
+        writer.as_mut().write(&[&customer.name as &(dyn ToSql + Sync), &customer.description]).await?;
+    }
+    let written = writer.finish().await?;
+    check(usize::try_from(written)? == n, "COPY wrote every row")?;
+    let mut traffic = Traffic::default();
+    traffic.add(1, 2);
+    Ok(traffic)
+}
+
+/// W2 through the ORM: `n` sessions, each adding one entity and committing.
+pub async fn orm_single_inserts(db: &Database, n: usize) -> Outcome {
+    let mut traffic = Traffic::default();
+    for i in 0..n {
+        let mut session = db.session();
+        let added = session.add(new_customer(i));
+        traffic.add_session(session.commit().await?);
+        check(added.read().id > 0, "the key is on the object")?;
+    }
+    Ok(traffic)
+}
+
+/// W2 by hand: BEGIN, INSERT ... RETURNING and COMMIT pipelined on a pooled connection.
+pub async fn raw_single_inserts(db: &Database, n: usize) -> Outcome {
+    let mut traffic = Traffic::default();
+    for i in 0..n {
+        let client = db.pool().get().await?;
+        let statement =
+            client.prepare_cached("INSERT INTO customer (name, description) VALUES ($1, $2) RETURNING id").await?;
+        let customer = new_customer(i);
+        let (begin, inserted, commit) = join3(
+            client.batch_execute("BEGIN"),
+            client.query_one(&statement, &[&customer.name, &customer.description]),
+            client.batch_execute("COMMIT"),
+        )
+        .await;
+        begin?;
+        let id: i32 = inserted?.get(0);
+        commit?;
+        check(id > 0, "a key came back")?;
+        traffic.add(1, 1);
+    }
+    Ok(traffic)
+}
+
+fn renamed(id: i32, round: usize) -> String {
+    format!("customer {id} renamed in round {round}")
+}
+
+/// W3 through the ORM: load every row, change `name` on each, commit.
+pub async fn orm_bulk_update(db: &Database, n: usize, round: usize) -> Outcome {
+    let mut session = db.session();
+    let all = session.query::<Customer>().all().await?;
+    check(all.len() == n, "loaded every row")?;
+    for customer in &all {
+        let mut customer = customer.write();
+        customer.name = renamed(customer.id, round);
+    }
+    let mut traffic = Traffic::default();
+    traffic.add_session(session.commit().await?);
+    Ok(traffic)
+}
+
+/// W3 by hand: load every row, change the names, one UNNEST update, in one transaction.
+pub async fn raw_bulk_update(db: &Database, n: usize, round: usize) -> Outcome {
+    let client = db.pool().get().await?;
+    let select = client.prepare_cached("SELECT id, name, description FROM customer").await?;
+    let update = client
+        .prepare_cached("UPDATE customer SET name = v.name FROM UNNEST($1::int4[], $2::text[]) AS v(id, name) WHERE customer.id = v.id")
+        .await?;
+    let (begin, rows) = futures_util::future::join(client.batch_execute("BEGIN"), client.query(&select, &[])).await;
+    begin?;
+    let mut customers: Vec<Customer> = rows?
+        .iter()
+        .map(|row| Ok(Customer { id: row.try_get(0)?, name: row.try_get(1)?, description: row.try_get(2)? }))
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    check(customers.len() == n, "loaded every row")?;
+    for customer in &mut customers {
+        customer.name = renamed(customer.id, round);
+    }
+    let ids: Vec<i32> = customers.iter().map(|c| c.id).collect();
+    let names: Vec<&str> = customers.iter().map(|c| c.name.as_str()).collect();
+    let (updated, commit) =
+        futures_util::future::join(client.execute(&update, &[&ids, &names]), client.batch_execute("COMMIT")).await;
+    check(usize::try_from(updated?)? == n, "updated every row")?;
+    commit?;
+    let mut traffic = Traffic::default();
+    traffic.add(2, 2);
+    Ok(traffic)
+}
+
+/// W4 through the ORM, tracked: every row becomes an identity-mapped entity.
+pub async fn orm_select_tracked(db: &Database, n: usize) -> Outcome {
+    let mut session = db.session();
+    let all = session.query::<Customer>().all().await?;
+    check(all.len() == n, "loaded every row")?;
+    let mut traffic = Traffic::default();
+    traffic.add_session(session.commit().await?);
+    Ok(traffic)
+}
+
+/// W4 through the ORM, untracked: plain values for a read-only load.
+pub async fn orm_select_untracked(db: &Database, n: usize) -> Outcome {
+    let mut session = db.session();
+    let all = session.query::<Customer>().untracked().all().await?;
+    check(all.len() == n, "loaded every row")?;
+    let mut traffic = Traffic::default();
+    traffic.add_session(session.commit().await?);
+    Ok(traffic)
+}
+
+/// W4 by hand: one query, rows decoded into structs as they stream in.
+pub async fn raw_select(db: &Database, n: usize) -> Outcome {
+    let client = db.pool().get().await?;
+    let statement = client.prepare_cached("SELECT id, name, description FROM customer").await?;
+    let stream = client.query_raw(&statement, std::iter::empty::<i32>()).await?;
+    pin_mut!(stream);
+    let mut all = Vec::new();
+    while let Some(row) = stream.try_next().await? {
+        all.push(Customer { id: row.try_get(0)?, name: row.try_get(1)?, description: row.try_get(2)? });
+    }
+    check(all.len() == n, "loaded every row")?;
+    let mut traffic = Traffic::default();
+    traffic.add(1, 1);
+    Ok(traffic)
+}
+
+/// The keys W5 reads: a fixed pseudo-random sequence (xorshift), so both
+/// sides read the same rows.
+pub fn random_keys(count: usize, rows: usize) -> Vec<i32> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..count)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            i32::try_from(state % rows as u64).unwrap_or(0) + 1
+        })
+        .collect()
+}
+
+/// W5 through the ORM: a session per lookup, one row by key, commit.
+pub async fn orm_short_selects(db: &Database, keys: &[i32]) -> Outcome {
+    let mut traffic = Traffic::default();
+    for &key in keys {
+        let mut session = db.session();
+        let found = session.get::<Customer>(key).await?;
+        check(found.is_some(), "the row exists")?;
+        traffic.add_session(session.commit().await?);
+    }
+    Ok(traffic)
+}
+
+/// W5 by hand: a cached prepared statement on a pooled connection.
+pub async fn raw_short_selects(db: &Database, keys: &[i32]) -> Outcome {
+    let mut traffic = Traffic::default();
+    for key in keys {
+        let client = db.pool().get().await?;
+        let statement = client.prepare_cached("SELECT id, name, description FROM customer WHERE id = $1").await?;
+        let row = client.query_opt(&statement, &[key]).await?;
+        let found = row
+            .map(|row| {
+                Ok::<_, tokio_postgres::Error>(Customer {
+                    id: row.try_get(0)?,
+                    name: row.try_get(1)?,
+                    description: row.try_get(2)?,
+                })
+            })
+            .transpose()?;
+        check(found.is_some(), "the row exists")?;
+        traffic.add(1, 1);
+    }
+    Ok(traffic)
+}
+
+/// W6: the same key `n` times in one session; all but the first are
+/// identity-map hits with no SQL.
+pub async fn orm_identity_hits(db: &Database, n: usize) -> Outcome {
+    let mut session = db.session();
+    for _ in 0..n {
+        let found = session.get::<Customer>(1).await?;
+        check(found.is_some(), "the row exists")?;
+    }
+    let mut traffic = Traffic::default();
+    traffic.add_session(session.commit().await?);
+    Ok(traffic)
+}
