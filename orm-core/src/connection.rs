@@ -40,17 +40,22 @@ pub(crate) struct SessionConnection {
     /// released by the next statement that needs it gone (the next flush, a
     /// nested savepoint) instead of costing a round trip of its own.
     flush_savepoint_open: bool,
-    /// The transaction ran a statement that may have written: its COMMIT can
-    /// fail (deferred constraints, serialization) and must be awaited.
-    wrote: bool,
 }
 
-/// Whether a statement may change data, which decides how its transaction ends.
+/// Whether a statement may change data, which decides whether it needs the
+/// session's transaction.
+///
+/// Under READ COMMITTED every statement reads its own snapshot, inside a
+/// transaction or not, so an ORM read (which takes no locks) before the
+/// session's first write sees the same data outside one. A read-only unit
+/// of work then costs what a bare prepared statement costs, with no BEGIN
+/// and COMMIT for the server to run; the transaction begins with the first
+/// write, and BEGIN travels with it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Access {
-    /// An ORM load: a transaction of only these commits without waiting.
+    /// An ORM load: runs inside the transaction if one is open, else alone.
     Read,
-    /// A flush or raw SQL.
+    /// A flush, a savepoint or raw SQL: opens the transaction if needed.
     Write,
 }
 
@@ -65,7 +70,6 @@ impl SessionConnection {
             failed: false,
             in_flight: false,
             flush_savepoint_open: false,
-            wrote: false,
         }
     }
 
@@ -100,13 +104,16 @@ impl SessionConnection {
         stats: &mut SessionStats,
     ) -> Result<Vec<Outcome>> {
         let begin = !self.in_transaction;
-        self.wrote |= !statements.is_empty();
         let prefix = match (begin, before) {
             (true, Some(before)) => Some(format!("BEGIN; {before}")),
             (true, None) => Some("BEGIN".to_owned()),
             (false, before) => before.map(str::to_owned),
         };
-        self.checkout().await?;
+        if let Err(error) = self.checkout().await {
+            // `before` never reached the server: see `recover_flush_savepoint`.
+            self.flush_savepoint_open = false;
+            return Err(error);
+        }
         let client = self.client.as_ref().ok_or(Error::TransactionFailed)?;
         let cache_size = client.statement_cache.size();
         self.in_flight = true;
@@ -121,6 +128,8 @@ impl SessionConnection {
                 if self.in_transaction {
                     self.failed = true;
                 }
+                // `before` never reached the server: see `recover_flush_savepoint`.
+                self.flush_savepoint_open = false;
                 return Err(error.into());
             }
         };
@@ -193,6 +202,13 @@ impl SessionConnection {
     /// Rolls back to the flush savepoint after a failed flush, making the
     /// transaction usable again.
     pub(crate) async fn recover_flush_savepoint(&mut self, stats: &mut SessionStats) -> Result<()> {
+        // A flush that failed before its batch reached the server opened no
+        // savepoint. One still open belongs to an earlier flush, whose work
+        // the session counts as written: rolling back to it would undo that
+        // work silently. A transaction the failure aborted stays failed.
+        if !self.flush_savepoint_open {
+            return Ok(());
+        }
         self.recover(&format!("ROLLBACK TO SAVEPOINT {FLUSH_SAVEPOINT}"), stats).await
     }
 
@@ -227,8 +243,7 @@ impl SessionConnection {
         stats: &mut SessionStats,
         mut on_row: impl FnMut(Row) -> Result<()>,
     ) -> Result<u64> {
-        let begin = !self.in_transaction;
-        self.wrote |= access == Access::Write;
+        let begin = !self.in_transaction && access == Access::Write;
         self.checkout().await?;
         let client = self.client.as_ref().ok_or(Error::TransactionFailed)?;
         let cache_size = client.statement_cache.size();
@@ -298,26 +313,18 @@ impl SessionConnection {
     }
 
     /// Ends the transaction with `COMMIT` or `ROLLBACK` and returns the
-    /// connection to the pool. A transaction that only read cannot fail to
-    /// end, so its `COMMIT` is queued ahead of the next borrower's
-    /// statements instead of costing a round trip.
+    /// connection to the pool.
     pub(crate) async fn finish(&mut self, sql: &str, stats: &mut SessionStats) -> Result<()> {
         let Some(client) = self.client.as_ref().filter(|_| self.in_transaction) else {
             self.client = None;
             return Ok(());
         };
-        if !self.wrote && !self.failed && queue(client, sql) {
-            self.in_transaction = false;
-            self.client = None;
-            return Ok(());
-        }
         self.in_flight = true;
         let result = client.batch_execute(sql).await;
         self.in_flight = false;
         stats.round_trips += 1;
         self.in_transaction = false;
         self.flush_savepoint_open = false;
-        self.wrote = false;
         match result {
             Ok(()) => {
                 self.client = None;
@@ -335,7 +342,6 @@ impl SessionConnection {
     /// connection to the pool, unless the connection itself broke.
     pub(crate) fn ended(&mut self, error: Option<&Error>) {
         self.in_transaction = false;
-        self.wrote = false;
         self.flush_savepoint_open = false;
         if matches!(error, Some(Error::ConnectionLost(_))) {
             self.failed = true;

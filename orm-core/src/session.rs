@@ -22,7 +22,10 @@ use crate::types::param_refs;
 /// [`Database::session`](crate::Database::session).
 ///
 /// The session takes a pooled connection only when it first talks to the
-/// database, and then sends `BEGIN` together with that first statement.
+/// database, and begins its transaction with its first write, sending
+/// `BEGIN` together with it; loads before that run alone, which under READ
+/// COMMITTED reads the same data and makes a read-only request cost one
+/// statement.
 /// Loading the same key twice gives the same [`Tracked`] instance and costs
 /// one query; [`commit`](Self::commit) writes every pending insert, update
 /// and delete as a few batched statements and commits; dropping the session

@@ -148,7 +148,7 @@ async fn pool_connection_is_in_transaction(db: &orm_core::Database) -> bool {
 }
 
 #[tokio::test]
-async fn a_read_only_session_costs_one_round_trip_and_ends_its_transaction() {
+async fn a_read_only_session_sends_only_its_reads() {
     let (_test_db, db) = support::setup_with(|config| config.max_connections = 1).await;
     let mut session = db.session();
     session.add(customer("ann"));
@@ -157,16 +157,26 @@ async fn a_read_only_session_costs_one_round_trip_and_ends_its_transaction() {
     warm_up.get_one::<Customer>(1).await.unwrap();
     warm_up.commit().await.unwrap();
 
+    // Reads before the first write need no transaction: one statement, one
+    // round trip, like a bare prepared statement.
     let mut session = db.session();
     session.get_one::<Customer>(1).await.unwrap();
     let stats = session.commit().await.unwrap();
-    assert_eq!((stats.statements, stats.round_trips), (1, 1), "BEGIN travels with the SELECT; COMMIT is queued");
-    assert!(!pool_connection_is_in_transaction(&db).await, "the queued COMMIT ran before the next borrower");
+    assert_eq!((stats.statements, stats.round_trips), (1, 1));
+    assert!(!pool_connection_is_in_transaction(&db).await);
 
-    let mut dropped = db.session();
-    dropped.get_one::<Customer>(1).await.unwrap();
-    drop(dropped);
+    // The first write opens the transaction; reads after it run inside it
+    // and see its uncommitted rows; dropping the session rolls it back.
+    let mut session = db.session();
+    session.get_one::<Customer>(1).await.unwrap();
+    session.add(customer("ben"));
+    session.flush().await.unwrap();
+    let inside = session.query::<Customer>().untracked().all().await.unwrap();
+    assert_eq!(inside.len(), 2, "a read after the first write runs in the transaction");
+    drop(session);
     assert!(!pool_connection_is_in_transaction(&db).await, "the queued ROLLBACK ran before the next borrower");
+    let mut after = db.session();
+    assert_eq!(after.query::<Customer>().count().await.unwrap(), 1, "the dropped session's insert was rolled back");
 }
 
 #[tokio::test]

@@ -1,0 +1,22 @@
+//! # The guide
+//!
+//! How to use `orm-core`, the async PostgreSQL ORM of this repository, from
+//! an application: map structs to tables, open a session per unit of work,
+//! load, change and commit.
+//!
+//! Each chapter is a markdown file in `docs/guide/`, shown here as a module.
+//! Every Rust example in it is a doc test that runs against a fresh
+//! PostgreSQL database (`cargo test -p orm-docs`, with `DATABASE_URL`
+//! pointing at a server), so what the guide says is what the code does.
+//!
+//! 1. [Getting started](getting_started): what the ORM does, mapping a struct
+//!    with `#[derive(Entity)]`, connecting, adding, loading and querying.
+//! 2. [Sessions and the unit of work](sessions): the session's lifecycle, the
+//!    identity map, change tracking, how a flush is batched, optimistic
+//!    concurrency, savepoints, raw SQL, errors and retries.
+
+#[doc = include_str!("../guide/01-getting-started.md")]
+pub mod getting_started {}
+
+#[doc = include_str!("../guide/02-sessions.md")]
+pub mod sessions {}
