@@ -82,6 +82,22 @@ impl<E: Entity, V: ColumnType> Column<E, V> {
         self.compare(">=", value)
     }
 
+    /// `column BETWEEN low AND high` (both ends included).
+    pub fn between(self, low: impl Into<V>, high: impl Into<V>) -> Condition<E> {
+        self.ge(low).and(self.le(high))
+    }
+
+    /// `column = ANY($1)`: the values travel as one array parameter, so the
+    /// statement text is the same for 1 value or 100,000.
+    pub fn is_in<I>(self, values: I) -> Condition<E>
+    where
+        I: IntoIterator,
+        I::Item: Into<V>,
+    {
+        let values: Vec<V> = values.into_iter().map(Into::into).collect();
+        Condition::new(Node::Compare { column: self.name, operator: "= ANY", value: Box::new(values) })
+    }
+
     /// `column IS NULL`
     pub fn is_null(self) -> Condition<E> {
         Condition::new(Node::Null { column: self.name, negated: false })
@@ -107,6 +123,11 @@ impl<E: Entity> Column<E, String> {
     /// `column LIKE pattern` (`%` and `_` are wildcards).
     pub fn like(self, pattern: impl Into<String>) -> Condition<E> {
         self.compare("LIKE", pattern)
+    }
+
+    /// `column ILIKE pattern`: [`like`](Self::like) ignoring case.
+    pub fn ilike(self, pattern: impl Into<String>) -> Condition<E> {
+        self.compare("ILIKE", pattern)
     }
 }
 
@@ -185,7 +206,13 @@ fn render_node(node: Node, sql: &mut String, params: &mut Vec<Param>) {
     match node {
         Node::Compare { column, operator, value } => {
             params.push(value);
-            let _ = write!(sql, "t.{} {operator} ${}", quote_ident(column), params.len());
+            let _ = write!(sql, "t.{} {operator}", quote_ident(column));
+            // `= ANY` takes its array in parentheses.
+            let _ = if operator == "= ANY" {
+                write!(sql, "(${})", params.len())
+            } else {
+                write!(sql, " ${}", params.len())
+            };
         }
         Node::Null { column, negated } => {
             let _ = write!(sql, "t.{} IS {}NULL", quote_ident(column), if negated { "NOT " } else { "" });

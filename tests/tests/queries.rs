@@ -124,3 +124,29 @@ async fn the_statement_text_depends_on_the_shape_not_the_values() {
         .unwrap();
     assert_eq!(rows[0].get::<_, i64>(0), 1);
 }
+
+#[tokio::test]
+async fn in_between_and_ilike() {
+    let (_test_db, db) = seeded().await;
+    let mut session = db.session();
+    let q = session.query::<Customer>().filter(Customer::ID.is_in([5, 1, 3])).order_by(Customer::ID.asc()).all().await;
+    assert_eq!(names(&q.unwrap()), ["alice", "carol", "erin"]);
+    let q = session.query::<Customer>().filter(Customer::NAME.is_in(["bob", "nobody"])).all().await;
+    assert_eq!(names(&q.unwrap()), ["bob"]);
+    let none: [i32; 0] = [];
+    assert!(session.query::<Customer>().filter(Customer::ID.is_in(none)).all().await.unwrap().is_empty());
+    let q = session.query::<Customer>().filter(Customer::ID.between(2, 4)).order_by(Customer::ID.asc()).all().await;
+    assert_eq!(names(&q.unwrap()), ["bob", "carol", "dave"]);
+    let q = session.query::<Customer>().filter(Customer::NAME.ilike("A%")).all().await;
+    assert_eq!(names(&q.unwrap()), ["alice"]);
+}
+
+#[tokio::test]
+async fn in_takes_a_hundred_thousand_values_as_one_parameter() {
+    let (_test_db, db) = seeded().await;
+    let mut session = db.session();
+    let ids: Vec<i32> = (1..=100_000).collect();
+    let found = session.query::<Customer>().filter(Customer::ID.is_in(ids)).count().await.unwrap();
+    assert_eq!(found, 5);
+    assert_eq!(session.stats().statements, 1);
+}
