@@ -364,11 +364,11 @@ impl Drop for SessionConnection {
     fn drop(&mut self) {
         let Some(client) = self.client.take() else { return };
         if self.in_flight {
-            // The server is still running the abandoned statement: stop it
-            // before anyone else gets the connection.
+            // The server may still be running the abandoned statement: stop
+            // it, and let nobody else have the connection.
             let cancel = client.cancel_token();
             match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(cancel_and_release(client, cancel))),
+                Ok(runtime) => drop(runtime.spawn(close_and_cancel(client, cancel))),
                 Err(_) => drop(Object::take(client)),
             }
         } else if self.in_transaction && !queue(&client, "ROLLBACK") {
@@ -377,31 +377,18 @@ impl Drop for SessionConnection {
     }
 }
 
-/// Closes the connection instead of returning it to the pool unless it was
-/// proven clean; also when the cleanup task itself is dropped half-way.
-struct CloseUnlessClean(Option<Object>);
-
-impl Drop for CloseUnlessClean {
-    fn drop(&mut self) {
-        if let Some(client) = self.0.take() {
-            drop(Object::take(client));
-        }
-    }
-}
-
-/// Cancels the statement a dropped session left running, rolls back, and
-/// only then returns the connection to the pool, so the next borrower
-/// neither waits behind the statement nor starts inside its transaction.
-async fn cancel_and_release(client: Object, cancel: tokio_postgres::CancelToken) {
-    let mut guard = CloseUnlessClean(Some(client));
+/// Closes the connection of a session dropped mid-statement and cancels the
+/// statement, so the next borrower neither waits behind it nor starts inside
+/// its transaction; the pool opens a fresh connection in its place.
+///
+/// The connection is not rolled back and reused: the server acts on a cancel
+/// request on its own schedule, after `cancel_query` has returned, and if the
+/// statement ended meanwhile (or had not started) the request cancels
+/// whatever the connection runs next, another borrower's statement.
+async fn close_and_cancel(client: Object, cancel: tokio_postgres::CancelToken) {
+    // Detached from the pool first, which frees its slot at once.
+    drop(Object::take(client));
     if let Err(error) = cancel.cancel_query(NoTls).await {
-        tracing::warn!(%error, "could not cancel the abandoned statement; closing its connection");
-        return;
-    }
-    let Some(client) = guard.0.as_ref() else { return };
-    match client.batch_execute("ROLLBACK").await {
-        // Back to the pool: it is outside any transaction now.
-        Ok(()) => drop(guard.0.take()),
-        Err(error) => tracing::warn!(%error, "rollback of an abandoned session failed; closing its connection"),
+        tracing::warn!(%error, "could not cancel the statement of a dropped session");
     }
 }

@@ -1,0 +1,426 @@
+//! Connections under failure: whatever happened to a session (dropped, cancelled
+//! mid-statement, failed), the next borrower gets a connection outside any
+//! transaction, quickly, and a failed transaction never reports a commit.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use orm_core::tokio_postgres::error::SqlState;
+use orm_core::tokio_postgres::SimpleQueryMessage;
+use orm_core::{Database, Entity, Error, Tracked};
+use orm_tests::TestDb;
+use support::{customer, setup, setup_with, Customer};
+
+/// A pool of one connection, so the next borrower gets the same connection
+/// the previous session used.
+async fn setup_one_connection() -> (TestDb, Database) {
+    setup_with(|config| {
+        config.max_connections = 1;
+        // Longer than any cleanup may take, so a slow cleanup fails the
+        // test's own bound rather than the pool's.
+        config.wait_timeout = Duration::from_secs(20);
+    })
+    .await
+}
+
+/// Checks a connection out of the pool and returns whether it is outside any
+/// transaction, and its backend's pid. Inside a transaction `now()` is the
+/// transaction's start, not this statement's.
+async fn checkout_state(db: &Database) -> (bool, i32) {
+    let client = db.pool().get().await.expect("a connection from the pool");
+    let messages = client
+        .simple_query("SELECT now() = statement_timestamp(), pg_backend_pid()")
+        .await
+        .expect("a statement on the returned connection");
+    let row = messages
+        .iter()
+        .find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .expect("one row");
+    (row.get(0) == Some("t"), row.get(1).expect("a pid").parse().expect("a number"))
+}
+
+async fn customer_names(test_db: &TestDb) -> Vec<String> {
+    let rows = test_db.client().await.query("SELECT name FROM customer ORDER BY name", &[]).await.unwrap();
+    rows.iter().map(|row| row.get(0)).collect()
+}
+
+#[tokio::test]
+async fn dropping_a_session_with_an_open_transaction_rolls_it_back() {
+    let (test_db, db) = setup_one_connection().await;
+
+    let mut session = db.session();
+    session.add(customer("dropped"));
+    session.flush().await.expect("flush");
+    let pid: i32 = session.query_rows("SELECT pg_backend_pid()", &[]).await.unwrap()[0].get(0);
+    drop(session);
+
+    let (clean, reused) = checkout_state(&db).await;
+    assert!(clean, "the next borrower is inside the dropped session's transaction");
+    assert_eq!(reused, pid, "the connection itself goes back to the pool");
+    let mut session = db.session();
+    assert_eq!(session.query::<Customer>().count().await.unwrap(), 0);
+    session.commit().await.unwrap();
+    assert!(customer_names(&test_db).await.is_empty());
+}
+
+#[tokio::test]
+async fn dropping_a_session_whose_transaction_failed_returns_the_connection_clean() {
+    let (_test_db, db) = setup_one_connection().await;
+
+    let mut session = db.session();
+    session.execute("SELECT 1", &[]).await.unwrap();
+    session.execute("SELECT 1/0", &[]).await.expect_err("division by zero");
+    drop(session);
+
+    assert!(checkout_state(&db).await.0, "the next borrower is inside the failed transaction");
+}
+
+const SLEEPING: &str = "SELECT pid FROM pg_stat_activity
+     WHERE datname = current_database() AND state = 'active' AND query = 'SELECT pg_sleep(30)'";
+
+/// The pid of the backend running `SELECT pg_sleep(30)`, once there is one.
+async fn running_sleep(monitor: &orm_core::tokio_postgres::Client) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(row) = monitor.query(SLEEPING, &[]).await.unwrap().first() {
+            return row.get(0);
+        }
+        assert!(Instant::now() < deadline, "the statement never started on the server");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Drops a session while the server runs its statement, then checks how the
+/// next borrower of the only connection finds it.
+async fn cancel_mid_statement(after_first_statement: bool) {
+    let (test_db, db) = setup_one_connection().await;
+    let monitor = test_db.client().await;
+
+    let mut session = db.session();
+    if after_first_statement {
+        session.execute("SELECT 1", &[]).await.unwrap();
+    }
+    // Drop the statement's future once the server is running it, as a
+    // request timeout would, but without guessing how long that takes.
+    let pid = tokio::select! {
+        result = session.execute("SELECT pg_sleep(30)", &[]) => panic!("the statement ended: {result:?}"),
+        pid = running_sleep(&monitor) => pid,
+    };
+    let dropped_at = Instant::now();
+    drop(session);
+
+    let (clean, reused) = checkout_state(&db).await;
+    assert!(dropped_at.elapsed() < Duration::from_secs(5), "the next borrower waited {:?}", dropped_at.elapsed());
+    assert!(clean, "the next borrower is inside the abandoned transaction");
+    // A cancel request may land late: the connection it was sent for is
+    // never handed out again.
+    assert_ne!(reused, pid, "the cancelled connection went back to the pool");
+    let deadline = dropped_at + Duration::from_secs(5);
+    while !monitor.query(SLEEPING, &[]).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the abandoned statement still runs");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The connection answers the next session's statements with their own
+    // results, not with what was left of the abandoned one.
+    let mut session = db.session();
+    let rows = session.query_rows("SELECT $1::int", &[&42_i32]).await.expect("a statement after the cancel");
+    assert_eq!(rows[0].get::<_, i32>(0), 42);
+    session.add(customer("after"));
+    session.commit().await.expect("commit after the cancel");
+    assert_eq!(customer_names(&test_db).await, ["after"]);
+}
+
+#[tokio::test]
+async fn a_session_dropped_during_its_first_statement_frees_the_connection() {
+    cancel_mid_statement(false).await;
+}
+
+#[tokio::test]
+async fn a_session_dropped_mid_statement_inside_its_transaction_frees_the_connection() {
+    cancel_mid_statement(true).await;
+}
+
+#[tokio::test]
+async fn a_session_dropped_while_its_statement_finishes_does_not_cancel_the_next_borrower() {
+    let (_test_db, db) = setup_one_connection().await;
+
+    let mut session = db.session();
+    session.execute("SELECT 1", &[]).await.unwrap();
+    // Polled once, the statement is sent; dropped, nobody waits for its
+    // answer. It finishes on the server at once, so a cancel request the
+    // dropped session sends finds nothing to cancel now and must not be
+    // left to land on whatever the connection runs next.
+    assert!(session.execute("SELECT 1", &[]).now_or_never().is_none(), "the answer cannot have arrived yet");
+    drop(session);
+
+    let client = db.pool().get().await.expect("a connection from the pool");
+    client.simple_query("SELECT pg_sleep(0.5)").await.expect("the next borrower's statement runs undisturbed");
+}
+
+#[tokio::test]
+async fn commit_after_a_failed_statement_is_an_error_and_keeps_nothing() {
+    let (test_db, db) = setup().await;
+
+    let mut session = db.session();
+    session.add(customer("written"));
+    session.flush().await.expect("flush");
+    let error = session.execute("SELECT 1/0", &[]).await.expect_err("division by zero");
+    assert!(matches!(error, Error::Database(_)), "expected Database, got {error:?}");
+    assert_eq!(error.sql_state(), Some(&SqlState::DIVISION_BY_ZERO));
+
+    let committed = session.commit().await;
+    assert!(matches!(committed, Err(Error::TransactionFailed)), "expected TransactionFailed, got {committed:?}");
+    assert!(customer_names(&test_db).await.is_empty(), "the flushed write survived a failed transaction");
+}
+
+#[tokio::test]
+async fn after_a_failed_statement_every_operation_is_transaction_failed() {
+    let (test_db, db) = setup().await;
+    test_db.client().await.batch_execute("INSERT INTO customer (name) VALUES ('existing')").await.unwrap();
+
+    let mut session = db.session();
+    session.add(customer("flushed"));
+    session.flush().await.expect("flush");
+    session.execute("SELECT 1/0", &[]).await.expect_err("division by zero");
+
+    let failed = |result: Result<(), Error>, what: &str| {
+        assert!(matches!(result, Err(Error::TransactionFailed)), "{what}: expected TransactionFailed, got {result:?}");
+    };
+    failed(session.get::<Customer>(1).await.map(drop), "get");
+    failed(session.query::<Customer>().all().await.map(drop), "query");
+    failed(session.execute("SELECT 1", &[]).await.map(drop), "execute");
+    failed(session.begin_nested().await.map(drop), "begin_nested");
+    // A flush must not recover the transaction by rolling back to the
+    // savepoint of the earlier, successful flush: that would silently undo
+    // the earlier flush's insert.
+    session.add(customer("pending"));
+    failed(session.flush().await, "flush");
+    failed(session.query_rows("SELECT 1", &[]).await.map(drop), "query_rows after the flush");
+
+    let committed = session.commit().await;
+    assert!(matches!(committed, Err(Error::TransactionFailed)), "expected TransactionFailed, got {committed:?}");
+    assert_eq!(customer_names(&test_db).await, ["existing"]);
+}
+
+/// An entity whose table does not exist: its statements fail to prepare.
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "no_such_table")]
+struct Ghost {
+    #[orm(primary_key)]
+    id: i32,
+}
+
+#[tokio::test]
+async fn a_flush_failing_before_it_runs_does_not_undo_an_earlier_flush() {
+    let (test_db, db) = setup().await;
+
+    let mut session = db.session();
+    session.add(customer("flushed"));
+    session.flush().await.expect("flush");
+    let ghost = session.add(Ghost { id: 1 });
+    let error = session.flush().await.expect_err("no such table");
+    assert_eq!(error.sql_state(), Some(&SqlState::UNDEFINED_TABLE), "got {error:?}");
+    // The failed PREPARE aborted the transaction; it cannot be recovered by
+    // rolling back to the earlier flush's savepoint, which would undo that
+    // flush behind the session's back.
+    session.expunge(&ghost);
+    let committed = session.commit().await;
+    assert!(matches!(committed, Err(Error::TransactionFailed)), "expected TransactionFailed, got {committed:?}");
+    assert!(customer_names(&test_db).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_first_flush_failing_before_it_runs_leaves_the_session_usable() {
+    let (test_db, db) = setup().await;
+
+    let mut session = db.session();
+    let ghost = session.add(Ghost { id: 1 });
+    let error = session.flush().await.expect_err("no such table");
+    assert_eq!(error.sql_state(), Some(&SqlState::UNDEFINED_TABLE), "got {error:?}");
+    // No transaction had started: nothing was lost and the session goes on.
+    session.expunge(&ghost);
+    session.add(customer("after"));
+    session.flush().await.expect("flush after the failed one");
+    session.commit().await.expect("commit");
+    assert_eq!(customer_names(&test_db).await, ["after"]);
+}
+
+#[tokio::test]
+async fn rollback_nested_recovers_from_a_failed_statement() {
+    let (test_db, db) = setup().await;
+
+    let mut session = db.session();
+    let kept = session.add(customer("kept"));
+    let savepoint = session.begin_nested().await.expect("begin_nested");
+    session.execute("INSERT INTO customer (name) VALUES ('undone')", &[]).await.unwrap();
+    session.execute("SELECT 1/0", &[]).await.expect_err("division by zero");
+    let error = session.execute("SELECT 1", &[]).await.expect_err("the transaction is aborted");
+    assert!(matches!(error, Error::TransactionFailed), "expected TransactionFailed, got {error:?}");
+
+    session.rollback_nested(savepoint).await.expect("rollback_nested recovers");
+    let rows = session.query_rows("SELECT name FROM customer", &[]).await.expect("usable again");
+    assert_eq!(rows.iter().map(|r| r.get(0)).collect::<Vec<String>>(), ["kept"]);
+    session.commit().await.expect("commit after recovering");
+    assert_eq!(customer_names(&test_db).await, ["kept"]);
+    assert_ne!(kept.read().id, 0);
+}
+
+#[tokio::test]
+async fn a_failed_commit_returns_the_connection_clean() {
+    let (test_db, db) = setup_one_connection().await;
+    test_db.client().await.batch_execute("INSERT INTO customer (name) VALUES ('taken')").await.unwrap();
+
+    let mut session = db.session();
+    session.add(customer("new"));
+    session.add(customer("taken"));
+    let error = session.commit().await.expect_err("duplicate name");
+    assert!(matches!(error, Error::UniqueViolation { .. }), "expected UniqueViolation, got {error:?}");
+
+    assert!(checkout_state(&db).await.0, "the next borrower is inside the failed transaction");
+    assert_eq!(customer_names(&test_db).await, ["taken"]);
+}
+
+#[tokio::test]
+async fn a_read_only_commit_returns_the_connection_clean() {
+    let (test_db, db) = setup_one_connection().await;
+    test_db.client().await.batch_execute("INSERT INTO customer (name) VALUES ('read')").await.unwrap();
+
+    let mut session = db.session();
+    assert_eq!(session.get_one::<Customer>(1).await.unwrap().read().name, "read");
+    session.commit().await.expect("commit");
+
+    assert!(checkout_state(&db).await.0, "the next borrower is inside the read-only transaction");
+}
+
+#[tokio::test]
+async fn opening_a_session_takes_no_connection() {
+    let (_test_db, db) = setup_with(|config| {
+        config.max_connections = 1;
+        config.wait_timeout = Duration::from_millis(200);
+    })
+    .await;
+
+    let mut idle = db.session();
+    let mut working = db.session();
+    working.execute("SELECT 1", &[]).await.expect("the only connection is free");
+    working.commit().await.unwrap();
+    idle.execute("SELECT 1", &[]).await.expect("and free again after the commit");
+    idle.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn identity_map_hits_issue_no_sql() {
+    let (test_db, db) = setup().await;
+    test_db.client().await.batch_execute("INSERT INTO customer (name) VALUES ('a'), ('b')").await.unwrap();
+
+    let mut session = db.session();
+    let loaded = session.get_one::<Customer>(1).await.unwrap();
+    let pid: i32 = session.query_rows("SELECT pg_backend_pid()", &[]).await.unwrap()[0].get(0);
+    let before = session.stats();
+    // Without a connection, only what needs no SQL can still succeed.
+    let terminated = test_db.client().await.query_one("SELECT pg_terminate_backend($1, 5000)", &[&pid]).await.unwrap();
+    assert!(terminated.get::<_, bool>(0));
+
+    let again = session.get_one::<Customer>(1).await.expect("served from the identity map");
+    assert!(Tracked::ptr_eq(&loaded, &again));
+    let many = session.get_many::<Customer>(&[1, 1]).await.expect("served from the identity map");
+    assert!(many.iter().all(|t| Tracked::ptr_eq(&loaded, t)));
+    assert_eq!(session.stats(), before);
+    let error = session.get::<Customer>(2).await.expect_err("a miss needs the lost connection");
+    assert!(matches!(error, Error::ConnectionLost(_)), "expected ConnectionLost, got {error:?}");
+}
+
+/// A `MakeWriter` collecting a test's log output.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    /// Collects this thread's log events until the guard is dropped; the
+    /// tests run on a current-thread runtime, so that is all of the test's.
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let buffer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || buffer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+const DISCARDED_WARNING: &str = "session dropped with unflushed changes";
+
+#[tokio::test]
+async fn dropping_a_session_with_unflushed_changes_logs_a_warning() {
+    let (_test_db, db) = setup().await;
+    let log = LogBuffer::default();
+    let _guard = log.install();
+
+    let mut session = db.session();
+    session.add(customer("forgotten"));
+    drop(session);
+
+    let text = log.text();
+    assert!(text.contains(DISCARDED_WARNING), "no warning logged: {text:?}");
+    assert!(text.contains("WARN"), "not at warn level: {text:?}");
+}
+
+#[tokio::test]
+async fn committed_or_clean_sessions_log_no_warning() {
+    let (_test_db, db) = setup().await;
+    let log = LogBuffer::default();
+    let _guard = log.install();
+
+    let mut session = db.session();
+    session.add(customer("kept"));
+    session.commit().await.expect("commit");
+    let mut session = db.session();
+    session.add(customer("rolled back"));
+    session.rollback().await.expect("rollback");
+    let mut session = db.session();
+    session.get::<Customer>(1).await.unwrap();
+    drop(session);
+
+    let text = log.text();
+    assert!(!text.contains(DISCARDED_WARNING), "unexpected warning: {text:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_moves_into_a_spawned_task() {
+    let (test_db, db) = setup().await;
+
+    let mut session = db.session();
+    session.add(customer("from a task"));
+    let stats = tokio::spawn(async move {
+        session.get::<Customer>(1).await.expect("autoflush and get");
+        session.commit().await
+    })
+    .await
+    .expect("the task")
+    .expect("commit");
+    assert!(stats.statements >= 2);
+    assert_eq!(customer_names(&test_db).await, ["from a task"]);
+}
