@@ -4,12 +4,13 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 
 use crate::entity::Entity;
 use crate::flush::TablePlan;
-use crate::tracked::Tracked;
+use crate::tracked::{Tracked, WriteLog};
 
 /// A map from keys that remembers insertion order.
 ///
@@ -29,6 +30,9 @@ pub(crate) struct Registry<T: Entity> {
     pub(crate) pending_inserts: Vec<Tracked<T>>,
     /// Marked for deletion and not yet deleted.
     pub(crate) pending_deletes: KeyMap<T::Key, Tracked<T>>,
+    /// Entities written since they were last loaded or flushed, in the order
+    /// of their first write: the only ones a flush compares.
+    write_log: Arc<WriteLog<T>>,
     /// Work flushed inside each open savepoint, innermost last, so rolling
     /// back to a savepoint can undo it in memory too.
     pub(crate) savepoints: Vec<Undo<T>>,
@@ -56,14 +60,37 @@ impl<T: Entity> Registry<T> {
             identity: KeyMap::default(),
             pending_inserts: Vec::new(),
             pending_deletes: KeyMap::default(),
+            write_log: Arc::default(),
             savepoints: Vec::new(),
         }
+    }
+
+    /// A new handle whose writes this registry's flushes will see.
+    pub(crate) fn new_tracked(&self, entity: T) -> Tracked<T> {
+        Tracked::new(entity, &self.write_log)
     }
 
     /// The tracked instance for a freshly read row: the one already in the
     /// map (its pending changes win over the row), or the row, now tracked.
     pub(crate) fn track_loaded(&mut self, entity: T) -> Tracked<T> {
-        self.identity.entry(entity.key()).or_insert_with(|| Tracked::new(entity)).clone()
+        let log = &self.write_log;
+        self.identity.entry(entity.key()).or_insert_with(|| Tracked::new(entity, log)).clone()
+    }
+
+    /// The entities written since they were last loaded or flushed, each
+    /// once, in the order of their first write. Compacts the log: entries
+    /// whose changes were flushed or discarded since are dropped. The log is
+    /// not held while entity states are read (see [`Tracked::write`]).
+    pub(crate) fn written(&self) -> Vec<Tracked<T>> {
+        let logged = std::mem::take(&mut *self.write_log.lock());
+        let mut seen = std::collections::HashSet::with_capacity(logged.len());
+        let written: Vec<_> =
+            logged.into_iter().filter(|t| seen.insert(t.address()) && t.state().read().snapshot.is_some()).collect();
+        // Writes that arrived meanwhile were logged behind the survivors' backs.
+        let mut log = self.write_log.lock();
+        let arrived = std::mem::replace(&mut *log, written.clone());
+        log.extend(arrived);
+        written
     }
 
     /// Whether `handle` is this registry's instance for its key.
@@ -76,7 +103,7 @@ impl<T: Entity> Registry<T> {
     fn discard_pending(&mut self) {
         self.pending_inserts.clear();
         self.pending_deletes.clear();
-        for tracked in self.identity.values() {
+        for tracked in self.written() {
             let mut state = tracked.state().write();
             if let Some(snapshot) = state.snapshot.take() {
                 state.current = snapshot;
@@ -106,8 +133,8 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
     }
 
     fn pending_count(&self) -> usize {
-        let written = self.identity.values().filter(|t| t.state().read().snapshot.is_some()).count();
-        self.pending_inserts.len() + self.pending_deletes.len() + written
+        let changed = self.written().iter().filter(|t| t.is_modified()).count();
+        self.pending_inserts.len() + self.pending_deletes.len() + changed
     }
 
     fn plan(&self) -> crate::error::Result<Option<Box<dyn TablePlan>>> {

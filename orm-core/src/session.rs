@@ -198,8 +198,9 @@ impl Session {
     /// receives the database-generated columns (an identity key, say) when
     /// the insert has run.
     pub fn add<E: Entity>(&mut self, entity: E) -> Tracked<E> {
-        let tracked = Tracked::new(entity);
-        self.registries.of::<E>().pending_inserts.push(tracked.clone());
+        let registry = self.registries.of::<E>();
+        let tracked = registry.new_tracked(entity);
+        registry.pending_inserts.push(tracked.clone());
         tracked
     }
 
@@ -232,7 +233,8 @@ impl Session {
     pub fn add_all<E: Entity>(&mut self, entities: impl IntoIterator<Item = E>) -> Vec<Tracked<E>> {
         let registry = self.registries.of::<E>();
         let start = registry.pending_inserts.len();
-        registry.pending_inserts.extend(entities.into_iter().map(Tracked::new));
+        let added: Vec<_> = entities.into_iter().map(|entity| registry.new_tracked(entity)).collect();
+        registry.pending_inserts.extend(added);
         registry.pending_inserts[start..].to_vec()
     }
 

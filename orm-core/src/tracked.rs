@@ -2,9 +2,9 @@
 //! an entity that a session tracks.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use parking_lot::{MappedRwLockReadGuard, MappedRwLockWriteGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{MappedRwLockReadGuard, MappedRwLockWriteGuard, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::entity::{ColumnSet, Entity};
 
@@ -22,8 +22,19 @@ use crate::entity::{ColumnSet, Entity};
 /// Guards are short-lived borrows: drop them before the next `.await` on the
 /// session (they are not `Send`, so the compiler insists in spawned tasks).
 pub struct Tracked<T: Entity> {
-    state: Arc<RwLock<EntityState<T>>>,
+    inner: Arc<Inner<T>>,
 }
+
+struct Inner<T: Entity> {
+    state: RwLock<EntityState<T>>,
+    /// Where the first write since the last flush announces itself, so a
+    /// flush visits only written entities instead of every tracked one.
+    /// Weak, so a handle that outlives its session keeps nothing alive.
+    write_log: Weak<WriteLog<T>>,
+}
+
+/// The entities of one type written since they were last loaded or flushed.
+pub(crate) type WriteLog<T> = Mutex<Vec<Tracked<T>>>;
 
 /// The instance and, once it was written to, its state as the database has it.
 pub(crate) struct EntityState<T> {
@@ -34,23 +45,28 @@ pub(crate) struct EntityState<T> {
 }
 
 impl<T: Entity> Tracked<T> {
-    pub(crate) fn new(entity: T) -> Self {
-        Tracked { state: Arc::new(RwLock::new(EntityState { current: entity, snapshot: None })) }
+    pub(crate) fn new(entity: T, write_log: &Arc<WriteLog<T>>) -> Self {
+        let state = RwLock::new(EntityState { current: entity, snapshot: None });
+        Tracked { inner: Arc::new(Inner { state, write_log: Arc::downgrade(write_log) }) }
     }
 
     /// Borrows the entity.
     pub fn read(&self) -> MappedRwLockReadGuard<'_, T> {
-        RwLockReadGuard::map(self.state.read(), |state| &state.current)
+        RwLockReadGuard::map(self.inner.state.read(), |state| &state.current)
     }
 
     /// Borrows the entity mutably and marks it for change detection at the next flush.
     pub fn write(&self) -> MappedRwLockWriteGuard<'_, T> {
-        RwLockWriteGuard::map(self.state.write(), |state| {
-            if state.snapshot.is_none() {
-                state.snapshot = Some(state.current.clone());
+        let mut state = self.inner.state.write();
+        if state.snapshot.is_none() {
+            state.snapshot = Some(state.current.clone());
+            // The log is locked only briefly and never while the flush holds
+            // an entity's lock, so the two locks cannot deadlock.
+            if let Some(log) = self.inner.write_log.upgrade() {
+                log.lock().push(self.clone());
             }
-            &mut state.current
-        })
+        }
+        RwLockWriteGuard::map(state, |state| &mut state.current)
     }
 
     /// A copy of the entity's current values.
@@ -70,33 +86,38 @@ impl<T: Entity> Tracked<T> {
 
     /// Whether two handles refer to the same tracked instance.
     pub fn ptr_eq(a: &Self, b: &Self) -> bool {
-        Arc::ptr_eq(&a.state, &b.state)
+        Arc::ptr_eq(&a.inner, &b.inner)
+    }
+
+    /// The address of the shared instance, to tell instances apart.
+    pub(crate) fn address(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
     }
 
     pub(crate) fn changed_columns(&self) -> ColumnSet {
-        let state = self.state.read();
+        let state = self.inner.state.read();
         state.snapshot.as_ref().map_or(0, |snapshot| state.current.changed_columns(snapshot))
     }
 
     pub(crate) fn state(&self) -> &RwLock<EntityState<T>> {
-        &self.state
+        &self.inner.state
     }
 
     /// Marks the current values as what the database holds.
     pub(crate) fn mark_synced(&self) {
-        self.state.write().snapshot = None;
+        self.inner.state.write().snapshot = None;
     }
 }
 
 impl<T: Entity> Clone for Tracked<T> {
     fn clone(&self) -> Self {
-        Tracked { state: Arc::clone(&self.state) }
+        Tracked { inner: Arc::clone(&self.inner) }
     }
 }
 
 impl<T: Entity + fmt::Debug> fmt::Debug for Tracked<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.state.try_read() {
+        match self.inner.state.try_read() {
             Some(state) => f.debug_tuple("Tracked").field(&state.current).finish(),
             None => f.write_str("Tracked(<borrowed for writing>)"),
         }

@@ -323,3 +323,28 @@ async fn handles_outlive_the_session_as_plain_data() {
     assert_eq!(kept.get().name, "kept");
     assert!(kept.read().id > 0);
 }
+
+#[tokio::test]
+async fn an_entity_written_again_after_a_failed_flush_is_updated_once() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    session.add_all([customer("ann"), customer("ben")]);
+    session.flush().await.unwrap();
+    let ann = session.get_one::<Customer>(1).await.unwrap();
+    ann.write().description = Some("first".into());
+    let clash = session.add(customer("ben"));
+    assert!(session.flush().await.is_err());
+    session.expunge(&clash);
+    // Refreshed and written again: the write log now holds the handle twice.
+    session.refresh(&ann).await.unwrap();
+    ann.write().description = Some("second".into());
+    ann.write().name = "ann 2".into();
+    assert_eq!(session.pending().unwrap().updates, 1);
+    let before = session.stats();
+    session.flush().await.unwrap();
+    assert_eq!(session.stats().rows - before.rows, 1, "one row updated, once");
+    session.commit().await.unwrap();
+    let row =
+        test_db.client().await.query_one("SELECT name, description FROM customer WHERE id = 1", &[]).await.unwrap();
+    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("ann 2".to_owned(), "second".to_owned()));
+}

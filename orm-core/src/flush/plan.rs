@@ -70,19 +70,20 @@ pub(crate) fn plan_table<T: Entity>(registry: &Registry<T>) -> Result<Option<Box
     let meta = T::META;
     let version_bit = meta.version_column().map_or(0, |v| 1 << v);
     let mut groups: BTreeMap<ColumnSet, Vec<Tracked<T>>> = BTreeMap::new();
-    for (key, tracked) in &registry.identity {
-        if registry.pending_deletes.contains_key(key) {
+    for tracked in registry.written() {
+        let (original_key, changed) = {
+            let state = tracked.state().read();
+            let Some(snapshot) = &state.snapshot else { continue };
+            (snapshot.key(), state.current.changed_columns(snapshot))
+        };
+        // Written entities that are pending inserts, pending deletes or no
+        // longer tracked are not updated.
+        let persistent = registry.identity.get(&original_key).is_some_and(|t| Tracked::ptr_eq(t, &tracked));
+        if !persistent || registry.pending_deletes.contains_key(&original_key) {
             continue;
         }
-        let changed = {
-            let state = tracked.state().read();
-            match &state.snapshot {
-                None => continue,
-                Some(snapshot) => state.current.changed_columns(snapshot),
-            }
-        };
         if changed & meta.key_set() != 0 {
-            return Err(Error::PrimaryKeyChanged { entity: meta.name, key: format!("{key:?}") });
+            return Err(Error::PrimaryKeyChanged { entity: meta.name, key: format!("{original_key:?}") });
         }
         let changed = changed & !version_bit;
         if changed == 0 {
@@ -90,7 +91,7 @@ pub(crate) fn plan_table<T: Entity>(registry: &Registry<T>) -> Result<Option<Box
             // failed flush would have to restore.
             tracked.mark_synced();
         } else {
-            groups.entry(changed).or_default().push(tracked.clone());
+            groups.entry(changed).or_default().push(tracked);
         }
     }
     let inserts = registry.pending_inserts.clone();
