@@ -29,6 +29,11 @@ cargo fmt --all --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# Checks that every benchmark workload still runs, with tiny counts and in a
+# debug build (times here mean nothing; docs/performance.md has the real ones).
+step "bench smoke run"
+cargo run -p bench -- --smoke
+
 # Last, so that its summary ends the output.
 step "cargo test --workspace"
 cargo test --workspace

@@ -43,7 +43,7 @@ pub(crate) struct Undo<T: Entity> {
     /// Entities inserted since the savepoint: they become pending again.
     pub(crate) inserted: Vec<Tracked<T>>,
     /// Entities updated since the savepoint, with their values before.
-    pub(crate) updated: Vec<(Tracked<T>, T)>,
+    pub(crate) updated: Vec<(Tracked<T>, Box<T>)>,
     /// Entities deleted since the savepoint: they are persistent again.
     pub(crate) deleted: Vec<Tracked<T>>,
 }
@@ -106,7 +106,7 @@ impl<T: Entity> Registry<T> {
         for tracked in self.written() {
             let mut state = tracked.state().write();
             if let Some(snapshot) = state.snapshot.take() {
-                state.current = snapshot;
+                state.current = *snapshot;
             }
         }
     }
@@ -152,7 +152,7 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
             self.identity.insert(tracked.key(), tracked);
         }
         for (tracked, before) in undo.updated.into_iter().rev() {
-            tracked.state().write().current = before;
+            tracked.state().write().current = *before;
         }
         for tracked in undo.inserted {
             self.identity.swap_remove(&tracked.key());

@@ -40,8 +40,9 @@ pub(crate) type WriteLog<T> = Mutex<Vec<Tracked<T>>>;
 pub(crate) struct EntityState<T> {
     pub(crate) current: T,
     /// The last loaded or flushed values, taken at the first `write()` after
-    /// that: a tracked entity that is only read costs no copy.
-    pub(crate) snapshot: Option<T>,
+    /// that: a tracked entity that is only read costs no copy, and boxed so
+    /// that it costs one pointer of room instead of a second entity.
+    pub(crate) snapshot: Option<Box<T>>,
 }
 
 impl<T: Entity> Tracked<T> {
@@ -59,7 +60,7 @@ impl<T: Entity> Tracked<T> {
     pub fn write(&self) -> MappedRwLockWriteGuard<'_, T> {
         let mut state = self.inner.state.write();
         if state.snapshot.is_none() {
-            state.snapshot = Some(state.current.clone());
+            state.snapshot = Some(Box::new(state.current.clone()));
             // The log is locked only briefly and never while the flush holds
             // an entity's lock, so the two locks cannot deadlock.
             if let Some(log) = self.inner.write_log.upgrade() {
