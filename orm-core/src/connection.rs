@@ -241,6 +241,21 @@ impl SessionConnection {
         params: &[&(dyn ToSql + Sync)],
         access: Access,
         stats: &mut SessionStats,
+        on_row: impl FnMut(Row) -> Result<()>,
+    ) -> Result<u64> {
+        self.for_each_row_checked(sql, params, access, stats, |_| Ok(()), on_row).await
+    }
+
+    /// [`for_each_row`](Self::for_each_row), first handing the prepared
+    /// statement (its result columns) to `check`: if that fails, the
+    /// statement is not run and the error is returned.
+    pub(crate) async fn for_each_row_checked(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        access: Access,
+        stats: &mut SessionStats,
+        check: impl FnOnce(&tokio_postgres::Statement) -> Result<()>,
         mut on_row: impl FnMut(Row) -> Result<()>,
     ) -> Result<u64> {
         let begin = !self.in_transaction && access == Access::Write;
@@ -251,6 +266,9 @@ impl SessionConnection {
         let result = async {
             let prepared = client.prepare_cached(sql).await?;
             let prepared_now = client.statement_cache.size() > cache_size;
+            if let Err(refused) = check(&prepared) {
+                return Ok((prepared_now, Err(refused)));
+            }
             let begin_future = async {
                 if begin {
                     client.batch_execute("BEGIN").await
@@ -259,10 +277,10 @@ impl SessionConnection {
                 }
             };
             let (begin_result, stream) = join(begin_future, client.query_raw(&prepared, params.iter().copied())).await;
-            Ok::<_, tokio_postgres::Error>((prepared_now, begin_result, stream))
+            Ok::<_, tokio_postgres::Error>((prepared_now, Ok((begin_result, stream))))
         }
         .await;
-        let (prepared_now, begin_result, stream) = match result {
+        let (prepared_now, sent) = match result {
             Ok(parts) => parts,
             Err(error) => {
                 self.in_flight = false;
@@ -270,6 +288,16 @@ impl SessionConnection {
                     self.failed = true;
                 }
                 return Err(error.into());
+            }
+        };
+        let (begin_result, stream) = match sent {
+            Ok(sent) => sent,
+            Err(refused) => {
+                // Only the prepare reached the server, which leaves the
+                // transaction as it was.
+                self.in_flight = false;
+                stats.round_trips += u64::from(prepared_now);
+                return Err(refused);
             }
         };
         stats.round_trips += 1 + u64::from(prepared_now);

@@ -8,6 +8,7 @@ use tokio_postgres::NoTls;
 
 use crate::connection::SessionConnection;
 use crate::error::{Error, Result};
+use crate::n_plus_one::NPlusOne;
 use crate::session::Session;
 
 /// How to reach PostgreSQL and size the pool. Every timeout is finite by
@@ -28,6 +29,10 @@ pub struct DatabaseConfig {
     /// Idle time before TCP keepalive probes start, so a half-open
     /// connection is noticed. Default: 60 s.
     pub keepalive_idle: Duration,
+    /// What a session does when one load statement runs more often than a
+    /// threshold, the sign of an N+1 pattern. Default: a warning after 25
+    /// runs ([`NPlusOne::default`]).
+    pub n_plus_one: NPlusOne,
 }
 
 impl DatabaseConfig {
@@ -42,6 +47,7 @@ impl DatabaseConfig {
             create_timeout: Duration::from_secs(5),
             recycle_timeout: Duration::from_secs(5),
             keepalive_idle: Duration::from_secs(60),
+            n_plus_one: NPlusOne::default(),
         })
     }
 }
@@ -62,6 +68,7 @@ impl DatabaseConfig {
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    n_plus_one: NPlusOne,
 }
 
 impl Database {
@@ -85,12 +92,12 @@ impl Database {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Pool(e.to_string()))?;
-        Ok(Database { pool })
+        Ok(Database { pool, n_plus_one: config.n_plus_one })
     }
 
     /// Opens a session. It takes no connection until its first statement.
     pub fn session(&self) -> Session {
-        Session::new(SessionConnection::new(self.pool.clone()))
+        Session::new(SessionConnection::new(self.pool.clone()), self.n_plus_one)
     }
 
     /// The underlying deadpool-postgres pool, for hand-written SQL beside the ORM.

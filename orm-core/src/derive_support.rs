@@ -51,3 +51,35 @@ pub fn increment_version<T: VersionColumn>(field: &mut T) {
 pub fn no_such_column(entity: &str, column: usize) -> Param {
     unreachable!("{entity} has no column {column}")
 }
+
+/// A field that can hold a foreign key of type `K`: `K` itself, or
+/// `Option<K>` for a nullable reference.
+#[diagnostic::on_unimplemented(
+    message = "a `references` field must hold the referenced entity's key `{K}` (or an Option of it), not `{Self}`"
+)]
+pub trait ForeignKeyField<K> {
+    /// The referenced key, `None` for a NULL reference.
+    fn key(&self) -> Option<K>;
+    /// Points the field at `key`.
+    fn set_key(&mut self, key: K);
+}
+
+impl<K: Clone> ForeignKeyField<K> for K {
+    fn key(&self) -> Option<K> {
+        Some(self.clone())
+    }
+
+    fn set_key(&mut self, key: K) {
+        *self = key;
+    }
+}
+
+impl<K: Clone> ForeignKeyField<K> for Option<K> {
+    fn key(&self) -> Option<K> {
+        self.clone()
+    }
+
+    fn set_key(&mut self, key: K) {
+        *self = Some(key);
+    }
+}

@@ -13,7 +13,7 @@ use crate::types::Param;
 pub type ColumnSet = u64;
 
 /// What the session knows about one mapped column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct ColumnMeta {
     /// The column's name in the table.
     pub name: &'static str,
@@ -30,10 +30,24 @@ pub struct ColumnMeta {
     pub generated: bool,
     /// The optimistic-concurrency version counter.
     pub version: bool,
+    /// For a foreign key (`references = Parent`): the parent's metadata.
+    pub references: Option<fn() -> &'static EntityMeta>,
+    /// Deleting a parent through the session deletes the children it has
+    /// loaded through this foreign key (`on_delete = "cascade"`).
+    pub cascade_delete: bool,
+}
+
+impl ColumnMeta {
+    /// Whether this column is a foreign key to `parent`.
+    pub fn references(&self, parent: &EntityMeta) -> bool {
+        // By name, not address: `META` is a constant, and each use of a
+        // constant may be a copy of its own.
+        self.references.is_some_and(|meta| meta().same_entity(parent))
+    }
 }
 
 /// What the session knows about one mapped table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct EntityMeta {
     /// The Rust type's name, used in errors.
     pub name: &'static str,
@@ -44,6 +58,11 @@ pub struct EntityMeta {
 }
 
 impl EntityMeta {
+    /// Whether `other` describes the same entity (same type name and table).
+    pub fn same_entity(&self, other: &EntityMeta) -> bool {
+        self.name == other.name && self.table == other.table
+    }
+
     /// Indexes of the primary-key columns, in field order.
     pub fn key_columns(&self) -> impl Iterator<Item = usize> + '_ {
         self.columns.iter().enumerate().filter(|(_, c)| c.primary_key).map(|(i, _)| i)
@@ -108,4 +127,8 @@ pub trait Entity: Clone + Send + Sync + 'static {
 
     /// Adds one to the version column after a successful update (no-op without one).
     fn increment_version(&mut self);
+
+    /// Whether foreign-key column `column` holds `key`, a key of the entity
+    /// it references (false for any other column or key type).
+    fn references_key(&self, column: usize, key: &dyn std::any::Any) -> bool;
 }

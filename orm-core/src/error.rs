@@ -18,13 +18,49 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A row looked up by key does not exist.
+    /// A row looked up by key does not exist, or
+    /// [`Query::one`](crate::Query::one) matched no row.
     #[error("{entity} with key {key} not found")]
     NotFound {
         /// The entity type's name.
         entity: &'static str,
-        /// The key that was looked up, formatted with `Debug`.
+        /// The key that was looked up, formatted with `Debug`; for a query,
+        /// its `WHERE` clause with `$n` in place of the values.
         key: String,
+    },
+
+    /// [`Query::one`](crate::Query::one) or
+    /// [`Query::optional`](crate::Query::optional) matched more than one row.
+    #[error("the query for one {entity} matched more than one row")]
+    MultipleRows {
+        /// The entity type's name.
+        entity: &'static str,
+    },
+
+    /// The columns of a raw query do not match the entity it is mapped to
+    /// (see [`Session::query_raw`](crate::Session::query_raw)): it must
+    /// return the entity's columns, with their names, in field order.
+    #[error("raw query columns do not match {entity}: expected ({}), found ({})", expected.join(", "), found.join(", "))]
+    ColumnMismatch {
+        /// The entity type's name.
+        entity: &'static str,
+        /// The entity's column names, in field order.
+        expected: Vec<&'static str>,
+        /// The column names the statement returns.
+        found: Vec<String>,
+    },
+
+    /// A statement ran more often in one session than the configured
+    /// [`NPlusOne`](crate::NPlusOne) threshold allows, in
+    /// [`NPlusOne::Error`](crate::NPlusOne::Error) mode: the sign of an N+1
+    /// pattern (loading rows one at a time in a loop). The statement was not
+    /// sent, and the session stays usable.
+    #[error("N+1 query refused: one statement would run {count} times in this session; load the rows with one statement instead (Session::get_many, Column::is_in, or relationship loading). Statement: {statement}")]
+    NPlusOne {
+        /// The statement's text, with `$n` in place of its values.
+        statement: String,
+        /// How many times the statement would have run, counting this one.
+        count: usize,
     },
 
     /// An UPDATE or DELETE matched fewer rows than it should: another
@@ -136,6 +172,24 @@ pub enum Error {
         entity: &'static str,
         /// The original key, formatted with `Debug`.
         key: String,
+    },
+
+    /// Pending inserts wait for each other's generated keys, or for a parent
+    /// that is no longer pending: no order of inserts can satisfy them.
+    #[error("cannot order the inserts into {}: they reference each other, or wait for a parent no longer in the session", .tables.join(", "))]
+    DependencyCycle {
+        /// The tables involved.
+        tables: Vec<&'static str>,
+    },
+
+    /// A relation was read that the session has not loaded; load it first
+    /// (with `load_children` or `load_parents`): reading it never runs SQL.
+    #[error("relation {relation} of {entity} is not loaded")]
+    RelationNotLoaded {
+        /// The entity whose relation was read.
+        entity: &'static str,
+        /// The relation's name.
+        relation: &'static str,
     },
 
     /// A handle was passed to a session that does not track it.

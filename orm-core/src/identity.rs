@@ -3,13 +3,13 @@
 //! of them without knowing their types.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-use crate::entity::Entity;
-use crate::flush::TablePlan;
+use crate::entity::{Entity, EntityMeta};
+use crate::flush::{PlanScope, TablePlan};
 use crate::tracked::{Tracked, WriteLog};
 
 /// A map from keys that remembers insertion order.
@@ -36,7 +36,35 @@ pub(crate) struct Registry<T: Entity> {
     /// Work flushed inside each open savepoint, innermost last, so rolling
     /// back to a savepoint can undo it in memory too.
     pub(crate) savepoints: Vec<Undo<T>>,
+    /// Children linked to a parent that was not inserted yet: the flush fills
+    /// their foreign key once the parent's generated key is known.
+    pub(crate) links: Vec<ParentLink<T>>,
+    /// The parents whose children through each foreign-key column were
+    /// loaded: a `HashSet<ParentKey>` behind `Any`, since the parent type is
+    /// known only to the caller. The children themselves are found in the
+    /// identity map, so a collection always reflects the session's changes.
+    pub(crate) loaded_children: HashMap<usize, Box<dyn Any + Send + Sync>>,
+    /// During a flush, the keys generated for entities inserted by an earlier
+    /// round trip of the same flush, by handle address; applied to the
+    /// entities only when the whole flush succeeded.
+    pub(crate) provisional: HashMap<usize, T::Key>,
 }
+
+/// A child whose parent is still pending.
+pub(crate) struct ParentLink<T: Entity> {
+    pub(crate) child: Tracked<T>,
+    /// The foreign-key column of `T`.
+    pub(crate) column: usize,
+    /// The parent's handle (a `Tracked<Parent>`).
+    pub(crate) parent: Box<dyn Any + Send + Sync>,
+    /// Sets the child's foreign key from the parent's key, once that is
+    /// known (the parent is persistent, or was inserted earlier in this
+    /// flush); returns whether it could.
+    pub(crate) resolve: ResolveLink<T>,
+}
+
+/// Fills a child's foreign key if its parent's key is known yet.
+pub(crate) type ResolveLink<T> = Box<dyn Fn(&Registries, &mut T) -> bool + Send + Sync>;
 
 /// What a flush inside a savepoint changed in memory.
 pub(crate) struct Undo<T: Entity> {
@@ -62,6 +90,9 @@ impl<T: Entity> Registry<T> {
             pending_deletes: KeyMap::default(),
             write_log: Arc::default(),
             savepoints: Vec::new(),
+            links: Vec::new(),
+            loaded_children: HashMap::new(),
+            provisional: HashMap::new(),
         }
     }
 
@@ -114,11 +145,21 @@ impl<T: Entity> Registry<T> {
 
 /// A registry seen without its entity type.
 pub(crate) trait ErasedRegistry: Send {
+    fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn meta(&self) -> &'static EntityMeta;
+    /// Fills the foreign keys of linked children whose parents' keys are
+    /// known; returns the addresses of those still waiting.
+    fn resolve_links(&self, registries: &Registries) -> HashSet<usize>;
+    /// Forgets what a flush kept between its round trips.
+    fn end_flush(&mut self, succeeded: bool);
+    /// Marks for deletion the loaded entities whose cascading foreign key to
+    /// `parent` holds `key`; returns their keys (boxed `T::Key`).
+    fn cascade_delete(&mut self, parent: &'static EntityMeta, key: &dyn Any) -> Vec<Box<dyn Any>>;
     /// Pending inserts and deletes, and entities written since the last flush.
     fn pending_count(&self) -> usize;
     /// Builds this table's statements; the plan applies their results later.
-    fn plan(&self) -> crate::error::Result<Option<Box<dyn TablePlan>>>;
+    fn plan(&self, scope: &PlanScope) -> crate::error::Result<Option<Box<dyn TablePlan>>>;
     /// Opens an undo log for a new savepoint.
     fn begin_savepoint(&mut self);
     /// Rolls memory back to the innermost savepoint's start.
@@ -128,8 +169,59 @@ pub(crate) trait ErasedRegistry: Send {
 }
 
 impl<T: Entity> ErasedRegistry for Registry<T> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
+    }
+
+    fn meta(&self) -> &'static EntityMeta {
+        T::META
+    }
+
+    fn resolve_links(&self, registries: &Registries) -> HashSet<usize> {
+        let mut waiting = HashSet::new();
+        for link in &self.links {
+            let mut state = link.child.state().write();
+            if !(link.resolve)(registries, &mut state.current) {
+                waiting.insert(link.child.address());
+            }
+        }
+        waiting
+    }
+
+    fn end_flush(&mut self, succeeded: bool) {
+        self.provisional.clear();
+        if succeeded {
+            // Every pending parent was inserted, so every link is resolved.
+            self.links.clear();
+        }
+    }
+
+    fn cascade_delete(&mut self, parent: &'static EntityMeta, key: &dyn Any) -> Vec<Box<dyn Any>> {
+        let columns: Vec<usize> = (0..T::META.columns.len())
+            .filter(|&i| T::META.columns[i].cascade_delete && T::META.columns[i].references(parent))
+            .collect();
+        if columns.is_empty() {
+            return Vec::new();
+        }
+        let doomed: Vec<(T::Key, Tracked<T>)> = self
+            .identity
+            .iter()
+            .filter(|(k, t)| {
+                !self.pending_deletes.contains_key(*k) && columns.iter().any(|&c| t.read().references_key(c, key))
+            })
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
+        doomed
+            .into_iter()
+            .map(|(k, t)| {
+                self.pending_deletes.insert(k.clone(), t);
+                Box::new(k) as Box<dyn Any>
+            })
+            .collect()
     }
 
     fn pending_count(&self) -> usize {
@@ -137,8 +229,8 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         self.pending_inserts.len() + self.pending_deletes.len() + changed
     }
 
-    fn plan(&self) -> crate::error::Result<Option<Box<dyn TablePlan>>> {
-        crate::flush::plan_table(self)
+    fn plan(&self, scope: &PlanScope) -> crate::error::Result<Option<Box<dyn TablePlan>>> {
+        crate::flush::plan_table(self, scope)
     }
 
     fn begin_savepoint(&mut self) {
@@ -198,6 +290,28 @@ impl Registries {
     pub(crate) fn get<T: Entity>(&mut self) -> Option<&mut Registry<T>> {
         let index = *self.by_type.get(&TypeId::of::<T>())?;
         self.all[index].as_any_mut().downcast_mut::<Registry<T>>()
+    }
+
+    /// The registry of `T`, read-only, if the session has used `T`.
+    pub(crate) fn get_ref<T: Entity>(&self) -> Option<&Registry<T>> {
+        let index = *self.by_type.get(&TypeId::of::<T>())?;
+        self.all[index].as_any().downcast_ref::<Registry<T>>()
+    }
+
+    /// Marks for deletion, transitively, the loaded children of a deleted
+    /// parent along foreign keys declared `on_delete = "cascade"`.
+    pub(crate) fn cascade_delete(&mut self, parent: &'static EntityMeta, key: &dyn Any) {
+        let mut work: Vec<(&'static EntityMeta, Box<dyn Any>)> = Vec::new();
+        for registry in &mut self.all {
+            let meta = registry.meta();
+            work.extend(registry.cascade_delete(parent, key).into_iter().map(|k| (meta, k)));
+        }
+        while let Some((meta, key)) = work.pop() {
+            for registry in &mut self.all {
+                let child_meta = registry.meta();
+                work.extend(registry.cascade_delete(meta, key.as_ref()).into_iter().map(|k| (child_meta, k)));
+            }
+        }
     }
 
     pub(crate) fn pending_count(&self) -> usize {

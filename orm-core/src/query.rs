@@ -1,11 +1,12 @@
 //! [`Query`]: loading entities with a typed filter, order, limit and offset.
 
 use std::fmt::Write;
+use std::ops::Range;
 
 use crate::column::{Condition, Order};
 use crate::connection::Access;
 use crate::entity::Entity;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::session::Session;
 use crate::sql;
 use crate::tracked::Tracked;
@@ -32,7 +33,7 @@ use crate::types::{param_refs, Param};
 /// Tracked results go through the identity map: a row whose key the session
 /// already tracks comes back as that instance, with its pending changes
 /// intact. [`untracked`](Self::untracked) skips the map for large read-only loads.
-#[must_use = "a query does nothing until it is run with all(), first() or count()"]
+#[must_use = "a query does nothing until it is run with all(), first(), one(), optional(), count() or exists()"]
 pub struct Query<'s, E: Entity> {
     session: &'s mut Session,
     filter: Option<Condition<E>>,
@@ -42,7 +43,7 @@ pub struct Query<'s, E: Entity> {
 }
 
 /// A query whose results bypass the identity map, made by [`Query::untracked`].
-#[must_use = "a query does nothing until it is run with all()"]
+#[must_use = "a query does nothing until it is run with all(), first(), one() or optional()"]
 pub struct UntrackedQuery<'s, E: Entity> {
     query: Query<'s, E>,
 }
@@ -86,13 +87,15 @@ impl<'s, E: Entity> Query<'s, E> {
 
     /// Builds the statement: only the shape of the query is in the text,
     /// every value is a parameter.
-    fn build(&mut self, select: &str) -> (String, Vec<Param>) {
+    fn build(&mut self, select: &str) -> Built {
         let mut sql = String::from(select);
         let mut params = Vec::new();
+        let filter_start = sql.len();
         if let Some(filter) = self.filter.take() {
             sql.push_str(" WHERE ");
             filter.render(&mut sql, &mut params);
         }
+        let filter = filter_start..sql.len();
         for (n, order) in self.order.iter().enumerate() {
             sql.push_str(if n == 0 { " ORDER BY " } else { ", " });
             order.render(&mut sql);
@@ -105,19 +108,53 @@ impl<'s, E: Entity> Query<'s, E> {
             params.push(Box::new(offset));
             let _ = write!(sql, " OFFSET ${}", params.len());
         }
-        (sql, params)
+        Built { sql, params, filter }
     }
 
     /// Runs the query and returns the matching entities, tracked.
     pub async fn all(mut self) -> Result<Vec<Tracked<E>>> {
         self.session.autoflush_for_query().await?;
-        let (sql, params) = self.build(&sql::select_from(E::META));
-        self.session.load::<E>(&sql, &param_refs(&params)).await
+        let built = self.build(&sql::select_from(E::META));
+        self.session.load::<E>(&built.sql, &param_refs(&built.params)).await
     }
 
     /// Runs the query with `LIMIT 1` and returns the first entity, if any.
     pub async fn first(self) -> Result<Option<Tracked<E>>> {
         Ok(self.limit(1).all().await?.pop())
+    }
+
+    /// Runs the query and returns its only entity: [`Error::NotFound`] when
+    /// no row matches, [`Error::MultipleRows`] when more than one does.
+    ///
+    /// It reads at most two rows (`LIMIT 2`), however many match; the entity
+    /// is tracked only when it is the only one.
+    pub async fn one(self) -> Result<Tracked<E>> {
+        let (rows, session, filter) = self.at_most_two().await?;
+        let entity = only(rows)?.ok_or(Error::NotFound { entity: E::META.name, key: filter })?;
+        Ok(session.attach(entity))
+    }
+
+    /// Runs the query and returns its only entity, or `None` when no row
+    /// matches; [`Error::MultipleRows`] when more than one does. Reads at
+    /// most two rows, like [`one`](Self::one).
+    pub async fn optional(self) -> Result<Option<Tracked<E>>> {
+        let (rows, session, _) = self.at_most_two().await?;
+        Ok(only(rows)?.map(|entity| session.attach(entity)))
+    }
+
+    /// Whether any row matches, as `SELECT EXISTS (SELECT 1 FROM ... WHERE ...)`:
+    /// the server stops at the first match and sends back one boolean. Limit
+    /// and offset are kept (`offset(10).exists()` asks whether there is an
+    /// 11th row); the order is dropped.
+    pub async fn exists(mut self) -> Result<bool> {
+        self.session.autoflush_for_query().await?;
+        self.order.clear();
+        let select = format!("SELECT EXISTS (SELECT 1 FROM {} AS t", sql::quote_ident(E::META.table));
+        let mut built = self.build(&select);
+        built.sql.push(')');
+        self.session.record_load(&built.sql)?;
+        let rows = self.session.rows(&built.sql, &param_refs(&built.params), Access::Read).await?;
+        rows.first().map_or(Ok(false), |row| row.try_get(0).map_err(Error::from))
     }
 
     /// Counts the matching rows (ignoring order, limit and offset).
@@ -127,9 +164,22 @@ impl<'s, E: Entity> Query<'s, E> {
         self.limit = None;
         self.offset = None;
         let select = format!("SELECT count(*) FROM {} AS t", sql::quote_ident(E::META.table));
-        let (sql, params) = self.build(&select);
-        let rows = self.session.rows(&sql, &param_refs(&params), Access::Read).await?;
-        rows.first().map_or(Ok(0), |row| row.try_get(0).map_err(crate::Error::from))
+        let built = self.build(&select);
+        self.session.record_load(&built.sql)?;
+        let rows = self.session.rows(&built.sql, &param_refs(&built.params), Access::Read).await?;
+        rows.first().map_or(Ok(0), |row| row.try_get(0).map_err(Error::from))
+    }
+
+    /// Loads at most two matching rows, untracked, for [`one`](Self::one)
+    /// and [`optional`](Self::optional). Returns them with the session and,
+    /// when there are none, the `WHERE` clause for [`Error::NotFound`].
+    async fn at_most_two(mut self) -> Result<(Vec<E>, &'s mut Session, String)> {
+        self.session.autoflush_for_query().await?;
+        self.limit = Some(self.limit.map_or(2, |limit| limit.min(2)));
+        let built = self.build(&sql::select_from(E::META));
+        let rows = self.session.load_untracked::<E>(&built.sql, &param_refs(&built.params)).await?;
+        let filter = if rows.is_empty() { built.filter_text() } else { String::new() };
+        Ok((rows, self.session, filter))
     }
 }
 
@@ -138,7 +188,69 @@ impl<E: Entity> UntrackedQuery<'_, E> {
     /// as they arrive.
     pub async fn all(mut self) -> Result<Vec<E>> {
         self.query.session.autoflush_for_query().await?;
-        let (sql, params) = self.query.build(&sql::select_from(E::META));
-        self.query.session.load_untracked::<E>(&sql, &param_refs(&params)).await
+        let built = self.query.build(&sql::select_from(E::META));
+        self.query.session.load_untracked::<E>(&built.sql, &param_refs(&built.params)).await
     }
+
+    /// Runs the query with `LIMIT 1` and returns the first value, if any.
+    pub async fn first(self) -> Result<Option<E>> {
+        Ok(self.query.limit(1).untracked().all().await?.pop())
+    }
+
+    /// Runs the query and returns its only value, as [`Query::one`] does.
+    pub async fn one(self) -> Result<E> {
+        let (rows, _, filter) = self.query.at_most_two().await?;
+        only(rows)?.ok_or(Error::NotFound { entity: E::META.name, key: filter })
+    }
+
+    /// Runs the query and returns its only value or `None`, as
+    /// [`Query::optional`] does.
+    pub async fn optional(self) -> Result<Option<E>> {
+        let (rows, _, _) = self.query.at_most_two().await?;
+        only(rows)
+    }
+}
+
+/// A statement built from a query.
+struct Built {
+    sql: String,
+    params: Vec<Param>,
+    /// Where ` WHERE ...` is in `sql` (empty without a filter).
+    filter: Range<usize>,
+}
+
+impl Built {
+    /// The `WHERE` clause, values as `$n`: what [`Error::NotFound`] reports
+    /// of a query, which has no key.
+    fn filter_text(&self) -> String {
+        match self.sql.get(self.filter.clone()).map(str::trim_start) {
+            Some(filter) if !filter.is_empty() => filter.to_owned(),
+            _ => "(any row)".to_owned(),
+        }
+    }
+}
+
+/// The row of a result of at most two rows: none, or an error for two.
+fn only<E: Entity>(mut rows: Vec<E>) -> Result<Option<E>> {
+    match (rows.pop(), rows.is_empty()) {
+        (Some(_), false) => Err(Error::MultipleRows { entity: E::META.name }),
+        (row, _) => Ok(row),
+    }
+}
+
+/// Checks that a raw query returns `E`'s columns, named and ordered as in
+/// `E::META`, before its rows are decoded by position.
+pub(crate) fn check_columns<E: Entity>(statement: &tokio_postgres::Statement) -> Result<()> {
+    let found = statement.columns();
+    let expected = E::META.columns;
+    if found.len() == expected.len()
+        && found.iter().zip(expected).all(|(found, expected)| found.name() == expected.name)
+    {
+        return Ok(());
+    }
+    Err(Error::ColumnMismatch {
+        entity: E::META.name,
+        expected: expected.iter().map(|column| column.name).collect(),
+        found: found.iter().map(|column| column.name().to_owned()).collect(),
+    })
 }

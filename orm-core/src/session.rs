@@ -9,9 +9,10 @@ use tokio_postgres::Row;
 use crate::connection::{Access, SessionConnection};
 use crate::entity::Entity;
 use crate::error::{Error, Result};
-use crate::flush::{self, FlushEnd};
+use crate::flush::{self, FlushEnd, PlanScope};
 use crate::identity::Registries;
-use crate::query::Query;
+use crate::n_plus_one::{LoadCounter, NPlusOne};
+use crate::query::{self, Query};
 use crate::sql;
 use crate::stats::SessionStats;
 use crate::tracked::Tracked;
@@ -42,9 +43,11 @@ use crate::types::param_refs;
 /// ```
 pub struct Session {
     connection: SessionConnection,
-    registries: Registries,
+    pub(crate) registries: Registries,
     stats: SessionStats,
     autoflush: bool,
+    /// How often each load statement ran, for the N+1 guard.
+    loads: LoadCounter,
     /// Set once committed or rolled back, so `Drop` knows nothing is lost.
     finished: bool,
     _not_sync: PhantomData<Cell<()>>,
@@ -72,12 +75,13 @@ pub struct Savepoint {
 }
 
 impl Session {
-    pub(crate) fn new(connection: SessionConnection) -> Self {
+    pub(crate) fn new(connection: SessionConnection, n_plus_one: NPlusOne) -> Self {
         Session {
             connection,
             registries: Registries::default(),
             stats: SessionStats::default(),
             autoflush: true,
+            loads: LoadCounter::new(n_plus_one),
             finished: false,
             _not_sync: PhantomData,
         }
@@ -93,6 +97,15 @@ impl Session {
     /// changes across queries, and flush yourself.
     pub fn set_autoflush(&mut self, enabled: bool) {
         self.autoflush = enabled;
+    }
+
+    /// Changes what this session does when one load statement runs too
+    /// often (see [`NPlusOne`]); sessions start with
+    /// [`DatabaseConfig::n_plus_one`](crate::DatabaseConfig::n_plus_one).
+    /// The runs counted so far are kept. For a batch job that loads row by
+    /// row on purpose, say, `set_n_plus_one(NPlusOne::Off)`.
+    pub fn set_n_plus_one(&mut self, setting: NPlusOne) {
+        self.loads.set(setting);
     }
 
     async fn autoflush(&mut self) -> Result<()> {
@@ -163,11 +176,24 @@ impl Session {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Tracked<E>>> {
         let rows = self.load_untracked::<E>(sql, params).await?;
+        Ok(self.track(rows))
+    }
+
+    /// The tracked instances for freshly read rows: those already in the
+    /// identity map (their pending changes win over the rows), or the rows,
+    /// now tracked.
+    pub(crate) fn track<E: Entity>(&mut self, rows: Vec<E>) -> Vec<Tracked<E>> {
         let registry = self.registries.of::<E>();
         // Sized once for the whole result instead of growing (and rehashing)
         // row by row: this was the largest cost of tracked loads.
         registry.identity.reserve(rows.len());
-        Ok(rows.into_iter().map(|entity| registry.track_loaded(entity)).collect())
+        rows.into_iter().map(|entity| registry.track_loaded(entity)).collect()
+    }
+
+    /// Counts a load statement about to be sent, for the N+1 guard; an
+    /// error means it must not be sent.
+    pub(crate) fn record_load(&mut self, sql: &str) -> Result<()> {
+        self.loads.record(sql)
     }
 
     /// Runs a SELECT of `E`'s columns and returns plain values, bypassing the
@@ -177,6 +203,13 @@ impl Session {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<E>> {
+        self.loads.record(sql)?;
+        self.fetch_untracked(sql, params).await
+    }
+
+    /// [`load_untracked`](Self::load_untracked), not counted by the N+1
+    /// guard: `refresh` has no batched form to point to.
+    async fn fetch_untracked<E: Entity>(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<E>> {
         let mut loaded = Vec::new();
         self.connection
             .for_each_row(sql, params, Access::Read, &mut self.stats, |row| {
@@ -214,8 +247,9 @@ impl Session {
     /// change detection and planning, without sending anything.
     pub fn pending(&self) -> Result<PendingChanges> {
         let mut pending = PendingChanges::default();
+        let nothing_skipped = std::collections::HashSet::new();
         for registry in &self.registries.all {
-            if let Some(plan) = registry.plan()? {
+            if let Some(plan) = registry.plan(&PlanScope::everything(&nothing_skipped))? {
                 let counts = plan.counts();
                 pending.inserts += counts.inserts;
                 pending.updates += counts.updates;
@@ -236,7 +270,12 @@ impl Session {
     }
 
     /// Marks an entity for deletion at the next flush. Deleting an entity
-    /// that was added and not yet inserted simply forgets it.
+    /// that was added and not yet inserted simply forgets it. Children the
+    /// session has loaded through a foreign key declared
+    /// `on_delete = "cascade"` are marked too, transitively, and deleted
+    /// before their parent; children it has not loaded are left to the
+    /// database, whose foreign-key error comes back as
+    /// [`Error::ForeignKeyViolation`].
     pub fn delete<E: Entity>(&mut self, entity: &Tracked<E>) -> Result<()> {
         let registry = self.registries.of::<E>();
         if let Some(position) = registry.pending_inserts.iter().position(|t| Tracked::ptr_eq(t, entity)) {
@@ -246,7 +285,9 @@ impl Session {
         if !registry.owns(entity) {
             return Err(Error::NotInSession { entity: E::META.name });
         }
-        registry.pending_deletes.insert(entity.key(), entity.clone());
+        let key = entity.key();
+        registry.pending_deletes.insert(key.clone(), entity.clone());
+        self.registries.cascade_delete(E::META, &key);
         Ok(())
     }
 
@@ -276,7 +317,7 @@ impl Session {
         }
         let key = entity.key();
         let params = E::key_params(&key);
-        let rows = self.load_untracked::<E>(&sql::select_by_key(E::META), &param_refs(&params)).await?;
+        let rows = self.fetch_untracked::<E>(&sql::select_by_key(E::META), &param_refs(&params)).await?;
         let fresh = rows.into_iter().next().ok_or(Error::NotFound { entity: E::META.name, key: format!("{key:?}") })?;
         let mut state = entity.state().write();
         state.current = fresh;
@@ -363,6 +404,44 @@ impl Session {
     pub async fn query_rows(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         self.autoflush().await?;
         self.rows(sql, params, Access::Write).await
+    }
+
+    /// Runs a raw SQL query returning the columns of entity `E` and returns
+    /// its rows as tracked entities, with the identity-map rules of
+    /// [`query`](Self::query): a row whose key the session already tracks
+    /// gives that instance, and its unflushed changes win over the row.
+    ///
+    /// The query must return `E`'s columns, and only those, with their
+    /// names, in field order (the order of `E::META.columns`), as
+    /// `SELECT t.* FROM ...` does when the table's columns are declared in
+    /// that order. Columns are decoded by position; before any row is read
+    /// their names are checked against `E`'s, and a difference is an
+    /// [`Error::ColumnMismatch`] naming both lists, with the statement not
+    /// run. Like [`execute`](Self::execute) it runs in the session's
+    /// transaction after an autoflush (it may be an `UPDATE ... RETURNING`),
+    /// and it counts towards the [N+1 guard](crate::NPlusOne).
+    pub async fn query_raw<E: Entity>(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Tracked<E>>> {
+        let rows = self.query_raw_untracked::<E>(sql, params).await?;
+        Ok(self.track(rows))
+    }
+
+    /// [`query_raw`](Self::query_raw) returning plain values that the
+    /// session does not track.
+    pub async fn query_raw_untracked<E: Entity>(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<E>> {
+        self.autoflush().await?;
+        self.loads.record(sql)?;
+        let mut loaded = Vec::new();
+        self.connection
+            .for_each_row_checked(sql, params, Access::Write, &mut self.stats, query::check_columns::<E>, |row| {
+                loaded.push(E::from_row(&row, 0)?);
+                Ok(())
+            })
+            .await?;
+        Ok(loaded)
     }
 
     /// Runs a statement the ORM built and returns its rows.

@@ -44,6 +44,18 @@ pub(crate) struct FieldModel<'a> {
     pub(crate) generated: bool,
     pub(crate) version: bool,
     pub(crate) skip: bool,
+    /// `references = Parent`: this column holds a parent entity's key.
+    pub(crate) references: Option<Reference>,
+}
+
+/// A foreign key to another entity, and the relation constant it generates.
+pub(crate) struct Reference {
+    pub(crate) parent: syn::Path,
+    /// The relation constant's name: `relation = "..."`, else the field's
+    /// name without its `_id` suffix.
+    pub(crate) relation: String,
+    /// `on_delete = "cascade"`: deleting a parent deletes its loaded children.
+    pub(crate) cascade: bool,
 }
 
 /// Sets a flag, reporting a repeated attribute.
@@ -95,49 +107,9 @@ pub(crate) fn parse_entity(input: &DeriveInput) -> syn::Result<EntityModel<'_>> 
 
     let mut fields = Vec::new();
     for field in &named.named {
-        let Some(ident) = field.ident.as_ref() else { continue };
-        let mut model = FieldModel {
-            ident,
-            ty: &field.ty,
-            column: ident.to_string().trim_start_matches("r#").to_owned(),
-            sql_type: None,
-            primary_key: false,
-            generated: false,
-            version: false,
-            skip: false,
-        };
-        for attr in orm_attributes(&field.attrs) {
-            let parsed = attr.parse_nested_meta(|meta| {
-                if meta.path.is_ident("primary_key") {
-                    set_flag(&mut model.primary_key, &meta, &mut errors);
-                } else if meta.path.is_ident("generated") {
-                    set_flag(&mut model.generated, &meta, &mut errors);
-                } else if meta.path.is_ident("version") {
-                    set_flag(&mut model.version, &meta, &mut errors);
-                } else if meta.path.is_ident("skip") {
-                    set_flag(&mut model.skip, &meta, &mut errors);
-                } else if meta.path.is_ident("column") {
-                    model.column = meta.value()?.parse::<LitStr>()?.value();
-                } else if meta.path.is_ident("sql_type") {
-                    model.sql_type = Some(meta.value()?.parse()?);
-                } else {
-                    return Err(meta.error(
-                        "unknown field attribute; expected one of `primary_key`, `generated`, `version`, `skip`, `column = \"...\"`, `sql_type = \"...\"`",
-                    ));
-                }
-                Ok(())
-            });
-            if let Err(error) = parsed {
-                errors.push(error);
-            }
+        if let Some(model) = parse_field(field, &mut errors) {
+            fields.push(model);
         }
-        if model.skip && (model.primary_key || model.generated || model.version || model.sql_type.is_some()) {
-            errors.push(syn::Error::new(ident.span(), "a `skip` field is not a column and takes no other attribute"));
-        }
-        if model.version && (model.primary_key || model.generated) {
-            errors.push(syn::Error::new(ident.span(), "a `version` column cannot be a key or generated"));
-        }
-        fields.push(model);
     }
 
     let columns: Vec<&FieldModel<'_>> = fields.iter().filter(|f| !f.skip).collect();
@@ -164,4 +136,89 @@ pub(crate) fn parse_entity(input: &DeriveInput) -> syn::Result<EntityModel<'_>> 
         table: table.unwrap_or_else(|| snake_case(&input.ident.to_string())),
         fields,
     })
+}
+
+/// Parses one field's `#[orm(...)]` attributes into its model, reporting
+/// errors into `errors`.
+fn parse_field<'a>(field: &'a syn::Field, errors: &mut Errors) -> Option<FieldModel<'a>> {
+    let ident = field.ident.as_ref()?;
+    let mut model = FieldModel {
+        ident,
+        ty: &field.ty,
+        column: ident.to_string().trim_start_matches("r#").to_owned(),
+        sql_type: None,
+        primary_key: false,
+        generated: false,
+        version: false,
+        skip: false,
+        references: None,
+    };
+    let mut relation_name: Option<String> = None;
+    let mut cascade = false;
+    let mut parent: Option<syn::Path> = None;
+    for attr in orm_attributes(&field.attrs) {
+        let parsed = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("primary_key") {
+                set_flag(&mut model.primary_key, &meta, errors);
+            } else if meta.path.is_ident("generated") {
+                set_flag(&mut model.generated, &meta, errors);
+            } else if meta.path.is_ident("version") {
+                set_flag(&mut model.version, &meta, errors);
+            } else if meta.path.is_ident("skip") {
+                set_flag(&mut model.skip, &meta, errors);
+            } else if meta.path.is_ident("column") {
+                model.column = meta.value()?.parse::<LitStr>()?.value();
+            } else if meta.path.is_ident("sql_type") {
+                model.sql_type = Some(meta.value()?.parse()?);
+            } else if meta.path.is_ident("references") {
+                parent = Some(meta.value()?.parse()?);
+            } else if meta.path.is_ident("relation") {
+                relation_name = Some(meta.value()?.parse::<LitStr>()?.value());
+            } else if meta.path.is_ident("on_delete") {
+                let action: LitStr = meta.value()?.parse()?;
+                if action.value() != "cascade" {
+                    return Err(syn::Error::new(action.span(), "the only `on_delete` action is \"cascade\""));
+                }
+                cascade = true;
+            } else {
+                return Err(meta.error(
+                    "unknown field attribute; expected one of `primary_key`, `generated`, `version`, `skip`, `column = \"...\"`, `sql_type = \"...\"`, `references = Entity`, `relation = \"...\"`, `on_delete = \"cascade\"`",
+                ));
+            }
+            Ok(())
+        });
+        if let Err(error) = parsed {
+            errors.push(error);
+        }
+    }
+    match parent {
+        Some(parent) => {
+            let field_name = ident.to_string();
+            let relation = relation_name.or_else(|| field_name.strip_suffix("_id").map(str::to_owned));
+            match relation {
+                Some(relation) => model.references = Some(Reference { parent, relation, cascade }),
+                None => errors.push(syn::Error::new(
+                    ident.span(),
+                    "name the relation of a `references` field not ending in `_id`: `relation = \"...\"`",
+                )),
+            }
+        }
+        None if relation_name.is_some() || cascade => {
+            errors.push(syn::Error::new(ident.span(), "`relation` and `on_delete` need `references = Entity`"));
+        }
+        None => {}
+    }
+    if model.skip
+        && (model.primary_key
+            || model.generated
+            || model.version
+            || model.sql_type.is_some()
+            || model.references.is_some())
+    {
+        errors.push(syn::Error::new(ident.span(), "a `skip` field is not a column and takes no other attribute"));
+    }
+    if model.version && (model.primary_key || model.generated) {
+        errors.push(syn::Error::new(ident.span(), "a `version` column cannot be a key or generated"));
+    }
+    Some(model)
 }

@@ -18,23 +18,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
     // Every use of a field's type goes through `ColumnType` at the field's
     // span, so an unsupported type is one error pointing at the field.
-    let column_meta = columns.iter().map(|f| {
-        let ty = f.ty;
-        let column = &f.column;
-        let field = f.ident.to_string();
-        let sql_type = f.sql_type.as_ref().map_or_else(
-            || quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::SQL_TYPE),
-            |literal| quote!(#literal),
-        );
-        let nullable = quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::NULLABLE);
-        let (primary_key, generated, version) = (f.primary_key, f.generated, f.version);
-        quote! {
-            ::orm_core::ColumnMeta {
-                name: #column, field: #field, sql_type: #sql_type, nullable: #nullable,
-                primary_key: #primary_key, generated: #generated, version: #version,
-            }
-        }
-    });
+    let column_meta = column_meta(&columns);
 
     let decode_fields = columns.iter().enumerate().map(|(i, f)| {
         let field = f.ident;
@@ -73,6 +57,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     });
 
     let constants = column_constants(ident, &columns);
+    let relations = relation_constants(ident, &columns);
+    let reference_checks = reference_checks(&columns);
 
     Ok(quote! {
         #[automatically_derived]
@@ -81,7 +67,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             const META: &'static ::orm_core::EntityMeta = &::orm_core::EntityMeta {
                 name: #name,
                 table: #table,
-                columns: &[#(#column_meta),*],
+                columns: &[#column_meta],
             };
 
             fn from_row(row: &::orm_core::__private::Row, offset: usize) -> ::orm_core::Result<Self> {
@@ -114,9 +100,14 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             fn increment_version(&mut self) {
                 #(#version)*
             }
+
+            fn references_key(&self, column: usize, key: &dyn ::core::any::Any) -> bool {
+                #reference_checks
+            }
         }
 
         #constants
+        #relations
     })
 }
 
@@ -194,4 +185,91 @@ fn column_constants(ident: &syn::Ident, columns: &[&FieldModel<'_>]) -> TokenStr
             #(#constants)*
         }
     }
+}
+
+/// One `Relation` constant per `references` field (`Post::AUTHOR`), typed
+/// with both entities, for linking, batch loading and filters.
+fn relation_constants(ident: &syn::Ident, columns: &[&FieldModel<'_>]) -> TokenStream {
+    let relations = columns.iter().enumerate().filter_map(|(i, f)| {
+        let reference = f.references.as_ref()?;
+        let parent = &reference.parent;
+        let field = f.ident;
+        let name = &reference.relation;
+        let constant = format_ident!("{}", name.to_uppercase(), span = f.ident.span());
+        let doc = format!(
+            "The `{name}` relation: `{field}` references [`{}`].",
+            quote!(#parent).to_string().replace(' ', "")
+        );
+        let key = quote!(<#parent as ::orm_core::Entity>::Key);
+        Some(quote_spanned! {f.ty.span()=>
+            #[doc = #doc]
+            pub const #constant: ::orm_core::Relation<#ident, #parent> = ::orm_core::Relation::new(
+                #name,
+                #i,
+                |child| ::orm_core::__private::ForeignKeyField::<#key>::key(&child.#field),
+                |child, key| ::orm_core::__private::ForeignKeyField::<#key>::set_key(&mut child.#field, key),
+            );
+        })
+    });
+    quote! {
+        #[automatically_derived]
+        #[allow(dead_code)]
+        impl #ident {
+            #(#relations)*
+        }
+    }
+}
+
+/// The body of `references_key`: whether a foreign-key field holds a key of
+/// the referenced entity, the key arriving type-erased from a cascade.
+fn reference_checks(columns: &[&FieldModel<'_>]) -> TokenStream {
+    let arms = columns.iter().enumerate().filter_map(|(i, f)| {
+        let reference = f.references.as_ref()?;
+        let parent = &reference.parent;
+        let field = f.ident;
+        Some(quote_spanned! {f.ty.span()=>
+            #i => key.downcast_ref::<<#parent as ::orm_core::Entity>::Key>().is_some_and(|key| {
+                ::orm_core::__private::ForeignKeyField::<<#parent as ::orm_core::Entity>::Key>::key(&self.#field).as_ref()
+                    == ::core::option::Option::Some(key)
+            })
+        })
+    });
+    quote! {
+        match column {
+            #(#arms,)*
+            _ => false,
+        }
+    }
+}
+
+/// The `ColumnMeta` of each column, in field order.
+fn column_meta(columns: &[&FieldModel<'_>]) -> TokenStream {
+    let metas = columns.iter().map(|f| {
+        let ty = f.ty;
+        let column = &f.column;
+        let field = f.ident.to_string();
+        let sql_type = f.sql_type.as_ref().map_or_else(
+            || quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::SQL_TYPE),
+            |literal| quote!(#literal),
+        );
+        let nullable = quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::NULLABLE);
+        let (primary_key, generated, version) = (f.primary_key, f.generated, f.version);
+        // A function, not the parent's META itself: entities that reference
+        // each other (or themselves) would make constant evaluation cyclic.
+        let (references, cascade_delete) = f.references.as_ref().map_or_else(
+            || (quote!(::core::option::Option::None), false),
+            |reference| {
+                let parent = &reference.parent;
+                (quote!(::core::option::Option::Some(|| <#parent as ::orm_core::Entity>::META)), reference.cascade)
+            },
+        );
+        quote! {
+            ::orm_core::ColumnMeta {
+                name: #column, field: #field, sql_type: #sql_type, nullable: #nullable,
+                primary_key: #primary_key, generated: #generated, version: #version,
+                references: #references, cascade_delete: #cascade_delete,
+            }
+        }
+    });
+    quote!(#(#metas),*)
 }

@@ -1,19 +1,25 @@
 //! The unit of work: collect what changed, send it as a few batched
-//! statements in one round trip, and apply the results to the objects only
-//! after every statement succeeded.
+//! statements, and apply the results to the objects only after every
+//! statement succeeded.
 //!
 //! Per table, [`plan`] builds one statement per operation and set of written
 //! columns, each with one array parameter per column, so the statement count
-//! does not depend on the number of rows. This module orders them (inserts,
-//! then updates, then deletes) and runs them as one pipelined batch.
+//! does not depend on the number of rows. This module orders them (inserts
+//! parents first, then updates, then deletes children first; see [`order`])
+//! and runs them as one pipelined batch. Only a child linked to a parent
+//! that is itself pending needs another round trip: its insert waits for
+//! the one that returns its parent's generated key.
 
+mod order;
 mod plan;
+
+use std::collections::{HashMap, HashSet};
 
 use tracing::Instrument;
 
-pub(crate) use plan::{plan_table, TablePlan};
+pub(crate) use plan::{plan_table, PlanScope, TablePlan};
 
-use crate::connection::{Outcome, SessionConnection};
+use crate::connection::{Outcome, SessionConnection, Statement};
 use crate::error::{Error, Result};
 use crate::identity::Registries;
 use crate::stats::SessionStats;
@@ -47,93 +53,159 @@ impl Phase {
     }
 }
 
+/// One table's part of one round trip, and what it produced.
+struct Sent {
+    registry: usize,
+    plan: Box<dyn TablePlan>,
+    outcomes: TableOutcomes,
+}
+
 pub(crate) async fn flush(
     registries: &mut Registries,
     connection: &mut SessionConnection,
     stats: &mut SessionStats,
     end: FlushEnd,
 ) -> Result<()> {
-    let mut plans: Vec<(usize, Box<dyn TablePlan>)> = Vec::new();
-    for (index, registry) in registries.all.iter().enumerate() {
-        if let Some(plan) = registry.plan()? {
-            plans.push((index, plan));
-        }
+    let span = tracing::debug_span!("orm.flush", round_trips = tracing::field::Empty);
+    let result = run(registries, connection, stats, end).instrument(span).await;
+    for registry in &mut registries.all {
+        registry.end_flush(result.is_ok());
     }
-    if plans.is_empty() {
-        return match end {
-            FlushEnd::Commit => connection.finish("COMMIT", stats).await,
-            FlushEnd::KeepOpen => Ok(()),
-        };
-    }
-    let span = tracing::debug_span!("orm.flush", tables = plans.len(), statements = tracing::field::Empty);
-    async move {
-        let (statements, routes) = order_statements(&mut plans);
-        tracing::Span::current().record("statements", statements.len());
-        // Updates and deletes are checked for matched rows before the
-        // transaction may commit or the savepoint be released.
-        let verify_first = plans.iter().any(|(_, plan)| plan.needs_verification());
-        let savepoint = connection.reopen_flush_savepoint();
-        let (before, after) = match end {
-            FlushEnd::KeepOpen => (Some(savepoint.as_str()), None),
-            FlushEnd::Commit => (None, (!verify_first).then_some("COMMIT")),
-        };
-        let outcomes = match connection.run_batch(before, &statements, after, stats).await {
-            Ok(outcomes) => outcomes,
-            Err(error) => return Err(recover(connection, stats, end, after.is_some(), error).await),
-        };
-        let mut per_table: Vec<TableOutcomes> = plans.iter().map(|_| TableOutcomes::default()).collect();
-        for ((table, phase), outcome) in routes.into_iter().zip(outcomes) {
-            let rows = match &outcome {
-                Outcome::Rows(rows) => rows.len() as u64,
-                Outcome::Count(count) => *count,
-            };
-            tracing::debug!(table = plans[table].1.meta().table, operation = phase.name(), rows, "flushed");
-            let target = &mut per_table[table];
-            match phase {
-                Phase::Insert => target.inserts.push(outcome),
-                Phase::Update => target.updates.push(outcome),
-                Phase::Delete => target.deletes.push(outcome),
-            }
-        }
-        if let Err(error) = plans.iter().zip(&per_table).try_for_each(|((_, plan), outcomes)| plan.verify(outcomes)) {
-            return Err(recover(connection, stats, end, after.is_some(), error).await);
-        }
-        match (end, after.is_some()) {
-            (FlushEnd::Commit, true) => connection.ended(None),
-            (FlushEnd::Commit, false) => connection.finish("COMMIT", stats).await?,
-            (FlushEnd::KeepOpen, _) => {}
-        }
-        for ((index, plan), outcomes) in plans.into_iter().zip(per_table) {
-            plan.apply(outcomes, registries.all[index].as_mut())?;
-        }
-        Ok(())
-    }
-    .instrument(span)
-    .await
+    result
 }
 
-/// Flattens the plans into wire order: inserts parents first, then updates,
-/// then deletes children first. Returns each statement's route back to its
-/// table and phase.
-fn order_statements(
-    plans: &mut [(usize, Box<dyn TablePlan>)],
-) -> (Vec<crate::connection::Statement>, Vec<(usize, Phase)>) {
-    let taken: Vec<_> = plans.iter_mut().map(|(_, plan)| plan.take_statements()).collect();
-    let mut statements = Vec::new();
-    let mut routes = Vec::new();
+async fn run(
+    registries: &mut Registries,
+    connection: &mut SessionConnection,
+    stats: &mut SessionStats,
+    end: FlushEnd,
+) -> Result<()> {
+    let metas: Vec<_> = registries.all.iter().map(|r| r.meta()).collect();
+    let (order, cyclic) = order::parents_first(&metas);
+    // Pending inserts already sent by an earlier round trip of this flush.
+    let mut inserted: HashMap<usize, HashSet<usize>> = HashMap::new();
+    let mut sent: Vec<Sent> = Vec::new();
+    let mut first = true;
+    loop {
+        let waiting: Vec<HashSet<usize>> = registries.all.iter().map(|r| r.resolve_links(registries)).collect();
+        let last = waiting.iter().all(HashSet::is_empty);
+        let mut round: Vec<Sent> = Vec::new();
+        for &index in &order {
+            let mut skip = waiting[index].clone();
+            skip.extend(inserted.get(&index).into_iter().flatten());
+            if let Some(plan) = registries.all[index].plan(&PlanScope { skip: &skip, last })? {
+                round.push(Sent { registry: index, plan, outcomes: TableOutcomes::default() });
+            }
+        }
+        if round.is_empty() {
+            if !last {
+                return Err(stuck(registries, &waiting));
+            }
+            if first {
+                // Nothing to write at all.
+                return match end {
+                    FlushEnd::Commit => connection.finish("COMMIT", stats).await,
+                    FlushEnd::KeepOpen => Ok(()),
+                };
+            }
+        } else {
+            check_cycles(&round, &cyclic, &metas)?;
+            let verify = last && sent.iter().chain(&round).any(|s| s.plan.needs_verification());
+            let savepoint =
+                if first && end == FlushEnd::KeepOpen { Some(connection.reopen_flush_savepoint()) } else { None };
+            let commit = (last && end == FlushEnd::Commit && !verify).then_some("COMMIT");
+            let (statements, routes) = order_statements(&mut round);
+            match connection.run_batch(savepoint.as_deref(), &statements, commit, stats).await {
+                Ok(outcomes) => route(&mut round, routes, outcomes),
+                Err(error) => return Err(recover(connection, stats, end, commit.is_some(), error).await),
+            }
+            if !last {
+                for part in &round {
+                    part.plan.record_keys(&part.outcomes, registries.all[part.registry].as_mut())?;
+                    inserted.entry(part.registry).or_default().extend(part.plan.inserted());
+                }
+            }
+            first = false;
+            sent.extend(round);
+        }
+        if last {
+            break;
+        }
+    }
+    let verify_first = sent.iter().any(|s| s.plan.needs_verification());
+    if let Err(error) = sent.iter().try_for_each(|s| s.plan.verify(&s.outcomes)) {
+        return Err(recover(connection, stats, end, false, error).await);
+    }
+    match (end, verify_first) {
+        (FlushEnd::Commit, false) => connection.ended(None),
+        (FlushEnd::Commit, true) => connection.finish("COMMIT", stats).await?,
+        (FlushEnd::KeepOpen, _) => {}
+    }
+    for part in sent {
+        part.plan.apply(part.outcomes, registries.all[part.registry].as_mut())?;
+    }
+    Ok(())
+}
+
+/// Refuses a round trip that inserts into two tables referencing each
+/// other: neither insert can go first.
+fn check_cycles(round: &[Sent], cyclic: &[usize], metas: &[&'static crate::entity::EntityMeta]) -> Result<()> {
+    let inserting: Vec<usize> =
+        round.iter().filter(|s| s.plan.inserts_rows() && cyclic.contains(&s.registry)).map(|s| s.registry).collect();
+    if inserting.len() > 1 {
+        return Err(Error::DependencyCycle { tables: inserting.iter().map(|&i| metas[i].table).collect() });
+    }
+    Ok(())
+}
+
+/// The error when linked children wait for parents that no round trip
+/// will insert (a parent was expunged, or parents wait for each other).
+fn stuck(registries: &Registries, waiting: &[HashSet<usize>]) -> Error {
+    let tables = waiting
+        .iter()
+        .zip(&registries.all)
+        .filter(|(waiting, _)| !waiting.is_empty())
+        .map(|(_, registry)| registry.meta().table)
+        .collect();
+    Error::DependencyCycle { tables }
+}
+
+/// Flattens a round trip's plans into wire order: inserts parents first,
+/// then updates, then deletes children first. Returns each statement's
+/// route back to its part of the round trip and phase.
+fn order_statements(round: &mut [Sent]) -> (Vec<Statement>, Vec<(usize, Phase)>) {
+    let taken: Vec<_> = round.iter_mut().map(|part| part.plan.take_statements()).collect();
     let mut inserts = Vec::new();
     let mut updates = Vec::new();
     let mut deletes = Vec::new();
-    for (table, parts) in taken.into_iter().enumerate() {
-        inserts.extend(parts.inserts.into_iter().map(|s| (table, Phase::Insert, s)));
-        updates.extend(parts.updates.into_iter().map(|s| (table, Phase::Update, s)));
-        deletes.push(parts.deletes.into_iter().map(move |s| (table, Phase::Delete, s)));
+    for (part, statements) in taken.into_iter().enumerate() {
+        inserts.extend(statements.inserts.into_iter().map(|s| (part, Phase::Insert, s)));
+        updates.extend(statements.updates.into_iter().map(|s| (part, Phase::Update, s)));
+        deletes.push(statements.deletes.into_iter().map(move |s| (part, Phase::Delete, s)));
     }
-    for (table, phase, statement) in inserts.into_iter().chain(updates).chain(deletes.into_iter().rev().flatten()) {
-        routes.push((table, phase));
-        statements.push(statement);
+    inserts
+        .into_iter()
+        .chain(updates)
+        .chain(deletes.into_iter().rev().flatten())
+        .map(|(part, phase, statement)| (statement, (part, phase)))
+        .unzip()
+}
+
+/// Hands each statement's outcome to its table's plan.
+fn route(round: &mut [Sent], routes: Vec<(usize, Phase)>, outcomes: Vec<Outcome>) {
+    for ((part, phase), outcome) in routes.into_iter().zip(outcomes) {
+        let rows = match &outcome {
+            Outcome::Rows(rows) => rows.len() as u64,
+            Outcome::Count(count) => *count,
+        };
+        let target = &mut round[part];
+        tracing::debug!(table = target.plan.meta().table, operation = phase.name(), rows, "flushed");
+        match phase {
+            Phase::Insert => target.outcomes.inserts.push(outcome),
+            Phase::Update => target.outcomes.updates.push(outcome),
+            Phase::Delete => target.outcomes.deletes.push(outcome),
+        }
     }
-    (statements, routes)
 }
 
 /// Undoes a failed flush on the server and returns its error. Inside a

@@ -29,6 +29,22 @@ pub(crate) struct TableOutcomes {
     pub(crate) deletes: Vec<Outcome>,
 }
 
+/// Which part of a table's pending work one round trip of a flush carries.
+pub(crate) struct PlanScope<'a> {
+    /// Pending inserts to leave out, by handle address: sent by an earlier
+    /// round trip of this flush, or waiting for a parent's key.
+    pub(crate) skip: &'a HashSet<usize>,
+    /// The flush's last round trip, which also carries updates and deletes.
+    pub(crate) last: bool,
+}
+
+impl PlanScope<'_> {
+    /// Everything pending, in one round trip.
+    pub(crate) fn everything(empty: &HashSet<usize>) -> PlanScope<'_> {
+        PlanScope { skip: empty, last: true }
+    }
+}
+
 /// One table's part of a flush, seen without its entity type.
 pub(crate) trait TablePlan: Send + Sync {
     fn meta(&self) -> &'static EntityMeta;
@@ -39,6 +55,13 @@ pub(crate) trait TablePlan: Send + Sync {
     /// Whether the results must be checked before the transaction may commit
     /// (updates and deletes can match fewer rows than they should).
     fn needs_verification(&self) -> bool;
+    /// Whether the plan inserts rows.
+    fn inserts_rows(&self) -> bool;
+    /// The handle addresses of the entities the plan inserts.
+    fn inserted(&self) -> Vec<usize>;
+    /// Keeps the keys the inserts generated, for children that wait for them
+    /// in the flush's next round trip; the entities are not changed yet.
+    fn record_keys(&self, outcomes: &TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()>;
     /// Checks the matched row counts; nothing is applied yet.
     fn verify(&self, outcomes: &TableOutcomes) -> Result<()>;
     /// Applies generated keys, versions and snapshots to the objects, and
@@ -66,11 +89,15 @@ fn bind_columns<T: Entity>(rows: &[Tracked<T>], columns: &[usize]) -> Vec<crate:
     columns.iter().map(|&column| T::column_array(&entities, column)).collect()
 }
 
-pub(crate) fn plan_table<T: Entity>(registry: &Registry<T>) -> Result<Option<Box<dyn TablePlan>>> {
+pub(crate) fn plan_table<T: Entity>(
+    registry: &Registry<T>,
+    scope: &PlanScope<'_>,
+) -> Result<Option<Box<dyn TablePlan>>> {
     let meta = T::META;
     let version_bit = meta.version_column().map_or(0, |v| 1 << v);
     let mut groups: BTreeMap<ColumnSet, Vec<Tracked<T>>> = BTreeMap::new();
-    for tracked in registry.written() {
+    let written = if scope.last { registry.written() } else { Vec::new() };
+    for tracked in written {
         let (original_key, changed) = {
             let state = tracked.state().read();
             let Some(snapshot) = &state.snapshot else { continue };
@@ -94,8 +121,10 @@ pub(crate) fn plan_table<T: Entity>(registry: &Registry<T>) -> Result<Option<Box
             groups.entry(changed).or_default().push(tracked);
         }
     }
-    let inserts = registry.pending_inserts.clone();
-    let deletes: Vec<Tracked<T>> = registry.pending_deletes.values().cloned().collect();
+    let inserts: Vec<Tracked<T>> =
+        registry.pending_inserts.iter().filter(|t| !scope.skip.contains(&t.address())).cloned().collect();
+    let deletes: Vec<Tracked<T>> =
+        if scope.last { registry.pending_deletes.values().cloned().collect() } else { Vec::new() };
     if inserts.is_empty() && groups.is_empty() && deletes.is_empty() {
         return Ok(None);
     }
@@ -170,6 +199,31 @@ impl<T: Entity> TablePlan for Plan<T> {
         }
     }
 
+    fn inserts_rows(&self) -> bool {
+        !self.inserts.is_empty()
+    }
+
+    fn inserted(&self) -> Vec<usize> {
+        self.inserts.iter().map(Tracked::address).collect()
+    }
+
+    fn record_keys(&self, outcomes: &TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()> {
+        let registry =
+            registry.as_any_mut().downcast_mut::<Registry<T>>().ok_or(Error::NotInSession { entity: T::META.name })?;
+        let rows = match outcomes.inserts.first() {
+            Some(Outcome::Rows(rows)) => rows.as_slice(),
+            _ => &[],
+        };
+        for (n, tracked) in self.inserts.iter().enumerate() {
+            let mut entity = tracked.get();
+            if let Some(row) = rows.get(n) {
+                entity.set_generated(row)?;
+            }
+            registry.provisional.insert(tracked.address(), entity.key());
+        }
+        Ok(())
+    }
+
     fn needs_verification(&self) -> bool {
         !self.updates.is_empty() || (!self.deletes.is_empty() && T::META.version_column().is_some())
     }
@@ -198,7 +252,8 @@ impl<T: Entity> TablePlan for Plan<T> {
                 tracked.state().write().current.set_generated(row)?;
             }
         }
-        registry.pending_inserts.clear();
+        let inserted: HashSet<usize> = self.inserts.iter().map(Tracked::address).collect();
+        registry.pending_inserts.retain(|t| !inserted.contains(&t.address()));
         for tracked in self.inserts {
             tracked.mark_synced();
             registry.identity.insert(tracked.key(), tracked.clone());

@@ -1,0 +1,76 @@
+//! The order of tables in a flush: parents before the children that
+//! reference them for inserts, children first for deletes.
+
+use crate::entity::EntityMeta;
+
+/// Table indexes ordered so that each table comes after every other table it
+/// references (self-references aside: rows of one table that reference each
+/// other are ordered by the flush's round trips). Tables on a reference
+/// cycle keep their given order, and are returned as the second value.
+pub(crate) fn parents_first(tables: &[&'static EntityMeta]) -> (Vec<usize>, Vec<usize>) {
+    let references = |child: usize, parent: usize| {
+        child != parent && tables[child].columns.iter().any(|column| column.references(tables[parent]))
+    };
+    let mut ordered = Vec::with_capacity(tables.len());
+    let mut placed = vec![false; tables.len()];
+    loop {
+        let ready: Vec<usize> = (0..tables.len())
+            .filter(|&t| !placed[t] && (0..tables.len()).all(|p| placed[p] || !references(t, p)))
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        for t in ready {
+            placed[t] = true;
+            ordered.push(t);
+        }
+    }
+    let cyclic: Vec<usize> = (0..tables.len()).filter(|&t| !placed[t]).collect();
+    ordered.extend(&cyclic);
+    (ordered, cyclic)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parents_first;
+    use crate::entity::{ColumnMeta, EntityMeta};
+
+    const fn column(name: &'static str, references: Option<fn() -> &'static EntityMeta>) -> ColumnMeta {
+        ColumnMeta {
+            name,
+            field: name,
+            sql_type: "int8",
+            nullable: false,
+            primary_key: false,
+            generated: false,
+            version: false,
+            references,
+            cascade_delete: false,
+        }
+    }
+
+    static USER: EntityMeta = EntityMeta { name: "User", table: "user", columns: &[column("id", None)] };
+    static POST: EntityMeta =
+        EntityMeta { name: "Post", table: "post", columns: &[column("author_id", Some(|| &USER))] };
+    static COMMENT: EntityMeta = EntityMeta {
+        name: "Comment",
+        table: "comment",
+        columns: &[column("post_id", Some(|| &POST)), column("parent_id", Some(|| &COMMENT))],
+    };
+    static A: EntityMeta = EntityMeta { name: "A", table: "a", columns: &[column("b_id", Some(|| &B))] };
+    static B: EntityMeta = EntityMeta { name: "B", table: "b", columns: &[column("a_id", Some(|| &A))] };
+
+    #[test]
+    fn parents_come_before_children_whatever_the_given_order() {
+        let (order, cyclic) = parents_first(&[&COMMENT, &POST, &USER]);
+        assert_eq!(order, vec![2, 1, 0]);
+        assert!(cyclic.is_empty(), "a self-reference is not a cycle between tables");
+    }
+
+    #[test]
+    fn a_cycle_between_tables_is_reported() {
+        let (order, cyclic) = parents_first(&[&A, &USER, &B]);
+        assert_eq!(order, vec![1, 0, 2]);
+        assert_eq!(cyclic, vec![0, 2]);
+    }
+}

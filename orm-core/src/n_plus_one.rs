@@ -1,0 +1,100 @@
+//! The N+1 guard: a session counts how often it sends each load statement and
+//! reports a statement that runs suspiciously often, the mark of rows loaded
+//! one at a time in a loop.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+
+/// What a session does when one load statement runs more than `threshold`
+/// times in it: the N+1 pattern, where code loads rows one at a time in a
+/// loop (`get` per key, a query per parent) instead of all at once. Set it
+/// with [`DatabaseConfig::n_plus_one`](crate::DatabaseConfig::n_plus_one),
+/// or per session with [`Session::set_n_plus_one`](crate::Session::set_n_plus_one).
+///
+/// Only loads are counted: `get` and `get_one` that reach the database
+/// (identity-map hits send nothing and count nothing), `get_many`, queries
+/// and [`query_raw`](crate::Session::query_raw). Statement text never
+/// contains values, so loading key 1, then key 2, then key 3 runs one
+/// statement three times. Flushes, `refresh`, `execute` and `query_rows`
+/// are not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NPlusOne {
+    /// Count nothing.
+    Off,
+    /// Log a `tracing` warning, once per statement and session, naming the
+    /// statement, when it runs for the `threshold + 1`th time. The default,
+    /// with a threshold of [`NPlusOne::DEFAULT_THRESHOLD`].
+    Warn {
+        /// How many runs of one statement a session allows silently.
+        threshold: usize,
+    },
+    /// Refuse to send a statement that would run for the `threshold + 1`th
+    /// time, returning [`Error::NPlusOne`]: for tests that must not
+    /// regress into N+1 loads.
+    Error {
+        /// How many runs of one statement a session allows.
+        threshold: usize,
+    },
+}
+
+impl NPlusOne {
+    /// The default threshold: more runs of one load statement than this in
+    /// one unit of work are almost always a loop that should be one load.
+    pub const DEFAULT_THRESHOLD: usize = 25;
+}
+
+impl Default for NPlusOne {
+    /// Warn, after [`NPlusOne::DEFAULT_THRESHOLD`] runs.
+    fn default() -> Self {
+        NPlusOne::Warn { threshold: NPlusOne::DEFAULT_THRESHOLD }
+    }
+}
+
+/// How often a session sent each load statement.
+pub(crate) struct LoadCounter {
+    setting: NPlusOne,
+    /// Keyed by statement text. A statement is copied in once, on its first
+    /// run; later runs only hash and compare it.
+    runs: HashMap<String, usize, foldhash::fast::RandomState>,
+}
+
+impl LoadCounter {
+    pub(crate) fn new(setting: NPlusOne) -> Self {
+        LoadCounter { setting, runs: HashMap::default() }
+    }
+
+    pub(crate) fn set(&mut self, setting: NPlusOne) {
+        self.setting = setting;
+    }
+
+    /// Counts one run of `statement`, which is about to be sent; an error
+    /// means it must not be sent.
+    pub(crate) fn record(&mut self, statement: &str) -> Result<()> {
+        let (threshold, refuse) = match self.setting {
+            NPlusOne::Off => return Ok(()),
+            NPlusOne::Warn { threshold } => (threshold, false),
+            NPlusOne::Error { threshold } => (threshold, true),
+        };
+        let runs = match self.runs.get_mut(statement) {
+            Some(runs) => runs,
+            None => self.runs.entry(statement.to_owned()).or_insert(0),
+        };
+        let count = *runs + 1;
+        if count > threshold && refuse {
+            // Not counted: it does not run, and every retry is refused alike.
+            return Err(Error::NPlusOne { statement: statement.to_owned(), count });
+        }
+        *runs = count;
+        if count == threshold + 1 {
+            tracing::warn!(
+                %statement,
+                count,
+                threshold,
+                "N+1 query: one statement ran {count} times in this session; load the rows with one statement \
+                 instead (Session::get_many for keys, Column::is_in for a filter, or relationship loading)"
+            );
+        }
+        Ok(())
+    }
+}

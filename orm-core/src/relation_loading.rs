@@ -1,0 +1,189 @@
+//! Relationships in a session: linking a child to a parent (also one not yet
+//! inserted), and loading the parents of many children, or the children of
+//! many parents, with one query each, so that walking a relation never
+//! costs a query per row.
+
+use std::collections::HashSet;
+
+use crate::error::{Error, Result};
+use crate::identity::ParentLink;
+use crate::relation::Relation;
+use crate::session::Session;
+use crate::sql::{self, quote_ident};
+use crate::tracked::Tracked;
+use crate::types::param_refs;
+use crate::Entity;
+
+/// The keys of `entities` under `key_of`, each once, in first-seen order.
+fn distinct_keys<E: Entity, K: Clone + Eq + std::hash::Hash>(
+    entities: &[Tracked<E>],
+    key_of: impl Fn(&E) -> Option<K>,
+) -> Vec<K> {
+    let mut seen = HashSet::new();
+    entities.iter().filter_map(|e| key_of(&e.read())).filter(|k| seen.insert(k.clone())).collect()
+}
+
+impl Session {
+    /// Points `child` at `parent` through `relation`.
+    ///
+    /// If the parent is already in the database, the child's foreign key is
+    /// set now (a write like any other). If the parent was added and is not
+    /// inserted yet, its key is not known: the flush inserts the parent
+    /// first and fills in the child's foreign key from the key the database
+    /// generated, before inserting (or updating) the child. 1,000 new
+    /// parents with 10 new children each are two INSERT statements.
+    pub fn set_parent<C: Entity, P: Entity>(
+        &mut self,
+        child: &Tracked<C>,
+        relation: Relation<C, P>,
+        parent: &Tracked<P>,
+    ) -> Result<()> {
+        let parents = self.registries.of::<P>();
+        let parent_pending = parents.pending_inserts.iter().any(|t| Tracked::ptr_eq(t, parent));
+        if !parent_pending && !parents.owns(parent) {
+            return Err(Error::NotInSession { entity: P::META.name });
+        }
+        let children = self.registries.of::<C>();
+        let child_pending = children.pending_inserts.iter().any(|t| Tracked::ptr_eq(t, child));
+        if !child_pending && !children.owns(child) {
+            return Err(Error::NotInSession { entity: C::META.name });
+        }
+        let column = relation.column_index();
+        children.links.retain(|link| !(link.column == column && Tracked::ptr_eq(&link.child, child)));
+        if !parent_pending {
+            relation.set_parent_key(&mut child.write(), parent.key());
+            return Ok(());
+        }
+        if !child_pending {
+            // A loaded child becomes a write candidate: the flush updates its
+            // foreign key once the parent's key is known.
+            drop(child.write());
+        }
+        let set = relation.setter();
+        let waited_for = parent.clone();
+        children.links.push(ParentLink {
+            child: child.clone(),
+            column,
+            parent: Box::new(parent.clone()),
+            resolve: Box::new(move |registries, entity| {
+                let Some(parents) = registries.get_ref::<P>() else { return false };
+                let key = match parents.provisional.get(&waited_for.address()) {
+                    Some(key) => key.clone(),
+                    None if parents.owns(&waited_for) => waited_for.key(),
+                    None => return false,
+                };
+                set(entity, key);
+                true
+            }),
+        });
+        Ok(())
+    }
+
+    /// The parent `child` points at through `relation`, without SQL:
+    /// `Ok(None)` for a NULL reference, the pending parent of a
+    /// [`set_parent`](Self::set_parent) link, or the tracked parent.
+    /// A parent the session has not loaded is [`Error::RelationNotLoaded`]:
+    /// load parents in batches with [`load_parents`](Self::load_parents).
+    pub fn parent<C: Entity, P: Entity>(
+        &mut self,
+        child: &Tracked<C>,
+        relation: Relation<C, P>,
+    ) -> Result<Option<Tracked<P>>> {
+        let column = relation.column_index();
+        let linked = self.registries.of::<C>().links.iter().find_map(|link| {
+            (link.column == column && Tracked::ptr_eq(&link.child, child))
+                .then(|| link.parent.downcast_ref::<Tracked<P>>().cloned())
+                .flatten()
+        });
+        if linked.is_some() {
+            return Ok(linked);
+        }
+        let Some(key) = relation.parent_key(&child.read()) else { return Ok(None) };
+        match self.registries.of::<P>().identity.get(&key) {
+            Some(parent) => Ok(Some(parent.clone())),
+            None => Err(Error::RelationNotLoaded { entity: C::META.name, relation: relation.name() }),
+        }
+    }
+
+    /// Loads the parents of `children` through `relation` with one query for
+    /// those not in the identity map yet (none if all are), and returns them.
+    /// Afterwards [`parent`](Self::parent) reads each child's parent without SQL.
+    pub async fn load_parents<C: Entity, P: Entity>(
+        &mut self,
+        children: &[Tracked<C>],
+        relation: Relation<C, P>,
+    ) -> Result<Vec<Tracked<P>>> {
+        let keys = distinct_keys(children, |child| relation.parent_key(child));
+        self.get_many::<P>(&keys).await
+    }
+
+    /// Loads the children of `parents` through `relation` with one query
+    /// (`WHERE fk = ANY($1)`, whatever the number of parents), identity-mapped,
+    /// and returns them. Afterwards [`children`](Self::children) lists each
+    /// parent's children without SQL.
+    pub async fn load_children<C: Entity, P: Entity>(
+        &mut self,
+        parents: &[Tracked<P>],
+        relation: Relation<C, P>,
+    ) -> Result<Vec<Tracked<C>>> {
+        let keys = distinct_keys(parents, |parent| Some(parent.key()));
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.autoflush_for_query().await?;
+        let sql = format!("{} WHERE t.{} = ANY($1)", sql::select_from(C::META), quote_ident(relation.column().name));
+        let params = P::key_arrays(&keys);
+        let children = self.load::<C>(&sql, &param_refs(&params)).await?;
+        let loaded = self
+            .registries
+            .of::<C>()
+            .loaded_children
+            .entry(relation.column_index())
+            .or_insert_with(|| Box::new(HashSet::<P::Key>::new()));
+        if let Some(loaded) = loaded.downcast_mut::<HashSet<P::Key>>() {
+            loaded.extend(keys);
+        }
+        Ok(children)
+    }
+
+    /// The children of `parent` through `relation`, without SQL, as the
+    /// session sees them now: loaded children that still point at it, and
+    /// children added or linked to it since (pending ones included), minus
+    /// those pending deletion. A collection the session has not loaded is
+    /// [`Error::RelationNotLoaded`]: load it for many parents at once with
+    /// [`load_children`](Self::load_children).
+    pub fn children<C: Entity, P: Entity>(
+        &mut self,
+        parent: &Tracked<P>,
+        relation: Relation<C, P>,
+    ) -> Result<Vec<Tracked<C>>> {
+        let key = parent.key();
+        let registry = self.registries.of::<C>();
+        let loaded = registry
+            .loaded_children
+            .get(&relation.column_index())
+            .and_then(|loaded| loaded.downcast_ref::<HashSet<P::Key>>())
+            .is_some_and(|loaded| loaded.contains(&key));
+        if !loaded {
+            return Err(Error::RelationNotLoaded { entity: P::META.name, relation: relation.name() });
+        }
+        let points_here = |child: &Tracked<C>| relation.parent_key(&child.read()).as_ref() == Some(&key);
+        let column = relation.column_index();
+        let linked_here = |child: &Tracked<C>| {
+            registry.links.iter().any(|link| {
+                link.column == column
+                    && Tracked::ptr_eq(&link.child, child)
+                    && link.parent.downcast_ref::<Tracked<P>>().is_some_and(|p| Tracked::ptr_eq(p, parent))
+            })
+        };
+        let persistent = registry
+            .identity
+            .iter()
+            .filter(|(k, child)| {
+                !registry.pending_deletes.contains_key(*k) && (points_here(child) || linked_here(child))
+            })
+            .map(|(_, child)| child.clone());
+        let pending = registry.pending_inserts.iter().filter(|child| points_here(child) || linked_here(child)).cloned();
+        Ok(persistent.chain(pending).collect())
+    }
+}

@@ -1,0 +1,417 @@
+//! Relationships: foreign keys in the derive, flush order from the
+//! dependency graph, pending parents, batch loading without N+1, cascades.
+
+use orm_core::{Database, DatabaseConfig, Entity, Error, Tracked};
+use orm_tests::TestDb;
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "users")]
+struct User {
+    #[orm(primary_key, generated)]
+    id: i64,
+    name: String,
+}
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Post {
+    #[orm(primary_key, generated)]
+    id: i64,
+    #[orm(references = User)]
+    author_id: i64,
+    title: String,
+}
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Comment {
+    #[orm(primary_key, generated)]
+    id: i64,
+    #[orm(references = Post, on_delete = "cascade")]
+    post_id: i64,
+    body: String,
+}
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Category {
+    #[orm(primary_key, generated)]
+    id: i64,
+    #[orm(references = Category)]
+    parent_id: Option<i64>,
+    name: String,
+}
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Tag {
+    #[orm(primary_key)]
+    name: String,
+}
+
+/// The join entity of the many-to-many relation between posts and tags.
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "post_tag")]
+struct PostTag {
+    #[orm(primary_key, references = Post)]
+    post_id: i64,
+    #[orm(primary_key, references = Tag, relation = "tag")]
+    tag_name: String,
+}
+
+const SCHEMA: &str = "
+    CREATE TABLE users (id bigserial PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE post (id bigserial PRIMARY KEY, author_id bigint NOT NULL REFERENCES users, title text NOT NULL);
+    CREATE TABLE comment (id bigserial PRIMARY KEY, post_id bigint NOT NULL REFERENCES post, body text NOT NULL);
+    CREATE TABLE category (id bigserial PRIMARY KEY, parent_id bigint REFERENCES category, name text NOT NULL);
+    CREATE TABLE tag (name text PRIMARY KEY);
+    CREATE TABLE post_tag (post_id bigint REFERENCES post, tag_name text REFERENCES tag, PRIMARY KEY (post_id, tag_name));
+";
+
+async fn setup() -> (TestDb, Database) {
+    let test_db = TestDb::new().await;
+    test_db.client().await.batch_execute(SCHEMA).await.unwrap();
+    let db = Database::with_config(DatabaseConfig::from_url(test_db.url()).unwrap()).unwrap();
+    (test_db, db)
+}
+
+fn user(name: &str) -> User {
+    User { id: 0, name: name.into() }
+}
+
+fn post(author_id: i64, title: &str) -> Post {
+    Post { id: 0, author_id, title: title.into() }
+}
+
+#[tokio::test]
+async fn pending_parents_a_thousand_users_with_ten_posts_each_are_two_inserts() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    for u in 0..1_000 {
+        let author = session.add(user(&format!("user {u}")));
+        for p in 0..10 {
+            let post = session.add(post(0, &format!("user {u} post {p}")));
+            session.set_parent(&post, Post::AUTHOR, &author).unwrap();
+        }
+    }
+    let stats = session.commit().await.unwrap();
+    assert_eq!(stats.statements, 2, "one INSERT for the users, then one for the posts");
+    let client = test_db.client().await;
+    let misfiled: i64 = client
+        .query_one(
+            "SELECT count(*) FROM post p JOIN users u ON u.id = p.author_id WHERE p.title NOT LIKE u.name || ' post %'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let posts: i64 = client.query_one("SELECT count(*) FROM post", &[]).await.unwrap().get(0);
+    assert_eq!((posts, misfiled), (10_000, 0), "every post points at its own user");
+}
+
+#[tokio::test]
+async fn a_failed_flush_with_pending_parents_applies_nothing_and_can_be_retried() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let author = session.add(user("ann"));
+    let first = session.add(post(0, "first"));
+    session.set_parent(&first, Post::AUTHOR, &author).unwrap();
+    // A child pointing at a parent that does not exist fails the second round trip.
+    let orphan = session.add(post(999, "orphan"));
+    assert!(matches!(session.flush().await, Err(Error::ForeignKeyViolation { .. })));
+    assert_eq!(author.read().id, 0, "the parent's key from the rolled-back insert was not applied");
+    session.expunge(&orphan);
+    session.commit().await.unwrap();
+    let author_id = author.read().id;
+    assert!(author_id > 0);
+    assert_eq!(first.read().author_id, author_id);
+    let stored: i64 = test_db.client().await.query_one("SELECT author_id FROM post", &[]).await.unwrap().get(0);
+    assert_eq!(stored, author_id);
+}
+
+#[tokio::test]
+async fn linking_a_loaded_child_to_a_pending_parent_updates_it_after_the_insert() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let old = session.add(user("old"));
+    session.flush().await.unwrap();
+    let moved = session.add(post(0, "moved"));
+    session.set_parent(&moved, Post::AUTHOR, &old).unwrap();
+    session.commit().await.unwrap();
+
+    let mut session = db.session();
+    let moved = session.get_one::<Post>(1).await.unwrap();
+    let new = session.add(user("new"));
+    session.set_parent(&moved, Post::AUTHOR, &new).unwrap();
+    assert!(Tracked::ptr_eq(&session.parent(&moved, Post::AUTHOR).unwrap().unwrap(), &new));
+    session.commit().await.unwrap();
+    let row = test_db
+        .client()
+        .await
+        .query_one("SELECT u.name FROM post p JOIN users u ON u.id = p.author_id", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "new");
+}
+
+#[tokio::test]
+async fn inserts_go_parents_first_and_deletes_children_first_whatever_the_order_of_use() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    // Children's types are used first; the flush still inserts users first.
+    let ann = session.add(user("ann"));
+    session.commit().await.unwrap();
+    let mut session = db.session();
+    // The session meets comments, then posts, then users.
+    assert!(session.query::<Comment>().all().await.unwrap().is_empty());
+    assert!(session.query::<Post>().all().await.unwrap().is_empty());
+    let author = session.get_one::<User>(ann.read().id).await.unwrap();
+    let comment = session.add(Comment { id: 0, post_id: 0, body: "c".into() });
+    let post = session.add(post(0, "p"));
+    session.set_parent(&post, Post::AUTHOR, &author).unwrap();
+    session.set_parent(&comment, Comment::POST, &post).unwrap();
+    session.commit().await.unwrap();
+
+    let mut session = db.session();
+    let comment = session.get_one::<Comment>(comment.read().id).await.unwrap();
+    let post = session.get_one::<Post>(post.read().id).await.unwrap();
+    let author = session.get_one::<User>(author.read().id).await.unwrap();
+    session.delete(&author).unwrap();
+    session.delete(&post).unwrap();
+    session.delete(&comment).unwrap();
+    session.commit().await.unwrap();
+    let left: i64 = test_db
+        .client()
+        .await
+        .query_one(
+            "SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM post) + (SELECT count(*) FROM comment)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+async fn seed_users_posts_comments(db: &Database, users: usize) {
+    let mut session = db.session();
+    for u in 0..users {
+        let author = session.add(user(&format!("user {u}")));
+        for p in 0..3 {
+            let post = session.add(post(0, &format!("u{u} p{p}")));
+            session.set_parent(&post, Post::AUTHOR, &author).unwrap();
+            for c in 0..2 {
+                let comment = session.add(Comment { id: 0, post_id: 0, body: format!("u{u} p{p} c{c}") });
+                session.set_parent(&comment, Comment::POST, &post).unwrap();
+            }
+        }
+    }
+    session.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn users_with_posts_with_comments_load_in_three_queries() {
+    let (_test_db, db) = setup().await;
+    seed_users_posts_comments(&db, 100).await;
+    let mut session = db.session();
+    let users = session.query::<User>().order_by(User::ID.asc()).all().await.unwrap();
+    let posts = session.load_children(&users, Post::AUTHOR).await.unwrap();
+    let comments = session.load_children(&posts, Comment::POST).await.unwrap();
+    assert_eq!((users.len(), posts.len(), comments.len()), (100, 300, 600));
+    assert_eq!(session.stats().statements, 3);
+
+    // Walking the loaded relations costs nothing more.
+    let before = session.stats();
+    for user in &users {
+        let posts = session.children(user, Post::AUTHOR).unwrap();
+        assert_eq!(posts.len(), 3);
+        for post in &posts {
+            assert!(Tracked::ptr_eq(&session.parent(post, Post::AUTHOR).unwrap().unwrap(), user));
+            let comments = session.children(post, Comment::POST).unwrap();
+            assert_eq!(comments.len(), 2);
+            assert!(comments.iter().all(|c| c.read().body.starts_with(&post.read().title)));
+        }
+    }
+    assert_eq!(session.stats(), before);
+}
+
+#[tokio::test]
+async fn parents_already_tracked_are_not_loaded_again() {
+    let (_test_db, db) = setup().await;
+    seed_users_posts_comments(&db, 5).await;
+    let mut session = db.session();
+    let first = session.get_one::<User>(1).await.unwrap();
+    let posts = session.query::<Post>().all().await.unwrap();
+    let before = session.stats().statements;
+    let authors = session.load_parents(&posts, Post::AUTHOR).await.unwrap();
+    assert_eq!(authors.len(), 5);
+    assert_eq!(session.stats().statements - before, 1, "one query for the four untracked authors");
+    assert!(authors.iter().any(|a| Tracked::ptr_eq(a, &first)));
+    let before = session.stats();
+    session.load_parents(&posts, Post::AUTHOR).await.unwrap();
+    assert_eq!(session.stats(), before, "all tracked now: no SQL");
+}
+
+#[tokio::test]
+async fn an_unloaded_relation_is_an_error_not_a_hidden_query() {
+    let (_test_db, db) = setup().await;
+    seed_users_posts_comments(&db, 1).await;
+    let mut session = db.session();
+    let author = session.get_one::<User>(1).await.unwrap();
+    let post = session.get_one::<Post>(1).await.unwrap();
+    session.expunge(&author);
+    let before = session.stats();
+    assert!(matches!(
+        session.children(&author, Post::AUTHOR),
+        Err(Error::RelationNotLoaded { entity: "User", relation: "author" })
+    ));
+    assert!(matches!(session.parent(&post, Post::AUTHOR), Err(Error::RelationNotLoaded { entity: "Post", .. })));
+    assert_eq!(session.stats(), before);
+}
+
+#[tokio::test]
+async fn loaded_collections_follow_the_sessions_changes() {
+    let (_test_db, db) = setup().await;
+    seed_users_posts_comments(&db, 2).await;
+    let mut session = db.session();
+    let users = session.query::<User>().order_by(User::ID.asc()).all().await.unwrap();
+    let posts = session.load_children(&users, Post::AUTHOR).await.unwrap();
+    let extra = session.add(post(0, "extra"));
+    session.set_parent(&extra, Post::AUTHOR, &users[0]).unwrap();
+    session.delete(&posts[0]).unwrap();
+    let first_posts = session.children(&users[0], Post::AUTHOR).unwrap();
+    assert_eq!(first_posts.len(), 3, "one deleted, one added");
+    assert!(first_posts.iter().any(|p| Tracked::ptr_eq(p, &extra)));
+}
+
+#[tokio::test]
+async fn deleting_a_parent_cascades_to_its_loaded_children_in_the_same_flush() {
+    let (test_db, db) = setup().await;
+    seed_users_posts_comments(&db, 1).await;
+    let mut session = db.session();
+    let posts = session.query::<Post>().all().await.unwrap();
+    session.load_children(&posts, Comment::POST).await.unwrap();
+    session.delete(&posts[0]).unwrap();
+    session.commit().await.unwrap();
+    let client = test_db.client().await;
+    let comments: i64 = client.query_one("SELECT count(*) FROM comment", &[]).await.unwrap().get(0);
+    let remaining_posts: i64 = client.query_one("SELECT count(*) FROM post", &[]).await.unwrap().get(0);
+    assert_eq!((remaining_posts, comments), (2, 4), "the post and its two comments are gone");
+}
+
+#[tokio::test]
+async fn without_cascade_the_databases_foreign_key_error_comes_back_typed() {
+    let (test_db, db) = setup().await;
+    seed_users_posts_comments(&db, 1).await;
+    let mut session = db.session();
+    let author = session.get_one::<User>(1).await.unwrap();
+    session.load_children(std::slice::from_ref(&author), Post::AUTHOR).await.unwrap();
+    session.delete(&author).unwrap();
+    let error = session.commit().await.unwrap_err();
+    assert!(
+        matches!(&error, Error::ForeignKeyViolation { table: Some(table), .. } if table == "post"),
+        "got {error:?}"
+    );
+    let users: i64 = test_db.client().await.query_one("SELECT count(*) FROM users", &[]).await.unwrap().get(0);
+    assert_eq!(users, 1);
+}
+
+#[tokio::test]
+async fn a_tree_of_pending_categories_is_inserted_level_by_level() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let root = session.add(Category { id: 0, parent_id: None, name: "root".into() });
+    let mut level = vec![root.clone()];
+    for depth in 1..4 {
+        let mut next = Vec::new();
+        for (i, parent) in level.iter().enumerate() {
+            for j in 0..2 {
+                let child = session.add(Category { id: 0, parent_id: None, name: format!("d{depth} {i}.{j}") });
+                session.set_parent(&child, Category::PARENT, parent).unwrap();
+                next.push(child);
+            }
+        }
+        level = next;
+    }
+    let stats = session.commit().await.unwrap();
+    assert_eq!(stats.statements, 4, "one INSERT per level of the tree");
+    let client = test_db.client().await;
+    let rows = client
+        .query(
+            "WITH RECURSIVE t AS (SELECT id, 0 AS depth FROM category WHERE parent_id IS NULL
+             UNION ALL SELECT c.id, t.depth + 1 FROM category c JOIN t ON c.parent_id = t.id)
+             SELECT depth, count(*) FROM t GROUP BY depth ORDER BY depth",
+            &[],
+        )
+        .await
+        .unwrap();
+    let levels: Vec<(i32, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(levels, vec![(0, 1), (1, 2), (2, 4), (3, 8)]);
+}
+
+#[tokio::test]
+async fn many_to_many_through_a_join_entity_loads_in_two_queries() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    let author = session.add(user("ann"));
+    let tags: Vec<_> = ["rust", "sql", "orm"].iter().map(|t| session.add(Tag { name: (*t).into() })).collect();
+    for p in 0..4 {
+        let post = session.add(post(0, &format!("p{p}")));
+        session.set_parent(&post, Post::AUTHOR, &author).unwrap();
+        for tag in tags.iter().take(p % 3 + 1) {
+            let link = session.add(PostTag { post_id: 0, tag_name: tag.read().name.clone() });
+            session.set_parent(&link, PostTag::POST, &post).unwrap();
+        }
+    }
+    session.commit().await.unwrap();
+
+    let mut session = db.session();
+    let posts = session.query::<Post>().order_by(Post::ID.asc()).all().await.unwrap();
+    let links = session.load_children(&posts, PostTag::POST).await.unwrap();
+    session.load_parents(&links, PostTag::TAG).await.unwrap();
+    assert_eq!(session.stats().statements, 3, "posts, their links, the tags");
+    let mut tag_counts = Vec::new();
+    for post in &posts {
+        let mut names = Vec::new();
+        for link in session.children(post, PostTag::POST).unwrap() {
+            names.push(session.parent(&link, PostTag::TAG).unwrap().unwrap().read().name.clone());
+        }
+        tag_counts.push(names.len());
+    }
+    assert_eq!(tag_counts, vec![1, 2, 3, 1]);
+}
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "a")]
+struct A {
+    #[orm(primary_key)]
+    id: i64,
+    #[orm(references = B)]
+    b_id: i64,
+}
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "b")]
+struct B {
+    #[orm(primary_key)]
+    id: i64,
+    #[orm(references = A)]
+    a_id: i64,
+}
+
+#[tokio::test]
+async fn inserting_into_tables_that_reference_each_other_is_a_clear_error() {
+    let (test_db, db) = setup().await;
+    test_db
+        .client()
+        .await
+        .batch_execute("CREATE TABLE a (id bigint PRIMARY KEY, b_id bigint NOT NULL); CREATE TABLE b (id bigint PRIMARY KEY, a_id bigint NOT NULL REFERENCES a); ALTER TABLE a ADD FOREIGN KEY (b_id) REFERENCES b")
+        .await
+        .unwrap();
+    let mut session = db.session();
+    session.add(A { id: 1, b_id: 1 });
+    session.add(B { id: 1, a_id: 1 });
+    match session.commit().await {
+        Err(Error::DependencyCycle { mut tables }) => {
+            tables.sort_unstable();
+            assert_eq!(tables, vec!["a", "b"]);
+        }
+        other => panic!("expected DependencyCycle, got {other:?}"),
+    }
+}
