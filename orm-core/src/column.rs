@@ -153,11 +153,26 @@ pub struct Condition<E> {
 }
 
 enum Node {
-    Compare { column: &'static str, operator: &'static str, value: Param },
-    Null { column: &'static str, negated: bool },
+    Compare {
+        column: &'static str,
+        operator: &'static str,
+        value: Param,
+    },
+    Null {
+        column: &'static str,
+        negated: bool,
+    },
     And(Vec<Node>),
     Or(Vec<Node>),
     Not(Box<Node>),
+    /// A semi-join: a row of `table` whose `inner` column equals the outer
+    /// row's `outer` column, and that matches `condition`.
+    Exists {
+        table: &'static str,
+        inner: &'static str,
+        outer: &'static str,
+        condition: Box<Node>,
+    },
 }
 
 impl<E> Condition<E> {
@@ -196,17 +211,40 @@ impl<E> Condition<E> {
         Condition::new(Node::Not(Box::new(self.node)))
     }
 
+    /// A condition on `E` that holds when a row of `table` joined to it
+    /// (`table.inner = E.outer`) matches `condition`: the filters across a
+    /// relation, see [`Relation::has`](crate::Relation::has).
+    pub(crate) fn exists<R>(
+        table: &'static str,
+        inner: &'static str,
+        outer: &'static str,
+        condition: Condition<R>,
+    ) -> Condition<E> {
+        Condition::new(Node::Exists { table, inner, outer, condition: Box::new(condition.node) })
+    }
+
     /// Appends the condition's SQL to `sql`, moving its values into `params`.
     pub(crate) fn render(self, sql: &mut String, params: &mut Vec<Param>) {
-        render_node(self.node, sql, params);
+        render_node(self.node, 0, sql, params);
     }
 }
 
-fn render_node(node: Node, sql: &mut String, params: &mut Vec<Param>) {
+/// The alias of the table a condition at `depth` of semi-join nesting
+/// talks about: `t` for the queried table.
+fn alias(depth: usize) -> String {
+    if depth == 0 {
+        "t".to_owned()
+    } else {
+        format!("r{depth}")
+    }
+}
+
+fn render_node(node: Node, depth: usize, sql: &mut String, params: &mut Vec<Param>) {
+    let table = alias(depth);
     match node {
         Node::Compare { column, operator, value } => {
             params.push(value);
-            let _ = write!(sql, "t.{} {operator}", quote_ident(column));
+            let _ = write!(sql, "{table}.{} {operator}", quote_ident(column));
             // `= ANY` takes its array in parentheses.
             let _ = if operator == "= ANY" {
                 write!(sql, "(${})", params.len())
@@ -215,26 +253,38 @@ fn render_node(node: Node, sql: &mut String, params: &mut Vec<Param>) {
             };
         }
         Node::Null { column, negated } => {
-            let _ = write!(sql, "t.{} IS {}NULL", quote_ident(column), if negated { "NOT " } else { "" });
+            let _ = write!(sql, "{table}.{} IS {}NULL", quote_ident(column), if negated { "NOT " } else { "" });
         }
         Node::And(nodes) | Node::Or(nodes) if nodes.is_empty() => sql.push_str("TRUE"),
-        Node::And(nodes) => join_nodes(nodes, " AND ", sql, params),
-        Node::Or(nodes) => join_nodes(nodes, " OR ", sql, params),
+        Node::And(nodes) => join_nodes(nodes, " AND ", depth, sql, params),
+        Node::Or(nodes) => join_nodes(nodes, " OR ", depth, sql, params),
         Node::Not(node) => {
             sql.push_str("NOT (");
-            render_node(*node, sql, params);
+            render_node(*node, depth, sql, params);
+            sql.push(')');
+        }
+        Node::Exists { table: joined, inner, outer, condition } => {
+            let nested = alias(depth + 1);
+            let _ = write!(
+                sql,
+                "EXISTS (SELECT 1 FROM {} AS {nested} WHERE {nested}.{} = {table}.{} AND ",
+                quote_ident(joined),
+                quote_ident(inner),
+                quote_ident(outer)
+            );
+            render_node(*condition, depth + 1, sql, params);
             sql.push(')');
         }
     }
 }
 
-fn join_nodes(nodes: Vec<Node>, separator: &str, sql: &mut String, params: &mut Vec<Param>) {
+fn join_nodes(nodes: Vec<Node>, separator: &str, depth: usize, sql: &mut String, params: &mut Vec<Param>) {
     sql.push('(');
     for (n, node) in nodes.into_iter().enumerate() {
         if n > 0 {
             sql.push_str(separator);
         }
-        render_node(node, sql, params);
+        render_node(node, depth, sql, params);
     }
     sql.push(')');
 }

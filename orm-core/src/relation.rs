@@ -4,6 +4,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
+use crate::column::Condition;
 use crate::entity::{ColumnMeta, Entity};
 
 /// The many-to-one relation from child entity `C` to parent entity `P`
@@ -73,6 +74,19 @@ impl<C: Entity, P: Entity> Relation<C, P> {
         (self.set)(child, key);
     }
 
+    /// Children whose parent matches `condition` (posts whose author is
+    /// named X): a semi-join, so each child comes back once and the results
+    /// go through the identity map like any query's.
+    pub fn has(self, condition: Condition<P>) -> Condition<C> {
+        Condition::exists(P::META.table, parent_key_column::<P>(), self.column().name, condition)
+    }
+
+    /// Parents with at least one child matching `condition` (users who wrote
+    /// a post titled X), as a semi-join.
+    pub fn any(self, condition: Condition<C>) -> Condition<P> {
+        Condition::exists(C::META.table, self.column().name, parent_key_column::<P>(), condition)
+    }
+
     pub(crate) fn column_index(&self) -> usize {
         self.column
     }
@@ -91,6 +105,12 @@ impl<C: Entity, P: Entity> Clone for Relation<C, P> {
 }
 
 impl<C: Entity, P: Entity> Copy for Relation<C, P> {}
+
+/// The parent's key column, which a foreign key references. A relation's
+/// foreign key is one column, so the parent's key is one column too.
+fn parent_key_column<P: Entity>() -> &'static str {
+    P::META.key_columns().next().map_or("id", |i| P::META.columns[i].name)
+}
 
 impl<C: Entity, P: Entity> fmt::Debug for Relation<C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

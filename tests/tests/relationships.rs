@@ -415,3 +415,35 @@ async fn inserting_into_tables_that_reference_each_other_is_a_clear_error() {
         other => panic!("expected DependencyCycle, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn filters_across_relations_are_semi_joins_through_the_identity_map() {
+    let (_test_db, db) = setup().await;
+    seed_users_posts_comments(&db, 3).await;
+    let mut session = db.session();
+    let loaded = session.get_one::<Post>(4).await.unwrap();
+    let posts = session
+        .query::<Post>()
+        .filter(Post::AUTHOR.has(User::NAME.eq("user 1")))
+        .order_by(Post::ID.asc())
+        .all()
+        .await
+        .unwrap();
+    let titles: Vec<String> = posts.iter().map(|p| p.read().title.clone()).collect();
+    assert_eq!(titles, ["u1 p0", "u1 p1", "u1 p2"]);
+    assert!(posts.iter().any(|p| Tracked::ptr_eq(p, &loaded)), "results are identity-mapped");
+
+    let writers = session.query::<User>().filter(Post::AUTHOR.any(Post::TITLE.eq("u2 p1"))).all().await.unwrap();
+    assert_eq!(writers.iter().map(|u| u.read().name.clone()).collect::<Vec<_>>(), ["user 2"]);
+
+    // Two levels: comments on posts by user 0, combined with a local filter.
+    let comments = session
+        .query::<Comment>()
+        .filter(Comment::POST.has(Post::AUTHOR.has(User::NAME.eq("user 0"))).and(Comment::BODY.like("%c1")))
+        .count()
+        .await
+        .unwrap();
+    assert_eq!(comments, 3);
+    let nobody = session.query::<User>().filter(Post::AUTHOR.any(Post::TITLE.eq("nothing"))).exists().await.unwrap();
+    assert!(!nobody);
+}
