@@ -447,3 +447,45 @@ async fn filters_across_relations_are_semi_joins_through_the_identity_map() {
     let nobody = session.query::<User>().filter(Post::AUTHOR.any(Post::TITLE.eq("nothing"))).exists().await.unwrap();
     assert!(!nobody);
 }
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "team")]
+struct Team {
+    #[orm(primary_key)]
+    id: i64,
+    /// Nullable: a team may have no captain yet, which breaks the cycle.
+    #[orm(references = Player)]
+    captain_id: Option<i64>,
+}
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "player")]
+struct Player {
+    #[orm(primary_key)]
+    id: i64,
+    #[orm(references = Team)]
+    team_id: i64,
+}
+
+#[tokio::test]
+async fn a_cycle_through_a_nullable_column_is_broken_with_a_post_update() {
+    let (test_db, db) = setup().await;
+    let client = test_db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE team (id bigint PRIMARY KEY, captain_id bigint);
+             CREATE TABLE player (id bigint PRIMARY KEY, team_id bigint NOT NULL REFERENCES team);
+             ALTER TABLE team ADD FOREIGN KEY (captain_id) REFERENCES player",
+        )
+        .await
+        .unwrap();
+    let mut session = db.session();
+    // Players first: the flush still has to insert teams first, captains last.
+    session.add_all((1..=3).map(|id| Player { id, team_id: (id + 1) / 2 }));
+    session.add_all((1..=2).map(|id| Team { id, captain_id: Some(id * 2 - 1) }));
+    let stats = session.commit().await.unwrap();
+    assert_eq!(stats.statements, 3, "INSERT teams without captains, INSERT players, UPDATE the captains");
+    let rows = client.query("SELECT id, captain_id FROM team ORDER BY id", &[]).await.unwrap();
+    let teams: Vec<(i64, Option<i64>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(teams, vec![(1, Some(1)), (2, Some(3))]);
+}

@@ -81,7 +81,9 @@ async fn run(
     end: FlushEnd,
 ) -> Result<()> {
     let metas: Vec<_> = registries.all.iter().map(|r| r.meta()).collect();
-    let (order, cyclic) = order::parents_first(&metas);
+    let (_, cyclic) = order::parents_first(&metas, &vec![0; metas.len()]);
+    let deferred = order::breakable(&metas, &cyclic);
+    let (order, cyclic) = order::parents_first(&metas, &deferred);
     // Pending inserts already sent by an earlier round trip of this flush.
     let mut inserted: HashMap<usize, HashSet<usize>> = HashMap::new();
     let mut sent: Vec<Sent> = Vec::new();
@@ -93,7 +95,8 @@ async fn run(
         for &index in &order {
             let mut skip = waiting[index].clone();
             skip.extend(inserted.get(&index).into_iter().flatten());
-            if let Some(plan) = registries.all[index].plan(&PlanScope { skip: &skip, last })? {
+            let scope = PlanScope { skip: &skip, last, deferred: deferred[index] };
+            if let Some(plan) = registries.all[index].plan(&scope)? {
                 round.push(Sent { registry: index, plan, outcomes: TableOutcomes::default() });
             }
         }
@@ -148,7 +151,7 @@ async fn run(
 }
 
 /// Refuses a round trip that inserts into two tables referencing each
-/// other: neither insert can go first.
+/// other through columns no post-update can set: neither insert can go first.
 fn check_cycles(round: &[Sent], cyclic: &[usize], metas: &[&'static crate::entity::EntityMeta]) -> Result<()> {
     let inserting: Vec<usize> =
         round.iter().filter(|s| s.plan.inserts_rows() && cyclic.contains(&s.registry)).map(|s| s.registry).collect();

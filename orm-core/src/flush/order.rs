@@ -1,15 +1,22 @@
 //! The order of tables in a flush: parents before the children that
 //! reference them for inserts, children first for deletes.
 
-use crate::entity::EntityMeta;
+use crate::entity::{ColumnSet, EntityMeta};
 
 /// Table indexes ordered so that each table comes after every other table it
 /// references (self-references aside: rows of one table that reference each
-/// other are ordered by the flush's round trips). Tables on a reference
-/// cycle keep their given order, and are returned as the second value.
-pub(crate) fn parents_first(tables: &[&'static EntityMeta]) -> (Vec<usize>, Vec<usize>) {
+/// other are ordered by the flush's round trips), not counting the columns
+/// in `deferred` (per table: set by a post-update, see [`breakable`]). Tables
+/// on a reference cycle keep their given order, and are returned as the
+/// second value.
+pub(crate) fn parents_first(tables: &[&'static EntityMeta], deferred: &[ColumnSet]) -> (Vec<usize>, Vec<usize>) {
     let references = |child: usize, parent: usize| {
-        child != parent && tables[child].columns.iter().any(|column| column.references(tables[parent]))
+        child != parent
+            && tables[child]
+                .columns
+                .iter()
+                .enumerate()
+                .any(|(i, column)| deferred[child] & (1 << i) == 0 && column.references(tables[parent]))
     };
     let mut ordered = Vec::with_capacity(tables.len());
     let mut placed = vec![false; tables.len()];
@@ -28,6 +35,30 @@ pub(crate) fn parents_first(tables: &[&'static EntityMeta]) -> (Vec<usize>, Vec<
     let cyclic: Vec<usize> = (0..tables.len()).filter(|&t| !placed[t]).collect();
     ordered.extend(&cyclic);
     (ordered, cyclic)
+}
+
+/// For the tables on a reference cycle, the foreign keys that can break it:
+/// nullable columns referencing another table of the cycle, in tables whose
+/// keys are not generated (a post-update has to name the rows it updates
+/// before they are inserted). Inserted as NULL, they are set by an UPDATE
+/// in the same round trip, after the rows they reference exist.
+pub(crate) fn breakable(tables: &[&'static EntityMeta], cyclic: &[usize]) -> Vec<ColumnSet> {
+    (0..tables.len())
+        .map(|t| {
+            let meta = tables[t];
+            if !cyclic.contains(&t) || meta.key_columns().any(|k| meta.columns[k].generated) {
+                return 0;
+            }
+            meta.columns.iter().enumerate().fold(0, |set, (i, column)| {
+                let in_cycle = cyclic.iter().any(|&other| other != t && column.references(tables[other]));
+                if column.nullable && in_cycle {
+                    set | (1 << i)
+                } else {
+                    set
+                }
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -62,15 +93,18 @@ mod tests {
 
     #[test]
     fn parents_come_before_children_whatever_the_given_order() {
-        let (order, cyclic) = parents_first(&[&COMMENT, &POST, &USER]);
+        let (order, cyclic) = parents_first(&[&COMMENT, &POST, &USER], &[0, 0, 0]);
         assert_eq!(order, vec![2, 1, 0]);
         assert!(cyclic.is_empty(), "a self-reference is not a cycle between tables");
     }
 
     #[test]
     fn a_cycle_between_tables_is_reported() {
-        let (order, cyclic) = parents_first(&[&A, &USER, &B]);
+        let (order, cyclic) = parents_first(&[&A, &USER, &B], &[0, 0, 0]);
         assert_eq!(order, vec![1, 0, 2]);
         assert_eq!(cyclic, vec![0, 2]);
+        let (order, cyclic) = parents_first(&[&A, &USER, &B], &[1, 0, 0]);
+        assert_eq!(order, vec![0, 1, 2], "with A.b_id deferred, A goes first");
+        assert!(cyclic.is_empty());
     }
 }

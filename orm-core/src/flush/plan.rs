@@ -36,12 +36,15 @@ pub(crate) struct PlanScope<'a> {
     pub(crate) skip: &'a HashSet<usize>,
     /// The flush's last round trip, which also carries updates and deletes.
     pub(crate) last: bool,
+    /// Foreign-key columns on a reference cycle: inserted as NULL, then set
+    /// by an UPDATE later in the same round trip.
+    pub(crate) deferred: ColumnSet,
 }
 
 impl PlanScope<'_> {
     /// Everything pending, in one round trip.
     pub(crate) fn everything(empty: &HashSet<usize>) -> PlanScope<'_> {
-        PlanScope { skip: empty, last: true }
+        PlanScope { skip: empty, last: true, deferred: 0 }
     }
 }
 
@@ -130,14 +133,23 @@ pub(crate) fn plan_table<T: Entity>(
     }
 
     let mut statements = TableStatements::default();
+    let mut updates = Vec::new();
     if !inserts.is_empty() {
-        let columns = meta.insert_columns();
+        let columns = meta.insert_columns() & !scope.deferred;
         let order: Vec<usize> = sql::indexes(columns).collect();
         statements.inserts.push(Statement {
             sql: sql::insert(meta, columns),
             params: bind_columns(&inserts, &order),
             returns_rows: meta.generated_columns().next().is_some(),
         });
+        if scope.deferred != 0 {
+            statements.updates.push(Statement {
+                sql: sql::update(meta, scope.deferred),
+                params: bind_columns(&inserts, &sql::update_parameters(meta, scope.deferred)),
+                returns_rows: true,
+            });
+            updates.push(inserts.clone());
+        }
     }
     for (&changed, rows) in &groups {
         statements.updates.push(Statement {
@@ -153,7 +165,8 @@ pub(crate) fn plan_table<T: Entity>(
             returns_rows: true,
         });
     }
-    Ok(Some(Box::new(Plan { statements, inserts, updates: groups.into_values().collect(), deletes })))
+    updates.extend(groups.into_values());
+    Ok(Some(Box::new(Plan { statements, inserts, updates, deletes })))
 }
 
 impl<T: Entity> Plan<T> {
