@@ -323,6 +323,7 @@ impl SessionConnection {
         match streamed {
             Ok(Ok(rows)) => {
                 stats.rows += rows;
+                tracing::debug!(sql, rows, "statement");
                 Ok(rows)
             }
             Ok(Err(decode_error)) => Err(decode_error),
