@@ -259,17 +259,28 @@ impl<T: Entity> TablePlan for Plan<T> {
         let registry =
             registry.as_any_mut().downcast_mut::<Registry<T>>().ok_or(Error::NotInSession { entity: T::META.name })?;
         let in_savepoint = !registry.savepoints.is_empty();
-        let generated = T::META.generated_columns().next().is_some();
-        if let (true, Some(Outcome::Rows(rows))) = (generated, outcomes.inserts.first()) {
-            for (tracked, row) in self.inserts.iter().zip(rows) {
-                tracked.state().write().current.set_generated(row)?;
-            }
+        let generated = match outcomes.inserts.first() {
+            Some(Outcome::Rows(rows)) if T::META.generated_columns().next().is_some() => rows.as_slice(),
+            _ => &[],
+        };
+        if self.inserts.len() == registry.pending_inserts.len() {
+            // The planned inserts are a subset of the pending ones: all of them.
+            registry.pending_inserts.clear();
+        } else {
+            let inserted: HashSet<usize> = self.inserts.iter().map(Tracked::address).collect();
+            registry.pending_inserts.retain(|t| !inserted.contains(&t.address()));
         }
-        let inserted: HashSet<usize> = self.inserts.iter().map(Tracked::address).collect();
-        registry.pending_inserts.retain(|t| !inserted.contains(&t.address()));
-        for tracked in self.inserts {
-            tracked.mark_synced();
-            registry.identity.insert(tracked.key(), tracked.clone());
+        registry.identity.reserve(self.inserts.len());
+        for (n, tracked) in self.inserts.into_iter().enumerate() {
+            let key = {
+                let mut state = tracked.state().write();
+                if let Some(row) = generated.get(n) {
+                    state.current.set_generated(row)?;
+                }
+                state.snapshot = None;
+                state.current.key()
+            };
+            registry.identity.insert(key, tracked.clone());
             if let Some(undo) = registry.savepoints.last_mut() {
                 undo.inserted.push(tracked);
             }
