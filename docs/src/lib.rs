@@ -14,9 +14,16 @@
 //! 2. [Sessions and the unit of work](sessions): the session's lifecycle, the
 //!    identity map, change tracking, how a flush is batched, optimistic
 //!    concurrency, savepoints, raw SQL, errors and retries.
+//! 3. [Queries](queries): filters (including `is_in` with one array
+//!    parameter), ordering and paging, `one`/`optional`/`exists`, why
+//!    statement text never depends on values, compile-time checks, raw SQL
+//!    mapped to entities, and the N+1 guard.
 
 #[doc = include_str!("../guide/01-getting-started.md")]
 pub mod getting_started {}
 
 #[doc = include_str!("../guide/02-sessions.md")]
 pub mod sessions {}
+
+#[doc = include_str!("../guide/03-queries.md")]
+pub mod queries {}

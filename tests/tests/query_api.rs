@@ -386,7 +386,7 @@ async fn the_same_rows_through_get_many_pass_in_error_mode() {
     let all = session.get_many::<Customer>(&keys).await.unwrap();
     assert_eq!(all.len(), 30);
     assert_eq!(session.stats().statements, 1);
-    // So do 30 is_in queries... of which only 25 fit under the threshold.
+    // A loop of is_in queries is still a loop: its statement's 26th run is refused.
     for n in 1..=25 {
         let some = session.query::<Customer>().filter(Customer::ID.is_in(1..=n)).count().await.unwrap();
         assert_eq!(some, i64::from(n));
