@@ -18,6 +18,11 @@
 //!    parameter), ordering and paging, `one`/`optional`/`exists`, why
 //!    statement text never depends on values, compile-time checks, raw SQL
 //!    mapped to entities, and the N+1 guard.
+//! 4. [Relationships](relationships): foreign keys with `references`,
+//!    one-to-many, many-to-many and self-references, the flush's
+//!    parents-first order and reference cycles, linking to parents not yet
+//!    inserted, loading related entities without N+1, cascading deletes, and
+//!    filters across relations.
 
 #[doc = include_str!("../guide/01-getting-started.md")]
 pub mod getting_started {}
@@ -27,3 +32,6 @@ pub mod sessions {}
 
 #[doc = include_str!("../guide/03-queries.md")]
 pub mod queries {}
+
+#[doc = include_str!("../guide/04-relationships.md")]
+pub mod relationships {}

@@ -108,11 +108,22 @@ impl Session {
     /// Loads the parents of `children` through `relation` with one query for
     /// those not in the identity map yet (none if all are), and returns them.
     /// Afterwards [`parent`](Self::parent) reads each child's parent without SQL.
+    /// If some of `children` are linked to parents not inserted yet
+    /// ([`set_parent`](Self::set_parent)), it autoflushes first, so that
+    /// those parents have their keys.
     pub async fn load_parents<C: Entity, P: Entity>(
         &mut self,
         children: &[Tracked<C>],
         relation: Relation<C, P>,
     ) -> Result<Vec<Tracked<P>>> {
+        let column = relation.column_index();
+        let linked: HashSet<usize> =
+            self.registries.of::<C>().links.iter().filter(|l| l.column == column).map(|l| l.child.address()).collect();
+        if children.iter().any(|child| linked.contains(&child.address())) {
+            // Children linked to parents not inserted yet hold placeholder
+            // keys until a flush inserts the parents and fills them in.
+            self.autoflush_for_query().await?;
+        }
         let keys = distinct_keys(children, |child| relation.parent_key(child));
         self.get_many::<P>(&keys).await
     }
@@ -126,11 +137,13 @@ impl Session {
         parents: &[Tracked<P>],
         relation: Relation<C, P>,
     ) -> Result<Vec<Tracked<C>>> {
-        let keys = distinct_keys(parents, |parent| Some(parent.key()));
-        if keys.is_empty() {
+        if parents.is_empty() {
             return Ok(Vec::new());
         }
+        // Before reading the keys: a parent not inserted yet gets its
+        // generated key from this flush.
         self.autoflush_for_query().await?;
+        let keys = distinct_keys(parents, |parent| Some(parent.key()));
         let sql = format!("{} WHERE t.{} = ANY($1)", sql::select_from(C::META), quote_ident(relation.column().name));
         let params = P::key_arrays(&keys);
         let children = self.load::<C>(&sql, &param_refs(&params)).await?;
@@ -167,23 +180,22 @@ impl Session {
         if !loaded {
             return Err(Error::RelationNotLoaded { entity: P::META.name, relation: relation.name() });
         }
-        let points_here = |child: &Tracked<C>| relation.parent_key(&child.read()).as_ref() == Some(&key);
         let column = relation.column_index();
-        let linked_here = |child: &Tracked<C>| {
-            registry.links.iter().any(|link| {
-                link.column == column
-                    && Tracked::ptr_eq(&link.child, child)
-                    && link.parent.downcast_ref::<Tracked<P>>().is_some_and(|p| Tracked::ptr_eq(p, parent))
-            })
+        // A link to a pending parent wins over the foreign key, which keeps
+        // its old value (or a placeholder) until the flush fills it in.
+        let belongs_here = |child: &Tracked<C>| {
+            let link = registry.links.iter().find(|link| link.column == column && Tracked::ptr_eq(&link.child, child));
+            match link {
+                Some(link) => link.parent.downcast_ref::<Tracked<P>>().is_some_and(|p| Tracked::ptr_eq(p, parent)),
+                None => relation.parent_key(&child.read()).as_ref() == Some(&key),
+            }
         };
         let persistent = registry
             .identity
             .iter()
-            .filter(|(k, child)| {
-                !registry.pending_deletes.contains_key(*k) && (points_here(child) || linked_here(child))
-            })
+            .filter(|(k, child)| !registry.pending_deletes.contains_key(*k) && belongs_here(child))
             .map(|(_, child)| child.clone());
-        let pending = registry.pending_inserts.iter().filter(|child| points_here(child) || linked_here(child)).cloned();
+        let pending = registry.pending_inserts.iter().filter(|child| belongs_here(child)).cloned();
         Ok(persistent.chain(pending).collect())
     }
 }
