@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The project's test command: formatting, lints, then every test (unit,
-# integration and doc tests) against a real PostgreSQL found or started by
-# scripts/db.sh. Exits non-zero on the first failure. Cargo's test summary is
-# the last thing printed, so nothing may write to the terminal after it: the
-# EXIT trap that stops a private cluster logs to target/pg/ instead.
+# The project's test command: formatting, lints, the demo app's RealWorld
+# conformance suites, then every test (unit, integration and doc tests)
+# against a real PostgreSQL found or started by scripts/db.sh. Exits non-zero
+# on the first failure. Cargo's test summary is the last thing printed, so
+# nothing may write to the terminal after it: the EXIT trap that stops a
+# private cluster logs to target/pg/ instead.
 set -euo pipefail
 
 cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
@@ -33,6 +34,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 # debug build (times here mean nothing; docs/performance.md has the real ones).
 step "bench smoke run"
 cargo run -p bench -- --smoke
+
+# The demo app against the RealWorld API's own suites (Hurl and Postman);
+# installs hurl and newman when missing. It builds every test target, which
+# the next step reuses.
+step "RealWorld conformance suites (scripts/conformance.sh)"
+CONFORMANCE_BUILD=tests bash scripts/conformance.sh
 
 # Last, so that its summary ends the output.
 step "cargo test --workspace"

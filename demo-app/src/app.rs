@@ -1,0 +1,79 @@
+//! The router with its middleware stack, outermost first:
+//!
+//! 1. a request id (`x-request-id`, taken from the request or a new UUID),
+//!    echoed in the response;
+//! 2. tracing: a span per request carrying the id, and a log line per
+//!    response with status and latency;
+//! 3. panics become a 500 with a RealWorld error body;
+//! 4. the request timeout (503, with a RealWorld error body);
+//! 5. the session per request (`db_session`), innermost, so a panic or a
+//!    timeout drops the session and rolls it back.
+
+use std::any::Any;
+
+use axum::extract::Request;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::db_session::session_per_request;
+use crate::error::ApiError;
+use crate::routes;
+use crate::state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    with_middleware(routes::api(), state)
+}
+
+/// Wraps `routes` in the middleware stack. Tests use it to run extra routes
+/// under the same middleware as the API.
+pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
+    let timeout = state.request_timeout;
+    routes
+        .layer(axum::middleware::from_fn(session_per_request))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+        .layer(axum::middleware::map_response(with_error_body))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Gives the timeout layer's empty 503 a RealWorld error body.
+async fn with_error_body(response: Response) -> Response {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE && !response.headers().contains_key(CONTENT_TYPE) {
+        tracing::warn!("request timed out; its session is rolled back");
+        return ApiError::Unavailable.into_response();
+    }
+    response
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request.headers().get(REQUEST_ID).and_then(|id| id.to_str().ok()).unwrap_or("-");
+    tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
+}
+
+#[allow(clippy::needless_pass_by_value)] // the signature CatchPanicLayer calls
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    tracing::error!(panic = message, "handler panicked; its session is rolled back");
+    ApiError::Internal.into_response()
+}

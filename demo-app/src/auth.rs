@@ -1,0 +1,187 @@
+//! Authentication: JWTs (HS256) carrying the user's id, argon2 password
+//! hashes, and the extractors that read `Authorization: Token <jwt>`.
+//!
+//! Hashing and verifying take tens of milliseconds of CPU on purpose, so they
+//! run on the blocking thread pool, never on the async workers.
+
+use std::sync::Arc;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::Argon2;
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// How long a token is valid.
+const TOKEN_LIFETIME: chrono::Duration = chrono::Duration::days(30);
+
+/// The keys that sign and check tokens, made from one secret.
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    /// The user's id, as a string, as JWT requires.
+    sub: String,
+    iat: i64,
+    exp: i64,
+}
+
+impl JwtKeys {
+    /// Keys for an HMAC secret.
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        JwtKeys { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
+    }
+
+    /// A signed token for user `user_id`.
+    pub fn issue(&self, user_id: i64) -> Result<String, ApiError> {
+        let now = chrono::Utc::now();
+        let claims = Claims { sub: user_id.to_string(), iat: now.timestamp(), exp: (now + TOKEN_LIFETIME).timestamp() };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|error| {
+            tracing::error!(%error, "cannot sign a token");
+            ApiError::Internal
+        })
+    }
+
+    /// The user id in a token with a valid signature that has not expired.
+    pub fn verify(&self, token: &str) -> Result<i64, ApiError> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .ok()
+            .and_then(|data| data.claims.sub.parse().ok())
+            .ok_or(ApiError::InvalidToken)
+    }
+}
+
+/// Hashes a password with argon2id and a random salt, off the async workers.
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    blocking(move || {
+        Argon2::default().hash_password(password.as_bytes()).map(|hash| hash.to_string()).map_err(|error| {
+            tracing::error!(%error, "cannot hash a password");
+            ApiError::Internal
+        })
+    })
+    .await?
+}
+
+/// Whether `password` matches the stored hash, off the async workers.
+/// `None` (an unknown user) still costs one verification, so that a wrong
+/// e-mail address cannot be told from a wrong password by the time it takes.
+pub async fn verify_password(password: String, stored: Option<String>) -> Result<bool, ApiError> {
+    blocking(move || {
+        let stored = stored.as_deref().unwrap_or(DUMMY_HASH);
+        let Ok(hash) = PasswordHash::new(stored) else {
+            tracing::error!("a stored password hash is not a PHC string");
+            return false;
+        };
+        Argon2::default().verify_password(password.as_bytes(), &hash).is_ok() && stored != DUMMY_HASH
+    })
+    .await
+}
+
+/// The argon2id hash of a random password nobody knows, with the default
+/// parameters.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$YWJjZGVmZ2hpamtsbW5vcA$0pNd6yVn6ZbPsXfJjV8wN3sG4Z5eXhB4yR9kMvUe2Ls";
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        tracing::error!(%error, "password hashing task failed");
+        ApiError::Internal
+    })
+}
+
+/// The authenticated user of a request: `Authorization: Token <jwt>` (or
+/// `Bearer <jwt>`) is required. Checking it needs no database.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    /// The user's id, from the token.
+    pub id: i64,
+    /// The token as sent, returned in user responses.
+    pub token: String,
+}
+
+/// The user of a request where authentication is optional. A token that is
+/// sent must still be valid.
+#[derive(Debug, Clone)]
+pub struct MaybeAuthUser(pub Option<AuthUser>);
+
+impl MaybeAuthUser {
+    /// The user's id, if authenticated.
+    pub fn id(&self) -> Option<i64> {
+        self.0.as_ref().map(|user| user.id)
+    }
+}
+
+fn authenticate(parts: &Parts, keys: &JwtKeys) -> Result<Option<AuthUser>, ApiError> {
+    let Some(header) = parts.headers.get(AUTHORIZATION) else { return Ok(None) };
+    let header = header.to_str().map_err(|_| ApiError::InvalidToken)?;
+    let token = header
+        .strip_prefix("Token ")
+        .or_else(|| header.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(ApiError::InvalidToken)?;
+    let id = keys.verify(token)?;
+    Ok(Some(AuthUser { id, token: token.to_owned() }))
+}
+
+impl<S> FromRequestParts<S> for AuthUser
+where
+    Arc<JwtKeys>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        authenticate(parts, &Arc::<JwtKeys>::from_ref(state))?.ok_or(ApiError::MissingToken)
+    }
+}
+
+impl<S> FromRequestParts<S> for MaybeAuthUser
+where
+    Arc<JwtKeys>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        authenticate(parts, &Arc::<JwtKeys>::from_ref(state)).map(MaybeAuthUser)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_reject_tampering() {
+        let keys = JwtKeys::new(b"secret");
+        let token = keys.issue(42).unwrap();
+        assert_eq!(keys.verify(&token), Ok(42));
+        assert_eq!(JwtKeys::new(b"other").verify(&token), Err(ApiError::InvalidToken));
+        assert_eq!(keys.verify("not.a.token"), Err(ApiError::InvalidToken));
+    }
+
+    #[tokio::test]
+    async fn passwords_verify_only_against_their_hash() {
+        let hash = hash_password("correct horse".into()).await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse".into(), Some(hash.clone())).await.unwrap());
+        assert!(!verify_password("wrong horse".into(), Some(hash)).await.unwrap());
+        assert!(!verify_password("anything".into(), None).await.unwrap());
+    }
+
+    #[test]
+    fn the_dummy_hash_parses() {
+        assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+}

@@ -1,0 +1,123 @@
+//! Configuration from the environment.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+/// Everything the server reads from the environment at start-up.
+#[derive(Clone)]
+pub struct Config {
+    /// `DATABASE_URL` (required): a `postgres://` URL or a `key=value` string.
+    pub database_url: String,
+    /// `HOST` (default `127.0.0.1`): the address to listen on.
+    pub host: IpAddr,
+    /// `PORT` (default 8080; 0 picks a free port, which the start-up log names).
+    pub port: u16,
+    /// `JWT_SECRET`: the key that signs tokens. When unset, a random one is
+    /// generated, with a warning: tokens then stop working at restart.
+    pub jwt_secret: String,
+    /// Whether `jwt_secret` was generated.
+    pub jwt_secret_generated: bool,
+    /// `DATABASE_MAX_CONNECTIONS` (default 16): the pool's size.
+    pub max_connections: usize,
+    /// `REQUEST_TIMEOUT_SECS` (default 30): a request still running after
+    /// this is answered 503 and its session rolled back.
+    pub request_timeout: Duration,
+}
+
+/// A setting that is missing or malformed.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {problem}")]
+pub struct ConfigError {
+    name: &'static str,
+    problem: String,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, for tests.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let database_url = lookup("DATABASE_URL")
+            .filter(|url| !url.is_empty())
+            .ok_or(ConfigError { name: "DATABASE_URL", problem: "is not set".into() })?;
+        let (jwt_secret, jwt_secret_generated) = match lookup("JWT_SECRET").filter(|s| !s.is_empty()) {
+            Some(secret) => (secret, false),
+            None => (random_secret(), true),
+        };
+        Ok(Config {
+            database_url,
+            host: parse(&lookup, "HOST", IpAddr::V4(Ipv4Addr::LOCALHOST))?,
+            port: parse(&lookup, "PORT", 8080)?,
+            jwt_secret,
+            jwt_secret_generated,
+            max_connections: parse(&lookup, "DATABASE_MAX_CONNECTIONS", 16)?,
+            request_timeout: Duration::from_secs(parse(&lookup, "REQUEST_TIMEOUT_SECS", 30)?),
+        })
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match lookup(name).filter(|value| !value.is_empty()) {
+        None => Ok(default),
+        Some(value) => value.parse().map_err(|e| ConfigError { name, problem: format!("{value:?}: {e}") }),
+    }
+}
+
+/// 256 random bits from the operating system's generator (two v4 UUIDs).
+fn random_secret() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_and_a_generated_secret() {
+        let config = config(&[("DATABASE_URL", "postgres://localhost/app")]).unwrap();
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert!(config.jwt_secret_generated);
+        assert_eq!(config.jwt_secret.len(), 64);
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn reads_every_setting() {
+        let config = config(&[
+            ("DATABASE_URL", "postgres://localhost/app"),
+            ("HOST", "0.0.0.0"),
+            ("PORT", "3000"),
+            ("JWT_SECRET", "s3cret"),
+            ("DATABASE_MAX_CONNECTIONS", "4"),
+            ("REQUEST_TIMEOUT_SECS", "2"),
+        ])
+        .unwrap();
+        assert_eq!((config.port, config.max_connections), (3000, 4));
+        assert_eq!(config.host.to_string(), "0.0.0.0");
+        assert_eq!((config.jwt_secret.as_str(), config.jwt_secret_generated), ("s3cret", false));
+        assert_eq!(config.request_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn rejects_a_missing_url_and_a_bad_port() {
+        assert_eq!(config(&[]).err().unwrap().to_string(), "DATABASE_URL: is not set");
+        let error = config(&[("DATABASE_URL", "x"), ("PORT", "http")]).err().unwrap();
+        assert!(error.to_string().starts_with("PORT: \"http\""), "{error}");
+    }
+}

@@ -1,0 +1,155 @@
+//! API errors and their RealWorld bodies: `{"errors": {"field": ["message"]}}`.
+//!
+//! Database errors are logged here, with the request's span, and turned into
+//! a status and a generic message: no SQL, constraint or value reaches the
+//! client.
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// Everything a handler can answer instead of its result.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ApiError {
+    /// 401: no `Authorization` header.
+    MissingToken,
+    /// 401: a token that is malformed, badly signed, expired, or names no user.
+    InvalidToken,
+    /// 401: login with an unknown e-mail address or a wrong password.
+    InvalidCredentials,
+    /// 422: invalid input, as (field, message) pairs.
+    Invalid(Vec<(&'static str, String)>),
+    /// 404: the named resource (`article`, `profile`, `comment`) does not exist.
+    NotFound(&'static str),
+    /// 403: the named resource belongs to someone else.
+    Forbidden(&'static str),
+    /// 409: a unique field (`username`, `email`) already holds this value.
+    Taken(&'static str),
+    /// 409: a concurrent request changed the same data; retrying may succeed.
+    Conflict,
+    /// 503: the database cannot be reached or has no free connection.
+    Unavailable,
+    /// 500: anything else; the details are in the log.
+    Internal,
+}
+
+impl ApiError {
+    /// A 422 with one message for one field.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Invalid(vec![(field, message.into())])
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MissingToken | ApiError::InvalidToken | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Taken(_) | ApiError::Conflict => StatusCode::CONFLICT,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `errors` object of the body.
+    fn errors(self) -> BTreeMap<&'static str, Vec<String>> {
+        let pairs = match self {
+            ApiError::MissingToken => vec![("token", "is missing".to_owned())],
+            ApiError::InvalidToken => vec![("token", "is invalid".to_owned())],
+            ApiError::InvalidCredentials => vec![("credentials", "invalid".to_owned())],
+            ApiError::Invalid(pairs) => pairs,
+            ApiError::NotFound(resource) => vec![(resource, "not found".to_owned())],
+            ApiError::Forbidden(resource) => vec![(resource, "forbidden".to_owned())],
+            ApiError::Taken(field) => vec![(field, "has already been taken".to_owned())],
+            ApiError::Conflict => vec![("request", "conflicts with a concurrent change; try again".to_owned())],
+            ApiError::Unavailable => vec![("server", "is temporarily unavailable; try again".to_owned())],
+            ApiError::Internal => vec![("server", "internal error".to_owned())],
+        };
+        let mut errors: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        for (field, message) in pairs {
+            errors.entry(field).or_default().push(message);
+        }
+        errors
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        (status, Json(serde_json::json!({ "errors": self.errors() }))).into_response()
+    }
+}
+
+impl From<orm_core::Error> for ApiError {
+    fn from(error: orm_core::Error) -> Self {
+        use orm_core::Error as E;
+        // `Display` of the ORM's errors leaves out PostgreSQL's DETAIL, which
+        // echoes row values, so the log holds no user data either.
+        match error {
+            E::UniqueViolation { .. }
+            | E::ForeignKeyViolation { .. }
+            | E::StaleData { .. }
+            | E::SerializationFailure(_)
+            | E::Deadlock(_) => {
+                tracing::warn!(%error, "database conflict");
+                ApiError::Conflict
+            }
+            E::PoolTimeout { .. } | E::ConnectionLost(_) | E::Pool(_) => {
+                tracing::error!(%error, "database unavailable");
+                ApiError::Unavailable
+            }
+            error => {
+                tracing::error!(%error, "database error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+/// Handler results.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(error: ApiError) -> (StatusCode, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn bodies_follow_the_realworld_shape() {
+        let (status, json) = body(ApiError::MissingToken).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(json, serde_json::json!({ "errors": { "token": ["is missing"] } }));
+
+        let (status, json) =
+            body(ApiError::Invalid(vec![("title", "can't be blank".into()), ("title", "is too long".into())])).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(json, serde_json::json!({ "errors": { "title": ["can't be blank", "is too long"] } }));
+
+        let (status, json) = body(ApiError::Forbidden("article")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(json, serde_json::json!({ "errors": { "article": ["forbidden"] } }));
+    }
+
+    #[tokio::test]
+    async fn database_errors_become_generic_messages() {
+        let error = ApiError::from(orm_core::Error::PoolTimeout { stage: "waiting for a free connection" });
+        assert_eq!(error, ApiError::Unavailable);
+        let (status, json) = body(error).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!json.to_string().contains("connection"), "{json}");
+
+        let error = ApiError::from(orm_core::Error::TransactionFailed);
+        let (status, json) = body(error).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(json, serde_json::json!({ "errors": { "server": ["internal error"] } }));
+    }
+}

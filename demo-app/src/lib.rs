@@ -1,0 +1,24 @@
+//! The RealWorld ("Conduit") backend API on axum and the ORM: how the ORM is
+//! meant to be used in a web service.
+//!
+//! Every request that touches the database gets its own [`orm_core::Session`]
+//! through the [`db_session::DbSession`] extractor; the
+//! [`db_session::session_per_request`] middleware commits it when the
+//! handler succeeds and rolls it back otherwise (an error, a panic, a
+//! timeout, a client that went away). Handlers load entities, change them,
+//! add and delete them, and never write SQL for what the ORM can say.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db_session;
+pub mod entities;
+pub mod error;
+pub mod json;
+pub mod loaders;
+pub mod migrations;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod views;

@@ -1,0 +1,31 @@
+//! The schema, as refinery migrations embedded from `migrations/` and run
+//! at start-up.
+
+use orm_core::Database;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    /// No connection to run them on.
+    #[error("cannot connect to run migrations: {0}")]
+    Connect(#[from] orm_core::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] refinery::Error),
+}
+
+/// Applies the migrations the database does not have yet, on one
+/// connection of the pool. Returns how many were applied.
+pub async fn run(db: &Database) -> Result<usize, MigrationError> {
+    let mut connection = db.pool().get().await.map_err(orm_core::Error::from)?;
+    let client: &mut orm_core::tokio_postgres::Client = &mut connection;
+    let report = embedded::migrations::runner().run_async(client).await?;
+    for migration in report.applied_migrations() {
+        tracing::info!(version = migration.version(), name = migration.name(), "applied migration");
+    }
+    Ok(report.applied_migrations().len())
+}

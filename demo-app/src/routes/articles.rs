@@ -1,0 +1,476 @@
+//! Articles, the feed and favorites: `/api/articles...`.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use orm_core::{Condition, Session, Tracked};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{AuthUser, MaybeAuthUser};
+use crate::db_session::DbSession;
+use crate::entities::{now, Article, ArticleTag, Favorite, Follow};
+use crate::error::{ApiError, ApiResult};
+use crate::json::{require, require_patch, Patch, Valid, Validate};
+use crate::routes::profiles::user_by_name;
+use crate::state::AppState;
+use crate::views::{self, ArticleView, Body};
+
+/// The routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/articles", get(list).post(create))
+        .route("/api/articles/feed", get(feed))
+        .route("/api/articles/{slug}", get(show).put(update).delete(remove))
+        .route("/api/articles/{slug}/favorite", post(favorite).delete(unfavorite))
+}
+
+/// The largest page a list returns, whatever `limit` asks for.
+pub const MAX_PAGE: i64 = 100;
+
+#[derive(Serialize)]
+struct ArticleResponse {
+    article: ArticleView,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ArticlesResponse {
+    articles: Vec<ArticleView>,
+    /// All matching articles, not only this page.
+    articles_count: i64,
+}
+
+impl ArticlesResponse {
+    fn empty() -> Json<Self> {
+        Json(ArticlesResponse { articles: Vec::new(), articles_count: 0 })
+    }
+}
+
+/// The article with this slug, or 404.
+pub async fn find_article(session: &mut Session, slug: &str) -> ApiResult<Tracked<Article>> {
+    session.query::<Article>().filter(Article::SLUG.eq(slug)).first().await?.ok_or(ApiError::NotFound("article"))
+}
+
+/// The view of one article, as the response to `viewer`.
+async fn respond(session: &mut Session, article: &Tracked<Article>, viewer: i64) -> ApiResult<Json<ArticleResponse>> {
+    // None only if the author vanished meanwhile.
+    let view = views::article(session, article, Some(viewer)).await?.ok_or(ApiError::NotFound("article"))?;
+    Ok(Json(ArticleResponse { article: view }))
+}
+
+// ---- lists ----
+
+#[derive(Deserialize, Default)]
+struct ListParams {
+    tag: Option<String>,
+    author: Option<String>,
+    favorited: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// A page of a list: newest first.
+#[derive(Clone, Copy)]
+struct Page {
+    limit: i64,
+    offset: i64,
+}
+
+impl ListParams {
+    fn from_query(query: Result<Query<ListParams>, QueryRejection>) -> ApiResult<Self> {
+        query.map(|Query(params)| params).map_err(|rejection| ApiError::invalid("query", rejection.body_text()))
+    }
+
+    fn page(&self) -> ApiResult<Page> {
+        let limit = self.limit.unwrap_or(20);
+        let offset = self.offset.unwrap_or(0);
+        if limit < 1 {
+            return Err(ApiError::invalid("limit", "must be at least 1"));
+        }
+        if offset < 0 {
+            return Err(ApiError::invalid("offset", "must be at least 0"));
+        }
+        Ok(Page { limit: limit.min(MAX_PAGE), offset })
+    }
+}
+
+/// One page of the articles matching `filter`, and how many match: two
+/// statements, built by the ORM's query builder.
+async fn newest_page(
+    session: &mut Session,
+    filter: impl Fn() -> Option<Condition<Article>>,
+    page: Page,
+) -> orm_core::Result<(Vec<Tracked<Article>>, i64)> {
+    let mut query = session.query::<Article>();
+    if let Some(condition) = filter() {
+        query = query.filter(condition);
+    }
+    let articles = query
+        .order_by(Article::CREATED_AT.desc())
+        .order_by(Article::ID.desc())
+        .limit(page.limit)
+        .offset(page.offset)
+        .all()
+        .await?;
+    let mut count = session.query::<Article>();
+    if let Some(condition) = filter() {
+        count = count.filter(condition);
+    }
+    Ok((articles, count.count().await?))
+}
+
+/// Filters by tag and by who favorited need subqueries, which the query
+/// builder cannot express: one raw statement finds the page's ids and the
+/// total, then `get_many` loads the articles through the identity map.
+async fn filtered_page(
+    session: &mut Session,
+    params: &ListParams,
+    page: Page,
+) -> orm_core::Result<(Vec<Tracked<Article>>, i64)> {
+    const SQL: &str = "
+        WITH matched AS (
+            SELECT a.id, a.created_at FROM articles a
+            WHERE ($1::text IS NULL OR EXISTS (
+                    SELECT 1 FROM article_tags t WHERE t.article_id = a.id AND t.tag = $1))
+              AND ($2::text IS NULL OR a.author_id = (SELECT u.id FROM users u WHERE u.username = $2))
+              AND ($3::text IS NULL OR EXISTS (
+                    SELECT 1 FROM favorites f JOIN users u ON u.id = f.user_id
+                    WHERE f.article_id = a.id AND u.username = $3))
+        )
+        SELECT (SELECT count(*) FROM matched),
+               ARRAY(SELECT id FROM matched ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5)";
+    let rows =
+        session.query_rows(SQL, &[&params.tag, &params.author, &params.favorited, &page.limit, &page.offset]).await?;
+    let Some(row) = rows.first() else { return Ok((Vec::new(), 0)) };
+    let decode = |error| orm_core::Error::Decode { entity: "article page", column: "ids", source: error };
+    let total: i64 = row.try_get(0).map_err(decode)?;
+    let ids: Vec<i64> = row.try_get(1).map_err(decode)?;
+    Ok((session.get_many::<Article>(&ids).await?, total))
+}
+
+/// `GET /api/articles?tag=&author=&favorited=&limit=&offset=`: newest first;
+/// `articlesCount` is the number of all matching articles.
+async fn list(
+    viewer: MaybeAuthUser,
+    mut db: DbSession,
+    query: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult<Json<ArticlesResponse>> {
+    let params = ListParams::from_query(query)?;
+    let page = params.page()?;
+    let (articles, total) = if params.tag.is_some() || params.favorited.is_some() {
+        filtered_page(&mut db, &params, page).await?
+    } else if let Some(author) = &params.author {
+        let Some(author) = user_by_name(&mut db, author).await? else { return Ok(ArticlesResponse::empty()) };
+        // The author is now in the identity map: loading the page's
+        // authors costs nothing.
+        let author_id = author.read().id;
+        newest_page(&mut db, || Some(Article::AUTHOR_ID.eq(author_id)), page).await?
+    } else {
+        newest_page(&mut db, || None, page).await?
+    };
+    let articles = views::articles(&mut db, &articles, viewer.id(), Body::Omitted).await?;
+    Ok(Json(ArticlesResponse { articles, articles_count: total }))
+}
+
+/// `GET /api/articles/feed`: articles by the users the viewer follows.
+async fn feed(
+    auth: AuthUser,
+    mut db: DbSession,
+    query: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult<Json<ArticlesResponse>> {
+    let page = ListParams::from_query(query)?.page()?;
+    // Tracked, so the views find the follows in the identity map.
+    let follows = db.query::<Follow>().filter(Follow::FOLLOWER_ID.eq(auth.id)).all().await?;
+    let followed: Vec<i64> = follows.iter().map(|follow| follow.read().followee_id).collect();
+    if followed.is_empty() {
+        return Ok(ArticlesResponse::empty());
+    }
+    let (articles, total) =
+        newest_page(&mut db, || Some(Article::AUTHOR_ID.is_in(followed.iter().copied())), page).await?;
+    let articles = views::articles(&mut db, &articles, Some(auth.id), Body::Omitted).await?;
+    Ok(Json(ArticlesResponse { articles, articles_count: total }))
+}
+
+// ---- one article ----
+
+/// `GET /api/articles/{slug}`.
+async fn show(viewer: MaybeAuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<Json<ArticleResponse>> {
+    let article = find_article(&mut db, &slug).await?;
+    let view = views::article(&mut db, &article, viewer.id()).await?.ok_or(ApiError::NotFound("article"))?;
+    Ok(Json(ArticleResponse { article: view }))
+}
+
+#[derive(Deserialize)]
+struct CreateRequest {
+    article: NewArticle,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewArticle {
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    tag_list: Patch<Vec<String>>,
+}
+
+impl Validate for CreateRequest {
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let article = &self.article;
+        let mut problems = Vec::new();
+        require(&mut problems, "title", &article.title);
+        require(&mut problems, "description", &article.description);
+        require(&mut problems, "body", &article.body);
+        check_tags(&mut problems, &article.tag_list);
+        problems
+    }
+}
+
+fn check_tags(problems: &mut Vec<(&'static str, String)>, tags: &Patch<Vec<String>>) {
+    if *tags == Patch::Null {
+        problems.push(("tagList", "must be a list".to_owned()));
+    }
+}
+
+/// Trimmed, without blanks and duplicates, in alphabetical order.
+fn normalize_tags(tags: Vec<String>) -> Vec<String> {
+    let mut tags: Vec<String> =
+        tags.into_iter().map(|tag| tag.trim().to_owned()).filter(|tag| !tag.is_empty()).collect();
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
+/// `POST /api/articles`: 201 with the article.
+async fn create(
+    auth: AuthUser,
+    mut db: DbSession,
+    Valid(request): Valid<CreateRequest>,
+) -> ApiResult<(StatusCode, Json<ArticleResponse>)> {
+    let new = request.article;
+    let time = now();
+    let base = slugify(&new.title);
+    let article = db.add(Article {
+        id: 0,
+        slug: base.clone(),
+        title: new.title.trim().to_owned(),
+        description: new.description,
+        body: new.body,
+        author_id: auth.id,
+        created_at: time,
+        updated_at: time,
+    });
+    flush_with_unique_slug(&mut db, &article, &base).await?;
+    let article_id = article.read().id;
+    let tags = match new.tag_list {
+        Patch::Value(tags) => normalize_tags(tags),
+        Patch::Absent | Patch::Null => Vec::new(),
+    };
+    // Inserted by the views' first query (autoflush), in one statement.
+    db.add_all(tags.into_iter().map(|tag| ArticleTag { article_id, tag }));
+    Ok((StatusCode::CREATED, respond(&mut db, &article, auth.id).await?))
+}
+
+#[derive(Deserialize)]
+struct UpdateRequest {
+    article: ArticleChanges,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ArticleChanges {
+    #[serde(default)]
+    title: Patch<String>,
+    #[serde(default)]
+    description: Patch<String>,
+    #[serde(default)]
+    body: Patch<String>,
+    #[serde(default)]
+    tag_list: Patch<Vec<String>>,
+}
+
+impl Validate for UpdateRequest {
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let changes = &self.article;
+        let mut problems = Vec::new();
+        require_patch(&mut problems, "title", &changes.title);
+        require_patch(&mut problems, "description", &changes.description);
+        require_patch(&mut problems, "body", &changes.body);
+        check_tags(&mut problems, &changes.tag_list);
+        problems
+    }
+}
+
+/// The author's own article with this slug: 404 if none, 403 if another's.
+async fn own_article(session: &mut Session, slug: &str, user: i64) -> ApiResult<Tracked<Article>> {
+    let article = find_article(session, slug).await?;
+    if article.read().author_id != user {
+        return Err(ApiError::Forbidden("article"));
+    }
+    Ok(article)
+}
+
+/// `PUT /api/articles/{slug}`: changes the given fields; a new title gives
+/// a new slug; a `tagList` replaces the tags.
+async fn update(
+    auth: AuthUser,
+    mut db: DbSession,
+    Path(slug): Path<String>,
+    Valid(request): Valid<UpdateRequest>,
+) -> ApiResult<Json<ArticleResponse>> {
+    let changes = request.article;
+    let article = own_article(&mut db, &slug, auth.id).await?;
+    let article_id = article.read().id;
+    let new_slug = {
+        let mut article = article.write();
+        let mut new_slug = None;
+        if let Patch::Value(title) = changes.title {
+            let title = title.trim().to_owned();
+            let base = slugify(&title);
+            if title != article.title && base != slugify(&article.title) {
+                article.slug.clone_from(&base);
+                new_slug = Some(base);
+            }
+            article.title = title;
+        }
+        if let Patch::Value(description) = changes.description {
+            article.description = description;
+        }
+        if let Patch::Value(body) = changes.body {
+            article.body = body;
+        }
+        article.updated_at = now();
+        new_slug
+    };
+    if let Some(base) = new_slug {
+        flush_with_unique_slug(&mut db, &article, &base).await?;
+    }
+    if let Patch::Value(tags) = changes.tag_list {
+        replace_tags(&mut db, article_id, normalize_tags(tags)).await?;
+    }
+    respond(&mut db, &article, auth.id).await
+}
+
+/// Makes the article's tags exactly `tags`: deletes the others, adds the
+/// missing ones (written by the next flush).
+async fn replace_tags(session: &mut Session, article_id: i64, tags: Vec<String>) -> orm_core::Result<()> {
+    let existing = session.query::<ArticleTag>().filter(ArticleTag::ARTICLE_ID.eq(article_id)).all().await?;
+    let mut kept = Vec::new();
+    for row in &existing {
+        let tag = row.read().tag.clone();
+        if tags.contains(&tag) {
+            kept.push(tag);
+        } else {
+            session.delete(row)?;
+        }
+    }
+    session.add_all(tags.into_iter().filter(|tag| !kept.contains(tag)).map(|tag| ArticleTag { article_id, tag }));
+    Ok(())
+}
+
+/// `DELETE /api/articles/{slug}`: 204; its tags, favorites and comments go
+/// with it (`ON DELETE CASCADE`).
+async fn remove(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<StatusCode> {
+    let article = own_article(&mut db, &slug, auth.id).await?;
+    db.delete(&article)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/articles/{slug}/favorite`: idempotent.
+async fn favorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<Json<ArticleResponse>> {
+    let article = find_article(&mut db, &slug).await?;
+    let key = (auth.id, article.read().id);
+    if db.get::<Favorite>(key).await?.is_none() {
+        db.add(Favorite { user_id: key.0, article_id: key.1 });
+    }
+    respond(&mut db, &article, auth.id).await
+}
+
+/// `DELETE /api/articles/{slug}/favorite`: idempotent.
+async fn unfavorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<Json<ArticleResponse>> {
+    let article = find_article(&mut db, &slug).await?;
+    let key = (auth.id, article.read().id);
+    if let Some(favorite) = db.get::<Favorite>(key).await? {
+        db.delete(&favorite)?;
+    }
+    respond(&mut db, &article, auth.id).await
+}
+
+// ---- slugs ----
+
+const SLUG_CONSTRAINT: &str = "articles_slug_unique";
+const SLUG_MAX: usize = 60;
+
+/// `"How to Train Your Dragon!"` → `"how-to-train-your-dragon"`: ASCII
+/// letters and digits, words joined by `-`.
+pub fn slugify(title: &str) -> String {
+    let mut slug = String::new();
+    for word in title.split(|c: char| !c.is_ascii_alphanumeric()).filter(|word| !word.is_empty()) {
+        if slug.len() + word.len() + 1 > SLUG_MAX && !slug.is_empty() {
+            break;
+        }
+        if !slug.is_empty() {
+            slug.push('-');
+        }
+        slug.extend(word.chars().take(SLUG_MAX).map(|c| c.to_ascii_lowercase()));
+    }
+    if slug.is_empty() {
+        slug.push_str("article");
+    }
+    slug
+}
+
+/// Flushes the article; while its slug is taken, appends a random suffix
+/// and flushes again. A failed flush leaves the session usable with the
+/// work still pending, so the retry needs nothing else.
+async fn flush_with_unique_slug(session: &mut Session, article: &Tracked<Article>, base: &str) -> ApiResult<()> {
+    let mut attempts = 0;
+    loop {
+        match session.flush().await {
+            Ok(()) => return Ok(()),
+            Err(orm_core::Error::UniqueViolation { constraint: Some(name), .. })
+                if name == SLUG_CONSTRAINT && attempts < 5 =>
+            {
+                attempts += 1;
+                let suffix = uuid::Uuid::new_v4().simple().to_string();
+                article.write().slug = format!("{base}-{}", &suffix[..8]);
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_lowercase_ascii_words() {
+        assert_eq!(slugify("How to Train Your Dragon!"), "how-to-train-your-dragon");
+        assert_eq!(slugify("  Rust: 2024 edition -- ok? "), "rust-2024-edition-ok");
+        assert_eq!(slugify("日本語"), "article");
+        assert!(slugify(&"word ".repeat(50)).len() <= SLUG_MAX);
+    }
+
+    #[test]
+    fn tags_are_trimmed_deduplicated_and_sorted() {
+        let tags = normalize_tags(vec!["training".into(), " dragons".into(), String::new(), "dragons".into()]);
+        assert_eq!(tags, ["dragons", "training"]);
+    }
+
+    #[test]
+    fn pages_default_to_twenty_and_reject_nonsense() {
+        let page = ListParams::default().page().unwrap();
+        assert_eq!((page.limit, page.offset), (20, 0));
+        let big = ListParams { limit: Some(1000), ..ListParams::default() }.page().unwrap();
+        assert_eq!(big.limit, MAX_PAGE);
+        assert!(ListParams { limit: Some(0), ..ListParams::default() }.page().is_err());
+        assert!(ListParams { offset: Some(-1), ..ListParams::default() }.page().is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! Comments: `/api/articles/{slug}/comments[/{id}]`.
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{AuthUser, MaybeAuthUser};
+use crate::db_session::DbSession;
+use crate::entities::{now, Comment};
+use crate::error::{ApiError, ApiResult};
+use crate::json::{require, Valid, Validate};
+use crate::routes::articles::find_article;
+use crate::state::AppState;
+use crate::views::{self, CommentView};
+
+/// The routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/articles/{slug}/comments", get(list).post(create))
+        .route("/api/articles/{slug}/comments/{id}", delete(remove))
+}
+
+#[derive(Serialize)]
+struct CommentResponse {
+    comment: CommentView,
+}
+
+#[derive(Serialize)]
+struct CommentsResponse {
+    comments: Vec<CommentView>,
+}
+
+/// `GET /api/articles/{slug}/comments`: oldest first.
+async fn list(viewer: MaybeAuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<Json<CommentsResponse>> {
+    let article = find_article(&mut db, &slug).await?;
+    let article_id = article.read().id;
+    let comments =
+        db.query::<Comment>().filter(Comment::ARTICLE_ID.eq(article_id)).order_by(Comment::ID.asc()).all().await?;
+    let comments = views::comments(&mut db, &comments, viewer.id()).await?;
+    Ok(Json(CommentsResponse { comments }))
+}
+
+#[derive(Deserialize)]
+struct CreateRequest {
+    comment: NewComment,
+}
+
+#[derive(Deserialize)]
+struct NewComment {
+    #[serde(default)]
+    body: String,
+}
+
+impl Validate for CreateRequest {
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        require(&mut problems, "body", &self.comment.body);
+        problems
+    }
+}
+
+/// `POST /api/articles/{slug}/comments`: 201 with the comment.
+async fn create(
+    auth: AuthUser,
+    mut db: DbSession,
+    Path(slug): Path<String>,
+    Valid(request): Valid<CreateRequest>,
+) -> ApiResult<(StatusCode, Json<CommentResponse>)> {
+    let article = find_article(&mut db, &slug).await?;
+    let time = now();
+    let article_id = article.read().id;
+    let comment = db.add(Comment {
+        id: 0,
+        article_id,
+        author_id: auth.id,
+        body: request.comment.body,
+        created_at: time,
+        updated_at: time,
+    });
+    // For the comment's id.
+    db.flush().await?;
+    let view = views::comments(&mut db, std::slice::from_ref(&comment), Some(auth.id))
+        .await?
+        .pop()
+        .ok_or(ApiError::NotFound("article"))?;
+    Ok((StatusCode::CREATED, Json(CommentResponse { comment: view })))
+}
+
+/// `DELETE /api/articles/{slug}/comments/{id}`: 204; only by its author.
+async fn remove(auth: AuthUser, mut db: DbSession, Path((slug, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
+    let article = find_article(&mut db, &slug).await?;
+    let article_id = article.read().id;
+    let id: i64 = id.parse().map_err(|_| ApiError::NotFound("comment"))?;
+    let comment = db
+        .get::<Comment>(id)
+        .await?
+        .filter(|comment| comment.read().article_id == article_id)
+        .ok_or(ApiError::NotFound("comment"))?;
+    if comment.read().author_id != auth.id {
+        return Err(ApiError::Forbidden("comment"));
+    }
+    db.delete(&comment)?;
+    Ok(StatusCode::NO_CONTENT)
+}

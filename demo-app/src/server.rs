@@ -1,0 +1,75 @@
+//! Start-up, serving, and graceful shutdown.
+
+use std::net::SocketAddr;
+
+use orm_core::{Database, DatabaseConfig};
+use tokio::net::TcpListener;
+
+use crate::app;
+use crate::config::Config;
+use crate::migrations;
+use crate::state::AppState;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The database URL or pool settings are invalid.
+    #[error("database configuration: {0}")]
+    Database(#[from] orm_core::Error),
+    /// The schema could not be migrated.
+    #[error(transparent)]
+    Migration(#[from] migrations::MigrationError),
+    /// The address could not be bound, or serving failed.
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Connects, migrates, listens, and serves until Ctrl-C or SIGTERM; then
+/// stops accepting connections and lets the requests in progress finish.
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    if config.jwt_secret_generated {
+        tracing::warn!("JWT_SECRET is not set: signing tokens with a random secret, so they stop working at restart");
+    }
+    let mut db_config = DatabaseConfig::from_url(&config.database_url)?;
+    db_config.max_connections = config.max_connections;
+    let db = Database::with_config(db_config)?;
+    let applied = migrations::run(&db).await?;
+    tracing::info!(applied, "schema is up to date");
+
+    let state = AppState::new(db, config.jwt_secret.as_bytes(), config.request_timeout);
+    let listener = TcpListener::bind(SocketAddr::new(config.host, config.port)).await?;
+    let address = listener.local_addr()?;
+    tracing::info!("listening on http://{address} (API under http://{address}/api)");
+    axum::serve(listener, app::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing the requests in progress");
+}

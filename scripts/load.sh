@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Load test of the demo app with wrk, on loopback only, for a bounded time:
+# a read-and-write mix (demo-app/load/mix.lua) at 64 connections for
+# LOAD_DURATION (default 10s) against a release build on a fresh database
+# `demo_load`. Then checks that the app's pool is back to all-idle, that no
+# connection of the database is left in a transaction or running a
+# statement (pg_stat_activity), and that the rows written match the writes
+# answered 201. Prints requests/s and p50/p99 latency; exits non-zero if a
+# check fails.
+#
+# Installs wrk and curl with apt-get when missing (as root).
+set -euo pipefail
+
+cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+DURATION=${LOAD_DURATION:-10s}
+CONNECTIONS=64
+THREADS=2
+USERS=8
+ARTICLES_PER_USER=5
+DB_NAME=demo_load
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+WORK=$ROOT/target/load
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+log() { printf 'load.sh: %s\n' "$*" >&2; }
+
+ensure_tools() {
+    local missing=()
+    command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    ((${#missing[@]} == 0)) && return 0
+    if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        log "missing ${missing[*]}: install them (Debian: apt-get install ${missing[*]})"
+        return 1
+    fi
+    log "installing ${missing[*]} with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
+}
+
+cleanup() {
+    demo_app_stop >/dev/null 2>&1 || true
+    app_db_drop "$DB_NAME" >/dev/null 2>&1 || true
+    db_stop_if_private
+}
+
+# POSTs JSON to the app and prints the response body; fails on a non-2xx.
+api_post() {
+    local path=$1 body=$2 token=${3:-}
+    local -a auth=()
+    [[ -n $token ]] && auth=(-H "Authorization: Token $token")
+    curl -sS --fail-with-body -X POST "${auth[@]}" -H 'Content-Type: application/json' \
+        --data "$body" "$DEMO_APP_URL$path"
+}
+
+# The value of a string field in a JSON body (no jq needed for our shapes).
+json_field() {
+    grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d '"' -f 4
+}
+
+seed() {
+    local data=$1 i j token slug
+    : >"$data"
+    local -a names=()
+    for ((i = 1; i <= USERS; i++)); do
+        names+=("loader$i")
+        token=$(api_post /api/users \
+            "{\"user\":{\"username\":\"loader$i\",\"email\":\"loader$i@example.com\",\"password\":\"password123\"}}" |
+            json_field token)
+        printf 'token %s\n' "$token" >>"$data"
+        for ((j = 1; j <= ARTICLES_PER_USER; j++)); do
+            slug=$(api_post /api/articles \
+                "{\"article\":{\"title\":\"Seed $i $j\",\"description\":\"d\",\"body\":\"b\",\"tagList\":[\"seed\",\"s$j\"]}}" \
+                "$token" | json_field slug)
+            printf 'slug %s\n' "$slug" >>"$data"
+        done
+    done
+    # Everyone follows the next three users, so feeds have articles.
+    local -a tokens
+    mapfile -t tokens < <(sed -n 's/^token //p' "$data")
+    for ((i = 0; i < USERS; i++)); do
+        for ((j = 1; j <= 3; j++)); do
+            api_post "/api/profiles/${names[(i + j) % USERS]}/follow" '{}' "${tokens[i]}" >/dev/null
+        done
+    done
+}
+
+# The rows of a table in the load database.
+rows() {
+    app_db_query "$DB_NAME" "SELECT count(*) FROM $1"
+}
+
+step "tools"
+ensure_tools
+
+step "database"
+# shellcheck source=scripts/db.sh
+source scripts/db.sh || {
+    log "no PostgreSQL database (reasons above)"
+    exit 1
+}
+# shellcheck source=scripts/app_db.sh
+source scripts/app_db.sh
+# shellcheck source=scripts/demo_app.sh
+source scripts/demo_app.sh
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+app_db_recreate "$DB_NAME"
+
+step "cargo build --release -p demo-app"
+cargo build --release -p demo-app
+
+step "start demo-app (release)"
+mkdir -p "$WORK"
+demo_app_start "$TARGET_DIR/release/demo-app" "$WORK/app.log" \
+    DATABASE_URL="$(app_db_url "$DB_NAME")" JWT_SECRET=load RUST_LOG=warn,demo_app::server=info
+pool_size=$(demo_app_get /health | grep -o '"maxSize":[0-9]*' | cut -d: -f2)
+log "demo-app at $DEMO_APP_URL, pool of $pool_size connections"
+
+step "seed: $USERS users, $((USERS * ARTICLES_PER_USER)) articles, follows"
+seed "$WORK/data.txt"
+articles_before=$(rows articles)
+tags_before=$(rows article_tags)
+comments_before=$(rows comments)
+
+step "wrk: $CONNECTIONS connections, $THREADS threads, $DURATION"
+LOAD_DATA=$WORK/data.txt wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency \
+    -s demo-app/load/mix.lua "$DEMO_APP_URL" | tee "$WORK/wrk.txt"
+
+step "checks"
+problems=()
+result() { sed -n "s/.*load-result:.* $1=\([0-9]*\).*/\1/p" "$WORK/wrk.txt"; }
+comments_ok=$(result comments_ok)
+articles_ok=$(result articles_ok)
+failed=$(result failed)
+p50_us=$(result p50_us)
+p99_us=$(result p99_us)
+requests_per_s=$(sed -n 's/^Requests\/sec: *\([0-9.]*\)/\1/p' "$WORK/wrk.txt")
+socket_errors=$(grep -o 'Socket errors:.*' "$WORK/wrk.txt" || true)
+
+((failed == 0)) || problems+=("$failed answers were not 2xx")
+[[ -z $socket_errors ]] || problems+=("wrk reports $socket_errors")
+
+# Requests cancelled when wrk hung up closed their connections (a statement
+# may have been running); the pool must serve new requests, and afterwards
+# every connection must be back in it, none waited for.
+for _ in $(seq 20); do
+    curl -sS --fail -o /dev/null "$DEMO_APP_URL/api/articles?limit=20" || problems+=("a request after the load failed")
+done
+settled=
+for _ in $(seq 50); do
+    health=$(demo_app_get /health || true)
+    size=$(grep -o '"size":[0-9]*' <<<"$health" | cut -d: -f2)
+    available=$(grep -o '"available":[0-9]*' <<<"$health" | cut -d: -f2)
+    waiting=$(grep -o '"waiting":[0-9]*' <<<"$health" | cut -d: -f2)
+    if [[ -n $size && $size -gt 0 && $size == "$available" && $waiting == 0 ]]; then
+        settled=yes
+        break
+    fi
+    sleep 0.1
+done
+log "pool: size $size, available $available, waiting $waiting"
+[[ -n $settled ]] || problems+=("the pool did not return to all-idle: $health")
+
+busy=$(app_db_query "$DB_NAME" "SELECT count(*) FILTER (WHERE state LIKE 'idle in transaction%'),
+    count(*) FILTER (WHERE state = 'active') FROM pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid()")
+log "pg_stat_activity: idle in transaction|active = $busy"
+[[ $busy == "0|0" ]] || problems+=("connections left busy (idle in transaction|active): $busy")
+
+# wrk stops mid-flight: a write committed just before it hung up is in the
+# table without a counted answer, so up to one per connection may exceed
+# the count; fewer rows than 201s would mean a lost write.
+check_rows() {
+    local table=$1 before=$2 expected=$3 now
+    now=$(rows "$table")
+    log "$table: $before before, +$expected answered 201, $now now"
+    if ((now < before + expected || now > before + expected + CONNECTIONS)); then
+        problems+=("$table: $now rows, expected $((before + expected)) (+ at most $CONNECTIONS in flight)")
+    fi
+}
+check_rows comments "$comments_before" "$comments_ok"
+check_rows articles "$articles_before" "$articles_ok"
+check_rows article_tags "$tags_before" "$((2 * articles_ok))"
+
+step "result"
+awk -v rps="$requests_per_s" -v p50="$p50_us" -v p99="$p99_us" -v c="$comments_ok" -v a="$articles_ok" 'BEGIN {
+    printf "requests/s: %s\nlatency p50: %.2f ms, p99: %.2f ms\nwrites answered 201: %d comments, %d articles\n",
+        rps, p50 / 1000, p99 / 1000, c, a
+}'
+if ((${#problems[@]} > 0)); then
+    printf 'load.sh: FAILED: %s\n' "${problems[@]}" >&2
+    exit 1
+fi
+printf 'load.sh: all checks passed\n'
