@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -13,7 +11,7 @@ use orm_core::tokio_postgres::error::SqlState;
 use orm_core::tokio_postgres::SimpleQueryMessage;
 use orm_core::{Database, Entity, Error, Tracked};
 use orm_tests::TestDb;
-use support::{customer, setup, setup_with, Customer};
+use support::{customer, setup, setup_with, Customer, LogBuffer};
 
 /// A pool of one connection, so the next borrower gets the same connection
 /// the previous session used.
@@ -336,39 +334,6 @@ async fn identity_map_hits_issue_no_sql() {
     assert_eq!(session.stats(), before);
     let error = session.get::<Customer>(2).await.expect_err("a miss needs the lost connection");
     assert!(matches!(error, Error::ConnectionLost(_)), "expected ConnectionLost, got {error:?}");
-}
-
-/// A `MakeWriter` collecting a test's log output.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogBuffer {
-    /// Collects this thread's log events until the guard is dropped; the
-    /// tests run on a current-thread runtime, so that is all of the test's.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let buffer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || buffer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::WARN)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
 }
 
 const DISCARDED_WARNING: &str = "session dropped with unflushed changes";

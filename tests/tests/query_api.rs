@@ -5,11 +5,8 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use orm_core::{Database, Error, NPlusOne, Tracked};
-use support::{customer, setup, setup_with, Customer};
+use support::{customer, setup, setup_with, Customer, LogBuffer};
 
 /// Five customers, ids 1 to 5; bob and dave have no description.
 async fn seed(db: &Database) {
@@ -298,39 +295,6 @@ async fn query_raw_reports_a_value_of_the_wrong_type_as_a_decode_error() {
         .await
         .expect_err("bigint does not decode into i32");
     assert!(matches!(error, Error::Decode { entity: "Customer", column: "id", .. }), "{error:?}");
-}
-
-/// A `MakeWriter` collecting a test's log output.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogBuffer {
-    /// Collects this thread's log events until the guard is dropped; the
-    /// tests run on a current-thread runtime, so that is all of the test's.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let buffer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || buffer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::WARN)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
 }
 
 const N_PLUS_ONE_WARNING: &str = "N+1 query";

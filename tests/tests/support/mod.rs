@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
 use orm_core::{Database, DatabaseConfig, Entity};
 use orm_tests::TestDb;
 
@@ -50,4 +53,37 @@ pub async fn setup_with(adjust: impl FnOnce(&mut DatabaseConfig)) -> (TestDb, Da
     adjust(&mut config);
     let db = Database::with_config(config).expect("pool");
     (test_db, db)
+}
+
+/// A `MakeWriter` collecting a test's log output.
+#[derive(Clone, Default)]
+pub struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    /// Collects this thread's log events until the guard is dropped; the
+    /// tests run on a current-thread runtime, so that is all of the test's.
+    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let buffer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || buffer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
 }
