@@ -29,7 +29,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use orm_core::{Session, SessionStats};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -48,19 +48,19 @@ pub struct RequestDbStats(pub SessionStats);
 /// The request's session. Take it as a handler argument and use it as a
 /// `&mut Session`; never commit it yourself: the middleware does, if the
 /// handler succeeds.
-pub struct DbSession(OwnedMutexGuard<Option<Session>>);
+pub struct DbSession(OwnedMappedMutexGuard<Option<Session>, Session>);
 
 impl Deref for DbSession {
     type Target = Session;
 
     fn deref(&self) -> &Session {
-        self.0.as_ref().expect("the extractor fills the slot before handing it out")
+        &self.0
     }
 }
 
 impl DerefMut for DbSession {
     fn deref_mut(&mut self) -> &mut Session {
-        self.0.as_mut().expect("the extractor fills the slot before handing it out")
+        &mut self.0
     }
 }
 
@@ -81,7 +81,7 @@ impl FromRequestParts<AppState> for DbSession {
         if guard.is_none() {
             *guard = Some(state.db.session());
         }
-        Ok(DbSession(guard))
+        OwnedMutexGuard::try_map(guard, Option::as_mut).map(DbSession).map_err(|_| ApiError::Internal)
     }
 }
 
