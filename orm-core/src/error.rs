@@ -290,7 +290,11 @@ impl From<PoolError> for Error {
                     TimeoutType::Recycle => "recycling a connection",
                 },
             },
-            PoolError::Backend(error) => Error::from(error),
+            // The pool failed to open a connection: whatever the server
+            // said (no such database, too many clients, starting up), the
+            // caller got no connection, and a server error from a statement
+            // would mislead.
+            PoolError::Backend(error) => Error::ConnectionLost(error),
             other => Error::Pool(other.to_string()),
         }
     }

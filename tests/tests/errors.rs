@@ -391,3 +391,19 @@ async fn get_one_of_a_missing_key_is_not_found() {
     // A miss is not a failure: the session goes on.
     session.commit().await.expect("commit");
 }
+
+#[tokio::test]
+async fn a_connection_that_cannot_be_made_is_connection_lost() {
+    let test_db = orm_tests::TestDb::new().await;
+    let mut config = test_db.config();
+    config.dbname("no_such_database_here");
+    let db = orm_core::Database::with_config(orm_core::DatabaseConfig {
+        postgres: config,
+        ..orm_core::DatabaseConfig::from_url(test_db.url()).unwrap()
+    })
+    .unwrap();
+    let mut session = db.session();
+    let error = session.execute("SELECT 1", &[]).await.unwrap_err();
+    assert!(matches!(error, Error::ConnectionLost(_)), "got {error:?}");
+    assert!(!error.is_retryable());
+}
