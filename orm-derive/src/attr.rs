@@ -66,6 +66,20 @@ fn set_flag(flag: &mut bool, meta: &syn::meta::ParseNestedMeta<'_>, errors: &mut
     *flag = true;
 }
 
+/// Sets an attribute's value, reporting a repeated attribute.
+fn set_value<T>(slot: &mut Option<T>, value: T, meta: &syn::meta::ParseNestedMeta<'_>, errors: &mut Errors) {
+    if slot.replace(value).is_some() {
+        errors.push(meta.error("duplicate attribute"));
+    }
+}
+
+/// Whether `sql_type` can only be a type name: it is spliced into casts
+/// (`$1::<type>[]`), so anything that could end the cast is refused.
+fn is_type_name(sql_type: &str) -> bool {
+    !sql_type.trim().is_empty()
+        && sql_type.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ' ' | '.' | '(' | ')' | ',' | '"'))
+}
+
 fn orm_attributes(attrs: &[Attribute]) -> impl Iterator<Item = &Attribute> {
     attrs.iter().filter(|a| a.path().is_ident("orm"))
 }
@@ -121,8 +135,16 @@ pub(crate) fn parse_entity(input: &DeriveInput) -> syn::Result<EntityModel<'_>> 
             "an entity needs a primary key: mark a field `#[orm(primary_key)]`",
         ));
     }
-    if columns.iter().filter(|f| f.version).count() > 1 {
-        errors.push(syn::Error::new(input.ident.span(), "an entity can have only one `version` column"));
+    for extra in columns.iter().filter(|f| f.version).skip(1) {
+        errors.push(syn::Error::new(extra.ident.span(), "an entity can have only one `version` column"));
+    }
+    for (n, field) in columns.iter().enumerate() {
+        if columns[..n].iter().any(|earlier| earlier.column == field.column) {
+            errors.push(syn::Error::new(
+                field.ident.span(),
+                format!("another field is already mapped to column `{}`", field.column),
+            ));
+        }
     }
     if !columns.is_empty() && columns.iter().all(|f| f.generated) {
         errors.push(syn::Error::new(input.ident.span(), "an entity needs at least one column that is not `generated`"));
@@ -153,6 +175,7 @@ fn parse_field<'a>(field: &'a syn::Field, errors: &mut Errors) -> Option<FieldMo
         skip: false,
         references: None,
     };
+    let mut column: Option<String> = None;
     let mut relation_name: Option<String> = None;
     let mut cascade = false;
     let mut parent: Option<syn::Path> = None;
@@ -167,19 +190,32 @@ fn parse_field<'a>(field: &'a syn::Field, errors: &mut Errors) -> Option<FieldMo
             } else if meta.path.is_ident("skip") {
                 set_flag(&mut model.skip, &meta, errors);
             } else if meta.path.is_ident("column") {
-                model.column = meta.value()?.parse::<LitStr>()?.value();
+                let name: LitStr = meta.value()?.parse()?;
+                if name.value().is_empty() {
+                    return Err(syn::Error::new(name.span(), "a column name cannot be empty"));
+                }
+                set_value(&mut column, name.value(), &meta, errors);
             } else if meta.path.is_ident("sql_type") {
-                model.sql_type = Some(meta.value()?.parse()?);
+                let sql_type: LitStr = meta.value()?.parse()?;
+                if !is_type_name(&sql_type.value()) {
+                    return Err(syn::Error::new(
+                        sql_type.span(),
+                        "`sql_type` must be a PostgreSQL type name, like \"varchar(255)\" or \"timestamptz\"",
+                    ));
+                }
+                set_value(&mut model.sql_type, sql_type, &meta, errors);
             } else if meta.path.is_ident("references") {
-                parent = Some(meta.value()?.parse()?);
+                let path = meta.value()?.parse()?;
+                set_value(&mut parent, path, &meta, errors);
             } else if meta.path.is_ident("relation") {
-                relation_name = Some(meta.value()?.parse::<LitStr>()?.value());
+                let name = meta.value()?.parse::<LitStr>()?.value();
+                set_value(&mut relation_name, name, &meta, errors);
             } else if meta.path.is_ident("on_delete") {
                 let action: LitStr = meta.value()?.parse()?;
                 if action.value() != "cascade" {
                     return Err(syn::Error::new(action.span(), "the only `on_delete` action is \"cascade\""));
                 }
-                cascade = true;
+                set_flag(&mut cascade, &meta, errors);
             } else {
                 return Err(meta.error(
                     "unknown field attribute; expected one of `primary_key`, `generated`, `version`, `skip`, `column = \"...\"`, `sql_type = \"...\"`, `references = Entity`, `relation = \"...\"`, `on_delete = \"cascade\"`",
@@ -190,6 +226,9 @@ fn parse_field<'a>(field: &'a syn::Field, errors: &mut Errors) -> Option<FieldMo
         if let Err(error) = parsed {
             errors.push(error);
         }
+    }
+    if let Some(column) = column {
+        model.column = column;
     }
     match parent {
         Some(parent) => {

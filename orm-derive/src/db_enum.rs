@@ -18,11 +18,13 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         if !matches!(variant.fields, Fields::Unit) {
             errors.push(syn::Error::new_spanned(&variant.fields, "a DbEnum variant cannot have fields"));
         }
-        let mut text = snake_case(&variant.ident.to_string());
+        let mut rename: Option<LitStr> = None;
         for attr in variant.attrs.iter().filter(|a| a.path().is_ident("orm")) {
             let parsed = attr.parse_nested_meta(|meta| {
                 if meta.path.is_ident("rename") {
-                    text = meta.value()?.parse::<LitStr>()?.value();
+                    if rename.replace(meta.value()?.parse()?).is_some() {
+                        return Err(meta.error("duplicate attribute"));
+                    }
                     Ok(())
                 } else {
                     Err(meta.error("unknown variant attribute; expected `rename = \"...\"`"))
@@ -31,6 +33,11 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             if let Err(error) = parsed {
                 errors.push(error);
             }
+        }
+        let text = rename.as_ref().map_or_else(|| snake_case(&variant.ident.to_string()), LitStr::value);
+        if variants.iter().any(|(_, earlier)| *earlier == text) {
+            let span = rename.as_ref().map_or_else(|| variant.ident.span(), LitStr::span);
+            errors.push(syn::Error::new(span, format!("another variant is already stored as \"{text}\"")));
         }
         variants.push((&variant.ident, text));
     }
