@@ -6,6 +6,7 @@
 use std::fmt::Write;
 use std::marker::PhantomData;
 
+use crate::column_value::IntoColumnValue;
 use crate::entity::Entity;
 use crate::sql::quote_ident;
 use crate::types::{ColumnType, Param};
@@ -16,6 +17,43 @@ use crate::types::{ColumnType, Param};
 ///
 /// For a nullable field (`Option<T>`) the value type is `T`: comparisons take
 /// a plain value and [`is_null`](Self::is_null) tests for NULL.
+///
+/// Comparisons are typed exactly ([`IntoColumnValue`]): a value is a `V`, a
+/// `&V`, or a `&str` for a `String` column, and nothing is converted, so an
+/// `i64` column does not compare with an `i32`, a `u8` or a `bool`, nor an
+/// `f64` column with an `f32`. Literals take the column's type.
+///
+/// ```
+/// # use orm_core::{Database, Entity, Tracked};
+/// #[derive(Entity, Clone, Debug, PartialEq)]
+/// struct Product {
+///     #[orm(primary_key, generated)]
+///     id: i64,
+///     name: String,
+///     price: i32,
+///     note: Option<String>,
+/// }
+/// # fn names(found: &[Tracked<Product>]) -> Vec<String> { found.iter().map(|p| p.read().name.clone()).collect() }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+/// # let test_db = orm_tests::TestDb::new().await;
+/// # test_db.client().await.batch_execute("CREATE TABLE product (id bigserial PRIMARY KEY, name text NOT NULL, price int NOT NULL, note text);
+/// #     INSERT INTO product (name, price, note) VALUES ('tea', 4, NULL), ('scones', 6, 'fresh'), ('jam', 5, NULL)").await?;
+/// # let db = Database::connect(test_db.url())?;
+/// let mut session = db.session();
+/// assert_eq!(Product::PRICE.name(), "price");
+///
+/// let cheap = session.query::<Product>().filter(Product::PRICE.lt(6)).order_by(Product::NAME.asc()).all().await?;
+/// assert_eq!(names(&cheap), ["jam", "tea"]);
+///
+/// let fresh = session.query::<Product>().filter(Product::NOTE.eq("fresh")).all().await?; // nullable column
+/// let no_note = session.query::<Product>().filter(Product::NOTE.is_null()).count().await?;
+/// assert_eq!((names(&fresh), no_note), (vec!["scones".to_owned()], 2));
+///
+/// let pattern = String::from("j%");
+/// let found = session.query::<Product>().filter(Product::NAME.like(&pattern)).all().await?; // &String
+/// assert_eq!(names(&found), ["jam"]);
+/// # Ok(()) }
+/// ```
 pub struct Column<E, V> {
     name: &'static str,
     _types: PhantomData<fn() -> (E, V)>,
@@ -47,54 +85,76 @@ impl<E: Entity, V: ColumnType> Column<E, V> {
         self.name
     }
 
-    fn compare(self, operator: &'static str, value: impl Into<V>) -> Condition<E> {
-        let value: Param = Box::new(value.into());
+    fn compare(self, operator: &'static str, value: impl IntoColumnValue<V>) -> Condition<E> {
+        let value: Param = Box::new(value.into_column_value());
         Condition::new(Node::Compare { column: self.name, operator, value })
     }
 
     /// `column = value`
-    pub fn eq(self, value: impl Into<V>) -> Condition<E> {
+    pub fn eq(self, value: impl IntoColumnValue<V>) -> Condition<E> {
         self.compare("=", value)
     }
 
     /// `column <> value`
-    pub fn ne(self, value: impl Into<V>) -> Condition<E> {
+    pub fn ne(self, value: impl IntoColumnValue<V>) -> Condition<E> {
         self.compare("<>", value)
     }
 
     /// `column < value`
-    pub fn lt(self, value: impl Into<V>) -> Condition<E> {
+    pub fn lt(self, value: impl IntoColumnValue<V>) -> Condition<E> {
         self.compare("<", value)
     }
 
     /// `column <= value`
-    pub fn le(self, value: impl Into<V>) -> Condition<E> {
+    pub fn le(self, value: impl IntoColumnValue<V>) -> Condition<E> {
         self.compare("<=", value)
     }
 
     /// `column > value`
-    pub fn gt(self, value: impl Into<V>) -> Condition<E> {
+    pub fn gt(self, value: impl IntoColumnValue<V>) -> Condition<E> {
         self.compare(">", value)
     }
 
     /// `column >= value`
-    pub fn ge(self, value: impl Into<V>) -> Condition<E> {
+    pub fn ge(self, value: impl IntoColumnValue<V>) -> Condition<E> {
         self.compare(">=", value)
     }
 
     /// `column BETWEEN low AND high` (both ends included).
-    pub fn between(self, low: impl Into<V>, high: impl Into<V>) -> Condition<E> {
+    pub fn between(self, low: impl IntoColumnValue<V>, high: impl IntoColumnValue<V>) -> Condition<E> {
         self.ge(low).and(self.le(high))
     }
 
     /// `column = ANY($1)`: the values travel as one array parameter, so the
-    /// statement text is the same for 1 value or 100,000.
+    /// statement text is the same for 1 value or 100,000. An empty
+    /// collection matches no row.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Product { #[orm(primary_key, generated)] id: i64, name: String, price: i32, note: Option<String> }
+    /// # fn names(found: &[Tracked<Product>]) -> Vec<String> { found.iter().map(|p| p.read().name.clone()).collect() }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE product (id bigserial PRIMARY KEY, name text NOT NULL, price int NOT NULL, note text);
+    /// #     INSERT INTO product (name, price, note) VALUES ('tea', 4, NULL), ('scones', 6, 'fresh'), ('jam', 5, NULL)").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let wanted: Vec<i64> = vec![3, 1, 42];
+    /// let found = session.query::<Product>().filter(Product::ID.is_in(&wanted)).order_by(Product::ID.asc()).all().await?;
+    /// assert_eq!(names(&found), ["tea", "jam"]);
+    ///
+    /// let found = session.query::<Product>().filter(Product::NAME.is_in(["tea", "coffee"])).count().await?;
+    /// assert_eq!(found, 1);
+    /// assert_eq!(session.stats().statements, 2); // one per query, whatever the number of values
+    /// # Ok(()) }
+    /// ```
     pub fn is_in<I>(self, values: I) -> Condition<E>
     where
         I: IntoIterator,
-        I::Item: Into<V>,
+        I::Item: IntoColumnValue<V>,
     {
-        let values: Vec<V> = values.into_iter().map(Into::into).collect();
+        let values: Vec<V> = values.into_iter().map(IntoColumnValue::into_column_value).collect();
         Condition::new(Node::Compare { column: self.name, operator: "= ANY", value: Box::new(values) })
     }
 
@@ -121,17 +181,41 @@ impl<E: Entity, V: ColumnType> Column<E, V> {
 
 impl<E: Entity> Column<E, String> {
     /// `column LIKE pattern` (`%` and `_` are wildcards).
-    pub fn like(self, pattern: impl Into<String>) -> Condition<E> {
+    pub fn like(self, pattern: impl IntoColumnValue<String>) -> Condition<E> {
         self.compare("LIKE", pattern)
     }
 
     /// `column ILIKE pattern`: [`like`](Self::like) ignoring case.
-    pub fn ilike(self, pattern: impl Into<String>) -> Condition<E> {
+    pub fn ilike(self, pattern: impl IntoColumnValue<String>) -> Condition<E> {
         self.compare("ILIKE", pattern)
     }
 }
 
-/// One ORDER BY term of entity `E`, made by [`Column::asc`] or [`Column::desc`].
+/// One ORDER BY term of entity `E`, made by [`Column::asc`] or [`Column::desc`]
+/// and passed to [`Query::order_by`](crate::Query::order_by); each further
+/// term breaks the ties of the ones before it.
+///
+/// ```
+/// # use orm_core::{Database, Entity, Tracked};
+/// # #[derive(Entity, Clone, Debug, PartialEq)]
+/// # struct Product { #[orm(primary_key, generated)] id: i64, name: String, price: i32, note: Option<String> }
+/// # fn names(found: &[Tracked<Product>]) -> Vec<String> { found.iter().map(|p| p.read().name.clone()).collect() }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+/// # let test_db = orm_tests::TestDb::new().await;
+/// # test_db.client().await.batch_execute("CREATE TABLE product (id bigserial PRIMARY KEY, name text NOT NULL, price int NOT NULL, note text);
+/// #     INSERT INTO product (name, price, note) VALUES ('tea', 4, NULL), ('scones', 6, 'fresh'), ('jam', 5, NULL)").await?;
+/// # let db = Database::connect(test_db.url())?;
+/// let mut session = db.session();
+/// # session.execute("INSERT INTO product (name, price) VALUES ('honey', 5)", &[]).await?;
+/// let by_price = session
+///     .query::<Product>()
+///     .order_by(Product::PRICE.desc())
+///     .order_by(Product::NAME.asc()) // honey and jam both cost 5
+///     .all()
+///     .await?;
+/// assert_eq!(names(&by_price), ["scones", "honey", "jam", "tea"]);
+/// # Ok(()) }
+/// ```
 pub struct Order<E> {
     column: &'static str,
     descending: bool,
@@ -147,6 +231,31 @@ impl<E> Order<E> {
 /// A filter on entity `E`, combined with [`and`](Self::and), [`or`](Self::or)
 /// and [`not`](Self::not). Values travel as bind parameters; the SQL text
 /// depends only on the condition's shape.
+///
+/// Make one from a [`Column`] of `E` and pass it to
+/// [`Query::filter`](crate::Query::filter); a condition on another entity
+/// does not compile there.
+///
+/// ```
+/// # use orm_core::{Database, Entity, Tracked};
+/// # #[derive(Entity, Clone, Debug, PartialEq)]
+/// # struct Product { #[orm(primary_key, generated)] id: i64, name: String, price: i32, note: Option<String> }
+/// # fn names(found: &[Tracked<Product>]) -> Vec<String> { found.iter().map(|p| p.read().name.clone()).collect() }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+/// # let test_db = orm_tests::TestDb::new().await;
+/// # test_db.client().await.batch_execute("CREATE TABLE product (id bigserial PRIMARY KEY, name text NOT NULL, price int NOT NULL, note text);
+/// #     INSERT INTO product (name, price, note) VALUES ('tea', 4, NULL), ('scones', 6, 'fresh'), ('jam', 5, NULL)").await?;
+/// # let db = Database::connect(test_db.url())?;
+/// let mut session = db.session();
+// WHERE ((t."price" >= $1 AND t."note" IS NULL) OR t."name" = $2)
+/// let condition = Product::PRICE.ge(5).and(Product::NOTE.is_null()).or(Product::NAME.eq("tea"));
+/// let found = session.query::<Product>().filter(condition).order_by(Product::NAME.asc()).all().await?;
+/// assert_eq!(names(&found), ["jam", "tea"]);
+///
+/// let not_tea = Product::NAME.eq("tea").not(); // NOT (t."name" = $1)
+/// assert_eq!(session.query::<Product>().filter(not_tea).count().await?, 2);
+/// # Ok(()) }
+/// ```
 pub struct Condition<E> {
     node: Node,
     _entity: PhantomData<fn() -> E>,

@@ -7,8 +7,10 @@ use futures_util::future::{join, join3, join_all, try_join_all};
 use futures_util::{pin_mut, FutureExt, TryStreamExt};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
+use crate::isolation::IsolationLevel;
 use crate::stats::SessionStats;
 use crate::types::{param_refs, Param};
 
@@ -18,12 +20,26 @@ pub(crate) struct Statement {
     pub(crate) params: Vec<Param>,
     /// Whether the statement returns rows (a SELECT, or DML with RETURNING).
     pub(crate) returns_rows: bool,
+    /// Checks the prepared statement's result columns before anything of
+    /// the batch runs: a result the objects could not take must not be
+    /// committed first and refused afterwards.
+    pub(crate) check: Option<fn(&tokio_postgres::Statement) -> Result<()>>,
 }
 
 /// What one statement of a batch produced.
 pub(crate) enum Outcome {
     Rows(Vec<Row>),
     Count(u64),
+}
+
+impl Outcome {
+    /// The rows a statement returned, or else affected.
+    pub(crate) fn rows(&self) -> u64 {
+        match self {
+            Outcome::Rows(rows) => rows.len() as u64,
+            Outcome::Count(count) => *count,
+        }
+    }
 }
 
 /// The pooled connection of one session and the state of its transaction.
@@ -40,6 +56,9 @@ pub(crate) struct SessionConnection {
     /// released by the next statement that needs it gone (the next flush, a
     /// nested savepoint) instead of costing a round trip of its own.
     flush_savepoint_open: bool,
+    /// The isolation level the transaction begins with; `None` for the
+    /// server's default.
+    isolation: Option<IsolationLevel>,
 }
 
 /// Whether a statement may change data, which decides whether it needs the
@@ -62,7 +81,7 @@ pub(crate) enum Access {
 const FLUSH_SAVEPOINT: &str = "orm_flush";
 
 impl SessionConnection {
-    pub(crate) fn new(pool: Pool) -> Self {
+    pub(crate) fn new(pool: Pool, isolation: Option<IsolationLevel>) -> Self {
         SessionConnection {
             pool,
             client: None,
@@ -70,19 +89,31 @@ impl SessionConnection {
             failed: false,
             in_flight: false,
             flush_savepoint_open: false,
+            isolation,
         }
+    }
+
+    /// The statement that opens the session's transaction.
+    fn begin_sql(&self) -> &'static str {
+        self.isolation.map_or("BEGIN", IsolationLevel::begin)
     }
 
     pub(crate) fn in_transaction(&self) -> bool {
         self.in_transaction
     }
 
+    /// Whether only a rollback remains: a statement failed, or one was
+    /// abandoned mid-flight (its future dropped, by a timeout say), so what
+    /// the transaction holds is unknown.
     pub(crate) fn failed(&self) -> bool {
-        self.failed
+        self.failed || (self.in_flight && self.in_transaction)
     }
 
     /// Checks a connection out of the pool on first use.
     async fn checkout(&mut self) -> Result<()> {
+        if self.in_flight {
+            self.abandon();
+        }
         if self.failed {
             return Err(Error::TransactionFailed);
         }
@@ -105,8 +136,8 @@ impl SessionConnection {
     ) -> Result<Vec<Outcome>> {
         let begin = !self.in_transaction;
         let prefix = match (begin, before) {
-            (true, Some(before)) => Some(format!("BEGIN; {before}")),
-            (true, None) => Some("BEGIN".to_owned()),
+            (true, Some(before)) => Some(format!("{}; {before}", self.begin_sql())),
+            (true, None) => Some(self.begin_sql().to_owned()),
             (false, before) => before.map(str::to_owned),
         };
         if let Err(error) = self.checkout().await {
@@ -133,6 +164,17 @@ impl SessionConnection {
                 return Err(error.into());
             }
         };
+        let refused = statements
+            .iter()
+            .zip(&prepared)
+            .find_map(|(statement, prepared)| statement.check.and_then(|check| check(prepared).err()));
+        if let Some(refused) = refused {
+            // Only the prepares reached the server, which leaves the
+            // transaction as it was.
+            self.in_flight = false;
+            self.flush_savepoint_open = false;
+            return Err(refused);
+        }
         let params: Vec<_> = statements.iter().map(|s| param_refs(&s.params)).collect();
         let prefix_future = async {
             match &prefix {
@@ -141,12 +183,20 @@ impl SessionConnection {
             }
         };
         let statement_futures =
-            join_all(statements.iter().zip(&prepared).zip(&params).map(|((statement, prepared), params)| async move {
-                if statement.returns_rows {
-                    client.query(prepared, params).await.map(Outcome::Rows)
-                } else {
-                    client.execute(prepared, params).await.map(Outcome::Count)
+            join_all(statements.iter().zip(&prepared).zip(&params).map(|((statement, prepared), params)| {
+                let span = tracing::debug_span!("orm.statement", sql = statement.sql, rows = tracing::field::Empty);
+                async move {
+                    let outcome = if statement.returns_rows {
+                        client.query(prepared, params).await.map(Outcome::Rows)
+                    } else {
+                        client.execute(prepared, params).await.map(Outcome::Count)
+                    };
+                    if let Ok(outcome) = &outcome {
+                        tracing::Span::current().record("rows", outcome.rows());
+                    }
+                    outcome
                 }
+                .instrument(span)
             }));
         let suffix_future = async {
             match after {
@@ -154,7 +204,9 @@ impl SessionConnection {
                 None => Ok(()),
             }
         };
-        let (prefix_result, outcomes, suffix_result) = join3(prefix_future, statement_futures, suffix_future).await;
+        let (prefix_result, outcomes, suffix_result) = join3(prefix_future, statement_futures, suffix_future)
+            .instrument(tracing::debug_span!("orm.round_trip", statements = statements.len(), before, after))
+            .await;
         self.in_flight = false;
         stats.round_trips += 1;
         stats.statements += statements.len() as u64;
@@ -165,10 +217,7 @@ impl SessionConnection {
             let mut results = Vec::with_capacity(outcomes.len());
             for outcome in outcomes {
                 let outcome = outcome?;
-                stats.rows += match &outcome {
-                    Outcome::Rows(rows) => rows.len() as u64,
-                    Outcome::Count(count) => *count,
-                };
+                stats.rows += outcome.rows();
                 results.push(outcome);
             }
             suffix_result.map(|()| results)
@@ -258,10 +307,13 @@ impl SessionConnection {
         check: impl FnOnce(&tokio_postgres::Statement) -> Result<()>,
         mut on_row: impl FnMut(Row) -> Result<()>,
     ) -> Result<u64> {
-        let begin = !self.in_transaction && access == Access::Write;
+        let reads_in_transaction = self.isolation.is_some_and(IsolationLevel::reads_in_transaction);
+        let begin = !self.in_transaction && (access == Access::Write || reads_in_transaction);
+        let begin_sql = self.begin_sql();
         self.checkout().await?;
         let client = self.client.as_ref().ok_or(Error::TransactionFailed)?;
         let cache_size = client.statement_cache.size();
+        let span = tracing::debug_span!("orm.statement", sql, rows = tracing::field::Empty);
         self.in_flight = true;
         let result = async {
             let prepared = client.prepare_cached(sql).await?;
@@ -271,7 +323,7 @@ impl SessionConnection {
             }
             let begin_future = async {
                 if begin {
-                    client.batch_execute("BEGIN").await
+                    client.batch_execute(begin_sql).await
                 } else {
                     Ok(())
                 }
@@ -279,6 +331,7 @@ impl SessionConnection {
             let (begin_result, stream) = join(begin_future, client.query_raw(&prepared, params.iter().copied())).await;
             Ok::<_, tokio_postgres::Error>((prepared_now, Ok((begin_result, stream))))
         }
+        .instrument(span.clone())
         .await;
         let (prepared_now, sent) = match result {
             Ok(parts) => parts,
@@ -318,12 +371,13 @@ impl SessionConnection {
             }
             Ok::<_, tokio_postgres::Error>(Ok(stream.rows_affected().unwrap_or(rows)))
         }
+        .instrument(span.clone())
         .await;
         self.in_flight = false;
         match streamed {
             Ok(Ok(rows)) => {
                 stats.rows += rows;
-                tracing::debug!(sql, rows, "statement");
+                span.record("rows", rows);
                 Ok(rows)
             }
             Ok(Err(decode_error)) => Err(decode_error),
@@ -344,6 +398,12 @@ impl SessionConnection {
     /// Ends the transaction with `COMMIT` or `ROLLBACK` and returns the
     /// connection to the pool.
     pub(crate) async fn finish(&mut self, sql: &str, stats: &mut SessionStats) -> Result<()> {
+        if self.in_flight {
+            // Its transaction dies with the connection, whatever `sql` says.
+            let was_in_transaction = self.in_transaction;
+            self.abandon();
+            return if was_in_transaction && sql != "ROLLBACK" { Err(Error::TransactionFailed) } else { Ok(()) };
+        }
         let Some(client) = self.client.as_ref().filter(|_| self.in_transaction) else {
             self.client = None;
             return Ok(());
@@ -363,6 +423,21 @@ impl SessionConnection {
                 self.failed = true;
                 Err(error.into())
             }
+        }
+    }
+
+    /// Gives up the connection of a statement whose future was dropped
+    /// before it completed: the statement is cancelled and the connection
+    /// closed (see [`close_and_cancel`]). A transaction it was part of is
+    /// gone with it, so the session can only roll back; outside one, the
+    /// next statement simply takes a fresh connection.
+    fn abandon(&mut self) {
+        self.in_flight = false;
+        self.failed |= self.in_transaction;
+        self.in_transaction = false;
+        self.flush_savepoint_open = false;
+        if let Some(client) = self.client.take() {
+            discard_mid_statement(client);
         }
     }
 
@@ -393,16 +468,20 @@ impl Drop for SessionConnection {
     fn drop(&mut self) {
         let Some(client) = self.client.take() else { return };
         if self.in_flight {
-            // The server may still be running the abandoned statement: stop
-            // it, and let nobody else have the connection.
-            let cancel = client.cancel_token();
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(close_and_cancel(client, cancel))),
-                Err(_) => drop(Object::take(client)),
-            }
+            discard_mid_statement(client);
         } else if self.in_transaction && !queue(&client, "ROLLBACK") {
             drop(Object::take(client));
         }
+    }
+}
+
+/// The server may still be running a statement nobody waits for: stop it,
+/// and let nobody else have the connection.
+fn discard_mid_statement(client: Object) {
+    let cancel = client.cancel_token();
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(close_and_cancel(client, cancel))),
+        Err(_) => drop(Object::take(client)),
     }
 }
 

@@ -8,12 +8,40 @@ use tokio_postgres::NoTls;
 
 use crate::connection::SessionConnection;
 use crate::error::{Error, Result};
+use crate::isolation::IsolationLevel;
 use crate::n_plus_one::NPlusOne;
 use crate::session::Session;
 
 /// How to reach PostgreSQL and size the pool. Every timeout is finite by
 /// default, so an exhausted pool or a silent server becomes an error instead
 /// of a hang.
+///
+/// Start from [`from_url`](Self::from_url), change what you need, and build
+/// the pool with [`Database::with_config`]:
+///
+/// ```
+/// use std::time::Duration;
+/// use orm_core::{Database, DatabaseConfig, Error, NPlusOne};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+/// # let test_db = orm_tests::TestDb::new().await;
+/// let mut config = DatabaseConfig::from_url(test_db.url())?;
+/// assert_eq!(config.max_connections, 16); // the defaults
+/// assert_eq!(config.wait_timeout, Duration::from_secs(5));
+/// config.max_connections = 1;
+/// config.wait_timeout = Duration::from_millis(100);
+/// config.n_plus_one = NPlusOne::Error { threshold: 10 };
+/// let db = Database::with_config(config)?;
+///
+/// let mut first = db.session();
+/// first.execute("SELECT 1", &[]).await?; // holds the only connection
+/// let mut second = db.session();
+/// let waited = second.execute("SELECT 1", &[]).await;
+/// assert!(matches!(waited, Err(Error::PoolTimeout { .. }))); // not a hang
+///
+/// assert!(matches!(DatabaseConfig::from_url("postgres://host:port"), Err(Error::Config(_))));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     /// Connection parameters (host, user, database, ...).
@@ -33,6 +61,11 @@ pub struct DatabaseConfig {
     /// threshold, the sign of an N+1 pattern. Default: a warning after 25
     /// runs ([`NPlusOne::default`]).
     pub n_plus_one: NPlusOne,
+    /// The isolation level of every session's transaction. Default: `None`,
+    /// the server's default. The session takes that to be READ COMMITTED,
+    /// PostgreSQL's own default: set this when the server's is stricter, so
+    /// that loads run inside the transaction too (see [`IsolationLevel`]).
+    pub isolation: Option<IsolationLevel>,
 }
 
 impl DatabaseConfig {
@@ -48,6 +81,7 @@ impl DatabaseConfig {
             recycle_timeout: Duration::from_secs(5),
             keepalive_idle: Duration::from_secs(60),
             n_plus_one: NPlusOne::default(),
+            isolation: None,
         })
     }
 }
@@ -57,18 +91,29 @@ impl DatabaseConfig {
 /// Cheap to clone: clones share the pool. Create one at start-up and open a
 /// session per unit of work:
 ///
-/// ```no_run
-/// # async fn example() -> orm_core::Result<()> {
-/// let db = orm_core::Database::connect("postgres://postgres@127.0.0.1/app")?;
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+/// # let test_db = orm_tests::TestDb::new().await;
+/// let db = orm_core::Database::connect(test_db.url())?; // connects to nothing yet
+/// assert_eq!(db.pool().status().size, 0);
+///
 /// let mut session = db.session();
-/// session.execute("SELECT 1", &[]).await?;
+/// session.execute("CREATE TABLE visit (at timestamptz NOT NULL DEFAULT now())", &[]).await?;
+/// session.execute("INSERT INTO visit DEFAULT VALUES", &[]).await?;
 /// session.commit().await?;
+///
+/// let shared = db.clone(); // in a web app: the state every handler gets
+/// let mut session = shared.session();
+/// let visits: i64 = session.query_rows("SELECT count(*) FROM visit", &[]).await?[0].get(0);
+/// assert_eq!(visits, 1);
+/// assert_eq!(db.pool().status().size, 1); // both sessions used one pooled connection
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
     n_plus_one: NPlusOne,
+    isolation: Option<IsolationLevel>,
 }
 
 impl Database {
@@ -92,12 +137,19 @@ impl Database {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Pool(e.to_string()))?;
-        Ok(Database { pool, n_plus_one: config.n_plus_one })
+        Ok(Database { pool, n_plus_one: config.n_plus_one, isolation: config.isolation })
     }
 
     /// Opens a session. It takes no connection until its first statement.
     pub fn session(&self) -> Session {
-        Session::new(SessionConnection::new(self.pool.clone()), self.n_plus_one)
+        Session::new(SessionConnection::new(self.pool.clone(), self.isolation), self.n_plus_one)
+    }
+
+    /// Opens a session whose transaction runs at `level`, whatever
+    /// [`DatabaseConfig::isolation`] says: for a unit of work that needs
+    /// SERIALIZABLE, say, in an application that mostly does not.
+    pub fn session_with_isolation(&self, level: IsolationLevel) -> Session {
+        Session::new(SessionConnection::new(self.pool.clone(), Some(level)), self.n_plus_one)
     }
 
     /// The underlying deadpool-postgres pool, for hand-written SQL beside the ORM.

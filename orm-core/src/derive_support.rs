@@ -12,6 +12,11 @@ pub fn decode<T: ColumnType>(row: &Row, index: usize, entity: &'static str, colu
     row.try_get::<_, T>(index).map_err(|source| Error::Decode { entity, column, source })
 }
 
+/// Whether a field of type `T` can be read from a column of type `ty`.
+pub fn accepts<T: ColumnType>(ty: &tokio_postgres::types::Type) -> bool {
+    <T as tokio_postgres::types::FromSql>::accepts(ty)
+}
+
 /// One value as a bind parameter.
 pub fn param<T: ColumnType>(value: &T) -> Param {
     Box::new(value.clone())

@@ -89,10 +89,37 @@ impl EntityMeta {
     }
 }
 
-/// A struct mapped to a table. Implement it with `#[derive(Entity)]`.
+/// A struct mapped to a table. Implement it with
+/// [`#[derive(Entity)]`](derive@crate::Entity), whose page lists the
+/// attributes.
 ///
 /// The methods are the derive's contract with the session; applications use
 /// the session and the generated column constants instead of calling them.
+/// The metadata is public, for tools that need the mapping:
+///
+/// ```
+/// use orm_core::Entity;
+///
+/// #[derive(Entity, Clone, Debug, PartialEq)]
+/// #[orm(table = "customers")]
+/// struct Customer {
+///     #[orm(primary_key, generated)]
+///     id: i64,
+///     #[orm(column = "full_name")]
+///     name: String,
+///     note: Option<String>,
+/// }
+///
+/// let meta = Customer::META;
+/// assert_eq!((meta.name, meta.table), ("Customer", "customers"));
+/// let columns: Vec<&str> = meta.columns.iter().map(|column| column.name).collect();
+/// assert_eq!(columns, ["id", "full_name", "note"]);
+/// assert!(meta.columns[0].generated && meta.columns[2].nullable);
+/// assert_eq!(meta.columns[1].sql_type, "text");
+///
+/// let customer = Customer { id: 7, name: "Ann".into(), note: None };
+/// assert_eq!(customer.key(), 7); // Customer::Key is i64
+/// ```
 pub trait Entity: Clone + Send + Sync + 'static {
     /// The primary key: the key field's type, or a tuple for a composite key.
     type Key: Clone + Eq + Hash + Debug + Send + Sync + 'static;
@@ -124,6 +151,11 @@ pub trait Entity: Clone + Send + Sync + 'static {
 
     /// Stores the generated columns read back by `RETURNING`, in `META` order.
     fn set_generated(&mut self, row: &Row) -> Result<()>;
+
+    /// Whether the field of column `column` can be read from a database
+    /// column of type `ty`, checked when a statement is prepared so that a
+    /// mismatch is refused before the statement runs.
+    fn accepts(column: usize, ty: &tokio_postgres::types::Type) -> bool;
 
     /// Adds one to the version column after a successful update (no-op without one).
     fn increment_version(&mut self);

@@ -15,6 +15,33 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// `Display` never includes PostgreSQL's `DETAIL` text, which echoes key values,
 /// so an error may be logged without leaking data; the full driver error stays
 /// reachable through [`std::error::Error::source`].
+///
+/// ```
+/// # use orm_core::{Database, Entity, Error};
+/// #[derive(Entity, Clone, Debug, PartialEq)]
+/// struct Account {
+///     #[orm(primary_key, generated)]
+///     id: i64,
+///     email: String,
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+/// # let test_db = orm_tests::TestDb::new().await;
+/// # test_db.client().await.batch_execute("CREATE TABLE account (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE);
+/// #     INSERT INTO account (email) VALUES ('ann@example.com')").await?;
+/// # let db = Database::connect(test_db.url())?;
+/// let mut session = db.session();
+/// let signup = session.add(Account { id: 0, email: "ann@example.com".into() });
+/// match session.flush().await {
+///     Err(Error::UniqueViolation { constraint, .. }) => {
+///         assert_eq!(constraint.as_deref(), Some("account_email_key")); // "email taken"
+///         signup.write().email = "ann+2@example.com".into(); // still pending: fix it
+///     }
+///     other => panic!("expected a unique violation, got {other:?}"),
+/// }
+/// session.commit().await?; // the session stayed usable
+/// assert!(signup.read().id > 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -158,6 +185,40 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
+    /// A column of a statement's result has a database type that the
+    /// entity's field cannot hold (an `i32` field for a `bigint` column,
+    /// say). Found when the statement is prepared: it was not run.
+    #[error("column {column} of {entity} has database type {found}, which its field's type cannot hold")]
+    ColumnType {
+        /// The entity type's name.
+        entity: &'static str,
+        /// The column's name.
+        column: &'static str,
+        /// The column's type in the database.
+        found: String,
+    },
+
+    /// An INSERT wrote fewer rows than it was given: a trigger or rule on the
+    /// table skipped some, so generated keys cannot be matched to objects.
+    #[error("the insert into {table} wrote {inserted} of {expected} {entity} rows; a trigger or rule skipped some")]
+    RowsNotInserted {
+        /// The entity type's name.
+        entity: &'static str,
+        /// The table's name.
+        table: &'static str,
+        /// Rows the flush sent.
+        expected: usize,
+        /// Rows the database reported inserted.
+        inserted: usize,
+    },
+
+    /// The transaction was committed, but what the database returned could
+    /// not be applied to the session's objects (the inner error says why).
+    /// The data is in the database: running the unit of work again would
+    /// write it twice.
+    #[error("the transaction was committed, but its results could not be applied to the objects: {0}")]
+    AfterCommit(Box<Error>),
+
     /// An earlier statement of this session failed and its transaction is
     /// aborted; only [`Session::rollback`](crate::Session::rollback) (or
     /// dropping the session) is possible now.
@@ -219,6 +280,22 @@ fn opt(value: Option<&str>) -> &str {
 impl Error {
     /// Whether running the same unit of work again in a new session may
     /// succeed: true for serialization failures and deadlocks.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Error};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # let db = Database::connect(test_db.url())?;
+    /// // What PostgreSQL reports when a SERIALIZABLE transaction conflicts.
+    /// let conflict = "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = 'serialization_failure'; END $$";
+    /// let error = db.session().execute(conflict, &[]).await.unwrap_err();
+    /// assert!(matches!(error, Error::SerializationFailure(_)));
+    /// assert!(error.is_retryable()); // run the unit of work again, in a new session
+    ///
+    /// let error = db.session().execute("SELECT 1/0", &[]).await.unwrap_err();
+    /// assert!(!error.is_retryable()); // division by zero fails every time
+    /// # Ok(()) }
+    /// ```
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::SerializationFailure(_) | Error::Deadlock(_))
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-use crate::entity::{Entity, EntityMeta};
+use crate::entity::{ColumnSet, Entity, EntityMeta};
 use crate::flush::{PlanScope, TablePlan};
 use crate::tracked::{Tracked, WriteLog};
 
@@ -26,8 +26,9 @@ pub(crate) struct Registry<T: Entity> {
     /// One live instance per primary key: persistent entities, including
     /// those pending deletion.
     pub(crate) identity: KeyMap<T::Key, Tracked<T>>,
-    /// Added and not yet inserted, in the order they were added.
-    pub(crate) pending_inserts: Vec<Tracked<T>>,
+    /// Added and not yet inserted, in the order they were added, by handle
+    /// address.
+    pub(crate) pending_inserts: KeyMap<usize, Tracked<T>>,
     /// Marked for deletion and not yet deleted.
     pub(crate) pending_deletes: KeyMap<T::Key, Tracked<T>>,
     /// Entities written since they were last loaded or flushed, in the order
@@ -36,18 +37,40 @@ pub(crate) struct Registry<T: Entity> {
     /// Work flushed inside each open savepoint, innermost last, so rolling
     /// back to a savepoint can undo it in memory too.
     pub(crate) savepoints: Vec<Undo<T>>,
-    /// Children linked to a parent that was not inserted yet: the flush fills
-    /// their foreign key once the parent's generated key is known.
-    pub(crate) links: Vec<ParentLink<T>>,
+    /// Children linked to a parent that was not inserted yet, by foreign-key
+    /// column and child handle address: the flush fills their foreign key
+    /// once the parent's generated key is known.
+    pub(crate) links: KeyMap<(usize, usize), ParentLink<T>>,
     /// The parents whose children through each foreign-key column were
     /// loaded: a `HashSet<ParentKey>` behind `Any`, since the parent type is
     /// known only to the caller. The children themselves are found in the
     /// identity map, so a collection always reflects the session's changes.
     pub(crate) loaded_children: HashMap<usize, Box<dyn Any + Send + Sync>>,
-    /// During a flush, the keys generated for entities inserted by an earlier
-    /// round trip of the same flush, by handle address; applied to the
-    /// entities only when the whole flush succeeded.
-    pub(crate) provisional: HashMap<usize, T::Key>,
+    /// During a flush, entities inserted by an earlier round trip of the
+    /// same flush as the database has them (generated columns filled in), by
+    /// handle address; the tracked entities get those values only when the
+    /// whole flush succeeded.
+    pub(crate) provisional: HashMap<usize, T>,
+}
+
+/// An entity deleted (or, if it was pending, forgotten) whose children a
+/// cascade deletes too.
+pub(crate) struct Doomed {
+    /// Its key (a boxed `Key` of its type), `None` if it was pending.
+    pub(crate) key: Option<Box<dyn Any>>,
+    /// Its handle's address, which its pending children's links point to.
+    pub(crate) address: usize,
+}
+
+/// What the links of one entity type wait for at the start of a round trip
+/// of a flush.
+#[derive(Default)]
+pub(crate) struct LinkState {
+    /// Pending inserts that must wait for a parent's key, by address.
+    pub(crate) waiting: HashSet<usize>,
+    /// Whether any link still waits, including links through columns set by
+    /// a post-update, which do not hold back the insert.
+    pub(crate) unresolved: bool,
 }
 
 /// A child whose parent is still pending.
@@ -57,6 +80,8 @@ pub(crate) struct ParentLink<T: Entity> {
     pub(crate) column: usize,
     /// The parent's handle (a `Tracked<Parent>`).
     pub(crate) parent: Box<dyn Any + Send + Sync>,
+    /// The parent handle's address, to compare it without knowing its type.
+    pub(crate) parent_address: usize,
     /// Sets the child's foreign key from the parent's key, once that is
     /// known (the parent is persistent, or was inserted earlier in this
     /// flush); returns whether it could.
@@ -86,11 +111,11 @@ impl<T: Entity> Registry<T> {
     fn new() -> Self {
         Registry {
             identity: KeyMap::default(),
-            pending_inserts: Vec::new(),
+            pending_inserts: KeyMap::default(),
             pending_deletes: KeyMap::default(),
             write_log: Arc::default(),
             savepoints: Vec::new(),
-            links: Vec::new(),
+            links: KeyMap::default(),
             loaded_children: HashMap::new(),
             provisional: HashMap::new(),
         }
@@ -124,6 +149,19 @@ impl<T: Entity> Registry<T> {
         written
     }
 
+    /// Forgets a pending insert and its links to pending parents; returns
+    /// whether `handle` was one.
+    pub(crate) fn forget_pending(&mut self, handle: &Tracked<T>) -> bool {
+        let address = handle.address();
+        if self.pending_inserts.shift_remove(&address).is_none() {
+            return false;
+        }
+        for column in 0..T::META.columns.len() {
+            self.links.shift_remove(&(column, address));
+        }
+        true
+    }
+
     /// Whether `handle` is this registry's instance for its key.
     pub(crate) fn owns(&self, handle: &Tracked<T>) -> bool {
         self.identity.get(&handle.key()).is_some_and(|tracked| Tracked::ptr_eq(tracked, handle))
@@ -150,12 +188,17 @@ pub(crate) trait ErasedRegistry: Send {
     fn meta(&self) -> &'static EntityMeta;
     /// Fills the foreign keys of linked children whose parents' keys are
     /// known; returns the addresses of those still waiting.
-    fn resolve_links(&self, registries: &Registries) -> HashSet<usize>;
+    fn resolve_links(&self, registries: &Registries, deferred: ColumnSet) -> LinkState;
+    /// Whether some pending inserts are not among `sent` (by address).
+    fn has_inserts_besides(&self, sent: &HashSet<usize>) -> bool;
     /// Forgets what a flush kept between its round trips.
     fn end_flush(&mut self, succeeded: bool);
-    /// Marks for deletion the loaded entities whose cascading foreign key to
-    /// `parent` holds `key`; returns their keys (boxed `T::Key`).
-    fn cascade_delete(&mut self, parent: &'static EntityMeta, key: &dyn Any) -> Vec<Box<dyn Any>>;
+    /// Deletes the children of a deleted parent along foreign keys declared
+    /// `on_delete = "cascade"`: the entities whose foreign key holds the
+    /// parent's `key` (none for a parent that was pending) or that are linked
+    /// to the parent's handle, pending inserts among them forgotten, loaded
+    /// ones marked for deletion. Returns them, to cascade further.
+    fn cascade_delete(&mut self, parent: &'static EntityMeta, doomed: &Doomed) -> Vec<Doomed>;
     /// Pending inserts and deletes, and entities written since the last flush.
     fn pending_count(&self) -> usize;
     /// Builds this table's statements; the plan applies their results later.
@@ -181,15 +224,22 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         T::META
     }
 
-    fn resolve_links(&self, registries: &Registries) -> HashSet<usize> {
-        let mut waiting = HashSet::new();
-        for link in &self.links {
+    fn resolve_links(&self, registries: &Registries, deferred: ColumnSet) -> LinkState {
+        let mut links = LinkState::default();
+        for link in self.links.values() {
             let mut state = link.child.state().write();
             if !(link.resolve)(registries, &mut state.current) {
-                waiting.insert(link.child.address());
+                links.unresolved = true;
+                if deferred & (1 << link.column) == 0 {
+                    links.waiting.insert(link.child.address());
+                }
             }
         }
-        waiting
+        links
+    }
+
+    fn has_inserts_besides(&self, sent: &HashSet<usize>) -> bool {
+        self.pending_inserts.keys().any(|address| !sent.contains(address))
     }
 
     fn end_flush(&mut self, succeeded: bool) {
@@ -200,32 +250,43 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         }
     }
 
-    fn cascade_delete(&mut self, parent: &'static EntityMeta, key: &dyn Any) -> Vec<Box<dyn Any>> {
+    fn cascade_delete(&mut self, parent: &'static EntityMeta, doomed: &Doomed) -> Vec<Doomed> {
         let columns: Vec<usize> = (0..T::META.columns.len())
             .filter(|&i| T::META.columns[i].cascade_delete && T::META.columns[i].references(parent))
             .collect();
         if columns.is_empty() {
             return Vec::new();
         }
-        let doomed: Vec<(T::Key, Tracked<T>)> = self
+        // A link to a pending parent wins over the foreign key, which keeps
+        // its old value until the flush fills it in.
+        let is_child = |child: &Tracked<T>| {
+            columns.iter().any(|&column| match self.links.get(&(column, child.address())) {
+                Some(link) => link.parent_address == doomed.address,
+                None => doomed.key.as_deref().is_some_and(|key| child.read().references_key(column, key)),
+            })
+        };
+        let persistent: Vec<(T::Key, Tracked<T>)> = self
             .identity
             .iter()
-            .filter(|(k, t)| {
-                !self.pending_deletes.contains_key(*k) && columns.iter().any(|&c| t.read().references_key(c, key))
-            })
-            .map(|(k, t)| (k.clone(), t.clone()))
+            .filter(|&(key, child)| !self.pending_deletes.contains_key(key) && is_child(child))
+            .map(|(key, child)| (key.clone(), child.clone()))
             .collect();
-        doomed
-            .into_iter()
-            .map(|(k, t)| {
-                self.pending_deletes.insert(k.clone(), t);
-                Box::new(k) as Box<dyn Any>
-            })
-            .collect()
+        let pending: Vec<Tracked<T>> = self.pending_inserts.values().filter(|child| is_child(child)).cloned().collect();
+        let mut children = Vec::with_capacity(persistent.len() + pending.len());
+        for (key, child) in persistent {
+            children.push(Doomed { key: Some(Box::new(key.clone())), address: child.address() });
+            self.pending_deletes.insert(key, child);
+        }
+        for child in pending {
+            self.forget_pending(&child);
+            children.push(Doomed { key: None, address: child.address() });
+        }
+        children
     }
 
     fn pending_count(&self) -> usize {
-        let changed = self.written().iter().filter(|t| t.is_modified()).count();
+        // Written entities the session no longer tracks (expunged) hold no pending work.
+        let changed = self.written().iter().filter(|t| t.is_modified() && self.owns(t)).count();
         self.pending_inserts.len() + self.pending_deletes.len() + changed
     }
 
@@ -248,7 +309,7 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         }
         for tracked in undo.inserted {
             self.identity.swap_remove(&tracked.key());
-            self.pending_inserts.push(tracked);
+            self.pending_inserts.insert(tracked.address(), tracked);
         }
     }
 
@@ -298,18 +359,14 @@ impl Registries {
         self.all[index].as_any().downcast_ref::<Registry<T>>()
     }
 
-    /// Marks for deletion, transitively, the loaded children of a deleted
+    /// Deletes, transitively, the children the session knows of a deleted
     /// parent along foreign keys declared `on_delete = "cascade"`.
-    pub(crate) fn cascade_delete(&mut self, parent: &'static EntityMeta, key: &dyn Any) {
-        let mut work: Vec<(&'static EntityMeta, Box<dyn Any>)> = Vec::new();
-        for registry in &mut self.all {
-            let meta = registry.meta();
-            work.extend(registry.cascade_delete(parent, key).into_iter().map(|k| (meta, k)));
-        }
-        while let Some((meta, key)) = work.pop() {
+    pub(crate) fn cascade_delete(&mut self, parent: &'static EntityMeta, doomed: Doomed) {
+        let mut work = vec![(parent, doomed)];
+        while let Some((meta, doomed)) = work.pop() {
             for registry in &mut self.all {
                 let child_meta = registry.meta();
-                work.extend(registry.cascade_delete(meta, key.as_ref()).into_iter().map(|k| (child_meta, k)));
+                work.extend(registry.cascade_delete(meta, &doomed).into_iter().map(|child| (child_meta, child)));
             }
         }
     }

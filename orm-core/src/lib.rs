@@ -5,7 +5,7 @@
 //! of work (one per web request), load and change entities through it, and
 //! [`commit`](Session::commit):
 //!
-//! ```no_run
+//! ```
 //! use orm_core::{Database, Entity};
 //!
 //! #[derive(Entity, Clone, Debug, PartialEq)]
@@ -17,14 +17,19 @@
 //!     pub note: Option<String>,
 //! }
 //!
-//! # async fn example() -> orm_core::Result<()> {
-//! let db = Database::connect("postgres://postgres@127.0.0.1/app")?;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> orm_core::Result<()> {
+//! # let test_db = orm_tests::TestDb::new().await;
+//! # test_db.client().await.batch_execute("CREATE TABLE customers (id bigserial PRIMARY KEY, name text NOT NULL, note text);
+//! #     INSERT INTO customers (name) VALUES ('Bob')").await?;
+//! let db = Database::connect(test_db.url())?; // your postgres:// URL
 //! let mut session = db.session();
 //! let alice = session.add(Customer { id: 0, name: "Alice".into(), note: None });
-//! let bob = session.get_one::<Customer>(2).await?; // SELECT ... WHERE id = $1
+//! let bob = session.get_one::<Customer>(1).await?; // SELECT ... WHERE id = $1
 //! bob.write().note = Some("prefers email".into()); // tracked: UPDATE only "note"
-//! session.commit().await?; // INSERT, UPDATE and COMMIT
-//! println!("Alice got id {}", alice.read().id);
+//! let stats = session.commit().await?; // INSERT, UPDATE and COMMIT
+//! assert_eq!(stats.statements, 3); // the SELECT, one INSERT, one UPDATE
+//! assert_eq!(alice.read().id, 2); // the generated key, read back
 //! # Ok(()) }
 //! ```
 //!
@@ -39,6 +44,7 @@
 //! The guide in the `docs` crate of the repository walks through every feature.
 
 mod column;
+mod column_value;
 mod connection;
 mod database;
 mod derive_support;
@@ -46,6 +52,7 @@ mod entity;
 mod error;
 mod flush;
 mod identity;
+mod isolation;
 mod n_plus_one;
 mod query;
 mod relation;
@@ -57,11 +64,116 @@ mod tracked;
 mod types;
 
 pub use column::{Column, Condition, Order};
+pub use column_value::IntoColumnValue;
 pub use database::{Database, DatabaseConfig};
 pub use entity::{ColumnMeta, ColumnSet, Entity, EntityMeta};
 pub use error::{Error, Result};
+pub use isolation::IsolationLevel;
 pub use n_plus_one::NPlusOne;
-pub use orm_derive::{DbEnum, Entity};
+/// Derives [`Entity`](trait@Entity) for a struct. An example with every
+/// attribute, each described below:
+///
+/// ```
+/// use orm_core::{Database, Entity};
+///
+/// #[derive(Entity, Clone, Debug, PartialEq)]
+/// #[orm(table = "authors")] // default: "author", the name in snake case
+/// struct Author {
+///     #[orm(primary_key, generated)] // a bigserial key, read back on insert
+///     id: i64,
+///     name: String,
+/// }
+///
+/// #[derive(Entity, Clone, Debug, PartialEq)]
+/// struct Book {
+///     #[orm(primary_key)] // chosen by the application
+///     isbn: String,
+///     #[orm(references = Author, relation = "writer", on_delete = "cascade")]
+///     written_by: i64, // Book::WRITER: Relation<Book, Author>
+///     #[orm(column = "book_title")]
+///     title: String, // Book::TITLE, column "book_title"
+///     #[orm(sql_type = "json")] // a json column: the default is jsonb
+///     extra: serde_json::Value,
+///     #[orm(version)] // checked and incremented by every update
+///     version: i32,
+///     #[orm(skip)] // not a column: Default::default() when loaded
+///     selected: bool,
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+/// # let test_db = orm_tests::TestDb::new().await;
+/// # test_db.client().await.batch_execute("CREATE TABLE authors (id bigserial PRIMARY KEY, name text NOT NULL);
+/// #     CREATE TABLE book (isbn text PRIMARY KEY, written_by bigint NOT NULL REFERENCES authors ON DELETE CASCADE,
+/// #         book_title text NOT NULL, extra json NOT NULL, version int NOT NULL)").await?;
+/// # let db = Database::connect(test_db.url())?;
+///
+/// let mut session = db.session();
+/// let author = session.add(Author { id: 0, name: "Ann".into() });
+/// let book = session.add(Book {
+///     isbn: "978-0".into(),
+///     written_by: 0, // set from the author's generated key by the flush
+///     title: "Tea".into(),
+///     extra: serde_json::json!({}),
+///     version: 1,
+///     selected: true,
+/// });
+/// session.set_parent(&book, Book::WRITER, &author)?;
+/// session.commit().await?;
+///
+/// let mut session = db.session();
+/// let book = session.get_one::<Book>("978-0".to_owned()).await?;
+/// assert_eq!((book.read().written_by, book.read().selected), (author.key(), false));
+/// book.write().title = "More tea".into();
+/// session.commit().await?;
+/// assert_eq!(book.read().version, 2);
+/// assert_eq!(Book::TITLE.name(), "book_title");
+/// # Ok(()) }
+/// ```
+pub use orm_derive::Entity;
+
+/// Derives the column type of a fieldless enum, stored as text. An example,
+/// with the attributes described below:
+///
+/// ```
+/// use orm_core::{Database, DbEnum, Entity};
+///
+/// #[derive(DbEnum, Clone, Copy, Debug, PartialEq)]
+/// enum Status {
+///     Open,       // stored as 'open'
+///     InProgress, // 'in_progress'
+///     #[orm(rename = "closed")]
+///     Done,
+/// }
+///
+/// #[derive(Entity, Clone, Debug, PartialEq)]
+/// struct Ticket {
+///     #[orm(primary_key, generated)]
+///     id: i64,
+///     status: Status,
+///     reopened_from: Option<Status>, // a nullable text column
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+/// # let test_db = orm_tests::TestDb::new().await;
+/// # test_db.client().await.batch_execute("CREATE TABLE ticket (id bigserial PRIMARY KEY, status text NOT NULL, reopened_from text)").await?;
+/// # let db = Database::connect(test_db.url())?;
+///
+/// let mut session = db.session();
+/// session.add_all([
+///     Ticket { id: 0, status: Status::InProgress, reopened_from: None },
+///     Ticket { id: 0, status: Status::Done, reopened_from: Some(Status::Open) },
+/// ]);
+/// let done = session.query::<Ticket>().filter(Ticket::STATUS.eq(Status::Done)).one().await?;
+/// assert_eq!(done.read().reopened_from, Some(Status::Open));
+///
+/// let stored: Vec<String> = session
+///     .query_rows("SELECT status FROM ticket ORDER BY id", &[])
+///     .await?
+///     .iter()
+///     .map(|row| row.get(0))
+///     .collect();
+/// assert_eq!(stored, ["in_progress", "closed"]);
+/// # Ok(()) }
+/// ```
+pub use orm_derive::DbEnum;
 pub use query::{Query, UntrackedQuery};
 pub use relation::Relation;
 pub use session::{PendingChanges, Savepoint, Session};
@@ -79,5 +191,6 @@ pub mod __private {
     pub use crate::derive_support::*;
     pub use bytes::BytesMut;
     pub use postgres_types;
+    pub use tokio_postgres::types::Type;
     pub use tokio_postgres::Row;
 }

@@ -18,6 +18,30 @@ use crate::error::{Error, Result};
 /// contains values, so loading key 1, then key 2, then key 3 runs one
 /// statement three times. Flushes, `refresh`, `execute` and `query_rows`
 /// are not counted.
+///
+/// ```
+/// # use orm_core::{Database, DatabaseConfig, Entity, Error, NPlusOne};
+/// # #[derive(Entity, Clone, Debug, PartialEq)]
+/// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+/// # let test_db = orm_tests::TestDb::new().await;
+/// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+/// #     INSERT INTO customer (name) SELECT 'customer ' || i FROM generate_series(1, 5) AS i").await?;
+/// let mut config = DatabaseConfig::from_url(test_db.url())?;
+/// config.n_plus_one = NPlusOne::Error { threshold: 3 }; // in a test suite: fail, don't warn
+/// let db = Database::with_config(config)?;
+///
+/// let mut session = db.session();
+/// for id in 1..=3 {
+///     session.get_one::<Customer>(id).await?; // one statement per key...
+/// }
+/// let refused = session.get_one::<Customer>(4).await; // ...once too often
+/// assert!(matches!(refused, Err(Error::NPlusOne { count: 4, .. })));
+///
+/// let all = session.get_many::<Customer>(&[1, 2, 3, 4, 5]).await?; // the fix: one statement
+/// assert_eq!(all.len(), 5);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NPlusOne {
     /// Count nothing.

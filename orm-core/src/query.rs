@@ -14,19 +14,34 @@ use crate::types::{param_refs, Param};
 
 /// A query over entity `E`, started with [`Session::query`].
 ///
-/// ```no_run
-/// # use orm_core::{Entity, Session};
+/// ```
+/// # use orm_core::{Database, Entity, Error};
 /// # #[derive(Entity, Clone, Debug, PartialEq)]
-/// # #[orm(table = "customers")]
-/// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
-/// # async fn example(session: &mut Session) -> orm_core::Result<()> {
-/// let customers = session
+/// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String, city: Option<String> }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+/// # let test_db = orm_tests::TestDb::new().await;
+/// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL, city text);
+/// #     INSERT INTO customer (name, city) VALUES ('Alice', 'Paris'), ('Bob', NULL), ('Anna', 'Paris'), ('Abe', 'Rome')").await?;
+/// # let db = Database::connect(test_db.url())?;
+/// let mut session = db.session();
+// SELECT ... FROM "customer" AS t WHERE (t."name" LIKE $1 AND t."id" > $2)
+/// //     ORDER BY t."name" LIMIT $3 OFFSET $4
+/// let page = session
 ///     .query::<Customer>()
-///     .filter(Customer::NAME.like("A%").and(Customer::ID.gt(10)))
+///     .filter(Customer::NAME.like("A%").and(Customer::ID.gt(1)))
 ///     .order_by(Customer::NAME.asc())
 ///     .limit(20)
+///     .offset(1)
 ///     .all()
 ///     .await?;
+/// assert_eq!(page.len(), 1);
+/// assert_eq!(page[0].read().name, "Anna"); // after "Abe"
+///
+/// let parisians = session.query::<Customer>().filter(Customer::CITY.eq("Paris"));
+/// assert_eq!(parisians.count().await?, 2);
+/// assert!(session.query::<Customer>().filter(Customer::CITY.eq("Rome")).exists().await?);
+/// let first = session.query::<Customer>().order_by(Customer::ID.desc()).first().await?;
+/// assert_eq!(first.map(|abe| abe.key()), Some(4));
 /// # Ok(()) }
 /// ```
 ///
@@ -80,7 +95,26 @@ impl<'s, E: Entity> Query<'s, E> {
         self
     }
 
-    /// Loads plain values that the session does not track.
+    /// Loads plain values that the session does not track: no identity
+    /// map, no snapshot, nothing to flush. For large read-only loads (a
+    /// report, an export), which it makes cheaper.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Error};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String, city: Option<String> }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL, city text);
+    /// #     INSERT INTO customer (name, city) VALUES ('Alice', 'Paris'), ('Bob', NULL), ('Anna', 'Paris'), ('Abe', 'Rome')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let rows: Vec<Customer> = session.query::<Customer>().order_by(Customer::ID.asc()).untracked().all().await?;
+    /// assert_eq!(rows[1], Customer { id: 2, name: "Bob".into(), city: None });
+    /// assert!(session.get::<Customer>(2).await?.is_some()); // not tracked: loaded again
+    /// assert_eq!(session.stats().statements, 2);
+    /// # Ok(()) }
+    /// ```
     pub fn untracked(self) -> UntrackedQuery<'s, E> {
         UntrackedQuery { query: self }
     }
@@ -128,6 +162,26 @@ impl<'s, E: Entity> Query<'s, E> {
     ///
     /// It reads at most two rows (`LIMIT 2`), however many match; the entity
     /// is tracked only when it is the only one.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Error};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String, city: Option<String> }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL, city text);
+    /// #     INSERT INTO customer (name, city) VALUES ('Alice', 'Paris'), ('Bob', NULL), ('Anna', 'Paris'), ('Abe', 'Rome')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let bob = session.query::<Customer>().filter(Customer::NAME.eq("Bob")).one().await?;
+    /// assert_eq!(bob.key(), 2);
+    ///
+    /// let nobody = session.query::<Customer>().filter(Customer::NAME.eq("Zoe")).one().await;
+    /// assert!(matches!(nobody, Err(Error::NotFound { entity: "Customer", .. })));
+    /// let parisians = session.query::<Customer>().filter(Customer::CITY.eq("Paris")).one().await;
+    /// assert!(matches!(parisians, Err(Error::MultipleRows { entity: "Customer" })));
+    /// # Ok(()) }
+    /// ```
     pub async fn one(self) -> Result<Tracked<E>> {
         let (rows, session, filter) = self.at_most_two().await?;
         let entity = only(rows)?.ok_or(Error::NotFound { entity: E::META.name, key: filter })?;

@@ -39,17 +39,17 @@ impl Session {
         parent: &Tracked<P>,
     ) -> Result<()> {
         let parents = self.registries.of::<P>();
-        let parent_pending = parents.pending_inserts.iter().any(|t| Tracked::ptr_eq(t, parent));
+        let parent_pending = parents.pending_inserts.contains_key(&parent.address());
         if !parent_pending && !parents.owns(parent) {
             return Err(Error::NotInSession { entity: P::META.name });
         }
         let children = self.registries.of::<C>();
-        let child_pending = children.pending_inserts.iter().any(|t| Tracked::ptr_eq(t, child));
+        let child_pending = children.pending_inserts.contains_key(&child.address());
         if !child_pending && !children.owns(child) {
             return Err(Error::NotInSession { entity: C::META.name });
         }
         let column = relation.column_index();
-        children.links.retain(|link| !(link.column == column && Tracked::ptr_eq(&link.child, child)));
+        children.links.shift_remove(&(column, child.address()));
         if !parent_pending {
             relation.set_parent_key(&mut child.write(), parent.key());
             return Ok(());
@@ -61,21 +61,23 @@ impl Session {
         }
         let set = relation.setter();
         let waited_for = parent.clone();
-        children.links.push(ParentLink {
+        let link = ParentLink {
             child: child.clone(),
             column,
             parent: Box::new(parent.clone()),
+            parent_address: parent.address(),
             resolve: Box::new(move |registries, entity| {
                 let Some(parents) = registries.get_ref::<P>() else { return false };
                 let key = match parents.provisional.get(&waited_for.address()) {
-                    Some(key) => key.clone(),
+                    Some(inserted) => inserted.key(),
                     None if parents.owns(&waited_for) => waited_for.key(),
                     None => return false,
                 };
                 set(entity, key);
                 true
             }),
-        });
+        };
+        children.links.insert((column, child.address()), link);
         Ok(())
     }
 
@@ -90,11 +92,12 @@ impl Session {
         relation: Relation<C, P>,
     ) -> Result<Option<Tracked<P>>> {
         let column = relation.column_index();
-        let linked = self.registries.of::<C>().links.iter().find_map(|link| {
-            (link.column == column && Tracked::ptr_eq(&link.child, child))
-                .then(|| link.parent.downcast_ref::<Tracked<P>>().cloned())
-                .flatten()
-        });
+        let linked = self
+            .registries
+            .of::<C>()
+            .links
+            .get(&(column, child.address()))
+            .and_then(|link| link.parent.downcast_ref::<Tracked<P>>().cloned());
         if linked.is_some() {
             return Ok(linked);
         }
@@ -117,9 +120,8 @@ impl Session {
         relation: Relation<C, P>,
     ) -> Result<Vec<Tracked<P>>> {
         let column = relation.column_index();
-        let linked: HashSet<usize> =
-            self.registries.of::<C>().links.iter().filter(|l| l.column == column).map(|l| l.child.address()).collect();
-        if children.iter().any(|child| linked.contains(&child.address())) {
+        let links = &self.registries.of::<C>().links;
+        if children.iter().any(|child| links.contains_key(&(column, child.address()))) {
             // Children linked to parents not inserted yet hold placeholder
             // keys until a flush inserts the parents and fills them in.
             self.autoflush_for_query().await?;
@@ -183,19 +185,16 @@ impl Session {
         let column = relation.column_index();
         // A link to a pending parent wins over the foreign key, which keeps
         // its old value (or a placeholder) until the flush fills it in.
-        let belongs_here = |child: &Tracked<C>| {
-            let link = registry.links.iter().find(|link| link.column == column && Tracked::ptr_eq(&link.child, child));
-            match link {
-                Some(link) => link.parent.downcast_ref::<Tracked<P>>().is_some_and(|p| Tracked::ptr_eq(p, parent)),
-                None => relation.parent_key(&child.read()).as_ref() == Some(&key),
-            }
+        let belongs_here = |child: &Tracked<C>| match registry.links.get(&(column, child.address())) {
+            Some(link) => link.parent.downcast_ref::<Tracked<P>>().is_some_and(|p| Tracked::ptr_eq(p, parent)),
+            None => relation.parent_key(&child.read()).as_ref() == Some(&key),
         };
         let persistent = registry
             .identity
             .iter()
             .filter(|(k, child)| !registry.pending_deletes.contains_key(*k) && belongs_here(child))
             .map(|(_, child)| child.clone());
-        let pending = registry.pending_inserts.iter().filter(|child| belongs_here(child)).cloned();
+        let pending = registry.pending_inserts.values().filter(|child| belongs_here(child)).cloned();
         Ok(persistent.chain(pending).collect())
     }
 }

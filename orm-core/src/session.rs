@@ -10,7 +10,7 @@ use crate::connection::{Access, SessionConnection};
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::flush::{self, FlushEnd, PlanScope};
-use crate::identity::Registries;
+use crate::identity::{Doomed, Registries};
 use crate::n_plus_one::{LoadCounter, NPlusOne};
 use crate::query::{self, Query};
 use crate::sql;
@@ -37,10 +37,13 @@ use crate::types::param_refs;
 /// session is `Send` but not `Sync`: it can move between threads with its
 /// task, but it cannot be shared by two tasks.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// fn shared<T: Sync>(_: &T) {}
 /// fn check(session: &orm_core::Session) { shared(session) }
 /// ```
+///
+/// The examples on the methods map `Customer { id: i64, name: String }`
+/// (`id` generated) to a table holding Alice, Bob and Carol, ids 1 to 3.
 pub struct Session {
     connection: SessionConnection,
     pub(crate) registries: Registries,
@@ -95,6 +98,24 @@ impl Session {
     /// Turns autoflush on or off. With autoflush (the default) every query
     /// first flushes pending changes, so it sees them; turn it off to batch
     /// changes across queries, and flush yourself.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// session.set_autoflush(false);
+    /// session.add(Customer { id: 0, name: "Dave".into() });
+    /// assert_eq!(session.query::<Customer>().count().await?, 3); // Dave is not sent yet
+    /// session.flush().await?;
+    /// assert_eq!(session.query::<Customer>().count().await?, 4);
+    /// # Ok(()) }
+    /// ```
     pub fn set_autoflush(&mut self, enabled: bool) {
         self.autoflush = enabled;
     }
@@ -120,6 +141,28 @@ impl Session {
     /// A key already in the identity map returns its instance, with any
     /// changes not yet flushed, and costs no SQL. A key pending deletion
     /// gives `None`.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let name = match session.get::<Customer>(1).await? {
+    ///     Some(customer) => customer.read().name.clone(),
+    ///     None => "no such customer".to_owned(), // in a web handler: 404
+    /// };
+    /// assert_eq!(name, "Alice");
+    /// assert!(session.get::<Customer>(42).await?.is_none());
+    ///
+    /// session.get::<Customer>(1).await?; // again: from the identity map
+    /// assert_eq!(session.stats().statements, 2); // the two loads above, no more
+    /// # Ok(()) }
+    /// ```
     pub async fn get<E: Entity>(&mut self, key: E::Key) -> Result<Option<Tracked<E>>> {
         let registry = self.registries.of::<E>();
         if registry.pending_deletes.contains_key(&key) {
@@ -143,6 +186,25 @@ impl Session {
     /// The entities with these keys, in the order of `keys`, skipping keys
     /// that have no row. Keys already in the identity map cost no SQL; the
     /// rest are loaded with one statement (`= ANY($1)`), whatever their number.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let found = session.get_many::<Customer>(&[3, 42, 1]).await?;
+    /// let names: Vec<String> = found.iter().map(|c| c.read().name.clone()).collect();
+    /// assert_eq!(names, ["Carol", "Alice"]); // in the order asked for; 42 has no row
+    ///
+    /// session.get_many::<Customer>(&[1, 3]).await?; // both in the identity map
+    /// assert_eq!(session.stats().statements, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn get_many<E: Entity>(&mut self, keys: &[E::Key]) -> Result<Vec<Tracked<E>>> {
         let registry = self.registries.of::<E>();
         let missing: Vec<E::Key> = keys
@@ -164,6 +226,25 @@ impl Session {
     }
 
     /// Starts a query over entity `E`: filter, order, limit, then load.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let dave = session.add(Customer { id: 0, name: "Dave".into() });
+    /// // Autoflush: the INSERT runs first, so the query finds Dave...
+    /// let found = session.query::<Customer>().filter(Customer::NAME.like("%a%")).all().await?;
+    /// assert_eq!(found.len(), 2);
+    /// // ...and returns the instance the session already tracks.
+    /// assert!(found.iter().any(|c| Tracked::ptr_eq(c, &dave)));
+    /// # Ok(()) }
+    /// ```
     pub fn query<E: Entity>(&mut self) -> Query<'_, E> {
         Query::new(self)
     }
@@ -227,10 +308,27 @@ impl Session {
     /// Adds a new entity; the next flush inserts it. The returned handle
     /// receives the database-generated columns (an identity key, say) when
     /// the insert has run.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let dave = session.add(Customer { id: 0, name: "Dave".into() });
+    /// assert_eq!(dave.read().id, 0); // a placeholder: nothing is sent yet
+    /// session.commit().await?; // INSERT ... RETURNING id, and COMMIT
+    /// assert_eq!(dave.read().id, 4);
+    /// # Ok(()) }
+    /// ```
     pub fn add<E: Entity>(&mut self, entity: E) -> Tracked<E> {
         let registry = self.registries.of::<E>();
         let tracked = registry.new_tracked(entity);
-        registry.pending_inserts.push(tracked.clone());
+        registry.pending_inserts.insert(tracked.address(), tracked.clone());
         tracked
     }
 
@@ -238,6 +336,24 @@ impl Session {
     /// read from a cache, say): changes to it are flushed as updates. If the
     /// session already tracks its key, that instance is returned and `entity`
     /// is discarded, as a load would do.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let cached = Customer { id: 2, name: "Bob".into() }; // from a cache, say
+    /// let bob = session.attach(cached);
+    /// bob.write().name = "Robert".into();
+    /// let stats = session.commit().await?;
+    /// assert_eq!(stats.statements, 1); // the UPDATE, and no SELECT before it
+    /// # Ok(()) }
+    /// ```
     pub fn attach<E: Entity>(&mut self, entity: E) -> Tracked<E> {
         self.registries.of::<E>().track_loaded(entity)
     }
@@ -245,11 +361,32 @@ impl Session {
     /// What the next flush would write: entities to insert, update and
     /// delete, and the number of statements that takes. Runs the flush's own
     /// change detection and planning, without sending anything.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let bob_and_carol = session.get_many::<Customer>(&[2, 3]).await?;
+    /// bob_and_carol[0].write().name = "Robert".into();
+    /// session.delete(&bob_and_carol[1])?;
+    /// session.add_all([Customer { id: 0, name: "Dave".into() }, Customer { id: 0, name: "Erin".into() }]);
+    ///
+    /// let pending = session.pending()?;
+    /// assert_eq!((pending.inserts, pending.updates, pending.deletes), (2, 1, 1));
+    /// assert_eq!(pending.statements, 3); // one per table and operation
+    /// # Ok(()) }
+    /// ```
     pub fn pending(&self) -> Result<PendingChanges> {
         let mut pending = PendingChanges::default();
         let nothing_skipped = std::collections::HashSet::new();
         for registry in &self.registries.all {
-            if let Some(plan) = registry.plan(&PlanScope::everything(&nothing_skipped))? {
+            if let Some(plan) = registry.plan(&PlanScope::preview(&nothing_skipped))? {
                 let counts = plan.counts();
                 pending.inserts += counts.inserts;
                 pending.updates += counts.updates;
@@ -261,43 +398,100 @@ impl Session {
     }
 
     /// Adds many new entities; they are inserted with one statement.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let added = session.add_all((1..=1000).map(|n| Customer { id: 0, name: format!("customer {n}") }));
+    /// let stats = session.commit().await?;
+    /// assert_eq!(stats.statements, 1); // one INSERT for the thousand rows
+    /// assert_eq!(added[999].read().id, 1003); // each got its generated key
+    /// # Ok(()) }
+    /// ```
     pub fn add_all<E: Entity>(&mut self, entities: impl IntoIterator<Item = E>) -> Vec<Tracked<E>> {
         let registry = self.registries.of::<E>();
-        let start = registry.pending_inserts.len();
         let added: Vec<_> = entities.into_iter().map(|entity| registry.new_tracked(entity)).collect();
-        registry.pending_inserts.extend(added);
-        registry.pending_inserts[start..].to_vec()
+        registry.pending_inserts.extend(added.iter().map(|tracked| (tracked.address(), tracked.clone())));
+        added
     }
 
     /// Marks an entity for deletion at the next flush. Deleting an entity
     /// that was added and not yet inserted simply forgets it. Children the
-    /// session has loaded through a foreign key declared
-    /// `on_delete = "cascade"` are marked too, transitively, and deleted
-    /// before their parent; children it has not loaded are left to the
-    /// database, whose foreign-key error comes back as
+    /// session knows through a foreign key declared `on_delete = "cascade"`
+    /// go with it, transitively: loaded ones are deleted before their
+    /// parent, pending ones forgotten. Children it has not loaded are left
+    /// to the database, whose foreign-key error comes back as
     /// [`Error::ForeignKeyViolation`].
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let bob = session.get_one::<Customer>(2).await?;
+    /// session.delete(&bob)?;
+    /// assert!(session.get::<Customer>(2).await?.is_none()); // pending deletion: gone already
+    ///
+    /// let dave = session.add(Customer { id: 0, name: "Dave".into() });
+    /// session.delete(&dave)?; // never inserted: simply forgotten
+    /// session.commit().await?; // DELETE ... WHERE id = ANY($1)
+    /// assert_eq!(db.session().query::<Customer>().count().await?, 2);
+    /// # Ok(()) }
+    /// ```
     pub fn delete<E: Entity>(&mut self, entity: &Tracked<E>) -> Result<()> {
         let registry = self.registries.of::<E>();
-        if let Some(position) = registry.pending_inserts.iter().position(|t| Tracked::ptr_eq(t, entity)) {
-            registry.pending_inserts.remove(position);
-            return Ok(());
-        }
-        if !registry.owns(entity) {
+        let key = if registry.forget_pending(entity) {
+            None
+        } else if registry.owns(entity) {
+            let key = entity.key();
+            registry.pending_deletes.insert(key.clone(), entity.clone());
+            Some(Box::new(key) as Box<dyn std::any::Any>)
+        } else {
             return Err(Error::NotInSession { entity: E::META.name });
-        }
-        let key = entity.key();
-        registry.pending_deletes.insert(key.clone(), entity.clone());
-        self.registries.cascade_delete(E::META, &key);
+        };
+        self.registries.cascade_delete(E::META, Doomed { key, address: entity.address() });
         Ok(())
     }
 
     /// Stops tracking an entity: its pending insert, changes or deletion are
     /// forgotten and the next load of its key reads a fresh instance.
     /// Returns whether the session was tracking it.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let alice = session.get_one::<Customer>(1).await?;
+    /// alice.write().name = "changed, then forgotten".into();
+    /// assert!(session.expunge(&alice));
+    /// assert_eq!(session.pending()?.updates, 0);
+    ///
+    /// let fresh = session.get_one::<Customer>(1).await?; // loaded again
+    /// assert!(!Tracked::ptr_eq(&alice, &fresh));
+    /// assert_eq!(fresh.read().name, "Alice");
+    /// # Ok(()) }
+    /// ```
     pub fn expunge<E: Entity>(&mut self, entity: &Tracked<E>) -> bool {
         let Some(registry) = self.registries.get::<E>() else { return false };
-        if let Some(position) = registry.pending_inserts.iter().position(|t| Tracked::ptr_eq(t, entity)) {
-            registry.pending_inserts.remove(position);
+        if registry.forget_pending(entity) {
             return true;
         }
         if !registry.owns(entity) {
@@ -311,6 +505,24 @@ impl Session {
 
     /// Reloads an entity's columns from the database, discarding its
     /// unflushed changes. Fails with [`Error::NotFound`] if its row is gone.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let alice = session.get_one::<Customer>(1).await?;
+    /// session.execute("UPDATE customer SET name = upper(name)", &[]).await?;
+    /// assert_eq!(alice.read().name, "Alice"); // the session keeps what it loaded
+    /// session.refresh(&alice).await?;
+    /// assert_eq!(alice.read().name, "ALICE");
+    /// # Ok(()) }
+    /// ```
     pub async fn refresh<E: Entity>(&mut self, entity: &Tracked<E>) -> Result<()> {
         if !self.registries.of::<E>().owns(entity) {
             return Err(Error::NotInSession { entity: E::META.name });
@@ -333,6 +545,26 @@ impl Session {
     /// succeeded. If it fails, the database is as before the flush, the
     /// work is still pending and the session stays usable: fix the data and
     /// flush again.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let dave = session.add(Customer { id: 0, name: "Dave".into() });
+    /// session.flush().await?; // INSERT ... RETURNING id, inside the transaction
+    /// assert_eq!(dave.read().id, 4); // the key, before commit: use it as a foreign key
+    /// assert_eq!(session.pending()?.inserts, 0);
+    ///
+    /// session.rollback().await?; // a flush is not a commit
+    /// assert_eq!(db.session().query::<Customer>().count().await?, 3);
+    /// # Ok(()) }
+    /// ```
     pub async fn flush(&mut self) -> Result<()> {
         flush::flush(&mut self.registries, &mut self.connection, &mut self.stats, FlushEnd::KeepOpen).await
     }
@@ -344,6 +576,27 @@ impl Session {
     /// An insert-only unit of work travels as one round trip with its
     /// `BEGIN` and `COMMIT`; updates and deletes are first checked for
     /// stale rows and then committed.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// session.add(Customer { id: 0, name: "Dave".into() });
+    /// session.flush().await?;
+    /// let mut other = db.session();
+    /// assert_eq!(other.query::<Customer>().count().await?, 3); // not visible yet
+    ///
+    /// let stats = session.commit().await?; // the session is consumed
+    /// assert_eq!(stats.statements, 1);
+    /// assert_eq!(other.query::<Customer>().count().await?, 4);
+    /// # Ok(()) }
+    /// ```
     pub async fn commit(mut self) -> Result<SessionStats> {
         self.finished = true;
         if self.connection.failed() {
@@ -356,6 +609,24 @@ impl Session {
 
     /// Rolls back the transaction and ends the session; pending changes are
     /// discarded.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let alice = session.get_one::<Customer>(1).await?;
+    /// alice.write().name = "Alicia".into();
+    /// session.flush().await?; // the UPDATE ran, inside the transaction
+    /// session.rollback().await?;
+    /// assert_eq!(db.session().get_one::<Customer>(1).await?.read().name, "Alice");
+    /// # Ok(()) }
+    /// ```
     pub async fn rollback(mut self) -> Result<()> {
         self.finished = true;
         self.connection.finish("ROLLBACK", &mut self.stats).await
@@ -363,6 +634,31 @@ impl Session {
 
     /// Flushes, then opens a savepoint: a part of the unit of work that can
     /// be undone alone with [`rollback_nested`](Self::rollback_nested).
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let dave = session.add(Customer { id: 0, name: "Dave".into() });
+    /// let savepoint = session.begin_nested().await?; // Dave is flushed before it
+    ///
+    /// let bob = session.get_one::<Customer>(2).await?;
+    /// bob.write().name = "Robert".into();
+    /// session.delete(&dave)?;
+    /// session.flush().await?;
+    /// session.rollback_nested(savepoint).await?; // undoes the UPDATE and the DELETE
+    /// assert_eq!(bob.read().name, "Bob");
+    ///
+    /// session.commit().await?; // keeps what came before the savepoint: Dave
+    /// assert_eq!(db.session().query::<Customer>().count().await?, 4);
+    /// # Ok(()) }
+    /// ```
     pub async fn begin_nested(&mut self) -> Result<Savepoint> {
         self.flush().await?;
         let depth = self.registries.savepoint_depth();
@@ -394,6 +690,22 @@ impl Session {
     /// Runs a raw SQL statement in the session's transaction (after an
     /// autoflush) and returns the number of rows it affected. Values go in
     /// `params` as `$1, $2, ...`, never into the text.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let renamed = session.execute("UPDATE customer SET name = upper(name) WHERE id > $1", &[&1_i64]).await?;
+    /// assert_eq!(renamed, 2);
+    /// session.commit().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         self.autoflush().await?;
         self.connection.for_each_row(sql, params, Access::Write, &mut self.stats, |_| Ok(())).await
@@ -420,6 +732,25 @@ impl Session {
     /// run. Like [`execute`](Self::execute) it runs in the session's
     /// transaction after an autoflush (it may be an `UPDATE ... RETURNING`),
     /// and it counts towards the [N+1 guard](crate::NPlusOne).
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let alice = session.get_one::<Customer>(1).await?;
+    /// let found = session
+    ///     .query_raw::<Customer>("SELECT c.* FROM customer AS c WHERE c.name ~ $1 ORDER BY c.id", &[&"^[AB]"])
+    ///     .await?;
+    /// assert_eq!(found.len(), 2);
+    /// assert!(Tracked::ptr_eq(&found[0], &alice)); // through the identity map
+    /// # Ok(()) }
+    /// ```
     pub async fn query_raw<E: Entity>(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Tracked<E>>> {
         let rows = self.query_raw_untracked::<E>(sql, params).await?;
         Ok(self.track(rows))

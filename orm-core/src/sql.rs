@@ -33,16 +33,25 @@ fn join_columns(meta: &EntityMeta, set: ColumnSet, prefix: &str) -> String {
 }
 
 /// `UNNEST($1::type[], ...) AS v("a", ...)` over `columns` in that order: the
-/// parameter list of every batched statement.
-fn unnest(meta: &EntityMeta, columns: &[usize], with_ordinality: bool) -> String {
+/// parameter list of every batched statement. With `ordinality`, a last
+/// column of that name numbers the input rows.
+fn unnest(meta: &EntityMeta, columns: &[usize], ordinality: Option<&str>) -> String {
     let types: Vec<String> =
         columns.iter().enumerate().map(|(n, &i)| format!("${}::{}[]", n + 1, meta.columns[i].sql_type)).collect();
     let mut names: Vec<String> = columns.iter().map(|&i| quote_ident(meta.columns[i].name)).collect();
-    if with_ordinality {
-        names.push("ord".to_owned());
+    names.extend(ordinality.map(str::to_owned));
+    let with_ordinality = if ordinality.is_some() { " WITH ORDINALITY" } else { "" };
+    format!("UNNEST({}){with_ordinality} AS v({})", types.join(", "), names.join(", "))
+}
+
+/// The quoted name of an insert's row-number column: `"ord"`, lengthened
+/// while the table has a column of that name, which would make it ambiguous.
+fn ordinality_name(meta: &EntityMeta) -> String {
+    let mut name = String::from("ord");
+    while meta.columns.iter().any(|column| column.name == name) {
+        name.push('_');
     }
-    let ordinality = if with_ordinality { " WITH ORDINALITY" } else { "" };
-    format!("UNNEST({}){ordinality} AS v({})", types.join(", "), names.join(", "))
+    quote_ident(&name)
 }
 
 /// All columns, in `META` order, for a SELECT list.
@@ -81,7 +90,7 @@ pub(crate) fn select_by_keys(meta: &EntityMeta) -> String {
             " WHERE ({}) IN (SELECT {} FROM {})",
             join_columns(meta, keys, "t."),
             join_columns(meta, keys, "v."),
-            unnest(meta, &indexes(keys).collect::<Vec<_>>(), false)
+            unnest(meta, &indexes(keys).collect::<Vec<_>>(), None)
         );
     }
     sql
@@ -91,12 +100,13 @@ pub(crate) fn select_by_keys(meta: &EntityMeta) -> String {
 /// input order (`ORDER BY ord`) so that `RETURNING` yields their generated
 /// columns in that order.
 pub(crate) fn insert(meta: &EntityMeta, columns: ColumnSet) -> String {
+    let ord = ordinality_name(meta);
     let mut sql = format!(
-        "INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY ord",
+        "INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY v.{ord}",
         quote_ident(meta.table),
         join_columns(meta, columns, ""),
         join_columns(meta, columns, "v."),
-        unnest(meta, &indexes(columns).collect::<Vec<_>>(), true),
+        unnest(meta, &indexes(columns).collect::<Vec<_>>(), Some(&ord)),
     );
     let generated = meta.generated_columns().fold(0, |set, i| set | (1 << i));
     if generated != 0 {
@@ -118,7 +128,7 @@ pub(crate) fn update(meta: &EntityMeta, changed: ColumnSet) -> String {
         "UPDATE {} AS t SET {} FROM {} WHERE {} RETURNING {}",
         quote_ident(meta.table),
         assignments.join(", "),
-        unnest(meta, &update_parameters(meta, changed), false),
+        unnest(meta, &update_parameters(meta, changed), None),
         match_condition(meta),
         join_columns(meta, meta.key_set(), "t."),
     )
@@ -131,9 +141,27 @@ pub(crate) fn delete(meta: &EntityMeta) -> String {
     format!(
         "DELETE FROM {} AS t USING {} WHERE {} RETURNING {}",
         quote_ident(meta.table),
-        unnest(meta, &update_parameters(meta, 0), false),
+        unnest(meta, &update_parameters(meta, 0), None),
         match_condition(meta),
         join_columns(meta, meta.key_set(), "t."),
+    )
+}
+
+/// Sets `columns` to NULL in a batch of rows, by key, leaving the version
+/// alone: rows on a reference cycle are cleared this way before they are
+/// deleted, so that the rows they reference can be deleted first.
+pub(crate) fn clear(meta: &EntityMeta, columns: ColumnSet) -> String {
+    let keys: Vec<usize> = meta.key_columns().collect();
+    let assignments: Vec<String> =
+        indexes(columns).map(|i| format!("{} = NULL", quote_ident(meta.columns[i].name))).collect();
+    let matches: Vec<String> =
+        keys.iter().map(|&i| format!("t.{0} = v.{0}", quote_ident(meta.columns[i].name))).collect();
+    format!(
+        "UPDATE {} AS t SET {} FROM {} WHERE {}",
+        quote_ident(meta.table),
+        assignments.join(", "),
+        unnest(meta, &keys, None),
+        matches.join(" AND "),
     )
 }
 

@@ -21,6 +21,35 @@ use crate::entity::{ColumnSet, Entity};
 ///
 /// Guards are short-lived borrows: drop them before the next `.await` on the
 /// session (they are not `Send`, so the compiler insists in spawned tasks).
+///
+/// ```
+/// # use orm_core::{Database, Entity, Tracked};
+/// # #[derive(Entity, Clone, Debug, PartialEq)]
+/// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+/// # let test_db = orm_tests::TestDb::new().await;
+/// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+/// #     INSERT INTO customer (name) VALUES ('Alice')").await?;
+/// # let db = Database::connect(test_db.url())?;
+/// let mut session = db.session();
+/// let alice: Tracked<Customer> = session.get_one(1).await?;
+/// assert_eq!((alice.key(), alice.read().name.as_str()), (1, "Alice"));
+///
+/// alice.write().name = "Alice".into(); // written, but to the same value:
+/// assert!(!alice.is_modified()); // nothing for the flush to do
+/// alice.write().name.push_str(" Smith");
+/// assert!(alice.is_modified());
+///
+/// let again = session.get_one::<Customer>(1).await?; // from the identity map
+/// assert!(Tracked::ptr_eq(&alice, &again));
+/// assert_eq!(again.read().name, "Alice Smith");
+/// assert_eq!(session.stats().statements, 1);
+///
+/// session.commit().await?; // UPDATE ... SET name
+/// let plain: Customer = alice.get(); // a copy, and the handle outlives the session
+/// assert_eq!(plain, Customer { id: 1, name: "Alice Smith".into() });
+/// # Ok(()) }
+/// ```
 pub struct Tracked<T: Entity> {
     inner: Arc<Inner<T>>,
 }

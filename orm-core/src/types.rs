@@ -65,14 +65,47 @@ impl<T: ColumnType<Value = T>> ColumnType for Option<T> {
 
 /// A field stored as `jsonb`, serialized with serde.
 ///
-/// Wrap any `Serialize + DeserializeOwned` type to store it in one column:
+/// Wrap any `Serialize + DeserializeOwned` type (that is also `Clone`,
+/// `PartialEq` and `Debug`, like every field) to store it in one `jsonb` or
+/// `json` column. It dereferences to the inner value, and a change to the
+/// inner value is a change to the column:
 ///
 /// ```
-/// use orm_core::Json;
-/// #[derive(serde::Serialize, serde::Deserialize, Clone, PartialEq, Debug)]
-/// struct Settings { theme: String }
-/// let settings = Json(Settings { theme: "dark".into() });
-/// assert_eq!(settings.theme, "dark"); // derefs to the inner value
+/// use orm_core::{Database, Entity, Json};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+/// struct Settings {
+///     theme: String,
+///     shortcuts: Vec<String>,
+/// }
+///
+/// #[derive(Entity, Clone, Debug, PartialEq)]
+/// struct Profile {
+///     #[orm(primary_key)]
+///     user: String,
+///     settings: Json<Settings>,
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+/// # let test_db = orm_tests::TestDb::new().await;
+/// # test_db.client().await.batch_execute("CREATE TABLE profile (\"user\" text PRIMARY KEY, settings jsonb NOT NULL)").await?;
+/// # let db = Database::connect(test_db.url())?;
+///
+/// let mut session = db.session();
+/// let settings = Json(Settings { theme: "dark".into(), shortcuts: vec![] });
+/// session.add(Profile { user: "ann".into(), settings });
+/// session.commit().await?;
+///
+/// let mut session = db.session();
+/// let ann = session.get_one::<Profile>("ann".to_owned()).await?;
+/// assert_eq!(ann.read().settings.theme, "dark"); // derefs to the inner value
+/// ann.write().settings.shortcuts.push("ctrl-k".into());
+/// session.commit().await?; // UPDATE profile SET settings = ...
+///
+/// let stored: serde_json::Value =
+///     db.session().query_rows("SELECT settings FROM profile", &[]).await?[0].get(0);
+/// assert_eq!(stored, serde_json::json!({ "theme": "dark", "shortcuts": ["ctrl-k"] }));
+/// # Ok(()) }
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -50,6 +50,10 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         let ty = f.ty;
         quote_spanned!(ty.span()=> self.#field = ::orm_core::__private::decode::<#ty>(row, #n, #name, #column)?;)
     });
+    let accepts = columns.iter().enumerate().map(|(i, f)| {
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> #i => ::orm_core::__private::accepts::<#ty>(ty))
+    });
     let version = columns.iter().filter(|f| f.version).map(|f| {
         let field = f.ident;
         let ty = f.ty;
@@ -95,6 +99,13 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 #(#generated)*
                 let _ = row;
                 ::core::result::Result::Ok(())
+            }
+
+            fn accepts(column: usize, ty: &::orm_core::__private::Type) -> bool {
+                match column {
+                    #(#accepts,)*
+                    _ => false,
+                }
             }
 
             fn increment_version(&mut self) {

@@ -10,19 +10,59 @@ mod entity;
 use proc_macro::TokenStream;
 use syn::{parse_macro_input, DeriveInput};
 
-/// Maps a struct with named fields to a table; see `orm_core::Entity`.
+/// Maps a struct with named fields to a table: implements the
+/// `orm_core::Entity` trait and adds a typed column constant per field
+/// (`Customer::NAME`, a `Column<Customer, String>`) and a relation constant
+/// per foreign key.
 ///
-/// Struct attribute: `#[orm(table = "name")]` (default: the struct's name in
-/// snake case). Field attributes: `primary_key`, `generated`, `version`,
-/// `skip`, `column = "name"`, `sql_type = "type"`.
+/// Each field that is not `skip` must have a type a column can store
+/// (integers, floats, `bool`, `String`, `Vec<u8>`, `Uuid`, chrono dates and
+/// times, JSON, a `#[derive(DbEnum)]` enum, or an `Option` of one for a
+/// nullable column).
+/// Mistakes in attributes are compile errors pointing at the attribute.
+///
+/// On the struct:
+///
+/// | attribute | meaning |
+/// | --- | --- |
+/// | `#[orm(table = "customers")]` | The table. Default: the struct's name in snake case (`OrderLine` maps to `order_line`). |
+///
+/// On a field:
+///
+/// | attribute | meaning |
+/// | --- | --- |
+/// | `#[orm(primary_key)]` | Part of the primary key; every entity has one. Several fields make a composite key, a tuple in field order. |
+/// | `#[orm(primary_key, generated)]` | `generated`: the database assigns the value (identity, `serial`, `DEFAULT now()`); inserts leave it out and read it back with `RETURNING`. |
+/// | `#[orm(version)]` | An `i16`/`i32`/`i64` optimistic-concurrency counter: every update and delete checks it, every update increments it. |
+/// | `#[orm(column = "full_name")]` | The column's name, when it differs from the field's. |
+/// | `#[orm(sql_type = "json")]` | The PostgreSQL type the flush casts this column's array parameters to, instead of the one implied by the Rust type. |
+/// | `#[orm(skip)]` | Not a column: never written, `Default::default()` when loaded. |
+/// | `#[orm(references = Author)]` | A foreign key to entity `Author`: the field holds `Author`'s key type (or an `Option` of it). Adds `Book::AUTHOR` for `author_id`. |
+/// | `#[orm(references = Author, relation = "writer")]` | Names the relation constant (`Book::WRITER`); required when the field's name does not end in `_id`. |
+/// | `#[orm(references = Author, on_delete = "cascade")]` | Deleting an author through the session deletes the books it has loaded. |
+///
+/// Read through `orm_core`, which re-exports this derive, this page starts
+/// with a runnable example that uses every attribute. The guide (the `docs`
+/// crate) covers each attribute in depth.
 #[proc_macro_derive(Entity, attributes(orm))]
 pub fn derive_entity(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     entity::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
 }
 
-/// Stores a fieldless enum as text; each variant is its name in snake case,
-/// or `#[orm(rename = "...")]`.
+/// Stores a fieldless enum in a `text` column, as a field type of an entity.
+///
+/// Each variant is stored as its name in snake case (`InProgress` as
+/// `in_progress`), or as its one attribute says:
+///
+/// | attribute (on a variant) | meaning |
+/// | --- | --- |
+/// | `#[orm(rename = "closed")]` | The text stored for this variant. |
+///
+/// Reading text that matches no variant is a decode error naming the entity
+/// and column. The enum must also be `Clone`, `PartialEq` and `Debug`, like
+/// every field type. Read through `orm_core`, which re-exports this derive,
+/// this page starts with a runnable example.
 #[proc_macro_derive(DbEnum, attributes(orm))]
 pub fn derive_db_enum(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

@@ -146,6 +146,66 @@ async fn a_session_dropped_mid_statement_inside_its_transaction_frees_the_connec
     cancel_mid_statement(true).await;
 }
 
+/// Cuts off a statement of `session` once the server runs it, as a timeout
+/// around the handler would, and keeps the session.
+async fn cut_off_a_statement(session: &mut orm_core::Session, monitor: &orm_core::tokio_postgres::Client) -> i32 {
+    tokio::select! {
+        result = session.execute("SELECT pg_sleep(30)", &[]) => panic!("the statement ended: {result:?}"),
+        pid = running_sleep(monitor) => pid,
+    }
+}
+
+/// Ends a session whose statement was cut off inside its transaction with
+/// `end`, checks that this was quick, kept nothing, and left the only
+/// connection of the pool clean for the next borrower, and returns what
+/// `end` returned.
+async fn end_after_a_cut_off_statement(
+    end: impl AsyncFnOnce(orm_core::Session) -> orm_core::Result<()>,
+) -> orm_core::Result<()> {
+    let (test_db, db) = setup_one_connection().await;
+    let monitor = test_db.client().await;
+    let mut session = db.session();
+    session.add(customer("cut off"));
+    session.flush().await.unwrap();
+    let pid = cut_off_a_statement(&mut session, &monitor).await;
+
+    let started = Instant::now();
+    let ended = end(session).await;
+    let (clean, reused) = checkout_state(&db).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "ending took {:?}", started.elapsed());
+    assert!(clean, "the next borrower is inside the cut-off transaction");
+    assert_ne!(reused, pid, "the connection of the cut-off statement went back to the pool");
+    assert!(customer_names(&test_db).await.is_empty(), "the flushed row was not committed");
+    ended
+}
+
+#[tokio::test]
+async fn rollback_after_a_cut_off_statement_is_quick_and_clean() {
+    end_after_a_cut_off_statement(async |session| session.rollback().await).await.unwrap();
+}
+
+#[tokio::test]
+async fn commit_after_a_cut_off_statement_is_an_error_and_keeps_nothing() {
+    let error = end_after_a_cut_off_statement(async |session| session.commit().await.map(drop)).await.unwrap_err();
+    assert!(matches!(error, Error::TransactionFailed), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_read_cut_off_before_any_write_leaves_the_session_usable() {
+    let (test_db, db) = setup_one_connection().await;
+    let monitor = test_db.client().await;
+    let mut session = db.session();
+    let pid = cut_off_a_statement(&mut session, &monitor).await;
+
+    // No transaction was open, so nothing is lost: the session goes on with
+    // a fresh connection while the cut-off one is cancelled and closed.
+    session.add(customer("after"));
+    let rows = session.query_rows("SELECT pg_backend_pid()", &[]).await.unwrap();
+    assert_ne!(rows[0].get::<_, i32>(0), pid);
+    session.commit().await.unwrap();
+    assert_eq!(customer_names(&test_db).await, ["after"]);
+}
+
 #[tokio::test]
 async fn a_session_dropped_while_its_statement_finishes_does_not_cancel_the_next_borrower() {
     let (_test_db, db) = setup_one_connection().await;
@@ -367,6 +427,12 @@ async fn committed_or_clean_sessions_log_no_warning() {
     session.rollback().await.expect("rollback");
     let mut session = db.session();
     session.get::<Customer>(1).await.unwrap();
+    drop(session);
+    // Changes to an entity the session no longer tracks are not its work.
+    let mut session = db.session();
+    let kept = session.get_one::<Customer>(1).await.unwrap();
+    kept.write().name = "changed, then expunged".to_owned();
+    assert!(session.expunge(&kept));
     drop(session);
 
     let text = log.text();

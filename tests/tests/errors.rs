@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orm_core::tokio_postgres::error::SqlState;
-use orm_core::{Database, Entity, Error};
+use orm_core::{Database, Entity, Error, IsolationLevel};
 use support::{customer, setup, setup_with, Account, Customer};
 use tokio::sync::Barrier;
 
@@ -197,10 +197,8 @@ async fn a_rejected_check_is_a_check_violation_on_insert_and_update() {
     assert_eq!(row.get::<_, i64>(0), 10);
 }
 
-async fn serializable(db: &Database) -> orm_core::Session {
-    let mut session = db.session();
-    session.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", &[]).await.expect("set isolation");
-    session
+fn serializable(db: &Database) -> orm_core::Session {
+    db.session_with_isolation(IsolationLevel::Serializable)
 }
 
 #[tokio::test]
@@ -213,8 +211,8 @@ async fn a_concurrent_update_at_serializable_is_a_retryable_serialization_failur
         .await
         .unwrap();
 
-    let mut first = serializable(&db).await;
-    let mut second = serializable(&db).await;
+    let mut first = serializable(&db);
+    let mut second = serializable(&db);
     let in_first = first.get_one::<Account>(1).await.unwrap();
     let in_second = second.get_one::<Account>(1).await.unwrap();
     in_first.write().balance -= 30;
@@ -236,8 +234,8 @@ async fn write_skew_at_serializable_is_a_retryable_serialization_failure() {
 
     // Each session opens an account only if there is none yet: run one
     // after the other, only one account would exist.
-    let mut first = serializable(&db).await;
-    let mut second = serializable(&db).await;
+    let mut first = serializable(&db);
+    let mut second = serializable(&db);
     assert_eq!(first.query::<Account>().count().await.unwrap(), 0);
     assert_eq!(second.query::<Account>().count().await.unwrap(), 0);
     first.add(account("first", 1));
@@ -294,6 +292,18 @@ async fn locking_in_opposite_orders_is_a_retryable_deadlock() {
     // Only the survivor's credits remain.
     let rows = test_db.client().await.query("SELECT balance FROM account ORDER BY id", &[]).await.unwrap();
     assert_eq!(rows.iter().map(|r| r.get(0)).collect::<Vec<i64>>(), vec![1, 1]);
+}
+
+#[test]
+fn every_pool_timeout_is_finite_by_default() {
+    let config = orm_core::DatabaseConfig::from_url("postgres://postgres@127.0.0.1/app").unwrap();
+    assert_eq!(config.keepalive_idle, Duration::from_secs(60), "half-open connections are noticed");
+    let db = Database::with_config(config).unwrap();
+    let timeouts = db.pool().timeouts();
+    let five_seconds = Some(Duration::from_secs(5));
+    assert_eq!((timeouts.wait, timeouts.create, timeouts.recycle), (five_seconds, five_seconds, five_seconds));
+    assert_eq!(db.pool().status().max_size, 16);
+    assert_eq!(db.pool().status().size, 0, "building the pool opens no connection");
 }
 
 #[tokio::test]

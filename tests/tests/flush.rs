@@ -253,6 +253,61 @@ async fn a_concurrent_change_makes_the_flush_fail_with_stale_data_and_commits_no
 }
 
 #[tokio::test]
+async fn stale_data_in_a_flush_leaves_the_session_usable_and_refresh_recovers() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    session.add(Account { id: 0, owner: "ann".into(), balance: 10, version: 1 });
+    session.commit().await.unwrap();
+
+    let mut session = db.session();
+    let ann = session.get_one::<Account>(1).await.unwrap();
+    let client = test_db.client().await;
+    client.execute("UPDATE account SET balance = 50, version = version + 1", &[]).await.unwrap();
+    ann.write().balance -= 5;
+    let error = session.flush().await.unwrap_err();
+    assert!(matches!(error, Error::StaleData { entity: "Account", .. }), "{error:?}");
+    assert!(ann.is_modified(), "the change is still pending");
+    assert_eq!(ann.read().version, 1, "nothing was applied");
+
+    // Reload what the other writer committed, decide again, and flush.
+    session.refresh(&ann).await.unwrap();
+    assert_eq!((ann.read().balance, ann.read().version), (50, 2));
+    ann.write().balance -= 5;
+    session.commit().await.unwrap();
+    let row = client.query_one("SELECT balance, version FROM account", &[]).await.unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i32>(1)), (45, 3));
+}
+
+#[tokio::test]
+async fn deleting_a_row_changed_since_it_was_loaded_is_stale_data() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    session.add_all([
+        Account { id: 0, owner: "ann".into(), balance: 10, version: 1 },
+        Account { id: 0, owner: "ben".into(), balance: 10, version: 1 },
+    ]);
+    session.commit().await.unwrap();
+
+    let mut session = db.session();
+    let accounts = session.query::<Account>().order_by(Account::ID.asc()).all().await.unwrap();
+    let client = test_db.client().await;
+    client.execute("UPDATE account SET balance = 0, version = version + 1 WHERE owner = 'ben'", &[]).await.unwrap();
+    for account in &accounts {
+        session.delete(account).unwrap();
+    }
+    let error = session.commit().await.unwrap_err();
+    match error {
+        Error::StaleData { keys, expected, matched, .. } => {
+            assert_eq!(keys, vec!["2".to_owned()], "ben's row changed after it was loaded");
+            assert_eq!((expected, matched), (2, 1));
+        }
+        other => panic!("expected StaleData, got {other:?}"),
+    }
+    let left: i64 = client.query_one("SELECT count(*) FROM account", &[]).await.unwrap().get(0);
+    assert_eq!(left, 2, "neither row was deleted");
+}
+
+#[tokio::test]
 async fn version_columns_advance_on_update() {
     let (test_db, db) = setup().await;
     let mut session = db.session();

@@ -238,10 +238,11 @@ async fn parents_already_tracked_are_not_loaded_again() {
     let mut session = db.session();
     let first = session.get_one::<User>(1).await.unwrap();
     let posts = session.query::<Post>().all().await.unwrap();
-    let before = session.stats().statements;
+    let before = session.stats();
     let authors = session.load_parents(&posts, Post::AUTHOR).await.unwrap();
     assert_eq!(authors.len(), 5);
-    assert_eq!(session.stats().statements - before, 1, "one query for the four untracked authors");
+    assert_eq!(session.stats().statements - before.statements, 1, "one query");
+    assert_eq!(session.stats().rows - before.rows, 4, "for the four untracked authors only");
     assert!(authors.iter().any(|a| Tracked::ptr_eq(a, &first)));
     let before = session.stats();
     session.load_parents(&posts, Post::AUTHOR).await.unwrap();
@@ -296,6 +297,53 @@ async fn deleting_a_parent_cascades_to_its_loaded_children_in_the_same_flush() {
 }
 
 #[tokio::test]
+async fn a_cascade_follows_links_and_forgets_pending_children() {
+    let (test_db, db) = setup().await;
+    seed_users_posts_comments(&db, 1).await;
+    let mut session = db.session();
+    let posts = session.query::<Post>().order_by(Post::ID.asc()).all().await.unwrap();
+    let comments = session.load_children(&posts[..1], Comment::POST).await.unwrap();
+    // Moved to a post not inserted yet: the link wins over its old key.
+    let new_post = session.add(post(1, "u0 p3"));
+    session.set_parent(&comments[0], Comment::POST, &new_post).unwrap();
+    // Pending children of deleted parents have no row to delete: forgotten.
+    let post_id = posts[0].read().id;
+    session.add(Comment { id: 0, post_id, body: "new on p0".into() });
+    let short_lived = session.add(post(1, "short-lived"));
+    let orphan = session.add(Comment { id: 0, post_id: 0, body: "orphan".into() });
+    session.set_parent(&orphan, Comment::POST, &short_lived).unwrap();
+    session.delete(&short_lived).unwrap();
+
+    session.delete(&posts[0]).unwrap();
+    assert_eq!(session.pending().unwrap().inserts, 1, "only the new post is left to insert");
+    session.commit().await.unwrap();
+
+    let client = test_db.client().await;
+    let rows = client
+        .query("SELECT c.body, p.title FROM comment c JOIN post p ON p.id = c.post_id ORDER BY c.id", &[])
+        .await
+        .unwrap();
+    let comments: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(comments.len(), 5, "of p0's comments only the moved one is left: {comments:?}");
+    assert_eq!(comments[0], ("u0 p0 c0".to_owned(), "u0 p3".to_owned()));
+}
+
+#[tokio::test]
+async fn expunging_a_pending_child_drops_its_link_to_a_pending_parent() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let author = session.add(user("ann"));
+    let draft = session.add(post(0, "draft"));
+    session.set_parent(&draft, Post::AUTHOR, &author).unwrap();
+    assert!(session.expunge(&draft));
+    assert!(session.expunge(&author));
+    let stats = session.commit().await.unwrap();
+    assert_eq!(stats.statements, 0, "nothing waits for the expunged parent");
+    let posts: i64 = test_db.client().await.query_one("SELECT count(*) FROM post", &[]).await.unwrap().get(0);
+    assert_eq!(posts, 0);
+}
+
+#[tokio::test]
 async fn without_cascade_the_databases_foreign_key_error_comes_back_typed() {
     let (test_db, db) = setup().await;
     seed_users_posts_comments(&db, 1).await;
@@ -343,6 +391,46 @@ async fn a_tree_of_pending_categories_is_inserted_level_by_level() {
         .unwrap();
     let levels: Vec<(i32, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(levels, vec![(0, 1), (1, 2), (2, 4), (3, 8)]);
+}
+
+/// `category` with keys the application assigns.
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "category")]
+struct NumberedCategory {
+    #[orm(primary_key)]
+    id: i64,
+    #[orm(references = NumberedCategory)]
+    parent_id: Option<i64>,
+    name: String,
+}
+
+#[tokio::test]
+async fn rows_of_one_table_with_known_keys_go_in_one_statement_whatever_their_order() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    // Children before their parents: PostgreSQL checks the foreign key at
+    // the end of the statement, so one INSERT and one DELETE suffice.
+    session.add_all([
+        NumberedCategory { id: 30, parent_id: Some(20), name: "sonnets".into() },
+        NumberedCategory { id: 20, parent_id: Some(10), name: "poetry".into() },
+        NumberedCategory { id: 10, parent_id: None, name: "books".into() },
+    ]);
+    let stats = session.commit().await.unwrap();
+    assert_eq!(stats.statements, 1);
+    let client = test_db.client().await;
+    let rows = client.query("SELECT id, parent_id FROM category ORDER BY id", &[]).await.unwrap();
+    let tree: Vec<(i64, Option<i64>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(tree, vec![(10, None), (20, Some(10)), (30, Some(20))]);
+
+    let mut session = db.session();
+    for category in session.query::<NumberedCategory>().order_by(NumberedCategory::ID.asc()).all().await.unwrap() {
+        session.delete(&category).unwrap();
+    }
+    let before = session.stats().statements;
+    let stats = session.commit().await.unwrap();
+    assert_eq!(stats.statements - before, 1, "parents and children in one DELETE");
+    let left: i64 = client.query_one("SELECT count(*) FROM category", &[]).await.unwrap().get(0);
+    assert_eq!(left, 0);
 }
 
 #[tokio::test]

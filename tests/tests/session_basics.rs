@@ -2,7 +2,7 @@
 
 mod support;
 
-use orm_core::Tracked;
+use orm_core::{IsolationLevel, Tracked};
 use support::{customer, setup, Customer};
 
 #[tokio::test]
@@ -41,6 +41,38 @@ async fn seeded(names: &[&str]) -> (orm_tests::TestDb, orm_core::Database) {
     session.add_all(names.iter().map(|name| customer(name)));
     session.commit().await.unwrap();
     (test_db, db)
+}
+
+#[tokio::test]
+async fn rollback_discards_flushed_and_pending_work() {
+    let (test_db, db) = seeded(&["ann"]).await;
+    let mut session = db.session();
+    let ann = session.get_one::<Customer>(1).await.unwrap();
+    ann.write().name = "renamed and flushed".to_owned();
+    session.add(customer("flushed"));
+    session.flush().await.unwrap();
+    session.add(customer("pending"));
+    session.rollback().await.unwrap();
+
+    let rows = test_db.client().await.query("SELECT name FROM customer ORDER BY id", &[]).await.unwrap();
+    let names: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+    assert_eq!(names, ["ann"]);
+}
+
+#[tokio::test]
+async fn a_repeatable_read_session_reads_one_snapshot_from_its_first_load() {
+    let (test_db, db) = seeded(&["ann"]).await;
+    let mut session = db.session_with_isolation(IsolationLevel::RepeatableRead);
+    let first = session.get_one::<Customer>(1).await.unwrap();
+    assert_eq!(first.read().name, "ann");
+    test_db.client().await.batch_execute("UPDATE customer SET name = 'changed meanwhile'").await.unwrap();
+
+    let again = session.query::<Customer>().untracked().all().await.unwrap();
+    assert_eq!(again[0].name, "ann", "the second load reads the snapshot of the first");
+    session.commit().await.unwrap();
+    let mut session = db.session();
+    let now = session.query::<Customer>().untracked().all().await.unwrap();
+    assert_eq!(now[0].name, "changed meanwhile", "at the default level, a load reads what is committed");
 }
 
 #[tokio::test]

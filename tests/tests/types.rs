@@ -47,7 +47,9 @@ struct Sample {
     preferences: Json<Preferences>,
     status: Status,
     maybe_small: Option<i16>,
+    maybe_medium: Option<i32>,
     maybe_big: Option<i64>,
+    maybe_single: Option<f32>,
     maybe_double: Option<f64>,
     maybe_flag: Option<bool>,
     maybe_label: Option<String>,
@@ -56,6 +58,7 @@ struct Sample {
     maybe_at: Option<DateTime<Utc>>,
     maybe_local_at: Option<NaiveDateTime>,
     maybe_date: Option<NaiveDate>,
+    maybe_alarm: Option<NaiveTime>,
     maybe_document: Option<serde_json::Value>,
     maybe_preferences: Option<Json<Preferences>>,
     maybe_status: Option<Status>,
@@ -69,9 +72,10 @@ const SCHEMA: &str = "
         label text NOT NULL, payload bytea NOT NULL, uid uuid NOT NULL,
         created_at timestamptz NOT NULL, local_at timestamp NOT NULL, birthday date NOT NULL,
         alarm time NOT NULL, document jsonb NOT NULL, preferences jsonb NOT NULL, status text NOT NULL,
-        maybe_small smallint, maybe_big bigint, maybe_double double precision, maybe_flag boolean,
+        maybe_small smallint, maybe_medium integer, maybe_big bigint, maybe_single real,
+        maybe_double double precision, maybe_flag boolean,
         maybe_label text, maybe_payload bytea, maybe_uid uuid, maybe_at timestamptz,
-        maybe_local_at timestamp, maybe_date date, maybe_document jsonb, maybe_preferences jsonb,
+        maybe_local_at timestamp, maybe_date date, maybe_alarm time, maybe_document jsonb, maybe_preferences jsonb,
         maybe_status text
     );
 ";
@@ -117,7 +121,9 @@ fn full() -> Sample {
         preferences: Json(preferences("dark")),
         status: Status::Closed,
         maybe_small: Some(i16::MAX),
+        maybe_medium: Some(i32::MIN),
         maybe_big: Some(i64::MAX),
+        maybe_single: Some(f32::MIN_POSITIVE),
         maybe_double: Some(f64::MAX),
         maybe_flag: Some(false),
         maybe_label: Some(String::new()),
@@ -126,6 +132,7 @@ fn full() -> Sample {
         maybe_at: Some(local(2000, 1, 1, 1).and_utc()),
         maybe_local_at: Some(local(2038, 1, 19, 0)),
         maybe_date: Some(date(9999, 12, 31)),
+        maybe_alarm: Some(NaiveTime::from_hms_micro_opt(0, 0, 0, 1).unwrap()),
         maybe_document: Some(json!([true, false])),
         maybe_preferences: Some(Json(preferences("light"))),
         maybe_status: Some(Status::OnHold),
@@ -136,7 +143,9 @@ fn full() -> Sample {
 fn sparse() -> Sample {
     Sample {
         maybe_small: None,
+        maybe_medium: None,
         maybe_big: None,
+        maybe_single: None,
         maybe_double: None,
         maybe_flag: None,
         maybe_label: None,
@@ -145,6 +154,7 @@ fn sparse() -> Sample {
         maybe_at: None,
         maybe_local_at: None,
         maybe_date: None,
+        maybe_alarm: None,
         maybe_document: None,
         maybe_preferences: None,
         maybe_status: None,
@@ -179,16 +189,16 @@ async fn every_type_round_trips_with_some_and_none() {
     let client = test_db.client().await;
     let row = client
         .query_one(
-            "SELECT num_nulls(maybe_small, maybe_big, maybe_double, maybe_flag, maybe_label, maybe_payload,
-                              maybe_uid, maybe_at, maybe_local_at, maybe_date, maybe_document,
-                              maybe_preferences, maybe_status),
+            "SELECT num_nulls(maybe_small, maybe_medium, maybe_big, maybe_single, maybe_double, maybe_flag,
+                              maybe_label, maybe_payload, maybe_uid, maybe_at, maybe_local_at, maybe_date,
+                              maybe_alarm, maybe_document, maybe_preferences, maybe_status),
                     (SELECT num_nulls(maybe_label, maybe_payload, maybe_document) FROM sample WHERE id = $2)
              FROM sample WHERE id = $1",
             &[&sparse_id, &full_id],
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, i32>(0), 13, "every None is stored as NULL");
+    assert_eq!(row.get::<_, i32>(0), 16, "every None is stored as NULL");
     assert_eq!(row.get::<_, i32>(1), 0, "empty string and empty bytes are not NULL");
 }
 

@@ -21,7 +21,7 @@ pub(crate) use plan::{plan_table, PlanScope, TablePlan};
 
 use crate::connection::{Outcome, SessionConnection, Statement};
 use crate::error::{Error, Result};
-use crate::identity::Registries;
+use crate::identity::{LinkState, Registries};
 use crate::stats::SessionStats;
 use plan::TableOutcomes;
 
@@ -66,8 +66,16 @@ pub(crate) async fn flush(
     stats: &mut SessionStats,
     end: FlushEnd,
 ) -> Result<()> {
-    let span = tracing::debug_span!("orm.flush", round_trips = tracing::field::Empty);
-    let result = run(registries, connection, stats, end).instrument(span).await;
+    let span = tracing::debug_span!(
+        "orm.flush",
+        commit = end == FlushEnd::Commit,
+        statements = tracing::field::Empty,
+        round_trips = tracing::field::Empty
+    );
+    let before = *stats;
+    let result = run(registries, connection, stats, end).instrument(span.clone()).await;
+    span.record("statements", stats.statements - before.statements);
+    span.record("round_trips", stats.round_trips - before.round_trips);
     for registry in &mut registries.all {
         registry.end_flush(result.is_ok());
     }
@@ -88,21 +96,41 @@ async fn run(
     let mut inserted: HashMap<usize, HashSet<usize>> = HashMap::new();
     let mut sent: Vec<Sent> = Vec::new();
     let mut first = true;
+    let nothing = HashSet::new();
     loop {
-        let waiting: Vec<HashSet<usize>> = registries.all.iter().map(|r| r.resolve_links(registries)).collect();
-        let last = waiting.iter().all(HashSet::is_empty);
-        let mut round: Vec<Sent> = Vec::new();
-        for &index in &order {
-            let mut skip = waiting[index].clone();
-            skip.extend(inserted.get(&index).into_iter().flatten());
-            let scope = PlanScope { skip: &skip, last, deferred: deferred[index] };
+        let links: Vec<LinkState> =
+            registries.all.iter().zip(&deferred).map(|(r, &deferred)| r.resolve_links(registries, deferred)).collect();
+        // A post-update names its rows by key: rows whose keys the database
+        // generates must have come back from an earlier round trip.
+        let keys_awaited = registries.all.iter().enumerate().any(|(index, registry)| {
+            deferred[index] != 0
+                && metas[index].key_columns().any(|k| metas[index].columns[k].generated)
+                && registry.has_inserts_besides(inserted.get(&index).unwrap_or(&nothing))
+        });
+        let last = !keys_awaited && !links.iter().any(|l| l.unresolved);
+        let planned = order.iter().try_fold(Vec::new(), |mut round, &index| {
+            let scope = PlanScope {
+                waiting: &links[index].waiting,
+                inserted: inserted.get(&index).unwrap_or(&nothing),
+                last,
+                deferred: deferred[index],
+                preview: false,
+            };
             if let Some(plan) = registries.all[index].plan(&scope)? {
                 round.push(Sent { registry: index, plan, outcomes: TableOutcomes::default() });
             }
-        }
+            Ok::<_, Error>(round)
+        });
+        let mut round = match planned.and_then(|round| check_cycles(&round, &cyclic, &metas).map(|()| round)) {
+            Ok(round) => round,
+            // Earlier round trips of this flush wrote rows: undo them.
+            Err(error) if !first => return Err(recover(connection, stats, end, false, error).await),
+            Err(error) => return Err(error),
+        };
         if round.is_empty() {
             if !last {
-                return Err(stuck(registries, &waiting));
+                let error = stuck(registries, &links);
+                return Err(if first { error } else { recover(connection, stats, end, false, error).await });
             }
             if first {
                 // Nothing to write at all.
@@ -112,7 +140,6 @@ async fn run(
                 };
             }
         } else {
-            check_cycles(&round, &cyclic, &metas)?;
             let verify = last && sent.iter().chain(&round).any(|s| s.plan.needs_verification());
             let savepoint =
                 if first && end == FlushEnd::KeepOpen { Some(connection.reopen_flush_savepoint()) } else { None };
@@ -123,8 +150,13 @@ async fn run(
                 Err(error) => return Err(recover(connection, stats, end, commit.is_some(), error).await),
             }
             if !last {
+                let recorded = round
+                    .iter()
+                    .try_for_each(|part| part.plan.record_keys(&part.outcomes, registries.all[part.registry].as_mut()));
+                if let Err(error) = recorded {
+                    return Err(recover(connection, stats, end, false, error).await);
+                }
                 for part in &round {
-                    part.plan.record_keys(&part.outcomes, registries.all[part.registry].as_mut())?;
                     inserted.entry(part.registry).or_default().extend(part.plan.inserted());
                 }
             }
@@ -135,17 +167,26 @@ async fn run(
             break;
         }
     }
-    let verify_first = sent.iter().any(|s| s.plan.needs_verification());
-    if let Err(error) = sent.iter().try_for_each(|s| s.plan.verify(&s.outcomes)) {
+    // Whether COMMIT travelled with the last round trip (see `verify` above).
+    let committed = end == FlushEnd::Commit && !sent.iter().any(|s| s.plan.needs_verification());
+    let checked = sent
+        .iter()
+        .try_for_each(|s| s.plan.verify(&s.outcomes))
+        .and_then(|()| sent.iter().try_for_each(|s| s.plan.set_generated(&s.outcomes)));
+    if let Err(error) = checked {
+        if committed {
+            connection.ended(None);
+            return Err(Error::AfterCommit(Box::new(error)));
+        }
         return Err(recover(connection, stats, end, false, error).await);
     }
-    match (end, verify_first) {
-        (FlushEnd::Commit, false) => connection.ended(None),
-        (FlushEnd::Commit, true) => connection.finish("COMMIT", stats).await?,
-        (FlushEnd::KeepOpen, _) => {}
+    match end {
+        FlushEnd::Commit if committed => connection.ended(None),
+        FlushEnd::Commit => connection.finish("COMMIT", stats).await?,
+        FlushEnd::KeepOpen => {}
     }
     for part in sent {
-        part.plan.apply(part.outcomes, registries.all[part.registry].as_mut())?;
+        part.plan.apply(registries.all[part.registry].as_mut());
     }
     Ok(())
 }
@@ -163,11 +204,11 @@ fn check_cycles(round: &[Sent], cyclic: &[usize], metas: &[&'static crate::entit
 
 /// The error when linked children wait for parents that no round trip
 /// will insert (a parent was expunged, or parents wait for each other).
-fn stuck(registries: &Registries, waiting: &[HashSet<usize>]) -> Error {
-    let tables = waiting
+fn stuck(registries: &Registries, links: &[LinkState]) -> Error {
+    let tables = links
         .iter()
         .zip(&registries.all)
-        .filter(|(waiting, _)| !waiting.is_empty())
+        .filter(|(links, _)| links.unresolved)
         .map(|(_, registry)| registry.meta().table)
         .collect();
     Error::DependencyCycle { tables }
@@ -197,12 +238,8 @@ fn order_statements(round: &mut [Sent]) -> (Vec<Statement>, Vec<(usize, Phase)>)
 /// Hands each statement's outcome to its table's plan.
 fn route(round: &mut [Sent], routes: Vec<(usize, Phase)>, outcomes: Vec<Outcome>) {
     for ((part, phase), outcome) in routes.into_iter().zip(outcomes) {
-        let rows = match &outcome {
-            Outcome::Rows(rows) => rows.len() as u64,
-            Outcome::Count(count) => *count,
-        };
         let target = &mut round[part];
-        tracing::debug!(table = target.plan.meta().table, operation = phase.name(), rows, "flushed");
+        tracing::debug!(table = target.plan.meta().table, operation = phase.name(), rows = outcome.rows(), "flushed");
         match phase {
             Phase::Insert => target.outcomes.inserts.push(outcome),
             Phase::Update => target.outcomes.updates.push(outcome),

@@ -38,15 +38,14 @@ pub(crate) fn parents_first(tables: &[&'static EntityMeta], deferred: &[ColumnSe
 }
 
 /// For the tables on a reference cycle, the foreign keys that can break it:
-/// nullable columns referencing another table of the cycle, in tables whose
-/// keys are not generated (a post-update has to name the rows it updates
-/// before they are inserted). Inserted as NULL, they are set by an UPDATE
-/// in the same round trip, after the rows they reference exist.
+/// nullable columns referencing another table of the cycle. Inserted as
+/// NULL, they are set by an UPDATE (a post-update) in the flush's last round
+/// trip, after the rows they reference exist.
 pub(crate) fn breakable(tables: &[&'static EntityMeta], cyclic: &[usize]) -> Vec<ColumnSet> {
     (0..tables.len())
         .map(|t| {
             let meta = tables[t];
-            if !cyclic.contains(&t) || meta.key_columns().any(|k| meta.columns[k].generated) {
+            if !cyclic.contains(&t) {
                 return 0;
             }
             meta.columns.iter().enumerate().fold(0, |set, (i, column)| {

@@ -31,20 +31,25 @@ pub(crate) struct TableOutcomes {
 
 /// Which part of a table's pending work one round trip of a flush carries.
 pub(crate) struct PlanScope<'a> {
-    /// Pending inserts to leave out, by handle address: sent by an earlier
-    /// round trip of this flush, or waiting for a parent's key.
-    pub(crate) skip: &'a HashSet<usize>,
-    /// The flush's last round trip, which also carries updates and deletes.
+    /// Pending inserts waiting for a parent's key, by handle address.
+    pub(crate) waiting: &'a HashSet<usize>,
+    /// Pending inserts sent by an earlier round trip of this flush.
+    pub(crate) inserted: &'a HashSet<usize>,
+    /// The flush's last round trip, which also carries updates, deletes and
+    /// post-updates.
     pub(crate) last: bool,
     /// Foreign-key columns on a reference cycle: inserted as NULL, then set
-    /// by an UPDATE later in the same round trip.
+    /// by an UPDATE (a post-update) in the flush's last round trip, and set
+    /// to NULL before the rows are deleted.
     pub(crate) deferred: ColumnSet,
+    /// Only counting what a flush would do: the session must not change.
+    pub(crate) preview: bool,
 }
 
 impl PlanScope<'_> {
-    /// Everything pending, in one round trip.
-    pub(crate) fn everything(empty: &HashSet<usize>) -> PlanScope<'_> {
-        PlanScope { skip: empty, last: true, deferred: 0 }
+    /// A look at everything pending, for [`Session::pending`](crate::Session::pending).
+    pub(crate) fn preview(empty: &HashSet<usize>) -> PlanScope<'_> {
+        PlanScope { waiting: empty, inserted: empty, last: true, deferred: 0, preview: true }
     }
 }
 
@@ -65,11 +70,15 @@ pub(crate) trait TablePlan: Send + Sync {
     /// Keeps the keys the inserts generated, for children that wait for them
     /// in the flush's next round trip; the entities are not changed yet.
     fn record_keys(&self, outcomes: &TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()>;
-    /// Checks the matched row counts; nothing is applied yet.
+    /// Checks the inserted and matched row counts; nothing is applied yet.
     fn verify(&self, outcomes: &TableOutcomes) -> Result<()>;
-    /// Applies generated keys, versions and snapshots to the objects, and
-    /// moves them between pending and persistent.
-    fn apply(self: Box<Self>, outcomes: TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()>;
+    /// Stores the generated columns the inserts returned in the inserted
+    /// entities, which stay pending until [`apply`](Self::apply).
+    fn set_generated(&self, outcomes: &TableOutcomes) -> Result<()>;
+    /// Applies versions and snapshots to the objects, and moves them between
+    /// pending and persistent. Cannot fail: everything that can was checked
+    /// before.
+    fn apply(self: Box<Self>, registry: &mut dyn ErasedRegistry);
 }
 
 struct Plan<T: Entity> {
@@ -90,6 +99,27 @@ fn bind_columns<T: Entity>(rows: &[Tracked<T>], columns: &[usize]) -> Vec<crate:
     let guards = read_all(rows);
     let entities: Vec<&T> = guards.iter().map(|g| &g.current).collect();
     columns.iter().map(|&column| T::column_array(&entities, column)).collect()
+}
+
+/// [`bind_columns`] for a post-update of rows inserted by this flush: their
+/// keys are the ones the database generated, which the entities get only
+/// when the flush succeeds.
+fn bind_post_update<T: Entity>(
+    registry: &Registry<T>,
+    rows: &[Tracked<T>],
+    columns: &[usize],
+) -> Vec<crate::types::Param> {
+    let guards = read_all(rows);
+    let current: Vec<&T> = guards.iter().map(|g| &g.current).collect();
+    let inserted: Vec<&T> = rows
+        .iter()
+        .zip(&current)
+        .map(|(tracked, &current)| registry.provisional.get(&tracked.address()).unwrap_or(current))
+        .collect();
+    columns
+        .iter()
+        .map(|&column| T::column_array(if T::META.columns[column].primary_key { &inserted } else { &current }, column))
+        .collect()
 }
 
 pub(crate) fn plan_table<T: Entity>(
@@ -118,17 +148,27 @@ pub(crate) fn plan_table<T: Entity>(
         let changed = changed & !version_bit;
         if changed == 0 {
             // Written but not changed: nothing to send, and nothing that a
-            // failed flush would have to restore.
-            tracked.mark_synced();
+            // failed flush would have to restore. (A preview leaves it be:
+            // a link to a pending parent may still change it.)
+            if !scope.preview {
+                tracked.mark_synced();
+            }
         } else {
             groups.entry(changed).or_default().push(tracked);
         }
     }
-    let inserts: Vec<Tracked<T>> =
-        registry.pending_inserts.iter().filter(|t| !scope.skip.contains(&t.address())).cloned().collect();
+    let unsent = |t: &&Tracked<T>| !scope.waiting.contains(&t.address()) && !scope.inserted.contains(&t.address());
+    let inserts: Vec<Tracked<T>> = registry.pending_inserts.values().filter(unsent).cloned().collect();
     let deletes: Vec<Tracked<T>> =
         if scope.last { registry.pending_deletes.values().cloned().collect() } else { Vec::new() };
-    if inserts.is_empty() && groups.is_empty() && deletes.is_empty() {
+    // Every row this flush inserts, once all of them are: the flush makes
+    // sure that rows with generated keys were sent by an earlier round trip.
+    let post_updated: Vec<Tracked<T>> = if scope.last && scope.deferred != 0 {
+        registry.pending_inserts.values().filter(|t| !scope.waiting.contains(&t.address())).cloned().collect()
+    } else {
+        Vec::new()
+    };
+    if inserts.is_empty() && groups.is_empty() && deletes.is_empty() && post_updated.is_empty() {
         return Ok(None);
     }
 
@@ -137,25 +177,40 @@ pub(crate) fn plan_table<T: Entity>(
     if !inserts.is_empty() {
         let columns = meta.insert_columns() & !scope.deferred;
         let order: Vec<usize> = sql::indexes(columns).collect();
+        let returns_rows = meta.generated_columns().next().is_some();
         statements.inserts.push(Statement {
             sql: sql::insert(meta, columns),
             params: bind_columns(&inserts, &order),
-            returns_rows: meta.generated_columns().next().is_some(),
+            returns_rows,
+            check: returns_rows.then_some(check_returning::<T>),
         });
-        if scope.deferred != 0 {
-            statements.updates.push(Statement {
-                sql: sql::update(meta, scope.deferred),
-                params: bind_columns(&inserts, &sql::update_parameters(meta, scope.deferred)),
-                returns_rows: true,
-            });
-            updates.push(inserts.clone());
-        }
+    }
+    if !post_updated.is_empty() {
+        statements.updates.push(Statement {
+            sql: sql::update(meta, scope.deferred),
+            params: bind_post_update(registry, &post_updated, &sql::update_parameters(meta, scope.deferred)),
+            returns_rows: true,
+            check: None,
+        });
+        updates.push(post_updated);
     }
     for (&changed, rows) in &groups {
         statements.updates.push(Statement {
             sql: sql::update(meta, changed),
             params: bind_columns(rows, &sql::update_parameters(meta, changed)),
             returns_rows: true,
+            check: None,
+        });
+    }
+    if !deletes.is_empty() && scope.deferred != 0 {
+        // After every update whose outcome `verify` checks (it pairs them
+        // with `updates` in order), before any delete: the rows that these
+        // rows reference may be deleted in the same flush.
+        statements.updates.push(Statement {
+            sql: sql::clear(meta, scope.deferred),
+            params: bind_columns(&deletes, &meta.key_columns().collect::<Vec<_>>()),
+            returns_rows: false,
+            check: None,
         });
     }
     if !deletes.is_empty() {
@@ -163,13 +218,54 @@ pub(crate) fn plan_table<T: Entity>(
             sql: sql::delete(meta),
             params: bind_columns(&deletes, &sql::update_parameters(meta, 0)),
             returns_rows: true,
+            check: None,
         });
     }
     updates.extend(groups.into_values());
     Ok(Some(Box::new(Plan { statements, inserts, updates, deletes })))
 }
 
+/// Refuses an insert whose `RETURNING` columns the entity's generated
+/// fields cannot hold, before it runs: found afterwards, the rows could be
+/// committed already (`COMMIT` travels with the last statements).
+fn check_returning<T: Entity>(statement: &tokio_postgres::Statement) -> Result<()> {
+    for (column, index) in statement.columns().iter().zip(T::META.generated_columns()) {
+        if !T::accepts(index, column.type_()) {
+            return Err(Error::ColumnType {
+                entity: T::META.name,
+                column: T::META.columns[index].name,
+                found: column.type_().name().to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl<T: Entity> Plan<T> {
+    /// The rows the insert returned, or how many it wrote.
+    fn inserted_rows(outcomes: &TableOutcomes) -> (&[tokio_postgres::Row], usize) {
+        match outcomes.inserts.first() {
+            Some(Outcome::Rows(rows)) => (rows, rows.len()),
+            Some(Outcome::Count(count)) => (&[], usize::try_from(*count).unwrap_or(usize::MAX)),
+            None => (&[], 0),
+        }
+    }
+
+    /// Fails if the insert wrote fewer rows than it was given: generated keys
+    /// come back in input order, so a skipped row would shift them all.
+    fn check_inserted(&self, outcomes: &TableOutcomes) -> Result<()> {
+        let (_, inserted) = Self::inserted_rows(outcomes);
+        if self.inserts.is_empty() || inserted == self.inserts.len() {
+            return Ok(());
+        }
+        Err(Error::RowsNotInserted {
+            entity: T::META.name,
+            table: T::META.table,
+            expected: self.inserts.len(),
+            inserted,
+        })
+    }
+
     /// Fails with `StaleData` naming the rows a statement should have matched and did not.
     fn check_matched(expected: &[Tracked<T>], outcome: &Outcome) -> Result<()> {
         let Outcome::Rows(rows) = outcome else { return Ok(()) };
@@ -223,16 +319,14 @@ impl<T: Entity> TablePlan for Plan<T> {
     fn record_keys(&self, outcomes: &TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()> {
         let registry =
             registry.as_any_mut().downcast_mut::<Registry<T>>().ok_or(Error::NotInSession { entity: T::META.name })?;
-        let rows = match outcomes.inserts.first() {
-            Some(Outcome::Rows(rows)) => rows.as_slice(),
-            _ => &[],
-        };
+        self.check_inserted(outcomes)?;
+        let (rows, _) = Self::inserted_rows(outcomes);
         for (n, tracked) in self.inserts.iter().enumerate() {
             let mut entity = tracked.get();
             if let Some(row) = rows.get(n) {
                 entity.set_generated(row)?;
             }
-            registry.provisional.insert(tracked.address(), entity.key());
+            registry.provisional.insert(tracked.address(), entity);
         }
         Ok(())
     }
@@ -242,6 +336,7 @@ impl<T: Entity> TablePlan for Plan<T> {
     }
 
     fn verify(&self, outcomes: &TableOutcomes) -> Result<()> {
+        self.check_inserted(outcomes)?;
         for (rows, outcome) in self.updates.iter().zip(&outcomes.updates) {
             Self::check_matched(rows, outcome)?;
         }
@@ -255,28 +350,30 @@ impl<T: Entity> TablePlan for Plan<T> {
         Ok(())
     }
 
-    fn apply(self: Box<Self>, outcomes: TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()> {
-        let registry =
-            registry.as_any_mut().downcast_mut::<Registry<T>>().ok_or(Error::NotInSession { entity: T::META.name })?;
-        let in_savepoint = !registry.savepoints.is_empty();
-        let generated = match outcomes.inserts.first() {
-            Some(Outcome::Rows(rows)) if T::META.generated_columns().next().is_some() => rows.as_slice(),
-            _ => &[],
+    fn set_generated(&self, outcomes: &TableOutcomes) -> Result<()> {
+        let (rows, _) = Self::inserted_rows(outcomes);
+        for (tracked, row) in self.inserts.iter().zip(rows) {
+            tracked.state().write().current.set_generated(row)?;
+        }
+        Ok(())
+    }
+
+    fn apply(self: Box<Self>, registry: &mut dyn ErasedRegistry) {
+        let Some(registry) = registry.as_any_mut().downcast_mut::<Registry<T>>() else {
+            unreachable!("a plan is applied to the registry that made it")
         };
+        let in_savepoint = !registry.savepoints.is_empty();
         if self.inserts.len() == registry.pending_inserts.len() {
             // The planned inserts are a subset of the pending ones: all of them.
             registry.pending_inserts.clear();
         } else {
             let inserted: HashSet<usize> = self.inserts.iter().map(Tracked::address).collect();
-            registry.pending_inserts.retain(|t| !inserted.contains(&t.address()));
+            registry.pending_inserts.retain(|address, _| !inserted.contains(address));
         }
         registry.identity.reserve(self.inserts.len());
-        for (n, tracked) in self.inserts.into_iter().enumerate() {
+        for tracked in self.inserts {
             let key = {
                 let mut state = tracked.state().write();
-                if let Some(row) = generated.get(n) {
-                    state.current.set_generated(row)?;
-                }
                 state.snapshot = None;
                 state.current.key()
             };
@@ -302,6 +399,5 @@ impl<T: Entity> TablePlan for Plan<T> {
                 undo.deleted.push(tracked);
             }
         }
-        Ok(())
     }
 }

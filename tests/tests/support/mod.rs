@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use orm_core::{Database, DatabaseConfig, Entity};
 use orm_tests::TestDb;
+use tracing_subscriber::fmt::format::FmtSpan;
 
 /// The benchmark table of DESIGN.md, plus a nullable note and a version.
 #[derive(Entity, Clone, Debug, PartialEq)]
@@ -74,11 +75,22 @@ impl LogBuffer {
     /// Collects this thread's log events until the guard is dropped; the
     /// tests run on a current-thread runtime, so that is all of the test's.
     pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        self.install_at(tracing::Level::WARN, FmtSpan::NONE)
+    }
+
+    /// Like [`install`](Self::install), at debug level and with a line for
+    /// each span that closes, carrying the span's fields.
+    pub fn install_spans(&self) -> tracing::subscriber::DefaultGuard {
+        self.install_at(tracing::Level::DEBUG, FmtSpan::CLOSE)
+    }
+
+    fn install_at(&self, level: tracing::Level, spans: FmtSpan) -> tracing::subscriber::DefaultGuard {
         let buffer = self.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || buffer.clone())
             .with_ansi(false)
-            .with_max_level(tracing::Level::WARN)
+            .with_max_level(level)
+            .with_span_events(spans)
             .finish();
         tracing::subscriber::set_default(subscriber)
     }
