@@ -1,8 +1,14 @@
 //! The tables of `migrations/`, mapped with `#[derive(Entity)]`.
 //!
-//! Relationships are plain foreign-key fields: the ORM has no relationship
-//! loading yet, so `loaders` batch-loads related rows, one statement per
-//! relation.
+//! Every foreign key is declared with `references`, which gives each entity
+//! a `Relation` constant per key (`Article::AUTHOR`, `Comment::ARTICLE`, ...)
+//! to load related rows in batches (`Session::load_parents`,
+//! `Session::load_children`) and to filter across relations
+//! (`Relation::has`, `Relation::any`), and orders a flush parents first.
+//! Every key is also `on_delete = "cascade"`, as in the schema: the schema
+//! deletes the rows the session has not loaded, and the declaration makes
+//! the session drop the loaded ones too, so that it agrees with the
+//! database.
 
 use chrono::{DateTime, Utc};
 use orm_core::Entity;
@@ -31,10 +37,10 @@ pub struct User {
 #[orm(table = "follows")]
 pub struct Follow {
     /// The user who follows.
-    #[orm(primary_key)]
+    #[orm(primary_key, references = User, on_delete = "cascade")]
     pub follower_id: i64,
     /// The user being followed.
-    #[orm(primary_key)]
+    #[orm(primary_key, references = User, on_delete = "cascade")]
     pub followee_id: i64,
 }
 
@@ -54,6 +60,7 @@ pub struct Article {
     /// The text, in Markdown.
     pub body: String,
     /// The `User` who wrote it.
+    #[orm(references = User, on_delete = "cascade")]
     pub author_id: i64,
     /// When it was created, to the microsecond.
     pub created_at: DateTime<Utc>,
@@ -66,7 +73,7 @@ pub struct Article {
 #[orm(table = "article_tags")]
 pub struct ArticleTag {
     /// The tagged `Article`.
-    #[orm(primary_key)]
+    #[orm(primary_key, references = Article, on_delete = "cascade")]
     pub article_id: i64,
     /// The tag.
     #[orm(primary_key)]
@@ -78,10 +85,10 @@ pub struct ArticleTag {
 #[orm(table = "favorites")]
 pub struct Favorite {
     /// The `User` who favorited.
-    #[orm(primary_key)]
+    #[orm(primary_key, references = User, on_delete = "cascade")]
     pub user_id: i64,
     /// The favorited `Article`.
-    #[orm(primary_key)]
+    #[orm(primary_key, references = Article, on_delete = "cascade")]
     pub article_id: i64,
 }
 
@@ -93,8 +100,10 @@ pub struct Comment {
     #[orm(primary_key, generated)]
     pub id: i64,
     /// The `Article` commented on.
+    #[orm(references = Article, on_delete = "cascade")]
     pub article_id: i64,
     /// The `User` who wrote it.
+    #[orm(references = User, on_delete = "cascade")]
     pub author_id: i64,
     /// The text.
     pub body: String,

@@ -1,48 +1,23 @@
-//! Batch loading of related rows: one statement per relation for a whole
-//! page of articles or comments, whatever its size, instead of one per row.
+//! What a page of articles or comments needs besides its relations, loaded
+//! for the whole page with one statement each, whatever its size.
 //!
-//! Each helper stands for one relationship, so it can be replaced by the
-//! ORM's relationship loading when that exists. They go through the
-//! session's identity map where they can: a user or a follow the request
-//! already loaded costs no SQL.
+//! The relations themselves (authors, tags) are the ORM's batch loading
+//! (`Session::load_parents`, `Session::load_children`; see `views`). What is
+//! left here is what relation loading does not cover: how many users
+//! favorited each article, and which of the page's articles and authors the
+//! viewer favorited and follows, which are single rows looked up by their
+//! composite keys rather than whole collections.
 
 use std::collections::{HashMap, HashSet};
 
-use orm_core::{tokio_postgres, Session, Tracked};
+use orm_core::{tokio_postgres, Session};
 
-use crate::entities::{ArticleTag, Favorite, Follow, User};
+use crate::entities::{Favorite, Follow};
 
-/// The distinct values of `ids`, in first-seen order.
-pub fn distinct(ids: impl IntoIterator<Item = i64>) -> Vec<i64> {
-    let mut seen = HashSet::new();
-    ids.into_iter().filter(|id| seen.insert(*id)).collect()
-}
-
-/// Users by id (authors of articles or comments): one statement for the
-/// ids not yet in the identity map, none if all are.
-pub async fn users(session: &mut Session, ids: &[i64]) -> orm_core::Result<HashMap<i64, User>> {
-    let users = session.get_many::<User>(ids).await?;
-    Ok(users.iter().map(Tracked::get).map(|user| (user.id, user)).collect())
-}
-
-/// The tags of each article, in alphabetical order: one statement.
-pub async fn tags(session: &mut Session, article_ids: &[i64]) -> orm_core::Result<HashMap<i64, Vec<String>>> {
-    let rows = session
-        .query::<ArticleTag>()
-        .filter(ArticleTag::ARTICLE_ID.is_in(article_ids.iter().copied()))
-        .order_by(ArticleTag::TAG.asc())
-        .untracked()
-        .all()
-        .await?;
-    let mut tags: HashMap<i64, Vec<String>> = HashMap::new();
-    for row in rows {
-        tags.entry(row.article_id).or_default().push(row.tag);
-    }
-    Ok(tags)
-}
-
-/// How many users favorited each article: one statement. Counted by the
-/// database, as an article may have any number of favorites.
+/// How many users favorited each article: one statement. Raw SQL, because
+/// the count needs `GROUP BY`, which the query builder cannot say; loading
+/// the favorites to count them would read one row per favorite, without
+/// bound.
 pub async fn favorite_counts(session: &mut Session, article_ids: &[i64]) -> orm_core::Result<HashMap<i64, i64>> {
     let ids = article_ids.to_vec();
     let rows = session
@@ -57,7 +32,8 @@ pub async fn favorite_counts(session: &mut Session, article_ids: &[i64]) -> orm_
         .map_err(|error| orm_core::Error::Decode { entity: "favorite count", column: "count", source: error })
 }
 
-/// Which of the articles `viewer` favorited: one statement, none without a
+/// Which of the articles `viewer` favorited: one statement for the keys not
+/// yet in the identity map (none right after favoriting), none without a
 /// viewer.
 pub async fn favorited(
     session: &mut Session,

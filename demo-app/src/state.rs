@@ -31,9 +31,3 @@ impl FromRef<AppState> for Arc<JwtKeys> {
         Arc::clone(&state.jwt)
     }
 }
-
-impl FromRef<AppState> for Database {
-    fn from_ref(state: &AppState) -> Self {
-        state.db.clone()
-    }
-}

@@ -1,11 +1,13 @@
 //! The JSON shapes of responses, and building them from entities with their
-//! relations batch-loaded (see `loaders`).
+//! relations batch-loaded: a page's authors and tags by the ORM's relation
+//! loading, favorite counts and the viewer's favorites and follows by
+//! `loaders`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use orm_core::{Session, Tracked};
+use orm_core::{Entity, Relation, Session, Tracked};
 use serde::Serialize;
 
-use crate::entities::{Article, Comment, User};
+use crate::entities::{Article, ArticleTag, Comment, User};
 use crate::loaders;
 
 /// RealWorld's timestamp format: ISO 8601 in UTC with milliseconds.
@@ -114,9 +116,10 @@ pub enum Body {
 }
 
 /// Views of `articles`, in order, as seen by `viewer`. Costs a constant
-/// number of statements whatever the number of articles: authors, tags and
-/// favorite counts, plus the viewer's favorites and follows when there is
-/// a viewer (fewer when the identity map already has the rows).
+/// number of statements whatever the number of articles: authors (none if
+/// the identity map has them all), tags and favorite counts, plus the
+/// viewer's favorites and follows when there is a viewer (none for those
+/// the identity map has).
 pub async fn articles(
     session: &mut Session,
     articles: &[Tracked<Article>],
@@ -126,35 +129,35 @@ pub async fn articles(
     if articles.is_empty() {
         return Ok(Vec::new());
     }
-    let articles: Vec<Article> = articles.iter().map(Tracked::get).collect();
-    let ids: Vec<i64> = articles.iter().map(|article| article.id).collect();
-    let author_ids = loaders::distinct(articles.iter().map(|article| article.author_id));
-
-    let authors = loaders::users(session, &author_ids).await?;
-    let mut tags = loaders::tags(session, &ids).await?;
+    let authors = session.load_parents(articles, Article::AUTHOR).await?;
+    session.load_children(articles, ArticleTag::ARTICLE).await?;
+    let ids: Vec<i64> = articles.iter().map(|article| article.read().id).collect();
     let counts = loaders::favorite_counts(session, &ids).await?;
     let favorited = loaders::favorited(session, viewer, &ids).await?;
-    let following = loaders::followed(session, viewer, &author_ids).await?;
+    let following = loaders::followed(session, viewer, &ids_of(&authors)).await?;
 
-    Ok(articles
-        .into_iter()
-        .filter_map(|article| {
-            // Absent only if the author was deleted meanwhile.
-            let author = authors.get(&article.author_id)?;
-            Some(ArticleView {
-                tag_list: tags.remove(&article.id).unwrap_or_default(),
-                favorited: favorited.contains(&article.id),
-                favorites_count: counts.get(&article.id).copied().unwrap_or(0),
-                author: ProfileView::new(author, following.contains(&author.id)),
-                created_at: timestamp(article.created_at),
-                updated_at: timestamp(article.updated_at),
-                body: (body == Body::Included).then_some(article.body),
-                slug: article.slug,
-                title: article.title,
-                description: article.description,
-            })
-        })
-        .collect())
+    let mut views = Vec::with_capacity(articles.len());
+    for article in articles {
+        let Some(author) = loaded_parent(session, article, Article::AUTHOR)? else { continue };
+        let mut tag_list: Vec<String> =
+            session.children(article, ArticleTag::ARTICLE)?.iter().map(|tag| tag.read().tag.clone()).collect();
+        tag_list.sort_unstable();
+        let article = article.read();
+        let author = author.read();
+        views.push(ArticleView {
+            slug: article.slug.clone(),
+            title: article.title.clone(),
+            description: article.description.clone(),
+            body: (body == Body::Included).then(|| article.body.clone()),
+            tag_list,
+            created_at: timestamp(article.created_at),
+            updated_at: timestamp(article.updated_at),
+            favorited: favorited.contains(&article.id),
+            favorites_count: counts.get(&article.id).copied().unwrap_or(0),
+            author: ProfileView::new(&author, following.contains(&author.id)),
+        });
+    }
+    Ok(views)
 }
 
 /// The view of one article.
@@ -176,23 +179,42 @@ pub async fn comments(
     if comments.is_empty() {
         return Ok(Vec::new());
     }
-    let comments: Vec<Comment> = comments.iter().map(Tracked::get).collect();
-    let author_ids = loaders::distinct(comments.iter().map(|comment| comment.author_id));
-    let authors = loaders::users(session, &author_ids).await?;
-    let following = loaders::followed(session, viewer, &author_ids).await?;
-    Ok(comments
-        .into_iter()
-        .filter_map(|comment| {
-            let author = authors.get(&comment.author_id)?;
-            Some(CommentView {
-                id: comment.id,
-                created_at: timestamp(comment.created_at),
-                updated_at: timestamp(comment.updated_at),
-                body: comment.body,
-                author: ProfileView::new(author, following.contains(&author.id)),
-            })
-        })
-        .collect())
+    let authors = session.load_parents(comments, Comment::AUTHOR).await?;
+    let following = loaders::followed(session, viewer, &ids_of(&authors)).await?;
+
+    let mut views = Vec::with_capacity(comments.len());
+    for comment in comments {
+        let Some(author) = loaded_parent(session, comment, Comment::AUTHOR)? else { continue };
+        let comment = comment.read();
+        let author = author.read();
+        views.push(CommentView {
+            id: comment.id,
+            created_at: timestamp(comment.created_at),
+            updated_at: timestamp(comment.updated_at),
+            body: comment.body.clone(),
+            author: ProfileView::new(&author, following.contains(&author.id)),
+        });
+    }
+    Ok(views)
+}
+
+fn ids_of(users: &[Tracked<User>]) -> Vec<i64> {
+    users.iter().map(|user| user.read().id).collect()
+}
+
+/// The parent of `child`, right after `load_parents` loaded the parents of
+/// its page. `None` if that found none: the row was deleted after the page
+/// was read (a user and, by cascade, their articles and comments), so the
+/// page leaves the child out rather than failing.
+fn loaded_parent<C: Entity, P: Entity>(
+    session: &mut Session,
+    child: &Tracked<C>,
+    relation: Relation<C, P>,
+) -> orm_core::Result<Option<Tracked<P>>> {
+    match session.parent(child, relation) {
+        Err(orm_core::Error::RelationNotLoaded { .. }) => Ok(None),
+        found => found,
+    }
 }
 
 #[cfg(test)]

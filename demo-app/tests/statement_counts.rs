@@ -1,6 +1,6 @@
-//! Article lists cost a constant number of statements whatever the page
-//! size: authors, tags, favorites and follows are loaded in batches, not
-//! per article, and the identity map saves the loads it already has.
+//! Lists cost a constant number of statements whatever the page size:
+//! authors, tags, favorites and follows are loaded in batches, not per
+//! article or comment, and the identity map saves the loads it already has.
 
 mod support;
 
@@ -10,21 +10,31 @@ use axum::http::{Method, StatusCode};
 use serde_json::Value;
 use support::TestApp;
 
-/// Five authors, twenty articles (two tags each, one minute apart), some
-/// favorites; the viewer follows authors 1 and 2.
+/// Three authors, 300 articles (one minute apart, a hundred by each author,
+/// tagged `rust` and `orm`, odd ids also `odd`), each favorited by half of
+/// the authors; a hundred comments on `article-1` and one on `article-2`.
 const SEED: &str = "
     INSERT INTO users (username, email, password_hash)
-        SELECT 'author' || i, 'author' || i || '@example.com', 'x' FROM generate_series(1, 5) AS i;
+        SELECT 'author' || i, 'author' || i || '@example.com', 'x' FROM generate_series(1, 3) AS i;
     INSERT INTO articles (slug, title, description, body, author_id, created_at, updated_at)
         SELECT 'article-' || i, 'Article ' || i, 'About ' || i, 'Body ' || i,
-               (SELECT id FROM users WHERE username = 'author' || (i % 5 + 1)),
+               (SELECT id FROM users WHERE username = 'author' || (i % 3 + 1)),
                now() - i * interval '1 minute', now() - i * interval '1 minute'
-        FROM generate_series(1, 20) AS i;
+        FROM generate_series(1, 300) AS i;
     INSERT INTO article_tags (article_id, tag) SELECT a.id, t FROM articles a, unnest(ARRAY['rust', 'orm']) AS t;
+    INSERT INTO article_tags (article_id, tag) SELECT id, 'odd' FROM articles WHERE id % 2 = 1;
     INSERT INTO favorites (user_id, article_id)
-        SELECT u.id, a.id FROM users u, articles a WHERE (u.id + a.id) % 3 = 0;
+        SELECT u.id, a.id FROM users u, articles a WHERE (u.id + a.id) % 2 = 0;
+    INSERT INTO comments (article_id, author_id, body, created_at, updated_at)
+        SELECT a.id, (SELECT id FROM users WHERE username = 'author' || (i % 3 + 1)), 'Comment ' || i, now(), now()
+        FROM articles a, generate_series(1, 100) AS i WHERE a.slug = 'article-1';
+    INSERT INTO comments (article_id, author_id, body, created_at, updated_at)
+        SELECT a.id, u.id, 'The only comment', now(), now()
+        FROM articles a, users u WHERE a.slug = 'article-2' AND u.username = 'author3';
 ";
 
+/// The seeded app and the token of `viewer`, who follows author1 and
+/// author2 and favorited `article-2`.
 async fn seeded() -> (TestApp, String) {
     let app = TestApp::new().await;
     app.test_db.client().await.batch_execute(SEED).await.expect("seed");
@@ -44,73 +54,168 @@ async fn seeded() -> (TestApp, String) {
     (app, token)
 }
 
-/// Statements of a list request, checking the page it returned.
-async fn statements_for(app: &TestApp, uri: &str, token: Option<&str>, expected_len: usize) -> u64 {
+/// A successful GET's answer and the number of statements it cost.
+async fn get(app: &TestApp, uri: &str, token: Option<&str>) -> (Value, u64) {
     let answer = app.call(Method::GET, uri, token, None).await;
     assert_eq!(answer.status, StatusCode::OK, "{uri}: {answer:?}");
-    assert_eq!(answer.json["articles"].as_array().unwrap().len(), expected_len, "{uri}");
-    answer.stats.expect("the session's stats").statements
+    (answer.json, answer.stats.expect("the session's stats").statements)
 }
 
-/// The statement counts of `base` with `limit` 1, 5 and 20, which must all
-/// be equal; returns that count.
+/// The statement counts of the list `base` with `limit` 1, 5, 20 and 100,
+/// which must all be equal; returns that count. `articlesCount` must be
+/// `total`, the number of matching articles, and each page as full as that
+/// allows.
 async fn constant_over_page_sizes(app: &TestApp, base: &str, token: Option<&str>, total: usize) -> u64 {
     let separator = if base.contains('?') { '&' } else { '?' };
     let mut counts = Vec::new();
-    for limit in [1, 5, 20] {
+    for limit in [1, 5, 20, 100] {
         let uri = format!("{base}{separator}limit={limit}");
-        counts.push(statements_for(app, &uri, token, limit.min(total)).await);
+        let (json, statements) = get(app, &uri, token).await;
+        assert_eq!(json["articles"].as_array().unwrap().len(), limit.min(total), "{uri}");
+        assert_eq!(json["articlesCount"], total, "{uri}");
+        counts.push(statements);
     }
-    assert!(counts.iter().all(|&count| count == counts[0]), "{base}: {counts:?} statements for 1, 5, 20 articles");
+    assert!(counts.iter().all(|&count| count == counts[0]), "{base}: {counts:?} statements for 1, 5, 20, 100 articles");
     counts[0]
 }
 
+/// Counts rows with `sql`, through a connection of the test's own.
+async fn count(app: &TestApp, sql: &str) -> usize {
+    let count: i64 = app.test_db.client().await.query_one(sql, &[]).await.expect("count").get(0);
+    usize::try_from(count).expect("a count")
+}
+
 #[tokio::test]
-async fn the_global_list_costs_the_same_for_1_5_and_20_articles() {
+async fn the_global_list_costs_the_same_for_1_to_100_articles() {
     let (app, token) = seeded().await;
     // Page, count, authors, tags, favorite counts.
-    assert_eq!(constant_over_page_sizes(&app, "/api/articles", None, 20).await, 5);
+    assert_eq!(constant_over_page_sizes(&app, "/api/articles", None, 300).await, 5);
     // And the viewer's favorites and follows.
-    assert_eq!(constant_over_page_sizes(&app, "/api/articles", Some(&token), 20).await, 7);
+    assert_eq!(constant_over_page_sizes(&app, "/api/articles", Some(&token), 300).await, 7);
 }
 
 #[tokio::test]
-async fn filtered_lists_and_the_feed_cost_the_same_for_any_page_size() {
+async fn filtered_lists_cost_the_same_for_1_to_100_articles() {
     let (app, token) = seeded().await;
-    // The author (loaded to filter by) is in the identity map: no authors
-    // statement, but one for the user: still 5.
-    assert_eq!(constant_over_page_sizes(&app, "/api/articles?author=author1", None, 4).await, 5);
-    // One raw statement for ids and total, then the articles by key.
-    assert_eq!(constant_over_page_sizes(&app, "/api/articles?tag=rust", None, 20).await, 5);
-    assert_eq!(constant_over_page_sizes(&app, "/api/articles?tag=rust", Some(&token), 20).await, 7);
+    // 150, 100, 150 and 50: pages of 100 for each filter alone.
+    let odd = count(&app, "SELECT count(*) FROM article_tags WHERE tag = 'odd'").await;
+    let by_author1 =
+        count(&app, "SELECT count(*) FROM articles a JOIN users u ON u.id = a.author_id WHERE u.username = 'author1'")
+            .await;
+    let favorited_by_author2 =
+        count(&app, "SELECT count(*) FROM favorites f JOIN users u ON u.id = f.user_id WHERE u.username = 'author2'")
+            .await;
+    let odd_by_author1 = count(
+        &app,
+        "SELECT count(*) FROM articles a JOIN users u ON u.id = a.author_id JOIN article_tags t ON t.article_id = a.id
+         WHERE u.username = 'author1' AND t.tag = 'odd'",
+    )
+    .await;
+    // Each filter is a semi-join in the page's and the count's WHERE: the
+    // same statements as the unfiltered list.
+    for token in [None, Some(token.as_str())] {
+        let expected = if token.is_some() { 7 } else { 5 };
+        assert_eq!(constant_over_page_sizes(&app, "/api/articles?tag=odd", token, odd).await, expected);
+        assert_eq!(constant_over_page_sizes(&app, "/api/articles?author=author1", token, by_author1).await, expected);
+        let favorited = "/api/articles?favorited=author2";
+        assert_eq!(constant_over_page_sizes(&app, favorited, token, favorited_by_author2).await, expected);
+        let both = "/api/articles?tag=odd&author=author1";
+        assert_eq!(constant_over_page_sizes(&app, both, token, odd_by_author1).await, expected);
+    }
+}
+
+#[tokio::test]
+async fn unknown_filter_values_match_nothing() {
+    let (app, _) = seeded().await;
+    for uri in ["/api/articles?tag=nope", "/api/articles?author=nobody", "/api/articles?favorited=nobody"] {
+        let (json, statements) = get(&app, uri, None).await;
+        assert_eq!(json["articlesCount"], 0, "{uri}");
+        assert_eq!(json["articles"], serde_json::json!([]), "{uri}");
+        // The page and the count; nothing to load for an empty page.
+        assert_eq!(statements, 2, "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn the_feed_costs_the_same_for_1_to_100_articles() {
+    let (app, token) = seeded().await;
+    let followed = count(
+        &app,
+        "SELECT count(*) FROM articles a JOIN users u ON u.id = a.author_id WHERE u.username IN ('author1', 'author2')",
+    )
+    .await;
     // Follows, page, count, authors, tags, favorite counts, the viewer's
     // favorites; the viewer's follows of the authors are already loaded.
-    assert_eq!(constant_over_page_sizes(&app, "/api/articles/feed", Some(&token), 8).await, 7);
+    assert_eq!(constant_over_page_sizes(&app, "/api/articles/feed", Some(&token), followed).await, 7);
 }
 
 #[tokio::test]
-async fn a_list_shows_what_the_database_holds() {
+async fn a_comment_list_costs_the_same_for_1_and_100_comments() {
     let (app, token) = seeded().await;
-    let answer = app.call(Method::GET, "/api/articles?limit=20", Some(&token), None).await;
-    assert_eq!(answer.json["articlesCount"], 20);
+    for (token, expected) in [(None, 3), (Some(token.as_str()), 4)] {
+        // The article, its comments, their authors, and the viewer's follows.
+        let (many, statements_for_many) = get(&app, "/api/articles/article-1/comments", token).await;
+        let (one, statements_for_one) = get(&app, "/api/articles/article-2/comments", token).await;
+        assert_eq!(many["comments"].as_array().unwrap().len(), 100);
+        assert_eq!(one["comments"].as_array().unwrap().len(), 1);
+        assert_eq!((statements_for_many, statements_for_one), (expected, expected), "token: {token:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_comment_list_shows_what_the_database_holds() {
+    let (app, token) = seeded().await;
+    let (json, _) = get(&app, "/api/articles/article-1/comments", Some(&token)).await;
+    let comments = json["comments"].as_array().unwrap();
+    // Oldest first.
+    let ids: Vec<i64> = comments.iter().map(|c| c["id"].as_i64().unwrap()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids, sorted);
     let client = app.test_db.client().await;
-    let expected: HashMap<String, i64> = client
-        .query("SELECT a.slug, count(f.user_id) FROM articles a LEFT JOIN favorites f ON f.article_id = a.id GROUP BY a.slug", &[])
+    let authors: HashMap<i64, String> = client
+        .query("SELECT c.id, u.username FROM comments c JOIN users u ON u.id = c.author_id", &[])
         .await
         .unwrap()
         .iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
-    let articles = answer.json["articles"].as_array().unwrap();
+    for comment in comments {
+        let author = &authors[&comment["id"].as_i64().unwrap()];
+        assert_eq!(comment["author"]["username"], author.as_str());
+        assert_eq!(comment["author"]["following"], author == "author1" || author == "author2", "{comment}");
+    }
+}
+
+#[tokio::test]
+async fn a_list_shows_what_the_database_holds() {
+    let (app, token) = seeded().await;
+    let (json, _) = get(&app, "/api/articles?limit=20", Some(&token)).await;
+    assert_eq!(json["articlesCount"], 300);
+    let client = app.test_db.client().await;
+    let expected: HashMap<String, (i64, Vec<String>)> = client
+        .query(
+            "SELECT a.slug, (SELECT count(*) FROM favorites f WHERE f.article_id = a.id),
+                    ARRAY(SELECT t.tag FROM article_tags t WHERE t.article_id = a.id ORDER BY t.tag)
+             FROM articles a",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), (row.get(1), row.get(2))))
+        .collect();
+    let articles = json["articles"].as_array().unwrap();
     // Newest first.
     let slugs: Vec<&str> = articles.iter().map(|a| a["slug"].as_str().unwrap()).collect();
     let newest: Vec<String> = (1..=20).map(|i| format!("article-{i}")).collect();
     assert_eq!(slugs, newest);
     for article in articles {
         let slug = article["slug"].as_str().unwrap();
-        assert_eq!(article["favoritesCount"], expected[slug], "{slug}");
+        let (favorites, tags) = &expected[slug];
+        assert_eq!(article["favoritesCount"], *favorites, "{slug}");
         assert_eq!(article["favorited"], slug == "article-2", "{slug}");
-        assert_eq!(article["tagList"], serde_json::json!(["orm", "rust"]));
+        assert_eq!(article["tagList"], serde_json::json!(tags), "{slug}");
         assert_eq!(article.get("body"), None::<&Value>);
         let author = article["author"]["username"].as_str().unwrap();
         assert_eq!(article["author"]["following"], author == "author1" || author == "author2", "{slug}");

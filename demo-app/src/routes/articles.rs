@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthUser, MaybeAuthUser};
 use crate::db_session::DbSession;
-use crate::entities::{now, Article, ArticleTag, Favorite, Follow};
+use crate::entities::{now, Article, ArticleTag, Favorite, Follow, User};
 use crate::error::{ApiError, ApiResult};
 use crate::json::{require, require_patch, Patch, Valid, Validate};
-use crate::routes::profiles::user_by_name;
+use crate::routes::idempotent::ensure_inserted;
 use crate::state::AppState;
 use crate::views::{self, ArticleView, Body};
 
@@ -94,6 +94,18 @@ impl ListParams {
         }
         Ok(Page { limit: limit.min(MAX_PAGE), offset })
     }
+
+    /// The condition the parameters set: tagged `tag`, written by `author`
+    /// and favorited by `favorited`, each if given; `None` if none is.
+    /// Each is a semi-join across relations (`EXISTS`), so an article
+    /// matches once however many rows it matches through.
+    fn filter(&self) -> Option<Condition<Article>> {
+        let tagged = self.tag.as_ref().map(|tag| ArticleTag::ARTICLE.any(ArticleTag::TAG.eq(tag)));
+        let by = self.author.as_ref().map(|name| Article::AUTHOR.has(User::USERNAME.eq(name)));
+        let favorited_by =
+            self.favorited.as_ref().map(|name| Favorite::ARTICLE.any(Favorite::USER.has(User::USERNAME.eq(name))));
+        [tagged, by, favorited_by].into_iter().flatten().reduce(Condition::and)
+    }
 }
 
 /// One page of the articles matching `filter`, and how many match: two
@@ -121,35 +133,6 @@ async fn newest_page(
     Ok((articles, count.count().await?))
 }
 
-/// Filters by tag and by who favorited need subqueries, which the query
-/// builder cannot express: one raw statement finds the page's ids and the
-/// total, then `get_many` loads the articles through the identity map.
-async fn filtered_page(
-    session: &mut Session,
-    params: &ListParams,
-    page: Page,
-) -> orm_core::Result<(Vec<Tracked<Article>>, i64)> {
-    const SQL: &str = "
-        WITH matched AS (
-            SELECT a.id, a.created_at FROM articles a
-            WHERE ($1::text IS NULL OR EXISTS (
-                    SELECT 1 FROM article_tags t WHERE t.article_id = a.id AND t.tag = $1))
-              AND ($2::text IS NULL OR a.author_id = (SELECT u.id FROM users u WHERE u.username = $2))
-              AND ($3::text IS NULL OR EXISTS (
-                    SELECT 1 FROM favorites f JOIN users u ON u.id = f.user_id
-                    WHERE f.article_id = a.id AND u.username = $3))
-        )
-        SELECT (SELECT count(*) FROM matched),
-               ARRAY(SELECT id FROM matched ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5)";
-    let rows =
-        session.query_rows(SQL, &[&params.tag, &params.author, &params.favorited, &page.limit, &page.offset]).await?;
-    let Some(row) = rows.first() else { return Ok((Vec::new(), 0)) };
-    let decode = |error| orm_core::Error::Decode { entity: "article page", column: "ids", source: error };
-    let total: i64 = row.try_get(0).map_err(decode)?;
-    let ids: Vec<i64> = row.try_get(1).map_err(decode)?;
-    Ok((session.get_many::<Article>(&ids).await?, total))
-}
-
 /// `GET /api/articles?tag=&author=&favorited=&limit=&offset=`: newest first;
 /// `articlesCount` is the number of all matching articles.
 async fn list(
@@ -159,17 +142,7 @@ async fn list(
 ) -> ApiResult<Json<ArticlesResponse>> {
     let params = ListParams::from_query(query)?;
     let page = params.page()?;
-    let (articles, total) = if params.tag.is_some() || params.favorited.is_some() {
-        filtered_page(&mut db, &params, page).await?
-    } else if let Some(author) = &params.author {
-        let Some(author) = user_by_name(&mut db, author).await? else { return Ok(ArticlesResponse::empty()) };
-        // The author is now in the identity map: loading the page's
-        // authors costs nothing.
-        let author_id = author.read().id;
-        newest_page(&mut db, || Some(Article::AUTHOR_ID.eq(author_id)), page).await?
-    } else {
-        newest_page(&mut db, || None, page).await?
-    };
+    let (articles, total) = newest_page(&mut db, || params.filter(), page).await?;
     let articles = views::articles(&mut db, &articles, viewer.id(), Body::Omitted).await?;
     Ok(Json(ArticlesResponse { articles, articles_count: total }))
 }
@@ -326,7 +299,6 @@ async fn update(
 ) -> ApiResult<Json<ArticleResponse>> {
     let changes = request.article;
     let article = own_article(&mut db, &slug, auth.id).await?;
-    let article_id = article.read().id;
     let new_slug = {
         let mut article = article.write();
         let mut new_slug = None;
@@ -352,15 +324,16 @@ async fn update(
         flush_with_unique_slug(&mut db, &article, &base).await?;
     }
     if let Patch::Value(tags) = changes.tag_list {
-        replace_tags(&mut db, article_id, normalize_tags(tags)).await?;
+        replace_tags(&mut db, &article, normalize_tags(tags)).await?;
     }
     respond(&mut db, &article, auth.id).await
 }
 
 /// Makes the article's tags exactly `tags`: deletes the others, adds the
 /// missing ones (written by the next flush).
-async fn replace_tags(session: &mut Session, article_id: i64, tags: Vec<String>) -> orm_core::Result<()> {
-    let existing = session.query::<ArticleTag>().filter(ArticleTag::ARTICLE_ID.eq(article_id)).all().await?;
+async fn replace_tags(session: &mut Session, article: &Tracked<Article>, tags: Vec<String>) -> orm_core::Result<()> {
+    let existing = session.load_children(std::slice::from_ref(article), ArticleTag::ARTICLE).await?;
+    let article_id = article.read().id;
     let mut kept = Vec::new();
     for row in &existing {
         let tag = row.read().tag.clone();
@@ -375,24 +348,28 @@ async fn replace_tags(session: &mut Session, article_id: i64, tags: Vec<String>)
 }
 
 /// `DELETE /api/articles/{slug}`: 204; its tags, favorites and comments go
-/// with it (`ON DELETE CASCADE`).
+/// with it, deleted by the database (`ON DELETE CASCADE`) in the same
+/// statement, without being loaded.
 async fn remove(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<StatusCode> {
     let article = own_article(&mut db, &slug, auth.id).await?;
     db.delete(&article)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /api/articles/{slug}/favorite`: idempotent.
+/// `POST /api/articles/{slug}/favorite`: idempotent, also when requests
+/// race (see `idempotent`).
 async fn favorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<Json<ArticleResponse>> {
     let article = find_article(&mut db, &slug).await?;
     let key = (auth.id, article.read().id);
     if db.get::<Favorite>(key).await?.is_none() {
-        db.add(Favorite { user_id: key.0, article_id: key.1 });
+        let favorite = db.add(Favorite { user_id: key.0, article_id: key.1 });
+        ensure_inserted(&mut db, &favorite).await?;
     }
     respond(&mut db, &article, auth.id).await
 }
 
-/// `DELETE /api/articles/{slug}/favorite`: idempotent.
+/// `DELETE /api/articles/{slug}/favorite`: idempotent, also when requests
+/// race (deleting a row that is gone already is no error).
 async fn unfavorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<Json<ArticleResponse>> {
     let article = find_article(&mut db, &slug).await?;
     let key = (auth.id, article.read().id);

@@ -35,9 +35,9 @@ struct CommentsResponse {
 /// `GET /api/articles/{slug}/comments`: oldest first.
 async fn list(viewer: MaybeAuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<Json<CommentsResponse>> {
     let article = find_article(&mut db, &slug).await?;
-    let article_id = article.read().id;
-    let comments =
-        db.query::<Comment>().filter(Comment::ARTICLE_ID.eq(article_id)).order_by(Comment::ID.asc()).all().await?;
+    let mut comments = db.load_children(std::slice::from_ref(&article), Comment::ARTICLE).await?;
+    // Ids grow with time; relation loading returns children in no order.
+    comments.sort_by_key(|comment| comment.read().id);
     let comments = views::comments(&mut db, &comments, viewer.id()).await?;
     Ok(Json(CommentsResponse { comments }))
 }

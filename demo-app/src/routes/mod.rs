@@ -1,4 +1,5 @@
-//! The RealWorld API's routes, one module per resource.
+//! The RealWorld API's routes, one module per resource, and `idempotent`,
+//! the race-safe insert that following and favoriting share.
 
 use axum::Router;
 
@@ -8,6 +9,7 @@ use crate::state::AppState;
 pub mod articles;
 pub mod comments;
 pub mod health;
+pub mod idempotent;
 pub mod profiles;
 pub mod tags;
 pub mod users;

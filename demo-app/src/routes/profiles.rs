@@ -10,6 +10,7 @@ use crate::auth::{AuthUser, MaybeAuthUser};
 use crate::db_session::DbSession;
 use crate::entities::{Follow, User};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::idempotent::ensure_inserted;
 use crate::state::AppState;
 use crate::views::ProfileView;
 
@@ -25,13 +26,9 @@ struct ProfileResponse {
     profile: ProfileView,
 }
 
-/// The user with this name, or `None`.
-pub async fn user_by_name(session: &mut Session, username: &str) -> orm_core::Result<Option<Tracked<User>>> {
-    session.query::<User>().filter(User::USERNAME.eq(username)).first().await
-}
-
+/// The user with this name, or 404.
 async fn find_profile(session: &mut Session, username: &str) -> ApiResult<Tracked<User>> {
-    user_by_name(session, username).await?.ok_or(ApiError::NotFound("profile"))
+    session.query::<User>().filter(User::USERNAME.eq(username)).first().await?.ok_or(ApiError::NotFound("profile"))
 }
 
 fn respond(user: &Tracked<User>, following: bool) -> Json<ProfileResponse> {
@@ -53,17 +50,20 @@ async fn profile(
     Ok(respond(&user, following))
 }
 
-/// `POST /api/profiles/{username}/follow`: idempotent.
+/// `POST /api/profiles/{username}/follow`: idempotent, also when requests
+/// race (see `idempotent`).
 async fn follow(auth: AuthUser, mut db: DbSession, Path(username): Path<String>) -> ApiResult<Json<ProfileResponse>> {
     let user = find_profile(&mut db, &username).await?;
     let key = (auth.id, user.read().id);
     if db.get::<Follow>(key).await?.is_none() {
-        db.add(Follow { follower_id: key.0, followee_id: key.1 });
+        let follow = db.add(Follow { follower_id: key.0, followee_id: key.1 });
+        ensure_inserted(&mut db, &follow).await?;
     }
     Ok(respond(&user, true))
 }
 
-/// `DELETE /api/profiles/{username}/follow`: idempotent.
+/// `DELETE /api/profiles/{username}/follow`: idempotent, also when requests
+/// race (deleting a row that is gone already is no error).
 async fn unfollow(auth: AuthUser, mut db: DbSession, Path(username): Path<String>) -> ApiResult<Json<ProfileResponse>> {
     let user = find_profile(&mut db, &username).await?;
     let user_id = user.read().id;

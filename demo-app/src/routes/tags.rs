@@ -20,8 +20,13 @@ struct TagsResponse {
 
 /// Every tag in use, in alphabetical order.
 async fn list(mut db: DbSession) -> ApiResult<Json<TagsResponse>> {
-    // DISTINCT is beyond the query builder.
+    // Raw SQL: DISTINCT is beyond the query builder, and loading every
+    // article's tags to deduplicate them here would read a row per use.
     let rows = db.query_rows("SELECT DISTINCT tag FROM article_tags ORDER BY tag", &[]).await?;
-    let tags = rows.iter().map(|row| row.get(0)).collect();
+    let tags = rows
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()
+        .map_err(|source| orm_core::Error::Decode { entity: "tag list", column: "tag", source })?;
     Ok(Json(TagsResponse { tags }))
 }

@@ -139,3 +139,29 @@ pub async fn send(router: Router, request: Request<Body>) -> Answer {
     let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") };
     Answer { status, json, stats: db_stats, request_id }
 }
+
+/// Whether, within `within`, exactly `expected` backends of `test_db` come
+/// to wait for a lock: how a test knows its requests are in flight, blocked
+/// on a lock it holds.
+pub async fn lock_waiters_reach(test_db: &TestDb, expected: i64, within: Duration) -> bool {
+    let client = test_db.client().await;
+    let deadline = Instant::now() + within;
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get(0);
+        if waiting == expected {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
