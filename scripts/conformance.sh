@@ -3,13 +3,16 @@
 # (13 files) and the classic Postman collection (with newman). Exits non-zero
 # if any assertion fails.
 #
-# Installs what is missing: hurl with `cargo install` (after Debian's
-# libcurl4-openssl-dev and libclang-dev when run as root), newman with npm
-# into target/newman. Builds the app (debug), starts it on a free loopback
-# port against a fresh database
-# `demo_conformance` on the server scripts/db.sh finds, runs both suites,
-# stops the app with SIGTERM (which must shut it down cleanly) and drops the
-# database.
+# Installs what is missing: hurl with `cargo install` (after the Debian
+# packages it builds against, which root installs when missing and anyone
+# else must have), newman with npm into target/newman (root installs npm
+# when missing; without npm the Hurl suite still runs, then the run fails
+# naming what to install).
+#
+# Builds the app (debug), starts it on a free loopback port against a fresh
+# database `demo_conformance` on the server scripts/db.sh finds, runs both
+# suites, stops the app with SIGTERM (which must shut it down cleanly) and
+# drops the database.
 #
 # CONFORMANCE_BUILD=tests (what scripts/test.sh sets) builds the app with
 # `cargo test --workspace --no-run` instead of `cargo build -p demo-app`: the
@@ -24,25 +27,38 @@ NEWMAN_VERSION=6
 DB_NAME=demo_conformance
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$ROOT/target/conformance
+HURL_FILES=13
+NEWMAN=$ROOT/target/newman/node_modules/.bin/newman
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 log() { printf 'conformance.sh: %s\n' "$*" >&2; }
 is_root() { [[ $(id -u) == 0 ]]; }
 
-apt_install() {
-    if ! is_root || ! command -v apt-get >/dev/null 2>&1; then
-        log "missing Debian packages $*: install them (as root: apt-get install $*)"
-        return 1
+# Makes sure the Debian packages given are installed: those already there
+# need nothing, the missing ones are installed with apt-get as root. Returns
+# 1, naming them, if some are missing and we cannot install them. Every step
+# checks its own result, as callers may run it where errexit is off.
+ensure_packages() {
+    if ! command -v dpkg-query >/dev/null 2>&1; then
+        log "not a Debian system: cannot check for $*; going on (install their equivalents if a build fails)"
+        return 0
     fi
-    local missing=()
-    local package
+    local missing=() package status
     for package in "$@"; do
-        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+        status=$(dpkg-query -W -f '${Status}' "$package" 2>/dev/null) || status=
+        [[ $status == *" installed" ]] || missing+=("$package")
     done
     ((${#missing[@]} == 0)) && return 0
+    if ! is_root || ! command -v apt-get >/dev/null 2>&1; then
+        log "missing Debian packages: ${missing[*]} (install them as root: apt-get install ${missing[*]})"
+        return 1
+    fi
     log "installing ${missing[*]} with apt-get"
-    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
+    if ! DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 ||
+        ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; then
+        log "apt-get could not install ${missing[*]}"
+        return 1
+    fi
 }
 
 ensure_hurl() {
@@ -52,19 +68,29 @@ ensure_hurl() {
     fi
     # hurl 8.1 needs a newer rustc than the project's; 8.0.1 builds with it.
     log "hurl not found; installing hurl $HURL_VERSION with cargo (takes several minutes)"
-    apt_install libcurl4-openssl-dev libclang-dev libxml2-dev pkg-config
-    cargo install "hurl@$HURL_VERSION" --locked >&2
+    ensure_packages libcurl4-openssl-dev libclang-dev libxml2-dev pkg-config || return 1
+    if ! cargo install "hurl@$HURL_VERSION" --locked >&2; then
+        log "cargo install hurl@$HURL_VERSION failed (output above)"
+        return 1
+    fi
 }
 
+# Installs newman into target/newman. Returns 1, with what to install, if
+# npm is missing and cannot be installed, or the installation fails.
 ensure_newman() {
-    if [[ -x $ROOT/target/newman/node_modules/.bin/newman ]]; then
-        return 0
-    fi
+    [[ -x $NEWMAN ]] && return 0
     if ! command -v npm >/dev/null 2>&1; then
-        apt_install nodejs npm
+        if ! is_root; then
+            log "npm is missing: install Node.js and npm (Debian, as root: apt-get install nodejs npm), or run this script as root"
+            return 1
+        fi
+        ensure_packages nodejs npm || return 1
     fi
     log "installing newman $NEWMAN_VERSION into target/newman"
-    npm install --prefix "$ROOT/target/newman" --no-audit --no-fund "newman@$NEWMAN_VERSION" >&2
+    if ! npm install --prefix "$ROOT/target/newman" --no-audit --no-fund "newman@$NEWMAN_VERSION" >&2; then
+        log "npm could not install newman (output above)"
+        return 1
+    fi
 }
 
 cleanup() {
@@ -74,9 +100,23 @@ cleanup() {
 }
 
 step "tools"
-ensure_hurl
-ensure_newman
-log "$(hurl --version | head -n 1), newman $("$ROOT/target/newman/node_modules/.bin/newman" --version)"
+if ! ensure_hurl; then
+    log "FAILED: hurl is needed (reasons above)"
+    exit 1
+fi
+log "$(hurl --version | head -n 1)"
+# Without newman the Hurl suite still runs; the run fails at the end.
+newman_missing=
+if ensure_newman; then
+    log "newman $("$NEWMAN" --version)"
+else
+    newman_missing=yes
+fi
+hurl_files=(demo-app/conformance/hurl-latest/hurl/*.hurl)
+if ((${#hurl_files[@]} != HURL_FILES)); then
+    log "FAILED: expected $HURL_FILES Hurl files, found ${#hurl_files[@]} in demo-app/conformance/hurl-latest/hurl"
+    exit 1
+fi
 
 step "database"
 # shellcheck source=scripts/db.sh
@@ -115,10 +155,13 @@ if ! HOST=$DEMO_APP_URL bash demo-app/conformance/hurl-latest/run-api-tests-hurl
 fi
 
 step "Postman suite with newman (demo-app/conformance/postman-classic)"
+if [[ -n $newman_missing ]]; then
+    log "skipped: newman is not installed (see above: install Node.js and npm, or run as root)"
+    failed+=("newman (not installed: needs Node.js and npm)")
 # The script runs `npx newman`, which finds newman in the current
 # directory's node_modules. A zero delay makes newman fail while the script
 # exits 0, so 1 ms.
-if ! (cd "$ROOT/target/newman" && APIURL="$DEMO_APP_URL/api" DELAY_REQUEST=1 \
+elif ! (cd "$ROOT/target/newman" && APIURL="$DEMO_APP_URL/api" DELAY_REQUEST=1 \
     bash "$ROOT/demo-app/conformance/postman-classic/run-api-tests.sh" \
     --reporter-cli-no-success-assertions --reporter-cli-no-console 2>&1); then
     failed+=(newman)
@@ -132,7 +175,7 @@ if ! demo_app_stop; then
 fi
 
 if ((${#failed[@]} > 0)); then
-    log "FAILED: ${failed[*]}"
+    log "FAILED: $(printf '%s; ' "${failed[@]}")"
     exit 1
 fi
-log "passed: Hurl suite (13 files) and Postman suite"
+log "passed: Hurl suite ($HURL_FILES files) and Postman suite"

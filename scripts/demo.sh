@@ -2,9 +2,10 @@
 # Runs the demo app, the RealWorld ("Conduit") API, on this machine:
 # finds or starts PostgreSQL (scripts/db.sh; on a fresh Debian machine as
 # root it installs it), creates the database `conduit` if it is missing,
-# builds and starts the server (which migrates the schema at start-up) and
-# prints its URL. Ctrl-C stops the server, and the private PostgreSQL
-# cluster if this script started one.
+# builds and starts the server, which migrates the schema at start-up and
+# then prints the URL it serves at ("serving at http://HOST:PORT/api", the
+# port actually bound, also with PORT=0). Ctrl-C stops the server, and the
+# private PostgreSQL cluster if this script started one.
 #
 # Environment: PORT (default 8080), HOST (default 127.0.0.1), JWT_SECRET
 # (default: random, so tokens stop working at restart), RUST_LOG,
@@ -21,16 +22,28 @@ source scripts/db.sh || {
 # shellcheck source=scripts/app_db.sh
 source scripts/app_db.sh
 trap db_stop_if_private EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 app_db_create conduit
 DATABASE_URL=$(app_db_url conduit)
 export DATABASE_URL
-export PORT=${PORT:-8080} HOST=${HOST:-127.0.0.1}
 
 cargo build --release -p demo-app
-printf '\nThe Conduit API will be at http://%s:%s/api (the server logs "listening on" when ready; Ctrl-C stops it)\n\n' \
-    "$HOST" "$PORT" >&2
-# Not exec: the EXIT trap must run after the server stops.
-cargo run --release -q -p demo-app
+# The URL comes from the server: only it knows the port it bound.
+printf '\nStarting the Conduit API: it prints "serving at <URL>" once it is listening; Ctrl-C stops it.\n\n' >&2
+# In the background, not exec'd: the EXIT trap must run after the server
+# stops, and bash runs traps only between foreground commands, so a SIGTERM
+# sent to this script would otherwise wait for the server instead of
+# stopping it. Ctrl-C and SIGTERM are passed on; the server shuts down
+# gracefully and its exit status becomes this script's.
+cargo run --release -q -p demo-app &
+server=$!
+trap 'kill -INT "$server" 2>/dev/null' INT
+trap 'kill -TERM "$server" 2>/dev/null' TERM
+status=0
+wait "$server" || status=$?
+# A signal interrupts `wait` before the server has finished shutting down.
+while kill -0 "$server" 2>/dev/null; do
+    status=0
+    wait "$server" || status=$?
+done
+exit "$status"

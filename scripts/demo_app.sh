@@ -32,6 +32,8 @@ demo_app_get() {
 demo_app_start() {
     local binary=$1 log=$2 url deadline
     shift 2
+    # Created here, so the first look for the start-up line finds a file.
+    : >"$log"
     env PORT=0 HOST=127.0.0.1 "$@" "$binary" >"$log" 2>&1 &
     DEMO_APP_PID=$!
     deadline=$((SECONDS + 60))
@@ -42,9 +44,11 @@ demo_app_start() {
             DEMO_APP_PID=
             return 1
         fi
-        url=$(grep -o 'listening on http://[0-9.]*:[0-9]*' "$log" | head -n 1 || true)
+        # The start-up line "serving at http://127.0.0.1:PORT/api" names
+        # the port the app bound.
+        url=$(grep -o -m 1 'serving at http://[0-9.]*:[0-9]*' "$log" || true)
         if [[ -n $url ]]; then
-            DEMO_APP_URL=${url#listening on }
+            DEMO_APP_URL=${url#serving at }
             if demo_app_get /health >/dev/null; then
                 return 0
             fi

@@ -8,7 +8,9 @@
 # answered 201. Prints requests/s and p50/p99 latency; exits non-zero if a
 # check fails.
 #
-# Installs wrk and curl with apt-get when missing (as root).
+# Installs wrk and curl with apt-get when missing (as root). Every failure
+# (a tool missing, the app not answering, seeding, wrk, a result wrk did not
+# report, a check) prints its reason and exits non-zero.
 set -euo pipefail
 
 cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
@@ -24,6 +26,10 @@ WORK=$ROOT/target/load
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 log() { printf 'load.sh: %s\n' "$*" >&2; }
+die() {
+    log "FAILED: $*"
+    exit 1
+}
 
 ensure_tools() {
     local missing=()
@@ -35,8 +41,11 @@ ensure_tools() {
         return 1
     fi
     log "installing ${missing[*]} with apt-get"
-    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
+    if ! DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 ||
+        ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; then
+        log "apt-get could not install ${missing[*]}"
+        return 1
+    fi
 }
 
 cleanup() {
@@ -54,45 +63,74 @@ api_post() {
         --data "$body" "$DEMO_APP_URL$path"
 }
 
-# The value of a string field in a JSON body (no jq needed for our shapes).
-json_field() {
-    grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d '"' -f 4
+# The value of string field $1 in JSON body $2; fails if there is none or
+# it is empty (no jq needed for our shapes).
+json_string() {
+    [[ $2 =~ \"$1\":\"([^\"]+)\" ]] || return 1
+    printf '%s\n' "${BASH_REMATCH[1]}"
 }
 
+# The value of number field $1 in JSON body $2; fails if there is none.
+json_number() {
+    [[ $2 =~ \"$1\":([0-9]+) ]] || return 1
+    printf '%s\n' "${BASH_REMATCH[1]}"
+}
+
+# Creates the users, articles and follows the mix reads, and writes the
+# tokens and slugs to the file named $1 for mix.lua.
 seed() {
-    local data=$1 i j token slug
+    local data=$1 i j answer token slug
     : >"$data"
-    local -a names=()
+    local -a names=() tokens=()
     for ((i = 1; i <= USERS; i++)); do
         names+=("loader$i")
-        token=$(api_post /api/users \
-            "{\"user\":{\"username\":\"loader$i\",\"email\":\"loader$i@example.com\",\"password\":\"password123\"}}" |
-            json_field token)
+        answer=$(api_post /api/users \
+            "{\"user\":{\"username\":\"loader$i\",\"email\":\"loader$i@example.com\",\"password\":\"password123\"}}") ||
+            die "seeding: registering loader$i failed: $answer"
+        token=$(json_string token "$answer") || die "seeding: no token for loader$i in: $answer"
+        tokens+=("$token")
         printf 'token %s\n' "$token" >>"$data"
         for ((j = 1; j <= ARTICLES_PER_USER; j++)); do
-            slug=$(api_post /api/articles \
+            answer=$(api_post /api/articles \
                 "{\"article\":{\"title\":\"Seed $i $j\",\"description\":\"d\",\"body\":\"b\",\"tagList\":[\"seed\",\"s$j\"]}}" \
-                "$token" | json_field slug)
+                "$token") || die "seeding: creating an article failed: $answer"
+            slug=$(json_string slug "$answer") || die "seeding: no slug in: $answer"
             printf 'slug %s\n' "$slug" >>"$data"
         done
     done
     # Everyone follows the next three users, so feeds have articles.
-    local -a tokens
-    mapfile -t tokens < <(sed -n 's/^token //p' "$data")
     for ((i = 0; i < USERS; i++)); do
         for ((j = 1; j <= 3; j++)); do
-            api_post "/api/profiles/${names[(i + j) % USERS]}/follow" '{}' "${tokens[i]}" >/dev/null
+            answer=$(api_post "/api/profiles/${names[(i + j) % USERS]}/follow" '{}' "${tokens[i]}") ||
+                die "seeding: a follow failed: $answer"
         done
     done
 }
 
 # The rows of a table in the load database.
 rows() {
-    app_db_query "$DB_NAME" "SELECT count(*) FROM $1"
+    local out
+    out=$(app_db_query "$DB_NAME" "SELECT count(*) FROM $1") || die "cannot count the rows of $1: $out"
+    printf '%s\n' "$out"
+}
+
+# Pool field $1 (size, available, waiting, maxSize) of the app's /health.
+pool_field() {
+    local health
+    health=$(demo_app_get /health) || die "GET /health failed"
+    json_number "$1" "$health" || die "GET /health has no pool field $1: $health"
+}
+
+# Number $1 of wrk's load-result lines (written by mix.lua's done()).
+wrk_result() {
+    local value
+    value=$(sed -n "s/.*load-result:.* $1=\([0-9][0-9]*\).*/\1/p" "$WORK/wrk.txt")
+    [[ -n $value ]] || die "wrk reported no $1 (no load-result line from mix.lua?): see $WORK/wrk.txt"
+    printf '%s\n' "$value"
 }
 
 step "tools"
-ensure_tools
+ensure_tools || die "wrk and curl are needed (reasons above)"
 
 step "database"
 # shellcheck source=scripts/db.sh
@@ -107,16 +145,17 @@ source scripts/demo_app.sh
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-app_db_recreate "$DB_NAME"
+app_db_recreate "$DB_NAME" || die "cannot create the database $DB_NAME"
 
 step "cargo build --release -p demo-app"
-cargo build --release -p demo-app
+cargo build --release -p demo-app || die "the build failed"
 
 step "start demo-app (release)"
 mkdir -p "$WORK"
 demo_app_start "$TARGET_DIR/release/demo-app" "$WORK/app.log" \
-    DATABASE_URL="$(app_db_url "$DB_NAME")" JWT_SECRET=load RUST_LOG=warn,demo_app::server=info
-pool_size=$(demo_app_get /health | grep -o '"maxSize":[0-9]*' | cut -d: -f2)
+    DATABASE_URL="$(app_db_url "$DB_NAME")" JWT_SECRET=load RUST_LOG=warn,demo_app::server=info ||
+    die "demo-app did not start (reasons above)"
+pool_size=$(pool_field maxSize)
 log "demo-app at $DEMO_APP_URL, pool of $pool_size connections"
 
 step "seed: $USERS users, $((USERS * ARTICLES_PER_USER)) articles, follows"
@@ -127,17 +166,19 @@ comments_before=$(rows comments)
 
 step "wrk: $CONNECTIONS connections, $THREADS threads, $DURATION"
 LOAD_DATA=$WORK/data.txt wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency \
-    -s demo-app/load/mix.lua "$DEMO_APP_URL" | tee "$WORK/wrk.txt"
+    -s demo-app/load/mix.lua "$DEMO_APP_URL" >"$WORK/wrk.txt" ||
+    die "wrk failed (exit status $?): $(cat "$WORK/wrk.txt")"
+cat "$WORK/wrk.txt"
 
 step "checks"
 problems=()
-result() { sed -n "s/.*load-result:.* $1=\([0-9]*\).*/\1/p" "$WORK/wrk.txt"; }
-comments_ok=$(result comments_ok)
-articles_ok=$(result articles_ok)
-failed=$(result failed)
-p50_us=$(result p50_us)
-p99_us=$(result p99_us)
-requests_per_s=$(sed -n 's/^Requests\/sec: *\([0-9.]*\)/\1/p' "$WORK/wrk.txt")
+comments_ok=$(wrk_result comments_ok)
+articles_ok=$(wrk_result articles_ok)
+failed=$(wrk_result failed)
+p50_us=$(wrk_result p50_us)
+p99_us=$(wrk_result p99_us)
+requests_per_s=$(sed -n 's/^Requests\/sec: *\([0-9.]*\)$/\1/p' "$WORK/wrk.txt")
+[[ -n $requests_per_s ]] || die "wrk reported no Requests/sec: see $WORK/wrk.txt"
 socket_errors=$(grep -o 'Socket errors:.*' "$WORK/wrk.txt" || true)
 
 ((failed == 0)) || problems+=("$failed answers were not 2xx")
@@ -146,27 +187,29 @@ socket_errors=$(grep -o 'Socket errors:.*' "$WORK/wrk.txt" || true)
 # Requests cancelled when wrk hung up closed their connections (a statement
 # may have been running); the pool must serve new requests, and afterwards
 # every connection must be back in it, none waited for.
+after_failures=0
 for _ in $(seq 20); do
-    curl -sS --fail -o /dev/null "$DEMO_APP_URL/api/articles?limit=20" || problems+=("a request after the load failed")
+    curl -sS --fail -o /dev/null "$DEMO_APP_URL/api/articles?limit=20" || after_failures=$((after_failures + 1))
 done
+((after_failures == 0)) || problems+=("$after_failures of 20 requests after the load failed")
 settled=
 for _ in $(seq 50); do
-    health=$(demo_app_get /health || true)
-    size=$(grep -o '"size":[0-9]*' <<<"$health" | cut -d: -f2)
-    available=$(grep -o '"available":[0-9]*' <<<"$health" | cut -d: -f2)
-    waiting=$(grep -o '"waiting":[0-9]*' <<<"$health" | cut -d: -f2)
-    if [[ -n $size && $size -gt 0 && $size == "$available" && $waiting == 0 ]]; then
+    size=$(pool_field size)
+    available=$(pool_field available)
+    waiting=$(pool_field waiting)
+    if ((size > 0 && size == available && waiting == 0)); then
         settled=yes
         break
     fi
     sleep 0.1
 done
 log "pool: size $size, available $available, waiting $waiting"
-[[ -n $settled ]] || problems+=("the pool did not return to all-idle: $health")
+[[ -n $settled ]] || problems+=("the pool did not return to all-idle within 5 s: size $size, available $available, waiting $waiting")
 
 busy=$(app_db_query "$DB_NAME" "SELECT count(*) FILTER (WHERE state LIKE 'idle in transaction%'),
     count(*) FILTER (WHERE state = 'active') FROM pg_stat_activity
-    WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    WHERE datname = current_database() AND pid <> pg_backend_pid()") ||
+    die "cannot read pg_stat_activity: $busy"
 log "pg_stat_activity: idle in transaction|active = $busy"
 [[ $busy == "0|0" ]] || problems+=("connections left busy (idle in transaction|active): $busy")
 

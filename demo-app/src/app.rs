@@ -4,10 +4,19 @@
 //!    echoed in the response;
 //! 2. tracing: a span per request carrying the id, and a log line per
 //!    response with status and latency;
-//! 3. panics become a 500 with a RealWorld error body;
-//! 4. the request timeout (503, with a RealWorld error body);
-//! 5. the session per request (`db_session`), innermost, so a panic or a
-//!    timeout drops the session and rolls it back.
+//! 3. the session per request (`db_session`): it commits or rolls back
+//!    after everything below has answered;
+//! 4. panics become a 500 with a RealWorld error body;
+//! 5. the request timeout (503, with a RealWorld error body), around the
+//!    handler only.
+//!
+//! The order of 3 to 5 is what makes the outcome truthful. The timeout
+//! bounds the handler, never the session's `COMMIT`: were it outside the
+//! session layer, it could answer "503, rolled back" while a `COMMIT` it cut
+//! off had already gone through. And a panic or a timeout reaches the
+//! session layer as an ordinary 500 or 503, which it rolls back explicitly
+//! (a statement the handler left running is cancelled and its connection
+//! discarded).
 
 use std::any::Any;
 
@@ -39,10 +48,10 @@ pub fn router(state: AppState) -> Router {
 pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let timeout = state.request_timeout;
     routes
-        .layer(axum::middleware::from_fn(session_per_request))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
         .layer(axum::middleware::map_response(with_error_body))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn(session_per_request))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()
@@ -56,7 +65,7 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
 /// Gives the timeout layer's empty 503 a RealWorld error body.
 async fn with_error_body(response: Response) -> Response {
     if response.status() == StatusCode::SERVICE_UNAVAILABLE && !response.headers().contains_key(CONTENT_TYPE) {
-        tracing::warn!("request timed out; its session is rolled back");
+        tracing::warn!("request timed out; its session will be rolled back");
         return ApiError::Unavailable.into_response();
     }
     response
@@ -74,6 +83,6 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)");
-    tracing::error!(panic = message, "handler panicked; its session is rolled back");
+    tracing::error!(panic = message, "handler panicked; its session will be rolled back");
     ApiError::Internal.into_response()
 }

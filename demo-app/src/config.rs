@@ -19,8 +19,9 @@ pub struct Config {
     pub jwt_secret_generated: bool,
     /// `DATABASE_MAX_CONNECTIONS` (default 16): the pool's size.
     pub max_connections: usize,
-    /// `REQUEST_TIMEOUT_SECS` (default 30): a request still running after
-    /// this is answered 503 and its session rolled back.
+    /// `REQUEST_TIMEOUT_SECS` (default 30): a handler still running after
+    /// this is answered 503 and its session rolled back. It bounds the
+    /// handler, not the commit that follows it.
     pub request_timeout: Duration,
 }
 

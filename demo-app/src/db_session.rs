@@ -9,13 +9,18 @@
 //!
 //! - a 2xx or 3xx response commits it; a failed commit replaces the
 //!   response with an error (409 for a conflict, 503 or 500 otherwise);
-//! - any other response rolls it back;
-//! - a panic (caught outside as a 500), a timeout, or a client that goes
-//!   away drop the request's future, and with it the session: its
-//!   transaction rolls back and a statement still running is cancelled.
+//! - any other response rolls it back. That includes a panic and a
+//!   timeout, which the layers inside this one (see `app`) turn into a 500
+//!   and a 503: the handler's future is dropped, possibly mid-statement, and
+//!   the rollback then cancels that statement and discards its connection;
+//! - a client that goes away drops the whole request's future, this
+//!   middleware's included, and with it the session: its transaction rolls
+//!   back and a statement still running is cancelled.
 //!
 //! In every case the connection goes back to the pool (or, after a
-//! cancelled statement, is closed and replaced).
+//! cancelled statement, is closed and replaced). The timeout bounds the
+//! handler only: a `COMMIT` this middleware has started is never cut off
+//! by it, so a success response always means a committed transaction.
 //!
 //! The session is `Send` but not `Sync`, so it lives behind a
 //! `tokio::sync::Mutex`; the extractor holds the lock for the handler's
@@ -86,7 +91,7 @@ impl FromRequestParts<AppState> for DbSession {
 }
 
 /// The middleware: see the module documentation. Install it with
-/// `axum::middleware::from_fn`, inside the panic and timeout layers.
+/// `axum::middleware::from_fn`, outside the panic and timeout layers.
 pub async fn session_per_request(mut request: Request, next: Next) -> Response {
     let slot: Slot = Arc::new(Mutex::new(None));
     request.extensions_mut().insert(SessionSlot(Arc::clone(&slot)));

@@ -39,7 +39,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let state = AppState::new(db, config.jwt_secret.as_bytes(), config.request_timeout);
     let listener = TcpListener::bind(SocketAddr::new(config.host, config.port)).await?;
     let address = listener.local_addr()?;
-    tracing::info!("listening on http://{address} (API under http://{address}/api)");
+    // The address actually bound (PORT=0 picks a free port): scripts/demo.sh
+    // and the scripts that test the app read the URL from this line.
+    tracing::info!("serving at http://{address}/api");
     axum::serve(listener, app::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("shut down");
     Ok(())

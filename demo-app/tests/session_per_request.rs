@@ -125,6 +125,8 @@ async fn a_panic_is_a_500_and_rolls_back() {
     let answer = post_to(&app, "/test/panic").await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(answer.json, json!({ "errors": { "server": ["internal error"] } }));
+    // The 500 went through the session middleware, which rolled back.
+    assert_eq!(answer.stats.map(|stats| stats.statements), Some(1));
     assert_eq!(app.count("users").await, 0);
     app.assert_settles().await;
 }
@@ -141,6 +143,30 @@ async fn a_timeout_rolls_back_and_frees_the_connection() {
     // The pool's only connection serves the next request.
     assert_eq!(post_to(&app, "/test/ok").await.status, StatusCode::OK);
     assert_eq!(app.count("users").await, 1);
+}
+
+#[tokio::test]
+async fn the_timeout_bounds_the_handler_not_the_commit() {
+    let app = TestApp::with(1, Duration::from_millis(300)).await;
+    // A deferred trigger runs at COMMIT: this one makes every COMMIT that
+    // inserted a user take a second, well past the request timeout.
+    app.test_db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON users
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+        )
+        .await
+        .unwrap();
+    let answer = post_to(&app, "/test/ok").await;
+    // The handler was done in time, so its COMMIT ran to the end: the
+    // client is told the truth, that the row was written.
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(app.count("users").await, 1);
+    app.assert_settles().await;
 }
 
 #[tokio::test]
@@ -217,20 +243,100 @@ async fn database_details_never_reach_the_client() {
     app.assert_settles().await;
 }
 
+/// A request to a route that takes a JSON body, with a body that parses
+/// but fails validation, and the errors it must be answered with.
+struct InvalidBody {
+    method: Method,
+    uri: String,
+    authenticated: bool,
+    body: serde_json::Value,
+    blank_field: &'static str,
+}
+
+/// Every route of `routes/` that takes a JSON body (the handlers with a
+/// `Valid<_>` argument).
+fn invalid_bodies(slug: &str) -> Vec<InvalidBody> {
+    let case = |method: Method, uri: String, authenticated: bool, body, blank_field| InvalidBody {
+        method,
+        uri,
+        authenticated,
+        body,
+        blank_field,
+    };
+    vec![
+        case(
+            Method::POST,
+            "/api/users".to_owned(),
+            false,
+            json!({ "user": { "username": "", "email": "bob@example.com", "password": "password123" } }),
+            "username",
+        ),
+        case(
+            Method::POST,
+            "/api/users/login".to_owned(),
+            false,
+            json!({ "user": { "email": "alice@example.com", "password": " " } }),
+            "password",
+        ),
+        case(Method::PUT, "/api/user".to_owned(), true, json!({ "user": { "email": null } }), "email"),
+        case(
+            Method::POST,
+            "/api/articles".to_owned(),
+            true,
+            json!({ "article": { "title": "", "description": "d", "body": "b" } }),
+            "title",
+        ),
+        case(Method::PUT, format!("/api/articles/{slug}"), true, json!({ "article": { "body": "" } }), "body"),
+        case(
+            Method::POST,
+            format!("/api/articles/{slug}/comments"),
+            true,
+            json!({ "comment": { "body": "" } }),
+            "body",
+        ),
+    ]
+}
+
 #[tokio::test]
 async fn bodies_are_validated_before_a_connection_is_taken() {
-    let app = TestApp::with(1, Duration::from_secs(30)).await;
-    // Every connection of the pool is busy elsewhere.
+    let wait = Duration::from_secs(5);
+    let app = TestApp::configured(
+        |config| {
+            config.max_connections = 1;
+            config.wait_timeout = wait;
+        },
+        Duration::from_secs(30),
+    )
+    .await;
+    let token = app.register("alice").await;
+    let article = json!({ "article": { "title": "Kept", "description": "d", "body": "b" } });
+    let created = app.call(Method::POST, "/api/articles", Some(&token), Some(article)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let slug = created.json["article"]["slug"].as_str().unwrap().to_owned();
+
+    // Every connection of the pool is busy elsewhere: a handler that took
+    // one would answer 503 after `wait`.
     let held = app.db.pool().get().await.unwrap();
-    let body = json!({ "user": { "username": "", "email": "bob@example.com", "password": "password123" } });
-    let answer = app.call(Method::POST, "/api/users", None, Some(body)).await;
-    // Not a 503 after waiting for the pool: the 422 came first.
-    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(answer.json, json!({ "errors": { "username": ["can't be blank"] } }));
-    assert_eq!(answer.stats.map(|stats| stats.statements), Some(0));
+    for InvalidBody { method, uri, authenticated, body, blank_field } in invalid_bodies(&slug) {
+        let token = authenticated.then_some(token.as_str());
+        let started = std::time::Instant::now();
+        let answer = app.call(method.clone(), &uri, token, Some(body)).await;
+        let errors = json!({ "errors": { blank_field: ["can't be blank"] } });
+        assert_eq!((answer.status, &answer.json), (StatusCode::UNPROCESSABLE_ENTITY, &errors), "{method} {uri}");
+        assert_eq!(answer.stats.map_or(0, |stats| stats.statements), 0, "{method} {uri}");
+
+        let mut broken = request(method.clone(), &uri, token, None);
+        *broken.body_mut() = axum::body::Body::from("{not json");
+        let answer = send(app.router(Router::new()), broken).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{method} {uri}: {answer:?}");
+        assert!(answer.json["errors"]["body"][0].is_string(), "{method} {uri}: {answer:?}");
+        assert!(started.elapsed() < wait / 2, "{method} {uri} waited {:?}", started.elapsed());
+    }
     // Authentication comes first, and needs no database: no session at all.
     let answer = app.call(Method::GET, "/api/user", None, None).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(answer.stats, None);
     drop(held);
+    // Nothing was written by the refused requests.
+    assert_eq!((app.count("users").await, app.count("articles").await, app.count("comments").await), (1, 1, 0));
 }

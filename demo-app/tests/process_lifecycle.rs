@@ -1,0 +1,236 @@
+//! The real `demo-app` binary as an operator runs it: a free port from
+//! `PORT=0` announced in the start-up log, a warning for a missing
+//! `JWT_SECRET`, and a graceful shutdown on SIGTERM and Ctrl-C (SIGINT) that
+//! lets a request in flight finish, commit included, then exits 0.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use orm_tests::TestDb;
+use serde_json::{json, Value};
+use support::lock_waiters_reach;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
+/// How long start-up (connecting and migrating a fresh database) may take.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long any other step may take before the test gives up.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `demo-app` process, killed when dropped (a failing test leaves
+/// no process behind).
+struct Server {
+    child: Child,
+    /// Everything the process wrote to stdout and stderr so far.
+    output: Arc<Mutex<String>>,
+    /// `http://127.0.0.1:PORT`, as the start-up log announced it.
+    url: String,
+}
+
+impl Server {
+    /// Starts the binary on a free port against `db` with `JWT_SECRET` set
+    /// to `jwt_secret` (unset if `None`), and waits until it announces its
+    /// URL.
+    async fn start(db: &TestDb, jwt_secret: Option<&str>) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_demo-app"));
+        command
+            .env("DATABASE_URL", db.url())
+            .env("PORT", "0")
+            .env("HOST", "127.0.0.1")
+            .env("RUST_LOG", "info")
+            .env_remove("LOG_FORMAT")
+            .env_remove("JWT_SECRET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(secret) = jwt_secret {
+            command.env("JWT_SECRET", secret);
+        }
+        let mut child = command.spawn().expect("the demo-app binary starts");
+        let output = Arc::new(Mutex::new(String::new()));
+        collect(child.stdout.take().expect("piped stdout"), &output);
+        collect(child.stderr.take().expect("piped stderr"), &output);
+        let mut server = Server { child, output, url: String::new() };
+        let deadline = Instant::now() + START_TIMEOUT;
+        server.url = loop {
+            let log = server.output();
+            if let Some(url) = served_url(&log) {
+                break url.strip_suffix("/api").expect("the URL ends in /api").to_owned();
+            }
+            if let Some(status) = server.child.try_wait().expect("the child's status") {
+                panic!("demo-app exited during start-up ({status}):\n{}", server.output());
+            }
+            assert!(Instant::now() < deadline, "no URL in the start-up log:\n{}", server.output());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        server
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().expect("output lock").clone()
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) with the `kill` command.
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit.
+    async fn exit_status(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the child's status") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "demo-app did not exit:\n{}", self.output());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends a request; the answer's status and JSON body.
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+        tokio::time::timeout(STEP_TIMEOUT, http(&self.url, method, path, token, body))
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path} got no answer:\n{}", self.output()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Fails only if the process has exited already, which is fine.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Appends what `stream` produces to `output`, on a thread of its own.
+fn collect(stream: impl Read + Send + 'static, output: &Arc<Mutex<String>>) {
+    let output = Arc::clone(output);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut output = output.lock().expect("output lock");
+            output.push_str(&line);
+            output.push('\n');
+        }
+    });
+}
+
+/// The URL in the log line `serving at http://HOST:PORT/api`.
+fn served_url(log: &str) -> Option<&str> {
+    let start = log.find("serving at ")? + "serving at ".len();
+    log[start..].split_whitespace().next()
+}
+
+/// One HTTP/1.0 exchange (the server closes the connection after the
+/// answer, so the body is whatever follows the headers).
+async fn http(url: &str, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+    let address = url.strip_prefix("http://").expect("an http:// URL");
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect to demo-app");
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let auth = token.map(|token| format!("Authorization: Token {token}\r\n")).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"));
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok());
+    let status = status.unwrap_or_else(|| panic!("no status line: {head:?}"));
+    let json = if body.is_empty() { Value::Null } else { serde_json::from_str(body).expect("a JSON body") };
+    (status, json)
+}
+
+fn new_user(name: &str) -> Value {
+    json!({ "user": { "username": name, "email": format!("{name}@example.com"), "password": "password123" } })
+}
+
+async fn count_users(db: &TestDb) -> i64 {
+    db.client().await.query_one("SELECT count(*) FROM users", &[]).await.expect("count users").get(0)
+}
+
+/// Starts a registration that blocks on a lock on `users`, sends `signal`
+/// while it is in flight, and checks that the server stops listening, yet
+/// finishes and commits the request once the lock is released, then exits 0.
+async fn in_flight_request_survives(signal: &str) {
+    let db = TestDb::new().await;
+    let mut server = Server::start(&db, Some("lifecycle")).await;
+    let locker = db.client().await;
+    locker.batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE").await.expect("lock users");
+    let url = server.url.clone();
+    let register: JoinHandle<(u16, Value)> =
+        tokio::spawn(async move { http(&url, "POST", "/api/users", None, Some(&new_user("patient"))).await });
+    let in_flight = lock_waiters_reach(&db, 1, STEP_TIMEOUT).await;
+    assert!(in_flight, "the request never reached the locked table:\n{}", server.output());
+
+    server.signal(signal);
+    // Shutting down: new connections are refused...
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while tokio::net::TcpStream::connect(&address).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting connections after SIG{signal}:\n{}", server.output());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...but the process waits for the request in flight.
+    assert!(server.child.try_wait().expect("the child's status").is_none(), "exited early:\n{}", server.output());
+    assert!(!register.is_finished(), "the request ended before its lock was released");
+
+    locker.batch_execute("COMMIT").await.expect("release the lock");
+    let (status, body) = tokio::time::timeout(STEP_TIMEOUT, register)
+        .await
+        .expect("the request in flight got an answer")
+        .expect("the request task");
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["user"]["username"], "patient");
+    assert_eq!(count_users(&db).await, 1, "the request's transaction was committed");
+
+    let exit = server.exit_status().await;
+    assert!(exit.success(), "exit status {exit} after SIG{signal}:\n{}", server.output());
+    assert!(server.output().contains("shut down"), "{}", server.output());
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
+    in_flight_request_survives("TERM").await;
+}
+
+#[tokio::test]
+async fn ctrl_c_lets_the_request_in_flight_finish_then_exits_0() {
+    in_flight_request_survives("INT").await;
+}
+
+#[tokio::test]
+async fn without_jwt_secret_a_warning_is_logged_and_tokens_work() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, None).await;
+    let log = server.output();
+    let warning = log.lines().find(|line| line.contains("JWT_SECRET is not set"));
+    assert!(warning.is_some_and(|line| line.contains("WARN")), "no warning in the log:\n{log}");
+
+    let (status, body) = server.call("POST", "/api/users", None, Some(&new_user("alice"))).await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["user"]["token"].as_str().expect("a token");
+    let (status, body) = server.call("GET", "/api/user", Some(token), None).await;
+    assert_eq!((status, &body["user"]["username"]), (200, &json!("alice")), "{body}");
+}
+
+#[tokio::test]
+async fn the_start_up_log_names_the_port_actually_bound() {
+    let db = TestDb::new().await;
+    let server = Server::start(&db, Some("lifecycle")).await;
+    // PORT=0: the log must name the port the system picked, not 0.
+    let port: u16 = server.url.rsplit(':').next().and_then(|port| port.parse().ok()).expect("a port in the URL");
+    assert_ne!(port, 0, "{}", server.output());
+    let (status, body) = server.call("GET", "/api/tags", None, None).await;
+    assert_eq!((status, body), (200, json!({ "tags": [] })));
+}
