@@ -152,6 +152,11 @@ pub trait Entity: Clone + Send + Sync + 'static {
     /// Stores the generated columns read back by `RETURNING`, in `META` order.
     fn set_generated(&mut self, row: &Row) -> Result<()>;
 
+    /// The statement texts of this entity type, built once; the derive
+    /// gives each entity type its own.
+    #[doc(hidden)]
+    fn statements() -> &'static crate::sql::EntityStatements;
+
     /// Whether the field of column `column` can be read from a database
     /// column of type `ty`, checked when a statement is prepared so that a
     /// mismatch is refused before the statement runs.

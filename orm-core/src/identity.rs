@@ -189,6 +189,9 @@ pub(crate) trait ErasedRegistry: Send {
     /// Fills the foreign keys of linked children whose parents' keys are
     /// known; returns the addresses of those still waiting.
     fn resolve_links(&self, registries: &Registries, deferred: ColumnSet) -> LinkState;
+    /// Whether a flush may have anything to do: pending inserts, deletes or
+    /// links, or entities written since the last flush.
+    fn has_pending_work(&self) -> bool;
     /// Whether some pending inserts are not among `sent` (by address).
     fn has_inserts_besides(&self, sent: &HashSet<usize>) -> bool;
     /// Forgets what a flush kept between its round trips.
@@ -236,6 +239,13 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
             }
         }
         links
+    }
+
+    fn has_pending_work(&self) -> bool {
+        !self.pending_inserts.is_empty()
+            || !self.pending_deletes.is_empty()
+            || !self.links.is_empty()
+            || !self.write_log.lock().is_empty()
     }
 
     fn has_inserts_besides(&self, sent: &HashSet<usize>) -> bool {

@@ -189,6 +189,7 @@ pub use tokio_postgres;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::derive_support::*;
+    pub use crate::sql::EntityStatements;
     pub use bytes::BytesMut;
     pub use postgres_types;
     pub use tokio_postgres::types::Type;

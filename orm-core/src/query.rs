@@ -148,7 +148,7 @@ impl<'s, E: Entity> Query<'s, E> {
     /// Runs the query and returns the matching entities, tracked.
     pub async fn all(mut self) -> Result<Vec<Tracked<E>>> {
         self.session.autoflush_for_query().await?;
-        let built = self.build(&sql::select_from(E::META));
+        let built = self.build(sql::select_from_of::<E>());
         self.session.load::<E>(&built.sql, &param_refs(&built.params)).await
     }
 
@@ -230,7 +230,7 @@ impl<'s, E: Entity> Query<'s, E> {
     async fn at_most_two(mut self) -> Result<(Vec<E>, &'s mut Session, String)> {
         self.session.autoflush_for_query().await?;
         self.limit = Some(self.limit.map_or(2, |limit| limit.min(2)));
-        let built = self.build(&sql::select_from(E::META));
+        let built = self.build(sql::select_from_of::<E>());
         let rows = self.session.load_untracked::<E>(&built.sql, &param_refs(&built.params)).await?;
         let filter = if rows.is_empty() { built.filter_text() } else { String::new() };
         Ok((rows, self.session, filter))
@@ -242,7 +242,7 @@ impl<E: Entity> UntrackedQuery<'_, E> {
     /// as they arrive.
     pub async fn all(mut self) -> Result<Vec<E>> {
         self.query.session.autoflush_for_query().await?;
-        let built = self.query.build(&sql::select_from(E::META));
+        let built = self.query.build(sql::select_from_of::<E>());
         self.query.session.load_untracked::<E>(&built.sql, &param_refs(&built.params)).await
     }
 

@@ -146,7 +146,7 @@ impl Session {
         // generated key from this flush.
         self.autoflush_for_query().await?;
         let keys = distinct_keys(parents, |parent| Some(parent.key()));
-        let sql = format!("{} WHERE t.{} = ANY($1)", sql::select_from(C::META), quote_ident(relation.column().name));
+        let sql = format!("{} WHERE t.{} = ANY($1)", sql::select_from_of::<C>(), quote_ident(relation.column().name));
         let params = P::key_arrays(&keys);
         let children = self.load::<C>(&sql, &param_refs(&params)).await?;
         let loaded = self

@@ -173,7 +173,7 @@ impl Session {
         }
         self.autoflush().await?;
         let params = E::key_params(&key);
-        let mut loaded = self.load(&sql::select_by_key(E::META), &param_refs(&params)).await?;
+        let mut loaded = self.load(sql::select_by_key_of::<E>(), &param_refs(&params)).await?;
         Ok(loaded.pop())
     }
 
@@ -215,7 +215,7 @@ impl Session {
         if !missing.is_empty() {
             self.autoflush().await?;
             let params = E::key_arrays(&missing);
-            self.load::<E>(&sql::select_by_keys(E::META), &param_refs(&params)).await?;
+            self.load::<E>(sql::select_by_keys_of::<E>(), &param_refs(&params)).await?;
         }
         let registry = self.registries.of::<E>();
         Ok(keys
@@ -529,7 +529,7 @@ impl Session {
         }
         let key = entity.key();
         let params = E::key_params(&key);
-        let rows = self.fetch_untracked::<E>(&sql::select_by_key(E::META), &param_refs(&params)).await?;
+        let rows = self.fetch_untracked::<E>(sql::select_by_key_of::<E>(), &param_refs(&params)).await?;
         let fresh = rows.into_iter().next().ok_or(Error::NotFound { entity: E::META.name, key: format!("{key:?}") })?;
         let mut state = entity.state().write();
         state.current = fresh;

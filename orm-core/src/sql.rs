@@ -3,8 +3,48 @@
 //! each shape is prepared once per connection and cached.
 
 use std::fmt::Write;
+use std::sync::OnceLock;
 
-use crate::entity::{ColumnSet, EntityMeta};
+use crate::entity::{ColumnSet, Entity, EntityMeta};
+
+/// The statement texts of one entity type that depend on nothing else,
+/// built at first use and kept: every `get` of a short request would build
+/// the same text again otherwise. `#[derive(Entity)]` gives each entity type
+/// its own, through [`Entity::statements`].
+#[doc(hidden)]
+pub struct EntityStatements {
+    from: OnceLock<String>,
+    by_key: OnceLock<String>,
+    by_keys: OnceLock<String>,
+}
+
+impl EntityStatements {
+    /// Nothing built yet.
+    pub const fn new() -> Self {
+        EntityStatements { from: OnceLock::new(), by_key: OnceLock::new(), by_keys: OnceLock::new() }
+    }
+}
+
+impl Default for EntityStatements {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// [`select_from`] of `E`, built once.
+pub(crate) fn select_from_of<E: Entity>() -> &'static str {
+    E::statements().from.get_or_init(|| select_from(E::META))
+}
+
+/// [`select_by_key`] of `E`, built once.
+pub(crate) fn select_by_key_of<E: Entity>() -> &'static str {
+    E::statements().by_key.get_or_init(|| select_by_key(E::META))
+}
+
+/// [`select_by_keys`] of `E`, built once.
+pub(crate) fn select_by_keys_of<E: Entity>() -> &'static str {
+    E::statements().by_keys.get_or_init(|| select_by_keys(E::META))
+}
 
 /// Quotes an identifier for PostgreSQL, doubling embedded quotes.
 pub fn quote_ident(name: &str) -> String {
@@ -61,12 +101,12 @@ pub(crate) fn select_list(meta: &EntityMeta, alias: &str) -> String {
 }
 
 /// `SELECT <all columns> FROM "table" AS t`
-pub(crate) fn select_from(meta: &EntityMeta) -> String {
+fn select_from(meta: &EntityMeta) -> String {
     format!("SELECT {} FROM {} AS t", select_list(meta, "t"), quote_ident(meta.table))
 }
 
 /// Loads one row by key: `... WHERE t."id" = $1` (one parameter per key column).
-pub(crate) fn select_by_key(meta: &EntityMeta) -> String {
+fn select_by_key(meta: &EntityMeta) -> String {
     let mut sql = select_from(meta);
     for (n, i) in meta.key_columns().enumerate() {
         sql.push_str(if n == 0 { " WHERE " } else { " AND " });
@@ -76,7 +116,7 @@ pub(crate) fn select_by_key(meta: &EntityMeta) -> String {
 }
 
 /// Loads many rows by key with one array parameter per key column.
-pub(crate) fn select_by_keys(meta: &EntityMeta) -> String {
+fn select_by_keys(meta: &EntityMeta) -> String {
     let keys = meta.key_set();
     let mut sql = select_from(meta);
     if meta.key_columns().count() == 1 {

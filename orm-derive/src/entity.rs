@@ -101,6 +101,12 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 ::core::result::Result::Ok(())
             }
 
+            fn statements() -> &'static ::orm_core::__private::EntityStatements {
+                static STATEMENTS: ::orm_core::__private::EntityStatements =
+                    ::orm_core::__private::EntityStatements::new();
+                &STATEMENTS
+            }
+
             fn accepts(column: usize, ty: &::orm_core::__private::Type) -> bool {
                 match column {
                     #(#accepts,)*

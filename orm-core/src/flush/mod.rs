@@ -88,6 +88,11 @@ async fn run(
     stats: &mut SessionStats,
     end: FlushEnd,
 ) -> Result<()> {
+    if !registries.all.iter().any(|registry| registry.has_pending_work()) {
+        // The common case of a read-only unit of work, and of the autoflush
+        // before each query: nothing to order, plan or send.
+        return finish_empty(connection, stats, end).await;
+    }
     let metas: Vec<_> = registries.all.iter().map(|r| r.meta()).collect();
     let (_, cyclic) = order::parents_first(&metas, &vec![0; metas.len()]);
     let deferred = order::breakable(&metas, &cyclic);
@@ -133,11 +138,8 @@ async fn run(
                 return Err(if first { error } else { recover(connection, stats, end, false, error).await });
             }
             if first {
-                // Nothing to write at all.
-                return match end {
-                    FlushEnd::Commit => connection.finish("COMMIT", stats).await,
-                    FlushEnd::KeepOpen => Ok(()),
-                };
+                // Written entities turned out unchanged: nothing to write.
+                return finish_empty(connection, stats, end).await;
             }
         } else {
             let verify = last && sent.iter().chain(&round).any(|s| s.plan.needs_verification());
@@ -189,6 +191,14 @@ async fn run(
         part.plan.apply(registries.all[part.registry].as_mut());
     }
     Ok(())
+}
+
+/// Ends a flush that has nothing to write.
+async fn finish_empty(connection: &mut SessionConnection, stats: &mut SessionStats, end: FlushEnd) -> Result<()> {
+    match end {
+        FlushEnd::Commit => connection.finish("COMMIT", stats).await,
+        FlushEnd::KeepOpen => Ok(()),
+    }
 }
 
 /// Refuses a round trip that inserts into two tables referencing each
