@@ -336,7 +336,9 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
 /// All registries of a session, in the order their types were first used.
 #[derive(Default)]
 pub(crate) struct Registries {
-    by_type: HashMap<TypeId, usize>,
+    /// The entity type of each of `all`: a session uses few types, and a
+    /// scan of a short list beats hashing on every `get` of a short request.
+    types: Vec<TypeId>,
     pub(crate) all: Vec<Box<dyn ErasedRegistry>>,
     /// Open savepoints; a registry created inside them gets an undo log for each.
     savepoint_depth: usize,
@@ -345,9 +347,10 @@ pub(crate) struct Registries {
 impl Registries {
     /// The registry of `T`, created on first use.
     pub(crate) fn of<T: Entity>(&mut self) -> &mut Registry<T> {
-        let index = *self.by_type.entry(TypeId::of::<T>()).or_insert_with(|| {
+        let index = self.index_of::<T>().unwrap_or_else(|| {
             let mut registry = Registry::<T>::new();
             registry.savepoints.extend((0..self.savepoint_depth).map(|_| Undo::new()));
+            self.types.push(TypeId::of::<T>());
             self.all.push(Box::new(registry));
             self.all.len() - 1
         });
@@ -359,14 +362,19 @@ impl Registries {
 
     /// The registry of `T` if the session has used `T`.
     pub(crate) fn get<T: Entity>(&mut self) -> Option<&mut Registry<T>> {
-        let index = *self.by_type.get(&TypeId::of::<T>())?;
+        let index = self.index_of::<T>()?;
         self.all[index].as_any_mut().downcast_mut::<Registry<T>>()
     }
 
     /// The registry of `T`, read-only, if the session has used `T`.
     pub(crate) fn get_ref<T: Entity>(&self) -> Option<&Registry<T>> {
-        let index = *self.by_type.get(&TypeId::of::<T>())?;
+        let index = self.index_of::<T>()?;
         self.all[index].as_any().downcast_ref::<Registry<T>>()
+    }
+
+    fn index_of<T: Entity>(&self) -> Option<usize> {
+        let id = TypeId::of::<T>();
+        self.types.iter().position(|&used| used == id)
     }
 
     /// Deletes, transitively, the children the session knows of a deleted
