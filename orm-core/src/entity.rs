@@ -146,6 +146,9 @@ pub trait Entity: Clone + Send + Sync + 'static {
     /// The values of column `column` of every row, as one array parameter.
     fn column_array(rows: &[&Self], column: usize) -> Param;
 
+    /// The value of column `column` of this row, as one parameter.
+    fn column_value(&self, column: usize) -> Param;
+
     /// The columns whose values differ from `snapshot`.
     fn changed_columns(&self, snapshot: &Self) -> ColumnSet;
 

@@ -35,11 +35,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
     let key_methods = key_methods(&name, &keys);
 
-    let column_arrays = columns.iter().enumerate().map(|(i, f)| {
-        let field = f.ident;
-        let ty = f.ty;
-        quote_spanned!(ty.span()=> #i => ::orm_core::__private::array::<#ty, _>(rows, |row| &row.#field))
-    });
+    let column_access = column_access(&name, &columns);
     let change_checks = columns.iter().enumerate().map(|(i, f)| {
         let field = f.ident;
         quote!(if self.#field != snapshot.#field { changed |= 1 << #i; })
@@ -49,10 +45,6 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         let column = &f.column;
         let ty = f.ty;
         quote_spanned!(ty.span()=> self.#field = ::orm_core::__private::decode::<#ty>(row, #n, #name, #column)?;)
-    });
-    let accepts = columns.iter().enumerate().map(|(i, f)| {
-        let ty = f.ty;
-        quote_spanned!(ty.span()=> #i => ::orm_core::__private::accepts::<#ty>(ty))
     });
     let version = columns.iter().filter(|f| f.version).map(|f| {
         let field = f.ident;
@@ -80,12 +72,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
             #key_methods
 
-            fn column_array(rows: &[&Self], column: usize) -> ::orm_core::Param {
-                match column {
-                    #(#column_arrays,)*
-                    _ => ::orm_core::__private::no_such_column(#name, column),
-                }
-            }
+            #column_access
 
             // Change detection wants exact equality, also for float fields.
             #[allow(clippy::float_cmp)]
@@ -107,13 +94,6 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 &STATEMENTS
             }
 
-            fn accepts(column: usize, ty: &::orm_core::__private::Type) -> bool {
-                match column {
-                    #(#accepts,)*
-                    _ => false,
-                }
-            }
-
             fn increment_version(&mut self) {
                 #(#version)*
             }
@@ -126,6 +106,47 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         #constants
         #relations
     })
+}
+
+/// The methods that reach one column by its index: its values as
+/// parameters, and whether its field can be read from a database type.
+fn column_access(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
+    let arrays = columns.iter().enumerate().map(|(i, f)| {
+        let field = f.ident;
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> #i => ::orm_core::__private::array::<#ty, _>(rows, |row| &row.#field))
+    });
+    let values = columns.iter().enumerate().map(|(i, f)| {
+        let field = f.ident;
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> #i => ::orm_core::__private::param::<#ty>(&self.#field))
+    });
+    let accepts = columns.iter().enumerate().map(|(i, f)| {
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> #i => ::orm_core::__private::accepts::<#ty>(ty))
+    });
+    quote! {
+        fn column_array(rows: &[&Self], column: usize) -> ::orm_core::Param {
+            match column {
+                #(#arrays,)*
+                _ => ::orm_core::__private::no_such_column(#name, column),
+            }
+        }
+
+        fn column_value(&self, column: usize) -> ::orm_core::Param {
+            match column {
+                #(#values,)*
+                _ => ::orm_core::__private::no_such_column(#name, column),
+            }
+        }
+
+        fn accepts(column: usize, ty: &::orm_core::__private::Type) -> bool {
+            match column {
+                #(#accepts,)*
+                _ => false,
+            }
+        }
+    }
 }
 
 /// The `Key` type and the methods that build, read and bind keys: a plain

@@ -178,9 +178,16 @@ pub(crate) fn plan_table<T: Entity>(
         let columns = meta.insert_columns() & !scope.deferred;
         let order: Vec<usize> = sql::indexes(columns).collect();
         let returns_rows = meta.generated_columns().next().is_some();
+        let (sql, params) = match inserts.as_slice() {
+            [single] => {
+                let entity = single.read();
+                (sql::insert_one(meta, columns), order.iter().map(|&column| entity.column_value(column)).collect())
+            }
+            _ => (sql::insert(meta, columns), bind_columns(&inserts, &order)),
+        };
         statements.inserts.push(Statement {
-            sql: sql::insert(meta, columns),
-            params: bind_columns(&inserts, &order),
+            sql,
+            params,
             returns_rows,
             check: returns_rows.then_some(check_returning::<T>),
         });
