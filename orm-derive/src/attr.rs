@@ -73,11 +73,27 @@ fn set_value<T>(slot: &mut Option<T>, value: T, meta: &syn::meta::ParseNestedMet
     }
 }
 
-/// Whether `sql_type` can only be a type name: it is spliced into casts
-/// (`$1::<type>[]`), so anything that could end the cast is refused.
-fn is_type_name(sql_type: &str) -> bool {
-    !sql_type.trim().is_empty()
-        && sql_type.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ' ' | '.' | '(' | ')' | ',' | '"'))
+/// Why `sql_type` cannot be used in the casts it is spliced into
+/// (`$1::<type>[]`), if it cannot: anything that could end the cast, and a
+/// length or precision, which an explicit cast applies by silently cutting
+/// or rounding values that writing them to the column would refuse.
+fn sql_type_problem(sql_type: &str) -> Option<&'static str> {
+    let normalized = sql_type.trim().to_ascii_lowercase();
+    if normalized.is_empty()
+        || !normalized.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ' ' | '.' | '"'))
+    {
+        return Some(if normalized.contains('(') {
+            "`sql_type` takes no length or precision: casting to varchar(255) or numeric(10, 2) would silently cut or round values the column refuses; write \"varchar\" or \"numeric\" (the column still checks them)"
+        } else {
+            "`sql_type` must be a PostgreSQL type name, like \"varchar\" or \"timestamptz\""
+        });
+    }
+    if matches!(normalized.as_str(), "char" | "character" | "bit") {
+        return Some(
+            "a bare `char` or `bit` is a length of one, and casting to it would cut values: write \"bpchar\" or \"varbit\"",
+        );
+    }
+    None
 }
 
 fn orm_attributes(attrs: &[Attribute]) -> impl Iterator<Item = &Attribute> {
@@ -197,11 +213,8 @@ fn parse_field<'a>(field: &'a syn::Field, errors: &mut Errors) -> Option<FieldMo
                 set_value(&mut column, name.value(), &meta, errors);
             } else if meta.path.is_ident("sql_type") {
                 let sql_type: LitStr = meta.value()?.parse()?;
-                if !is_type_name(&sql_type.value()) {
-                    return Err(syn::Error::new(
-                        sql_type.span(),
-                        "`sql_type` must be a PostgreSQL type name, like \"varchar(255)\" or \"timestamptz\"",
-                    ));
+                if let Some(problem) = sql_type_problem(&sql_type.value()) {
+                    return Err(syn::Error::new(sql_type.span(), problem));
                 }
                 set_value(&mut model.sql_type, sql_type, &meta, errors);
             } else if meta.path.is_ident("references") {

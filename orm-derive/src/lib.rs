@@ -35,7 +35,7 @@ use syn::{parse_macro_input, DeriveInput};
 /// | `#[orm(primary_key, generated)]` | `generated`: the database assigns the value (identity, `serial`, `DEFAULT now()`); inserts leave it out and read it back with `RETURNING`. |
 /// | `#[orm(version)]` | An `i16`/`i32`/`i64` optimistic-concurrency counter: every update and delete checks it, every update increments it. |
 /// | `#[orm(column = "full_name")]` | The column's name, when it differs from the field's. |
-/// | `#[orm(sql_type = "json")]` | The PostgreSQL type the flush casts this column's array parameters to, instead of the one implied by the Rust type. |
+/// | `#[orm(sql_type = "json")]` | The PostgreSQL type the flush casts this column's parameters to, instead of the one implied by the Rust type; a name without length or precision (`varchar`, not `varchar(255)`). |
 /// | `#[orm(skip)]` | Not a column: never written, `Default::default()` when loaded. |
 /// | `#[orm(references = Author)]` | A foreign key to entity `Author`: the field holds `Author`'s key type (or an `Option` of it). Adds `Book::AUTHOR` for `author_id`. |
 /// | `#[orm(references = Author, relation = "writer")]` | Names the relation constant (`Book::WRITER`); required when the field's name does not end in `_id`. |

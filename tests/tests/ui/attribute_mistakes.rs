@@ -11,8 +11,12 @@ struct Invoice {
     discount: i64,
     #[orm(sql_type = "numeric", sql_type = "int8")]
     net: i64,
-    #[orm(sql_type = "int8[]); DROP TABLE invoice; --")]
+    #[orm(sql_type = "int8[]; DROP TABLE invoice; --")]
     tax: i64,
+    #[orm(sql_type = "varchar(5)")]
+    code: String,
+    #[orm(sql_type = "char")]
+    grade: String,
     #[orm(column = "")]
     note: String,
     #[orm(version)]
