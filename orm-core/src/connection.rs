@@ -3,7 +3,11 @@
 //! handed back clean on every path, including a cancelled future.
 
 use deadpool_postgres::{Object, Pool};
-use futures_util::future::{join, join3, join_all, try_join_all};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::Poll;
+
+use futures_util::future::{join, maybe_done, try_join_all, MaybeDone};
 use futures_util::{pin_mut, FutureExt, TryStreamExt};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -59,6 +63,8 @@ pub(crate) struct SessionConnection {
     /// The isolation level the transaction begins with; `None` for the
     /// server's default.
     isolation: Option<IsolationLevel>,
+    /// Whether the last batch sent its `after` statement (see `after_sent`).
+    after_sent: bool,
 }
 
 /// Whether a statement may change data, which decides whether it needs the
@@ -90,6 +96,7 @@ impl SessionConnection {
             in_flight: false,
             flush_savepoint_open: false,
             isolation,
+            after_sent: false,
         }
     }
 
@@ -126,7 +133,9 @@ impl SessionConnection {
     /// Runs `statements` in one round trip (plus one to prepare statements not
     /// yet cached on this connection). `BEGIN` goes first when no transaction
     /// is open, then `before`, the statements, and `after` (for instance
-    /// `COMMIT`). Returns the first error in wire order; recovery is the caller's.
+    /// `COMMIT`), which is sent only if every statement was: see
+    /// [`after_sent`](Self::after_sent). Returns the first error in wire
+    /// order; recovery is the caller's.
     pub(crate) async fn run_batch(
         &mut self,
         before: Option<&str>,
@@ -134,15 +143,25 @@ impl SessionConnection {
         after: Option<&str>,
         stats: &mut SessionStats,
     ) -> Result<Vec<Outcome>> {
+        self.after_sent = false;
         let begin = !self.in_transaction;
         let prefix = match (begin, before) {
             (true, Some(before)) => Some(format!("{}; {before}", self.begin_sql())),
             (true, None) => Some(self.begin_sql().to_owned()),
             (false, before) => before.map(str::to_owned),
         };
+        // If the batch fails before it is sent, `before` never reaches the
+        // server: a flush savepoint it would have opened is not open (see
+        // `recover_flush_savepoint`). Without `before`, one that an earlier
+        // round trip of the same flush opened still is.
+        let unsent = |connection: &mut Self| {
+            connection.in_flight = false;
+            if before.is_some() {
+                connection.flush_savepoint_open = false;
+            }
+        };
         if let Err(error) = self.checkout().await {
-            // `before` never reached the server: see `recover_flush_savepoint`.
-            self.flush_savepoint_open = false;
+            unsent(self);
             return Err(error);
         }
         let client = self.client.as_ref().ok_or(Error::TransactionFailed)?;
@@ -155,12 +174,10 @@ impl SessionConnection {
         let prepared = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
-                self.in_flight = false;
                 if self.in_transaction {
                     self.failed = true;
                 }
-                // `before` never reached the server: see `recover_flush_savepoint`.
-                self.flush_savepoint_open = false;
+                unsent(self);
                 return Err(error.into());
             }
         };
@@ -171,42 +188,15 @@ impl SessionConnection {
         if let Some(refused) = refused {
             // Only the prepares reached the server, which leaves the
             // transaction as it was.
-            self.in_flight = false;
-            self.flush_savepoint_open = false;
+            unsent(self);
             return Err(refused);
         }
         let params: Vec<_> = statements.iter().map(|s| param_refs(&s.params)).collect();
-        let prefix_future = async {
-            match &prefix {
-                Some(sql) => client.batch_execute(sql).await,
-                None => Ok(()),
-            }
-        };
-        let statement_futures =
-            join_all(statements.iter().zip(&prepared).zip(&params).map(|((statement, prepared), params)| {
-                let span = tracing::debug_span!("orm.statement", sql = statement.sql, rows = tracing::field::Empty);
-                async move {
-                    let outcome = if statement.returns_rows {
-                        client.query(prepared, params).await.map(Outcome::Rows)
-                    } else {
-                        client.execute(prepared, params).await.map(Outcome::Count)
-                    };
-                    if let Ok(outcome) = &outcome {
-                        tracing::Span::current().record("rows", outcome.rows());
-                    }
-                    outcome
-                }
-                .instrument(span)
-            }));
-        let suffix_future = async {
-            match after {
-                Some(sql) => client.batch_execute(sql).await,
-                None => Ok(()),
-            }
-        };
-        let (prefix_result, outcomes, suffix_result) = join3(prefix_future, statement_futures, suffix_future)
-            .instrument(tracing::debug_span!("orm.round_trip", statements = statements.len(), before, after))
-            .await;
+        let (prefix_result, outcomes, after_result, after_sent) =
+            send_pipelined(client, prefix.as_deref(), statements, &prepared, &params, after)
+                .instrument(tracing::debug_span!("orm.round_trip", statements = statements.len(), before, after))
+                .await;
+        self.after_sent = after_sent;
         self.in_flight = false;
         stats.round_trips += 1;
         stats.statements += statements.len() as u64;
@@ -220,7 +210,7 @@ impl SessionConnection {
                 stats.rows += outcome.rows();
                 results.push(outcome);
             }
-            suffix_result.map(|()| results)
+            after_result.map(|()| results)
         });
         // PostgreSQL aborts the whole transaction on any error: only a
         // rollback to a savepoint (see `recover`) makes it usable again.
@@ -228,6 +218,14 @@ impl SessionConnection {
             self.failed = true;
         }
         collected.map_err(Error::from)
+    }
+
+    /// Whether the last [`run_batch`](Self::run_batch) sent its `after`
+    /// statement. A statement whose parameters cannot be encoded is never
+    /// sent, and then neither is `after`: a `COMMIT` would commit the
+    /// statements around it.
+    pub(crate) fn after_sent(&self) -> bool {
+        self.after_sent
     }
 
     /// The statement that opens a fresh flush savepoint, releasing the
@@ -251,10 +249,11 @@ impl SessionConnection {
     /// Rolls back to the flush savepoint after a failed flush, making the
     /// transaction usable again.
     pub(crate) async fn recover_flush_savepoint(&mut self, stats: &mut SessionStats) -> Result<()> {
-        // A flush that failed before its batch reached the server opened no
-        // savepoint. One still open belongs to an earlier flush, whose work
-        // the session counts as written: rolling back to it would undo that
-        // work silently. A transaction the failure aborted stays failed.
+        // A flush whose first batch failed before it reached the server
+        // opened no savepoint (see `run_batch`). One still open then belongs
+        // to an earlier flush, whose work the session counts as written:
+        // rolling back to it would undo that work silently. A transaction
+        // the failure aborted stays failed.
         if !self.flush_savepoint_open {
             return Ok(());
         }
@@ -454,6 +453,89 @@ impl SessionConnection {
         }
     }
 }
+
+type Sent<T> = Pin<Box<MaybeDone<T>>>;
+
+/// Sends `prefix`, the statements and `after` on `client` in that order,
+/// without waiting for an answer in between, and then collects the answers.
+/// Returns their results, and whether `after` was sent.
+///
+/// tokio-postgres encodes a statement's parameters and queues it when its
+/// future is first polled, and a parameter that cannot be encoded fails
+/// that future at once, unsent. So every request is polled once in wire
+/// order first, and `after` follows only if no statement failed to go out.
+async fn send_pipelined(
+    client: &Object,
+    prefix: Option<&str>,
+    statements: &[Statement],
+    prepared: &[tokio_postgres::Statement],
+    params: &[Vec<&(dyn ToSql + Sync)>],
+    after: Option<&str>,
+) -> (std::result::Result<(), tokio_postgres::Error>, Vec<PgResult<Outcome>>, PgResult<()>, bool) {
+    let mut prefix: Sent<_> = Box::pin(maybe_done(async move {
+        match prefix {
+            Some(sql) => client.batch_execute(sql).await,
+            None => Ok(()),
+        }
+    }));
+    let mut sent: Vec<Sent<_>> = statements
+        .iter()
+        .zip(prepared)
+        .zip(params)
+        .map(|((statement, prepared), params)| {
+            let span = tracing::debug_span!("orm.statement", sql = statement.sql, rows = tracing::field::Empty);
+            let run = async move {
+                let outcome = if statement.returns_rows {
+                    client.query(prepared, params).await.map(Outcome::Rows)
+                } else {
+                    client.execute(prepared, params).await.map(Outcome::Count)
+                };
+                if let Ok(outcome) = &outcome {
+                    tracing::Span::current().record("rows", outcome.rows());
+                }
+                outcome
+            };
+            Box::pin(maybe_done(run.instrument(span)))
+        })
+        .collect();
+    poll_fn(|cx| {
+        let _ = prefix.as_mut().poll(cx);
+        for statement in &mut sent {
+            let _ = statement.as_mut().poll(cx);
+        }
+        Poll::Ready(())
+    })
+    .await;
+    let unsent = sent.iter_mut().any(|statement| matches!(statement.as_mut().output_mut(), Some(Err(_))));
+    let after = after.filter(|_| !unsent);
+    let mut suffix: Sent<_> = Box::pin(maybe_done(async move {
+        match after {
+            Some(sql) => client.batch_execute(sql).await,
+            None => Ok(()),
+        }
+    }));
+    poll_fn(|cx| {
+        let mut done = prefix.as_mut().poll(cx).is_ready();
+        for statement in &mut sent {
+            done &= statement.as_mut().poll(cx).is_ready();
+        }
+        done &= suffix.as_mut().poll(cx).is_ready();
+        if done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    let finished = "every request was polled to completion";
+    let prefix = prefix.as_mut().take_output().unwrap_or_else(|| unreachable!("{finished}"));
+    let outcomes =
+        sent.iter_mut().map(|s| s.as_mut().take_output().unwrap_or_else(|| unreachable!("{finished}"))).collect();
+    let suffix = suffix.as_mut().take_output().unwrap_or_else(|| unreachable!("{finished}"));
+    (prefix, outcomes, suffix, after.is_some())
+}
+
+type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
 
 /// Sends `sql` without waiting for its answer: tokio-postgres puts a request
 /// on the connection's queue when its future is first polled, and answers

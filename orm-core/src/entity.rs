@@ -149,6 +149,9 @@ pub trait Entity: Clone + Send + Sync + 'static {
     /// The value of column `column` of this row, as one parameter.
     fn column_value(&self, column: usize) -> Param;
 
+    /// Whether column `column` of this row is NULL.
+    fn column_is_null(&self, column: usize) -> bool;
+
     /// The columns whose values differ from `snapshot`.
     fn changed_columns(&self, snapshot: &Self) -> ColumnSet;
 

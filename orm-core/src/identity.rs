@@ -152,14 +152,23 @@ impl<T: Entity> Registry<T> {
     /// Forgets a pending insert and its links to pending parents; returns
     /// whether `handle` was one.
     pub(crate) fn forget_pending(&mut self, handle: &Tracked<T>) -> bool {
-        let address = handle.address();
-        if self.pending_inserts.shift_remove(&address).is_none() {
+        if self.pending_inserts.shift_remove(&handle.address()).is_none() {
             return false;
         }
-        for column in 0..T::META.columns.len() {
-            self.links.shift_remove(&(column, address));
-        }
+        self.forget_links(handle);
         true
+    }
+
+    /// Forgets the links of `child` to pending parents: its change of parent
+    /// is discarded (or it is deleted or no longer tracked), so no flush
+    /// may wait for, or fill in, those parents' keys.
+    pub(crate) fn forget_links(&mut self, child: &Tracked<T>) {
+        if self.links.is_empty() {
+            return;
+        }
+        for column in 0..T::META.columns.len() {
+            self.links.shift_remove(&(column, child.address()));
+        }
     }
 
     /// Whether `handle` is this registry's instance for its key.
@@ -172,6 +181,9 @@ impl<T: Entity> Registry<T> {
     fn discard_pending(&mut self) {
         self.pending_inserts.clear();
         self.pending_deletes.clear();
+        // A link is made by `set_parent` to a pending parent, and every
+        // pending parent is gone with the discarded work.
+        self.links.clear();
         for tracked in self.written() {
             let mut state = tracked.state().write();
             if let Some(snapshot) = state.snapshot.take() {
@@ -187,7 +199,8 @@ pub(crate) trait ErasedRegistry: Send {
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn meta(&self) -> &'static EntityMeta;
     /// Fills the foreign keys of linked children whose parents' keys are
-    /// known; returns the addresses of those still waiting.
+    /// known, and tells which pending inserts must wait (links through the
+    /// `deferred` columns of a post-update do not hold an insert back).
     fn resolve_links(&self, registries: &Registries, deferred: ColumnSet) -> LinkState;
     /// Whether a flush may have anything to do: pending inserts, deletes or
     /// links, or entities written since the last flush.
@@ -257,6 +270,10 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         if succeeded {
             // Every pending parent was inserted, so every link is resolved.
             self.links.clear();
+            // Drops the written entities the flush synced from the write
+            // log, so that the next flush can tell at once that nothing is
+            // pending.
+            self.written();
         }
     }
 
@@ -285,6 +302,7 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         let mut children = Vec::with_capacity(persistent.len() + pending.len());
         for (key, child) in persistent {
             children.push(Doomed { key: Some(Box::new(key.clone())), address: child.address() });
+            self.forget_links(&child);
             self.pending_deletes.insert(key, child);
         }
         for child in pending {

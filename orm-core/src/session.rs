@@ -455,6 +455,7 @@ impl Session {
         let key = if registry.forget_pending(entity) {
             None
         } else if registry.owns(entity) {
+            registry.forget_links(entity);
             let key = entity.key();
             registry.pending_deletes.insert(key.clone(), entity.clone());
             Some(Box::new(key) as Box<dyn std::any::Any>)
@@ -498,6 +499,7 @@ impl Session {
             return false;
         }
         let key = entity.key();
+        registry.forget_links(entity);
         registry.pending_deletes.swap_remove(&key);
         registry.identity.swap_remove(&key);
         true
@@ -531,6 +533,8 @@ impl Session {
         let params = E::key_params(&key);
         let rows = self.fetch_untracked::<E>(sql::select_by_key_of::<E>(), &param_refs(&params)).await?;
         let fresh = rows.into_iter().next().ok_or(Error::NotFound { entity: E::META.name, key: format!("{key:?}") })?;
+        // A pending change of parent is an unflushed change too.
+        self.registries.of::<E>().forget_links(entity);
         let mut state = entity.state().write();
         state.current = fresh;
         state.snapshot = None;
@@ -538,7 +542,8 @@ impl Session {
     }
 
     /// Writes pending inserts, updates and deletes to the database, inside
-    /// the transaction, as one batched round trip.
+    /// the transaction, as batched statements pipelined in one round trip
+    /// (more only where inserts wait for keys the database generates).
     ///
     /// The flush runs inside a savepoint and changes the objects (generated
     /// keys, versions, identity map) only after all its statements

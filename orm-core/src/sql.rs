@@ -136,22 +136,30 @@ fn select_by_keys(meta: &EntityMeta) -> String {
     sql
 }
 
+/// The columns an insert of `columns` binds, in parameter order. With no
+/// column to write (all generated, or set later by a post-update), the
+/// batch form still needs one array, only to give the number of rows.
+pub(crate) fn insert_parameters(columns: ColumnSet, rows: usize) -> Vec<usize> {
+    match (columns, rows) {
+        (0, 1) => Vec::new(),
+        (0, _) => vec![0],
+        _ => indexes(columns).collect(),
+    }
+}
+
 /// Inserts a batch: one array parameter per inserted column, rows inserted in
 /// input order (`ORDER BY ord`) so that `RETURNING` yields their generated
-/// columns in that order.
+/// columns in that order. Parameters follow [`insert_parameters`].
 pub(crate) fn insert(meta: &EntityMeta, columns: ColumnSet) -> String {
     let ord = ordinality_name(meta);
+    let target = if columns == 0 { String::new() } else { format!(" ({})", join_columns(meta, columns, "")) };
     let mut sql = format!(
-        "INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY v.{ord}",
+        "INSERT INTO {}{target} SELECT {} FROM {} ORDER BY v.{ord}",
         quote_ident(meta.table),
-        join_columns(meta, columns, ""),
         join_columns(meta, columns, "v."),
-        unnest(meta, &indexes(columns).collect::<Vec<_>>(), Some(&ord)),
+        unnest(meta, &insert_parameters(columns, 2), Some(&ord)),
     );
-    let generated = meta.generated_columns().fold(0, |set, i| set | (1 << i));
-    if generated != 0 {
-        let _ = write!(sql, " RETURNING {}", join_columns(meta, generated, ""));
-    }
+    returning_generated(meta, &mut sql);
     sql
 }
 
@@ -161,19 +169,27 @@ pub(crate) fn insert(meta: &EntityMeta, columns: ColumnSet) -> String {
 /// Only this shape and the batch form exist per set of columns, so the
 /// statement cache stays bounded.
 pub(crate) fn insert_one(meta: &EntityMeta, columns: ColumnSet) -> String {
-    let values: Vec<String> =
-        indexes(columns).enumerate().map(|(n, i)| format!("${}::{}", n + 1, meta.columns[i].sql_type)).collect();
-    let mut sql = format!(
-        "INSERT INTO {} ({}) VALUES ({})",
-        quote_ident(meta.table),
-        join_columns(meta, columns, ""),
-        values.join(", "),
-    );
+    let mut sql = if columns == 0 {
+        format!("INSERT INTO {} DEFAULT VALUES", quote_ident(meta.table))
+    } else {
+        let values: Vec<String> =
+            indexes(columns).enumerate().map(|(n, i)| format!("${}::{}", n + 1, meta.columns[i].sql_type)).collect();
+        format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            quote_ident(meta.table),
+            join_columns(meta, columns, ""),
+            values.join(", "),
+        )
+    };
+    returning_generated(meta, &mut sql);
+    sql
+}
+
+fn returning_generated(meta: &EntityMeta, sql: &mut String) {
     let generated = meta.generated_columns().fold(0, |set, i| set | (1 << i));
     if generated != 0 {
         let _ = write!(sql, " RETURNING {}", join_columns(meta, generated, ""));
     }
-    sql
 }
 
 /// Updates a batch of rows that changed the same columns. Parameters follow

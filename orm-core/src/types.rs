@@ -29,6 +29,12 @@ pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + S
     const NULLABLE: bool = false;
     /// The non-null type filters compare with: `T` for both `T` and `Option<T>`.
     type Value: ColumnType;
+
+    /// Whether this value is SQL NULL (`None`); a flush skips the
+    /// post-update of a reference that is NULL anyway.
+    fn is_null(&self) -> bool {
+        false
+    }
 }
 
 macro_rules! column_types {
@@ -61,6 +67,10 @@ impl<T: ColumnType<Value = T>> ColumnType for Option<T> {
     const SQL_TYPE: &'static str = T::SQL_TYPE;
     const NULLABLE: bool = true;
     type Value = T;
+
+    fn is_null(&self) -> bool {
+        self.is_none()
+    }
 }
 
 /// A field stored as `jsonb`, serialized with serde.

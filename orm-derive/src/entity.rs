@@ -109,7 +109,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 }
 
 /// The methods that reach one column by its index: its values as
-/// parameters, and whether its field can be read from a database type.
+/// parameters, whether its field can be read from a database type, and
+/// whether a row's value is NULL.
 fn column_access(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
     let arrays = columns.iter().enumerate().map(|(i, f)| {
         let field = f.ident;
@@ -124,6 +125,11 @@ fn column_access(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
     let accepts = columns.iter().enumerate().map(|(i, f)| {
         let ty = f.ty;
         quote_spanned!(ty.span()=> #i => ::orm_core::__private::accepts::<#ty>(ty))
+    });
+    let nulls = columns.iter().enumerate().map(|(i, f)| {
+        let field = f.ident;
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> #i => <#ty as ::orm_core::ColumnType>::is_null(&self.#field))
     });
     quote! {
         fn column_array(rows: &[&Self], column: usize) -> ::orm_core::Param {
@@ -143,6 +149,13 @@ fn column_access(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
         fn accepts(column: usize, ty: &::orm_core::__private::Type) -> bool {
             match column {
                 #(#accepts,)*
+                _ => false,
+            }
+        }
+
+        fn column_is_null(&self, column: usize) -> bool {
+            match column {
+                #(#nulls,)*
                 _ => false,
             }
         }

@@ -26,10 +26,33 @@ struct Player {
     team_id: i64,
 }
 
+/// A table whose only column besides its generated key is the one a
+/// post-update sets: its insert has no column to write at all.
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "node")]
+struct Node {
+    #[orm(primary_key, generated)]
+    id: i64,
+    #[orm(references = Edge)]
+    first_edge_id: Option<i64>,
+}
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "edge")]
+struct Edge {
+    #[orm(primary_key, generated)]
+    id: i64,
+    #[orm(references = Node)]
+    node_id: i64,
+}
+
 const SCHEMA: &str = "
     CREATE TABLE team (id bigserial PRIMARY KEY, name text NOT NULL, captain_id bigint);
     CREATE TABLE player (id bigserial PRIMARY KEY, name text NOT NULL, team_id bigint NOT NULL REFERENCES team);
     ALTER TABLE team ADD FOREIGN KEY (captain_id) REFERENCES player;
+    CREATE TABLE node (id bigserial PRIMARY KEY, first_edge_id bigint);
+    CREATE TABLE edge (id bigserial PRIMARY KEY, node_id bigint NOT NULL REFERENCES node);
+    ALTER TABLE node ADD FOREIGN KEY (first_edge_id) REFERENCES edge;
 ";
 
 async fn setup() -> (TestDb, Database) {
@@ -180,4 +203,42 @@ async fn a_failed_flush_with_a_post_update_leaves_everything_pending() {
         .unwrap();
     let counts: (i64, i64, i64) = (counts.get(0), counts.get(1), counts.get(2));
     assert_eq!(counts, (2, 2, 4), "the retry inserted each row once, captains included");
+}
+
+#[tokio::test]
+async fn rows_that_reference_nothing_through_the_cycle_need_no_post_update() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    // Players are used too, so the cycle is in play; no team has a captain.
+    let team = session.add(Team { id: 0, name: "no captain".into(), captain_id: None });
+    let player = session.add(Player { id: 0, name: "no captain player".into(), team_id: 0 });
+    session.set_parent(&player, Player::TEAM, &team).unwrap();
+    let stats = session.commit().await.unwrap();
+    assert_eq!(stats.statements, 2, "INSERT team, INSERT player, and no UPDATE");
+    let captains: i64 =
+        test_db.client().await.query_one("SELECT count(captain_id) FROM team", &[]).await.unwrap().get(0);
+    assert_eq!(captains, 0);
+}
+
+#[tokio::test]
+async fn a_row_with_no_column_to_write_is_inserted_with_its_defaults() {
+    let (test_db, db) = setup().await;
+    for nodes in [1, 3] {
+        let mut session = db.session();
+        for _ in 0..nodes {
+            let node = session.add(Node { id: 0, first_edge_id: None });
+            let edge = session.add(Edge { id: 0, node_id: 0 });
+            session.set_parent(&edge, Edge::NODE, &node).unwrap();
+            session.set_parent(&node, Node::FIRST_EDGE, &edge).unwrap();
+        }
+        session.commit().await.unwrap();
+    }
+    let linked: i64 = test_db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM node n JOIN edge e ON e.id = n.first_edge_id AND e.node_id = n.id", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(linked, 4, "one node alone (DEFAULT VALUES), then three in one statement");
 }

@@ -6,9 +6,10 @@
 //! columns, each with one array parameter per column, so the statement count
 //! does not depend on the number of rows. This module orders them (inserts
 //! parents first, then updates, then deletes children first; see [`order`])
-//! and runs them as one pipelined batch. Only a child linked to a parent
-//! that is itself pending needs another round trip: its insert waits for
-//! the one that returns its parent's generated key.
+//! and runs them as one pipelined batch. Only keys the database generates
+//! cost more round trips: a child linked to a pending parent waits for the
+//! insert that returns the parent's key, and the post-update that breaks a
+//! reference cycle waits for the keys of the rows it updates.
 
 mod order;
 mod plan;
@@ -101,7 +102,13 @@ async fn run(
     let mut inserted: HashMap<usize, HashSet<usize>> = HashMap::new();
     let mut sent: Vec<Sent> = Vec::new();
     let mut first = true;
+    // Whether COMMIT went out with the last round trip.
+    let mut committed = false;
     let nothing = HashSet::new();
+    for registry in &mut registries.all {
+        // A flush cut off earlier (its future dropped) never ended.
+        registry.end_flush(false);
+    }
     loop {
         let links: Vec<LinkState> =
             registries.all.iter().zip(&deferred).map(|(r, &deferred)| r.resolve_links(registries, deferred)).collect();
@@ -147,9 +154,11 @@ async fn run(
                 if first && end == FlushEnd::KeepOpen { Some(connection.reopen_flush_savepoint()) } else { None };
             let commit = (last && end == FlushEnd::Commit && !verify).then_some("COMMIT");
             let (statements, routes) = order_statements(&mut round);
-            match connection.run_batch(savepoint.as_deref(), &statements, commit, stats).await {
+            let result = connection.run_batch(savepoint.as_deref(), &statements, commit, stats).await;
+            committed = commit.is_some() && connection.after_sent();
+            match result {
                 Ok(outcomes) => route(&mut round, routes, outcomes),
-                Err(error) => return Err(recover(connection, stats, end, commit.is_some(), error).await),
+                Err(error) => return Err(recover(connection, stats, end, committed, error).await),
             }
             if !last {
                 let recorded = round
@@ -169,8 +178,20 @@ async fn run(
             break;
         }
     }
-    // Whether COMMIT travelled with the last round trip (see `verify` above).
-    let committed = end == FlushEnd::Commit && !sent.iter().any(|s| s.plan.needs_verification());
+    conclude(registries, connection, stats, end, sent, committed).await
+}
+
+/// Checks what the statements of a flush returned, ends the transaction if
+/// the flush is a commit (`committed`: its `COMMIT` was sent already), and
+/// only then applies the results to the objects.
+async fn conclude(
+    registries: &mut Registries,
+    connection: &mut SessionConnection,
+    stats: &mut SessionStats,
+    end: FlushEnd,
+    sent: Vec<Sent>,
+    committed: bool,
+) -> Result<()> {
     let checked = sent
         .iter()
         .try_for_each(|s| s.plan.verify(&s.outcomes))

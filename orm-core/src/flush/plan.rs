@@ -86,6 +86,8 @@ struct Plan<T: Entity> {
     inserts: Vec<Tracked<T>>,
     /// Written entities, grouped by the set of columns that changed.
     updates: Vec<Vec<Tracked<T>>>,
+    /// Inserted entities whose reference-cycle columns a post-update sets.
+    post_updated: Vec<Tracked<T>>,
     deletes: Vec<Tracked<T>>,
 }
 
@@ -161,10 +163,15 @@ pub(crate) fn plan_table<T: Entity>(
     let inserts: Vec<Tracked<T>> = registry.pending_inserts.values().filter(unsent).cloned().collect();
     let deletes: Vec<Tracked<T>> =
         if scope.last { registry.pending_deletes.values().cloned().collect() } else { Vec::new() };
-    // Every row this flush inserts, once all of them are: the flush makes
-    // sure that rows with generated keys were sent by an earlier round trip.
+    // The rows this flush inserts that reference something through a
+    // deferred column, once all rows are inserted: the flush makes sure that
+    // rows with generated keys were sent by an earlier round trip.
     let post_updated: Vec<Tracked<T>> = if scope.last && scope.deferred != 0 {
-        registry.pending_inserts.values().filter(|t| !scope.waiting.contains(&t.address())).cloned().collect()
+        let references = |t: &&Tracked<T>| {
+            let entity = t.read();
+            sql::indexes(scope.deferred).any(|column| !entity.column_is_null(column))
+        };
+        registry.pending_inserts.values().filter(references).cloned().collect()
     } else {
         Vec::new()
     };
@@ -173,10 +180,9 @@ pub(crate) fn plan_table<T: Entity>(
     }
 
     let mut statements = TableStatements::default();
-    let mut updates = Vec::new();
     if !inserts.is_empty() {
         let columns = meta.insert_columns() & !scope.deferred;
-        let order: Vec<usize> = sql::indexes(columns).collect();
+        let order = sql::insert_parameters(columns, inserts.len());
         let returns_rows = meta.generated_columns().next().is_some();
         let (sql, params) = match inserts.as_slice() {
             [single] => {
@@ -192,15 +198,6 @@ pub(crate) fn plan_table<T: Entity>(
             check: returns_rows.then_some(check_returning::<T>),
         });
     }
-    if !post_updated.is_empty() {
-        statements.updates.push(Statement {
-            sql: sql::update(meta, scope.deferred),
-            params: bind_post_update(registry, &post_updated, &sql::update_parameters(meta, scope.deferred)),
-            returns_rows: true,
-            check: None,
-        });
-        updates.push(post_updated);
-    }
     for (&changed, rows) in &groups {
         statements.updates.push(Statement {
             sql: sql::update(meta, changed),
@@ -209,10 +206,20 @@ pub(crate) fn plan_table<T: Entity>(
             check: None,
         });
     }
+    // The statements below come after every update whose outcome `verify`
+    // checks (it pairs `updates` with their outcomes in order), and are not
+    // checked: they touch only rows this transaction inserted or deletes.
+    if !post_updated.is_empty() {
+        statements.updates.push(Statement {
+            sql: sql::update(meta, scope.deferred),
+            params: bind_post_update(registry, &post_updated, &sql::update_parameters(meta, scope.deferred)),
+            returns_rows: true,
+            check: None,
+        });
+    }
     if !deletes.is_empty() && scope.deferred != 0 {
-        // After every update whose outcome `verify` checks (it pairs them
-        // with `updates` in order), before any delete: the rows that these
-        // rows reference may be deleted in the same flush.
+        // Before any delete: the rows these rows reference may be deleted in
+        // the same flush.
         statements.updates.push(Statement {
             sql: sql::clear(meta, scope.deferred),
             params: bind_columns(&deletes, &meta.key_columns().collect::<Vec<_>>()),
@@ -228,8 +235,8 @@ pub(crate) fn plan_table<T: Entity>(
             check: None,
         });
     }
-    updates.extend(groups.into_values());
-    Ok(Some(Box::new(Plan { statements, inserts, updates, deletes })))
+    let updates = groups.into_values().collect();
+    Ok(Some(Box::new(Plan { statements, inserts, updates, post_updated, deletes })))
 }
 
 /// Refuses an insert whose `RETURNING` columns the entity's generated
@@ -388,6 +395,10 @@ impl<T: Entity> TablePlan for Plan<T> {
             if let Some(undo) = registry.savepoints.last_mut() {
                 undo.inserted.push(tracked);
             }
+        }
+        for tracked in self.post_updated {
+            // The post-update advanced the version the insert wrote.
+            tracked.state().write().current.increment_version();
         }
         for tracked in self.updates.into_iter().flatten() {
             let mut state = tracked.state().write();

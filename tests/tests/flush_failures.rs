@@ -1,0 +1,206 @@
+//! A flush that fails, at whatever step, leaves the database and the session
+//! agreeing: nothing half-committed, no connection handed back inside a
+//! transaction, and no link to a pending parent left waiting for ever.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use orm_core::{Database, DatabaseConfig, Entity, Error, Json};
+use orm_tests::TestDb;
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "users")]
+struct User {
+    #[orm(primary_key, generated)]
+    id: i64,
+    name: String,
+}
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Post {
+    #[orm(primary_key, generated)]
+    id: i64,
+    #[orm(references = User)]
+    author_id: i64,
+    title: String,
+}
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Comment {
+    #[orm(primary_key, generated)]
+    id: i64,
+    #[orm(references = Post, on_delete = "cascade")]
+    post_id: i64,
+    body: String,
+}
+
+/// `note.id` is `bigserial`: an `i32` field cannot hold it.
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Note {
+    #[orm(primary_key, generated)]
+    id: i32,
+    #[orm(references = User)]
+    user_id: i64,
+}
+
+/// A table that does not exist: preparing its INSERT fails.
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Missing {
+    #[orm(primary_key)]
+    id: i64,
+}
+
+/// A map whose keys are not strings, which JSON cannot hold.
+type ByPoint = HashMap<(i32, i32), i32>;
+
+/// Its body cannot be serialized: the parameter fails to encode, and its
+/// statement is never sent.
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Doc {
+    #[orm(primary_key, generated)]
+    id: i64,
+    body: Json<ByPoint>,
+}
+
+const SCHEMA: &str = "
+    CREATE TABLE users (id bigserial PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE post (id bigserial PRIMARY KEY, author_id bigint NOT NULL REFERENCES users, title text NOT NULL);
+    CREATE TABLE comment (id bigserial PRIMARY KEY, post_id bigint NOT NULL REFERENCES post, body text NOT NULL);
+    CREATE TABLE note (id bigserial PRIMARY KEY, user_id bigint NOT NULL REFERENCES users);
+    CREATE TABLE doc (id bigserial PRIMARY KEY, body jsonb NOT NULL);
+    INSERT INTO users (name) VALUES ('ann');
+    INSERT INTO post (author_id, title) VALUES (1, 'ann 1');
+    INSERT INTO comment (post_id, body) VALUES (1, 'first');
+";
+
+/// One connection, so the next session gets the connection the last one used.
+async fn setup() -> (TestDb, Database) {
+    let test_db = TestDb::new().await;
+    test_db.client().await.batch_execute(SCHEMA).await.unwrap();
+    let mut config = DatabaseConfig::from_url(test_db.url()).unwrap();
+    config.max_connections = 1;
+    config.wait_timeout = Duration::from_secs(20);
+    (test_db, Database::with_config(config).unwrap())
+}
+
+fn user(name: &str) -> User {
+    User { id: 0, name: name.into() }
+}
+
+async fn count(test_db: &TestDb, table: &str) -> i64 {
+    test_db.client().await.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0)
+}
+
+/// Whether the pool's connection is outside any transaction (inside one,
+/// `now()` is the transaction's start, not this statement's; one simple
+/// query is one message, so outside one the two are equal).
+async fn connection_is_clean(db: &Database) -> bool {
+    let client = db.pool().get().await.unwrap();
+    let messages = client.simple_query("SELECT now() = statement_timestamp()").await.unwrap();
+    messages.iter().any(|message| match message {
+        orm_core::tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0) == Some("t"),
+        _ => false,
+    })
+}
+
+#[tokio::test]
+async fn a_parameter_that_cannot_be_encoded_commits_nothing() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    session.add(user("ben"));
+    session.add(Doc { id: 0, body: Json(HashMap::from([((1, 2), 3)])) });
+    let error = session.commit().await.unwrap_err();
+    assert!(matches!(error, Error::Database(_)), "{error:?}");
+    assert_eq!(count(&test_db, "users").await, 1, "the insert sent beside it was not committed");
+    assert!(connection_is_clean(&db).await);
+}
+
+#[tokio::test]
+async fn a_commit_whose_statement_cannot_be_prepared_rolls_back_what_was_flushed() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    session.add(user("ben"));
+    session.flush().await.unwrap();
+    session.add(Missing { id: 1 });
+    let error = session.commit().await.unwrap_err();
+    assert!(matches!(error, Error::Database(_)), "{error:?}");
+    assert_eq!(count(&test_db, "users").await, 1);
+    assert!(connection_is_clean(&db).await, "the connection went back inside the failed transaction");
+}
+
+#[tokio::test]
+async fn a_later_round_trip_refused_before_it_is_sent_undoes_the_earlier_ones() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let ben = session.add(user("ben"));
+    let note = session.add(Note { id: 0, user_id: 0 });
+    session.set_parent(&note, Note::USER, &ben).unwrap();
+    // Ben goes in the first round trip; the note, which waits for his key,
+    // is refused in the second before it is sent.
+    let error = session.flush().await.unwrap_err();
+    assert!(matches!(error, Error::ColumnType { entity: "Note", .. }), "{error:?}");
+
+    assert!(session.expunge(&note));
+    session.commit().await.unwrap();
+    assert_eq!(count(&test_db, "users").await, 2, "ben was inserted once, by the commit");
+}
+
+#[tokio::test]
+async fn expunging_a_child_linked_to_a_pending_parent_drops_the_link() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let post = session.get_one::<Post>(1).await.unwrap();
+    let ben = session.add(user("ben"));
+    session.set_parent(&post, Post::AUTHOR, &ben).unwrap();
+    assert!(session.expunge(&post));
+    session.commit().await.unwrap();
+
+    assert_eq!(count(&test_db, "users").await, 2, "ben was committed");
+    let author: i64 =
+        test_db.client().await.query_one("SELECT author_id FROM post WHERE id = 1", &[]).await.unwrap().get(0);
+    assert_eq!(author, 1, "the expunged post was not changed");
+    assert!(connection_is_clean(&db).await, "the commit ended the transaction");
+}
+
+#[tokio::test]
+async fn refresh_discards_a_pending_change_of_parent() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let post = session.get_one::<Post>(1).await.unwrap();
+    let ben = session.add(user("ben"));
+    session.set_parent(&post, Post::AUTHOR, &ben).unwrap();
+    session.refresh(&post).await.unwrap();
+    session.commit().await.unwrap();
+
+    assert_eq!(post.read().author_id, 1, "the object agrees with the database");
+    let author: i64 =
+        test_db.client().await.query_one("SELECT author_id FROM post WHERE id = 1", &[]).await.unwrap().get(0);
+    assert_eq!(author, 1);
+}
+
+#[tokio::test]
+async fn links_made_inside_a_rolled_back_savepoint_are_gone_with_it() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let savepoint = session.begin_nested().await.unwrap();
+    let ben = session.add(user("ben"));
+    let post = session.add(Post { id: 0, author_id: 0, title: "ben 1".into() });
+    session.set_parent(&post, Post::AUTHOR, &ben).unwrap();
+    session.rollback_nested(savepoint).await.unwrap();
+
+    session.add(user("cy"));
+    session.commit().await.unwrap();
+    assert_eq!((count(&test_db, "users").await, count(&test_db, "post").await), (2, 1));
+}
+
+#[tokio::test]
+async fn a_loaded_child_moved_to_a_deleted_pending_parent_is_deleted_with_it() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let comment = session.get_one::<Comment>(1).await.unwrap();
+    let draft = session.add(Post { id: 0, author_id: 1, title: "draft".into() });
+    session.set_parent(&comment, Comment::POST, &draft).unwrap();
+    session.delete(&draft).unwrap();
+    session.commit().await.unwrap();
+    assert_eq!((count(&test_db, "post").await, count(&test_db, "comment").await), (1, 0));
+}
