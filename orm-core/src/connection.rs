@@ -2,11 +2,11 @@
 //! transaction control pipelined together with the statements it guards, and
 //! handed back clean on every path, including a cancelled future.
 
-use deadpool_postgres::{Object, Pool};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::Poll;
 
+use deadpool_postgres::{Object, Pool};
 use futures_util::future::{join, maybe_done, try_join_all, MaybeDone};
 use futures_util::{pin_mut, FutureExt, TryStreamExt};
 use tokio_postgres::types::ToSql;
