@@ -471,7 +471,7 @@ async fn send_pipelined(
     prepared: &[tokio_postgres::Statement],
     params: &[Vec<&(dyn ToSql + Sync)>],
     after: Option<&str>,
-) -> (std::result::Result<(), tokio_postgres::Error>, Vec<PgResult<Outcome>>, PgResult<()>, bool) {
+) -> (PgResult<()>, Vec<PgResult<Outcome>>, PgResult<()>, bool) {
     let mut prefix: Sent<_> = Box::pin(maybe_done(async move {
         match prefix {
             Some(sql) => client.batch_execute(sql).await,

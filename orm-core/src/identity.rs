@@ -76,8 +76,6 @@ pub(crate) struct LinkState {
 /// A child whose parent is still pending.
 pub(crate) struct ParentLink<T: Entity> {
     pub(crate) child: Tracked<T>,
-    /// The foreign-key column of `T`.
-    pub(crate) column: usize,
     /// The parent's handle (a `Tracked<Parent>`).
     pub(crate) parent: Box<dyn Any + Send + Sync>,
     /// The parent handle's address, to compare it without knowing its type.
@@ -242,11 +240,11 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
 
     fn resolve_links(&self, registries: &Registries, deferred: ColumnSet) -> LinkState {
         let mut links = LinkState::default();
-        for link in self.links.values() {
+        for (&(column, _), link) in &self.links {
             let mut state = link.child.state().write();
             if !(link.resolve)(registries, &mut state.current) {
                 links.unresolved = true;
-                if deferred & (1 << link.column) == 0 {
+                if deferred & (1 << column) == 0 {
                     links.waiting.insert(link.child.address());
                 }
             }

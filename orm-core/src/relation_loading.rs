@@ -63,7 +63,6 @@ impl Session {
         let waited_for = parent.clone();
         let link = ParentLink {
             child: child.clone(),
-            column,
             parent: Box::new(parent.clone()),
             parent_address: parent.address(),
             resolve: Box::new(move |registries, entity| {

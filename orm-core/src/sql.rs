@@ -136,20 +136,21 @@ fn select_by_keys(meta: &EntityMeta) -> String {
     sql
 }
 
-/// The columns an insert of `columns` binds, in parameter order. With no
-/// column to write (all generated, or set later by a post-update), the
-/// batch form still needs one array, only to give the number of rows.
-pub(crate) fn insert_parameters(columns: ColumnSet, rows: usize) -> Vec<usize> {
-    match (columns, rows) {
-        (0, 1) => Vec::new(),
-        (0, _) => vec![0],
-        _ => indexes(columns).collect(),
+/// The columns a batch insert of `columns` binds, in parameter order. With
+/// no column to write (all generated, or set later by a post-update), it
+/// still needs one array, only to give the number of rows. ([`insert_one`]
+/// binds `columns` themselves, none for none.)
+pub(crate) fn batch_insert_parameters(columns: ColumnSet) -> Vec<usize> {
+    if columns == 0 {
+        vec![0]
+    } else {
+        indexes(columns).collect()
     }
 }
 
 /// Inserts a batch: one array parameter per inserted column, rows inserted in
 /// input order (`ORDER BY ord`) so that `RETURNING` yields their generated
-/// columns in that order. Parameters follow [`insert_parameters`].
+/// columns in that order. Parameters follow [`batch_insert_parameters`].
 pub(crate) fn insert(meta: &EntityMeta, columns: ColumnSet) -> String {
     let ord = ordinality_name(meta);
     let target = if columns == 0 { String::new() } else { format!(" ({})", join_columns(meta, columns, "")) };
@@ -157,7 +158,7 @@ pub(crate) fn insert(meta: &EntityMeta, columns: ColumnSet) -> String {
         "INSERT INTO {}{target} SELECT {} FROM {} ORDER BY v.{ord}",
         quote_ident(meta.table),
         join_columns(meta, columns, "v."),
-        unnest(meta, &insert_parameters(columns, 2), Some(&ord)),
+        unnest(meta, &batch_insert_parameters(columns), Some(&ord)),
     );
     returning_generated(meta, &mut sql);
     sql

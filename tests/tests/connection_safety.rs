@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use orm_core::tokio_postgres::error::SqlState;
-use orm_core::tokio_postgres::SimpleQueryMessage;
 use orm_core::{Database, Entity, Error, Tracked};
 use orm_tests::TestDb;
-use support::{customer, setup, setup_with, Customer, LogBuffer};
+use support::{checkout_state, customer, setup, setup_with, Customer, LogBuffer};
 
 /// A pool of one connection, so the next borrower gets the same connection
 /// the previous session used.
@@ -23,25 +22,6 @@ async fn setup_one_connection() -> (TestDb, Database) {
         config.wait_timeout = Duration::from_secs(20);
     })
     .await
-}
-
-/// Checks a connection out of the pool and returns whether it is outside any
-/// transaction, and its backend's pid. Inside a transaction `now()` is the
-/// transaction's start, not this statement's.
-async fn checkout_state(db: &Database) -> (bool, i32) {
-    let client = db.pool().get().await.expect("a connection from the pool");
-    let messages = client
-        .simple_query("SELECT now() = statement_timestamp(), pg_backend_pid()")
-        .await
-        .expect("a statement on the returned connection");
-    let row = messages
-        .iter()
-        .find_map(|message| match message {
-            SimpleQueryMessage::Row(row) => Some(row),
-            _ => None,
-        })
-        .expect("one row");
-    (row.get(0) == Some("t"), row.get(1).expect("a pid").parse().expect("a number"))
 }
 
 async fn customer_names(test_db: &TestDb) -> Vec<String> {

@@ -6,12 +6,7 @@ mod support;
 use std::collections::HashMap;
 
 use orm_core::{Error, Tracked};
-use support::{customer, setup, Account, Customer};
-
-async fn count_rows(test_db: &orm_tests::TestDb, table: &str) -> i64 {
-    let client = test_db.client().await;
-    client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0)
-}
+use support::{count_rows, customer, setup, Account, Customer};
 
 #[tokio::test]
 async fn ten_thousand_inserts_are_one_statement_and_one_round_trip() {

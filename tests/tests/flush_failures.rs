@@ -5,34 +5,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+mod support;
+
 use orm_core::{Database, DatabaseConfig, Entity, Error, Json};
 use orm_tests::TestDb;
-
-#[derive(Entity, Clone, Debug, PartialEq)]
-#[orm(table = "users")]
-struct User {
-    #[orm(primary_key, generated)]
-    id: i64,
-    name: String,
-}
-
-#[derive(Entity, Clone, Debug, PartialEq)]
-struct Post {
-    #[orm(primary_key, generated)]
-    id: i64,
-    #[orm(references = User)]
-    author_id: i64,
-    title: String,
-}
-
-#[derive(Entity, Clone, Debug, PartialEq)]
-struct Comment {
-    #[orm(primary_key, generated)]
-    id: i64,
-    #[orm(references = Post, on_delete = "cascade")]
-    post_id: i64,
-    body: String,
-}
+use support::blog::{self, user, Comment, Post, User};
+use support::{checkout_state, count_rows};
 
 /// `note.id` is `bigserial`: an `i32` field cannot hold it.
 #[derive(Entity, Clone, Debug, PartialEq)]
@@ -62,10 +40,8 @@ struct Doc {
     body: Json<ByPoint>,
 }
 
+/// Beside `blog::SCHEMA`.
 const SCHEMA: &str = "
-    CREATE TABLE users (id bigserial PRIMARY KEY, name text NOT NULL);
-    CREATE TABLE post (id bigserial PRIMARY KEY, author_id bigint NOT NULL REFERENCES users, title text NOT NULL);
-    CREATE TABLE comment (id bigserial PRIMARY KEY, post_id bigint NOT NULL REFERENCES post, body text NOT NULL);
     CREATE TABLE note (id bigserial PRIMARY KEY, user_id bigint NOT NULL REFERENCES users);
     CREATE TABLE doc (id bigserial PRIMARY KEY, body jsonb NOT NULL);
     INSERT INTO users (name) VALUES ('ann');
@@ -76,31 +52,13 @@ const SCHEMA: &str = "
 /// One connection, so the next session gets the connection the last one used.
 async fn setup() -> (TestDb, Database) {
     let test_db = TestDb::new().await;
-    test_db.client().await.batch_execute(SCHEMA).await.unwrap();
+    let client = test_db.client().await;
+    client.batch_execute(blog::SCHEMA).await.unwrap();
+    client.batch_execute(SCHEMA).await.unwrap();
     let mut config = DatabaseConfig::from_url(test_db.url()).unwrap();
     config.max_connections = 1;
     config.wait_timeout = Duration::from_secs(20);
     (test_db, Database::with_config(config).unwrap())
-}
-
-fn user(name: &str) -> User {
-    User { id: 0, name: name.into() }
-}
-
-async fn count(test_db: &TestDb, table: &str) -> i64 {
-    test_db.client().await.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0)
-}
-
-/// Whether the pool's connection is outside any transaction (inside one,
-/// `now()` is the transaction's start, not this statement's; one simple
-/// query is one message, so outside one the two are equal).
-async fn connection_is_clean(db: &Database) -> bool {
-    let client = db.pool().get().await.unwrap();
-    let messages = client.simple_query("SELECT now() = statement_timestamp()").await.unwrap();
-    messages.iter().any(|message| match message {
-        orm_core::tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0) == Some("t"),
-        _ => false,
-    })
 }
 
 #[tokio::test]
@@ -111,8 +69,8 @@ async fn a_parameter_that_cannot_be_encoded_commits_nothing() {
     session.add(Doc { id: 0, body: Json(HashMap::from([((1, 2), 3)])) });
     let error = session.commit().await.unwrap_err();
     assert!(matches!(error, Error::Database(_)), "{error:?}");
-    assert_eq!(count(&test_db, "users").await, 1, "the insert sent beside it was not committed");
-    assert!(connection_is_clean(&db).await);
+    assert_eq!(count_rows(&test_db, "users").await, 1, "the insert sent beside it was not committed");
+    assert!(checkout_state(&db).await.0);
 }
 
 #[tokio::test]
@@ -124,8 +82,8 @@ async fn a_commit_whose_statement_cannot_be_prepared_rolls_back_what_was_flushed
     session.add(Missing { id: 1 });
     let error = session.commit().await.unwrap_err();
     assert!(matches!(error, Error::Database(_)), "{error:?}");
-    assert_eq!(count(&test_db, "users").await, 1);
-    assert!(connection_is_clean(&db).await, "the connection went back inside the failed transaction");
+    assert_eq!(count_rows(&test_db, "users").await, 1);
+    assert!(checkout_state(&db).await.0, "the connection went back inside the failed transaction");
 }
 
 #[tokio::test]
@@ -142,7 +100,7 @@ async fn a_later_round_trip_refused_before_it_is_sent_undoes_the_earlier_ones() 
 
     assert!(session.expunge(&note));
     session.commit().await.unwrap();
-    assert_eq!(count(&test_db, "users").await, 2, "ben was inserted once, by the commit");
+    assert_eq!(count_rows(&test_db, "users").await, 2, "ben was inserted once, by the commit");
 }
 
 #[tokio::test]
@@ -155,11 +113,11 @@ async fn expunging_a_child_linked_to_a_pending_parent_drops_the_link() {
     assert!(session.expunge(&post));
     session.commit().await.unwrap();
 
-    assert_eq!(count(&test_db, "users").await, 2, "ben was committed");
+    assert_eq!(count_rows(&test_db, "users").await, 2, "ben was committed");
     let author: i64 =
         test_db.client().await.query_one("SELECT author_id FROM post WHERE id = 1", &[]).await.unwrap().get(0);
     assert_eq!(author, 1, "the expunged post was not changed");
-    assert!(connection_is_clean(&db).await, "the commit ended the transaction");
+    assert!(checkout_state(&db).await.0, "the commit ended the transaction");
 }
 
 #[tokio::test]
@@ -190,7 +148,7 @@ async fn links_made_inside_a_rolled_back_savepoint_are_gone_with_it() {
 
     session.add(user("cy"));
     session.commit().await.unwrap();
-    assert_eq!((count(&test_db, "users").await, count(&test_db, "post").await), (2, 1));
+    assert_eq!((count_rows(&test_db, "users").await, count_rows(&test_db, "post").await), (2, 1));
 }
 
 #[tokio::test]
@@ -202,5 +160,5 @@ async fn a_loaded_child_moved_to_a_deleted_pending_parent_is_deleted_with_it() {
     session.set_parent(&comment, Comment::POST, &draft).unwrap();
     session.delete(&draft).unwrap();
     session.commit().await.unwrap();
-    assert_eq!((count(&test_db, "post").await, count(&test_db, "comment").await), (1, 0));
+    assert_eq!((count_rows(&test_db, "post").await, count_rows(&test_db, "comment").await), (1, 0));
 }

@@ -121,6 +121,21 @@ async fn a_cycle_with_generated_keys_is_broken_with_a_post_update() {
 }
 
 #[tokio::test]
+async fn a_cycle_with_generated_keys_costs_three_round_trips_whatever_its_size() {
+    let (_test_db, db) = setup().await;
+    for teams in [2, 50] {
+        let mut session = db.session();
+        add_teams(&mut session, teams, 3);
+        let stats = session.commit().await.unwrap();
+        // The first commit also prepares the statements on the connection,
+        // which the second one reuses.
+        if teams == 50 {
+            assert_eq!(stats.round_trips, 3, "teams; players; the post-update with COMMIT");
+        }
+    }
+}
+
+#[tokio::test]
 async fn after_the_post_update_the_session_tracks_the_rows_as_written() {
     let (test_db, db) = setup().await;
     let mut session = db.session();

@@ -1,34 +1,11 @@
 //! Relationships: foreign keys in the derive, flush order from the
 //! dependency graph, pending parents, batch loading without N+1, cascades.
 
+mod support;
+
 use orm_core::{Database, DatabaseConfig, Entity, Error, Tracked};
 use orm_tests::TestDb;
-
-#[derive(Entity, Clone, Debug, PartialEq)]
-#[orm(table = "users")]
-struct User {
-    #[orm(primary_key, generated)]
-    id: i64,
-    name: String,
-}
-
-#[derive(Entity, Clone, Debug, PartialEq)]
-struct Post {
-    #[orm(primary_key, generated)]
-    id: i64,
-    #[orm(references = User)]
-    author_id: i64,
-    title: String,
-}
-
-#[derive(Entity, Clone, Debug, PartialEq)]
-struct Comment {
-    #[orm(primary_key, generated)]
-    id: i64,
-    #[orm(references = Post, on_delete = "cascade")]
-    post_id: i64,
-    body: String,
-}
+use support::blog::{self, post, user, Comment, Post, User};
 
 #[derive(Entity, Clone, Debug, PartialEq)]
 struct Category {
@@ -55,10 +32,8 @@ struct PostTag {
     tag_name: String,
 }
 
+/// Beside `blog::SCHEMA`.
 const SCHEMA: &str = "
-    CREATE TABLE users (id bigserial PRIMARY KEY, name text NOT NULL);
-    CREATE TABLE post (id bigserial PRIMARY KEY, author_id bigint NOT NULL REFERENCES users, title text NOT NULL);
-    CREATE TABLE comment (id bigserial PRIMARY KEY, post_id bigint NOT NULL REFERENCES post, body text NOT NULL);
     CREATE TABLE category (id bigserial PRIMARY KEY, parent_id bigint REFERENCES category, name text NOT NULL);
     CREATE TABLE tag (name text PRIMARY KEY);
     CREATE TABLE post_tag (post_id bigint REFERENCES post, tag_name text REFERENCES tag, PRIMARY KEY (post_id, tag_name));
@@ -66,17 +41,11 @@ const SCHEMA: &str = "
 
 async fn setup() -> (TestDb, Database) {
     let test_db = TestDb::new().await;
-    test_db.client().await.batch_execute(SCHEMA).await.unwrap();
+    let client = test_db.client().await;
+    client.batch_execute(blog::SCHEMA).await.unwrap();
+    client.batch_execute(SCHEMA).await.unwrap();
     let db = Database::with_config(DatabaseConfig::from_url(test_db.url()).unwrap()).unwrap();
     (test_db, db)
-}
-
-fn user(name: &str) -> User {
-    User { id: 0, name: name.into() }
-}
-
-fn post(author_id: i64, title: &str) -> Post {
-    Post { id: 0, author_id, title: title.into() }
 }
 
 #[tokio::test]

@@ -3,8 +3,11 @@
 //! statement shows is refused before anything runs, and what can only be
 //! found afterwards never looks like a rollback once it is committed.
 
+mod support;
+
 use orm_core::{Database, DatabaseConfig, Entity, Error};
 use orm_tests::TestDb;
+use support::count_rows;
 
 /// A table with a column named like the row-number column of the insert.
 #[derive(Entity, Clone, Debug, PartialEq)]
@@ -54,10 +57,6 @@ async fn setup() -> (TestDb, Database) {
     (test_db, db)
 }
 
-async fn count(test_db: &TestDb, table: &str) -> i64 {
-    test_db.client().await.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0)
-}
-
 fn line(ord: i32, text: &str) -> Line {
     Line { id: 0, ord, text: text.into() }
 }
@@ -89,13 +88,13 @@ async fn a_generated_column_the_field_cannot_hold_is_refused_before_the_insert_r
     assert!(session.expunge(&narrow));
     session.add(line(1, "wide"));
     session.commit().await.unwrap();
-    assert_eq!(count(&test_db, "line").await, 1, "the session stayed usable; the refused row never ran");
+    assert_eq!(count_rows(&test_db, "line").await, 1, "the session stayed usable; the refused row never ran");
 
     // In commit, where COMMIT travels with the insert, it is refused before too.
     let mut session = db.session();
     session.add(NarrowLine { id: 0, ord: 2, text: "narrow".into() });
     assert!(matches!(session.commit().await, Err(Error::ColumnType { .. })));
-    assert_eq!(count(&test_db, "line").await, 1);
+    assert_eq!(count_rows(&test_db, "line").await, 1);
 }
 
 #[tokio::test]
@@ -108,7 +107,7 @@ async fn a_generated_value_that_cannot_be_read_fails_the_flush_and_applies_nothi
     assert_eq!(session.pending().unwrap().inserts, 1, "still pending");
     assert!(session.expunge(&stamped));
     session.commit().await.unwrap();
-    assert_eq!(count(&test_db, "stamped").await, 0, "the insert was rolled back to the flush's savepoint");
+    assert_eq!(count_rows(&test_db, "stamped").await, 0, "the insert was rolled back to the flush's savepoint");
 }
 
 #[tokio::test]
@@ -119,7 +118,7 @@ async fn a_failure_found_after_a_pipelined_commit_says_that_the_data_is_committe
     let error = session.commit().await.unwrap_err();
     assert!(matches!(&error, Error::AfterCommit(inner) if matches!(**inner, Error::Decode { .. })), "{error:?}");
     assert!(!error.is_retryable());
-    assert_eq!(count(&test_db, "stamped").await, 1, "committed, as the error says");
+    assert_eq!(count_rows(&test_db, "stamped").await, 1, "committed, as the error says");
 }
 
 #[tokio::test]
@@ -130,5 +129,5 @@ async fn rows_a_trigger_skips_fail_the_flush_instead_of_shifting_keys() {
     let error = session.flush().await.unwrap_err();
     assert!(matches!(error, Error::RowsNotInserted { entity: "Line", expected: 3, inserted: 2, .. }), "{error:?}");
     session.rollback().await.unwrap();
-    assert_eq!(count(&test_db, "line").await, 0);
+    assert_eq!(count_rows(&test_db, "line").await, 0);
 }

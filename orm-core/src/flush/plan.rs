@@ -182,14 +182,16 @@ pub(crate) fn plan_table<T: Entity>(
     let mut statements = TableStatements::default();
     if !inserts.is_empty() {
         let columns = meta.insert_columns() & !scope.deferred;
-        let order = sql::insert_parameters(columns, inserts.len());
         let returns_rows = meta.generated_columns().next().is_some();
         let (sql, params) = match inserts.as_slice() {
             [single] => {
                 let entity = single.read();
-                (sql::insert_one(meta, columns), order.iter().map(|&column| entity.column_value(column)).collect())
+                (
+                    sql::insert_one(meta, columns),
+                    sql::indexes(columns).map(|column| entity.column_value(column)).collect(),
+                )
             }
-            _ => (sql::insert(meta, columns), bind_columns(&inserts, &order)),
+            _ => (sql::insert(meta, columns), bind_columns(&inserts, &sql::batch_insert_parameters(columns))),
         };
         statements.inserts.push(Statement {
             sql,

@@ -2,9 +2,12 @@
 
 #![allow(dead_code)]
 
+pub mod blog;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use orm_core::tokio_postgres::SimpleQueryMessage;
 use orm_core::{Database, DatabaseConfig, Entity};
 use orm_tests::TestDb;
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -54,6 +57,32 @@ pub async fn setup_with(adjust: impl FnOnce(&mut DatabaseConfig)) -> (TestDb, Da
     adjust(&mut config);
     let db = Database::with_config(config).expect("pool");
     (test_db, db)
+}
+
+/// The number of rows in `table`.
+pub async fn count_rows(test_db: &TestDb, table: &str) -> i64 {
+    let client = test_db.client().await;
+    client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0)
+}
+
+/// Checks a connection out of the pool and returns whether it is outside any
+/// transaction, and its backend's pid. Inside a transaction `now()` is the
+/// transaction's start, not this statement's; one simple query is one
+/// message, so outside one the two are equal.
+pub async fn checkout_state(db: &Database) -> (bool, i32) {
+    let client = db.pool().get().await.expect("a connection from the pool");
+    let messages = client
+        .simple_query("SELECT now() = statement_timestamp(), pg_backend_pid()")
+        .await
+        .expect("a statement on the returned connection");
+    let row = messages
+        .iter()
+        .find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .expect("one row");
+    (row.get(0) == Some("t"), row.get(1).expect("a pid").parse().expect("a number"))
 }
 
 /// A `MakeWriter` collecting a test's log output.
