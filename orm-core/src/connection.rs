@@ -167,42 +167,64 @@ impl SessionConnection {
         let client = self.client.as_ref().ok_or(Error::TransactionFailed)?;
         let cache_size = client.statement_cache.size();
         self.in_flight = true;
+        let has_prefix = prefix.is_some();
+        // The prefix is queued ahead of the statements this batch must
+        // prepare: a prepare that fails inside the transaction (a column the
+        // table lacks, say) aborts it, and only the savepoint the prefix
+        // opens lets recovery make it usable again without losing earlier
+        // work. Cached statements need no prepare, so the prefix still
+        // travels with them in one round trip.
+        let mut prefix: Sent<_> = Box::pin(maybe_done(async move {
+            match prefix.as_deref() {
+                Some(sql) => client.batch_execute(sql).await,
+                None => Ok(()),
+            }
+        }));
+        poll_fn(|cx| {
+            let _ = prefix.as_mut().poll(cx);
+            Poll::Ready(())
+        })
+        .await;
         let prepared = try_join_all(statements.iter().map(|s| client.prepare_cached(&s.sql))).await;
-        if client.statement_cache.size() > cache_size {
-            stats.round_trips += 1;
-        }
+        let prepare_failed = prepared.is_err();
+        let prepared_now = client.statement_cache.size() > cache_size;
+        let prepared = prepared.map_err(Error::from).and_then(|prepared| {
+            let refused = statements
+                .iter()
+                .zip(&prepared)
+                .find_map(|(statement, prepared)| statement.check.and_then(|check| check(prepared).err()));
+            refused.map_or(Ok(prepared), Err)
+        });
         let prepared = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
-                if self.in_transaction {
-                    self.failed = true;
+                prefix.as_mut().await;
+                let prefix_result = prefix.as_mut().take_output().unwrap_or(Ok(()));
+                drop(prefix);
+                self.in_flight = false;
+                stats.round_trips += u64::from(has_prefix || prepared_now || prepare_failed);
+                self.prefix_answered(begin, before.is_some(), prefix_result.is_ok());
+                // A failed prepare aborts the transaction; a refused result
+                // check follows successful ones, which leave it as it was.
+                if prepare_failed {
+                    self.failed |= self.in_transaction;
                 }
-                unsent(self);
-                return Err(error.into());
+                return Err(prefix_result.map_err(Error::from).err().unwrap_or(error));
             }
         };
-        let refused = statements
-            .iter()
-            .zip(&prepared)
-            .find_map(|(statement, prepared)| statement.check.and_then(|check| check(prepared).err()));
-        if let Some(refused) = refused {
-            // Only the prepares reached the server, which leaves the
-            // transaction as it was.
-            unsent(self);
-            return Err(refused);
+        if prepared_now {
+            stats.round_trips += 1;
         }
         let params: Vec<_> = statements.iter().map(|s| param_refs(&s.params)).collect();
         let (prefix_result, outcomes, after_result, after_sent) =
-            send_pipelined(client, prefix.as_deref(), statements, &prepared, &params, after)
+            send_pipelined(client, prefix, statements, &prepared, &params, after)
                 .instrument(tracing::debug_span!("orm.round_trip", statements = statements.len(), before, after))
                 .await;
         self.after_sent = after_sent;
         self.in_flight = false;
         stats.round_trips += 1;
         stats.statements += statements.len() as u64;
-        if begin && prefix_result.is_ok() {
-            self.in_transaction = true;
-        }
+        self.prefix_answered(begin, before.is_some(), prefix_result.is_ok());
         let collected = prefix_result.and_then(|()| {
             let mut results = Vec::with_capacity(outcomes.len());
             for outcome in outcomes {
@@ -218,6 +240,18 @@ impl SessionConnection {
             self.failed = true;
         }
         collected.map_err(Error::from)
+    }
+
+    /// Records what the answer to a batch's prefix means: a `BEGIN` in it
+    /// opened the transaction, and a savepoint in `before` is open only if
+    /// it succeeded.
+    fn prefix_answered(&mut self, begin: bool, before: bool, succeeded: bool) {
+        if begin && succeeded {
+            self.in_transaction = true;
+        }
+        if before && !succeeded {
+            self.flush_savepoint_open = false;
+        }
     }
 
     /// Whether the last [`run_batch`](Self::run_batch) sent its `after`
@@ -456,7 +490,8 @@ impl SessionConnection {
 
 type Sent<T> = Pin<Box<MaybeDone<T>>>;
 
-/// Sends `prefix`, the statements and `after` on `client` in that order,
+/// Sends the statements and `after` on `client` after `prefix` (a request
+/// already queued), in that order,
 /// without waiting for an answer in between, and then collects the answers.
 /// Returns their results, and whether `after` was sent.
 ///
@@ -466,18 +501,12 @@ type Sent<T> = Pin<Box<MaybeDone<T>>>;
 /// order first, and `after` follows only if no statement failed to go out.
 async fn send_pipelined(
     client: &Object,
-    prefix: Option<&str>,
+    mut prefix: Sent<impl Future<Output = PgResult<()>>>,
     statements: &[Statement],
     prepared: &[tokio_postgres::Statement],
     params: &[Vec<&(dyn ToSql + Sync)>],
     after: Option<&str>,
 ) -> (PgResult<()>, Vec<PgResult<Outcome>>, PgResult<()>, bool) {
-    let mut prefix: Sent<_> = Box::pin(maybe_done(async move {
-        match prefix {
-            Some(sql) => client.batch_execute(sql).await,
-            None => Ok(()),
-        }
-    }));
     let mut sent: Vec<Sent<_>> = statements
         .iter()
         .zip(prepared)

@@ -30,7 +30,8 @@ pub fn array<T: ColumnType, R>(rows: &[R], field: impl Fn(&R) -> &T) -> Param {
 /// A type that can serve as an optimistic-concurrency version counter.
 #[diagnostic::on_unimplemented(message = "a `version` column must be i16, i32 or i64, not `{Self}`")]
 pub trait VersionColumn {
-    /// Adds one, wrapping like PostgreSQL's counter would overflow.
+    /// Adds one, wrapping from the maximum to the minimum as the flush's
+    /// UPDATE does in the database.
     fn increment(&mut self);
 }
 

@@ -171,6 +171,14 @@ pub trait Entity: Clone + Send + Sync + 'static {
     /// Adds one to the version column after a successful update (no-op without one).
     fn increment_version(&mut self);
 
+    /// Changes every field to the value the database stores for it (see
+    /// [`ColumnType::round_to_stored`](crate::ColumnType::round_to_stored)).
+    fn round_to_stored(&mut self);
+
+    /// Sets the version column to `from`'s (no-op without one): a new
+    /// entity that takes over a deleted one's row takes over its version.
+    fn copy_version(&mut self, from: &Self);
+
     /// Whether foreign-key column `column` holds `key`, a key of the entity
     /// it references (false for any other column or key type).
     fn references_key(&self, column: usize, key: &dyn std::any::Any) -> bool;

@@ -260,6 +260,44 @@ pub enum Error {
         entity: &'static str,
     },
 
+    /// A tracked entity was borrowed by a guard from [`Tracked::read`] or
+    /// [`Tracked::write`](crate::Tracked::write) when the session or another
+    /// borrow needed it: a guard held across an `.await` on the session (a
+    /// flush fails this way before it sends anything), or a conflicting
+    /// borrow on the same thread. Nothing waited for the guard; drop it,
+    /// or write with [`Tracked::modify`](crate::Tracked::modify), and retry.
+    ///
+    /// [`Tracked::read`]: crate::Tracked::read
+    #[error("{entity} {key} is borrowed {holder}: drop read()/write() guards before the next .await on the session (or use modify())")]
+    Borrowed {
+        /// The entity type's name.
+        entity: &'static str,
+        /// The entity's key in the identity map, formatted with `Debug`.
+        key: String,
+        /// Which thread holds the guard.
+        holder: &'static str,
+    },
+
+    /// A [`Savepoint`](crate::Savepoint) was closed in a session where it
+    /// is not open: it belongs to another session, or an enclosing
+    /// savepoint was rolled back or released before it. Nothing was sent
+    /// and the session is unchanged.
+    #[error("this savepoint is not open in this session: it belongs to another session, or an enclosing savepoint was closed first")]
+    SavepointNotOpen,
+
+    /// A raw statement ([`Session::query_raw`](crate::Session::query_raw))
+    /// returned a row for an instance with unflushed changes (or a pending
+    /// deletion, or a pending change of parent), which refreshing it with
+    /// the row would silently discard. No instance was changed; flush first
+    /// (autoflush does), or read the rows untracked.
+    #[error("a raw statement returned {entity} {key}, which has unflushed changes the row would overwrite: flush first, or use query_raw_untracked")]
+    UnflushedChanges {
+        /// The entity type's name.
+        entity: &'static str,
+        /// The instance's key, formatted with `Debug`.
+        key: String,
+    },
+
     /// The pool could not be built or a connection could not be made.
     #[error("connection pool: {0}")]
     Pool(String),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use crate::entity::{ColumnSet, Entity, EntityMeta};
+use crate::error::Result;
 use crate::flush::{PlanScope, TablePlan};
 use crate::tracked::{Tracked, WriteLog};
 
@@ -91,7 +92,7 @@ pub(crate) type ResolveLink<T> = Box<dyn Fn(&Registries, &mut T) -> bool + Send 
 
 /// What a flush inside a savepoint changed in memory.
 pub(crate) struct Undo<T: Entity> {
-    /// Entities inserted since the savepoint: they become pending again.
+    /// Entities inserted since the savepoint: they leave the session.
     pub(crate) inserted: Vec<Tracked<T>>,
     /// Entities updated since the savepoint, with their values before.
     pub(crate) updated: Vec<(Tracked<T>, Box<T>)>,
@@ -121,14 +122,37 @@ impl<T: Entity> Registry<T> {
 
     /// A new handle whose writes this registry's flushes will see.
     pub(crate) fn new_tracked(&self, entity: T) -> Tracked<T> {
-        Tracked::new(entity, &self.write_log)
+        Tracked::new(entity, &self.write_log, None)
+    }
+
+    /// The write log of this entity type.
+    pub(crate) fn write_log(&self) -> &WriteLog<T> {
+        &self.write_log
     }
 
     /// The tracked instance for a freshly read row: the one already in the
     /// map (its pending changes win over the row), or the row, now tracked.
     pub(crate) fn track_loaded(&mut self, entity: T) -> Tracked<T> {
         let log = &self.write_log;
-        self.identity.entry(entity.key()).or_insert_with(|| Tracked::new(entity, log)).clone()
+        let key = entity.key();
+        self.identity.entry(key.clone()).or_insert_with(|| Tracked::new(entity, log, Some(key))).clone()
+    }
+
+    /// Puts `tracked` in the identity map under `key`.
+    pub(crate) fn enter(&mut self, key: T::Key, tracked: Tracked<T>) {
+        tracked.set_identity_key(Some(key.clone()));
+        self.identity.insert(key, tracked);
+    }
+
+    /// Takes `tracked` out of the identity map, if it is there.
+    pub(crate) fn leave(&mut self, tracked: &Tracked<T>) {
+        if let Some(key) = tracked.identity_key() {
+            if self.identity.get(&key).is_some_and(|held| Tracked::ptr_eq(held, tracked)) {
+                self.identity.swap_remove(&key);
+                self.pending_deletes.swap_remove(&key);
+            }
+        }
+        tracked.set_identity_key(None);
     }
 
     /// The entities written since they were last loaded or flushed, each
@@ -136,12 +160,11 @@ impl<T: Entity> Registry<T> {
     /// whose changes were flushed or discarded since are dropped. The log is
     /// not held while entity states are read (see [`Tracked::write`]).
     pub(crate) fn written(&self) -> Vec<Tracked<T>> {
-        let logged = std::mem::take(&mut *self.write_log.lock());
+        let logged = std::mem::take(&mut *self.write_log.entries.lock());
         let mut seen = std::collections::HashSet::with_capacity(logged.len());
-        let written: Vec<_> =
-            logged.into_iter().filter(|t| seen.insert(t.address()) && t.state().read().snapshot.is_some()).collect();
+        let written: Vec<_> = logged.into_iter().filter(|t| seen.insert(t.address()) && t.is_written()).collect();
         // Writes that arrived meanwhile were logged behind the survivors' backs.
-        let mut log = self.write_log.lock();
+        let mut log = self.write_log.entries.lock();
         let arrived = std::mem::replace(&mut *log, written.clone());
         log.extend(arrived);
         written
@@ -169,25 +192,35 @@ impl<T: Entity> Registry<T> {
         }
     }
 
-    /// Whether `handle` is this registry's instance for its key.
+    /// Whether `handle` is this registry's instance for its key, found by
+    /// the key it was tracked under (its key field may have been changed).
     pub(crate) fn owns(&self, handle: &Tracked<T>) -> bool {
-        self.identity.get(&handle.key()).is_some_and(|tracked| Tracked::ptr_eq(tracked, handle))
+        handle
+            .identity_key()
+            .is_some_and(|key| self.identity.get(&key).is_some_and(|tracked| Tracked::ptr_eq(tracked, handle)))
     }
 
     /// Forgets pending work made since the last flush: values go back to
     /// their last flushed state, pending inserts and deletes are dropped.
-    fn discard_pending(&mut self) {
+    fn discard_pending(&mut self) -> Result<()> {
+        let written = self.written();
+        // Every entity first, so that a borrowed one leaves all unchanged.
+        let mut states = written.iter().map(Tracked::lock_write).collect::<Result<Vec<_>>>()?;
+        for state in &mut states {
+            if let Some(snapshot) = state.snapshot.take() {
+                state.current = *snapshot;
+            }
+        }
+        drop(states);
+        for tracked in self.pending_inserts.values() {
+            tracked.set_identity_key(None);
+        }
         self.pending_inserts.clear();
         self.pending_deletes.clear();
         // A link is made by `set_parent` to a pending parent, and every
         // pending parent is gone with the discarded work.
         self.links.clear();
-        for tracked in self.written() {
-            let mut state = tracked.state().write();
-            if let Some(snapshot) = state.snapshot.take() {
-                state.current = *snapshot;
-            }
-        }
+        Ok(())
     }
 }
 
@@ -199,12 +232,15 @@ pub(crate) trait ErasedRegistry: Send {
     /// Fills the foreign keys of linked children whose parents' keys are
     /// known, and tells which pending inserts must wait (links through the
     /// `deferred` columns of a post-update do not hold an insert back).
-    fn resolve_links(&self, registries: &Registries, deferred: ColumnSet) -> LinkState;
+    fn resolve_links(&self, registries: &Registries, deferred: ColumnSet) -> Result<LinkState>;
     /// Whether a flush may have anything to do: pending inserts, deletes or
     /// links, or entities written since the last flush.
     fn has_pending_work(&self) -> bool;
     /// Whether some pending inserts are not among `sent` (by address).
     fn has_inserts_besides(&self, sent: &HashSet<usize>) -> bool;
+    /// Starts a flush: writes from now on to the entities it binds are
+    /// kept apart from the values it sends.
+    fn begin_flush(&mut self);
     /// Forgets what a flush kept between its round trips.
     fn end_flush(&mut self, succeeded: bool);
     /// Deletes the children of a deleted parent along foreign keys declared
@@ -212,15 +248,21 @@ pub(crate) trait ErasedRegistry: Send {
     /// parent's `key` (none for a parent that was pending) or that are linked
     /// to the parent's handle, pending inserts among them forgotten, loaded
     /// ones marked for deletion. Returns them, to cascade further.
-    fn cascade_delete(&mut self, parent: &'static EntityMeta, doomed: &Doomed) -> Vec<Doomed>;
+    fn cascade_delete(&mut self, parent: &'static EntityMeta, doomed: &Doomed) -> Result<Vec<Doomed>>;
     /// Pending inserts and deletes, and entities written since the last flush.
     fn pending_count(&self) -> usize;
     /// Builds this table's statements; the plan applies their results later.
     fn plan(&self, scope: &PlanScope) -> crate::error::Result<Option<Box<dyn TablePlan>>>;
     /// Opens an undo log for a new savepoint.
     fn begin_savepoint(&mut self);
-    /// Rolls memory back to the innermost savepoint's start.
-    fn rollback_savepoint(&mut self);
+    /// Whether every entity a rollback to the innermost `depth` savepoints
+    /// would change can be borrowed now: checked before the database
+    /// rolls back, so memory can follow it.
+    fn check_rollback(&self, depth: usize) -> Result<()>;
+    /// Rolls memory back to the innermost savepoint's start: entities
+    /// inserted since leave the session, deleted ones come back, updated
+    /// ones get their values back, and unflushed work is discarded.
+    fn rollback_savepoint(&mut self) -> Result<()>;
     /// Merges the innermost savepoint's undo log into its parent.
     fn release_savepoint(&mut self);
 }
@@ -238,10 +280,10 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         T::META
     }
 
-    fn resolve_links(&self, registries: &Registries, deferred: ColumnSet) -> LinkState {
+    fn resolve_links(&self, registries: &Registries, deferred: ColumnSet) -> Result<LinkState> {
         let mut links = LinkState::default();
         for (&(column, _), link) in &self.links {
-            let mut state = link.child.state().write();
+            let mut state = link.child.lock_write()?;
             if !(link.resolve)(registries, &mut state.current) {
                 links.unresolved = true;
                 if deferred & (1 << column) == 0 {
@@ -249,21 +291,26 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
                 }
             }
         }
-        links
+        Ok(links)
     }
 
     fn has_pending_work(&self) -> bool {
         !self.pending_inserts.is_empty()
             || !self.pending_deletes.is_empty()
             || !self.links.is_empty()
-            || !self.write_log.lock().is_empty()
+            || !self.write_log.entries.lock().is_empty()
     }
 
     fn has_inserts_besides(&self, sent: &HashSet<usize>) -> bool {
         self.pending_inserts.keys().any(|address| !sent.contains(address))
     }
 
+    fn begin_flush(&mut self) {
+        self.write_log.begin_flush();
+    }
+
     fn end_flush(&mut self, succeeded: bool) {
+        self.write_log.end_flush();
         self.provisional.clear();
         if succeeded {
             // Every pending parent was inserted, so every link is resolved.
@@ -275,28 +322,42 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         }
     }
 
-    fn cascade_delete(&mut self, parent: &'static EntityMeta, doomed: &Doomed) -> Vec<Doomed> {
+    fn cascade_delete(&mut self, parent: &'static EntityMeta, doomed: &Doomed) -> Result<Vec<Doomed>> {
         let columns: Vec<usize> = (0..T::META.columns.len())
             .filter(|&i| T::META.columns[i].cascade_delete && T::META.columns[i].references(parent))
             .collect();
         if columns.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         // A link to a pending parent wins over the foreign key, which keeps
         // its old value until the flush fills it in.
-        let is_child = |child: &Tracked<T>| {
-            columns.iter().any(|&column| match self.links.get(&(column, child.address())) {
-                Some(link) => link.parent_address == doomed.address,
-                None => doomed.key.as_deref().is_some_and(|key| child.read().references_key(column, key)),
-            })
+        let is_child = |child: &Tracked<T>| -> Result<bool> {
+            for &column in &columns {
+                let linked = match self.links.get(&(column, child.address())) {
+                    Some(link) => link.parent_address == doomed.address,
+                    None => match doomed.key.as_deref() {
+                        Some(key) => child.lock_read()?.current.references_key(column, key),
+                        None => false,
+                    },
+                };
+                if linked {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
         };
-        let persistent: Vec<(T::Key, Tracked<T>)> = self
-            .identity
-            .iter()
-            .filter(|&(key, child)| !self.pending_deletes.contains_key(key) && is_child(child))
-            .map(|(key, child)| (key.clone(), child.clone()))
-            .collect();
-        let pending: Vec<Tracked<T>> = self.pending_inserts.values().filter(|child| is_child(child)).cloned().collect();
+        let mut persistent: Vec<(T::Key, Tracked<T>)> = Vec::new();
+        for (key, child) in &self.identity {
+            if !self.pending_deletes.contains_key(key) && is_child(child)? {
+                persistent.push((key.clone(), child.clone()));
+            }
+        }
+        let mut pending: Vec<Tracked<T>> = Vec::new();
+        for child in self.pending_inserts.values() {
+            if is_child(child)? {
+                pending.push(child.clone());
+            }
+        }
         let mut children = Vec::with_capacity(persistent.len() + pending.len());
         for (key, child) in persistent {
             children.push(Doomed { key: Some(Box::new(key.clone())), address: child.address() });
@@ -307,12 +368,15 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
             self.forget_pending(&child);
             children.push(Doomed { key: None, address: child.address() });
         }
-        children
+        Ok(children)
     }
 
     fn pending_count(&self) -> usize {
         // Written entities the session no longer tracks (expunged) hold no pending work.
-        let changed = self.written().iter().filter(|t| t.is_modified() && self.owns(t)).count();
+        // One borrowed for writing counts as changed: nothing can be said
+        // without waiting for its guard.
+        let changed =
+            self.written().iter().filter(|t| t.try_changed_columns().is_none_or(|c| c != 0) && self.owns(t)).count();
         self.pending_inserts.len() + self.pending_deletes.len() + changed
     }
 
@@ -324,19 +388,38 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         self.savepoints.push(Undo::new());
     }
 
-    fn rollback_savepoint(&mut self) {
-        self.discard_pending();
-        let Some(undo) = self.savepoints.pop() else { return };
+    fn check_rollback(&self, depth: usize) -> Result<()> {
+        let undone = self.savepoints.iter().skip(depth);
+        let updated = undone.flat_map(|undo| undo.updated.iter().map(|(tracked, _)| tracked));
+        let written = self.write_log.entries.lock().clone();
+        for tracked in updated.chain(&written) {
+            drop(tracked.lock_write()?);
+        }
+        Ok(())
+    }
+
+    fn rollback_savepoint(&mut self) -> Result<()> {
+        self.discard_pending()?;
+        let Some(undo) = self.savepoints.pop() else { return Ok(()) };
+        // As in SQLAlchemy: rows inserted inside the savepoint are gone, so
+        // their objects leave the session (they keep their values, keys the
+        // database generated included; add a copy to insert it again). Out
+        // first, since a row deleted inside may have been replaced by one
+        // inserted with its key.
+        for tracked in &undo.inserted {
+            self.leave(tracked);
+        }
         for tracked in undo.deleted {
-            self.identity.insert(tracked.key(), tracked);
+            if let Some(key) = tracked.identity_key() {
+                self.enter(key, tracked);
+            }
         }
         for (tracked, before) in undo.updated.into_iter().rev() {
-            tracked.state().write().current = *before;
+            let mut state = tracked.lock_write()?;
+            state.current = *before;
+            state.snapshot = None;
         }
-        for tracked in undo.inserted {
-            self.identity.swap_remove(&tracked.key());
-            self.pending_inserts.insert(tracked.address(), tracked);
-        }
+        Ok(())
     }
 
     fn release_savepoint(&mut self) {
@@ -395,14 +478,15 @@ impl Registries {
 
     /// Deletes, transitively, the children the session knows of a deleted
     /// parent along foreign keys declared `on_delete = "cascade"`.
-    pub(crate) fn cascade_delete(&mut self, parent: &'static EntityMeta, doomed: Doomed) {
+    pub(crate) fn cascade_delete(&mut self, parent: &'static EntityMeta, doomed: Doomed) -> Result<()> {
         let mut work = vec![(parent, doomed)];
         while let Some((meta, doomed)) = work.pop() {
             for registry in &mut self.all {
                 let child_meta = registry.meta();
-                work.extend(registry.cascade_delete(meta, &doomed).into_iter().map(|child| (child_meta, child)));
+                work.extend(registry.cascade_delete(meta, &doomed)?.into_iter().map(|child| (child_meta, child)));
             }
         }
+        Ok(())
     }
 
     pub(crate) fn pending_count(&self) -> usize {
@@ -418,12 +502,21 @@ impl Registries {
         self.all.iter_mut().for_each(|r| r.begin_savepoint());
     }
 
+    /// Whether memory can be rolled back to savepoint number `depth`
+    /// without waiting on a guard.
+    pub(crate) fn check_rollback(&self, depth: usize) -> Result<()> {
+        self.all.iter().try_for_each(|r| r.check_rollback(depth))
+    }
+
     /// Undoes in memory what happened since savepoint number `depth` began.
-    pub(crate) fn rollback_to(&mut self, depth: usize) {
+    pub(crate) fn rollback_to(&mut self, depth: usize) -> Result<()> {
         while self.savepoint_depth > depth {
             self.savepoint_depth -= 1;
-            self.all.iter_mut().for_each(|r| r.rollback_savepoint());
+            for registry in &mut self.all {
+                registry.rollback_savepoint()?;
+            }
         }
+        Ok(())
     }
 
     /// Keeps what happened since savepoint number `depth` began, as part of

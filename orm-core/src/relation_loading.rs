@@ -18,9 +18,17 @@ use crate::Entity;
 fn distinct_keys<E: Entity, K: Clone + Eq + std::hash::Hash>(
     entities: &[Tracked<E>],
     key_of: impl Fn(&E) -> Option<K>,
-) -> Vec<K> {
+) -> Result<Vec<K>> {
     let mut seen = HashSet::new();
-    entities.iter().filter_map(|e| key_of(&e.read())).filter(|k| seen.insert(k.clone())).collect()
+    let mut keys = Vec::new();
+    for entity in entities {
+        if let Some(key) = key_of(&entity.lock_read()?.current) {
+            if seen.insert(key.clone()) {
+                keys.push(key);
+            }
+        }
+    }
+    Ok(keys)
 }
 
 impl Session {
@@ -51,13 +59,14 @@ impl Session {
         let column = relation.column_index();
         children.links.shift_remove(&(column, child.address()));
         if !parent_pending {
-            relation.set_parent_key(&mut child.write(), parent.key());
+            let key = parent.lock_read()?.current.key();
+            relation.set_parent_key(&mut *child.try_write()?, key);
             return Ok(());
         }
         if !child_pending {
             // A loaded child becomes a write candidate: the flush updates its
             // foreign key once the parent's key is known.
-            drop(child.write());
+            drop(child.try_write()?);
         }
         let set = relation.setter();
         let waited_for = parent.clone();
@@ -100,7 +109,7 @@ impl Session {
         if linked.is_some() {
             return Ok(linked);
         }
-        let Some(key) = relation.parent_key(&child.read()) else { return Ok(None) };
+        let Some(key) = relation.parent_key(&child.lock_read()?.current) else { return Ok(None) };
         match self.registries.of::<P>().identity.get(&key) {
             Some(parent) => Ok(Some(parent.clone())),
             None => Err(Error::RelationNotLoaded { entity: C::META.name, relation: relation.name() }),
@@ -125,7 +134,7 @@ impl Session {
             // keys until a flush inserts the parents and fills them in.
             self.autoflush_for_query().await?;
         }
-        let keys = distinct_keys(children, |child| relation.parent_key(child));
+        let keys = distinct_keys(children, |child| relation.parent_key(child))?;
         self.get_many::<P>(&keys).await
     }
 
@@ -144,7 +153,7 @@ impl Session {
         // Before reading the keys: a parent not inserted yet gets its
         // generated key from this flush.
         self.autoflush_for_query().await?;
-        let keys = distinct_keys(parents, |parent| Some(parent.key()));
+        let keys = distinct_keys(parents, |parent| Some(parent.key()))?;
         let sql = format!("{} WHERE t.{} = ANY($1)", sql::select_from_of::<C>(), quote_ident(relation.column().name));
         let params = P::key_arrays(&keys);
         let children = self.load::<C>(&sql, &param_refs(&params)).await?;
@@ -171,7 +180,7 @@ impl Session {
         parent: &Tracked<P>,
         relation: Relation<C, P>,
     ) -> Result<Vec<Tracked<C>>> {
-        let key = parent.key();
+        let key = parent.lock_read()?.current.key();
         let registry = self.registries.of::<C>();
         let loaded = registry
             .loaded_children
@@ -184,16 +193,19 @@ impl Session {
         let column = relation.column_index();
         // A link to a pending parent wins over the foreign key, which keeps
         // its old value (or a placeholder) until the flush fills it in.
-        let belongs_here = |child: &Tracked<C>| match registry.links.get(&(column, child.address())) {
-            Some(link) => link.parent.downcast_ref::<Tracked<P>>().is_some_and(|p| Tracked::ptr_eq(p, parent)),
-            None => relation.parent_key(&child.read()).as_ref() == Some(&key),
+        let belongs_here = |child: &Tracked<C>| -> Result<bool> {
+            Ok(match registry.links.get(&(column, child.address())) {
+                Some(link) => link.parent.downcast_ref::<Tracked<P>>().is_some_and(|p| Tracked::ptr_eq(p, parent)),
+                None => relation.parent_key(&child.lock_read()?.current).as_ref() == Some(&key),
+            })
         };
-        let persistent = registry
-            .identity
-            .iter()
-            .filter(|(k, child)| !registry.pending_deletes.contains_key(*k) && belongs_here(child))
-            .map(|(_, child)| child.clone());
-        let pending = registry.pending_inserts.values().filter(|child| belongs_here(child)).cloned();
-        Ok(persistent.chain(pending).collect())
+        let persistent = registry.identity.iter().filter(|(k, _)| !registry.pending_deletes.contains_key(*k));
+        let mut children = Vec::new();
+        for child in persistent.map(|(_, child)| child).chain(registry.pending_inserts.values()) {
+            if belongs_here(child)? {
+                children.push(child.clone());
+            }
+        }
+        Ok(children)
     }
 }

@@ -1,7 +1,9 @@
 //! [`Session`]: one unit of work against the database.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -53,6 +55,8 @@ pub struct Session {
     loads: LoadCounter,
     /// Set once committed or rolled back, so `Drop` knows nothing is lost.
     finished: bool,
+    /// The serial numbers of the open savepoints, outermost first.
+    open_savepoints: Vec<u64>,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -72,10 +76,20 @@ pub struct PendingChanges {
 /// An open savepoint, returned by [`Session::begin_nested`] and closed by
 /// [`Session::rollback_nested`] or [`Session::release_nested`].
 #[must_use = "a savepoint is closed with rollback_nested or release_nested"]
+///
+/// A savepoint belongs to the session and the nesting level that opened it:
+/// closing it in another session, or after an enclosing savepoint was
+/// closed, is [`Error::SavepointNotOpen`] and changes nothing.
 #[derive(Debug)]
 pub struct Savepoint {
     depth: usize,
+    /// Unique among all savepoints of the process, so one can be told
+    /// apart from another session's at the same depth.
+    serial: u64,
 }
+
+/// The serial number of the last savepoint opened, in any session.
+static SAVEPOINTS: AtomicU64 = AtomicU64::new(0);
 
 impl Session {
     pub(crate) fn new(connection: SessionConnection, n_plus_one: NPlusOne) -> Self {
@@ -86,6 +100,7 @@ impl Session {
             autoflush: true,
             loads: LoadCounter::new(n_plus_one),
             finished: false,
+            open_savepoints: Vec::new(),
             _not_sync: PhantomData,
         }
     }
@@ -454,16 +469,16 @@ impl Session {
         let registry = self.registries.of::<E>();
         let key = if registry.forget_pending(entity) {
             None
-        } else if registry.owns(entity) {
+        } else if let Some(key) = entity.identity_key().filter(|_| registry.owns(entity)) {
+            // By the key it was loaded under: its key field may have been
+            // changed in memory, and that row is the one to delete.
             registry.forget_links(entity);
-            let key = entity.key();
             registry.pending_deletes.insert(key.clone(), entity.clone());
             Some(Box::new(key) as Box<dyn std::any::Any>)
         } else {
             return Err(Error::NotInSession { entity: E::META.name });
         };
-        self.registries.cascade_delete(E::META, Doomed { key, address: entity.address() });
-        Ok(())
+        self.registries.cascade_delete(E::META, Doomed { key, address: entity.address() })
     }
 
     /// Stops tracking an entity: its pending insert, changes or deletion are
@@ -498,10 +513,8 @@ impl Session {
         if !registry.owns(entity) {
             return false;
         }
-        let key = entity.key();
         registry.forget_links(entity);
-        registry.pending_deletes.swap_remove(&key);
-        registry.identity.swap_remove(&key);
+        registry.leave(entity);
         true
     }
 
@@ -526,16 +539,18 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn refresh<E: Entity>(&mut self, entity: &Tracked<E>) -> Result<()> {
-        if !self.registries.of::<E>().owns(entity) {
+        let registry = self.registries.of::<E>();
+        let Some(key) = entity.identity_key().filter(|_| registry.owns(entity)) else {
             return Err(Error::NotInSession { entity: E::META.name });
-        }
-        let key = entity.key();
+        };
+        // Fails now rather than after the load if a guard is held.
+        drop(entity.lock_write()?);
         let params = E::key_params(&key);
         let rows = self.fetch_untracked::<E>(sql::select_by_key_of::<E>(), &param_refs(&params)).await?;
         let fresh = rows.into_iter().next().ok_or(Error::NotFound { entity: E::META.name, key: format!("{key:?}") })?;
+        let mut state = entity.lock_write()?;
         // A pending change of parent is an unflushed change too.
         self.registries.of::<E>().forget_links(entity);
-        let mut state = entity.state().write();
         state.current = fresh;
         state.snapshot = None;
         Ok(())
@@ -669,25 +684,48 @@ impl Session {
         let depth = self.registries.savepoint_depth();
         self.connection.control(&format!("SAVEPOINT orm_nested_{depth}"), &mut self.stats).await?;
         self.registries.begin_savepoint();
-        Ok(Savepoint { depth })
+        let serial = SAVEPOINTS.fetch_add(1, Ordering::Relaxed) + 1;
+        self.open_savepoints.push(serial);
+        Ok(Savepoint { depth, serial })
     }
 
-    /// Rolls the database and the session back to the savepoint: what was
-    /// flushed since is undone (inserted entities become pending, deleted
-    /// ones come back, updated ones get their old values), and changes not
-    /// yet flushed are discarded. Inner savepoints close with it. This is
-    /// also how a session recovers from a failed raw statement.
+    /// Fails unless `savepoint` is open in this session.
+    fn check_open(&self, savepoint: &Savepoint) -> Result<()> {
+        if self.open_savepoints.get(savepoint.depth) == Some(&savepoint.serial) {
+            Ok(())
+        } else {
+            Err(Error::SavepointNotOpen)
+        }
+    }
+
+    /// Rolls the database and the session back to the savepoint, as
+    /// SQLAlchemy does: entities inserted since leave the session (they
+    /// keep their values, but no row holds them and no commit inserts
+    /// them), deleted ones come back, updated ones get their old values,
+    /// and changes not yet flushed are discarded, links to parents among
+    /// them. Inner savepoints close with it. This is also how a session
+    /// recovers from a failed raw statement.
+    ///
+    /// Fails with [`Error::SavepointNotOpen`] for a savepoint of another
+    /// session or one an enclosing savepoint closed already, and with
+    /// [`Error::Borrowed`] if a guard is held on an entity it would restore;
+    /// either way before anything changes.
     pub async fn rollback_nested(&mut self, savepoint: Savepoint) -> Result<()> {
+        self.check_open(&savepoint)?;
+        self.registries.check_rollback(savepoint.depth)?;
         self.connection.rollback_to_savepoint(&format!("orm_nested_{}", savepoint.depth), &mut self.stats).await?;
-        self.registries.rollback_to(savepoint.depth);
-        Ok(())
+        self.open_savepoints.truncate(savepoint.depth);
+        self.registries.rollback_to(savepoint.depth)
     }
 
     /// Flushes and closes the savepoint, keeping its work as part of the
-    /// enclosing transaction.
+    /// enclosing transaction. Fails with [`Error::SavepointNotOpen`], before
+    /// anything is sent, as [`rollback_nested`](Self::rollback_nested) does.
     pub async fn release_nested(&mut self, savepoint: Savepoint) -> Result<()> {
+        self.check_open(&savepoint)?;
         self.flush().await?;
         self.connection.control(&format!("RELEASE SAVEPOINT orm_nested_{}", savepoint.depth), &mut self.stats).await?;
+        self.open_savepoints.truncate(savepoint.depth);
         self.registries.release_to(savepoint.depth);
         Ok(())
     }
@@ -724,9 +762,17 @@ impl Session {
     }
 
     /// Runs a raw SQL query returning the columns of entity `E` and returns
-    /// its rows as tracked entities, with the identity-map rules of
-    /// [`query`](Self::query): a row whose key the session already tracks
-    /// gives that instance, and its unflushed changes win over the row.
+    /// its rows as tracked entities, through the identity map: a row whose
+    /// key the session already tracks gives that instance, refreshed with
+    /// the row's values (SQLAlchemy's `populate_existing`). A raw statement
+    /// may be an `UPDATE ... RETURNING` or an upsert, whose rows hold what
+    /// the database holds now; keeping the old values in memory would hand
+    /// back data the database no longer has.
+    ///
+    /// An instance the row would refresh that has unflushed changes (only
+    /// possible with autoflush off) is [`Error::UnflushedChanges`], and no
+    /// instance is changed: flush first, or read with
+    /// [`query_raw_untracked`](Self::query_raw_untracked).
     ///
     /// The query must return `E`'s columns, and only those, with their
     /// names, in field order (the order of `E::META.columns`), as
@@ -754,11 +800,61 @@ impl Session {
     ///     .await?;
     /// assert_eq!(found.len(), 2);
     /// assert!(Tracked::ptr_eq(&found[0], &alice)); // through the identity map
+    ///
+    /// let renamed = session
+    ///     .query_raw::<Customer>("UPDATE customer SET name = 'Alicia' WHERE id = $1 RETURNING *", &[&1_i64])
+    ///     .await?;
+    /// assert!(Tracked::ptr_eq(&renamed[0], &alice));
+    /// assert_eq!(alice.read().name, "Alicia"); // what the database holds now
     /// # Ok(()) }
     /// ```
     pub async fn query_raw<E: Entity>(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Tracked<E>>> {
         let rows = self.query_raw_untracked::<E>(sql, params).await?;
-        Ok(self.track(rows))
+        self.populate_existing(rows)
+    }
+
+    /// The tracked instances for rows a raw statement returned, those
+    /// already tracked refreshed with the rows' values. Every instance is
+    /// checked before any is changed.
+    fn populate_existing<E: Entity>(&mut self, rows: Vec<E>) -> Result<Vec<Tracked<E>>> {
+        let registry = self.registries.of::<E>();
+        // By address, the instances to refresh and where their guard is.
+        let mut refreshed: HashMap<usize, usize> = HashMap::new();
+        let mut states = Vec::new();
+        for row in &rows {
+            let key = row.key();
+            let Some(tracked) = registry.identity.get(&key) else { continue };
+            if refreshed.contains_key(&tracked.address()) {
+                continue;
+            }
+            let state = tracked.lock_write()?;
+            let changed = state.snapshot.as_ref().is_some_and(|before| state.current.changed_columns(before) != 0);
+            let linked =
+                (0..E::META.columns.len()).any(|column| registry.links.contains_key(&(column, tracked.address())));
+            if changed || linked || registry.pending_deletes.contains_key(&key) {
+                return Err(Error::UnflushedChanges { entity: E::META.name, key: format!("{key:?}") });
+            }
+            refreshed.insert(tracked.address(), states.len());
+            states.push(state);
+        }
+        let mut tracked = Vec::with_capacity(rows.len());
+        let mut untracked = Vec::new();
+        for row in rows {
+            if let Some(existing) = registry.identity.get(&row.key()) {
+                if let Some(state) = refreshed.get(&existing.address()).map(|&at| &mut states[at]) {
+                    state.current = row;
+                    state.snapshot = None;
+                }
+                tracked.push(Some(existing.clone()));
+            } else {
+                tracked.push(None);
+                untracked.push(row);
+            }
+        }
+        drop(states);
+        let mut loaded = self.track(untracked).into_iter();
+        // Each row not tracked before got one of `loaded`, in order.
+        Ok(tracked.into_iter().filter_map(|existing| existing.or_else(|| loaded.next())).collect())
     }
 
     /// [`query_raw`](Self::query_raw) returning plain values that the

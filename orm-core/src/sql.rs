@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::sync::OnceLock;
 
-use crate::entity::{ColumnSet, Entity, EntityMeta};
+use crate::entity::{ColumnMeta, ColumnSet, Entity, EntityMeta};
 
 /// The statement texts of one entity type that depend on nothing else,
 /// built at first use and kept: every `get` of a short request would build
@@ -193,6 +193,21 @@ fn returning_generated(meta: &EntityMeta, sql: &mut String) {
     }
 }
 
+/// The expression of a row's next version: one more, wrapping from the
+/// type's maximum to its minimum as the counter in memory does
+/// ([`VersionColumn`](crate::__private::VersionColumn)), so a version column
+/// never stops a row from being updated (a `smallint` reaches its maximum
+/// after 32,767 updates). A version only has to differ from the last one.
+fn next_version(column: &ColumnMeta) -> String {
+    let name = quote_ident(column.name);
+    let max = match column.sql_type {
+        "int2" => "32767",
+        "int4" => "2147483647",
+        _ => "9223372036854775807",
+    };
+    format!("CASE WHEN t.{name} = {max} THEN -{max} - 1 ELSE t.{name} + 1 END")
+}
+
 /// Updates a batch of rows that changed the same columns. Parameters follow
 /// [`update_parameters`]. Returns the keys of the rows it matched.
 pub(crate) fn update(meta: &EntityMeta, changed: ColumnSet) -> String {
@@ -200,7 +215,7 @@ pub(crate) fn update(meta: &EntityMeta, changed: ColumnSet) -> String {
     let mut assignments: Vec<String> =
         indexes(changed).map(|i| format!("{0} = v.{0}", quote_ident(meta.columns[i].name))).collect();
     if let Some(v) = version {
-        assignments.push(format!("{0} = t.{0} + 1", quote_ident(meta.columns[v].name)));
+        assignments.push(format!("{} = {}", quote_ident(meta.columns[v].name), next_version(&meta.columns[v])));
     }
     format!(
         "UPDATE {} AS t SET {} FROM {} WHERE {} RETURNING {}",

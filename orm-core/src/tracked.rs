@@ -1,26 +1,76 @@
 //! [`Tracked<T>`]: the handle through which an application reads and changes
 //! an entity that a session tracks.
+//!
+//! Borrows of a handle never block forever. A conflicting borrow from the
+//! thread that already holds a guard (which would deadlock on a lock) fails at
+//! once; one from another thread waits at most [`BORROW_WAIT`] for that
+//! thread's guard, which is normally held for a few instructions. The flush
+//! borrows the same way and fails with [`Error::Borrowed`] instead of
+//! waiting on a user's guard, and a write that lands while a flush is on the
+//! wire stays pending for the next flush (see [`EntityState::sent`]).
 
+use std::cell::RefCell;
 use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use parking_lot::{MappedRwLockReadGuard, MappedRwLockWriteGuard, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::entity::{ColumnSet, Entity};
+use crate::error::{Error, Result};
+
+/// How long a borrow waits for a guard that another thread holds before it
+/// gives up: long enough for any guard used as a guard should be (a few
+/// field accesses), short enough that a guard held across an `.await`
+/// surfaces as an error instead of a hang.
+pub(crate) const BORROW_WAIT: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// The addresses of the instances this thread holds a user's guard on,
+    /// once per guard: a conflicting borrow from the same thread would wait
+    /// for itself, so it fails at once instead.
+    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+fn held_here(address: usize) -> bool {
+    HELD.with(|held| held.borrow().contains(&address))
+}
+
+fn hold(address: usize) {
+    HELD.with(|held| held.borrow_mut().push(address));
+}
+
+fn release(address: usize) {
+    HELD.with(|held| {
+        let mut held = held.borrow_mut();
+        if let Some(at) = held.iter().rposition(|&a| a == address) {
+            held.swap_remove(at);
+        }
+    });
+}
 
 /// A shared handle to the one instance of an entity that a session tracks.
 ///
 /// Cloning a handle is cheap and every clone sees the same instance, so the
-/// identity map can hand out the same object for the same key. [`read`](Self::read)
-/// borrows the entity; [`write`](Self::write) borrows it mutably and makes it a
-/// candidate for the next flush, which compares it with its state as last
-/// loaded or flushed and updates only the columns that changed.
+/// identity map can hand out the same object for the same key.
+/// [`modify`](Self::modify) changes it in one call, the normal way to write;
+/// [`read`](Self::read) borrows it and [`write`](Self::write) borrows it
+/// mutably. Every write makes the entity a candidate for the next flush,
+/// which compares it with its state as last loaded or flushed and updates
+/// only the columns that changed.
 ///
 /// A handle outlives its session as plain data: after commit it still reads
 /// the committed values, generated keys included.
 ///
-/// Guards are short-lived borrows: drop them before the next `.await` on the
-/// session (they are not `Send`, so the compiler insists in spawned tasks).
+/// Borrows follow `RefCell`'s rules and never wait on themselves: a
+/// conflicting borrow on the same thread (`h.write().n = h.read().n + 1`)
+/// panics at once with a message naming the entity and its key, and
+/// [`try_read`](Self::try_read) / [`try_write`](Self::try_write) return
+/// [`Error::Borrowed`] instead. A guard held across `session.commit().await`
+/// makes the flush fail with [`Error::Borrowed`] before it sends anything,
+/// rather than hang. Keep guards to one statement, or use `modify`.
 ///
 /// ```
 /// # use orm_core::{Database, Entity, Tracked};
@@ -35,9 +85,9 @@ use crate::entity::{ColumnSet, Entity};
 /// let alice: Tracked<Customer> = session.get_one(1).await?;
 /// assert_eq!((alice.key(), alice.read().name.as_str()), (1, "Alice"));
 ///
-/// alice.write().name = "Alice".into(); // written, but to the same value:
+/// alice.modify(|c| c.name = "Alice".into()); // written, but to the same value:
 /// assert!(!alice.is_modified()); // nothing for the flush to do
-/// alice.write().name.push_str(" Smith");
+/// alice.modify(|c| c.name.push_str(" Smith"));
 /// assert!(alice.is_modified());
 ///
 /// let again = session.get_one::<Customer>(1).await?; // from the identity map
@@ -56,14 +106,51 @@ pub struct Tracked<T: Entity> {
 
 struct Inner<T: Entity> {
     state: RwLock<EntityState<T>>,
+    /// The key under which the session's identity map holds this instance,
+    /// kept apart from the entity: the session finds the instance by it
+    /// even while a guard is held or after the key field was changed.
+    identity: Mutex<Option<T::Key>>,
     /// Where the first write since the last flush announces itself, so a
     /// flush visits only written entities instead of every tracked one.
     /// Weak, so a handle that outlives its session keeps nothing alive.
     write_log: Weak<WriteLog<T>>,
 }
 
-/// The entities of one type written since they were last loaded or flushed.
-pub(crate) type WriteLog<T> = Mutex<Vec<Tracked<T>>>;
+/// The entities of one type written since they were last loaded or
+/// flushed, and the flush in progress for that type.
+pub(crate) struct WriteLog<T: Entity> {
+    pub(crate) entries: Mutex<Vec<Tracked<T>>>,
+    /// The number of the flush whose statements are being sent, 0 when
+    /// none: a write to an entity that flush bound must not be lost.
+    flushing: AtomicU64,
+    /// The number of the last flush begun.
+    flushes: AtomicU64,
+}
+
+impl<T: Entity> Default for WriteLog<T> {
+    fn default() -> Self {
+        WriteLog { entries: Mutex::new(Vec::new()), flushing: AtomicU64::new(0), flushes: AtomicU64::new(0) }
+    }
+}
+
+impl<T: Entity> WriteLog<T> {
+    /// Starts a flush of this entity type; returns its number.
+    pub(crate) fn begin_flush(&self) -> u64 {
+        let number = self.flushes.fetch_add(1, Ordering::Relaxed) + 1;
+        self.flushing.store(number, Ordering::Release);
+        number
+    }
+
+    /// Ends the flush in progress, applied or not.
+    pub(crate) fn end_flush(&self) {
+        self.flushing.store(0, Ordering::Release);
+    }
+
+    /// The flush in progress, if any.
+    pub(crate) fn flushing(&self) -> Option<u64> {
+        Some(self.flushing.load(Ordering::Acquire)).filter(|&number| number != 0)
+    }
+}
 
 /// The instance and, once it was written to, its state as the database has it.
 pub(crate) struct EntityState<T> {
@@ -72,46 +159,254 @@ pub(crate) struct EntityState<T> {
     /// that: a tracked entity that is only read costs no copy, and boxed so
     /// that it costs one pointer of room instead of a second entity.
     pub(crate) snapshot: Option<Box<T>>,
+    /// The flush whose statements carry this entity's values, 0 if none.
+    pub(crate) bound_by: u64,
+    /// The values that flush sent, copied by the first write that lands
+    /// while its statements are on the wire: once the flush succeeds they
+    /// are what the database holds, so they become the snapshot and the
+    /// later write stays pending instead of being taken as flushed.
+    pub(crate) sent: Option<Box<T>>,
+}
+
+impl<T: Entity> EntityState<T> {
+    /// Marks the values as sent by flush number `flush`.
+    pub(crate) fn bind(&mut self, flush: u64) {
+        if self.bound_by != flush {
+            self.bound_by = flush;
+            self.sent = None;
+        }
+    }
+
+    /// Applies a change the database made (a generated key, a version
+    /// increment) to the values in memory and to the values sent, if a
+    /// write since made them differ.
+    pub(crate) fn apply_from_database(&mut self, change: impl Fn(&mut T) -> Result<()>) -> Result<()> {
+        change(&mut self.current)?;
+        if let Some(sent) = &mut self.sent {
+            change(sent)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the version increment of a flushed UPDATE.
+    pub(crate) fn advance_version(&mut self) {
+        self.current.increment_version();
+        if let Some(sent) = &mut self.sent {
+            sent.increment_version();
+        }
+    }
+
+    /// Records that the flush that bound the entity succeeded: its values
+    /// are what the database holds now (rounded as it stores them), unless
+    /// a write landed meanwhile, which stays pending. Returns whether one did.
+    pub(crate) fn mark_flushed(&mut self) -> bool {
+        self.bound_by = 0;
+        if let Some(mut sent) = self.sent.take() {
+            sent.round_to_stored();
+            self.snapshot = Some(sent);
+            true
+        } else {
+            self.current.round_to_stored();
+            self.snapshot = None;
+            false
+        }
+    }
+}
+
+/// Which thread holds the guard that a borrow conflicts with.
+#[derive(Clone, Copy)]
+enum Holder {
+    ThisThread,
+    OtherThread,
+}
+
+impl Holder {
+    fn describe(self) -> &'static str {
+        match self {
+            Holder::ThisThread => "by a guard on this thread",
+            Holder::OtherThread => "by a guard on another thread, for longer than a second",
+        }
+    }
+}
+
+/// A shared borrow of a tracked entity, from [`Tracked::read`].
+pub struct Ref<'a, T: Entity> {
+    guard: RwLockReadGuard<'a, EntityState<T>>,
+    address: usize,
+}
+
+impl<T: Entity> Deref for Ref<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.guard.current
+    }
+}
+
+impl<T: Entity> Drop for Ref<'_, T> {
+    fn drop(&mut self) {
+        release(self.address);
+    }
+}
+
+impl<T: Entity + fmt::Debug> fmt::Debug for Ref<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// A mutable borrow of a tracked entity, from [`Tracked::write`].
+pub struct RefMut<'a, T: Entity> {
+    guard: RwLockWriteGuard<'a, EntityState<T>>,
+    address: usize,
+}
+
+impl<T: Entity> Deref for RefMut<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.guard.current
+    }
+}
+
+impl<T: Entity> DerefMut for RefMut<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard.current
+    }
+}
+
+impl<T: Entity> Drop for RefMut<'_, T> {
+    fn drop(&mut self) {
+        release(self.address);
+    }
+}
+
+impl<T: Entity + fmt::Debug> fmt::Debug for RefMut<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
 }
 
 impl<T: Entity> Tracked<T> {
-    pub(crate) fn new(entity: T, write_log: &Arc<WriteLog<T>>) -> Self {
-        let state = RwLock::new(EntityState { current: entity, snapshot: None });
-        Tracked { inner: Arc::new(Inner { state, write_log: Arc::downgrade(write_log) }) }
+    pub(crate) fn new(entity: T, write_log: &Arc<WriteLog<T>>, identity: Option<T::Key>) -> Self {
+        let state = RwLock::new(EntityState { current: entity, snapshot: None, bound_by: 0, sent: None });
+        let inner = Inner { state, identity: Mutex::new(identity), write_log: Arc::downgrade(write_log) };
+        Tracked { inner: Arc::new(inner) }
     }
 
     /// Borrows the entity.
-    pub fn read(&self) -> MappedRwLockReadGuard<'_, T> {
-        RwLockReadGuard::map(self.inner.state.read(), |state| &state.current)
+    ///
+    /// # Panics
+    ///
+    /// If this thread holds a [`write`](Self::write) guard on the same
+    /// instance, or another thread holds one for longer than a second: the
+    /// message names the entity and its key. [`try_read`](Self::try_read)
+    /// returns the error instead.
+    pub fn read(&self) -> Ref<'_, T> {
+        self.try_read().unwrap_or_else(|error| panic!("{error}"))
     }
 
-    /// Borrows the entity mutably and marks it for change detection at the next flush.
-    pub fn write(&self) -> MappedRwLockWriteGuard<'_, T> {
-        let mut state = self.inner.state.write();
+    /// Borrows the entity, or fails with [`Error::Borrowed`] if a write
+    /// guard on it is held (on this thread, or for longer than a second on
+    /// another).
+    pub fn try_read(&self) -> Result<Ref<'_, T>> {
+        let guard = self.lock_read()?;
+        hold(self.address());
+        Ok(Ref { guard, address: self.address() })
+    }
+
+    /// Borrows the entity mutably and marks it for change detection at the
+    /// next flush. Prefer [`modify`](Self::modify), which cannot be held too
+    /// long.
+    ///
+    /// # Panics
+    ///
+    /// If this thread holds another guard on the same instance (as
+    /// `h.write().n = h.read().n + 1` does), or another thread holds one for
+    /// longer than a second: the message names the entity and its key.
+    /// [`try_write`](Self::try_write) returns the error instead.
+    pub fn write(&self) -> RefMut<'_, T> {
+        self.try_write().unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Borrows the entity mutably, or fails with [`Error::Borrowed`] if a
+    /// guard on it is held (on this thread, or for longer than a second on
+    /// another).
+    pub fn try_write(&self) -> Result<RefMut<'_, T>> {
+        let mut state = self.lock_write()?;
+        let log = self.inner.write_log.upgrade();
         if state.snapshot.is_none() {
             state.snapshot = Some(Box::new(state.current.clone()));
-            // The log is locked only briefly and never while the flush holds
-            // an entity's lock, so the two locks cannot deadlock.
-            if let Some(log) = self.inner.write_log.upgrade() {
-                log.lock().push(self.clone());
+            // The log is locked only briefly and never while the flush
+            // holds an entity's lock, so the two locks cannot deadlock.
+            if let Some(log) = &log {
+                log.entries.lock().push(self.clone());
             }
         }
-        RwLockWriteGuard::map(state, |state| &mut state.current)
+        let in_flight = state.bound_by != 0 && log.and_then(|log| log.flushing()) == Some(state.bound_by);
+        if in_flight && state.sent.is_none() {
+            state.sent = Some(Box::new(state.current.clone()));
+        }
+        hold(self.address());
+        Ok(RefMut { guard: state, address: self.address() })
+    }
+
+    /// Changes the entity in one call and returns what `change` returns:
+    /// the normal way to write, since no guard outlives the call.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Counter { #[orm(primary_key)] id: i64, n: i64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE counter (id int8 PRIMARY KEY, n int8 NOT NULL);
+    /// #     INSERT INTO counter VALUES (1, 41)").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let counter = session.get_one::<Counter>(1).await?;
+    /// let n = counter.modify(|c| {
+    ///     c.n += 1;
+    ///     c.n
+    /// });
+    /// assert_eq!(n, 42);
+    /// session.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`write`](Self::write), if a guard on the instance is held.
+    pub fn modify<R>(&self, change: impl FnOnce(&mut T) -> R) -> R {
+        change(&mut self.write())
     }
 
     /// A copy of the entity's current values.
+    ///
+    /// # Panics
+    ///
+    /// As [`read`](Self::read).
     pub fn get(&self) -> T {
         self.read().clone()
     }
 
-    /// The entity's primary key.
+    /// The entity's primary key, as its fields hold it now.
+    ///
+    /// # Panics
+    ///
+    /// As [`read`](Self::read).
     pub fn key(&self) -> T::Key {
         self.read().key()
     }
 
     /// Whether the entity has changes that the next flush will write.
+    ///
+    /// # Panics
+    ///
+    /// As [`read`](Self::read).
     pub fn is_modified(&self) -> bool {
-        self.changed_columns() != 0
+        let state = self.lock_read().unwrap_or_else(|error| panic!("{error}"));
+        state.snapshot.as_ref().is_some_and(|snapshot| state.current.changed_columns(snapshot) != 0)
     }
 
     /// Whether two handles refer to the same tracked instance.
@@ -124,18 +419,71 @@ impl<T: Entity> Tracked<T> {
         Arc::as_ptr(&self.inner) as usize
     }
 
-    pub(crate) fn changed_columns(&self) -> ColumnSet {
-        let state = self.inner.state.read();
-        state.snapshot.as_ref().map_or(0, |snapshot| state.current.changed_columns(snapshot))
+    /// The key the identity map holds this instance under, if it does.
+    pub(crate) fn identity_key(&self) -> Option<T::Key> {
+        self.inner.identity.lock().clone()
     }
 
-    pub(crate) fn state(&self) -> &RwLock<EntityState<T>> {
-        &self.inner.state
+    pub(crate) fn set_identity_key(&self, key: Option<T::Key>) {
+        *self.inner.identity.lock() = key;
     }
 
-    /// Marks the current values as what the database holds.
-    pub(crate) fn mark_synced(&self) {
-        self.inner.state.write().snapshot = None;
+    /// The columns changed since the last load or flush, or `None` if the
+    /// entity is borrowed for writing (so nothing can be said without waiting).
+    pub(crate) fn try_changed_columns(&self) -> Option<ColumnSet> {
+        let state = self.inner.state.try_read_recursive()?;
+        Some(state.snapshot.as_ref().map_or(0, |snapshot| state.current.changed_columns(snapshot)))
+    }
+
+    /// Whether the entity's snapshot says it was written since its last
+    /// load or flush; written entities that cannot be looked at now count.
+    pub(crate) fn is_written(&self) -> bool {
+        self.inner.state.try_read_recursive().is_none_or(|state| state.snapshot.is_some())
+    }
+
+    /// Forgets a write that changed nothing, unless a guard is held on the
+    /// entity (then the next flush looks again).
+    pub(crate) fn mark_synced_if_free(&self) {
+        if let Some(mut state) = self.inner.state.try_write() {
+            state.snapshot = None;
+        }
+    }
+
+    /// Puts the entity back in its type's write log, so the next flush
+    /// looks at it again.
+    pub(crate) fn log_write(&self) {
+        if let Some(log) = self.inner.write_log.upgrade() {
+            log.entries.lock().push(self.clone());
+        }
+    }
+
+    /// The session's own shared borrow, under the same rules as a user's.
+    pub(crate) fn lock_read(&self) -> Result<RwLockReadGuard<'_, EntityState<T>>> {
+        let state = &self.inner.state;
+        if let Some(guard) = state.try_read_recursive() {
+            return Ok(guard);
+        }
+        if held_here(self.address()) {
+            return Err(self.borrowed(Holder::ThisThread));
+        }
+        state.try_read_recursive_for(BORROW_WAIT).ok_or_else(|| self.borrowed(Holder::OtherThread))
+    }
+
+    /// The session's own exclusive borrow, under the same rules as a user's.
+    pub(crate) fn lock_write(&self) -> Result<RwLockWriteGuard<'_, EntityState<T>>> {
+        let state = &self.inner.state;
+        if let Some(guard) = state.try_write() {
+            return Ok(guard);
+        }
+        if held_here(self.address()) {
+            return Err(self.borrowed(Holder::ThisThread));
+        }
+        state.try_write_for(BORROW_WAIT).ok_or_else(|| self.borrowed(Holder::OtherThread))
+    }
+
+    fn borrowed(&self, holder: Holder) -> Error {
+        let key = self.identity_key().map_or_else(|| "(not inserted yet)".to_owned(), |key| format!("{key:?}"));
+        Error::Borrowed { entity: T::META.name, key, holder: holder.describe() }
     }
 }
 
@@ -147,9 +495,20 @@ impl<T: Entity> Clone for Tracked<T> {
 
 impl<T: Entity + fmt::Debug> fmt::Debug for Tracked<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.inner.state.try_read() {
+        match self.inner.state.try_read_recursive() {
             Some(state) => f.debug_tuple("Tracked").field(&state.current).finish(),
             None => f.write_str("Tracked(<borrowed for writing>)"),
         }
+    }
+}
+
+/// With the `serde` feature, a handle serializes as its entity, so a web
+/// handler can return what it loaded without copying it; a handle borrowed
+/// for writing fails to serialize with [`Error::Borrowed`]'s message.
+#[cfg(feature = "serde")]
+impl<T: Entity + serde::Serialize> serde::Serialize for Tracked<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let entity = self.try_read().map_err(serde::ser::Error::custom)?;
+        entity.serialize(serializer)
     }
 }

@@ -35,6 +35,12 @@ pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + S
     fn is_null(&self) -> bool {
         false
     }
+
+    /// Changes the value in memory to the one the database stores for it,
+    /// which a flush does to what it wrote, so that memory and a reload
+    /// agree. Timestamps and times lose what is below a microsecond, as the
+    /// driver drops it; other types are stored as they are.
+    fn round_to_stored(&mut self) {}
 }
 
 macro_rules! column_types {
@@ -56,10 +62,7 @@ column_types! {
     String => "text",
     Vec<u8> => "bytea",
     uuid::Uuid => "uuid",
-    chrono::DateTime<chrono::Utc> => "timestamptz",
-    chrono::NaiveDateTime => "timestamp",
     chrono::NaiveDate => "date",
-    chrono::NaiveTime => "time",
     serde_json::Value => "jsonb",
 }
 
@@ -70,6 +73,73 @@ impl<T: ColumnType<Value = T>> ColumnType for Option<T> {
 
     fn is_null(&self) -> bool {
         self.is_none()
+    }
+
+    fn round_to_stored(&mut self) {
+        if let Some(value) = self {
+            value.round_to_stored();
+        }
+    }
+}
+
+/// `value` as a count of whole microseconds from `base`, the way the
+/// driver sends it (truncated toward zero), turned back into a value.
+fn whole_microseconds<T>(
+    value: T,
+    base: T,
+    since: impl Fn(T, T) -> chrono::TimeDelta,
+    add: impl Fn(T, chrono::TimeDelta) -> Option<T>,
+) -> T
+where
+    T: Copy,
+{
+    since(value, base)
+        .num_microseconds()
+        .and_then(|micros| add(base, chrono::TimeDelta::microseconds(micros)))
+        .unwrap_or(value)
+}
+
+/// The driver's epoch for timestamps.
+fn postgres_epoch() -> Option<chrono::NaiveDateTime> {
+    chrono::NaiveDate::from_ymd_opt(2000, 1, 1).and_then(|date| date.and_hms_opt(0, 0, 0))
+}
+
+impl ColumnType for chrono::NaiveDateTime {
+    const SQL_TYPE: &'static str = "timestamp";
+    type Value = Self;
+
+    fn round_to_stored(&mut self) {
+        if let Some(epoch) = postgres_epoch() {
+            *self = whole_microseconds(
+                *self,
+                epoch,
+                chrono::NaiveDateTime::signed_duration_since,
+                chrono::NaiveDateTime::checked_add_signed,
+            );
+        }
+    }
+}
+
+impl ColumnType for chrono::DateTime<chrono::Utc> {
+    const SQL_TYPE: &'static str = "timestamptz";
+    type Value = Self;
+
+    fn round_to_stored(&mut self) {
+        let mut utc = self.naive_utc();
+        utc.round_to_stored();
+        *self = utc.and_utc();
+    }
+}
+
+impl ColumnType for chrono::NaiveTime {
+    const SQL_TYPE: &'static str = "time";
+    type Value = Self;
+
+    fn round_to_stored(&mut self) {
+        let midnight = chrono::NaiveTime::MIN;
+        *self = whole_microseconds(*self, midnight, chrono::NaiveTime::signed_duration_since, |time, delta| {
+            Some(time + delta)
+        });
     }
 }
 

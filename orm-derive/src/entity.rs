@@ -51,6 +51,15 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         let ty = f.ty;
         quote_spanned!(ty.span()=> ::orm_core::__private::increment_version::<#ty>(&mut self.#field);)
     });
+    let round_to_stored = columns.iter().map(|f| {
+        let field = f.ident;
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::round_to_stored(&mut self.#field);)
+    });
+    let copy_version = columns.iter().filter(|f| f.version).map(|f| {
+        let field = f.ident;
+        quote!(self.#field = ::core::clone::Clone::clone(&from.#field);)
+    });
 
     let constants = column_constants(ident, &columns);
     let relations = relation_constants(ident, &columns);
@@ -96,6 +105,14 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
             fn increment_version(&mut self) {
                 #(#version)*
+            }
+
+            fn round_to_stored(&mut self) {
+                #(#round_to_stored)*
+            }
+
+            fn copy_version(&mut self, from: &Self) {
+                #(#copy_version)*
             }
 
             fn references_key(&self, column: usize, key: &dyn ::core::any::Any) -> bool {

@@ -401,3 +401,36 @@ async fn an_entity_written_again_after_a_failed_flush_is_updated_once() {
         test_db.client().await.query_one("SELECT name, description FROM customer WHERE id = 1", &[]).await.unwrap();
     assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("ann 2".to_owned(), "second".to_owned()));
 }
+
+/// A version that reaches its type's maximum quickly.
+#[derive(orm_core::Entity, Clone, Debug, PartialEq)]
+#[orm(table = "counter")]
+struct Counter {
+    #[orm(primary_key)]
+    id: i32,
+    hits: i64,
+    #[orm(version)]
+    version: i16,
+}
+
+#[tokio::test]
+async fn a_version_at_its_types_maximum_wraps_in_memory_and_in_the_database_alike() {
+    let (test_db, db) = setup().await;
+    let client = test_db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE counter (id int PRIMARY KEY, hits bigint NOT NULL, version smallint NOT NULL);
+                          INSERT INTO counter VALUES (1, 0, 32766)",
+        )
+        .await
+        .unwrap();
+    for expected in [i16::MAX, i16::MIN, i16::MIN + 1] {
+        let mut session = db.session();
+        let counter = session.get_one::<Counter>(1).await.unwrap();
+        counter.modify(|c| c.hits += 1);
+        session.commit().await.unwrap();
+        assert_eq!(counter.read().version, expected);
+        let stored: i16 = client.query_one("SELECT version FROM counter", &[]).await.unwrap().get(0);
+        assert_eq!(stored, expected);
+    }
+}

@@ -171,13 +171,12 @@ async fn untracked_first_returns_a_plain_value() {
 }
 
 #[tokio::test]
-async fn query_raw_goes_through_the_identity_map_and_keeps_pending_changes() {
+async fn query_raw_goes_through_the_identity_map_and_refreshes_what_it_tracks() {
     let (_test_db, db) = setup().await;
     seed(&db).await;
     let mut session = db.session();
-    session.set_autoflush(false);
     let alice = session.get_one::<Customer>(1).await.unwrap();
-    alice.write().description = Some("unflushed".into());
+    alice.write().description = Some("flushed first".into());
 
     let ids: Vec<i32> = vec![1, 2];
     let found = session
@@ -186,8 +185,8 @@ async fn query_raw_goes_through_the_identity_map_and_keeps_pending_changes() {
         .unwrap();
     assert_eq!(found.len(), 2);
     assert!(Tracked::ptr_eq(&found[0], &alice), "a tracked key returns its instance");
-    assert_eq!(found[0].read().description.as_deref(), Some("unflushed"), "the row does not overwrite changes");
-    assert!(alice.is_modified());
+    assert_eq!(found[0].read().description.as_deref(), Some("flushed first"), "autoflush wrote it before");
+    assert!(!alice.is_modified());
     assert_eq!(found[1].read().name, "bob");
     // Bob is tracked now: getting him costs nothing.
     let statements = session.stats().statements;
@@ -196,7 +195,7 @@ async fn query_raw_goes_through_the_identity_map_and_keeps_pending_changes() {
 
     session.commit().await.unwrap();
     let mut check = db.session();
-    assert_eq!(check.get_one::<Customer>(1).await.unwrap().read().description.as_deref(), Some("unflushed"));
+    assert_eq!(check.get_one::<Customer>(1).await.unwrap().read().description.as_deref(), Some("flushed first"));
 }
 
 #[tokio::test]

@@ -131,3 +131,68 @@ async fn rows_a_trigger_skips_fail_the_flush_instead_of_shifting_keys() {
     session.rollback().await.unwrap();
     assert_eq!(count_rows(&test_db, "line").await, 0);
 }
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "line")]
+struct Note {
+    #[orm(primary_key, generated)]
+    id: i64,
+    ord: i32,
+    text: String,
+}
+
+async fn three_notes() -> (TestDb, Database) {
+    let test_db = TestDb::new().await;
+    test_db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE line (id bigserial PRIMARY KEY, ord int NOT NULL, text text NOT NULL);
+             INSERT INTO line (ord, text) VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+        )
+        .await
+        .unwrap();
+    let db = Database::connect(test_db.url()).unwrap();
+    (test_db, db)
+}
+
+#[tokio::test]
+async fn raw_rows_of_an_update_or_upsert_refresh_the_tracked_instances() {
+    let (_test_db, db) = three_notes().await;
+    let mut session = db.session();
+    let first = session.get_one::<Note>(1).await.unwrap();
+    let updated = session.query_raw::<Note>("UPDATE line SET text = upper(text) RETURNING *", &[]).await.unwrap();
+    assert_eq!(updated.len(), 3);
+    assert!(updated.iter().any(|note| orm_core::Tracked::ptr_eq(note, &first)));
+    assert_eq!(first.read().text, "A", "the instance holds what the database holds now");
+    assert!(!first.is_modified());
+
+    let upserted = session
+        .query_raw::<Note>(
+            "INSERT INTO line (id, ord, text) VALUES (1, 9, 'z') ON CONFLICT (id) DO UPDATE SET ord = EXCLUDED.ord RETURNING *",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(orm_core::Tracked::ptr_eq(&upserted[0], &first));
+    assert_eq!((first.read().ord, first.read().text.as_str()), (9, "A"));
+    session.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn raw_rows_for_an_instance_with_unflushed_changes_are_an_error_that_changes_nothing() {
+    let (_test_db, db) = three_notes().await;
+    let mut session = db.session();
+    session.set_autoflush(false);
+    let notes = session.get_many::<Note>(&[1, 2]).await.unwrap();
+    notes[1].modify(|note| note.text = "mine".into());
+    let error = session.query_raw::<Note>("SELECT * FROM line ORDER BY id", &[]).await.unwrap_err();
+    assert!(matches!(&error, Error::UnflushedChanges { entity: "Note", key } if key == "2"), "{error}");
+    assert_eq!(notes[0].read().text, "a");
+    assert_eq!(notes[1].read().text, "mine", "the unflushed change is kept");
+
+    session.flush().await.unwrap();
+    let all = session.query_raw::<Note>("SELECT * FROM line ORDER BY id", &[]).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(notes[1].read().text, "mine");
+}

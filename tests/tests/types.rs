@@ -365,3 +365,30 @@ async fn unknown_enum_text_is_a_decode_error_naming_entity_and_column() {
         test_db.client().await.query_one("SELECT label FROM sample WHERE id = $1", &[&good_id]).await.unwrap().get(0);
     assert_eq!(label, "still usable");
 }
+
+#[tokio::test]
+async fn timestamps_with_nanoseconds_hold_what_a_reload_gives_after_the_flush() {
+    let (_test_db, db) = setup().await;
+    let nanos = |year: i32, nano: u32| date(year, 6, 1).and_hms_nano_opt(12, 0, 0, nano).unwrap();
+    let mut sample = full();
+    sample.created_at = nanos(2024, 123_456_789).and_utc();
+    sample.local_at = nanos(1969, 999_999_999); // before the driver's epoch: truncated toward it
+    sample.alarm = NaiveTime::from_hms_nano_opt(7, 30, 0, 1_999).unwrap();
+    sample.maybe_at = Some(nanos(2001, 5).and_utc());
+    let mut session = db.session();
+    let added = session.add(sample);
+    session.flush().await.unwrap();
+    updated_nanoseconds_too(&added);
+    session.flush().await.unwrap();
+    session.commit().await.unwrap();
+
+    let mut session = db.session();
+    let reloaded = session.get_one::<Sample>(added.read().id).await.unwrap();
+    assert_eq!(*added.read(), *reloaded.read(), "memory after the flush equals a reload");
+    assert_eq!(added.read().created_at, nanos(2024, 123_456_000).and_utc());
+}
+
+/// Writes a timestamp with nanoseconds to an inserted sample.
+fn updated_nanoseconds_too(sample: &orm_core::Tracked<Sample>) {
+    sample.modify(|s| s.maybe_local_at = Some(date(2030, 1, 2).and_hms_nano_opt(3, 4, 5, 6_789).unwrap()));
+}

@@ -108,10 +108,16 @@ async fn run(
     for registry in &mut registries.all {
         // A flush cut off earlier (its future dropped) never ended.
         registry.end_flush(false);
+        registry.begin_flush();
     }
     loop {
-        let links: Vec<LinkState> =
+        let resolved: Result<Vec<LinkState>> =
             registries.all.iter().zip(&deferred).map(|(r, &deferred)| r.resolve_links(registries, deferred)).collect();
+        let links = match resolved {
+            Ok(links) => links,
+            Err(error) if !first => return Err(recover(connection, stats, end, false, error).await),
+            Err(error) => return Err(error),
+        };
         // A post-update names its rows by key: rows whose keys the database
         // generates must have come back from an earlier round trip.
         let keys_awaited = registries.all.iter().enumerate().any(|(index, registry)| {
@@ -208,10 +214,14 @@ async fn conclude(
         FlushEnd::Commit => connection.finish("COMMIT", stats).await?,
         FlushEnd::KeepOpen => {}
     }
+    let mut applied = Ok(());
     for part in sent {
-        part.plan.apply(registries.all[part.registry].as_mut());
+        // Only another thread's guard, taken since `verify`, can fail this.
+        if let Err(error) = part.plan.apply(registries.all[part.registry].as_mut()) {
+            applied = Err(error);
+        }
     }
-    Ok(())
+    applied.map_err(|error| if end == FlushEnd::Commit { Error::AfterCommit(Box::new(error)) } else { error })
 }
 
 /// Ends a flush that has nothing to write.

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use parking_lot::RwLockReadGuard;
+use parking_lot::RwLockWriteGuard;
 
 use crate::connection::{Outcome, Statement};
 use crate::entity::{ColumnSet, Entity, EntityMeta};
@@ -76,9 +76,10 @@ pub(crate) trait TablePlan: Send + Sync {
     /// entities, which stay pending until [`apply`](Self::apply).
     fn set_generated(&self, outcomes: &TableOutcomes) -> Result<()>;
     /// Applies versions and snapshots to the objects, and moves them between
-    /// pending and persistent. Cannot fail: everything that can was checked
-    /// before.
-    fn apply(self: Box<Self>, registry: &mut dyn ErasedRegistry);
+    /// pending and persistent. Fails only if another thread took a guard on
+    /// one of them since [`verify`](Self::verify) and holds it for over a
+    /// second; the objects are then left as they were.
+    fn apply(self: Box<Self>, registry: &mut dyn ErasedRegistry) -> Result<()>;
 }
 
 struct Plan<T: Entity> {
@@ -89,18 +90,113 @@ struct Plan<T: Entity> {
     /// Inserted entities whose reference-cycle columns a post-update sets.
     post_updated: Vec<Tracked<T>>,
     deletes: Vec<Tracked<T>>,
+    /// Row switches: a pending insert replacing a pending delete of the same
+    /// key, written as an UPDATE of the columns that differ, grouped by
+    /// those columns (an empty set sends no statement).
+    switches: Vec<(ColumnSet, Vec<RowSwitch<T>>)>,
 }
 
-/// Read guards over a batch of entities, so their values can be bound
-/// without copying the entities.
-fn read_all<T: Entity>(rows: &[Tracked<T>]) -> Vec<RwLockReadGuard<'_, EntityState<T>>> {
-    rows.iter().map(|t| t.state().read()).collect()
+/// A new entity taking over the row of a deleted one with the same key.
+struct RowSwitch<T: Entity> {
+    new: Tracked<T>,
+    old: Tracked<T>,
+    /// The row as the database holds it (the old entity as last loaded or
+    /// flushed), whose version the UPDATE checks.
+    stored: T,
 }
 
-fn bind_columns<T: Entity>(rows: &[Tracked<T>], columns: &[usize]) -> Vec<crate::types::Param> {
-    let guards = read_all(rows);
+/// The pending inserts of this round trip, and those among them that
+/// replace a pending delete of the same key, grouped by changed columns.
+type InsertsAndSwitches<T> = (Vec<Tracked<T>>, BTreeMap<ColumnSet, Vec<RowSwitch<T>>>);
+
+/// Splits the pending inserts into plain inserts and row switches. An
+/// insert whose key a pending delete frees would violate the key's unique
+/// index if it ran before the delete; as SQLAlchemy does, it updates the
+/// row instead, which keeps the statement count independent of the rows.
+/// Row switches go in the flush's last round trip, with the deletes.
+fn split_row_switches<T: Entity>(
+    registry: &Registry<T>,
+    scope: &PlanScope<'_>,
+    unsent: impl Fn(&&Tracked<T>) -> bool,
+) -> Result<InsertsAndSwitches<T>> {
+    let meta = T::META;
+    let possible = !registry.pending_deletes.is_empty() && !meta.key_columns().any(|k| meta.columns[k].generated);
+    let mut inserts = Vec::new();
+    let mut switches: BTreeMap<ColumnSet, Vec<RowSwitch<T>>> = BTreeMap::new();
+    for tracked in registry.pending_inserts.values().filter(unsent) {
+        let replaced = if possible {
+            let key = tracked.lock_read()?.current.key();
+            registry.pending_deletes.get(&key).cloned()
+        } else {
+            None
+        };
+        let Some(old) = replaced else {
+            inserts.push(tracked.clone());
+            continue;
+        };
+        if !scope.last {
+            continue;
+        }
+        let stored = {
+            let state = old.lock_read()?;
+            state.snapshot.as_deref().unwrap_or(&state.current).clone()
+        };
+        let version_and_key = meta.key_set() | meta.version_column().map_or(0, |v| 1 << v);
+        let changed = tracked.lock_read()?.current.changed_columns(&stored) & !version_and_key;
+        switches.entry(changed).or_default().push(RowSwitch { new: tracked.clone(), old, stored });
+    }
+    Ok((inserts, switches))
+}
+
+/// [`bind_columns`] for row switches: the new entities' values, checked
+/// against the version of the rows they replace.
+fn bind_switches<T: Entity>(
+    switches: &[RowSwitch<T>],
+    columns: &[usize],
+    flush: Option<u64>,
+) -> Result<Vec<crate::types::Param>> {
+    let new: Vec<Tracked<T>> = switches.iter().map(|s| s.new.clone()).collect();
+    let guards = bind_all(&new, flush)?;
+    let current: Vec<&T> = guards.iter().map(|g| &g.current).collect();
+    let stored: Vec<&T> = switches.iter().map(|s| &s.stored).collect();
+    let version = T::META.version_column();
+    Ok(columns
+        .iter()
+        .map(|&column| T::column_array(if Some(column) == version { &stored } else { &current }, column))
+        .collect())
+}
+
+/// Guards over a batch of entities, so their values can be bound without
+/// copying the entities. Each is marked as bound by `flush` while its guard
+/// is held, so that a write after the values were read keeps what was sent.
+/// A guard a user holds fails the flush at once ([`Error::Borrowed`]).
+fn bind_all<T: Entity>(rows: &[Tracked<T>], flush: Option<u64>) -> Result<Vec<RwLockWriteGuard<'_, EntityState<T>>>> {
+    let mut guards = rows.iter().map(Tracked::lock_write).collect::<Result<Vec<_>>>()?;
+    if let Some(flush) = flush {
+        for state in &mut guards {
+            state.bind(flush);
+        }
+    }
+    Ok(guards)
+}
+
+fn bind_columns<T: Entity>(
+    rows: &[Tracked<T>],
+    columns: &[usize],
+    flush: Option<u64>,
+) -> Result<Vec<crate::types::Param>> {
+    let guards = bind_all(rows, flush)?;
     let entities: Vec<&T> = guards.iter().map(|g| &g.current).collect();
-    columns.iter().map(|&column| T::column_array(&entities, column)).collect()
+    Ok(columns.iter().map(|&column| T::column_array(&entities, column)).collect())
+}
+
+/// [`bind_columns`] with the values the database holds, for deletes: the
+/// key (and version) as loaded or last flushed, whatever the fields were
+/// changed to since, so the row deleted is the one the entity was read from.
+fn bind_stored<T: Entity>(rows: &[Tracked<T>], columns: &[usize]) -> Result<Vec<crate::types::Param>> {
+    let guards = bind_all(rows, None)?;
+    let entities: Vec<&T> = guards.iter().map(|g| g.snapshot.as_deref().unwrap_or(&g.current)).collect();
+    Ok(columns.iter().map(|&column| T::column_array(&entities, column)).collect())
 }
 
 /// [`bind_columns`] for a post-update of rows inserted by this flush: their
@@ -110,31 +206,34 @@ fn bind_post_update<T: Entity>(
     registry: &Registry<T>,
     rows: &[Tracked<T>],
     columns: &[usize],
-) -> Vec<crate::types::Param> {
-    let guards = read_all(rows);
+    flush: Option<u64>,
+) -> Result<Vec<crate::types::Param>> {
+    let guards = bind_all(rows, flush)?;
     let current: Vec<&T> = guards.iter().map(|g| &g.current).collect();
     let inserted: Vec<&T> = rows
         .iter()
         .zip(&current)
         .map(|(tracked, &current)| registry.provisional.get(&tracked.address()).unwrap_or(current))
         .collect();
-    columns
+    Ok(columns
         .iter()
         .map(|&column| T::column_array(if T::META.columns[column].primary_key { &inserted } else { &current }, column))
-        .collect()
+        .collect())
 }
 
-pub(crate) fn plan_table<T: Entity>(
+/// The written entities with changes to update, grouped by the set of
+/// columns that changed; written ones that turned out unchanged are marked
+/// synced.
+fn group_updates<T: Entity>(
     registry: &Registry<T>,
     scope: &PlanScope<'_>,
-) -> Result<Option<Box<dyn TablePlan>>> {
+) -> Result<BTreeMap<ColumnSet, Vec<Tracked<T>>>> {
     let meta = T::META;
     let version_bit = meta.version_column().map_or(0, |v| 1 << v);
     let mut groups: BTreeMap<ColumnSet, Vec<Tracked<T>>> = BTreeMap::new();
-    let written = if scope.last { registry.written() } else { Vec::new() };
-    for tracked in written {
+    for tracked in registry.written() {
         let (original_key, changed) = {
-            let state = tracked.state().read();
+            let state = tracked.lock_read()?;
             let Some(snapshot) = &state.snapshot else { continue };
             (snapshot.key(), state.current.changed_columns(snapshot))
         };
@@ -153,29 +252,43 @@ pub(crate) fn plan_table<T: Entity>(
             // failed flush would have to restore. (A preview leaves it be:
             // a link to a pending parent may still change it.)
             if !scope.preview {
-                tracked.mark_synced();
+                tracked.mark_synced_if_free();
             }
         } else {
             groups.entry(changed).or_default().push(tracked);
         }
     }
+    Ok(groups)
+}
+
+pub(crate) fn plan_table<T: Entity>(
+    registry: &Registry<T>,
+    scope: &PlanScope<'_>,
+) -> Result<Option<Box<dyn TablePlan>>> {
+    let meta = T::META;
+    let flush = if scope.preview { None } else { registry.write_log().flushing() };
+    let groups = if scope.last { group_updates(registry, scope)? } else { BTreeMap::new() };
     let unsent = |t: &&Tracked<T>| !scope.waiting.contains(&t.address()) && !scope.inserted.contains(&t.address());
-    let inserts: Vec<Tracked<T>> = registry.pending_inserts.values().filter(unsent).cloned().collect();
-    let deletes: Vec<Tracked<T>> =
-        if scope.last { registry.pending_deletes.values().cloned().collect() } else { Vec::new() };
-    // The rows this flush inserts that reference something through a
-    // deferred column, once all rows are inserted: the flush makes sure that
-    // rows with generated keys were sent by an earlier round trip.
-    let post_updated: Vec<Tracked<T>> = if scope.last && scope.deferred != 0 {
-        let references = |t: &&Tracked<T>| {
-            let entity = t.read();
-            sql::indexes(scope.deferred).any(|column| !entity.column_is_null(column))
-        };
-        registry.pending_inserts.values().filter(references).cloned().collect()
+    let (inserts, switches) = split_row_switches(registry, scope, unsent)?;
+    let replaced: HashSet<usize> = switches.values().flatten().map(|s| s.old.address()).collect();
+    let deletes: Vec<Tracked<T>> = if scope.last {
+        registry.pending_deletes.values().filter(|t| !replaced.contains(&t.address())).cloned().collect()
     } else {
         Vec::new()
     };
-    if inserts.is_empty() && groups.is_empty() && deletes.is_empty() && post_updated.is_empty() {
+    // The rows this flush inserts that reference something through a
+    // deferred column, once all rows are inserted: the flush makes sure that
+    // rows with generated keys were sent by an earlier round trip.
+    let mut post_updated: Vec<Tracked<T>> = Vec::new();
+    if scope.last && scope.deferred != 0 {
+        for tracked in registry.pending_inserts.values() {
+            let state = tracked.lock_read()?;
+            if sql::indexes(scope.deferred).any(|column| !state.current.column_is_null(column)) {
+                post_updated.push(tracked.clone());
+            }
+        }
+    }
+    if inserts.is_empty() && groups.is_empty() && deletes.is_empty() && post_updated.is_empty() && switches.is_empty() {
         return Ok(None);
     }
 
@@ -184,14 +297,15 @@ pub(crate) fn plan_table<T: Entity>(
         let columns = meta.insert_columns() & !scope.deferred;
         let returns_rows = meta.generated_columns().next().is_some();
         let (sql, params) = match inserts.as_slice() {
-            [single] => {
-                let entity = single.read();
+            [_] => {
+                let guards = bind_all(&inserts, flush)?;
+                let entity = &guards[0].current;
                 (
                     sql::insert_one(meta, columns),
                     sql::indexes(columns).map(|column| entity.column_value(column)).collect(),
                 )
             }
-            _ => (sql::insert(meta, columns), bind_columns(&inserts, &sql::batch_insert_parameters(columns))),
+            _ => (sql::insert(meta, columns), bind_columns(&inserts, &sql::batch_insert_parameters(columns), flush)?),
         };
         statements.inserts.push(Statement {
             sql,
@@ -203,7 +317,15 @@ pub(crate) fn plan_table<T: Entity>(
     for (&changed, rows) in &groups {
         statements.updates.push(Statement {
             sql: sql::update(meta, changed),
-            params: bind_columns(rows, &sql::update_parameters(meta, changed)),
+            params: bind_columns(rows, &sql::update_parameters(meta, changed), flush)?,
+            returns_rows: true,
+            check: None,
+        });
+    }
+    for (&changed, switched) in switches.iter().filter(|(&changed, _)| changed != 0) {
+        statements.updates.push(Statement {
+            sql: sql::update(meta, changed),
+            params: bind_switches(switched, &sql::update_parameters(meta, changed), flush)?,
             returns_rows: true,
             check: None,
         });
@@ -214,7 +336,7 @@ pub(crate) fn plan_table<T: Entity>(
     if !post_updated.is_empty() {
         statements.updates.push(Statement {
             sql: sql::update(meta, scope.deferred),
-            params: bind_post_update(registry, &post_updated, &sql::update_parameters(meta, scope.deferred)),
+            params: bind_post_update(registry, &post_updated, &sql::update_parameters(meta, scope.deferred), flush)?,
             returns_rows: true,
             check: None,
         });
@@ -224,7 +346,7 @@ pub(crate) fn plan_table<T: Entity>(
         // the same flush.
         statements.updates.push(Statement {
             sql: sql::clear(meta, scope.deferred),
-            params: bind_columns(&deletes, &meta.key_columns().collect::<Vec<_>>()),
+            params: bind_stored(&deletes, &meta.key_columns().collect::<Vec<_>>())?,
             returns_rows: false,
             check: None,
         });
@@ -232,13 +354,14 @@ pub(crate) fn plan_table<T: Entity>(
     if !deletes.is_empty() {
         statements.deletes.push(Statement {
             sql: sql::delete(meta),
-            params: bind_columns(&deletes, &sql::update_parameters(meta, 0)),
+            params: bind_stored(&deletes, &sql::update_parameters(meta, 0))?,
             returns_rows: true,
             check: None,
         });
     }
     let updates = groups.into_values().collect();
-    Ok(Some(Box::new(Plan { statements, inserts, updates, post_updated, deletes })))
+    let switches = switches.into_iter().collect();
+    Ok(Some(Box::new(Plan { statements, inserts, updates, post_updated, deletes, switches })))
 }
 
 /// Refuses an insert whose `RETURNING` columns the entity's generated
@@ -291,7 +414,7 @@ impl<T: Entity> Plan<T> {
         let matched: HashSet<T::Key> = rows.iter().filter_map(|row| T::key_from_row(row).ok()).collect();
         let keys = expected
             .iter()
-            .map(Tracked::key)
+            .filter_map(Tracked::identity_key)
             .filter(|key| !matched.contains(key))
             .map(|key| format!("{key:?}"))
             .collect();
@@ -318,7 +441,8 @@ impl<T: Entity> TablePlan for Plan<T> {
         let statements = &self.statements;
         PendingChanges {
             inserts: self.inserts.len(),
-            updates: self.updates.iter().map(Vec::len).sum(),
+            updates: self.updates.iter().map(Vec::len).sum::<usize>()
+                + self.switches.iter().map(|(_, switched)| switched.len()).sum::<usize>(),
             deletes: self.deletes.len(),
             statements: statements.inserts.len() + statements.updates.len() + statements.deletes.len(),
         }
@@ -338,7 +462,7 @@ impl<T: Entity> TablePlan for Plan<T> {
         self.check_inserted(outcomes)?;
         let (rows, _) = Self::inserted_rows(outcomes);
         for (n, tracked) in self.inserts.iter().enumerate() {
-            let mut entity = tracked.get();
+            let mut entity = tracked.lock_read()?.current.clone();
             if let Some(row) = rows.get(n) {
                 entity.set_generated(row)?;
             }
@@ -348,13 +472,30 @@ impl<T: Entity> TablePlan for Plan<T> {
     }
 
     fn needs_verification(&self) -> bool {
-        !self.updates.is_empty() || (!self.deletes.is_empty() && T::META.version_column().is_some())
+        !self.updates.is_empty()
+            || self.switches.iter().any(|&(changed, _)| changed != 0)
+            || (!self.deletes.is_empty() && T::META.version_column().is_some())
     }
 
     fn verify(&self, outcomes: &TableOutcomes) -> Result<()> {
+        // The objects `apply` changes must be free now, while a failure can
+        // still roll the flush back: a guard held by the flush's own task
+        // (under `join!`, say) is one nobody will drop until it returns.
+        let switched = self.switches.iter().flat_map(|(_, switched)| switched.iter().map(|s| &s.new));
+        for tracked in
+            self.inserts.iter().chain(self.updates.iter().flatten()).chain(&self.post_updated).chain(switched)
+        {
+            drop(tracked.lock_write()?);
+        }
         self.check_inserted(outcomes)?;
         for (rows, outcome) in self.updates.iter().zip(&outcomes.updates) {
             Self::check_matched(rows, outcome)?;
+        }
+        // A switch checks the row it takes over, as the delete would have.
+        let switch_outcomes = outcomes.updates.iter().skip(self.updates.len());
+        for ((_, switched), outcome) in self.switches.iter().filter(|(changed, _)| *changed != 0).zip(switch_outcomes) {
+            let replaced: Vec<Tracked<T>> = switched.iter().map(|s| s.old.clone()).collect();
+            Self::check_matched(&replaced, outcome)?;
         }
         // Deleting a row that is already gone reaches the desired state,
         // unless a version says the caller decided on data that changed.
@@ -369,55 +510,119 @@ impl<T: Entity> TablePlan for Plan<T> {
     fn set_generated(&self, outcomes: &TableOutcomes) -> Result<()> {
         let (rows, _) = Self::inserted_rows(outcomes);
         for (tracked, row) in self.inserts.iter().zip(rows) {
-            tracked.state().write().current.set_generated(row)?;
+            tracked.lock_write()?.apply_from_database(|entity| entity.set_generated(row))?;
         }
         Ok(())
     }
 
-    fn apply(self: Box<Self>, registry: &mut dyn ErasedRegistry) {
+    fn apply(self: Box<Self>, registry: &mut dyn ErasedRegistry) -> Result<()> {
         let Some(registry) = registry.as_any_mut().downcast_mut::<Registry<T>>() else {
             unreachable!("a plan is applied to the registry that made it")
         };
         let in_savepoint = !registry.savepoints.is_empty();
-        if self.inserts.len() == registry.pending_inserts.len() {
+        let inserting: HashSet<usize> = self.inserts.iter().map(Tracked::address).collect();
+        let post_updated: HashSet<usize> = self.post_updated.iter().map(Tracked::address).collect();
+        // Every object is borrowed before any changes, so that one borrowed
+        // elsewhere leaves all of them as they were.
+        let mut inserted = self.inserts.iter().map(Tracked::lock_write).collect::<Result<Vec<_>>>()?;
+        let mut post_updated_only = self
+            .post_updated
+            .iter()
+            .filter(|tracked| !inserting.contains(&tracked.address()))
+            .map(Tracked::lock_write)
+            .collect::<Result<Vec<_>>>()?;
+        let mut updated = self.updates.iter().flatten().map(Tracked::lock_write).collect::<Result<Vec<_>>>()?;
+        let switched: Vec<(bool, &RowSwitch<T>)> =
+            self.switches.iter().flat_map(|(changed, s)| s.iter().map(move |s| (*changed != 0, s))).collect();
+        let mut switching = switched.iter().map(|(_, s)| s.new.lock_write()).collect::<Result<Vec<_>>>()?;
+
+        // The post-update advanced the version the insert wrote.
+        for state in &mut post_updated_only {
+            state.advance_version();
+        }
+        let mut inserted_keys = Vec::with_capacity(inserted.len());
+        let mut rewritten = Vec::new();
+        for (tracked, state) in self.inserts.iter().zip(&mut inserted) {
+            if post_updated.contains(&tracked.address()) {
+                state.advance_version();
+            }
+            if state.mark_flushed() {
+                rewritten.push(tracked);
+            }
+            // The key as inserted: a write since may have changed the field.
+            inserted_keys.push(state.snapshot.as_deref().unwrap_or(&state.current).key());
+        }
+        let mut befores = Vec::with_capacity(updated.len());
+        for (tracked, state) in self.updates.iter().flatten().zip(&mut updated) {
+            let before = state.snapshot.take();
+            state.advance_version();
+            if state.mark_flushed() {
+                rewritten.push(tracked);
+            }
+            befores.push(before);
+        }
+        let mut switched_keys = Vec::with_capacity(switched.len());
+        for (&(updated, switch), state) in switched.iter().zip(&mut switching) {
+            state.current.copy_version(&switch.stored);
+            if let Some(sent) = &mut state.sent {
+                sent.copy_version(&switch.stored);
+            }
+            if updated {
+                state.advance_version();
+            }
+            if state.mark_flushed() {
+                rewritten.push(&switch.new);
+            }
+            switched_keys.push(state.snapshot.as_deref().unwrap_or(&state.current).key());
+        }
+        drop((inserted, post_updated_only, updated, switching));
+
+        let leaving = inserting.len() + switched.len();
+        if leaving == registry.pending_inserts.len() {
             // The planned inserts are a subset of the pending ones: all of them.
             registry.pending_inserts.clear();
         } else {
-            let inserted: HashSet<usize> = self.inserts.iter().map(Tracked::address).collect();
-            registry.pending_inserts.retain(|address, _| !inserted.contains(address));
+            let switched: HashSet<usize> = switched.iter().map(|(_, s)| s.new.address()).collect();
+            registry.pending_inserts.retain(|address, _| !inserting.contains(address) && !switched.contains(address));
         }
-        registry.identity.reserve(self.inserts.len());
-        for tracked in self.inserts {
-            let key = {
-                let mut state = tracked.state().write();
-                state.snapshot = None;
-                state.current.key()
-            };
-            registry.identity.insert(key, tracked.clone());
+        for ((_, switch), key) in switched.iter().zip(switched_keys) {
+            // The new entity takes the deleted one's place under its key.
+            registry.pending_deletes.swap_remove(&key);
+            registry.enter(key, switch.new.clone());
             if let Some(undo) = registry.savepoints.last_mut() {
-                undo.inserted.push(tracked);
+                undo.deleted.push(switch.old.clone());
+                undo.inserted.push(switch.new.clone());
             }
         }
-        for tracked in self.post_updated {
-            // The post-update advanced the version the insert wrote.
-            tracked.state().write().current.increment_version();
+        registry.identity.reserve(self.inserts.len());
+        for (tracked, key) in self.inserts.iter().zip(inserted_keys) {
+            registry.enter(key, tracked.clone());
+            if let Some(undo) = registry.savepoints.last_mut() {
+                undo.inserted.push(tracked.clone());
+            }
         }
-        for tracked in self.updates.into_iter().flatten() {
-            let mut state = tracked.state().write();
-            state.current.increment_version();
-            let before = state.snapshot.take();
-            drop(state);
-            if let (true, Some(before), Some(undo)) = (in_savepoint, before, registry.savepoints.last_mut()) {
-                undo.updated.push((tracked, before));
+        if in_savepoint {
+            if let Some(undo) = registry.savepoints.last_mut() {
+                let updated = self.updates.iter().flatten().zip(befores);
+                undo.updated.extend(updated.filter_map(|(tracked, before)| Some((tracked.clone(), before?))));
             }
         }
         for tracked in self.deletes {
-            let key = tracked.key();
-            registry.pending_deletes.swap_remove(&key);
-            registry.identity.swap_remove(&key);
+            // Deleted objects keep the key they had, so a rolled-back
+            // savepoint can put them back under it.
+            if let Some(key) = tracked.identity_key() {
+                registry.pending_deletes.swap_remove(&key);
+                registry.identity.swap_remove(&key);
+            }
             if let Some(undo) = registry.savepoints.last_mut() {
                 undo.deleted.push(tracked);
             }
         }
+        // Writes that landed while the statements were on the wire are
+        // pending for the next flush.
+        for tracked in rewritten {
+            tracked.log_write();
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,120 @@
+//! Row switch: deleting an entity and adding a new one with the same key in
+//! one flush updates the row instead of inserting before the delete (which
+//! would violate the key), as SQLAlchemy does.
+
+mod support;
+
+use orm_core::{Database, Entity, Error, Tracked};
+use orm_tests::TestDb;
+
+/// A row keyed by a name the application chooses, with a version.
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Setting {
+    #[orm(primary_key)]
+    name: String,
+    value: String,
+    note: Option<String>,
+    #[orm(version)]
+    version: i32,
+}
+
+fn setting(name: &str, value: &str) -> Setting {
+    Setting { name: name.into(), value: value.into(), note: None, version: 0 }
+}
+
+async fn setup(rows: usize) -> (TestDb, Database) {
+    let test_db = TestDb::new().await;
+    let client = test_db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE setting (name text PRIMARY KEY, value text NOT NULL, note text, version int NOT NULL)",
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO setting SELECT 's' || n, 'old', 'kept', 0 FROM generate_series(1, $1::int) AS n",
+            &[&i32::try_from(rows).unwrap()],
+        )
+        .await
+        .unwrap();
+    let db = Database::connect(test_db.url()).unwrap();
+    (test_db, db)
+}
+
+async fn stored(test_db: &TestDb) -> Vec<(String, String, Option<String>, i32)> {
+    let client = test_db.client().await;
+    let rows = client.query("SELECT name, value, note, version FROM setting ORDER BY name", &[]).await.unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+}
+
+#[tokio::test]
+async fn ten_thousand_deletes_replaced_by_adds_of_the_same_keys_are_one_update() {
+    let (test_db, db) = setup(10_000).await;
+    let mut session = db.session();
+    let old = session.query::<Setting>().all().await.unwrap();
+    for entity in &old {
+        session.delete(entity).unwrap();
+    }
+    let new = session.add_all(old.iter().map(|entity| {
+        let mut replacement = setting(&entity.read().name, "new");
+        replacement.note = Some("kept".into()); // the same as the row's: not written
+        replacement
+    }));
+    assert_eq!(session.pending().unwrap().updates, 10_000);
+    let before = session.stats().statements;
+    let stats = session.commit().await.unwrap();
+    assert_eq!(stats.statements - before, 1, "one UPDATE of `value` for 10,000 row switches");
+
+    let rows = stored(&test_db).await;
+    assert_eq!(rows.len(), 10_000);
+    assert!(rows
+        .iter()
+        .all(|(_, value, note, version)| value == "new" && note.as_deref() == Some("kept") && *version == 1));
+    assert!(new.iter().all(|entity| entity.read().version == 1), "the new objects carry the row's version");
+
+    let mut session = db.session();
+    let reloaded = session.get_one::<Setting>("s1".to_owned()).await.unwrap();
+    reloaded.modify(|s| s.value = "newer".into());
+    session.commit().await.unwrap(); // the version the switch left in memory matches the row's
+}
+
+#[tokio::test]
+async fn a_switch_tracks_the_new_object_and_a_rolled_back_savepoint_brings_the_old_one_back() {
+    let (test_db, db) = setup(2).await;
+    let mut session = db.session();
+    let old = session.get_one::<Setting>("s1".to_owned()).await.unwrap();
+    let savepoint = session.begin_nested().await.unwrap();
+    session.delete(&old).unwrap();
+    let new = session.add(setting("s1", "new"));
+    session.flush().await.unwrap();
+    let tracked = session.get_one::<Setting>("s1".to_owned()).await.unwrap();
+    assert!(Tracked::ptr_eq(&tracked, &new));
+
+    session.rollback_nested(savepoint).await.unwrap();
+    let tracked = session.get_one::<Setting>("s1".to_owned()).await.unwrap();
+    assert!(Tracked::ptr_eq(&tracked, &old), "the deleted object is back");
+    assert!(!session.expunge(&new), "the new object left with the savepoint");
+
+    // Unchanged columns send nothing at all.
+    session.delete(&old).unwrap();
+    let same = session.add(Setting { name: "s1".into(), value: "old".into(), note: Some("kept".into()), version: 0 });
+    let before = session.stats().statements;
+    let stats = session.commit().await.unwrap();
+    assert_eq!(stats.statements, before, "no statement besides COMMIT");
+    assert_eq!(same.read().version, 0);
+    assert_eq!(stored(&test_db).await[0], ("s1".to_owned(), "old".to_owned(), Some("kept".to_owned()), 0));
+}
+
+#[tokio::test]
+async fn a_switch_checks_the_version_of_the_row_it_replaces() {
+    let (test_db, db) = setup(1).await;
+    let mut session = db.session();
+    let old = session.get_one::<Setting>("s1".to_owned()).await.unwrap();
+    test_db.client().await.execute("UPDATE setting SET value = 'theirs', version = 1", &[]).await.unwrap();
+    session.delete(&old).unwrap();
+    session.add(setting("s1", "mine"));
+    let error = session.commit().await.unwrap_err();
+    assert!(matches!(&error, Error::StaleData { entity: "Setting", .. }), "{error}");
+    assert_eq!(stored(&test_db).await[0].1, "theirs");
+}
