@@ -346,7 +346,12 @@ fn column_of(column: Option<&str>, table: Option<&str>) -> String {
 fn database_reason(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => error.to_string(),
+        // The driver's own message only says which step failed
+        // ("error serializing parameter 0"); its cause says why.
+        None => match std::error::Error::source(error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        },
     }
 }
 
@@ -443,11 +448,11 @@ impl Error {
         database: String,
         user: String,
     ) -> Self {
-        let reason = match source.as_db_error() {
-            Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-            None => std::error::Error::source(&source)
-                .and_then(|cause| cause.downcast_ref::<std::io::Error>())
-                .map_or_else(|| source.to_string(), std::io::Error::to_string),
+        // The server's message, or the network's (not the driver's own
+        // "error connecting to server", which says nothing new).
+        let reason = match std::error::Error::source(&source) {
+            Some(cause) if source.as_db_error().is_none() && cause.is::<std::io::Error>() => cause.to_string(),
+            _ => database_reason(&source),
         };
         Error::Connect { host, port, database, user, reason, source }
     }
