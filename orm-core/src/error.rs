@@ -356,7 +356,7 @@ fn database_reason(error: &tokio_postgres::Error) -> String {
 }
 
 /// Why a value could not be decoded. A `FromSql` implementation's own
-/// message may quote the value (serde_json's does), so only the two
+/// message may quote the value (`serde_json`'s does), so only the two
 /// causes the driver reports as types are spelled out.
 fn decode_reason(error: &tokio_postgres::Error) -> String {
     let cause = std::error::Error::source(error);
@@ -608,7 +608,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The kind's stable snake_case name (`"not_found"`, `"bad_data"`,
+    /// The kind's stable snake-case name (`"not_found"`, `"bad_data"`,
     /// ...), for metrics labels and structured logs.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -51,7 +51,7 @@ async fn ten_thousand_distinct_raw_statements_leave_the_cache_as_the_orm_left_it
 
     // The client side of the cache did not grow either.
     let client = db.pool().get().await.unwrap();
-    assert_eq!(client.statement_cache.size() as i64, orm_statements);
+    assert_eq!(i64::try_from(client.statement_cache.size()).unwrap(), orm_statements);
 }
 
 #[tokio::test]
