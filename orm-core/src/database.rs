@@ -143,8 +143,9 @@ impl ConnectTarget {
             })
             .collect::<Vec<_>>()
             .join(",");
-        let user = config.get_user().map_or_else(|| "(the operating system user)".to_owned(), str::to_owned);
-        let database = config.get_dbname().map_or_else(|| user.clone(), str::to_owned);
+        let user = config.get_user();
+        let database = config.get_dbname().or(user).map_or_else(|| "(named after the user)".to_owned(), str::to_owned);
+        let user = user.map_or_else(|| "(the operating system user)".to_owned(), str::to_owned);
         let port = config.get_ports().first().copied().unwrap_or(5432);
         ConnectTarget { host, port, database, user }
     }

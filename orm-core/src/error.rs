@@ -524,6 +524,11 @@ impl From<tokio_postgres::Error> for Error {
     }
 }
 
+/// For `?` on `pool().get()` in hand-written code. The pool's error does not
+/// say where it tried to connect, so a connection it could not open is
+/// [`Error::ConnectionLost`] here; [`Database::checkout`](crate::Database::checkout)
+/// and sessions report it as an [`Error::Connect`] naming host, port,
+/// database and user.
 impl From<PoolError> for Error {
     fn from(error: PoolError) -> Self {
         match error {
@@ -535,9 +540,8 @@ impl From<PoolError> for Error {
                 },
             },
             // The pool failed to open a connection: whatever the server
-            // said (no such database, too many clients, starting up), the
-            // caller got no connection, and a server error from a statement
-            // would mislead.
+            // said, the caller got no connection, and a server error from a
+            // statement would mislead.
             PoolError::Backend(error) => Error::ConnectionLost(error),
             other => Error::Pool(other.to_string()),
         }
