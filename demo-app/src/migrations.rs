@@ -21,7 +21,7 @@ pub enum MigrationError {
 /// Applies the migrations the database does not have yet, on one
 /// connection of the pool. Returns how many were applied.
 pub async fn run(db: &Database) -> Result<usize, MigrationError> {
-    let mut connection = db.pool().get().await.map_err(orm_core::Error::from)?;
+    let mut connection = db.checkout().await?;
     let client: &mut orm_core::tokio_postgres::Client = &mut connection;
     let report = embedded::migrations::runner().run_async(client).await?;
     for migration in report.applied_migrations() {

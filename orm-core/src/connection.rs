@@ -4,17 +4,20 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 
 use deadpool_postgres::{Object, Pool};
 use futures_util::future::{join, maybe_done, try_join_all, MaybeDone};
 use futures_util::{pin_mut, FutureExt, TryStreamExt};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 use tracing::Instrument;
 
+use crate::database::ConnectTarget;
 use crate::error::{Error, Result};
 use crate::isolation::IsolationLevel;
+use crate::raw_sql::RawSql;
 use crate::stats::SessionStats;
 use crate::types::{param_refs, Param};
 
@@ -49,6 +52,8 @@ impl Outcome {
 /// The pooled connection of one session and the state of its transaction.
 pub(crate) struct SessionConnection {
     pool: Pool,
+    /// Where the pool connects, to name in a connection failure.
+    target: Arc<ConnectTarget>,
     client: Option<Object>,
     in_transaction: bool,
     /// A statement failed and the transaction was not recovered: only rollback remains.
@@ -87,9 +92,10 @@ pub(crate) enum Access {
 const FLUSH_SAVEPOINT: &str = "orm_flush";
 
 impl SessionConnection {
-    pub(crate) fn new(pool: Pool, isolation: Option<IsolationLevel>) -> Self {
+    pub(crate) fn new(pool: Pool, target: Arc<ConnectTarget>, isolation: Option<IsolationLevel>) -> Self {
         SessionConnection {
             pool,
+            target,
             client: None,
             in_transaction: false,
             failed: false,
@@ -124,10 +130,38 @@ impl SessionConnection {
         if self.failed {
             return Err(Error::TransactionFailed);
         }
+        // A connection that broke since the last statement (the server
+        // restarted, say) held no transaction: nothing is lost by taking
+        // another. Inside a transaction the next statement reports the loss.
+        if !self.in_transaction && self.client.as_ref().is_some_and(|client| client.is_closed()) {
+            self.discard_connection();
+        }
         if self.client.is_none() {
-            self.client = Some(self.pool.get().await?);
+            let client = self.pool.get().await.map_err(|error| self.target.error(error))?;
+            self.client = Some(client);
         }
         Ok(())
+    }
+
+    /// Records a statement that failed on the server or on its way there.
+    /// PostgreSQL aborts the whole transaction on any error, so inside one
+    /// only a rollback (to a savepoint, see `recover`) remains. Outside one
+    /// nothing was lost, and a connection that broke is let go, so that the
+    /// session's next statement takes a fresh one from the pool.
+    fn statement_failed(&mut self, error: &Error) {
+        if self.in_transaction {
+            self.failed = true;
+        } else if matches!(error, Error::ConnectionLost(_)) {
+            self.discard_connection();
+        }
+    }
+
+    /// Gives up the session's connection for good: detached from the pool,
+    /// which frees its slot at once and never hands it out again.
+    fn discard_connection(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(Object::take(client));
+        }
     }
 
     /// Runs `statements` in one round trip (plus one to prepare statements not
@@ -204,12 +238,13 @@ impl SessionConnection {
                 self.in_flight = false;
                 stats.round_trips += u64::from(has_prefix || prepared_now || prepare_failed);
                 self.prefix_answered(begin, before.is_some(), prefix_result.is_ok());
+                let error = prefix_result.map_err(Error::from).err().unwrap_or(error);
                 // A failed prepare aborts the transaction; a refused result
                 // check follows successful ones, which leave it as it was.
                 if prepare_failed {
-                    self.failed |= self.in_transaction;
+                    self.statement_failed(&error);
                 }
-                return Err(prefix_result.map_err(Error::from).err().unwrap_or(error));
+                return Err(error);
             }
         };
         if prepared_now {
@@ -234,12 +269,11 @@ impl SessionConnection {
             }
             after_result.map(|()| results)
         });
-        // PostgreSQL aborts the whole transaction on any error: only a
-        // rollback to a savepoint (see `recover`) makes it usable again.
-        if collected.is_err() && self.in_transaction {
-            self.failed = true;
-        }
-        collected.map_err(Error::from)
+        collected.map_err(|error| {
+            let error = Error::from(error);
+            self.statement_failed(&error);
+            error
+        })
     }
 
     /// Records what the answer to a batch's prefix means: a `BEGIN` in it
@@ -316,16 +350,17 @@ impl SessionConnection {
 
     /// Runs one statement and hands each row to `on_row` as it arrives,
     /// without collecting the result first. Returns the rows affected (or
-    /// returned).
+    /// returned). `sql` says whether the statement stays prepared on the
+    /// connection (see [`RawSql`]); the ORM's own statements do.
     pub(crate) async fn for_each_row(
         &mut self,
-        sql: &str,
+        sql: RawSql<'_>,
         params: &[&(dyn ToSql + Sync)],
         access: Access,
         stats: &mut SessionStats,
         on_row: impl FnMut(Row) -> Result<()>,
     ) -> Result<u64> {
-        self.for_each_row_checked(sql, params, access, stats, |_| Ok(()), on_row).await
+        self.for_each_row_checked(sql, params, access, stats, None, on_row).await
     }
 
     /// [`for_each_row`](Self::for_each_row), first handing the prepared
@@ -333,11 +368,11 @@ impl SessionConnection {
     /// statement is not run and the error is returned.
     pub(crate) async fn for_each_row_checked(
         &mut self,
-        sql: &str,
+        sql: RawSql<'_>,
         params: &[&(dyn ToSql + Sync)],
         access: Access,
         stats: &mut SessionStats,
-        check: impl FnOnce(&tokio_postgres::Statement) -> Result<()>,
+        check: Option<fn(&tokio_postgres::Statement) -> Result<()>>,
         mut on_row: impl FnMut(Row) -> Result<()>,
     ) -> Result<u64> {
         let reads_in_transaction = self.isolation.is_some_and(IsolationLevel::reads_in_transaction);
@@ -345,14 +380,26 @@ impl SessionConnection {
         let begin_sql = self.begin_sql();
         self.checkout().await?;
         let client = self.client.as_ref().ok_or(Error::TransactionFailed)?;
-        let cache_size = client.statement_cache.size();
-        let span = tracing::debug_span!("orm.statement", sql, rows = tracing::field::Empty);
+        let text = sql.text();
+        let span = tracing::debug_span!("orm.statement", sql = text, rows = tracing::field::Empty);
         self.in_flight = true;
         let result = async {
-            let prepared = client.prepare_cached(sql).await?;
-            let prepared_now = client.statement_cache.size() > cache_size;
-            if let Err(refused) = check(&prepared) {
-                return Ok((prepared_now, Err(refused)));
+            let (prepared, prepare_trips) = if sql.is_cached() {
+                let cache_size = client.statement_cache.size();
+                let prepared = client.prepare_cached(text).await?;
+                (Some(prepared), u64::from(client.statement_cache.size() > cache_size))
+            } else if params.is_empty() && check.is_none() {
+                // Run as the unnamed statement below: nothing to prepare.
+                (None, 0)
+            } else {
+                // Named and uncached: dropping the last handle (the row
+                // stream's) queues a Close, so the server forgets it too.
+                (Some(client.prepare(text).await?), 1)
+            };
+            if let (Some(prepared), Some(check)) = (&prepared, check) {
+                if let Err(refused) = check(prepared) {
+                    return Ok((prepare_trips, Err(refused)));
+                }
             }
             let begin_future = async {
                 if begin {
@@ -361,19 +408,28 @@ impl SessionConnection {
                     Ok(())
                 }
             };
-            let (begin_result, stream) = join(begin_future, client.query_raw(&prepared, params.iter().copied())).await;
-            Ok::<_, tokio_postgres::Error>((prepared_now, Ok((begin_result, stream))))
+            let run = async {
+                match &prepared {
+                    Some(prepared) => client.query_raw(prepared, params.iter().copied()).await,
+                    // The unnamed statement is parsed, bound and run in one
+                    // message and replaced by the next one, so it stays on
+                    // neither side. Only without parameters: tokio-postgres
+                    // must be told their types, which `ToSql` cannot say.
+                    None => client.query_typed_raw(text, std::iter::empty::<(&(dyn ToSql + Sync), Type)>()).await,
+                }
+            };
+            let (begin_result, stream) = join(begin_future, run).await;
+            Ok::<_, tokio_postgres::Error>((prepare_trips, Ok((begin_result, stream))))
         }
         .instrument(span.clone())
         .await;
-        let (prepared_now, sent) = match result {
+        let (prepare_trips, sent) = match result {
             Ok(parts) => parts,
             Err(error) => {
                 self.in_flight = false;
-                if self.in_transaction {
-                    self.failed = true;
-                }
-                return Err(error.into());
+                let error = Error::from(error);
+                self.statement_failed(&error);
+                return Err(error);
             }
         };
         let (begin_result, stream) = match sent {
@@ -382,11 +438,11 @@ impl SessionConnection {
                 // Only the prepare reached the server, which leaves the
                 // transaction as it was.
                 self.in_flight = false;
-                stats.round_trips += u64::from(prepared_now);
+                stats.round_trips += prepare_trips;
                 return Err(refused);
             }
         };
-        stats.round_trips += 1 + u64::from(prepared_now);
+        stats.round_trips += 1 + prepare_trips;
         stats.statements += 1;
         if begin && begin_result.is_ok() {
             self.in_transaction = true;
@@ -415,8 +471,9 @@ impl SessionConnection {
             }
             Ok(Err(decode_error)) => Err(decode_error),
             Err(error) => {
-                self.failed = true;
-                Err(error.into())
+                let error = Error::from(error);
+                self.statement_failed(&error);
+                Err(error)
             }
         }
     }

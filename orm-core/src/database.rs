@@ -1,9 +1,11 @@
 //! [`Database`]: the connection pool that sessions borrow from.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::config::Host;
 use tokio_postgres::NoTls;
 
 use crate::connection::SessionConnection;
@@ -112,8 +114,54 @@ impl DatabaseConfig {
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    target: Arc<ConnectTarget>,
     n_plus_one: NPlusOne,
     isolation: Option<IsolationLevel>,
+}
+
+/// Where the pool connects, and as whom: what [`Error::Connect`] names. The
+/// password is deliberately not kept.
+#[derive(Debug)]
+pub(crate) struct ConnectTarget {
+    host: String,
+    port: u16,
+    database: String,
+    user: String,
+}
+
+impl ConnectTarget {
+    /// What tokio-postgres will use: a missing user is the operating
+    /// system's user, a missing database the user's name, a missing port 5432.
+    fn of(config: &tokio_postgres::Config) -> Self {
+        let host = config
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
+                Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                Host::Unix(path) => path.display().to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let user = config.get_user();
+        let database = config.get_dbname().or(user).map_or_else(|| "(named after the user)".to_owned(), str::to_owned);
+        let user = user.map_or_else(|| "(the operating system user)".to_owned(), str::to_owned);
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        ConnectTarget { host, port, database, user }
+    }
+
+    /// The pool's error as the crate's: a connection the pool failed to
+    /// open is an [`Error::Connect`] naming this target, whatever the
+    /// server said (no such database, too many clients, starting up); a
+    /// server error from a statement would mislead.
+    pub(crate) fn error(&self, error: PoolError) -> Error {
+        match error {
+            PoolError::Backend(source) => {
+                Error::connect(source, self.host.clone(), self.port, self.database.clone(), self.user.clone())
+            }
+            other => Error::from(other),
+        }
+    }
 }
 
 impl Database {
@@ -127,6 +175,7 @@ impl Database {
     /// context only when the pool is used, not to build it.
     pub fn with_config(config: DatabaseConfig) -> Result<Self> {
         let mut postgres = config.postgres;
+        let target = Arc::new(ConnectTarget::of(&postgres));
         postgres.keepalives(true).keepalives_idle(config.keepalive_idle);
         let manager = Manager::from_config(postgres, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
@@ -137,23 +186,47 @@ impl Database {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Pool(e.to_string()))?;
-        Ok(Database { pool, n_plus_one: config.n_plus_one, isolation: config.isolation })
+        Ok(Database { pool, target, n_plus_one: config.n_plus_one, isolation: config.isolation })
     }
 
     /// Opens a session. It takes no connection until its first statement.
     pub fn session(&self) -> Session {
-        Session::new(SessionConnection::new(self.pool.clone(), self.isolation), self.n_plus_one)
+        Session::new(SessionConnection::new(self.pool.clone(), self.target.clone(), self.isolation), self.n_plus_one)
     }
 
     /// Opens a session whose transaction runs at `level`, whatever
     /// [`DatabaseConfig::isolation`] says: for a unit of work that needs
     /// SERIALIZABLE, say, in an application that mostly does not.
     pub fn session_with_isolation(&self, level: IsolationLevel) -> Session {
-        Session::new(SessionConnection::new(self.pool.clone(), Some(level)), self.n_plus_one)
+        Session::new(SessionConnection::new(self.pool.clone(), self.target.clone(), Some(level)), self.n_plus_one)
     }
 
     /// The underlying deadpool-postgres pool, for hand-written SQL beside the ORM.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// A connection from the pool for hand-written SQL beside the ORM (a
+    /// migration tool, say), with the errors a session would give: one
+    /// that cannot be opened is an [`Error::Connect`] naming host, port,
+    /// database and user, where `pool().get()` only has the driver's error.
+    ///
+    /// ```
+    /// # use orm_core::{Database, DatabaseConfig, ErrorKind};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// let db = Database::connect(test_db.url())?;
+    /// let client = db.checkout().await?;
+    /// client.batch_execute("CREATE TABLE t (id int)").await?;
+    ///
+    /// let mut config = DatabaseConfig::from_url(test_db.url())?;
+    /// config.postgres.dbname("no_such_db");
+    /// let error = Database::with_config(config)?.checkout().await.unwrap_err();
+    /// assert_eq!(error.kind(), ErrorKind::Connect);
+    /// assert!(error.to_string().contains(r#"database "no_such_db" does not exist"#), "{error}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn checkout(&self) -> Result<Object> {
+        self.pool.get().await.map_err(|error| self.target.error(error))
     }
 }

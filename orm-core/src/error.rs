@@ -170,12 +170,63 @@ pub enum Error {
         stage: &'static str,
     },
 
-    /// The connection to the server was lost or could not be made.
+    /// An open connection to the server broke (the server restarted, the
+    /// backend was terminated, the network failed). Outside a transaction
+    /// nothing is lost and the session's next statement takes a fresh
+    /// connection; inside one, the transaction is gone and the session can
+    /// only roll back ([`Error::TransactionFailed`] from then on).
     #[error("database connection lost")]
     ConnectionLost(#[source] tokio_postgres::Error),
 
-    /// A value read from the database could not be converted to the field's type.
-    #[error("cannot decode column {column} of {entity}")]
+    /// A new connection could not be made: the server refused it (no such
+    /// database or role, failed authentication, too many clients) or could
+    /// not be reached. Names where the pool tried to connect, and as whom,
+    /// so the configuration can be fixed; never the password.
+    #[error("cannot connect to database {database:?} as user {user:?} at {host}:{port}: {reason}")]
+    Connect {
+        /// The host (or Unix socket directory) connected to; several,
+        /// comma-separated, when the configuration lists several.
+        host: String,
+        /// The port of the first host.
+        port: u16,
+        /// The database asked for.
+        database: String,
+        /// The role connected as.
+        user: String,
+        /// Why it failed: the server's message and SQLSTATE (`database
+        /// "x" does not exist (SQLSTATE 3D000)`), or the network error.
+        reason: String,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+
+    /// A value sent to the database was refused as data: SQLSTATE class 22
+    /// (data exception: text too long for its column, a number out of
+    /// range, invalid input syntax, a NUL byte in text) or 54000 (a
+    /// program limit, such as a value too large for an index). The input is
+    /// at fault, not the program or the server: a web service answers 422.
+    ///
+    /// `Display` shows SQLSTATE and the server's message, never its
+    /// `DETAIL`; for some codes (invalid input syntax, 22P02) the message
+    /// itself quotes the refused input.
+    #[error("bad data{}: {message} (SQLSTATE {sql_state})", column_of(.column.as_deref(), .table.as_deref()))]
+    BadData {
+        /// The SQLSTATE code, such as `22001` (string data right truncation).
+        sql_state: String,
+        /// The server's message.
+        message: String,
+        /// The column concerned, when the server names it.
+        column: Option<String>,
+        /// The table concerned, when the server names it.
+        table: Option<String>,
+        /// The driver's error, with PostgreSQL's full report.
+        source: tokio_postgres::Error,
+    },
+
+    /// A value read from the database could not be converted to the field's
+    /// type: the column's type does not fit the field, or a NULL was read
+    /// into a field that is not an `Option`.
+    #[error("cannot decode column {column} of {entity}: {}", decode_reason(.source))]
     Decode {
         /// The entity type's name.
         entity: &'static str,
@@ -306,13 +357,54 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
-    /// Any other error reported by the server or the driver.
-    #[error("database error{}", .0.as_db_error().map(|e| format!(" {}: {}", e.code().code(), e.message())).unwrap_or_default())]
+    /// Any other error reported by the server or the driver. `Display`
+    /// shows the server's message and SQLSTATE (never its `DETAIL`), or
+    /// the driver's own message for an error that did not come from the
+    /// server (a parameter that could not be encoded, say).
+    #[error("database error: {}", database_reason(.0))]
     Database(#[source] tokio_postgres::Error),
 }
 
 fn opt(value: Option<&str>) -> &str {
     value.unwrap_or("?")
+}
+
+/// ` in column c of table t`, for what the server named.
+fn column_of(column: Option<&str>, table: Option<&str>) -> String {
+    match (column, table) {
+        (Some(column), Some(table)) => format!(" in column {column} of table {table}"),
+        (Some(column), None) => format!(" in column {column}"),
+        (None, Some(table)) => format!(" in table {table}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// The server's message and SQLSTATE, or the driver's message. Not the
+/// driver error's own `Display`, which appends the server's `DETAIL`.
+fn database_reason(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        // The driver's own message only says which step failed
+        // ("error serializing parameter 0"); its cause says why.
+        None => match std::error::Error::source(error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        },
+    }
+}
+
+/// Why a value could not be decoded. A `FromSql` implementation's own
+/// message may quote the value (`serde_json`'s does), so only the two
+/// causes the driver reports as types are spelled out.
+fn decode_reason(error: &tokio_postgres::Error) -> String {
+    let cause = std::error::Error::source(error);
+    if cause.is_some_and(<dyn std::error::Error>::is::<postgres_types::WasNull>) {
+        "the value is NULL but the field is not an Option".to_owned()
+    } else if let Some(wrong) = cause.and_then(|cause| cause.downcast_ref::<postgres_types::WrongType>()) {
+        wrong.to_string()
+    } else {
+        "the field's type rejected the value".to_owned()
+    }
 }
 
 impl Error {
@@ -338,6 +430,74 @@ impl Error {
         matches!(self, Error::SerializationFailure(_) | Error::Deadlock(_))
     }
 
+    /// Which case this is, as a stable value for matching and metrics: a
+    /// `match` on [`ErrorKind`] needs no fields, and
+    /// [`ErrorKind::as_str`] gives a label that does not change between
+    /// releases.
+    ///
+    /// ```
+    /// # use orm_core::{Database, ErrorKind};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let error = session.execute("SELECT 'ten'::int", &[]).await.unwrap_err();
+    /// assert_eq!(error.kind(), ErrorKind::BadData); // the input's fault: answer 422
+    /// assert_eq!(error.kind().as_str(), "bad_data"); // a metrics label
+    /// # Ok(()) }
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::MultipleRows { .. } => ErrorKind::MultipleRows,
+            Error::ColumnMismatch { .. } => ErrorKind::ColumnMismatch,
+            Error::NPlusOne { .. } => ErrorKind::NPlusOne,
+            Error::StaleData { .. } => ErrorKind::StaleData,
+            Error::UniqueViolation { .. } => ErrorKind::UniqueViolation,
+            Error::ForeignKeyViolation { .. } => ErrorKind::ForeignKeyViolation,
+            Error::NotNullViolation { .. } => ErrorKind::NotNullViolation,
+            Error::CheckViolation { .. } => ErrorKind::CheckViolation,
+            Error::SerializationFailure(_) => ErrorKind::SerializationFailure,
+            Error::Deadlock(_) => ErrorKind::Deadlock,
+            Error::PoolTimeout { .. } => ErrorKind::PoolTimeout,
+            Error::ConnectionLost(_) => ErrorKind::ConnectionLost,
+            Error::Connect { .. } => ErrorKind::Connect,
+            Error::BadData { .. } => ErrorKind::BadData,
+            Error::Decode { .. } => ErrorKind::Decode,
+            Error::ColumnType { .. } => ErrorKind::ColumnType,
+            Error::RowsNotInserted { .. } => ErrorKind::RowsNotInserted,
+            Error::AfterCommit(_) => ErrorKind::AfterCommit,
+            Error::TransactionFailed => ErrorKind::TransactionFailed,
+            Error::PrimaryKeyChanged { .. } => ErrorKind::PrimaryKeyChanged,
+            Error::DependencyCycle { .. } => ErrorKind::DependencyCycle,
+            Error::RelationNotLoaded { .. } => ErrorKind::RelationNotLoaded,
+            Error::NotInSession { .. } => ErrorKind::NotInSession,
+            Error::Borrowed { .. } => ErrorKind::Borrowed,
+            Error::SavepointNotOpen => ErrorKind::SavepointNotOpen,
+            Error::UnflushedChanges { .. } => ErrorKind::UnflushedChanges,
+            Error::Pool(_) => ErrorKind::Pool,
+            Error::Config(_) => ErrorKind::Config,
+            Error::Database(_) => ErrorKind::Database,
+        }
+    }
+
+    /// The failure of a new connection to `host:port`, from the driver's error.
+    pub(crate) fn connect(
+        source: tokio_postgres::Error,
+        host: String,
+        port: u16,
+        database: String,
+        user: String,
+    ) -> Self {
+        // The server's message, or the network's (not the driver's own
+        // "error connecting to server", which says nothing new).
+        let reason = match std::error::Error::source(&source) {
+            Some(cause) if source.as_db_error().is_none() && cause.is::<std::io::Error>() => cause.to_string(),
+            _ => database_reason(&source),
+        };
+        Error::Connect { host, port, database, user, reason, source }
+    }
+
     /// The SQLSTATE code reported by PostgreSQL, if this error came from the server.
     pub fn sql_state(&self) -> Option<&SqlState> {
         self.driver_error().and_then(tokio_postgres::Error::as_db_error).map(tokio_postgres::error::DbError::code)
@@ -353,6 +513,8 @@ impl Error {
             | Error::SerializationFailure(source)
             | Error::Deadlock(source)
             | Error::ConnectionLost(source)
+            | Error::Connect { source, .. }
+            | Error::BadData { source, .. }
             | Error::Database(source) => Some(source),
             _ => None,
         }
@@ -389,12 +551,25 @@ impl From<tokio_postgres::Error> for Error {
             Error::Deadlock(error)
         } else if code == SqlState::ADMIN_SHUTDOWN || code == SqlState::CRASH_SHUTDOWN {
             Error::ConnectionLost(error)
+        } else if code.code().starts_with("22") || code == SqlState::PROGRAM_LIMIT_EXCEEDED {
+            Error::BadData {
+                sql_state: code.code().to_owned(),
+                message: db.message().to_owned(),
+                column: db.column().map(str::to_owned),
+                table,
+                source: error,
+            }
         } else {
             Error::Database(error)
         }
     }
 }
 
+/// For `?` on `pool().get()` in hand-written code. The pool's error does not
+/// say where it tried to connect, so a connection it could not open is
+/// [`Error::ConnectionLost`] here; [`Database::checkout`](crate::Database::checkout)
+/// and sessions report it as an [`Error::Connect`] naming host, port,
+/// database and user.
 impl From<PoolError> for Error {
     fn from(error: PoolError) -> Self {
         match error {
@@ -406,11 +581,179 @@ impl From<PoolError> for Error {
                 },
             },
             // The pool failed to open a connection: whatever the server
-            // said (no such database, too many clients, starting up), the
-            // caller got no connection, and a server error from a statement
-            // would mislead.
+            // said, the caller got no connection, and a server error from a
+            // statement would mislead.
             PoolError::Backend(error) => Error::ConnectionLost(error),
             other => Error::Pool(other.to_string()),
         }
+    }
+}
+
+/// Which case of [`Error`] an error is, without its fields: from
+/// [`Error::kind`], for `match`es and metrics labels that must not change
+/// when a case gains a field. New kinds may be added (it is
+/// `#[non_exhaustive]`); existing ones keep their name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::NotFound`].
+    NotFound,
+    /// [`Error::MultipleRows`].
+    MultipleRows,
+    /// [`Error::ColumnMismatch`].
+    ColumnMismatch,
+    /// [`Error::NPlusOne`].
+    NPlusOne,
+    /// [`Error::StaleData`].
+    StaleData,
+    /// [`Error::UniqueViolation`].
+    UniqueViolation,
+    /// [`Error::ForeignKeyViolation`].
+    ForeignKeyViolation,
+    /// [`Error::NotNullViolation`].
+    NotNullViolation,
+    /// [`Error::CheckViolation`].
+    CheckViolation,
+    /// [`Error::SerializationFailure`].
+    SerializationFailure,
+    /// [`Error::Deadlock`].
+    Deadlock,
+    /// [`Error::PoolTimeout`].
+    PoolTimeout,
+    /// [`Error::ConnectionLost`].
+    ConnectionLost,
+    /// [`Error::Connect`].
+    Connect,
+    /// [`Error::BadData`].
+    BadData,
+    /// [`Error::Decode`].
+    Decode,
+    /// [`Error::ColumnType`].
+    ColumnType,
+    /// [`Error::RowsNotInserted`].
+    RowsNotInserted,
+    /// [`Error::AfterCommit`].
+    AfterCommit,
+    /// [`Error::TransactionFailed`].
+    TransactionFailed,
+    /// [`Error::PrimaryKeyChanged`].
+    PrimaryKeyChanged,
+    /// [`Error::DependencyCycle`].
+    DependencyCycle,
+    /// [`Error::RelationNotLoaded`].
+    RelationNotLoaded,
+    /// [`Error::NotInSession`].
+    NotInSession,
+    /// [`Error::Borrowed`].
+    Borrowed,
+    /// [`Error::SavepointNotOpen`].
+    SavepointNotOpen,
+    /// [`Error::UnflushedChanges`].
+    UnflushedChanges,
+    /// [`Error::Pool`].
+    Pool,
+    /// [`Error::Config`].
+    Config,
+    /// [`Error::Database`].
+    Database,
+}
+
+impl ErrorKind {
+    /// The kind's stable snake-case name (`"not_found"`, `"bad_data"`,
+    /// ...), for metrics labels and structured logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::MultipleRows => "multiple_rows",
+            ErrorKind::ColumnMismatch => "column_mismatch",
+            ErrorKind::NPlusOne => "n_plus_one",
+            ErrorKind::StaleData => "stale_data",
+            ErrorKind::UniqueViolation => "unique_violation",
+            ErrorKind::ForeignKeyViolation => "foreign_key_violation",
+            ErrorKind::NotNullViolation => "not_null_violation",
+            ErrorKind::CheckViolation => "check_violation",
+            ErrorKind::SerializationFailure => "serialization_failure",
+            ErrorKind::Deadlock => "deadlock",
+            ErrorKind::PoolTimeout => "pool_timeout",
+            ErrorKind::ConnectionLost => "connection_lost",
+            ErrorKind::Connect => "connect",
+            ErrorKind::BadData => "bad_data",
+            ErrorKind::Decode => "decode",
+            ErrorKind::ColumnType => "column_type",
+            ErrorKind::RowsNotInserted => "rows_not_inserted",
+            ErrorKind::AfterCommit => "after_commit",
+            ErrorKind::TransactionFailed => "transaction_failed",
+            ErrorKind::PrimaryKeyChanged => "primary_key_changed",
+            ErrorKind::DependencyCycle => "dependency_cycle",
+            ErrorKind::RelationNotLoaded => "relation_not_loaded",
+            ErrorKind::NotInSession => "not_in_session",
+            ErrorKind::Borrowed => "borrowed",
+            ErrorKind::SavepointNotOpen => "savepoint_not_open",
+            ErrorKind::UnflushedChanges => "unflushed_changes",
+            ErrorKind::Pool => "pool",
+            ErrorKind::Config => "config",
+            ErrorKind::Database => "database",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_are_distinct_snake_case() {
+        let kinds = [
+            ErrorKind::NotFound,
+            ErrorKind::MultipleRows,
+            ErrorKind::ColumnMismatch,
+            ErrorKind::NPlusOne,
+            ErrorKind::StaleData,
+            ErrorKind::UniqueViolation,
+            ErrorKind::ForeignKeyViolation,
+            ErrorKind::NotNullViolation,
+            ErrorKind::CheckViolation,
+            ErrorKind::SerializationFailure,
+            ErrorKind::Deadlock,
+            ErrorKind::PoolTimeout,
+            ErrorKind::ConnectionLost,
+            ErrorKind::Connect,
+            ErrorKind::BadData,
+            ErrorKind::Decode,
+            ErrorKind::ColumnType,
+            ErrorKind::RowsNotInserted,
+            ErrorKind::AfterCommit,
+            ErrorKind::TransactionFailed,
+            ErrorKind::PrimaryKeyChanged,
+            ErrorKind::DependencyCycle,
+            ErrorKind::RelationNotLoaded,
+            ErrorKind::NotInSession,
+            ErrorKind::Borrowed,
+            ErrorKind::SavepointNotOpen,
+            ErrorKind::UnflushedChanges,
+            ErrorKind::Pool,
+            ErrorKind::Config,
+            ErrorKind::Database,
+        ];
+        let names: std::collections::HashSet<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+        assert_eq!(names.len(), kinds.len(), "two kinds share a name");
+        for name in names {
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "not snake_case: {name}");
+        }
+        assert_eq!(ErrorKind::StaleData.to_string(), "stale_data");
+    }
+
+    #[test]
+    fn kinds_of_fieldless_cases() {
+        assert_eq!(Error::TransactionFailed.kind(), ErrorKind::TransactionFailed);
+        assert_eq!(Error::Config("x".into()).kind().as_str(), "config");
+        let after = Error::AfterCommit(Box::new(Error::NotInSession { entity: "E" }));
+        assert_eq!(after.kind(), ErrorKind::AfterCommit);
     }
 }

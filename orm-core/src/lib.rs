@@ -55,6 +55,7 @@ mod identity;
 mod isolation;
 mod n_plus_one;
 mod query;
+mod raw_sql;
 mod relation;
 mod relation_loading;
 mod session;
@@ -67,7 +68,7 @@ pub use column::{Column, Condition, Order};
 pub use column_value::IntoColumnValue;
 pub use database::{Database, DatabaseConfig};
 pub use entity::{ColumnMeta, ColumnSet, Entity, EntityMeta};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use isolation::IsolationLevel;
 pub use n_plus_one::NPlusOne;
 /// Derives [`Entity`](trait@Entity) for a struct. An example with every
@@ -175,6 +176,7 @@ pub use orm_derive::Entity;
 /// ```
 pub use orm_derive::DbEnum;
 pub use query::{Query, UntrackedQuery};
+pub use raw_sql::RawSql;
 pub use relation::Relation;
 pub use session::{PendingChanges, Savepoint, Session};
 pub use sql::quote_ident;

@@ -15,6 +15,7 @@ use crate::flush::{self, FlushEnd, PlanScope};
 use crate::identity::{Doomed, Registries};
 use crate::n_plus_one::{LoadCounter, NPlusOne};
 use crate::query::{self, Query};
+use crate::raw_sql::RawSql;
 use crate::sql;
 use crate::stats::SessionStats;
 use crate::tracked::Tracked;
@@ -308,7 +309,7 @@ impl Session {
     async fn fetch_untracked<E: Entity>(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<E>> {
         let mut loaded = Vec::new();
         self.connection
-            .for_each_row(sql, params, Access::Read, &mut self.stats, |row| {
+            .for_each_row(RawSql::cached(sql), params, Access::Read, &mut self.stats, |row| {
                 loaded.push(E::from_row(&row, 0)?);
                 Ok(())
             })
@@ -734,6 +735,11 @@ impl Session {
     /// autoflush) and returns the number of rows it affected. Values go in
     /// `params` as `$1, $2, ...`, never into the text.
     ///
+    /// A plain `&str` is prepared for this run only, so SQL text built at
+    /// run time does not pile up in the connection's statement cache; that
+    /// costs a round trip to prepare it when it has parameters. Pass
+    /// [`RawSql::cached`] for fixed text that runs often (see [`RawSql`]).
+    ///
     /// ```
     /// # use orm_core::{Database, Entity, Tracked};
     /// # #[derive(Entity, Clone, Debug, PartialEq)]
@@ -749,16 +755,20 @@ impl Session {
     /// session.commit().await?;
     /// # Ok(()) }
     /// ```
-    pub async fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+    pub async fn execute(&mut self, sql: impl Into<RawSql<'_>>, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let sql = sql.into();
         self.autoflush().await?;
         self.connection.for_each_row(sql, params, Access::Write, &mut self.stats, |_| Ok(())).await
     }
 
     /// Runs a raw SQL query in the session's transaction (after an
     /// autoflush) and returns its rows, for what entities cannot express.
-    pub async fn query_rows(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+    /// Like [`execute`](Self::execute), it leaves nothing prepared on the
+    /// connection unless `sql` is [`RawSql::cached`].
+    pub async fn query_rows(&mut self, sql: impl Into<RawSql<'_>>, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let sql = sql.into();
         self.autoflush().await?;
-        self.rows(sql, params, Access::Write).await
+        self.raw_rows(sql, params, Access::Write).await
     }
 
     /// Runs a raw SQL query returning the columns of entity `E` and returns
@@ -808,7 +818,11 @@ impl Session {
     /// assert_eq!(alice.read().name, "Alicia"); // what the database holds now
     /// # Ok(()) }
     /// ```
-    pub async fn query_raw<E: Entity>(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Tracked<E>>> {
+    pub async fn query_raw<E: Entity>(
+        &mut self,
+        sql: impl Into<RawSql<'_>>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Tracked<E>>> {
         let rows = self.query_raw_untracked::<E>(sql, params).await?;
         self.populate_existing(rows)
     }
@@ -861,14 +875,16 @@ impl Session {
     /// session does not track.
     pub async fn query_raw_untracked<E: Entity>(
         &mut self,
-        sql: &str,
+        sql: impl Into<RawSql<'_>>,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<E>> {
+        let sql = sql.into();
         self.autoflush().await?;
-        self.loads.record(sql)?;
+        self.loads.record(sql.text())?;
         let mut loaded = Vec::new();
+        let check = Some(query::check_columns::<E> as fn(&tokio_postgres::Statement) -> Result<()>);
         self.connection
-            .for_each_row_checked(sql, params, Access::Write, &mut self.stats, query::check_columns::<E>, |row| {
+            .for_each_row_checked(sql, params, Access::Write, &mut self.stats, check, |row| {
                 loaded.push(E::from_row(&row, 0)?);
                 Ok(())
             })
@@ -876,8 +892,14 @@ impl Session {
         Ok(loaded)
     }
 
-    /// Runs a statement the ORM built and returns its rows.
+    /// Runs a statement the ORM built, which stays prepared on the
+    /// connection (its text does not vary with data), and returns its rows.
     pub(crate) async fn rows(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)], access: Access) -> Result<Vec<Row>> {
+        self.raw_rows(RawSql::cached(sql), params, access).await
+    }
+
+    /// Runs a statement and returns its rows.
+    async fn raw_rows(&mut self, sql: RawSql<'_>, params: &[&(dyn ToSql + Sync)], access: Access) -> Result<Vec<Row>> {
         let mut rows = Vec::new();
         self.connection
             .for_each_row(sql, params, access, &mut self.stats, |row| {

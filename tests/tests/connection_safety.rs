@@ -211,7 +211,8 @@ async fn commit_after_a_failed_statement_is_an_error_and_keeps_nothing() {
     session.add(customer("written"));
     session.flush().await.expect("flush");
     let error = session.execute("SELECT 1/0", &[]).await.expect_err("division by zero");
-    assert!(matches!(error, Error::Database(_)), "expected Database, got {error:?}");
+    // Division by zero is SQLSTATE class 22, a data exception.
+    assert!(matches!(error, Error::BadData { .. }), "expected BadData, got {error:?}");
     assert_eq!(error.sql_state(), Some(&SqlState::DIVISION_BY_ZERO));
 
     let committed = session.commit().await;

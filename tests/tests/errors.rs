@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orm_core::tokio_postgres::error::SqlState;
-use orm_core::{Database, Entity, Error, IsolationLevel};
+use orm_core::{Database, DatabaseConfig, Entity, Error, ErrorKind, IsolationLevel};
 use support::{customer, setup, setup_with, Account, Customer};
 use tokio::sync::Barrier;
 
@@ -402,18 +402,270 @@ async fn get_one_of_a_missing_key_is_not_found() {
     session.commit().await.expect("commit");
 }
 
-#[tokio::test]
-async fn a_connection_that_cannot_be_made_is_connection_lost() {
-    let test_db = orm_tests::TestDb::new().await;
-    let mut config = test_db.config();
-    config.dbname("no_such_database_here");
-    let db = orm_core::Database::with_config(orm_core::DatabaseConfig {
-        postgres: config,
-        ..orm_core::DatabaseConfig::from_url(test_db.url()).unwrap()
-    })
-    .unwrap();
+/// A pool on the test server with `adjust` applied to its connection
+/// settings, and a password the error must never show.
+fn pool_with(test_db: &orm_tests::TestDb, adjust: impl FnOnce(&mut orm_core::tokio_postgres::Config)) -> Database {
+    let mut config = DatabaseConfig::from_url(test_db.url()).unwrap();
+    config.postgres.password("hunter2-secret");
+    adjust(&mut config.postgres);
+    config.create_timeout = Duration::from_secs(5);
+    Database::with_config(config).unwrap()
+}
+
+/// The error of a session's first statement on `db`, in bounded time.
+async fn first_statement_error(db: &Database) -> Error {
     let mut session = db.session();
-    let error = session.execute("SELECT 1", &[]).await.unwrap_err();
-    assert!(matches!(error, Error::ConnectionLost(_)), "got {error:?}");
+    tokio::time::timeout(Duration::from_secs(20), session.execute("SELECT 1", &[]))
+        .await
+        .expect("a connection failure is reported, not a hang")
+        .expect_err("no connection can be made")
+}
+
+#[tokio::test]
+async fn an_unknown_database_is_a_connect_error_naming_where_and_why() {
+    let test_db = orm_tests::TestDb::new().await;
+    let db = pool_with(&test_db, |config| {
+        config.dbname("no_such_database_here");
+    });
+    let error = first_statement_error(&db).await;
+    let Error::Connect { host, port, database, user, reason, .. } = &error else {
+        panic!("expected Connect, got {error:?}")
+    };
+    assert_eq!((host.as_str(), *port), ("127.0.0.1", 5432));
+    assert_eq!((database.as_str(), user.as_str()), ("no_such_database_here", "postgres"));
+    assert!(reason.contains(r#"database "no_such_database_here" does not exist"#), "{reason}");
+    assert_eq!(error.sql_state(), Some(&SqlState::INVALID_CATALOG_NAME));
+    assert_eq!(error.kind(), ErrorKind::Connect);
+    assert_eq!(error.kind().as_str(), "connect");
     assert!(!error.is_retryable());
+    let shown = error.to_string();
+    for expected in ["no_such_database_here", "postgres", "127.0.0.1:5432", "3D000", "does not exist"] {
+        assert!(shown.contains(expected), "Display lacks {expected}: {shown}");
+    }
+    assert!(!shown.contains("hunter2") && !format!("{error:?}").contains("hunter2"), "the password leaked: {error:?}");
+
+    // The same error from a connection checked out for hand-written SQL.
+    let error = db.checkout().await.expect_err("no such database");
+    assert_eq!(error.kind(), ErrorKind::Connect, "{error:?}");
+}
+
+#[tokio::test]
+async fn an_unknown_role_is_a_connect_error_with_the_servers_reason() {
+    let test_db = orm_tests::TestDb::new().await;
+    let db = pool_with(&test_db, |config| {
+        config.user("no_such_role_here");
+    });
+    let error = first_statement_error(&db).await;
+    let Error::Connect { user, reason, .. } = &error else { panic!("expected Connect, got {error:?}") };
+    assert_eq!(user, "no_such_role_here");
+    assert!(reason.contains(r#"role "no_such_role_here" does not exist"#), "{reason}");
+    assert_eq!(error.sql_state(), Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION));
+    let shown = error.to_string();
+    assert!(shown.contains("28000") && shown.contains("no_such_role_here"), "{shown}");
+    assert!(!shown.contains("hunter2"), "the password leaked: {shown}");
+}
+
+#[tokio::test]
+async fn a_refused_port_is_a_connect_error_with_the_network_error() {
+    let test_db = orm_tests::TestDb::new().await;
+    // Nothing listens on port 1.
+    let url = format!("postgres://postgres:hunter2-secret@127.0.0.1:1/{}", test_db.name());
+    let db = Database::connect(&url).unwrap();
+    let error = first_statement_error(&db).await;
+    let Error::Connect { host, port, reason, .. } = &error else { panic!("expected Connect, got {error:?}") };
+    assert_eq!((host.as_str(), *port), ("127.0.0.1", 1));
+    assert!(reason.to_lowercase().contains("refused"), "{reason}");
+    assert_eq!(error.sql_state(), None, "no server answered");
+    assert!(error.to_string().contains("127.0.0.1:1:"), "{error}");
+    assert!(!error.to_string().contains("hunter2"), "the password leaked: {error}");
+    assert_eq!(error.kind(), ErrorKind::Connect);
+}
+
+#[tokio::test]
+async fn another_server_error_shows_its_sqlstate_and_message_but_not_its_detail() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    let error = session.execute("SELECT * FROM no_such_table", &[]).await.unwrap_err();
+    assert!(matches!(error, Error::Database(_)), "expected Database, got {error:?}");
+    assert_eq!(error.kind(), ErrorKind::Database);
+    let shown = error.to_string();
+    assert!(shown.contains("42P01") && shown.contains(r#"relation "no_such_table" does not exist"#), "{shown}");
+
+    let raise =
+        "DO $$ BEGIN RAISE EXCEPTION 'order refused' USING DETAIL = 'card 4111-secret', ERRCODE = 'P0001'; END $$";
+    let error = db.session().execute(raise, &[]).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Database);
+    let detail = driver_error(&error).as_db_error().and_then(|db| db.detail()).unwrap_or_default();
+    assert!(detail.contains("4111-secret"), "the driver's report has the DETAIL: {detail}");
+    let shown = error.to_string();
+    assert!(shown.contains("order refused") && shown.contains("P0001"), "{shown}");
+    assert!(!shown.contains("4111-secret"), "Display leaks the DETAIL: {shown}");
+}
+
+#[tokio::test]
+async fn a_driver_error_shows_the_drivers_reason() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    let error = session.query_rows("SELECT $1::int", &[&"not an int"]).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Database, "{error:?}");
+    assert_eq!(error.sql_state(), None, "refused before it reached the server");
+    let shown = error.to_string();
+    assert!(shown.contains("cannot convert") && shown.contains("int4"), "{shown}");
+}
+
+#[tokio::test]
+async fn text_too_long_for_its_column_is_bad_data_and_the_session_goes_on() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let long = session.add(customer(&"x".repeat(300)));
+    let error = session.flush().await.expect_err("varchar(255)");
+    let Error::BadData { sql_state, message, .. } = &error else { panic!("expected BadData, got {error:?}") };
+    assert_eq!(sql_state, "22001");
+    assert!(message.contains("value too long for type character varying(255)"), "{message}");
+    assert_eq!(error.kind(), ErrorKind::BadData);
+    assert_eq!(error.kind().as_str(), "bad_data");
+    assert_eq!(error.sql_state(), Some(&SqlState::STRING_DATA_RIGHT_TRUNCATION));
+    let shown = error.to_string();
+    assert!(shown.contains("22001") && shown.contains("value too long"), "{shown}");
+    assert!(!shown.contains("xxxx"), "Display leaks the value: {shown}");
+
+    // A failed flush is undone and stays pending: fix the data and commit.
+    long.write().name = "short".into();
+    session.commit().await.expect("commit the fixed row");
+    assert_eq!(support::count_rows(&test_db, "customer").await, 1);
+}
+
+#[tokio::test]
+async fn data_exceptions_and_program_limits_are_bad_data() {
+    let (test_db, db) = setup().await;
+    test_db.client().await.batch_execute("CREATE TABLE indexed (v text PRIMARY KEY)").await.unwrap();
+    let cases: [(&str, &[&(dyn orm_core::tokio_postgres::types::ToSql + Sync)], &str); 4] = [
+        ("SELECT $1::bigint::int", &[&(1_i64 << 40)], "22003"),
+        ("SELECT $1::text::int", &[&"ten"], "22P02"),
+        ("SELECT 1 / $1", &[&0_i32], "22012"),
+        // Too large for a btree index entry even compressed (hex digits).
+        ("INSERT INTO indexed SELECT string_agg(md5(i::text), '') FROM generate_series(1, 400) AS i", &[], "54000"),
+    ];
+    for (sql, params, code) in cases {
+        let mut session = db.session();
+        let error = session.execute(sql, params).await.expect_err(sql);
+        let Error::BadData { sql_state, .. } = &error else { panic!("{sql}: expected BadData, got {error:?}") };
+        assert_eq!(sql_state, code, "{sql}");
+        assert!(error.to_string().contains(code), "{error}");
+        assert_eq!(error.kind(), ErrorKind::BadData);
+    }
+}
+
+#[tokio::test]
+async fn a_nul_byte_in_text_is_bad_data_from_the_server() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    session.add(customer("nul\0byte"));
+    let error = session.flush().await.expect_err("PostgreSQL text cannot hold NUL");
+    let Error::BadData { sql_state, .. } = &error else { panic!("expected BadData, got {error:?}") };
+    // tokio-postgres sends the bytes as they are; the server refuses them.
+    assert_eq!(sql_state, "22021");
+    assert_eq!(error.sql_state(), Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE));
+    session.rollback().await.unwrap();
+}
+
+/// `note` is mapped as never NULL, but the column allows it.
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "strict")]
+struct Strict {
+    #[orm(primary_key)]
+    id: i32,
+    note: String,
+}
+
+#[tokio::test]
+async fn decode_errors_say_why_naming_entity_and_column() {
+    let (test_db, db) = setup().await;
+    test_db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE mistyped (id int PRIMARY KEY, amount text); INSERT INTO mistyped VALUES (1, 'abc');
+             CREATE TABLE strict (id int PRIMARY KEY, note text); INSERT INTO strict VALUES (1, NULL)",
+        )
+        .await
+        .unwrap();
+    let mut session = db.session();
+
+    let error = session.get::<Strict>(1).await.expect_err("NULL into a String");
+    assert_eq!(error.kind(), ErrorKind::Decode);
+    let shown = error.to_string();
+    assert!(shown.contains("note") && shown.contains("Strict"), "{shown}");
+    assert!(shown.contains("NULL") && shown.contains("not an Option"), "{shown}");
+
+    let error = session.get::<Mistyped>(1).await.expect_err("text into an i64");
+    let shown = error.to_string();
+    assert!(shown.contains("amount") && shown.contains("Mistyped"), "{shown}");
+    assert!(shown.contains("i64") && shown.contains("text"), "names both types: {shown}");
+    assert!(!shown.contains("abc"), "Display leaks the value: {shown}");
+}
+
+/// Terminates the backend running the statement that reads it.
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "doomed")]
+struct Doomed {
+    #[orm(primary_key)]
+    id: i32,
+    terminated: bool,
+}
+
+#[tokio::test]
+async fn a_connection_lost_outside_a_transaction_is_replaced_for_the_next_statement() {
+    let (test_db, db) = setup().await;
+    test_db
+        .client()
+        .await
+        .batch_execute(
+            "INSERT INTO customer (name) VALUES ('a'), ('b');
+             CREATE VIEW doomed AS SELECT 1 AS id, pg_terminate_backend(pg_backend_pid()) AS terminated",
+        )
+        .await
+        .unwrap();
+
+    let mut session = db.session();
+    let error = session.get::<Doomed>(1).await.expect_err("the backend exits mid-statement");
+    assert_eq!(error.kind(), ErrorKind::ConnectionLost, "{error:?}");
+    // No transaction was open: nothing was lost, and the session goes on.
+    let b = session.get_one::<Customer>(2).await.expect("a load on a fresh connection");
+    assert_eq!(b.read().name, "b");
+    b.write().name = "bee".into();
+    session.commit().await.expect("commit on the fresh connection");
+    let name: String =
+        test_db.client().await.query_one("SELECT name FROM customer WHERE id = 2", &[]).await.unwrap().get(0);
+    assert_eq!(name, "bee");
+}
+
+#[tokio::test]
+async fn a_backend_terminated_between_loads_is_replaced_for_the_next_load() {
+    let (test_db, db) = setup_with(|config| config.max_connections = 1).await;
+    test_db.client().await.batch_execute("INSERT INTO customer (name) VALUES ('a'), ('b')").await.unwrap();
+
+    let mut session = db.session();
+    session.get_one::<Customer>(1).await.unwrap(); // a load: no transaction
+    let admin = test_db.client().await;
+    let terminated = admin
+        .query_one(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("the session's backend is the only other one");
+    assert!(terminated.get::<_, bool>(0), "the backend exited");
+
+    let next = tokio::time::timeout(Duration::from_secs(10), session.get::<Customer>(2)).await.expect("no hang");
+    // The session either noticed the closed connection before sending, or
+    // the statement reported the loss; either way the one after it runs.
+    match next {
+        Ok(found) => assert_eq!(found.expect("row 2").read().name, "b"),
+        Err(error) => assert_eq!(error.kind(), ErrorKind::ConnectionLost, "{error:?}"),
+    }
+    let count = session.query::<Customer>().count().await.expect("a load on a fresh connection");
+    assert_eq!(count, 2);
+    session.commit().await.unwrap();
 }
