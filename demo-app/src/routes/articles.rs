@@ -1,7 +1,5 @@
 //! Articles, the feed and favorites: `/api/articles...`.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -12,6 +10,7 @@ use crate::auth::{AuthUser, MaybeAuthUser};
 use crate::db_session::DbSession;
 use crate::entities::{now, Article, ArticleTag, Favorite, Follow, User};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Path, Query};
 use crate::json::{require, require_patch, Patch, Valid, Validate};
 use crate::routes::idempotent::ensure_inserted;
 use crate::state::AppState;
@@ -79,10 +78,6 @@ struct Page {
 }
 
 impl ListParams {
-    fn from_query(query: Result<Query<ListParams>, QueryRejection>) -> ApiResult<Self> {
-        query.map(|Query(params)| params).map_err(|rejection| ApiError::invalid("query", rejection.body_text()))
-    }
-
     fn page(&self) -> ApiResult<Page> {
         let limit = self.limit.unwrap_or(20);
         let offset = self.offset.unwrap_or(0);
@@ -138,9 +133,8 @@ async fn newest_page(
 async fn list(
     viewer: MaybeAuthUser,
     mut db: DbSession,
-    query: Result<Query<ListParams>, QueryRejection>,
+    Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ArticlesResponse>> {
-    let params = ListParams::from_query(query)?;
     let page = params.page()?;
     let (articles, total) = newest_page(&mut db, || params.filter(), page).await?;
     let articles = views::articles(&mut db, &articles, viewer.id(), Body::Omitted).await?;
@@ -151,9 +145,9 @@ async fn list(
 async fn feed(
     auth: AuthUser,
     mut db: DbSession,
-    query: Result<Query<ListParams>, QueryRejection>,
+    Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ArticlesResponse>> {
-    let page = ListParams::from_query(query)?.page()?;
+    let page = params.page()?;
     // Tracked, so the views find the follows in the identity map.
     let follows = db.query::<Follow>().filter(Follow::FOLLOWER_ID.eq(auth.id)).all().await?;
     let followed: Vec<i64> = follows.iter().map(|follow| follow.read().followee_id).collect();
