@@ -241,6 +241,15 @@ pub fn require(problems: &mut Vec<(&'static str, String)>, field: &'static str, 
     }
 }
 
+/// Adds an "is too long" problem if `value`, trimmed as it is stored, has
+/// more than `max` characters. Indexed text columns need a bound: a btree
+/// index refuses an entry over about 2,700 bytes.
+pub fn limit(problems: &mut Vec<(&'static str, String)>, field: &'static str, value: &str, max: usize) {
+    if value.trim().chars().count() > max {
+        problems.push((field, format!("is too long (maximum is {max} characters)")));
+    }
+}
+
 /// Adds a problem for a patch of a required field: `null`, or blank.
 pub fn require_patch(problems: &mut Vec<(&'static str, String)>, field: &'static str, value: &Patch<String>) {
     match value {

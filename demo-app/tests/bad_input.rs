@@ -1,6 +1,6 @@
 //! Bad input is answered as the RealWorld spec expects, never with a 500:
-//! NUL bytes and bodies that are not objects are 422, a body over the limit
-//! 413, each with the spec's error body.
+//! NUL bytes, over-long values and bodies that are not objects are 422, a
+//! body over the limit 413, each with the spec's error body.
 
 mod support;
 
@@ -11,6 +11,8 @@ use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use axum::Router;
 use demo_app::json::BODY_LIMIT;
+use demo_app::routes::articles::TAG_MAX;
+use demo_app::routes::users::{EMAIL_MAX, USERNAME_MAX};
 use serde_json::{json, Value};
 use support::{request, send, Answer, TestApp};
 
@@ -200,4 +202,54 @@ async fn a_body_over_the_limit_is_413() {
 
     let answer = call_raw(&app, Method::POST, "/api/articles", Some(&token), article(BODY_LIMIT)).await;
     assert_eq!(answer.status, StatusCode::CREATED, "the limit itself is accepted: {answer:?}");
+}
+
+#[tokio::test]
+async fn over_long_user_names_emails_and_tags_are_422() {
+    let app = TestApp::new().await;
+    let (token, slug) = alice_with_article(&app).await;
+    let long = "x".repeat(10_000);
+    let long_email = format!("{long}@example.com");
+    let too_long = |max: usize| format!("is too long (maximum is {max} characters)");
+
+    let register = json!({ "user": { "username": long, "email": "bob@example.com", "password": "password123" } });
+    let answer = call(&app, Method::POST, "/api/users", None, Some(register)).await;
+    assert_eq!(
+        (answer.status, answer.json),
+        (StatusCode::UNPROCESSABLE_ENTITY, errors("username", &too_long(USERNAME_MAX)))
+    );
+    let register = json!({ "user": { "username": "bob", "email": long_email, "password": "password123" } });
+    let answer = call(&app, Method::POST, "/api/users", None, Some(register)).await;
+    assert_eq!((answer.status, answer.json), (StatusCode::UNPROCESSABLE_ENTITY, errors("email", &too_long(EMAIL_MAX))));
+
+    let update = json!({ "user": { "username": long } });
+    let answer = call(&app, Method::PUT, "/api/user", Some(&token), Some(update)).await;
+    assert_eq!(
+        (answer.status, answer.json),
+        (StatusCode::UNPROCESSABLE_ENTITY, errors("username", &too_long(USERNAME_MAX)))
+    );
+    let update = json!({ "user": { "email": long_email } });
+    let answer = call(&app, Method::PUT, "/api/user", Some(&token), Some(update)).await;
+    assert_eq!((answer.status, answer.json), (StatusCode::UNPROCESSABLE_ENTITY, errors("email", &too_long(EMAIL_MAX))));
+
+    let article = json!({ "article": { "title": "T", "description": "d", "body": "b", "tagList": ["ok", long] } });
+    let answer = call(&app, Method::POST, "/api/articles", Some(&token), Some(article)).await;
+    assert_eq!((answer.status, answer.json), (StatusCode::UNPROCESSABLE_ENTITY, errors("tagList", &too_long(TAG_MAX))));
+    let change = json!({ "article": { "tagList": [long] } });
+    let answer = call(&app, Method::PUT, &format!("/api/articles/{slug}"), Some(&token), Some(change)).await;
+    assert_eq!((answer.status, answer.json), (StatusCode::UNPROCESSABLE_ENTITY, errors("tagList", &too_long(TAG_MAX))));
+
+    // The maxima themselves are accepted (counted in characters, after
+    // trimming, as stored), multi-byte characters too.
+    let name = "é".repeat(USERNAME_MAX);
+    let email = format!("{}@example.com", "b".repeat(EMAIL_MAX - "@example.com".len()));
+    let register = json!({ "user": { "username": format!(" {name} "), "email": email, "password": "password123" } });
+    let answer = call(&app, Method::POST, "/api/users", None, Some(register)).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+    assert_eq!(answer.json["user"]["username"], name.as_str());
+    let tag = "ü".repeat(TAG_MAX);
+    let change = json!({ "article": { "tagList": [tag] } });
+    let answer = call(&app, Method::PUT, &format!("/api/articles/{slug}"), Some(&token), Some(change)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(answer.json["article"]["tagList"], json!([tag]));
 }

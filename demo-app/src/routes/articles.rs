@@ -11,7 +11,7 @@ use crate::db_session::DbSession;
 use crate::entities::{now, Article, ArticleTag, Favorite, Follow, User};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
-use crate::json::{require, require_patch, Patch, Valid, Validate};
+use crate::json::{limit, require, require_patch, Patch, Valid, Validate};
 use crate::routes::idempotent::ensure_inserted;
 use crate::state::AppState;
 use crate::views::{self, ArticleView, Body};
@@ -27,6 +27,10 @@ pub fn routes() -> Router<AppState> {
 
 /// The largest page a list returns, whatever `limit` asks for.
 pub const MAX_PAGE: i64 = 100;
+
+/// Tags are indexed: 64 characters is plenty, and at most 256 bytes of
+/// UTF-8, far below the index's limit.
+pub const TAG_MAX: usize = 64;
 
 #[derive(Serialize)]
 struct ArticleResponse {
@@ -200,8 +204,15 @@ impl Validate for CreateRequest {
 }
 
 fn check_tags(problems: &mut Vec<(&'static str, String)>, tags: &Patch<Vec<String>>) {
-    if *tags == Patch::Null {
-        problems.push(("tagList", "must be a list".to_owned()));
+    match tags {
+        Patch::Absent => {}
+        Patch::Null => problems.push(("tagList", "must be a list".to_owned())),
+        // One message however many tags are too long.
+        Patch::Value(tags) => {
+            if let Some(tag) = tags.iter().find(|tag| tag.trim().chars().count() > TAG_MAX) {
+                limit(problems, "tagList", tag, TAG_MAX);
+            }
+        }
     }
 }
 
