@@ -109,12 +109,26 @@ impl From<orm_core::Error> for ApiError {
                 tracing::error!(%error, "database unavailable");
                 ApiError::Unavailable
             }
+            error if is_bad_data(&error) => {
+                tracing::warn!(%error, "the database refused a value");
+                ApiError::invalid("request", "has a value the database cannot store")
+            }
             error => {
                 tracing::error!(%error, "database error");
                 ApiError::Internal
             }
         }
     }
+}
+
+/// Whether the database refused a value the request brought: SQLSTATE class
+/// 22 (data exception: a NUL byte in text, a number out of range, ...) or
+/// 54000 (a value too large for an index row). Input validation should
+/// catch these first; this is the safety net that makes a missed case a 422
+/// rather than a 500. The one place to switch to `orm_core::Error::BadData`
+/// once the ORM has it.
+fn is_bad_data(error: &orm_core::Error) -> bool {
+    error.sql_state().is_some_and(|state| state.code().starts_with("22") || state.code() == "54000")
 }
 
 /// Handler results.

@@ -9,10 +9,15 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
-use axum::Router;
+use axum::routing::post;
+use axum::{Json, Router};
+use demo_app::db_session::DbSession;
+use demo_app::entities::User;
+use demo_app::error::ApiResult;
 use demo_app::json::BODY_LIMIT;
 use demo_app::routes::articles::TAG_MAX;
 use demo_app::routes::users::{EMAIL_MAX, USERNAME_MAX};
+use demo_app::state::AppState;
 use serde_json::{json, Value};
 use support::{request, send, Answer, TestApp};
 
@@ -252,4 +257,34 @@ async fn over_long_user_names_emails_and_tags_are_422() {
     let answer = call(&app, Method::PUT, &format!("/api/articles/{slug}"), Some(&token), Some(change)).await;
     assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
     assert_eq!(answer.json["article"]["tagList"], json!([tag]));
+}
+
+/// Test-only routes that send what validation would have refused straight
+/// to the database, as a handler with a missing check would.
+fn unchecked_routes() -> Router<AppState> {
+    async fn nul(mut db: DbSession) -> ApiResult<Json<Value>> {
+        db.execute("SELECT $1::text", &[&"a\u{0}b"]).await?;
+        Ok(Json(json!({ "done": true })))
+    }
+    async fn huge_username(mut db: DbSession) -> ApiResult<Json<Value>> {
+        // Random hex does not compress below the index's row limit.
+        let username: String = (0..320).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
+        let email = "huge@example.com".to_owned();
+        db.add(User { id: 0, username, email, password_hash: "x".to_owned(), bio: None, image: None });
+        db.flush().await?;
+        Ok(Json(json!({ "done": true })))
+    }
+    Router::new().route("/test/nul", post(nul)).route("/test/huge-username", post(huge_username))
+}
+
+#[tokio::test]
+async fn values_the_database_refuses_are_422_even_unvalidated() {
+    let app = TestApp::new().await;
+    let expected = errors("request", "has a value the database cannot store");
+    for uri in ["/test/nul", "/test/huge-username"] {
+        let answer = within(uri, send(app.router(unchecked_routes()), request(Method::POST, uri, None, None))).await;
+        assert_eq!((answer.status, &answer.json), (StatusCode::UNPROCESSABLE_ENTITY, &expected), "{uri}");
+    }
+    assert_eq!(app.count("users").await, 0);
+    within("settling", app.assert_settles()).await;
 }
