@@ -40,6 +40,10 @@ impl JwtKeys {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken accepts a token for 60 s past its `exp` by default,
+        // for clock skew; this server checks tokens it signed itself, with
+        // its own clock, so an expired token is refused at once.
+        validation.leeway = 0;
         JwtKeys { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
     }
 

@@ -1,6 +1,7 @@
 //! Bad input is answered as the RealWorld spec expects, never with a 500:
-//! NUL bytes, over-long values and bodies that are not objects are 422, a
-//! body over the limit 413, each with the spec's error body.
+//! NUL bytes, over-long values and bodies that are not objects are 422, an
+//! expired token 401, a body over the limit 413, each with the spec's error
+//! body.
 
 mod support;
 
@@ -287,4 +288,29 @@ async fn values_the_database_refuses_are_422_even_unvalidated() {
     }
     assert_eq!(app.count("users").await, 0);
     within("settling", app.assert_settles()).await;
+}
+
+/// A token for `user` signed with the tests' secret, expiring `expires_in`
+/// seconds from now (negative: in the past).
+fn token_expiring(user: i64, expires_in: i64) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({ "sub": user.to_string(), "iat": now - 3600, "exp": now + expires_in });
+    let key = jsonwebtoken::EncodingKey::from_secret(b"test secret");
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).expect("a token")
+}
+
+#[tokio::test]
+async fn an_expired_token_is_401_without_leeway() {
+    let app = TestApp::new().await;
+    app.register("alice").await;
+    let client = app.test_db.client().await;
+    let alice: i64 = client.query_one("SELECT id FROM users", &[]).await.expect("alice").get(0);
+
+    let fresh = token_expiring(alice, 60);
+    assert_eq!(call(&app, Method::GET, "/api/user", Some(&fresh), None).await.status, StatusCode::OK);
+    let expired = token_expiring(alice, -5);
+    for uri in ["/api/user", "/api/articles"] {
+        let answer = call(&app, Method::GET, uri, Some(&expired), None).await;
+        assert_eq!((answer.status, answer.json), (StatusCode::UNAUTHORIZED, errors("token", "is invalid")), "{uri}");
+    }
 }
