@@ -15,6 +15,7 @@ use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::db_session;
 use crate::error::ApiError;
 
 /// How long a token is valid.
@@ -105,7 +106,9 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 }
 
 /// The authenticated user of a request: `Authorization: Token <jwt>` (or
-/// `Bearer <jwt>`) is required. Checking it needs no database.
+/// `Bearer <jwt>`) is required. Checking the token needs no database; that
+/// its user still exists is checked by the session middleware, after the
+/// handler and in its transaction (see `db_session`).
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     /// The user's id, from the token.
@@ -115,7 +118,7 @@ pub struct AuthUser {
 }
 
 /// The user of a request where authentication is optional. A token that is
-/// sent must still be valid.
+/// sent must still be valid, and name a user that exists.
 #[derive(Debug, Clone)]
 pub struct MaybeAuthUser(pub Option<AuthUser>);
 
@@ -135,6 +138,7 @@ fn authenticate(parts: &Parts, keys: &JwtKeys) -> Result<Option<AuthUser>, ApiEr
         .map(str::trim)
         .ok_or(ApiError::InvalidToken)?;
     let id = keys.verify(token)?;
+    db_session::note_token_user(parts, id);
     Ok(Some(AuthUser { id, token: token.to_owned() }))
 }
 

@@ -1,7 +1,7 @@
 //! Bad input is answered as the RealWorld spec expects, never with a 500:
-//! NUL bytes, over-long values and bodies that are not objects are 422, an
-//! expired token 401, a body over the limit 413, each with the spec's error
-//! body.
+//! NUL bytes and over-long values are 422, a token of a deleted user or an
+//! expired one 401, a body that is not an object 422, a body over the limit
+//! 413, each with the spec's error body.
 
 mod support;
 
@@ -313,4 +313,44 @@ async fn an_expired_token_is_401_without_leeway() {
         let answer = call(&app, Method::GET, uri, Some(&expired), None).await;
         assert_eq!((answer.status, answer.json), (StatusCode::UNAUTHORIZED, errors("token", "is invalid")), "{uri}");
     }
+}
+
+#[tokio::test]
+async fn a_deleted_users_token_is_401_on_reads_writes_and_the_feed() {
+    let app = TestApp::new().await;
+    let bob = app.register("bob").await;
+    let article = json!({ "article": { "title": "Bobs", "description": "d", "body": "b" } });
+    let created = call(&app, Method::POST, "/api/articles", Some(&bob), Some(article.clone())).await;
+    let slug = created.json["article"]["slug"].as_str().expect("a slug").to_owned();
+    let ghost = app.register("ghost").await;
+    app.test_db.client().await.execute("DELETE FROM users WHERE username = 'ghost'", &[]).await.expect("delete");
+
+    let comment = json!({ "comment": { "body": "boo" } });
+    let cases: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, "/api/user".into(), None),
+        (Method::PUT, "/api/user".into(), Some(json!({ "user": { "bio": "boo" } }))),
+        (Method::GET, "/api/articles".into(), None),
+        (Method::GET, "/api/articles/feed".into(), None),
+        (Method::GET, format!("/api/articles/{slug}"), None),
+        (Method::GET, format!("/api/articles/{slug}/comments"), None),
+        (Method::GET, "/api/profiles/bob".into(), None),
+        (Method::POST, "/api/articles".into(), Some(article)),
+        (Method::PUT, format!("/api/articles/{slug}"), Some(json!({ "article": { "body": "boo" } }))),
+        (Method::DELETE, format!("/api/articles/{slug}"), None),
+        (Method::POST, format!("/api/articles/{slug}/favorite"), None),
+        (Method::DELETE, format!("/api/articles/{slug}/favorite"), None),
+        (Method::POST, format!("/api/articles/{slug}/comments"), Some(comment)),
+        (Method::POST, "/api/profiles/bob/follow".into(), None),
+        (Method::DELETE, "/api/profiles/bob/follow".into(), None),
+    ];
+    for (method, uri, body) in cases {
+        let answer = call(&app, method.clone(), &uri, Some(&ghost), body).await;
+        let expected = errors("token", "is invalid");
+        assert_eq!((answer.status, &answer.json), (StatusCode::UNAUTHORIZED, &expected), "{method} {uri}");
+    }
+    let counts = (app.count("articles").await, app.count("favorites").await, app.count("follows").await);
+    assert_eq!((counts, app.count("comments").await), ((1, 0, 0), 0), "nothing was written");
+    // A live user's token is unaffected.
+    assert_eq!(call(&app, Method::GET, "/api/articles/feed", Some(&bob), None).await.status, StatusCode::OK);
+    within("settling", app.assert_settles()).await;
 }
