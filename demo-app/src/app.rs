@@ -20,7 +20,7 @@
 
 use std::any::Any;
 
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +33,7 @@ use tracing::Level;
 
 use crate::db_session::session_per_request;
 use crate::error::ApiError;
+use crate::json::BODY_LIMIT;
 use crate::routes;
 use crate::state::AppState;
 
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
 pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let timeout = state.request_timeout;
     routes
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
         .layer(axum::middleware::map_response(with_error_body))
         .layer(CatchPanicLayer::custom(panic_response))

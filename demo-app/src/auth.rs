@@ -15,6 +15,7 @@ use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::db_session;
 use crate::error::ApiError;
 
 /// How long a token is valid.
@@ -40,6 +41,10 @@ impl JwtKeys {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken accepts a token for 60 s past its `exp` by default,
+        // for clock skew; this server checks tokens it signed itself, with
+        // its own clock, so an expired token is refused at once.
+        validation.leeway = 0;
         JwtKeys { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
     }
 
@@ -101,7 +106,9 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 }
 
 /// The authenticated user of a request: `Authorization: Token <jwt>` (or
-/// `Bearer <jwt>`) is required. Checking it needs no database.
+/// `Bearer <jwt>`) is required. Checking the token needs no database; that
+/// its user still exists is checked by the session middleware, after the
+/// handler and in its transaction (see `db_session`).
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     /// The user's id, from the token.
@@ -111,7 +118,7 @@ pub struct AuthUser {
 }
 
 /// The user of a request where authentication is optional. A token that is
-/// sent must still be valid.
+/// sent must still be valid, and name a user that exists.
 #[derive(Debug, Clone)]
 pub struct MaybeAuthUser(pub Option<AuthUser>);
 
@@ -131,6 +138,7 @@ fn authenticate(parts: &Parts, keys: &JwtKeys) -> Result<Option<AuthUser>, ApiEr
         .map(str::trim)
         .ok_or(ApiError::InvalidToken)?;
     let id = keys.verify(token)?;
+    db_session::note_token_user(parts, id);
     Ok(Some(AuthUser { id, token: token.to_owned() }))
 }
 

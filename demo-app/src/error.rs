@@ -4,6 +4,7 @@
 //! a status and a generic message: no SQL, constraint or value reaches the
 //! client.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
@@ -19,8 +20,12 @@ pub enum ApiError {
     InvalidToken,
     /// 401: login with an unknown e-mail address or a wrong password.
     InvalidCredentials,
-    /// 422: invalid input, as (field, message) pairs.
-    Invalid(Vec<(&'static str, String)>),
+    /// 422: invalid input, as (field, message) pairs. A field is usually a
+    /// static name, but a path or query parameter, or a body field holding a
+    /// NUL byte, is named as the client sent it.
+    Invalid(Vec<(Cow<'static, str>, String)>),
+    /// 413: a body over [`BODY_LIMIT`](crate::json::BODY_LIMIT).
+    TooLarge,
     /// 404: the named resource (`article`, `profile`, `comment`) does not exist.
     NotFound(&'static str),
     /// 403: the named resource belongs to someone else.
@@ -37,8 +42,8 @@ pub enum ApiError {
 
 impl ApiError {
     /// A 422 with one message for one field.
-    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        ApiError::Invalid(vec![(field, message.into())])
+    pub fn invalid(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        ApiError::Invalid(vec![(field.into(), message.into())])
     }
 
     /// The HTTP status of this error.
@@ -46,6 +51,7 @@ impl ApiError {
         match self {
             ApiError::MissingToken | ApiError::InvalidToken | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Taken(_) | ApiError::Conflict => StatusCode::CONFLICT,
@@ -55,20 +61,22 @@ impl ApiError {
     }
 
     /// The `errors` object of the body.
-    fn errors(self) -> BTreeMap<&'static str, Vec<String>> {
+    fn errors(self) -> BTreeMap<Cow<'static, str>, Vec<String>> {
+        let one = |field: &'static str, message: String| vec![(Cow::Borrowed(field), message)];
         let pairs = match self {
-            ApiError::MissingToken => vec![("token", "is missing".to_owned())],
-            ApiError::InvalidToken => vec![("token", "is invalid".to_owned())],
-            ApiError::InvalidCredentials => vec![("credentials", "invalid".to_owned())],
+            ApiError::MissingToken => one("token", "is missing".to_owned()),
+            ApiError::InvalidToken => one("token", "is invalid".to_owned()),
+            ApiError::InvalidCredentials => one("credentials", "invalid".to_owned()),
             ApiError::Invalid(pairs) => pairs,
-            ApiError::NotFound(resource) => vec![(resource, "not found".to_owned())],
-            ApiError::Forbidden(resource) => vec![(resource, "forbidden".to_owned())],
-            ApiError::Taken(field) => vec![(field, "has already been taken".to_owned())],
-            ApiError::Conflict => vec![("request", "conflicts with a concurrent change; try again".to_owned())],
-            ApiError::Unavailable => vec![("server", "is temporarily unavailable; try again".to_owned())],
-            ApiError::Internal => vec![("server", "internal error".to_owned())],
+            ApiError::TooLarge => one("body", format!("is too large (maximum is {} bytes)", crate::json::BODY_LIMIT)),
+            ApiError::NotFound(resource) => one(resource, "not found".to_owned()),
+            ApiError::Forbidden(resource) => one(resource, "forbidden".to_owned()),
+            ApiError::Taken(field) => one(field, "has already been taken".to_owned()),
+            ApiError::Conflict => one("request", "conflicts with a concurrent change; try again".to_owned()),
+            ApiError::Unavailable => one("server", "is temporarily unavailable; try again".to_owned()),
+            ApiError::Internal => one("server", "internal error".to_owned()),
         };
-        let mut errors: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        let mut errors: BTreeMap<Cow<'static, str>, Vec<String>> = BTreeMap::new();
         for (field, message) in pairs {
             errors.entry(field).or_default().push(message);
         }
@@ -101,12 +109,26 @@ impl From<orm_core::Error> for ApiError {
                 tracing::error!(%error, "database unavailable");
                 ApiError::Unavailable
             }
+            error if is_bad_data(&error) => {
+                tracing::warn!(%error, "the database refused a value");
+                ApiError::invalid("request", "has a value the database cannot store")
+            }
             error => {
                 tracing::error!(%error, "database error");
                 ApiError::Internal
             }
         }
     }
+}
+
+/// Whether the database refused a value the request brought: SQLSTATE class
+/// 22 (data exception: a NUL byte in text, a number out of range, ...) or
+/// 54000 (a value too large for an index row). Input validation should
+/// catch these first; this is the safety net that makes a missed case a 422
+/// rather than a 500. The one place to switch to `orm_core::Error::BadData`
+/// once the ORM has it.
+fn is_bad_data(error: &orm_core::Error) -> bool {
+    error.sql_state().is_some_and(|state| state.code().starts_with("22") || state.code() == "54000")
 }
 
 /// Handler results.
@@ -129,8 +151,11 @@ mod tests {
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(json, serde_json::json!({ "errors": { "token": ["is missing"] } }));
 
-        let (status, json) =
-            body(ApiError::Invalid(vec![("title", "can't be blank".into()), ("title", "is too long".into())])).await;
+        let (status, json) = body(ApiError::Invalid(vec![
+            ("title".into(), "can't be blank".into()),
+            ("title".into(), "is too long".into()),
+        ]))
+        .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(json, serde_json::json!({ "errors": { "title": ["can't be blank", "is too long"] } }));
 

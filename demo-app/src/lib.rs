@@ -14,6 +14,7 @@ pub mod config;
 pub mod db_session;
 pub mod entities;
 pub mod error;
+pub mod extract;
 pub mod json;
 pub mod loaders;
 pub mod migrations;

@@ -1,7 +1,5 @@
 //! Articles, the feed and favorites: `/api/articles...`.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -12,7 +10,8 @@ use crate::auth::{AuthUser, MaybeAuthUser};
 use crate::db_session::DbSession;
 use crate::entities::{now, Article, ArticleTag, Favorite, Follow, User};
 use crate::error::{ApiError, ApiResult};
-use crate::json::{require, require_patch, Patch, Valid, Validate};
+use crate::extract::{Path, Query};
+use crate::json::{limit, require, require_patch, Patch, Valid, Validate};
 use crate::routes::idempotent::ensure_inserted;
 use crate::state::AppState;
 use crate::views::{self, ArticleView, Body};
@@ -28,6 +27,10 @@ pub fn routes() -> Router<AppState> {
 
 /// The largest page a list returns, whatever `limit` asks for.
 pub const MAX_PAGE: i64 = 100;
+
+/// Tags are indexed: 64 characters is plenty, and at most 256 bytes of
+/// UTF-8, far below the index's limit.
+pub const TAG_MAX: usize = 64;
 
 #[derive(Serialize)]
 struct ArticleResponse {
@@ -79,10 +82,6 @@ struct Page {
 }
 
 impl ListParams {
-    fn from_query(query: Result<Query<ListParams>, QueryRejection>) -> ApiResult<Self> {
-        query.map(|Query(params)| params).map_err(|rejection| ApiError::invalid("query", rejection.body_text()))
-    }
-
     fn page(&self) -> ApiResult<Page> {
         let limit = self.limit.unwrap_or(20);
         let offset = self.offset.unwrap_or(0);
@@ -138,9 +137,8 @@ async fn newest_page(
 async fn list(
     viewer: MaybeAuthUser,
     mut db: DbSession,
-    query: Result<Query<ListParams>, QueryRejection>,
+    Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ArticlesResponse>> {
-    let params = ListParams::from_query(query)?;
     let page = params.page()?;
     let (articles, total) = newest_page(&mut db, || params.filter(), page).await?;
     let articles = views::articles(&mut db, &articles, viewer.id(), Body::Omitted).await?;
@@ -151,9 +149,9 @@ async fn list(
 async fn feed(
     auth: AuthUser,
     mut db: DbSession,
-    query: Result<Query<ListParams>, QueryRejection>,
+    Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ArticlesResponse>> {
-    let page = ListParams::from_query(query)?.page()?;
+    let page = params.page()?;
     // Tracked, so the views find the follows in the identity map.
     let follows = db.query::<Follow>().filter(Follow::FOLLOWER_ID.eq(auth.id)).all().await?;
     let followed: Vec<i64> = follows.iter().map(|follow| follow.read().followee_id).collect();
@@ -206,8 +204,15 @@ impl Validate for CreateRequest {
 }
 
 fn check_tags(problems: &mut Vec<(&'static str, String)>, tags: &Patch<Vec<String>>) {
-    if *tags == Patch::Null {
-        problems.push(("tagList", "must be a list".to_owned()));
+    match tags {
+        Patch::Absent => {}
+        Patch::Null => problems.push(("tagList", "must be a list".to_owned())),
+        // One message however many tags are too long.
+        Patch::Value(tags) => {
+            if let Some(tag) = tags.iter().find(|tag| tag.trim().chars().count() > TAG_MAX) {
+                limit(problems, "tagList", tag, TAG_MAX);
+            }
+        }
     }
 }
 

@@ -1,6 +1,5 @@
 //! Comments: `/api/articles/{slug}/comments[/{id}]`.
 
-use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -10,6 +9,7 @@ use crate::auth::{AuthUser, MaybeAuthUser};
 use crate::db_session::DbSession;
 use crate::entities::{now, Comment};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Path;
 use crate::json::{require, Valid, Validate};
 use crate::routes::articles::find_article;
 use crate::state::AppState;

@@ -1,6 +1,5 @@
 //! Profiles and following: `/api/profiles/{username}[/follow]`.
 
-use axum::extract::Path;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use orm_core::{Session, Tracked};
@@ -10,6 +9,7 @@ use crate::auth::{AuthUser, MaybeAuthUser};
 use crate::db_session::DbSession;
 use crate::entities::{Follow, User};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Path;
 use crate::routes::idempotent::ensure_inserted;
 use crate::state::AppState;
 use crate::views::ProfileView;

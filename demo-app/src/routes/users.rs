@@ -12,7 +12,7 @@ use crate::auth::{self, AuthUser};
 use crate::db_session::DbSession;
 use crate::entities::User;
 use crate::error::{ApiError, ApiResult};
-use crate::json::{require, require_patch, Patch, Valid, Validate};
+use crate::json::{limit, require, require_patch, Patch, Valid, Validate};
 use crate::state::AppState;
 use crate::views::UserView;
 
@@ -27,6 +27,11 @@ pub fn routes() -> Router<AppState> {
 /// NIST SP 800-63B: at least 8 characters, and at least 64 must be accepted.
 const PASSWORD_MIN: usize = 8;
 const PASSWORD_MAX: usize = 256;
+/// User names are unique (indexed) and appear in URLs: 64 characters is
+/// plenty, and at most 256 bytes of UTF-8, far below the index's limit.
+pub const USERNAME_MAX: usize = 64;
+/// RFC 5321 allows no longer address (a path of 256 octets, less `<>`).
+pub const EMAIL_MAX: usize = 254;
 
 #[derive(Serialize)]
 struct UserResponse {
@@ -52,6 +57,7 @@ impl Validate for RegisterRequest {
     fn problems(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
         require(&mut problems, "username", &self.user.username);
+        limit(&mut problems, "username", &self.user.username, USERNAME_MAX);
         require(&mut problems, "email", &self.user.email);
         check_email(&mut problems, &self.user.email);
         require(&mut problems, "password", &self.user.password);
@@ -64,6 +70,7 @@ fn check_email(problems: &mut Vec<(&'static str, String)>, email: &str) {
     if !email.trim().is_empty() && !email.contains('@') {
         problems.push(("email", "is invalid".to_owned()));
     }
+    limit(problems, "email", email, EMAIL_MAX);
 }
 
 fn check_password(problems: &mut Vec<(&'static str, String)>, password: &str) {
@@ -191,6 +198,9 @@ impl Validate for UpdateRequest {
         let changes = &self.user;
         let mut problems = Vec::new();
         require_patch(&mut problems, "username", &changes.username);
+        if let Patch::Value(username) = &changes.username {
+            limit(&mut problems, "username", username, USERNAME_MAX);
+        }
         require_patch(&mut problems, "email", &changes.email);
         if let Patch::Value(email) = &changes.email {
             check_email(&mut problems, email);
