@@ -105,11 +105,14 @@ impl From<orm_core::Error> for ApiError {
                 tracing::warn!(%error, "database conflict");
                 ApiError::Conflict
             }
-            E::PoolTimeout { .. } | E::ConnectionLost(_) | E::Pool(_) => {
+            E::PoolTimeout { .. } | E::ConnectionLost(_) | E::Connect { .. } | E::Pool(_) => {
                 tracing::error!(%error, "database unavailable");
                 ApiError::Unavailable
             }
-            error if is_bad_data(&error) => {
+            // Input validation should catch these first (a NUL byte in
+            // text, a number out of range, a value too large for an index
+            // row); this safety net makes a missed case a 422, not a 500.
+            E::BadData { .. } => {
                 tracing::warn!(%error, "the database refused a value");
                 ApiError::invalid("request", "has a value the database cannot store")
             }
@@ -119,16 +122,6 @@ impl From<orm_core::Error> for ApiError {
             }
         }
     }
-}
-
-/// Whether the database refused a value the request brought: SQLSTATE class
-/// 22 (data exception: a NUL byte in text, a number out of range, ...) or
-/// 54000 (a value too large for an index row). Input validation should
-/// catch these first; this is the safety net that makes a missed case a 422
-/// rather than a 500. The one place to switch to `orm_core::Error::BadData`
-/// once the ORM has it.
-fn is_bad_data(error: &orm_core::Error) -> bool {
-    error.sql_state().is_some_and(|state| state.code().starts_with("22") || state.code() == "54000")
 }
 
 /// Handler results.
