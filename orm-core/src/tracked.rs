@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -233,7 +234,12 @@ impl Holder {
 pub struct Ref<'a, T: Entity> {
     guard: RwLockReadGuard<'a, EntityState<T>>,
     address: usize,
+    _same_thread: SameThread,
 }
+
+/// Keeps a guard on the thread that took it, which is where its borrow is
+/// recorded (whatever features of the lock crate are enabled).
+type SameThread = PhantomData<*const ()>;
 
 impl<T: Entity> Deref for Ref<'_, T> {
     type Target = T;
@@ -259,6 +265,7 @@ impl<T: Entity + fmt::Debug> fmt::Debug for Ref<'_, T> {
 pub struct RefMut<'a, T: Entity> {
     guard: RwLockWriteGuard<'a, EntityState<T>>,
     address: usize,
+    _same_thread: SameThread,
 }
 
 impl<T: Entity> Deref for RefMut<'_, T> {
@@ -312,7 +319,7 @@ impl<T: Entity> Tracked<T> {
     pub fn try_read(&self) -> Result<Ref<'_, T>> {
         let guard = self.lock_read()?;
         hold(self.address());
-        Ok(Ref { guard, address: self.address() })
+        Ok(Ref { guard, address: self.address(), _same_thread: PhantomData })
     }
 
     /// Borrows the entity mutably and marks it for change detection at the
@@ -348,7 +355,7 @@ impl<T: Entity> Tracked<T> {
             state.sent = Some(Box::new(state.current.clone()));
         }
         hold(self.address());
-        Ok(RefMut { guard: state, address: self.address() })
+        Ok(RefMut { guard: state, address: self.address(), _same_thread: PhantomData })
     }
 
     /// Changes the entity in one call and returns what `change` returns:
