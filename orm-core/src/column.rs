@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 
 use crate::column_value::IntoColumnValue;
 use crate::entity::Entity;
+use crate::expr::{Expr, ExprNode, Numeric, Ordered, SharedParam};
 use crate::sql::quote_ident;
 use crate::types::{ColumnType, Param};
 
@@ -86,8 +87,34 @@ impl<E: Entity, V: ColumnType> Column<E, V> {
     }
 
     fn compare(self, operator: &'static str, value: impl IntoColumnValue<V>) -> Condition<E> {
-        let value: Param = Box::new(value.into_column_value());
+        let value = SharedParam::new(value.into_column_value());
         Condition::new(Node::Compare { column: self.name, operator, value })
+    }
+
+    /// The column as an [`Expr`]: to compare it with another column or an
+    /// expression (`Item::PRICE.expr().gt(Item::COST)`), or to compute with it.
+    pub fn expr(self) -> Expr<E, V> {
+        Expr::from_node(ExprNode::Column(self.name))
+    }
+
+    /// `coalesce(column, default)`, see [`Expr::coalesce`].
+    pub fn coalesce(self, default: impl crate::expr::IntoExpr<E, V>) -> Expr<E, V> {
+        self.expr().coalesce(default)
+    }
+
+    /// The column decoded as `Option<V>`, for selecting a nullable column.
+    pub fn nullable(self) -> Expr<E, Option<V>> {
+        self.expr().nullable()
+    }
+
+    /// `count(column)`: the rows where it is not NULL.
+    pub fn count(self) -> Expr<E, i64> {
+        self.expr().count()
+    }
+
+    /// `count(DISTINCT column)`.
+    pub fn count_distinct(self) -> Expr<E, i64> {
+        self.expr().count_distinct()
     }
 
     /// `column = value`
@@ -155,7 +182,7 @@ impl<E: Entity, V: ColumnType> Column<E, V> {
         I::Item: IntoColumnValue<V>,
     {
         let values: Vec<V> = values.into_iter().map(IntoColumnValue::into_column_value).collect();
-        Condition::new(Node::Compare { column: self.name, operator: "= ANY", value: Box::new(values) })
+        Condition::new(Node::Compare { column: self.name, operator: "= ANY", value: SharedParam::new(values) })
     }
 
     /// `column IS NULL`
@@ -170,12 +197,36 @@ impl<E: Entity, V: ColumnType> Column<E, V> {
 
     /// Sorts by this column, smallest first.
     pub fn asc(self) -> Order<E> {
-        Order { column: self.name, descending: false, _entity: PhantomData }
+        Order::new(ExprNode::Column(self.name), false)
     }
 
     /// Sorts by this column, largest first.
     pub fn desc(self) -> Order<E> {
-        Order { column: self.name, descending: true, _entity: PhantomData }
+        Order::new(ExprNode::Column(self.name), true)
+    }
+}
+
+impl<E: Entity, V: Ordered> Column<E, V> {
+    /// `min(column)`, see [`Expr::min`].
+    pub fn min(self) -> Expr<E, Option<V>> {
+        self.expr().min()
+    }
+
+    /// `max(column)`, see [`Expr::max`].
+    pub fn max(self) -> Expr<E, Option<V>> {
+        self.expr().max()
+    }
+}
+
+impl<E: Entity, V: Numeric> Column<E, V> {
+    /// `sum(column)`, see [`Expr::sum`] for its type.
+    pub fn sum(self) -> Expr<E, Option<V::Sum>> {
+        self.expr().sum()
+    }
+
+    /// `avg(column)` as `f64`, see [`Expr::avg`].
+    pub fn avg(self) -> Expr<E, Option<f64>> {
+        self.expr().avg()
     }
 }
 
@@ -188,6 +239,16 @@ impl<E: Entity> Column<E, String> {
     /// `column ILIKE pattern`: [`like`](Self::like) ignoring case.
     pub fn ilike(self, pattern: impl IntoColumnValue<String>) -> Condition<E> {
         self.compare("ILIKE", pattern)
+    }
+
+    /// `lower(column)`
+    pub fn lower(self) -> Expr<E, String> {
+        self.expr().lower()
+    }
+
+    /// `upper(column)`
+    pub fn upper(self) -> Expr<E, String> {
+        self.expr().upper()
     }
 }
 
@@ -217,14 +278,54 @@ impl<E: Entity> Column<E, String> {
 /// # Ok(()) }
 /// ```
 pub struct Order<E> {
-    column: &'static str,
+    node: ExprNode,
     descending: bool,
+    /// `Some(true)` for NULLS FIRST, `Some(false)` for NULLS LAST, `None`
+    /// for PostgreSQL's default (NULLs sort as larger than any value).
+    nulls_first: Option<bool>,
     _entity: PhantomData<fn() -> E>,
 }
 
+impl<E> Clone for Order<E> {
+    fn clone(&self) -> Self {
+        Order {
+            node: self.node.clone(),
+            descending: self.descending,
+            nulls_first: self.nulls_first,
+            _entity: PhantomData,
+        }
+    }
+}
+
 impl<E> Order<E> {
-    pub(crate) fn render(&self, sql: &mut String) {
-        let _ = write!(sql, "t.{}{}", quote_ident(self.column), if self.descending { " DESC" } else { "" });
+    pub(crate) fn new(node: ExprNode, descending: bool) -> Self {
+        Order { node, descending, nulls_first: None, _entity: PhantomData }
+    }
+
+    /// Puts NULLs before every value (`NULLS FIRST`).
+    #[must_use]
+    pub fn nulls_first(mut self) -> Self {
+        self.nulls_first = Some(true);
+        self
+    }
+
+    /// Puts NULLs after every value (`NULLS LAST`).
+    #[must_use]
+    pub fn nulls_last(mut self) -> Self {
+        self.nulls_first = Some(false);
+        self
+    }
+
+    pub(crate) fn render(&self, sql: &mut String, params: &mut Vec<Param>) {
+        self.node.render("t", sql, params);
+        if self.descending {
+            sql.push_str(" DESC");
+        }
+        match self.nulls_first {
+            Some(true) => sql.push_str(" NULLS FIRST"),
+            Some(false) => sql.push_str(" NULLS LAST"),
+            None => {}
+        }
     }
 }
 
@@ -261,11 +362,28 @@ pub struct Condition<E> {
     _entity: PhantomData<fn() -> E>,
 }
 
+impl<E> Clone for Condition<E> {
+    fn clone(&self) -> Self {
+        Condition::new(self.node.clone())
+    }
+}
+
+#[derive(Clone)]
 enum Node {
     Compare {
         column: &'static str,
         operator: &'static str,
-        value: Param,
+        value: SharedParam,
+    },
+    /// Two expressions compared.
+    Expressions {
+        left: ExprNode,
+        operator: &'static str,
+        right: ExprNode,
+    },
+    ExpressionNull {
+        expr: ExprNode,
+        negated: bool,
     },
     Null {
         column: &'static str,
@@ -287,6 +405,59 @@ enum Node {
 impl<E> Condition<E> {
     fn new(node: Node) -> Self {
         Condition { node, _entity: PhantomData }
+    }
+
+    pub(crate) fn compare_expr(left: ExprNode, operator: &'static str, right: ExprNode) -> Self {
+        Condition::new(Node::Expressions { left, operator, right })
+    }
+
+    pub(crate) fn null_expr(expr: ExprNode, negated: bool) -> Self {
+        Condition::new(Node::ExpressionNull { expr, negated })
+    }
+
+    /// All of `conditions` hold (`TRUE` for none): folds filters chosen at
+    /// run time, such as those of a search form's filled-in fields.
+    ///
+    /// ```
+    /// # use orm_core::{Condition, Database, Entity};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Product { #[orm(primary_key, generated)] id: i64, name: String, price: i32, note: Option<String> }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE product (id bigserial PRIMARY KEY, name text NOT NULL, price int NOT NULL, note text);
+    /// #     INSERT INTO product (name, price, note) VALUES ('tea', 4, NULL), ('scones', 6, 'fresh'), ('jam', 5, NULL)").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let (max_price, name): (Option<i32>, Option<&str>) = (Some(5), None); // from a form
+    /// let mut filters = Vec::new();
+    /// if let Some(max) = max_price {
+    ///     filters.push(Product::PRICE.le(max));
+    /// }
+    /// if let Some(name) = name {
+    ///     filters.push(Product::NAME.eq(name));
+    /// }
+    /// let filter = Condition::all(filters);
+    /// let mut session = db.session();
+    /// // Conditions are Clone: one filter serves a count and a page.
+    /// let total = session.query::<Product>().filter(filter.clone()).count().await?;
+    /// let page = session.query::<Product>().filter(filter).limit(1).all().await?;
+    /// assert_eq!((total, page.len()), (2, 1));
+    /// assert_eq!(session.query::<Product>().filter(Condition::any([])).count().await?, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn all(conditions: impl IntoIterator<Item = Condition<E>>) -> Self {
+        Condition::new(Node::And(conditions.into_iter().map(|c| c.node).collect()))
+    }
+
+    /// Any of `conditions` holds (`FALSE` for none).
+    pub fn any(conditions: impl IntoIterator<Item = Condition<E>>) -> Self {
+        Condition::new(Node::Or(conditions.into_iter().map(|c| c.node).collect()))
+    }
+
+    /// A condition written in SQL by hand, the escape hatch: refer to the
+    /// queried table as `t` and to `params` as `$1`, `$2`, ... (they are
+    /// renumbered to follow the statement's other parameters).
+    pub fn raw(sql: &str, params: Vec<Param>) -> Self {
+        Expr::<E, bool>::raw(sql, params).eq(true)
     }
 
     /// Both conditions hold.
@@ -352,7 +523,7 @@ fn render_node(node: Node, depth: usize, sql: &mut String, params: &mut Vec<Para
     let table = alias(depth);
     match node {
         Node::Compare { column, operator, value } => {
-            params.push(value);
+            params.push(value.to_param());
             let _ = write!(sql, "{table}.{} {operator}", quote_ident(column));
             // `= ANY` takes its array in parentheses.
             let _ = if operator == "= ANY" {
@@ -364,7 +535,17 @@ fn render_node(node: Node, depth: usize, sql: &mut String, params: &mut Vec<Para
         Node::Null { column, negated } => {
             let _ = write!(sql, "{table}.{} IS {}NULL", quote_ident(column), if negated { "NOT " } else { "" });
         }
-        Node::And(nodes) | Node::Or(nodes) if nodes.is_empty() => sql.push_str("TRUE"),
+        Node::Expressions { left, operator, right } => {
+            left.render(&table, sql, params);
+            let _ = write!(sql, " {operator} ");
+            right.render(&table, sql, params);
+        }
+        Node::ExpressionNull { expr, negated } => {
+            expr.render(&table, sql, params);
+            let _ = write!(sql, " IS {}NULL", if negated { "NOT " } else { "" });
+        }
+        Node::And(nodes) if nodes.is_empty() => sql.push_str("TRUE"),
+        Node::Or(nodes) if nodes.is_empty() => sql.push_str("FALSE"),
         Node::And(nodes) => join_nodes(nodes, " AND ", depth, sql, params),
         Node::Or(nodes) => join_nodes(nodes, " OR ", depth, sql, params),
         Node::Not(node) => {

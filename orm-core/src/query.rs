@@ -7,6 +7,8 @@ use crate::column::{Condition, Order};
 use crate::connection::Access;
 use crate::entity::Entity;
 use crate::error::{Error, Result};
+use crate::expr::{ExprNode, IntoExpr};
+use crate::select::{Select, Selection};
 use crate::session::Session;
 use crate::sql;
 use crate::tracked::Tracked;
@@ -50,11 +52,22 @@ use crate::types::{param_refs, Param};
 /// intact. [`untracked`](Self::untracked) skips the map for large read-only loads.
 #[must_use = "a query does nothing until it is run with all(), first(), one(), optional(), count() or exists()"]
 pub struct Query<'s, E: Entity> {
-    session: &'s mut Session,
+    pub(crate) session: &'s mut Session,
     filter: Option<Condition<E>>,
     order: Vec<Order<E>>,
     limit: Option<i64>,
     offset: Option<i64>,
+    /// `DISTINCT` (empty) or `DISTINCT ON (...)`.
+    distinct: Option<Vec<ExprNode>>,
+    lock: Option<RowLock>,
+}
+
+/// A row-locking clause: `FOR UPDATE` or `FOR SHARE`, and what to do with
+/// rows another transaction has locked.
+#[derive(Clone, Copy)]
+struct RowLock {
+    strength: &'static str,
+    wait: &'static str,
 }
 
 /// A query whose results bypass the identity map, made by [`Query::untracked`].
@@ -65,15 +78,121 @@ pub struct UntrackedQuery<'s, E: Entity> {
 
 impl<'s, E: Entity> Query<'s, E> {
     pub(crate) fn new(session: &'s mut Session) -> Self {
-        Query { session, filter: None, order: Vec::new(), limit: None, offset: None }
+        Query { session, filter: None, order: Vec::new(), limit: None, offset: None, distinct: None, lock: None }
+    }
+
+    /// Returns each distinct row once (`SELECT DISTINCT`): for projections,
+    /// see [`Select::distinct`](crate::Select::distinct); whole entities
+    /// differ by their keys anyway.
+    pub fn distinct(mut self) -> Self {
+        self.distinct = Some(Vec::new());
+        self
+    }
+
+    /// Keeps the first row of each group of rows equal in `expr`
+    /// (`SELECT DISTINCT ON (expr)`), first by the query's order, which
+    /// must start with `expr`: the latest post of each author, say.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Post { #[orm(primary_key, generated)] id: i64, author: String, title: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE post (id bigserial PRIMARY KEY, author text NOT NULL, title text NOT NULL);
+    /// #     INSERT INTO post (author, title) VALUES ('ann', 'one'), ('bob', 'two'), ('ann', 'three')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let latest = session
+    ///     .query::<Post>()
+    ///     .distinct_on(Post::AUTHOR)
+    ///     .order_by(Post::AUTHOR.asc())
+    ///     .order_by(Post::ID.desc())
+    ///     .all()
+    ///     .await?;
+    /// let titles: Vec<String> = latest.iter().map(|p| p.read().title.clone()).collect();
+    /// assert_eq!(titles, ["three", "two"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn distinct_on<V>(mut self, expr: impl IntoExpr<E, V>) -> Self {
+        self.distinct.get_or_insert_with(Vec::new).push(expr.into_expr().node);
+        self
+    }
+
+    /// Locks the rows it returns until the transaction ends (`FOR UPDATE`):
+    /// another transaction that wants to change or lock them waits. The
+    /// query runs inside the session's transaction, opening it if needed.
+    pub fn for_update(mut self) -> Self {
+        self.lock = Some(RowLock { strength: " FOR UPDATE", wait: "" });
+        self
+    }
+
+    /// Locks the rows it returns against changes, not against other
+    /// readers that lock them the same way (`FOR SHARE`).
+    pub fn for_share(mut self) -> Self {
+        self.lock = Some(RowLock { strength: " FOR SHARE", wait: "" });
+        self
+    }
+
+    /// With [`for_update`](Self::for_update) or [`for_share`](Self::for_share):
+    /// skips rows another transaction has locked instead of waiting for
+    /// them (`SKIP LOCKED`), which is how several workers take jobs from
+    /// one table without taking the same job twice.
+    pub fn skip_locked(mut self) -> Self {
+        self.lock = Some(RowLock {
+            wait: " SKIP LOCKED",
+            ..self.lock.unwrap_or(RowLock { strength: " FOR UPDATE", wait: "" })
+        });
+        self
+    }
+
+    /// With [`for_update`](Self::for_update) or [`for_share`](Self::for_share):
+    /// fails at once if a row is locked (`NOWAIT`), with a
+    /// [`Error::Database`] of SQLSTATE `55P03`, instead of waiting.
+    pub fn nowait(mut self) -> Self {
+        self.lock =
+            Some(RowLock { wait: " NOWAIT", ..self.lock.unwrap_or(RowLock { strength: " FOR UPDATE", wait: "" }) });
+        self
+    }
+
+    /// Selects expressions instead of whole entities: a column, an
+    /// [`Expr`](crate::Expr), or a tuple of them, decoded into their Rust
+    /// types and not tracked. With aggregates it can
+    /// [`group_by`](crate::Select::group_by) and
+    /// [`having`](crate::Select::having).
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Book { #[orm(primary_key, generated)] id: i64, title: String, author: String, pages: i32 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE book (id bigserial PRIMARY KEY, title text NOT NULL, author text NOT NULL, pages int NOT NULL);
+    /// #     INSERT INTO book (title, author, pages) VALUES ('Emma', 'Austen', 474), ('Persuasion', 'Austen', 249), ('Ulysses', 'Joyce', 730)").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let titles: Vec<(i64, String)> =
+    ///     session.query::<Book>().select((Book::ID, Book::TITLE)).order_by(Book::ID.asc()).all().await?;
+    /// assert_eq!(titles[0], (1, "Emma".to_owned()));
+    ///
+    /// // Books and pages per author, for authors with more than one book.
+    /// let per_author: Vec<(String, i64, Option<i64>)> = session
+    ///     .query::<Book>()
+    ///     .select((Book::AUTHOR, Book::ID.count(), Book::PAGES.sum()))
+    ///     .group_by(Book::AUTHOR)
+    ///     .having(Book::ID.count().gt(1))
+    ///     .all()
+    ///     .await?;
+    /// assert_eq!(per_author, [("Austen".to_owned(), 2, Some(723))]);
+    /// # Ok(()) }
+    /// ```
+    pub fn select<S: Selection<E>>(self, selection: S) -> Select<'s, E, S> {
+        Select::new(self, selection)
     }
 
     /// Keeps rows matching `condition`; several filters must all match.
     pub fn filter(mut self, condition: Condition<E>) -> Self {
-        self.filter = Some(match self.filter.take() {
-            Some(existing) => existing.and(condition),
-            None => condition,
-        });
+        self.push_filter(condition);
         self
     }
 
@@ -119,20 +238,65 @@ impl<'s, E: Entity> Query<'s, E> {
         UntrackedQuery { query: self }
     }
 
-    /// Builds the statement: only the shape of the query is in the text,
-    /// every value is a parameter.
+    /// Builds the statement over `select` (`SELECT <list> FROM <table> AS
+    /// t`): only the shape of the query is in the text, every value is a
+    /// parameter.
     fn build(&mut self, select: &str) -> Built {
-        let mut sql = String::from(select);
+        let mut sql = String::with_capacity(select.len() + 64);
         let mut params = Vec::new();
+        match (&self.distinct, select.strip_prefix("SELECT ")) {
+            (Some(on), Some(rest)) => {
+                sql.push_str("SELECT ");
+                Self::render_distinct(on, &mut sql, &mut params);
+                sql.push_str(rest);
+            }
+            _ => sql.push_str(select),
+        }
+        self.build_clauses(sql, params, &[], None)
+    }
+
+    /// `DISTINCT ` or `DISTINCT ON (...) `.
+    fn render_distinct(on: &[ExprNode], sql: &mut String, params: &mut Vec<Param>) {
+        sql.push_str("DISTINCT ");
+        if on.is_empty() {
+            return;
+        }
+        sql.push_str("ON (");
+        for (n, node) in on.iter().enumerate() {
+            if n > 0 {
+                sql.push_str(", ");
+            }
+            node.render("t", sql, params);
+        }
+        sql.push_str(") ");
+    }
+
+    /// Appends WHERE, GROUP BY, HAVING, ORDER BY, LIMIT, OFFSET and the row
+    /// lock to a statement's `SELECT ... FROM ...` part.
+    pub(crate) fn build_clauses(
+        &mut self,
+        mut sql: String,
+        mut params: Vec<Param>,
+        group_by: &[ExprNode],
+        having: Option<Condition<E>>,
+    ) -> Built {
         let filter_start = sql.len();
         if let Some(filter) = self.filter.take() {
             sql.push_str(" WHERE ");
             filter.render(&mut sql, &mut params);
         }
         let filter = filter_start..sql.len();
+        for (n, node) in group_by.iter().enumerate() {
+            sql.push_str(if n == 0 { " GROUP BY " } else { ", " });
+            node.render("t", &mut sql, &mut params);
+        }
+        if let Some(having) = having {
+            sql.push_str(" HAVING ");
+            having.render(&mut sql, &mut params);
+        }
         for (n, order) in self.order.iter().enumerate() {
             sql.push_str(if n == 0 { " ORDER BY " } else { ", " });
-            order.render(&mut sql);
+            order.render(&mut sql, &mut params);
         }
         if let Some(limit) = self.limit {
             params.push(Box::new(limit));
@@ -142,14 +306,64 @@ impl<'s, E: Entity> Query<'s, E> {
             params.push(Box::new(offset));
             let _ = write!(sql, " OFFSET ${}", params.len());
         }
+        if let Some(lock) = self.lock {
+            sql.push_str(lock.strength);
+            sql.push_str(lock.wait);
+        }
         Built { sql, params, filter }
+    }
+
+    /// How the statement reaches the database: a locking read needs the
+    /// transaction.
+    pub(crate) fn access(&self) -> Access {
+        if self.lock.is_some() {
+            Access::Write
+        } else {
+            Access::Read
+        }
+    }
+
+    /// The part of `SELECT` before the list: `DISTINCT [ON (...)] `, if any.
+    pub(crate) fn render_select_prefix(&self, sql: &mut String, params: &mut Vec<Param>) {
+        if let Some(on) = &self.distinct {
+            Self::render_distinct(on, sql, params);
+        }
+    }
+
+    /// Asks for `DISTINCT` rows (for [`Select`]).
+    pub(crate) fn set_distinct(&mut self) {
+        self.distinct = Some(Vec::new());
+    }
+
+    /// Adds a filter, as [`filter`](Self::filter) does, in place.
+    pub(crate) fn push_filter(&mut self, condition: Condition<E>) {
+        self.filter = Some(match self.filter.take() {
+            Some(existing) => existing.and(condition),
+            None => condition,
+        });
+    }
+
+    /// Adds an order term in place.
+    pub(crate) fn push_order(&mut self, order: Order<E>) {
+        self.order.push(order);
+    }
+
+    /// Sets the limit in place.
+    pub(crate) fn set_limit(&mut self, count: i64) {
+        self.limit = Some(count);
+    }
+
+    /// Sets the offset in place.
+    pub(crate) fn set_offset(&mut self, count: i64) {
+        self.offset = Some(count);
     }
 
     /// Runs the query and returns the matching entities, tracked.
     pub async fn all(mut self) -> Result<Vec<Tracked<E>>> {
         self.session.autoflush_for_query().await?;
         let built = self.build(sql::select_from_of::<E>());
-        self.session.load::<E>(&built.sql, &param_refs(&built.params)).await
+        let access = self.access();
+        self.session.load_with::<E>(&built.sql, &param_refs(&built.params), access).await
     }
 
     /// Runs the query with `LIMIT 1` and returns the first entity, if any.
@@ -203,6 +417,8 @@ impl<'s, E: Entity> Query<'s, E> {
     pub async fn exists(mut self) -> Result<bool> {
         self.session.autoflush_for_query().await?;
         self.order.clear();
+        self.distinct = None;
+        self.lock = None;
         let select = format!("SELECT EXISTS (SELECT 1 FROM {} AS t", sql::quote_ident(E::META.table));
         let mut built = self.build(&select);
         built.sql.push(')');
@@ -211,14 +427,23 @@ impl<'s, E: Entity> Query<'s, E> {
         rows.first().map_or(Ok(false), |row| row.try_get(0).map_err(Error::from))
     }
 
-    /// Counts the matching rows (ignoring order, limit and offset).
+    /// Counts the matching rows (ignoring order, limit and offset; with
+    /// [`distinct_on`](Self::distinct_on), the rows it keeps).
     pub async fn count(mut self) -> Result<i64> {
         self.session.autoflush_for_query().await?;
-        self.order.clear();
         self.limit = None;
         self.offset = None;
-        let select = format!("SELECT count(*) FROM {} AS t", sql::quote_ident(E::META.table));
-        let built = self.build(&select);
+        self.lock = None;
+        let built = if self.distinct.as_ref().is_some_and(|on| !on.is_empty()) {
+            // DISTINCT ON keeps one row per group: count those rows.
+            let mut inner = self.build(&format!("SELECT t.* FROM {} AS t", sql::quote_ident(E::META.table)));
+            inner.sql = format!("SELECT count(*) FROM ({}) AS kept", inner.sql);
+            inner
+        } else {
+            self.order.clear();
+            self.distinct = None;
+            self.build(&format!("SELECT count(*) FROM {} AS t", sql::quote_ident(E::META.table)))
+        };
         self.session.record_load(&built.sql)?;
         let rows = self.session.rows(&built.sql, &param_refs(&built.params), Access::Read).await?;
         rows.first().map_or(Ok(0), |row| row.try_get(0).map_err(Error::from))
@@ -231,7 +456,8 @@ impl<'s, E: Entity> Query<'s, E> {
         self.session.autoflush_for_query().await?;
         self.limit = Some(self.limit.map_or(2, |limit| limit.min(2)));
         let built = self.build(sql::select_from_of::<E>());
-        let rows = self.session.load_untracked::<E>(&built.sql, &param_refs(&built.params)).await?;
+        let access = self.access();
+        let rows = self.session.load_untracked_with::<E>(&built.sql, &param_refs(&built.params), access).await?;
         let filter = if rows.is_empty() { built.filter_text() } else { String::new() };
         Ok((rows, self.session, filter))
     }
@@ -243,7 +469,8 @@ impl<E: Entity> UntrackedQuery<'_, E> {
     pub async fn all(mut self) -> Result<Vec<E>> {
         self.query.session.autoflush_for_query().await?;
         let built = self.query.build(sql::select_from_of::<E>());
-        self.query.session.load_untracked::<E>(&built.sql, &param_refs(&built.params)).await
+        let access = self.query.access();
+        self.query.session.load_untracked_with::<E>(&built.sql, &param_refs(&built.params), access).await
     }
 
     /// Runs the query with `LIMIT 1` and returns the first value, if any.
@@ -266,9 +493,9 @@ impl<E: Entity> UntrackedQuery<'_, E> {
 }
 
 /// A statement built from a query.
-struct Built {
-    sql: String,
-    params: Vec<Param>,
+pub(crate) struct Built {
+    pub(crate) sql: String,
+    pub(crate) params: Vec<Param>,
     /// Where ` WHERE ...` is in `sql` (empty without a filter).
     filter: Range<usize>,
 }
@@ -276,7 +503,7 @@ struct Built {
 impl Built {
     /// The `WHERE` clause, values as `$n`: what [`Error::NotFound`] reports
     /// of a query, which has no key.
-    fn filter_text(&self) -> String {
+    pub(crate) fn filter_text(&self) -> String {
         match self.sql.get(self.filter.clone()).map(str::trim_start) {
             Some(filter) if !filter.is_empty() => filter.to_owned(),
             _ => "(any row)".to_owned(),

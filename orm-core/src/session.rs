@@ -272,7 +272,18 @@ impl Session {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Tracked<E>>> {
-        let rows = self.load_untracked::<E>(sql, params).await?;
+        self.load_with(sql, params, Access::Read).await
+    }
+
+    /// [`load`](Self::load) with the access the statement needs: a locking
+    /// read (`FOR UPDATE`) must run inside the transaction.
+    pub(crate) async fn load_with<E: Entity>(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        access: Access,
+    ) -> Result<Vec<Tracked<E>>> {
+        let rows = self.load_untracked_with::<E>(sql, params, access).await?;
         Ok(self.track(rows))
     }
 
@@ -294,22 +305,29 @@ impl Session {
     }
 
     /// Runs a SELECT of `E`'s columns and returns plain values, bypassing the
-    /// identity map: for large read-only loads.
-    pub(crate) async fn load_untracked<E: Entity>(
+    /// identity map (for large read-only loads), with the access the
+    /// statement needs: a locking read must run inside the transaction.
+    pub(crate) async fn load_untracked_with<E: Entity>(
         &mut self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
+        access: Access,
     ) -> Result<Vec<E>> {
         self.loads.record(sql)?;
-        self.fetch_untracked(sql, params).await
+        self.fetch_untracked(sql, params, access).await
     }
 
-    /// [`load_untracked`](Self::load_untracked), not counted by the N+1
+    /// [`load_untracked_with`](Self::load_untracked_with), not counted by the N+1
     /// guard: `refresh` has no batched form to point to.
-    async fn fetch_untracked<E: Entity>(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<E>> {
+    async fn fetch_untracked<E: Entity>(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        access: Access,
+    ) -> Result<Vec<E>> {
         let mut loaded = Vec::new();
         self.connection
-            .for_each_row(RawSql::cached(sql), params, Access::Read, &mut self.stats, |row| {
+            .for_each_row(RawSql::cached(sql), params, access, &mut self.stats, |row| {
                 loaded.push(E::from_row(&row, 0)?);
                 Ok(())
             })
@@ -547,7 +565,7 @@ impl Session {
         // Fails now rather than after the load if a guard is held.
         drop(entity.lock_write()?);
         let params = E::key_params(&key);
-        let rows = self.fetch_untracked::<E>(sql::select_by_key_of::<E>(), &param_refs(&params)).await?;
+        let rows = self.fetch_untracked::<E>(sql::select_by_key_of::<E>(), &param_refs(&params), Access::Read).await?;
         let fresh = rows.into_iter().next().ok_or(Error::NotFound { entity: E::META.name, key: format!("{key:?}") })?;
         let mut state = entity.lock_write()?;
         // A pending change of parent is an unflushed change too.

@@ -1,0 +1,543 @@
+//! [`Expr`]: typed SQL expressions over an entity's columns, for filters
+//! that compare two columns, computed values, projections and aggregates.
+//!
+//! An expression knows its entity `E` and the Rust type `V` it decodes to,
+//! so comparing a text expression with a number, summing a text column or
+//! mixing two entities' columns does not compile. Every value in an
+//! expression is a bind parameter; the statement text depends only on the
+//! expression's shape.
+
+use std::fmt::{self, Write};
+use std::marker::PhantomData;
+use std::ops::{Add, Div, Mul, Sub};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio_postgres::types::{Format, IsNull, ToSql, Type};
+
+use crate::column::{Column, Condition, Order};
+use crate::sql::quote_ident;
+use crate::types::{ColumnType, Param};
+
+/// A bind parameter shared between clones of a condition or expression, so
+/// that one filter can serve a count and a page.
+#[derive(Clone)]
+pub(crate) struct SharedParam(Arc<dyn ToSql + Send + Sync>);
+
+impl SharedParam {
+    pub(crate) fn new(value: impl ToSql + Send + Sync + 'static) -> Self {
+        SharedParam(Arc::new(value))
+    }
+
+    /// A parameter for a statement's parameter list.
+    pub(crate) fn to_param(&self) -> Param {
+        Box::new(self.clone())
+    }
+}
+
+impl From<Param> for SharedParam {
+    fn from(param: Param) -> Self {
+        SharedParam(Arc::from(param))
+    }
+}
+
+impl fmt::Debug for SharedParam {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ToSql for SharedParam {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.0.to_sql_checked(ty, out)
+    }
+
+    // The shared value checks its own type in `to_sql_checked`.
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    fn to_sql_checked(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.0.to_sql_checked(ty, out)
+    }
+
+    fn encode_format(&self, ty: &Type) -> Format {
+        self.0.encode_format(ty)
+    }
+}
+
+/// The shape of an expression, without its types.
+#[derive(Clone, Debug)]
+pub(crate) enum ExprNode {
+    Column(&'static str),
+    Value(SharedParam),
+    /// `function(args, ...)`, also with no arguments (`now()`).
+    Call {
+        function: &'static str,
+        args: Vec<ExprNode>,
+    },
+    Binary {
+        operator: &'static str,
+        left: Box<ExprNode>,
+        right: Box<ExprNode>,
+    },
+    /// `function([DISTINCT] arg)`, or `count(*)` without an argument.
+    Aggregate {
+        function: &'static str,
+        distinct: bool,
+        arg: Option<Box<ExprNode>>,
+    },
+    Cast {
+        expr: Box<ExprNode>,
+        to: &'static str,
+    },
+    /// SQL written by hand, with `$1`, `$2`, ... numbering its own parameters.
+    Raw {
+        sql: Arc<str>,
+        params: Vec<SharedParam>,
+    },
+}
+
+impl ExprNode {
+    /// Appends the expression's SQL to `sql`, columns qualified with
+    /// `table`, its values pushed onto `params`.
+    pub(crate) fn render(&self, table: &str, sql: &mut String, params: &mut Vec<Param>) {
+        match self {
+            ExprNode::Column(name) => {
+                let _ = write!(sql, "{table}.{}", quote_ident(name));
+            }
+            ExprNode::Value(value) => {
+                params.push(value.to_param());
+                let _ = write!(sql, "${}", params.len());
+            }
+            ExprNode::Call { function, args } => {
+                let _ = write!(sql, "{function}(");
+                for (n, arg) in args.iter().enumerate() {
+                    if n > 0 {
+                        sql.push_str(", ");
+                    }
+                    arg.render(table, sql, params);
+                }
+                sql.push(')');
+            }
+            ExprNode::Binary { operator, left, right } => {
+                sql.push('(');
+                left.render(table, sql, params);
+                let _ = write!(sql, " {operator} ");
+                right.render(table, sql, params);
+                sql.push(')');
+            }
+            ExprNode::Aggregate { function, distinct, arg } => {
+                let _ = write!(sql, "{function}(");
+                match arg {
+                    Some(arg) => {
+                        if *distinct {
+                            sql.push_str("DISTINCT ");
+                        }
+                        arg.render(table, sql, params);
+                    }
+                    None => sql.push('*'),
+                }
+                sql.push(')');
+            }
+            ExprNode::Cast { expr, to } => {
+                sql.push('(');
+                expr.render(table, sql, params);
+                let _ = write!(sql, ")::{to}");
+            }
+            ExprNode::Raw { sql: fragment, params: own } => {
+                sql.push('(');
+                sql.push_str(&renumber(fragment, params.len()));
+                sql.push(')');
+                params.extend(own.iter().map(SharedParam::to_param));
+            }
+        }
+    }
+}
+
+/// `fragment` with each `$n` shifted by `offset`, so a raw fragment's own
+/// parameters follow those of the statement before it.
+fn renumber(fragment: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(fragment.len());
+    let mut chars = fragment.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let mut digits = String::new();
+        while let Some(&(_, d)) = chars.peek().filter(|(_, d)| d.is_ascii_digit()) {
+            digits.push(d);
+            chars.next();
+        }
+        match digits.parse::<usize>() {
+            Ok(n) => {
+                let _ = write!(out, "${}", n + offset);
+            }
+            Err(_) => out.push('$'),
+        }
+    }
+    out
+}
+
+/// A SQL expression over entity `E` whose value decodes to `V`: a column,
+/// a value, a function call, arithmetic, an aggregate, or a raw fragment.
+///
+/// Make one from a column ([`Column::expr`], or the shortcuts on
+/// [`Column`] such as [`Column::lower`] and [`Column::sum`]), compare it
+/// into a [`Condition`], sort by it, or select it with
+/// [`Query::select`](crate::Query::select).
+///
+/// ```
+/// # use orm_core::{Database, Entity, Expr, Tracked};
+/// #[derive(Entity, Clone, Debug, PartialEq)]
+/// struct Item {
+///     #[orm(primary_key, generated)]
+///     id: i64,
+///     name: String,
+///     price: i32,
+///     cost: i32,
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+/// # let test_db = orm_tests::TestDb::new().await;
+/// # test_db.client().await.batch_execute("CREATE TABLE item (id bigserial PRIMARY KEY, name text NOT NULL, price int NOT NULL, cost int NOT NULL);
+/// #     INSERT INTO item (name, price, cost) VALUES ('Tea', 4, 1), ('Scones', 6, 6), ('Jam', 5, 2)").await?;
+/// # let db = Database::connect(test_db.url())?;
+/// let mut session = db.session();
+/// // Two columns compared, and arithmetic: items sold at more than twice their cost.
+/// let margin = session.query::<Item>().filter(Item::PRICE.expr().gt(Item::COST * 2)).count().await?;
+/// assert_eq!(margin, 2);
+///
+/// let names: Vec<String> =
+///     session.query::<Item>().select(Item::NAME.upper()).order_by(Item::NAME.asc()).all().await?;
+/// assert_eq!(names, ["JAM", "SCONES", "TEA"]);
+/// # Ok(()) }
+/// ```
+pub struct Expr<E, V> {
+    pub(crate) node: ExprNode,
+    _types: PhantomData<fn() -> (E, V)>,
+}
+
+impl<E, V> Clone for Expr<E, V> {
+    fn clone(&self) -> Self {
+        Expr::from_node(self.node.clone())
+    }
+}
+
+impl<E, V> fmt::Debug for Expr<E, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Expr").field(&self.node).finish()
+    }
+}
+
+impl<E, V> Expr<E, V> {
+    pub(crate) fn from_node(node: ExprNode) -> Self {
+        Expr { node, _types: PhantomData }
+    }
+
+    fn call<W>(function: &'static str, args: Vec<ExprNode>) -> Expr<E, W> {
+        Expr::from_node(ExprNode::Call { function, args })
+    }
+
+    fn aggregate<W>(self, function: &'static str, distinct: bool) -> Expr<E, W> {
+        Expr::from_node(ExprNode::Aggregate { function, distinct, arg: Some(Box::new(self.node)) })
+    }
+
+    fn cast<W>(self, to: &'static str) -> Expr<E, W> {
+        Expr::from_node(ExprNode::Cast { expr: Box::new(self.node), to })
+    }
+
+    fn compare(self, operator: &'static str, other: ExprNode) -> Condition<E> {
+        Condition::compare_expr(self.node, operator, other)
+    }
+
+    /// A fragment of SQL written by hand, the escape hatch for what the
+    /// builder cannot say. Refer to the queried table as `t` and to the
+    /// fragment's own `params` as `$1`, `$2`, ...: they are renumbered to
+    /// follow the statement's other parameters. `V` is the type its value
+    /// decodes to. Values go in `params`, never into the text.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Expr};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Item { #[orm(primary_key, generated)] id: i64, name: String, price: i32, cost: i32 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE item (id bigserial PRIMARY KEY, name text NOT NULL, price int NOT NULL, cost int NOT NULL);
+    /// #     INSERT INTO item (name, price, cost) VALUES ('Tea', 4, 1), ('Scones', 6, 6), ('Jam', 5, 2)").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let name_length = Expr::<Item, i32>::raw("char_length(t.name) + $1", vec![Box::new(100_i32)]);
+    /// let long = session.query::<Item>().filter(name_length.ge(105)).count().await?;
+    /// assert_eq!(long, 1); // "Scones"
+    /// # Ok(()) }
+    /// ```
+    pub fn raw(sql: &str, params: Vec<Param>) -> Self {
+        Expr::from_node(ExprNode::Raw {
+            sql: Arc::from(sql),
+            params: params.into_iter().map(SharedParam::from).collect(),
+        })
+    }
+
+    /// `expression = other`
+    pub fn eq(self, other: impl IntoExpr<E, V>) -> Condition<E> {
+        self.compare("=", other.into_expr().node)
+    }
+
+    /// `expression <> other`
+    pub fn ne(self, other: impl IntoExpr<E, V>) -> Condition<E> {
+        self.compare("<>", other.into_expr().node)
+    }
+
+    /// `expression < other`
+    pub fn lt(self, other: impl IntoExpr<E, V>) -> Condition<E> {
+        self.compare("<", other.into_expr().node)
+    }
+
+    /// `expression <= other`
+    pub fn le(self, other: impl IntoExpr<E, V>) -> Condition<E> {
+        self.compare("<=", other.into_expr().node)
+    }
+
+    /// `expression > other`
+    pub fn gt(self, other: impl IntoExpr<E, V>) -> Condition<E> {
+        self.compare(">", other.into_expr().node)
+    }
+
+    /// `expression >= other`
+    pub fn ge(self, other: impl IntoExpr<E, V>) -> Condition<E> {
+        self.compare(">=", other.into_expr().node)
+    }
+
+    /// `expression IS NULL`
+    pub fn is_null(self) -> Condition<E> {
+        Condition::null_expr(self.node, false)
+    }
+
+    /// `expression IS NOT NULL`
+    pub fn is_not_null(self) -> Condition<E> {
+        Condition::null_expr(self.node, true)
+    }
+
+    /// Sorts by this expression, smallest first.
+    pub fn asc(self) -> Order<E> {
+        Order::new(self.node, false)
+    }
+
+    /// Sorts by this expression, largest first.
+    pub fn desc(self) -> Order<E> {
+        Order::new(self.node, true)
+    }
+
+    /// `coalesce(expression, default)`: `default` where the expression is NULL.
+    #[must_use]
+    pub fn coalesce(self, default: impl IntoExpr<E, V>) -> Self {
+        Self::call("coalesce", vec![self.node, default.into_expr().node])
+    }
+
+    /// The same expression, decoded as `Option<V>`: for a nullable column
+    /// in a projection, whose NULLs a plain `V` cannot hold.
+    pub fn nullable(self) -> Expr<E, Option<V>> {
+        Expr::from_node(self.node)
+    }
+
+    /// `count(expression)`: the rows where it is not NULL.
+    pub fn count(self) -> Expr<E, i64> {
+        self.aggregate("count", false)
+    }
+
+    /// `count(DISTINCT expression)`: its distinct non-NULL values.
+    pub fn count_distinct(self) -> Expr<E, i64> {
+        self.aggregate("count", true)
+    }
+}
+
+impl<E> Expr<E, i64> {
+    /// `count(*)`: the rows of the query, or of each group.
+    pub fn count_all() -> Self {
+        Expr::from_node(ExprNode::Aggregate { function: "count", distinct: false, arg: None })
+    }
+}
+
+impl<E> Expr<E, chrono::DateTime<chrono::Utc>> {
+    /// `now()`: the transaction's start time.
+    pub fn now() -> Self {
+        Self::call("now", Vec::new())
+    }
+}
+
+impl<E, V: Ordered> Expr<E, V> {
+    /// `min(expression)`, NULL (`None`) over no rows.
+    pub fn min(self) -> Expr<E, Option<V>> {
+        self.aggregate("min", false)
+    }
+
+    /// `max(expression)`, NULL (`None`) over no rows.
+    pub fn max(self) -> Expr<E, Option<V>> {
+        self.aggregate("max", false)
+    }
+}
+
+impl<E, V: Numeric> Expr<E, V> {
+    /// `sum(expression)`, NULL (`None`) over no rows. The type follows
+    /// PostgreSQL's: the sum of `i16` or `i32` is an exact `i64`; the sum
+    /// of `i64`, a `numeric` there, is cast back to `i64`, so an overflow
+    /// is an error ([`Error::BadData`](crate::Error::BadData)) rather than
+    /// a rounded value; floats sum in their own type.
+    pub fn sum(self) -> Expr<E, Option<V::Sum>> {
+        let sum: Expr<E, Option<V::Sum>> = self.aggregate("sum", false);
+        match V::SUM_CAST {
+            Some(to) => sum.cast(to),
+            None => sum,
+        }
+    }
+
+    /// `avg(expression)` as `f64`, NULL (`None`) over no rows. PostgreSQL
+    /// averages integers as exact `numeric`; the cast to `float8` keeps
+    /// about 15 significant digits, plenty for an average.
+    pub fn avg(self) -> Expr<E, Option<f64>> {
+        self.aggregate::<Option<f64>>("avg", false).cast("float8")
+    }
+}
+
+impl<E> Expr<E, String> {
+    /// `lower(expression)`
+    #[must_use]
+    pub fn lower(self) -> Self {
+        Self::call("lower", vec![self.node])
+    }
+
+    /// `upper(expression)`
+    #[must_use]
+    pub fn upper(self) -> Self {
+        Self::call("upper", vec![self.node])
+    }
+}
+
+/// Types that sort, for `min` and `max`.
+pub trait Ordered: ColumnType {}
+
+macro_rules! ordered {
+    ($($ty:ty),*) => { $(impl Ordered for $ty {})* };
+}
+
+ordered!(
+    i16,
+    i32,
+    i64,
+    f32,
+    f64,
+    String,
+    uuid::Uuid,
+    chrono::DateTime<chrono::Utc>,
+    chrono::NaiveDateTime,
+    chrono::NaiveDate,
+    chrono::NaiveTime
+);
+
+/// Number types: arithmetic and `sum`/`avg` apply to them.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a number type: arithmetic, sum and avg need i16, i32, i64, f32 or f64",
+    label = "not a number"
+)]
+pub trait Numeric: ColumnType {
+    /// The Rust type of `sum` over this type.
+    type Sum: ColumnType;
+    /// The cast that brings PostgreSQL's sum to `Sum`, if its type differs.
+    #[doc(hidden)]
+    const SUM_CAST: Option<&'static str>;
+}
+
+impl Numeric for i16 {
+    type Sum = i64;
+    const SUM_CAST: Option<&'static str> = None;
+}
+
+impl Numeric for i32 {
+    type Sum = i64;
+    const SUM_CAST: Option<&'static str> = None;
+}
+
+impl Numeric for i64 {
+    type Sum = i64;
+    const SUM_CAST: Option<&'static str> = Some("int8");
+}
+
+impl Numeric for f32 {
+    type Sum = f32;
+    const SUM_CAST: Option<&'static str> = None;
+}
+
+impl Numeric for f64 {
+    type Sum = f64;
+    const SUM_CAST: Option<&'static str> = None;
+}
+
+macro_rules! arithmetic {
+    ($($trait:ident $method:ident $operator:literal),*) => {$(
+        impl<E, V: Numeric, R: IntoExpr<E, V>> $trait<R> for Expr<E, V> {
+            type Output = Expr<E, V>;
+
+            fn $method(self, other: R) -> Expr<E, V> {
+                let right = other.into_expr().node;
+                Expr::from_node(ExprNode::Binary { operator: $operator, left: Box::new(self.node), right: Box::new(right) })
+            }
+        }
+
+        impl<E: crate::Entity, V: Numeric, R: IntoExpr<E, V>> $trait<R> for Column<E, V> {
+            type Output = Expr<E, V>;
+
+            fn $method(self, other: R) -> Expr<E, V> {
+                $trait::$method(self.expr(), other)
+            }
+        }
+    )*};
+}
+
+arithmetic!(Add add "+", Sub sub "-", Mul mul "*", Div div "/");
+
+/// What an expression of entity `E` and type `V` compares with: another
+/// expression or column of `E` with values of `V`, or a value of `V` (`&V`,
+/// and `&str` for text), which becomes a bind parameter.
+#[diagnostic::on_unimplemented(
+    message = "an expression of type `{V}` cannot be compared with a `{Self}`",
+    note = "compare with a column or expression of the same entity and type, or a value of the type itself"
+)]
+pub trait IntoExpr<E, V> {
+    /// The expression.
+    fn into_expr(self) -> Expr<E, V>;
+}
+
+impl<E, V: ColumnType> IntoExpr<E, V> for V {
+    fn into_expr(self) -> Expr<E, V> {
+        Expr::from_node(ExprNode::Value(SharedParam::new(self)))
+    }
+}
+
+impl<E, V: ColumnType> IntoExpr<E, V> for &V {
+    fn into_expr(self) -> Expr<E, V> {
+        Expr::from_node(ExprNode::Value(SharedParam::new(self.clone())))
+    }
+}
+
+impl<E> IntoExpr<E, String> for &str {
+    fn into_expr(self) -> Expr<E, String> {
+        Expr::from_node(ExprNode::Value(SharedParam::new(self.to_owned())))
+    }
+}
+
+impl<E, V> IntoExpr<E, V> for Expr<E, V> {
+    fn into_expr(self) -> Expr<E, V> {
+        self
+    }
+}
+
+impl<E: crate::Entity, V: ColumnType> IntoExpr<E, V> for Column<E, V> {
+    fn into_expr(self) -> Expr<E, V> {
+        self.expr()
+    }
+}

@@ -1,0 +1,248 @@
+//! [`Select`]: a query that returns chosen expressions (columns, computed
+//! values, aggregates) instead of whole entities, with `GROUP BY` and
+//! `HAVING`.
+
+use tokio_postgres::Row;
+
+use crate::column::{Column, Condition, Order};
+use crate::derive_support::decode;
+use crate::entity::Entity;
+use crate::error::{Error, Result};
+use crate::expr::{Expr, ExprNode, IntoExpr};
+use crate::query::Query;
+use crate::sql::quote_ident;
+use crate::types::{param_refs, ColumnType};
+
+/// The expressions of a [`Select`], in the order of its result columns.
+/// Opaque: the builder fills it.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct SelectList(pub(crate) Vec<ExprNode>);
+
+/// One expression a [`Select`] returns: a [`Column`] or an [`Expr`], decoded
+/// into its value type.
+pub trait SelectItem<E> {
+    /// The Rust type of the value.
+    type Value;
+    #[doc(hidden)]
+    fn push(&self, list: &mut SelectList);
+    #[doc(hidden)]
+    fn decode(&self, row: &Row, index: usize) -> Result<Self::Value>;
+}
+
+impl<E: Entity, V: ColumnType> SelectItem<E> for Column<E, V> {
+    type Value = V;
+
+    fn push(&self, list: &mut SelectList) {
+        list.0.push(self.expr().node);
+    }
+
+    fn decode(&self, row: &Row, index: usize) -> Result<V> {
+        decode::<V>(row, index, E::META.name, self.name())
+    }
+}
+
+impl<E: Entity, V: ColumnType> SelectItem<E> for Expr<E, V> {
+    type Value = V;
+
+    fn push(&self, list: &mut SelectList) {
+        list.0.push(self.node.clone());
+    }
+
+    fn decode(&self, row: &Row, index: usize) -> Result<V> {
+        decode::<V>(row, index, E::META.name, "(selected expression)")
+    }
+}
+
+/// What a [`Select`] returns per row: one [`SelectItem`] (a column or an
+/// expression), or a tuple of up to eight, decoded into a tuple of their
+/// value types.
+pub trait Selection<E> {
+    /// One row of the result.
+    type Output;
+    #[doc(hidden)]
+    fn list(&self) -> SelectList;
+    #[doc(hidden)]
+    fn decode_row(&self, row: &Row) -> Result<Self::Output>;
+}
+
+impl<E: Entity, V: ColumnType> Selection<E> for Column<E, V> {
+    type Output = V;
+
+    fn list(&self) -> SelectList {
+        let mut list = SelectList::default();
+        self.push(&mut list);
+        list
+    }
+
+    fn decode_row(&self, row: &Row) -> Result<V> {
+        self.decode(row, 0)
+    }
+}
+
+impl<E: Entity, V: ColumnType> Selection<E> for Expr<E, V> {
+    type Output = V;
+
+    fn list(&self) -> SelectList {
+        let mut list = SelectList::default();
+        self.push(&mut list);
+        list
+    }
+
+    fn decode_row(&self, row: &Row) -> Result<V> {
+        self.decode(row, 0)
+    }
+}
+
+macro_rules! tuple_selection {
+    ($($item:ident $index:tt),+) => {
+        impl<E, $($item: SelectItem<E>),+> Selection<E> for ($($item,)+) {
+            type Output = ($($item::Value,)+);
+
+            fn list(&self) -> SelectList {
+                let mut list = SelectList::default();
+                $(self.$index.push(&mut list);)+
+                list
+            }
+
+            fn decode_row(&self, row: &Row) -> Result<Self::Output> {
+                Ok(($(self.$index.decode(row, $index)?,)+))
+            }
+        }
+    };
+}
+
+tuple_selection!(A 0);
+tuple_selection!(A 0, B 1);
+tuple_selection!(A 0, B 1, C 2);
+tuple_selection!(A 0, B 1, C 2, D 3);
+tuple_selection!(A 0, B 1, C 2, D 3, F 4);
+tuple_selection!(A 0, B 1, C 2, D 3, F 4, G 5);
+tuple_selection!(A 0, B 1, C 2, D 3, F 4, G 5, H 6);
+tuple_selection!(A 0, B 1, C 2, D 3, F 4, G 5, H 6, I 7);
+
+/// A query over entity `E` returning the expressions of `S` per row, made
+/// by [`Query::select`]. Its rows are plain values: nothing is tracked.
+#[must_use = "a select does nothing until it is run with all(), first(), one() or optional()"]
+pub struct Select<'s, E: Entity, S> {
+    query: Query<'s, E>,
+    selection: S,
+    group_by: Vec<ExprNode>,
+    having: Option<Condition<E>>,
+}
+
+impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
+    pub(crate) fn new(query: Query<'s, E>, selection: S) -> Self {
+        Select { query, selection, group_by: Vec::new(), having: None }
+    }
+
+    /// Keeps rows matching `condition`, before grouping (`WHERE`).
+    pub fn filter(mut self, condition: Condition<E>) -> Self {
+        self.query.push_filter(condition);
+        self
+    }
+
+    /// Groups rows equal in `expr` into one (`GROUP BY`); call again to
+    /// group by several expressions. Every selected expression must then be
+    /// grouped or an aggregate, which PostgreSQL checks.
+    pub fn group_by<V>(mut self, expr: impl IntoExpr<E, V>) -> Self {
+        self.group_by.push(expr.into_expr().node);
+        self
+    }
+
+    /// Keeps groups matching `condition`, usually on an aggregate
+    /// (`HAVING count(*) > 1`); several calls must all match.
+    pub fn having(mut self, condition: Condition<E>) -> Self {
+        self.having = Some(match self.having.take() {
+            Some(existing) => existing.and(condition),
+            None => condition,
+        });
+        self
+    }
+
+    /// Sorts the result; call again for ties.
+    pub fn order_by(mut self, order: Order<E>) -> Self {
+        self.query.push_order(order);
+        self
+    }
+
+    /// Returns at most `count` rows.
+    pub fn limit(mut self, count: i64) -> Self {
+        self.query.set_limit(count);
+        self
+    }
+
+    /// Skips the first `count` rows.
+    pub fn offset(mut self, count: i64) -> Self {
+        self.query.set_offset(count);
+        self
+    }
+
+    /// Returns each distinct row once (`SELECT DISTINCT`).
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Book { #[orm(primary_key, generated)] id: i64, title: String, author: String, pages: i32 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE book (id bigserial PRIMARY KEY, title text NOT NULL, author text NOT NULL, pages int NOT NULL);
+    /// #     INSERT INTO book (title, author, pages) VALUES ('Emma', 'Austen', 474), ('Persuasion', 'Austen', 249), ('Ulysses', 'Joyce', 730)").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let authors: Vec<String> =
+    ///     session.query::<Book>().select(Book::AUTHOR).distinct().order_by(Book::AUTHOR.asc()).all().await?;
+    /// assert_eq!(authors, ["Austen", "Joyce"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn distinct(mut self) -> Self {
+        self.query.set_distinct();
+        self
+    }
+
+    /// Runs the query and returns its rows, decoded.
+    pub async fn all(mut self) -> Result<Vec<S::Output>> {
+        self.query.session.autoflush_for_query().await?;
+        let mut sql = String::from("SELECT ");
+        let mut params = Vec::new();
+        self.query.render_select_prefix(&mut sql, &mut params);
+        for (n, node) in self.selection.list().0.iter().enumerate() {
+            if n > 0 {
+                sql.push_str(", ");
+            }
+            node.render("t", &mut sql, &mut params);
+        }
+        sql.push_str(" FROM ");
+        sql.push_str(&quote_ident(E::META.table));
+        sql.push_str(" AS t");
+        let having = self.having.take();
+        let built = self.query.build_clauses(sql, params, &self.group_by, having);
+        let access = self.query.access();
+        let session = &mut *self.query.session;
+        session.record_load(&built.sql)?;
+        let rows = session.rows(&built.sql, &param_refs(&built.params), access).await?;
+        rows.iter().map(|row| self.selection.decode_row(row)).collect()
+    }
+
+    /// Runs the query with `LIMIT 1` and returns the first row, if any.
+    pub async fn first(self) -> Result<Option<S::Output>> {
+        Ok(self.limit(1).all().await?.into_iter().next())
+    }
+
+    /// Runs the query and returns its only row: [`Error::NotFound`] when no
+    /// row matches, [`Error::MultipleRows`] when more than one does. Reads
+    /// at most two rows.
+    pub async fn one(self) -> Result<S::Output> {
+        self.optional().await?.ok_or(Error::NotFound { entity: E::META.name, key: "(a selected row)".to_owned() })
+    }
+
+    /// Runs the query and returns its only row or `None`;
+    /// [`Error::MultipleRows`] when more than one matches.
+    pub async fn optional(self) -> Result<Option<S::Output>> {
+        let mut rows = self.limit(2).all().await?;
+        if rows.len() > 1 {
+            return Err(Error::MultipleRows { entity: E::META.name });
+        }
+        Ok(rows.pop())
+    }
+}
