@@ -87,8 +87,10 @@ pub(crate) struct ParentLink<T: Entity> {
     pub(crate) resolve: ResolveLink<T>,
 }
 
-/// Fills a child's foreign key if its parent's key is known yet.
-pub(crate) type ResolveLink<T> = Box<dyn Fn(&Registries, &mut T) -> bool + Send + Sync>;
+/// Fills a child's foreign key if its parent's key is known yet; fails
+/// with [`Error::Borrowed`](crate::Error::Borrowed) if the parent is.
+/// Its arguments: the registries, the child's handle address and entity.
+pub(crate) type ResolveLink<T> = Box<dyn Fn(&Registries, usize, &mut T) -> Result<bool> + Send + Sync>;
 
 /// What a flush inside a savepoint changed in memory.
 pub(crate) struct Undo<T: Entity> {
@@ -284,7 +286,7 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         let mut links = LinkState::default();
         for (&(column, _), link) in &self.links {
             let mut state = link.child.lock_write()?;
-            if !(link.resolve)(registries, &mut state.current) {
+            if !(link.resolve)(registries, link.child.address(), &mut state.current)? {
                 links.unresolved = true;
                 if deferred & (1 << column) == 0 {
                     links.waiting.insert(link.child.address());

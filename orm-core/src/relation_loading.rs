@@ -70,19 +70,34 @@ impl Session {
         }
         let set = relation.setter();
         let waited_for = parent.clone();
+        let assigns_key = !P::META.key_columns().any(|k| P::META.columns[k].generated);
         let link = ParentLink {
             child: child.clone(),
             parent: Box::new(parent.clone()),
             parent_address: parent.address(),
-            resolve: Box::new(move |registries, entity| {
-                let Some(parents) = registries.get_ref::<P>() else { return false };
+            resolve: Box::new(move |registries, child, entity| {
+                let Some(parents) = registries.get_ref::<P>() else { return Ok(false) };
+                let parent_key = || -> Result<P::Key> {
+                    // A row pointing at itself: its entity is `entity`, locked already.
+                    if child == waited_for.address() {
+                        if let Some(itself) = (entity as &dyn std::any::Any).downcast_ref::<P>() {
+                            return Ok(itself.key());
+                        }
+                    }
+                    Ok(waited_for.lock_read()?.current.key())
+                };
                 let key = match parents.provisional.get(&waited_for.address()) {
                     Some(inserted) => inserted.key(),
-                    None if parents.owns(&waited_for) => waited_for.key(),
-                    None => return false,
+                    None if parents.owns(&waited_for) => parent_key()?,
+                    // A key the application assigns is known before the
+                    // insert; and a parent that takes over the row of a
+                    // deleted one with its key (a row switch) is never
+                    // inserted, so waiting for its insert would never end.
+                    None if assigns_key && parents.pending_inserts.contains_key(&waited_for.address()) => parent_key()?,
+                    None => return Ok(false),
                 };
                 set(entity, key);
-                true
+                Ok(true)
             }),
         };
         children.links.insert((column, child.address()), link);

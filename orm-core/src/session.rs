@@ -568,10 +568,17 @@ impl Session {
         let rows = self.fetch_untracked::<E>(sql::select_by_key_of::<E>(), &param_refs(&params), Access::Read).await?;
         let fresh = rows.into_iter().next().ok_or(Error::NotFound { entity: E::META.name, key: format!("{key:?}") })?;
         let mut state = entity.lock_write()?;
+        let registry = self.registries.of::<E>();
         // A pending change of parent is an unflushed change too.
-        self.registries.of::<E>().forget_links(entity);
-        state.current = fresh;
-        state.snapshot = None;
+        registry.forget_links(entity);
+        let before = std::mem::replace(&mut state.current, fresh);
+        // The values as last loaded or flushed, which a rollback of the
+        // enclosing savepoint restores (the row it read may change with it).
+        let before = state.snapshot.take().unwrap_or_else(|| Box::new(before));
+        drop(state);
+        if let Some(undo) = registry.savepoints.last_mut() {
+            undo.updated.push((entity.clone(), before));
+        }
         Ok(())
     }
 
@@ -871,10 +878,17 @@ impl Session {
         }
         let mut tracked = Vec::with_capacity(rows.len());
         let mut untracked = Vec::new();
+        // Inside a savepoint, the values replaced, so that rolling it back
+        // (and with it the statement that returned the rows) restores them.
+        let in_savepoint = !registry.savepoints.is_empty();
+        let mut replaced = Vec::new();
         for row in rows {
             if let Some(existing) = registry.identity.get(&row.key()) {
                 if let Some(state) = refreshed.get(&existing.address()).map(|&at| &mut states[at]) {
-                    state.current = row;
+                    let before = std::mem::replace(&mut state.current, row);
+                    if in_savepoint {
+                        replaced.push((existing.clone(), Box::new(before)));
+                    }
                     state.snapshot = None;
                 }
                 tracked.push(Some(existing.clone()));
@@ -884,6 +898,9 @@ impl Session {
             }
         }
         drop(states);
+        if let Some(undo) = registry.savepoints.last_mut() {
+            undo.updated.extend(replaced);
+        }
         let mut loaded = self.track(untracked).into_iter();
         // Each row not tracked before got one of `loaded`, in order.
         Ok(tracked.into_iter().filter_map(|existing| existing.or_else(|| loaded.next())).collect())

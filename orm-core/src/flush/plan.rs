@@ -92,7 +92,8 @@ struct Plan<T: Entity> {
     deletes: Vec<Tracked<T>>,
     /// Row switches: a pending insert replacing a pending delete of the same
     /// key, written as an UPDATE of the columns that differ, grouped by
-    /// those columns (an empty set sends no statement).
+    /// those columns (an empty set sends no statement unless the entity
+    /// is versioned, see [`switch_sends`]).
     switches: Vec<(ColumnSet, Vec<RowSwitch<T>>)>,
 }
 
@@ -146,6 +147,15 @@ fn split_row_switches<T: Entity>(
         switches.entry(changed).or_default().push(RowSwitch { new: tracked.clone(), old, stored });
     }
     Ok((inserts, switches))
+}
+
+/// Whether row switches that change `changed` send an UPDATE. One that
+/// changes no column still does for a versioned entity: it checks (and
+/// advances) the version of the row it takes over, as the delete it
+/// replaces would have, instead of silently keeping a row that someone
+/// else changed meanwhile.
+fn switch_sends<T: Entity>(changed: ColumnSet) -> bool {
+    changed != 0 || T::META.version_column().is_some()
 }
 
 /// [`bind_columns`] for row switches: the new entities' values, checked
@@ -322,7 +332,7 @@ pub(crate) fn plan_table<T: Entity>(
             check: None,
         });
     }
-    for (&changed, switched) in switches.iter().filter(|(&changed, _)| changed != 0) {
+    for (&changed, switched) in switches.iter().filter(|(&changed, _)| switch_sends::<T>(changed)) {
         statements.updates.push(Statement {
             sql: sql::update(meta, changed),
             params: bind_switches(switched, &sql::update_parameters(meta, changed), flush)?,
@@ -473,7 +483,7 @@ impl<T: Entity> TablePlan for Plan<T> {
 
     fn needs_verification(&self) -> bool {
         !self.updates.is_empty()
-            || self.switches.iter().any(|&(changed, _)| changed != 0)
+            || self.switches.iter().any(|&(changed, _)| switch_sends::<T>(changed))
             || (!self.deletes.is_empty() && T::META.version_column().is_some())
     }
 
@@ -493,7 +503,8 @@ impl<T: Entity> TablePlan for Plan<T> {
         }
         // A switch checks the row it takes over, as the delete would have.
         let switch_outcomes = outcomes.updates.iter().skip(self.updates.len());
-        for ((_, switched), outcome) in self.switches.iter().filter(|(changed, _)| *changed != 0).zip(switch_outcomes) {
+        let sent = self.switches.iter().filter(|(changed, _)| switch_sends::<T>(*changed));
+        for ((_, switched), outcome) in sent.zip(switch_outcomes) {
             let replaced: Vec<Tracked<T>> = switched.iter().map(|s| s.old.clone()).collect();
             Self::check_matched(&replaced, outcome)?;
         }
@@ -532,8 +543,11 @@ impl<T: Entity> TablePlan for Plan<T> {
             .map(Tracked::lock_write)
             .collect::<Result<Vec<_>>>()?;
         let mut updated = self.updates.iter().flatten().map(Tracked::lock_write).collect::<Result<Vec<_>>>()?;
-        let switched: Vec<(bool, &RowSwitch<T>)> =
-            self.switches.iter().flat_map(|(changed, s)| s.iter().map(move |s| (*changed != 0, s))).collect();
+        let switched: Vec<(bool, &RowSwitch<T>)> = self
+            .switches
+            .iter()
+            .flat_map(|(changed, s)| s.iter().map(move |s| (switch_sends::<T>(*changed), s)))
+            .collect();
         let mut switching = switched.iter().map(|(_, s)| s.new.lock_write()).collect::<Result<Vec<_>>>()?;
 
         // The post-update advanced the version the insert wrote.
