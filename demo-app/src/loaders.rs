@@ -6,31 +6,27 @@
 //! left here is what relation loading does not cover: how many users
 //! favorited each article, and which of the page's articles and authors the
 //! viewer favorited and follows, which are single rows looked up by their
-//! composite keys rather than whole collections.
+//! composite keys rather than whole collections. The counts are an
+//! aggregate of the query builder.
 
 use std::collections::{HashMap, HashSet};
 
-use orm_core::{tokio_postgres, RawSql, Session};
+use orm_core::{Expr, Session};
 
 use crate::entities::{Favorite, Follow};
 
-/// How many users favorited each article: one statement. Raw SQL, because
-/// the count needs `GROUP BY`, which the query builder cannot say; loading
-/// the favorites to count them would read one row per favorite, without
-/// bound. Its text is fixed, and it runs on every list page: it stays
-/// prepared on the connection.
+/// How many users favorited each article: one statement
+/// (`SELECT article_id, count(*) ... GROUP BY article_id`), whose text does
+/// not depend on the page (the ids are one array parameter).
 pub async fn favorite_counts(session: &mut Session, article_ids: &[i64]) -> orm_core::Result<HashMap<i64, i64>> {
-    let ids = article_ids.to_vec();
-    let rows = session
-        .query_rows(
-            RawSql::cached("SELECT article_id, count(*) FROM favorites WHERE article_id = ANY($1) GROUP BY article_id"),
-            &[&ids],
-        )
+    let counts = session
+        .query::<Favorite>()
+        .select((Favorite::ARTICLE_ID, Expr::count_all()))
+        .filter(Favorite::ARTICLE_ID.is_in(article_ids))
+        .group_by(Favorite::ARTICLE_ID)
+        .all()
         .await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-        .collect::<Result<_, tokio_postgres::Error>>()
-        .map_err(|error| orm_core::Error::Decode { entity: "favorite count", column: "count", source: error })
+    Ok(counts.into_iter().collect())
 }
 
 /// Which of the articles `viewer` favorited: one statement for the keys not

@@ -5,6 +5,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::db_session::DbSession;
+use crate::entities::ArticleTag;
 use crate::error::ApiResult;
 use crate::state::AppState;
 
@@ -20,13 +21,9 @@ struct TagsResponse {
 
 /// Every tag in use, in alphabetical order.
 async fn list(mut db: DbSession) -> ApiResult<Json<TagsResponse>> {
-    // Raw SQL: DISTINCT is beyond the query builder, and loading every
-    // article's tags to deduplicate them here would read a row per use.
-    let rows = db.query_rows("SELECT DISTINCT tag FROM article_tags ORDER BY tag", &[]).await?;
-    let tags = rows
-        .iter()
-        .map(|row| row.try_get(0))
-        .collect::<Result<_, _>>()
-        .map_err(|source| orm_core::Error::Decode { entity: "tag list", column: "tag", source })?;
+    // The distinct tags, not every article's tags deduplicated here, which
+    // would read a row per use.
+    let tags =
+        db.query::<ArticleTag>().select(ArticleTag::TAG).distinct().order_by(ArticleTag::TAG.asc()).all().await?;
     Ok(Json(TagsResponse { tags }))
 }
