@@ -194,6 +194,20 @@ impl<T: Entity> Registry<T> {
         }
     }
 
+    /// Takes the instances of rows a set-based DELETE removed out of the
+    /// session, as a flushed delete does (a rolled-back savepoint brings
+    /// them back).
+    pub(crate) fn forget_deleted(&mut self, keys: &[T::Key]) {
+        for key in keys {
+            let Some(tracked) = self.identity.swap_remove(key) else { continue };
+            self.pending_deletes.swap_remove(key);
+            self.forget_links(&tracked);
+            if let Some(undo) = self.savepoints.last_mut() {
+                undo.deleted.push(tracked);
+            }
+        }
+    }
+
     /// Whether `handle` is this registry's instance for its key, found by
     /// the key it was tracked under (its key field may have been changed).
     pub(crate) fn owns(&self, handle: &Tracked<T>) -> bool {

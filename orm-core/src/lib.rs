@@ -43,6 +43,7 @@
 //!
 //! The guide in the `docs` crate of the repository walks through every feature.
 
+mod bulk;
 mod column;
 mod column_value;
 mod connection;
@@ -66,6 +67,7 @@ mod stats;
 mod tracked;
 mod types;
 
+pub use bulk::Assignment;
 pub use column::{Column, Condition, Order};
 pub use column_value::IntoColumnValue;
 pub use database::{Database, DatabaseConfig};

@@ -155,6 +155,51 @@ impl<'s, E: Entity> Query<'s, E> {
         self
     }
 
+    /// Deletes every matching row with one statement, without loading
+    /// them, and returns how many it deleted. It autoflushes first; the
+    /// session's instances of the deleted rows leave it, as after a
+    /// flushed delete (a rolled-back savepoint brings them back). Cascades
+    /// are the database's (`ON DELETE CASCADE`): the session does not know
+    /// the children of rows it never loaded. With a limit, offset or order
+    /// the rows are picked by key in a sub-select.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Item { #[orm(primary_key, generated)] id: i64, name: String, stock: i32 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE item (id bigserial PRIMARY KEY, name text NOT NULL, stock int NOT NULL);
+    /// #     INSERT INTO item (name, stock) VALUES ('tea', 0), ('jam', 3), ('honey', 0)").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let tea = session.get_one::<Item>(1).await?;
+    /// let deleted = session.query::<Item>().filter(Item::STOCK.eq(0)).delete().await?;
+    /// assert_eq!(deleted, 2);
+    /// assert!(session.get::<Item>(1).await?.is_none()); // tea left the session
+    ///
+    /// let restocked = session.query::<Item>().update([Item::STOCK.set(Item::STOCK + 10)]).await?;
+    /// assert_eq!(restocked, 1);
+    /// session.commit().await?;
+    /// # drop(tea);
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete(self) -> Result<u64> {
+        crate::bulk::delete(self).await
+    }
+
+    /// Updates every matching row with one statement (`UPDATE ... SET ...
+    /// WHERE ...`), without loading them, and returns how many it updated.
+    /// It autoflushes first; instances the session tracks are refreshed
+    /// with the rows' new values (unflushed changes on one of them, possible
+    /// only with autoflush off, are [`Error::UnflushedChanges`], after the
+    /// statement ran: roll back). A version column advances on every row,
+    /// so that other sessions holding the old version see the change. With
+    /// a limit, offset or order the rows are picked by key in a sub-select.
+    pub async fn update(self, assignments: impl IntoIterator<Item = crate::bulk::Assignment<E>>) -> Result<u64> {
+        crate::bulk::update(self, assignments).await
+    }
+
     /// Selects expressions instead of whole entities: a column, an
     /// [`Expr`](crate::Expr), or a tuple of them, decoded into their Rust
     /// types and not tracked. With aggregates it can
@@ -351,6 +396,17 @@ impl<'s, E: Entity> Query<'s, E> {
     /// Sets the limit in place.
     pub(crate) fn set_limit(&mut self, count: i64) {
         self.limit = Some(count);
+    }
+
+    /// Whether a limit, offset or order narrows the rows, which a
+    /// set-based `UPDATE` or `DELETE` must then pick by key.
+    pub(crate) fn is_limited(&self) -> bool {
+        self.limit.is_some() || self.offset.is_some() || !self.order.is_empty()
+    }
+
+    /// Drops the row lock, if any.
+    pub(crate) fn take_lock(&mut self) {
+        self.lock = None;
     }
 
     /// Sets the offset in place.

@@ -849,13 +849,16 @@ impl Session {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Tracked<E>>> {
         let rows = self.query_raw_untracked::<E>(sql, params).await?;
-        self.populate_existing(rows)
+        self.populate_existing(rows, true)
     }
 
     /// The tracked instances for rows a raw statement returned, those
     /// already tracked refreshed with the rows' values. Every instance is
     /// checked before any is changed.
-    fn populate_existing<E: Entity>(&mut self, rows: Vec<E>) -> Result<Vec<Tracked<E>>> {
+    ///
+    /// With `track_new` false, rows the session did not track are dropped,
+    /// and only the refreshed instances are returned.
+    pub(crate) fn populate_existing<E: Entity>(&mut self, rows: Vec<E>, track_new: bool) -> Result<Vec<Tracked<E>>> {
         let registry = self.registries.of::<E>();
         // By address, the instances to refresh and where their guard is.
         let mut refreshed: HashMap<usize, usize> = HashMap::new();
@@ -892,7 +895,7 @@ impl Session {
                     state.snapshot = None;
                 }
                 tracked.push(Some(existing.clone()));
-            } else {
+            } else if track_new {
                 tracked.push(None);
                 untracked.push(row);
             }

@@ -198,14 +198,14 @@ fn returning_generated(meta: &EntityMeta, sql: &mut String) {
 /// ([`VersionColumn`](crate::__private::VersionColumn)), so a version column
 /// never stops a row from being updated (a `smallint` reaches its maximum
 /// after 32,767 updates). A version only has to differ from the last one.
-fn next_version(column: &ColumnMeta) -> String {
+pub(crate) fn next_version(column: &ColumnMeta, alias: &str) -> String {
     let name = quote_ident(column.name);
     let max = match column.sql_type {
         "int2" => "32767",
         "int4" => "2147483647",
         _ => "9223372036854775807",
     };
-    format!("CASE WHEN t.{name} = {max} THEN -{max} - 1 ELSE t.{name} + 1 END")
+    format!("CASE WHEN {alias}.{name} = {max} THEN -{max} - 1 ELSE {alias}.{name} + 1 END")
 }
 
 /// Updates a batch of rows that changed the same columns. Parameters follow
@@ -215,7 +215,7 @@ pub(crate) fn update(meta: &EntityMeta, changed: ColumnSet) -> String {
     let mut assignments: Vec<String> =
         indexes(changed).map(|i| format!("{0} = v.{0}", quote_ident(meta.columns[i].name))).collect();
     if let Some(v) = version {
-        assignments.push(format!("{} = {}", quote_ident(meta.columns[v].name), next_version(&meta.columns[v])));
+        assignments.push(format!("{} = {}", quote_ident(meta.columns[v].name), next_version(&meta.columns[v], "t")));
     }
     format!(
         "UPDATE {} AS t SET {} FROM {} WHERE {} RETURNING {}",

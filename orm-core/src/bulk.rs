@@ -1,0 +1,129 @@
+//! Set-based `UPDATE` and `DELETE` by filter: one statement for every
+//! matching row, with the session's tracked instances brought in line
+//! afterwards, as SQLAlchemy's `synchronize_session` does.
+
+use std::marker::PhantomData;
+
+use crate::column::Column;
+use crate::connection::Access;
+use crate::entity::Entity;
+use crate::error::Result;
+use crate::expr::{ExprNode, IntoExpr};
+use crate::query::Query;
+use crate::sql::{self, quote_ident};
+use crate::types::{param_refs, ColumnType, Param};
+
+/// One `SET column = value` of a set-based update, made by [`Column::set`]
+/// or [`Column::set_null`] and passed to [`Query::update`].
+pub struct Assignment<E> {
+    column: &'static str,
+    value: ExprNode,
+    _entity: PhantomData<fn() -> E>,
+}
+
+impl<E: Entity, V: ColumnType> Column<E, V> {
+    /// `SET column = value` for [`Query::update`]: a value, or an expression
+    /// over the row's own columns (`Item::STOCK.set(Item::STOCK - 1)`).
+    pub fn set(self, value: impl IntoExpr<E, V>) -> Assignment<E> {
+        Assignment { column: self.name(), value: value.into_expr().node, _entity: PhantomData }
+    }
+
+    /// `SET column = NULL` for [`Query::update`]; the database refuses it
+    /// for a `NOT NULL` column ([`Error::NotNullViolation`](crate::Error::NotNullViolation)).
+    pub fn set_null(self) -> Assignment<E> {
+        let null = ExprNode::Raw { sql: "NULL".into(), params: Vec::new() };
+        Assignment { column: self.name(), value: null, _entity: PhantomData }
+    }
+}
+
+/// The alias of the updated or deleted table: `t`, as conditions render
+/// it, unless a limit, offset or order makes the statement pick its rows
+/// by key in a sub-select (PostgreSQL's `UPDATE` and `DELETE` take none of
+/// them), whose rows are `t`.
+fn target_alias<E: Entity>(query: &Query<'_, E>) -> &'static str {
+    if query.is_limited() {
+        "target"
+    } else {
+        "t"
+    }
+}
+
+/// `head` (`UPDATE ... AS <alias> SET ...` or `DELETE FROM ... AS <alias>`)
+/// with the rows to change: the query's `WHERE`, or the sub-select of keys.
+fn with_rows<E: Entity>(query: &mut Query<'_, E>, head: String, params: Vec<Param>) -> (String, Vec<Param>) {
+    if !query.is_limited() {
+        // A row lock means nothing on the rows an UPDATE or DELETE changes,
+        // which it locks anyway; in a sub-select it picks the rows
+        // (`SKIP LOCKED` takes only those nobody holds).
+        query.take_lock();
+        let built = query.build_clauses(head, params, &[], None);
+        return (built.sql, built.params);
+    }
+    let meta = E::META;
+    let keys: Vec<String> = meta.key_columns().map(|k| quote_ident(meta.columns[k].name)).collect();
+    let picked: Vec<String> = keys.iter().map(|k| format!("t.{k}")).collect();
+    let matched: Vec<String> = keys.iter().map(|k| format!("target.{k}")).collect();
+    let select = format!("SELECT {} FROM {} AS t", picked.join(", "), quote_ident(meta.table));
+    let built = query.build_clauses(select, params, &[], None);
+    (format!("{head} WHERE ({}) IN ({})", matched.join(", "), built.sql), built.params)
+}
+
+/// Runs [`Query::delete`].
+pub(crate) async fn delete<E: Entity>(mut query: Query<'_, E>) -> Result<u64> {
+    query.session.autoflush_for_query().await?;
+    let meta = E::META;
+    let alias = target_alias(&query);
+    let head = format!("DELETE FROM {} AS {alias}", quote_ident(meta.table));
+    let (mut sql, params) = with_rows(&mut query, head, Vec::new());
+    let keys: Vec<String> =
+        meta.key_columns().map(|k| format!("{alias}.{}", quote_ident(meta.columns[k].name))).collect();
+    sql.push_str(" RETURNING ");
+    sql.push_str(&keys.join(", "));
+    let session = &mut *query.session;
+    let rows = session.rows(&sql, &param_refs(&params), Access::Write).await?;
+    let keys = rows.iter().map(E::key_from_row).collect::<Result<Vec<_>>>()?;
+    session.registries.of::<E>().forget_deleted(&keys);
+    Ok(keys.len() as u64)
+}
+
+/// Runs [`Query::update`].
+pub(crate) async fn update<E: Entity>(
+    mut query: Query<'_, E>,
+    assignments: impl IntoIterator<Item = Assignment<E>>,
+) -> Result<u64> {
+    query.session.autoflush_for_query().await?;
+    let meta = E::META;
+    let alias = target_alias(&query);
+    let mut head = format!("UPDATE {} AS {alias} SET ", quote_ident(meta.table));
+    let mut params = Vec::new();
+    let mut assigned = Vec::new();
+    for (n, assignment) in assignments.into_iter().enumerate() {
+        if n > 0 {
+            head.push_str(", ");
+        }
+        head.push_str(&quote_ident(assignment.column));
+        head.push_str(" = ");
+        assignment.value.render(alias, &mut head, &mut params);
+        assigned.push(assignment.column);
+    }
+    if assigned.is_empty() {
+        return Ok(0);
+    }
+    // A changed row gets a new version, so that sessions holding the old
+    // one see it as changed (StaleData), as after a flushed update.
+    if let Some(version) = meta.version_column().filter(|&v| !assigned.contains(&meta.columns[v].name)) {
+        head.push_str(", ");
+        head.push_str(&quote_ident(meta.columns[version].name));
+        head.push_str(" = ");
+        head.push_str(&sql::next_version(&meta.columns[version], alias));
+    }
+    let (mut sql, params) = with_rows(&mut query, head, params);
+    sql.push_str(" RETURNING ");
+    sql.push_str(&sql::select_list(meta, alias));
+    let session = &mut *query.session;
+    let rows = session.rows(&sql, &param_refs(&params), Access::Write).await?;
+    let updated = rows.iter().map(|row| E::from_row(row, 0)).collect::<Result<Vec<E>>>()?;
+    let count = updated.len() as u64;
+    session.populate_existing(updated, false)?;
+    Ok(count)
+}

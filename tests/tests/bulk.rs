@@ -1,0 +1,142 @@
+//! Set-based UPDATE and DELETE by filter: one statement, and the session's
+//! tracked instances brought in line with what the statement did.
+
+mod support;
+
+use orm_core::{Database, Entity, Error, Tracked};
+use orm_tests::TestDb;
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Item {
+    #[orm(primary_key, generated)]
+    id: i64,
+    name: String,
+    stock: i32,
+    note: Option<String>,
+    #[orm(version)]
+    version: i32,
+}
+
+async fn setup() -> (TestDb, Database) {
+    let test_db = TestDb::new().await;
+    test_db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE item (id bigserial PRIMARY KEY, name text NOT NULL, stock int NOT NULL, note text, version int NOT NULL);
+             INSERT INTO item (name, stock, note, version)
+                 SELECT 'item ' || n, n % 3, 'n', 0 FROM generate_series(1, 30) AS n",
+        )
+        .await
+        .unwrap();
+    let db = Database::connect(test_db.url()).unwrap();
+    (test_db, db)
+}
+
+async fn count(test_db: &TestDb, sql: &str) -> i64 {
+    test_db.client().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn a_delete_by_filter_is_one_statement_and_its_rows_leave_the_session() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let out_of_stock = session.get_one::<Item>(3).await.unwrap(); // stock 0
+    let kept = session.get_one::<Item>(1).await.unwrap(); // stock 1
+    let before = session.stats().statements;
+    let deleted = session.query::<Item>().filter(Item::STOCK.eq(0)).delete().await.unwrap();
+    assert_eq!(deleted, 10);
+    assert_eq!(session.stats().statements, before + 1);
+    assert!(session.get::<Item>(3).await.unwrap().is_none(), "the deleted row's instance left the session");
+    assert!(!session.expunge(&out_of_stock));
+    assert!(Tracked::ptr_eq(&session.get_one::<Item>(1).await.unwrap(), &kept));
+    session.commit().await.unwrap();
+    assert_eq!(count(&test_db, "SELECT count(*) FROM item").await, 20);
+}
+
+#[tokio::test]
+async fn a_rolled_back_savepoint_brings_bulk_deleted_instances_back() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let third = session.get_one::<Item>(3).await.unwrap();
+    let savepoint = session.begin_nested().await.unwrap();
+    session.query::<Item>().filter(Item::STOCK.eq(0)).delete().await.unwrap();
+    session.rollback_nested(savepoint).await.unwrap();
+    assert!(Tracked::ptr_eq(&session.get_one::<Item>(3).await.unwrap(), &third));
+    session.commit().await.unwrap();
+    assert_eq!(count(&test_db, "SELECT count(*) FROM item").await, 30);
+}
+
+#[tokio::test]
+async fn an_update_by_filter_refreshes_tracked_instances_and_advances_versions() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let second = session.get_one::<Item>(2).await.unwrap(); // stock 2
+    let updated = session
+        .query::<Item>()
+        .filter(Item::STOCK.eq(2))
+        .update([Item::STOCK.set(Item::STOCK + 10), Item::NOTE.set_null()])
+        .await
+        .unwrap();
+    assert_eq!(updated, 10);
+    assert_eq!((second.read().stock, second.read().note.clone(), second.read().version), (12, None, 1));
+    assert!(!second.is_modified());
+    // A later change of the refreshed instance is checked against its new version.
+    second.modify(|item| item.name = "renamed".into());
+    session.commit().await.unwrap();
+    assert_eq!(
+        count(&test_db, "SELECT count(*) FROM item WHERE stock = 12 AND note IS NULL AND version >= 1").await,
+        10
+    );
+    assert_eq!(count(&test_db, "SELECT version::int8 FROM item WHERE id = 2").await, 2);
+}
+
+#[tokio::test]
+async fn an_update_with_a_limit_picks_its_rows_by_key_and_can_skip_locked_ones() {
+    let (test_db, db) = setup().await;
+    let mut holder = db.session();
+    holder.query::<Item>().filter(Item::ID.le(2)).for_update().all().await.unwrap();
+
+    let mut session = db.session();
+    let taken = session
+        .query::<Item>()
+        .filter(Item::NOTE.eq("n"))
+        .order_by(Item::ID.asc())
+        .limit(3)
+        .for_update()
+        .skip_locked()
+        .update([Item::NOTE.set("taken")])
+        .await
+        .unwrap();
+    assert_eq!(taken, 3);
+    session.commit().await.unwrap();
+    holder.rollback().await.unwrap();
+    let ids: Vec<i64> = test_db
+        .client()
+        .await
+        .query("SELECT id FROM item WHERE note = 'taken' ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(ids, [3, 4, 5], "the first three rows nobody held");
+
+    let mut session = db.session();
+    let removed = session.query::<Item>().order_by(Item::ID.desc()).limit(2).delete().await.unwrap();
+    assert_eq!(removed, 2);
+    session.commit().await.unwrap();
+    assert_eq!(count(&test_db, "SELECT max(id) FROM item").await, 28);
+}
+
+#[tokio::test]
+async fn an_update_that_would_overwrite_unflushed_changes_is_an_error() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    session.set_autoflush(false);
+    let first = session.get_one::<Item>(1).await.unwrap();
+    first.modify(|item| item.name = "mine".into());
+    let error = session.query::<Item>().filter(Item::ID.eq(1)).update([Item::STOCK.set(5)]).await.unwrap_err();
+    assert!(matches!(error, Error::UnflushedChanges { entity: "Item", .. }), "{error}");
+    assert_eq!(first.read().name, "mine");
+}
