@@ -66,6 +66,7 @@ mod sql;
 mod stats;
 mod tracked;
 mod types;
+mod upsert;
 
 pub use bulk::Assignment;
 pub use column::{Column, Condition, Order};
@@ -189,6 +190,7 @@ pub use sql::quote_ident;
 pub use stats::SessionStats;
 pub use tracked::Tracked;
 pub use types::{ColumnType, Json, Param};
+pub use upsert::Upsert;
 
 /// The driver, re-exported for raw statements and parameter types.
 pub use tokio_postgres;

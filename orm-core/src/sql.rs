@@ -164,6 +164,38 @@ pub(crate) fn insert(meta: &EntityMeta, columns: ColumnSet) -> String {
     sql
 }
 
+/// Inserts a batch as [`insert`] does, rows whose `conflict` columns clash
+/// with an existing row updating its `update` columns from the new row (and
+/// advancing its version) or, with none, leaving it alone. Returns every
+/// column of the rows written. Parameters follow [`batch_insert_parameters`].
+pub(crate) fn upsert(meta: &EntityMeta, columns: ColumnSet, conflict: ColumnSet, update: ColumnSet) -> String {
+    let table = quote_ident(meta.table);
+    let mut sql = format!(
+        "INSERT INTO {table} AS t ({}) SELECT {} FROM {} ORDER BY v.{} ON CONFLICT ({}) DO ",
+        join_columns(meta, columns, ""),
+        join_columns(meta, columns, "v."),
+        unnest(meta, &batch_insert_parameters(columns), Some(&ordinality_name(meta))),
+        ordinality_name(meta),
+        join_columns(meta, conflict, ""),
+    );
+    if update == 0 {
+        sql.push_str("NOTHING");
+    } else {
+        let mut assignments: Vec<String> =
+            indexes(update).map(|i| format!("{0} = EXCLUDED.{0}", quote_ident(meta.columns[i].name))).collect();
+        if let Some(v) = meta.version_column().filter(|v| update & (1 << v) == 0) {
+            assignments.push(format!(
+                "{} = {}",
+                quote_ident(meta.columns[v].name),
+                next_version(&meta.columns[v], "t")
+            ));
+        }
+        let _ = write!(sql, "UPDATE SET {}", assignments.join(", "));
+    }
+    let _ = write!(sql, " RETURNING {}", select_list(meta, "t"));
+    sql
+}
+
 /// Inserts one row: what most units of work of a web request insert. A
 /// VALUES list spares the server unpacking arrays and ordering their rows,
 /// and the casts give its parameters the types the batch form's arrays have.

@@ -140,3 +140,55 @@ async fn an_update_that_would_overwrite_unflushed_changes_is_an_error() {
     assert!(matches!(error, Error::UnflushedChanges { entity: "Item", .. }), "{error}");
     assert_eq!(first.read().name, "mine");
 }
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "item")]
+struct NewItem {
+    #[orm(primary_key)]
+    id: i64,
+    name: String,
+    stock: i32,
+    note: Option<String>,
+    #[orm(version)]
+    version: i32,
+}
+
+fn new_item(id: i64, stock: i32) -> NewItem {
+    NewItem { id, name: format!("item {id}"), stock, note: None, version: 0 }
+}
+
+#[tokio::test]
+async fn ten_thousand_upserts_some_of_existing_rows_are_one_statement() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let tracked = session.get_one::<NewItem>(7).await.unwrap();
+    let rows: Vec<NewItem> = (16..10_016).map(|id| new_item(id, 100)).collect();
+    let before = session.stats().statements;
+    let written = session.upsert(rows).do_update([NewItem::STOCK]).await.unwrap();
+    assert_eq!(written, 10_000);
+    assert_eq!(session.stats().statements, before + 1);
+    // An instance the session tracks is refreshed with what the database holds.
+    let again: Vec<NewItem> = vec![new_item(7, 77)];
+    session.upsert(again).do_update([NewItem::STOCK]).await.unwrap();
+    assert_eq!((tracked.read().stock, tracked.read().version), (77, 1));
+    assert!(!tracked.is_modified());
+
+    let skipped = session.upsert(vec![new_item(1, 0), new_item(20_000, 5)]).do_nothing().await.unwrap();
+    assert_eq!(skipped, 1, "only the new row was written");
+    session.commit().await.unwrap();
+    assert_eq!(count(&test_db, "SELECT count(*) FROM item").await, 10_016);
+    assert_eq!(count(&test_db, "SELECT count(*) FROM item WHERE stock = 100 AND version = 1").await, 15);
+    assert_eq!(count(&test_db, "SELECT count(*) FROM item WHERE stock = 100 AND version = 0").await, 9_985);
+}
+
+#[tokio::test]
+async fn an_upsert_on_another_unique_column_updates_by_it() {
+    let (test_db, db) = setup().await;
+    test_db.client().await.batch_execute("CREATE UNIQUE INDEX item_name ON item (name)").await.unwrap();
+    let mut session = db.session();
+    let renamed = NewItem { id: 999, name: "item 3".into(), stock: 42, note: Some("by name".into()), version: 0 };
+    let written = session.upsert(vec![renamed]).on_conflict(NewItem::NAME).do_update([NewItem::NOTE]).await.unwrap();
+    assert_eq!(written, 1);
+    session.commit().await.unwrap();
+    assert_eq!(count(&test_db, "SELECT id FROM item WHERE note = 'by name'").await, 3);
+}
