@@ -43,6 +43,7 @@
 //!
 //! The guide in the `docs` crate of the repository walks through every feature.
 
+mod children_index;
 mod column;
 mod column_value;
 mod connection;
@@ -190,6 +191,7 @@ pub use tokio_postgres;
 /// Paths the derive macros expand to; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::children_index::key_hash;
     pub use crate::derive_support::*;
     pub use crate::sql::EntityStatements;
     pub use bytes::BytesMut;

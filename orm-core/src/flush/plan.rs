@@ -607,6 +607,8 @@ impl<T: Entity> TablePlan for Plan<T> {
                 undo.updated.extend(updated.filter_map(|(tracked, before)| Some((tracked.clone(), before?))));
             }
         }
+        // Storing rounds values (a foreign key among them) as the column does.
+        self.updates.iter().flatten().for_each(|tracked| registry.changed(tracked));
         for tracked in self.deletes {
             // Deleted objects keep the key they had, so a rolled-back
             // savepoint can put them back under it.
@@ -614,6 +616,7 @@ impl<T: Entity> TablePlan for Plan<T> {
                 registry.pending_deletes.swap_remove(&key);
                 registry.identity.swap_remove(&key);
             }
+            registry.forget_in_index(&tracked);
             if let Some(undo) = registry.savepoints.last_mut() {
                 undo.deleted.push(tracked);
             }
