@@ -55,7 +55,7 @@ pub fn key_hash<K: Hash + ?Sized>(key: &K) -> u64 {
 type Bucket<T> = IndexMap<usize, Tracked<T>, foldhash::fast::RandomState>;
 
 /// A map with foldhash's hasher: the index holds an entry per tracked
-/// child, and with SipHash deleting 8,000 parents with their 80,000
+/// child, and with `SipHash` deleting 8,000 parents with their 80,000
 /// children took 80 ms instead of 45. Its keys are addresses and randomly
 /// seeded hashes, nothing an outsider chooses.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;

@@ -305,7 +305,9 @@ impl<T: Entity> Registry<T> {
             }
         }
         drop(states);
-        written.iter().for_each(|tracked| self.changed(tracked));
+        for tracked in &written {
+            self.changed(tracked);
+        }
         for tracked in self.pending_inserts.values() {
             tracked.set_identity_key(None);
             self.children_index.remove(tracked);

@@ -435,7 +435,9 @@ impl Session {
         let registry = self.registries.of::<E>();
         let added: Vec<_> = entities.into_iter().map(|entity| registry.new_tracked(entity)).collect();
         registry.pending_inserts.reserve(added.len());
-        added.iter().for_each(|tracked| registry.add_pending(tracked.clone()));
+        for tracked in &added {
+            registry.add_pending(tracked.clone());
+        }
         added
     }
 

@@ -720,7 +720,9 @@ async fn a_savepoint_rollback_restores_both_collections() {
     let to = users[1].read().id;
     posts[0].modify(|p| p.author_id = to);
     let comments = session.load_children(&posts[1..2], Comment::POST).await.unwrap();
-    comments.iter().for_each(|c| session.delete(c).unwrap());
+    for comment in &comments {
+        session.delete(comment).unwrap();
+    }
     session.delete(&posts[1]).unwrap();
     let added = session.add(post(users[0].read().id, "inside"));
     session.flush().await.unwrap();
