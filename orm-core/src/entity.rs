@@ -182,4 +182,9 @@ pub trait Entity: Clone + Send + Sync + 'static {
     /// Whether foreign-key column `column` holds `key`, a key of the entity
     /// it references (false for any other column or key type).
     fn references_key(&self, column: usize, key: &dyn std::any::Any) -> bool;
+
+    /// The hash of the key foreign-key column `column` holds, as the
+    /// session's parent-to-children index files it; `None` for NULL or a
+    /// column that is not a foreign key.
+    fn reference_hash(&self, column: usize) -> Option<u64>;
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
+use crate::children_index::{key_hash, ChildrenIndex};
 use crate::entity::{ColumnSet, Entity, EntityMeta};
 use crate::error::Result;
 use crate::flush::{PlanScope, TablePlan};
@@ -47,6 +48,9 @@ pub(crate) struct Registry<T: Entity> {
     /// known only to the caller. The children themselves are found in the
     /// identity map, so a collection always reflects the session's changes.
     pub(crate) loaded_children: HashMap<usize, Box<dyn Any + Send + Sync>>,
+    /// Where to find the tracked entities that point at a parent, for
+    /// `children` and cascades.
+    pub(crate) children_index: ChildrenIndex<T>,
     /// During a flush, entities inserted by an earlier round trip of the
     /// same flush as the database has them (generated columns filled in), by
     /// handle address; the tracked entities get those values only when the
@@ -59,6 +63,9 @@ pub(crate) struct Registry<T: Entity> {
 pub(crate) struct Doomed {
     /// Its key (a boxed `Key` of its type), `None` if it was pending.
     pub(crate) key: Option<Box<dyn Any>>,
+    /// The hash of `key`, under which the children index files the
+    /// entity's children.
+    pub(crate) key_hash: Option<u64>,
     /// Its handle's address, which its pending children's links point to.
     pub(crate) address: usize,
 }
@@ -118,6 +125,7 @@ impl<T: Entity> Registry<T> {
             savepoints: Vec::new(),
             links: KeyMap::default(),
             loaded_children: HashMap::new(),
+            children_index: ChildrenIndex::new(),
             provisional: HashMap::new(),
         }
     }
@@ -137,13 +145,38 @@ impl<T: Entity> Registry<T> {
     pub(crate) fn track_loaded(&mut self, entity: T) -> Tracked<T> {
         let log = &self.write_log;
         let key = entity.key();
-        self.identity.entry(key.clone()).or_insert_with(|| Tracked::new(entity, log, Some(key))).clone()
+        match self.identity.entry(key) {
+            indexmap::map::Entry::Occupied(held) => held.get().clone(),
+            indexmap::map::Entry::Vacant(vacant) => {
+                let tracked = Tracked::new(entity, log, Some(vacant.key().clone()));
+                log.note_moved(&tracked);
+                vacant.insert(tracked).clone()
+            }
+        }
+    }
+
+    /// Adds a pending insert.
+    pub(crate) fn add_pending(&mut self, tracked: Tracked<T>) {
+        self.write_log.note_moved(&tracked);
+        self.pending_inserts.insert(tracked.address(), tracked);
     }
 
     /// Puts `tracked` in the identity map under `key`.
     pub(crate) fn enter(&mut self, key: T::Key, tracked: Tracked<T>) {
         tracked.set_identity_key(Some(key.clone()));
+        self.write_log.note_moved(&tracked);
         self.identity.insert(key, tracked);
+    }
+
+    /// Notes that the session changed `tracked`'s values itself (no handle
+    /// write tells the children index about those).
+    pub(crate) fn changed(&self, tracked: &Tracked<T>) {
+        self.write_log.note_moved(tracked);
+    }
+
+    /// Takes an entity that is no longer tracked out of the children index.
+    pub(crate) fn forget_in_index(&mut self, tracked: &Tracked<T>) {
+        self.children_index.remove(tracked);
     }
 
     /// Takes `tracked` out of the identity map, if it is there.
@@ -155,6 +188,7 @@ impl<T: Entity> Registry<T> {
             }
         }
         tracked.set_identity_key(None);
+        self.children_index.remove(tracked);
     }
 
     /// The entities written since they were last loaded or flushed, each
@@ -179,6 +213,7 @@ impl<T: Entity> Registry<T> {
             return false;
         }
         self.forget_links(handle);
+        self.children_index.remove(handle);
         true
     }
 
@@ -208,6 +243,64 @@ impl<T: Entity> Registry<T> {
         }
     }
 
+    /// Where `child` stands among the entities the session tracks and does
+    /// not delete: `(false, index)` in the identity map, `(true, index)`
+    /// among pending inserts, `None` if neither. Collections list children
+    /// in this order, as a scan of the identity map, then of the pending
+    /// inserts, would find them.
+    pub(crate) fn live_position(&self, child: &Tracked<T>) -> Option<(bool, usize)> {
+        if let Some(at) = self.pending_inserts.get_index_of(&child.address()) {
+            return Some((true, at));
+        }
+        let key = child.identity_key()?;
+        let (at, _, held) = self.identity.get_full(&key)?;
+        (Tracked::ptr_eq(held, child) && !self.pending_deletes.contains_key(&key)).then_some((false, at))
+    }
+
+    /// Brings the children index up to date (building it on first use).
+    pub(crate) fn refresh_children_index(&mut self) -> Result<()> {
+        let Registry { identity, pending_inserts, write_log, links, children_index, .. } = self;
+        let tracked = identity.values().chain(pending_inserts.values());
+        let links = links.iter().map(|(&(column, _), link)| (column, link.parent_address, &link.child));
+        let is_tracked = |entity: &Tracked<T>| {
+            pending_inserts.contains_key(&entity.address())
+                || entity
+                    .identity_key()
+                    .is_some_and(|key| identity.get(&key).is_some_and(|held| Tracked::ptr_eq(held, entity)))
+        };
+        children_index.refresh(write_log, tracked, links, is_tracked)
+    }
+
+    /// The children of the parent whose key hashes to `key_hash` and whose
+    /// handle is at `parent_address`, through `column`, that `belongs`
+    /// (given the link to a pending parent, if the child has one, and the
+    /// child's values) confirms, in collection order; the candidates the
+    /// session no longer tracks are dropped from the index on the way.
+    pub(crate) fn children_of(
+        &mut self,
+        column: usize,
+        key_hash: Option<u64>,
+        parent_address: usize,
+        belongs: impl Fn(Option<&ParentLink<T>>, &T) -> bool,
+    ) -> Result<Vec<Tracked<T>>> {
+        self.refresh_children_index()?;
+        let mut found = Vec::new();
+        for child in self.children_index.candidates(column, key_hash, parent_address) {
+            let Some(position) = self.live_position(&child) else {
+                if !self.owns(&child) {
+                    self.children_index.remove(&child);
+                }
+                continue;
+            };
+            let link = self.links.get(&(column, child.address()));
+            if belongs(link, &child.lock_read()?.current) {
+                found.push((position, child));
+            }
+        }
+        found.sort_unstable_by_key(|(position, _)| *position);
+        Ok(found.into_iter().map(|(_, child)| child).collect())
+    }
+
     /// Whether `handle` is this registry's instance for its key, found by
     /// the key it was tracked under (its key field may have been changed).
     pub(crate) fn owns(&self, handle: &Tracked<T>) -> bool {
@@ -228,14 +321,19 @@ impl<T: Entity> Registry<T> {
             }
         }
         drop(states);
+        for tracked in &written {
+            self.changed(tracked);
+        }
         for tracked in self.pending_inserts.values() {
             tracked.set_identity_key(None);
+            self.children_index.remove(tracked);
         }
         self.pending_inserts.clear();
         self.pending_deletes.clear();
         // A link is made by `set_parent` to a pending parent, and every
         // pending parent is gone with the discarded work.
         self.links.clear();
+        self.children_index.clear_links();
         Ok(())
     }
 }
@@ -300,7 +398,10 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         let mut links = LinkState::default();
         for (&(column, _), link) in &self.links {
             let mut state = link.child.lock_write()?;
-            if !(link.resolve)(registries, link.child.address(), &mut state.current)? {
+            if (link.resolve)(registries, link.child.address(), &mut state.current)? {
+                // The foreign key was filled in without a handle write.
+                self.changed(&link.child);
+            } else {
                 links.unresolved = true;
                 if deferred & (1 << column) == 0 {
                     links.waiting.insert(link.child.address());
@@ -331,6 +432,7 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         if succeeded {
             // Every pending parent was inserted, so every link is resolved.
             self.links.clear();
+            self.children_index.clear_links();
             // Drops the written entities the flush synced from the write
             // log, so that the next flush can tell at once that nothing is
             // pending.
@@ -347,42 +449,36 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         }
         // A link to a pending parent wins over the foreign key, which keeps
         // its old value until the flush fills it in.
-        let is_child = |child: &Tracked<T>| -> Result<bool> {
-            for &column in &columns {
-                let linked = match self.links.get(&(column, child.address())) {
-                    Some(link) => link.parent_address == doomed.address,
-                    None => match doomed.key.as_deref() {
-                        Some(key) => child.lock_read()?.current.references_key(column, key),
-                        None => false,
-                    },
-                };
-                if linked {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        };
-        let mut persistent: Vec<(T::Key, Tracked<T>)> = Vec::new();
-        for (key, child) in &self.identity {
-            if !self.pending_deletes.contains_key(key) && is_child(child)? {
-                persistent.push((key.clone(), child.clone()));
-            }
+        let mut found: Vec<Tracked<T>> = Vec::new();
+        for &column in &columns {
+            found.extend(self.children_of(column, doomed.key_hash, doomed.address, |link, child| match link {
+                Some(link) => link.parent_address == doomed.address,
+                None => doomed.key.as_deref().is_some_and(|key| child.references_key(column, key)),
+            })?);
         }
+        if columns.len() > 1 {
+            // A child may point at the parent through several columns.
+            let mut seen = HashSet::new();
+            found.retain(|child| seen.insert(child.address()));
+        }
+        let mut persistent: Vec<(T::Key, Tracked<T>)> = Vec::new();
         let mut pending: Vec<Tracked<T>> = Vec::new();
-        for child in self.pending_inserts.values() {
-            if is_child(child)? {
-                pending.push(child.clone());
+        for child in found {
+            match child.identity_key().filter(|_| !self.pending_inserts.contains_key(&child.address())) {
+                Some(key) => persistent.push((key, child)),
+                None => pending.push(child),
             }
         }
         let mut children = Vec::with_capacity(persistent.len() + pending.len());
         for (key, child) in persistent {
-            children.push(Doomed { key: Some(Box::new(key.clone())), address: child.address() });
+            let hash = key_hash(&key);
+            children.push(Doomed { key: Some(Box::new(key.clone())), key_hash: Some(hash), address: child.address() });
             self.forget_links(&child);
             self.pending_deletes.insert(key, child);
         }
         for child in pending {
             self.forget_pending(&child);
-            children.push(Doomed { key: None, address: child.address() });
+            children.push(Doomed { key: None, key_hash: None, address: child.address() });
         }
         Ok(children)
     }
@@ -434,6 +530,8 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
             let mut state = tracked.lock_write()?;
             state.current = *before;
             state.snapshot = None;
+            drop(state);
+            self.changed(&tracked);
         }
         Ok(())
     }

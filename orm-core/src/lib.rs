@@ -44,6 +44,7 @@
 //! The guide in the `docs` crate of the repository walks through every feature.
 
 mod bulk;
+mod children_index;
 mod column;
 mod column_value;
 mod connection;
@@ -198,6 +199,7 @@ pub use tokio_postgres;
 /// Paths the derive macros expand to; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::children_index::key_hash;
     pub use crate::derive_support::*;
     pub use crate::sql::EntityStatements;
     pub use bytes::BytesMut;

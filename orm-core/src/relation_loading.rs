@@ -101,6 +101,7 @@ impl Session {
             }),
         };
         children.links.insert((column, child.address()), link);
+        children.children_index.link(column, parent.address(), child);
         Ok(())
     }
 
@@ -205,22 +206,12 @@ impl Session {
         if !loaded {
             return Err(Error::RelationNotLoaded { entity: P::META.name, relation: relation.name() });
         }
-        let column = relation.column_index();
         // A link to a pending parent wins over the foreign key, which keeps
         // its old value (or a placeholder) until the flush fills it in.
-        let belongs_here = |child: &Tracked<C>| -> Result<bool> {
-            Ok(match registry.links.get(&(column, child.address())) {
-                Some(link) => link.parent.downcast_ref::<Tracked<P>>().is_some_and(|p| Tracked::ptr_eq(p, parent)),
-                None => relation.parent_key(&child.lock_read()?.current).as_ref() == Some(&key),
-            })
-        };
-        let persistent = registry.identity.iter().filter(|(k, _)| !registry.pending_deletes.contains_key(*k));
-        let mut children = Vec::new();
-        for child in persistent.map(|(_, child)| child).chain(registry.pending_inserts.values()) {
-            if belongs_here(child)? {
-                children.push(child.clone());
-            }
-        }
-        Ok(children)
+        let hash = crate::children_index::key_hash(&key);
+        registry.children_of(relation.column_index(), Some(hash), parent.address(), |link, child| match link {
+            Some(link) => link.parent.downcast_ref::<Tracked<P>>().is_some_and(|p| Tracked::ptr_eq(p, parent)),
+            None => relation.parent_key(child).as_ref() == Some(&key),
+        })
     }
 }

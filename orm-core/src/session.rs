@@ -362,7 +362,7 @@ impl Session {
     pub fn add<E: Entity>(&mut self, entity: E) -> Tracked<E> {
         let registry = self.registries.of::<E>();
         let tracked = registry.new_tracked(entity);
-        registry.pending_inserts.insert(tracked.address(), tracked.clone());
+        registry.add_pending(tracked.clone());
         tracked
     }
 
@@ -452,7 +452,10 @@ impl Session {
     pub fn add_all<E: Entity>(&mut self, entities: impl IntoIterator<Item = E>) -> Vec<Tracked<E>> {
         let registry = self.registries.of::<E>();
         let added: Vec<_> = entities.into_iter().map(|entity| registry.new_tracked(entity)).collect();
-        registry.pending_inserts.extend(added.iter().map(|tracked| (tracked.address(), tracked.clone())));
+        registry.pending_inserts.reserve(added.len());
+        for tracked in &added {
+            registry.add_pending(tracked.clone());
+        }
         added
     }
 
@@ -486,18 +489,19 @@ impl Session {
     /// ```
     pub fn delete<E: Entity>(&mut self, entity: &Tracked<E>) -> Result<()> {
         let registry = self.registries.of::<E>();
-        let key = if registry.forget_pending(entity) {
-            None
+        let (key, key_hash) = if registry.forget_pending(entity) {
+            (None, None)
         } else if let Some(key) = entity.identity_key().filter(|_| registry.owns(entity)) {
             // By the key it was loaded under: its key field may have been
             // changed in memory, and that row is the one to delete.
             registry.forget_links(entity);
             registry.pending_deletes.insert(key.clone(), entity.clone());
-            Some(Box::new(key) as Box<dyn std::any::Any>)
+            let hash = crate::children_index::key_hash(&key);
+            (Some(Box::new(key) as Box<dyn std::any::Any>), Some(hash))
         } else {
             return Err(Error::NotInSession { entity: E::META.name });
         };
-        self.registries.cascade_delete(E::META, Doomed { key, address: entity.address() })
+        self.registries.cascade_delete(E::META, Doomed { key, key_hash, address: entity.address() })
     }
 
     /// Stops tracking an entity: its pending insert, changes or deletion are
@@ -579,6 +583,7 @@ impl Session {
         if let Some(undo) = registry.savepoints.last_mut() {
             undo.updated.push((entity.clone(), before));
         }
+        registry.changed(entity);
         Ok(())
     }
 
@@ -893,6 +898,7 @@ impl Session {
                         replaced.push((existing.clone(), Box::new(before)));
                     }
                     state.snapshot = None;
+                    registry.changed(existing);
                 }
                 tracked.push(Some(existing.clone()));
             } else if track_new {

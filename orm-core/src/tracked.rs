@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -115,6 +115,9 @@ struct Inner<T: Entity> {
     /// flush visits only written entities instead of every tracked one.
     /// Weak, so a handle that outlives its session keeps nothing alive.
     write_log: Weak<WriteLog<T>>,
+    /// Whether the instance waits in its write log's `moved` list, so that
+    /// repeated writes queue it once.
+    moved: AtomicBool,
 }
 
 /// The entities of one type written since they were last loaded or
@@ -126,11 +129,23 @@ pub(crate) struct WriteLog<T: Entity> {
     flushing: AtomicU64,
     /// The number of the last flush begun.
     flushes: AtomicU64,
+    /// Whether the children index of this type was built, so changed
+    /// entities must be queued in `moved` for it.
+    watched: AtomicBool,
+    /// Entities whose foreign keys may have changed since the children
+    /// index last read them (see `children_index`), each once.
+    moved: Mutex<Vec<Tracked<T>>>,
 }
 
 impl<T: Entity> Default for WriteLog<T> {
     fn default() -> Self {
-        WriteLog { entries: Mutex::new(Vec::new()), flushing: AtomicU64::new(0), flushes: AtomicU64::new(0) }
+        WriteLog {
+            entries: Mutex::new(Vec::new()),
+            flushing: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            watched: AtomicBool::new(false),
+            moved: Mutex::new(Vec::new()),
+        }
     }
 }
 
@@ -150,6 +165,33 @@ impl<T: Entity> WriteLog<T> {
     /// The flush in progress, if any.
     pub(crate) fn flushing(&self) -> Option<u64> {
         Some(self.flushing.load(Ordering::Acquire)).filter(|&number| number != 0)
+    }
+
+    /// From now on, queues every entity that may have changed for the
+    /// children index.
+    pub(crate) fn watch(&self) {
+        self.watched.store(true, Ordering::Release);
+    }
+
+    /// Queues `tracked` for the children index, whose entry for it may be
+    /// stale now; nothing until that index is built. The `moved` list is
+    /// locked only briefly and never while an entity is locked by the
+    /// index, so it cannot deadlock with a writer's entity lock.
+    pub(crate) fn note_moved(&self, tracked: &Tracked<T>) {
+        if self.watched.load(Ordering::Acquire) && !tracked.inner.moved.swap(true, Ordering::AcqRel) {
+            self.moved.lock().push(tracked.clone());
+        }
+    }
+
+    /// Takes the queued entities out of the queue. Each can be queued
+    /// again at once: a write after this call queues it for the next
+    /// lookup, even while the caller still reads its values.
+    pub(crate) fn take_moved(&self) -> Vec<Tracked<T>> {
+        let moved = std::mem::take(&mut *self.moved.lock());
+        for tracked in &moved {
+            tracked.inner.moved.store(false, Ordering::Release);
+        }
+        moved
     }
 }
 
@@ -297,7 +339,12 @@ impl<T: Entity + fmt::Debug> fmt::Debug for RefMut<'_, T> {
 impl<T: Entity> Tracked<T> {
     pub(crate) fn new(entity: T, write_log: &Arc<WriteLog<T>>, identity: Option<T::Key>) -> Self {
         let state = RwLock::new(EntityState { current: entity, snapshot: None, bound_by: 0, sent: None });
-        let inner = Inner { state, identity: Mutex::new(identity), write_log: Arc::downgrade(write_log) };
+        let inner = Inner {
+            state,
+            identity: Mutex::new(identity),
+            write_log: Arc::downgrade(write_log),
+            moved: AtomicBool::new(false),
+        };
         Tracked { inner: Arc::new(inner) }
     }
 
@@ -349,6 +396,11 @@ impl<T: Entity> Tracked<T> {
             if let Some(log) = &log {
                 log.entries.lock().push(self.clone());
             }
+        }
+        if let Some(log) = &log {
+            // A write may change a foreign key, and the session is not told
+            // when: the children index reads it again before its next use.
+            log.note_moved(self);
         }
         let in_flight = state.bound_by != 0 && log.and_then(|log| log.flushing()) == Some(state.bound_by);
         if in_flight && state.sent.is_none() {

@@ -64,6 +64,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let constants = column_constants(ident, &columns);
     let relations = relation_constants(ident, &columns);
     let reference_checks = reference_checks(&columns);
+    let reference_hashes = reference_hashes(&columns);
 
     Ok(quote! {
         #[automatically_derived]
@@ -117,6 +118,10 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
             fn references_key(&self, column: usize, key: &dyn ::core::any::Any) -> bool {
                 #reference_checks
+            }
+
+            fn reference_hash(&self, column: usize) -> ::core::option::Option<u64> {
+                #reference_hashes
             }
         }
 
@@ -306,6 +311,27 @@ fn reference_checks(columns: &[&FieldModel<'_>]) -> TokenStream {
         match column {
             #(#arms,)*
             _ => false,
+        }
+    }
+}
+
+/// The body of `reference_hash`: the hash of the parent key a foreign-key
+/// field holds, taken as the parent's key type so that it equals the hash
+/// of the parent's own key.
+fn reference_hashes(columns: &[&FieldModel<'_>]) -> TokenStream {
+    let arms = columns.iter().enumerate().filter_map(|(i, f)| {
+        let reference = f.references.as_ref()?;
+        let parent = &reference.parent;
+        let field = f.ident;
+        Some(quote_spanned! {f.ty.span()=>
+            #i => ::orm_core::__private::ForeignKeyField::<<#parent as ::orm_core::Entity>::Key>::key(&self.#field)
+                .map(|key| ::orm_core::__private::key_hash(&key))
+        })
+    });
+    quote! {
+        match column {
+            #(#arms,)*
+            _ => ::core::option::Option::None,
         }
     }
 }

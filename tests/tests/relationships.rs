@@ -630,3 +630,164 @@ async fn a_child_moved_to_a_pending_parent_leaves_its_old_parents_collection_at_
         test_db.client().await.query_one("SELECT author_id FROM post WHERE id = 1", &[]).await.unwrap().get(0);
     assert_eq!(author, 2);
 }
+
+// The parent-to-children index: `children` and cascades look up a parent's
+// children instead of scanning the identity map, so each of these changes a
+// child's parent after the index was built (by a first `children` call) and
+// checks that both collections, the old parent's and the new one's, follow.
+
+/// Titles of `parent`'s posts, sorted.
+fn titles(session: &mut orm_core::Session, parent: &Tracked<User>) -> Vec<String> {
+    let mut titles: Vec<String> =
+        session.children(parent, Post::AUTHOR).unwrap().iter().map(|p| p.read().title.clone()).collect();
+    titles.sort();
+    titles
+}
+
+/// Two users with three posts each (two comments per post), users and their
+/// posts loaded as collections, and the index built.
+async fn two_loaded_users(db: &Database) -> (orm_core::Session, Vec<Tracked<User>>) {
+    seed_users_posts_comments(db, 2).await;
+    let mut session = db.session();
+    let users = session.query::<User>().order_by(User::ID.asc()).all().await.unwrap();
+    session.load_children(&users, Post::AUTHOR).await.unwrap();
+    assert_eq!(titles(&mut session, &users[0]), ["u0 p0", "u0 p1", "u0 p2"]);
+    (session, users)
+}
+
+#[tokio::test]
+async fn a_foreign_key_changed_through_modify_moves_the_child_between_collections() {
+    let (_test_db, db) = setup().await;
+    let (mut session, users) = two_loaded_users(&db).await;
+    let moved = session.children(&users[0], Post::AUTHOR).unwrap().remove(0);
+    let to = users[1].read().id;
+    moved.modify(|p| p.author_id = to);
+    assert_eq!(titles(&mut session, &users[0]), ["u0 p1", "u0 p2"]);
+    assert_eq!(titles(&mut session, &users[1]), ["u0 p0", "u1 p0", "u1 p1", "u1 p2"]);
+
+    // Moved back and forth between two lookups, then flushed: the flush
+    // empties the write log, the collections stay right.
+    let from = users[0].read().id;
+    moved.modify(|p| p.author_id = from);
+    moved.modify(|p| p.author_id = to);
+    session.flush().await.unwrap();
+    assert_eq!(titles(&mut session, &users[0]), ["u0 p1", "u0 p2"]);
+    assert_eq!(titles(&mut session, &users[1]).len(), 4);
+}
+
+#[tokio::test]
+async fn children_linked_to_a_pending_parent_follow_the_link_then_the_filled_in_key() {
+    let (_test_db, db) = setup().await;
+    let (mut session, users) = two_loaded_users(&db).await;
+    let moved = session.children(&users[0], Post::AUTHOR).unwrap().remove(0);
+    let bob = session.add(user("bob"));
+    session.set_parent(&moved, Post::AUTHOR, &bob).unwrap();
+    let draft = session.add(post(0, "bob draft"));
+    session.set_parent(&draft, Post::AUTHOR, &bob).unwrap();
+    assert_eq!(titles(&mut session, &users[0]), ["u0 p1", "u0 p2"], "the link wins over the old key");
+
+    // The flush fills in both foreign keys without a handle write.
+    session.load_children(std::slice::from_ref(&bob), Post::AUTHOR).await.unwrap();
+    assert!(bob.read().id > 0);
+    assert_eq!(titles(&mut session, &bob), ["bob draft", "u0 p0"]);
+    assert_eq!(titles(&mut session, &users[0]), ["u0 p1", "u0 p2"]);
+}
+
+#[tokio::test]
+async fn an_expunged_child_leaves_its_collection_and_its_reload_comes_back() {
+    let (_test_db, db) = setup().await;
+    let (mut session, users) = two_loaded_users(&db).await;
+    let gone = session.children(&users[0], Post::AUTHOR).unwrap().remove(0);
+    assert!(session.expunge(&gone));
+    let left = session.children(&users[0], Post::AUTHOR).unwrap();
+    assert_eq!(left.len(), 2);
+    assert!(!left.iter().any(|p| Tracked::ptr_eq(p, &gone)));
+
+    let fresh = session.get_one::<Post>(gone.read().id).await.unwrap();
+    let back = session.children(&users[0], Post::AUTHOR).unwrap();
+    assert_eq!(back.len(), 3);
+    assert!(back.iter().any(|p| Tracked::ptr_eq(p, &fresh)), "the reloaded instance, not the expunged one");
+}
+
+#[tokio::test]
+async fn a_savepoint_rollback_restores_both_collections() {
+    let (_test_db, db) = setup().await;
+    let (mut session, users) = two_loaded_users(&db).await;
+    let before = (titles(&mut session, &users[0]), titles(&mut session, &users[1]));
+    let posts = session.children(&users[0], Post::AUTHOR).unwrap();
+
+    let savepoint = session.begin_nested().await.unwrap();
+    let to = users[1].read().id;
+    posts[0].modify(|p| p.author_id = to);
+    let comments = session.load_children(&posts[1..2], Comment::POST).await.unwrap();
+    for comment in &comments {
+        session.delete(comment).unwrap();
+    }
+    session.delete(&posts[1]).unwrap();
+    let added = session.add(post(users[0].read().id, "inside"));
+    session.flush().await.unwrap();
+    assert_eq!(titles(&mut session, &users[0]), ["inside", "u0 p2"]);
+    assert_eq!(titles(&mut session, &users[1]).len(), 4);
+
+    session.rollback_nested(savepoint).await.unwrap();
+    assert_eq!((titles(&mut session, &users[0]), titles(&mut session, &users[1])), before);
+    let restored = session.children(&users[0], Post::AUTHOR).unwrap();
+    assert!(!restored.iter().any(|p| Tracked::ptr_eq(p, &added)), "the inserted post left the session");
+    assert!(restored.iter().any(|p| Tracked::ptr_eq(p, &posts[1])), "the deleted post is back");
+}
+
+#[tokio::test]
+async fn a_deleted_row_leaves_its_collection_and_a_row_switch_takes_its_place() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    session.add_all([
+        NumberedCategory { id: 10, parent_id: None, name: "books".into() },
+        NumberedCategory { id: 20, parent_id: Some(10), name: "poetry".into() },
+        NumberedCategory { id: 21, parent_id: Some(10), name: "prose".into() },
+        NumberedCategory { id: 30, parent_id: None, name: "music".into() },
+    ]);
+    session.commit().await.unwrap();
+
+    let mut session = db.session();
+    let roots = session.get_many::<NumberedCategory>(&[10, 30]).await.unwrap();
+    let children = session.load_children(&roots, NumberedCategory::PARENT).await.unwrap();
+    assert_eq!(session.children(&roots[0], NumberedCategory::PARENT).unwrap().len(), 2);
+    let prose = children.iter().find(|c| c.read().id == 21).unwrap();
+    session.delete(prose).unwrap();
+    session.flush().await.unwrap();
+    let names = |session: &mut orm_core::Session, parent| -> Vec<String> {
+        let found = session.children(parent, NumberedCategory::PARENT).unwrap();
+        found.iter().map(|c| c.read().name.clone()).collect()
+    };
+    assert_eq!(names(&mut session, &roots[0]), ["poetry"]);
+
+    // Deleted and replaced by a new entity with the same key, under another parent.
+    let poetry = children.iter().find(|c| c.read().id == 20).unwrap();
+    session.delete(poetry).unwrap();
+    session.add(NumberedCategory { id: 20, parent_id: Some(30), name: "songs".into() });
+    session.flush().await.unwrap();
+    assert!(names(&mut session, &roots[0]).is_empty());
+    assert_eq!(names(&mut session, &roots[1]), ["songs"]);
+}
+
+#[tokio::test]
+async fn a_cascade_follows_a_foreign_key_changed_after_the_index_was_built() {
+    let (test_db, db) = setup().await;
+    seed_users_posts_comments(&db, 1).await;
+    let mut session = db.session();
+    let posts = session.query::<Post>().order_by(Post::ID.asc()).all().await.unwrap();
+    session.load_children(&posts, Comment::POST).await.unwrap();
+    let moved = session.children(&posts[0], Comment::POST).unwrap().remove(0);
+    let to = posts[1].read().id;
+    moved.modify(|c| c.post_id = to);
+
+    session.delete(&posts[0]).unwrap();
+    assert_eq!(session.pending().unwrap().deletes, 2, "p0 and the comment still on it");
+    session.delete(&posts[1]).unwrap();
+    assert_eq!(session.pending().unwrap().deletes, 6, "and p1 with its two comments and the moved one");
+    session.commit().await.unwrap();
+    let client = test_db.client().await;
+    let rows = client.query("SELECT body FROM comment ORDER BY id", &[]).await.unwrap();
+    let left: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(left, ["u0 p2 c0", "u0 p2 c1"]);
+}

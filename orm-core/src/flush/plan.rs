@@ -158,6 +158,20 @@ fn switch_sends<T: Entity>(changed: ColumnSet) -> bool {
     changed != 0 || T::META.version_column().is_some()
 }
 
+/// Applies a flushed row switch to the new entity, which takes over the
+/// row's version (advanced if the switch sent an UPDATE). Returns whether a
+/// write landed while the flush was on the wire.
+fn switch_flushed<T: Entity>(state: &mut EntityState<T>, stored: &T, updated: bool) -> bool {
+    state.current.copy_version(stored);
+    if let Some(sent) = &mut state.sent {
+        sent.copy_version(stored);
+    }
+    if updated {
+        state.advance_version();
+    }
+    state.mark_flushed()
+}
+
 /// [`bind_columns`] for row switches: the new entities' values, checked
 /// against the version of the rows they replace.
 fn bind_switches<T: Entity>(
@@ -577,14 +591,7 @@ impl<T: Entity> TablePlan for Plan<T> {
         }
         let mut switched_keys = Vec::with_capacity(switched.len());
         for (&(updated, switch), state) in switched.iter().zip(&mut switching) {
-            state.current.copy_version(&switch.stored);
-            if let Some(sent) = &mut state.sent {
-                sent.copy_version(&switch.stored);
-            }
-            if updated {
-                state.advance_version();
-            }
-            if state.mark_flushed() {
+            if switch_flushed(state, &switch.stored, updated) {
                 rewritten.push(&switch.new);
             }
             switched_keys.push(state.snapshot.as_deref().unwrap_or(&state.current).key());
@@ -621,6 +628,8 @@ impl<T: Entity> TablePlan for Plan<T> {
                 undo.updated.extend(updated.filter_map(|(tracked, before)| Some((tracked.clone(), before?))));
             }
         }
+        // Storing rounds values (a foreign key among them) as the column does.
+        self.updates.iter().flatten().for_each(|tracked| registry.changed(tracked));
         for tracked in self.deletes {
             // Deleted objects keep the key they had, so a rolled-back
             // savepoint can put them back under it.
@@ -628,6 +637,7 @@ impl<T: Entity> TablePlan for Plan<T> {
                 registry.pending_deletes.swap_remove(&key);
                 registry.identity.swap_remove(&key);
             }
+            registry.forget_in_index(&tracked);
             if let Some(undo) = registry.savepoints.last_mut() {
                 undo.deleted.push(tracked);
             }
