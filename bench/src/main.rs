@@ -121,11 +121,13 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
                 runs,
                 |_| async {
                     w::reset(db).await?;
-                    timed(w::orm_bulk_insert(db, n)).await
+                    let input = w::new_customers(n);
+                    timed(w::orm_bulk_insert(db, input)).await
                 },
                 |_| async {
                     w::reset(db).await?;
-                    timed(w::raw_bulk_insert(db, n)).await
+                    let input = w::new_customers(n);
+                    timed(w::raw_bulk_insert(db, input)).await
                 },
             )
             .await?;
@@ -134,7 +136,8 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
                 |_| async { Ok(Run::default()) },
                 |_| async {
                     w::reset(db).await?;
-                    timed(w::raw_copy_insert(db, n)).await
+                    let input = w::new_customers(n);
+                    timed(w::raw_copy_insert(db, &input)).await
                 },
             )
             .await?;
