@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 
 use tracing::Instrument;
 
+use plan::Unbound;
 pub(crate) use plan::{plan_table, PlanScope, TablePlan};
 
 use crate::connection::{Outcome, SessionConnection, Statement};
@@ -156,10 +157,16 @@ async fn run(
             }
         } else {
             let verify = last && sent.iter().chain(&round).any(|s| s.plan.needs_verification());
+            let (unbound, routes) = order_statements(&mut round);
+            // Bound before the savepoint is named: nothing is sent if binding fails.
+            let statements = match bind(unbound).await {
+                Ok(statements) => statements,
+                Err(error) if !first => return Err(recover(connection, stats, end, false, error).await),
+                Err(error) => return Err(error),
+            };
             let savepoint =
                 if first && end == FlushEnd::KeepOpen { Some(connection.reopen_flush_savepoint()) } else { None };
             let commit = (last && end == FlushEnd::Commit && !verify).then_some("COMMIT");
-            let (statements, routes) = order_statements(&mut round);
             let result = connection.run_batch(savepoint.as_deref(), &statements, commit, stats).await;
             committed = commit.is_some() && connection.after_sent();
             match result {
@@ -255,10 +262,27 @@ fn stuck(registries: &Registries, links: &[LinkState]) -> Error {
     Error::DependencyCycle { tables }
 }
 
+/// Makes the array parameters the plans left to the flush, yielding to the
+/// runtime after each chunk of rows so that no poll binds a whole batch.
+async fn bind(unbound: Vec<Unbound>) -> Result<Vec<Statement>> {
+    let mut statements = Vec::with_capacity(unbound.len());
+    for Unbound { mut statement, binding } in unbound {
+        if let Some(mut binding) = binding {
+            while !binding.bind_chunk()? {
+                tokio::task::yield_now().await;
+            }
+            statement.params = binding.into_params();
+            tokio::task::yield_now().await;
+        }
+        statements.push(statement);
+    }
+    Ok(statements)
+}
+
 /// Flattens a round trip's plans into wire order: inserts parents first,
 /// then updates, then deletes children first. Returns each statement's
 /// route back to its part of the round trip and phase.
-fn order_statements(round: &mut [Sent]) -> (Vec<Statement>, Vec<(usize, Phase)>) {
+fn order_statements(round: &mut [Sent]) -> (Vec<Unbound>, Vec<(usize, Phase)>) {
     let taken: Vec<_> = round.iter_mut().map(|part| part.plan.take_statements()).collect();
     let mut inserts = Vec::new();
     let mut updates = Vec::new();

@@ -12,13 +12,88 @@ use crate::identity::{ErasedRegistry, Registry};
 use crate::session::PendingChanges;
 use crate::sql;
 use crate::tracked::{EntityState, Tracked};
+use crate::types::ArrayChunks;
 
 /// One table's statements, in the order the flush sends them.
 #[derive(Default)]
 pub(crate) struct TableStatements {
-    pub(crate) inserts: Vec<Statement>,
-    pub(crate) updates: Vec<Statement>,
-    pub(crate) deletes: Vec<Statement>,
+    pub(crate) inserts: Vec<Unbound>,
+    pub(crate) updates: Vec<Unbound>,
+    pub(crate) deletes: Vec<Unbound>,
+}
+
+/// Rows bound between two yields of a flush to the runtime. Binding reads
+/// every row's values under its guard; at about 50-100 ns a row and column,
+/// a chunk this size keeps each poll well under a millisecond or two.
+pub(crate) const BIND_CHUNK: usize = 8192;
+
+/// A statement, and the binding that makes its array parameters if they
+/// are left to the flush (see [`Binding`]).
+pub(crate) struct Unbound {
+    pub(crate) statement: Statement,
+    pub(crate) binding: Option<Box<dyn Binding>>,
+}
+
+impl From<Statement> for Unbound {
+    fn from(statement: Statement) -> Self {
+        Unbound { statement, binding: None }
+    }
+}
+
+/// The array parameters of a batch, bound [`BIND_CHUNK`] rows at a time so
+/// that the flush can yield to the runtime in between: binding 100,000 rows
+/// at once held the thread for tens of milliseconds. No guard is held
+/// between chunks, so other tasks can borrow the entities meanwhile; a
+/// write to a row already bound keeps what was bound (see
+/// [`EntityState::bind`]), and one to a row not bound yet is sent.
+pub(crate) trait Binding: Send + Sync {
+    /// Binds the next chunk of rows; true once every row is bound.
+    fn bind_chunk(&mut self) -> Result<bool>;
+    /// The parameters, one array per column, after every chunk was bound.
+    fn into_params(self: Box<Self>) -> Vec<crate::types::Param>;
+}
+
+/// [`bind_columns`], a chunk at a time.
+struct ColumnBinding<T: Entity> {
+    rows: Vec<Tracked<T>>,
+    columns: Vec<usize>,
+    flush: Option<u64>,
+    /// Rows bound so far.
+    bound: usize,
+    /// Per column, one array for each chunk bound so far.
+    chunks: Vec<Vec<crate::types::Param>>,
+}
+
+impl<T: Entity> ColumnBinding<T> {
+    fn boxed(rows: &[Tracked<T>], columns: Vec<usize>, flush: Option<u64>) -> Box<dyn Binding> {
+        let chunks = columns.iter().map(|_| Vec::with_capacity(rows.len().div_ceil(BIND_CHUNK))).collect();
+        Box::new(ColumnBinding { rows: rows.to_vec(), columns, flush, bound: 0, chunks })
+    }
+}
+
+impl<T: Entity> Binding for ColumnBinding<T> {
+    fn bind_chunk(&mut self) -> Result<bool> {
+        let end = self.rows.len().min(self.bound + BIND_CHUNK);
+        let arrays = bind_columns(&self.rows[self.bound..end], &self.columns, self.flush)?;
+        for (chunks, array) in self.chunks.iter_mut().zip(arrays) {
+            chunks.push(array);
+        }
+        self.bound = end;
+        Ok(end == self.rows.len())
+    }
+
+    fn into_params(self: Box<Self>) -> Vec<crate::types::Param> {
+        self.chunks
+            .into_iter()
+            .map(|mut chunks| match chunks.pop() {
+                Some(only) if chunks.is_empty() => only,
+                last => {
+                    chunks.extend(last);
+                    Box::new(ArrayChunks(chunks))
+                }
+            })
+            .collect()
+    }
 }
 
 /// What those statements produced, in the same order.
@@ -296,68 +371,84 @@ pub(crate) fn plan_table<T: Entity>(
     if !inserts.is_empty() {
         let columns = meta.insert_columns() & !scope.deferred;
         let returns_rows = meta.generated_columns().next().is_some();
-        let (sql, params) = match inserts.as_slice() {
+        let (sql, params, binding) = match inserts.as_slice() {
             [_] => {
                 let guards = bind_all(&inserts, flush)?;
                 let entity = &guards[0].current;
                 (
                     sql::insert_one(meta, columns),
                     sql::indexes(columns).map(|column| entity.column_value(column)).collect(),
+                    None,
                 )
             }
-            _ => (sql::insert(meta, columns), bind_columns(&inserts, &sql::batch_insert_parameters(columns), flush)?),
+            _ => (
+                sql::insert(meta, columns),
+                Vec::new(),
+                Some(ColumnBinding::boxed(&inserts, sql::batch_insert_parameters(columns), flush)),
+            ),
         };
-        statements.inserts.push(Statement {
-            sql,
-            params,
-            returns_rows,
-            check: returns_rows.then_some(check_returning::<T>),
-        });
+        let statement = Statement { sql, params, returns_rows, check: returns_rows.then_some(check_returning::<T>) };
+        statements.inserts.push(Unbound { statement, binding });
     }
     for (&changed, rows) in &groups {
-        statements.updates.push(Statement {
-            sql: sql::update(meta, changed),
-            params: bind_columns(rows, &sql::update_parameters(meta, changed), flush)?,
-            returns_rows: true,
-            check: None,
-        });
+        let statement =
+            Statement { sql: sql::update(meta, changed), params: Vec::new(), returns_rows: true, check: None };
+        let binding = ColumnBinding::boxed(rows, sql::update_parameters(meta, changed), flush);
+        statements.updates.push(Unbound { statement, binding: Some(binding) });
     }
     for (&changed, switched) in switches.iter().filter(|(&changed, _)| changed != 0) {
-        statements.updates.push(Statement {
-            sql: sql::update(meta, changed),
-            params: bind_switches(switched, &sql::update_parameters(meta, changed), flush)?,
-            returns_rows: true,
-            check: None,
-        });
+        statements.updates.push(
+            Statement {
+                sql: sql::update(meta, changed),
+                params: bind_switches(switched, &sql::update_parameters(meta, changed), flush)?,
+                returns_rows: true,
+                check: None,
+            }
+            .into(),
+        );
     }
     // The statements below come after every update whose outcome `verify`
     // checks (it pairs `updates` with their outcomes in order), and are not
     // checked: they touch only rows this transaction inserted or deletes.
     if !post_updated.is_empty() {
-        statements.updates.push(Statement {
-            sql: sql::update(meta, scope.deferred),
-            params: bind_post_update(registry, &post_updated, &sql::update_parameters(meta, scope.deferred), flush)?,
-            returns_rows: true,
-            check: None,
-        });
+        statements.updates.push(
+            Statement {
+                sql: sql::update(meta, scope.deferred),
+                params: bind_post_update(
+                    registry,
+                    &post_updated,
+                    &sql::update_parameters(meta, scope.deferred),
+                    flush,
+                )?,
+                returns_rows: true,
+                check: None,
+            }
+            .into(),
+        );
     }
     if !deletes.is_empty() && scope.deferred != 0 {
         // Before any delete: the rows these rows reference may be deleted in
         // the same flush.
-        statements.updates.push(Statement {
-            sql: sql::clear(meta, scope.deferred),
-            params: bind_stored(&deletes, &meta.key_columns().collect::<Vec<_>>())?,
-            returns_rows: false,
-            check: None,
-        });
+        statements.updates.push(
+            Statement {
+                sql: sql::clear(meta, scope.deferred),
+                params: bind_stored(&deletes, &meta.key_columns().collect::<Vec<_>>())?,
+                returns_rows: false,
+                check: None,
+            }
+            .into(),
+        );
     }
     if !deletes.is_empty() {
-        statements.deletes.push(Statement {
-            sql: sql::delete(meta),
-            params: bind_stored(&deletes, &sql::update_parameters(meta, 0))?,
-            returns_rows: true,
-            check: None,
-        });
+        statements.deletes.push(
+            Statement {
+                sql: sql::delete(meta),
+                params: bind_stored(&deletes, &sql::update_parameters(meta, 0))?,
+                returns_rows: true,
+                check: None,
+            }
+            .into(),
+        );
     }
     let updates = groups.into_values().collect();
     let switches = switches.into_iter().collect();
