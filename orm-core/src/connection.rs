@@ -70,6 +70,9 @@ pub(crate) struct SessionConnection {
     isolation: Option<IsolationLevel>,
     /// Whether the last batch sent its `after` statement (see `after_sent`).
     after_sent: bool,
+    /// A flush is applying its results to the session's objects across
+    /// yields to the runtime (see `set_applying`).
+    applying: bool,
 }
 
 /// Whether a statement may change data, which decides whether it needs the
@@ -103,6 +106,7 @@ impl SessionConnection {
             flush_savepoint_open: false,
             isolation,
             after_sent: false,
+            applying: false,
         }
     }
 
@@ -119,7 +123,20 @@ impl SessionConnection {
     /// abandoned mid-flight (its future dropped, by a timeout say), so what
     /// the transaction holds is unknown.
     pub(crate) fn failed(&self) -> bool {
-        self.failed || (self.in_flight && self.in_transaction)
+        self.failed || self.applying || (self.in_flight && self.in_transaction)
+    }
+
+    /// Marks (and, with `false`, unmarks) the stretch of a flush between
+    /// its statements' answers and their results being on the objects,
+    /// which it spends binding and applying a chunk of rows at a time,
+    /// yielding to the runtime in between. A flush cut off there (its future
+    /// dropped) leaves objects that disagree with what the transaction
+    /// holds (rows inserted but still pending, some neither pending nor in
+    /// the identity map), so the session can then only roll back, as after
+    /// a statement cut off mid-flight. The flush unmarks it before each
+    /// statement of its own.
+    pub(crate) fn set_applying(&mut self, applying: bool) {
+        self.applying = applying;
     }
 
     /// Checks a connection out of the pool on first use.
@@ -127,7 +144,7 @@ impl SessionConnection {
         if self.in_flight {
             self.abandon();
         }
-        if self.failed {
+        if self.failed || self.applying {
             return Err(Error::TransactionFailed);
         }
         // A connection that broke since the last statement (the server
@@ -536,6 +553,7 @@ impl SessionConnection {
     /// connection to the pool, unless the connection itself broke.
     pub(crate) fn ended(&mut self, error: Option<&Error>) {
         self.in_transaction = false;
+        self.applying = false;
         self.flush_savepoint_open = false;
         if matches!(error, Some(Error::ConnectionLost(_))) {
             self.failed = true;

@@ -18,8 +18,8 @@ use std::collections::{HashMap, HashSet};
 
 use tracing::Instrument;
 
-use plan::Unbound;
 pub(crate) use plan::{plan_table, PlanScope, TablePlan};
+use plan::{Unbound, BIND_CHUNK};
 
 use crate::connection::{Outcome, SessionConnection, Statement};
 use crate::error::{Error, Result};
@@ -76,6 +76,7 @@ pub(crate) async fn flush(
     );
     let before = *stats;
     let result = run(registries, connection, stats, end).instrument(span.clone()).await;
+    connection.set_applying(false);
     span.record("statements", stats.statements - before.statements);
     span.record("round_trips", stats.round_trips - before.round_trips);
     for registry in &mut registries.all {
@@ -167,7 +168,11 @@ async fn run(
             let savepoint =
                 if first && end == FlushEnd::KeepOpen { Some(connection.reopen_flush_savepoint()) } else { None };
             let commit = (last && end == FlushEnd::Commit && !verify).then_some("COMMIT");
+            connection.set_applying(false);
             let result = connection.run_batch(savepoint.as_deref(), &statements, commit, stats).await;
+            // From here until the flush ends, what the transaction holds is
+            // not yet on the objects, and the flush yields to the runtime.
+            connection.set_applying(true);
             committed = commit.is_some() && connection.after_sent();
             match result {
                 Ok(outcomes) => route(&mut round, routes, outcomes),
@@ -205,10 +210,24 @@ async fn conclude(
     sent: Vec<Sent>,
     committed: bool,
 ) -> Result<()> {
-    let checked = sent
-        .iter()
-        .try_for_each(|s| s.plan.verify(&s.outcomes))
-        .and_then(|()| sent.iter().try_for_each(|s| s.plan.set_generated(&s.outcomes)));
+    // Large flushes come back with a row per insert: every step over them
+    // below goes a chunk of rows at a time, yielding to the runtime between
+    // chunks, so that no poll applies a whole batch.
+    let checked = async {
+        for part in &sent {
+            part.plan.verify(&part.outcomes)?;
+        }
+        tokio::task::yield_now().await;
+        for part in &sent {
+            let mut from = 0;
+            while !part.plan.set_generated(&part.outcomes, from)? {
+                from += BIND_CHUNK;
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(())
+    }
+    .await;
     if let Err(error) = checked {
         if committed {
             connection.ended(None);
@@ -218,14 +237,28 @@ async fn conclude(
     }
     match end {
         FlushEnd::Commit if committed => connection.ended(None),
-        FlushEnd::Commit => connection.finish("COMMIT", stats).await?,
+        FlushEnd::Commit => {
+            connection.set_applying(false);
+            connection.finish("COMMIT", stats).await?;
+        }
         FlushEnd::KeepOpen => {}
     }
     let mut applied = Ok(());
-    for part in sent {
+    let mut entering = Vec::with_capacity(sent.len());
+    for mut part in sent {
+        tokio::task::yield_now().await;
         // Only another thread's guard, taken since `verify`, can fail this.
-        if let Err(error) = part.plan.apply(registries.all[part.registry].as_mut()) {
-            applied = Err(error);
+        match part.plan.apply(registries.all[part.registry].as_mut()) {
+            Ok(()) => entering.push(part),
+            Err(error) => applied = Err(error),
+        }
+    }
+    for part in &mut entering {
+        let registry = registries.all[part.registry].as_mut();
+        let mut from = 0;
+        while !part.plan.enter_inserted(registry, from) {
+            from += BIND_CHUNK;
+            tokio::task::yield_now().await;
         }
     }
     applied.map_err(|error| if end == FlushEnd::Commit { Error::AfterCommit(Box::new(error)) } else { error })
@@ -324,6 +357,7 @@ async fn recover(
     error: Error,
 ) -> Error {
     tracing::debug!(%error, "flush failed");
+    connection.set_applying(false);
     match end {
         FlushEnd::KeepOpen => {
             if let Err(recovery) = connection.recover_flush_savepoint(stats).await {

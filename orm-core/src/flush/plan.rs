@@ -148,13 +148,20 @@ pub(crate) trait TablePlan: Send + Sync {
     /// Checks the inserted and matched row counts; nothing is applied yet.
     fn verify(&self, outcomes: &TableOutcomes) -> Result<()>;
     /// Stores the generated columns the inserts returned in the inserted
-    /// entities, which stay pending until [`apply`](Self::apply).
-    fn set_generated(&self, outcomes: &TableOutcomes) -> Result<()>;
+    /// entities `from..from + BIND_CHUNK`, which stay pending until
+    /// [`apply`](Self::apply). True once no inserted entity is left after them.
+    fn set_generated(&self, outcomes: &TableOutcomes, from: usize) -> Result<bool>;
     /// Applies versions and snapshots to the objects, and moves them between
-    /// pending and persistent. Fails only if another thread took a guard on
-    /// one of them since [`verify`](Self::verify) and holds it for over a
-    /// second; the objects are then left as they were.
-    fn apply(self: Box<Self>, registry: &mut dyn ErasedRegistry) -> Result<()>;
+    /// pending and persistent, except that the inserted ones enter the
+    /// identity map later, by [`enter_inserted`](Self::enter_inserted).
+    /// Fails only if another thread took a guard on one of them since
+    /// [`verify`](Self::verify) and holds it for over a second; the objects
+    /// are then left as they were.
+    fn apply(&mut self, registry: &mut dyn ErasedRegistry) -> Result<()>;
+    /// Puts the inserted entities `from..from + BIND_CHUNK` in the identity
+    /// map, after [`apply`](Self::apply); true once none is left after them.
+    /// Cannot fail: no guard is taken.
+    fn enter_inserted(&mut self, registry: &mut dyn ErasedRegistry, from: usize) -> bool;
 }
 
 struct Plan<T: Entity> {
@@ -169,6 +176,10 @@ struct Plan<T: Entity> {
     /// key, written as an UPDATE of the columns that differ, grouped by
     /// those columns (an empty set sends no statement).
     switches: Vec<(ColumnSet, Vec<RowSwitch<T>>)>,
+    /// The keys the inserted entities enter the identity map under, in the
+    /// order of `inserts`: set by `apply`, used by `enter_inserted`.
+    /// Each is taken as its entity enters.
+    inserted_keys: Vec<Option<T::Key>>,
 }
 
 /// A new entity taking over the row of a deleted one with the same key.
@@ -336,6 +347,31 @@ fn group_updates<T: Entity>(
     Ok(groups)
 }
 
+/// The INSERT of `inserts`: a batch's arrays are left to its [`Binding`];
+/// a single row, as the `VALUES` of hand-written code, is bound at once.
+fn insert_statement<T: Entity>(inserts: &[Tracked<T>], columns: ColumnSet, flush: Option<u64>) -> Result<Unbound> {
+    let meta = T::META;
+    let returns_rows = meta.generated_columns().next().is_some();
+    let (sql, params, binding) = match inserts {
+        [_] => {
+            let guards = bind_all(inserts, flush)?;
+            let entity = &guards[0].current;
+            (
+                sql::insert_one(meta, columns),
+                sql::indexes(columns).map(|column| entity.column_value(column)).collect(),
+                None,
+            )
+        }
+        _ => (
+            sql::insert(meta, columns),
+            Vec::new(),
+            Some(ColumnBinding::boxed(inserts, sql::batch_insert_parameters(columns), flush)),
+        ),
+    };
+    let statement = Statement { sql, params, returns_rows, check: returns_rows.then_some(check_returning::<T>) };
+    Ok(Unbound { statement, binding })
+}
+
 pub(crate) fn plan_table<T: Entity>(
     registry: &Registry<T>,
     scope: &PlanScope<'_>,
@@ -370,25 +406,7 @@ pub(crate) fn plan_table<T: Entity>(
     let mut statements = TableStatements::default();
     if !inserts.is_empty() {
         let columns = meta.insert_columns() & !scope.deferred;
-        let returns_rows = meta.generated_columns().next().is_some();
-        let (sql, params, binding) = match inserts.as_slice() {
-            [_] => {
-                let guards = bind_all(&inserts, flush)?;
-                let entity = &guards[0].current;
-                (
-                    sql::insert_one(meta, columns),
-                    sql::indexes(columns).map(|column| entity.column_value(column)).collect(),
-                    None,
-                )
-            }
-            _ => (
-                sql::insert(meta, columns),
-                Vec::new(),
-                Some(ColumnBinding::boxed(&inserts, sql::batch_insert_parameters(columns), flush)),
-            ),
-        };
-        let statement = Statement { sql, params, returns_rows, check: returns_rows.then_some(check_returning::<T>) };
-        statements.inserts.push(Unbound { statement, binding });
+        statements.inserts.push(insert_statement(&inserts, columns, flush)?);
     }
     for (&changed, rows) in &groups {
         let statement =
@@ -452,7 +470,15 @@ pub(crate) fn plan_table<T: Entity>(
     }
     let updates = groups.into_values().collect();
     let switches = switches.into_iter().collect();
-    Ok(Some(Box::new(Plan { statements, inserts, updates, post_updated, deletes, switches })))
+    Ok(Some(Box::new(Plan {
+        statements,
+        inserts,
+        updates,
+        post_updated,
+        deletes,
+        switches,
+        inserted_keys: Vec::new(),
+    })))
 }
 
 /// Refuses an insert whose `RETURNING` columns the entity's generated
@@ -598,15 +624,38 @@ impl<T: Entity> TablePlan for Plan<T> {
         Ok(())
     }
 
-    fn set_generated(&self, outcomes: &TableOutcomes) -> Result<()> {
+    fn set_generated(&self, outcomes: &TableOutcomes, from: usize) -> Result<bool> {
         let (rows, _) = Self::inserted_rows(outcomes);
-        for (tracked, row) in self.inserts.iter().zip(rows) {
+        let count = rows.len().min(self.inserts.len());
+        let end = count.min(from.saturating_add(BIND_CHUNK));
+        let from = from.min(end);
+        for (tracked, row) in self.inserts[from..end].iter().zip(&rows[from..end]) {
             tracked.lock_write()?.apply_from_database(|entity| entity.set_generated(row))?;
         }
-        Ok(())
+        Ok(end == count)
     }
 
-    fn apply(self: Box<Self>, registry: &mut dyn ErasedRegistry) -> Result<()> {
+    fn enter_inserted(&mut self, registry: &mut dyn ErasedRegistry, from: usize) -> bool {
+        let Some(registry) = registry.as_any_mut().downcast_mut::<Registry<T>>() else {
+            unreachable!("a plan is applied to the registry that made it")
+        };
+        let count = self.inserted_keys.len();
+        let end = count.min(from.saturating_add(BIND_CHUNK));
+        let from = from.min(end);
+        if from == 0 {
+            registry.identity.reserve(count);
+        }
+        for (tracked, key) in self.inserts[from..end].iter().zip(&mut self.inserted_keys[from..end]) {
+            let Some(key) = key.take() else { continue };
+            registry.enter(key, tracked.clone());
+            if let Some(undo) = registry.savepoints.last_mut() {
+                undo.inserted.push(tracked.clone());
+            }
+        }
+        end == count
+    }
+
+    fn apply(&mut self, registry: &mut dyn ErasedRegistry) -> Result<()> {
         let Some(registry) = registry.as_any_mut().downcast_mut::<Registry<T>>() else {
             unreachable!("a plan is applied to the registry that made it")
         };
@@ -641,7 +690,7 @@ impl<T: Entity> TablePlan for Plan<T> {
                 rewritten.push(tracked);
             }
             // The key as inserted: a write since may have changed the field.
-            inserted_keys.push(state.snapshot.as_deref().unwrap_or(&state.current).key());
+            inserted_keys.push(Some(state.snapshot.as_deref().unwrap_or(&state.current).key()));
         }
         let mut befores = Vec::with_capacity(updated.len());
         for (tracked, state) in self.updates.iter().flatten().zip(&mut updated) {
@@ -685,20 +734,14 @@ impl<T: Entity> TablePlan for Plan<T> {
                 undo.inserted.push(switch.new.clone());
             }
         }
-        registry.identity.reserve(self.inserts.len());
-        for (tracked, key) in self.inserts.iter().zip(inserted_keys) {
-            registry.enter(key, tracked.clone());
-            if let Some(undo) = registry.savepoints.last_mut() {
-                undo.inserted.push(tracked.clone());
-            }
-        }
+        self.inserted_keys = inserted_keys;
         if in_savepoint {
             if let Some(undo) = registry.savepoints.last_mut() {
                 let updated = self.updates.iter().flatten().zip(befores);
                 undo.updated.extend(updated.filter_map(|(tracked, before)| Some((tracked.clone(), before?))));
             }
         }
-        for tracked in self.deletes {
+        for tracked in std::mem::take(&mut self.deletes) {
             // Deleted objects keep the key they had, so a rolled-back
             // savepoint can put them back under it.
             if let Some(key) = tracked.identity_key() {
