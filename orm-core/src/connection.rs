@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::isolation::IsolationLevel;
 use crate::raw_sql::RawSql;
 use crate::stats::SessionStats;
-use crate::types::{param_refs, Param};
+use crate::types::{Encoded, Param, YIELD_AFTER_BYTES};
 
 /// One statement of a pipelined batch.
 pub(crate) struct Statement {
@@ -267,7 +267,9 @@ impl SessionConnection {
         if prepared_now {
             stats.round_trips += 1;
         }
-        let params: Vec<_> = statements.iter().map(|s| param_refs(&s.params)).collect();
+        let encoded = encode(statements, &prepared).await;
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> =
+            statements.iter().zip(&encoded).map(|(statement, ready)| ready_params(statement, ready)).collect();
         let (prefix_result, outcomes, after_result, after_sent) =
             send_pipelined(client, prefix, statements, &prepared, &params, after)
                 .instrument(tracing::debug_span!("orm.round_trip", statements = statements.len(), before, after))
@@ -561,6 +563,44 @@ impl SessionConnection {
             self.client = None;
         }
     }
+}
+
+/// Encodes the statements' parameters for the types their prepared
+/// statements take, rather than leaving it to the driver, which encodes
+/// every statement's parameters in the one poll that sends them all; and
+/// yields to the runtime after each large parameter, so that no poll
+/// encodes a whole batch. (The caller's prefix is on the wire already: a
+/// session dropped meanwhile is handled as one dropped mid-statement.)
+/// A parameter that cannot be encoded is `None`, left to the driver.
+async fn encode(statements: &[Statement], prepared: &[tokio_postgres::Statement]) -> Vec<Vec<Option<Encoded>>> {
+    let mut encoded = Vec::with_capacity(statements.len());
+    for (statement, prepared) in statements.iter().zip(prepared) {
+        let mut ready = Vec::with_capacity(statement.params.len());
+        for (param, ty) in statement.params.iter().zip(prepared.params()) {
+            let param = Encoded::new(param, ty);
+            let large = param.as_ref().is_some_and(|p| p.len() > YIELD_AFTER_BYTES);
+            ready.push(param);
+            if large {
+                tokio::task::yield_now().await;
+            }
+        }
+        encoded.push(ready);
+    }
+    encoded
+}
+
+/// A statement's parameters as the driver takes them: each encoded one,
+/// else the original, whose encoding the driver then reports as failed.
+fn ready_params<'a>(statement: &'a Statement, ready: &'a [Option<Encoded>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    statement
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, original)| match ready.get(i) {
+            Some(Some(encoded)) => encoded as &(dyn ToSql + Sync),
+            _ => original.as_ref() as &(dyn ToSql + Sync),
+        })
+        .collect()
 }
 
 type Sent<T> = Pin<Box<MaybeDone<T>>>;

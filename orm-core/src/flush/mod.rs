@@ -260,6 +260,15 @@ async fn conclude(
             from += BIND_CHUNK;
             tokio::task::yield_now().await;
         }
+        // A row per insert came back; freeing them is a chunk at a time too.
+        for outcome in &mut part.outcomes.inserts {
+            if let Outcome::Rows(rows) = outcome {
+                while rows.len() > BIND_CHUNK {
+                    rows.truncate(rows.len() - BIND_CHUNK);
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
     }
     applied.map_err(|error| if end == FlushEnd::Commit { Error::AfterCommit(Box::new(error)) } else { error })
 }
