@@ -20,6 +20,9 @@ pub struct Run {
     /// it held its runtime thread at once, during which every other task
     /// scheduled on that thread (other requests of a server) waited.
     pub longest_poll: f64,
+    /// Seconds of the longest poll of the ORM's `commit` alone, where the
+    /// workload measures it (W1).
+    pub commit_longest_poll: Option<f64>,
 }
 
 /// Statements and round trips of hand-written code, counted by that code
@@ -30,6 +33,8 @@ pub struct Traffic {
     pub statements: u64,
     /// Round trips waited for.
     pub round_trips: u64,
+    /// The longest poll of the ORM's `commit`, where the workload times it.
+    pub commit_longest_poll: Option<Duration>,
 }
 
 impl Traffic {
@@ -52,15 +57,35 @@ pub async fn timed<F>(work: F) -> Result<Run, Box<dyn std::error::Error>>
 where
     F: Future<Output = Result<Traffic, Box<dyn std::error::Error>>>,
 {
+    // Boxed, so that this future does not hold a second copy of `work`'s.
+    let (run, ()) = timed_keeping(Box::pin(async { work.await.map(|traffic| (traffic, ())) })).await?;
+    Ok(run)
+}
+
+/// [`timed`] for work that hands back its outputs, so that the caller frees
+/// them after the clock stops, as the inputs were built before it started.
+pub async fn timed_keeping<F, K>(work: F) -> Result<(Run, K), Box<dyn std::error::Error>>
+where
+    F: Future<Output = Result<(Traffic, K), Box<dyn std::error::Error>>>,
+{
     let start = Instant::now();
-    let (traffic, longest_poll) = PollTimed::new(work).await;
-    let traffic = traffic?;
-    Ok(Run {
-        seconds: start.elapsed().as_secs_f64(),
+    let (outcome, longest_poll) = longest_poll(work).await;
+    let seconds = start.elapsed().as_secs_f64();
+    let (traffic, kept) = outcome?;
+    let run = Run {
+        seconds,
         statements: traffic.statements,
         round_trips: traffic.round_trips,
         longest_poll: longest_poll.as_secs_f64(),
-    })
+        commit_longest_poll: traffic.commit_longest_poll.map(|poll| poll.as_secs_f64()),
+    };
+    Ok((run, kept))
+}
+
+/// Runs `work` and returns its output with the longest time one `poll` of
+/// it took.
+pub async fn longest_poll<F: Future>(work: F) -> (F::Output, Duration) {
+    PollTimed::new(work).await
 }
 
 /// Runs a future and keeps the longest time one `poll` of it took: the
@@ -99,5 +124,8 @@ pub fn median(runs: &[Run]) -> Run {
     let mut run = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
     sorted.sort_by(|a, b| a.longest_poll.total_cmp(&b.longest_poll));
     run.longest_poll = sorted.get(sorted.len() / 2).map_or(0.0, |r| r.longest_poll);
+    let mut commits: Vec<f64> = runs.iter().filter_map(|r| r.commit_longest_poll).collect();
+    commits.sort_by(f64::total_cmp);
+    run.commit_longest_poll = commits.get(commits.len() / 2).copied();
     run
 }

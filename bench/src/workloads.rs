@@ -3,16 +3,18 @@
 
 use futures_util::future::join3;
 use futures_util::{pin_mut, TryStreamExt};
-use orm_core::Database;
+use orm_core::{Database, Tracked};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::customer::{new_customer, Customer};
-use crate::measure::Traffic;
+use crate::measure::{longest_poll, Traffic};
 
 /// The error of a benchmark step.
 pub type BenchError = Box<dyn std::error::Error>;
 type Outcome = Result<Traffic, BenchError>;
+/// An outcome with the outputs, for the caller to free after the clock.
+type Kept<K> = Result<(Traffic, K), BenchError>;
 
 fn check(condition: bool, what: &str) -> Result<(), BenchError> {
     if condition {
@@ -42,19 +44,23 @@ pub fn new_customers(n: usize) -> Vec<Customer> {
 }
 
 /// W1 through the ORM: add the entities, commit, keys land on the objects.
-pub async fn orm_bulk_insert(db: &Database, customers: Vec<Customer>) -> Outcome {
+/// Hands the objects back, to be freed after the clock stops, and times the
+/// longest poll of the commit alone (the synchronous `add_all` before it is
+/// a poll of its own cost: see docs/performance.md).
+pub async fn orm_bulk_insert(db: &Database, customers: Vec<Customer>) -> Kept<Vec<Tracked<Customer>>> {
     let mut session = db.session();
     let added = session.add_all(customers);
-    let stats = session.commit().await?;
+    let (stats, commit_poll) = longest_poll(session.commit()).await;
+    let stats = stats?;
     check(added.iter().all(|c| c.read().id > 0), "every inserted object has its key")?;
-    let mut traffic = Traffic::default();
+    let mut traffic = Traffic { commit_longest_poll: Some(commit_poll), ..Traffic::default() };
     traffic.add_session(stats);
-    Ok(traffic)
+    Ok((traffic, added))
 }
 
 /// W1 by hand: one UNNEST insert returning the generated keys, which go
 /// back into the structs, as the ORM puts them on its objects.
-pub async fn raw_bulk_insert(db: &Database, mut customers: Vec<Customer>) -> Outcome {
+pub async fn raw_bulk_insert(db: &Database, mut customers: Vec<Customer>) -> Kept<Vec<Customer>> {
     let client = db.pool().get().await?;
     let statement = client
         .prepare_cached(
@@ -74,7 +80,7 @@ pub async fn raw_bulk_insert(db: &Database, mut customers: Vec<Customer>) -> Out
     check(customers.iter().all(|c| c.id > 0), "every struct has its key")?;
     let mut traffic = Traffic::default();
     traffic.add(1, 1);
-    Ok(traffic)
+    Ok((traffic, customers))
 }
 
 /// W1's floor: binary COPY, which cannot return the generated keys.
