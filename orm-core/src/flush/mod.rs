@@ -310,11 +310,14 @@ async fn bind(unbound: Vec<Unbound>) -> Result<Vec<Statement>> {
     let mut statements = Vec::with_capacity(unbound.len());
     for Unbound { mut statement, binding } in unbound {
         if let Some(mut binding) = binding {
-            while !binding.bind_chunk()? {
+            // The first yield ends the poll that planned the flush.
+            loop {
                 tokio::task::yield_now().await;
+                if binding.bind_chunk()? {
+                    break;
+                }
             }
             statement.params = binding.into_params();
-            tokio::task::yield_now().await;
         }
         statements.push(statement);
     }
