@@ -19,7 +19,8 @@ pub struct Customer {
 pub const SCHEMA: &str =
     "CREATE TABLE customer (id serial PRIMARY KEY, name varchar(255) NOT NULL, description varchar(255))";
 
-/// Row `i` of a workload's input; both sides build their input with it, inside the timed region.
+/// Row `i` of a workload's input; both sides build their input with it (W1
+/// before the clock starts, W2 per request inside it).
 pub fn new_customer(i: usize) -> Customer {
     Customer { id: 0, name: format!("customer {i}"), description: Some(format!("description of customer {i}")) }
 }

@@ -18,7 +18,7 @@ use clap::Parser;
 use orm_core::{Database, DatabaseConfig};
 use orm_tests::TestDb;
 
-use measure::{median, timed, Run};
+use measure::{median, timed, timed_keeping, Run};
 use report::Row;
 use workloads::BenchError;
 
@@ -121,11 +121,17 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
                 runs,
                 |_| async {
                     w::reset(db).await?;
-                    timed(w::orm_bulk_insert(db, n)).await
+                    let input = w::new_customers(n);
+                    let (run, output) = timed_keeping(w::orm_bulk_insert(db, input)).await?;
+                    drop(output);
+                    Ok(run)
                 },
                 |_| async {
                     w::reset(db).await?;
-                    timed(w::raw_bulk_insert(db, n)).await
+                    let input = w::new_customers(n);
+                    let (run, output) = timed_keeping(w::raw_bulk_insert(db, input)).await?;
+                    drop(output);
+                    Ok(run)
                 },
             )
             .await?;
@@ -134,7 +140,8 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
                 |_| async { Ok(Run::default()) },
                 |_| async {
                     w::reset(db).await?;
-                    timed(w::raw_copy_insert(db, n)).await
+                    let input = w::new_customers(n);
+                    timed(w::raw_copy_insert(db, &input)).await
                 },
             )
             .await?;

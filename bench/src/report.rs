@@ -33,6 +33,15 @@ pub struct Row {
     pub raw_statements: u64,
     /// See `raw_statements`.
     pub raw_round_trips: u64,
+    /// Longest single poll of the ORM side's future, in milliseconds
+    /// (median over the runs): how long it kept its runtime thread from
+    /// every other task.
+    pub orm_longest_poll_ms: f64,
+    /// The same for the hand-written side (0 where there is none).
+    pub raw_longest_poll_ms: f64,
+    /// Longest single poll of the ORM's `commit` alone, in milliseconds
+    /// (median over the runs), where the workload times it (W1).
+    pub orm_commit_longest_poll_ms: Option<f64>,
     /// Peak memory growth of the ORM side, in MiB (W4 only).
     pub orm_peak_mib: Option<f64>,
     /// Peak memory growth of the hand-written side, in MiB (W4 only).
@@ -61,6 +70,9 @@ impl Row {
             orm_round_trips: orm.round_trips,
             raw_statements: raw.statements,
             raw_round_trips: raw.round_trips,
+            orm_longest_poll_ms: orm.longest_poll * 1000.0,
+            raw_longest_poll_ms: raw.longest_poll * 1000.0,
+            orm_commit_longest_poll_ms: orm.commit_longest_poll.map(|poll| poll * 1000.0),
             orm_peak_mib: None,
             raw_peak_mib: None,
         }
@@ -79,7 +91,7 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<4} {:<24} {:<31} {:>8} {:>9} {:>9} {:>6} {:>12} {:>11} {:>11} {:>15}",
+        "{:<4} {:<24} {:<31} {:>8} {:>9} {:>9} {:>6} {:>12} {:>11} {:>11} {:>13} {:>11} {:>15}",
         "wl",
         "workload",
         "hand-written side",
@@ -90,6 +102,8 @@ pub fn table(rows: &[Row]) -> String {
         "ORM rows/s",
         "ORM st/rt",
         "raw st/rt",
+        "max poll ms",
+        "commit poll",
         "peak MiB o/r"
     );
     for row in rows {
@@ -100,7 +114,7 @@ pub fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<4} {:<24} {:<31} {:>8} {:>9.3} {:>9.3} {:>6} {:>12.0} {:>11} {:>11} {:>15}",
+            "{:<4} {:<24} {:<31} {:>8} {:>9.3} {:>9.3} {:>6} {:>12.0} {:>11} {:>11} {:>13} {:>11} {:>15}",
             row.workload,
             row.name,
             row.raw_method,
@@ -111,6 +125,8 @@ pub fn table(rows: &[Row]) -> String {
             row.orm_rows_per_second,
             format!("{}/{}", row.orm_statements, row.orm_round_trips),
             format!("{}/{}", row.raw_statements, row.raw_round_trips),
+            format!("{:.1}/{:.1}", row.orm_longest_poll_ms, row.raw_longest_poll_ms),
+            row.orm_commit_longest_poll_ms.map_or_else(|| "-".to_owned(), |poll| format!("{poll:.1}")),
             peak,
         );
     }

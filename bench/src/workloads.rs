@@ -3,16 +3,18 @@
 
 use futures_util::future::join3;
 use futures_util::{pin_mut, TryStreamExt};
-use orm_core::Database;
+use orm_core::{Database, Tracked};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::customer::{new_customer, Customer};
-use crate::measure::Traffic;
+use crate::measure::{longest_poll, Traffic};
 
 /// The error of a benchmark step.
 pub type BenchError = Box<dyn std::error::Error>;
 type Outcome = Result<Traffic, BenchError>;
+/// An outcome with the outputs, for the caller to free after the clock.
+type Kept<K> = Result<(Traffic, K), BenchError>;
 
 fn check(condition: bool, what: &str) -> Result<(), BenchError> {
     if condition {
@@ -31,51 +33,67 @@ pub async fn reset(db: &Database) -> Result<(), BenchError> {
 /// Fills the table with `n` rows (ids 1..=n), for the read and update workloads.
 pub async fn seed(db: &Database, n: usize) -> Result<(), BenchError> {
     reset(db).await?;
-    raw_copy_insert(db, n).await?;
+    raw_copy_insert(db, &new_customers(n)).await?;
     db.pool().get().await?.batch_execute("VACUUM ANALYZE customer").await?;
     Ok(())
 }
 
-/// W1 through the ORM: add `n` entities, commit, keys land on the objects.
-pub async fn orm_bulk_insert(db: &Database, n: usize) -> Outcome {
-    let mut session = db.session();
-    let added = session.add_all((0..n).map(new_customer));
-    let stats = session.commit().await?;
-    check(added.iter().all(|c| c.read().id > 0), "every inserted object has its key")?;
-    let mut traffic = Traffic::default();
-    traffic.add_session(stats);
-    Ok(traffic)
+/// W1's input: `n` new entities, built before the clock starts.
+pub fn new_customers(n: usize) -> Vec<Customer> {
+    (0..n).map(new_customer).collect()
 }
 
-/// W1 by hand: one UNNEST insert returning the generated keys.
-pub async fn raw_bulk_insert(db: &Database, n: usize) -> Outcome {
+/// W1 through the ORM: add the entities, commit, keys land on the objects.
+/// Hands the objects back, to be freed after the clock stops, and times the
+/// longest poll of the commit alone (the synchronous `add_all` before it is
+/// a poll of its own cost: see docs/performance.md).
+pub async fn orm_bulk_insert(db: &Database, customers: Vec<Customer>) -> Kept<Vec<Tracked<Customer>>> {
+    let mut session = db.session();
+    let added = session.add_all(customers);
+    let (stats, commit_poll) = longest_poll(session.commit()).await;
+    let stats = stats?;
+    check(added.iter().all(|c| c.read().id > 0), "every inserted object has its key")?;
+    let mut traffic = Traffic { commit_longest_poll: Some(commit_poll), ..Traffic::default() };
+    traffic.add_session(stats);
+    Ok((traffic, added))
+}
+
+/// W1 by hand: one UNNEST insert returning the generated keys, which go
+/// back into the structs, as the ORM puts them on its objects.
+pub async fn raw_bulk_insert(db: &Database, mut customers: Vec<Customer>) -> Kept<Vec<Customer>> {
     let client = db.pool().get().await?;
-    let (names, descriptions): (Vec<String>, Vec<Option<String>>) =
-        (0..n).map(new_customer).map(|c| (c.name, c.description)).unzip();
     let statement = client
         .prepare_cached(
             "INSERT INTO customer (name, description) SELECT * FROM UNNEST($1::text[], $2::text[]) RETURNING id",
         )
         .await?;
-    let ids: Vec<i32> = client.query(&statement, &[&names, &descriptions]).await?.iter().map(|r| r.get(0)).collect();
-    check(ids.len() == n, "one key per row")?;
+    let rows = {
+        // Borrowed, not copied: hand-written code binds the structs' own strings.
+        let names: Vec<&str> = customers.iter().map(|c| c.name.as_str()).collect();
+        let descriptions: Vec<Option<&str>> = customers.iter().map(|c| c.description.as_deref()).collect();
+        client.query(&statement, &[&names, &descriptions]).await?
+    };
+    check(rows.len() == customers.len(), "one key per row")?;
+    for (customer, row) in customers.iter_mut().zip(&rows) {
+        customer.id = row.try_get(0)?;
+    }
+    check(customers.iter().all(|c| c.id > 0), "every struct has its key")?;
     let mut traffic = Traffic::default();
     traffic.add(1, 1);
-    Ok(traffic)
+    Ok((traffic, customers))
 }
 
 /// W1's floor: binary COPY, which cannot return the generated keys.
-pub async fn raw_copy_insert(db: &Database, n: usize) -> Outcome {
+pub async fn raw_copy_insert(db: &Database, customers: &[Customer]) -> Outcome {
     let client = db.pool().get().await?;
     let sink = client.copy_in("COPY customer (name, description) FROM STDIN BINARY").await?;
     let writer = BinaryCopyInWriter::new(sink, &[Type::VARCHAR, Type::VARCHAR]);
     pin_mut!(writer);
-    for i in 0..n {
-        let customer = new_customer(i);
+    for customer in customers {
         writer.as_mut().write(&[&customer.name as &(dyn ToSql + Sync), &customer.description]).await?;
     }
     let written = writer.finish().await?;
-    check(usize::try_from(written)? == n, "COPY wrote every row")?;
+    check(usize::try_from(written)? == customers.len(), "COPY wrote every row")?;
     let mut traffic = Traffic::default();
     traffic.add(1, 2);
     Ok(traffic)

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::isolation::IsolationLevel;
 use crate::raw_sql::RawSql;
 use crate::stats::SessionStats;
-use crate::types::{param_refs, Param};
+use crate::types::{Encoded, Param, YIELD_AFTER_BYTES};
 
 /// One statement of a pipelined batch.
 pub(crate) struct Statement {
@@ -70,6 +70,9 @@ pub(crate) struct SessionConnection {
     isolation: Option<IsolationLevel>,
     /// Whether the last batch sent its `after` statement (see `after_sent`).
     after_sent: bool,
+    /// A flush is applying its results to the session's objects across
+    /// yields to the runtime (see `set_applying`).
+    applying: bool,
 }
 
 /// Whether a statement may change data, which decides whether it needs the
@@ -103,6 +106,7 @@ impl SessionConnection {
             flush_savepoint_open: false,
             isolation,
             after_sent: false,
+            applying: false,
         }
     }
 
@@ -119,7 +123,20 @@ impl SessionConnection {
     /// abandoned mid-flight (its future dropped, by a timeout say), so what
     /// the transaction holds is unknown.
     pub(crate) fn failed(&self) -> bool {
-        self.failed || (self.in_flight && self.in_transaction)
+        self.failed || self.applying || (self.in_flight && self.in_transaction)
+    }
+
+    /// Marks (and, with `false`, unmarks) the stretch of a flush between
+    /// its statements' answers and their results being on the objects,
+    /// which it spends binding and applying a chunk of rows at a time,
+    /// yielding to the runtime in between. A flush cut off there (its future
+    /// dropped) leaves objects that disagree with what the transaction
+    /// holds (rows inserted but still pending, some neither pending nor in
+    /// the identity map), so the session can then only roll back, as after
+    /// a statement cut off mid-flight. The flush unmarks it before each
+    /// statement of its own.
+    pub(crate) fn set_applying(&mut self, applying: bool) {
+        self.applying = applying;
     }
 
     /// Checks a connection out of the pool on first use.
@@ -127,7 +144,7 @@ impl SessionConnection {
         if self.in_flight {
             self.abandon();
         }
-        if self.failed {
+        if self.failed || self.applying {
             return Err(Error::TransactionFailed);
         }
         // A connection that broke since the last statement (the server
@@ -250,7 +267,9 @@ impl SessionConnection {
         if prepared_now {
             stats.round_trips += 1;
         }
-        let params: Vec<_> = statements.iter().map(|s| param_refs(&s.params)).collect();
+        let encoded = encode(statements, &prepared).await;
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> =
+            statements.iter().zip(&encoded).map(|(statement, ready)| ready_params(statement, ready)).collect();
         let (prefix_result, outcomes, after_result, after_sent) =
             send_pipelined(client, prefix, statements, &prepared, &params, after)
                 .instrument(tracing::debug_span!("orm.round_trip", statements = statements.len(), before, after))
@@ -536,6 +555,7 @@ impl SessionConnection {
     /// connection to the pool, unless the connection itself broke.
     pub(crate) fn ended(&mut self, error: Option<&Error>) {
         self.in_transaction = false;
+        self.applying = false;
         self.flush_savepoint_open = false;
         if matches!(error, Some(Error::ConnectionLost(_))) {
             self.failed = true;
@@ -543,6 +563,44 @@ impl SessionConnection {
             self.client = None;
         }
     }
+}
+
+/// Encodes the statements' parameters for the types their prepared
+/// statements take, rather than leaving it to the driver, which encodes
+/// every statement's parameters in the one poll that sends them all; and
+/// yields to the runtime after each large parameter, so that no poll
+/// encodes a whole batch. (The caller's prefix is on the wire already: a
+/// session dropped meanwhile is handled as one dropped mid-statement.)
+/// A parameter that cannot be encoded is `None`, left to the driver.
+async fn encode(statements: &[Statement], prepared: &[tokio_postgres::Statement]) -> Vec<Vec<Option<Encoded>>> {
+    let mut encoded = Vec::with_capacity(statements.len());
+    for (statement, prepared) in statements.iter().zip(prepared) {
+        let mut ready = Vec::with_capacity(statement.params.len());
+        for (param, ty) in statement.params.iter().zip(prepared.params()) {
+            let param = Encoded::new(param, ty);
+            let large = param.as_ref().is_some_and(|p| p.len() > YIELD_AFTER_BYTES);
+            ready.push(param);
+            if large {
+                tokio::task::yield_now().await;
+            }
+        }
+        encoded.push(ready);
+    }
+    encoded
+}
+
+/// A statement's parameters as the driver takes them: each encoded one,
+/// else the original, whose encoding the driver then reports as failed.
+fn ready_params<'a>(statement: &'a Statement, ready: &'a [Option<Encoded>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    statement
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, original)| match ready.get(i) {
+            Some(Some(encoded)) => encoded as &(dyn ToSql + Sync),
+            _ => original.as_ref() as &(dyn ToSql + Sync),
+        })
+        .collect()
 }
 
 type Sent<T> = Pin<Box<MaybeDone<T>>>;

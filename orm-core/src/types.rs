@@ -3,8 +3,8 @@
 use std::error::Error as StdError;
 use std::ops::{Deref, DerefMut};
 
-use bytes::BytesMut;
-use postgres_types::{FromSql, IsNull, ToSql, Type};
+use bytes::{Buf, BufMut, BytesMut};
+use postgres_types::{FromSql, IsNull, Kind, ToSql, Type};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// A Rust type that can be stored in a column.
@@ -240,4 +240,151 @@ pub type Param = Box<dyn ToSql + Sync + Send>;
 /// Borrows boxed parameters the way tokio-postgres takes them.
 pub(crate) fn param_refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+}
+
+/// One array parameter made of several arrays of the same element type,
+/// sent as their concatenation.
+///
+/// A flush binds a large batch a chunk of rows at a time, yielding to the
+/// runtime between chunks (see `flush::plan::Binding`), and each chunk's
+/// values are one array of the column's own type; this sends them as the
+/// one array the statement takes, in order. Each chunk is encoded by its own
+/// `ToSql`, so its type is checked as a whole array's would be, and only the
+/// binary array framing (PostgreSQL's `array_send` format) is rewritten.
+#[derive(Debug)]
+pub(crate) struct ArrayChunks(pub(crate) Vec<Param>);
+
+/// Bytes of a one-dimensional binary array's header: dimensions, NULL flag
+/// and element OID, then the dimension's length and lower bound.
+const ARRAY_HEADER: usize = 20;
+
+impl ToSql for ArrayChunks {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        let Kind::Array(element) = ty.kind() else {
+            return Err(format!("an array of rows cannot be sent as {ty}").into());
+        };
+        let start = out.len();
+        out.put_i32(1);
+        out.put_i32(0);
+        out.put_u32(element.oid());
+        out.put_i32(0);
+        out.put_i32(1);
+        let mut length: i32 = 0;
+        let mut has_nulls = false;
+        let mut chunk = BytesMut::new();
+        for part in &self.0 {
+            chunk.clear();
+            if let IsNull::Yes = part.to_sql_checked(ty, &mut chunk)? {
+                return Err("a chunk of an array parameter encoded as NULL".into());
+            }
+            let mut header = &chunk[..];
+            let dimensions = header.try_get_i32()?;
+            if dimensions == 0 {
+                continue;
+            }
+            if dimensions != 1 || chunk.len() < ARRAY_HEADER {
+                return Err("a chunk of an array parameter is not a one-dimensional array".into());
+            }
+            has_nulls |= header.try_get_i32()? != 0;
+            header.advance(4);
+            length = length.checked_add(header.try_get_i32()?).ok_or("an array parameter has too many elements")?;
+            out.extend_from_slice(&chunk[ARRAY_HEADER..]);
+        }
+        out[start + 4..start + 8].copy_from_slice(&i32::from(has_nulls).to_be_bytes());
+        out[start + 12..start + 16].copy_from_slice(&length.to_be_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        // Each chunk checks the element type when it is encoded.
+        matches!(ty.kind(), Kind::Array(_))
+    }
+
+    postgres_types::to_sql_checked!();
+}
+
+/// A parameter already encoded for the type its statement takes, so that
+/// the driver, which encodes parameters in the poll that sends them, only
+/// copies its bytes.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    ty: Type,
+    /// `None` for NULL.
+    bytes: Option<BytesMut>,
+}
+
+/// Encoded parameters longer than this end a poll of the flush (see
+/// `SessionConnection::run_batch`): 100,000 text values take milliseconds.
+pub(crate) const YIELD_AFTER_BYTES: usize = 64 * 1024;
+
+impl Encoded {
+    /// `param` encoded as `ty`, or `None` if it cannot be: it is then left
+    /// to the driver, which fails its statement the way it always did.
+    pub(crate) fn new(param: &Param, ty: &Type) -> Option<Encoded> {
+        let mut bytes = BytesMut::new();
+        match param.to_sql_checked(ty, &mut bytes) {
+            Ok(IsNull::No) => Some(Encoded { ty: ty.clone(), bytes: Some(bytes) }),
+            Ok(IsNull::Yes) => Some(Encoded { ty: ty.clone(), bytes: None }),
+            Err(_) => None,
+        }
+    }
+
+    /// How many bytes it encoded to.
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.as_ref().map_or(0, BytesMut::len)
+    }
+}
+
+impl ToSql for Encoded {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        if *ty != self.ty {
+            return Err(format!("a parameter encoded as {} cannot be sent as {ty}", self.ty).into());
+        }
+        match &self.bytes {
+            Some(bytes) => {
+                out.extend_from_slice(bytes);
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        // Checked against the type it was encoded for, in `to_sql`.
+        true
+    }
+
+    postgres_types::to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(param: &dyn ToSql, ty: &Type) -> BytesMut {
+        let mut out = BytesMut::new();
+        assert!(matches!(param.to_sql_checked(ty, &mut out).unwrap(), IsNull::No));
+        out
+    }
+
+    #[test]
+    fn array_chunks_encode_as_one_array() {
+        let whole = vec![Some("a".to_owned()), None, Some("c".to_owned()), Some("d".to_owned())];
+        let chunks = ArrayChunks(vec![
+            Box::new(whole[..1].to_vec()),
+            Box::new(Vec::<Option<String>>::new()),
+            Box::new(whole[1..3].to_vec()),
+            Box::new(whole[3..].to_vec()),
+        ]);
+        assert_eq!(encoded(&chunks, &Type::TEXT_ARRAY), encoded(&whole, &Type::TEXT_ARRAY));
+        let numbers = ArrayChunks(vec![Box::new(vec![1_i64, 2]), Box::new(vec![3_i64])]);
+        assert_eq!(encoded(&numbers, &Type::INT8_ARRAY), encoded(&vec![1_i64, 2, 3], &Type::INT8_ARRAY));
+    }
+
+    #[test]
+    fn array_chunks_check_the_element_type() {
+        let chunks = ArrayChunks(vec![Box::new(vec![1_i64]), Box::new(vec![2_i64])]);
+        assert!(chunks.to_sql_checked(&Type::TEXT_ARRAY, &mut BytesMut::new()).is_err());
+        assert!(chunks.to_sql_checked(&Type::INT8, &mut BytesMut::new()).is_err());
+    }
 }

@@ -3,6 +3,7 @@
 //! transaction, and no link to a pending parent left waiting for ever.
 
 use std::collections::HashMap;
+use std::task::Poll;
 use std::time::Duration;
 
 mod support;
@@ -161,4 +162,45 @@ async fn a_loaded_child_moved_to_a_deleted_pending_parent_is_deleted_with_it() {
     session.delete(&draft).unwrap();
     session.commit().await.unwrap();
     assert_eq!((count_rows(&test_db, "post").await, count_rows(&test_db, "comment").await), (1, 0));
+}
+
+/// A flush of many rows binds and applies them a chunk at a time, yielding
+/// to the runtime in between. Cut off at any of its polls (its future
+/// dropped, as by a timeout), it leaves a session that either never sent
+/// the rows and still has them pending, or can only roll back: never one
+/// whose objects disagree with the transaction.
+#[tokio::test]
+async fn a_large_flush_cut_off_at_any_poll_leaves_no_half_applied_session() {
+    const ROWS: usize = 20_000;
+    let (test_db, db) = setup().await;
+    for cut_after in 1.. {
+        let mut session = db.session();
+        session.add_all((0..ROWS).map(|i| user(&format!("u{i}"))));
+        let mut flush = Box::pin(session.flush());
+        let mut finished = false;
+        for _ in 0..cut_after {
+            if let Poll::Ready(result) = futures_util::poll!(flush.as_mut()) {
+                result.unwrap();
+                finished = true;
+                break;
+            }
+            // Lets the round trip progress between polls.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        drop(flush);
+        let committed = session.commit().await;
+        let expected = if committed.is_ok() { 1 + ROWS } else { 1 };
+        if let Err(error) = &committed {
+            assert!(matches!(error, Error::TransactionFailed), "cut after {cut_after} polls: {error:?}");
+        }
+        assert_eq!(
+            count_rows(&test_db, "users").await,
+            i64::try_from(expected).unwrap(),
+            "cut after {cut_after} polls"
+        );
+        test_db.client().await.batch_execute("DELETE FROM users WHERE name <> 'ann'").await.unwrap();
+        if finished {
+            break;
+        }
+    }
 }

@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use tracing::Instrument;
 
 pub(crate) use plan::{plan_table, PlanScope, TablePlan};
+use plan::{Unbound, BIND_CHUNK};
 
 use crate::connection::{Outcome, SessionConnection, Statement};
 use crate::error::{Error, Result};
@@ -75,6 +76,7 @@ pub(crate) async fn flush(
     );
     let before = *stats;
     let result = run(registries, connection, stats, end).instrument(span.clone()).await;
+    connection.set_applying(false);
     span.record("statements", stats.statements - before.statements);
     span.record("round_trips", stats.round_trips - before.round_trips);
     for registry in &mut registries.all {
@@ -156,11 +158,21 @@ async fn run(
             }
         } else {
             let verify = last && sent.iter().chain(&round).any(|s| s.plan.needs_verification());
+            let (unbound, routes) = order_statements(&mut round);
+            // Bound before the savepoint is named: nothing is sent if binding fails.
+            let statements = match bind(unbound).await {
+                Ok(statements) => statements,
+                Err(error) if !first => return Err(recover(connection, stats, end, false, error).await),
+                Err(error) => return Err(error),
+            };
             let savepoint =
                 if first && end == FlushEnd::KeepOpen { Some(connection.reopen_flush_savepoint()) } else { None };
             let commit = (last && end == FlushEnd::Commit && !verify).then_some("COMMIT");
-            let (statements, routes) = order_statements(&mut round);
+            connection.set_applying(false);
             let result = connection.run_batch(savepoint.as_deref(), &statements, commit, stats).await;
+            // From here until the flush ends, what the transaction holds is
+            // not yet on the objects, and the flush yields to the runtime.
+            connection.set_applying(true);
             committed = commit.is_some() && connection.after_sent();
             match result {
                 Ok(outcomes) => route(&mut round, routes, outcomes),
@@ -198,10 +210,24 @@ async fn conclude(
     sent: Vec<Sent>,
     committed: bool,
 ) -> Result<()> {
-    let checked = sent
-        .iter()
-        .try_for_each(|s| s.plan.verify(&s.outcomes))
-        .and_then(|()| sent.iter().try_for_each(|s| s.plan.set_generated(&s.outcomes)));
+    // Large flushes come back with a row per insert: every step over them
+    // below goes a chunk of rows at a time, yielding to the runtime between
+    // chunks, so that no poll applies a whole batch.
+    let checked = async {
+        for part in &sent {
+            part.plan.verify(&part.outcomes)?;
+        }
+        tokio::task::yield_now().await;
+        for part in &sent {
+            let mut from = 0;
+            while !part.plan.set_generated(&part.outcomes, from)? {
+                from += BIND_CHUNK;
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(())
+    }
+    .await;
     if let Err(error) = checked {
         if committed {
             connection.ended(None);
@@ -211,14 +237,37 @@ async fn conclude(
     }
     match end {
         FlushEnd::Commit if committed => connection.ended(None),
-        FlushEnd::Commit => connection.finish("COMMIT", stats).await?,
+        FlushEnd::Commit => {
+            connection.set_applying(false);
+            connection.finish("COMMIT", stats).await?;
+        }
         FlushEnd::KeepOpen => {}
     }
     let mut applied = Ok(());
-    for part in sent {
+    let mut entering = Vec::with_capacity(sent.len());
+    for mut part in sent {
+        tokio::task::yield_now().await;
         // Only another thread's guard, taken since `verify`, can fail this.
-        if let Err(error) = part.plan.apply(registries.all[part.registry].as_mut()) {
-            applied = Err(error);
+        match part.plan.apply(registries.all[part.registry].as_mut()) {
+            Ok(()) => entering.push(part),
+            Err(error) => applied = Err(error),
+        }
+    }
+    for part in &mut entering {
+        let registry = registries.all[part.registry].as_mut();
+        let mut from = 0;
+        while !part.plan.enter_inserted(registry, from) {
+            from += BIND_CHUNK;
+            tokio::task::yield_now().await;
+        }
+        // A row per insert came back; freeing them is a chunk at a time too.
+        for outcome in &mut part.outcomes.inserts {
+            if let Outcome::Rows(rows) = outcome {
+                while rows.len() > BIND_CHUNK {
+                    rows.truncate(rows.len() - BIND_CHUNK);
+                    tokio::task::yield_now().await;
+                }
+            }
         }
     }
     applied.map_err(|error| if end == FlushEnd::Commit { Error::AfterCommit(Box::new(error)) } else { error })
@@ -255,10 +304,30 @@ fn stuck(registries: &Registries, links: &[LinkState]) -> Error {
     Error::DependencyCycle { tables }
 }
 
+/// Makes the array parameters the plans left to the flush, yielding to the
+/// runtime after each chunk of rows so that no poll binds a whole batch.
+async fn bind(unbound: Vec<Unbound>) -> Result<Vec<Statement>> {
+    let mut statements = Vec::with_capacity(unbound.len());
+    for Unbound { mut statement, binding } in unbound {
+        if let Some(mut binding) = binding {
+            // The first yield ends the poll that planned the flush.
+            loop {
+                tokio::task::yield_now().await;
+                if binding.bind_chunk()? {
+                    break;
+                }
+            }
+            statement.params = binding.into_params();
+        }
+        statements.push(statement);
+    }
+    Ok(statements)
+}
+
 /// Flattens a round trip's plans into wire order: inserts parents first,
 /// then updates, then deletes children first. Returns each statement's
 /// route back to its part of the round trip and phase.
-fn order_statements(round: &mut [Sent]) -> (Vec<Statement>, Vec<(usize, Phase)>) {
+fn order_statements(round: &mut [Sent]) -> (Vec<Unbound>, Vec<(usize, Phase)>) {
     let taken: Vec<_> = round.iter_mut().map(|part| part.plan.take_statements()).collect();
     let mut inserts = Vec::new();
     let mut updates = Vec::new();
@@ -300,6 +369,7 @@ async fn recover(
     error: Error,
 ) -> Error {
     tracing::debug!(%error, "flush failed");
+    connection.set_applying(false);
     match end {
         FlushEnd::KeepOpen => {
             if let Err(recovery) = connection.recover_flush_savepoint(stats).await {
