@@ -392,6 +392,12 @@ enum Node {
     And(Vec<Node>),
     Or(Vec<Node>),
     Not(Box<Node>),
+    /// A condition on another table of the statement, by its alias (the
+    /// joined parent of a [`Join`](crate::Join)).
+    OnAlias {
+        alias: &'static str,
+        node: Box<Node>,
+    },
     /// A semi-join: a row of `table` whose `inner` column equals the outer
     /// row's `outer` column, and that matches `condition`.
     Exists {
@@ -503,24 +509,30 @@ impl<E> Condition<E> {
         Condition::new(Node::Exists { table, inner, outer, condition: Box::new(condition.node) })
     }
 
+    /// A condition on `E` holding when `condition` holds for the row of
+    /// another entity that the statement names `alias`.
+    pub(crate) fn on_alias<R>(alias: &'static str, condition: Condition<R>) -> Condition<E> {
+        Condition::new(Node::OnAlias { alias, node: Box::new(condition.node) })
+    }
+
     /// Appends the condition's SQL to `sql`, moving its values into `params`.
     pub(crate) fn render(self, sql: &mut String, params: &mut Vec<Param>) {
-        render_node(self.node, 0, sql, params);
+        render_node(self.node, 0, "t", sql, params);
     }
 }
 
 /// The alias of the table a condition at `depth` of semi-join nesting
-/// talks about: `t` for the queried table.
-fn alias(depth: usize) -> String {
+/// talks about: `base` (`t` for the queried table) at the top.
+fn alias(depth: usize, base: &str) -> String {
     if depth == 0 {
-        "t".to_owned()
+        base.to_owned()
     } else {
         format!("r{depth}")
     }
 }
 
-fn render_node(node: Node, depth: usize, sql: &mut String, params: &mut Vec<Param>) {
-    let table = alias(depth);
+fn render_node(node: Node, depth: usize, base: &'static str, sql: &mut String, params: &mut Vec<Param>) {
+    let table = alias(depth, base);
     match node {
         Node::Compare { column, operator, value } => {
             params.push(value.to_param());
@@ -546,15 +558,16 @@ fn render_node(node: Node, depth: usize, sql: &mut String, params: &mut Vec<Para
         }
         Node::And(nodes) if nodes.is_empty() => sql.push_str("TRUE"),
         Node::Or(nodes) if nodes.is_empty() => sql.push_str("FALSE"),
-        Node::And(nodes) => join_nodes(nodes, " AND ", depth, sql, params),
-        Node::Or(nodes) => join_nodes(nodes, " OR ", depth, sql, params),
+        Node::And(nodes) => join_nodes(nodes, " AND ", depth, base, sql, params),
+        Node::Or(nodes) => join_nodes(nodes, " OR ", depth, base, sql, params),
         Node::Not(node) => {
             sql.push_str("NOT (");
-            render_node(*node, depth, sql, params);
+            render_node(*node, depth, base, sql, params);
             sql.push(')');
         }
+        Node::OnAlias { alias, node } => render_node(*node, 0, alias, sql, params),
         Node::Exists { table: joined, inner, outer, condition } => {
-            let nested = alias(depth + 1);
+            let nested = alias(depth + 1, base);
             let _ = write!(
                 sql,
                 "EXISTS (SELECT 1 FROM {} AS {nested} WHERE {nested}.{} = {table}.{} AND ",
@@ -562,19 +575,26 @@ fn render_node(node: Node, depth: usize, sql: &mut String, params: &mut Vec<Para
                 quote_ident(inner),
                 quote_ident(outer)
             );
-            render_node(*condition, depth + 1, sql, params);
+            render_node(*condition, depth + 1, base, sql, params);
             sql.push(')');
         }
     }
 }
 
-fn join_nodes(nodes: Vec<Node>, separator: &str, depth: usize, sql: &mut String, params: &mut Vec<Param>) {
+fn join_nodes(
+    nodes: Vec<Node>,
+    separator: &str,
+    depth: usize,
+    base: &'static str,
+    sql: &mut String,
+    params: &mut Vec<Param>,
+) {
     sql.push('(');
     for (n, node) in nodes.into_iter().enumerate() {
         if n > 0 {
             sql.push_str(separator);
         }
-        render_node(node, depth, sql, params);
+        render_node(node, depth, base, sql, params);
     }
     sql.push(')');
 }

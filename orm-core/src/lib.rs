@@ -56,6 +56,7 @@ mod expr;
 mod flush;
 mod identity;
 mod isolation;
+mod join;
 mod n_plus_one;
 mod query;
 mod raw_sql;
@@ -77,6 +78,7 @@ pub use entity::{ColumnMeta, ColumnSet, Entity, EntityMeta};
 pub use error::{Error, ErrorKind, Result};
 pub use expr::{Expr, IntoExpr, Numeric, Ordered};
 pub use isolation::IsolationLevel;
+pub use join::Join;
 pub use n_plus_one::NPlusOne;
 /// Derives [`Entity`](trait@Entity) for a struct. An example with every
 /// attribute, each described below:

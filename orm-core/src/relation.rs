@@ -108,7 +108,7 @@ impl<C: Entity, P: Entity> Copy for Relation<C, P> {}
 
 /// The parent's key column, which a foreign key references. A relation's
 /// foreign key is one column, so the parent's key is one column too.
-fn parent_key_column<P: Entity>() -> &'static str {
+pub(crate) fn parent_key_column<P: Entity>() -> &'static str {
     P::META.key_columns().next().map_or("id", |i| P::META.columns[i].name)
 }
 

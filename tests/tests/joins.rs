@@ -1,0 +1,65 @@
+//! Joins across declared relations: each child with its parent, both
+//! identity-mapped, from one statement.
+
+mod support;
+
+use orm_core::{Database, Tracked};
+use support::blog::{self, Post, User};
+
+async fn setup() -> (orm_tests::TestDb, Database) {
+    let test_db = orm_tests::TestDb::new().await;
+    let client = test_db.client().await;
+    client.batch_execute(blog::SCHEMA).await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO users (name) SELECT 'user ' || n FROM generate_series(1, 10) AS n;
+             INSERT INTO post (author_id, title) SELECT 1 + n % 10, 'post ' || n FROM generate_series(1, 100) AS n;",
+        )
+        .await
+        .unwrap();
+    let db = Database::connect(test_db.url()).unwrap();
+    (test_db, db)
+}
+
+#[tokio::test]
+async fn a_join_returns_each_child_with_its_parent_in_one_statement_through_the_identity_map() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    let tracked_author = session.get_one::<User>(3).await.unwrap();
+    tracked_author.modify(|u| u.name = "renamed, not flushed".into());
+    session.set_autoflush(false);
+    let before = session.stats().statements;
+    let rows = session.query::<Post>().join(Post::AUTHOR).order_by(Post::ID.asc()).all().await.unwrap();
+    assert_eq!(session.stats().statements, before + 1);
+    assert_eq!(rows.len(), 100);
+    for (post, author) in &rows {
+        assert_eq!(post.read().author_id, author.read().id);
+    }
+    // Ten authors, one instance each, and the tracked one kept its change.
+    let by_three: Vec<_> = rows.iter().filter(|(_, author)| author.read().id == 3).collect();
+    assert_eq!(by_three.len(), 10);
+    assert!(by_three.iter().all(|(_, author)| Tracked::ptr_eq(author, &tracked_author)));
+    assert_eq!(tracked_author.read().name, "renamed, not flushed");
+    // The posts are tracked too: getting one costs nothing.
+    let statements = session.stats().statements;
+    assert!(Tracked::ptr_eq(&session.get_one::<Post>(1).await.unwrap(), &rows[0].0));
+    assert_eq!(session.stats().statements, statements);
+}
+
+#[tokio::test]
+async fn a_join_filters_on_either_side_and_pages() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    let rows = session
+        .query::<Post>()
+        .join(Post::AUTHOR)
+        .filter(Post::TITLE.like("post 1%"))
+        .filter_parent(User::NAME.eq("user 2"))
+        .order_by(Post::ID.desc())
+        .limit(2)
+        .all()
+        .await
+        .unwrap();
+    let titles: Vec<String> = rows.iter().map(|(post, _)| post.read().title.clone()).collect();
+    assert_eq!(titles, ["post 11", "post 1"]);
+}
