@@ -63,6 +63,7 @@ mod select;
 mod session;
 mod sql;
 mod stats;
+mod stream;
 mod tracked;
 mod types;
 
@@ -185,6 +186,7 @@ pub use select::{Select, SelectItem, SelectList, Selection};
 pub use session::{PendingChanges, Savepoint, Session};
 pub use sql::quote_ident;
 pub use stats::SessionStats;
+pub use stream::{EntityStream, TrackedChunks};
 pub use tracked::Tracked;
 pub use types::{ColumnType, Json, Param};
 
