@@ -172,12 +172,21 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
                 compare(runs, |_| timed(w::orm_select_tracked(db, n)), |_| timed(w::raw_select(db, n))).await?;
             let (untracked, raw_again) =
                 compare(runs, |_| timed(w::orm_select_untracked(db, n)), |_| timed(w::raw_select(db, n))).await?;
+            let (stream, raw_stream) =
+                compare(runs, |_| timed(w::orm_select_stream(db, n)), |_| timed(w::raw_select_stream(db, n))).await?;
+            let (chunks, raw_stream_again) =
+                compare(runs, |_| timed(w::orm_select_chunks(db, n)), |_| timed(w::raw_select_stream(db, n))).await?;
             let raw_peak = memory::probe_in_child("raw", n, url);
+            let raw_stream_peak = memory::probe_in_child("raw-stream", n, url);
             vec![
                 row("large select, tracked", "query_raw into structs", tracked, raw)
                     .with_peak(memory::probe_in_child("tracked", n, url), raw_peak),
                 row("large select, untracked", "query_raw into structs", untracked, raw_again)
                     .with_peak(memory::probe_in_child("untracked", n, url), raw_peak),
+                row("large select, stream()", "query_raw, decode, drop", stream, raw_stream)
+                    .with_peak(memory::probe_in_child("stream", n, url), raw_stream_peak),
+                row("large select, chunks", "query_raw, decode, drop", chunks, raw_stream_again)
+                    .with_peak(memory::probe_in_child("chunks", n, url), raw_stream_peak),
             ]
         }
         "W5" => {
@@ -210,6 +219,9 @@ async fn memory_probe(variant: &str, n: usize) -> Result<(), BenchError> {
         "tracked" => workloads::orm_select_tracked(&db, n).await?,
         "untracked" => workloads::orm_select_untracked(&db, n).await?,
         "raw" => workloads::raw_select(&db, n).await?,
+        "stream" => workloads::orm_select_stream(&db, n).await?,
+        "chunks" => workloads::orm_select_chunks(&db, n).await?,
+        "raw-stream" => workloads::raw_select_stream(&db, n).await?,
         other => return Err(format!("unknown memory probe {other}").into()),
     };
     println!("{}", memory::peak_rss_bytes().unwrap_or(0).saturating_sub(baseline));

@@ -109,7 +109,7 @@ pub fn table(rows: &[Row]) -> String {
     for row in rows {
         let ratio = row.ratio.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
         let peak = match (row.orm_peak_mib, row.raw_peak_mib) {
-            (Some(orm), Some(raw)) => format!("{orm:.0}/{raw:.0}"),
+            (Some(orm), Some(raw)) => format!("{orm:.1}/{raw:.1}"),
             _ => "-".to_owned(),
         };
         let _ = writeln!(

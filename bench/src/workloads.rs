@@ -216,6 +216,69 @@ pub async fn raw_select(db: &Database, n: usize) -> Outcome {
     Ok(traffic)
 }
 
+/// How many entities one chunk of [`orm_select_chunks`] holds.
+pub const CHUNK: usize = 1000;
+
+/// Reads every field of a loaded customer, so neither side skips decoding
+/// work whose result nobody looks at.
+fn touch(customer: &Customer) -> usize {
+    std::hint::black_box(customer.id);
+    customer.name.len() + customer.description.as_ref().map_or(0, String::len)
+}
+
+/// W4 through the ORM as a stream: each entity is read and dropped as its
+/// row arrives, so memory does not grow with N.
+pub async fn orm_select_stream(db: &Database, n: usize) -> Outcome {
+    let mut session = db.session();
+    let mut stream = session.query::<Customer>().stream().await?;
+    let (mut count, mut bytes) = (0, 0);
+    while let Some(customer) = stream.try_next().await? {
+        count += 1;
+        bytes += touch(&customer);
+    }
+    drop(stream);
+    check(count == n && bytes > 0, "streamed every row")?;
+    let mut traffic = Traffic::default();
+    traffic.add_session(session.commit().await?);
+    Ok(traffic)
+}
+
+/// W4 through the ORM in tracked chunks of [`CHUNK`] (a cursor, one FETCH
+/// per chunk), as a batch job that might change what it reads would.
+pub async fn orm_select_chunks(db: &Database, n: usize) -> Outcome {
+    let mut session = db.session();
+    let mut chunks = session.query::<Customer>().stream_tracked(CHUNK).await?;
+    let (mut count, mut bytes) = (0, 0);
+    while let Some(chunk) = chunks.next_chunk().await? {
+        count += chunk.len();
+        bytes += chunk.iter().map(|customer| touch(&customer.read())).sum::<usize>();
+    }
+    drop(chunks);
+    check(count == n && bytes > 0, "read every row in chunks")?;
+    let mut traffic = Traffic::default();
+    traffic.add_session(session.commit().await?);
+    Ok(traffic)
+}
+
+/// W4 by hand, streamed: one query, each row decoded into a struct, read
+/// and dropped as it arrives.
+pub async fn raw_select_stream(db: &Database, n: usize) -> Outcome {
+    let client = db.pool().get().await?;
+    let statement = client.prepare_cached("SELECT id, name, description FROM customer").await?;
+    let stream = client.query_raw(&statement, std::iter::empty::<i32>()).await?;
+    pin_mut!(stream);
+    let (mut count, mut bytes) = (0, 0);
+    while let Some(row) = stream.try_next().await? {
+        let customer = Customer { id: row.try_get(0)?, name: row.try_get(1)?, description: row.try_get(2)? };
+        count += 1;
+        bytes += touch(&customer);
+    }
+    check(count == n && bytes > 0, "streamed every row")?;
+    let mut traffic = Traffic::default();
+    traffic.add(1, 1);
+    Ok(traffic)
+}
+
 /// The keys W5 reads: a fixed pseudo-random sequence (xorshift), so both
 /// sides read the same rows.
 pub fn random_keys(count: usize, rows: usize) -> Vec<i32> {

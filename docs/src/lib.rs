@@ -17,7 +17,8 @@
 //! 3. [Queries](queries): filters (including `is_in` with one array
 //!    parameter), ordering and paging, `one`/`optional`/`exists`, why
 //!    statement text never depends on values, compile-time checks, raw SQL
-//!    mapped to entities, and the N+1 guard.
+//!    mapped to entities, the N+1 guard, and reading a lot with streams
+//!    and tracked chunks.
 //! 4. [Relationships](relationships): foreign keys with `references`,
 //!    one-to-many, many-to-many and self-references, the flush's
 //!    parents-first order and reference cycles, linking to parents not yet

@@ -9,7 +9,7 @@ use std::task::Poll;
 
 use deadpool_postgres::{Object, Pool};
 use futures_util::future::{join, maybe_done, try_join_all, MaybeDone};
-use futures_util::{pin_mut, FutureExt, TryStreamExt};
+use futures_util::{FutureExt, TryStreamExt};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 use tracing::Instrument;
@@ -394,6 +394,42 @@ impl SessionConnection {
         check: Option<fn(&tokio_postgres::Statement) -> Result<()>>,
         mut on_row: impl FnMut(Row) -> Result<()>,
     ) -> Result<u64> {
+        let mut open = self.open_rows(sql, params, access, stats, check).await?;
+        let streamed = async {
+            let mut rows = 0;
+            while let Some(row) = open.rows.try_next().await? {
+                rows += 1;
+                if let Err(error) = on_row(row) {
+                    return Ok(Err(error));
+                }
+            }
+            Ok::<_, tokio_postgres::Error>(Ok(open.rows.rows_affected().unwrap_or(rows)))
+        }
+        .instrument(open.span.clone())
+        .await;
+        match streamed {
+            Ok(Ok(rows)) => self.rows_ended(Ok(rows), &open.span, stats),
+            Ok(Err(decode_error)) => {
+                self.rows_dropped();
+                Err(decode_error)
+            }
+            Err(error) => self.rows_ended(Err(error), &open.span, stats),
+        }
+    }
+
+    /// Sends one statement and returns its rows as they arrive, for
+    /// [`for_each_row_checked`](Self::for_each_row_checked) and for streams
+    /// handed to the caller. The statement stays in flight until
+    /// [`rows_ended`](Self::rows_ended) is told how it ended: a stream
+    /// dropped before that is abandoned as a dropped statement future is.
+    pub(crate) async fn open_rows(
+        &mut self,
+        sql: RawSql<'_>,
+        params: &[&(dyn ToSql + Sync)],
+        access: Access,
+        stats: &mut SessionStats,
+        check: Option<fn(&tokio_postgres::Statement) -> Result<()>>,
+    ) -> Result<OpenRows> {
         let reads_in_transaction = self.isolation.is_some_and(IsolationLevel::reads_in_transaction);
         let begin = !self.in_transaction && (access == Access::Write || reads_in_transaction);
         let begin_sql = self.begin_sql();
@@ -466,35 +502,47 @@ impl SessionConnection {
         if begin && begin_result.is_ok() {
             self.in_transaction = true;
         }
-        let streamed = async {
-            begin_result?;
-            let stream = stream?;
-            pin_mut!(stream);
-            let mut rows = 0;
-            while let Some(row) = stream.try_next().await? {
-                rows += 1;
-                if let Err(error) = on_row(row) {
-                    return Ok(Err(error));
-                }
+        let sent = begin_result.and(stream);
+        match sent {
+            Ok(rows) => Ok(OpenRows { rows: Box::pin(rows), span }),
+            Err(error) => {
+                self.in_flight = false;
+                let error = Error::from(error);
+                self.statement_failed(&error);
+                Err(error)
             }
-            Ok::<_, tokio_postgres::Error>(Ok(stream.rows_affected().unwrap_or(rows)))
         }
-        .instrument(span.clone())
-        .await;
+    }
+
+    /// Records how the statement of [`open_rows`](Self::open_rows) ended:
+    /// all its rows read (their number, or the rows it affected), or an
+    /// error from the server or the connection.
+    pub(crate) fn rows_ended(
+        &mut self,
+        ended: std::result::Result<u64, tokio_postgres::Error>,
+        span: &tracing::Span,
+        stats: &mut SessionStats,
+    ) -> Result<u64> {
         self.in_flight = false;
-        match streamed {
-            Ok(Ok(rows)) => {
+        match ended {
+            Ok(rows) => {
                 stats.rows += rows;
                 span.record("rows", rows);
                 Ok(rows)
             }
-            Ok(Err(decode_error)) => Err(decode_error),
             Err(error) => {
                 let error = Error::from(error);
                 self.statement_failed(&error);
                 Err(error)
             }
         }
+    }
+
+    /// Stops reading a statement's rows before their end without a
+    /// failure of the statement (a row could not be decoded): the
+    /// connection reads and drops the rest ahead of the next statement.
+    pub(crate) fn rows_dropped(&mut self) {
+        self.in_flight = false;
     }
 
     /// Sends transaction control (`SAVEPOINT`, `RELEASE ...`) inside the
@@ -604,6 +652,15 @@ fn ready_params<'a>(statement: &'a Statement, ready: &'a [Option<Encoded>]) -> V
 }
 
 type Sent<T> = Pin<Box<MaybeDone<T>>>;
+
+/// A statement whose rows are arriving, from
+/// [`SessionConnection::open_rows`]. Boxed: tokio-postgres's row stream
+/// must stay pinned, and this one moves into the caller's stream.
+pub(crate) struct OpenRows {
+    pub(crate) rows: Pin<Box<tokio_postgres::RowStream>>,
+    /// The statement's span, which records its row count at the end.
+    pub(crate) span: tracing::Span,
+}
 
 /// Sends the statements and `after` on `client` after `prefix` (a request
 /// already queued), in that order,

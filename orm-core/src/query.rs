@@ -11,6 +11,7 @@ use crate::expr::{ExprNode, IntoExpr};
 use crate::select::{Select, Selection};
 use crate::session::Session;
 use crate::sql;
+use crate::stream::{EntityStream, TrackedChunks};
 use crate::tracked::Tracked;
 use crate::types::{param_refs, Param};
 
@@ -420,6 +421,26 @@ impl<'s, E: Entity> Query<'s, E> {
         let built = self.build(sql::select_from_of::<E>());
         let access = self.access();
         self.session.load_with::<E>(&built.sql, &param_refs(&built.params), access).await
+    }
+
+    /// Runs the query and hands over its entities one at a time as the rows
+    /// arrive, untracked, with memory bounded by a row rather than by the
+    /// result: for exports and reports over many rows. See [`EntityStream`].
+    pub async fn stream(mut self) -> Result<EntityStream<'s, E>> {
+        self.session.autoflush_for_query().await?;
+        let built = self.build(sql::select_from_of::<E>());
+        let access = self.access();
+        EntityStream::open(self.session, &built, access).await
+    }
+
+    /// Runs the query through a server-side cursor and hands over its
+    /// entities in tracked chunks of `chunk_size` (at least 1), flushing
+    /// and letting the previous chunk go before each next one: for batch
+    /// jobs that change many rows. See [`TrackedChunks`].
+    pub async fn stream_tracked(mut self, chunk_size: usize) -> Result<TrackedChunks<'s, E>> {
+        self.session.autoflush_for_query().await?;
+        let built = self.build(sql::select_from_of::<E>());
+        TrackedChunks::declare(self.session, &built, chunk_size).await
     }
 
     /// Runs the query with `LIMIT 1` and returns the first entity, if any.

@@ -335,6 +335,12 @@ impl Session {
         Ok(loaded)
     }
 
+    /// The connection with the statistics its statements add to, for a
+    /// stream that reads rows outside the session's own methods.
+    pub(crate) fn connection_and_stats(&mut self) -> (&mut SessionConnection, &mut SessionStats) {
+        (&mut self.connection, &mut self.stats)
+    }
+
     pub(crate) async fn autoflush_for_query(&mut self) -> Result<()> {
         self.autoflush().await
     }
