@@ -11,6 +11,7 @@
 mod customer;
 mod measure;
 mod memory;
+mod query_workloads;
 mod report;
 mod workloads;
 
@@ -26,8 +27,8 @@ use workloads::BenchError;
 #[derive(Parser, Debug)]
 #[command(about = "The ORM against hand-written tokio-postgres on the DESIGN.md workloads")]
 struct Options {
-    /// Workloads to run, comma-separated (W1..W6).
-    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6")]
+    /// Workloads to run, comma-separated (W1..W6, W8, W9).
+    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6,W8,W9")]
     workloads: Vec<String>,
     /// Row or request count for every selected workload, instead of the defaults.
     #[arg(long)]
@@ -52,7 +53,7 @@ struct Options {
 /// The default N of each workload, from DESIGN.md.
 fn default_n(workload: &str) -> usize {
     match workload {
-        "W1" | "W3" | "W6" => 100_000,
+        "W1" | "W3" | "W6" | "W8" | "W9" => 100_000,
         "W4" => 500_000,
         _ => 10_000,
     }
@@ -73,6 +74,7 @@ async fn main() -> Result<(), BenchError> {
     config.max_connections = 4;
     let db = Database::with_config(config)?;
     db.pool().get().await?.batch_execute(customer::SCHEMA).await?;
+    db.pool().get().await?.batch_execute(query_workloads::SCHEMA).await?;
 
     let mut rows = Vec::new();
     for workload in &options.workloads {
@@ -203,7 +205,43 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
                 compare(runs, |_| timed(w::orm_identity_hits(db, n)), |_| async { Ok(Run::default()) }).await?;
             vec![row("identity-map hits", "(none: no SQL to compare)", orm, Run::default())]
         }
-        other => return Err(format!("unknown workload {other}; expected W1..W6").into()),
+        "W8" | "W9" => return run_query_workload(db, workload, n, runs).await,
+        other => return Err(format!("unknown workload {other}; expected W1..W6, W8, W9").into()),
+    })
+}
+
+/// W8 and W9, the workloads of the query builder beyond entity loads.
+async fn run_query_workload(db: &Database, workload: &str, n: usize, runs: usize) -> Result<Vec<Row>, BenchError> {
+    let row = |name: &str, raw_name: &str, orm: Run, raw: Run| Row::new(workload, name, raw_name, n, orm, raw);
+    Ok(match workload {
+        "W8" => {
+            query_workloads::seed_comments(db, n).await?;
+            let (orm, raw) = compare(
+                runs,
+                |_| timed(query_workloads::orm_comment_counts(db, n)),
+                |_| timed(query_workloads::raw_comment_counts(db, n)),
+            )
+            .await?;
+            vec![row("aggregate: counts per post", "prepared GROUP BY", orm, raw)]
+        }
+        "W9" => {
+            let (orm, raw) = compare(
+                runs,
+                |round| async move {
+                    query_workloads::seed_prices(db, n).await?;
+                    let input = query_workloads::prices(n, round);
+                    timed(query_workloads::orm_upsert(db, input)).await
+                },
+                |round| async move {
+                    query_workloads::seed_prices(db, n).await?;
+                    let input = query_workloads::prices(n, round);
+                    timed(query_workloads::raw_upsert(db, input)).await
+                },
+            )
+            .await?;
+            vec![row("upsert, half existing", "UNNEST ... ON CONFLICT DO UPDATE", orm, raw)]
+        }
+        other => return Err(format!("unknown workload {other}").into()),
     })
 }
 

@@ -948,6 +948,11 @@ impl Session {
         self.raw_rows(RawSql::cached(sql), params, access).await
     }
 
+    /// Runs a statement the ORM built and returns the rows it affected.
+    pub(crate) async fn affected(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)], access: Access) -> Result<u64> {
+        self.connection.for_each_row(RawSql::cached(sql), params, access, &mut self.stats, |_| Ok(())).await
+    }
+
     /// Runs a statement and returns its rows.
     async fn raw_rows(&mut self, sql: RawSql<'_>, params: &[&(dyn ToSql + Sync)], access: Access) -> Result<Vec<Row>> {
         let mut rows = Vec::new();

@@ -166,9 +166,16 @@ pub(crate) fn insert(meta: &EntityMeta, columns: ColumnSet) -> String {
 
 /// Inserts a batch as [`insert`] does, rows whose `conflict` columns clash
 /// with an existing row updating its `update` columns from the new row (and
-/// advancing its version) or, with none, leaving it alone. Returns every
-/// column of the rows written. Parameters follow [`batch_insert_parameters`].
-pub(crate) fn upsert(meta: &EntityMeta, columns: ColumnSet, conflict: ColumnSet, update: ColumnSet) -> String {
+/// advancing its version) or, with none, leaving it alone; with
+/// `returning`, returns every column of the rows written. Parameters follow
+/// [`batch_insert_parameters`].
+pub(crate) fn upsert(
+    meta: &EntityMeta,
+    columns: ColumnSet,
+    conflict: ColumnSet,
+    update: ColumnSet,
+    returning: bool,
+) -> String {
     let table = quote_ident(meta.table);
     let mut sql = format!(
         "INSERT INTO {table} AS t ({}) SELECT {} FROM {} ORDER BY v.{} ON CONFLICT ({}) DO ",
@@ -192,7 +199,9 @@ pub(crate) fn upsert(meta: &EntityMeta, columns: ColumnSet, conflict: ColumnSet,
         }
         let _ = write!(sql, "UPDATE SET {}", assignments.join(", "));
     }
-    let _ = write!(sql, " RETURNING {}", select_list(meta, "t"));
+    if returning {
+        let _ = write!(sql, " RETURNING {}", select_list(meta, "t"));
+    }
     sql
 }
 

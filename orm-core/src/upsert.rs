@@ -93,12 +93,18 @@ impl<E: Entity> Upsert<'_, E> {
         self.session.autoflush_for_query().await?;
         let meta = E::META;
         let columns = meta.insert_columns();
-        let statement = sql::upsert(meta, columns, self.conflict, update);
+        // The rows written come back only to refresh instances the session
+        // tracks: with none of this type, the count is all there is to know.
+        let refresh = self.session.registries.get_ref::<E>().is_some_and(|registry| !registry.identity.is_empty());
+        let statement = sql::upsert(meta, columns, self.conflict, update, refresh);
         let entities: Vec<&E> = self.rows.iter().collect();
         let params: Vec<_> = sql::batch_insert_parameters(columns)
             .into_iter()
             .map(|column| E::column_array(&entities, column))
             .collect();
+        if !refresh {
+            return self.session.affected(&statement, &param_refs(&params), Access::Write).await;
+        }
         let rows = self.session.rows(&statement, &param_refs(&params), Access::Write).await?;
         let written = rows.iter().map(|row| E::from_row(row, 0)).collect::<Result<Vec<E>>>()?;
         let count = written.len() as u64;
