@@ -185,6 +185,7 @@ pub use orm_derive::Entity;
 /// # Ok(()) }
 /// ```
 pub use orm_derive::DbEnum;
+pub use orm_derive::Projection;
 pub use query::{Query, UntrackedQuery};
 pub use raw_sql::RawSql;
 pub use relation::Relation;

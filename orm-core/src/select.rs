@@ -224,6 +224,39 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
         rows.iter().map(|row| self.selection.decode_row(row)).collect()
     }
 
+    /// Runs the query and returns its rows as structs of `#[derive(Projection)]`
+    /// (or any type built `From` the row's tuple).
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Expr, Projection};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Book { #[orm(primary_key, generated)] id: i64, title: String, author: String, pages: i32 }
+    /// #[derive(Projection, Debug, PartialEq)]
+    /// struct AuthorStats {
+    ///     author: String,
+    ///     books: i64,
+    ///     pages: Option<i64>,
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE book (id bigserial PRIMARY KEY, title text NOT NULL, author text NOT NULL, pages int NOT NULL);
+    /// #     INSERT INTO book (title, author, pages) VALUES ('Emma', 'Austen', 474), ('Persuasion', 'Austen', 249), ('Ulysses', 'Joyce', 730)").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let stats: Vec<AuthorStats> = session
+    ///     .query::<Book>()
+    ///     .select((Book::AUTHOR, Expr::count_all(), Book::PAGES.sum()))
+    ///     .group_by(Book::AUTHOR)
+    ///     .order_by(Book::AUTHOR.asc())
+    ///     .all_as()
+    ///     .await?;
+    /// assert_eq!(stats[1], AuthorStats { author: "Joyce".into(), books: 1, pages: Some(730) });
+    /// # Ok(()) }
+    /// ```
+    pub async fn all_as<T: From<S::Output>>(self) -> Result<Vec<T>> {
+        Ok(self.all().await?.into_iter().map(T::from).collect())
+    }
+
     /// Runs the query with `LIMIT 1` and returns the first row, if any.
     pub async fn first(self) -> Result<Option<S::Output>> {
         Ok(self.limit(1).all().await?.into_iter().next())

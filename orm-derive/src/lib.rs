@@ -6,6 +6,7 @@ mod attr;
 mod case;
 mod db_enum;
 mod entity;
+mod projection;
 
 use proc_macro::TokenStream;
 use syn::{parse_macro_input, DeriveInput};
@@ -67,4 +68,14 @@ pub fn derive_entity(input: TokenStream) -> TokenStream {
 pub fn derive_db_enum(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     db_enum::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Builds a struct from the rows of a projection: implements `From` the
+/// tuple of the struct's field types, in field order, so that
+/// `Select::all_as::<Stats>()` returns structs instead of tuples. A
+/// selection whose types differ from the fields' does not compile.
+#[proc_macro_derive(Projection)]
+pub fn derive_projection(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    projection::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
 }
