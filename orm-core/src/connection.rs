@@ -139,6 +139,12 @@ impl SessionConnection {
         self.applying = applying;
     }
 
+    /// Leaves the transaction only a rollback: what it holds and what the
+    /// session's objects say disagree.
+    pub(crate) fn poison(&mut self) {
+        self.failed |= self.in_transaction;
+    }
+
     /// Checks a connection out of the pool on first use.
     async fn checkout(&mut self) -> Result<()> {
         if self.in_flight {

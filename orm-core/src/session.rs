@@ -752,7 +752,14 @@ impl Session {
         self.registries.check_rollback(savepoint.depth)?;
         self.connection.rollback_to_savepoint(&format!("orm_nested_{}", savepoint.depth), &mut self.stats).await?;
         self.open_savepoints.truncate(savepoint.depth);
-        self.registries.rollback_to(savepoint.depth)
+        let restored = self.registries.rollback_to(savepoint.depth);
+        if restored.is_err() {
+            // Only another thread's guard, taken in the instant since the
+            // check above, fails this: the database rolled back and some
+            // objects did not, so only a rollback of the whole is left.
+            self.connection.poison();
+        }
+        restored
     }
 
     /// Flushes and closes the savepoint, keeping its work as part of the

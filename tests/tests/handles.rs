@@ -261,3 +261,34 @@ async fn delete_and_expunge_find_an_entity_whose_key_field_was_changed() {
     assert!(!Tracked::ptr_eq(&fresh, &entity));
     assert_eq!(session.pending().unwrap().updates, 0);
 }
+
+#[tokio::test]
+async fn a_guard_taken_while_a_large_flush_yields_fails_it_cleanly_and_a_retry_writes_each_row_once() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let added = session.add_all((0..20_000).map(|n| customer(&format!("c{n}"))));
+    let first = added[0].clone();
+    // On this thread, between the flush's yields: once the first key is
+    // back, hold a guard on it for a while, as a task awaiting something
+    // with a guard in hand would.
+    let holder = async move {
+        loop {
+            let seen_key = first.try_read().is_ok_and(|c| c.id != 0);
+            if seen_key {
+                let guard = first.read();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                drop(guard);
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let (flushed, ()) = within_limit(async { tokio::join!(session.flush(), holder) }).await;
+    let error = flushed.expect_err("the flush cannot change a borrowed object");
+    assert!(matches!(error, Error::Borrowed { entity: "Customer", .. }), "{error}");
+    assert_eq!(session.pending().unwrap().inserts, 20_000, "nothing was taken as inserted");
+
+    within_limit(session.commit()).await.unwrap();
+    assert_eq!(support::count_rows(&test_db, "customer").await, 20_000, "each row once");
+    assert!(added.iter().all(|c| c.read().id > 0));
+}

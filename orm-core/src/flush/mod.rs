@@ -243,11 +243,21 @@ async fn conclude(
         }
         FlushEnd::KeepOpen => {}
     }
+    // Checked again, with no await between the check and the changes: the
+    // flush yielded since `verify`, and a task of this thread may have
+    // taken a guard meanwhile. Before the changes, a failure still leaves
+    // the database and the objects agreeing.
+    if let Err(error) = sent.iter().try_for_each(|part| part.plan.check_free()) {
+        return Err(match end {
+            FlushEnd::KeepOpen => recover(connection, stats, end, false, error).await,
+            FlushEnd::Commit => Error::AfterCommit(Box::new(error)),
+        });
+    }
     let mut applied = Ok(());
     let mut entering = Vec::with_capacity(sent.len());
     for mut part in sent {
-        tokio::task::yield_now().await;
-        // Only another thread's guard, taken since `verify`, can fail this.
+        // Only another thread's guard, taken in the instant since the check
+        // above and held for over a second, can fail this.
         match part.plan.apply(registries.all[part.registry].as_mut()) {
             Ok(()) => entering.push(part),
             Err(error) => applied = Err(error),
@@ -270,7 +280,16 @@ async fn conclude(
             }
         }
     }
-    applied.map_err(|error| if end == FlushEnd::Commit { Error::AfterCommit(Box::new(error)) } else { error })
+    applied.map_err(|error| {
+        if end == FlushEnd::Commit {
+            return Error::AfterCommit(Box::new(error));
+        }
+        // The transaction holds the rows of every plan, but the objects of
+        // the plan that failed still look pending: flushing again would
+        // write them twice, so only a rollback is left.
+        connection.poison();
+        error
+    })
 }
 
 /// Ends a flush that has nothing to write.

@@ -148,6 +148,9 @@ pub(crate) trait TablePlan: Send + Sync {
     fn record_keys(&self, outcomes: &TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()>;
     /// Checks the inserted and matched row counts; nothing is applied yet.
     fn verify(&self, outcomes: &TableOutcomes) -> Result<()>;
+    /// Fails with [`Error::Borrowed`] if a guard is held on an object
+    /// [`apply`](Self::apply) changes.
+    fn check_free(&self) -> Result<()>;
     /// Stores the generated columns the inserts returned in the inserted
     /// entities `from..from + BIND_CHUNK`, which stay pending until
     /// [`apply`](Self::apply). True once no inserted entity is left after them.
@@ -619,16 +622,21 @@ impl<T: Entity> TablePlan for Plan<T> {
             || (!self.deletes.is_empty() && T::META.version_column().is_some())
     }
 
-    fn verify(&self, outcomes: &TableOutcomes) -> Result<()> {
-        // The objects `apply` changes must be free now, while a failure can
-        // still roll the flush back: a guard held by the flush's own task
-        // (under `join!`, say) is one nobody will drop until it returns.
+    fn check_free(&self) -> Result<()> {
         let switched = self.switches.iter().flat_map(|(_, switched)| switched.iter().map(|s| &s.new));
         for tracked in
             self.inserts.iter().chain(self.updates.iter().flatten()).chain(&self.post_updated).chain(switched)
         {
             drop(tracked.lock_write()?);
         }
+        Ok(())
+    }
+
+    fn verify(&self, outcomes: &TableOutcomes) -> Result<()> {
+        // The objects `apply` changes must be free now, while a failure can
+        // still roll the flush back: a guard held by the flush's own task
+        // (under `join!`, say) is one nobody will drop until it returns.
+        self.check_free()?;
         self.check_inserted(outcomes)?;
         for (rows, outcome) in self.updates.iter().zip(&outcomes.updates) {
             Self::check_matched(rows, outcome)?;
