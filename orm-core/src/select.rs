@@ -66,33 +66,26 @@ pub trait Selection<E> {
     fn decode_row(&self, row: &Row) -> Result<Self::Output>;
 }
 
-impl<E: Entity, V: ColumnType> Selection<E> for Column<E, V> {
-    type Output = V;
+/// One item selected alone decodes to its value, not a one-tuple.
+macro_rules! single_selection {
+    ($($item:ident),*) => {$(
+        impl<E: Entity, V: ColumnType> Selection<E> for $item<E, V> {
+            type Output = V;
 
-    fn list(&self) -> SelectList {
-        let mut list = SelectList::default();
-        self.push(&mut list);
-        list
-    }
+            fn list(&self) -> SelectList {
+                let mut list = SelectList::default();
+                self.push(&mut list);
+                list
+            }
 
-    fn decode_row(&self, row: &Row) -> Result<V> {
-        self.decode(row, 0)
-    }
+            fn decode_row(&self, row: &Row) -> Result<V> {
+                self.decode(row, 0)
+            }
+        }
+    )*};
 }
 
-impl<E: Entity, V: ColumnType> Selection<E> for Expr<E, V> {
-    type Output = V;
-
-    fn list(&self) -> SelectList {
-        let mut list = SelectList::default();
-        self.push(&mut list);
-        list
-    }
-
-    fn decode_row(&self, row: &Row) -> Result<V> {
-        self.decode(row, 0)
-    }
-}
+single_selection!(Column, Expr);
 
 macro_rules! tuple_selection {
     ($($item:ident $index:tt),+) => {
