@@ -243,23 +243,24 @@ async fn conclude(
         }
         FlushEnd::KeepOpen => {}
     }
-    // Checked again, with no await between the check and the changes: the
-    // flush yielded since `verify`, and a task of this thread may have
-    // taken a guard meanwhile. Before the changes, a failure still leaves
-    // the database and the objects agreeing.
-    if let Err(error) = sent.iter().try_for_each(|part| part.plan.check_free()) {
-        return Err(match end {
-            FlushEnd::KeepOpen => recover(connection, stats, end, false, error).await,
-            FlushEnd::Commit => Error::AfterCommit(Box::new(error)),
-        });
+    // The flush yielded since `verify`, and a task of this thread may have
+    // taken a guard meanwhile. Each part's `apply` borrows all its objects
+    // before changing any, so a failure of the first part changes nothing;
+    // with several parts, all are checked first, with no await between the
+    // check and the changes. Either way a failure there still leaves the
+    // database and the objects agreeing.
+    let checked_free = if sent.len() > 1 { sent.iter().try_for_each(|part| part.plan.check_free()) } else { Ok(()) };
+    if let Err(error) = checked_free {
+        return Err(failed_before_changes(connection, stats, end, error).await);
     }
     let mut applied = Ok(());
     let mut entering = Vec::with_capacity(sent.len());
-    for mut part in sent {
-        // Only another thread's guard, taken in the instant since the check
-        // above and held for over a second, can fail this.
+    for (index, mut part) in sent.into_iter().enumerate() {
         match part.plan.apply(registries.all[part.registry].as_mut()) {
             Ok(()) => entering.push(part),
+            Err(error) if index == 0 => return Err(failed_before_changes(connection, stats, end, error).await),
+            // Only another thread's guard, taken in the instant since the
+            // check above and held for over a second, can fail this.
             Err(error) => applied = Err(error),
         }
     }
@@ -290,6 +291,21 @@ async fn conclude(
         connection.poison();
         error
     })
+}
+
+/// The error of a flush whose objects could not be changed, none of them
+/// changed yet: inside a session the database goes back to the flush
+/// savepoint, so both agree again; a commit is over, its objects unchanged.
+async fn failed_before_changes(
+    connection: &mut SessionConnection,
+    stats: &mut SessionStats,
+    end: FlushEnd,
+    error: Error,
+) -> Error {
+    match end {
+        FlushEnd::KeepOpen => recover(connection, stats, end, false, error).await,
+        FlushEnd::Commit => Error::AfterCommit(Box::new(error)),
+    }
 }
 
 /// Ends a flush that has nothing to write.
