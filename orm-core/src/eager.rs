@@ -180,7 +180,7 @@ pub struct EagerQuery<'s, E: Entity> {
     eager: Eager<E>,
 }
 
-impl<'s, E: Entity> EagerQuery<'s, E> {
+impl<E: Entity> EagerQuery<'_, E> {
     /// Also loads the children of the results through `relation`, as
     /// [`Query::with_children`] does.
     pub fn with_children<C: Entity>(mut self, relation: Relation<C, E>) -> Self {
