@@ -11,6 +11,7 @@
 mod customer;
 mod measure;
 mod memory;
+mod nested;
 mod query_workloads;
 mod report;
 mod workloads;
@@ -27,8 +28,8 @@ use workloads::BenchError;
 #[derive(Parser, Debug)]
 #[command(about = "The ORM against hand-written tokio-postgres on the DESIGN.md workloads")]
 struct Options {
-    /// Workloads to run, comma-separated (W1..W6, W8, W9).
-    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6,W8,W9")]
+    /// Workloads to run, comma-separated (W1..W9).
+    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6,W7,W8,W9")]
     workloads: Vec<String>,
     /// Row or request count for every selected workload, instead of the defaults.
     #[arg(long)]
@@ -55,6 +56,8 @@ fn default_n(workload: &str) -> usize {
     match workload {
         "W1" | "W3" | "W6" | "W8" | "W9" => 100_000,
         "W4" => 500_000,
+        // Users, each with 10 posts with 10 comments each.
+        "W7" => 100,
         _ => 10_000,
     }
 }
@@ -205,8 +208,12 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
                 compare(runs, |_| timed(w::orm_identity_hits(db, n)), |_| async { Ok(Run::default()) }).await?;
             vec![row("identity-map hits", "(none: no SQL to compare)", orm, Run::default())]
         }
+        "W7" => {
+            let (orm, raw) = compare_nested(db, n, runs).await?;
+            vec![row("users/posts/comments", "3 x = ANY($1), HashMap grouping", orm, raw)]
+        }
         "W8" | "W9" => return run_query_workload(db, workload, n, runs).await,
-        other => return Err(format!("unknown workload {other}; expected W1..W6, W8, W9").into()),
+        other => return Err(format!("unknown workload {other}; expected W1..W9").into()),
     })
 }
 
@@ -243,6 +250,26 @@ async fn run_query_workload(db: &Database, workload: &str, n: usize, runs: usize
         }
         other => return Err(format!("unknown workload {other}").into()),
     })
+}
+
+/// W7: `n` users with their posts and comments, loaded as a tree on both
+/// sides; each side's tree (the ORM's is its session) is freed after the clock.
+async fn compare_nested(db: &Database, n: usize, runs: usize) -> Result<(Run, Run), BenchError> {
+    let expected = nested::seed(db, n).await?;
+    compare(
+        runs,
+        |_| async {
+            let (run, session) = timed_keeping(nested::orm_nested(db, &expected)).await?;
+            drop(session);
+            Ok(run)
+        },
+        |_| async {
+            let (run, tree) = timed_keeping(nested::raw_nested(db, &expected)).await?;
+            drop(tree);
+            Ok(run)
+        },
+    )
+    .await
 }
 
 /// Child-process side of [`memory::probe_in_child`]: loads the table once

@@ -9,7 +9,7 @@ use crate::measure::Run;
 /// One line of the report: a workload, the ORM side and the hand-written side.
 #[derive(Debug, Serialize)]
 pub struct Row {
-    /// W1..W6.
+    /// W1..W7.
     pub workload: String,
     /// What the workload does.
     pub name: String,

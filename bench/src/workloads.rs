@@ -1,4 +1,5 @@
-//! The six workloads of DESIGN.md, each through the ORM and through the best
+//! The six workloads of DESIGN.md (W7, nested eager loading, is in
+//! `nested.rs`), each through the ORM and through the best
 //! hand-written tokio-postgres code for the same job.
 
 use futures_util::future::join3;
@@ -16,7 +17,8 @@ type Outcome = Result<Traffic, BenchError>;
 /// An outcome with the outputs, for the caller to free after the clock.
 type Kept<K> = Result<(Traffic, K), BenchError>;
 
-fn check(condition: bool, what: &str) -> Result<(), BenchError> {
+/// Fails the run unless `condition` holds: both sides check their outputs.
+pub fn check(condition: bool, what: &str) -> Result<(), BenchError> {
     if condition {
         Ok(())
     } else {

@@ -22,7 +22,8 @@
 //! 4. [Relationships](relationships): foreign keys with `references`,
 //!    one-to-many, many-to-many and self-references, the flush's
 //!    parents-first order and reference cycles, linking to parents not yet
-//!    inserted, loading related entities without N+1, cascading deletes, and
+//!    inserted, loading related entities without N+1, eager loading named on
+//!    the query (nested, and many-to-many in one step), cascading deletes, and
 //!    filters across relations.
 
 #[doc = include_str!("../guide/01-getting-started.md")]

@@ -538,6 +538,21 @@ impl<'s, E: Entity> Query<'s, E> {
         let filter = if rows.is_empty() { built.filter_text() } else { String::new() };
         Ok((rows, self.session, filter))
     }
+
+    /// Moves the query into one that borrows the session from this one, so
+    /// that the session is still at hand after it ran: eager loading
+    /// (`eager.rs`) runs its loaders on the same session next.
+    pub(crate) fn reborrow(&mut self) -> Query<'_, E> {
+        Query {
+            session: &mut *self.session,
+            filter: self.filter.take(),
+            order: std::mem::take(&mut self.order),
+            limit: self.limit,
+            offset: self.offset,
+            distinct: self.distinct.take(),
+            lock: self.lock,
+        }
+    }
 }
 
 impl<E: Entity> UntrackedQuery<'_, E> {
