@@ -36,16 +36,12 @@ impl<E: Entity, V: ColumnType> Column<E, V> {
     }
 }
 
-/// The alias of the updated or deleted table: `t`, as conditions render
-/// it, unless a limit, offset or order makes the statement pick its rows
-/// by key in a sub-select (PostgreSQL's `UPDATE` and `DELETE` take none of
-/// them), whose rows are `t`.
-fn target_alias<E: Entity>(query: &Query<'_, E>) -> &'static str {
-    if query.is_limited() {
-        "target"
-    } else {
-        "t"
-    }
+/// The alias of the updated or deleted table: `t`, as conditions and raw
+/// fragments name it. With a limit, offset or order the statement picks its
+/// rows by key in a sub-select (PostgreSQL's `UPDATE` and `DELETE` take none
+/// of them) whose own table is also `t`, shadowing the outer one there.
+fn target_alias<E: Entity>(_query: &Query<'_, E>) -> &'static str {
+    "t"
 }
 
 /// `head` (`UPDATE ... AS <alias> SET ...` or `DELETE FROM ... AS <alias>`)
@@ -61,11 +57,10 @@ fn with_rows<E: Entity>(query: &mut Query<'_, E>, head: String, params: Vec<Para
     }
     let meta = E::META;
     let keys: Vec<String> = meta.key_columns().map(|k| quote_ident(meta.columns[k].name)).collect();
-    let picked: Vec<String> = keys.iter().map(|k| format!("t.{k}")).collect();
-    let matched: Vec<String> = keys.iter().map(|k| format!("target.{k}")).collect();
-    let select = format!("SELECT {} FROM {} AS t", picked.join(", "), quote_ident(meta.table));
+    let picked = keys.iter().map(|k| format!("t.{k}")).collect::<Vec<_>>().join(", ");
+    let select = format!("SELECT {picked} FROM {} AS t", quote_ident(meta.table));
     let built = query.build_clauses(select, params, &[], None);
-    (format!("{head} WHERE ({}) IN ({})", matched.join(", "), built.sql), built.params)
+    (format!("{head} WHERE ({picked}) IN ({})", built.sql), built.params)
 }
 
 /// Runs [`Query::delete`].

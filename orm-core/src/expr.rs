@@ -151,7 +151,7 @@ impl ExprNode {
             }
             ExprNode::Raw { sql: fragment, params: own } => {
                 sql.push('(');
-                sql.push_str(&renumber(fragment, params.len()));
+                sql.push_str(&renumber(fragment, params.len(), own.len()));
                 sql.push(')');
                 params.extend(own.iter().map(SharedParam::to_param));
             }
@@ -160,25 +160,77 @@ impl ExprNode {
 }
 
 /// `fragment` with each `$n` shifted by `offset`, so a raw fragment's own
-/// parameters follow those of the statement before it.
-fn renumber(fragment: &str, offset: usize) -> String {
+/// parameters follow those of the statement before it. `$n` inside a
+/// string literal (`'...'`, `E'...'`), a quoted identifier (`"..."`), a
+/// dollar-quoted string (`$$...$$`, `$tag$...$tag$`) or a comment is left
+/// alone. A reference beyond the fragment's `count` parameters (or `$0`)
+/// becomes `$0`, which PostgreSQL refuses, rather than silently naming
+/// another clause's parameter.
+fn renumber(fragment: &str, offset: usize, count: usize) -> String {
+    let bytes = fragment.as_bytes();
     let mut out = String::with_capacity(fragment.len());
-    let mut chars = fragment.char_indices().peekable();
-    while let Some((_, c)) = chars.next() {
-        if c != '$' {
-            out.push(c);
-            continue;
-        }
-        let mut digits = String::new();
-        while let Some(&(_, d)) = chars.peek().filter(|(_, d)| d.is_ascii_digit()) {
-            digits.push(d);
-            chars.next();
-        }
-        match digits.parse::<usize>() {
-            Ok(n) => {
-                let _ = write!(out, "${}", n + offset);
+    let mut i = 0;
+    // Copies `fragment[i..end]` verbatim and moves on.
+    let copy = |out: &mut String, from: usize, to: usize| out.push_str(&fragment[from..to]);
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'\'' | b'"' => {
+                // E'...' takes backslash escapes.
+                let escapes = c == b'\'' && i > 0 && matches!(bytes[i - 1], b'E' | b'e');
+                let mut end = i + 1;
+                while end < bytes.len() && bytes[end] != c {
+                    end += if escapes && bytes[end] == b'\\' { 2 } else { 1 };
+                }
+                let end = (end + 1).min(bytes.len());
+                copy(&mut out, i, end);
+                i = end;
             }
-            Err(_) => out.push('$'),
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                let end = fragment[i..].find('\n').map_or(bytes.len(), |n| i + n);
+                copy(&mut out, i, end);
+                i = end;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let end = fragment[i + 2..].find("*/").map_or(bytes.len(), |n| i + 2 + n + 2);
+                copy(&mut out, i, end);
+                i = end;
+            }
+            b'$' => {
+                let digits = bytes[i + 1..].iter().take_while(|d| d.is_ascii_digit()).count();
+                if digits > 0 {
+                    let n: usize = fragment[i + 1..i + 1 + digits].parse().unwrap_or(0);
+                    let shifted = if (1..=count).contains(&n) { n + offset } else { 0 };
+                    let _ = write!(out, "${shifted}");
+                    i += 1 + digits;
+                    continue;
+                }
+                // A dollar quote `$tag$`: a tag of letters, digits and `_`,
+                // not starting with a digit, or none.
+                let tag_len = bytes[i + 1..].iter().take_while(|d| d.is_ascii_alphanumeric() || **d == b'_').count();
+                if bytes.get(i + 1 + tag_len) == Some(&b'$') {
+                    let tag = &fragment[i..i + tag_len + 2];
+                    let body = i + tag.len();
+                    let end = fragment[body..].find(tag).map_or(bytes.len(), |n| body + n + tag.len());
+                    copy(&mut out, i, end);
+                    i = end;
+                } else {
+                    out.push('$');
+                    i += 1;
+                }
+            }
+            _ => {
+                // Up to the next character that matters, keeping UTF-8 whole.
+                let end = fragment[i..].find(['\'', '"', '-', '/', '$']).map_or(bytes.len(), |n| {
+                    if n == 0 {
+                        i + 1
+                    } else {
+                        i + n
+                    }
+                });
+                copy(&mut out, i, end);
+                i = end;
+            }
         }
     }
     out

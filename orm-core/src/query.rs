@@ -394,6 +394,11 @@ impl<'s, E: Entity> Query<'s, E> {
         self.order.push(order);
     }
 
+    /// The limit, or `default` without one.
+    pub(crate) fn limit_or(&self, default: i64) -> i64 {
+        self.limit.unwrap_or(default)
+    }
+
     /// Sets the limit in place.
     pub(crate) fn set_limit(&mut self, count: i64) {
         self.limit = Some(count);

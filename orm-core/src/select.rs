@@ -265,7 +265,8 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
     /// Runs the query and returns its only row or `None`;
     /// [`Error::MultipleRows`] when more than one matches.
     pub async fn optional(self) -> Result<Option<S::Output>> {
-        let mut rows = self.limit(2).all().await?;
+        let limit = self.query.limit_or(2).min(2);
+        let mut rows = self.limit(limit).all().await?;
         if rows.len() > 1 {
             return Err(Error::MultipleRows { entity: E::META.name });
         }
