@@ -166,7 +166,7 @@ async fn parameters_in_every_clause_are_numbered_in_text_order() {
     assert_eq!(rows, [("jam".to_owned(), 1001), ("$1".to_owned(), 1001)]);
 }
 
-/// count() with DISTINCT ON and a filter with parameters.
+/// `count()` with DISTINCT ON and a filter with parameters.
 #[tokio::test]
 async fn count_with_distinct_on_and_filter() {
     let (_test_db, db) = setup().await;
