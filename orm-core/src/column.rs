@@ -461,7 +461,12 @@ impl<E> Condition<E> {
 
     /// A condition written in SQL by hand, the escape hatch: refer to the
     /// queried table as `t` and to `params` as `$1`, `$2`, ... (they are
-    /// renumbered to follow the statement's other parameters).
+    /// renumbered to follow the statement's other parameters). It holds
+    /// where the fragment is true (a NULL result, as in SQL, does not).
+    /// `t` is always the queried table, also in a condition passed to
+    /// [`Join::filter_parent`](crate::Join::filter_parent) or
+    /// [`Relation::has`](crate::Relation::has): a raw fragment cannot name
+    /// the joined row, so write those conditions with the parent's columns.
     pub fn raw(sql: &str, params: Vec<Param>) -> Self {
         Expr::<E, bool>::raw(sql, params).eq(true)
     }
