@@ -302,6 +302,11 @@ impl<E> Order<E> {
         Order { node, descending, nulls_first: None, _entity: PhantomData }
     }
 
+    /// Replaces the expression sorted by.
+    pub(crate) fn map_node(&mut self, map: impl Fn(&ExprNode) -> ExprNode) {
+        self.node = map(&self.node);
+    }
+
     /// Puts NULLs before every value (`NULLS FIRST`).
     #[must_use]
     pub fn nulls_first(mut self) -> Self {

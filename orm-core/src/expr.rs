@@ -41,6 +41,12 @@ impl From<Param> for SharedParam {
     }
 }
 
+impl PartialEq for SharedParam {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 impl fmt::Debug for SharedParam {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -70,8 +76,10 @@ impl ToSql for SharedParam {
     }
 }
 
-/// The shape of an expression, without its types.
-#[derive(Clone, Debug)]
+/// The shape of an expression, without its types. Two nodes are equal when
+/// they are the same expression: the same shape, and values that are the
+/// same shared parameters (clones of one expression).
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum ExprNode {
     Column(&'static str),
     Value(SharedParam),
@@ -100,6 +108,11 @@ pub(crate) enum ExprNode {
         sql: Arc<str>,
         params: Vec<SharedParam>,
     },
+    /// The result column at this 1-based position, in GROUP BY or ORDER BY:
+    /// an expression holding a value is written again there by position,
+    /// since its value would get a parameter of its own, which PostgreSQL
+    /// does not take for the same expression.
+    Position(usize),
 }
 
 impl ExprNode {
@@ -148,6 +161,9 @@ impl ExprNode {
                 sql.push('(');
                 expr.render(table, sql, params);
                 let _ = write!(sql, ")::{to}");
+            }
+            ExprNode::Position(position) => {
+                let _ = write!(sql, "{position}");
             }
             ExprNode::Raw { sql: fragment, params: own } => {
                 sql.push('(');

@@ -399,6 +399,13 @@ impl<'s, E: Entity> Query<'s, E> {
         self.limit.unwrap_or(default)
     }
 
+    /// Replaces the expression of each order term.
+    pub(crate) fn map_order(&mut self, map: impl Fn(&ExprNode) -> ExprNode) {
+        for order in &mut self.order {
+            order.map_node(&map);
+        }
+    }
+
     /// Sets the limit in place.
     pub(crate) fn set_limit(&mut self, count: i64) {
         self.limit = Some(count);

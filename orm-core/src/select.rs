@@ -199,7 +199,8 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
         let mut sql = String::from("SELECT ");
         let mut params = Vec::new();
         self.query.render_select_prefix(&mut sql, &mut params);
-        for (n, node) in self.selection.list().0.iter().enumerate() {
+        let selected = self.selection.list().0;
+        for (n, node) in selected.iter().enumerate() {
             if n > 0 {
                 sql.push_str(", ");
             }
@@ -209,7 +210,14 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
         sql.push_str(&quote_ident(E::META.table));
         sql.push_str(" AS t");
         let having = self.having.take();
-        let built = self.query.build_clauses(sql, params, &self.group_by, having);
+        // Grouped or sorted by a selected expression: by its position.
+        let by_position = |node: &ExprNode| match selected.iter().position(|item| item == node) {
+            Some(at) => ExprNode::Position(at + 1),
+            None => node.clone(),
+        };
+        let group_by: Vec<ExprNode> = self.group_by.iter().map(by_position).collect();
+        self.query.map_order(by_position);
+        let built = self.query.build_clauses(sql, params, &group_by, having);
         let access = self.query.access();
         let session = &mut *self.query.session;
         session.record_load(&built.sql)?;
