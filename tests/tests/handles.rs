@@ -292,3 +292,23 @@ async fn a_guard_taken_while_a_large_flush_yields_fails_it_cleanly_and_a_retry_w
     assert_eq!(support::count_rows(&test_db, "customer").await, 20_000, "each row once");
     assert!(added.iter().all(|c| c.read().id > 0));
 }
+
+#[tokio::test]
+async fn a_guard_held_across_rollback_nested_fails_it_before_the_database_rolls_back() {
+    let (test_db, db) = setup().await;
+    let id = seed(&db, "alice").await;
+    let mut session = db.session();
+    let alice = session.get_one::<Customer>(id).await.unwrap();
+    let savepoint = session.begin_nested().await.unwrap();
+    alice.modify(|c| c.description = Some("inside".into()));
+    session.flush().await.unwrap();
+
+    let guard = alice.read();
+    let error =
+        within_limit(session.rollback_nested(savepoint)).await.expect_err("a borrowed object cannot be restored");
+    assert!(matches!(error, Error::Borrowed { entity: "Customer", .. }), "{error}");
+    drop(guard);
+    // Nothing was rolled back: the savepoint's work is still there and commits.
+    within_limit(session.commit()).await.unwrap();
+    assert_eq!(stored(&test_db, id).await, ("alice".to_owned(), Some("inside".to_owned())));
+}
