@@ -11,10 +11,9 @@
 
 use futures_util::future::BoxFuture;
 
-use crate::column::{Condition, Order};
 use crate::entity::Entity;
 use crate::error::Result;
-use crate::query::Query;
+use crate::query::{query_shape, Query};
 use crate::relation::Relation;
 use crate::session::Session;
 use crate::tracked::Tracked;
@@ -224,30 +223,7 @@ impl<E: Entity> EagerQuery<'_, E> {
         self
     }
 
-    /// Keeps results matching `condition`, as [`Query::filter`] does.
-    pub fn filter(mut self, condition: Condition<E>) -> Self {
-        self.query = self.query.filter(condition);
-        self
-    }
-
-    /// Sorts the results, as [`Query::order_by`] does.
-    pub fn order_by(mut self, order: Order<E>) -> Self {
-        self.query = self.query.order_by(order);
-        self
-    }
-
-    /// Returns at most `count` results, as [`Query::limit`] does; the
-    /// relations are loaded for those only.
-    pub fn limit(mut self, count: i64) -> Self {
-        self.query = self.query.limit(count);
-        self
-    }
-
-    /// Skips the first `count` results, as [`Query::offset`] does.
-    pub fn offset(mut self, count: i64) -> Self {
-        self.query = self.query.offset(count);
-        self
-    }
+    query_shape!(E);
 
     /// Runs the query, then loads the relations for all its results.
     pub async fn all(mut self) -> Result<Vec<Tracked<E>>> {

@@ -2,10 +2,10 @@
 //! parent through a declared relation, both identity-mapped, in one
 //! statement.
 
-use crate::column::{Condition, Order};
+use crate::column::Condition;
 use crate::entity::Entity;
 use crate::error::Result;
-use crate::query::Query;
+use crate::query::{query_shape, Query};
 use crate::relation::{parent_key_column, Relation};
 use crate::sql::{quote_ident, select_list};
 use crate::tracked::Tracked;
@@ -87,34 +87,12 @@ impl<'s, C: Entity> Query<'s, C> {
 }
 
 impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
-    /// Keeps rows whose own columns match `condition`.
-    pub fn filter(mut self, condition: Condition<C>) -> Self {
-        self.query.push_filter(condition);
-        self
-    }
+    query_shape!(C);
 
     /// Keeps rows whose joined parent matches `condition` (with a left
     /// join, rows without a parent are then left out too).
     pub fn filter_parent(mut self, condition: Condition<P>) -> Self {
         self.query.push_filter(Condition::on_alias(PARENT, condition));
-        self
-    }
-
-    /// Sorts by the child's columns; call again for ties.
-    pub fn order_by(mut self, order: Order<C>) -> Self {
-        self.query.push_order(order);
-        self
-    }
-
-    /// Returns at most `count` rows.
-    pub fn limit(mut self, count: i64) -> Self {
-        self.query.set_limit(count);
-        self
-    }
-
-    /// Skips the first `count` rows.
-    pub fn offset(mut self, count: i64) -> Self {
-        self.query.set_offset(count);
         self
     }
 

@@ -639,3 +639,36 @@ pub(crate) fn check_columns<E: Entity>(statement: &tokio_postgres::Statement) ->
         found: found.iter().map(|column| column.name().to_owned()).collect(),
     })
 }
+
+/// The filter, order, limit and offset of a builder that wraps a [`Query`]
+/// of entity `$entity` in a field `query` ([`Select`], [`Join`](crate::Join),
+/// [`EagerQuery`](crate::EagerQuery)), as [`Query`] itself has them.
+macro_rules! query_shape {
+    ($entity:ident) => {
+        /// Keeps rows matching `condition`; several filters must all match.
+        pub fn filter(mut self, condition: $crate::Condition<$entity>) -> Self {
+            self.query.push_filter(condition);
+            self
+        }
+
+        /// Sorts by a column or expression; call again for ties.
+        pub fn order_by(mut self, order: $crate::Order<$entity>) -> Self {
+            self.query.push_order(order);
+            self
+        }
+
+        /// Returns at most `count` rows.
+        pub fn limit(mut self, count: i64) -> Self {
+            self.query.set_limit(count);
+            self
+        }
+
+        /// Skips the first `count` rows.
+        pub fn offset(mut self, count: i64) -> Self {
+            self.query.set_offset(count);
+            self
+        }
+    };
+}
+
+pub(crate) use query_shape;

@@ -4,12 +4,12 @@
 
 use tokio_postgres::Row;
 
-use crate::column::{Column, Condition, Order};
+use crate::column::{Column, Condition};
 use crate::derive_support::decode;
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::expr::{Expr, ExprNode, IntoExpr};
-use crate::query::Query;
+use crate::query::{query_shape, Query};
 use crate::sql::quote_ident;
 use crate::types::{param_refs, ColumnType};
 
@@ -129,11 +129,7 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
         Select { query, selection, group_by: Vec::new(), having: None }
     }
 
-    /// Keeps rows matching `condition`, before grouping (`WHERE`).
-    pub fn filter(mut self, condition: Condition<E>) -> Self {
-        self.query.push_filter(condition);
-        self
-    }
+    query_shape!(E);
 
     /// Groups rows equal in `expr` into one (`GROUP BY`); call again to
     /// group by several expressions. Every selected expression must then be
@@ -150,24 +146,6 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
             Some(existing) => existing.and(condition),
             None => condition,
         });
-        self
-    }
-
-    /// Sorts the result; call again for ties.
-    pub fn order_by(mut self, order: Order<E>) -> Self {
-        self.query.push_order(order);
-        self
-    }
-
-    /// Returns at most `count` rows.
-    pub fn limit(mut self, count: i64) -> Self {
-        self.query.set_limit(count);
-        self
-    }
-
-    /// Skips the first `count` rows.
-    pub fn offset(mut self, count: i64) -> Self {
-        self.query.set_offset(count);
         self
     }
 
