@@ -311,6 +311,20 @@ pub enum Error {
         entity: &'static str,
     },
 
+    /// An entity added with an on-conflict rule
+    /// ([`Session::add_on_conflict`](crate::Session::add_on_conflict)) met
+    /// a row that the session already tracks through another handle (or
+    /// that another entity of the same flush wrote): one row would have two
+    /// instances. The flush failed and nothing of it was written; write
+    /// through the tracked handle instead, or expunge it first.
+    #[error("the upsert of {entity} {key} met a row the session already tracks through another handle; change that one instead")]
+    AlreadyTracked {
+        /// The entity type's name.
+        entity: &'static str,
+        /// The row's key, formatted with `Debug`.
+        key: String,
+    },
+
     /// A tracked entity was borrowed by a guard from [`Tracked::read`] or
     /// [`Tracked::write`](crate::Tracked::write) when the session or another
     /// borrow needed it: a guard held across an `.await` on the session (a
@@ -472,6 +486,7 @@ impl Error {
             Error::DependencyCycle { .. } => ErrorKind::DependencyCycle,
             Error::RelationNotLoaded { .. } => ErrorKind::RelationNotLoaded,
             Error::NotInSession { .. } => ErrorKind::NotInSession,
+            Error::AlreadyTracked { .. } => ErrorKind::AlreadyTracked,
             Error::Borrowed { .. } => ErrorKind::Borrowed,
             Error::SavepointNotOpen => ErrorKind::SavepointNotOpen,
             Error::UnflushedChanges { .. } => ErrorKind::UnflushedChanges,
@@ -644,6 +659,8 @@ pub enum ErrorKind {
     RelationNotLoaded,
     /// [`Error::NotInSession`].
     NotInSession,
+    /// [`Error::AlreadyTracked`].
+    AlreadyTracked,
     /// [`Error::Borrowed`].
     Borrowed,
     /// [`Error::SavepointNotOpen`].
@@ -687,6 +704,7 @@ impl ErrorKind {
             ErrorKind::DependencyCycle => "dependency_cycle",
             ErrorKind::RelationNotLoaded => "relation_not_loaded",
             ErrorKind::NotInSession => "not_in_session",
+            ErrorKind::AlreadyTracked => "already_tracked",
             ErrorKind::Borrowed => "borrowed",
             ErrorKind::SavepointNotOpen => "savepoint_not_open",
             ErrorKind::UnflushedChanges => "unflushed_changes",
@@ -734,6 +752,7 @@ mod tests {
             ErrorKind::DependencyCycle,
             ErrorKind::RelationNotLoaded,
             ErrorKind::NotInSession,
+            ErrorKind::AlreadyTracked,
             ErrorKind::Borrowed,
             ErrorKind::SavepointNotOpen,
             ErrorKind::UnflushedChanges,

@@ -13,6 +13,7 @@ use crate::entity::{ColumnSet, Entity, EntityMeta};
 use crate::error::Result;
 use crate::flush::{PlanScope, TablePlan};
 use crate::tracked::{Tracked, WriteLog};
+use crate::upsert::ConflictRule;
 
 /// A map from keys that remembers insertion order.
 ///
@@ -132,7 +133,13 @@ impl<T: Entity> Registry<T> {
 
     /// A new handle whose writes this registry's flushes will see.
     pub(crate) fn new_tracked(&self, entity: T) -> Tracked<T> {
-        Tracked::new(entity, &self.write_log, None)
+        Tracked::new(entity, &self.write_log, None, None)
+    }
+
+    /// [`new_tracked`](Self::new_tracked) for an entity whose insert
+    /// follows `rule` when its row clashes with an existing one.
+    pub(crate) fn new_tracked_on_conflict(&self, entity: T, rule: ConflictRule) -> Tracked<T> {
+        Tracked::new(entity, &self.write_log, None, Some(rule))
     }
 
     /// The write log of this entity type.
@@ -148,7 +155,7 @@ impl<T: Entity> Registry<T> {
         match self.identity.entry(key) {
             indexmap::map::Entry::Occupied(held) => held.get().clone(),
             indexmap::map::Entry::Vacant(vacant) => {
-                let tracked = Tracked::new(entity, log, Some(vacant.key().clone()));
+                let tracked = Tracked::new(entity, log, Some(vacant.key().clone()), None);
                 log.note_moved(&tracked);
                 vacant.insert(tracked).clone()
             }

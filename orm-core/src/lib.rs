@@ -198,7 +198,7 @@ pub use stats::SessionStats;
 pub use stream::{EntityStream, TrackedChunks};
 pub use tracked::Tracked;
 pub use types::{ColumnType, Json, Param};
-pub use upsert::Upsert;
+pub use upsert::{ConflictTarget, OnConflict, UpdateColumns, Upsert};
 
 /// The driver, re-exported for raw statements and parameter types.
 pub use tokio_postgres;

@@ -71,6 +71,7 @@ impl Session {
         let set = relation.setter();
         let waited_for = parent.clone();
         let assigns_key = !P::META.key_columns().any(|k| P::META.columns[k].generated);
+        let keyed_by_itself = parent.conflict_rule().is_none_or(|rule| rule.target == P::META.key_set());
         let link = ParentLink {
             child: child.clone(),
             parent: Box::new(parent.clone()),
@@ -93,7 +94,14 @@ impl Session {
                     // insert; and a parent that takes over the row of a
                     // deleted one with its key (a row switch) is never
                     // inserted, so waiting for its insert would never end.
-                    None if assigns_key && parents.pending_inserts.contains_key(&waited_for.address()) => parent_key()?,
+                    // Unless an upsert on other columns may find the row
+                    // under another key: then its statement tells.
+                    None if assigns_key
+                        && keyed_by_itself
+                        && parents.pending_inserts.contains_key(&waited_for.address()) =>
+                    {
+                        parent_key()?
+                    }
                     None => return Ok(false),
                 };
                 set(entity, key);

@@ -21,6 +21,7 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::entity::{ColumnSet, Entity};
 use crate::error::{Error, Result};
+use crate::upsert::ConflictRule;
 
 /// How long a borrow waits for a guard that another thread holds before it
 /// gives up: long enough for any guard used as a guard should be (a few
@@ -118,6 +119,11 @@ struct Inner<T: Entity> {
     /// Whether the instance waits in its write log's `moved` list, so that
     /// repeated writes queue it once.
     moved: AtomicBool,
+    /// How its insert treats a clashing row, if it was added with one
+    /// ([`Session::add_on_conflict`](crate::Session::add_on_conflict)).
+    /// Fixed at creation, so a flush reads it without a lock; boxed, as
+    /// few entities have one.
+    conflict: Option<Box<ConflictRule>>,
 }
 
 /// The entities of one type written since they were last loaded or
@@ -239,6 +245,26 @@ impl<T: Entity> EntityState<T> {
         }
     }
 
+    /// Takes the row an upsert returned (the new row, or the existing one
+    /// as updated): the values in memory become the database's, unless a
+    /// write landed while the statement was on the wire. That write stays,
+    /// and the returned row becomes what it is compared with, so the next
+    /// flush sends every column it makes differ.
+    pub(crate) fn take_returned(&mut self, row: T) {
+        match &mut self.sent {
+            Some(sent) => **sent = row,
+            None => self.current = row,
+        }
+    }
+
+    /// Records that the flush that bound the entity is over without
+    /// writing it (an upsert's `DO NOTHING` skipped its row): a write that
+    /// landed meanwhile is on `current` already.
+    pub(crate) fn mark_skipped(&mut self) {
+        self.bound_by = 0;
+        self.sent = None;
+    }
+
     /// Records that the flush that bound the entity succeeded: its values
     /// are what the database holds now (rounded as it stores them), unless
     /// a write landed meanwhile, which stays pending. Returns whether one did.
@@ -337,15 +363,26 @@ impl<T: Entity + fmt::Debug> fmt::Debug for RefMut<'_, T> {
 }
 
 impl<T: Entity> Tracked<T> {
-    pub(crate) fn new(entity: T, write_log: &Arc<WriteLog<T>>, identity: Option<T::Key>) -> Self {
+    pub(crate) fn new(
+        entity: T,
+        write_log: &Arc<WriteLog<T>>,
+        identity: Option<T::Key>,
+        conflict: Option<ConflictRule>,
+    ) -> Self {
         let state = RwLock::new(EntityState { current: entity, snapshot: None, bound_by: 0, sent: None });
         let inner = Inner {
             state,
             identity: Mutex::new(identity),
             write_log: Arc::downgrade(write_log),
             moved: AtomicBool::new(false),
+            conflict: conflict.map(Box::new),
         };
         Tracked { inner: Arc::new(inner) }
+    }
+
+    /// The rule its insert follows for a clashing row, if any.
+    pub(crate) fn conflict_rule(&self) -> Option<ConflictRule> {
+        self.inner.conflict.as_deref().copied()
     }
 
     /// Borrows the entity.

@@ -180,7 +180,7 @@ async fn run(
             }
             if !last {
                 let recorded = round
-                    .iter()
+                    .iter_mut()
                     .try_for_each(|part| part.plan.record_keys(&part.outcomes, registries.all[part.registry].as_mut()));
                 if let Err(error) = recorded {
                     return Err(recover(connection, stats, end, false, error).await);
@@ -207,16 +207,16 @@ async fn conclude(
     connection: &mut SessionConnection,
     stats: &mut SessionStats,
     end: FlushEnd,
-    sent: Vec<Sent>,
+    mut sent: Vec<Sent>,
     committed: bool,
 ) -> Result<()> {
     // Large flushes come back with a row per insert: every step over them
     // below goes a chunk of rows at a time, yielding to the runtime between
     // chunks, so that no poll applies a whole batch.
+    let verified =
+        sent.iter_mut().try_for_each(|part| part.plan.verify(&part.outcomes, registries.all[part.registry].as_ref()));
     let checked = async {
-        for part in &sent {
-            part.plan.verify(&part.outcomes)?;
-        }
+        verified?;
         tokio::task::yield_now().await;
         for part in &sent {
             let mut from = 0;

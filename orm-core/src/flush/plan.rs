@@ -13,6 +13,7 @@ use crate::session::PendingChanges;
 use crate::sql;
 use crate::tracked::{EntityState, Tracked};
 use crate::types::ArrayChunks;
+use crate::upsert::ConflictRule;
 
 /// One table's statements, in the order the flush sends them.
 #[derive(Default)]
@@ -145,9 +146,10 @@ pub(crate) trait TablePlan: Send + Sync {
     fn inserted(&self) -> Vec<usize>;
     /// Keeps the keys the inserts generated, for children that wait for them
     /// in the flush's next round trip; the entities are not changed yet.
-    fn record_keys(&self, outcomes: &TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()>;
-    /// Checks the inserted and matched row counts; nothing is applied yet.
-    fn verify(&self, outcomes: &TableOutcomes) -> Result<()>;
+    fn record_keys(&mut self, outcomes: &TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()>;
+    /// Checks the inserted and matched row counts, and that no upsert met
+    /// a row tracked through another handle; nothing is applied yet.
+    fn verify(&mut self, outcomes: &TableOutcomes, registry: &dyn ErasedRegistry) -> Result<()>;
     /// Fails with [`Error::Borrowed`] if a guard is held on an object
     /// [`apply`](Self::apply) changes.
     fn check_free(&self) -> Result<()>;
@@ -170,7 +172,20 @@ pub(crate) trait TablePlan: Send + Sync {
 
 struct Plan<T: Entity> {
     statements: TableStatements,
+    /// Entities to insert: first the `plain` ones, which one INSERT
+    /// carries, then those added with an on-conflict rule, one upsert
+    /// statement per rule, in `upserts` order.
     inserts: Vec<Tracked<T>>,
+    plain: usize,
+    /// Each upsert statement's rule, and how many entities it carries.
+    upserts: Vec<(ConflictRule, usize)>,
+    /// Per upserted entity (those after the first `plain` of `inserts`),
+    /// the row its statement returned; `None` if `DO NOTHING` skipped it.
+    /// Read from the outcomes once, by the first step that needs them.
+    returned: Option<Vec<Option<T>>>,
+    /// Whether an upserted row may be one the session tracks through
+    /// another handle, which `verify` must refuse before the commit.
+    check_clash: bool,
     /// Written entities, grouped by the set of columns that changed.
     updates: Vec<Vec<Tracked<T>>>,
     /// Inserted entities whose reference-cycle columns a post-update sets.
@@ -375,6 +390,64 @@ fn group_updates<T: Entity>(
     Ok(groups)
 }
 
+/// Puts the entities added with an on-conflict rule after the plain
+/// inserts, grouped by rule, and counts each group.
+fn split_upserts<T: Entity>(inserts: Vec<Tracked<T>>) -> (Vec<Tracked<T>>, Vec<(ConflictRule, usize)>) {
+    if inserts.iter().all(|tracked| tracked.conflict_rule().is_none()) {
+        return (inserts, Vec::new());
+    }
+    let mut ordered = Vec::with_capacity(inserts.len());
+    let mut by_rule: BTreeMap<ConflictRule, Vec<Tracked<T>>> = BTreeMap::new();
+    for tracked in inserts {
+        match tracked.conflict_rule() {
+            Some(rule) => by_rule.entry(rule).or_default().push(tracked),
+            None => ordered.push(tracked),
+        }
+    }
+    let upserts = by_rule.iter().map(|(&rule, rows)| (rule, rows.len())).collect();
+    ordered.extend(by_rule.into_values().flatten());
+    (ordered, upserts)
+}
+
+/// The upsert of `rows`, whatever their number one statement, returning
+/// every column of the rows written so that each entity holds what the
+/// database holds.
+fn upsert_statement<T: Entity>(
+    rows: &[Tracked<T>],
+    columns: ColumnSet,
+    rule: ConflictRule,
+    flush: Option<u64>,
+) -> Unbound {
+    let statement = Statement {
+        sql: sql::upsert(T::META, columns, rule.target, rule.update, true),
+        params: Vec::new(),
+        returns_rows: true,
+        check: Some(check_returned_rows::<T>),
+    };
+    Unbound { statement, binding: Some(ColumnBinding::boxed(rows, sql::batch_insert_parameters(columns), flush)) }
+}
+
+/// The plain INSERT of the first `plain` of `inserts`, then an upsert per
+/// rule for the rest.
+fn insert_statements<T: Entity>(
+    inserts: &[Tracked<T>],
+    plain: usize,
+    upserts: &[(ConflictRule, usize)],
+    columns: ColumnSet,
+    flush: Option<u64>,
+) -> Result<Vec<Unbound>> {
+    let mut statements = Vec::with_capacity(usize::from(plain > 0) + upserts.len());
+    if plain > 0 {
+        statements.push(insert_statement(&inserts[..plain], columns, flush)?);
+    }
+    let mut from = plain;
+    for &(rule, count) in upserts {
+        statements.push(upsert_statement(&inserts[from..from + count], columns, rule, flush));
+        from += count;
+    }
+    Ok(statements)
+}
+
 /// The INSERT of `inserts`: a batch's arrays are left to its [`Binding`];
 /// a single row, as the `VALUES` of hand-written code, is bound at once.
 fn insert_statement<T: Entity>(inserts: &[Tracked<T>], columns: ColumnSet, flush: Option<u64>) -> Result<Unbound> {
@@ -432,10 +505,13 @@ pub(crate) fn plan_table<T: Entity>(
     }
 
     let mut statements = TableStatements::default();
-    if !inserts.is_empty() {
-        let columns = meta.insert_columns() & !scope.deferred;
-        statements.inserts.push(insert_statement(&inserts, columns, flush)?);
-    }
+    let (inserts, upserts) = split_upserts(inserts);
+    let plain = inserts.len() - upserts.iter().map(|&(_, count)| count).sum::<usize>();
+    statements.inserts = insert_statements(&inserts, plain, &upserts, meta.insert_columns() & !scope.deferred, flush)?;
+    // One row, two handles: an upsert meeting a row already tracked, or
+    // one that another insert of this flush wrote.
+    let check_clash = !upserts.is_empty()
+        && (!registry.identity.is_empty() || !scope.inserted.is_empty() || upserts.len() + usize::from(plain > 0) > 1);
     for (&changed, rows) in &groups {
         let statement =
             Statement { sql: sql::update(meta, changed), params: Vec::new(), returns_rows: true, check: None };
@@ -501,6 +577,10 @@ pub(crate) fn plan_table<T: Entity>(
     Ok(Some(Box::new(Plan {
         statements,
         inserts,
+        plain,
+        upserts,
+        returned: None,
+        check_clash,
         updates,
         post_updated,
         deletes,
@@ -513,7 +593,18 @@ pub(crate) fn plan_table<T: Entity>(
 /// fields cannot hold, before it runs: found afterwards, the rows could be
 /// committed already (`COMMIT` travels with the last statements).
 fn check_returning<T: Entity>(statement: &tokio_postgres::Statement) -> Result<()> {
-    for (column, index) in statement.columns().iter().zip(T::META.generated_columns()) {
+    check_columns::<T>(statement, T::META.generated_columns())
+}
+
+/// [`check_returning`] for an upsert, which returns every column.
+fn check_returned_rows<T: Entity>(statement: &tokio_postgres::Statement) -> Result<()> {
+    check_columns::<T>(statement, 0..T::META.columns.len())
+}
+
+/// Fails if a result column cannot be read into the field of the entity
+/// column it stands for (`fields`, in result order).
+fn check_columns<T: Entity>(statement: &tokio_postgres::Statement, fields: impl Iterator<Item = usize>) -> Result<()> {
+    for (column, index) in statement.columns().iter().zip(fields) {
         if !T::accepts(index, column.type_()) {
             return Err(Error::ColumnType {
                 entity: T::META.name,
@@ -525,29 +616,128 @@ fn check_returning<T: Entity>(statement: &tokio_postgres::Statement) -> Result<(
     Ok(())
 }
 
+/// The rows a statement returned, or how many it wrote.
+fn rows_of(outcome: Option<&Outcome>) -> (&[tokio_postgres::Row], usize) {
+    match outcome {
+        Some(Outcome::Rows(rows)) => (rows, rows.len()),
+        Some(Outcome::Count(count)) => (&[], usize::try_from(*count).unwrap_or(usize::MAX)),
+        None => (&[], 0),
+    }
+}
+
 impl<T: Entity> Plan<T> {
-    /// The rows the insert returned, or how many it wrote.
-    fn inserted_rows(outcomes: &TableOutcomes) -> (&[tokio_postgres::Row], usize) {
-        match outcomes.inserts.first() {
-            Some(Outcome::Rows(rows)) => (rows, rows.len()),
-            Some(Outcome::Count(count)) => (&[], usize::try_from(*count).unwrap_or(usize::MAX)),
-            None => (&[], 0),
-        }
+    /// The rows the plain insert returned, or how many it wrote.
+    fn inserted_rows<'o>(&self, outcomes: &'o TableOutcomes) -> (&'o [tokio_postgres::Row], usize) {
+        rows_of(outcomes.inserts.first().filter(|_| self.plain > 0))
     }
 
-    /// Fails if the insert wrote fewer rows than it was given: generated keys
-    /// come back in input order, so a skipped row would shift them all.
+    /// The outcomes of the upsert statements, in `upserts` order.
+    fn upsert_outcomes<'o>(&self, outcomes: &'o TableOutcomes) -> impl Iterator<Item = &'o Outcome> {
+        outcomes.inserts.iter().skip(usize::from(self.plain > 0))
+    }
+
+    /// Fails if an insert wrote fewer rows than it was given: generated
+    /// keys come back in input order, so a skipped row would shift them
+    /// all. Only an upsert that does nothing on conflict may skip rows.
     fn check_inserted(&self, outcomes: &TableOutcomes) -> Result<()> {
-        let (_, inserted) = Self::inserted_rows(outcomes);
-        if self.inserts.is_empty() || inserted == self.inserts.len() {
-            return Ok(());
-        }
-        Err(Error::RowsNotInserted {
+        let not_inserted = |expected, inserted| Error::RowsNotInserted {
             entity: T::META.name,
             table: T::META.table,
-            expected: self.inserts.len(),
+            expected,
             inserted,
-        })
+        };
+        let (_, inserted) = self.inserted_rows(outcomes);
+        if self.plain > 0 && inserted != self.plain {
+            return Err(not_inserted(self.plain, inserted));
+        }
+        for (&(rule, expected), outcome) in self.upserts.iter().zip(self.upsert_outcomes(outcomes)) {
+            let (_, written) = rows_of(Some(outcome));
+            if written > expected || (rule.update != 0 && written != expected) {
+                return Err(not_inserted(expected, written));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the rows the upserts returned into `returned`, once. Rows
+    /// come back in input order; where `DO NOTHING` skipped some, each
+    /// returned row belongs to the next entity with the same values in
+    /// the conflict columns.
+    fn read_returned(&mut self, outcomes: &TableOutcomes) -> Result<()> {
+        if self.returned.is_some() || self.upserts.is_empty() {
+            return Ok(());
+        }
+        let mut returned = Vec::with_capacity(self.inserts.len() - self.plain);
+        let mut entities = self.inserts[self.plain..].iter();
+        for (&(rule, count), outcome) in self.upserts.iter().zip(self.upsert_outcomes(outcomes)) {
+            let (rows, _) = rows_of(Some(outcome));
+            let group: Vec<&Tracked<T>> = entities.by_ref().take(count).collect();
+            let every_row = rows.len() == count;
+            let mut rows = rows.iter().map(|row| T::from_row(row, 0)).peekable();
+            for tracked in group {
+                let next = match rows.peek() {
+                    Some(Ok(row)) if !every_row => {
+                        // Compared as stored: the row holds rounded values.
+                        let mut sent = tracked.lock_read()?.current.clone();
+                        sent.round_to_stored();
+                        sent.changed_columns(row) & rule.target == 0
+                    }
+                    Some(_) => true,
+                    None => false,
+                };
+                returned.push(if next { rows.next().transpose()? } else { None });
+            }
+            if rows.next().is_some() {
+                // A trigger changed a conflict column: rows cannot be matched.
+                return Err(Error::RowsNotInserted {
+                    entity: T::META.name,
+                    table: T::META.table,
+                    expected: count,
+                    inserted: 0,
+                });
+            }
+        }
+        self.returned = Some(returned);
+        Ok(())
+    }
+
+    /// The keys this plan inserts (plain ones only where `rows`, what
+    /// the plain insert returned, has them or the key is assigned).
+    fn plain_keys(&self, rows: &[tokio_postgres::Row]) -> Result<Vec<T::Key>> {
+        let generated = T::META.key_columns().any(|k| T::META.columns[k].generated);
+        self.inserts[..self.plain]
+            .iter()
+            .enumerate()
+            .map(|(n, tracked)| {
+                let mut entity = tracked.lock_read()?.current.clone();
+                if let (true, Some(row)) = (generated, rows.get(n)) {
+                    entity.set_generated(row)?;
+                }
+                Ok(entity.key())
+            })
+            .collect()
+    }
+
+    /// Fails with [`Error::AlreadyTracked`] if an upserted row is one the
+    /// session tracks through another handle, or that another insert of
+    /// this flush wrote.
+    fn check_clashes(&self, outcomes: &TableOutcomes, registry: &Registry<T>) -> Result<()> {
+        if !self.check_clash {
+            return Ok(());
+        }
+        let (rows, _) = self.inserted_rows(outcomes);
+        let mut seen: HashSet<T::Key> = self.plain_keys(rows)?.into_iter().collect();
+        seen.extend(registry.provisional.values().map(Entity::key));
+        let upserted = self.inserts[self.plain..].iter().zip(self.returned.iter().flatten());
+        for (tracked, row) in upserted {
+            let Some(row) = row else { continue };
+            let key = row.key();
+            let elsewhere = registry.identity.get(&key).is_some_and(|held| !Tracked::ptr_eq(held, tracked));
+            if elsewhere || !seen.insert(key.clone()) {
+                return Err(Error::AlreadyTracked { entity: T::META.name, key: format!("{key:?}") });
+            }
+        }
+        Ok(())
     }
 
     /// Fails with `StaleData` naming the rows a statement should have matched and did not.
@@ -601,23 +791,32 @@ impl<T: Entity> TablePlan for Plan<T> {
         self.inserts.iter().map(Tracked::address).collect()
     }
 
-    fn record_keys(&self, outcomes: &TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()> {
+    fn record_keys(&mut self, outcomes: &TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()> {
         let registry =
             registry.as_any_mut().downcast_mut::<Registry<T>>().ok_or(Error::NotInSession { entity: T::META.name })?;
         self.check_inserted(outcomes)?;
-        let (rows, _) = Self::inserted_rows(outcomes);
-        for (n, tracked) in self.inserts.iter().enumerate() {
+        self.read_returned(outcomes)?;
+        let (rows, _) = self.inserted_rows(outcomes);
+        for (n, tracked) in self.inserts[..self.plain].iter().enumerate() {
             let mut entity = tracked.lock_read()?.current.clone();
             if let Some(row) = rows.get(n) {
                 entity.set_generated(row)?;
             }
             registry.provisional.insert(tracked.address(), entity);
         }
+        // A row `DO NOTHING` skipped has no key to give.
+        let upserted = self.inserts[self.plain..].iter().zip(self.returned.iter().flatten());
+        for (tracked, row) in upserted {
+            if let Some(row) = row {
+                registry.provisional.insert(tracked.address(), row.clone());
+            }
+        }
         Ok(())
     }
 
     fn needs_verification(&self) -> bool {
         !self.updates.is_empty()
+            || self.check_clash
             || self.switches.iter().any(|&(changed, _)| switch_sends::<T>(changed))
             || (!self.deletes.is_empty() && T::META.version_column().is_some())
     }
@@ -632,12 +831,16 @@ impl<T: Entity> TablePlan for Plan<T> {
         Ok(())
     }
 
-    fn verify(&self, outcomes: &TableOutcomes) -> Result<()> {
+    fn verify(&mut self, outcomes: &TableOutcomes, registry: &dyn ErasedRegistry) -> Result<()> {
         // The objects `apply` changes must be free now, while a failure can
         // still roll the flush back: a guard held by the flush's own task
         // (under `join!`, say) is one nobody will drop until it returns.
         self.check_free()?;
         self.check_inserted(outcomes)?;
+        self.read_returned(outcomes)?;
+        let registry =
+            registry.as_any().downcast_ref::<Registry<T>>().ok_or(Error::NotInSession { entity: T::META.name })?;
+        self.check_clashes(outcomes, registry)?;
         for (rows, outcome) in self.updates.iter().zip(&outcomes.updates) {
             Self::check_matched(rows, outcome)?;
         }
@@ -659,12 +862,21 @@ impl<T: Entity> TablePlan for Plan<T> {
     }
 
     fn set_generated(&self, outcomes: &TableOutcomes, from: usize) -> Result<bool> {
-        let (rows, _) = Self::inserted_rows(outcomes);
-        let count = rows.len().min(self.inserts.len());
+        let (rows, _) = self.inserted_rows(outcomes);
+        let plain = rows.len().min(self.plain);
+        let count = if self.upserts.is_empty() { plain } else { self.inserts.len() };
         let end = count.min(from.saturating_add(BIND_CHUNK));
         let from = from.min(end);
-        for (tracked, row) in self.inserts[from..end].iter().zip(&rows[from..end]) {
+        let plain_end = end.min(plain);
+        let plain_from = from.min(plain_end);
+        for (tracked, row) in self.inserts[plain_from..plain_end].iter().zip(&rows[plain_from..plain_end]) {
             tracked.lock_write()?.apply_from_database(|entity| entity.set_generated(row))?;
+        }
+        let returned = self.returned.as_deref().unwrap_or_default();
+        for index in from.max(self.plain)..end {
+            if let Some(Some(row)) = returned.get(index - self.plain) {
+                self.inserts[index].lock_write()?.take_returned(row.clone());
+            }
         }
         Ok(end == count)
     }
@@ -719,7 +931,15 @@ impl<T: Entity> TablePlan for Plan<T> {
         }
         let mut inserted_keys = Vec::with_capacity(inserted.len());
         let mut rewritten = Vec::new();
-        for (tracked, state) in self.inserts.iter().zip(&mut inserted) {
+        let mut skipped = Vec::new();
+        let returned = self.returned.as_deref().unwrap_or_default();
+        for (index, (tracked, state)) in self.inserts.iter().zip(&mut inserted).enumerate() {
+            if index >= self.plain && returned.get(index - self.plain).is_some_and(Option::is_none) {
+                state.mark_skipped();
+                skipped.push(tracked);
+                inserted_keys.push(None);
+                continue;
+            }
             if post_updated.contains(&tracked.address()) {
                 state.advance_version();
             }
@@ -754,6 +974,11 @@ impl<T: Entity> TablePlan for Plan<T> {
         } else {
             let switched: HashSet<usize> = switched.iter().map(|(_, s)| s.new.address()).collect();
             registry.pending_inserts.retain(|address, _| !inserting.contains(address) && !switched.contains(address));
+        }
+        // Not written: out of the session, as an expunged pending insert.
+        for tracked in skipped {
+            registry.forget_links(tracked);
+            registry.forget_in_index(tracked);
         }
         for ((_, switch), key) in switched.iter().zip(switched_keys) {
             // The new entity takes the deleted one's place under its key.
