@@ -321,8 +321,18 @@ impl<E> Order<E> {
         self
     }
 
+    /// The expression sorted by.
+    pub(crate) fn node(&self) -> &ExprNode {
+        &self.node
+    }
+
     pub(crate) fn render(&self, sql: &mut String, params: &mut Vec<Param>) {
         self.node.render("t", sql, params);
+        self.render_direction(sql);
+    }
+
+    /// Appends ` DESC` and the place of NULLs, after the expression.
+    pub(crate) fn render_direction(&self, sql: &mut String) {
         if self.descending {
             sql.push_str(" DESC");
         }
@@ -398,9 +408,12 @@ enum Node {
     Or(Vec<Node>),
     Not(Box<Node>),
     /// A condition on another table of the statement, by its alias (the
-    /// joined parent of a [`Join`](crate::Join)).
+    /// joined parent of a [`Join`](crate::Join)), whose key column `key`
+    /// finds its row in `table` again for a condition written by hand.
     OnAlias {
         alias: &'static str,
+        table: &'static str,
+        key: &'static str,
         node: Box<Node>,
     },
     /// A semi-join: a row of `table` whose `inner` column equals the outer
@@ -465,13 +478,15 @@ impl<E> Condition<E> {
     }
 
     /// A condition written in SQL by hand, the escape hatch: refer to the
-    /// queried table as `t` and to `params` as `$1`, `$2`, ... (they are
+    /// table of `E` as `t` and to `params` as `$1`, `$2`, ... (they are
     /// renumbered to follow the statement's other parameters). It holds
     /// where the fragment is true (a NULL result, as in SQL, does not).
-    /// `t` is always the queried table, also in a condition passed to
+    /// `t` is the table the condition is about: the queried table at the
+    /// top, the parent in a condition passed to
     /// [`Join::filter_parent`](crate::Join::filter_parent) or
-    /// [`Relation::has`](crate::Relation::has): a raw fragment cannot name
-    /// the joined row, so write those conditions with the parent's columns.
+    /// [`Relation::has`](crate::Relation::has), the child in
+    /// [`Relation::any`](crate::Relation::any) (the condition then runs as
+    /// `key IN (SELECT ... FROM parent AS t WHERE ...)`).
     pub fn raw(sql: &str, params: Vec<Param>) -> Self {
         Expr::<E, bool>::raw(sql, params).eq(true)
     }
@@ -521,14 +536,48 @@ impl<E> Condition<E> {
 
     /// A condition on `E` holding when `condition` holds for the row of
     /// another entity that the statement names `alias`.
-    pub(crate) fn on_alias<R>(alias: &'static str, condition: Condition<R>) -> Condition<E> {
-        Condition::new(Node::OnAlias { alias, node: Box::new(condition.node) })
+    pub(crate) fn on_alias<R: Entity>(alias: &'static str, condition: Condition<R>) -> Condition<E> {
+        let key = crate::relation::parent_key_column::<R>();
+        Condition::new(Node::OnAlias { alias, table: R::META.table, key, node: Box::new(condition.node) })
     }
 
     /// Appends the condition's SQL to `sql`, moving its values into `params`.
     pub(crate) fn render(self, sql: &mut String, params: &mut Vec<Param>) {
         render_node(self.node, 0, "t", sql, params);
     }
+}
+
+impl Node {
+    /// Whether SQL written by hand is part of the condition.
+    fn has_raw(&self) -> bool {
+        match self {
+            Node::Expressions { left, right, .. } => left.has_raw() || right.has_raw(),
+            Node::ExpressionNull { expr, .. } => expr.has_raw(),
+            Node::And(nodes) | Node::Or(nodes) => nodes.iter().any(Node::has_raw),
+            Node::Not(node) | Node::OnAlias { node, .. } => node.has_raw(),
+            Node::Exists { condition, .. } => condition.has_raw(),
+            Node::Compare { .. } | Node::Null { .. } => false,
+        }
+    }
+}
+
+/// Appends `column IN (SELECT t.inner FROM table AS t WHERE condition)`:
+/// a condition on another table in which SQL written by hand calls that
+/// table `t`, as it calls the queried table at the top. Rows with a NULL
+/// `inner` are left out, so that `NOT` keeps the meaning of `NOT EXISTS`.
+fn render_scoped(
+    column: &str,
+    table: &'static str,
+    inner: &'static str,
+    condition: Node,
+    sql: &mut String,
+    params: &mut Vec<Param>,
+) {
+    let inner = quote_ident(inner);
+    let _ =
+        write!(sql, "{column} IN (SELECT t.{inner} FROM {} AS t WHERE t.{inner} IS NOT NULL AND ", quote_ident(table));
+    render_node(condition, 0, "t", sql, params);
+    sql.push(')');
 }
 
 /// The alias of the table a condition at `depth` of semi-join nesting
@@ -575,7 +624,13 @@ fn render_node(node: Node, depth: usize, base: &'static str, sql: &mut String, p
             render_node(*node, depth, base, sql, params);
             sql.push(')');
         }
-        Node::OnAlias { alias, node } => render_node(*node, 0, alias, sql, params),
+        Node::OnAlias { alias, table: joined, key, node } if node.has_raw() => {
+            render_scoped(&format!("{alias}.{}", quote_ident(key)), joined, key, *node, sql, params);
+        }
+        Node::OnAlias { alias, node, .. } => render_node(*node, 0, alias, sql, params),
+        Node::Exists { table: joined, inner, outer, condition } if condition.has_raw() => {
+            render_scoped(&format!("{table}.{}", quote_ident(outer)), joined, inner, *condition, sql, params);
+        }
         Node::Exists { table: joined, inner, outer, condition } => {
             let nested = alias(depth + 1, base);
             let _ = write!(

@@ -116,6 +116,19 @@ pub(crate) enum ExprNode {
 }
 
 impl ExprNode {
+    /// Whether SQL written by hand is part of the expression: its `t`
+    /// names a table the expression cannot requalify.
+    pub(crate) fn has_raw(&self) -> bool {
+        match self {
+            ExprNode::Raw { .. } => true,
+            ExprNode::Call { args, .. } => args.iter().any(ExprNode::has_raw),
+            ExprNode::Binary { left, right, .. } => left.has_raw() || right.has_raw(),
+            ExprNode::Aggregate { arg, .. } => arg.as_deref().is_some_and(ExprNode::has_raw),
+            ExprNode::Cast { expr, .. } => expr.has_raw(),
+            ExprNode::Column(_) | ExprNode::Value(_) | ExprNode::Position(_) => false,
+        }
+    }
+
     /// Appends the expression's SQL to `sql`, columns qualified with
     /// `table`, its values pushed onto `params`.
     pub(crate) fn render(&self, table: &str, sql: &mut String, params: &mut Vec<Param>) {

@@ -60,6 +60,11 @@ pub struct Query<'s, E: Entity> {
     offset: Option<i64>,
     /// `DISTINCT` (empty) or `DISTINCT ON (...)`.
     distinct: Option<Vec<ExprNode>>,
+    /// The `DISTINCT ON` expressions as rendered, which an ORDER BY term
+    /// sorting by one of them repeats word for word: rendered again, a
+    /// value in it would get a parameter of its own, and PostgreSQL would
+    /// refuse the order as not starting with the `DISTINCT ON` expressions.
+    distinct_sql: Vec<(ExprNode, String)>,
     lock: Option<RowLock>,
 }
 
@@ -79,7 +84,16 @@ pub struct UntrackedQuery<'s, E: Entity> {
 
 impl<'s, E: Entity> Query<'s, E> {
     pub(crate) fn new(session: &'s mut Session) -> Self {
-        Query { session, filter: None, order: Vec::new(), limit: None, offset: None, distinct: None, lock: None }
+        Query {
+            session,
+            filter: None,
+            order: Vec::new(),
+            limit: None,
+            offset: None,
+            distinct: None,
+            distinct_sql: Vec::new(),
+            lock: None,
+        }
     }
 
     /// Returns each distinct row once (`SELECT DISTINCT`): for projections,
@@ -92,7 +106,9 @@ impl<'s, E: Entity> Query<'s, E> {
 
     /// Keeps the first row of each group of rows equal in `expr`
     /// (`SELECT DISTINCT ON (expr)`), first by the query's order, which
-    /// must start with `expr`: the latest post of each author, say.
+    /// must start with `expr`: the latest post of each author, say. An
+    /// expression holding a value (`coalesce(note, 'none')`) is the same
+    /// in the order when it is a clone of this one.
     ///
     /// ```
     /// # use orm_core::{Database, Entity, Tracked};
@@ -290,31 +306,15 @@ impl<'s, E: Entity> Query<'s, E> {
     fn build(&mut self, select: &str) -> Built {
         let mut sql = String::with_capacity(select.len() + 64);
         let mut params = Vec::new();
-        match (&self.distinct, select.strip_prefix("SELECT ")) {
-            (Some(on), Some(rest)) => {
+        match select.strip_prefix("SELECT ") {
+            Some(rest) if self.distinct.is_some() => {
                 sql.push_str("SELECT ");
-                Self::render_distinct(on, &mut sql, &mut params);
+                self.render_select_prefix(&mut sql, &mut params);
                 sql.push_str(rest);
             }
             _ => sql.push_str(select),
         }
         self.build_clauses(sql, params, &[], None)
-    }
-
-    /// `DISTINCT ` or `DISTINCT ON (...) `.
-    fn render_distinct(on: &[ExprNode], sql: &mut String, params: &mut Vec<Param>) {
-        sql.push_str("DISTINCT ");
-        if on.is_empty() {
-            return;
-        }
-        sql.push_str("ON (");
-        for (n, node) in on.iter().enumerate() {
-            if n > 0 {
-                sql.push_str(", ");
-            }
-            node.render("t", sql, params);
-        }
-        sql.push_str(") ");
     }
 
     /// Appends WHERE, GROUP BY, HAVING, ORDER BY, LIMIT, OFFSET and the row
@@ -342,7 +342,13 @@ impl<'s, E: Entity> Query<'s, E> {
         }
         for (n, order) in self.order.iter().enumerate() {
             sql.push_str(if n == 0 { " ORDER BY " } else { ", " });
-            order.render(&mut sql, &mut params);
+            match self.distinct_sql.iter().find(|(node, _)| node == order.node()) {
+                Some((_, rendered)) => {
+                    sql.push_str(rendered);
+                    order.render_direction(&mut sql);
+                }
+                None => order.render(&mut sql, &mut params),
+            }
         }
         if let Some(limit) = self.limit {
             params.push(Box::new(limit));
@@ -370,15 +376,37 @@ impl<'s, E: Entity> Query<'s, E> {
     }
 
     /// The part of `SELECT` before the list: `DISTINCT [ON (...)] `, if any.
-    pub(crate) fn render_select_prefix(&self, sql: &mut String, params: &mut Vec<Param>) {
-        if let Some(on) = &self.distinct {
-            Self::render_distinct(on, sql, params);
+    pub(crate) fn render_select_prefix(&mut self, sql: &mut String, params: &mut Vec<Param>) {
+        let Some(on) = &self.distinct else { return };
+        sql.push_str("DISTINCT ");
+        if on.is_empty() {
+            return;
+        }
+        sql.push_str("ON (");
+        let mut rendered = Vec::with_capacity(on.len());
+        for (n, node) in on.iter().enumerate() {
+            if n > 0 {
+                sql.push_str(", ");
+            }
+            let start = sql.len();
+            node.render("t", sql, params);
+            rendered.push((node.clone(), sql[start..].to_owned()));
+        }
+        sql.push_str(") ");
+        self.distinct_sql = rendered;
+    }
+
+    /// Replaces each `DISTINCT ON` expression.
+    pub(crate) fn map_distinct(&mut self, map: impl Fn(&ExprNode) -> ExprNode) {
+        for node in self.distinct.iter_mut().flatten() {
+            *node = map(node);
         }
     }
 
-    /// Asks for `DISTINCT` rows (for [`Select`]).
+    /// Asks for `DISTINCT` rows (for [`Select`]); `DISTINCT ON`
+    /// expressions already named stay, as they return distinct rows too.
     pub(crate) fn set_distinct(&mut self) {
-        self.distinct = Some(Vec::new());
+        self.distinct.get_or_insert_with(Vec::new);
     }
 
     /// Adds a filter, as [`filter`](Self::filter) does, in place.
@@ -562,6 +590,7 @@ impl<'s, E: Entity> Query<'s, E> {
             limit: self.limit,
             offset: self.offset,
             distinct: self.distinct.take(),
+            distinct_sql: std::mem::take(&mut self.distinct_sql),
             lock: self.lock,
         }
     }

@@ -176,8 +176,15 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
         self.query.session.autoflush_for_query().await?;
         let mut sql = String::from("SELECT ");
         let mut params = Vec::new();
-        self.query.render_select_prefix(&mut sql, &mut params);
         let selected = self.selection.list().0;
+        // Grouped, sorted or made distinct by a selected expression: by its
+        // position.
+        let by_position = |node: &ExprNode| match selected.iter().position(|item| item == node) {
+            Some(at) => ExprNode::Position(at + 1),
+            None => node.clone(),
+        };
+        self.query.map_distinct(by_position);
+        self.query.render_select_prefix(&mut sql, &mut params);
         for (n, node) in selected.iter().enumerate() {
             if n > 0 {
                 sql.push_str(", ");
@@ -188,11 +195,6 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
         sql.push_str(&quote_ident(E::META.table));
         sql.push_str(" AS t");
         let having = self.having.take();
-        // Grouped or sorted by a selected expression: by its position.
-        let by_position = |node: &ExprNode| match selected.iter().position(|item| item == node) {
-            Some(at) => ExprNode::Position(at + 1),
-            None => node.clone(),
-        };
         let group_by: Vec<ExprNode> = self.group_by.iter().map(by_position).collect();
         self.query.map_order(by_position);
         let built = self.query.build_clauses(sql, params, &group_by, having);

@@ -236,7 +236,6 @@ async fn left_join_with_parent_filter() {
 /// A raw condition on the joined parent: `t` named the child's table, so
 /// `t.id` filtered on the post's id, silently.
 #[tokio::test]
-#[ignore = "known bug, not fixed: a raw fragment's `t` is always the queried table"]
 async fn raw_condition_on_joined_parent() {
     let (_test_db, db) = setup().await;
     let mut session = db.session();
@@ -249,4 +248,56 @@ async fn raw_condition_on_joined_parent() {
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].1.read().name, "ann");
+}
+
+/// Raw fragments across a relation name the related table `t`, and a
+/// negated one keeps the meaning of NOT EXISTS although a post has no author.
+#[tokio::test]
+async fn raw_conditions_across_a_relation_name_the_related_table() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    let by_ann = session
+        .query::<Post>()
+        .filter(Post::AUTHOR.has(Condition::raw("t.name = $1", vec![Box::new("ann")])))
+        .all()
+        .await
+        .unwrap();
+    let titles: Vec<String> = by_ann.iter().map(|post| post.read().title.clone()).collect();
+    assert_eq!(titles, ["hi"]);
+
+    let said_hi = || Post::AUTHOR.any(Condition::raw("t.title = $1", vec![Box::new("hi")]));
+    let quiet = session.query::<User>().filter(said_hi().not()).all().await.unwrap();
+    let names: Vec<String> = quiet.iter().map(|user| user.read().name.clone()).collect();
+    assert_eq!(names, ["bob"]);
+    assert_eq!(session.query::<User>().filter(said_hi()).count().await.unwrap(), 1);
+}
+
+/// DISTINCT ON an expression holding a value, ordered by the same
+/// expression: its value travels once, so PostgreSQL sees one expression.
+#[tokio::test]
+async fn distinct_on_an_expression_with_a_value_matches_the_order() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    let noted = Item::NOTE.coalesce("none");
+    let rows = session
+        .query::<Item>()
+        .distinct_on(noted.clone())
+        .order_by(noted.clone().asc())
+        .order_by(Item::PRICE.desc())
+        .all()
+        .await
+        .unwrap();
+    let names: Vec<String> = rows.iter().map(|item| item.read().name.clone()).collect();
+    assert_eq!(names, ["$1", "jam", "scones"]);
+
+    let distinct_notes = session
+        .query::<Item>()
+        .distinct_on(noted.clone())
+        .select(noted.clone())
+        .distinct()
+        .order_by(noted.asc())
+        .all()
+        .await
+        .unwrap();
+    assert_eq!(distinct_notes, ["none", "x", "y"]);
 }
