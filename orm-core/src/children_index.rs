@@ -107,8 +107,10 @@ impl<T: Entity> ChildrenIndex<T> {
             // Watched first: a write that lands during the build is queued
             // and read again below.
             log.watch();
+            let (count, _) = tracked.size_hint();
+            self.placed.reserve(count * Self::reference_columns().count());
             for entity in tracked {
-                let placed = entity.lock_read().map(|state| self.place(entity, &state.current));
+                let placed = entity.lock_read().map(|state| self.place_first(entity, &state.current));
                 if let Err(error) = placed {
                     *self = Self::new();
                     return Err(error);
@@ -159,6 +161,18 @@ impl<T: Entity> ChildrenIndex<T> {
         }
     }
 
+    /// [`place`](Self::place) for an entity not filed yet, as when the
+    /// index is built: nothing to look up or take out first.
+    fn place_first(&mut self, tracked: &Tracked<T>, entity: &T) {
+        let address = tracked.address();
+        for column in Self::reference_columns() {
+            if let Some(hash) = entity.reference_hash(column) {
+                self.by_key.entry((column, hash)).or_default().insert(address, tracked.clone());
+                self.placed.insert((address, column), hash);
+            }
+        }
+    }
+
     fn unfile(&mut self, column: usize, hash: u64, address: usize) {
         if let Some(bucket) = self.by_key.get_mut(&(column, hash)) {
             bucket.swap_remove(&address);
@@ -196,18 +210,24 @@ impl<T: Entity> ChildrenIndex<T> {
         self.by_link.clear();
     }
 
-    /// The candidate children through `column` of the parent whose key
-    /// hashes to `key_hash` (`None` for a parent without a key yet) and
-    /// whose handle is at `parent_address`, each once. Call
-    /// [`refresh`](Self::refresh) first, and verify each.
-    pub(crate) fn candidates(&self, column: usize, key_hash: Option<u64>, parent_address: usize) -> Vec<Tracked<T>> {
+    /// Visits the candidate children through `column` of the parent whose
+    /// key hashes to `key_hash` (`None` for a parent without a key yet) and
+    /// whose handle is at `parent_address`, each once, without copying
+    /// them. Call [`refresh`](Self::refresh) first, and verify each.
+    pub(crate) fn for_each_candidate(
+        &self,
+        column: usize,
+        key_hash: Option<u64>,
+        parent_address: usize,
+        mut visit: impl FnMut(&Tracked<T>),
+    ) {
         let by_key = key_hash.and_then(|hash| self.by_key.get(&(column, hash)));
-        let by_link = self.by_link.get(&(column, parent_address));
-        let mut candidates: Vec<Tracked<T>> = by_key.into_iter().flat_map(|bucket| bucket.values().cloned()).collect();
-        if let Some(linked) = by_link {
-            let unfiled = linked.iter().filter(|(address, _)| by_key.is_none_or(|filed| !filed.contains_key(*address)));
-            candidates.extend(unfiled.map(|(_, child)| child.clone()));
+        if let Some(filed) = by_key {
+            filed.values().for_each(&mut visit);
         }
-        candidates
+        if let Some(linked) = self.by_link.get(&(column, parent_address)) {
+            let unfiled = linked.iter().filter(|(address, _)| by_key.is_none_or(|filed| !filed.contains_key(*address)));
+            unfiled.for_each(|(_, child)| visit(child));
+        }
     }
 }

@@ -292,18 +292,27 @@ impl<T: Entity> Registry<T> {
     ) -> Result<Vec<Tracked<T>>> {
         self.refresh_children_index()?;
         let mut found = Vec::new();
-        for child in self.children_index.candidates(column, key_hash, parent_address) {
-            let Some(position) = self.live_position(&child) else {
-                if !self.owns(&child) {
-                    self.children_index.remove(&child);
+        let mut gone = Vec::new();
+        let mut failed = Ok(());
+        let this = &*self;
+        this.children_index.for_each_candidate(column, key_hash, parent_address, |child| {
+            let Some(position) = this.live_position(child) else {
+                if !this.owns(child) {
+                    gone.push(child.clone());
                 }
-                continue;
+                return;
             };
-            let link = self.links.get(&(column, child.address()));
-            if belongs(link, &child.lock_read()?.current) {
-                found.push((position, child));
+            let link = this.links.get(&(column, child.address()));
+            match child.lock_read() {
+                Ok(state) if belongs(link, &state.current) => found.push((position, child.clone())),
+                Ok(_) => {}
+                Err(error) => failed = Err(error),
             }
+        });
+        for child in &gone {
+            self.children_index.remove(child);
         }
+        failed?;
         found.sort_unstable_by_key(|(position, _)| *position);
         Ok(found.into_iter().map(|(_, child)| child).collect())
     }
