@@ -584,7 +584,8 @@ impl SessionConnection {
             }
             Err(error) => {
                 self.failed = true;
-                Err(error.into())
+                let error = Error::from(error);
+                Err(if sql == "COMMIT" { error.after_commit_sent() } else { error })
             }
         }
     }

@@ -174,7 +174,9 @@ pub enum Error {
     /// backend was terminated, the network failed). Outside a transaction
     /// nothing is lost and the session's next statement takes a fresh
     /// connection; inside one, the transaction is gone and the session can
-    /// only roll back ([`Error::TransactionFailed`] from then on).
+    /// only roll back ([`Error::TransactionFailed`] from then on). From a
+    /// commit, it means the break came before `COMMIT` was sent (after, it
+    /// is [`Error::CommitUnknown`]).
     #[error("database connection lost")]
     ConnectionLost(#[source] tokio_postgres::Error),
 
@@ -269,6 +271,16 @@ pub enum Error {
     /// write it twice.
     #[error("the transaction was committed, but its results could not be applied to the objects: {0}")]
     AfterCommit(Box<Error>),
+
+    /// The connection broke after `COMMIT` was sent: the transaction may
+    /// or may not have committed, and only the database can tell (look for
+    /// what the unit of work wrote). Never run the unit of work again
+    /// blindly: it could write twice. [`Database::transaction`] does not
+    /// retry it.
+    ///
+    /// [`Database::transaction`]: crate::Database::transaction
+    #[error("the connection broke after COMMIT was sent, so the transaction may or may not have committed (not retried): {0}")]
+    CommitUnknown(Box<Error>),
 
     /// An earlier statement of this session failed and its transaction is
     /// aborted; only [`Session::rollback`](crate::Session::rollback) (or
@@ -422,8 +434,23 @@ fn decode_reason(error: &tokio_postgres::Error) -> String {
 }
 
 impl Error {
+    /// The error of a commit whose `COMMIT` was sent: a broken connection
+    /// leaves the outcome unknown ([`Error::CommitUnknown`]); any other
+    /// error is the server's answer, so the transaction did not commit.
+    pub(crate) fn after_commit_sent(self) -> Error {
+        match self {
+            Error::ConnectionLost(_) => Error::CommitUnknown(Box::new(self)),
+            other => other,
+        }
+    }
+
     /// Whether running the same unit of work again in a new session may
-    /// succeed: true for serialization failures and deadlocks.
+    /// succeed: true for serialization failures, deadlocks and a connection
+    /// lost (before `COMMIT` was sent: after, it is
+    /// [`Error::CommitUnknown`], which is not). [`Database::transaction`]
+    /// retries exactly these.
+    ///
+    /// [`Database::transaction`]: crate::Database::transaction
     ///
     /// ```
     /// # use orm_core::{Database, Error};
@@ -441,7 +468,7 @@ impl Error {
     /// # Ok(()) }
     /// ```
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::SerializationFailure(_) | Error::Deadlock(_))
+        matches!(self, Error::SerializationFailure(_) | Error::Deadlock(_) | Error::ConnectionLost(_))
     }
 
     /// Which case this is, as a stable value for matching and metrics: a
@@ -481,6 +508,7 @@ impl Error {
             Error::ColumnType { .. } => ErrorKind::ColumnType,
             Error::RowsNotInserted { .. } => ErrorKind::RowsNotInserted,
             Error::AfterCommit(_) => ErrorKind::AfterCommit,
+            Error::CommitUnknown(_) => ErrorKind::CommitUnknown,
             Error::TransactionFailed => ErrorKind::TransactionFailed,
             Error::PrimaryKeyChanged { .. } => ErrorKind::PrimaryKeyChanged,
             Error::DependencyCycle { .. } => ErrorKind::DependencyCycle,
@@ -649,6 +677,8 @@ pub enum ErrorKind {
     RowsNotInserted,
     /// [`Error::AfterCommit`].
     AfterCommit,
+    /// [`Error::CommitUnknown`].
+    CommitUnknown,
     /// [`Error::TransactionFailed`].
     TransactionFailed,
     /// [`Error::PrimaryKeyChanged`].
@@ -699,6 +729,7 @@ impl ErrorKind {
             ErrorKind::ColumnType => "column_type",
             ErrorKind::RowsNotInserted => "rows_not_inserted",
             ErrorKind::AfterCommit => "after_commit",
+            ErrorKind::CommitUnknown => "commit_unknown",
             ErrorKind::TransactionFailed => "transaction_failed",
             ErrorKind::PrimaryKeyChanged => "primary_key_changed",
             ErrorKind::DependencyCycle => "dependency_cycle",
@@ -747,6 +778,7 @@ mod tests {
             ErrorKind::ColumnType,
             ErrorKind::RowsNotInserted,
             ErrorKind::AfterCommit,
+            ErrorKind::CommitUnknown,
             ErrorKind::TransactionFailed,
             ErrorKind::PrimaryKeyChanged,
             ErrorKind::DependencyCycle,

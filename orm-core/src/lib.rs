@@ -69,6 +69,7 @@ mod sql;
 mod stats;
 mod stream;
 mod tracked;
+mod transaction;
 mod types;
 mod upsert;
 
@@ -197,6 +198,7 @@ pub use sql::quote_ident;
 pub use stats::SessionStats;
 pub use stream::{EntityStream, TrackedChunks};
 pub use tracked::Tracked;
+pub use transaction::{AsOrmError, RetryPolicy, UnitOfWork};
 pub use types::{ColumnType, Json, Param};
 pub use upsert::{ConflictTarget, OnConflict, UpdateColumns, Upsert};
 

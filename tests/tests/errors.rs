@@ -353,7 +353,7 @@ async fn a_terminated_backend_is_connection_lost_and_not_reused() {
 
     let error = session.get::<Customer>(1).await.expect_err("the backend is gone");
     assert!(matches!(error, Error::ConnectionLost(_)), "expected ConnectionLost, got {error:?}");
-    assert!(!error.is_retryable());
+    assert!(error.is_retryable(), "a new session takes a fresh connection");
     // The transaction died with its connection.
     let error = session.query_rows("SELECT 1", &[]).await.expect_err("nothing runs any more");
     assert!(matches!(error, Error::TransactionFailed), "expected TransactionFailed, got {error:?}");

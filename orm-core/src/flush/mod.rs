@@ -411,7 +411,10 @@ async fn recover(
                 tracing::warn!(%recovery, "could not roll back to the flush savepoint");
             }
         }
-        FlushEnd::Commit if commit_was_sent => connection.ended(Some(&error)),
+        FlushEnd::Commit if commit_was_sent => {
+            connection.ended(Some(&error));
+            return error.after_commit_sent();
+        }
         FlushEnd::Commit => {
             if let Err(rollback) = connection.finish("ROLLBACK", stats).await {
                 tracing::warn!(%rollback, "rollback after a failed commit failed");
