@@ -14,13 +14,17 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 /// of rows. `#[orm(sql_type = "...")]` on a field overrides it.
 ///
 /// Implemented for `i16`, `i32`, `i64`, `f32`, `f64`, `bool`, `String`,
-/// `Vec<u8>`, [`uuid::Uuid`], `chrono` timestamps and dates,
+/// `Vec<u8>`, [`uuid::Uuid`], `chrono` timestamps, dates and times,
+/// [`std::net::IpAddr`] (`inet`), [`Interval`](crate::Interval),
 /// [`serde_json::Value`], [`Json<T>`] for any serde type, enums deriving
-/// [`DbEnum`](crate::DbEnum), and `Option<T>` of each (a nullable column).
+/// [`DbEnum`](crate::DbEnum) (as `text` or a PostgreSQL enum type),
+/// `rust_decimal::Decimal` (`numeric`, feature `decimal`), the `time`
+/// crate's `OffsetDateTime`, `PrimitiveDateTime`, `Date` and `Time`
+/// (feature `time`), and `Option<T>` of each (a nullable column).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be stored in a column",
     label = "unsupported column type",
-    note = "supported: integers, floats, bool, String, Vec<u8>, Uuid, chrono dates and timestamps, serde_json::Value, orm_core::Json<T>, #[derive(DbEnum)] enums, and Option of any of them"
+    note = "supported: integers, floats, bool, String, Vec<u8>, Uuid, chrono dates and timestamps, IpAddr, orm_core::Interval, serde_json::Value, orm_core::Json<T>, #[derive(DbEnum)] enums, rust_decimal::Decimal (feature `decimal`), time's types (feature `time`), and Option of any of them"
 )]
 pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + Sync + 'static {
     /// The PostgreSQL type name used in casts.
@@ -64,6 +68,12 @@ column_types! {
     uuid::Uuid => "uuid",
     chrono::NaiveDate => "date",
     serde_json::Value => "jsonb",
+    std::net::IpAddr => "inet",
+}
+
+#[cfg(feature = "decimal")]
+column_types! {
+    rust_decimal::Decimal => "numeric",
 }
 
 impl<T: ColumnType<Value = T>> ColumnType for Option<T> {

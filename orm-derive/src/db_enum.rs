@@ -1,4 +1,5 @@
-//! Expands `#[derive(DbEnum)]`: a fieldless enum stored as text.
+//! Expands `#[derive(DbEnum)]`: a fieldless enum stored as text, or as a
+//! PostgreSQL enum type named by `#[orm(pg_type = "...")]`.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -13,6 +14,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         return Err(syn::Error::new(ident.span(), "DbEnum can only be derived for an enum"));
     };
     let mut errors = Errors::default();
+    let pg_type = enum_type(input, &mut errors);
     let mut variants = Vec::new();
     for variant in &data.variants {
         if !matches!(variant.fields, Fields::Unit) {
@@ -43,11 +45,21 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     }
     errors.finish()?;
 
+    let pg = quote!(::orm_core::__private::postgres_types);
     let name = ident.to_string();
+    // A PostgreSQL enum's binary form is its label's text, so one encoding
+    // serves both storages; only the types accepted differ.
+    let (sql_type, accepts) = match &pg_type {
+        Some(pg_type) => {
+            let type_name = pg_type.value();
+            let unqualified = type_name.rsplit('.').next().unwrap_or(&type_name).to_owned();
+            (type_name, quote!(ty.name() == #unqualified || <&str as #pg::ToSql>::accepts(ty)))
+        }
+        None => ("text".to_owned(), quote!(<&str as #pg::ToSql>::accepts(ty))),
+    };
     let to_text = variants.iter().map(|(variant, text)| quote!(#ident::#variant => #text));
     let from_text =
         variants.iter().map(|(variant, text)| quote!(#text => ::core::result::Result::Ok(#ident::#variant)));
-    let pg = quote!(::orm_core::__private::postgres_types);
     Ok(quote! {
         #[automatically_derived]
         impl #ident {
@@ -64,11 +76,12 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 ty: &#pg::Type,
                 out: &mut ::orm_core::__private::BytesMut,
             ) -> ::core::result::Result<#pg::IsNull, ::std::boxed::Box<dyn ::std::error::Error + Sync + Send>> {
-                <&str as #pg::ToSql>::to_sql(&self.as_db_str(), ty, out)
+                out.extend_from_slice(self.as_db_str().as_bytes());
+                ::core::result::Result::Ok(#pg::IsNull::No)
             }
 
             fn accepts(ty: &#pg::Type) -> bool {
-                <&str as #pg::ToSql>::accepts(ty)
+                #accepts
             }
 
             #pg::to_sql_checked!();
@@ -80,21 +93,54 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 ty: &#pg::Type,
                 raw: &'a [u8],
             ) -> ::core::result::Result<Self, ::std::boxed::Box<dyn ::std::error::Error + Sync + Send>> {
-                match <&str as #pg::FromSql>::from_sql(ty, raw)? {
+                match ::core::str::from_utf8(raw)? {
                     #(#from_text,)*
                     other => ::core::result::Result::Err(::std::format!("{other:?} is not a {}", #name).into()),
                 }
             }
 
             fn accepts(ty: &#pg::Type) -> bool {
-                <&str as #pg::FromSql>::accepts(ty)
+                #accepts
             }
         }
 
         #[automatically_derived]
         impl ::orm_core::ColumnType for #ident {
-            const SQL_TYPE: &'static str = "text";
+            const SQL_TYPE: &'static str = #sql_type;
             type Value = Self;
         }
     })
+}
+
+/// The PostgreSQL enum type named by `#[orm(pg_type = "...")]` on the
+/// enum, if any: a type name, optionally schema-qualified, written into
+/// casts as it is.
+fn enum_type(input: &DeriveInput, errors: &mut Errors) -> Option<LitStr> {
+    let mut pg_type: Option<LitStr> = None;
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("orm")) {
+        let parsed = attr.parse_nested_meta(|meta| {
+            if !meta.path.is_ident("pg_type") {
+                return Err(meta.error("unknown DbEnum attribute; expected `pg_type = \"...\"`"));
+            }
+            let name: LitStr = meta.value()?.parse()?;
+            let valid = |part: &str| {
+                part.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                    && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            };
+            if !name.value().split('.').all(valid) || name.value().split('.').count() > 2 {
+                return Err(syn::Error::new(
+                    name.span(),
+                    "pg_type takes a lower-case type name, optionally schema-qualified (`mood`, `app.mood`)",
+                ));
+            }
+            if pg_type.replace(name).is_some() {
+                return Err(meta.error("duplicate attribute"));
+            }
+            Ok(())
+        });
+        if let Err(error) = parsed {
+            errors.push(error);
+        }
+    }
+    pg_type
 }

@@ -51,14 +51,17 @@ pub fn derive_entity(input: TokenStream) -> TokenStream {
     entity::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
 }
 
-/// Stores a fieldless enum in a `text` column, as a field type of an entity.
+/// Stores a fieldless enum in a `text` column, or in a column of a
+/// PostgreSQL enum type (`CREATE TYPE mood AS ENUM (...)`), as a field type
+/// of an entity.
 ///
 /// Each variant is stored as its name in snake case (`InProgress` as
 /// `in_progress`), or as its one attribute says:
 ///
-/// | attribute (on a variant) | meaning |
+/// | attribute | meaning |
 /// | --- | --- |
-/// | `#[orm(rename = "closed")]` | The text stored for this variant. |
+/// | `#[orm(pg_type = "mood")]` (on the enum) | The column is of PostgreSQL enum type `mood` (optionally schema-qualified, `app.mood`), whose labels are the variants' texts: batches are sent as `mood[]` arrays. Without it the column is `text`. |
+/// | `#[orm(rename = "closed")]` (on a variant) | The text (or enum label) stored for this variant. |
 ///
 /// Reading text that matches no variant is a decode error naming the entity
 /// and column. The enum must also be `Clone`, `PartialEq` and `Debug`, like
