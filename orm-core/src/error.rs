@@ -1,5 +1,7 @@
 //! The one error type of the crate, with a case for everything a caller acts on.
 
+use std::fmt::Write as _;
+
 use deadpool_postgres::{PoolError, TimeoutType};
 use tokio_postgres::error::SqlState;
 
@@ -282,6 +284,11 @@ pub enum Error {
     #[error("the connection broke after COMMIT was sent, so the transaction may or may not have committed (not retried): {0}")]
     CommitUnknown(Box<Error>),
 
+    /// The entities do not match the database: what a
+    /// [`SchemaCheck`](crate::SchemaCheck) found, every mismatch at once.
+    #[error("the database does not match the entities:{}", list_mismatches(.0))]
+    SchemaMismatch(Vec<crate::schema_check::SchemaMismatch>),
+
     /// An earlier statement of this session failed and its transaction is
     /// aborted; only [`Session::rollback`](crate::Session::rollback) (or
     /// dropping the session) is possible now.
@@ -433,6 +440,14 @@ fn decode_reason(error: &tokio_postgres::Error) -> String {
     }
 }
 
+/// One mismatch per line, for [`Error::SchemaMismatch`]'s message.
+fn list_mismatches(mismatches: &[crate::schema_check::SchemaMismatch]) -> String {
+    mismatches.iter().fold(String::new(), |mut list, mismatch| {
+        let _ = write!(list, "\n  {mismatch}");
+        list
+    })
+}
+
 impl Error {
     /// The error of a commit whose `COMMIT` was sent: a broken connection
     /// leaves the outcome unknown ([`Error::CommitUnknown`]); any other
@@ -509,6 +524,7 @@ impl Error {
             Error::RowsNotInserted { .. } => ErrorKind::RowsNotInserted,
             Error::AfterCommit(_) => ErrorKind::AfterCommit,
             Error::CommitUnknown(_) => ErrorKind::CommitUnknown,
+            Error::SchemaMismatch(_) => ErrorKind::SchemaMismatch,
             Error::TransactionFailed => ErrorKind::TransactionFailed,
             Error::PrimaryKeyChanged { .. } => ErrorKind::PrimaryKeyChanged,
             Error::DependencyCycle { .. } => ErrorKind::DependencyCycle,
@@ -679,6 +695,8 @@ pub enum ErrorKind {
     AfterCommit,
     /// [`Error::CommitUnknown`].
     CommitUnknown,
+    /// [`Error::SchemaMismatch`].
+    SchemaMismatch,
     /// [`Error::TransactionFailed`].
     TransactionFailed,
     /// [`Error::PrimaryKeyChanged`].
@@ -730,6 +748,7 @@ impl ErrorKind {
             ErrorKind::RowsNotInserted => "rows_not_inserted",
             ErrorKind::AfterCommit => "after_commit",
             ErrorKind::CommitUnknown => "commit_unknown",
+            ErrorKind::SchemaMismatch => "schema_mismatch",
             ErrorKind::TransactionFailed => "transaction_failed",
             ErrorKind::PrimaryKeyChanged => "primary_key_changed",
             ErrorKind::DependencyCycle => "dependency_cycle",
@@ -779,6 +798,7 @@ mod tests {
             ErrorKind::RowsNotInserted,
             ErrorKind::AfterCommit,
             ErrorKind::CommitUnknown,
+            ErrorKind::SchemaMismatch,
             ErrorKind::TransactionFailed,
             ErrorKind::PrimaryKeyChanged,
             ErrorKind::DependencyCycle,
