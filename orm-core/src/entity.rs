@@ -35,6 +35,9 @@ pub struct ColumnMeta {
     /// Deleting a parent through the session deletes the children it has
     /// loaded through this foreign key (`on_delete = "cascade"`).
     pub cascade_delete: bool,
+    /// For a column of a PostgreSQL enum type, the type's labels (see
+    /// [`ColumnType::ENUM_LABELS`](crate::ColumnType::ENUM_LABELS)).
+    pub enum_labels: Option<&'static [&'static str]>,
 }
 
 impl ColumnMeta {

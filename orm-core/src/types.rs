@@ -31,6 +31,10 @@ pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + S
     const SQL_TYPE: &'static str;
     /// Whether the column accepts NULL (true for `Option<T>`).
     const NULLABLE: bool = false;
+    /// The labels of the PostgreSQL enum type `SQL_TYPE` names, for a
+    /// [`DbEnum`](crate::DbEnum) with `pg_type`; `None` for other types.
+    /// [`create_table_sql`](crate::create_table_sql) creates the type from them.
+    const ENUM_LABELS: Option<&'static [&'static str]> = None;
     /// The non-null type filters compare with: `T` for both `T` and `Option<T>`.
     type Value: ColumnType;
 
@@ -79,6 +83,7 @@ column_types! {
 impl<T: ColumnType<Value = T>> ColumnType for Option<T> {
     const SQL_TYPE: &'static str = T::SQL_TYPE;
     const NULLABLE: bool = true;
+    const ENUM_LABELS: Option<&'static [&'static str]> = T::ENUM_LABELS;
     type Value = T;
 
     fn is_null(&self) -> bool {

@@ -49,13 +49,18 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let name = ident.to_string();
     // A PostgreSQL enum's binary form is its label's text, so one encoding
     // serves both storages; only the types accepted differ.
-    let (sql_type, accepts) = match &pg_type {
+    let texts = variants.iter().map(|(_, text)| text);
+    let (sql_type, accepts, labels) = match &pg_type {
         Some(pg_type) => {
             let type_name = pg_type.value();
             let unqualified = type_name.rsplit('.').next().unwrap_or(&type_name).to_owned();
-            (type_name, quote!(ty.name() == #unqualified || <&str as #pg::ToSql>::accepts(ty)))
+            (
+                type_name,
+                quote!(ty.name() == #unqualified || <&str as #pg::ToSql>::accepts(ty)),
+                quote!(::core::option::Option::Some(&[#(#texts),*])),
+            )
         }
-        None => ("text".to_owned(), quote!(<&str as #pg::ToSql>::accepts(ty))),
+        None => ("text".to_owned(), quote!(<&str as #pg::ToSql>::accepts(ty)), quote!(::core::option::Option::None)),
     };
     let to_text = variants.iter().map(|(variant, text)| quote!(#ident::#variant => #text));
     let from_text =
@@ -107,6 +112,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         #[automatically_derived]
         impl ::orm_core::ColumnType for #ident {
             const SQL_TYPE: &'static str = #sql_type;
+            const ENUM_LABELS: ::core::option::Option<&'static [&'static str]> = #labels;
             type Value = Self;
         }
     })

@@ -347,6 +347,7 @@ fn column_meta(columns: &[&FieldModel<'_>]) -> TokenStream {
             |literal| quote!(#literal),
         );
         let nullable = quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::NULLABLE);
+        let enum_labels = quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::ENUM_LABELS);
         let (primary_key, generated, version) = (f.primary_key, f.generated, f.version);
         // A function, not the parent's META itself: entities that reference
         // each other (or themselves) would make constant evaluation cyclic.
@@ -361,7 +362,7 @@ fn column_meta(columns: &[&FieldModel<'_>]) -> TokenStream {
             ::orm_core::ColumnMeta {
                 name: #column, field: #field, sql_type: #sql_type, nullable: #nullable,
                 primary_key: #primary_key, generated: #generated, version: #version,
-                references: #references, cascade_delete: #cascade_delete,
+                references: #references, cascade_delete: #cascade_delete, enum_labels: #enum_labels,
             }
         }
     });

@@ -2,7 +2,7 @@
 //! mismatch reported at once, each naming entity, field, column, expected
 //! and found.
 
-use orm_core::{Database, DbEnum, Entity, Error, SchemaCheck, SchemaMismatch};
+use orm_core::{create_table_sql, Database, DbEnum, Entity, Error, SchemaCheck, SchemaMismatch};
 use orm_tests::TestDb;
 
 #[derive(DbEnum, Clone, Copy, Debug, PartialEq)]
@@ -167,4 +167,24 @@ async fn every_mismatch_is_in_one_error_message() {
         assert!(message.contains(expected), "{expected} in {message}");
     }
     assert_eq!(error.kind(), orm_core::ErrorKind::SchemaMismatch);
+}
+
+/// Generate once, check at start-up: the DDL the entities imply creates a
+/// schema that the check passes and the session writes to.
+#[tokio::test]
+async fn the_generated_ddl_passes_the_check() {
+    let test_db = TestDb::new().await;
+    let ddl = [create_table_sql::<User>(), create_table_sql::<Post>(), create_table_sql::<Membership>()].join("\n");
+    assert!(ddl.starts_with("CREATE TYPE mood AS ENUM ('happy', 'sad');\nCREATE TABLE \"users\""), "{ddl}");
+    test_db.client().await.batch_execute(&ddl).await.unwrap();
+    let db = Database::connect(test_db.url()).unwrap();
+    check().run(&db).await.unwrap();
+
+    let mut session = db.session();
+    let user = session.add(User { id: 0, name: "ann".into(), mood: Mood::Sad, bio: None });
+    let post = session.add(Post { id: 0, author_id: 0, title: "hi".into(), shade: Shade::Dark });
+    session.set_parent(&post, Post::AUTHOR, &user).unwrap();
+    session.add(Membership { group_id: 1, user_id: 1, version: 0 });
+    session.commit().await.unwrap();
+    assert_eq!(post.read().author_id, user.read().id);
 }

@@ -76,6 +76,7 @@ mod tests {
             version: false,
             references,
             cascade_delete: false,
+            enum_labels: None,
         }
     }
 
