@@ -15,6 +15,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let table = &model.table;
     let columns: Vec<&FieldModel<'_>> = model.fields.iter().filter(|f| !f.skip).collect();
     let keys: Vec<&FieldModel<'_>> = columns.iter().copied().filter(|f| f.primary_key).collect();
+    check_constant_clashes(&columns)?;
 
     // Every use of a field's type goes through `ColumnType` at the field's
     // span, so an unsupported type is one error pointing at the field.
@@ -237,8 +238,7 @@ fn key_methods(name: &str, keys: &[&FieldModel<'_>]) -> TokenStream {
 /// The typed column constants (`Customer::NAME`) used in filters and ordering.
 fn column_constants(ident: &syn::Ident, columns: &[&FieldModel<'_>]) -> TokenStream {
     let constants = columns.iter().map(|f| {
-        let constant =
-            format_ident!("{}", f.ident.to_string().trim_start_matches("r#").to_uppercase(), span = f.ident.span());
+        let constant = format_ident!("{}", column_constant_name(f), span = f.ident.span());
         let column = &f.column;
         let ty = f.ty;
         let doc = format!("The `{column}` column, for filters and ordering.");
@@ -367,4 +367,46 @@ fn column_meta(columns: &[&FieldModel<'_>]) -> TokenStream {
         }
     });
     quote!(#(#metas),*)
+}
+
+/// The constant a column generates: its field's name in upper case.
+fn column_constant_name(field: &FieldModel<'_>) -> String {
+    field.ident.to_string().trim_start_matches("r#").to_uppercase()
+}
+
+/// Refuses a relation constant named like another generated constant
+/// (`author` beside `author_id` with `references`), which would otherwise
+/// be an unhelpful "duplicate definitions" error from the compiler.
+fn check_constant_clashes(columns: &[&FieldModel<'_>]) -> syn::Result<()> {
+    let mut errors: Option<syn::Error> = None;
+    let mut relations: Vec<(String, &FieldModel<'_>)> = Vec::new();
+    for field in columns {
+        let Some(reference) = &field.references else { continue };
+        let constant = reference.relation.to_uppercase();
+        let clash = columns
+            .iter()
+            .find(|other| column_constant_name(other) == constant)
+            .map(|other| format!("the column constant of field `{}`", other.ident))
+            .or_else(|| {
+                relations
+                    .iter()
+                    .find(|(earlier, _)| *earlier == constant)
+                    .map(|(_, other)| format!("the relation constant of field `{}`", other.ident))
+            });
+        if let Some(clash) = clash {
+            let error = syn::Error::new(
+                field.ident.span(),
+                format!(
+                    "the relation constant `{constant}` of this `references` field clashes with {clash}; \
+                     name the relation with `relation = \"...\"`"
+                ),
+            );
+            match &mut errors {
+                Some(all) => all.combine(error),
+                None => errors = Some(error),
+            }
+        }
+        relations.push((constant, field));
+    }
+    errors.map_or(Ok(()), Err)
 }
