@@ -68,6 +68,7 @@ mod session;
 mod sql;
 mod stats;
 mod stream;
+mod tls;
 mod tracked;
 mod types;
 mod upsert;
@@ -142,6 +143,7 @@ pub use n_plus_one::NPlusOne;
 /// # Ok(()) }
 /// ```
 pub use orm_derive::Entity;
+pub use tls::{SslMode, TlsConfig};
 
 /// Derives the column type of a fieldless enum, stored as text. An example,
 /// with the attributes described below:
