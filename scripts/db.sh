@@ -7,6 +7,9 @@
 #   bash scripts/db.sh       prints the URL on stdout; a private cluster it
 #                            starts keeps running
 #   bash scripts/db.sh stop  stops the project's private cluster
+#   source scripts/db.sh --functions-only
+#                            only defines the functions, for scripts that
+#                            start clusters of their own (scripts/tls_db.sh)
 #
 # Where the database comes from, first that works:
 #   1. DATABASE_URL, if it is set and answers `select 1`;
@@ -160,6 +163,17 @@ _db_try_probe() {
     fi
 }
 
+# Installs Debian's package $1 with apt-get, which the caller made sure we
+# can run (as root), with its output on stderr.
+_db_apt_install() {
+    _db_log "installing Debian's $1 package (apt-get, output on stderr)"
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1"; } >&2; then
+        _db_log "apt-get install $1 failed (see above)"
+        return 1
+    fi
+}
+
 _db_install_server() {
     if ! _db_is_root; then
         _db_log "cannot start a private cluster: the PostgreSQL server binaries (initdb, pg_ctl) are not installed and we are not root; install PostgreSQL or set DATABASE_URL"
@@ -169,12 +183,8 @@ _db_install_server() {
         _db_log "cannot start a private cluster: the PostgreSQL server binaries are not installed and apt-get is missing; install PostgreSQL or set DATABASE_URL"
         return 1
     fi
-    _db_log "PostgreSQL server binaries not found; installing Debian's postgresql package (apt-get, output on stderr)"
-    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; } >&2; then
-        _db_log "apt-get install postgresql failed (see above)"
-        return 1
-    fi
+    _db_log "PostgreSQL server binaries not found"
+    _db_apt_install postgresql
 }
 
 _db_cluster_user() {
@@ -200,18 +210,20 @@ _db_cluster_user() {
     printf '%s\n' "$user"
 }
 
-# Where the cluster lives when target/pg is out of the cluster user's reach:
-# stable per checkout, so that a later run and `db.sh stop` find it again.
+# Where the cluster target/$1 (default pg) lives when that is out of the
+# cluster user's reach: stable per checkout, so that a later run and
+# `db.sh stop` find it again.
 _db_fallback_dir() {
-    local sum
+    local name=${1:-pg} sum
     sum=$(printf '%s' "$_DB_ROOT" | cksum)
-    printf '/tmp/orm-pg-%s\n' "${sum%% *}"
+    printf '/tmp/orm-%s-%s\n' "$name" "${sum%% *}"
 }
 
-# Prints the directory to hold the cluster (data/, server.log), creating it
-# for $1.
+# Prints the directory to hold a cluster (data/, server.log), creating it
+# for user $1: target/$2, by default target/pg.
 _db_cluster_dir() {
-    local user=$1 dir="$_DB_ROOT/target/pg" alt owner
+    local user=$1 name=${2:-pg} dir alt owner
+    dir="$_DB_ROOT/target/$name"
     if ! mkdir -p -- "$dir"; then
         _db_log "cannot create $dir"
         return 1
@@ -224,7 +236,7 @@ _db_cluster_dir() {
         printf '%s\n' "$dir"
         return 0
     fi
-    alt=$(_db_fallback_dir)
+    alt=$(_db_fallback_dir "$name")
     _db_log "user $user cannot reach $dir (a parent directory is not traversable); putting the private cluster in $alt instead"
     if ! { mkdir -p -- "$alt" && chown -- "$user" "$alt" && chmod 700 -- "$alt"; }; then
         _db_log "cannot prepare $alt for user $user"
@@ -384,6 +396,6 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
         exit 2
         ;;
     esac
-else
+elif [[ ${1:-} != --functions-only ]]; then
     db_setup
 fi

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, the demo app's RealWorld
 # conformance suites, then every test (unit, integration and doc tests)
-# against a real PostgreSQL found or started by scripts/db.sh. Exits non-zero
+# against a real PostgreSQL found or started by scripts/db.sh, and the TLS
+# tests against the TLS-only cluster scripts/tls_db.sh starts. Exits non-zero
 # on the first failure. Cargo's test summary is the last thing printed, so
-# nothing may write to the terminal after it: the EXIT trap that stops a
-# private cluster logs to target/pg/ instead.
+# nothing may write to the terminal after it: the EXIT trap that stops the
+# private clusters logs to their directories under target/ instead.
 set -euo pipefail
 
 cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
@@ -24,11 +25,25 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 export DATABASE_URL
 
+step "TLS database"
+# shellcheck source=scripts/tls_db.sh
+if ! source scripts/tls_db.sh; then
+    printf 'test.sh: cannot start the TLS test cluster (reasons above)\n' >&2
+    exit 1
+fi
+trap 'tls_db_stop; db_stop_if_private' EXIT
+
 step "cargo fmt --all --check"
 cargo fmt --all --check
 
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+# orm-core without its default tls-rustls feature: it still builds cleanly,
+# and refuses a URL that asks for TLS (its unit tests say how).
+step "orm-core without TLS (--no-default-features)"
+cargo clippy -p orm-core --all-targets --no-default-features -- -D warnings
+cargo test -p orm-core --lib --no-default-features
 
 # Checks that every benchmark workload still runs, with tiny counts and in a
 # debug build (times here mean nothing; docs/performance.md has the real ones).

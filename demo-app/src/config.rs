@@ -6,7 +6,8 @@ use std::time::Duration;
 /// Everything the server reads from the environment at start-up.
 #[derive(Clone)]
 pub struct Config {
-    /// `DATABASE_URL` (required): a `postgres://` URL or a `key=value` string.
+    /// `DATABASE_URL` (required): a `postgres://` URL or a `key=value` string,
+    /// whose `sslmode` and `sslrootcert` set TLS as they do for libpq.
     pub database_url: String,
     /// `HOST` (default `127.0.0.1`): the address to listen on.
     pub host: IpAddr,

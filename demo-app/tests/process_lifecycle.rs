@@ -10,7 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use orm_tests::TestDb;
+use orm_core::tokio_postgres;
+use orm_tests::{TestDb, TlsServer};
 use serde_json::{json, Value};
 use support::lock_waiters_reach;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,9 +37,33 @@ impl Server {
     /// to `jwt_secret` (unset if `None`), and waits until it announces its
     /// URL.
     async fn start(db: &TestDb, jwt_secret: Option<&str>) -> Server {
+        Server::start_at(db.url(), jwt_secret).await
+    }
+
+    /// Like [`start`](Self::start), with `DATABASE_URL` set to `database_url`.
+    async fn start_at(database_url: &str, jwt_secret: Option<&str>) -> Server {
+        let mut server = Server::spawn(database_url, jwt_secret);
+        let deadline = Instant::now() + START_TIMEOUT;
+        server.url = loop {
+            let log = server.output();
+            if let Some(url) = served_url(&log) {
+                break url.strip_suffix("/api").expect("the URL ends in /api").to_owned();
+            }
+            if let Some(status) = server.child.try_wait().expect("the child's status") {
+                panic!("demo-app exited during start-up ({status}):\n{}", server.output());
+            }
+            assert!(Instant::now() < deadline, "no URL in the start-up log:\n{}", server.output());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        server
+    }
+
+    /// Starts the binary on a free port with `DATABASE_URL` and
+    /// `JWT_SECRET`, without waiting for anything.
+    fn spawn(database_url: &str, jwt_secret: Option<&str>) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_demo-app"));
         command
-            .env("DATABASE_URL", db.url())
+            .env("DATABASE_URL", database_url)
             .env("PORT", "0")
             .env("HOST", "127.0.0.1")
             .env("RUST_LOG", "info")
@@ -53,20 +78,7 @@ impl Server {
         let output = Arc::new(Mutex::new(String::new()));
         collect(child.stdout.take().expect("piped stdout"), &output);
         collect(child.stderr.take().expect("piped stderr"), &output);
-        let mut server = Server { child, output, url: String::new() };
-        let deadline = Instant::now() + START_TIMEOUT;
-        server.url = loop {
-            let log = server.output();
-            if let Some(url) = served_url(&log) {
-                break url.strip_suffix("/api").expect("the URL ends in /api").to_owned();
-            }
-            if let Some(status) = server.child.try_wait().expect("the child's status") {
-                panic!("demo-app exited during start-up ({status}):\n{}", server.output());
-            }
-            assert!(Instant::now() < deadline, "no URL in the start-up log:\n{}", server.output());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        server
+        Server { child, output, url: String::new() }
     }
 
     fn output(&self) -> String {
@@ -233,4 +245,35 @@ async fn the_start_up_log_names_the_port_actually_bound() {
     assert_ne!(port, 0, "{}", server.output());
     let (status, body) = server.call("GET", "/api/tags", None, None).await;
     assert_eq!((status, body), (200, json!({ "tags": [] })));
+}
+
+#[tokio::test]
+async fn database_url_asks_for_tls_with_sslmode_and_sslrootcert() {
+    let tls = TlsServer::from_env();
+    let db = TestDb::on(&tls.url).await;
+    let url = format!("{}?sslmode=verify-full&sslrootcert={}", db.url(), tls.ca);
+    let server = Server::start_at(&url, Some("lifecycle")).await;
+    let (status, body) = server.call("POST", "/api/users", None, Some(&new_user("alice"))).await;
+    assert_eq!(status, 201, "{body}");
+
+    // The server's own view of the app's connections (from its postgres
+    // database, which takes connections without TLS).
+    let (admin, connection) = tokio_postgres::connect(&tls.url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let sql = "SELECT count(*), bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE datname = $1";
+    let row = admin.query_one(sql, &[&db.name()]).await.expect("pg_stat_ssl");
+    let (connections, all_tls): (i64, Option<bool>) = (row.get(0), row.get(1));
+    assert!(connections > 0 && all_tls == Some(true), "{connections} connection(s), all TLS: {all_tls:?}");
+}
+
+#[tokio::test]
+async fn a_server_certificate_the_ca_file_does_not_trust_stops_start_up_naming_the_file() {
+    let tls = TlsServer::from_env();
+    let db = TestDb::on(&tls.url).await;
+    let url = format!("{}?sslmode=verify-full&sslrootcert={}", db.url(), tls.wrong_ca);
+    let mut server = Server::spawn(&url, Some("lifecycle"));
+    let exit = server.exit_status().await;
+    let log = server.output();
+    assert!(!exit.success(), "{log}");
+    assert!(log.contains(&format!("certificate not trusted by sslrootcert {}", tls.wrong_ca)), "{log}");
 }

@@ -25,6 +25,9 @@
 //!    inserted, loading related entities without N+1, eager loading named on
 //!    the query (nested, and many-to-many in one step), cascading deletes, and
 //!    filters across relations.
+//! 5. [Deploying](deploying): TLS for the connections (`sslmode` and
+//!    `sslrootcert` in the URL, with libpq's meanings), the errors that name
+//!    what failed, and the `tls-rustls` feature.
 
 #[doc = include_str!("../guide/01-getting-started.md")]
 pub mod getting_started {}
@@ -37,3 +40,6 @@ pub mod queries {}
 
 #[doc = include_str!("../guide/04-relationships.md")]
 pub mod relationships {}
+
+#[doc = include_str!("../guide/05-deploying.md")]
+pub mod deploying {}

@@ -11,7 +11,7 @@ use deadpool_postgres::{Object, Pool};
 use futures_util::future::{join, maybe_done, try_join_all, MaybeDone};
 use futures_util::{FutureExt, TryStreamExt};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 use tracing::Instrument;
 
 use crate::database::ConnectTarget;
@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::isolation::IsolationLevel;
 use crate::raw_sql::RawSql;
 use crate::stats::SessionStats;
+use crate::tls::Connector;
 use crate::types::{Encoded, Param, YIELD_AFTER_BYTES};
 
 /// One statement of a pipelined batch.
@@ -601,7 +602,7 @@ impl SessionConnection {
         self.in_transaction = false;
         self.flush_savepoint_open = false;
         if let Some(client) = self.client.take() {
-            discard_mid_statement(client);
+            discard_mid_statement(client, self.target.connector());
         }
     }
 
@@ -758,7 +759,7 @@ impl Drop for SessionConnection {
     fn drop(&mut self) {
         let Some(client) = self.client.take() else { return };
         if self.in_flight {
-            discard_mid_statement(client);
+            discard_mid_statement(client, self.target.connector());
         } else if self.in_transaction && !queue(&client, "ROLLBACK") {
             drop(Object::take(client));
         }
@@ -766,11 +767,12 @@ impl Drop for SessionConnection {
 }
 
 /// The server may still be running a statement nobody waits for: stop it,
-/// and let nobody else have the connection.
-fn discard_mid_statement(client: Object) {
+/// and let nobody else have the connection. The cancel request goes with the
+/// pool's TLS: a server that only accepts TLS refuses it otherwise.
+fn discard_mid_statement(client: Object, tls: Connector) {
     let cancel = client.cancel_token();
     match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => drop(runtime.spawn(close_and_cancel(client, cancel))),
+        Ok(runtime) => drop(runtime.spawn(close_and_cancel(client, cancel, tls))),
         Err(_) => drop(Object::take(client)),
     }
 }
@@ -783,10 +785,10 @@ fn discard_mid_statement(client: Object) {
 /// request on its own schedule, after `cancel_query` has returned, and if the
 /// statement ended meanwhile (or had not started) the request cancels
 /// whatever the connection runs next, another borrower's statement.
-async fn close_and_cancel(client: Object, cancel: tokio_postgres::CancelToken) {
+async fn close_and_cancel(client: Object, cancel: tokio_postgres::CancelToken, tls: Connector) {
     // Detached from the pool first, which frees its slot at once.
     drop(Object::take(client));
-    if let Err(error) = cancel.cancel_query(NoTls).await {
+    if let Err(error) = cancel.cancel_query(tls).await {
         tracing::warn!(%error, "could not cancel the statement of a dropped session");
     }
 }

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::config::Host;
-use tokio_postgres::NoTls;
 
 use crate::connection::SessionConnection;
 use crate::error::{Error, Result};
 use crate::isolation::IsolationLevel;
 use crate::n_plus_one::NPlusOne;
 use crate::session::Session;
+use crate::tls::{self, Connector, TlsConfig};
 
 /// How to reach PostgreSQL and size the pool. Every timeout is finite by
 /// default, so an exhausted pool or a silent server becomes an error instead
@@ -46,8 +46,13 @@ use crate::session::Session;
 /// ```
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
-    /// Connection parameters (host, user, database, ...).
+    /// Connection parameters (host, user, database, ...). Its `ssl_mode`
+    /// is not used: [`tls`](Self::tls) decides.
     pub postgres: tokio_postgres::Config,
+    /// Whether and how connections use TLS, from the URL's `sslmode` and
+    /// `sslrootcert`. Default: TLS if the server offers it, without
+    /// checking its certificate (libpq's `prefer`).
+    pub tls: TlsConfig,
     /// Most connections open at once. Default: 16.
     pub max_connections: usize,
     /// How long a session waits for a free connection. Default: 5 s.
@@ -72,11 +77,15 @@ pub struct DatabaseConfig {
 
 impl DatabaseConfig {
     /// A configuration with the defaults above for a `postgres://` URL or a
-    /// `key=value` connection string.
+    /// `key=value` connection string. Its `sslmode` and `sslrootcert`
+    /// parameters go to [`tls`](Self::tls) (with libpq's meanings, see
+    /// [`TlsConfig`]), the rest to [`postgres`](Self::postgres).
     pub fn from_url(url: &str) -> Result<Self> {
-        let postgres = tokio_postgres::Config::from_str(url).map_err(|e| Error::Config(e.to_string()))?;
+        let (rest, tls) = tls::take_from_url(url)?;
+        let postgres = tokio_postgres::Config::from_str(&rest).map_err(|e| Error::Config(e.to_string()))?;
         Ok(DatabaseConfig {
             postgres,
+            tls,
             max_connections: 16,
             wait_timeout: Duration::from_secs(5),
             create_timeout: Duration::from_secs(5),
@@ -119,20 +128,22 @@ pub struct Database {
     isolation: Option<IsolationLevel>,
 }
 
-/// Where the pool connects, and as whom: what [`Error::Connect`] names. The
-/// password is deliberately not kept.
-#[derive(Debug)]
+/// Where the pool connects, as whom, and with which TLS: what
+/// [`Error::Connect`] names, and the connector its cancel requests need.
+/// The password is deliberately not kept.
 pub(crate) struct ConnectTarget {
-    host: String,
-    port: u16,
-    database: String,
-    user: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) database: String,
+    pub(crate) user: String,
+    pub(crate) tls: TlsConfig,
+    connector: Connector,
 }
 
 impl ConnectTarget {
     /// What tokio-postgres will use: a missing user is the operating
     /// system's user, a missing database the user's name, a missing port 5432.
-    fn of(config: &tokio_postgres::Config) -> Self {
+    fn of(config: &tokio_postgres::Config, tls: TlsConfig, connector: Connector) -> Self {
         let host = config
             .get_hosts()
             .iter()
@@ -147,7 +158,14 @@ impl ConnectTarget {
         let database = config.get_dbname().or(user).map_or_else(|| "(named after the user)".to_owned(), str::to_owned);
         let user = user.map_or_else(|| "(the operating system user)".to_owned(), str::to_owned);
         let port = config.get_ports().first().copied().unwrap_or(5432);
-        ConnectTarget { host, port, database, user }
+        ConnectTarget { host, port, database, user, tls, connector }
+    }
+
+    /// The connector of the pool's connections, for one of them or for a
+    /// cancel request. Without TLS support it is `NoTls`, which is `Copy`.
+    #[cfg_attr(not(feature = "tls-rustls"), allow(clippy::clone_on_copy))]
+    pub(crate) fn connector(&self) -> Connector {
+        self.connector.clone()
     }
 
     /// The pool's error as the crate's: a connection the pool failed to
@@ -156,9 +174,7 @@ impl ConnectTarget {
     /// server error from a statement would mislead.
     pub(crate) fn error(&self, error: PoolError) -> Error {
         match error {
-            PoolError::Backend(source) => {
-                Error::connect(source, self.host.clone(), self.port, self.database.clone(), self.user.clone())
-            }
+            PoolError::Backend(source) => Error::connect(source, self),
             other => Error::from(other),
         }
     }
@@ -172,12 +188,19 @@ impl Database {
     }
 
     /// A pool built from `config`. Must be called inside a Tokio runtime's
-    /// context only when the pool is used, not to build it.
+    /// context only when the pool is used, not to build it. Reads the
+    /// `sslrootcert` file of [`DatabaseConfig::tls`], if any.
     pub fn with_config(config: DatabaseConfig) -> Result<Self> {
         let mut postgres = config.postgres;
-        let target = Arc::new(ConnectTarget::of(&postgres));
+        let connector = config.tls.connector()?;
+        postgres.ssl_mode(config.tls.negotiation());
         postgres.keepalives(true).keepalives_idle(config.keepalive_idle);
-        let manager = Manager::from_config(postgres, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let target = Arc::new(ConnectTarget::of(&postgres, config.tls, connector));
+        let manager = Manager::from_config(
+            postgres,
+            target.connector(),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager)
             .max_size(config.max_connections)
             .wait_timeout(Some(config.wait_timeout))

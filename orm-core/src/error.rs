@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use deadpool_postgres::{PoolError, TimeoutType};
 use tokio_postgres::error::SqlState;
 
+use crate::database::ConnectTarget;
+
 /// The result type of every fallible operation in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -198,7 +200,10 @@ pub enum Error {
         /// The role connected as.
         user: String,
         /// Why it failed: the server's message and SQLSTATE (`database
-        /// "x" does not exist (SQLSTATE 3D000)`), or the network error.
+        /// "x" does not exist (SQLSTATE 3D000)`), the network error, or
+        /// what TLS had to do with it (`certificate not trusted by
+        /// sslrootcert ...`, `host name mismatch: ...`, `server requires
+        /// TLS: ...`; see [`TlsConfig`](crate::TlsConfig)).
         reason: String,
         /// The driver's error.
         source: tokio_postgres::Error,
@@ -540,21 +545,23 @@ impl Error {
         }
     }
 
-    /// The failure of a new connection to `host:port`, from the driver's error.
-    pub(crate) fn connect(
-        source: tokio_postgres::Error,
-        host: String,
-        port: u16,
-        database: String,
-        user: String,
-    ) -> Self {
-        // The server's message, or the network's (not the driver's own
-        // "error connecting to server", which says nothing new).
-        let reason = match std::error::Error::source(&source) {
+    /// The failure of a new connection to `target`, from the driver's error.
+    pub(crate) fn connect(source: tokio_postgres::Error, target: &ConnectTarget) -> Self {
+        // What TLS had to do with it, if anything; else the server's
+        // message, or the network's (not the driver's own "error connecting
+        // to server", which says nothing new).
+        let reason = target.tls.explain(&source).unwrap_or_else(|| match std::error::Error::source(&source) {
             Some(cause) if source.as_db_error().is_none() && cause.is::<std::io::Error>() => cause.to_string(),
             _ => database_reason(&source),
-        };
-        Error::Connect { host, port, database, user, reason, source }
+        });
+        Error::Connect {
+            host: target.host.clone(),
+            port: target.port,
+            database: target.database.clone(),
+            user: target.user.clone(),
+            reason,
+            source,
+        }
     }
 
     /// The SQLSTATE code reported by PostgreSQL, if this error came from the server.

@@ -73,6 +73,7 @@ mod stats;
 mod stream;
 #[cfg(feature = "time")]
 mod time_types;
+mod tls;
 mod tracked;
 mod transaction;
 mod types;
@@ -150,6 +151,7 @@ pub use n_plus_one::NPlusOne;
 /// # Ok(()) }
 /// ```
 pub use orm_derive::Entity;
+pub use tls::{SslMode, TlsConfig};
 
 /// Derives the column type of a fieldless enum, stored as text. An example,
 /// with the attributes described below:

@@ -16,8 +16,10 @@
 //! # }
 //! ```
 
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -34,7 +36,8 @@ const NAME_PREFIX: &str = "orm_test_";
 const CREATE_ATTEMPTS: u32 = 8;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
-static LEFTOVERS_REMOVED: AtomicBool = AtomicBool::new(false);
+/// The servers whose leftover test databases this process has dropped.
+static LEFTOVERS_REMOVED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 /// A fresh database for one test, dropped (with `FORCE`, so open connections
 /// don't keep it alive) when the `TestDb` is dropped, also when the test
@@ -61,17 +64,34 @@ impl TestDb {
     /// If `DATABASE_URL` is unset or invalid, or the server refuses the
     /// connection or the `CREATE DATABASE`.
     pub async fn new() -> Self {
-        let base_url = database_url();
-        let admin = parse_config(&base_url);
+        Self::on(&database_url()).await
+    }
+
+    /// Creates a uniquely named database on the server of `server_url` (a
+    /// URL or `key=value` string, as in `DATABASE_URL`), such as the
+    /// TLS-only server `scripts/tls_db.sh` starts. Its connections, and
+    /// those of [`client`](Self::client) and [`pool`](Self::pool), do not
+    /// use TLS: on a server that takes the test database over TLS only,
+    /// connect to it through the ORM.
+    ///
+    /// The first call in a process for a server also drops databases left
+    /// behind there by test processes that no longer run.
+    ///
+    /// # Panics
+    ///
+    /// If `server_url` is invalid, or the server refuses the connection or
+    /// the `CREATE DATABASE`.
+    pub async fn on(server_url: &str) -> Self {
+        let admin = parse_config(server_url);
         let admin_client = connect(&admin)
             .await
-            .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({}): {e}", describe(&admin)));
-        if !LEFTOVERS_REMOVED.swap(true, Ordering::SeqCst) {
+            .unwrap_or_else(|e| panic!("cannot connect to the test server ({}): {e}", describe(&admin)));
+        if LEFTOVERS_REMOVED.lock().unwrap_or_else(PoisonError::into_inner).insert(server_url.to_owned()) {
             remove_leftovers(&admin_client).await;
         }
 
         let name = unique_name();
-        let url = with_dbname(&base_url, &name);
+        let url = with_dbname(server_url, &name);
         let config = parse_config(&url);
         create_database(&admin_client, &name).await;
         TestDb { name, url, config, admin }
@@ -93,7 +113,7 @@ impl TestDb {
         &self.name
     }
 
-    /// The connection URL of this database: `DATABASE_URL` with the database
+    /// The connection URL of this database: the server's URL with the database
     /// name replaced.
     pub fn url(&self) -> &str {
         &self.url
@@ -161,6 +181,50 @@ impl Drop for TestDb {
     }
 }
 
+/// The TLS-only test server that `scripts/tls_db.sh` starts, from the
+/// variables it exports. It takes the test databases
+/// ([`TestDb::on`]`(&server.url)`) over TLS only, with a certificate for
+/// the host name `localhost` (not for the address 127.0.0.1).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let server = orm_tests::TlsServer::from_env();
+/// let test_db = orm_tests::TestDb::on(&server.url).await;
+/// let url = format!("{}?sslmode=verify-full&sslrootcert={}", test_db.url(), server.ca);
+/// assert!(url.starts_with("postgres://postgres@localhost:"));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TlsServer {
+    /// `ORM_TLS_DATABASE_URL`: `postgres://postgres@localhost:PORT/postgres`.
+    pub url: String,
+    /// `ORM_TLS_CA`: the PEM file of the CA that signed the server's certificate.
+    pub ca: String,
+    /// `ORM_TLS_WRONG_CA`: the PEM file of a CA that did not.
+    pub wrong_ca: String,
+}
+
+impl TlsServer {
+    /// The server `scripts/tls_db.sh` started.
+    ///
+    /// # Panics
+    ///
+    /// If one of its variables is not set: the tests that need it fail,
+    /// saying how to start it, rather than pass without it.
+    pub fn from_env() -> Self {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!(
+                    "{name} is not set: run the tests through scripts/test.sh, or start the TLS test server \
+                     with `eval \"$(bash scripts/tls_db.sh)\"` first"
+                )
+            })
+        };
+        TlsServer { url: var("ORM_TLS_DATABASE_URL"), ca: var("ORM_TLS_CA"), wrong_ca: var("ORM_TLS_WRONG_CA") }
+    }
+}
+
 /// The server URL the tests run against.
 ///
 /// # Panics
@@ -171,7 +235,7 @@ pub fn database_url() -> String {
 }
 
 fn parse_config(url: &str) -> Config {
-    url.parse().unwrap_or_else(|e| panic!("DATABASE_URL is not a valid connection string: {e}"))
+    url.parse().unwrap_or_else(|e| panic!("the test server's URL is not a valid connection string: {e}"))
 }
 
 /// Host, port and database, for messages that must not show a password.

@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use orm_core::tokio_postgres::error::SqlState;
 use orm_core::{Database, Entity, Error, Tracked};
 use orm_tests::TestDb;
-use support::{checkout_state, customer, setup, setup_with, Customer, LogBuffer};
+use support::{checkout_state, customer, drop_mid_statement, running_sleep, setup, setup_with, Customer, LogBuffer};
 
 /// A pool of one connection, so the next borrower gets the same connection
 /// the previous session used.
@@ -60,59 +60,12 @@ async fn dropping_a_session_whose_transaction_failed_returns_the_connection_clea
     assert!(checkout_state(&db).await.0, "the next borrower is inside the failed transaction");
 }
 
-const SLEEPING: &str = "SELECT pid FROM pg_stat_activity
-     WHERE datname = current_database() AND state = 'active' AND query = 'SELECT pg_sleep(30)'";
-
-/// The pid of the backend running `SELECT pg_sleep(30)`, once there is one.
-async fn running_sleep(monitor: &orm_core::tokio_postgres::Client) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(row) = monitor.query(SLEEPING, &[]).await.unwrap().first() {
-            return row.get(0);
-        }
-        assert!(Instant::now() < deadline, "the statement never started on the server");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Drops a session while the server runs its statement, then checks how the
 /// next borrower of the only connection finds it.
 async fn cancel_mid_statement(after_first_statement: bool) {
     let (test_db, db) = setup_one_connection().await;
     let monitor = test_db.client().await;
-
-    let mut session = db.session();
-    if after_first_statement {
-        session.execute("SELECT 1", &[]).await.unwrap();
-    }
-    // Drop the statement's future once the server is running it, as a
-    // request timeout would, but without guessing how long that takes.
-    let pid = tokio::select! {
-        result = session.execute("SELECT pg_sleep(30)", &[]) => panic!("the statement ended: {result:?}"),
-        pid = running_sleep(&monitor) => pid,
-    };
-    let dropped_at = Instant::now();
-    drop(session);
-
-    let (clean, reused) = checkout_state(&db).await;
-    assert!(dropped_at.elapsed() < Duration::from_secs(5), "the next borrower waited {:?}", dropped_at.elapsed());
-    assert!(clean, "the next borrower is inside the abandoned transaction");
-    // A cancel request may land late: the connection it was sent for is
-    // never handed out again.
-    assert_ne!(reused, pid, "the cancelled connection went back to the pool");
-    let deadline = dropped_at + Duration::from_secs(5);
-    while !monitor.query(SLEEPING, &[]).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the abandoned statement still runs");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-
-    // The connection answers the next session's statements with their own
-    // results, not with what was left of the abandoned one.
-    let mut session = db.session();
-    let rows = session.query_rows("SELECT $1::int", &[&42_i32]).await.expect("a statement after the cancel");
-    assert_eq!(rows[0].get::<_, i32>(0), 42);
-    session.add(customer("after"));
-    session.commit().await.expect("commit after the cancel");
+    drop_mid_statement(&db, &monitor, after_first_statement).await;
     assert_eq!(customer_names(&test_db).await, ["after"]);
 }
 

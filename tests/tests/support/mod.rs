@@ -6,6 +6,7 @@ pub mod blog;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use orm_core::tokio_postgres::SimpleQueryMessage;
 use orm_core::{Database, DatabaseConfig, Entity};
@@ -83,6 +84,65 @@ pub async fn checkout_state(db: &Database) -> (bool, i32) {
         })
         .expect("one row");
     (row.get(0) == Some("t"), row.get(1).expect("a pid").parse().expect("a number"))
+}
+
+const SLEEPING: &str = "SELECT pid FROM pg_stat_activity
+     WHERE datname = current_database() AND state = 'active' AND query = 'SELECT pg_sleep(30)'";
+
+/// The pid of the backend running `SELECT pg_sleep(30)`, once there is one.
+pub async fn running_sleep(monitor: &orm_core::tokio_postgres::Client) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(row) = monitor.query(SLEEPING, &[]).await.unwrap().first() {
+            return row.get(0);
+        }
+        assert!(Instant::now() < deadline, "the statement never started on the server");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Drops a session of `db`, a pool of one connection with the shared
+/// schema, while the server runs its statement; checks that the next
+/// borrower gets a clean connection quickly, that the statement was
+/// cancelled (`monitor` watches the database), and that the pool then runs
+/// a session that adds the customer "after" and commits.
+pub async fn drop_mid_statement(
+    db: &Database,
+    monitor: &orm_core::tokio_postgres::Client,
+    after_first_statement: bool,
+) {
+    let mut session = db.session();
+    if after_first_statement {
+        session.execute("SELECT 1", &[]).await.unwrap();
+    }
+    // Drop the statement's future once the server is running it, as a
+    // request timeout would, but without guessing how long that takes.
+    let pid = tokio::select! {
+        result = session.execute("SELECT pg_sleep(30)", &[]) => panic!("the statement ended: {result:?}"),
+        pid = running_sleep(monitor) => pid,
+    };
+    let dropped_at = Instant::now();
+    drop(session);
+
+    let (clean, reused) = checkout_state(db).await;
+    assert!(dropped_at.elapsed() < Duration::from_secs(5), "the next borrower waited {:?}", dropped_at.elapsed());
+    assert!(clean, "the next borrower is inside the abandoned transaction");
+    // A cancel request may land late: the connection it was sent for is
+    // never handed out again.
+    assert_ne!(reused, pid, "the cancelled connection went back to the pool");
+    let deadline = dropped_at + Duration::from_secs(5);
+    while !monitor.query(SLEEPING, &[]).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the abandoned statement still runs");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The connection answers the next session's statements with their own
+    // results, not with what was left of the abandoned one.
+    let mut session = db.session();
+    let rows = session.query_rows("SELECT $1::int", &[&42_i32]).await.expect("a statement after the cancel");
+    assert_eq!(rows[0].get::<_, i32>(0), 42);
+    session.add(customer("after"));
+    session.commit().await.expect("commit after the cancel");
 }
 
 /// A `MakeWriter` collecting a test's log output.
