@@ -61,6 +61,7 @@ mod interval;
 mod isolation;
 mod join;
 mod n_plus_one;
+mod pool_state;
 mod query;
 mod raw_sql;
 mod relation;
@@ -198,6 +199,7 @@ pub use tls::{SslMode, TlsConfig};
 /// ```
 pub use orm_derive::DbEnum;
 pub use orm_derive::Projection;
+pub use pool_state::PoolState;
 pub use query::{Query, UntrackedQuery};
 pub use raw_sql::RawSql;
 pub use relation::Relation;
