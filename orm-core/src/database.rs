@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::isolation::IsolationLevel;
 use crate::n_plus_one::NPlusOne;
 use crate::session::Session;
+use crate::statement_mode::{StatementMode, Statements};
 
 /// How to reach PostgreSQL and size the pool. Every timeout is finite by
 /// default, so an exhausted pool or a silent server becomes an error instead
@@ -68,13 +69,20 @@ pub struct DatabaseConfig {
     /// PostgreSQL's own default: set this when the server's is stricter, so
     /// that loads run inside the transaction too (see [`IsolationLevel`]).
     pub isolation: Option<IsolationLevel>,
+    /// How statements are sent: prepared and kept on each connection, or
+    /// unnamed, for a pooler in transaction mode (see [`StatementMode`]).
+    /// Default: [`StatementMode::Prepared`], or what the connection
+    /// string's `statement_mode` parameter says.
+    pub statements: StatementMode,
 }
 
 impl DatabaseConfig {
     /// A configuration with the defaults above for a `postgres://` URL or a
-    /// `key=value` connection string.
+    /// `key=value` connection string, which may also name a
+    /// [`StatementMode`] (`statement_mode=unnamed`).
     pub fn from_url(url: &str) -> Result<Self> {
-        let postgres = tokio_postgres::Config::from_str(url).map_err(|e| Error::Config(e.to_string()))?;
+        let (url, statements) = StatementMode::take_from_url(url)?;
+        let postgres = tokio_postgres::Config::from_str(&url).map_err(|e| Error::Config(e.to_string()))?;
         Ok(DatabaseConfig {
             postgres,
             max_connections: 16,
@@ -84,6 +92,7 @@ impl DatabaseConfig {
             keepalive_idle: Duration::from_secs(60),
             n_plus_one: NPlusOne::default(),
             isolation: None,
+            statements: statements.unwrap_or_default(),
         })
     }
 }
@@ -117,6 +126,7 @@ pub struct Database {
     target: Arc<ConnectTarget>,
     n_plus_one: NPlusOne,
     isolation: Option<IsolationLevel>,
+    statements: Statements,
 }
 
 /// Where the pool connects, and as whom: what [`Error::Connect`] names. The
@@ -186,19 +196,31 @@ impl Database {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Pool(e.to_string()))?;
-        Ok(Database { pool, target, n_plus_one: config.n_plus_one, isolation: config.isolation })
+        Ok(Database {
+            pool,
+            target,
+            n_plus_one: config.n_plus_one,
+            isolation: config.isolation,
+            statements: Statements::new(config.statements),
+        })
     }
 
     /// Opens a session. It takes no connection until its first statement.
     pub fn session(&self) -> Session {
-        Session::new(SessionConnection::new(self.pool.clone(), self.target.clone(), self.isolation), self.n_plus_one)
+        self.session_at(self.isolation)
     }
 
     /// Opens a session whose transaction runs at `level`, whatever
     /// [`DatabaseConfig::isolation`] says: for a unit of work that needs
     /// SERIALIZABLE, say, in an application that mostly does not.
     pub fn session_with_isolation(&self, level: IsolationLevel) -> Session {
-        Session::new(SessionConnection::new(self.pool.clone(), self.target.clone(), Some(level)), self.n_plus_one)
+        self.session_at(Some(level))
+    }
+
+    fn session_at(&self, isolation: Option<IsolationLevel>) -> Session {
+        let connection =
+            SessionConnection::new(self.pool.clone(), self.target.clone(), isolation, self.statements.clone());
+        Session::new(connection, self.n_plus_one)
     }
 
     /// The underlying deadpool-postgres pool, for hand-written SQL beside the ORM.

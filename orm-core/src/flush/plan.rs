@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::identity::{ErasedRegistry, Registry};
 use crate::session::PendingChanges;
 use crate::sql;
+use crate::statement_mode::ResultColumn;
 use crate::tracked::{EntityState, Tracked};
 use crate::types::ArrayChunks;
 
@@ -512,13 +513,13 @@ pub(crate) fn plan_table<T: Entity>(
 /// Refuses an insert whose `RETURNING` columns the entity's generated
 /// fields cannot hold, before it runs: found afterwards, the rows could be
 /// committed already (`COMMIT` travels with the last statements).
-fn check_returning<T: Entity>(statement: &tokio_postgres::Statement) -> Result<()> {
-    for (column, index) in statement.columns().iter().zip(T::META.generated_columns()) {
-        if !T::accepts(index, column.type_()) {
+fn check_returning<T: Entity>(columns: &[ResultColumn]) -> Result<()> {
+    for (column, index) in columns.iter().zip(T::META.generated_columns()) {
+        if !T::accepts(index, &column.type_) {
             return Err(Error::ColumnType {
                 entity: T::META.name,
                 column: T::META.columns[index].name,
-                found: column.type_().name().to_owned(),
+                found: column.type_.name().to_owned(),
             });
         }
     }
