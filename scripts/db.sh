@@ -160,6 +160,16 @@ _db_try_probe() {
     fi
 }
 
+# Installs the Debian package $1 with apt-get, output on stderr; the caller
+# has checked that we are root and that apt-get is there.
+_db_apt_install() {
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1"; } >&2; then
+        _db_log "apt-get install $1 failed (see above)"
+        return 1
+    fi
+}
+
 _db_install_server() {
     if ! _db_is_root; then
         _db_log "cannot start a private cluster: the PostgreSQL server binaries (initdb, pg_ctl) are not installed and we are not root; install PostgreSQL or set DATABASE_URL"
@@ -170,11 +180,7 @@ _db_install_server() {
         return 1
     fi
     _db_log "PostgreSQL server binaries not found; installing Debian's postgresql package (apt-get, output on stderr)"
-    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; } >&2; then
-        _db_log "apt-get install postgresql failed (see above)"
-        return 1
-    fi
+    _db_apt_install postgresql
 }
 
 _db_cluster_user() {
