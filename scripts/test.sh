@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, the demo app's RealWorld
 # conformance suites, then every test (unit, integration and doc tests)
-# against a real PostgreSQL found or started by scripts/db.sh. Exits non-zero
+# against a real PostgreSQL found or started by scripts/db.sh; part of the
+# integration tests and the conformance suites run a second time through
+# PgBouncer in transaction mode, started by scripts/pgbouncer.sh. Exits non-zero
 # on the first failure. Cargo's test summary is the last thing printed, so
 # nothing may write to the terminal after it: the EXIT trap that stops a
 # private cluster logs to target/pg/ instead.
@@ -17,12 +19,19 @@ if ! source scripts/db.sh; then
     printf 'test.sh: no PostgreSQL database to test against (reasons above)\n' >&2
     exit 1
 fi
-trap db_stop_if_private EXIT
+trap 'pgbouncer_stop_if_started; db_stop_if_private' EXIT
 # Without these a signal would kill bash before the EXIT trap runs, leaving
 # the private cluster running.
 trap 'exit 130' INT
 trap 'exit 143' TERM
 export DATABASE_URL
+
+step "PgBouncer in transaction mode (scripts/pgbouncer.sh)"
+# shellcheck source=scripts/pgbouncer.sh
+if ! source scripts/pgbouncer.sh; then
+    printf 'test.sh: could not start PgBouncer (reasons above)\n' >&2
+    exit 1
+fi
 
 step "cargo fmt --all --check"
 cargo fmt --all --check
@@ -40,6 +49,20 @@ cargo run -p bench -- --smoke
 # the next step reuses.
 step "RealWorld conformance suites (scripts/conformance.sh)"
 CONFORMANCE_BUILD=tests bash scripts/conformance.sh
+
+# The integration tests of sessions, flush batching, savepoints, version
+# conflicts, relations, errors and cancellation again, through PgBouncer in
+# transaction mode with the ORM's unnamed statement mode (TestDb::url says
+# how); the few that test session-level state skip themselves, saying why.
+# `--workspace` resolves features as the other steps do, so nothing is
+# rebuilt.
+step "integration tests through PgBouncer"
+through_pgbouncer=(session_basics flush flush_failures savepoints returning row_switch review_findings
+    relationships eager errors connection_safety streaming handles bulk types)
+ORM_TEST_VIA_PGBOUNCER=1 cargo test --workspace "${through_pgbouncer[@]/#/--test=}"
+
+step "RealWorld conformance suites through PgBouncer"
+CONFORMANCE_BUILD=tests CONFORMANCE_VIA_PGBOUNCER=1 bash scripts/conformance.sh
 
 # Last, so that its summary ends the output.
 step "cargo test --workspace"

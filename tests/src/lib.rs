@@ -5,6 +5,13 @@
 //! in parallel without seeing each other's tables. `scripts/test.sh` finds or
 //! starts a server and sets `DATABASE_URL`.
 //!
+//! With `ORM_TEST_VIA_PGBOUNCER=1` (which `scripts/test.sh` sets for a second
+//! run of some test files), [`TestDb::url`] reaches the database through the
+//! PgBouncer in transaction mode at `ORM_PGBOUNCER_URL` instead, in the
+//! ORM's unnamed statement mode, so the same tests prove the ORM works
+//! through a transaction pooler; the raw connections of [`TestDb::client`]
+//! and [`TestDb::pool`] still go to the server directly.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -32,6 +39,13 @@ const NAME_PREFIX: &str = "orm_test_";
 /// How often `CREATE DATABASE` is tried while another session holds the
 /// template database.
 const CREATE_ATTEMPTS: u32 = 8;
+
+/// Set to `1`, [`TestDb::url`] goes through PgBouncer: see the crate docs.
+pub const VIA_PGBOUNCER: &str = "ORM_TEST_VIA_PGBOUNCER";
+
+/// PgBouncer's URL, exported by `scripts/pgbouncer.sh`: `DATABASE_URL` with
+/// the pooler's host and port.
+pub const PGBOUNCER_URL: &str = "ORM_PGBOUNCER_URL";
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 static LEFTOVERS_REMOVED: AtomicBool = AtomicBool::new(false);
@@ -71,9 +85,10 @@ impl TestDb {
         }
 
         let name = unique_name();
-        let url = with_dbname(&base_url, &name);
-        let config = parse_config(&url);
+        let direct_url = with_dbname(&base_url, &name);
+        let config = parse_config(&direct_url);
         create_database(&admin_client, &name).await;
+        let url = if via_pgbouncer() { pgbouncer_url_of(&name) } else { direct_url };
         TestDb { name, url, config, admin }
     }
 
@@ -93,10 +108,22 @@ impl TestDb {
         &self.name
     }
 
-    /// The connection URL of this database: `DATABASE_URL` with the database
-    /// name replaced.
+    /// The connection URL of this database for the ORM: `DATABASE_URL` with
+    /// the database name replaced, or with `ORM_TEST_VIA_PGBOUNCER=1` its
+    /// [`pgbouncer_url`](Self::pgbouncer_url).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// This database through PgBouncer in transaction mode:
+    /// `ORM_PGBOUNCER_URL` with the database name replaced and the ORM's
+    /// `statement_mode=unnamed` added.
+    ///
+    /// # Panics
+    ///
+    /// If `ORM_PGBOUNCER_URL` is not set (`scripts/test.sh` sets it).
+    pub fn pgbouncer_url(&self) -> String {
+        pgbouncer_url_of(&self.name)
     }
 
     /// The connection settings of this database.
@@ -158,6 +185,39 @@ impl Drop for TestDb {
             Ok(Err(e)) => eprintln!("orm-tests: could not drop test database {}: {e}", self.name),
             Err(_) => eprintln!("orm-tests: dropping test database {} panicked", self.name),
         }
+    }
+}
+
+/// Whether `ORM_TEST_VIA_PGBOUNCER=1`: this run goes through PgBouncer in
+/// transaction mode, where a test of session-level state cannot pass.
+pub fn via_pgbouncer() -> bool {
+    std::env::var(VIA_PGBOUNCER).is_ok_and(|value| value == "1")
+}
+
+/// Whether to skip a test that cannot pass through PgBouncer in transaction
+/// mode, because this run goes through it; says so, and why, on stderr.
+pub fn skip_via_pgbouncer(reason: &str) -> bool {
+    let skip = via_pgbouncer();
+    if skip {
+        eprintln!("skipped through PgBouncer: {reason}");
+    }
+    skip
+}
+
+fn pgbouncer_url_of(dbname: &str) -> String {
+    let base = std::env::var(PGBOUNCER_URL)
+        .unwrap_or_else(|_| panic!("{PGBOUNCER_URL} is not set: run the tests through scripts/test.sh"));
+    with_param(&with_dbname(&base, dbname), "statement_mode=unnamed")
+}
+
+/// Adds `key=value` to a connection string, in URL or key=value form.
+fn with_param(url: &str, param: &str) -> String {
+    if !["postgres://", "postgresql://"].iter().any(|scheme| url.starts_with(scheme)) {
+        format!("{url} {param}")
+    } else if url.contains('?') {
+        format!("{url}&{param}")
+    } else {
+        format!("{url}?{param}")
     }
 }
 
@@ -316,6 +376,13 @@ mod tests {
         let config: Config = url.parse().unwrap();
         assert_eq!(config.get_dbname(), Some("x"));
         assert_eq!(config.get_user(), Some("postgres"));
+    }
+
+    #[test]
+    fn adds_a_parameter() {
+        assert_eq!(with_param("postgres://h/x", "a=b"), "postgres://h/x?a=b");
+        assert_eq!(with_param("postgres://h/x?c=d", "a=b"), "postgres://h/x?c=d&a=b");
+        assert_eq!(with_param("host=h dbname=x", "a=b"), "host=h dbname=x a=b");
     }
 
     #[test]
