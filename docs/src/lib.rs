@@ -25,6 +25,8 @@
 //!    inserted, loading related entities without N+1, eager loading named on
 //!    the query (nested, and many-to-many in one step), cascading deletes, and
 //!    filters across relations.
+//! 5. [Deploying](deploying): PgBouncer in transaction mode (the unnamed
+//!    statement mode, and the session-level state that is unsafe there).
 
 #[doc = include_str!("../guide/01-getting-started.md")]
 pub mod getting_started {}
@@ -37,3 +39,6 @@ pub mod queries {}
 
 #[doc = include_str!("../guide/04-relationships.md")]
 pub mod relationships {}
+
+#[doc = include_str!("../guide/05-deploying.md")]
+pub mod deploying {}
