@@ -49,7 +49,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum StatementMode {
     /// Each connection prepares a statement the first time it runs it and
-    /// keeps it by name, so later runs skip parsing and planning (the
+    /// keeps it by name, so later runs skip parsing, and often planning (the
     /// default). Raw SQL is kept only when asked to: see
     /// [`RawSql`](crate::RawSql).
     #[default]
@@ -58,12 +58,13 @@ pub enum StatementMode {
     /// one message, and the server forgets it when the next one arrives:
     /// nothing is left on a server connection for another transaction to
     /// trip over. The types of a statement's parameters, which the driver
-    /// must send with it, are learned by describing the statement once (once
-    /// per [`Database`](crate::Database) for the ORM's statements and
-    /// [`RawSql::cached`](crate::RawSql::cached) text, each run for other
-    /// raw SQL with parameters), inside a transaction and closed in it, so
-    /// that even that leaves nothing behind. The server plans each run
-    /// afresh, which is what this mode costs.
+    /// must send with it, are learned by having the server describe it:
+    /// once per [`Database`](crate::Database) for the ORM's statements and
+    /// [`RawSql::cached`](crate::RawSql::cached) text, at each run for other
+    /// raw SQL with parameters. The statement a description takes is
+    /// prepared and closed inside one transaction, so even that leaves
+    /// nothing behind. The server parses and plans each run afresh, which
+    /// is what this mode costs.
     Unnamed,
 }
 
