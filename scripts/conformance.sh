@@ -18,6 +18,13 @@
 # `cargo test --workspace --no-run` instead of `cargo build -p demo-app`: the
 # test step then reuses every artifact, where a build of demo-app alone would
 # resolve other features for shared dependencies and compile them twice.
+#
+# CONFORMANCE_VIA_PGBOUNCER=1 (which scripts/test.sh sets for a second run)
+# connects the app through PgBouncer in transaction mode, in the ORM's
+# unnamed statement mode (`statement_mode=unnamed` in its DATABASE_URL), to
+# a database `demo_conformance_pgbouncer`: the PgBouncer at ORM_PGBOUNCER_URL
+# if that is set, else one that scripts/pgbouncer.sh starts and this script
+# stops.
 set -euo pipefail
 
 cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
@@ -25,6 +32,8 @@ ROOT=$PWD
 HURL_VERSION=8.0.1
 NEWMAN_VERSION=6
 DB_NAME=demo_conformance
+VIA_PGBOUNCER=${CONFORMANCE_VIA_PGBOUNCER:-}
+[[ -n $VIA_PGBOUNCER ]] && DB_NAME=demo_conformance_pgbouncer
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$ROOT/target/conformance
 HURL_FILES=13
@@ -96,6 +105,9 @@ ensure_newman() {
 cleanup() {
     demo_app_stop >/dev/null 2>&1 || true
     app_db_drop "$DB_NAME" >/dev/null 2>&1 || true
+    if declare -F pgbouncer_stop_if_started >/dev/null; then
+        pgbouncer_stop_if_started
+    fi
     db_stop_if_private
 }
 
@@ -132,6 +144,23 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 app_db_recreate "$DB_NAME"
+app_url=$(app_db_url "$DB_NAME")
+if [[ -n $VIA_PGBOUNCER ]]; then
+    if [[ -z ${ORM_PGBOUNCER_URL:-} ]]; then
+        # shellcheck source=scripts/pgbouncer.sh
+        source scripts/pgbouncer.sh || {
+            log "could not start PgBouncer (reasons above)"
+            exit 1
+        }
+    fi
+    app_url=$(DATABASE_URL=$ORM_PGBOUNCER_URL app_db_url "$DB_NAME")
+    case $app_url in
+    postgres://*\?* | postgresql://*\?*) app_url+='&statement_mode=unnamed' ;;
+    postgres://* | postgresql://*) app_url+='?statement_mode=unnamed' ;;
+    *) app_url+=' statement_mode=unnamed' ;;
+    esac
+    log "the app connects through PgBouncer: $(_db_redact "$app_url")"
+fi
 
 if [[ ${CONFORMANCE_BUILD:-} == tests ]]; then
     step "cargo test --workspace --no-run (builds demo-app too)"
@@ -144,7 +173,7 @@ fi
 step "start demo-app"
 mkdir -p "$WORK"
 demo_app_start "$TARGET_DIR/debug/demo-app" "$WORK/app.log" \
-    DATABASE_URL="$(app_db_url "$DB_NAME")" JWT_SECRET=conformance RUST_LOG=info
+    DATABASE_URL="$app_url" JWT_SECRET=conformance RUST_LOG=info
 log "demo-app is answering at $DEMO_APP_URL (log: $WORK/app.log)"
 
 failed=()

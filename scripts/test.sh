@@ -2,7 +2,9 @@
 # The project's test command: formatting, lints, the demo app's RealWorld
 # conformance suites, then every test (unit, integration and doc tests)
 # against a real PostgreSQL found or started by scripts/db.sh, and the TLS
-# tests against the TLS-only cluster scripts/tls_db.sh starts. Exits non-zero
+# tests against the TLS-only cluster scripts/tls_db.sh starts; part of the
+# integration tests and the conformance suites run a second time through
+# PgBouncer in transaction mode, started by scripts/pgbouncer.sh. Exits non-zero
 # on the first failure. Cargo's test summary is the last thing printed, so
 # nothing may write to the terminal after it: the EXIT trap that stops the
 # private clusters logs to their directories under target/ instead.
@@ -18,7 +20,7 @@ if ! source scripts/db.sh; then
     printf 'test.sh: no PostgreSQL database to test against (reasons above)\n' >&2
     exit 1
 fi
-trap db_stop_if_private EXIT
+trap 'db_stop_if_private' EXIT
 # Without these a signal would kill bash before the EXIT trap runs, leaving
 # the private cluster running.
 trap 'exit 130' INT
@@ -32,6 +34,14 @@ if ! source scripts/tls_db.sh; then
     exit 1
 fi
 trap 'tls_db_stop; db_stop_if_private' EXIT
+
+step "PgBouncer in transaction mode (scripts/pgbouncer.sh)"
+# shellcheck source=scripts/pgbouncer.sh
+if ! source scripts/pgbouncer.sh; then
+    printf 'test.sh: could not start PgBouncer (reasons above)\n' >&2
+    exit 1
+fi
+trap 'pgbouncer_stop_if_started; tls_db_stop; db_stop_if_private' EXIT
 
 step "cargo fmt --all --check"
 cargo fmt --all --check
@@ -55,6 +65,20 @@ cargo run -p bench -- --smoke
 # the next step reuses.
 step "RealWorld conformance suites (scripts/conformance.sh)"
 CONFORMANCE_BUILD=tests bash scripts/conformance.sh
+
+# The integration tests of sessions, flush batching, savepoints, version
+# conflicts, relations, errors and cancellation again, through PgBouncer in
+# transaction mode with the ORM's unnamed statement mode (TestDb::url says
+# how); the few that test session-level state skip themselves, saying why.
+# `--workspace` resolves features as the other steps do, so nothing is
+# rebuilt.
+step "integration tests through PgBouncer"
+through_pgbouncer=(session_basics flush flush_failures savepoints returning row_switch review_findings
+    relationships eager errors connection_safety streaming handles bulk types)
+ORM_TEST_VIA_PGBOUNCER=1 cargo test --workspace "${through_pgbouncer[@]/#/--test=}"
+
+step "RealWorld conformance suites through PgBouncer"
+CONFORMANCE_BUILD=tests CONFORMANCE_VIA_PGBOUNCER=1 bash scripts/conformance.sh
 
 # Last, so that its summary ends the output.
 step "cargo test --workspace"

@@ -3,7 +3,7 @@
 //! run, with the ratio of their median times.
 //!
 //! ```text
-//! cargo run --release -p bench -- [--workloads W1,W3] [--scale 0.1] [--runs 5] [--json]
+//! cargo run --release -p bench -- [--workloads W1,W3] [--scale 0.1] [--runs 5] [--json] [--statement-mode unnamed]
 //! ```
 //!
 //! Uses `DATABASE_URL` (see `scripts/db.sh`) and creates its own database there.
@@ -17,7 +17,7 @@ mod report;
 mod workloads;
 
 use clap::Parser;
-use orm_core::{Database, DatabaseConfig};
+use orm_core::{Database, DatabaseConfig, StatementMode};
 use orm_tests::TestDb;
 
 use measure::{median, timed, timed_keeping, Run};
@@ -40,6 +40,11 @@ struct Options {
     /// Runs of each side; the median is reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// How the ORM side sends statements: `prepared` (the default) or
+    /// `unnamed`, the mode for a pooler in transaction mode. The
+    /// hand-written side prepares its statements either way.
+    #[arg(long, default_value = "prepared")]
+    statement_mode: StatementMode,
     /// Prints JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -75,6 +80,7 @@ async fn main() -> Result<(), BenchError> {
     let test_db = TestDb::new().await;
     let mut config = DatabaseConfig::from_url(test_db.url())?;
     config.max_connections = 4;
+    config.statements = options.statement_mode;
     let db = Database::with_config(config)?;
     db.pool().get().await?.batch_execute(customer::SCHEMA).await?;
     db.pool().get().await?.batch_execute(query_workloads::SCHEMA).await?;

@@ -27,7 +27,9 @@
 //!    filters across relations.
 //! 5. [Deploying](deploying): TLS for the connections (`sslmode` and
 //!    `sslrootcert` in the URL, with libpq's meanings), the errors that name
-//!    what failed, and the `tls-rustls` feature.
+//!    what failed, and the `tls-rustls` feature; PgBouncer in transaction
+//!    mode (the unnamed statement mode, and the session-level state that is
+//!    unsafe there).
 
 #[doc = include_str!("../guide/01-getting-started.md")]
 pub mod getting_started {}

@@ -18,6 +18,7 @@ use crate::database::ConnectTarget;
 use crate::error::{Error, Result};
 use crate::isolation::IsolationLevel;
 use crate::raw_sql::RawSql;
+use crate::statement_mode::{Description, ResultColumn, Statements};
 use crate::stats::SessionStats;
 use crate::tls::Connector;
 use crate::types::{Encoded, Param, YIELD_AFTER_BYTES};
@@ -28,10 +29,39 @@ pub(crate) struct Statement {
     pub(crate) params: Vec<Param>,
     /// Whether the statement returns rows (a SELECT, or DML with RETURNING).
     pub(crate) returns_rows: bool,
-    /// Checks the prepared statement's result columns before anything of
-    /// the batch runs: a result the objects could not take must not be
-    /// committed first and refused afterwards.
-    pub(crate) check: Option<fn(&tokio_postgres::Statement) -> Result<()>>,
+    /// Checks the statement's result columns before anything of the batch
+    /// runs: a result the objects could not take must not be committed
+    /// first and refused afterwards.
+    pub(crate) check: Option<Check>,
+}
+
+/// Checks a statement's result columns, as the server described them,
+/// before the statement runs.
+pub(crate) type Check = fn(&[ResultColumn]) -> Result<()>;
+
+/// A statement ready to run: prepared by name (and cached on the
+/// connection), or described, to run as the unnamed statement (see
+/// [`StatementMode`](crate::StatementMode)).
+enum Ready {
+    Named(tokio_postgres::Statement),
+    Unnamed(Arc<Description>),
+}
+
+impl Ready {
+    /// The types its parameters are sent as.
+    fn params(&self) -> &[Type] {
+        match self {
+            Ready::Named(statement) => statement.params(),
+            Ready::Unnamed(description) => &description.params,
+        }
+    }
+
+    fn check(&self, check: Check) -> Result<()> {
+        match self {
+            Ready::Named(statement) => check(&ResultColumn::of(statement)),
+            Ready::Unnamed(description) => check(&description.columns),
+        }
+    }
 }
 
 /// What one statement of a batch produced.
@@ -74,6 +104,8 @@ pub(crate) struct SessionConnection {
     /// A flush is applying its results to the session's objects across
     /// yields to the runtime (see `set_applying`).
     applying: bool,
+    /// Whether statements are prepared by name or run unnamed.
+    statements: Statements,
 }
 
 /// Whether a statement may change data, which decides whether it needs the
@@ -96,7 +128,12 @@ pub(crate) enum Access {
 const FLUSH_SAVEPOINT: &str = "orm_flush";
 
 impl SessionConnection {
-    pub(crate) fn new(pool: Pool, target: Arc<ConnectTarget>, isolation: Option<IsolationLevel>) -> Self {
+    pub(crate) fn new(
+        pool: Pool,
+        target: Arc<ConnectTarget>,
+        isolation: Option<IsolationLevel>,
+        statements: Statements,
+    ) -> Self {
         SessionConnection {
             pool,
             target,
@@ -108,6 +145,7 @@ impl SessionConnection {
             isolation,
             after_sent: false,
             applying: false,
+            statements,
         }
     }
 
@@ -223,7 +261,6 @@ impl SessionConnection {
             return Err(error);
         }
         let client = self.client.as_ref().ok_or(Error::TransactionFailed)?;
-        let cache_size = client.statement_cache.size();
         self.in_flight = true;
         let has_prefix = prefix.is_some();
         // The prefix is queued ahead of the statements this batch must
@@ -243,14 +280,13 @@ impl SessionConnection {
             Poll::Ready(())
         })
         .await;
-        let prepared = try_join_all(statements.iter().map(|s| client.prepare_cached(&s.sql))).await;
+        let (prepared, prepared_now) = ready_all(client, &self.statements, statements).await;
         let prepare_failed = prepared.is_err();
-        let prepared_now = client.statement_cache.size() > cache_size;
         let prepared = prepared.map_err(Error::from).and_then(|prepared| {
             let refused = statements
                 .iter()
                 .zip(&prepared)
-                .find_map(|(statement, prepared)| statement.check.and_then(|check| check(prepared).err()));
+                .find_map(|(statement, prepared)| statement.check.and_then(|check| prepared.check(check).err()));
             refused.map_or(Ok(prepared), Err)
         });
         let prepared = match prepared {
@@ -398,7 +434,7 @@ impl SessionConnection {
         params: &[&(dyn ToSql + Sync)],
         access: Access,
         stats: &mut SessionStats,
-        check: Option<fn(&tokio_postgres::Statement) -> Result<()>>,
+        check: Option<Check>,
         mut on_row: impl FnMut(Row) -> Result<()>,
     ) -> Result<u64> {
         let mut open = self.open_rows(sql, params, access, stats, check).await?;
@@ -435,7 +471,7 @@ impl SessionConnection {
         params: &[&(dyn ToSql + Sync)],
         access: Access,
         stats: &mut SessionStats,
-        check: Option<fn(&tokio_postgres::Statement) -> Result<()>>,
+        check: Option<Check>,
     ) -> Result<OpenRows> {
         let reads_in_transaction = self.isolation.is_some_and(IsolationLevel::reads_in_transaction);
         let begin = !self.in_transaction && (access == Access::Write || reads_in_transaction);
@@ -444,22 +480,35 @@ impl SessionConnection {
         let client = self.client.as_ref().ok_or(Error::TransactionFailed)?;
         let text = sql.text();
         let span = tracing::debug_span!("orm.statement", sql = text, rows = tracing::field::Empty);
+        let (statements, in_transaction) = (&self.statements, self.in_transaction);
         self.in_flight = true;
         let result = async {
-            let (prepared, prepare_trips) = if sql.is_cached() {
-                let cache_size = client.statement_cache.size();
-                let prepared = client.prepare_cached(text).await?;
-                (Some(prepared), u64::from(client.statement_cache.size() > cache_size))
-            } else if params.is_empty() && check.is_none() {
+            let (prepared, prepare_trips) = match statements {
+                Statements::Prepared if sql.is_cached() => {
+                    let cache_size = client.statement_cache.size();
+                    let prepared = client.prepare_cached(text).await?;
+                    (Some(Ready::Named(prepared)), u64::from(client.statement_cache.size() > cache_size))
+                }
                 // Run as the unnamed statement below: nothing to prepare.
-                (None, 0)
-            } else {
+                _ if params.is_empty() && check.is_none() => (None, 0),
                 // Named and uncached: dropping the last handle (the row
                 // stream's) queues a Close, so the server forgets it too.
-                (Some(client.prepare(text).await?), 1)
+                Statements::Prepared => (Some(Ready::Named(client.prepare(text).await?)), 1),
+                Statements::Unnamed(descriptions) => {
+                    let cached = sql.is_cached().then(|| descriptions.get(text)).flatten();
+                    if let Some(cached) = cached.filter(|cached| cached.params.len() == params.len()) {
+                        (Some(Ready::Unnamed(cached)), 0)
+                    } else {
+                        let description = Arc::new(describe(client, text, in_transaction, Some(params)).await?);
+                        if sql.is_cached() {
+                            descriptions.insert(text, description.clone());
+                        }
+                        (Some(Ready::Unnamed(description)), 1)
+                    }
+                }
             };
             if let (Some(prepared), Some(check)) = (&prepared, check) {
-                if let Err(refused) = check(prepared) {
+                if let Err(refused) = prepared.check(check) {
                     return Ok((prepare_trips, Err(refused)));
                 }
             }
@@ -472,7 +521,11 @@ impl SessionConnection {
             };
             let run = async {
                 match &prepared {
-                    Some(prepared) => client.query_raw(prepared, params.iter().copied()).await,
+                    Some(Ready::Named(prepared)) => client.query_raw(prepared, params.iter().copied()).await,
+                    Some(Ready::Unnamed(description)) => {
+                        let typed = params.iter().copied().zip(description.params.iter().cloned());
+                        client.query_typed_raw(text, typed).await
+                    }
                     // The unnamed statement is parsed, bound and run in one
                     // message and replaced by the next one, so it stays on
                     // neither side. Only without parameters: tokio-postgres
@@ -628,7 +681,7 @@ impl SessionConnection {
 /// encodes a whole batch. (The caller's prefix is on the wire already: a
 /// session dropped meanwhile is handled as one dropped mid-statement.)
 /// A parameter that cannot be encoded is `None`, left to the driver.
-async fn encode(statements: &[Statement], prepared: &[tokio_postgres::Statement]) -> Vec<Vec<Option<Encoded>>> {
+async fn encode(statements: &[Statement], prepared: &[Ready]) -> Vec<Vec<Option<Encoded>>> {
     let mut encoded = Vec::with_capacity(statements.len());
     for (statement, prepared) in statements.iter().zip(prepared) {
         let mut ready = Vec::with_capacity(statement.params.len());
@@ -683,7 +736,7 @@ async fn send_pipelined(
     client: &Object,
     mut prefix: Sent<impl Future<Output = PgResult<()>>>,
     statements: &[Statement],
-    prepared: &[tokio_postgres::Statement],
+    prepared: &[Ready],
     params: &[Vec<&(dyn ToSql + Sync)>],
     after: Option<&str>,
 ) -> (PgResult<()>, Vec<PgResult<Outcome>>, PgResult<()>, bool) {
@@ -694,10 +747,19 @@ async fn send_pipelined(
         .map(|((statement, prepared), params)| {
             let span = tracing::debug_span!("orm.statement", sql = statement.sql, rows = tracing::field::Empty);
             let run = async move {
-                let outcome = if statement.returns_rows {
-                    client.query(prepared, params).await.map(Outcome::Rows)
-                } else {
-                    client.execute(prepared, params).await.map(Outcome::Count)
+                let outcome = match prepared {
+                    Ready::Named(prepared) if statement.returns_rows => {
+                        client.query(prepared, params).await.map(Outcome::Rows)
+                    }
+                    Ready::Named(prepared) => client.execute(prepared, params).await.map(Outcome::Count),
+                    Ready::Unnamed(description) => {
+                        let typed: Vec<_> = params.iter().copied().zip(description.params.iter().cloned()).collect();
+                        if statement.returns_rows {
+                            client.query_typed(&statement.sql, &typed).await.map(Outcome::Rows)
+                        } else {
+                            client.execute_typed(&statement.sql, &typed).await.map(Outcome::Count)
+                        }
+                    }
                 };
                 if let Ok(outcome) = &outcome {
                     tracing::Span::current().record("rows", outcome.rows());
@@ -745,6 +807,76 @@ async fn send_pipelined(
 }
 
 type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
+
+/// Readies `statements` to run on `client`, inside the transaction that is
+/// open or queued there: prepared and cached on the connection, or
+/// described for the unnamed mode (once per database, see
+/// [`Descriptions`](crate::statement_mode::Descriptions)). Also returns
+/// whether any was prepared or described now, which cost a round trip.
+async fn ready_all(client: &Object, mode: &Statements, statements: &[Statement]) -> (PgResult<Vec<Ready>>, bool) {
+    match mode {
+        Statements::Prepared => {
+            let cache_size = client.statement_cache.size();
+            let prepared = try_join_all(statements.iter().map(|s| client.prepare_cached(&s.sql))).await;
+            let prepared_now = client.statement_cache.size() > cache_size;
+            (prepared.map(|prepared| prepared.into_iter().map(Ready::Named).collect()), prepared_now)
+        }
+        Statements::Unnamed(descriptions) => {
+            let cached: Vec<_> = statements.iter().map(|statement| descriptions.get(&statement.sql)).collect();
+            let described_now = cached.iter().any(Option::is_none);
+            let ready = try_join_all(statements.iter().zip(cached).map(|(statement, cached)| async move {
+                if let Some(cached) = cached {
+                    return Ok(Ready::Unnamed(cached));
+                }
+                let description = Arc::new(describe(client, &statement.sql, true, None).await?);
+                descriptions.insert(&statement.sql, description.clone());
+                Ok(Ready::Unnamed(description))
+            }))
+            .await;
+            (ready, described_now)
+        }
+    }
+}
+
+/// Has the server describe `sql` (its parameters' types and result
+/// columns) for the unnamed mode. The driver can only do that by preparing
+/// a named statement, and a transaction pooler keeps a client on one server
+/// connection only within a transaction: so the statement is prepared and
+/// closed inside one, the session's if it is `in_transaction`, else one
+/// of its own around the two, queued with them. The round trip is spent
+/// waiting for the description; the close and the end of the transaction
+/// go out ahead of the next statement. (A future dropped meanwhile leaves
+/// the connection to be discarded, as any statement cut off does.)
+///
+/// With `params`, fails as the prepared mode does, with the driver's error
+/// and nothing run, if they are not as many as the statement takes: the
+/// unnamed statement would drop extra ones unseen.
+async fn describe(
+    client: &Object,
+    sql: &str,
+    in_transaction: bool,
+    params: Option<&[&(dyn ToSql + Sync)]>,
+) -> PgResult<Description> {
+    let own_transaction = !in_transaction && queue(client, "BEGIN");
+    let described = match client.prepare(sql).await {
+        Ok(statement) => {
+            let counted = match params {
+                Some(params) if params.len() != statement.params().len() => {
+                    client.query_raw(&statement, params.iter().copied()).await.map(drop)
+                }
+                _ => Ok(()),
+            };
+            counted.map(|()| Description::of(&statement))
+        }
+        Err(error) => Err(error),
+    };
+    // After the Close the statement's drop queued. Ending a transaction
+    // that a failed prepare aborted rolls it back, without an error.
+    if own_transaction {
+        queue(client, "COMMIT");
+    }
+    described
+}
 
 /// Sends `sql` without waiting for its answer: tokio-postgres puts a request
 /// on the connection's queue when its future is first polled, and answers

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::isolation::IsolationLevel;
 use crate::n_plus_one::NPlusOne;
 use crate::session::Session;
+use crate::statement_mode::{StatementMode, Statements};
 use crate::tls::{self, Connector, TlsConfig};
 
 /// How to reach PostgreSQL and size the pool. Every timeout is finite by
@@ -73,15 +74,23 @@ pub struct DatabaseConfig {
     /// PostgreSQL's own default: set this when the server's is stricter, so
     /// that loads run inside the transaction too (see [`IsolationLevel`]).
     pub isolation: Option<IsolationLevel>,
+    /// How statements are sent: prepared and kept on each connection, or
+    /// unnamed, for a pooler in transaction mode (see [`StatementMode`]).
+    /// Default: [`StatementMode::Prepared`], or what the connection
+    /// string's `statement_mode` parameter says.
+    pub statements: StatementMode,
 }
 
 impl DatabaseConfig {
     /// A configuration with the defaults above for a `postgres://` URL or a
     /// `key=value` connection string. Its `sslmode` and `sslrootcert`
     /// parameters go to [`tls`](Self::tls) (with libpq's meanings, see
-    /// [`TlsConfig`]), the rest to [`postgres`](Self::postgres).
+    /// [`TlsConfig`]), a `statement_mode=unnamed` to
+    /// [`statements`](Self::statements) (see [`StatementMode`]), the rest
+    /// to [`postgres`](Self::postgres).
     pub fn from_url(url: &str) -> Result<Self> {
         let (rest, tls) = tls::take_from_url(url)?;
+        let (rest, statements) = StatementMode::take_from_url(&rest)?;
         let postgres = tokio_postgres::Config::from_str(&rest).map_err(|e| Error::Config(e.to_string()))?;
         Ok(DatabaseConfig {
             postgres,
@@ -93,6 +102,7 @@ impl DatabaseConfig {
             keepalive_idle: Duration::from_secs(60),
             n_plus_one: NPlusOne::default(),
             isolation: None,
+            statements: statements.unwrap_or_default(),
         })
     }
 }
@@ -126,6 +136,7 @@ pub struct Database {
     target: Arc<ConnectTarget>,
     n_plus_one: NPlusOne,
     isolation: Option<IsolationLevel>,
+    statements: Statements,
 }
 
 /// Where the pool connects, as whom, and with which TLS: what
@@ -209,19 +220,31 @@ impl Database {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Pool(e.to_string()))?;
-        Ok(Database { pool, target, n_plus_one: config.n_plus_one, isolation: config.isolation })
+        Ok(Database {
+            pool,
+            target,
+            n_plus_one: config.n_plus_one,
+            isolation: config.isolation,
+            statements: Statements::new(config.statements),
+        })
     }
 
     /// Opens a session. It takes no connection until its first statement.
     pub fn session(&self) -> Session {
-        Session::new(SessionConnection::new(self.pool.clone(), self.target.clone(), self.isolation), self.n_plus_one)
+        self.session_at(self.isolation)
     }
 
     /// Opens a session whose transaction runs at `level`, whatever
     /// [`DatabaseConfig::isolation`] says: for a unit of work that needs
     /// SERIALIZABLE, say, in an application that mostly does not.
     pub fn session_with_isolation(&self, level: IsolationLevel) -> Session {
-        Session::new(SessionConnection::new(self.pool.clone(), self.target.clone(), Some(level)), self.n_plus_one)
+        self.session_at(Some(level))
+    }
+
+    fn session_at(&self, isolation: Option<IsolationLevel>) -> Session {
+        let connection =
+            SessionConnection::new(self.pool.clone(), self.target.clone(), isolation, self.statements.clone());
+        Session::new(connection, self.n_plus_one)
     }
 
     /// The underlying deadpool-postgres pool, for hand-written SQL beside the ORM.

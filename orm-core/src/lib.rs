@@ -70,6 +70,7 @@ mod schema_check;
 mod select;
 mod session;
 mod sql;
+mod statement_mode;
 mod stats;
 mod stream;
 #[cfg(feature = "time")]
@@ -207,6 +208,7 @@ pub use schema_check::{SchemaCheck, SchemaMismatch};
 pub use select::{Select, SelectItem, SelectList, Selection};
 pub use session::{PendingChanges, Savepoint, Session};
 pub use sql::quote_ident;
+pub use statement_mode::StatementMode;
 pub use stats::SessionStats;
 pub use stream::{EntityStream, TrackedChunks};
 pub use tracked::Tracked;

@@ -11,6 +11,7 @@ use crate::expr::{ExprNode, IntoExpr};
 use crate::select::{Select, Selection};
 use crate::session::Session;
 use crate::sql;
+use crate::statement_mode::ResultColumn;
 use crate::stream::{EntityStream, TrackedChunks};
 use crate::tracked::Tracked;
 use crate::types::{param_refs, Param};
@@ -654,18 +655,16 @@ fn only<E: Entity>(mut rows: Vec<E>) -> Result<Option<E>> {
 
 /// Checks that a raw query returns `E`'s columns, named and ordered as in
 /// `E::META`, before its rows are decoded by position.
-pub(crate) fn check_columns<E: Entity>(statement: &tokio_postgres::Statement) -> Result<()> {
-    let found = statement.columns();
+pub(crate) fn check_columns<E: Entity>(found: &[ResultColumn]) -> Result<()> {
     let expected = E::META.columns;
-    if found.len() == expected.len()
-        && found.iter().zip(expected).all(|(found, expected)| found.name() == expected.name)
+    if found.len() == expected.len() && found.iter().zip(expected).all(|(found, expected)| found.name == expected.name)
     {
         return Ok(());
     }
     Err(Error::ColumnMismatch {
         entity: E::META.name,
         expected: expected.iter().map(|column| column.name).collect(),
-        found: found.iter().map(|column| column.name().to_owned()).collect(),
+        found: found.iter().map(|column| column.name.clone()).collect(),
     })
 }
 

@@ -20,6 +20,12 @@
 /// that varies with data: every distinct text stays prepared on every
 /// pooled connection until the connection closes.
 ///
+/// In the [unnamed statement mode](crate::StatementMode::Unnamed) nothing
+/// stays prepared on a connection; what a cached statement keeps is its
+/// description (the types of its parameters), once for the whole
+/// [`Database`](crate::Database), and an uncached one with parameters is
+/// described at each run instead of prepared.
+///
 /// ```
 /// # use orm_core::{Database, RawSql};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {

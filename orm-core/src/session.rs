@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::connection::{Access, SessionConnection};
+use crate::connection::{Access, Check, SessionConnection};
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::flush::{self, FlushEnd, PlanScope};
@@ -939,7 +939,7 @@ impl Session {
         self.autoflush().await?;
         self.loads.record(sql.text())?;
         let mut loaded = Vec::new();
-        let check = Some(query::check_columns::<E> as fn(&tokio_postgres::Statement) -> Result<()>);
+        let check = Some(query::check_columns::<E> as Check);
         self.connection
             .for_each_row_checked(sql, params, Access::Write, &mut self.stats, check, |row| {
                 loaded.push(E::from_row(&row, 0)?);

@@ -5,6 +5,13 @@
 //! in parallel without seeing each other's tables. `scripts/test.sh` finds or
 //! starts a server and sets `DATABASE_URL`.
 //!
+//! With `ORM_TEST_VIA_PGBOUNCER=1` (which `scripts/test.sh` sets for a second
+//! run of some test files), [`TestDb::url`] reaches the database through the
+//! PgBouncer in transaction mode at `ORM_PGBOUNCER_URL` instead, in the
+//! ORM's unnamed statement mode, so the same tests prove the ORM works
+//! through a transaction pooler; the raw connections of [`TestDb::client`]
+//! and [`TestDb::pool`] still go to the server directly.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -35,6 +42,13 @@ const NAME_PREFIX: &str = "orm_test_";
 /// template database.
 const CREATE_ATTEMPTS: u32 = 8;
 
+/// Set to `1`, [`TestDb::url`] goes through PgBouncer: see the crate docs.
+pub const VIA_PGBOUNCER: &str = "ORM_TEST_VIA_PGBOUNCER";
+
+/// PgBouncer's URL, exported by `scripts/pgbouncer.sh`: `DATABASE_URL` with
+/// the pooler's host and port.
+pub const PGBOUNCER_URL: &str = "ORM_PGBOUNCER_URL";
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// The servers whose leftover test databases this process has dropped.
 static LEFTOVERS_REMOVED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
@@ -64,7 +78,11 @@ impl TestDb {
     /// If `DATABASE_URL` is unset or invalid, or the server refuses the
     /// connection or the `CREATE DATABASE`.
     pub async fn new() -> Self {
-        Self::on(&database_url()).await
+        let mut test_db = Self::on(&database_url()).await;
+        if via_pgbouncer() {
+            test_db.url = pgbouncer_url_of(&test_db.name);
+        }
+        test_db
     }
 
     /// Creates a uniquely named database on the server of `server_url` (a
@@ -113,10 +131,22 @@ impl TestDb {
         &self.name
     }
 
-    /// The connection URL of this database: the server's URL with the database
-    /// name replaced.
+    /// The connection URL of this database for the ORM: the server's URL
+    /// with the database name replaced, or, for [`new`](Self::new) with
+    /// `ORM_TEST_VIA_PGBOUNCER=1`, its [`pgbouncer_url`](Self::pgbouncer_url).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// This database through PgBouncer in transaction mode:
+    /// `ORM_PGBOUNCER_URL` with the database name replaced and the ORM's
+    /// `statement_mode=unnamed` added.
+    ///
+    /// # Panics
+    ///
+    /// If `ORM_PGBOUNCER_URL` is not set (`scripts/test.sh` sets it).
+    pub fn pgbouncer_url(&self) -> String {
+        pgbouncer_url_of(&self.name)
     }
 
     /// The connection settings of this database.
@@ -222,6 +252,39 @@ impl TlsServer {
             })
         };
         TlsServer { url: var("ORM_TLS_DATABASE_URL"), ca: var("ORM_TLS_CA"), wrong_ca: var("ORM_TLS_WRONG_CA") }
+    }
+}
+
+/// Whether `ORM_TEST_VIA_PGBOUNCER=1`: this run goes through PgBouncer in
+/// transaction mode, where a test of session-level state cannot pass.
+pub fn via_pgbouncer() -> bool {
+    std::env::var(VIA_PGBOUNCER).is_ok_and(|value| value == "1")
+}
+
+/// Whether to skip a test that cannot pass through PgBouncer in transaction
+/// mode, because this run goes through it; says so, and why, on stderr.
+pub fn skip_via_pgbouncer(reason: &str) -> bool {
+    let skip = via_pgbouncer();
+    if skip {
+        eprintln!("skipped through PgBouncer: {reason}");
+    }
+    skip
+}
+
+fn pgbouncer_url_of(dbname: &str) -> String {
+    let base = std::env::var(PGBOUNCER_URL)
+        .unwrap_or_else(|_| panic!("{PGBOUNCER_URL} is not set: run the tests through scripts/test.sh"));
+    with_param(&with_dbname(&base, dbname), "statement_mode=unnamed")
+}
+
+/// Adds `key=value` to a connection string, in URL or key=value form.
+fn with_param(url: &str, param: &str) -> String {
+    if !["postgres://", "postgresql://"].iter().any(|scheme| url.starts_with(scheme)) {
+        format!("{url} {param}")
+    } else if url.contains('?') {
+        format!("{url}&{param}")
+    } else {
+        format!("{url}?{param}")
     }
 }
 
@@ -380,6 +443,13 @@ mod tests {
         let config: Config = url.parse().unwrap();
         assert_eq!(config.get_dbname(), Some("x"));
         assert_eq!(config.get_user(), Some("postgres"));
+    }
+
+    #[test]
+    fn adds_a_parameter() {
+        assert_eq!(with_param("postgres://h/x", "a=b"), "postgres://h/x?a=b");
+        assert_eq!(with_param("postgres://h/x?c=d", "a=b"), "postgres://h/x?c=d&a=b");
+        assert_eq!(with_param("host=h dbname=x", "a=b"), "host=h dbname=x a=b");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::identity::{ErasedRegistry, Registry};
 use crate::session::PendingChanges;
 use crate::sql;
+use crate::statement_mode::ResultColumn;
 use crate::tracked::{EntityState, Tracked};
 use crate::types::ArrayChunks;
 use crate::upsert::ConflictRule;
@@ -592,24 +593,24 @@ pub(crate) fn plan_table<T: Entity>(
 /// Refuses an insert whose `RETURNING` columns the entity's generated
 /// fields cannot hold, before it runs: found afterwards, the rows could be
 /// committed already (`COMMIT` travels with the last statements).
-fn check_returning<T: Entity>(statement: &tokio_postgres::Statement) -> Result<()> {
-    check_columns::<T>(statement, T::META.generated_columns())
+fn check_returning<T: Entity>(columns: &[ResultColumn]) -> Result<()> {
+    check_columns::<T>(columns, T::META.generated_columns())
 }
 
 /// [`check_returning`] for an upsert, which returns every column.
-fn check_returned_rows<T: Entity>(statement: &tokio_postgres::Statement) -> Result<()> {
-    check_columns::<T>(statement, 0..T::META.columns.len())
+fn check_returned_rows<T: Entity>(columns: &[ResultColumn]) -> Result<()> {
+    check_columns::<T>(columns, 0..T::META.columns.len())
 }
 
 /// Fails if a result column cannot be read into the field of the entity
 /// column it stands for (`fields`, in result order).
-fn check_columns<T: Entity>(statement: &tokio_postgres::Statement, fields: impl Iterator<Item = usize>) -> Result<()> {
-    for (column, index) in statement.columns().iter().zip(fields) {
-        if !T::accepts(index, column.type_()) {
+fn check_columns<T: Entity>(columns: &[ResultColumn], fields: impl Iterator<Item = usize>) -> Result<()> {
+    for (column, index) in columns.iter().zip(fields) {
+        if !T::accepts(index, &column.type_) {
             return Err(Error::ColumnType {
                 entity: T::META.name,
                 column: T::META.columns[index].name,
-                found: column.type_().name().to_owned(),
+                found: column.type_.name().to_owned(),
             });
         }
     }

@@ -128,12 +128,18 @@ pub async fn drop_mid_statement(
     assert!(dropped_at.elapsed() < Duration::from_secs(5), "the next borrower waited {:?}", dropped_at.elapsed());
     assert!(clean, "the next borrower is inside the abandoned transaction");
     // A cancel request may land late: the connection it was sent for is
-    // never handed out again.
-    assert_ne!(reused, pid, "the cancelled connection went back to the pool");
-    let deadline = dropped_at + Duration::from_secs(5);
-    while !monitor.query(SLEEPING, &[]).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the abandoned statement still runs");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // never handed out again, and the statement stops. PgBouncer 1.18 does
+    // neither: it gives the server connection to others, and drops the
+    // cancel request of a client that has gone (the session's connection
+    // is closed first; see the guide's chapter on deploying), so there the
+    // statement runs to its end on a server connection PgBouncer has closed.
+    if !orm_tests::via_pgbouncer() {
+        assert_ne!(reused, pid, "the cancelled connection went back to the pool");
+        let deadline = dropped_at + Duration::from_secs(5);
+        while !monitor.query(SLEEPING, &[]).await.unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the abandoned statement still runs");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     // The connection answers the next session's statements with their own
