@@ -25,6 +25,10 @@
 //!    inserted, loading related entities without N+1, eager loading named on
 //!    the query (nested, and many-to-many in one step), cascading deletes, and
 //!    filters across relations.
+//! 6. [A session per request in a web app](web): the `axum` feature's layer
+//!    and extractor, what commits and what rolls back (errors, panics,
+//!    timeouts, clients that hang up), the order of the layers, errors as
+//!    responses, and a middleware in the request's transaction.
 
 #[doc = include_str!("../guide/01-getting-started.md")]
 pub mod getting_started {}
@@ -37,3 +41,6 @@ pub mod queries {}
 
 #[doc = include_str!("../guide/04-relationships.md")]
 pub mod relationships {}
+
+#[doc = include_str!("../guide/06-web.md")]
+pub mod web {}
