@@ -4,13 +4,16 @@
 //!    echoed in the response;
 //! 2. tracing: a span per request carrying the id, and a log line per
 //!    response with status and latency;
-//! 3. the session per request (`db_session`): it commits or rolls back
-//!    after everything below has answered;
-//! 4. panics become a 500 with a RealWorld error body;
-//! 5. the request timeout (503, with a RealWorld error body), around the
+//! 3. the session per request (`orm_core::axum`, configured in
+//!    `db_session`): it commits or rolls back after everything below has
+//!    answered;
+//! 4. the check that the token's user still exists (`db_session`), in the
+//!    request's transaction;
+//! 5. panics become a 500 with a RealWorld error body;
+//! 6. the request timeout (503, with a RealWorld error body), around the
 //!    handler only.
 //!
-//! The order of 3 to 5 is what makes the outcome truthful. The timeout
+//! The order of 3 to 6 is what makes the outcome truthful. The timeout
 //! bounds the handler, never the session's `COMMIT`: were it outside the
 //! session layer, it could answer "503, rolled back" while a `COMMIT` it cut
 //! off had already gone through. And a panic or a timeout reaches the
@@ -31,7 +34,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::db_session::session_per_request;
+use crate::db_session;
 use crate::error::ApiError;
 use crate::json::BODY_LIMIT;
 use crate::routes;
@@ -53,7 +56,8 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
         .layer(axum::middleware::map_response(with_error_body))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn(session_per_request))
+        .layer(axum::middleware::from_fn(db_session::check_token_user))
+        .layer(db_session::layer(state.db.clone()))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()
