@@ -3,6 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use axum::http::HeaderValue;
+
 /// Everything the server reads from the environment at start-up.
 #[derive(Clone)]
 pub struct Config {
@@ -23,14 +25,39 @@ pub struct Config {
     /// this is answered 503 and its session rolled back. It bounds the
     /// handler, not the commit that follows it.
     pub request_timeout: Duration,
+    /// `CORS_ORIGINS` (default: none): the web origins whose pages may
+    /// call the API from a browser.
+    pub cors_origins: CorsOrigins,
 }
 
-/// A setting that is missing or malformed.
+/// Which browser origins may call the API (CORS).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// None: no CORS headers, so browsers allow only pages served from the
+    /// API's own origin.
+    #[default]
+    None,
+    /// `*`: any origin. Safe for this API, whose credentials are a token
+    /// the page sends explicitly, not a cookie the browser adds.
+    Any,
+    /// A comma-separated list of origins (`scheme://host[:port]`, as a
+    /// browser sends them in `Origin`).
+    List(Vec<HeaderValue>),
+}
+
+/// A setting that is missing or malformed; the message names the variable.
 #[derive(Debug, thiserror::Error)]
 #[error("{name}: {problem}")]
 pub struct ConfigError {
     name: &'static str,
     problem: String,
+}
+
+impl ConfigError {
+    /// The variable `name` is wrong, as `problem` says.
+    pub fn new(name: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError { name, problem: problem.into() }
+    }
 }
 
 impl Config {
@@ -43,7 +70,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let database_url = lookup("DATABASE_URL")
             .filter(|url| !url.is_empty())
-            .ok_or(ConfigError { name: "DATABASE_URL", problem: "is not set".into() })?;
+            .ok_or(ConfigError::new("DATABASE_URL", "is not set"))?;
         let (jwt_secret, jwt_secret_generated) = match lookup("JWT_SECRET").filter(|s| !s.is_empty()) {
             Some(secret) => (secret, false),
             None => (random_secret(), true),
@@ -56,8 +83,34 @@ impl Config {
             jwt_secret_generated,
             max_connections: parse(&lookup, "DATABASE_MAX_CONNECTIONS", 16)?,
             request_timeout: Duration::from_secs(parse(&lookup, "REQUEST_TIMEOUT_SECS", 30)?),
+            cors_origins: cors_origins(lookup("CORS_ORIGINS").as_deref().unwrap_or(""))?,
         })
     }
+}
+
+/// `CORS_ORIGINS`: empty, `*`, or origins separated by commas.
+fn cors_origins(value: &str) -> Result<CorsOrigins, ConfigError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(CorsOrigins::None);
+    }
+    if value == "*" {
+        return Ok(CorsOrigins::Any);
+    }
+    let origins = value.split(',').map(str::trim).filter(|origin| !origin.is_empty()).map(|origin| {
+        let invalid = |why: &str| ConfigError::new("CORS_ORIGINS", format!("{origin:?} {why}"));
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+            .ok_or_else(|| invalid("is not an origin: it must start with http:// or https://"))?;
+        // A browser's Origin header never has a path, not even "/": an
+        // origin written with one would never match.
+        if host.is_empty() || host.contains('/') {
+            return Err(invalid("is not an origin: scheme://host[:port], with no path or trailing slash"));
+        }
+        HeaderValue::from_str(origin).map_err(|_| invalid("holds characters a header cannot"))
+    });
+    Ok(CorsOrigins::List(origins.collect::<Result<_, _>>()?))
 }
 
 fn parse<T: std::str::FromStr>(
@@ -70,7 +123,7 @@ where
 {
     match lookup(name).filter(|value| !value.is_empty()) {
         None => Ok(default),
-        Some(value) => value.parse().map_err(|e| ConfigError { name, problem: format!("{value:?}: {e}") }),
+        Some(value) => value.parse().map_err(|e| ConfigError::new(name, format!("{value:?}: {e}"))),
     }
 }
 
@@ -96,6 +149,7 @@ mod tests {
         assert!(config.jwt_secret_generated);
         assert_eq!(config.jwt_secret.len(), 64);
         assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.cors_origins, CorsOrigins::None);
     }
 
     #[test]
@@ -107,12 +161,17 @@ mod tests {
             ("JWT_SECRET", "s3cret"),
             ("DATABASE_MAX_CONNECTIONS", "4"),
             ("REQUEST_TIMEOUT_SECS", "2"),
+            ("CORS_ORIGINS", "http://localhost:3000, https://conduit.example.com"),
         ])
         .unwrap();
         assert_eq!((config.port, config.max_connections), (3000, 4));
         assert_eq!(config.host.to_string(), "0.0.0.0");
         assert_eq!((config.jwt_secret.as_str(), config.jwt_secret_generated), ("s3cret", false));
         assert_eq!(config.request_timeout, Duration::from_secs(2));
+        let origins = ["http://localhost:3000", "https://conduit.example.com"].map(HeaderValue::from_static);
+        assert_eq!(config.cors_origins, CorsOrigins::List(origins.to_vec()));
+        let any = self::config(&[("DATABASE_URL", "postgres://localhost/app"), ("CORS_ORIGINS", "*")]).unwrap();
+        assert_eq!(any.cors_origins, CorsOrigins::Any);
     }
 
     #[test]
@@ -120,5 +179,13 @@ mod tests {
         assert_eq!(config(&[]).err().unwrap().to_string(), "DATABASE_URL: is not set");
         let error = config(&[("DATABASE_URL", "x"), ("PORT", "http")]).err().unwrap();
         assert!(error.to_string().starts_with("PORT: \"http\""), "{error}");
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_origin() {
+        for origin in ["localhost:3000", "http://localhost:3000/", "https://", "ftp://x"] {
+            let error = config(&[("DATABASE_URL", "x"), ("CORS_ORIGINS", origin)]).err().unwrap().to_string();
+            assert!(error.starts_with(&format!("CORS_ORIGINS: {origin:?} is not an origin")), "{error}");
+        }
     }
 }

@@ -36,7 +36,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let applied = migrations::run(&db).await?;
     tracing::info!(applied, "schema is up to date");
 
-    let state = AppState::new(db, config.jwt_secret.as_bytes(), config.request_timeout);
+    let mut state = AppState::new(db, config.jwt_secret.as_bytes(), config.request_timeout);
+    state.cors_origins = config.cors_origins;
     let listener = TcpListener::bind(SocketAddr::new(config.host, config.port)).await?;
     let address = listener.local_addr()?;
     // The address actually bound (PORT=0 picks a free port): scripts/demo.sh

@@ -1,5 +1,6 @@
-//! The demo app as a service: `/ready` following the database down and
-//! back up while `/health` stays a liveness check.
+//! The demo app as a service: CORS for a front end on another origin, and
+//! `/ready` following the database down and back up while `/health` stays
+//! a liveness check.
 
 mod support;
 
@@ -7,14 +8,18 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::Router;
 use demo_app::app;
+use demo_app::config::CorsOrigins;
+use demo_app::routes;
 use demo_app::state::AppState;
+use orm_core::axum::SessionOutcome;
 use orm_core::tokio_postgres::config::Host;
 use orm_core::{Database, DatabaseConfig};
 use orm_tests::TestDb;
 use serde_json::Value;
+use support::TestApp;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -22,12 +27,88 @@ use tower::ServiceExt;
 /// How long any one test may run: a hang is a failure, not a stuck run.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+const FRONT_END: &str = "http://localhost:4100";
+
+/// The API under the app's middleware, with `origins` allowed.
+fn api_with_cors(app: &TestApp, origins: CorsOrigins) -> Router {
+    let mut state = app.state.clone();
+    state.cors_origins = origins;
+    app::with_middleware(routes::api(), state)
+}
+
 async fn answer(router: Router, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
     let response = router.oneshot(request).await.expect("the router is infallible");
     let (status, headers) = (response.status(), response.headers().clone());
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("the body");
     let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") };
     (status, headers, json)
+}
+
+/// A browser's preflight for a `POST` with a token and a JSON body.
+fn preflight(origin: &str) -> Request<Body> {
+    Request::builder()
+        .method(Method::OPTIONS)
+        .uri("/api/articles")
+        .header(header::ORIGIN, origin)
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization,content-type")
+        .body(Body::empty())
+        .expect("a valid request")
+}
+
+fn get_from(origin: &str, uri: &str) -> Request<Body> {
+    Request::get(uri).header(header::ORIGIN, origin).body(Body::empty()).expect("a valid request")
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> String {
+    headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or_default().to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn a_front_end_on_an_allowed_origin_passes_the_preflight() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let app = TestApp::new().await;
+        let api = api_with_cors(&app, CorsOrigins::List(vec![HeaderValue::from_static(FRONT_END)]));
+
+        let (status, headers, _) = answer(api.clone(), preflight(FRONT_END)).await;
+        assert!(status.is_success(), "{status}");
+        assert_eq!(header_text(&headers, header::ACCESS_CONTROL_ALLOW_ORIGIN), FRONT_END);
+        assert!(header_text(&headers, header::ACCESS_CONTROL_ALLOW_METHODS).contains("post"), "{headers:?}");
+        let allowed = header_text(&headers, header::ACCESS_CONTROL_ALLOW_HEADERS);
+        assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{headers:?}");
+        assert!(headers.contains_key(header::ACCESS_CONTROL_MAX_AGE), "{headers:?}");
+        // No credentials: the token travels in a header the page sets.
+        assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS), "{headers:?}");
+
+        // The request itself may be read by the page, request id included.
+        let (status, headers, json) = answer(api.clone(), get_from(FRONT_END, "/api/tags")).await;
+        assert_eq!((status, json), (StatusCode::OK, serde_json::json!({ "tags": [] })));
+        assert_eq!(header_text(&headers, header::ACCESS_CONTROL_ALLOW_ORIGIN), FRONT_END);
+        assert!(header_text(&headers, header::ACCESS_CONTROL_EXPOSE_HEADERS).contains("x-request-id"));
+
+        // Another origin gets no permission, so its browser blocks the page.
+        let (_, headers, _) = answer(api, preflight("http://evil.example")).await;
+        assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN), "{headers:?}");
+    })
+    .await
+    .expect("the test finished in time");
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_star_allows_any_origin() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let app = TestApp::new().await;
+        let response = api_with_cors(&app, CorsOrigins::Any).oneshot(preflight(FRONT_END)).await.expect("infallible");
+        assert!(response.status().is_success(), "{}", response.status());
+        assert_eq!(header_text(response.headers(), header::ACCESS_CONTROL_ALLOW_ORIGIN), "*");
+        // A preflight is answered by the CORS layer, outside the session layer.
+        assert!(response.extensions().get::<SessionOutcome>().is_none());
+
+        let (_, headers, _) = answer(api_with_cors(&app, CorsOrigins::None), get_from(FRONT_END, "/api/tags")).await;
+        assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN), "{headers:?}");
+    })
+    .await
+    .expect("the test finished in time");
 }
 
 /// A TCP forwarder to the test server that the test switches off (new
@@ -107,7 +188,7 @@ async fn ready_becomes(router: &Router, expected: StatusCode) -> Value {
 #[tokio::test]
 async fn ready_follows_the_database_down_and_back_up_and_health_stays_up() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let app = support::TestApp::new().await;
+        let app = TestApp::new().await;
         let outage = Outage::start(server_address(&app.test_db)).await;
         // The app's pool reaches the (migrated) test database through the forwarder.
         let user = app.test_db.config().get_user().unwrap_or("postgres").to_owned();
