@@ -71,6 +71,18 @@ impl Config {
         let database_url = lookup("DATABASE_URL")
             .filter(|url| !url.is_empty())
             .ok_or(ConfigError::new("DATABASE_URL", "is not set"))?;
+        // Checked now, so that a typo is reported as the setting's, before
+        // anything connects. The parser's message does not echo the URL,
+        // which may hold a password.
+        if let Err(error) = database_url.parse::<orm_core::tokio_postgres::Config>() {
+            let reason = std::error::Error::source(&error).map_or_else(String::new, |cause| format!(": {cause}"));
+            return Err(ConfigError::new("DATABASE_URL", format!("is not a valid connection string{reason}")));
+        }
+        if let Some(format) =
+            lookup("LOG_FORMAT").filter(|format| !format.is_empty() && format != "json" && format != "text")
+        {
+            return Err(ConfigError::new("LOG_FORMAT", format!("{format:?}: must be json or text")));
+        }
         let (jwt_secret, jwt_secret_generated) = match lookup("JWT_SECRET").filter(|s| !s.is_empty()) {
             Some(secret) => (secret, false),
             None => (random_secret(), true),
@@ -81,11 +93,25 @@ impl Config {
             port: parse(&lookup, "PORT", 8080)?,
             jwt_secret,
             jwt_secret_generated,
-            max_connections: parse(&lookup, "DATABASE_MAX_CONNECTIONS", 16)?,
-            request_timeout: Duration::from_secs(parse(&lookup, "REQUEST_TIMEOUT_SECS", 30)?),
+            max_connections: at_least_one(&lookup, "DATABASE_MAX_CONNECTIONS", 16)?,
+            request_timeout: Duration::from_secs(at_least_one(&lookup, "REQUEST_TIMEOUT_SECS", 30)?),
             cors_origins: cors_origins(lookup("CORS_ORIGINS").as_deref().unwrap_or(""))?,
         })
     }
+}
+
+/// A count that must be positive: a pool of 0 connections would answer
+/// every request 503, a timeout of 0 s every request.
+fn at_least_one<T>(lookup: &impl Fn(&str) -> Option<String>, name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + From<u8> + std::fmt::Display,
+    T::Err: std::fmt::Display,
+{
+    let value = parse(lookup, name, default)?;
+    if value < T::from(1) {
+        return Err(ConfigError::new(name, format!("must be at least 1, not {value}")));
+    }
+    Ok(value)
 }
 
 /// `CORS_ORIGINS`: empty, `*`, or origins separated by commas.
@@ -162,6 +188,7 @@ mod tests {
             ("DATABASE_MAX_CONNECTIONS", "4"),
             ("REQUEST_TIMEOUT_SECS", "2"),
             ("CORS_ORIGINS", "http://localhost:3000, https://conduit.example.com"),
+            ("LOG_FORMAT", "json"),
         ])
         .unwrap();
         assert_eq!((config.port, config.max_connections), (3000, 4));
@@ -177,14 +204,30 @@ mod tests {
     #[test]
     fn rejects_a_missing_url_and_a_bad_port() {
         assert_eq!(config(&[]).err().unwrap().to_string(), "DATABASE_URL: is not set");
-        let error = config(&[("DATABASE_URL", "x"), ("PORT", "http")]).err().unwrap();
+        let error = config(&[("DATABASE_URL", "postgres://localhost/app"), ("PORT", "http")]).err().unwrap();
         assert!(error.to_string().starts_with("PORT: \"http\""), "{error}");
     }
 
+    /// The message of the error for one bad setting, beside a valid URL.
+    fn refused(name: &str, value: &str) -> String {
+        let url = ("DATABASE_URL", "postgres://localhost/app");
+        let vars = if name == "DATABASE_URL" { vec![(name, value)] } else { vec![url, (name, value)] };
+        config(&vars).err().map(|error| error.to_string()).unwrap_or_default()
+    }
+
     #[test]
-    fn refuses_what_is_not_an_origin() {
+    fn refuses_invalid_settings_naming_the_variable() {
+        assert_eq!(refused("DATABASE_MAX_CONNECTIONS", "0"), "DATABASE_MAX_CONNECTIONS: must be at least 1, not 0");
+        assert!(refused("DATABASE_MAX_CONNECTIONS", "-1").starts_with("DATABASE_MAX_CONNECTIONS: \"-1\""));
+        assert_eq!(refused("REQUEST_TIMEOUT_SECS", "0"), "REQUEST_TIMEOUT_SECS: must be at least 1, not 0");
+        assert!(refused("HOST", "localhost").starts_with("HOST: \"localhost\""));
+        assert!(refused("PORT", "65536").starts_with("PORT: \"65536\""));
+        assert_eq!(refused("LOG_FORMAT", "xml"), "LOG_FORMAT: \"xml\": must be json or text");
+        let url = refused("DATABASE_URL", "postgres://user:hunter2@host:port/db");
+        assert_eq!(url, "DATABASE_URL: is not a valid connection string: invalid value for option `port`");
+        assert!(!url.contains("hunter2"), "the password is not echoed: {url}");
         for origin in ["localhost:3000", "http://localhost:3000/", "https://", "ftp://x"] {
-            let error = config(&[("DATABASE_URL", "x"), ("CORS_ORIGINS", origin)]).err().unwrap().to_string();
+            let error = refused("CORS_ORIGINS", origin);
             assert!(error.starts_with(&format!("CORS_ORIGINS: {origin:?} is not an origin")), "{error}");
         }
     }
