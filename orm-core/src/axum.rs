@@ -265,8 +265,9 @@ impl IntoResponse for Error {
 }
 
 /// The request's session: take it as a handler argument and use it as a
-/// `&mut Session`. The [`SessionLayer`] opens it on extraction (without a
-/// connection) and ends it after the handler.
+/// `&mut Session`. Extracting it opens the request's session, which takes
+/// no connection until its first statement; the [`SessionLayer`] ends it
+/// after the handler.
 ///
 /// Take it once per request: a second `DbSession` in the same request is
 /// refused ([`SessionRejection::AlreadyTaken`]) rather than left waiting
