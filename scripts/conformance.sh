@@ -10,7 +10,7 @@
 # naming what to install).
 #
 # Builds the app (debug), starts it on a free loopback port against a fresh
-# database `demo_conformance` on the server scripts/db.sh finds, runs both
+# database `demo_conformance_<pid>` on the server scripts/db.sh finds, runs both
 # suites, stops the app with SIGTERM (which must shut it down cleanly) and
 # drops the database.
 #
@@ -31,9 +31,11 @@ cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 HURL_VERSION=8.0.1
 NEWMAN_VERSION=6
-DB_NAME=demo_conformance
+# The pid makes the name this run's own: runs from several checkouts can
+# share one server, and one's cleanup must not drop the other's database.
+DB_NAME=demo_conformance_$$
 VIA_PGBOUNCER=${CONFORMANCE_VIA_PGBOUNCER:-}
-[[ -n $VIA_PGBOUNCER ]] && DB_NAME=demo_conformance_pgbouncer
+[[ -n $VIA_PGBOUNCER ]] && DB_NAME=demo_conformance_pgbouncer_$$
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$ROOT/target/conformance
 HURL_FILES=13

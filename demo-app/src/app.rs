@@ -4,13 +4,18 @@
 //!    echoed in the response;
 //! 2. tracing: a span per request carrying the id, and a log line per
 //!    response with status and latency;
-//! 3. the session per request (`db_session`): it commits or rolls back
-//!    after everything below has answered;
-//! 4. panics become a 500 with a RealWorld error body;
-//! 5. the request timeout (503, with a RealWorld error body), around the
+//! 3. CORS, when `CORS_ORIGINS` names origins: it answers preflight
+//!    requests itself, before any session;
+//! 4. the session per request (`orm_core::axum`, configured in
+//!    `db_session`): it commits or rolls back after everything below has
+//!    answered;
+//! 5. the check that the token's user still exists (`db_session`), in the
+//!    request's transaction;
+//! 6. panics become a 500 with a RealWorld error body;
+//! 7. the request timeout (503, with a RealWorld error body), around the
 //!    handler only.
 //!
-//! The order of 3 to 5 is what makes the outcome truthful. The timeout
+//! The order of 4 to 7 is what makes the outcome truthful. The timeout
 //! bounds the handler, never the session's `COMMIT`: were it outside the
 //! session layer, it could answer "503, rolled back" while a `COMMIT` it cut
 //! off had already gone through. And a panic or a timeout reaches the
@@ -19,19 +24,22 @@
 //! discarded).
 
 use std::any::Any;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderName, StatusCode};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::db_session::session_per_request;
+use crate::config::CorsOrigins;
+use crate::db_session;
 use crate::error::ApiError;
 use crate::json::BODY_LIMIT;
 use crate::routes;
@@ -48,12 +56,18 @@ pub fn router(state: AppState) -> Router {
 /// under the same middleware as the API.
 pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let timeout = state.request_timeout;
-    routes
+    let routes = routes
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
         .layer(axum::middleware::map_response(with_error_body))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn(session_per_request))
+        .layer(axum::middleware::from_fn(db_session::check_token_user))
+        .layer(db_session::layer(state.db.clone()));
+    let routes = match cors(&state.cors_origins) {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    };
+    routes
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()
@@ -62,6 +76,27 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// The CORS layer for `origins`, if any. The API's browser clients send
+/// JSON and a token in `Authorization`, never cookies, so credentials stay
+/// off (which also makes `*` safe).
+fn cors(origins: &CorsOrigins) -> Option<CorsLayer> {
+    let allow_origin = match origins {
+        CorsOrigins::None => return None,
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(origins) => AllowOrigin::list(origins.iter().cloned()),
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([AUTHORIZATION, CONTENT_TYPE, HeaderName::from_static("x-requested-with")])
+            .expose_headers([REQUEST_ID])
+            // Browsers cap this (Chromium at 2 hours); it spares a preflight
+            // per request.
+            .max_age(Duration::from_secs(3600)),
+    )
 }
 
 /// Gives the timeout layer's empty 503 a RealWorld error body.

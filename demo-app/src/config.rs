@@ -3,6 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use axum::http::HeaderValue;
+
 /// Everything the server reads from the environment at start-up.
 #[derive(Clone)]
 pub struct Config {
@@ -24,14 +26,39 @@ pub struct Config {
     /// this is answered 503 and its session rolled back. It bounds the
     /// handler, not the commit that follows it.
     pub request_timeout: Duration,
+    /// `CORS_ORIGINS` (default: none): the web origins whose pages may
+    /// call the API from a browser.
+    pub cors_origins: CorsOrigins,
 }
 
-/// A setting that is missing or malformed.
+/// Which browser origins may call the API (CORS).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// None: no CORS headers, so browsers allow only pages served from the
+    /// API's own origin.
+    #[default]
+    None,
+    /// `*`: any origin. Safe for this API, whose credentials are a token
+    /// the page sends explicitly, not a cookie the browser adds.
+    Any,
+    /// A comma-separated list of origins (`scheme://host[:port]`, as a
+    /// browser sends them in `Origin`).
+    List(Vec<HeaderValue>),
+}
+
+/// A setting that is missing or malformed; the message names the variable.
 #[derive(Debug, thiserror::Error)]
 #[error("{name}: {problem}")]
 pub struct ConfigError {
     name: &'static str,
     problem: String,
+}
+
+impl ConfigError {
+    /// The variable `name` is wrong, as `problem` says.
+    pub fn new(name: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError { name, problem: problem.into() }
+    }
 }
 
 impl Config {
@@ -44,7 +71,19 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let database_url = lookup("DATABASE_URL")
             .filter(|url| !url.is_empty())
-            .ok_or(ConfigError { name: "DATABASE_URL", problem: "is not set".into() })?;
+            .ok_or(ConfigError::new("DATABASE_URL", "is not set"))?;
+        // Checked now, so that a typo is reported as the setting's, before
+        // anything connects. The parser's message does not echo the URL,
+        // which may hold a password.
+        if let Err(error) = database_url.parse::<orm_core::tokio_postgres::Config>() {
+            let reason = std::error::Error::source(&error).map_or_else(String::new, |cause| format!(": {cause}"));
+            return Err(ConfigError::new("DATABASE_URL", format!("is not a valid connection string{reason}")));
+        }
+        if let Some(format) =
+            lookup("LOG_FORMAT").filter(|format| !format.is_empty() && format != "json" && format != "text")
+        {
+            return Err(ConfigError::new("LOG_FORMAT", format!("{format:?}: must be json or text")));
+        }
         let (jwt_secret, jwt_secret_generated) = match lookup("JWT_SECRET").filter(|s| !s.is_empty()) {
             Some(secret) => (secret, false),
             None => (random_secret(), true),
@@ -55,10 +94,50 @@ impl Config {
             port: parse(&lookup, "PORT", 8080)?,
             jwt_secret,
             jwt_secret_generated,
-            max_connections: parse(&lookup, "DATABASE_MAX_CONNECTIONS", 16)?,
-            request_timeout: Duration::from_secs(parse(&lookup, "REQUEST_TIMEOUT_SECS", 30)?),
+            max_connections: at_least_one(&lookup, "DATABASE_MAX_CONNECTIONS", 16)?,
+            request_timeout: Duration::from_secs(at_least_one(&lookup, "REQUEST_TIMEOUT_SECS", 30)?),
+            cors_origins: cors_origins(lookup("CORS_ORIGINS").as_deref().unwrap_or(""))?,
         })
     }
+}
+
+/// A count that must be positive: a pool of 0 connections would answer
+/// every request 503, a timeout of 0 s every request.
+fn at_least_one<T>(lookup: &impl Fn(&str) -> Option<String>, name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + From<u8> + std::fmt::Display,
+    T::Err: std::fmt::Display,
+{
+    let value = parse(lookup, name, default)?;
+    if value < T::from(1) {
+        return Err(ConfigError::new(name, format!("must be at least 1, not {value}")));
+    }
+    Ok(value)
+}
+
+/// `CORS_ORIGINS`: empty, `*`, or origins separated by commas.
+fn cors_origins(value: &str) -> Result<CorsOrigins, ConfigError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(CorsOrigins::None);
+    }
+    if value == "*" {
+        return Ok(CorsOrigins::Any);
+    }
+    let origins = value.split(',').map(str::trim).filter(|origin| !origin.is_empty()).map(|origin| {
+        let invalid = |why: &str| ConfigError::new("CORS_ORIGINS", format!("{origin:?} {why}"));
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+            .ok_or_else(|| invalid("is not an origin: it must start with http:// or https://"))?;
+        // A browser's Origin header never has a path, not even "/": an
+        // origin written with one would never match.
+        if host.is_empty() || host.contains('/') {
+            return Err(invalid("is not an origin: scheme://host[:port], with no path or trailing slash"));
+        }
+        HeaderValue::from_str(origin).map_err(|_| invalid("holds characters a header cannot"))
+    });
+    Ok(CorsOrigins::List(origins.collect::<Result<_, _>>()?))
 }
 
 fn parse<T: std::str::FromStr>(
@@ -71,7 +150,7 @@ where
 {
     match lookup(name).filter(|value| !value.is_empty()) {
         None => Ok(default),
-        Some(value) => value.parse().map_err(|e| ConfigError { name, problem: format!("{value:?}: {e}") }),
+        Some(value) => value.parse().map_err(|e| ConfigError::new(name, format!("{value:?}: {e}"))),
     }
 }
 
@@ -97,6 +176,7 @@ mod tests {
         assert!(config.jwt_secret_generated);
         assert_eq!(config.jwt_secret.len(), 64);
         assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.cors_origins, CorsOrigins::None);
     }
 
     #[test]
@@ -108,18 +188,48 @@ mod tests {
             ("JWT_SECRET", "s3cret"),
             ("DATABASE_MAX_CONNECTIONS", "4"),
             ("REQUEST_TIMEOUT_SECS", "2"),
+            ("CORS_ORIGINS", "http://localhost:3000, https://conduit.example.com"),
+            ("LOG_FORMAT", "json"),
         ])
         .unwrap();
         assert_eq!((config.port, config.max_connections), (3000, 4));
         assert_eq!(config.host.to_string(), "0.0.0.0");
         assert_eq!((config.jwt_secret.as_str(), config.jwt_secret_generated), ("s3cret", false));
         assert_eq!(config.request_timeout, Duration::from_secs(2));
+        let origins = ["http://localhost:3000", "https://conduit.example.com"].map(HeaderValue::from_static);
+        assert_eq!(config.cors_origins, CorsOrigins::List(origins.to_vec()));
+        let any = self::config(&[("DATABASE_URL", "postgres://localhost/app"), ("CORS_ORIGINS", "*")]).unwrap();
+        assert_eq!(any.cors_origins, CorsOrigins::Any);
     }
 
     #[test]
     fn rejects_a_missing_url_and_a_bad_port() {
         assert_eq!(config(&[]).err().unwrap().to_string(), "DATABASE_URL: is not set");
-        let error = config(&[("DATABASE_URL", "x"), ("PORT", "http")]).err().unwrap();
+        let error = config(&[("DATABASE_URL", "postgres://localhost/app"), ("PORT", "http")]).err().unwrap();
         assert!(error.to_string().starts_with("PORT: \"http\""), "{error}");
+    }
+
+    /// The message of the error for one bad setting, beside a valid URL.
+    fn refused(name: &str, value: &str) -> String {
+        let url = ("DATABASE_URL", "postgres://localhost/app");
+        let vars = if name == "DATABASE_URL" { vec![(name, value)] } else { vec![url, (name, value)] };
+        config(&vars).err().map(|error| error.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn refuses_invalid_settings_naming_the_variable() {
+        assert_eq!(refused("DATABASE_MAX_CONNECTIONS", "0"), "DATABASE_MAX_CONNECTIONS: must be at least 1, not 0");
+        assert!(refused("DATABASE_MAX_CONNECTIONS", "-1").starts_with("DATABASE_MAX_CONNECTIONS: \"-1\""));
+        assert_eq!(refused("REQUEST_TIMEOUT_SECS", "0"), "REQUEST_TIMEOUT_SECS: must be at least 1, not 0");
+        assert!(refused("HOST", "localhost").starts_with("HOST: \"localhost\""));
+        assert!(refused("PORT", "65536").starts_with("PORT: \"65536\""));
+        assert_eq!(refused("LOG_FORMAT", "xml"), "LOG_FORMAT: \"xml\": must be json or text");
+        let url = refused("DATABASE_URL", "postgres://user:hunter2@host:port/db");
+        assert_eq!(url, "DATABASE_URL: is not a valid connection string: invalid value for option `port`");
+        assert!(!url.contains("hunter2"), "the password is not echoed: {url}");
+        for origin in ["localhost:3000", "http://localhost:3000/", "https://", "ftp://x"] {
+            let error = refused("CORS_ORIGINS", origin);
+            assert!(error.starts_with(&format!("CORS_ORIGINS: {origin:?} is not an origin")), "{error}");
+        }
     }
 }

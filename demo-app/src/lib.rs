@@ -2,10 +2,10 @@
 //! meant to be used in a web service.
 //!
 //! Every request that touches the database gets its own [`orm_core::Session`]
-//! through the [`db_session::DbSession`] extractor; the
-//! [`db_session::session_per_request`] middleware commits it when the
-//! handler succeeds and rolls it back otherwise (an error, a panic, a
-//! timeout, a client that went away). Handlers load entities, change them,
+//! through the library's [`orm_core::axum::DbSession`] extractor; its
+//! layer (configured in [`db_session`]) commits it when the handler
+//! succeeds and rolls it back otherwise (an error, a panic, a timeout, a
+//! client that went away). Handlers load entities, change them,
 //! add and delete them, and never write SQL for what the ORM can say.
 
 pub mod app;

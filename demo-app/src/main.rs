@@ -7,8 +7,7 @@ use demo_app::config::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    demo_app::telemetry::init();
-    let config = match Config::from_env() {
+    let config = match demo_app::telemetry::init().and_then(|()| Config::from_env()) {
         Ok(config) => config,
         Err(error) => {
             tracing::error!(%error, "invalid configuration");

@@ -16,6 +16,12 @@ pub enum ServerError {
     /// The database URL or pool settings are invalid.
     #[error("database configuration: {0}")]
     Database(#[from] orm_core::Error),
+    /// No connection to the database could be made at start-up. The core's
+    /// error names host, port, database and user, and the cause: the
+    /// server's refusal (no such database or role, a wrong password) or
+    /// the network's (connection refused, unknown host).
+    #[error("cannot start: check DATABASE_URL: {0}")]
+    Unreachable(orm_core::Error),
     /// The schema could not be migrated.
     #[error(transparent)]
     Migration(#[from] migrations::MigrationError),
@@ -33,10 +39,16 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let mut db_config = DatabaseConfig::from_url(&config.database_url)?;
     db_config.max_connections = config.max_connections;
     let db = Database::with_config(db_config)?;
+    // One connection now, so that a wrong setting fails the start with its
+    // cause rather than every request with a 503. It goes back to the pool
+    // for the migrations.
+    let connection = db.checkout().await.map_err(ServerError::Unreachable)?;
+    drop(connection);
     let applied = migrations::run(&db).await?;
     tracing::info!(applied, "schema is up to date");
 
-    let state = AppState::new(db, config.jwt_secret.as_bytes(), config.request_timeout);
+    let mut state = AppState::new(db, config.jwt_secret.as_bytes(), config.request_timeout);
+    state.cors_origins = config.cors_origins;
     let listener = TcpListener::bind(SocketAddr::new(config.host, config.port)).await?;
     let address = listener.local_addr()?;
     // The address actually bound (PORT=0 picks a free port): scripts/demo.sh

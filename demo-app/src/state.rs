@@ -7,6 +7,7 @@ use axum::extract::FromRef;
 use orm_core::Database;
 
 use crate::auth::JwtKeys;
+use crate::config::CorsOrigins;
 
 /// Shared by all requests; cheap to clone.
 #[derive(Clone)]
@@ -17,12 +18,14 @@ pub struct AppState {
     pub jwt: Arc<JwtKeys>,
     /// How long a request may run before it is answered 503 and rolled back.
     pub request_timeout: Duration,
+    /// Which browser origins may call the API (none, from [`new`](Self::new)).
+    pub cors_origins: CorsOrigins,
 }
 
 impl AppState {
     /// State over `db`, signing tokens with `jwt_secret`.
     pub fn new(db: Database, jwt_secret: &[u8], request_timeout: Duration) -> Self {
-        AppState { db, jwt: Arc::new(JwtKeys::new(jwt_secret)), request_timeout }
+        AppState { db, jwt: Arc::new(JwtKeys::new(jwt_secret)), request_timeout, cors_origins: CorsOrigins::None }
     }
 }
 

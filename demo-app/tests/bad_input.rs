@@ -12,13 +12,13 @@ use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use demo_app::db_session::DbSession;
 use demo_app::entities::User;
 use demo_app::error::ApiResult;
 use demo_app::json::BODY_LIMIT;
 use demo_app::routes::articles::TAG_MAX;
 use demo_app::routes::users::{EMAIL_MAX, USERNAME_MAX};
 use demo_app::state::AppState;
+use orm_core::axum::DbSession;
 use serde_json::{json, Value};
 use support::{request, send, Answer, TestApp};
 

@@ -1,7 +1,9 @@
 //! The real `demo-app` binary as an operator runs it: a free port from
 //! `PORT=0` announced in the start-up log, a warning for a missing
-//! `JWT_SECRET`, and a graceful shutdown on SIGTERM and Ctrl-C (SIGINT) that
-//! lets a request in flight finish, commit included, then exits 0.
+//! `JWT_SECRET`, a graceful shutdown on SIGTERM and Ctrl-C (SIGINT) that
+//! lets a request in flight finish, commit included, then exits 0; and a
+//! refusal to start, naming the cause, when the database cannot be reached
+//! or a setting is invalid.
 
 mod support;
 
@@ -42,7 +44,7 @@ impl Server {
 
     /// Like [`start`](Self::start), with `DATABASE_URL` set to `database_url`.
     async fn start_at(database_url: &str, jwt_secret: Option<&str>) -> Server {
-        let mut server = Server::spawn(database_url, jwt_secret);
+        let mut server = Server::spawn(demo_app(database_url, jwt_secret));
         let deadline = Instant::now() + START_TIMEOUT;
         server.url = loop {
             let log = server.output();
@@ -58,22 +60,8 @@ impl Server {
         server
     }
 
-    /// Starts the binary on a free port with `DATABASE_URL` and
-    /// `JWT_SECRET`, without waiting for anything.
-    fn spawn(database_url: &str, jwt_secret: Option<&str>) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_demo-app"));
-        command
-            .env("DATABASE_URL", database_url)
-            .env("PORT", "0")
-            .env("HOST", "127.0.0.1")
-            .env("RUST_LOG", "info")
-            .env_remove("LOG_FORMAT")
-            .env_remove("JWT_SECRET")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(secret) = jwt_secret {
-            command.env("JWT_SECRET", secret);
-        }
+    /// Starts `command`, collecting what it writes.
+    fn spawn(mut command: Command) -> Server {
         let mut child = command.spawn().expect("the demo-app binary starts");
         let output = Arc::new(Mutex::new(String::new()));
         collect(child.stdout.take().expect("piped stdout"), &output);
@@ -121,6 +109,29 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The binary on a free port against `database_url`, with `JWT_SECRET` set
+/// to `jwt_secret` (unset if `None`) and the other settings at their
+/// defaults, its output piped.
+fn demo_app(database_url: &str, jwt_secret: Option<&str>) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_demo-app"));
+    command
+        .env("DATABASE_URL", database_url)
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .env("RUST_LOG", "info")
+        .env_remove("LOG_FORMAT")
+        .env_remove("JWT_SECRET")
+        .env_remove("CORS_ORIGINS")
+        .env_remove("DATABASE_MAX_CONNECTIONS")
+        .env_remove("REQUEST_TIMEOUT_SECS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(secret) = jwt_secret {
+        command.env("JWT_SECRET", secret);
+    }
+    command
 }
 
 /// Appends what `stream` produces to `output`, on a thread of its own.
@@ -271,9 +282,69 @@ async fn a_server_certificate_the_ca_file_does_not_trust_stops_start_up_naming_t
     let tls = TlsServer::from_env();
     let db = TestDb::on(&tls.url).await;
     let url = format!("{}?sslmode=verify-full&sslrootcert={}", db.url(), tls.wrong_ca);
-    let mut server = Server::spawn(&url, Some("lifecycle"));
+    let mut server = Server::spawn(demo_app(&url, Some("lifecycle")));
     let exit = server.exit_status().await;
     let log = server.output();
     assert!(!exit.success(), "{log}");
     assert!(log.contains(&format!("certificate not trusted by sslrootcert {}", tls.wrong_ca)), "{log}");
+}
+
+/// A `key=value` connection string for the test server, as `user` into
+/// database `dbname`.
+fn server_url_as(user: &str, dbname: &str) -> String {
+    let config: orm_core::tokio_postgres::Config = orm_tests::database_url().parse().expect("DATABASE_URL parses");
+    let host = match config.get_hosts().first() {
+        Some(orm_core::tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(orm_core::tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("host={host} port={port} user={user} dbname={dbname}")
+}
+
+/// Runs the binary against `database_url` with `vars`, and asserts that it
+/// refuses to start: it exits with status `code`, and its error line holds
+/// every one of `expected`.
+async fn refuses_to_start(database_url: &str, vars: &[(&str, &str)], code: i32, expected: &[&str]) {
+    let mut command = demo_app(database_url, Some("lifecycle"));
+    command.envs(vars.iter().copied());
+    let mut server = Server::spawn(command);
+    let status = server.exit_status().await;
+    assert_eq!(status.code(), Some(code), "{}", server.output());
+    // The threads that read the pipes may not have the last line yet.
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let error = loop {
+        if let Some(line) = server.output().lines().find(|line| line.contains("ERROR")) {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no error line:\n{}", server.output());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for part in expected {
+        assert!(error.contains(part), "{part:?} is not in the error line:\n{}", server.output());
+    }
+    assert!(!server.output().contains("serving at"), "{}", server.output());
+}
+
+#[tokio::test]
+async fn start_up_names_why_the_database_cannot_be_reached() {
+    let db = TestDb::new().await;
+    let user = db.config().get_user().unwrap_or("postgres").to_owned();
+    // Nothing listens on port 1.
+    refuses_to_start("postgres://app@127.0.0.1:1/conduit", &[], 1, &["DATABASE_URL", "127.0.0.1:1", "refused"]).await;
+    let url = server_url_as(&user, "no_such_database");
+    refuses_to_start(&url, &[], 1, &["DATABASE_URL", r#"database "no_such_database" does not exist"#]).await;
+    let url = server_url_as("no_such_role", db.name());
+    refuses_to_start(&url, &[], 1, &["DATABASE_URL", r#"role "no_such_role" does not exist"#]).await;
+}
+
+#[tokio::test]
+async fn invalid_settings_are_refused_naming_the_variable() {
+    let db = TestDb::new().await;
+    let expected = "DATABASE_MAX_CONNECTIONS: must be at least 1, not 0";
+    refuses_to_start(db.url(), &[("DATABASE_MAX_CONNECTIONS", "0")], 2, &[expected]).await;
+    refuses_to_start(db.url(), &[("REQUEST_TIMEOUT_SECS", "soon")], 2, &["REQUEST_TIMEOUT_SECS"]).await;
+    refuses_to_start(db.url(), &[("CORS_ORIGINS", "localhost:4100")], 2, &["CORS_ORIGINS"]).await;
+    refuses_to_start(db.url(), &[("RUST_LOG", "info,demo_app=loud")], 2, &["RUST_LOG"]).await;
 }

@@ -1,6 +1,9 @@
-//! The session-per-request middleware: commit on success, rollback on an
-//! error response, a panic, a timeout or a client that goes away, and the
-//! connection back in the pool every time.
+//! The session per request as the demo configures the library's
+//! (`orm_core::axum`, whose own tests cover commit, rollback, panics,
+//! timeouts, hang-ups and pool exhaustion in general): what a client of
+//! the API sees when a handler panics, times out or fails to commit
+//! (RealWorld error bodies, rolled back), that no database detail reaches
+//! it, and that bodies are validated before a connection is taken.
 
 mod support;
 
@@ -9,13 +12,12 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use demo_app::db_session::DbSession;
 use demo_app::entities::User;
-use demo_app::error::{ApiError, ApiResult};
+use demo_app::error::ApiResult;
 use demo_app::state::AppState;
+use orm_core::axum::DbSession;
 use serde_json::json;
 use support::{request, send, TestApp};
-use tokio::io::AsyncWriteExt;
 
 fn ghost(name: &str) -> User {
     User {
@@ -32,16 +34,6 @@ fn ghost(name: &str) -> User {
 /// ends as the route's name says. Test-only routes, mounted under the real
 /// middleware.
 fn test_routes() -> Router<AppState> {
-    async fn ok(mut db: DbSession) -> ApiResult<Json<serde_json::Value>> {
-        db.add(ghost("ok"));
-        db.flush().await?;
-        Ok(Json(json!({ "done": true })))
-    }
-    async fn fail(mut db: DbSession) -> ApiResult<Json<serde_json::Value>> {
-        db.add(ghost("fail"));
-        db.flush().await?;
-        Err(ApiError::Forbidden("test"))
-    }
     async fn panics(mut db: DbSession) -> ApiResult<Json<serde_json::Value>> {
         db.add(ghost("panic"));
         db.flush().await?;
@@ -58,14 +50,12 @@ fn test_routes() -> Router<AppState> {
         Ok(Json(json!({ "done": true })))
     }
     async fn conflict_at_commit(mut db: DbSession) -> ApiResult<Json<serde_json::Value>> {
-        // Not flushed: the unique violation surfaces in the middleware's commit.
+        // Not flushed: the unique violation surfaces in the layer's commit.
         db.add(ghost("twin"));
         db.add(ghost("twin"));
         Ok(Json(json!({ "done": true })))
     }
     Router::new()
-        .route("/test/ok", post(ok))
-        .route("/test/fail", post(fail))
         .route("/test/panic", post(panics))
         .route("/test/slow", post(slow))
         .route("/test/conflict-at-commit", post(conflict_at_commit))
@@ -76,129 +66,26 @@ async fn post_to(app: &TestApp, path: &str) -> support::Answer {
     send(app.router(test_routes()), request(Method::POST, path, None, None)).await
 }
 
-/// Waits (at most 5 s) until the database runs `pg_sleep`, i.e. the handler
-/// is inside its slow statement.
-async fn wait_for_sleep(app: &TestApp) {
-    let client = app.test_db.client().await;
-    for _ in 0..250 {
-        let sleeping: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND state = 'active' AND query LIKE 'SELECT pg_sleep%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if sleeping > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the handler never reached its slow statement");
-}
-
 #[tokio::test]
-async fn a_successful_handler_is_committed() {
-    let app = TestApp::new().await;
-    let answer = post_to(&app, "/test/ok").await;
-    assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(app.count("users").await, 1);
-    let stats = answer.stats.expect("the session's stats");
-    assert_eq!(stats.statements, 1); // the INSERT
-    app.assert_settles().await;
-}
-
-#[tokio::test]
-async fn an_error_response_rolls_back() {
-    let app = TestApp::new().await;
-    let answer = post_to(&app, "/test/fail").await;
-    assert_eq!(answer.status, StatusCode::FORBIDDEN);
-    assert_eq!(answer.json, json!({ "errors": { "test": ["forbidden"] } }));
-    assert_eq!(app.count("users").await, 0);
-    app.assert_settles().await;
-}
-
-#[tokio::test]
-async fn a_panic_is_a_500_and_rolls_back() {
+async fn a_panic_is_a_realworld_500_and_rolls_back() {
     let app = TestApp::new().await;
     let answer = post_to(&app, "/test/panic").await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(answer.json, json!({ "errors": { "server": ["internal error"] } }));
-    // The 500 went through the session middleware, which rolled back.
+    // The 500 went through the session layer, which rolled back.
     assert_eq!(answer.stats.map(|stats| stats.statements), Some(1));
     assert_eq!(app.count("users").await, 0);
     app.assert_settles().await;
 }
 
 #[tokio::test]
-async fn a_timeout_rolls_back_and_frees_the_connection() {
+async fn a_timeout_is_a_realworld_503_and_rolls_back() {
     let app = TestApp::with(1, Duration::from_millis(500)).await;
     let answer = post_to(&app, "/test/slow").await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.json, json!({ "errors": { "server": ["is temporarily unavailable; try again"] } }));
-    // The 30 s pg_sleep was cancelled, and nothing is left in a transaction.
     app.assert_settles().await;
     assert_eq!(app.count("users").await, 0);
-    // The pool's only connection serves the next request.
-    assert_eq!(post_to(&app, "/test/ok").await.status, StatusCode::OK);
-    assert_eq!(app.count("users").await, 1);
-}
-
-#[tokio::test]
-async fn the_timeout_bounds_the_handler_not_the_commit() {
-    let app = TestApp::with(1, Duration::from_millis(300)).await;
-    // A deferred trigger runs at COMMIT: this one makes every COMMIT that
-    // inserted a user take a second, well past the request timeout.
-    app.test_db
-        .client()
-        .await
-        .batch_execute(
-            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
-                 $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;
-             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON users
-                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
-        )
-        .await
-        .unwrap();
-    let answer = post_to(&app, "/test/ok").await;
-    // The handler was done in time, so its COMMIT ran to the end: the
-    // client is told the truth, that the row was written.
-    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
-    assert_eq!(app.count("users").await, 1);
-    app.assert_settles().await;
-}
-
-#[tokio::test]
-async fn a_request_dropped_mid_statement_leaves_no_row_and_no_busy_connection() {
-    let app = TestApp::with(1, Duration::from_secs(60)).await;
-    let router = app.router(test_routes());
-    let call = tokio::spawn(send(router, request(Method::POST, "/test/slow", None, None)));
-    wait_for_sleep(&app).await;
-    // What the server does when the client goes away: drop the request's future.
-    call.abort();
-    assert!(call.await.unwrap_err().is_cancelled());
-    app.assert_settles().await;
-    assert_eq!(app.count("users").await, 0);
-    assert_eq!(post_to(&app, "/test/ok").await.status, StatusCode::OK);
-}
-
-#[tokio::test]
-async fn a_client_that_disconnects_over_tcp_cancels_its_request() {
-    let app = TestApp::with(1, Duration::from_secs(60)).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let router = app.router(test_routes());
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
-
-    let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
-    client.write_all(b"POST /test/slow HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").await.unwrap();
-    wait_for_sleep(&app).await;
-    drop(client);
-
-    app.assert_settles().await;
-    assert_eq!(app.count("users").await, 0);
-    server.abort();
 }
 
 #[tokio::test]

@@ -30,6 +30,10 @@
 //!    what failed, and the `tls-rustls` feature; PgBouncer in transaction
 //!    mode (the unnamed statement mode, and the session-level state that is
 //!    unsafe there).
+//! 6. [A session per request in a web app](web): the `axum` feature's layer
+//!    and extractor, what commits and what rolls back (errors, panics,
+//!    timeouts, clients that hang up), the order of the layers, errors as
+//!    responses, and a middleware in the request's transaction.
 
 #[doc = include_str!("../guide/01-getting-started.md")]
 pub mod getting_started {}
@@ -45,3 +49,5 @@ pub mod relationships {}
 
 #[doc = include_str!("../guide/05-deploying.md")]
 pub mod deploying {}
+#[doc = include_str!("../guide/06-web.md")]
+pub mod web {}

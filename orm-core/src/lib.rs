@@ -42,7 +42,17 @@
 //! that inserts one row is one round trip.
 //!
 //! The guide in the `docs` crate of the repository walks through every feature.
+//!
+//! Cargo features, all off by default:
+//!
+//! - `serde`: `Serialize` for [`Tracked<T>`](Tracked), as `T`, so a web
+//!   handler can return a tracked entity without copying it;
+//! - `axum`: `orm_core::axum`, a session per request in an axum app
+//!   (a layer and the `DbSession` extractor, committed on success and rolled
+//!   back otherwise), and `IntoResponse` for [`Error`].
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod bulk;
 mod children_index;
 mod column;

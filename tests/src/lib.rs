@@ -288,6 +288,29 @@ fn with_param(url: &str, param: &str) -> String {
     }
 }
 
+/// Every backend of `client`'s database but `client`'s own that is not idle
+/// (inside a transaction, or running a statement), as `"state: query"`:
+/// what a test looks at to prove that nothing was left running or inside a
+/// transaction.
+///
+/// # Panics
+///
+/// If the query fails.
+pub async fn busy_backends(client: &Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT state || ': ' || query FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND state IS DISTINCT FROM 'idle'",
+            &[],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 /// The server URL the tests run against.
 ///
 /// # Panics

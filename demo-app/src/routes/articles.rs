@@ -7,7 +7,6 @@ use orm_core::{Condition, Session, Tracked};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthUser, MaybeAuthUser};
-use crate::db_session::DbSession;
 use crate::entities::{now, Article, ArticleTag, Favorite, Follow, User};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
@@ -15,6 +14,7 @@ use crate::json::{limit, require, require_patch, Patch, Valid, Validate};
 use crate::routes::idempotent::ensure_inserted;
 use crate::state::AppState;
 use crate::views::{self, ArticleView, Body};
+use orm_core::axum::DbSession;
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {

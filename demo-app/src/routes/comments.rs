@@ -6,7 +6,6 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthUser, MaybeAuthUser};
-use crate::db_session::DbSession;
 use crate::entities::{now, Comment};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Path;
@@ -14,6 +13,7 @@ use crate::json::{require, Valid, Validate};
 use crate::routes::articles::find_article;
 use crate::state::AppState;
 use crate::views::{self, CommentView};
+use orm_core::axum::DbSession;
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {

@@ -6,13 +6,13 @@ use orm_core::{Session, Tracked};
 use serde::Serialize;
 
 use crate::auth::{AuthUser, MaybeAuthUser};
-use crate::db_session::DbSession;
 use crate::entities::{Follow, User};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Path;
 use crate::routes::idempotent::ensure_inserted;
 use crate::state::AppState;
 use crate::views::ProfileView;
+use orm_core::axum::DbSession;
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {

@@ -4,10 +4,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::db_session::DbSession;
 use crate::entities::ArticleTag;
 use crate::error::ApiResult;
 use crate::state::AppState;
+use orm_core::axum::DbSession;
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {

@@ -9,12 +9,12 @@ use orm_core::Session;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{self, AuthUser};
-use crate::db_session::DbSession;
 use crate::entities::User;
 use crate::error::{ApiError, ApiResult};
 use crate::json::{limit, require, require_patch, Patch, Valid, Validate};
 use crate::state::AppState;
 use crate::views::UserView;
+use orm_core::axum::DbSession;
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {

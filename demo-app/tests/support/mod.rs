@@ -8,9 +8,9 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use demo_app::app;
-use demo_app::db_session::RequestDbStats;
 use demo_app::routes;
 use demo_app::state::AppState;
+use orm_core::axum::SessionOutcome;
 use orm_core::{Database, DatabaseConfig, SessionStats};
 use orm_tests::TestDb;
 use serde_json::Value;
@@ -90,18 +90,7 @@ impl TestApp {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let status = self.db.pool().status();
-            let busy: Vec<String> = client
-                .query(
-                    "SELECT state || ': ' || query FROM pg_stat_activity
-                     WHERE datname = current_database() AND pid <> pg_backend_pid()
-                       AND state IS DISTINCT FROM 'idle'",
-                    &[],
-                )
-                .await
-                .expect("pg_stat_activity")
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
+            let busy = orm_tests::busy_backends(&client).await;
             let pool_idle = status.available == status.size && status.waiting == 0;
             if pool_idle && busy.is_empty() {
                 return;
@@ -131,7 +120,7 @@ pub fn request(method: Method, uri: &str, token: Option<&str>, body: Option<Valu
 /// Runs `request` through `router` and reads the answer.
 pub async fn send(router: Router, request: Request<Body>) -> Answer {
     let response = router.oneshot(request).await.expect("the router is infallible");
-    let db_stats = response.extensions().get::<RequestDbStats>().map(|stats| stats.0);
+    let db_stats = response.extensions().get::<SessionOutcome>().map(|outcome| outcome.stats);
     let request_id =
         response.headers().get("x-request-id").map(|id| id.to_str().expect("an ASCII request id").to_owned());
     let status = response.status();
