@@ -72,12 +72,18 @@ impl Config {
         let database_url = lookup("DATABASE_URL")
             .filter(|url| !url.is_empty())
             .ok_or(ConfigError::new("DATABASE_URL", "is not set"))?;
-        // Checked now, so that a typo is reported as the setting's, before
-        // anything connects. The parser's message does not echo the URL,
-        // which may hold a password.
-        if let Err(error) = database_url.parse::<orm_core::tokio_postgres::Config>() {
-            let reason = std::error::Error::source(&error).map_or_else(String::new, |cause| format!(": {cause}"));
-            return Err(ConfigError::new("DATABASE_URL", format!("is not a valid connection string{reason}")));
+        // Checked now, by the parser the pool uses (which also takes the
+        // ORM's own parameters, sslmode and statement_mode among them), so
+        // that a typo is reported as the setting's, before anything
+        // connects. Its message does not echo the URL, which may hold a
+        // password.
+        if let Err(error) = orm_core::DatabaseConfig::from_url(&database_url) {
+            let message = match error {
+                orm_core::Error::Config(message) => message,
+                other => other.to_string(),
+            };
+            let reason = message.strip_prefix("invalid connection string: ").unwrap_or(&message);
+            return Err(ConfigError::new("DATABASE_URL", format!("is not a valid connection string: {reason}")));
         }
         if let Some(format) =
             lookup("LOG_FORMAT").filter(|format| !format.is_empty() && format != "json" && format != "text")

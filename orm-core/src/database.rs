@@ -91,7 +91,13 @@ impl DatabaseConfig {
     pub fn from_url(url: &str) -> Result<Self> {
         let (rest, tls) = tls::take_from_url(url)?;
         let (rest, statements) = StatementMode::take_from_url(&rest)?;
-        let postgres = tokio_postgres::Config::from_str(&rest).map_err(|e| Error::Config(e.to_string()))?;
+        let postgres = tokio_postgres::Config::from_str(&rest).map_err(|error| {
+            // The driver's message is generic; its cause names the option.
+            Error::Config(match std::error::Error::source(&error) {
+                Some(cause) => format!("{error}: {cause}"),
+                None => error.to_string(),
+            })
+        })?;
         Ok(DatabaseConfig {
             postgres,
             tls,
