@@ -43,6 +43,7 @@
 //!
 //! The guide in the `docs` crate of the repository walks through every feature.
 
+mod array;
 mod bulk;
 mod children_index;
 mod column;
@@ -79,6 +80,7 @@ mod transaction;
 mod types;
 mod upsert;
 
+pub use array::ArrayElement;
 pub use bulk::Assignment;
 pub use column::{Column, Condition, Order};
 pub use column_value::IntoColumnValue;
@@ -218,6 +220,7 @@ pub use tokio_postgres;
 /// Paths the derive macros expand to; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::array::write_quoted;
     pub use crate::children_index::key_hash;
     pub use crate::derive_support::*;
     pub use crate::sql::EntityStatements;
