@@ -8,6 +8,7 @@
 //!
 //! Uses `DATABASE_URL` (see `scripts/db.sh`) and creates its own database there.
 
+mod array_workloads;
 mod customer;
 mod measure;
 mod memory;
@@ -28,8 +29,8 @@ use workloads::BenchError;
 #[derive(Parser, Debug)]
 #[command(about = "The ORM against hand-written tokio-postgres on the DESIGN.md workloads")]
 struct Options {
-    /// Workloads to run, comma-separated (W1..W9).
-    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6,W7,W8,W9")]
+    /// Workloads to run, comma-separated (W1..W10).
+    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6,W7,W8,W9,W10")]
     workloads: Vec<String>,
     /// Row or request count for every selected workload, instead of the defaults.
     #[arg(long)]
@@ -84,6 +85,7 @@ async fn main() -> Result<(), BenchError> {
     let db = Database::with_config(config)?;
     db.pool().get().await?.batch_execute(customer::SCHEMA).await?;
     db.pool().get().await?.batch_execute(query_workloads::SCHEMA).await?;
+    db.pool().get().await?.batch_execute(array_workloads::SCHEMA).await?;
 
     let mut rows = Vec::new();
     for workload in &options.workloads {
@@ -219,7 +221,8 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
             vec![row("users/posts/comments", "3 x = ANY($1), HashMap grouping", orm, raw)]
         }
         "W8" | "W9" => return run_query_workload(db, workload, n, runs).await,
-        other => return Err(format!("unknown workload {other}; expected W1..W9").into()),
+        "W10" => return run_array_workload(db, n, runs).await,
+        other => return Err(format!("unknown workload {other}; expected W1..W10").into()),
     })
 }
 
@@ -256,6 +259,65 @@ async fn run_query_workload(db: &Database, workload: &str, n: usize, runs: usize
         }
         other => return Err(format!("unknown workload {other}").into()),
     })
+}
+
+/// W10, array columns: the ORM's batched insert and update against each
+/// hand-written way of batching array columns, and against one statement
+/// per row, pipelined.
+async fn run_array_workload(db: &Database, n: usize, runs: usize) -> Result<Vec<Row>, BenchError> {
+    use array_workloads as a;
+    let row = |name: &str, raw_name: &str, orm: Run, raw: Run| Row::new("W10", name, raw_name, n, orm, raw);
+    let orm_insert = async |_| {
+        a::reset(db).await?;
+        let input = a::new_tagged(n);
+        let (run, output) = timed_keeping(a::orm_insert(db, input)).await?;
+        drop(output);
+        Ok(run)
+    };
+    // Each hand-written insert, against the ORM's in the same alternation.
+    macro_rules! insert_against {
+        ($raw:path) => {
+            compare(runs, orm_insert, async |_| {
+                a::reset(db).await?;
+                let input = a::new_tagged(n);
+                let (run, output) = timed_keeping($raw(db, input)).await?;
+                drop(output);
+                Ok(run)
+            })
+            .await?
+        };
+    }
+    let (orm, literals) = insert_against!(a::raw_literals);
+    let (orm_2, jsonb) = insert_against!(a::raw_jsonb);
+    let (orm_3, aggregated) = insert_against!(a::raw_flat_aggregated);
+    let (orm_4, sliced) = insert_against!(a::raw_flat_sliced);
+    let (orm_5, single) = insert_against!(a::raw_single_inserts);
+    let (orm_6, copy) = insert_against!(a::raw_copy);
+    a::seed(db, n).await?;
+    let (orm_update, literal_update) = compare(
+        runs,
+        |round| timed(a::orm_update(db, n, 2 * round)),
+        |round| timed(a::raw_literal_update(db, n, 2 * round + 1)),
+    )
+    .await?;
+    let (orm_update_2, single_update) = compare(
+        runs,
+        |round| timed(a::orm_update(db, n, 2 * round + 100)),
+        |round| timed(a::raw_single_updates(db, n, 2 * round + 101)),
+    )
+    .await?;
+    let insert = "array columns: insert";
+    let update = "array columns: update";
+    Ok(vec![
+        row(insert, "text[] of array literals, cast back", orm, literals),
+        row(insert, "jsonb[], unpacked per row", orm_2, jsonb),
+        row(insert, "flattened elements + row numbers, array_agg", orm_3, aggregated),
+        row(insert, "flattened elements + offsets, slices", orm_4, sliced),
+        row(insert, "one INSERT per row, pipelined", orm_5, single),
+        row(insert, "binary COPY (floor, no keys)", orm_6, copy),
+        row(update, "text[] of array literals, cast back", orm_update, literal_update),
+        row(update, "one UPDATE per row, pipelined", orm_update_2, single_update),
+    ])
 }
 
 /// W7: `n` users with their posts and comments, loaded as a tree on both

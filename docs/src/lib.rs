@@ -10,7 +10,8 @@
 //! pointing at a server), so what the guide says is what the code does.
 //!
 //! 1. [Getting started](getting_started): what the ORM does, mapping a struct
-//!    with `#[derive(Entity)]`, connecting, adding, loading and querying.
+//!    with `#[derive(Entity)]` (field types, array columns), connecting,
+//!    adding, loading and querying.
 //! 2. [Sessions and the unit of work](sessions): the session's lifecycle, the
 //!    identity map, change tracking, how a flush is batched, optimistic
 //!    concurrency, savepoints, raw SQL, errors and retries.

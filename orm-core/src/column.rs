@@ -154,7 +154,10 @@ impl<E: Entity, V: ColumnType> Column<E, V> {
 
     /// `column = ANY($1)`: the values travel as one array parameter, so the
     /// statement text is the same for 1 value or 100,000. An empty
-    /// collection matches no row.
+    /// collection matches no row. An array column does not take it (an
+    /// array of arrays is no one-dimensional array parameter, and this
+    /// fails to build): filter those with [`has`](Self::has),
+    /// [`contains`](Self::contains) or [`overlaps`](Self::overlaps).
     ///
     /// ```
     /// # use orm_core::{Database, Entity, Tracked};
@@ -176,11 +179,19 @@ impl<E: Entity, V: ColumnType> Column<E, V> {
     /// assert_eq!(session.stats().statements, 2); // one per query, whatever the number of values
     /// # Ok(()) }
     /// ```
+    ///
+    /// ```compile_fail,E0080
+    /// # use orm_core::Entity;
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Post { #[orm(primary_key, generated)] id: i64, tags: Vec<String> }
+    /// let _ = Post::TAGS.is_in([vec!["tea".to_owned()]]); // use Post::TAGS.has("tea")
+    /// ```
     pub fn is_in<I>(self, values: I) -> Condition<E>
     where
         I: IntoIterator,
         I::Item: IntoColumnValue<V>,
     {
+        const { assert!(V::BATCH_TYPE.is_none(), "is_in does not take an array column: use has, contains or overlaps") };
         let values: Vec<V> = values.into_iter().map(IntoColumnValue::into_column_value).collect();
         Condition::new(Node::Compare { column: self.name, operator: "= ANY", value: SharedParam::new(values) })
     }

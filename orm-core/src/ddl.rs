@@ -59,10 +59,12 @@ pub fn create_table_sql<E: Entity>() -> String {
     let mut sql = String::new();
     let mut created: Vec<&str> = Vec::new();
     for column in meta.columns {
-        if let Some(labels) = column.enum_labels.filter(|_| !created.contains(&column.sql_type)) {
-            created.push(column.sql_type);
+        // An array column of the enum (`mood[]`) needs the enum type too.
+        let type_name = column.sql_type.strip_suffix("[]").unwrap_or(column.sql_type);
+        if let Some(labels) = column.enum_labels.filter(|_| !created.contains(&type_name)) {
+            created.push(type_name);
             let labels: Vec<String> = labels.iter().map(|label| format!("'{}'", label.replace('\'', "''"))).collect();
-            let _ = writeln!(sql, "CREATE TYPE {} AS ENUM ({});", column.sql_type, labels.join(", "));
+            let _ = writeln!(sql, "CREATE TYPE {type_name} AS ENUM ({});", labels.join(", "));
         }
     }
     let mut lines: Vec<String> = meta.columns.iter().map(column_definition).collect();

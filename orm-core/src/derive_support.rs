@@ -24,7 +24,7 @@ pub fn param<T: ColumnType>(value: &T) -> Param {
 
 /// One field of every row as one array parameter.
 pub fn array<T: ColumnType, R>(rows: &[R], field: impl Fn(&R) -> &T) -> Param {
-    Box::new(rows.iter().map(|row| field(row).clone()).collect::<Vec<T>>())
+    T::batch_param(rows.iter().map(field))
 }
 
 /// A type that can serve as an optimistic-concurrency version counter.

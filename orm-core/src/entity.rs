@@ -21,6 +21,11 @@ pub struct ColumnMeta {
     pub field: &'static str,
     /// The PostgreSQL type used in array casts.
     pub sql_type: &'static str,
+    /// The type a batched statement's array parameter carries this
+    /// column's values as, when not `sql_type` itself (see
+    /// [`ColumnType::BATCH_TYPE`](crate::ColumnType::BATCH_TYPE)): `text`
+    /// for array columns, cast back to `sql_type` in the statement.
+    pub batch_type: Option<&'static str>,
     /// Whether the column accepts NULL.
     pub nullable: bool,
     /// Part of the primary key.

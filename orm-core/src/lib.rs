@@ -51,6 +51,7 @@
 //!   (a layer and the `DbSession` extractor, committed on success and rolled
 //!   back otherwise), and `IntoResponse` for [`Error`].
 
+mod array;
 #[cfg(feature = "axum")]
 pub mod axum;
 mod bulk;
@@ -91,6 +92,7 @@ mod transaction;
 mod types;
 mod upsert;
 
+pub use array::ArrayElement;
 pub use bulk::Assignment;
 pub use column::{Column, Condition, Order};
 pub use column_value::IntoColumnValue;
@@ -232,6 +234,7 @@ pub use tokio_postgres;
 /// Paths the derive macros expand to; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::array::write_quoted;
     pub use crate::children_index::key_hash;
     pub use crate::derive_support::*;
     pub use crate::sql::EntityStatements;

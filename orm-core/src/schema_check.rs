@@ -198,13 +198,18 @@ impl SchemaCheck {
 
 /// Whether a field whose casts name `sql_type` can take a column of the
 /// catalog's type: by the field's own check for the types the driver
-/// knows, by name for the others (enum types).
+/// knows, by name for the others (enum types, and arrays of them, which
+/// the catalog names with a leading underscore: `_mood` for `mood[]`).
 fn type_fits(checked: Checked, index: usize, column: &CatalogColumn) -> bool {
     if let Some(ty) = Type::from_oid(column.type_oid) {
         return (checked.accepts)(index, &ty);
     }
     let sql_type = checked.meta.columns[index].sql_type;
-    sql_type.rsplit('.').next().is_some_and(|name| name.trim_matches('"') == column.type_name)
+    let (element, catalog_name) = match sql_type.strip_suffix("[]") {
+        Some(element) => (element, column.type_name.strip_prefix('_')),
+        None => (sql_type, Some(column.type_name.as_str())),
+    };
+    element.rsplit('.').next().is_some_and(|name| Some(name.trim_matches('"')) == catalog_name)
 }
 
 fn compare(checked: Checked, catalog: &Catalog) -> Vec<SchemaMismatch> {

@@ -74,14 +74,37 @@ fn join_columns(meta: &EntityMeta, set: ColumnSet, prefix: &str) -> String {
 
 /// `UNNEST($1::type[], ...) AS v("a", ...)` over `columns` in that order: the
 /// parameter list of every batched statement. With `ordinality`, a last
-/// column of that name numbers the input rows.
+/// column of that name numbers the input rows. A column whose batch travels
+/// as another type (an array column, as `text`) is read back through
+/// [`batch_value`].
 fn unnest(meta: &EntityMeta, columns: &[usize], ordinality: Option<&str>) -> String {
-    let types: Vec<String> =
-        columns.iter().enumerate().map(|(n, &i)| format!("${}::{}[]", n + 1, meta.columns[i].sql_type)).collect();
+    let types: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| {
+            let column = &meta.columns[i];
+            format!("${}::{}[]", n + 1, column.batch_type.unwrap_or(column.sql_type))
+        })
+        .collect();
     let mut names: Vec<String> = columns.iter().map(|&i| quote_ident(meta.columns[i].name)).collect();
     names.extend(ordinality.map(str::to_owned));
     let with_ordinality = if ordinality.is_some() { " WITH ORDINALITY" } else { "" };
     format!("UNNEST({}){with_ordinality} AS v({})", types.join(", "), names.join(", "))
+}
+
+/// A column's value in a row of [`unnest`]: `v."a"`, or for a column
+/// whose batch travels as another type, `v."a"` cast back to its own.
+fn batch_value(column: &ColumnMeta) -> String {
+    let value = format!("v.{}", quote_ident(column.name));
+    match column.batch_type {
+        Some(_) => format!("{value}::{}", column.sql_type),
+        None => value,
+    }
+}
+
+/// [`batch_value`] of each column in `set`, comma-separated.
+fn batch_values(meta: &EntityMeta, set: ColumnSet) -> String {
+    indexes(set).map(|i| batch_value(&meta.columns[i])).collect::<Vec<_>>().join(", ")
 }
 
 /// The quoted name of an insert's row-number column: `"ord"`, lengthened
@@ -157,7 +180,7 @@ pub(crate) fn insert(meta: &EntityMeta, columns: ColumnSet) -> String {
     let mut sql = format!(
         "INSERT INTO {}{target} SELECT {} FROM {} ORDER BY v.{ord}",
         quote_ident(meta.table),
-        join_columns(meta, columns, "v."),
+        batch_values(meta, columns),
         unnest(meta, &batch_insert_parameters(columns), Some(&ord)),
     );
     returning_generated(meta, &mut sql);
@@ -180,7 +203,7 @@ pub(crate) fn upsert(
     let mut sql = format!(
         "INSERT INTO {table} AS t ({}) SELECT {} FROM {} ORDER BY v.{} ON CONFLICT ({}) DO ",
         join_columns(meta, columns, ""),
-        join_columns(meta, columns, "v."),
+        batch_values(meta, columns),
         unnest(meta, &batch_insert_parameters(columns), Some(&ordinality_name(meta))),
         ordinality_name(meta),
         join_columns(meta, conflict, ""),
@@ -253,8 +276,9 @@ pub(crate) fn next_version(column: &ColumnMeta, alias: &str) -> String {
 /// [`update_parameters`]. Returns the keys of the rows it matched.
 pub(crate) fn update(meta: &EntityMeta, changed: ColumnSet) -> String {
     let version = meta.version_column();
-    let mut assignments: Vec<String> =
-        indexes(changed).map(|i| format!("{0} = v.{0}", quote_ident(meta.columns[i].name))).collect();
+    let mut assignments: Vec<String> = indexes(changed)
+        .map(|i| format!("{} = {}", quote_ident(meta.columns[i].name), batch_value(&meta.columns[i])))
+        .collect();
     if let Some(v) = version {
         assignments.push(format!("{} = {}", quote_ident(meta.columns[v].name), next_version(&meta.columns[v], "t")));
     }

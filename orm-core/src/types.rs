@@ -14,7 +14,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 /// of rows. `#[orm(sql_type = "...")]` on a field overrides it.
 ///
 /// Implemented for `i16`, `i32`, `i64`, `f32`, `f64`, `bool`, `String`,
-/// `Vec<u8>`, [`uuid::Uuid`], `chrono` timestamps, dates and times,
+/// `Vec<u8>` (`bytea`), `Vec<T>` of an [`ArrayElement`](crate::ArrayElement)
+/// (a `T[]` column), [`uuid::Uuid`], `chrono` timestamps, dates and times,
 /// [`std::net::IpAddr`] (`inet`), [`Interval`](crate::Interval),
 /// [`serde_json::Value`], [`Json<T>`] for any serde type, enums deriving
 /// [`DbEnum`](crate::DbEnum) (as `text` or a PostgreSQL enum type),
@@ -24,7 +25,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be stored in a column",
     label = "unsupported column type",
-    note = "supported: integers, floats, bool, String, Vec<u8>, Uuid, chrono dates and timestamps, IpAddr, orm_core::Interval, serde_json::Value, orm_core::Json<T>, #[derive(DbEnum)] enums, rust_decimal::Decimal (feature `decimal`), time's types (feature `time`), and Option of any of them"
+    note = "supported: integers, floats, bool, String, Vec<u8>, Vec<T> (arrays), Uuid, chrono dates and timestamps, IpAddr, orm_core::Interval, serde_json::Value, orm_core::Json<T>, #[derive(DbEnum)] enums, rust_decimal::Decimal (feature `decimal`), time's types (feature `time`), and Option of any of them"
 )]
 pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + Sync + 'static {
     /// The PostgreSQL type name used in casts.
@@ -35,6 +36,13 @@ pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + S
     /// [`DbEnum`](crate::DbEnum) with `pg_type`; `None` for other types.
     /// [`create_table_sql`](crate::create_table_sql) creates the type from them.
     const ENUM_LABELS: Option<&'static [&'static str]> = None;
+    /// The PostgreSQL type a batched statement's array parameter carries
+    /// values of this type as, when it is not `SQL_TYPE` itself: `text` for
+    /// array columns, whose values travel as their array literals and are
+    /// cast back to `SQL_TYPE` in SQL (an array of arrays is not a
+    /// one-dimensional array; see [`ArrayElement`](crate::ArrayElement)).
+    /// `None`, the default, sends `SQL_TYPE[]`.
+    const BATCH_TYPE: Option<&'static str> = None;
     /// The non-null type filters compare with: `T` for both `T` and `Option<T>`.
     type Value: ColumnType;
 
@@ -49,6 +57,20 @@ pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + S
     /// agree. Timestamps and times lose what is below a microsecond, as the
     /// driver drops it; other types are stored as they are.
     fn round_to_stored(&mut self) {}
+
+    /// One column of a batch of rows as the one array parameter of a
+    /// batched statement, of type `BATCH_TYPE[]` (default `SQL_TYPE[]`).
+    #[doc(hidden)]
+    fn batch_param<'a>(values: impl Iterator<Item = &'a Self>) -> Param {
+        Box::new(values.cloned().collect::<Vec<Self>>())
+    }
+
+    /// [`batch_param`](Self::batch_param) of a nullable column, `None`
+    /// standing for NULL.
+    #[doc(hidden)]
+    fn nullable_batch_param<'a>(values: impl Iterator<Item = Option<&'a Self>>) -> Param {
+        Box::new(values.map(Option::<&Self>::cloned).collect::<Vec<Option<Self>>>())
+    }
 }
 
 macro_rules! column_types {
@@ -84,6 +106,7 @@ impl<T: ColumnType<Value = T>> ColumnType for Option<T> {
     const SQL_TYPE: &'static str = T::SQL_TYPE;
     const NULLABLE: bool = true;
     const ENUM_LABELS: Option<&'static [&'static str]> = T::ENUM_LABELS;
+    const BATCH_TYPE: Option<&'static str> = T::BATCH_TYPE;
     type Value = T;
 
     fn is_null(&self) -> bool {
@@ -94,6 +117,10 @@ impl<T: ColumnType<Value = T>> ColumnType for Option<T> {
         if let Some(value) = self {
             value.round_to_stored();
         }
+    }
+
+    fn batch_param<'a>(values: impl Iterator<Item = &'a Self>) -> Param {
+        T::nullable_batch_param(values.map(Option::as_ref))
     }
 }
 

@@ -79,6 +79,8 @@ fn set_value<T>(slot: &mut Option<T>, value: T, meta: &syn::meta::ParseNestedMet
 /// or rounding values that writing them to the column would refuse.
 fn sql_type_problem(sql_type: &str) -> Option<&'static str> {
     let normalized = sql_type.trim().to_ascii_lowercase();
+    // An array column's type (`varchar[]`) is its element type's name and `[]`.
+    let normalized = normalized.strip_suffix("[]").map_or(normalized.as_str(), str::trim_end).to_owned();
     if normalized.is_empty()
         || !normalized.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ' ' | '.' | '"'))
     {

@@ -15,34 +15,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     };
     let mut errors = Errors::default();
     let pg_type = enum_type(input, &mut errors);
-    let mut variants = Vec::new();
-    for variant in &data.variants {
-        if !matches!(variant.fields, Fields::Unit) {
-            errors.push(syn::Error::new_spanned(&variant.fields, "a DbEnum variant cannot have fields"));
-        }
-        let mut rename: Option<LitStr> = None;
-        for attr in variant.attrs.iter().filter(|a| a.path().is_ident("orm")) {
-            let parsed = attr.parse_nested_meta(|meta| {
-                if meta.path.is_ident("rename") {
-                    if rename.replace(meta.value()?.parse()?).is_some() {
-                        return Err(meta.error("duplicate attribute"));
-                    }
-                    Ok(())
-                } else {
-                    Err(meta.error("unknown variant attribute; expected `rename = \"...\"`"))
-                }
-            });
-            if let Err(error) = parsed {
-                errors.push(error);
-            }
-        }
-        let text = rename.as_ref().map_or_else(|| snake_case(&variant.ident.to_string()), LitStr::value);
-        if variants.iter().any(|(_, earlier)| *earlier == text) {
-            let span = rename.as_ref().map_or_else(|| variant.ident.span(), LitStr::span);
-            errors.push(syn::Error::new(span, format!("another variant is already stored as \"{text}\"")));
-        }
-        variants.push((&variant.ident, text));
-    }
+    let variants = parse_variants(data, &mut errors);
     errors.finish()?;
 
     let pg = quote!(::orm_core::__private::postgres_types);
@@ -110,12 +83,54 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         }
 
         #[automatically_derived]
+        impl ::orm_core::ArrayElement for #ident {
+            fn write_element(&self, out: &mut ::std::string::String) {
+                ::orm_core::__private::write_quoted(out, self.as_db_str());
+            }
+        }
+
+        #[automatically_derived]
         impl ::orm_core::ColumnType for #ident {
             const SQL_TYPE: &'static str = #sql_type;
             const ENUM_LABELS: ::core::option::Option<&'static [&'static str]> = #labels;
             type Value = Self;
         }
     })
+}
+
+/// Each variant with the text it is stored as: its `rename`, else its
+/// name in snake case. Fields, unknown attributes and two variants stored
+/// as the same text are errors.
+fn parse_variants<'a>(data: &'a syn::DataEnum, errors: &mut Errors) -> Vec<(&'a syn::Ident, String)> {
+    let mut variants = Vec::new();
+    for variant in &data.variants {
+        if !matches!(variant.fields, Fields::Unit) {
+            errors.push(syn::Error::new_spanned(&variant.fields, "a DbEnum variant cannot have fields"));
+        }
+        let mut rename: Option<LitStr> = None;
+        for attr in variant.attrs.iter().filter(|a| a.path().is_ident("orm")) {
+            let parsed = attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("rename") {
+                    if rename.replace(meta.value()?.parse()?).is_some() {
+                        return Err(meta.error("duplicate attribute"));
+                    }
+                    Ok(())
+                } else {
+                    Err(meta.error("unknown variant attribute; expected `rename = \"...\"`"))
+                }
+            });
+            if let Err(error) = parsed {
+                errors.push(error);
+            }
+        }
+        let text = rename.as_ref().map_or_else(|| snake_case(&variant.ident.to_string()), LitStr::value);
+        if variants.iter().any(|(_, earlier)| *earlier == text) {
+            let span = rename.as_ref().map_or_else(|| variant.ident.span(), LitStr::span);
+            errors.push(syn::Error::new(span, format!("another variant is already stored as \"{text}\"")));
+        }
+        variants.push((&variant.ident, text));
+    }
+    variants
 }
 
 /// The PostgreSQL enum type named by `#[orm(pg_type = "...")]` on the

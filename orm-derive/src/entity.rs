@@ -35,6 +35,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     });
 
     let key_methods = key_methods(&name, &keys);
+    let scalar_keys = scalar_keys(&keys);
 
     let column_access = column_access(&name, &columns);
     let change_checks = columns.iter().enumerate().map(|(i, f)| {
@@ -126,9 +127,26 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             }
         }
 
+        #scalar_keys
         #constants
         #relations
     })
+}
+
+/// Refuses an array as a key column, at compile time: keys are matched
+/// and loaded with one array parameter of many keys (`= ANY($1)`), which
+/// an array of arrays cannot be.
+fn scalar_keys(keys: &[&FieldModel<'_>]) -> TokenStream {
+    let checks = keys.iter().map(|f| {
+        let ty = f.ty;
+        quote_spanned! {ty.span()=>
+            const _: () = ::core::assert!(
+                <#ty as ::orm_core::ColumnType>::BATCH_TYPE.is_none(),
+                "a primary key column cannot be an array"
+            );
+        }
+    });
+    quote!(#(#checks)*)
 }
 
 /// The methods that reach one column by its index: its values as
@@ -346,6 +364,7 @@ fn column_meta(columns: &[&FieldModel<'_>]) -> TokenStream {
             || quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::SQL_TYPE),
             |literal| quote!(#literal),
         );
+        let batch_type = quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::BATCH_TYPE);
         let nullable = quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::NULLABLE);
         let enum_labels = quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::ENUM_LABELS);
         let (primary_key, generated, version) = (f.primary_key, f.generated, f.version);
@@ -360,7 +379,7 @@ fn column_meta(columns: &[&FieldModel<'_>]) -> TokenStream {
         );
         quote! {
             ::orm_core::ColumnMeta {
-                name: #column, field: #field, sql_type: #sql_type, nullable: #nullable,
+                name: #column, field: #field, sql_type: #sql_type, batch_type: #batch_type, nullable: #nullable,
                 primary_key: #primary_key, generated: #generated, version: #version,
                 references: #references, cascade_delete: #cascade_delete, enum_labels: #enum_labels,
             }

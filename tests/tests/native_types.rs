@@ -5,25 +5,12 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use orm_core::{Database, DbEnum, Entity, ErrorKind, Interval};
+mod support;
+
+use orm_core::{Database, Entity, ErrorKind, Interval};
 use orm_tests::TestDb;
 use rust_decimal::Decimal;
-
-#[derive(DbEnum, Clone, Copy, Debug, PartialEq)]
-#[orm(pg_type = "mood")]
-enum Mood {
-    Happy,
-    Sad,
-    #[orm(rename = "so-so")]
-    SoSo,
-}
-
-#[derive(DbEnum, Clone, Copy, Debug, PartialEq)]
-#[orm(pg_type = "app.level")]
-enum Level {
-    Low,
-    High,
-}
+use support::moods::{Level, Mood, ENUM_TYPES};
 
 #[derive(Entity, Clone, Debug, PartialEq)]
 struct Person {
@@ -49,9 +36,6 @@ struct Reading {
 }
 
 const SCHEMA: &str = "
-    CREATE TYPE mood AS ENUM ('happy', 'sad', 'so-so');
-    CREATE SCHEMA app;
-    CREATE TYPE app.level AS ENUM ('low', 'high');
     CREATE TABLE person (id bigserial PRIMARY KEY, mood mood NOT NULL, was mood, level app.level NOT NULL);
     CREATE TABLE reading (id bigserial PRIMARY KEY, amount numeric(14, 4) NOT NULL, fee numeric, taken_at timestamptz NOT NULL,
                           local timestamp NOT NULL, day date NOT NULL, at time NOT NULL, source inet NOT NULL,
@@ -60,7 +44,7 @@ const SCHEMA: &str = "
 
 async fn setup() -> (TestDb, Database) {
     let test_db = TestDb::new().await;
-    test_db.client().await.batch_execute(SCHEMA).await.unwrap();
+    test_db.client().await.batch_execute(&format!("{ENUM_TYPES}{SCHEMA}")).await.unwrap();
     let db = Database::connect(test_db.url()).unwrap();
     (test_db, db)
 }

@@ -70,6 +70,7 @@ mod tests {
             name,
             field: name,
             sql_type: "int8",
+            batch_type: None,
             nullable: false,
             primary_key: false,
             generated: false,

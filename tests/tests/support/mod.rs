@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod blog;
+pub mod moods;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
