@@ -43,8 +43,11 @@
 //!
 //! The guide in the `docs` crate of the repository walks through every feature.
 //!
-//! Cargo features, all off by default:
+//! Cargo features: `tls-rustls` (on by default) encrypts connections as the
+//! URL's `sslmode` asks; the others are off by default:
 //!
+//! - `decimal`: `rust_decimal::Decimal` fields for `numeric` columns;
+//! - `time`: the `time` crate's dates, times and timestamps as fields;
 //! - `serde`: `Serialize` for [`Tracked<T>`](Tracked), as `T`, so a web
 //!   handler can return a tracked entity without copying it;
 //! - `axum`: `orm_core::axum`, a session per request in an axum app
