@@ -11,13 +11,15 @@ use deadpool_postgres::{Object, Pool};
 use futures_util::future::{join, maybe_done, try_join_all, MaybeDone};
 use futures_util::{FutureExt, TryStreamExt};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::Row;
+use tokio_postgres::{Row, SimpleQueryMessage};
 use tracing::Instrument;
 
+use crate::commit_token::CommitToken;
 use crate::database::ConnectTarget;
 use crate::error::{Error, Result};
 use crate::isolation::IsolationLevel;
 use crate::raw_sql::RawSql;
+use crate::replicas::{Replicas, ServedBy};
 use crate::statement_mode::{Description, ResultColumn, Statements};
 use crate::stats::SessionStats;
 use crate::tls::Connector;
@@ -106,7 +108,26 @@ pub(crate) struct SessionConnection {
     applying: bool,
     /// Whether statements are prepared by name or run unnamed.
     statements: Statements,
+    /// For a read session: the replicas it may read from, and the commit
+    /// it must see. `pool`, `target` and `statements` are then those of
+    /// the server its connection came from.
+    read: Option<(Arc<Replicas>, Option<CommitToken>)>,
+    /// The server of the last connection taken.
+    served_by: Option<ServedBy>,
+    /// Whether a `COMMIT` reads the primary's log position after it.
+    want_commit_token: bool,
+    /// What the last `COMMIT` read, with `want_commit_token`.
+    commit_token: Option<CommitToken>,
 }
+
+/// A `COMMIT` followed, in the same message, by the log position it left
+/// the primary at: the insert position, which is at or after the end of
+/// the commit record even when `synchronous_commit` is off (the write
+/// position may not be yet). It may be past the end of the log a replica
+/// can replay (a commit that ends a log page, and concurrent writers): a
+/// session holding the token then reads from the primary, never from a
+/// replica that lacks the commit.
+const COMMIT_WITH_TOKEN: &str = "COMMIT; SELECT pg_current_wal_insert_lsn()";
 
 /// Whether a statement may change data, which decides whether it needs the
 /// session's transaction.
@@ -146,12 +167,74 @@ impl SessionConnection {
             after_sent: false,
             applying: false,
             statements,
+            read: None,
+            served_by: None,
+            want_commit_token: false,
+            commit_token: None,
         }
     }
 
-    /// The statement that opens the session's transaction.
+    /// Makes this a read session's connection: taken from `replicas` (or
+    /// the primary when none fits, see [`Replicas::checkout`]), with a
+    /// read-only transaction.
+    pub(crate) fn reading(mut self, replicas: Arc<Replicas>, token: Option<CommitToken>) -> Self {
+        self.read = Some((replicas, token));
+        self
+    }
+
+    /// Whether this is a read session's connection.
+    pub(crate) fn read_only(&self) -> bool {
+        self.read.is_some()
+    }
+
+    /// The server of the last connection taken, if any was.
+    pub(crate) fn served_by(&self) -> Option<ServedBy> {
+        self.served_by
+    }
+
+    /// Asks the next `COMMIT` for the primary's log position after it (see
+    /// [`commit_sql`](Self::commit_sql)).
+    pub(crate) fn want_commit_token(&mut self) {
+        self.want_commit_token = true;
+    }
+
+    /// The log position the last `COMMIT` left the primary at, if it was
+    /// asked for and a transaction was committed.
+    pub(crate) fn commit_token(&self) -> Option<CommitToken> {
+        self.commit_token
+    }
+
+    /// The statement that commits the transaction.
+    pub(crate) fn commit_sql(&self) -> &'static str {
+        if self.want_commit_token {
+            COMMIT_WITH_TOKEN
+        } else {
+            "COMMIT"
+        }
+    }
+
+    /// Records the commit token in the answer to a `COMMIT`.
+    fn commit_answered(&mut self, answer: &[SimpleQueryMessage]) {
+        let position = answer.iter().find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        });
+        match position.map(|lsn| CommitToken::parse_lsn(lsn, "log position")) {
+            Some(Ok(token)) => self.commit_token = Some(token),
+            Some(Err(error)) => tracing::warn!(%error, "the commit's log position could not be read"),
+            None => {}
+        }
+    }
+
+    /// The statement that opens the session's transaction: read-only in a
+    /// read session, which the server then refuses to write in, on the
+    /// primary as on a replica.
     fn begin_sql(&self) -> &'static str {
-        self.isolation.map_or("BEGIN", IsolationLevel::begin)
+        if self.read.is_some() {
+            IsolationLevel::begin_read_only(self.isolation)
+        } else {
+            self.isolation.map_or("BEGIN", IsolationLevel::begin)
+        }
     }
 
     pub(crate) fn in_transaction(&self) -> bool {
@@ -199,7 +282,18 @@ impl SessionConnection {
             self.discard_connection();
         }
         if self.client.is_none() {
-            let client = self.pool.get().await.map_err(|error| self.target.error(error))?;
+            let client = if let Some((replicas, token)) = &self.read {
+                let (client, endpoint, served_by) = replicas.checkout(*token).await?;
+                self.pool = endpoint.pool;
+                self.target = endpoint.target;
+                self.statements = endpoint.statements;
+                self.served_by = Some(served_by);
+                client
+            } else {
+                let client = self.pool.get().await.map_err(|error| self.target.error(error))?;
+                self.served_by = Some(ServedBy::Primary);
+                client
+            };
             self.client = Some(client);
         }
         Ok(())
@@ -211,6 +305,11 @@ impl SessionConnection {
     /// nothing was lost, and a connection that broke is let go, so that the
     /// session's next statement takes a fresh one from the pool.
     fn statement_failed(&mut self, error: &Error) {
+        if let (Some((replicas, _)), Some(ServedBy::Replica(index)), Error::ConnectionLost(_)) =
+            (&self.read, self.served_by, error)
+        {
+            replicas.lost(index, &error.to_string());
+        }
         if self.in_transaction {
             self.failed = true;
         } else if matches!(error, Error::ConnectionLost(_)) {
@@ -319,6 +418,9 @@ impl SessionConnection {
                 .await;
         self.after_sent = after_sent;
         self.in_flight = false;
+        if let Ok(answer) = &after_result {
+            self.commit_answered(answer);
+        }
         stats.round_trips += 1;
         stats.statements += statements.len() as u64;
         self.prefix_answered(begin, before.is_some(), prefix_result.is_ok());
@@ -329,7 +431,7 @@ impl SessionConnection {
                 stats.rows += outcome.rows();
                 results.push(outcome);
             }
-            after_result.map(|()| results)
+            after_result.map(|_| results)
         });
         collected.map_err(|error| {
             let error = Error::from(error);
@@ -626,20 +728,21 @@ impl SessionConnection {
             return Ok(());
         };
         self.in_flight = true;
-        let result = client.batch_execute(sql).await;
+        let result = client.simple_query(sql).await;
         self.in_flight = false;
         stats.round_trips += 1;
         self.in_transaction = false;
         self.flush_savepoint_open = false;
         match result {
-            Ok(()) => {
+            Ok(answer) => {
+                self.commit_answered(&answer);
                 self.client = None;
                 Ok(())
             }
             Err(error) => {
                 self.failed = true;
                 let error = Error::from(error);
-                Err(if sql == "COMMIT" { error.after_commit_sent() } else { error })
+                Err(if sql == "ROLLBACK" { error } else { error.after_commit_sent() })
             }
         }
     }
@@ -739,7 +842,7 @@ async fn send_pipelined(
     prepared: &[Ready],
     params: &[Vec<&(dyn ToSql + Sync)>],
     after: Option<&str>,
-) -> (PgResult<()>, Vec<PgResult<Outcome>>, PgResult<()>, bool) {
+) -> (PgResult<()>, Vec<PgResult<Outcome>>, PgResult<Vec<SimpleQueryMessage>>, bool) {
     let mut sent: Vec<Sent<_>> = statements
         .iter()
         .zip(prepared)
@@ -781,8 +884,8 @@ async fn send_pipelined(
     let after = after.filter(|_| !unsent);
     let mut suffix: Sent<_> = Box::pin(maybe_done(async move {
         match after {
-            Some(sql) => client.batch_execute(sql).await,
-            None => Ok(()),
+            Some(sql) => client.simple_query(sql).await,
+            None => Ok(Vec::new()),
         }
     }));
     poll_fn(|cx| {

@@ -7,10 +7,12 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::config::Host;
 
+use crate::commit_token::CommitToken;
 use crate::connection::SessionConnection;
 use crate::error::{Error, Result};
 use crate::isolation::IsolationLevel;
 use crate::n_plus_one::NPlusOne;
+use crate::replicas::{Endpoint, ReplicaConfig, Replicas};
 use crate::session::Session;
 use crate::statement_mode::{StatementMode, Statements};
 use crate::tls::{self, Connector, TlsConfig};
@@ -79,6 +81,20 @@ pub struct DatabaseConfig {
     /// Default: [`StatementMode::Prepared`], or what the connection
     /// string's `statement_mode` parameter says.
     pub statements: StatementMode,
+    /// Read replicas of the primary, where sessions from
+    /// [`Database::read_session`] read. Each gets a pool sized and timed
+    /// as the primary's. Default: none (read sessions use the primary).
+    pub replicas: Vec<ReplicaConfig>,
+    /// How far behind the primary a replica may be and still serve read
+    /// sessions: a replica lagging more is skipped, with a warning, until
+    /// it catches up. The lag is the age of the last transaction the
+    /// replica replayed, while it has received log it has not replayed
+    /// yet. Default: 5 s.
+    pub max_replica_lag: Duration,
+    /// How long what a replica's health check found (up, within the lag
+    /// bound, how far it replayed) is trusted before a read session checks
+    /// again, with one extra round trip. Default: 1 s.
+    pub replica_check_interval: Duration,
 }
 
 impl DatabaseConfig {
@@ -89,15 +105,7 @@ impl DatabaseConfig {
     /// [`statements`](Self::statements) (see [`StatementMode`]), the rest
     /// to [`postgres`](Self::postgres).
     pub fn from_url(url: &str) -> Result<Self> {
-        let (rest, tls) = tls::take_from_url(url)?;
-        let (rest, statements) = StatementMode::take_from_url(&rest)?;
-        let postgres = tokio_postgres::Config::from_str(&rest).map_err(|error| {
-            // The driver's message is generic; its cause names the option.
-            Error::Config(match std::error::Error::source(&error) {
-                Some(cause) => format!("{error}: {cause}"),
-                None => error.to_string(),
-            })
-        })?;
+        let (postgres, tls, statements) = parse_url(url)?;
         Ok(DatabaseConfig {
             postgres,
             tls,
@@ -109,8 +117,26 @@ impl DatabaseConfig {
             n_plus_one: NPlusOne::default(),
             isolation: None,
             statements: statements.unwrap_or_default(),
+            replicas: Vec::new(),
+            max_replica_lag: Duration::from_secs(5),
+            replica_check_interval: Duration::from_secs(1),
         })
     }
+}
+
+/// A connection string's parts: the driver's parameters, TLS, and the
+/// statement mode if it names one. Primary and replicas are read alike.
+pub(crate) fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsConfig, Option<StatementMode>)> {
+    let (rest, tls) = tls::take_from_url(url)?;
+    let (rest, statements) = StatementMode::take_from_url(&rest)?;
+    let postgres = tokio_postgres::Config::from_str(&rest).map_err(|error| {
+        // The driver's message is generic; its cause names the option.
+        Error::Config(match std::error::Error::source(&error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        })
+    })?;
+    Ok((postgres, tls, statements))
 }
 
 /// A pool of PostgreSQL connections, and the factory of [`Session`]s.
@@ -143,6 +169,8 @@ pub struct Database {
     n_plus_one: NPlusOne,
     isolation: Option<IsolationLevel>,
     statements: Statements,
+    /// Where read sessions go.
+    reads: Arc<Replicas>,
 }
 
 /// Where the pool connects, as whom, and with which TLS: what
@@ -207,31 +235,23 @@ impl Database {
     /// A pool built from `config`. Must be called inside a Tokio runtime's
     /// context only when the pool is used, not to build it. Reads the
     /// `sslrootcert` file of [`DatabaseConfig::tls`], if any.
+    /// Builds a pool for each of [`DatabaseConfig::replicas`] too.
     pub fn with_config(config: DatabaseConfig) -> Result<Self> {
-        let mut postgres = config.postgres;
-        let connector = config.tls.connector()?;
-        postgres.ssl_mode(config.tls.negotiation());
-        postgres.keepalives(true).keepalives_idle(config.keepalive_idle);
-        let target = Arc::new(ConnectTarget::of(&postgres, config.tls, connector));
-        let manager = Manager::from_config(
-            postgres,
-            target.connector(),
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.max_connections)
-            .wait_timeout(Some(config.wait_timeout))
-            .create_timeout(Some(config.create_timeout))
-            .recycle_timeout(Some(config.recycle_timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| Error::Pool(e.to_string()))?;
+        let sizing = Sizing::of(&config);
+        let primary = sizing.endpoint(config.postgres, config.tls, config.statements)?;
+        let replicas = config
+            .replicas
+            .into_iter()
+            .map(|replica| sizing.endpoint(replica.postgres, replica.tls, replica.statements))
+            .collect::<Result<Vec<_>>>()?;
+        let reads = Replicas::new(primary.clone(), replicas, config.max_replica_lag, config.replica_check_interval);
         Ok(Database {
-            pool,
-            target,
+            pool: primary.pool,
+            target: primary.target,
             n_plus_one: config.n_plus_one,
             isolation: config.isolation,
-            statements: Statements::new(config.statements),
+            statements: primary.statements,
+            reads: Arc::new(reads),
         })
     }
 
@@ -250,6 +270,66 @@ impl Database {
     fn session_at(&self, isolation: Option<IsolationLevel>) -> Session {
         let connection =
             SessionConnection::new(self.pool.clone(), self.target.clone(), isolation, self.statements.clone());
+        Session::new(connection, self.n_plus_one)
+    }
+
+    /// Opens a session that only reads, on a read replica (see
+    /// [`DatabaseConfig::replicas`]): one that is up and within
+    /// [`DatabaseConfig::max_replica_lag`], else the primary. The choice is
+    /// made when it first needs a connection;
+    /// [`Session::served_by`] tells which server it took.
+    ///
+    /// A replica may not have replayed the latest commits yet: for a
+    /// request that must see what the same user just wrote, use
+    /// [`read_session_after`](Self::read_session_after).
+    ///
+    /// Writing through it is refused: a flush or commit with pending
+    /// changes is [`Error::ReadOnlySession`] (nothing is sent, the changes
+    /// stay pending), and raw SQL runs in a `READ ONLY` transaction, which
+    /// the server refuses to write in, on a replica and on the primary
+    /// alike. Without replicas it reads from the primary.
+    ///
+    /// ```
+    /// use orm_core::{Database, DatabaseConfig, ReplicaConfig, ServedBy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// let mut config = DatabaseConfig::from_url(test_db.url())?;
+    /// // A replica that does not answer: read sessions skip it.
+    /// config.replicas.push(ReplicaConfig::from_url("postgres://postgres@127.0.0.1:1/test")?);
+    /// let db = Database::with_config(config)?;
+    ///
+    /// let mut reading = db.read_session();
+    /// let rows = reading.query_rows("SELECT pg_is_in_recovery()", &[]).await?;
+    /// assert!(!rows[0].get::<_, bool>(0)); // the primary served it
+    /// assert_eq!(reading.served_by(), Some(ServedBy::Primary));
+    ///
+    /// let refused = reading.execute("CREATE TABLE t (id int)", &[]).await.unwrap_err();
+    /// assert!(refused.to_string().contains("SQLSTATE 25006"), "{refused}"); // read_only_sql_transaction
+    /// # Ok(()) }
+    /// ```
+    pub fn read_session(&self) -> Session {
+        self.reading(None)
+    }
+
+    /// Opens a read session ([`read_session`](Self::read_session)) that
+    /// sees the commit `token` came from: it reads from a replica only if
+    /// the replica has replayed the primary's log past the token (checked
+    /// exactly, with a round trip to the replica unless an earlier check
+    /// showed it), and from the primary otherwise.
+    ///
+    /// The token comes from [`Session::commit_with_token`]; a web app
+    /// hands it to the client that wrote (a cookie, a header) and back
+    /// here on the client's next requests, so that a user sees their own
+    /// writes while everyone else keeps reading from replicas.
+    pub fn read_session_after(&self, token: CommitToken) -> Session {
+        self.reading(Some(token))
+    }
+
+    fn reading(&self, token: Option<CommitToken>) -> Session {
+        let connection =
+            SessionConnection::new(self.pool.clone(), self.target.clone(), self.isolation, self.statements.clone())
+                .reading(self.reads.clone(), token);
         Session::new(connection, self.n_plus_one)
     }
 
@@ -280,5 +360,56 @@ impl Database {
     /// ```
     pub async fn checkout(&self) -> Result<Object> {
         self.pool.get().await.map_err(|error| self.target.error(error))
+    }
+}
+
+/// How big each pool is and how long its connections may take: the same
+/// for the primary's and every replica's.
+#[derive(Clone, Copy)]
+struct Sizing {
+    max_connections: usize,
+    wait_timeout: Duration,
+    create_timeout: Duration,
+    recycle_timeout: Duration,
+    keepalive_idle: Duration,
+}
+
+impl Sizing {
+    fn of(config: &DatabaseConfig) -> Self {
+        Sizing {
+            max_connections: config.max_connections,
+            wait_timeout: config.wait_timeout,
+            create_timeout: config.create_timeout,
+            recycle_timeout: config.recycle_timeout,
+            keepalive_idle: config.keepalive_idle,
+        }
+    }
+
+    /// A pool, with its target and statement mode, for one server (the
+    /// primary, or a replica with its own parameters and TLS).
+    fn endpoint(
+        self,
+        mut postgres: tokio_postgres::Config,
+        tls: TlsConfig,
+        statements: StatementMode,
+    ) -> Result<Endpoint> {
+        let connector = tls.connector()?;
+        postgres.ssl_mode(tls.negotiation());
+        postgres.keepalives(true).keepalives_idle(self.keepalive_idle);
+        let target = Arc::new(ConnectTarget::of(&postgres, tls, connector));
+        let manager = Manager::from_config(
+            postgres,
+            target.connector(),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(self.max_connections)
+            .wait_timeout(Some(self.wait_timeout))
+            .create_timeout(Some(self.create_timeout))
+            .recycle_timeout(Some(self.recycle_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Pool(e.to_string()))?;
+        Ok(Endpoint { pool, target, statements: Statements::new(statements) })
     }
 }

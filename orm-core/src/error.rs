@@ -387,6 +387,21 @@ pub enum Error {
         key: String,
     },
 
+    /// A session opened with [`Database::read_session`](crate::Database::read_session)
+    /// was asked to write entities (a flush or commit with pending
+    /// changes). Nothing was sent, and the changes are still pending: write
+    /// in a session from [`Database::session`](crate::Database::session).
+    /// Raw SQL that writes in a read session is refused by the server
+    /// instead, as a [`Error::Database`] with SQLSTATE 25006
+    /// (`read_only_sql_transaction`).
+    #[error("this session only reads (Database::read_session): write in a session from Database::session")]
+    ReadOnlySession,
+
+    /// A [`CommitToken`](crate::CommitToken)'s text was malformed; the
+    /// message says what was given.
+    #[error("{0}")]
+    BadCommitToken(String),
+
     /// The pool could not be built or a connection could not be made.
     #[error("connection pool: {0}")]
     Pool(String),
@@ -539,6 +554,8 @@ impl Error {
             Error::Borrowed { .. } => ErrorKind::Borrowed,
             Error::SavepointNotOpen => ErrorKind::SavepointNotOpen,
             Error::UnflushedChanges { .. } => ErrorKind::UnflushedChanges,
+            Error::ReadOnlySession => ErrorKind::ReadOnlySession,
+            Error::BadCommitToken(_) => ErrorKind::BadCommitToken,
             Error::Pool(_) => ErrorKind::Pool,
             Error::Config(_) => ErrorKind::Config,
             Error::Database(_) => ErrorKind::Database,
@@ -722,6 +739,10 @@ pub enum ErrorKind {
     SavepointNotOpen,
     /// [`Error::UnflushedChanges`].
     UnflushedChanges,
+    /// [`Error::ReadOnlySession`].
+    ReadOnlySession,
+    /// [`Error::BadCommitToken`].
+    BadCommitToken,
     /// [`Error::Pool`].
     Pool,
     /// [`Error::Config`].
@@ -765,6 +786,8 @@ impl ErrorKind {
             ErrorKind::Borrowed => "borrowed",
             ErrorKind::SavepointNotOpen => "savepoint_not_open",
             ErrorKind::UnflushedChanges => "unflushed_changes",
+            ErrorKind::ReadOnlySession => "read_only_session",
+            ErrorKind::BadCommitToken => "bad_commit_token",
             ErrorKind::Pool => "pool",
             ErrorKind::Config => "config",
             ErrorKind::Database => "database",
@@ -815,6 +838,8 @@ mod tests {
             ErrorKind::Borrowed,
             ErrorKind::SavepointNotOpen,
             ErrorKind::UnflushedChanges,
+            ErrorKind::ReadOnlySession,
+            ErrorKind::BadCommitToken,
             ErrorKind::Pool,
             ErrorKind::Config,
             ErrorKind::Database,

@@ -35,6 +35,17 @@ impl IsolationLevel {
         }
     }
 
+    /// The `BEGIN` of a read-only transaction at `level` (`None`: the
+    /// server's default), which the server refuses to write in.
+    pub(crate) fn begin_read_only(level: Option<Self>) -> &'static str {
+        match level {
+            None => "BEGIN READ ONLY",
+            Some(IsolationLevel::ReadCommitted) => "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY",
+            Some(IsolationLevel::RepeatableRead) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            Some(IsolationLevel::Serializable) => "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY",
+        }
+    }
+
     /// Whether loads must run inside the transaction to read its snapshot.
     pub(crate) fn reads_in_transaction(self) -> bool {
         self != IsolationLevel::ReadCommitted

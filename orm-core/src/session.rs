@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use crate::commit_token::CommitToken;
 use crate::connection::{Access, Check, SessionConnection};
 use crate::entity::Entity;
 use crate::error::{Error, Result};
@@ -16,6 +17,7 @@ use crate::identity::{Doomed, Registries};
 use crate::n_plus_one::{LoadCounter, NPlusOne};
 use crate::query::{self, Query};
 use crate::raw_sql::RawSql;
+use crate::replicas::ServedBy;
 use crate::sql;
 use crate::stats::SessionStats;
 use crate::tracked::Tracked;
@@ -109,6 +111,13 @@ impl Session {
     /// What this session has sent to the database so far.
     pub fn stats(&self) -> SessionStats {
         self.stats
+    }
+
+    /// The server this session's connection came from: the primary, or
+    /// for a [read session](crate::Database::read_session) possibly a
+    /// replica. `None` before its first statement.
+    pub fn served_by(&self) -> Option<ServedBy> {
+        self.connection.served_by()
     }
 
     /// Turns autoflush on or off. With autoflush (the default) every query
@@ -655,6 +664,50 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn commit(mut self) -> Result<SessionStats> {
+        self.commit_now().await
+    }
+
+    /// [`commit`](Self::commit), also returning where the commit left the
+    /// primary's write-ahead log, for
+    /// [`Database::read_session_after`](crate::Database::read_session_after):
+    /// a later session given the token reads from a replica only once the
+    /// replica holds this commit. `None` when there was no transaction to
+    /// commit (the session only read without one, or wrote nothing).
+    ///
+    /// The position is read by a `SELECT` that travels in the same message
+    /// as the `COMMIT`, so it costs no extra round trip.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, ServedBy, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// session.add(Customer { id: 0, name: "Dave".into() });
+    /// let (stats, token) = session.commit_with_token().await?;
+    /// assert_eq!(stats.round_trips, 1); // INSERT, COMMIT and the position together
+    /// let token = token.expect("a transaction was committed");
+    ///
+    /// let header = token.to_string(); // for a cookie or a header
+    /// let mut next_request = db.read_session_after(header.parse()?);
+    /// assert_eq!(next_request.query::<Customer>().count().await?, 4); // sees Dave
+    /// assert_eq!(next_request.served_by(), Some(ServedBy::Primary)); // no replicas here
+    ///
+    /// let (_, token) = db.session().commit_with_token().await?;
+    /// assert_eq!(token, None); // nothing committed
+    /// # Ok(()) }
+    /// ```
+    pub async fn commit_with_token(mut self) -> Result<(SessionStats, Option<CommitToken>)> {
+        self.connection.want_commit_token();
+        let stats = self.commit_now().await?;
+        Ok((stats, self.connection.commit_token()))
+    }
+
+    async fn commit_now(&mut self) -> Result<SessionStats> {
         self.finished = true;
         if self.connection.failed() {
             let _ = self.connection.finish("ROLLBACK", &mut self.stats).await;

@@ -33,6 +33,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
+mod replica_pair;
+pub use replica_pair::ReplicaPair;
+
 /// Every test database's name starts with this, followed by
 /// `<pid>_<counter>_<random>`; the pid lets a later run tell leftovers of a
 /// crashed process from databases of a run still in progress.

@@ -167,7 +167,11 @@ async fn run(
             };
             let savepoint =
                 if first && end == FlushEnd::KeepOpen { Some(connection.reopen_flush_savepoint()) } else { None };
-            let commit = (last && end == FlushEnd::Commit && !verify).then_some("COMMIT");
+            if connection.read_only() {
+                // Before anything is sent: the work stays pending.
+                return Err(Error::ReadOnlySession);
+            }
+            let commit = (last && end == FlushEnd::Commit && !verify).then_some(connection.commit_sql());
             connection.set_applying(false);
             let result = connection.run_batch(savepoint.as_deref(), &statements, commit, stats).await;
             // From here until the flush ends, what the transaction holds is
@@ -239,7 +243,7 @@ async fn conclude(
         FlushEnd::Commit if committed => connection.ended(None),
         FlushEnd::Commit => {
             connection.set_applying(false);
-            connection.finish("COMMIT", stats).await?;
+            connection.finish(connection.commit_sql(), stats).await?;
         }
         FlushEnd::KeepOpen => {}
     }
@@ -311,7 +315,7 @@ async fn failed_before_changes(
 /// Ends a flush that has nothing to write.
 async fn finish_empty(connection: &mut SessionConnection, stats: &mut SessionStats, end: FlushEnd) -> Result<()> {
     match end {
-        FlushEnd::Commit => connection.finish("COMMIT", stats).await,
+        FlushEnd::Commit => connection.finish(connection.commit_sql(), stats).await,
         FlushEnd::KeepOpen => Ok(()),
     }
 }
