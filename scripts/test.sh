@@ -2,7 +2,9 @@
 # The project's test command: formatting, lints, the demo app's RealWorld
 # conformance suites, then every test (unit, integration and doc tests)
 # against a real PostgreSQL found or started by scripts/db.sh, and the TLS
-# tests against the TLS-only cluster scripts/tls_db.sh starts; part of the
+# tests against the TLS-only cluster scripts/tls_db.sh starts, the read
+# replica tests against the private primary and streaming replica
+# scripts/replica_db.sh starts; part of the
 # integration tests and the conformance suites run a second time through
 # PgBouncer in transaction mode, started by scripts/pgbouncer.sh. Exits non-zero
 # on the first failure. Cargo's test summary is the last thing printed, so
@@ -35,13 +37,21 @@ if ! source scripts/tls_db.sh; then
 fi
 trap 'tls_db_stop; db_stop_if_private' EXIT
 
+step "primary and streaming replica (scripts/replica_db.sh)"
+# shellcheck source=scripts/replica_db.sh
+if ! source scripts/replica_db.sh; then
+    printf 'test.sh: cannot start the primary and replica (reasons above)\n' >&2
+    exit 1
+fi
+trap 'replica_db_stop; tls_db_stop; db_stop_if_private' EXIT
+
 step "PgBouncer in transaction mode (scripts/pgbouncer.sh)"
 # shellcheck source=scripts/pgbouncer.sh
 if ! source scripts/pgbouncer.sh; then
     printf 'test.sh: could not start PgBouncer (reasons above)\n' >&2
     exit 1
 fi
-trap 'pgbouncer_stop_if_started; tls_db_stop; db_stop_if_private' EXIT
+trap 'pgbouncer_stop_if_started; replica_db_stop; tls_db_stop; db_stop_if_private' EXIT
 
 step "cargo fmt --all --check"
 cargo fmt --all --check

@@ -68,6 +68,12 @@
 //! that run before the handler (authentication, `Json`, validation) refuse
 //! bad requests while holding no connection.
 //!
+//! With read replicas (see [`DatabaseConfig::replicas`](crate::DatabaseConfig::replicas)),
+//! [`SessionLayer::route_reads`] gives `GET`, `HEAD` and `OPTIONS` requests
+//! a [read session](crate::Database::read_session) and hands the client
+//! that wrote a [`CommitToken`](crate::CommitToken), so that its next
+//! requests read its writes.
+//!
 //! A middleware between this layer and the handler can reach the same
 //! session, after the handler, through [`RequestSession`]: to check
 //! something in the request's transaction before the commit, say.
@@ -84,8 +90,12 @@ use ::axum::http::{Extensions, StatusCode};
 use ::axum::response::{IntoResponse, Response};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
+use crate::axum_reads::{self, Route};
+pub use crate::axum_reads::{COMMIT_TOKEN_COOKIE, COMMIT_TOKEN_HEADER};
+use crate::commit_token::CommitToken;
 use crate::database::Database;
 use crate::error::Error;
+use crate::replicas::ServedBy;
 use crate::session::Session;
 use crate::stats::SessionStats;
 
@@ -120,6 +130,7 @@ pub struct SessionLayer {
     db: Database,
     commit_when: Arc<CommitPolicy>,
     on_commit_error: Arc<CommitErrorResponse>,
+    route_reads: bool,
 }
 
 impl SessionLayer {
@@ -130,7 +141,34 @@ impl SessionLayer {
             db,
             commit_when: Arc::new(success_or_redirect),
             on_commit_error: Arc::new(IntoResponse::into_response),
+            route_reads: false,
         }
+    }
+
+    /// Sends reads to the read replicas, with read-your-writes for the
+    /// client that wrote:
+    ///
+    /// - a `GET`, `HEAD` or `OPTIONS` request gets a
+    ///   [read session](crate::Database::read_session): a replica serves it
+    ///   (the primary when none is fit), and a handler that writes through
+    ///   it fails with [`Error::ReadOnlySession`]. A request carrying a
+    ///   commit token (the [`COMMIT_TOKEN_HEADER`] header, or else the
+    ///   [`COMMIT_TOKEN_COOKIE`] cookie) reads from a replica only once it
+    ///   has replayed that commit
+    ///   ([`Database::read_session_after`](crate::Database::read_session_after));
+    ///   a malformed token is ignored;
+    /// - any other request gets an ordinary session on the primary, which
+    ///   commits with [`Session::commit_with_token`]: the response carries
+    ///   the token in the header and sets the cookie (`HttpOnly`,
+    ///   `SameSite=Lax`, an hour), so that browsers send it back unasked
+    ///   and API clients can.
+    ///
+    /// A client that drops the token still reads, from replicas that may
+    /// not have its latest writes yet.
+    #[must_use]
+    pub fn route_reads(mut self) -> Self {
+        self.route_reads = true;
+        self
     }
 
     /// Decides which responses commit (the rest roll back), instead of
@@ -188,7 +226,12 @@ where
         // into a future).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let slot = RequestSession { slot: Arc::new(Mutex::new(None)), db: self.layer.db.clone() };
+        let route = if self.layer.route_reads && axum_reads::only_reads(request.method()) {
+            Route::Read(axum_reads::token_of(request.headers()))
+        } else {
+            Route::Primary
+        };
+        let slot = RequestSession { slot: Arc::new(Mutex::new(None)), db: self.layer.db.clone(), route };
         request.extensions_mut().insert(slot.clone());
         let layer = self.layer.clone();
         Box::pin(async move {
@@ -369,6 +412,8 @@ impl IntoResponse for SessionRejection {
 pub struct RequestSession {
     slot: Arc<Mutex<Option<Session>>>,
     db: Database,
+    /// Which session the request gets.
+    route: Route,
 }
 
 impl RequestSession {
@@ -385,7 +430,7 @@ impl RequestSession {
         // forever: refused instead.
         let mut guard = Arc::clone(&self.slot).try_lock_owned().map_err(|_| SessionRejection::AlreadyTaken)?;
         if guard.is_none() {
-            *guard = Some(self.db.session());
+            *guard = Some(self.route.open(&self.db));
         }
         OwnedMutexGuard::try_map(guard, Option::as_mut).map(DbSession).map_err(|_| SessionRejection::AlreadyTaken)
     }
@@ -430,13 +475,24 @@ pub struct SessionOutcome {
     pub stats: SessionStats,
     /// Whether it committed (rather than rolled back).
     pub committed: bool,
+    /// The server its connection came from (see [`Session::served_by`]).
+    pub served_by: Option<ServedBy>,
 }
 
 async fn commit(session: Session, mut response: Response, layer: &SessionLayer) -> Response {
-    match session.commit().await {
-        Ok(stats) => {
+    let served_by = session.served_by();
+    let committed = if layer.route_reads && !session.is_read_only() {
+        session.commit_with_token().await
+    } else {
+        session.commit().await.map(|stats| (stats, None::<CommitToken>))
+    };
+    match committed {
+        Ok((stats, token)) => {
             tracing::debug!(statements = stats.statements, round_trips = stats.round_trips, "session committed");
-            response.extensions_mut().insert(SessionOutcome { stats, committed: true });
+            if let Some(token) = token {
+                axum_reads::give(response.headers_mut(), token);
+            }
+            response.extensions_mut().insert(SessionOutcome { stats, committed: true, served_by });
             response
         }
         Err(error) => {
@@ -447,13 +503,13 @@ async fn commit(session: Session, mut response: Response, layer: &SessionLayer) 
 }
 
 async fn rollback(session: Session, mut response: Response) -> Response {
-    let stats = session.stats();
+    let (stats, served_by) = (session.stats(), session.served_by());
     // Explicit rather than a drop, which would warn about the work the
     // handler left pending; free when no transaction was opened.
     if let Err(error) = session.rollback().await {
         tracing::warn!(%error, "rollback failed");
     }
     tracing::debug!(statements = stats.statements, round_trips = stats.round_trips, "session rolled back");
-    response.extensions_mut().insert(SessionOutcome { stats, committed: false });
+    response.extensions_mut().insert(SessionOutcome { stats, committed: false, served_by });
     response
 }

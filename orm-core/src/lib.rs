@@ -57,6 +57,8 @@
 mod array;
 #[cfg(feature = "axum")]
 pub mod axum;
+#[cfg(feature = "axum")]
+mod axum_reads;
 mod bulk;
 mod children_index;
 mod column;

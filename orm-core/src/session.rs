@@ -120,6 +120,12 @@ impl Session {
         self.connection.served_by()
     }
 
+    /// Whether this is a [read session](crate::Database::read_session),
+    /// which refuses to write.
+    pub fn is_read_only(&self) -> bool {
+        self.connection.read_only()
+    }
+
     /// Turns autoflush on or off. With autoflush (the default) every query
     /// first flushes pending changes, so it sees them; turn it off to batch
     /// changes across queries, and flush yourself.
