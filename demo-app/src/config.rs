@@ -20,6 +20,11 @@ pub struct Config {
     pub jwt_secret: String,
     /// Whether `jwt_secret` was generated.
     pub jwt_secret_generated: bool,
+    /// `DATABASE_REPLICA_URLS` (default: none): read replicas of the
+    /// database, comma-separated, each a URL as `DATABASE_URL` is. With
+    /// any, `GET` requests read from them, and a client that wrote reads
+    /// its writes (see `orm_core::axum::SessionLayer::route_reads`).
+    pub database_replica_urls: Vec<String>,
     /// `DATABASE_MAX_CONNECTIONS` (default 16): the pool's size.
     pub max_connections: usize,
     /// `REQUEST_TIMEOUT_SECS` (default 30): a handler still running after
@@ -78,12 +83,19 @@ impl Config {
         // connects. Its message does not echo the URL, which may hold a
         // password.
         if let Err(error) = orm_core::DatabaseConfig::from_url(&database_url) {
-            let message = match error {
-                orm_core::Error::Config(message) => message,
-                other => other.to_string(),
-            };
-            let reason = message.strip_prefix("invalid connection string: ").unwrap_or(&message);
-            return Err(ConfigError::new("DATABASE_URL", format!("is not a valid connection string: {reason}")));
+            return Err(invalid_url("DATABASE_URL", error));
+        }
+        let database_replica_urls: Vec<String> = lookup("DATABASE_REPLICA_URLS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned)
+            .collect();
+        for url in &database_replica_urls {
+            if let Err(error) = orm_core::ReplicaConfig::from_url(url) {
+                return Err(invalid_url("DATABASE_REPLICA_URLS", error));
+            }
         }
         if let Some(format) =
             lookup("LOG_FORMAT").filter(|format| !format.is_empty() && format != "json" && format != "text")
@@ -96,6 +108,7 @@ impl Config {
         };
         Ok(Config {
             database_url,
+            database_replica_urls,
             host: parse(&lookup, "HOST", IpAddr::V4(Ipv4Addr::LOCALHOST))?,
             port: parse(&lookup, "PORT", 8080)?,
             jwt_secret,
@@ -105,6 +118,17 @@ impl Config {
             cors_origins: cors_origins(lookup("CORS_ORIGINS").as_deref().unwrap_or(""))?,
         })
     }
+}
+
+/// The error for a connection string the pool's own parser refused. Its
+/// message does not echo the URL, which may hold a password.
+fn invalid_url(name: &'static str, error: orm_core::Error) -> ConfigError {
+    let message = match error {
+        orm_core::Error::Config(message) => message,
+        other => other.to_string(),
+    };
+    let reason = message.strip_prefix("invalid connection string: ").unwrap_or(&message);
+    ConfigError::new(name, format!("is not a valid connection string: {reason}"))
 }
 
 /// A count that must be positive: a pool of 0 connections would answer

@@ -27,9 +27,18 @@ use orm_core::{Database, Session};
 use crate::entities::User;
 use crate::error::ApiError;
 
-/// The session layer, with the API's error body for a failed commit.
+/// The session layer, with the API's error body for a failed commit; with
+/// read replicas, `GET` requests read from them and a client that wrote
+/// gets a commit token (a cookie and a header) to read its writes with
+/// (see `SessionLayer::route_reads`).
 pub fn layer(db: Database) -> SessionLayer {
-    SessionLayer::new(db).on_commit_error(|error| ApiError::from(error).into_response())
+    let with_replicas = db.has_replicas();
+    let layer = SessionLayer::new(db).on_commit_error(|error| ApiError::from(error).into_response());
+    if with_replicas {
+        layer.route_reads()
+    } else {
+        layer
+    }
 }
 
 /// Where the authentication extractors record the user the request's

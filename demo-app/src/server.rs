@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use orm_core::{Database, DatabaseConfig};
+use orm_core::{Database, DatabaseConfig, ReplicaConfig};
 use tokio::net::TcpListener;
 
 use crate::app;
@@ -38,6 +38,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     }
     let mut db_config = DatabaseConfig::from_url(&config.database_url)?;
     db_config.max_connections = config.max_connections;
+    for url in &config.database_replica_urls {
+        db_config.replicas.push(ReplicaConfig::from_url(url)?);
+    }
     let db = Database::with_config(db_config)?;
     // One connection now, so that a wrong setting fails the start with its
     // cause rather than every request with a 503. It goes back to the pool

@@ -30,7 +30,8 @@
 //!    `sslrootcert` in the URL, with libpq's meanings), the errors that name
 //!    what failed, and the `tls-rustls` feature; PgBouncer in transaction
 //!    mode (the unnamed statement mode, and the session-level state that is
-//!    unsafe there).
+//!    unsafe there); read replicas, commit tokens for reading your own
+//!    writes, replica health, pool sizing, and the path to Citus.
 //! 6. [A session per request in a web app](web): the `axum` feature's layer
 //!    and extractor, what commits and what rolls back (errors, panics,
 //!    timeouts, clients that hang up), the order of the layers, errors as

@@ -333,6 +333,11 @@ impl Database {
         Session::new(connection, self.n_plus_one)
     }
 
+    /// Whether [`DatabaseConfig::replicas`] named any read replica.
+    pub fn has_replicas(&self) -> bool {
+        self.reads.count() > 0
+    }
+
     /// The underlying deadpool-postgres pool, for hand-written SQL beside the ORM.
     pub fn pool(&self) -> &Pool {
         &self.pool

@@ -121,6 +121,11 @@ impl Replicas {
         Replicas { primary, servers: replicas, max_lag, check_interval, next: AtomicUsize::new(0) }
     }
 
+    /// How many replicas there are.
+    pub(crate) fn count(&self) -> usize {
+        self.servers.len()
+    }
+
     /// A connection for a read session: from a replica that is up, within
     /// the lag bound and (given a `token`) has replayed past it, else from
     /// the primary.

@@ -10,9 +10,9 @@ use axum::Router;
 use demo_app::app;
 use demo_app::routes;
 use demo_app::state::AppState;
-use orm_core::axum::SessionOutcome;
-use orm_core::{Database, DatabaseConfig, SessionStats};
-use orm_tests::TestDb;
+use orm_core::axum::{SessionOutcome, COMMIT_TOKEN_HEADER};
+use orm_core::{Database, DatabaseConfig, ReplicaConfig, ServedBy, SessionStats};
+use orm_tests::{ReplicaPair, TestDb};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -32,6 +32,10 @@ pub struct Answer {
     pub stats: Option<SessionStats>,
     /// The `x-request-id` response header.
     pub request_id: Option<String>,
+    /// The server the request's session used, if it opened one.
+    pub served_by: Option<ServedBy>,
+    /// The commit token the response handed out, if any.
+    pub commit_token: Option<String>,
 }
 
 impl TestApp {
@@ -49,6 +53,21 @@ impl TestApp {
         let db = Database::with_config(config).expect("pool");
         demo_app::migrations::run(&db).await.expect("migrations");
         let state = AppState::new(db.clone(), b"test secret", timeout);
+        TestApp { test_db, db, state }
+    }
+
+    /// A fresh, migrated database on the primary of `pair`, present on
+    /// its replica too, which the app's pool reads from.
+    pub async fn on_replicas(pair: &ReplicaPair) -> Self {
+        let test_db = pair.test_db().await;
+        let mut config = DatabaseConfig::from_url(test_db.url()).expect("test database URL");
+        let primary = Database::with_config(config.clone()).expect("pool");
+        demo_app::migrations::run(&primary).await.expect("migrations");
+        pair.wait_for_replay().await;
+        config.replicas.push(ReplicaConfig::from_url(&pair.replica_url_of(&test_db)).expect("replica URL"));
+        config.max_replica_lag = Duration::from_secs(60);
+        let db = Database::with_config(config).expect("pool");
+        let state = AppState::new(db.clone(), b"test secret", Duration::from_secs(30));
         TestApp { test_db, db, state }
     }
 
@@ -120,13 +139,16 @@ pub fn request(method: Method, uri: &str, token: Option<&str>, body: Option<Valu
 /// Runs `request` through `router` and reads the answer.
 pub async fn send(router: Router, request: Request<Body>) -> Answer {
     let response = router.oneshot(request).await.expect("the router is infallible");
-    let db_stats = response.extensions().get::<SessionOutcome>().map(|outcome| outcome.stats);
+    let outcome = response.extensions().get::<SessionOutcome>();
+    let (db_stats, served_by) = (outcome.map(|outcome| outcome.stats), outcome.and_then(|outcome| outcome.served_by));
+    let commit_token =
+        response.headers().get(COMMIT_TOKEN_HEADER).map(|token| token.to_str().expect("an ASCII token").to_owned());
     let request_id =
         response.headers().get("x-request-id").map(|id| id.to_str().expect("an ASCII request id").to_owned());
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("the body");
     let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") };
-    Answer { status, json, stats: db_stats, request_id }
+    Answer { status, json, stats: db_stats, request_id, served_by, commit_token }
 }
 
 /// Whether, within `within`, exactly `expected` backends of `test_db` come
