@@ -15,6 +15,7 @@ use orm_tests::{ReplicaPair, TestDb};
 use support::{customer, Customer, SCHEMA};
 
 /// `future`, or a panic if it takes longer than a test of this file could.
+/// A test's whole body is a large future: callers box it.
 async fn bounded<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), future).await.expect("timed out")
 }
@@ -54,7 +55,7 @@ async fn write(db: &Database, name: &str) -> CommitToken {
 #[tokio::test]
 async fn read_sessions_run_on_the_replica_and_sessions_on_the_primary() {
     let pair = ReplicaPair::take().await;
-    bounded(async {
+    bounded(Box::pin(async {
         let (_test_db, db) = setup(&pair, Duration::from_secs(60)).await;
         write(&db, "alice").await;
         pair.wait_for_replay().await;
@@ -69,14 +70,14 @@ async fn read_sessions_run_on_the_replica_and_sessions_on_the_primary() {
         let mut writing = db.session();
         assert!(!in_recovery(&mut writing).await, "an ordinary session runs on the primary");
         assert_eq!(writing.served_by(), Some(ServedBy::Primary));
-    })
+    }))
     .await;
 }
 
 #[tokio::test]
 async fn writing_through_a_read_session_is_refused_on_the_replica_and_on_the_primary() {
     let pair = ReplicaPair::take().await;
-    bounded(async {
+    bounded(Box::pin(async {
         let (test_db, db) = setup(&pair, Duration::from_secs(60)).await;
         // The same, with no replica configured: read sessions use the primary.
         let primary_only = Database::connect(test_db.url()).expect("pool");
@@ -99,14 +100,14 @@ async fn writing_through_a_read_session_is_refused_on_the_replica_and_on_the_pri
         let rows: i64 =
             test_db.client().await.query_one("SELECT count(*) FROM customer", &[]).await.expect("count").get(0);
         assert_eq!(rows, 0, "nothing was written");
-    })
+    }))
     .await;
 }
 
 #[tokio::test]
 async fn a_commit_token_reads_its_write_while_other_readers_stay_on_the_paused_replica() {
     let pair = ReplicaPair::take().await;
-    bounded(async {
+    bounded(Box::pin(async {
         let (_test_db, db) = setup(&pair, Duration::from_secs(60)).await;
         let before = write(&db, "alice").await;
         pair.wait_for_replay().await;
@@ -132,14 +133,14 @@ async fn a_commit_token_reads_its_write_while_other_readers_stay_on_the_paused_r
         let mut writer = db.read_session_after(token);
         assert_eq!(customers(&mut writer).await, 2);
         assert_eq!(writer.served_by(), Some(ServedBy::Replica(0)), "once replayed, the replica serves it");
-    })
+    }))
     .await;
 }
 
 #[tokio::test]
 async fn a_lagging_replica_is_skipped_until_it_catches_up() {
     let pair = ReplicaPair::take().await;
-    bounded(async {
+    bounded(Box::pin(async {
         let (_test_db, db) = setup(&pair, Duration::from_millis(200)).await;
         pair.pause_replay().await;
         write(&db, "alice").await;
@@ -154,14 +155,14 @@ async fn a_lagging_replica_is_skipped_until_it_catches_up() {
         let mut reading = db.read_session();
         assert_eq!(customers(&mut reading).await, 1);
         assert_eq!(reading.served_by(), Some(ServedBy::Replica(0)), "back in service");
-    })
+    }))
     .await;
 }
 
 #[tokio::test]
 async fn reads_keep_working_from_the_primary_while_the_replica_is_stopped() {
     let pair = ReplicaPair::take().await;
-    bounded(async {
+    bounded(Box::pin(async {
         let (_test_db, db) = setup(&pair, Duration::from_secs(60)).await;
         write(&db, "alice").await;
         pair.wait_for_replay().await;
@@ -189,6 +190,6 @@ async fn reads_keep_working_from_the_primary_while_the_replica_is_stopped() {
         let mut reading = db.read_session();
         assert_eq!(customers(&mut reading).await, 1);
         assert_eq!(reading.served_by(), Some(ServedBy::Replica(0)), "back in service once it runs again");
-    })
+    }))
     .await;
 }
