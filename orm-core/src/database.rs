@@ -13,6 +13,7 @@ use crate::isolation::IsolationLevel;
 use crate::n_plus_one::NPlusOne;
 use crate::session::Session;
 use crate::statement_mode::{StatementMode, Statements};
+use crate::telemetry::Telemetry;
 use crate::tls::{self, Connector, TlsConfig};
 
 /// How to reach PostgreSQL and size the pool. Every timeout is finite by
@@ -79,6 +80,15 @@ pub struct DatabaseConfig {
     /// Default: [`StatementMode::Prepared`], or what the connection
     /// string's `statement_mode` parameter says.
     pub statements: StatementMode,
+    /// A statement that takes longer than this is logged as a `tracing`
+    /// warning naming its SQL (which holds no values: they travel as bind
+    /// parameters), operation, table and duration. The time runs from
+    /// sending the statement until its answer is complete: for a query
+    /// read as a stream, until its last row is read, which includes the
+    /// time the reader spends between rows. `None` turns the warning off.
+    /// Default: one second; see
+    /// [`with_slow_statement_threshold`](Self::with_slow_statement_threshold).
+    pub slow_statement_threshold: Option<Duration>,
 }
 
 impl DatabaseConfig {
@@ -109,7 +119,28 @@ impl DatabaseConfig {
             n_plus_one: NPlusOne::default(),
             isolation: None,
             statements: statements.unwrap_or_default(),
+            slow_statement_threshold: Some(Duration::from_secs(1)),
         })
+    }
+
+    /// Sets [`slow_statement_threshold`](Self::slow_statement_threshold):
+    /// statements slower than `threshold` are logged as warnings, `None`
+    /// logs none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # use orm_core::{Database, DatabaseConfig};
+    /// # fn main() -> orm_core::Result<()> {
+    /// let config = DatabaseConfig::from_url("postgres://app@db.internal/shop")?
+    ///     .with_slow_statement_threshold(Some(Duration::from_millis(200)));
+    /// assert_eq!(config.slow_statement_threshold, Some(Duration::from_millis(200)));
+    /// let db = Database::with_config(config)?;
+    /// # drop(db); Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_slow_statement_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.slow_statement_threshold = threshold;
+        self
     }
 }
 
@@ -143,6 +174,7 @@ pub struct Database {
     n_plus_one: NPlusOne,
     isolation: Option<IsolationLevel>,
     statements: Statements,
+    telemetry: Arc<Telemetry>,
 }
 
 /// Where the pool connects, as whom, and with which TLS: what
@@ -212,6 +244,9 @@ impl Database {
         let connector = config.tls.connector()?;
         postgres.ssl_mode(config.tls.negotiation());
         postgres.keepalives(true).keepalives_idle(config.keepalive_idle);
+        // The server's default database is the user's name.
+        let namespace = postgres.get_dbname().or(postgres.get_user()).map(str::to_owned);
+        let telemetry = Telemetry::new(namespace, config.slow_statement_threshold);
         let target = Arc::new(ConnectTarget::of(&postgres, config.tls, connector));
         let manager = Manager::from_config(
             postgres,
@@ -232,6 +267,7 @@ impl Database {
             n_plus_one: config.n_plus_one,
             isolation: config.isolation,
             statements: Statements::new(config.statements),
+            telemetry,
         })
     }
 
@@ -248,8 +284,13 @@ impl Database {
     }
 
     fn session_at(&self, isolation: Option<IsolationLevel>) -> Session {
-        let connection =
-            SessionConnection::new(self.pool.clone(), self.target.clone(), isolation, self.statements.clone());
+        let connection = SessionConnection::new(
+            self.pool.clone(),
+            self.target.clone(),
+            isolation,
+            self.statements.clone(),
+            self.telemetry.clone(),
+        );
         Session::new(connection, self.n_plus_one)
     }
 
