@@ -53,3 +53,6 @@ pub mod relationships {}
 pub mod deploying {}
 #[doc = include_str!("../guide/06-web.md")]
 pub mod web {}
+
+#[doc = include_str!("../guide/07-testing.md")]
+pub mod testing {}

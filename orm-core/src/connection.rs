@@ -22,6 +22,7 @@ use crate::raw_sql::RawSql;
 use crate::replicas::{Replicas, ServedBy};
 use crate::statement_mode::{Description, ResultColumn, Statements};
 use crate::stats::SessionStats;
+use crate::telemetry::{Pipeline, StatementSpan, Telemetry};
 use crate::tls::Connector;
 use crate::types::{Encoded, Param, YIELD_AFTER_BYTES};
 
@@ -118,6 +119,8 @@ pub(crate) struct SessionConnection {
     want_commit_token: bool,
     /// What the last `COMMIT` read, with `want_commit_token`.
     commit_token: Option<CommitToken>,
+    /// The spans and slow-statement warnings of its statements.
+    telemetry: Arc<Telemetry>,
 }
 
 /// A `COMMIT` followed, in the same message, by the log position it left
@@ -154,6 +157,7 @@ impl SessionConnection {
         target: Arc<ConnectTarget>,
         isolation: Option<IsolationLevel>,
         statements: Statements,
+        telemetry: Arc<Telemetry>,
     ) -> Self {
         SessionConnection {
             pool,
@@ -171,6 +175,7 @@ impl SessionConnection {
             served_by: None,
             want_commit_token: false,
             commit_token: None,
+            telemetry,
         }
     }
 
@@ -368,9 +373,11 @@ impl SessionConnection {
         // opens lets recovery make it usable again without losing earlier
         // work. Cached statements need no prepare, so the prefix still
         // travels with them in one round trip.
+        let pipeline = self.telemetry.pipeline();
+        let pipeline = &pipeline;
         let mut prefix: Sent<_> = Box::pin(maybe_done(async move {
             match prefix.as_deref() {
-                Some(sql) => client.batch_execute(sql).await,
+                Some(sql) => pipeline.traced(sql, client.batch_execute(sql)).await,
                 None => Ok(()),
             }
         }));
@@ -413,7 +420,7 @@ impl SessionConnection {
         let params: Vec<Vec<&(dyn ToSql + Sync)>> =
             statements.iter().zip(&encoded).map(|(statement, ready)| ready_params(statement, ready)).collect();
         let (prefix_result, outcomes, after_result, after_sent) =
-            send_pipelined(client, prefix, statements, &prepared, &params, after)
+            send_pipelined(client, pipeline, prefix, statements, &prepared, &params, after)
                 .instrument(tracing::debug_span!("orm.round_trip", statements = statements.len(), before, after))
                 .await;
         self.after_sent = after_sent;
@@ -550,15 +557,15 @@ impl SessionConnection {
             }
             Ok::<_, tokio_postgres::Error>(Ok(open.rows.rows_affected().unwrap_or(rows)))
         }
-        .instrument(open.span.clone())
+        .instrument(open.statement.span.clone())
         .await;
         match streamed {
-            Ok(Ok(rows)) => self.rows_ended(Ok(rows), &open.span, stats),
+            Ok(Ok(rows)) => self.rows_ended(Ok(rows), &open.statement, stats),
             Ok(Err(decode_error)) => {
                 self.rows_dropped();
                 Err(decode_error)
             }
-            Err(error) => self.rows_ended(Err(error), &open.span, stats),
+            Err(error) => self.rows_ended(Err(error), &open.statement, stats),
         }
     }
 
@@ -581,7 +588,9 @@ impl SessionConnection {
         self.checkout().await?;
         let client = self.client.as_ref().ok_or(Error::TransactionFailed)?;
         let text = sql.text();
-        let span = tracing::debug_span!("orm.statement", sql = text, rows = tracing::field::Empty);
+        // BEGIN's span is opened here, beside the statement's, not in it.
+        let begin_statement = begin.then(|| self.telemetry.statement(begin_sql));
+        let statement = self.telemetry.statement(text);
         let (statements, in_transaction) = (&self.statements, self.in_transaction);
         self.in_flight = true;
         let result = async {
@@ -615,8 +624,8 @@ impl SessionConnection {
                 }
             }
             let begin_future = async {
-                if begin {
-                    client.batch_execute(begin_sql).await
+                if let Some(begin_statement) = begin_statement {
+                    begin_statement.run(client.batch_execute(begin_sql)).await
                 } else {
                     Ok(())
                 }
@@ -638,7 +647,7 @@ impl SessionConnection {
             let (begin_result, stream) = join(begin_future, run).await;
             Ok::<_, tokio_postgres::Error>((prepare_trips, Ok((begin_result, stream))))
         }
-        .instrument(span.clone())
+        .instrument(statement.span.clone())
         .await;
         let (prepare_trips, sent) = match result {
             Ok(parts) => parts,
@@ -666,7 +675,7 @@ impl SessionConnection {
         }
         let sent = begin_result.and(stream);
         match sent {
-            Ok(rows) => Ok(OpenRows { rows: Box::pin(rows), span }),
+            Ok(rows) => Ok(OpenRows { rows: Box::pin(rows), statement }),
             Err(error) => {
                 self.in_flight = false;
                 let error = Error::from(error);
@@ -682,14 +691,15 @@ impl SessionConnection {
     pub(crate) fn rows_ended(
         &mut self,
         ended: std::result::Result<u64, tokio_postgres::Error>,
-        span: &tracing::Span,
+        statement: &StatementSpan,
         stats: &mut SessionStats,
     ) -> Result<u64> {
         self.in_flight = false;
+        statement.ended();
         match ended {
             Ok(rows) => {
                 stats.rows += rows;
-                span.record("rows", rows);
+                statement.span.record("rows", rows);
                 Ok(rows)
             }
             Err(error) => {
@@ -728,7 +738,7 @@ impl SessionConnection {
             return Ok(());
         };
         self.in_flight = true;
-        let result = client.simple_query(sql).await;
+        let result = self.telemetry.traced(sql, client.simple_query(sql)).await;
         self.in_flight = false;
         stats.round_trips += 1;
         self.in_transaction = false;
@@ -823,7 +833,7 @@ type Sent<T> = Pin<Box<MaybeDone<T>>>;
 pub(crate) struct OpenRows {
     pub(crate) rows: Pin<Box<tokio_postgres::RowStream>>,
     /// The statement's span, which records its row count at the end.
-    pub(crate) span: tracing::Span,
+    pub(crate) statement: StatementSpan,
 }
 
 /// Sends the statements and `after` on `client` after `prefix` (a request
@@ -837,6 +847,7 @@ pub(crate) struct OpenRows {
 /// order first, and `after` follows only if no statement failed to go out.
 async fn send_pipelined(
     client: &Object,
+    pipeline: &Pipeline<'_>,
     mut prefix: Sent<impl Future<Output = PgResult<()>>>,
     statements: &[Statement],
     prepared: &[Ready],
@@ -848,7 +859,6 @@ async fn send_pipelined(
         .zip(prepared)
         .zip(params)
         .map(|((statement, prepared), params)| {
-            let span = tracing::debug_span!("orm.statement", sql = statement.sql, rows = tracing::field::Empty);
             let run = async move {
                 let outcome = match prepared {
                     Ready::Named(prepared) if statement.returns_rows => {
@@ -869,7 +879,7 @@ async fn send_pipelined(
                 }
                 outcome
             };
-            Box::pin(maybe_done(run.instrument(span)))
+            Box::pin(maybe_done(pipeline.traced(&statement.sql, run)))
         })
         .collect();
     poll_fn(|cx| {
@@ -884,7 +894,7 @@ async fn send_pipelined(
     let after = after.filter(|_| !unsent);
     let mut suffix: Sent<_> = Box::pin(maybe_done(async move {
         match after {
-            Some(sql) => client.simple_query(sql).await,
+            Some(sql) => pipeline.traced(sql, client.simple_query(sql)).await,
             None => Ok(Vec::new()),
         }
     }));

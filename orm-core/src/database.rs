@@ -15,6 +15,7 @@ use crate::n_plus_one::NPlusOne;
 use crate::replicas::{Endpoint, ReplicaConfig, Replicas};
 use crate::session::Session;
 use crate::statement_mode::{StatementMode, Statements};
+use crate::telemetry::Telemetry;
 use crate::tls::{self, Connector, TlsConfig};
 
 /// How to reach PostgreSQL and size the pool. Every timeout is finite by
@@ -95,6 +96,15 @@ pub struct DatabaseConfig {
     /// bound, how far it replayed) is trusted before a read session checks
     /// again, with one extra round trip. Default: 1 s.
     pub replica_check_interval: Duration,
+    /// A statement that takes longer than this is logged as a `tracing`
+    /// warning naming its SQL (which holds no values: they travel as bind
+    /// parameters), operation, table and duration. The time runs from
+    /// sending the statement until its answer is complete: for a query
+    /// read as a stream, until its last row is read, which includes the
+    /// time the reader spends between rows. `None` turns the warning off.
+    /// Default: one second; see
+    /// [`with_slow_statement_threshold`](Self::with_slow_statement_threshold).
+    pub slow_statement_threshold: Option<Duration>,
 }
 
 impl DatabaseConfig {
@@ -120,7 +130,28 @@ impl DatabaseConfig {
             replicas: Vec::new(),
             max_replica_lag: Duration::from_secs(5),
             replica_check_interval: Duration::from_secs(1),
+            slow_statement_threshold: Some(Duration::from_secs(1)),
         })
+    }
+
+    /// Sets [`slow_statement_threshold`](Self::slow_statement_threshold):
+    /// statements slower than `threshold` are logged as warnings, `None`
+    /// logs none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # use orm_core::{Database, DatabaseConfig};
+    /// # fn main() -> orm_core::Result<()> {
+    /// let config = DatabaseConfig::from_url("postgres://app@db.internal/shop")?
+    ///     .with_slow_statement_threshold(Some(Duration::from_millis(200)));
+    /// assert_eq!(config.slow_statement_threshold, Some(Duration::from_millis(200)));
+    /// let db = Database::with_config(config)?;
+    /// # drop(db); Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_slow_statement_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.slow_statement_threshold = threshold;
+        self
     }
 }
 
@@ -171,6 +202,7 @@ pub struct Database {
     statements: Statements,
     /// Where read sessions go.
     reads: Arc<Replicas>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// Where the pool connects, as whom, and with which TLS: what
@@ -238,6 +270,9 @@ impl Database {
     /// Builds a pool for each of [`DatabaseConfig::replicas`] too.
     pub fn with_config(config: DatabaseConfig) -> Result<Self> {
         let sizing = Sizing::of(&config);
+        // The server's default database is the user's name.
+        let namespace = config.postgres.get_dbname().or(config.postgres.get_user()).map(str::to_owned);
+        let telemetry = Telemetry::new(namespace, config.slow_statement_threshold);
         let primary = sizing.endpoint(config.postgres, config.tls, config.statements)?;
         let replicas = config
             .replicas
@@ -252,6 +287,7 @@ impl Database {
             isolation: config.isolation,
             statements: primary.statements,
             reads: Arc::new(reads),
+            telemetry,
         })
     }
 
@@ -268,8 +304,13 @@ impl Database {
     }
 
     fn session_at(&self, isolation: Option<IsolationLevel>) -> Session {
-        let connection =
-            SessionConnection::new(self.pool.clone(), self.target.clone(), isolation, self.statements.clone());
+        let connection = SessionConnection::new(
+            self.pool.clone(),
+            self.target.clone(),
+            isolation,
+            self.statements.clone(),
+            self.telemetry.clone(),
+        );
         Session::new(connection, self.n_plus_one)
     }
 
@@ -327,9 +368,14 @@ impl Database {
     }
 
     fn reading(&self, token: Option<CommitToken>) -> Session {
-        let connection =
-            SessionConnection::new(self.pool.clone(), self.target.clone(), self.isolation, self.statements.clone())
-                .reading(self.reads.clone(), token);
+        let connection = SessionConnection::new(
+            self.pool.clone(),
+            self.target.clone(),
+            self.isolation,
+            self.statements.clone(),
+            self.telemetry.clone(),
+        )
+        .reading(self.reads.clone(), token);
         Session::new(connection, self.n_plus_one)
     }
 

@@ -52,7 +52,10 @@
 //!   handler can return a tracked entity without copying it;
 //! - `axum`: `orm_core::axum`, a session per request in an axum app
 //!   (a layer and the `DbSession` extractor, committed on success and rolled
-//!   back otherwise), and `IntoResponse` for [`Error`].
+//!   back otherwise), and `IntoResponse` for [`Error`];
+//! - `testing`: `orm_core::testing`, a fresh database for each of your own
+//!   tests (`TestDatabase`), created on the server of `DATABASE_URL` and
+//!   dropped at the end of the test.
 
 mod array;
 #[cfg(feature = "axum")]
@@ -91,6 +94,9 @@ mod sql;
 mod statement_mode;
 mod stats;
 mod stream;
+mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(feature = "time")]
 mod time_types;
 mod tls;

@@ -114,7 +114,7 @@ impl<E: Entity> Stream for EntityStream<'_, E> {
         let this = self.get_mut();
         let Some(open) = this.open.as_mut() else { return Poll::Ready(None) };
         let polled = {
-            let _entered = open.span.enter();
+            let _entered = open.statement.span.enter();
             ready!(open.rows.as_mut().poll_next(cx))
         };
         let (connection, stats) = this.session.connection_and_stats();
@@ -131,9 +131,9 @@ impl<E: Entity> Stream for EntityStream<'_, E> {
             }
             None => {
                 let rows = open.rows.rows_affected().unwrap_or(this.read);
-                connection.rows_ended(Ok(rows), &open.span, stats).err().map(Err)
+                connection.rows_ended(Ok(rows), &open.statement, stats).err().map(Err)
             }
-            Some(Err(error)) => connection.rows_ended(Err(error), &open.span, stats).err().map(Err),
+            Some(Err(error)) => connection.rows_ended(Err(error), &open.statement, stats).err().map(Err),
         };
         // Ended: dropping the row stream now lets the connection task read
         // and drop whatever is left (nothing, unless a row failed to decode).

@@ -3,7 +3,10 @@
 //! [`TestDb`] gives each test a database of its own, created fresh on the
 //! server named by `DATABASE_URL` and dropped when the test ends, so tests run
 //! in parallel without seeing each other's tables. `scripts/test.sh` finds or
-//! starts a server and sets `DATABASE_URL`.
+//! starts a server and sets `DATABASE_URL`. It is the ORM's own
+//! [`TestDatabase`] fixture (feature `testing`), plus what this project's
+//! runs need: raw connections, PgBouncer, and the removal of databases
+//! that killed test runs left behind.
 //!
 //! With `ORM_TEST_VIA_PGBOUNCER=1` (which `scripts/test.sh` sets for a second
 //! run of some test files), [`TestDb::url`] reaches the database through the
@@ -25,11 +28,11 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use orm_core::quote_ident;
+use orm_core::testing::{with_dbname, TestDatabase};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -41,10 +44,6 @@ pub use replica_pair::ReplicaPair;
 /// crashed process from databases of a run still in progress.
 const NAME_PREFIX: &str = "orm_test_";
 
-/// How often `CREATE DATABASE` is tried while another session holds the
-/// template database.
-const CREATE_ATTEMPTS: u32 = 8;
-
 /// Set to `1`, [`TestDb::url`] goes through PgBouncer: see the crate docs.
 pub const VIA_PGBOUNCER: &str = "ORM_TEST_VIA_PGBOUNCER";
 
@@ -52,22 +51,20 @@ pub const VIA_PGBOUNCER: &str = "ORM_TEST_VIA_PGBOUNCER";
 /// the pooler's host and port.
 pub const PGBOUNCER_URL: &str = "ORM_PGBOUNCER_URL";
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// The servers whose leftover test databases this process has dropped.
 static LEFTOVERS_REMOVED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 /// A fresh database for one test, dropped (with `FORCE`, so open connections
 /// don't keep it alive) when the `TestDb` is dropped, also when the test
-/// panics.
+/// panics: see [`TestDatabase`].
 ///
 /// Needs a Tokio runtime for [`TestDb::new`], [`TestDb::client`] and the
 /// connections of [`TestDb::pool`]; dropping works anywhere.
 #[derive(Debug)]
 pub struct TestDb {
-    name: String,
+    database: TestDatabase,
     url: String,
     config: Config,
-    admin: Config,
 }
 
 impl TestDb {
@@ -83,7 +80,7 @@ impl TestDb {
     pub async fn new() -> Self {
         let mut test_db = Self::on(&database_url()).await;
         if via_pgbouncer() {
-            test_db.url = pgbouncer_url_of(&test_db.name);
+            test_db.url = test_db.pgbouncer_url();
         }
         test_db
     }
@@ -111,11 +108,12 @@ impl TestDb {
             remove_leftovers(&admin_client).await;
         }
 
-        let name = unique_name();
-        let url = with_dbname(server_url, &name);
+        let database = TestDatabase::with_prefix(server_url, NAME_PREFIX)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create a test database ({}): {e}", describe(&admin)));
+        let url = database.url().to_owned();
         let config = parse_config(&url);
-        create_database(&admin_client, &name).await;
-        TestDb { name, url, config, admin }
+        TestDb { database, url, config }
     }
 
     /// Connects to the server in `DATABASE_URL` (not to a test database), e.g.
@@ -131,7 +129,7 @@ impl TestDb {
 
     /// The database's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.database.name()
     }
 
     /// The connection URL of this database for the ORM: the server's URL
@@ -149,7 +147,9 @@ impl TestDb {
     ///
     /// If `ORM_PGBOUNCER_URL` is not set (`scripts/test.sh` sets it).
     pub fn pgbouncer_url(&self) -> String {
-        pgbouncer_url_of(&self.name)
+        let base = std::env::var(PGBOUNCER_URL)
+            .unwrap_or_else(|_| panic!("{PGBOUNCER_URL} is not set: run the tests through scripts/test.sh"));
+        with_param(&with_dbname(&base, self.name()), "statement_mode=unnamed")
     }
 
     /// The connection settings of this database.
@@ -165,7 +165,7 @@ impl TestDb {
     ///
     /// If the connection fails.
     pub async fn client(&self) -> Client {
-        connect(&self.config).await.unwrap_or_else(|e| panic!("cannot connect to test database {}: {e}", self.name))
+        connect(&self.config).await.unwrap_or_else(|e| panic!("cannot connect to test database {}: {e}", self.name()))
     }
 
     /// A pool of at most `max_size` connections to this database.
@@ -181,36 +181,6 @@ impl TestDb {
             .max_size(max_size)
             .build()
             .expect("a deadpool-postgres pool without timeouts always builds")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // Drop can't await, and may run inside a runtime, where blocking on
-        // that runtime panics: a thread with its own runtime does the work.
-        // Joining it means the database is gone once drop returns.
-        let admin = self.admin.clone();
-        let name = self.name.clone();
-        let outcome = std::thread::spawn(move || -> Result<(), String> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start a runtime: {e}"))?;
-            runtime
-                .block_on(async {
-                    let client = connect(&admin).await?;
-                    client.batch_execute(&drop_sql(&name)).await
-                })
-                .map_err(|e| e.to_string())
-        })
-        .join();
-        // Panicking here would abort a test that is already unwinding, and a
-        // leftover database is removed by the next run anyway.
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("orm-tests: could not drop test database {}: {e}", self.name),
-            Err(_) => eprintln!("orm-tests: dropping test database {} panicked", self.name),
-        }
     }
 }
 
@@ -272,12 +242,6 @@ pub fn skip_via_pgbouncer(reason: &str) -> bool {
         eprintln!("skipped through PgBouncer: {reason}");
     }
     skip
-}
-
-fn pgbouncer_url_of(dbname: &str) -> String {
-    let base = std::env::var(PGBOUNCER_URL)
-        .unwrap_or_else(|_| panic!("{PGBOUNCER_URL} is not set: run the tests through scripts/test.sh"));
-    with_param(&with_dbname(&base, dbname), "statement_mode=unnamed")
 }
 
 /// Adds `key=value` to a connection string, in URL or key=value form.
@@ -361,32 +325,8 @@ async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
-fn unique_name() -> String {
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("{NAME_PREFIX}{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), &random[..12])
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 fn drop_sql(name: &str) -> String {
     format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name))
-}
-
-async fn create_database(admin: &Client, name: &str) {
-    let sql = format!("CREATE DATABASE {}", quote_ident(name));
-    for attempt in 1..=CREATE_ATTEMPTS {
-        match admin.batch_execute(&sql).await {
-            Ok(()) => return,
-            // CREATE DATABASE copies template1 and fails while any other
-            // session is connected to it, e.g. a concurrent CREATE DATABASE.
-            Err(e) if attempt < CREATE_ATTEMPTS && e.code() == Some(&SqlState::OBJECT_IN_USE) => {
-                tokio::time::sleep(Duration::from_millis(25 * u64::from(attempt))).await;
-            }
-            Err(e) => panic!("cannot create test database {name}: {e}"),
-        }
-    }
 }
 
 /// The pid in a test database's name.
@@ -424,52 +364,9 @@ async fn remove_leftovers(admin: &Client) {
     }
 }
 
-/// Replaces the database in a connection string, in URL or key=value form.
-fn with_dbname(url: &str, dbname: &str) -> String {
-    let scheme_len =
-        ["postgres://", "postgresql://"].iter().find(|scheme| url.starts_with(*scheme)).map(|scheme| scheme.len());
-    let Some(scheme_len) = scheme_len else {
-        // In key=value form the last setting of a keyword wins.
-        return format!("{url} dbname={dbname}");
-    };
-    let (main, query) = match url.split_once('?') {
-        Some((main, query)) => (main, Some(query)),
-        None => (url, None),
-    };
-    let authority_end = main[scheme_len..].find('/').map_or(main.len(), |i| scheme_len + i);
-    let mut out = format!("{}/{dbname}", &main[..authority_end]);
-    if let Some(query) = query {
-        // A dbname parameter would override the path.
-        let kept: Vec<&str> = query.split('&').filter(|param| !param.starts_with("dbname=")).collect();
-        if !kept.is_empty() {
-            out.push('?');
-            out.push_str(&kept.join("&"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replaces_the_database_in_a_url() {
-        assert_eq!(with_dbname("postgres://postgres@127.0.0.1:5432/test", "x"), "postgres://postgres@127.0.0.1:5432/x");
-        assert_eq!(with_dbname("postgresql://u:p@h", "x"), "postgresql://u:p@h/x");
-        assert_eq!(
-            with_dbname("postgres://h/db?dbname=other&connect_timeout=5", "x"),
-            "postgres://h/x?connect_timeout=5"
-        );
-    }
-
-    #[test]
-    fn replaces_the_database_in_key_value_form() {
-        let url = with_dbname("host=localhost user=postgres dbname=test", "x");
-        let config: Config = url.parse().unwrap();
-        assert_eq!(config.get_dbname(), Some("x"));
-        assert_eq!(config.get_user(), Some("postgres"));
-    }
 
     #[test]
     fn adds_a_parameter() {
@@ -479,17 +376,9 @@ mod tests {
     }
 
     #[test]
-    fn names_are_unique_and_carry_the_pid() {
-        let (a, b) = (unique_name(), unique_name());
-        assert_ne!(a, b);
-        assert_eq!(creator_pid(&a), Some(std::process::id()));
-        assert!(a.len() <= 63, "PostgreSQL truncates identifiers: {a}");
+    fn names_carry_the_pid() {
+        assert_eq!(creator_pid("orm_test_123_1_ab"), Some(123));
         assert_eq!(creator_pid("orm_test_x_1_2"), None);
         assert_eq!(creator_pid("other"), None);
-    }
-
-    #[test]
-    fn quotes_identifiers() {
-        assert_eq!(quote_ident(r#"a"b"#), r#""a""b""#);
     }
 }
