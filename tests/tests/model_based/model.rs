@@ -156,40 +156,12 @@ impl Model {
             return FlushPlan { expect: Expect::AnyErr, after, locks: Vec::new() };
         }
         let mut errors = HashSet::new();
-        let mut hazard = false;
         let handles = &self.core.handles;
-        // The rows as the flush writes them: generated keys, then links.
-        let mut rows: BTreeMap<usize, Row> = BTreeMap::new();
-        for (i, h) in handles.iter().enumerate() {
-            match h.state {
-                State::Pending => {
-                    let mut row = h.current.clone();
-                    if h.table.spec().generated_key {
-                        row[0] = Val::Int(generated.map_or_else(|| placeholder(i), |g| g(i)));
-                    }
-                    rows.insert(i, row);
-                }
-                State::Persistent => {
-                    if h.table.key_of(&h.current) != h.table.key_of(&h.snapshot) {
-                        errors.insert(ErrorKind::PrimaryKeyChanged);
-                    }
-                    rows.insert(i, h.current.clone());
-                }
-                State::PendingDelete | State::Detached => {}
-            }
-        }
-        for (&(child, column), &parent) in &self.core.links {
-            let key = match handles[parent].state {
-                State::Pending => rows[&parent][0].clone(),
-                State::Persistent | State::PendingDelete => handles[parent].snapshot[0].clone(),
-                // A link to a parent that will never be inserted: the
-                // semantics do not say what happens.
-                State::Detached => return FlushPlan { expect: Expect::AnyErr, after, locks: Vec::new() },
-            };
-            if let Some(row) = rows.get_mut(&child) {
-                row[column] = key;
-            }
-        }
+        let Some(mut rows) = self.rows_to_write(generated, &mut errors) else {
+            // A link to a parent that will never be inserted: the
+            // semantics do not say what happens.
+            return FlushPlan { expect: Expect::AnyErr, after, locks: Vec::new() };
+        };
         let mut tables: Tables = TABLES.iter().map(|&t| (t, self.view(t))).collect();
         let start = tables.clone();
         let mut touched: Vec<(Table, Key)> = Vec::new();
@@ -255,8 +227,114 @@ impl Model {
             }
             touched.push((h.table, key));
         }
-        // Constraints on the outcome, and the orders of statements that
-        // could fail on the way to a valid outcome.
+        let hazard = Self::check_outcome(&start, &tables, &deleted_parents, &mut errors);
+        let mut locks = touched.clone();
+        for (&i, row) in &rows {
+            for &column in handles[i].table.spec().foreign_keys {
+                if row[column] != Val::Null {
+                    locks.push((Table::Parent, vec![row[column].clone()]));
+                }
+            }
+        }
+        let expect = if !errors.is_empty() {
+            if hazard {
+                errors.extend([ErrorKind::UniqueViolation, ErrorKind::ForeignKeyViolation]);
+            }
+            Expect::Err(errors)
+        } else if hazard {
+            Expect::Either(kinds(&[ErrorKind::UniqueViolation, ErrorKind::ForeignKeyViolation]))
+        } else {
+            Expect::Ok
+        };
+        Self::take_flushed(&mut after, &rows, &updated, &tables, touched);
+        FlushPlan { expect, after, locks }
+    }
+
+    /// The session after a flush that succeeded: inserted handles are
+    /// persistent, updated ones have new snapshots, deleted ones are gone,
+    /// and the transaction holds the rows written.
+    fn take_flushed(
+        after: &mut Core,
+        rows: &BTreeMap<usize, Row>,
+        updated: &BTreeSet<usize>,
+        tables: &Tables,
+        touched: Vec<(Table, Key)>,
+    ) {
+        for (i, h) in after.handles.iter_mut().enumerate() {
+            match h.state {
+                State::Pending => {
+                    h.current.clone_from(&rows[&i]);
+                    h.snapshot.clone_from(&rows[&i]);
+                    h.loaded.clone_from(&rows[&i]);
+                    h.state = State::Persistent;
+                }
+                State::Persistent if updated.contains(&i) => {
+                    h.current.clone_from(&rows[&i]);
+                    h.snapshot.clone_from(&rows[&i]);
+                }
+                State::PendingDelete => h.state = State::Detached,
+                _ => {}
+            }
+        }
+        after.links.clear();
+        for (table, key) in touched {
+            let row = tables[&table].get(&key).cloned();
+            after.writes.insert((table, key), row);
+        }
+    }
+
+    /// The rows of pending and persistent handles as a flush writes them:
+    /// generated keys, then keys filled in from links. `None` for a link to
+    /// a parent that will never be inserted.
+    fn rows_to_write(
+        &self,
+        generated: Option<&dyn Fn(usize) -> i64>,
+        errors: &mut HashSet<ErrorKind>,
+    ) -> Option<BTreeMap<usize, Row>> {
+        let handles = &self.core.handles;
+        let mut rows: BTreeMap<usize, Row> = BTreeMap::new();
+        for (i, h) in handles.iter().enumerate() {
+            match h.state {
+                State::Pending => {
+                    let mut row = h.current.clone();
+                    if h.table.spec().generated_key {
+                        row[0] = Val::Int(generated.map_or_else(|| placeholder(i), |g| g(i)));
+                    }
+                    rows.insert(i, row);
+                }
+                State::Persistent => {
+                    if h.table.key_of(&h.current) != h.table.key_of(&h.snapshot) {
+                        errors.insert(ErrorKind::PrimaryKeyChanged);
+                    }
+                    rows.insert(i, h.current.clone());
+                }
+                State::PendingDelete | State::Detached => {}
+            }
+        }
+        for (&(child, column), &parent) in &self.core.links {
+            let key = match handles[parent].state {
+                State::Pending => rows[&parent][0].clone(),
+                State::Persistent | State::PendingDelete => handles[parent].snapshot[0].clone(),
+                State::Detached => return None,
+            };
+            if let Some(row) = rows.get_mut(&child) {
+                row[column] = key;
+            }
+        }
+        Some(rows)
+    }
+
+    /// Checks the tables after a flush: the errors their constraints
+    /// raise, and whether some order of the flush's statements could fail
+    /// on the way to a valid outcome (a unique value or a parent's
+    /// children moving between rows in one flush).
+    fn check_outcome(
+        start: &Tables,
+        tables: &Tables,
+        deleted_parents: &BTreeSet<Val>,
+        errors: &mut HashSet<ErrorKind>,
+    ) -> bool {
+        let mut hazard = false;
         for &t in &TABLES {
             let spec = t.spec();
             if let Some(u) = spec.unique {
@@ -286,46 +364,7 @@ impl Model {
                 }
             }
         }
-        let mut locks = touched.clone();
-        for (&i, row) in &rows {
-            for &column in handles[i].table.spec().foreign_keys {
-                if row[column] != Val::Null {
-                    locks.push((Table::Parent, vec![row[column].clone()]));
-                }
-            }
-        }
-        let expect = if !errors.is_empty() {
-            if hazard {
-                errors.extend([ErrorKind::UniqueViolation, ErrorKind::ForeignKeyViolation]);
-            }
-            Expect::Err(errors)
-        } else if hazard {
-            Expect::Either(kinds(&[ErrorKind::UniqueViolation, ErrorKind::ForeignKeyViolation]))
-        } else {
-            Expect::Ok
-        };
-        for (i, h) in after.handles.iter_mut().enumerate() {
-            match h.state {
-                State::Pending => {
-                    h.current.clone_from(&rows[&i]);
-                    h.snapshot.clone_from(&rows[&i]);
-                    h.loaded.clone_from(&rows[&i]);
-                    h.state = State::Persistent;
-                }
-                State::Persistent if updated.contains(&i) => {
-                    h.current.clone_from(&rows[&i]);
-                    h.snapshot.clone_from(&rows[&i]);
-                }
-                State::PendingDelete => h.state = State::Detached,
-                _ => {}
-            }
-        }
-        after.links.clear();
-        for (table, key) in touched {
-            let row = tables[&table].get(&key).cloned();
-            after.writes.insert((table, key), row);
-        }
-        FlushPlan { expect, after, locks }
+        hazard
     }
 
     /// Takes the outcome of a successful flush.

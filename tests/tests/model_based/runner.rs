@@ -185,11 +185,11 @@ impl Runner<'_> {
         self.steps += 1;
         match op.clone() {
             Op::Add { table, seed } => {
-                self.add(table, vec![ops::new_row(table, seed)]);
+                self.add(table, &[ops::new_row(table, seed)]);
                 Ok(())
             }
             Op::AddAll { table, seeds } => {
-                self.add(table, seeds.iter().map(|&s| ops::new_row(table, s)).collect());
+                self.add(table, &seeds.iter().map(|&s| ops::new_row(table, s)).collect::<Vec<_>>());
                 Ok(())
             }
             Op::Get { table, key } => on_table!(await table, self.get(ops::key(table, key))),
@@ -202,7 +202,8 @@ impl Runner<'_> {
                 let (column, value) = ops::field(self.model.core.handles[i].table, field, value);
                 self.model.core.handles[i].current[column] = value;
                 let row = self.model.core.handles[i].current.clone();
-                on_table!(self.model.core.handles[i].table, self.write(i, &row))
+                on_table!(self.model.core.handles[i].table, self.write(i, &row));
+                Ok(())
             }
             Op::Delete { handle } => {
                 let Some(i) = self.pick(handle, None) else { return self.skip() };
@@ -241,13 +242,15 @@ impl Runner<'_> {
         }
     }
 
+    /// An operation with nothing to act on: not counted as a step.
+    #[expect(clippy::unnecessary_wraps, reason = "step functions end with `return self.skip()`")]
     fn skip(&mut self) -> Checked {
         self.steps -= 1;
         Ok(())
     }
 
-    fn add(&mut self, table: Table, rows: Vec<Row>) {
-        for row in &rows {
+    fn add(&mut self, table: Table, rows: &[Row]) {
+        for row in rows {
             self.model.add(table, row.clone());
         }
         let session = self.session.get_or_insert_with(|| self.db.session());
@@ -340,10 +343,9 @@ impl Runner<'_> {
         self.take_loaded(loaded, &expected)
     }
 
-    fn write<E: ModelEntity>(&mut self, i: usize, row: &Row) -> Checked {
+    fn write<E: ModelEntity>(&self, i: usize, row: &Row) {
         let handle = self.handle::<E>(i);
         handle.modify(|entity| *entity = E::from_model_row(row));
-        Ok(())
     }
 
     fn delete<E: ModelEntity>(&mut self, i: usize) -> Checked {
