@@ -6,7 +6,7 @@
 //! proptest to the shortest program that shows it; each one found is kept
 //! below as a plain regression test.
 //!
-//! `ORM_MODEL_CASES` sets the number of programs (default 200),
+//! `ORM_MODEL_CASES` sets the number of programs (default 150),
 //! `ORM_MODEL_STEPS` their maximal length (default 30) and
 //! `ORM_MODEL_SECONDS` a time budget after which no new program starts;
 //! the long run is documented in docs/testing.md.
@@ -67,7 +67,7 @@ fn run_programs(programs: &[Vec<Op>]) {
 
 #[test]
 fn random_programs_behave_as_the_model_says() {
-    let cases = env_number("ORM_MODEL_CASES", 200);
+    let cases = env_number("ORM_MODEL_CASES", 150);
     let steps = env_number("ORM_MODEL_STEPS", 30) as usize;
     let runtime = runtime();
     let (_test_db, db, writer) = runtime.block_on(setup());

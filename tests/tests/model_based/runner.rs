@@ -11,7 +11,7 @@ use orm_core::{Database, Error, ErrorKind, Savepoint, Session, Tracked};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use super::model::{Expect, Model, State};
+use super::model::{Expect, FlushPlan, Model, State};
 use super::ops::{self, Op};
 use super::schema::{self, Account, AnyHandle, Child, Key, ModelEntity, Pair, Parent, Row, Table, Val, RESET, TABLES};
 
@@ -139,6 +139,14 @@ impl Runner<'_> {
             .collect()
     }
 
+    /// The model's flush; `succeeded`: the real one did, and the keys the
+    /// database generated are on the handles.
+    fn plan_flush(&self, succeeded: bool) -> FlushPlan {
+        let keys = self.generated_keys();
+        let generated = |i: usize| keys[&i];
+        self.model.plan_flush(succeeded.then_some(&generated as &dyn Fn(usize) -> i64))
+    }
+
     /// The model's side of an autoflush that ran (or not) before an
     /// operation that ended with `result`. `Ok(false)`: the operation
     /// failed as allowed, nothing more to compare.
@@ -154,9 +162,7 @@ impl Runner<'_> {
                 Ok(_) => Ok(true),
             };
         }
-        let keys = self.generated_keys();
-        let generated = |i: usize| keys[&i];
-        let plan = self.model.plan_flush(result.is_ok().then_some(&generated as &dyn Fn(usize) -> i64));
+        let plan = self.plan_flush(result.is_ok());
         let ok = check(&plan.expect, result).map_err(|e| format!("autoflush: {e}"))?;
         if ok {
             self.model.apply(plan);
@@ -387,9 +393,7 @@ impl Runner<'_> {
 
     async fn flush(&mut self) -> Checked {
         let result = timed("flush", self.session().flush()).await?;
-        let keys = self.generated_keys();
-        let generated = |i: usize| keys[&i];
-        let plan = self.model.plan_flush(result.is_ok().then_some(&generated as &dyn Fn(usize) -> i64));
+        let plan = self.plan_flush(result.is_ok());
         if check(&plan.expect, &result)? {
             self.model.apply(plan);
         }
@@ -401,9 +405,7 @@ impl Runner<'_> {
         if self.model.failed {
             return check(&Expect::AnyErr, &result).map(drop);
         }
-        let keys = self.generated_keys();
-        let generated = |i: usize| keys[&i];
-        let plan = self.model.plan_flush(result.is_ok().then_some(&generated as &dyn Fn(usize) -> i64));
+        let plan = self.plan_flush(result.is_ok());
         if check(&plan.expect, &result)? {
             self.model.apply(plan);
             self.model.begin_nested();
@@ -427,9 +429,7 @@ impl Runner<'_> {
             return Ok(());
         }
         let result = timed("release_nested", self.session().release_nested(savepoint)).await?;
-        let keys = self.generated_keys();
-        let generated = |i: usize| keys[&i];
-        let plan = self.model.plan_flush(result.is_ok().then_some(&generated as &dyn Fn(usize) -> i64));
+        let plan = self.plan_flush(result.is_ok());
         let expect = if self.model.failed { Expect::AnyErr } else { plan.expect.clone() };
         if check(&expect, &result)? {
             self.model.apply(plan);
@@ -444,9 +444,7 @@ impl Runner<'_> {
     async fn commit(&mut self) -> Checked {
         let session = self.session.take().unwrap_or_else(|| self.db.session());
         let result = timed("commit", session.commit()).await?;
-        let keys = self.generated_keys();
-        let generated = |i: usize| keys[&i];
-        let plan = self.model.plan_flush(result.is_ok().then_some(&generated as &dyn Fn(usize) -> i64));
+        let plan = self.plan_flush(result.is_ok());
         let expect =
             if self.model.failed { Expect::Err([ErrorKind::TransactionFailed].into()) } else { plan.expect.clone() };
         let committed = check(&expect, &result)?;
