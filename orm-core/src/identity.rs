@@ -57,6 +57,10 @@ pub(crate) struct Registry<T: Entity> {
     /// handle address; the tracked entities get those values only when the
     /// whole flush succeeded.
     pub(crate) provisional: HashMap<usize, T>,
+    /// During a flush, the children whose foreign key it filled in from a
+    /// link, each with its column and its values before: a flush that fails
+    /// puts them back, since it changes no object.
+    filled_links: parking_lot::Mutex<Vec<(Tracked<T>, usize, T)>>,
 }
 
 /// An entity deleted (or, if it was pending, forgotten) whose children a
@@ -128,6 +132,7 @@ impl<T: Entity> Registry<T> {
             loaded_children: HashMap::new(),
             children_index: ChildrenIndex::new(),
             provisional: HashMap::new(),
+            filled_links: parking_lot::Mutex::default(),
         }
     }
 
@@ -328,7 +333,19 @@ impl<T: Entity> Registry<T> {
     /// Forgets pending work made since the last flush: values go back to
     /// their last flushed state, pending inserts and deletes are dropped.
     fn discard_pending(&mut self) -> Result<()> {
-        let written = self.written();
+        // Only entities the session tracks, or that the rollback brings
+        // back (deleted inside the savepoint): one expunged, or deleted
+        // before it, is plain data, whose later writes are the caller's and
+        // not the session's to undo.
+        let returning: HashSet<usize> =
+            self.savepoints.last().map(|undo| undo.deleted.iter().map(Tracked::address).collect()).unwrap_or_default();
+        let written: Vec<_> = self
+            .written()
+            .into_iter()
+            .filter(|t| {
+                self.owns(t) || self.pending_inserts.contains_key(&t.address()) || returning.contains(&t.address())
+            })
+            .collect();
         // Every entity first, so that a borrowed one leaves all unchanged.
         let mut states = written.iter().map(Tracked::lock_write).collect::<Result<Vec<_>>>()?;
         for state in &mut states {
@@ -414,9 +431,15 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         let mut links = LinkState::default();
         for (&(column, _), link) in &self.links {
             let mut state = link.child.lock_write()?;
+            let before = state.current.clone();
             if (link.resolve)(registries, link.child.address(), &mut state.current)? {
                 // The foreign key was filled in without a handle write.
                 self.changed(&link.child);
+                let mut filled = self.filled_links.lock();
+                let address = link.child.address();
+                if !filled.iter().any(|(child, c, _)| child.address() == address && *c == column) {
+                    filled.push((link.child.clone(), column, before));
+                }
             } else {
                 links.unresolved = true;
                 if deferred & (1 << column) == 0 {
@@ -445,6 +468,21 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
     fn end_flush(&mut self, succeeded: bool) {
         self.write_log.end_flush();
         self.provisional.clear();
+        let filled = std::mem::take(&mut *self.filled_links.lock());
+        if !succeeded {
+            // The keys filled in may be those of parents whose inserts were
+            // rolled back with the flush: the children read their earlier
+            // values again, and their links fill them in at the next flush.
+            // Only where nothing else changed meanwhile: a write that landed
+            // during the flush is kept (the link still wins over it).
+            for (child, column, before) in filled.into_iter().rev() {
+                if let Ok(mut state) = child.lock_write() {
+                    if state.current.changed_columns(&before) & !(1 << column) == 0 {
+                        state.current = before;
+                    }
+                }
+            }
+        }
         if succeeded {
             // Every pending parent was inserted, so every link is resolved.
             self.links.clear();

@@ -796,11 +796,13 @@ impl Session {
 
     /// Rolls the database and the session back to the savepoint, as
     /// SQLAlchemy does: entities inserted since leave the session (they
-    /// keep their values, but no row holds them and no commit inserts
-    /// them), deleted ones come back, updated ones get their old values,
-    /// and changes not yet flushed are discarded, links to parents among
-    /// them. Inner savepoints close with it. This is also how a session
-    /// recovers from a failed raw statement.
+    /// keep the values they were inserted with, but no row holds them and
+    /// no commit inserts them), deleted ones come back, updated ones get
+    /// their old values, and changes not yet flushed are discarded, links
+    /// to parents among them. Handles the session no longer tracked before
+    /// the savepoint (expunged, or deleted by an earlier flush) are plain
+    /// data and keep what was written to them. Inner savepoints close with
+    /// it. This is also how a session recovers from a failed raw statement.
     ///
     /// Fails with [`Error::SavepointNotOpen`] for a savepoint of another
     /// session or one an enclosing savepoint closed already, and with
