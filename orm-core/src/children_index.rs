@@ -21,13 +21,21 @@
 //! - the queue is drained, re-reading each queued entity's foreign keys,
 //!   before every lookup.
 //!
+//! A freshly loaded row is filed at once instead of queued, if the index is
+//! built: no handle to it exists yet, so nothing can have changed it. An
+//! eager load ([`Session::load_children`](crate::Session::load_children))
+//! builds the index before it loads, so its rows are filed as they are
+//! tracked, which costs a push per child instead of a queue entry and a
+//! second pass.
+//!
 //! Entities that leave the session are taken out at once where the session
 //! knows it (expunge, delete, savepoint rollback), and otherwise when a
 //! lookup finds them no longer tracked, so the index does not keep
 //! forgotten entities alive.
 //!
-//! The index is built on first use: a session that never asks for children
-//! or cascades pays one atomic load per write and per tracked entity.
+//! The index is built on first use (a lookup, a cascade, or loading
+//! children): a session that does none of these pays one atomic load per
+//! write and per tracked entity.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -51,14 +59,29 @@ pub fn key_hash<K: Hash + ?Sized>(key: &K) -> u64 {
     KEY_HASHER.hash_one(key)
 }
 
-/// Candidates by handle address.
-type Bucket<T> = IndexMap<usize, Tracked<T>, foldhash::fast::RandomState>;
+/// Candidates of one parent through one column, in the order they were
+/// filed (taking one out moves the last into its slot). A plain vector: a
+/// child is filed once per column, so `placed` knows its slot, and filing
+/// costs a push instead of hashing its address into a map per parent.
+type Bucket<T> = Vec<Tracked<T>>;
+
+/// Children linked to one pending parent, by handle address.
+type LinkBucket<T> = IndexMap<usize, Tracked<T>, foldhash::fast::RandomState>;
 
 /// A map with foldhash's hasher: the index holds an entry per tracked
 /// child, and with `SipHash` deleting 8,000 parents with their 80,000
 /// children took 80 ms instead of 45. Its keys are addresses and randomly
 /// seeded hashes, nothing an outsider chooses.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Where an entity is filed through one column.
+#[derive(Clone, Copy)]
+struct Slot {
+    /// The hash of the parent key the column held when it was filed.
+    hash: u64,
+    /// Its position in that bucket.
+    at: usize,
+}
 
 /// Candidate children of one entity type by the parent they point at.
 pub(crate) struct ChildrenIndex<T: Entity> {
@@ -69,12 +92,13 @@ pub(crate) struct ChildrenIndex<T: Entity> {
     /// when the entity was last indexed.
     by_key: FastMap<(usize, u64), Bucket<T>>,
     /// Where each entity is filed, by (address, column): to move it when
-    /// its foreign key changes, and to take it out when it leaves.
-    placed: FastMap<(usize, usize), u64>,
+    /// its foreign key changes, and to take it out when it leaves, in
+    /// constant time whatever the size of its bucket.
+    placed: FastMap<(usize, usize), Slot>,
     /// Children linked to a pending parent (`set_parent`), by foreign-key
     /// column and the parent handle's address: the link wins over the
     /// foreign key until the flush fills it in.
-    by_link: FastMap<(usize, usize), Bucket<T>>,
+    by_link: FastMap<(usize, usize), LinkBucket<T>>,
 }
 
 impl<T: Entity> ChildrenIndex<T> {
@@ -137,26 +161,42 @@ impl<T: Entity> ChildrenIndex<T> {
         Ok(())
     }
 
+    /// Files a handle that just entered the session (a freshly loaded
+    /// row) at once, instead of queueing it for the next lookup to read
+    /// again: an eager load fills the index as it tracks the rows. Returns
+    /// false if the index is not built, or the entity could not be read
+    /// (then queue it).
+    pub(crate) fn file_new(&mut self, tracked: &Tracked<T>) -> bool {
+        if !self.built {
+            return false;
+        }
+        let Ok(state) = tracked.lock_read() else { return false };
+        self.place_first(tracked, &state.current);
+        true
+    }
+
+    /// Makes room for `additional` entities about to be filed.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        if self.built {
+            self.placed.reserve(additional * Self::reference_columns().count());
+        }
+    }
+
     /// Files `tracked` under the parent keys `entity` (its values) holds.
     fn place(&mut self, tracked: &Tracked<T>, entity: &T) {
         let address = tracked.address();
         for column in Self::reference_columns() {
             let now = entity.reference_hash(column);
             let before = self.placed.get(&(address, column)).copied();
-            if now == before {
+            if now == before.map(|slot| slot.hash) {
                 continue;
             }
             if let Some(before) = before {
+                self.placed.remove(&(address, column));
                 self.unfile(column, before, address);
             }
-            match now {
-                Some(hash) => {
-                    self.by_key.entry((column, hash)).or_default().insert(address, tracked.clone());
-                    self.placed.insert((address, column), hash);
-                }
-                None => {
-                    self.placed.remove(&(address, column));
-                }
+            if let Some(hash) = now {
+                self.file(column, hash, tracked);
             }
         }
     }
@@ -164,21 +204,40 @@ impl<T: Entity> ChildrenIndex<T> {
     /// [`place`](Self::place) for an entity not filed yet, as when the
     /// index is built: nothing to look up or take out first.
     fn place_first(&mut self, tracked: &Tracked<T>, entity: &T) {
-        let address = tracked.address();
         for column in Self::reference_columns() {
             if let Some(hash) = entity.reference_hash(column) {
-                self.by_key.entry((column, hash)).or_default().insert(address, tracked.clone());
-                self.placed.insert((address, column), hash);
+                self.file(column, hash, tracked);
             }
         }
     }
 
-    fn unfile(&mut self, column: usize, hash: u64, address: usize) {
-        if let Some(bucket) = self.by_key.get_mut(&(column, hash)) {
-            bucket.swap_remove(&address);
-            if bucket.is_empty() {
-                self.by_key.remove(&(column, hash));
+    fn file(&mut self, column: usize, hash: u64, tracked: &Tracked<T>) {
+        let bucket = self.by_key.entry((column, hash)).or_default();
+        self.placed.insert((tracked.address(), column), Slot { hash, at: bucket.len() });
+        bucket.push(tracked.clone());
+    }
+
+    /// Takes the entity at `address` out of the bucket `slot` names (its
+    /// entry in `placed` is gone already), moving the bucket's last entity
+    /// into its slot.
+    fn unfile(&mut self, column: usize, slot: Slot, address: usize) {
+        let Some(bucket) = self.by_key.get_mut(&(column, slot.hash)) else { return };
+        let at = if bucket.get(slot.at).is_some_and(|filed| filed.address() == address) {
+            slot.at
+        } else {
+            // Not where `placed` says: never expected, but looked for
+            // rather than trusted, so a wrong slot cannot drop another child.
+            let Some(at) = bucket.iter().position(|filed| filed.address() == address) else { return };
+            at
+        };
+        bucket.swap_remove(at);
+        if let Some(moved) = bucket.get(at) {
+            if let Some(moved_slot) = self.placed.get_mut(&(moved.address(), column)) {
+                moved_slot.at = at;
             }
+        }
+        if bucket.is_empty() {
+            self.by_key.remove(&(column, slot.hash));
         }
     }
 
@@ -189,8 +248,8 @@ impl<T: Entity> ChildrenIndex<T> {
         }
         let address = tracked.address();
         for column in Self::reference_columns() {
-            if let Some(hash) = self.placed.remove(&(address, column)) {
-                self.unfile(column, hash, address);
+            if let Some(slot) = self.placed.remove(&(address, column)) {
+                self.unfile(column, slot, address);
             }
         }
         // Links are left be: they are verified on use, and all go at the
@@ -210,6 +269,12 @@ impl<T: Entity> ChildrenIndex<T> {
         self.by_link.clear();
     }
 
+    /// How many candidates [`for_each_candidate`](Self::for_each_candidate)
+    /// will visit at least, to size what collects them.
+    pub(crate) fn filed_count(&self, column: usize, key_hash: Option<u64>) -> usize {
+        key_hash.and_then(|hash| self.by_key.get(&(column, hash))).map_or(0, Vec::len)
+    }
+
     /// Visits the candidate children through `column` of the parent whose
     /// key hashes to `key_hash` (`None` for a parent without a key yet) and
     /// whose handle is at `parent_address`, each once, without copying
@@ -221,12 +286,13 @@ impl<T: Entity> ChildrenIndex<T> {
         parent_address: usize,
         mut visit: impl FnMut(&Tracked<T>),
     ) {
-        let by_key = key_hash.and_then(|hash| self.by_key.get(&(column, hash)));
-        if let Some(filed) = by_key {
-            filed.values().for_each(&mut visit);
+        if let Some(filed) = key_hash.and_then(|hash| self.by_key.get(&(column, hash))) {
+            filed.iter().for_each(&mut visit);
         }
         if let Some(linked) = self.by_link.get(&(column, parent_address)) {
-            let unfiled = linked.iter().filter(|(address, _)| by_key.is_none_or(|filed| !filed.contains_key(*address)));
+            let filed_here =
+                |address: usize| self.placed.get(&(address, column)).is_some_and(|slot| Some(slot.hash) == key_hash);
+            let unfiled = linked.iter().filter(|(address, _)| !filed_here(**address));
             unfiled.for_each(|(_, child)| visit(child));
         }
     }

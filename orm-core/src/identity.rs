@@ -155,16 +155,24 @@ impl<T: Entity> Registry<T> {
     /// The tracked instance for a freshly read row: the one already in the
     /// map (its pending changes win over the row), or the row, now tracked.
     pub(crate) fn track_loaded(&mut self, entity: T) -> Tracked<T> {
-        let log = &self.write_log;
+        let Registry { identity, write_log, children_index, .. } = self;
         let key = entity.key();
-        match self.identity.entry(key) {
+        match identity.entry(key) {
             indexmap::map::Entry::Occupied(held) => held.get().clone(),
             indexmap::map::Entry::Vacant(vacant) => {
-                let tracked = Tracked::new(entity, log, Some(vacant.key().clone()), None);
-                log.note_moved(&tracked);
+                let tracked = Tracked::new(entity, write_log, Some(vacant.key().clone()), None);
+                if !children_index.file_new(&tracked) {
+                    write_log.note_moved(&tracked);
+                }
                 vacant.insert(tracked).clone()
             }
         }
+    }
+
+    /// Makes room for `additional` rows about to be tracked.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.identity.reserve(additional);
+        self.children_index.reserve(additional);
     }
 
     /// Adds a pending insert.
@@ -296,7 +304,7 @@ impl<T: Entity> Registry<T> {
         belongs: impl Fn(Option<&ParentLink<T>>, &T) -> bool,
     ) -> Result<Vec<Tracked<T>>> {
         self.refresh_children_index()?;
-        let mut found = Vec::new();
+        let mut found = Vec::with_capacity(self.children_index.filed_count(column, key_hash));
         let mut gone = Vec::new();
         let mut failed = Ok(());
         let this = &*self;

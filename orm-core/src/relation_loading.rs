@@ -14,13 +14,18 @@ use crate::tracked::Tracked;
 use crate::types::param_refs;
 use crate::Entity;
 
+/// Parent keys: those whose children through one foreign key were loaded,
+/// or those of one load. With foldhash's randomly seeded hasher, as the
+/// session's other maps: every `children` call looks its parent up here.
+type KeySet<K> = HashSet<K, foldhash::fast::RandomState>;
+
 /// The keys of `entities` under `key_of`, each once, in first-seen order.
 fn distinct_keys<E: Entity, K: Clone + Eq + std::hash::Hash>(
     entities: &[Tracked<E>],
     key_of: impl Fn(&E) -> Option<K>,
 ) -> Result<Vec<K>> {
-    let mut seen = HashSet::new();
-    let mut keys = Vec::new();
+    let mut seen = KeySet::with_capacity_and_hasher(entities.len(), foldhash::fast::RandomState::default());
+    let mut keys = Vec::with_capacity(entities.len());
     for entity in entities {
         if let Some(key) = key_of(&entity.lock_read()?.current) {
             if seen.insert(key.clone()) {
@@ -180,14 +185,21 @@ impl Session {
         let keys = distinct_keys(parents, |parent| Some(parent.key()))?;
         let sql = format!("{} WHERE t.{} = ANY($1)", sql::select_from_of::<C>(), quote_ident(relation.column().name));
         let params = P::key_arrays(&keys);
+        // The index `children` reads, built now over what the session
+        // tracks already, so that the load files each child in it as it
+        // tracks the row. If it cannot be built now (an entity borrowed),
+        // the first lookup builds it, and reports why it cannot.
+        if self.registries.of::<C>().refresh_children_index().is_err() {
+            tracing::debug!(entity = C::META.name, "children index left for the first lookup to build");
+        }
         let children = self.load::<C>(&sql, &param_refs(&params)).await?;
         let loaded = self
             .registries
             .of::<C>()
             .loaded_children
             .entry(relation.column_index())
-            .or_insert_with(|| Box::new(HashSet::<P::Key>::new()));
-        if let Some(loaded) = loaded.downcast_mut::<HashSet<P::Key>>() {
+            .or_insert_with(|| Box::new(KeySet::<P::Key>::default()));
+        if let Some(loaded) = loaded.downcast_mut::<KeySet<P::Key>>() {
             loaded.extend(keys);
         }
         Ok(children)
@@ -209,7 +221,7 @@ impl Session {
         let loaded = registry
             .loaded_children
             .get(&relation.column_index())
-            .and_then(|loaded| loaded.downcast_ref::<HashSet<P::Key>>())
+            .and_then(|loaded| loaded.downcast_ref::<KeySet<P::Key>>())
             .is_some_and(|loaded| loaded.contains(&key));
         if !loaded {
             return Err(Error::RelationNotLoaded { entity: P::META.name, relation: relation.name() });

@@ -309,7 +309,7 @@ impl Session {
         let registry = self.registries.of::<E>();
         // Sized once for the whole result instead of growing (and rehashing)
         // row by row: this was the largest cost of tracked loads.
-        registry.identity.reserve(rows.len());
+        registry.reserve(rows.len());
         rows.into_iter().map(|entity| registry.track_loaded(entity)).collect()
     }
 

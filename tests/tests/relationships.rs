@@ -710,6 +710,32 @@ async fn an_expunged_child_leaves_its_collection_and_its_reload_comes_back() {
 }
 
 #[tokio::test]
+async fn children_taken_out_one_after_another_leave_the_others_in_their_collection() {
+    // A child leaving a collection makes room by moving the collection's
+    // last child into its place: each removal below moves a child the
+    // previous one moved, and the index must still find all the others.
+    let (_test_db, db) = setup().await;
+    let (mut session, users) = two_loaded_users(&db).await;
+    let first = session.children(&users[0], Post::AUTHOR).unwrap().remove(0);
+    assert!(session.expunge(&first));
+    assert_eq!(titles(&mut session, &users[0]), ["u0 p1", "u0 p2"]);
+    let second = session.children(&users[0], Post::AUTHOR).unwrap().remove(0);
+    assert!(session.expunge(&second));
+    let last = session.children(&users[0], Post::AUTHOR).unwrap();
+    assert_eq!(last.len(), 1);
+    let to = users[1].read().id;
+    last[0].modify(|p| p.author_id = to);
+    assert!(titles(&mut session, &users[0]).is_empty());
+    assert_eq!(titles(&mut session, &users[1]).len(), 4);
+
+    // Loaded again, the two expunged rows are filed at once as fresh instances.
+    let reloaded = session.query::<Post>().all().await.unwrap();
+    assert_eq!(reloaded.len(), 6);
+    assert_eq!(titles(&mut session, &users[0]).len(), 2);
+    assert_eq!(titles(&mut session, &users[1]).len(), 4, "the moved child keeps its change over the row");
+}
+
+#[tokio::test]
 async fn a_savepoint_rollback_restores_both_collections() {
     let (_test_db, db) = setup().await;
     let (mut session, users) = two_loaded_users(&db).await;
