@@ -1,31 +1,8 @@
-//! The functions `#[derive(Entity)]` expands to. Each is bound on
-//! [`ColumnType`], so a field of an unsupported type fails to compile with
-//! one message at the field.
+//! The helpers `#[derive(Entity)]` expands to besides
+//! [`ColumnType`](crate::ColumnType)'s own methods (which it calls for
+//! every field, so that an unsupported type is one error at the field).
 
-use tokio_postgres::Row;
-
-use crate::error::{Error, Result};
-use crate::types::{ColumnType, Param};
-
-/// Reads column `index` of `row` as `T`, naming entity and column on failure.
-pub fn decode<T: ColumnType>(row: &Row, index: usize, entity: &'static str, column: &'static str) -> Result<T> {
-    row.try_get::<_, T>(index).map_err(|source| Error::Decode { entity, column, source })
-}
-
-/// Whether a field of type `T` can be read from a column of type `ty`.
-pub fn accepts<T: ColumnType>(ty: &tokio_postgres::types::Type) -> bool {
-    <T as tokio_postgres::types::FromSql>::accepts(ty)
-}
-
-/// One value as a bind parameter.
-pub fn param<T: ColumnType>(value: &T) -> Param {
-    Box::new(value.clone())
-}
-
-/// One field of every row as one array parameter.
-pub fn array<T: ColumnType, R>(rows: &[R], field: impl Fn(&R) -> &T) -> Param {
-    T::batch_param(rows.iter().map(field))
-}
+use crate::types::Param;
 
 /// A type that can serve as an optimistic-concurrency version counter.
 #[diagnostic::on_unimplemented(message = "a `version` column must be i16, i32 or i64, not `{Self}`")]
@@ -89,3 +66,52 @@ impl<K: Clone> ForeignKeyField<K> for Option<K> {
         *self = Some(key);
     }
 }
+
+/// The fields of a foreign key over several columns
+/// (`#[orm(foreign_key(fields(a, b), references = Parent))]`), borrowed as
+/// a tuple, read as the parent's composite key `K`: one field per key
+/// column, in the key's order, each holding that part (or an Option of it).
+#[diagnostic::on_unimplemented(
+    message = "the `foreign_key` fields `{Self}` must hold the referenced entity's key `{K}`: as many fields as key columns, in the key's order, each of its part's type (or an Option of it)"
+)]
+pub trait ForeignKeyFields<K> {
+    /// The referenced key, `None` if any of the fields is NULL.
+    fn key(self) -> Option<K>;
+}
+
+/// The fields of a foreign key over several columns, borrowed mutably as a
+/// tuple, to point them at a parent's composite key `K`.
+#[diagnostic::on_unimplemented(
+    message = "the `foreign_key` fields `{Self}` must hold the referenced entity's key `{K}`: as many fields as key columns, in the key's order, each of its part's type (or an Option of it)"
+)]
+pub trait ForeignKeyFieldsMut<K> {
+    /// Points the fields at `key`, part by part.
+    fn set_key(self, key: K);
+}
+
+macro_rules! foreign_key_fields {
+    ($(($($part:ident $field:ident $n:tt),+)),*) => {
+        $(
+            impl<'a, $($part, $field: ForeignKeyField<$part>),+> ForeignKeyFields<($($part,)+)> for ($(&'a $field,)+) {
+                fn key(self) -> Option<($($part,)+)> {
+                    Some(($(self.$n.key()?,)+))
+                }
+            }
+
+            impl<'a, $($part, $field: ForeignKeyField<$part>),+> ForeignKeyFieldsMut<($($part,)+)>
+                for ($(&'a mut $field,)+)
+            {
+                fn set_key(self, key: ($($part,)+)) {
+                    $(self.$n.set_key(key.$n);)+
+                }
+            }
+        )*
+    };
+}
+
+foreign_key_fields!(
+    (A FA 0, B FB 1),
+    (A FA 0, B FB 1, C FC 2),
+    (A FA 0, B FB 1, C FC 2, D FD 3),
+    (A FA 0, B FB 1, C FC 2, D FD 3, E FE 4)
+);
