@@ -67,42 +67,43 @@ impl<K: Clone> ForeignKeyField<K> for Option<K> {
     }
 }
 
-/// The fields of a foreign key over several columns
-/// (`#[orm(foreign_key(fields(a, b), references = Parent))]`), borrowed as
-/// a tuple, read as the parent's composite key `K`: one field per key
-/// column, in the key's order, each holding that part (or an Option of it).
+/// The types of the fields of a foreign key over several columns
+/// (`#[orm(foreign_key(fields(a, b), references = Parent))]`), as a tuple,
+/// holding the parent's composite key `K`: one field per key column, in the
+/// key's order, each holding that part (or an Option of it). One trait for
+/// reading and setting, so that a mismatch is one error.
 #[diagnostic::on_unimplemented(
-    message = "the `foreign_key` fields `{Self}` must hold the referenced entity's key `{K}`: as many fields as key columns, in the key's order, each of its part's type (or an Option of it)"
+    message = "the `foreign_key` fields of types `{Self}` cannot hold the referenced entity's key `{K}`",
+    label = "as many fields as the key has columns, in the key's order, each of its part's type (or an Option of it)"
 )]
 pub trait ForeignKeyFields<K> {
+    /// The fields, borrowed.
+    type Refs<'a>
+    where
+        Self: 'a;
+    /// The fields, borrowed mutably.
+    type Muts<'a>
+    where
+        Self: 'a;
     /// The referenced key, `None` if any of the fields is NULL.
-    fn key(self) -> Option<K>;
-}
-
-/// The fields of a foreign key over several columns, borrowed mutably as a
-/// tuple, to point them at a parent's composite key `K`.
-#[diagnostic::on_unimplemented(
-    message = "the `foreign_key` fields `{Self}` must hold the referenced entity's key `{K}`: as many fields as key columns, in the key's order, each of its part's type (or an Option of it)"
-)]
-pub trait ForeignKeyFieldsMut<K> {
+    fn key(fields: Self::Refs<'_>) -> Option<K>;
     /// Points the fields at `key`, part by part.
-    fn set_key(self, key: K);
+    fn set_key(fields: Self::Muts<'_>, key: K);
 }
 
 macro_rules! foreign_key_fields {
     ($(($($part:ident $field:ident $n:tt),+)),*) => {
         $(
-            impl<'a, $($part, $field: ForeignKeyField<$part>),+> ForeignKeyFields<($($part,)+)> for ($(&'a $field,)+) {
-                fn key(self) -> Option<($($part,)+)> {
-                    Some(($(self.$n.key()?,)+))
-                }
-            }
+            impl<$($part, $field: ForeignKeyField<$part>),+> ForeignKeyFields<($($part,)+)> for ($($field,)+) {
+                type Refs<'a> = ($(&'a $field,)+) where Self: 'a;
+                type Muts<'a> = ($(&'a mut $field,)+) where Self: 'a;
 
-            impl<'a, $($part, $field: ForeignKeyField<$part>),+> ForeignKeyFieldsMut<($($part,)+)>
-                for ($(&'a mut $field,)+)
-            {
-                fn set_key(self, key: ($($part,)+)) {
-                    $(self.$n.set_key(key.$n);)+
+                fn key(fields: Self::Refs<'_>) -> Option<($($part,)+)> {
+                    Some(($(fields.$n.key()?,)+))
+                }
+
+                fn set_key(fields: Self::Muts<'_>, key: ($($part,)+)) {
+                    $(fields.$n.set_key(key.$n);)+
                 }
             }
         )*

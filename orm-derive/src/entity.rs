@@ -15,8 +15,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let table = &model.table;
     let columns: Vec<&FieldModel<'_>> = model.fields.iter().filter(|f| !f.skip).collect();
     let keys: Vec<&FieldModel<'_>> = columns.iter().copied().filter(|f| f.primary_key).collect();
-    let composites: Vec<Composite<'_>> = model.foreign_keys.iter().map(|fk| Composite::new(fk, &columns)).collect();
-    check_constant_clashes(&columns, &composites)?;
+    let composites = composites(&model.foreign_keys, &columns)?;
 
     // Every use of a field's type goes through `ColumnType` at the field's
     // span, so an unsupported type is one error pointing at the field.
@@ -309,16 +308,28 @@ impl<'a> Composite<'a> {
     }
 }
 
+/// The entity's `foreign_key`s, once their relation constants are known
+/// not to clash with another constant.
+fn composites<'a>(foreign_keys: &'a [ForeignKey], columns: &[&FieldModel<'_>]) -> syn::Result<Vec<Composite<'a>>> {
+    let composites: Vec<Composite<'a>> = foreign_keys.iter().map(|fk| Composite::new(fk, columns)).collect();
+    check_constant_clashes(columns, &composites)?;
+    Ok(composites)
+}
+
 /// The `Relation` constant of each `foreign_key` over several fields
 /// (`OrderLine::ORDER`): the fields are read and set as one tuple, the
 /// parent's key.
-fn composite_relation_constants(ident: &syn::Ident, composites: &[Composite<'_>]) -> TokenStream {
+fn composite_relation_constants(
+    ident: &syn::Ident,
+    columns: &[&FieldModel<'_>],
+    composites: &[Composite<'_>],
+) -> TokenStream {
     let relations = composites.iter().map(|composite| {
         let reference = &composite.foreign_key.reference;
         let parent = &reference.parent;
         let name = &reference.relation;
         let fields = &composite.foreign_key.fields;
-        let columns = &composite.columns;
+        let indexes = &composite.columns;
         let constant = composite.constant();
         let doc = format!(
             "The `{name}` relation: `{}` reference [`{}`].",
@@ -326,13 +337,17 @@ fn composite_relation_constants(ident: &syn::Ident, composites: &[Composite<'_>]
             quote!(#parent).to_string().replace(' ', "")
         );
         let key = quote!(<#parent as ::orm_core::Entity>::Key);
+        let types = composite.columns.iter().map(|&i| columns[i].ty);
+        let fields_type = quote!((#(#types,)*));
         quote_spanned! {fields[0].span()=>
             #[doc = #doc]
             pub const #constant: ::orm_core::Relation<#ident, #parent> = ::orm_core::Relation::new(
                 #name,
-                &[#(#columns),*],
-                |child| ::orm_core::__private::ForeignKeyFields::<#key>::key((#(&child.#fields,)*)),
-                |child, key| ::orm_core::__private::ForeignKeyFieldsMut::<#key>::set_key((#(&mut child.#fields,)*), key),
+                &[#(#indexes),*],
+                |child| <#fields_type as ::orm_core::__private::ForeignKeyFields<#key>>::key((#(&child.#fields,)*)),
+                |child, key| {
+                    <#fields_type as ::orm_core::__private::ForeignKeyFields<#key>>::set_key((#(&mut child.#fields,)*), key)
+                },
             );
         }
     });
@@ -364,7 +379,7 @@ fn relation_constants(ident: &syn::Ident, columns: &[&FieldModel<'_>], composite
             );
         })
     });
-    let composite = composite_relation_constants(ident, composites);
+    let composite = composite_relation_constants(ident, columns, composites);
     quote! {
         #[automatically_derived]
         #[allow(dead_code)]

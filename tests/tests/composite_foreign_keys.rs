@@ -152,7 +152,7 @@ async fn load_children_is_one_statement_whatever_the_number_of_parents() {
         let lines = session.load_children(&orders, OrderLine::ORDER).await.unwrap();
         assert_eq!(session.stats().statements - before, 1);
         assert_eq!(products(&lines), ["apple", "pear", "plum"], "north's lines only");
-        let lines = session.load_children(&[south.clone()], OrderLine::ORDER).await.unwrap();
+        let lines = session.load_children(std::slice::from_ref(&south), OrderLine::ORDER).await.unwrap();
         assert_eq!(session.stats().statements - before, 2, "one more for one more parent");
         assert_eq!(products(&lines), ["fig", "kiwi", "lime"]);
         let before = session.stats();
