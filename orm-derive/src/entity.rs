@@ -338,7 +338,9 @@ fn composite_relation_constants(
         );
         let key = quote!(<#parent as ::orm_core::Entity>::Key);
         let types = composite.columns.iter().map(|&i| columns[i].ty);
-        let fields_type = quote!((#(#types,)*));
+        // At the fields, as every other use: a key that does not fit is
+        // then one error there.
+        let fields_type = quote_spanned!(fields[0].span()=> (#(#types,)*));
         quote_spanned! {fields[0].span()=>
             #[doc = #doc]
             pub const #constant: ::orm_core::Relation<#ident, #parent> = ::orm_core::Relation::new(
