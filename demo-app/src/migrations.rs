@@ -1,7 +1,9 @@
 //! The schema, as refinery migrations embedded from `migrations/` and run
-//! at start-up.
+//! at start-up, then checked against the entities.
 
-use orm_core::Database;
+use orm_core::{Database, SchemaCheck};
+
+use crate::entities::{Article, ArticleTag, Comment, Favorite, Follow, User};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -28,4 +30,20 @@ pub async fn run(db: &Database) -> Result<usize, MigrationError> {
         tracing::info!(version = migration.version(), name = migration.name(), "applied migration");
     }
     Ok(report.applied_migrations().len())
+}
+
+/// Compares every entity of [`entities`](crate::entities) with the migrated
+/// tables, so that a schema changed by hand, or a migration that does not
+/// match the structs, stops the start with the list of differences instead
+/// of failing requests one by one. One round trip.
+pub async fn check_schema(db: &Database) -> Result<(), orm_core::Error> {
+    SchemaCheck::new()
+        .entity::<User>()
+        .entity::<Follow>()
+        .entity::<Article>()
+        .entity::<ArticleTag>()
+        .entity::<Favorite>()
+        .entity::<Comment>()
+        .run(db)
+        .await
 }

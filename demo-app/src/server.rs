@@ -25,13 +25,18 @@ pub enum ServerError {
     /// The schema could not be migrated.
     #[error(transparent)]
     Migration(#[from] migrations::MigrationError),
+    /// After the migrations, the tables do not match the entities: the
+    /// core's error lists every difference, one per line.
+    #[error("cannot start after the migrations: {0}")]
+    Schema(orm_core::Error),
     /// The address could not be bound, or serving failed.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Connects, migrates, listens, and serves until Ctrl-C or SIGTERM; then
-/// stops accepting connections and lets the requests in progress finish.
+/// Connects, migrates, checks the schema, listens, and serves until Ctrl-C
+/// or SIGTERM; then stops accepting connections and lets the requests in
+/// progress finish.
 pub async fn run(config: Config) -> Result<(), ServerError> {
     if config.jwt_secret_generated {
         tracing::warn!("JWT_SECRET is not set: signing tokens with a random secret, so they stop working at restart");
@@ -48,7 +53,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let connection = db.checkout().await.map_err(ServerError::Unreachable)?;
     drop(connection);
     let applied = migrations::run(&db).await?;
-    tracing::info!(applied, "schema is up to date");
+    migrations::check_schema(&db).await.map_err(ServerError::Schema)?;
+    tracing::info!(applied, "schema is up to date and matches the entities");
 
     let mut state = AppState::new(db, config.jwt_secret.as_bytes(), config.request_timeout);
     state.cors_origins = config.cors_origins;

@@ -2,8 +2,8 @@
 //! `PORT=0` announced in the start-up log, a warning for a missing
 //! `JWT_SECRET`, a graceful shutdown on SIGTERM and Ctrl-C (SIGINT) that
 //! lets a request in flight finish, commit included, then exits 0; and a
-//! refusal to start, naming the cause, when the database cannot be reached
-//! or a setting is invalid.
+//! refusal to start, naming the cause, when the database cannot be reached,
+//! a setting is invalid, or the migrated schema does not match the entities.
 
 mod support;
 
@@ -347,4 +347,34 @@ async fn invalid_settings_are_refused_naming_the_variable() {
     refuses_to_start(db.url(), &[("REQUEST_TIMEOUT_SECS", "soon")], 2, &["REQUEST_TIMEOUT_SECS"]).await;
     refuses_to_start(db.url(), &[("CORS_ORIGINS", "localhost:4100")], 2, &["CORS_ORIGINS"]).await;
     refuses_to_start(db.url(), &[("RUST_LOG", "info,demo_app=loud")], 2, &["RUST_LOG"]).await;
+}
+
+#[tokio::test]
+async fn a_schema_that_does_not_match_the_entities_stops_start_up_with_the_report() {
+    let db = TestDb::new().await;
+    // A first start migrates the database; then someone changes it by hand.
+    let mut server = Server::start(&db, Some("lifecycle")).await;
+    server.signal("TERM");
+    assert!(server.exit_status().await.success(), "{}", server.output());
+    db.client()
+        .await
+        .batch_execute("ALTER TABLE comments ALTER COLUMN body DROP NOT NULL; ALTER TABLE articles RENAME COLUMN description TO summary")
+        .await
+        .expect("the schema changes");
+
+    let mut server = Server::spawn(demo_app(db.url(), Some("lifecycle")));
+    let status = server.exit_status().await;
+    assert_eq!(status.code(), Some(1), "{}", server.output());
+    let report = [
+        "cannot start after the migrations: the database does not match the entities:",
+        "Comment.body (column comments.body): expected NOT NULL (the field is not an Option), found nullable",
+        "Article.description (column articles.description): expected a column, found none",
+    ];
+    // The threads that read the pipes may not have the last lines yet.
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while !report.iter().all(|line| server.output().contains(line)) {
+        assert!(Instant::now() < deadline, "the report is not in the log:\n{}", server.output());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!server.output().contains("serving at"), "{}", server.output());
 }

@@ -21,7 +21,8 @@
 //!    mapped to entities, the N+1 guard, and reading a lot with streams
 //!    and tracked chunks.
 //! 4. [Relationships](relationships): foreign keys with `references`,
-//!    one-to-many, many-to-many and self-references, the flush's
+//!    one-to-many, many-to-many and self-references, foreign keys over
+//!    several columns to a composite key (`foreign_key`), the flush's
 //!    parents-first order and reference cycles, linking to parents not yet
 //!    inserted, loading related entities without N+1, eager loading named on
 //!    the query (nested, and many-to-many in one step), cascading deletes, and

@@ -419,20 +419,21 @@ enum Node {
     Or(Vec<Node>),
     Not(Box<Node>),
     /// A condition on another table of the statement, by its alias (the
-    /// joined parent of a [`Join`](crate::Join)), whose key column `key`
-    /// finds its row in `table` again for a condition written by hand.
+    /// joined parent of a [`Join`](crate::Join)), whose key columns `key`
+    /// find its row in `table` again for a condition written by hand.
     OnAlias {
         alias: &'static str,
         table: &'static str,
-        key: &'static str,
+        key: Vec<&'static str>,
         node: Box<Node>,
     },
-    /// A semi-join: a row of `table` whose `inner` column equals the outer
-    /// row's `outer` column, and that matches `condition`.
+    /// A semi-join: a row of `table` whose `inner` columns equal the outer
+    /// row's `outer` columns (one each, or several for a composite foreign
+    /// key), and that matches `condition`.
     Exists {
         table: &'static str,
-        inner: &'static str,
-        outer: &'static str,
+        inner: Vec<&'static str>,
+        outer: Vec<&'static str>,
         condition: Box<Node>,
     },
 }
@@ -538,8 +539,8 @@ impl<E> Condition<E> {
     /// relation, see [`Relation::has`](crate::Relation::has).
     pub(crate) fn exists<R>(
         table: &'static str,
-        inner: &'static str,
-        outer: &'static str,
+        inner: Vec<&'static str>,
+        outer: Vec<&'static str>,
         condition: Condition<R>,
     ) -> Condition<E> {
         Condition::new(Node::Exists { table, inner, outer, condition: Box::new(condition.node) })
@@ -548,7 +549,7 @@ impl<E> Condition<E> {
     /// A condition on `E` holding when `condition` holds for the row of
     /// another entity that the statement names `alias`.
     pub(crate) fn on_alias<R: Entity>(alias: &'static str, condition: Condition<R>) -> Condition<E> {
-        let key = crate::relation::parent_key_column::<R>();
+        let key = crate::relation::parent_key_columns::<R>();
         Condition::new(Node::OnAlias { alias, table: R::META.table, key, node: Box::new(condition.node) })
     }
 
@@ -572,23 +573,39 @@ impl Node {
     }
 }
 
-/// Appends `column IN (SELECT t.inner FROM table AS t WHERE condition)`:
+/// Appends `columns IN (SELECT t.inner FROM table AS t WHERE condition)`:
 /// a condition on another table in which SQL written by hand calls that
 /// table `t`, as it calls the queried table at the top. Rows with a NULL
 /// `inner` are left out, so that `NOT` keeps the meaning of `NOT EXISTS`.
 fn render_scoped(
-    column: &str,
+    columns: &str,
     table: &'static str,
-    inner: &'static str,
+    inner: &[&'static str],
     condition: Node,
     sql: &mut String,
     params: &mut Vec<Param>,
 ) {
-    let inner = quote_ident(inner);
-    let _ =
-        write!(sql, "{column} IN (SELECT t.{inner} FROM {} AS t WHERE t.{inner} IS NOT NULL AND ", quote_ident(table));
+    let _ = write!(sql, "{columns} IN (SELECT {} FROM {} AS t WHERE ", column_list("t", inner), quote_ident(table));
+    for column in inner {
+        let _ = write!(sql, "t.{} IS NOT NULL AND ", quote_ident(column));
+    }
     render_node(condition, 0, "t", sql, params);
     sql.push(')');
+}
+
+/// `table."a"`, or `(table."a", table."b")` for several columns: one side
+/// of a comparison of keys.
+fn row_value(table: &str, columns: &[&'static str]) -> String {
+    match columns {
+        [single] => format!("{table}.{}", quote_ident(single)),
+        _ => format!("({})", column_list(table, columns)),
+    }
+}
+
+/// `table."a", table."b"`.
+fn column_list(table: &str, columns: &[&'static str]) -> String {
+    let names: Vec<String> = columns.iter().map(|column| format!("{table}.{}", quote_ident(column))).collect();
+    names.join(", ")
 }
 
 /// The alias of the table a condition at `depth` of semi-join nesting
@@ -636,21 +653,18 @@ fn render_node(node: Node, depth: usize, base: &'static str, sql: &mut String, p
             sql.push(')');
         }
         Node::OnAlias { alias, table: joined, key, node } if node.has_raw() => {
-            render_scoped(&format!("{alias}.{}", quote_ident(key)), joined, key, *node, sql, params);
+            render_scoped(&row_value(alias, &key), joined, &key, *node, sql, params);
         }
         Node::OnAlias { alias, node, .. } => render_node(*node, 0, alias, sql, params),
         Node::Exists { table: joined, inner, outer, condition } if condition.has_raw() => {
-            render_scoped(&format!("{table}.{}", quote_ident(outer)), joined, inner, *condition, sql, params);
+            render_scoped(&row_value(&table, &outer), joined, &inner, *condition, sql, params);
         }
         Node::Exists { table: joined, inner, outer, condition } => {
             let nested = alias(depth + 1, base);
-            let _ = write!(
-                sql,
-                "EXISTS (SELECT 1 FROM {} AS {nested} WHERE {nested}.{} = {table}.{} AND ",
-                quote_ident(joined),
-                quote_ident(inner),
-                quote_ident(outer)
-            );
+            let _ = write!(sql, "EXISTS (SELECT 1 FROM {} AS {nested} WHERE ", quote_ident(joined));
+            for (inner, outer) in inner.iter().zip(&outer) {
+                let _ = write!(sql, "{nested}.{} = {table}.{} AND ", quote_ident(inner), quote_ident(outer));
+            }
             render_node(*condition, depth + 1, base, sql, params);
             sql.push(')');
         }

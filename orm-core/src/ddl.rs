@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::entity::{ColumnMeta, Entity};
+use crate::entity::{ColumnMeta, Entity, EntityMeta};
 use crate::sql::quote_ident;
 
 /// The DDL entity `E` implies: a `CREATE TYPE ... AS ENUM` for each
@@ -74,9 +74,10 @@ pub fn create_table_sql<E: Entity>() -> String {
         let Some(parent) = column.references else { continue };
         let parent = parent();
         let parent_key: Vec<String> = parent.key_columns().map(|i| quote_ident(parent.columns[i].name)).collect();
+        let foreign: Vec<String> = foreign_key_names(meta, column).into_iter().map(quote_ident).collect();
         let mut line = format!(
             "FOREIGN KEY ({}) REFERENCES {} ({})",
-            quote_ident(column.name),
+            foreign.join(", "),
             quote_ident(parent.table),
             parent_key.join(", ")
         );
@@ -87,6 +88,15 @@ pub fn create_table_sql<E: Entity>() -> String {
     }
     let _ = write!(sql, "CREATE TABLE {} (\n    {}\n);", quote_ident(meta.table), lines.join(",\n    "));
     sql
+}
+
+/// The names of the columns of the foreign key `column` starts, in the
+/// order of the parent's key: `column` alone for a `references` field.
+pub(crate) fn foreign_key_names(meta: &EntityMeta, column: &ColumnMeta) -> Vec<&'static str> {
+    match column.foreign_key_columns {
+        [] => vec![column.name],
+        columns => columns.iter().map(|&i| meta.columns[i].name).collect(),
+    }
 }
 
 /// One column's line: name, type, how the database generates it, and NOT NULL.

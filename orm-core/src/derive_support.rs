@@ -1,31 +1,8 @@
-//! The functions `#[derive(Entity)]` expands to. Each is bound on
-//! [`ColumnType`], so a field of an unsupported type fails to compile with
-//! one message at the field.
+//! The helpers `#[derive(Entity)]` expands to besides
+//! [`ColumnType`](crate::ColumnType)'s own methods (which it calls for
+//! every field, so that an unsupported type is one error at the field).
 
-use tokio_postgres::Row;
-
-use crate::error::{Error, Result};
-use crate::types::{ColumnType, Param};
-
-/// Reads column `index` of `row` as `T`, naming entity and column on failure.
-pub fn decode<T: ColumnType>(row: &Row, index: usize, entity: &'static str, column: &'static str) -> Result<T> {
-    row.try_get::<_, T>(index).map_err(|source| Error::Decode { entity, column, source })
-}
-
-/// Whether a field of type `T` can be read from a column of type `ty`.
-pub fn accepts<T: ColumnType>(ty: &tokio_postgres::types::Type) -> bool {
-    <T as tokio_postgres::types::FromSql>::accepts(ty)
-}
-
-/// One value as a bind parameter.
-pub fn param<T: ColumnType>(value: &T) -> Param {
-    Box::new(value.clone())
-}
-
-/// One field of every row as one array parameter.
-pub fn array<T: ColumnType, R>(rows: &[R], field: impl Fn(&R) -> &T) -> Param {
-    T::batch_param(rows.iter().map(field))
-}
+use crate::types::Param;
 
 /// A type that can serve as an optimistic-concurrency version counter.
 #[diagnostic::on_unimplemented(message = "a `version` column must be i16, i32 or i64, not `{Self}`")]
@@ -89,3 +66,53 @@ impl<K: Clone> ForeignKeyField<K> for Option<K> {
         *self = Some(key);
     }
 }
+
+/// The types of the fields of a foreign key over several columns
+/// (`#[orm(foreign_key(fields(a, b), references = Parent))]`), as a tuple,
+/// holding the parent's composite key `K`: one field per key column, in the
+/// key's order, each holding that part (or an Option of it). One trait for
+/// reading and setting, so that a mismatch is one error.
+#[diagnostic::on_unimplemented(
+    message = "the `foreign_key` fields of types `{Self}` cannot hold the referenced entity's key `{K}`",
+    label = "as many fields as the key has columns, in the key's order, each of its part's type (or an Option of it)"
+)]
+pub trait ForeignKeyFields<K> {
+    /// The fields, borrowed.
+    type Refs<'a>
+    where
+        Self: 'a;
+    /// The fields, borrowed mutably.
+    type Muts<'a>
+    where
+        Self: 'a;
+    /// The referenced key, `None` if any of the fields is NULL.
+    fn key(fields: Self::Refs<'_>) -> Option<K>;
+    /// Points the fields at `key`, part by part.
+    fn set_key(fields: Self::Muts<'_>, key: K);
+}
+
+macro_rules! foreign_key_fields {
+    ($(($($part:ident $field:ident $n:tt),+)),*) => {
+        $(
+            impl<$($part, $field: ForeignKeyField<$part>),+> ForeignKeyFields<($($part,)+)> for ($($field,)+) {
+                type Refs<'a> = ($(&'a $field,)+) where Self: 'a;
+                type Muts<'a> = ($(&'a mut $field,)+) where Self: 'a;
+
+                fn key(fields: Self::Refs<'_>) -> Option<($($part,)+)> {
+                    Some(($(fields.$n.key()?,)+))
+                }
+
+                fn set_key(fields: Self::Muts<'_>, key: ($($part,)+)) {
+                    $(fields.$n.set_key(key.$n);)+
+                }
+            }
+        )*
+    };
+}
+
+foreign_key_fields!(
+    (A FA 0, B FB 1),
+    (A FA 0, B FB 1, C FC 2),
+    (A FA 0, B FB 1, C FC 2, D FD 3),
+    (A FA 0, B FB 1, C FC 2, D FD 3, E FE 4)
+);

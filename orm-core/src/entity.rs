@@ -37,6 +37,12 @@ pub struct ColumnMeta {
     pub version: bool,
     /// For a foreign key (`references = Parent`): the parent's metadata.
     pub references: Option<fn() -> &'static EntityMeta>,
+    /// For a foreign-key column (one with `references`): the indexes of all
+    /// the columns of its foreign key, in the order of the parent's key,
+    /// this column first. One column for `#[orm(references = Parent)]`,
+    /// several for `#[orm(foreign_key(...))]`, whose other columns carry no
+    /// `references` of their own. Empty for any other column.
+    pub foreign_key_columns: &'static [usize],
     /// Deleting a parent through the session deletes the children it has
     /// loaded through this foreign key (`on_delete = "cascade"`).
     pub cascade_delete: bool,

@@ -6,7 +6,7 @@ use crate::column::Condition;
 use crate::entity::Entity;
 use crate::error::Result;
 use crate::query::{query_shape, Query};
-use crate::relation::{parent_key_column, Relation};
+use crate::relation::{parent_key_columns, Relation};
 use crate::sql::{quote_ident, select_list};
 use crate::tracked::Tracked;
 use crate::types::param_refs;
@@ -100,16 +100,23 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
     async fn fetch(mut self) -> Result<Vec<(Tracked<C>, Option<Tracked<P>>)>> {
         self.query.session.autoflush_for_query().await?;
         let (child, parent) = (C::META, P::META);
+        let parent_key = parent_key_columns::<P>();
+        // One equality per key column: `p."id" = t."author_id"`, or for a
+        // composite foreign key `p."region" = t."order_region" AND ...`.
+        let on: Vec<String> = parent_key
+            .iter()
+            .zip(self.relation.column_names())
+            .map(|(key, column)| format!("{PARENT}.{} = t.{}", quote_ident(key), quote_ident(column)))
+            .collect();
         let sql = format!(
-            "SELECT {}, {PARENT}.{} IS NOT NULL, {} FROM {} AS t {} {} AS {PARENT} ON {PARENT}.{} = t.{}",
+            "SELECT {}, {PARENT}.{} IS NOT NULL, {} FROM {} AS t {} {} AS {PARENT} ON {}",
             select_list(child, "t"),
-            quote_ident(parent_key_column::<P>()),
+            quote_ident(parent_key[0]),
             select_list(parent, PARENT),
             quote_ident(child.table),
             if self.left { "LEFT JOIN" } else { "JOIN" },
             quote_ident(parent.table),
-            quote_ident(parent_key_column::<P>()),
-            quote_ident(self.relation.column().name),
+            on.join(" AND "),
         );
         let built = self.query.build_clauses(sql, Vec::new(), &[], None);
         let access = self.query.access();

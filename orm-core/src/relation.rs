@@ -8,11 +8,13 @@ use crate::column::Condition;
 use crate::entity::{ColumnMeta, Entity};
 
 /// The many-to-one relation from child entity `C` to parent entity `P`
-/// through one foreign-key column of `C`, and read the other way, the
-/// one-to-many relation from `P` to its children.
+/// through a foreign key of `C` (one column, or several for a parent with a
+/// composite key), and read the other way, the one-to-many relation from
+/// `P` to its children.
 ///
 /// `#[derive(Entity)]` creates one constant per `references` field, named
-/// after the field without its `_id` suffix:
+/// after the field without its `_id` suffix, and one per struct-level
+/// `#[orm(foreign_key(fields(...), references = Parent, relation = "..."))]`:
 ///
 /// ```
 /// use orm_core::Entity;
@@ -36,32 +38,43 @@ use crate::entity::{ColumnMeta, Entity};
 /// flush so parents are inserted before, and deleted after, their children.
 pub struct Relation<C: Entity, P: Entity> {
     name: &'static str,
-    column: usize,
+    /// The foreign-key columns of `C`, in the order of `P`'s key. The first
+    /// one stands for the relation wherever the session files links and
+    /// loaded collections by column.
+    columns: &'static [usize],
     get: fn(&C) -> Option<P::Key>,
     set: fn(&mut C, P::Key),
     _types: PhantomData<fn() -> (C, P)>,
 }
 
 impl<C: Entity, P: Entity> Relation<C, P> {
-    /// A relation through column `column` of `C`; the derive creates these.
+    /// A relation through columns `columns` of `C` (at least one), in the
+    /// order of `P`'s key; the derive creates these.
     #[doc(hidden)]
     pub const fn new(
         name: &'static str,
-        column: usize,
+        columns: &'static [usize],
         get: fn(&C) -> Option<P::Key>,
         set: fn(&mut C, P::Key),
     ) -> Self {
-        Relation { name, column, get, set, _types: PhantomData }
+        Relation { name, columns, get, set, _types: PhantomData }
     }
 
-    /// The relation's name (the field's name without `_id`).
+    /// The relation's name (the field's name without `_id`, or the
+    /// `relation` of a `foreign_key`).
     pub fn name(&self) -> &'static str {
         self.name
     }
 
-    /// The foreign-key column of `C`.
+    /// The (first) foreign-key column of `C`.
     pub fn column(&self) -> &'static ColumnMeta {
-        &C::META.columns[self.column]
+        &C::META.columns[self.column_index()]
+    }
+
+    /// Every foreign-key column of `C`, in the order of `P`'s key columns
+    /// they match: one for `references`, several for `foreign_key`.
+    pub fn columns(&self) -> impl Iterator<Item = &'static ColumnMeta> {
+        self.columns.iter().map(|&i| &C::META.columns[i])
     }
 
     /// The parent key `child` points at, `None` for a NULL reference.
@@ -78,17 +91,22 @@ impl<C: Entity, P: Entity> Relation<C, P> {
     /// named X): a semi-join, so each child comes back once and the results
     /// go through the identity map like any query's.
     pub fn has(self, condition: Condition<P>) -> Condition<C> {
-        Condition::exists(P::META.table, parent_key_column::<P>(), self.column().name, condition)
+        Condition::exists(P::META.table, parent_key_columns::<P>(), self.column_names(), condition)
     }
 
     /// Parents with at least one child matching `condition` (users who wrote
     /// a post titled X), as a semi-join.
     pub fn any(self, condition: Condition<C>) -> Condition<P> {
-        Condition::exists(C::META.table, self.column().name, parent_key_column::<P>(), condition)
+        Condition::exists(C::META.table, self.column_names(), parent_key_columns::<P>(), condition)
     }
 
     pub(crate) fn column_index(&self) -> usize {
-        self.column
+        self.columns[0]
+    }
+
+    /// The foreign-key columns' names, in key order.
+    pub(crate) fn column_names(&self) -> Vec<&'static str> {
+        self.columns().map(|column| column.name).collect()
     }
 
     pub(crate) fn setter(&self) -> fn(&mut C, P::Key) {
@@ -106,10 +124,10 @@ impl<C: Entity, P: Entity> Clone for Relation<C, P> {
 
 impl<C: Entity, P: Entity> Copy for Relation<C, P> {}
 
-/// The parent's key column, which a foreign key references. A relation's
-/// foreign key is one column, so the parent's key is one column too.
-pub(crate) fn parent_key_column<P: Entity>() -> &'static str {
-    P::META.key_columns().next().map_or("id", |i| P::META.columns[i].name)
+/// The parent's key columns, which a foreign key references, in key order:
+/// as many as the relation's foreign-key columns, which the derive checks.
+pub(crate) fn parent_key_columns<P: Entity>() -> Vec<&'static str> {
+    P::META.key_columns().map(|i| P::META.columns[i].name).collect()
 }
 
 impl<C: Entity, P: Entity> fmt::Debug for Relation<C, P> {

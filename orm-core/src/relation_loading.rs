@@ -168,7 +168,9 @@ impl Session {
     }
 
     /// Loads the children of `parents` through `relation` with one query
-    /// (`WHERE fk = ANY($1)`, whatever the number of parents), identity-mapped,
+    /// (`WHERE fk = ANY($1)`, whatever the number of parents; for a foreign
+    /// key of several columns `WHERE (a, b) IN (SELECT ... FROM UNNEST($1,
+    /// $2))`, one array per key column), identity-mapped,
     /// and returns them. Afterwards [`children`](Self::children) lists each
     /// parent's children without SQL.
     pub async fn load_children<C: Entity, P: Entity>(
@@ -183,7 +185,10 @@ impl Session {
         // generated key from this flush.
         self.autoflush_for_query().await?;
         let keys = distinct_keys(parents, |parent| Some(parent.key()))?;
-        let sql = format!("{} WHERE t.{} = ANY($1)", sql::select_from_of::<C>(), quote_ident(relation.column().name));
+        let sql = match relation.column().foreign_key_columns {
+            composite @ [_, _, ..] => sql::select_children_by_keys(C::META, composite, P::META),
+            _ => format!("{} WHERE t.{} = ANY($1)", sql::select_from_of::<C>(), quote_ident(relation.column().name)),
+        };
         let params = P::key_arrays(&keys);
         // The index `children` reads, built now over what the session
         // tracks already, so that the load files each child in it as it

@@ -8,6 +8,7 @@ use std::fmt;
 use tokio_postgres::types::Type;
 
 use crate::database::Database;
+use crate::ddl::foreign_key_names;
 use crate::entity::{Entity, EntityMeta};
 use crate::error::{Error, Result};
 
@@ -111,8 +112,9 @@ struct Catalog {
     columns: HashMap<(String, String), CatalogColumn>,
     tables: HashSet<String>,
     primary_keys: HashMap<String, HashSet<String>>,
-    /// (table, column, referenced table) of every foreign key column.
-    foreign_keys: HashSet<(String, String, String)>,
+    /// (table, columns in the constraint's order, referenced table) of
+    /// every foreign key.
+    foreign_keys: HashSet<(String, Vec<String>, String)>,
 }
 
 impl SchemaCheck {
@@ -155,11 +157,15 @@ impl SchemaCheck {
             JOIN pg_class c ON c.oid = i.indrelid
             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
             WHERE i.indisprimary AND c.relname = ANY($1) AND pg_table_is_visible(c.oid)";
-        let foreign_sql = "SELECT c.relname::text, a.attname::text, p.relname::text
+        // A foreign key's columns in its own order, which is the order of
+        // the referenced key's columns.
+        let foreign_sql = "SELECT c.relname::text,
+                ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY AS u(attnum, n)
+                    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.attnum ORDER BY u.n),
+                p.relname::text
             FROM pg_constraint k
             JOIN pg_class c ON c.oid = k.conrelid
             JOIN pg_class p ON p.oid = k.confrelid
-            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(k.conkey)
             WHERE k.contype = 'f' AND c.relname = ANY($1) AND pg_table_is_visible(c.oid)";
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&tables];
         // Sent together: one round trip for the three.
@@ -261,8 +267,14 @@ fn compare(checked: Checked, catalog: &Catalog) -> Vec<SchemaMismatch> {
         }
         if let Some(parent) = column.references {
             let parent = parent().table.to_owned();
-            if !catalog.foreign_keys.contains(&(table.clone(), column.name.to_owned(), parent.clone())) {
-                found.push(mismatch(Some(index), format!("a foreign key to {parent}"), "none".into()));
+            let columns = foreign_key_names(meta, column);
+            let names = columns.iter().map(|&name| name.to_owned()).collect();
+            if !catalog.foreign_keys.contains(&(table.clone(), names, parent.clone())) {
+                let expected = match columns.as_slice() {
+                    [_] => format!("a foreign key to {parent}"),
+                    _ => format!("a foreign key ({}) to {parent}", columns.join(", ")),
+                };
+                found.push(mismatch(Some(index), expected, "none".into()));
             }
         }
     }

@@ -5,7 +5,6 @@
 use tokio_postgres::Row;
 
 use crate::column::{Column, Condition};
-use crate::derive_support::decode;
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::expr::{Expr, ExprNode, IntoExpr};
@@ -38,7 +37,7 @@ impl<E: Entity, V: ColumnType> SelectItem<E> for Column<E, V> {
     }
 
     fn decode(&self, row: &Row, index: usize) -> Result<V> {
-        decode::<V>(row, index, E::META.name, self.name())
+        V::decode_column(row, index, E::META.name, self.name())
     }
 }
 
@@ -50,7 +49,7 @@ impl<E: Entity, V: ColumnType> SelectItem<E> for Expr<E, V> {
     }
 
     fn decode(&self, row: &Row, index: usize) -> Result<V> {
-        decode::<V>(row, index, E::META.name, "(selected expression)")
+        V::decode_column(row, index, E::META.name, "(selected expression)")
     }
 }
 

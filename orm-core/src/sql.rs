@@ -159,6 +159,24 @@ fn select_by_keys(meta: &EntityMeta) -> String {
     sql
 }
 
+/// Loads the children of many parents through a foreign key of several
+/// columns (`foreign` of `child`, in the order of `parent`'s key): one
+/// array parameter per parent key column, `WHERE (t."a", t."b") IN (SELECT
+/// ... FROM UNNEST($1::t1[], $2::t2[]))`, so that the text, and with it the
+/// prepared statement, is the same for any number of parents.
+pub(crate) fn select_children_by_keys(child: &EntityMeta, foreign: &[usize], parent: &EntityMeta) -> String {
+    // In key order, which need not be the child's field order.
+    let foreign: Vec<String> = foreign.iter().map(|&i| format!("t.{}", quote_ident(child.columns[i].name))).collect();
+    let keys = parent.key_set();
+    format!(
+        "{} WHERE ({}) IN (SELECT {} FROM {})",
+        select_from(child),
+        foreign.join(", "),
+        join_columns(parent, keys, "v."),
+        unnest(parent, &indexes(keys).collect::<Vec<_>>(), None)
+    )
+}
+
 /// The columns a batch insert of `columns` binds, in parameter order. With
 /// no column to write (all generated, or set later by a post-update), it
 /// still needs one array, only to give the number of rows. ([`insert_one`]

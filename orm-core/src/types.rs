@@ -71,6 +71,33 @@ pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + S
     fn nullable_batch_param<'a>(values: impl Iterator<Item = Option<&'a Self>>) -> Param {
         Box::new(values.map(Option::<&Self>::cloned).collect::<Vec<Option<Self>>>())
     }
+
+    // What `#[derive(Entity)]` calls, as methods of this trait rather than
+    // functions bound on it: every use of an unsupported field type is then
+    // the same error at the field, which the compiler reports once.
+
+    /// Reads column `index` of `row`, naming entity and column on failure.
+    #[doc(hidden)]
+    fn decode_column(
+        row: &tokio_postgres::Row,
+        index: usize,
+        entity: &'static str,
+        column: &'static str,
+    ) -> crate::Result<Self> {
+        row.try_get::<_, Self>(index).map_err(|source| crate::Error::Decode { entity, column, source })
+    }
+
+    /// Whether a field of this type can be read from a column of type `ty`.
+    #[doc(hidden)]
+    fn accepts_column(ty: &Type) -> bool {
+        <Self as FromSql>::accepts(ty)
+    }
+
+    /// One value as a bind parameter.
+    #[doc(hidden)]
+    fn column_param(&self) -> Param {
+        Box::new(self.clone())
+    }
 }
 
 macro_rules! column_types {

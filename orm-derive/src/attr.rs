@@ -33,6 +33,16 @@ pub(crate) struct EntityModel<'a> {
     pub(crate) ident: &'a Ident,
     pub(crate) table: String,
     pub(crate) fields: Vec<FieldModel<'a>>,
+    /// `#[orm(foreign_key(...))]`: foreign keys over several columns.
+    pub(crate) foreign_keys: Vec<ForeignKey>,
+}
+
+/// A foreign key over several fields to an entity with a composite key:
+/// `#[orm(foreign_key(fields(a, b), references = Parent, relation = "..."))]`.
+pub(crate) struct ForeignKey {
+    /// The fields, in the order of the parent's key columns.
+    pub(crate) fields: Vec<Ident>,
+    pub(crate) reference: Reference,
 }
 
 pub(crate) struct FieldModel<'a> {
@@ -105,6 +115,7 @@ fn orm_attributes(attrs: &[Attribute]) -> impl Iterator<Item = &Attribute> {
 pub(crate) fn parse_entity(input: &DeriveInput) -> syn::Result<EntityModel<'_>> {
     let mut errors = Errors::default();
     let mut table = None;
+    let mut foreign_keys = Vec::new();
     for attr in orm_attributes(&input.attrs) {
         let parsed = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("table") {
@@ -113,8 +124,15 @@ pub(crate) fn parse_entity(input: &DeriveInput) -> syn::Result<EntityModel<'_>> 
                     errors.push(meta.error("duplicate attribute"));
                 }
                 Ok(())
+            } else if meta.path.is_ident("foreign_key") {
+                if let Some(foreign_key) = parse_foreign_key(&meta, &mut errors)? {
+                    foreign_keys.push(foreign_key);
+                }
+                Ok(())
             } else {
-                Err(meta.error("unknown entity attribute; expected `table = \"...\"`"))
+                Err(meta.error(
+                    "unknown entity attribute; expected `table = \"...\"` or `foreign_key(fields(...), references = Entity, relation = \"...\")`",
+                ))
             }
         });
         if let Err(error) = parsed {
@@ -170,12 +188,98 @@ pub(crate) fn parse_entity(input: &DeriveInput) -> syn::Result<EntityModel<'_>> 
     if columns.len() > 64 {
         errors.push(syn::Error::new(input.ident.span(), "an entity can map at most 64 columns"));
     }
+    check_foreign_keys(&foreign_keys, &columns, &mut errors);
     errors.finish()?;
     Ok(EntityModel {
         ident: &input.ident,
         table: table.unwrap_or_else(|| snake_case(&input.ident.to_string())),
         fields,
+        foreign_keys,
     })
+}
+
+/// Parses `foreign_key(fields(a, b), references = Parent, relation = "...",
+/// on_delete = "cascade")`; `None` when a part is missing (reported).
+fn parse_foreign_key(meta: &syn::meta::ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<Option<ForeignKey>> {
+    let mut fields: Option<Vec<Ident>> = None;
+    let mut parent: Option<syn::Path> = None;
+    let mut relation: Option<String> = None;
+    let mut cascade = false;
+    meta.parse_nested_meta(|inner| {
+        if inner.path.is_ident("fields") {
+            let mut listed = Vec::new();
+            inner.parse_nested_meta(|field| {
+                listed.push(field.path.require_ident()?.clone());
+                Ok(())
+            })?;
+            set_value(&mut fields, listed, &inner, errors);
+        } else if inner.path.is_ident("references") {
+            let path = inner.value()?.parse()?;
+            set_value(&mut parent, path, &inner, errors);
+        } else if inner.path.is_ident("relation") {
+            let name = inner.value()?.parse::<LitStr>()?.value();
+            set_value(&mut relation, name, &inner, errors);
+        } else if inner.path.is_ident("on_delete") {
+            let action: LitStr = inner.value()?.parse()?;
+            if action.value() != "cascade" {
+                return Err(syn::Error::new(action.span(), "the only `on_delete` action is \"cascade\""));
+            }
+            set_flag(&mut cascade, &inner, errors);
+        } else {
+            return Err(inner.error(
+                "unknown `foreign_key` attribute; expected `fields(...)`, `references = Entity`, `relation = \"...\"`, `on_delete = \"cascade\"`",
+            ));
+        }
+        Ok(())
+    })?;
+    let missing = match (&fields, &parent, &relation) {
+        (None, ..) => Some("`fields(...)`, the fields holding the parent's key in its order"),
+        (_, None, _) => Some("`references = Entity`"),
+        (_, _, None) => Some("`relation = \"...\"`, the relation's name"),
+        _ => None,
+    };
+    if let Some(missing) = missing {
+        errors.push(meta.error(format!("a `foreign_key` needs {missing}")));
+        return Ok(None);
+    }
+    let (Some(fields), Some(parent), Some(relation)) = (fields, parent, relation) else { return Ok(None) };
+    if fields.len() < 2 {
+        errors.push(meta.error(
+            "a `foreign_key` lists two or more fields; a foreign key of one field is `#[orm(references = Entity)]` on the field",
+        ));
+        return Ok(None);
+    }
+    Ok(Some(ForeignKey { fields, reference: Reference { parent, relation, cascade } }))
+}
+
+/// Reports `foreign_key` fields that are not columns of the entity, listed
+/// twice, or whose first field already stands for another relation (the
+/// session tells relations apart by their first column).
+fn check_foreign_keys(foreign_keys: &[ForeignKey], columns: &[&FieldModel<'_>], errors: &mut Errors) {
+    for (n, foreign_key) in foreign_keys.iter().enumerate() {
+        for (i, field) in foreign_key.fields.iter().enumerate() {
+            if !columns.iter().any(|column| column.ident == field) {
+                errors.push(syn::Error::new(
+                    field.span(),
+                    format!("`foreign_key` lists `{field}`, which is not a column field of this struct"),
+                ));
+            } else if foreign_key.fields[..i].contains(field) {
+                errors.push(syn::Error::new(field.span(), format!("`foreign_key` lists `{field}` twice")));
+            }
+        }
+        let first = &foreign_key.fields[0];
+        let first_of_other = foreign_keys[..n].iter().any(|other| other.fields[0] == *first);
+        let references = columns.iter().any(|column| column.ident == first && column.references.is_some());
+        if first_of_other || references {
+            errors.push(syn::Error::new(
+                first.span(),
+                format!(
+                    "`{first}` already begins another relation (a `references` field or another `foreign_key`); \
+                     a field can begin only one"
+                ),
+            ));
+        }
+    }
 }
 
 /// Parses one field's `#[orm(...)]` attributes into its model, reporting

@@ -6,7 +6,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{DeriveInput, Index};
 
-use crate::attr::{parse_entity, FieldModel};
+use crate::attr::{parse_entity, FieldModel, ForeignKey};
 
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let model = parse_entity(input)?;
@@ -15,18 +15,18 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let table = &model.table;
     let columns: Vec<&FieldModel<'_>> = model.fields.iter().filter(|f| !f.skip).collect();
     let keys: Vec<&FieldModel<'_>> = columns.iter().copied().filter(|f| f.primary_key).collect();
-    check_constant_clashes(&columns)?;
+    let composites = composites(&model.foreign_keys, &columns)?;
 
     // Every use of a field's type goes through `ColumnType` at the field's
     // span, so an unsupported type is one error pointing at the field.
-    let column_meta = column_meta(&columns);
+    let column_meta = column_meta(&columns, &composites);
 
     let decode_fields = columns.iter().enumerate().map(|(i, f)| {
         let field = f.ident;
         let column = &f.column;
         let ty = f.ty;
         quote_spanned! {ty.span()=>
-            #field: ::orm_core::__private::decode::<#ty>(row, offset + #i, #name, #column)?
+            #field: <#ty as ::orm_core::ColumnType>::decode_column(row, offset + #i, #name, #column)?
         }
     });
     let default_fields = model.fields.iter().filter(|f| f.skip).map(|f| {
@@ -46,7 +46,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         let field = f.ident;
         let column = &f.column;
         let ty = f.ty;
-        quote_spanned!(ty.span()=> self.#field = ::orm_core::__private::decode::<#ty>(row, #n, #name, #column)?;)
+        quote_spanned!(ty.span()=> self.#field = <#ty as ::orm_core::ColumnType>::decode_column(row, #n, #name, #column)?;)
     });
     let version = columns.iter().filter(|f| f.version).map(|f| {
         let field = f.ident;
@@ -64,9 +64,9 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     });
 
     let constants = column_constants(ident, &columns);
-    let relations = relation_constants(ident, &columns);
-    let reference_checks = reference_checks(&columns);
-    let reference_hashes = reference_hashes(&columns);
+    let relations = relation_constants(ident, &columns, &composites);
+    let reference_checks = reference_checks(&columns, &composites);
+    let reference_hashes = reference_hashes(&columns, &composites);
 
     Ok(quote! {
         #[automatically_derived]
@@ -156,16 +156,16 @@ fn column_access(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
     let arrays = columns.iter().enumerate().map(|(i, f)| {
         let field = f.ident;
         let ty = f.ty;
-        quote_spanned!(ty.span()=> #i => ::orm_core::__private::array::<#ty, _>(rows, |row| &row.#field))
+        quote_spanned!(ty.span()=> #i => <#ty as ::orm_core::ColumnType>::batch_param(rows.iter().map(|row| &row.#field)))
     });
     let values = columns.iter().enumerate().map(|(i, f)| {
         let field = f.ident;
         let ty = f.ty;
-        quote_spanned!(ty.span()=> #i => ::orm_core::__private::param::<#ty>(&self.#field))
+        quote_spanned!(ty.span()=> #i => <#ty as ::orm_core::ColumnType>::column_param(&self.#field))
     });
     let accepts = columns.iter().enumerate().map(|(i, f)| {
         let ty = f.ty;
-        quote_spanned!(ty.span()=> #i => ::orm_core::__private::accepts::<#ty>(ty))
+        quote_spanned!(ty.span()=> #i => <#ty as ::orm_core::ColumnType>::accepts_column(ty))
     });
     let nulls = columns.iter().enumerate().map(|(i, f)| {
         let field = f.ident;
@@ -216,19 +216,21 @@ fn key_methods(name: &str, keys: &[&FieldModel<'_>]) -> TokenStream {
         let column = &single.column;
         key_type = quote!(#ty);
         key_value = quote!(::core::clone::Clone::clone(&self.#field));
-        key_params = quote!(::std::vec![::orm_core::__private::param::<#ty>(key)]);
-        key_arrays = quote!(::std::vec![::orm_core::__private::array::<#ty, _>(keys, |key| key)]);
-        key_from_row = quote!(::orm_core::__private::decode::<#ty>(row, 0, #name, #column));
+        key_params = quote_spanned!(ty.span()=> ::std::vec![<#ty as ::orm_core::ColumnType>::column_param(key)]);
+        key_arrays = quote_spanned!(ty.span()=> ::std::vec![<#ty as ::orm_core::ColumnType>::batch_param(keys.iter())]);
+        key_from_row =
+            quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::decode_column(row, 0, #name, #column));
     } else {
         let positions: Vec<Index> = (0..keys.len()).map(Index::from).collect();
         let offsets = 0..keys.len();
         key_type = quote!((#(#key_types,)*));
         key_value = quote!((#(::core::clone::Clone::clone(&self.#key_fields),)*));
-        key_params = quote!(::std::vec![#(::orm_core::__private::param::<#key_types>(&key.#positions)),*]);
-        key_arrays =
-            quote!(::std::vec![#(::orm_core::__private::array::<#key_types, _>(keys, |key| &key.#positions)),*]);
+        key_params = quote!(::std::vec![#(<#key_types as ::orm_core::ColumnType>::column_param(&key.#positions)),*]);
+        key_arrays = quote!(::std::vec![
+            #(<#key_types as ::orm_core::ColumnType>::batch_param(keys.iter().map(|key| &key.#positions))),*
+        ]);
         key_from_row = quote!(::core::result::Result::Ok((
-            #(::orm_core::__private::decode::<#key_types>(row, #offsets, #name, #key_columns)?,)*
+            #(<#key_types as ::orm_core::ColumnType>::decode_column(row, #offsets, #name, #key_columns)?,)*
         )));
     }
 
@@ -278,9 +280,86 @@ fn column_constants(ident: &syn::Ident, columns: &[&FieldModel<'_>]) -> TokenStr
     }
 }
 
-/// One `Relation` constant per `references` field (`Post::AUTHOR`), typed
-/// with both entities, for linking, batch loading and filters.
-fn relation_constants(ident: &syn::Ident, columns: &[&FieldModel<'_>]) -> TokenStream {
+/// A `foreign_key` over several fields, with the column indexes of its
+/// fields in the parent's key order (the first standing for the relation).
+struct Composite<'a> {
+    foreign_key: &'a ForeignKey,
+    columns: Vec<usize>,
+}
+
+impl<'a> Composite<'a> {
+    /// The parser checked that every field of `foreign_key` is a column.
+    fn new(foreign_key: &'a ForeignKey, columns: &[&FieldModel<'_>]) -> Self {
+        let columns = foreign_key
+            .fields
+            .iter()
+            .filter_map(|field| columns.iter().position(|column| column.ident == field))
+            .collect();
+        Composite { foreign_key, columns }
+    }
+
+    fn anchor(&self) -> usize {
+        self.columns[0]
+    }
+
+    fn constant(&self) -> syn::Ident {
+        let name = self.foreign_key.reference.relation.to_uppercase();
+        format_ident!("{}", name, span = self.foreign_key.fields[0].span())
+    }
+}
+
+/// The entity's `foreign_key`s, once their relation constants are known
+/// not to clash with another constant.
+fn composites<'a>(foreign_keys: &'a [ForeignKey], columns: &[&FieldModel<'_>]) -> syn::Result<Vec<Composite<'a>>> {
+    let composites: Vec<Composite<'a>> = foreign_keys.iter().map(|fk| Composite::new(fk, columns)).collect();
+    check_constant_clashes(columns, &composites)?;
+    Ok(composites)
+}
+
+/// The `Relation` constant of each `foreign_key` over several fields
+/// (`OrderLine::ORDER`): the fields are read and set as one tuple, the
+/// parent's key.
+fn composite_relation_constants(
+    ident: &syn::Ident,
+    columns: &[&FieldModel<'_>],
+    composites: &[Composite<'_>],
+) -> TokenStream {
+    let relations = composites.iter().map(|composite| {
+        let reference = &composite.foreign_key.reference;
+        let parent = &reference.parent;
+        let name = &reference.relation;
+        let fields = &composite.foreign_key.fields;
+        let indexes = &composite.columns;
+        let constant = composite.constant();
+        let doc = format!(
+            "The `{name}` relation: `{}` reference [`{}`].",
+            fields.iter().map(ToString::to_string).collect::<Vec<_>>().join("`, `"),
+            quote!(#parent).to_string().replace(' ', "")
+        );
+        let key = quote!(<#parent as ::orm_core::Entity>::Key);
+        let types = composite.columns.iter().map(|&i| columns[i].ty);
+        // At the fields, as every other use: a key that does not fit is
+        // then one error there.
+        let fields_type = quote_spanned!(fields[0].span()=> (#(#types,)*));
+        quote_spanned! {fields[0].span()=>
+            #[doc = #doc]
+            pub const #constant: ::orm_core::Relation<#ident, #parent> = ::orm_core::Relation::new(
+                #name,
+                &[#(#indexes),*],
+                |child| <#fields_type as ::orm_core::__private::ForeignKeyFields<#key>>::key((#(&child.#fields,)*)),
+                |child, key| {
+                    <#fields_type as ::orm_core::__private::ForeignKeyFields<#key>>::set_key((#(&mut child.#fields,)*), key)
+                },
+            );
+        }
+    });
+    quote!(#(#relations)*)
+}
+
+/// One `Relation` constant per `references` field (`Post::AUTHOR`) and per
+/// `foreign_key`, typed with both entities, for linking, batch loading and
+/// filters.
+fn relation_constants(ident: &syn::Ident, columns: &[&FieldModel<'_>], composites: &[Composite<'_>]) -> TokenStream {
     let relations = columns.iter().enumerate().filter_map(|(i, f)| {
         let reference = f.references.as_ref()?;
         let parent = &reference.parent;
@@ -296,24 +375,26 @@ fn relation_constants(ident: &syn::Ident, columns: &[&FieldModel<'_>]) -> TokenS
             #[doc = #doc]
             pub const #constant: ::orm_core::Relation<#ident, #parent> = ::orm_core::Relation::new(
                 #name,
-                #i,
+                &[#i],
                 |child| ::orm_core::__private::ForeignKeyField::<#key>::key(&child.#field),
                 |child, key| ::orm_core::__private::ForeignKeyField::<#key>::set_key(&mut child.#field, key),
             );
         })
     });
+    let composite = composite_relation_constants(ident, columns, composites);
     quote! {
         #[automatically_derived]
         #[allow(dead_code)]
         impl #ident {
             #(#relations)*
+            #composite
         }
     }
 }
 
 /// The body of `references_key`: whether a foreign-key field holds a key of
 /// the referenced entity, the key arriving type-erased from a cascade.
-fn reference_checks(columns: &[&FieldModel<'_>]) -> TokenStream {
+fn reference_checks(columns: &[&FieldModel<'_>], composites: &[Composite<'_>]) -> TokenStream {
     let arms = columns.iter().enumerate().filter_map(|(i, f)| {
         let reference = f.references.as_ref()?;
         let parent = &reference.parent;
@@ -325,9 +406,21 @@ fn reference_checks(columns: &[&FieldModel<'_>]) -> TokenStream {
             })
         })
     });
+    // A composite foreign key is read through its relation constant.
+    let composite_arms = composites.iter().map(|composite| {
+        let anchor = composite.anchor();
+        let constant = composite.constant();
+        let parent = &composite.foreign_key.reference.parent;
+        quote! {
+            #anchor => key.downcast_ref::<<#parent as ::orm_core::Entity>::Key>().is_some_and(|key| {
+                Self::#constant.parent_key(self).as_ref() == ::core::option::Option::Some(key)
+            })
+        }
+    });
     quote! {
         match column {
             #(#arms,)*
+            #(#composite_arms,)*
             _ => false,
         }
     }
@@ -336,7 +429,7 @@ fn reference_checks(columns: &[&FieldModel<'_>]) -> TokenStream {
 /// The body of `reference_hash`: the hash of the parent key a foreign-key
 /// field holds, taken as the parent's key type so that it equals the hash
 /// of the parent's own key.
-fn reference_hashes(columns: &[&FieldModel<'_>]) -> TokenStream {
+fn reference_hashes(columns: &[&FieldModel<'_>], composites: &[Composite<'_>]) -> TokenStream {
     let arms = columns.iter().enumerate().filter_map(|(i, f)| {
         let reference = f.references.as_ref()?;
         let parent = &reference.parent;
@@ -346,17 +439,23 @@ fn reference_hashes(columns: &[&FieldModel<'_>]) -> TokenStream {
                 .map(|key| ::orm_core::__private::key_hash(&key))
         })
     });
+    let composite_arms = composites.iter().map(|composite| {
+        let anchor = composite.anchor();
+        let constant = composite.constant();
+        quote!(#anchor => Self::#constant.parent_key(self).map(|key| ::orm_core::__private::key_hash(&key)))
+    });
     quote! {
         match column {
             #(#arms,)*
+            #(#composite_arms,)*
             _ => ::core::option::Option::None,
         }
     }
 }
 
 /// The `ColumnMeta` of each column, in field order.
-fn column_meta(columns: &[&FieldModel<'_>]) -> TokenStream {
-    let metas = columns.iter().map(|f| {
+fn column_meta(columns: &[&FieldModel<'_>], composites: &[Composite<'_>]) -> TokenStream {
+    let metas = columns.iter().enumerate().map(|(i, f)| {
         let ty = f.ty;
         let column = &f.column;
         let field = f.ident.to_string();
@@ -370,18 +469,26 @@ fn column_meta(columns: &[&FieldModel<'_>]) -> TokenStream {
         let (primary_key, generated, version) = (f.primary_key, f.generated, f.version);
         // A function, not the parent's META itself: entities that reference
         // each other (or themselves) would make constant evaluation cyclic.
-        let (references, cascade_delete) = f.references.as_ref().map_or_else(
-            || (quote!(::core::option::Option::None), false),
-            |reference| {
+        // The first column of a composite foreign key carries it; its
+        // other columns are plain ones.
+        let foreign_key = f.references.as_ref().map(|reference| (reference, vec![i])).or_else(|| {
+            let composite = composites.iter().find(|composite| composite.anchor() == i)?;
+            Some((&composite.foreign_key.reference, composite.columns.clone()))
+        });
+        let (references, cascade_delete, foreign_key_columns) = foreign_key.map_or_else(
+            || (quote!(::core::option::Option::None), false, Vec::new()),
+            |(reference, columns)| {
                 let parent = &reference.parent;
-                (quote!(::core::option::Option::Some(|| <#parent as ::orm_core::Entity>::META)), reference.cascade)
+                let references = quote!(::core::option::Option::Some(|| <#parent as ::orm_core::Entity>::META));
+                (references, reference.cascade, columns)
             },
         );
         quote! {
             ::orm_core::ColumnMeta {
                 name: #column, field: #field, sql_type: #sql_type, batch_type: #batch_type, nullable: #nullable,
                 primary_key: #primary_key, generated: #generated, version: #version,
-                references: #references, cascade_delete: #cascade_delete, enum_labels: #enum_labels,
+                references: #references, foreign_key_columns: &[#(#foreign_key_columns),*],
+                cascade_delete: #cascade_delete, enum_labels: #enum_labels,
             }
         }
     });
@@ -396,12 +503,16 @@ fn column_constant_name(field: &FieldModel<'_>) -> String {
 /// Refuses a relation constant named like another generated constant
 /// (`author` beside `author_id` with `references`), which would otherwise
 /// be an unhelpful "duplicate definitions" error from the compiler.
-fn check_constant_clashes(columns: &[&FieldModel<'_>]) -> syn::Result<()> {
+fn check_constant_clashes(columns: &[&FieldModel<'_>], composites: &[Composite<'_>]) -> syn::Result<()> {
     let mut errors: Option<syn::Error> = None;
-    let mut relations: Vec<(String, &FieldModel<'_>)> = Vec::new();
-    for field in columns {
-        let Some(reference) = &field.references else { continue };
-        let constant = reference.relation.to_uppercase();
+    let mut relations: Vec<(String, &syn::Ident)> = Vec::new();
+    // A `foreign_key` is named after its first field here and in errors.
+    let references = columns
+        .iter()
+        .filter_map(|field| Some((&field.references.as_ref()?.relation, field.ident)))
+        .chain(composites.iter().map(|c| (&c.foreign_key.reference.relation, &c.foreign_key.fields[0])));
+    for (relation, field) in references {
+        let constant = relation.to_uppercase();
         let clash = columns
             .iter()
             .find(|other| column_constant_name(other) == constant)
@@ -410,11 +521,11 @@ fn check_constant_clashes(columns: &[&FieldModel<'_>]) -> syn::Result<()> {
                 relations
                     .iter()
                     .find(|(earlier, _)| *earlier == constant)
-                    .map(|(_, other)| format!("the relation constant of field `{}`", other.ident))
+                    .map(|(_, other)| format!("the relation constant of field `{other}`"))
             });
         if let Some(clash) = clash {
             let error = syn::Error::new(
-                field.ident.span(),
+                field.span(),
                 format!(
                     "the relation constant `{constant}` of this `references` field clashes with {clash}; \
                      name the relation with `relation = \"...\"`"

@@ -27,6 +27,7 @@ use syn::{parse_macro_input, DeriveInput};
 /// | attribute | meaning |
 /// | --- | --- |
 /// | `#[orm(table = "customers")]` | The table. Default: the struct's name in snake case (`OrderLine` maps to `order_line`). |
+/// | `#[orm(foreign_key(fields(order_region, order_no), references = Order, relation = "order"))]` | A foreign key over several fields to an entity with a composite key: the fields in the order of `Order`'s key columns, each holding its part (or an `Option` of it). Adds `OrderLine::ORDER`; `on_delete = "cascade"` as for `references`. |
 ///
 /// On a field:
 ///

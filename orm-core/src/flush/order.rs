@@ -76,6 +76,7 @@ mod tests {
             generated: false,
             version: false,
             references,
+            foreign_key_columns: &[],
             cascade_delete: false,
             enum_labels: None,
         }
