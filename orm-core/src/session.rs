@@ -695,7 +695,7 @@ impl Session {
     /// let mut session = db.session();
     /// session.add(Customer { id: 0, name: "Dave".into() });
     /// let (stats, token) = session.commit_with_token().await?;
-    /// assert_eq!(stats.round_trips, 1); // INSERT, COMMIT and the position together
+    /// assert_eq!(stats.statements, 1); // the INSERT; COMMIT and the position went with it
     /// let token = token.expect("a transaction was committed");
     ///
     /// let header = token.to_string(); // for a cookie or a header
