@@ -25,8 +25,9 @@ use crate::types::{ColumnType, Param};
 /// `Vec<T>` maps to a `T[]` column, `Option<Vec<T>>` to a nullable one.
 ///
 /// Implemented for `i16`, `i32`, `i64`, `f32`, `f64`, `bool`, `String`,
-/// [`uuid::Uuid`], `chrono`'s `NaiveDate`, `NaiveDateTime`,
-/// `DateTime<Utc>` and `NaiveTime`, enums deriving
+/// [`uuid::Uuid`], [`std::net::IpAddr`], [`Interval`](crate::Interval),
+/// `rust_decimal::Decimal` (feature `decimal`), `chrono`'s `NaiveDate`,
+/// `NaiveDateTime`, `DateTime<Utc>` and `NaiveTime`, enums deriving
 /// [`DbEnum`](crate::DbEnum) (a `text[]` column, or an array of the
 /// PostgreSQL enum type), and `Option<T>` of each: a `Vec<Option<i32>>`
 /// holds NULL elements, which a `Vec<i32>` refuses when it reads them
@@ -65,7 +66,7 @@ use crate::types::{ColumnType, Param};
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an element of an array column",
     label = "not an array element type",
-    note = "array columns (`Vec<T>`) take integers, floats, bool, String, Uuid, chrono dates, times and timestamps, #[derive(DbEnum)] enums, and Option of any of them"
+    note = "array columns (`Vec<T>`) take integers, floats, bool, String, Uuid, IpAddr, Interval, Decimal (feature `decimal`), chrono dates, times and timestamps, #[derive(DbEnum)] enums, and Option of any of them"
 )]
 pub trait ArrayElement: ColumnType {
     /// Appends the value as an element of a PostgreSQL array literal, in
@@ -173,7 +174,29 @@ macro_rules! displayed_elements {
     )*};
 }
 
-displayed_elements!(i16, i32, i64, uuid::Uuid);
+// `inet` and `numeric` read back what Rust displays: `::1`, `10.0.0.1`,
+// `-12.50` (the scale kept).
+displayed_elements!(i16, i32, i64, uuid::Uuid, std::net::IpAddr);
+
+#[cfg(feature = "decimal")]
+displayed_elements!(rust_decimal::Decimal);
+
+impl ArrayElement for crate::Interval {
+    /// `"1 mons 2 days -03:04:05.000006"`: months and days apart, as the
+    /// type keeps them, and the rest as a time of day, exact to the
+    /// microsecond however many hours it spans.
+    fn write_element(&self, out: &mut String) {
+        let sign = if self.microseconds < 0 { "-" } else { "" };
+        let rest = self.microseconds.unsigned_abs();
+        let (hours, minutes) = (rest / 3_600_000_000, rest / 60_000_000 % 60);
+        let (seconds, micros) = (rest / 1_000_000 % 60, rest % 1_000_000);
+        let _ = write!(
+            out,
+            "\"{} mons {} days {sign}{hours:02}:{minutes:02}:{seconds:02}.{micros:06}\"",
+            self.months, self.days
+        );
+    }
+}
 
 macro_rules! float_elements {
     ($($ty:ty),*) => {$(
@@ -462,6 +485,21 @@ mod tests {
         );
         assert_eq!(literal(&[0.1_f32, f32::MAX]), "{0.1,3.4028235e38}");
         assert_eq!(literal(&[true, false]), "{t,f}");
+    }
+
+    #[test]
+    fn addresses_and_intervals_in_postgres_form() {
+        let addresses: [std::net::IpAddr; 2] = ["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        assert_eq!(literal(&addresses), "{10.0.0.1,::1}");
+        let interval = |months, days, microseconds| crate::Interval { months, days, microseconds };
+        assert_eq!(
+            literal(&[
+                interval(14, -3, 100 * 3_600_000_000 + 61_000_007),
+                interval(0, 0, -1),
+                interval(0, 0, i64::MIN)
+            ]),
+            r#"{"14 mons -3 days 100:01:01.000007","0 mons 0 days -00:00:00.000001","0 mons 0 days -2562047788:00:54.775808"}"#
+        );
     }
 
     #[test]

@@ -198,13 +198,44 @@ pub(crate) fn parse_entity(input: &DeriveInput) -> syn::Result<EntityModel<'_>> 
     })
 }
 
+/// The parts of an attribute that name a relation, alike on a
+/// `references` field and in a struct-level `foreign_key`: `references =
+/// Parent`, `relation = "..."`, `on_delete = "cascade"`.
+#[derive(Default)]
+struct RelationParts {
+    parent: Option<syn::Path>,
+    relation: Option<String>,
+    cascade: bool,
+}
+
+impl RelationParts {
+    /// Reads `meta` if it is one of the relation's parts; `false` when it
+    /// is another attribute, for the caller to read.
+    fn parse(&mut self, meta: &syn::meta::ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<bool> {
+        if meta.path.is_ident("references") {
+            let path = meta.value()?.parse()?;
+            set_value(&mut self.parent, path, meta, errors);
+        } else if meta.path.is_ident("relation") {
+            let name = meta.value()?.parse::<LitStr>()?.value();
+            set_value(&mut self.relation, name, meta, errors);
+        } else if meta.path.is_ident("on_delete") {
+            let action: LitStr = meta.value()?.parse()?;
+            if action.value() != "cascade" {
+                return Err(syn::Error::new(action.span(), "the only `on_delete` action is \"cascade\""));
+            }
+            set_flag(&mut self.cascade, meta, errors);
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
 /// Parses `foreign_key(fields(a, b), references = Parent, relation = "...",
 /// on_delete = "cascade")`; `None` when a part is missing (reported).
 fn parse_foreign_key(meta: &syn::meta::ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<Option<ForeignKey>> {
     let mut fields: Option<Vec<Ident>> = None;
-    let mut parent: Option<syn::Path> = None;
-    let mut relation: Option<String> = None;
-    let mut cascade = false;
+    let mut parts = RelationParts::default();
     meta.parse_nested_meta(|inner| {
         if inner.path.is_ident("fields") {
             let mut listed = Vec::new();
@@ -213,25 +244,14 @@ fn parse_foreign_key(meta: &syn::meta::ParseNestedMeta<'_>, errors: &mut Errors)
                 Ok(())
             })?;
             set_value(&mut fields, listed, &inner, errors);
-        } else if inner.path.is_ident("references") {
-            let path = inner.value()?.parse()?;
-            set_value(&mut parent, path, &inner, errors);
-        } else if inner.path.is_ident("relation") {
-            let name = inner.value()?.parse::<LitStr>()?.value();
-            set_value(&mut relation, name, &inner, errors);
-        } else if inner.path.is_ident("on_delete") {
-            let action: LitStr = inner.value()?.parse()?;
-            if action.value() != "cascade" {
-                return Err(syn::Error::new(action.span(), "the only `on_delete` action is \"cascade\""));
-            }
-            set_flag(&mut cascade, &inner, errors);
-        } else {
+        } else if !parts.parse(&inner, errors)? {
             return Err(inner.error(
                 "unknown `foreign_key` attribute; expected `fields(...)`, `references = Entity`, `relation = \"...\"`, `on_delete = \"cascade\"`",
             ));
         }
         Ok(())
     })?;
+    let RelationParts { parent, relation, cascade } = parts;
     let missing = match (&fields, &parent, &relation) {
         (None, ..) => Some("`fields(...)`, the fields holding the parent's key in its order"),
         (_, None, _) => Some("`references = Entity`"),
@@ -298,9 +318,7 @@ fn parse_field<'a>(field: &'a syn::Field, errors: &mut Errors) -> Option<FieldMo
         references: None,
     };
     let mut column: Option<String> = None;
-    let mut relation_name: Option<String> = None;
-    let mut cascade = false;
-    let mut parent: Option<syn::Path> = None;
+    let mut parts = RelationParts::default();
     for attr in orm_attributes(&field.attrs) {
         let parsed = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("primary_key") {
@@ -323,19 +341,7 @@ fn parse_field<'a>(field: &'a syn::Field, errors: &mut Errors) -> Option<FieldMo
                     return Err(syn::Error::new(sql_type.span(), problem));
                 }
                 set_value(&mut model.sql_type, sql_type, &meta, errors);
-            } else if meta.path.is_ident("references") {
-                let path = meta.value()?.parse()?;
-                set_value(&mut parent, path, &meta, errors);
-            } else if meta.path.is_ident("relation") {
-                let name = meta.value()?.parse::<LitStr>()?.value();
-                set_value(&mut relation_name, name, &meta, errors);
-            } else if meta.path.is_ident("on_delete") {
-                let action: LitStr = meta.value()?.parse()?;
-                if action.value() != "cascade" {
-                    return Err(syn::Error::new(action.span(), "the only `on_delete` action is \"cascade\""));
-                }
-                set_flag(&mut cascade, &meta, errors);
-            } else {
+            } else if !parts.parse(&meta, errors)? {
                 return Err(meta.error(
                     "unknown field attribute; expected one of `primary_key`, `generated`, `version`, `skip`, `column = \"...\"`, `sql_type = \"...\"`, `references = Entity`, `relation = \"...\"`, `on_delete = \"cascade\"`",
                 ));
@@ -349,6 +355,7 @@ fn parse_field<'a>(field: &'a syn::Field, errors: &mut Errors) -> Option<FieldMo
     if let Some(column) = column {
         model.column = column;
     }
+    let RelationParts { parent, relation: relation_name, cascade } = parts;
     match parent {
         Some(parent) => {
             let field_name = ident.to_string();

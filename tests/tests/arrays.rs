@@ -472,3 +472,66 @@ async fn ddl_schema_check_and_a_type_override_know_array_columns() {
     let error = SchemaCheck::new().entity::<Labelled>().run(&db).await.unwrap_err();
     assert!(error.to_string().contains("levels"), "{error}");
 }
+
+/// Array columns of the types whose text form is not a plain number or
+/// string: `inet[]`, `numeric[]` and `interval[]`.
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Tariff {
+    #[orm(primary_key)]
+    id: i32,
+    addresses: Vec<std::net::IpAddr>,
+    prices: Vec<rust_decimal::Decimal>,
+    periods: Vec<orm_core::Interval>,
+}
+
+fn tariff(id: i32) -> Tariff {
+    use orm_core::Interval;
+    Tariff {
+        id,
+        addresses: vec!["10.0.0.1".parse().unwrap(), "2001:db8::ff00:42:8329".parse().unwrap()],
+        prices: vec![
+            "12.50".parse().unwrap(),
+            "-0.000001".parse().unwrap(),
+            "79228162514264337593543950335".parse().unwrap(),
+        ],
+        periods: vec![
+            Interval { months: 14, days: -3, microseconds: 100 * 3_600_000_000 + 61_000_007 },
+            Interval::microseconds(-1),
+            Interval::microseconds(i64::MIN + 1),
+            Interval::default(),
+        ],
+    }
+}
+
+#[tokio::test]
+async fn addresses_decimals_and_intervals_round_trip_batched_and_alone() {
+    let test_db = TestDb::new().await;
+    let client = test_db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE tariff (id int4 PRIMARY KEY, addresses inet[] NOT NULL, prices numeric[] NOT NULL,
+                                  periods interval[] NOT NULL)",
+        )
+        .await
+        .unwrap();
+    let db = Database::connect(test_db.url()).unwrap();
+    let mut session = db.session();
+    let batch = session.add_all((1..=3).map(tariff));
+    session.flush().await.unwrap();
+    assert_eq!(session.stats().statements, 1, "one batched INSERT for three rows");
+    let alone = session.add(tariff(4));
+    session.commit().await.unwrap();
+
+    let mut session = db.session();
+    let loaded = session.query::<Tariff>().order_by(Tariff::ID.asc()).untracked().all().await.unwrap();
+    assert_eq!(loaded, batch.iter().chain([&alone]).map(Tracked::get).collect::<Vec<_>>());
+    assert_eq!(loaded[0].prices[0].to_string(), "12.50", "the scale is kept");
+
+    // The batched form (array literals) and the single-row form (binary
+    // arrays) stored the same values.
+    let text = async |id: i32| -> String {
+        let sql = "SELECT ROW(addresses, prices, periods)::text FROM tariff WHERE id = $1";
+        client.query_one(sql, &[&id]).await.unwrap().get(0)
+    };
+    assert_eq!(text(1).await, text(4).await);
+}
