@@ -105,43 +105,9 @@ pub struct Model {
     pub failed: bool,
 }
 
-/// A placeholder key for an insert that did not run, or whose generated
-/// key the session never learnt.
-pub fn placeholder(handle: usize) -> i64 {
+/// A placeholder key for an insert that did not run.
+fn placeholder(handle: usize) -> i64 {
     1_000_000 + i64::try_from(handle).unwrap_or(0)
-}
-
-/// `expected` with its placeholder keys replaced by the keys `actual`
-/// holds that `expected` does not, in order: the database generates keys
-/// in the order the rows are inserted, which is the order of the handles.
-pub fn resolve_placeholders(expected: &Tables, actual: &Tables) -> Tables {
-    let mut keys: BTreeMap<Val, Val> = BTreeMap::new();
-    for table in TABLES.into_iter().filter(|t| t.spec().generated_key) {
-        let placeholders = expected[&table].keys().filter(|key| matches!(key[0], Val::Int(n) if n >= placeholder(0)));
-        let fresh = actual[&table].keys().filter(|key| !expected[&table].contains_key(*key));
-        keys.extend(placeholders.zip(fresh).map(|(from, to)| (from[0].clone(), to[0].clone())));
-    }
-    let replace = |row: &Row, columns: &[usize]| {
-        let mut row = row.clone();
-        for &c in columns {
-            if let Some(key) = keys.get(&row[c]) {
-                row[c] = key.clone();
-            }
-        }
-        row
-    };
-    TABLES
-        .iter()
-        .map(|&table| {
-            let spec = table.spec();
-            let mut columns = spec.foreign_keys.to_vec();
-            if spec.generated_key {
-                columns.push(0);
-            }
-            let rows = expected[&table].values().map(|row| replace(row, &columns));
-            (table, rows.map(|row| (table.key_of(&row), row)).collect())
-        })
-        .collect()
 }
 
 fn kinds(list: &[ErrorKind]) -> HashSet<ErrorKind> {

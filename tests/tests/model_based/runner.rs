@@ -11,7 +11,7 @@ use orm_core::{Database, Error, ErrorKind, Savepoint, Session, Tracked};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use super::model::{placeholder, resolve_placeholders, Expect, FlushPlan, Model, State, Tables};
+use super::model::{Expect, FlushPlan, Model, State, Tables};
 use super::ops::{self, Fault, Op};
 use super::schema::{self, Account, AnyHandle, Child, Key, ModelEntity, Pair, Parent, Row, Table, Val, RESET, TABLES};
 
@@ -153,9 +153,7 @@ impl Runner<'_> {
     /// database generated are on the handles.
     fn plan_flush(&self, succeeded: bool) -> FlushPlan {
         let keys = self.generated_keys();
-        // A handle that did not get its key (a commit cut off after its
-        // insert) gets a placeholder.
-        let generated = |i: usize| if keys[&i] == 0 { placeholder(i) } else { keys[&i] };
+        let generated = |i: usize| keys[&i];
         self.model.plan_flush(succeeded.then_some(&generated as &dyn Fn(usize) -> i64))
     }
 
@@ -511,10 +509,7 @@ impl Runner<'_> {
         }
         let outcome = Box::pin(timed("commit", under_fault(writer, fault, delay, session.commit()))).await??;
         drop(held);
-        // Unless the commit failed, the generated keys are on the handles
-        // if the rows were inserted.
-        let definite_failure = matches!(&outcome, Some(Err(error)) if error.kind() != ErrorKind::CommitUnknown);
-        let plan = self.plan_flush(!definite_failure);
+        let plan = self.plan_flush(matches!(outcome, Some(Ok(_))));
         let could_commit = !self.model.failed && plan.expect.allows_ok();
         self.count_hit(outcome.as_ref());
         match outcome {
@@ -531,29 +526,52 @@ impl Runner<'_> {
                 self.ended().await
             }
             unknown => {
-                let mut with_commit = self.model.clone();
-                with_commit.apply(plan);
-                with_commit.end(true);
-                self.model.end(false);
-                self.handles.clear();
-                self.savepoints.clear();
                 self.settle().await?;
                 let tables = self.read_tables().await?;
+                let with_commit = (!self.model.failed).then(|| self.committed_as(&tables)).flatten();
+                self.handles.clear();
+                self.savepoints.clear();
                 if tables == self.model.committed {
+                    self.model.end(false);
                     return Ok(());
                 }
-                if could_commit && tables == resolve_placeholders(&with_commit.committed, &tables) {
-                    self.model = with_commit;
-                    self.model.committed = tables;
+                if let Some(model) = with_commit.filter(|model| model.committed == tables) {
+                    self.model = model;
                     return Ok(());
                 }
                 Err(format!(
                     "after a commit ending with {unknown:?} the tables hold {tables:?}: neither as before it, {:?}, \
-                     nor as committed, {:?}",
-                    self.model.committed, with_commit.committed
+                     nor as committed",
+                    self.model.committed
                 ))
             }
         }
+    }
+
+    /// The model after a commit that went through, with the keys the
+    /// database generated for it taken from `tables`: the keys no row had
+    /// before, in the order of the handles (the order of the inserts).
+    /// `None` if the model does not allow that commit.
+    fn committed_as(&self, tables: &Tables) -> Option<Model> {
+        let mut keys = BTreeMap::new();
+        for table in TABLES.into_iter().filter(|t| t.spec().generated_key) {
+            let mut fresh = tables[&table].keys().filter(|key| !self.model.committed[&table].contains_key(*key));
+            for (i, h) in self.model.core.handles.iter().enumerate() {
+                if h.table == table && h.state == State::Pending {
+                    let Val::Int(key) = fresh.next()?[0] else { return None };
+                    keys.insert(i, key);
+                }
+            }
+        }
+        let generated = |i: usize| keys[&i];
+        let plan = self.model.plan_flush(Some(&generated));
+        if !plan.expect.allows_ok() {
+            return None;
+        }
+        let mut model = self.model.clone();
+        model.apply(plan);
+        model.end(true);
+        Some(model)
     }
 
     /// Counts a fault that hit: its step was cut off, or failed with an
