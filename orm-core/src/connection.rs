@@ -741,15 +741,18 @@ impl SessionConnection {
         let result = self.telemetry.traced(sql, client.simple_query(sql)).await;
         self.in_flight = false;
         stats.round_trips += 1;
-        self.in_transaction = false;
         self.flush_savepoint_open = false;
         match result {
             Ok(answer) => {
+                self.in_transaction = false;
                 self.commit_answered(&answer);
                 self.client = None;
                 Ok(())
             }
             Err(error) => {
+                // A `COMMIT` cancelled before it ended leaves the transaction
+                // open and aborted: still counted as open, the drop rolls it
+                // back before the connection goes back to the pool.
                 self.failed = true;
                 let error = Error::from(error);
                 Err(if sql == "ROLLBACK" { error } else { error.after_commit_sent() })
@@ -773,16 +776,25 @@ impl SessionConnection {
     }
 
     /// Records that the transaction ended on the server (a pipelined `COMMIT`
-    /// was answered, or a failed `COMMIT` rolled it back) and returns the
+    /// was answered, or a failed `COMMIT` ended it or left it aborted) and returns the
     /// connection to the pool, unless the connection itself broke.
     pub(crate) fn ended(&mut self, error: Option<&Error>) {
         self.in_transaction = false;
         self.applying = false;
         self.flush_savepoint_open = false;
-        if matches!(error, Some(Error::ConnectionLost(_))) {
-            self.failed = true;
-        } else {
-            self.client = None;
+        match error {
+            Some(Error::ConnectionLost(_)) => self.failed = true,
+            // A failed `COMMIT` may have been cancelled rather than have
+            // rolled back, leaving the transaction open and aborted: a
+            // `ROLLBACK` (a no-op otherwise) goes ahead of the next borrower.
+            Some(_) => {
+                if let Some(client) = self.client.take() {
+                    if !queue(&client, "ROLLBACK") {
+                        drop(Object::take(client));
+                    }
+                }
+            }
+            None => self.client = None,
         }
     }
 }

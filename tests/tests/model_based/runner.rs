@@ -11,8 +11,8 @@ use orm_core::{Database, Error, ErrorKind, Savepoint, Session, Tracked};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use super::model::{Expect, FlushPlan, Model, State};
-use super::ops::{self, Op};
+use super::model::{Expect, FlushPlan, Model, State, Tables};
+use super::ops::{self, Fault, Op};
 use super::schema::{self, Account, AnyHandle, Child, Key, ModelEntity, Pair, Parent, Row, Table, Val, RESET, TABLES};
 
 /// Calls a method generic over the entity with the entity of `table`.
@@ -45,6 +45,10 @@ type Checked<T = ()> = Result<T, String>;
 pub struct Counts {
     pub programs: u64,
     pub steps: u64,
+    /// Flushes and commits with a fault injected.
+    pub faults: u64,
+    /// Those the fault cut off or made fail.
+    pub faults_hit: u64,
 }
 
 pub struct Runner<'a> {
@@ -56,6 +60,8 @@ pub struct Runner<'a> {
     savepoints: Vec<Option<Savepoint>>,
     model: Model,
     steps: u64,
+    faults: u64,
+    faults_hit: u64,
 }
 
 async fn timed<T>(what: &str, future: impl Future<Output = T>) -> Checked<T> {
@@ -83,6 +89,8 @@ pub async fn run(db: &Database, writer: &Client, program: &[Op], counts: &mut Co
         savepoints: Vec::new(),
         model: Model::new(),
         steps: 0,
+        faults: 0,
+        faults_hit: 0,
     };
     for (n, op) in program.iter().enumerate() {
         runner.step(op).await.map_err(|e| format!("step {n} ({op:?}): {e}"))?;
@@ -91,6 +99,8 @@ pub async fn run(db: &Database, writer: &Client, program: &[Op], counts: &mut Co
     let end = runner.step(&Op::Rollback).await.map_err(|e| format!("final rollback: {e}"));
     counts.programs += 1;
     counts.steps += runner.steps;
+    counts.faults += runner.faults;
+    counts.faults_hit += runner.faults_hit;
     end
 }
 
@@ -245,6 +255,7 @@ impl Runner<'_> {
             Op::RawFail => self.raw_fail().await,
             Op::WriterUpdate { table, pick } => self.writer(table, pick, false).await,
             Op::WriterDelete { table, pick } => self.writer(table, pick, true).await,
+            Op::Faulty { fault, tens_of_micros, commit } => Box::pin(self.faulty(fault, tens_of_micros, commit)).await,
         }
     }
 
@@ -466,11 +477,158 @@ impl Runner<'_> {
         self.ended().await
     }
 
+    /// A flush or a commit with `fault` injected `10 * tens_of_micros` µs
+    /// into it.
+    /// Whatever the fault hit, the unit of work is all or nothing: a flush
+    /// or commit that succeeded is checked as without the fault; after a
+    /// flush that failed or was cut off the session is dropped and nothing
+    /// it wrote is committed; a commit that failed committed nothing, and
+    /// one cut off or reported `CommitUnknown` committed all or nothing.
+    async fn faulty(&mut self, fault: Fault, tens_of_micros: u8, commit: bool) -> Checked {
+        self.faults += 1;
+        let delay = Duration::from_micros(10 * u64::from(tens_of_micros));
+        let held = if fault == Fault::ExhaustPool { self.exhaust_pool().await? } else { Vec::new() };
+        let mut session = self.session.take().unwrap_or_else(|| self.db.session());
+        let writer = self.writer;
+        if !commit {
+            let outcome = Box::pin(timed("flush", under_fault(writer, fault, delay, session.flush()))).await??;
+            drop(held);
+            self.count_hit(outcome.as_ref());
+            // A terminated session's backend may go after the flush
+            // succeeded: the session ends either way.
+            if let (Some(Ok(())), false) = (&outcome, fault == Fault::Terminate) {
+                let plan = self.plan_flush(true);
+                check(&plan.expect, &Ok::<(), Error>(()))?;
+                self.model.apply(plan);
+                self.session = Some(session);
+                return Ok(());
+            }
+            drop(session);
+            self.model.end(false);
+            return self.ended().await;
+        }
+        let outcome = Box::pin(timed("commit", under_fault(writer, fault, delay, session.commit()))).await??;
+        drop(held);
+        let plan = self.plan_flush(matches!(outcome, Some(Ok(_))));
+        let could_commit = !self.model.failed && plan.expect.allows_ok();
+        self.count_hit(outcome.as_ref());
+        match outcome {
+            Some(Ok(_)) if !could_commit => {
+                Err(format!("committed, the model expected {:?} (failed: {})", plan.expect, self.model.failed))
+            }
+            Some(Ok(_)) => {
+                self.model.apply(plan);
+                self.model.end(true);
+                self.ended().await
+            }
+            Some(Err(error)) if error.kind() != ErrorKind::CommitUnknown => {
+                self.model.end(false);
+                self.ended().await
+            }
+            unknown => {
+                self.settle().await?;
+                let tables = self.read_tables().await?;
+                let with_commit = (!self.model.failed).then(|| self.committed_as(&tables)).flatten();
+                self.handles.clear();
+                self.savepoints.clear();
+                if tables == self.model.committed {
+                    self.model.end(false);
+                    return Ok(());
+                }
+                if let Some(model) = with_commit.filter(|model| model.committed == tables) {
+                    self.model = model;
+                    return Ok(());
+                }
+                Err(format!(
+                    "after a commit ending with {unknown:?} the tables hold {tables:?}: neither as before it, {:?}, \
+                     nor as committed",
+                    self.model.committed
+                ))
+            }
+        }
+    }
+
+    /// The model after a commit that went through, with the keys the
+    /// database generated for it taken from `tables`: the keys no row had
+    /// before, in the order of the handles (the order of the inserts).
+    /// `None` if the model does not allow that commit.
+    fn committed_as(&self, tables: &Tables) -> Option<Model> {
+        let mut keys = BTreeMap::new();
+        for table in TABLES.into_iter().filter(|t| t.spec().generated_key) {
+            let mut fresh = tables[&table].keys().filter(|key| !self.model.committed[&table].contains_key(*key));
+            for (i, h) in self.model.core.handles.iter().enumerate() {
+                if h.table == table && h.state == State::Pending {
+                    let Val::Int(key) = fresh.next()?[0] else { return None };
+                    keys.insert(i, key);
+                }
+            }
+        }
+        let generated = |i: usize| keys[&i];
+        let plan = self.model.plan_flush(Some(&generated));
+        if !plan.expect.allows_ok() {
+            return None;
+        }
+        let mut model = self.model.clone();
+        model.apply(plan);
+        model.end(true);
+        Some(model)
+    }
+
+    /// Counts a fault that hit: its step was cut off, or failed with an
+    /// error the model does not expect without the fault.
+    fn count_hit<T>(&mut self, outcome: Option<&Result<T, Error>>) {
+        let expected = |error: &Error| !self.model.failed && self.plan_flush(false).expect.allows_err(error.kind());
+        match outcome {
+            Some(Ok(_)) => {}
+            Some(Err(error)) if expected(error) => {}
+            _ => self.faults_hit += 1,
+        }
+    }
+
+    /// Waits until the connection of a session dropped mid-statement is
+    /// closed: a commit it had sent may land until then.
+    async fn settle(&self) -> Checked {
+        let sql =
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+        let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+        loop {
+            let row = timed("pg_stat_activity", self.writer.query_one(sql, &[])).await?.map_err(|e| e.to_string())?;
+            let backends = usize::try_from(row.get::<_, i64>(0)).unwrap_or(usize::MAX);
+            if backends <= self.db.pool_state().open {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("{backends} backends still open, the pool holds {:?}", self.db.pool_state()));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Checks out every connection of the pool the session does not hold.
+    async fn exhaust_pool(&self) -> Checked<Vec<deadpool_postgres::Object>> {
+        let mut held = Vec::new();
+        while self.db.pool_state().in_use < self.db.pool_state().max {
+            let connection = timed("taking a connection", self.db.pool().get()).await?;
+            held.push(connection.map_err(|e| format!("taking a connection: {e}"))?);
+        }
+        Ok(held)
+    }
+
     /// After a commit or rollback: the handles are plain data now, and the
     /// tables must equal the model's.
     async fn ended(&mut self) -> Checked {
         self.handles.clear();
         self.savepoints.clear();
+        let tables = self.read_tables().await?;
+        if tables == self.model.committed {
+            return Ok(());
+        }
+        Err(format!("the tables hold {tables:?}, the model says {:?}", self.model.committed))
+    }
+
+    /// What the tables hold.
+    async fn read_tables(&self) -> Checked<Tables> {
+        let mut tables = Tables::new();
         for table in TABLES {
             let spec = table.spec();
             let sql = format!("{} ORDER BY 1, 2", spec.select);
@@ -489,12 +647,9 @@ impl Runner<'_> {
                         .collect()
                 })
                 .collect();
-            let expected: Vec<Row> = self.model.committed[&table].values().cloned().collect();
-            if rows != expected {
-                return Err(format!("table {} holds {rows:?}, the model says {expected:?}", spec.sql_name));
-            }
+            tables.insert(table, rows.into_iter().map(|row| (table.key_of(&row), row)).collect());
         }
-        Ok(())
+        Ok(tables)
     }
 
     fn set_parent(&mut self, child: u8, parent: u8, sponsor: bool) -> Checked {
@@ -606,6 +761,51 @@ impl Runner<'_> {
             Table::Pair => {}
         }
         Ok(())
+    }
+}
+
+/// Runs `step` with `fault` injected `delay` into it: cut off
+/// (`None`) by a timeout, or with the statement run from `writer` (to its
+/// end, so that the fault is over when the step is).
+async fn under_fault<T>(
+    writer: &Client,
+    fault: Fault,
+    delay: Duration,
+    step: impl Future<Output = T>,
+) -> Checked<Option<T>> {
+    // The session's backend: the pool's other connections are idle. (An
+    // idle one terminated fails the first statement of its next session
+    // with `ConnectionLost`, before any transaction: not a fault in the
+    // middle of one.)
+    const OTHERS: &str = "FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle'";
+    let sql = match fault {
+        Fault::Timeout => return Ok(tokio::select! { result = step => Some(result), () = wait(delay) => None }),
+        Fault::ExhaustPool => return Ok(Some(step.await)),
+        Fault::Cancel => format!("SELECT pg_cancel_backend(pid) {OTHERS}"),
+        Fault::Terminate => format!("SELECT pg_terminate_backend(pid) {OTHERS}"),
+    };
+    let inject = async {
+        wait(delay).await;
+        writer.batch_execute(&sql).await.map_err(|e| format!("injecting {fault:?}: {e}"))?;
+        if fault == Fault::Terminate {
+            // The backend exits on its own schedule: give it, and the
+            // pool's client of its connection, time to notice.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok::<(), String>(())
+    };
+    let (result, injected) = tokio::join!(step, inject);
+    injected?;
+    Ok(Some(result))
+}
+
+/// Waits `delay`. Statements on a local server take well under tokio's
+/// timer resolution of a millisecond: this yields to the step instead.
+async fn wait(delay: Duration) {
+    let until = std::time::Instant::now() + delay;
+    while std::time::Instant::now() < until {
+        tokio::task::yield_now().await;
     }
 }
 
