@@ -27,7 +27,9 @@ use crate::types::{ColumnType, Param};
 /// Implemented for `i16`, `i32`, `i64`, `f32`, `f64`, `bool`, `String`,
 /// [`uuid::Uuid`], [`std::net::IpAddr`], [`Interval`](crate::Interval),
 /// `rust_decimal::Decimal` (feature `decimal`), `chrono`'s `NaiveDate`,
-/// `NaiveDateTime`, `DateTime<Utc>` and `NaiveTime`, enums deriving
+/// `NaiveDateTime`, `DateTime<Utc>` and `NaiveTime`, the `time` crate's
+/// `Date`, `PrimitiveDateTime`, `OffsetDateTime` and `Time` (feature
+/// `time`), enums deriving
 /// [`DbEnum`](crate::DbEnum) (a `text[]` column, or an array of the
 /// PostgreSQL enum type), and `Option<T>` of each: a `Vec<Option<i32>>`
 /// holds NULL elements, which a `Vec<i32>` refuses when it reads them
@@ -66,7 +68,7 @@ use crate::types::{ColumnType, Param};
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an element of an array column",
     label = "not an array element type",
-    note = "array columns (`Vec<T>`) take integers, floats, bool, String, Uuid, IpAddr, Interval, Decimal (feature `decimal`), chrono dates, times and timestamps, #[derive(DbEnum)] enums, and Option of any of them"
+    note = "array columns (`Vec<T>`) take integers, floats, bool, String, Uuid, IpAddr, Interval, Decimal (feature `decimal`), chrono's and time's (feature `time`) dates, times and timestamps, #[derive(DbEnum)] enums, and Option of any of them"
 )]
 pub trait ArrayElement: ColumnType {
     /// Appends the value as an element of a PostgreSQL array literal, in
@@ -242,57 +244,82 @@ impl<T: ArrayElement + ColumnType<Value = T>> ArrayElement for Option<T> {
     }
 }
 
+/// A calendar date as [`write_date`] writes it: a proleptic Gregorian
+/// year (0 is 1 BC), month and day, from chrono's or the `time` crate's
+/// date alike.
+pub(crate) struct DateParts {
+    pub(crate) year: i32,
+    pub(crate) month: u32,
+    pub(crate) day: u32,
+}
+
+/// A time of day to the microsecond as [`write_time`] writes it; second
+/// 60 is a leap second.
+pub(crate) struct TimeParts {
+    pub(crate) hour: u32,
+    pub(crate) minute: u32,
+    pub(crate) second: u32,
+    pub(crate) microsecond: u32,
+}
+
+impl From<chrono::NaiveDate> for DateParts {
+    fn from(date: chrono::NaiveDate) -> Self {
+        use chrono::Datelike;
+        DateParts { year: date.year(), month: date.month(), day: date.day() }
+    }
+}
+
+impl From<chrono::NaiveTime> for TimeParts {
+    /// A leap second (chrono's nanoseconds past 999,999,999) becomes
+    /// second 60, which PostgreSQL takes as the next minute's first.
+    fn from(time: chrono::NaiveTime) -> Self {
+        use chrono::Timelike;
+        let nanos = time.nanosecond();
+        let (second, nanos) =
+            if nanos >= 1_000_000_000 { (60, nanos - 1_000_000_000) } else { (time.second(), nanos) };
+        TimeParts { hour: time.hour(), minute: time.minute(), second, microsecond: nanos / 1000 }
+    }
+}
+
 /// Appends a date's year, month and day as PostgreSQL reads them,
 /// returning whether the year is before the common era: PostgreSQL has
 /// no year zero and writes those years with a `BC` suffix (`0044-03-15
-/// BC` is chrono's year -43), and takes years past 9999 with more digits.
-fn write_date(out: &mut String, date: chrono::NaiveDate) -> bool {
-    use chrono::Datelike;
-    let year = date.year();
-    let (year, bc) = if year > 0 { (year, false) } else { (1 - year, true) };
-    let _ = write!(out, "{year:04}-{:02}-{:02}", date.month(), date.day());
+/// BC` is year -43), and takes years past 9999 with more digits.
+fn write_date(out: &mut String, date: &DateParts) -> bool {
+    let (year, bc) = if date.year > 0 { (date.year, false) } else { (1 - date.year, true) };
+    let _ = write!(out, "{year:04}-{:02}-{:02}", date.month, date.day);
     bc
 }
 
-/// Appends a time of day to the microsecond, as the driver sends it; a
-/// leap second (chrono's nanoseconds past 999,999,999) as second 60,
-/// which PostgreSQL takes as the next minute's first.
-fn write_time(out: &mut String, time: chrono::NaiveTime) {
-    use chrono::Timelike;
-    let nanos = time.nanosecond();
-    let (second, nanos) = if nanos >= 1_000_000_000 { (60, nanos - 1_000_000_000) } else { (time.second(), nanos) };
-    let _ = write!(out, "{:02}:{:02}:{second:02}.{:06}", time.hour(), time.minute(), nanos / 1000);
+/// Appends a time of day to the microsecond, as the driver sends it.
+fn write_time(out: &mut String, time: &TimeParts) {
+    let _ = write!(out, "{:02}:{:02}:{:02}.{:06}", time.hour, time.minute, time.second, time.microsecond);
 }
 
-impl ArrayElement for chrono::NaiveDate {
-    fn write_element(&self, out: &mut String) {
-        out.push('"');
-        if write_date(out, *self) {
-            out.push_str(" BC");
-        }
-        out.push('"');
-    }
-}
-
-impl ArrayElement for chrono::NaiveTime {
-    fn write_element(&self, out: &mut String) {
-        let mut stored = *self;
-        stored.round_to_stored();
-        out.push('"');
-        write_time(out, stored);
-        out.push('"');
-    }
-}
-
-/// Appends a timestamp, first brought to the microsecond the way the
-/// driver brings a single value, with `offset` after the time.
-fn write_timestamp(out: &mut String, timestamp: chrono::NaiveDateTime, offset: &str) {
-    let mut stored = timestamp;
-    stored.round_to_stored();
+/// Appends a date as an array element.
+pub(crate) fn write_date_element(out: &mut String, date: &DateParts) {
     out.push('"');
-    let bc = write_date(out, stored.date());
+    if write_date(out, date) {
+        out.push_str(" BC");
+    }
+    out.push('"');
+}
+
+/// Appends a time of day, already brought to the microsecond, as an
+/// array element.
+pub(crate) fn write_time_element(out: &mut String, time: &TimeParts) {
+    out.push('"');
+    write_time(out, time);
+    out.push('"');
+}
+
+/// Appends a timestamp, already brought to the microsecond the way the
+/// driver brings a single value, with `offset` after the time.
+pub(crate) fn write_timestamp_element(out: &mut String, date: &DateParts, time: &TimeParts, offset: &str) {
+    out.push('"');
+    let bc = write_date(out, date);
     out.push(' ');
-    write_time(out, stored.time());
+    write_time(out, time);
     out.push_str(offset);
     if bc {
         out.push_str(" BC");
@@ -300,9 +327,30 @@ fn write_timestamp(out: &mut String, timestamp: chrono::NaiveDateTime, offset: &
     out.push('"');
 }
 
+impl ArrayElement for chrono::NaiveDate {
+    fn write_element(&self, out: &mut String) {
+        write_date_element(out, &(*self).into());
+    }
+}
+
+impl ArrayElement for chrono::NaiveTime {
+    fn write_element(&self, out: &mut String) {
+        let mut stored = *self;
+        stored.round_to_stored();
+        write_time_element(out, &stored.into());
+    }
+}
+
+/// Appends a chrono timestamp, first brought to the microsecond.
+fn write_chrono_timestamp(out: &mut String, timestamp: chrono::NaiveDateTime, offset: &str) {
+    let mut stored = timestamp;
+    stored.round_to_stored();
+    write_timestamp_element(out, &stored.date().into(), &stored.time().into(), offset);
+}
+
 impl ArrayElement for chrono::NaiveDateTime {
     fn write_element(&self, out: &mut String) {
-        write_timestamp(out, *self, "");
+        write_chrono_timestamp(out, *self, "");
     }
 }
 
@@ -310,7 +358,7 @@ impl ArrayElement for chrono::DateTime<chrono::Utc> {
     /// In UTC with an explicit offset, so the session's `TimeZone` setting
     /// does not matter.
     fn write_element(&self, out: &mut String) {
-        write_timestamp(out, self.naive_utc(), "+00");
+        write_chrono_timestamp(out, self.naive_utc(), "+00");
     }
 }
 

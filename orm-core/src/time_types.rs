@@ -3,6 +3,9 @@
 
 use time::{Date, Duration, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
+use crate::array::{
+    write_date_element, write_time_element, write_timestamp_element, ArrayElement, DateParts, TimeParts,
+};
 use crate::types::ColumnType;
 
 /// The driver's epoch for timestamps.
@@ -56,5 +59,54 @@ impl ColumnType for Time {
     fn round_to_stored(&mut self) {
         let micros = self.nanosecond() / 1_000 * 1_000;
         *self = self.replace_nanosecond(micros).unwrap_or(*self);
+    }
+}
+
+impl From<Date> for DateParts {
+    fn from(date: Date) -> Self {
+        DateParts { year: date.year(), month: u32::from(u8::from(date.month())), day: u32::from(date.day()) }
+    }
+}
+
+impl From<Time> for TimeParts {
+    fn from(time: Time) -> Self {
+        TimeParts {
+            hour: u32::from(time.hour()),
+            minute: u32::from(time.minute()),
+            second: u32::from(time.second()),
+            microsecond: time.microsecond(),
+        }
+    }
+}
+
+impl ArrayElement for Date {
+    fn write_element(&self, out: &mut String) {
+        write_date_element(out, &(*self).into());
+    }
+}
+
+impl ArrayElement for Time {
+    fn write_element(&self, out: &mut String) {
+        let mut stored = *self;
+        stored.round_to_stored();
+        write_time_element(out, &stored.into());
+    }
+}
+
+impl ArrayElement for PrimitiveDateTime {
+    fn write_element(&self, out: &mut String) {
+        let mut stored = *self;
+        stored.round_to_stored();
+        write_timestamp_element(out, &stored.date().into(), &stored.time().into(), "");
+    }
+}
+
+impl ArrayElement for OffsetDateTime {
+    /// In UTC with an explicit offset, as chrono's `DateTime<Utc>`, so the
+    /// session's `TimeZone` setting does not matter.
+    fn write_element(&self, out: &mut String) {
+        let mut stored = *self;
+        stored.round_to_stored();
+        write_timestamp_element(out, &stored.date().into(), &stored.time().into(), "+00");
     }
 }

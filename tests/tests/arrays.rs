@@ -535,3 +535,63 @@ async fn addresses_decimals_and_intervals_round_trip_batched_and_alone() {
     };
     assert_eq!(text(1).await, text(4).await);
 }
+
+/// Array columns of the `time` crate's types.
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Shift {
+    #[orm(primary_key)]
+    id: i32,
+    days: Vec<time::Date>,
+    starts: Vec<time::Time>,
+    local: Vec<time::PrimitiveDateTime>,
+    instants: Vec<time::OffsetDateTime>,
+}
+
+fn shift(id: i32) -> Shift {
+    // Nanoseconds below the microsecond, an offset of +02:00, and a year BC.
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789 + i128::from(id)).unwrap();
+    let bc = time::Date::from_calendar_date(-43, time::Month::March, 15).unwrap();
+    Shift {
+        id,
+        days: vec![at.date(), bc],
+        starts: vec![at.time(), time::Time::MIDNIGHT],
+        local: vec![time::PrimitiveDateTime::new(at.date(), at.time()), time::PrimitiveDateTime::new(bc, at.time())],
+        instants: vec![at.to_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap())],
+    }
+}
+
+#[tokio::test]
+async fn time_crate_arrays_round_trip_batched_and_alone() {
+    let test_db = TestDb::new().await;
+    let client = test_db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE shift (id int4 PRIMARY KEY, days date[] NOT NULL, starts time[] NOT NULL,
+                                 local timestamp[] NOT NULL, instants timestamptz[] NOT NULL)",
+        )
+        .await
+        .unwrap();
+    let db = Database::connect(test_db.url()).unwrap();
+    let mut session = db.session();
+    let batch = session.add_all((1..=3).map(shift));
+    session.flush().await.unwrap();
+    assert_eq!(session.stats().statements, 1, "one batched INSERT for three rows");
+    let alone = session.add(shift(4));
+    session.commit().await.unwrap();
+
+    // What the flush kept in memory (brought to the microsecond, in UTC)
+    // is what the database stored.
+    let mut session = db.session();
+    let loaded = session.query::<Shift>().order_by(Shift::ID.asc()).untracked().all().await.unwrap();
+    assert_eq!(loaded, batch.iter().chain([&alone]).map(Tracked::get).collect::<Vec<_>>());
+    assert_eq!(loaded[0].starts[0].microsecond(), 123_456, "cut to the microsecond as the driver does");
+
+    let text = async |id: i32| -> String {
+        let sql = "SELECT ROW(days, starts, local, instants)::text FROM shift WHERE id = $1";
+        client.query_one(sql, &[&id]).await.unwrap().get(0)
+    };
+    // Rows 1 and 4 differ below the microsecond only: the batched and the
+    // single-row form stored the same text.
+    assert_eq!(text(1).await, text(4).await);
+    assert!(text(1).await.contains("0044-03-15 BC"), "{}", text(1).await);
+}
