@@ -275,8 +275,7 @@ impl From<chrono::NaiveTime> for TimeParts {
     fn from(time: chrono::NaiveTime) -> Self {
         use chrono::Timelike;
         let nanos = time.nanosecond();
-        let (second, nanos) =
-            if nanos >= 1_000_000_000 { (60, nanos - 1_000_000_000) } else { (time.second(), nanos) };
+        let (second, nanos) = if nanos >= 1_000_000_000 { (60, nanos - 1_000_000_000) } else { (time.second(), nanos) };
         TimeParts { hour: time.hour(), minute: time.minute(), second, microsecond: nanos / 1000 }
     }
 }
