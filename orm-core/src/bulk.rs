@@ -75,7 +75,7 @@ pub(crate) async fn delete<E: Entity>(mut query: Query<'_, E>) -> Result<u64> {
     sql.push_str(" RETURNING ");
     sql.push_str(&keys.join(", "));
     let session = &mut *query.session;
-    let rows = session.rows(&sql, &param_refs(&params), Access::Write).await?;
+    let rows = session.rows(&sql, &param_refs(&params), Access::RawWrite).await?;
     let keys = rows.iter().map(E::key_from_row).collect::<Result<Vec<_>>>()?;
     session.registries.of::<E>().forget_deleted(&keys);
     Ok(keys.len() as u64)
@@ -116,7 +116,7 @@ pub(crate) async fn update<E: Entity>(
     sql.push_str(" RETURNING ");
     sql.push_str(&sql::select_list(meta, alias));
     let session = &mut *query.session;
-    let rows = session.rows(&sql, &param_refs(&params), Access::Write).await?;
+    let rows = session.rows(&sql, &param_refs(&params), Access::RawWrite).await?;
     let updated = rows.iter().map(|row| E::from_row(row, 0)).collect::<Result<Vec<E>>>()?;
     let count = updated.len() as u64;
     session.populate_existing(updated, false)?;

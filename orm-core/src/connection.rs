@@ -24,6 +24,7 @@ use crate::statement_mode::{Description, ResultColumn, Statements};
 use crate::stats::SessionStats;
 use crate::telemetry::{Pipeline, StatementSpan, Telemetry};
 use crate::tls::Connector;
+use crate::transaction_mark;
 use crate::types::{Encoded, Param, YIELD_AFTER_BYTES};
 
 /// One statement of a pipelined batch.
@@ -102,6 +103,9 @@ pub(crate) struct SessionConnection {
     /// The isolation level the transaction begins with; `None` for the
     /// server's default.
     isolation: Option<IsolationLevel>,
+    /// The transaction holds nothing of the session's yet: its `BEGIN` was
+    /// confirmed alone and the one statement sent after it is unanswered.
+    fresh_transaction: bool,
     /// Whether the last batch sent its `after` statement (see `after_sent`).
     after_sent: bool,
     /// A flush is applying its results to the session's objects across
@@ -145,8 +149,18 @@ const COMMIT_WITH_TOKEN: &str = "COMMIT; SELECT pg_current_wal_insert_lsn()";
 pub(crate) enum Access {
     /// An ORM load: runs inside the transaction if one is open, else alone.
     Read,
-    /// A flush, a savepoint or raw SQL: opens the transaction if needed.
+    /// A read that must run inside the transaction (a locking read, a
+    /// cursor) but writes nothing: opens the transaction if needed, `BEGIN`
+    /// travelling with it.
+    Lock,
+    /// A write the ORM built with the transaction guard (see
+    /// [`transaction_mark`](crate::transaction_mark)): opens the
+    /// transaction if needed, `BEGIN` travelling with it.
     Write,
+    /// A statement that may write and carries no guard (raw SQL, a bulk
+    /// update or delete by filter): a `BEGIN` it needs is confirmed in a
+    /// round trip of its own before the statement is sent.
+    RawWrite,
 }
 
 const FLUSH_SAVEPOINT: &str = "orm_flush";
@@ -164,6 +178,7 @@ impl SessionConnection {
             target,
             client: None,
             in_transaction: false,
+            fresh_transaction: false,
             failed: false,
             in_flight: false,
             flush_savepoint_open: false,
@@ -238,7 +253,7 @@ impl SessionConnection {
         if self.read.is_some() {
             IsolationLevel::begin_read_only(self.isolation)
         } else {
-            self.isolation.map_or("BEGIN", IsolationLevel::begin)
+            self.isolation.map_or(transaction_mark::BEGIN, IsolationLevel::begin)
         }
     }
 
@@ -250,7 +265,7 @@ impl SessionConnection {
     /// abandoned mid-flight (its future dropped, by a timeout say), so what
     /// the transaction holds is unknown.
     pub(crate) fn failed(&self) -> bool {
-        self.failed || self.applying || (self.in_flight && self.in_transaction)
+        self.failed || self.applying || (self.in_flight && self.in_transaction && !self.fresh_transaction)
     }
 
     /// Marks (and, with `false`, unmarks) the stretch of a flush between
@@ -343,7 +358,14 @@ impl SessionConnection {
         after: Option<&str>,
         stats: &mut SessionStats,
     ) -> Result<Vec<Outcome>> {
+        // Pipelined behind a `BEGIN` that may fail, each must write only
+        // inside the transaction (see `transaction_mark`).
+        debug_assert!(
+            statements.iter().all(|statement| statement.sql.contains(transaction_mark::IN_UNIT_OF_WORK)),
+            "a flush statement without the transaction guard"
+        );
         self.after_sent = false;
+        self.fresh_transaction = false;
         let begin = !self.in_transaction;
         let prefix = match (begin, before) {
             (true, Some(before)) => Some(format!("{}; {before}", self.begin_sql())),
@@ -403,11 +425,13 @@ impl SessionConnection {
                 drop(prefix);
                 self.in_flight = false;
                 stats.round_trips += u64::from(has_prefix || prepared_now || prepare_failed);
-                self.prefix_answered(begin, before.is_some(), prefix_result.is_ok());
-                let error = prefix_result.map_err(Error::from).err().unwrap_or(error);
-                // A failed prepare aborts the transaction; a refused result
-                // check follows successful ones, which leave it as it was.
-                if prepare_failed {
+                let prefix_result = prefix_result.map_err(Error::from);
+                self.prefix_answered(begin, before.is_some(), prefix_result.as_ref().err());
+                // A failed prefix or prepare aborts the transaction; a refused
+                // result check follows successful ones, which leave it as it was.
+                let failed = prepare_failed || prefix_result.is_err();
+                let error = prefix_result.err().unwrap_or(error);
+                if failed {
                     self.statement_failed(&error);
                 }
                 return Err(error);
@@ -430,7 +454,8 @@ impl SessionConnection {
         }
         stats.round_trips += 1;
         stats.statements += statements.len() as u64;
-        self.prefix_answered(begin, before.is_some(), prefix_result.is_ok());
+        let prefix_result = prefix_result.map_err(Error::from);
+        self.prefix_answered(begin, before.is_some(), prefix_result.as_ref().err());
         let collected = prefix_result.and_then(|()| {
             let mut results = Vec::with_capacity(outcomes.len());
             for outcome in outcomes {
@@ -438,24 +463,34 @@ impl SessionConnection {
                 stats.rows += outcome.rows();
                 results.push(outcome);
             }
-            after_result.map(|_| results)
+            after_result.map(|_| results).map_err(Error::from)
         });
-        collected.map_err(|error| {
-            let error = Error::from(error);
-            self.statement_failed(&error);
-            error
-        })
+        collected.inspect_err(|error| self.statement_failed(error))
     }
 
-    /// Records what the answer to a batch's prefix means: a `BEGIN` in it
-    /// opened the transaction, and a savepoint in `before` is open only if
-    /// it succeeded.
-    fn prefix_answered(&mut self, begin: bool, before: bool, succeeded: bool) {
-        if begin && succeeded {
-            self.in_transaction = true;
+    /// Records what the answer to a batch's prefix means: a savepoint in
+    /// `before` is open only if the prefix succeeded, and a `BEGIN` in it
+    /// opened the transaction (see [`began`](Self::began)).
+    fn prefix_answered(&mut self, begin: bool, before: bool, error: Option<&Error>) {
+        if begin {
+            self.began(error);
         }
-        if before && !succeeded {
+        if before && error.is_some() {
             self.flush_savepoint_open = false;
+        }
+    }
+
+    /// Records the answer to a `BEGIN` the session sent. One that failed
+    /// may still have opened the transaction: the error may have come after
+    /// the `BEGIN` itself ran (a cancel request landing on the mark or the
+    /// flush savepoint behind it leaves the transaction open and aborted).
+    /// So unless the connection broke, the transaction counts as open, and
+    /// the failure (see [`statement_failed`](Self::statement_failed)) leaves
+    /// it only a rollback, which is harmless if none was open: no connection
+    /// goes back to the pool inside a transaction nobody knows of.
+    fn began(&mut self, error: Option<&Error>) {
+        if !matches!(error, Some(Error::ConnectionLost(_))) {
+            self.in_transaction = true;
         }
     }
 
@@ -560,12 +595,12 @@ impl SessionConnection {
         .instrument(open.statement.span.clone())
         .await;
         match streamed {
-            Ok(Ok(rows)) => self.rows_ended(Ok(rows), &open.statement, stats),
+            Ok(Ok(rows)) => self.rows_ended(Ok(rows), &open.statement, sql.text(), stats),
             Ok(Err(decode_error)) => {
                 self.rows_dropped();
                 Err(decode_error)
             }
-            Err(error) => self.rows_ended(Err(error), &open.statement, stats),
+            Err(error) => self.rows_ended(Err(error), &open.statement, sql.text(), stats),
         }
     }
 
@@ -583,9 +618,14 @@ impl SessionConnection {
         check: Option<Check>,
     ) -> Result<OpenRows> {
         let reads_in_transaction = self.isolation.is_some_and(IsolationLevel::reads_in_transaction);
-        let begin = !self.in_transaction && (access == Access::Write || reads_in_transaction);
+        let begin = !self.in_transaction && (access != Access::Read || reads_in_transaction);
+        // A statement that may write and carries no guard (see
+        // `transaction_mark`) waits for its `BEGIN`: sent behind one that
+        // failed, it would run and commit on its own.
+        let confirm_begin = begin && access == Access::RawWrite;
         let begin_sql = self.begin_sql();
         self.checkout().await?;
+        self.fresh_transaction = false;
         let client = self.client.as_ref().ok_or(Error::TransactionFailed)?;
         let text = sql.text();
         // BEGIN's span is opened here, beside the statement's, not in it.
@@ -594,30 +634,8 @@ impl SessionConnection {
         let (statements, in_transaction) = (&self.statements, self.in_transaction);
         self.in_flight = true;
         let result = async {
-            let (prepared, prepare_trips) = match statements {
-                Statements::Prepared if sql.is_cached() => {
-                    let cache_size = client.statement_cache.size();
-                    let prepared = client.prepare_cached(text).await?;
-                    (Some(Ready::Named(prepared)), u64::from(client.statement_cache.size() > cache_size))
-                }
-                // Run as the unnamed statement below: nothing to prepare.
-                _ if params.is_empty() && check.is_none() => (None, 0),
-                // Named and uncached: dropping the last handle (the row
-                // stream's) queues a Close, so the server forgets it too.
-                Statements::Prepared => (Some(Ready::Named(client.prepare(text).await?)), 1),
-                Statements::Unnamed(descriptions) => {
-                    let cached = sql.is_cached().then(|| descriptions.get(text)).flatten();
-                    if let Some(cached) = cached.filter(|cached| cached.params.len() == params.len()) {
-                        (Some(Ready::Unnamed(cached)), 0)
-                    } else {
-                        let description = Arc::new(describe(client, text, in_transaction, Some(params)).await?);
-                        if sql.is_cached() {
-                            descriptions.insert(text, description.clone());
-                        }
-                        (Some(Ready::Unnamed(description)), 1)
-                    }
-                }
-            };
+            let (prepared, prepare_trips) =
+                ready_one(client, statements, sql, params, check.is_none(), in_transaction).await?;
             if let (Some(prepared), Some(check)) = (&prepared, check) {
                 if let Err(refused) = prepared.check(check) {
                     return Ok((prepare_trips, Err(refused)));
@@ -625,7 +643,7 @@ impl SessionConnection {
             }
             let begin_future = async {
                 if let Some(begin_statement) = begin_statement {
-                    begin_statement.run(client.batch_execute(begin_sql)).await
+                    begin_statement.run(begin_sql, client.batch_execute(begin_sql)).await
                 } else {
                     Ok(())
                 }
@@ -644,7 +662,15 @@ impl SessionConnection {
                     None => client.query_typed_raw(text, std::iter::empty::<(&(dyn ToSql + Sync), Type)>()).await,
                 }
             };
-            let (begin_result, stream) = join(begin_future, run).await;
+            // `None`: the statement was not sent, its `BEGIN` having failed.
+            let (begin_result, stream) = if confirm_begin {
+                let opened = begin_future.await;
+                let stream = if opened.is_ok() { Some(run.await) } else { None };
+                (opened, stream)
+            } else {
+                let (opened, stream) = join(begin_future, run).await;
+                (opened, Some(stream))
+            };
             Ok::<_, tokio_postgres::Error>((prepare_trips, Ok((begin_result, stream))))
         }
         .instrument(statement.span.clone())
@@ -668,17 +694,20 @@ impl SessionConnection {
                 return Err(refused);
             }
         };
-        stats.round_trips += 1 + prepare_trips;
-        stats.statements += 1;
-        if begin && begin_result.is_ok() {
-            self.in_transaction = true;
+        stats.round_trips += 1 + prepare_trips + u64::from(confirm_begin);
+        stats.statements += u64::from(stream.is_some());
+        let begin_result = begin_result.map_err(Error::from);
+        if begin {
+            self.began(begin_result.as_ref().err());
+            // Cut off now, the statement takes nothing of the session's
+            // with its transaction (see `abandon`).
+            self.fresh_transaction = confirm_begin && begin_result.is_ok();
         }
-        let sent = begin_result.and(stream);
+        let sent = begin_result.and_then(|()| stream.map_or(Err(Error::TransactionFailed), |s| s.map_err(Error::from)));
         match sent {
             Ok(rows) => Ok(OpenRows { rows: Box::pin(rows), statement }),
             Err(error) => {
                 self.in_flight = false;
-                let error = Error::from(error);
                 self.statement_failed(&error);
                 Err(error)
             }
@@ -692,10 +721,12 @@ impl SessionConnection {
         &mut self,
         ended: std::result::Result<u64, tokio_postgres::Error>,
         statement: &StatementSpan,
+        sql: &str,
         stats: &mut SessionStats,
     ) -> Result<u64> {
         self.in_flight = false;
-        statement.ended();
+        self.fresh_transaction = false;
+        statement.ended(sql);
         match ended {
             Ok(rows) => {
                 stats.rows += rows;
@@ -715,6 +746,7 @@ impl SessionConnection {
     /// connection reads and drops the rest ahead of the next statement.
     pub(crate) fn rows_dropped(&mut self) {
         self.in_flight = false;
+        self.fresh_transaction = false;
     }
 
     /// Sends transaction control (`SAVEPOINT`, `RELEASE ...`) inside the
@@ -763,11 +795,12 @@ impl SessionConnection {
     /// Gives up the connection of a statement whose future was dropped
     /// before it completed: the statement is cancelled and the connection
     /// closed (see [`close_and_cancel`]). A transaction it was part of is
-    /// gone with it, so the session can only roll back; outside one, the
+    /// gone with it, so the session can only roll back, unless the
+    /// statement was all it held (see `fresh_transaction`); outside one, the
     /// next statement simply takes a fresh connection.
     fn abandon(&mut self) {
         self.in_flight = false;
-        self.failed |= self.in_transaction;
+        self.failed |= self.in_transaction && !std::mem::take(&mut self.fresh_transaction);
         self.in_transaction = false;
         self.flush_savepoint_open = false;
         if let Some(client) = self.client.take() {
@@ -932,6 +965,46 @@ async fn send_pipelined(
 }
 
 type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
+
+/// Readies the statement of [`SessionConnection::open_rows`] on `client`:
+/// prepared by name (and cached, if `sql` says so), described for the
+/// unnamed mode, or nothing to ready for a statement without parameters
+/// whose result nobody checks (`unchecked`). Also returns the round trips
+/// that cost.
+async fn ready_one(
+    client: &Object,
+    statements: &Statements,
+    sql: RawSql<'_>,
+    params: &[&(dyn ToSql + Sync)],
+    unchecked: bool,
+    in_transaction: bool,
+) -> PgResult<(Option<Ready>, u64)> {
+    let text = sql.text();
+    Ok(match statements {
+        Statements::Prepared if sql.is_cached() => {
+            let cache_size = client.statement_cache.size();
+            let prepared = client.prepare_cached(text).await?;
+            (Some(Ready::Named(prepared)), u64::from(client.statement_cache.size() > cache_size))
+        }
+        // Run as the unnamed statement below: nothing to prepare.
+        _ if params.is_empty() && unchecked => (None, 0),
+        // Named and uncached: dropping the last handle (the row
+        // stream's) queues a Close, so the server forgets it too.
+        Statements::Prepared => (Some(Ready::Named(client.prepare(text).await?)), 1),
+        Statements::Unnamed(descriptions) => {
+            let cached = sql.is_cached().then(|| descriptions.get(text)).flatten();
+            if let Some(cached) = cached.filter(|cached| cached.params.len() == params.len()) {
+                (Some(Ready::Unnamed(cached)), 0)
+            } else {
+                let description = Arc::new(describe(client, text, in_transaction, Some(params)).await?);
+                if sql.is_cached() {
+                    descriptions.insert(text, description.clone());
+                }
+                (Some(Ready::Unnamed(description)), 1)
+            }
+        }
+    })
+}
 
 /// Readies `statements` to run on `client`, inside the transaction that is
 /// open or queued there: prepared and cached on the connection, or

@@ -1,6 +1,8 @@
 //! [`IsolationLevel`]: how strictly a session's transaction is isolated from
 //! concurrent ones.
 
+use crate::transaction_mark;
+
 /// The isolation level of a session's transaction, set for every session
 /// with [`DatabaseConfig::isolation`](crate::DatabaseConfig::isolation) or
 /// for one with [`Database::session_with_isolation`](crate::Database::session_with_isolation).
@@ -26,12 +28,13 @@ pub enum IsolationLevel {
 }
 
 impl IsolationLevel {
-    /// The statement that opens a transaction at this level.
+    /// The statement that opens a transaction at this level, marked as the
+    /// ORM's (see [`transaction_mark`](crate::transaction_mark)).
     pub(crate) fn begin(self) -> &'static str {
         match self {
-            IsolationLevel::ReadCommitted => "BEGIN ISOLATION LEVEL READ COMMITTED",
-            IsolationLevel::RepeatableRead => "BEGIN ISOLATION LEVEL REPEATABLE READ",
-            IsolationLevel::Serializable => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            IsolationLevel::ReadCommitted => transaction_mark::BEGIN_READ_COMMITTED,
+            IsolationLevel::RepeatableRead => transaction_mark::BEGIN_REPEATABLE_READ,
+            IsolationLevel::Serializable => transaction_mark::BEGIN_SERIALIZABLE,
         }
     }
 

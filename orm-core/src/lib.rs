@@ -102,6 +102,7 @@ mod time_types;
 mod tls;
 mod tracked;
 mod transaction;
+mod transaction_mark;
 mod types;
 mod upsert;
 

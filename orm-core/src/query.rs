@@ -370,7 +370,7 @@ impl<'s, E: Entity> Query<'s, E> {
     /// transaction.
     pub(crate) fn access(&self) -> Access {
         if self.lock.is_some() {
-            Access::Write
+            Access::Lock
         } else {
             Access::Read
         }

@@ -862,7 +862,7 @@ impl Session {
     pub async fn execute(&mut self, sql: impl Into<RawSql<'_>>, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let sql = sql.into();
         self.autoflush().await?;
-        self.connection.for_each_row(sql, params, Access::Write, &mut self.stats, |_| Ok(())).await
+        self.connection.for_each_row(sql, params, Access::RawWrite, &mut self.stats, |_| Ok(())).await
     }
 
     /// Runs a raw SQL query in the session's transaction (after an
@@ -872,7 +872,7 @@ impl Session {
     pub async fn query_rows(&mut self, sql: impl Into<RawSql<'_>>, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let sql = sql.into();
         self.autoflush().await?;
-        self.raw_rows(sql, params, Access::Write).await
+        self.raw_rows(sql, params, Access::RawWrite).await
     }
 
     /// Runs a raw SQL query returning the columns of entity `E` and returns
@@ -1002,7 +1002,7 @@ impl Session {
         let mut loaded = Vec::new();
         let check = Some(query::check_columns::<E> as Check);
         self.connection
-            .for_each_row_checked(sql, params, Access::Write, &mut self.stats, check, |row| {
+            .for_each_row_checked(sql, params, Access::RawWrite, &mut self.stats, check, |row| {
                 loaded.push(E::from_row(&row, 0)?);
                 Ok(())
             })

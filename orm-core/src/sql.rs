@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::sync::OnceLock;
 
 use crate::entity::{ColumnMeta, ColumnSet, Entity, EntityMeta};
+use crate::transaction_mark::IN_UNIT_OF_WORK;
 
 /// The statement texts of one entity type that depend on nothing else,
 /// built at first use and kept: every `get` of a short request would build
@@ -196,7 +197,7 @@ pub(crate) fn insert(meta: &EntityMeta, columns: ColumnSet) -> String {
     let ord = ordinality_name(meta);
     let target = if columns == 0 { String::new() } else { format!(" ({})", join_columns(meta, columns, "")) };
     let mut sql = format!(
-        "INSERT INTO {}{target} SELECT {} FROM {} ORDER BY v.{ord}",
+        "INSERT INTO {}{target} SELECT {} FROM {} WHERE {IN_UNIT_OF_WORK} ORDER BY v.{ord}",
         quote_ident(meta.table),
         batch_values(meta, columns),
         unnest(meta, &batch_insert_parameters(columns), Some(&ord)),
@@ -219,7 +220,7 @@ pub(crate) fn upsert(
 ) -> String {
     let table = quote_ident(meta.table);
     let mut sql = format!(
-        "INSERT INTO {table} AS t ({}) SELECT {} FROM {} ORDER BY v.{} ON CONFLICT ({}) DO ",
+        "INSERT INTO {table} AS t ({}) SELECT {} FROM {} WHERE {IN_UNIT_OF_WORK} ORDER BY v.{} ON CONFLICT ({}) DO ",
         join_columns(meta, columns, ""),
         batch_values(meta, columns),
         unnest(meta, &batch_insert_parameters(columns), Some(&ordinality_name(meta))),
@@ -246,19 +247,20 @@ pub(crate) fn upsert(
     sql
 }
 
-/// Inserts one row: what most units of work of a web request insert. A
-/// VALUES list spares the server unpacking arrays and ordering their rows,
-/// and the casts give its parameters the types the batch form's arrays have.
-/// Only this shape and the batch form exist per set of columns, so the
-/// statement cache stays bounded.
+/// Inserts one row: what most units of work of a web request insert. One
+/// row of parameters spares the server unpacking arrays and ordering their
+/// rows, and the casts give its parameters the types the batch form's
+/// arrays have. (A `SELECT` rather than `VALUES`, to carry the transaction
+/// guard; with no columns, it inserts the defaults.) Only this shape and the
+/// batch form exist per set of columns, so the statement cache stays bounded.
 pub(crate) fn insert_one(meta: &EntityMeta, columns: ColumnSet) -> String {
     let mut sql = if columns == 0 {
-        format!("INSERT INTO {} DEFAULT VALUES", quote_ident(meta.table))
+        format!("INSERT INTO {} SELECT WHERE {IN_UNIT_OF_WORK}", quote_ident(meta.table))
     } else {
         let values: Vec<String> =
             indexes(columns).enumerate().map(|(n, i)| format!("${}::{}", n + 1, meta.columns[i].sql_type)).collect();
         format!(
-            "INSERT INTO {} ({}) VALUES ({})",
+            "INSERT INTO {} ({}) SELECT {} WHERE {IN_UNIT_OF_WORK}",
             quote_ident(meta.table),
             join_columns(meta, columns, ""),
             values.join(", "),
@@ -333,7 +335,7 @@ pub(crate) fn clear(meta: &EntityMeta, columns: ColumnSet) -> String {
     let matches: Vec<String> =
         keys.iter().map(|&i| format!("t.{0} = v.{0}", quote_ident(meta.columns[i].name))).collect();
     format!(
-        "UPDATE {} AS t SET {} FROM {} WHERE {}",
+        "UPDATE {} AS t SET {} FROM {} WHERE {} AND {IN_UNIT_OF_WORK}",
         quote_ident(meta.table),
         assignments.join(", "),
         unnest(meta, &keys, None),
@@ -347,11 +349,13 @@ pub(crate) fn update_parameters(meta: &EntityMeta, changed: ColumnSet) -> Vec<us
     meta.key_columns().chain(indexes(changed)).chain(meta.version_column()).collect()
 }
 
-/// Matches a table row to its input row on the key and, if versioned, the version.
+/// Matches a table row to its input row on the key and, if versioned, the
+/// version, inside the unit of work's transaction only.
 fn match_condition(meta: &EntityMeta) -> String {
     meta.key_columns()
         .chain(meta.version_column())
         .map(|i| format!("t.{0} = v.{0}", quote_ident(meta.columns[i].name)))
+        .chain([IN_UNIT_OF_WORK.to_owned()])
         .collect::<Vec<_>>()
         .join(" AND ")
 }

@@ -84,6 +84,8 @@ pub struct EntityStream<'s, E: Entity> {
     session: &'s mut Session,
     /// The statement whose rows are arriving; `None` once it ended.
     open: Option<OpenRows>,
+    /// Its text, which a warning names if it turns out slow.
+    sql: String,
     /// Rows read so far: the statement's row count if the server gives none.
     read: u64,
     _entity: PhantomData<fn() -> E>,
@@ -97,7 +99,7 @@ impl<'s, E: Entity> EntityStream<'s, E> {
         let (connection, stats) = session.connection_and_stats();
         let open =
             connection.open_rows(RawSql::cached(&built.sql), &param_refs(&built.params), access, stats, None).await?;
-        Ok(EntityStream { session, open: Some(open), read: 0, _entity: PhantomData })
+        Ok(EntityStream { session, open: Some(open), sql: built.sql.clone(), read: 0, _entity: PhantomData })
     }
 
     /// The next entity, `Ok(None)` after the last one or after an error.
@@ -131,9 +133,9 @@ impl<E: Entity> Stream for EntityStream<'_, E> {
             }
             None => {
                 let rows = open.rows.rows_affected().unwrap_or(this.read);
-                connection.rows_ended(Ok(rows), &open.statement, stats).err().map(Err)
+                connection.rows_ended(Ok(rows), &open.statement, &this.sql, stats).err().map(Err)
             }
-            Some(Err(error)) => connection.rows_ended(Err(error), &open.statement, stats).err().map(Err),
+            Some(Err(error)) => connection.rows_ended(Err(error), &open.statement, &this.sql, stats).err().map(Err),
         };
         // Ended: dropping the row stream now lets the connection task read
         // and drop whatever is left (nothing, unless a row failed to decode).
@@ -223,7 +225,7 @@ impl<'s, E: Entity> TrackedChunks<'s, E> {
         let declare = format!("DECLARE {cursor} NO SCROLL CURSOR FOR {}", built.sql);
         let (connection, stats) = session.connection_and_stats();
         connection
-            .for_each_row(RawSql::once(&declare), &param_refs(&built.params), Access::Write, stats, |_| Ok(()))
+            .for_each_row(RawSql::once(&declare), &param_refs(&built.params), Access::Lock, stats, |_| Ok(()))
             .await?;
         let chunk_size = chunk_size.max(1);
         Ok(TrackedChunks {
@@ -249,7 +251,7 @@ impl<'s, E: Entity> TrackedChunks<'s, E> {
         let mut rows = Vec::with_capacity(self.chunk_size);
         let (connection, stats) = self.session.connection_and_stats();
         connection
-            .for_each_row(RawSql::once(&self.fetch), &[], Access::Write, stats, |row| {
+            .for_each_row(RawSql::once(&self.fetch), &[], Access::Lock, stats, |row| {
                 rows.push(E::from_row(&row, 0)?);
                 Ok(())
             })

@@ -59,15 +59,13 @@ impl Telemetry {
                 span.record("db.collection.name", collection.as_str());
             }
         }
-        // The text is kept only to name a slow statement once it has ended.
-        let slow = self.slow_threshold.map(|threshold| SlowWatch { threshold, sql: sql.into() });
-        StatementSpan { span, started: Instant::now(), slow }
+        StatementSpan { span, started: Instant::now(), slow_threshold: self.slow_threshold }
     }
 
     /// Runs `request`, the sending of `sql` and the wait for its answer,
     /// inside the statement's span.
     pub(crate) async fn traced<F: Future>(&self, sql: &str, request: F) -> F::Output {
-        self.statement(sql).run(request).await
+        self.statement(sql).run(sql, request).await
     }
 
     /// The clock of one round trip's pipelined requests (see [`Pipeline`]).
@@ -93,53 +91,50 @@ impl Pipeline<'_> {
         let statement = self.telemetry.statement(sql);
         let output = request.instrument(statement.span.clone()).await;
         let previous = self.last_answer.lock().replace(Instant::now());
-        statement.report(previous.map_or(statement.started, |previous| previous.max(statement.started)));
+        statement.report(sql, previous.map_or(statement.started, |previous| previous.max(statement.started)));
         output
     }
 }
 
 /// The span of one statement on its way, from [`Telemetry::statement`].
+/// It holds no copy of the statement's text: whoever ends it still has
+/// the text, which a slow statement's warning names.
 #[derive(Debug)]
 pub(crate) struct StatementSpan {
     pub(crate) span: Span,
     started: Instant,
-    slow: Option<SlowWatch>,
-}
-
-#[derive(Debug)]
-struct SlowWatch {
-    threshold: Duration,
-    sql: Box<str>,
+    /// A statement slower than this is logged as a warning.
+    slow_threshold: Option<Duration>,
 }
 
 impl StatementSpan {
-    /// Runs `request`, the statement's sending and the wait for its
-    /// answer, inside the span, and then [`ended`](Self::ended).
-    pub(crate) async fn run<F: Future>(self, request: F) -> F::Output {
+    /// Runs `request`, the sending of `sql` and the wait for its answer,
+    /// inside the span, and then [`ended`](Self::ended).
+    pub(crate) async fn run<F: Future>(self, sql: &str, request: F) -> F::Output {
         let output = request.instrument(self.span.clone()).await;
-        self.ended();
+        self.ended(sql);
         output
     }
 
-    /// Records that the statement's answer is complete (all its rows read,
-    /// or its row count or error received), with a warning if it took
-    /// longer than the slow-statement threshold.
-    pub(crate) fn ended(&self) {
-        self.report(self.started);
+    /// Records that the statement `sql`'s answer is complete (all its rows
+    /// read, or its row count or error received), with a warning if it
+    /// took longer than the slow-statement threshold.
+    pub(crate) fn ended(&self, sql: &str) {
+        self.report(sql, self.started);
     }
 
     /// Warns if the time from `started` until now is over the threshold.
-    fn report(&self, started: Instant) {
-        let Some(slow) = &self.slow else { return };
+    fn report(&self, sql: &str, started: Instant) {
+        let Some(threshold) = self.slow_threshold else { return };
         let took = started.elapsed();
-        if took > slow.threshold {
-            let summary = Summary::of(&slow.sql);
+        if took > threshold {
+            let summary = Summary::of(sql);
             tracing::warn!(
                 db.operation.name = summary.operation.as_deref(),
                 db.collection.name = summary.collection.as_deref(),
-                db.query.text = &*slow.sql,
+                db.query.text = sql,
                 duration_ms = millis(took),
-                threshold_ms = millis(slow.threshold),
+                threshold_ms = millis(threshold),
                 "slow statement: {} took {took:?}",
                 summary.span_name(),
             );

@@ -1,0 +1,174 @@
+//! The transaction guard: a flush pipelines its statements behind its
+//! `BEGIN`, and the server runs each of them whatever became of that
+//! `BEGIN`. If the `BEGIN` failed (a cancel request landing on it), they
+//! must write nothing; if it failed after opening the transaction, the
+//! session must roll that transaction back before its connection is reused.
+
+mod support;
+
+use std::time::Duration;
+
+use orm_core::tokio_postgres::types::{ToSql, Type};
+use orm_core::{Database, Error};
+use orm_tests::TestDb;
+use support::{checkout_state, customer, setup_with, Customer};
+
+async fn setup_one_connection() -> (TestDb, Database) {
+    setup_with(|config| {
+        config.max_connections = 1;
+        config.wait_timeout = Duration::from_secs(20);
+    })
+    .await
+}
+
+async fn customer_rows(test_db: &TestDb) -> Vec<(String, Option<String>)> {
+    let rows = test_db.client().await.query("SELECT name, description FROM customer ORDER BY name", &[]).await.unwrap();
+    rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+}
+
+/// Parameters for flush statement number `statement` on `customer`, by
+/// type: the key of the row named "kept", then names and descriptions no
+/// other statement uses.
+fn parameters(types: &[Type], kept: i32, statement: usize) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    types
+        .iter()
+        .enumerate()
+        .map(|(n, ty)| -> Box<dyn ToSql + Sync + Send> {
+            match (n, ty.clone()) {
+                (0, Type::INT4) => Box::new(kept),
+                (0, Type::INT4_ARRAY) => Box::new(vec![kept]),
+                (_, Type::VARCHAR | Type::TEXT) => Box::new(format!("ghost {statement}.{n}")),
+                (_, Type::VARCHAR_ARRAY | Type::TEXT_ARRAY) => Box::new(vec![format!("ghost {statement}.{n}")]),
+                other => panic!("unexpected parameter {other:?} in a flush statement on customer"),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_statements_of_a_flush_write_nothing_outside_the_sessions_transaction() {
+    let (test_db, db) = setup_one_connection().await;
+    // Every statement shape a flush sends for `customer`, prepared on the
+    // pool's one connection: a single insert, a batch insert, an update, a
+    // delete.
+    let mut session = db.session();
+    session.add(customer("kept"));
+    session.commit().await.unwrap();
+    let mut session = db.session();
+    session.add_all([customer("gone"), customer("other")]);
+    session.commit().await.unwrap();
+    let mut session = db.session();
+    for tracked in session.query::<Customer>().all().await.unwrap() {
+        if tracked.read().name == "gone" {
+            session.delete(&tracked).unwrap();
+        } else {
+            tracked.write().description = Some("seen".to_owned());
+        }
+    }
+    session.commit().await.unwrap();
+    let before = customer_rows(&test_db).await;
+    assert_eq!(before.len(), 2);
+
+    let client = db.checkout().await.unwrap();
+    let kept: i32 = client.query_one("SELECT id FROM customer WHERE name = 'kept'", &[]).await.unwrap().get(0);
+    let texts: Vec<String> = client
+        .query(
+            "SELECT statement FROM pg_prepared_statements
+              WHERE statement LIKE 'INSERT%' OR statement LIKE 'UPDATE%' OR statement LIKE 'DELETE%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(texts.len(), 4, "{texts:?}");
+
+    // What the server runs when the `BEGIN` before them failed: each one
+    // alone, in a transaction of its own.
+    let mut shapes = Vec::new();
+    for (number, text) in texts.iter().enumerate() {
+        let statement = client.prepare(text).await.unwrap();
+        shapes.push((text, statement.params().to_vec()));
+        let values = parameters(statement.params(), kept, number);
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
+        let rows = client.execute(&statement, &refs).await.unwrap();
+        assert_eq!(rows, 0, "{text} wrote outside the session's transaction");
+    }
+    assert_eq!(customer_rows(&test_db).await, before);
+
+    // Inside a transaction the ORM opened, the same statements write: the
+    // guard is what stopped them above.
+    drop(client);
+    let mut session = db.session();
+    let mut written = 0;
+    for (number, (text, types)) in shapes.iter().enumerate() {
+        let values = parameters(types, kept, number);
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
+        written += session.execute(text.as_str(), &refs).await.unwrap();
+    }
+    assert!(written >= 3, "the guarded statements wrote {written} rows inside the transaction");
+    session.rollback().await.unwrap();
+    assert_eq!(customer_rows(&test_db).await, before);
+}
+
+/// Leaves the pool's one connection inside an aborted transaction: what a
+/// `BEGIN` that ran, followed by a failure in the same message, leaves.
+async fn abort_a_transaction_on_the_pooled_connection(db: &Database) {
+    let client = db.checkout().await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    client.batch_execute("SELECT 1 / 0").await.unwrap_err();
+}
+
+#[tokio::test]
+async fn a_failed_begin_that_left_a_transaction_open_is_rolled_back_with_the_session() {
+    let (test_db, db) = setup_one_connection().await;
+    abort_a_transaction_on_the_pooled_connection(&db).await;
+
+    let mut session = db.session();
+    session.add(customer("first"));
+    let error = session.flush().await.unwrap_err();
+    assert!(matches!(error, Error::Database(_) | Error::TransactionFailed), "{error:?}");
+    // The transaction the failed prefix may have opened counts as open and
+    // failed: only a rollback remains, and it ends that transaction.
+    let again = session.flush().await.unwrap_err();
+    assert!(matches!(again, Error::TransactionFailed), "{again:?}");
+    session.rollback().await.unwrap();
+
+    let (clean, _) = checkout_state(&db).await;
+    assert!(clean, "the connection went back to the pool inside the aborted transaction");
+    let mut session = db.session();
+    session.add(customer("second"));
+    session.commit().await.unwrap();
+    assert_eq!(customer_rows(&test_db).await, [("second".to_owned(), None)]);
+}
+
+#[tokio::test]
+async fn a_session_dropped_after_a_failed_begin_rolls_back_before_the_connection_is_reused() {
+    let (test_db, db) = setup_one_connection().await;
+    abort_a_transaction_on_the_pooled_connection(&db).await;
+
+    let mut session = db.session();
+    session.add(customer("first"));
+    session.flush().await.unwrap_err();
+    drop(session);
+
+    let mut session = db.session();
+    session.add(customer("second"));
+    session.commit().await.unwrap();
+    assert_eq!(customer_rows(&test_db).await, [("second".to_owned(), None)]);
+}
+
+#[tokio::test]
+async fn a_commit_after_a_failed_begin_reports_the_failure_and_writes_nothing() {
+    let (test_db, db) = setup_one_connection().await;
+    abort_a_transaction_on_the_pooled_connection(&db).await;
+
+    let mut session = db.session();
+    session.add(customer("first"));
+    session.commit().await.unwrap_err();
+
+    let (clean, _) = checkout_state(&db).await;
+    assert!(clean, "the connection went back to the pool inside the aborted transaction");
+    assert!(customer_rows(&test_db).await.is_empty());
+}
