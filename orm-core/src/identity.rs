@@ -118,6 +118,15 @@ impl<T: Entity> Undo<T> {
     fn new() -> Self {
         Undo { inserted: Vec::new(), updated: Vec::new(), deleted: Vec::new() }
     }
+
+    /// The entities a rollback makes persistent again: those deleted
+    /// inside the savepoint, but not those also inserted inside it, whose
+    /// rows the rollback takes away too (they leave the session, keeping
+    /// their values as every entity inserted inside does).
+    fn returning(&self) -> impl Iterator<Item = &Tracked<T>> {
+        let inserted: HashSet<usize> = self.inserted.iter().map(Tracked::address).collect();
+        self.deleted.iter().filter(move |tracked| !inserted.contains(&tracked.address()))
+    }
 }
 
 impl<T: Entity> Registry<T> {
@@ -346,7 +355,7 @@ impl<T: Entity> Registry<T> {
         // before it, is plain data, whose later writes are the caller's and
         // not the session's to undo.
         let returning: HashSet<usize> =
-            self.savepoints.last().map(|undo| undo.deleted.iter().map(Tracked::address).collect()).unwrap_or_default();
+            self.savepoints.last().map(|undo| undo.returning().map(Tracked::address).collect()).unwrap_or_default();
         let written: Vec<_> = self
             .written()
             .into_iter()
@@ -583,9 +592,9 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         for tracked in &undo.inserted {
             self.leave(tracked);
         }
-        for tracked in undo.deleted {
+        for tracked in undo.returning() {
             if let Some(key) = tracked.identity_key() {
-                self.enter(key, tracked);
+                self.enter(key, tracked.clone());
             }
         }
         for (tracked, before) in undo.updated.into_iter().rev() {

@@ -94,3 +94,19 @@ fn an_entity_deleted_inside_a_savepoint_comes_back_without_unflushed_changes() {
         Op::RollbackNested { level: 0 },
     ]]);
 }
+
+/// An entity inserted and then deleted inside a savepoint is detached at
+/// its rollback with the values the application gave it, the change
+/// written before the delete included.
+#[test]
+fn an_entity_inserted_and_deleted_inside_a_savepoint_keeps_its_values_at_the_rollback() {
+    run_programs(&[vec![
+        Op::BeginNested,
+        Op::Add { table: Table::Account, seed: 0 },
+        Op::Flush,
+        Op::Write { handle: 0, field: 0, value: 1 },
+        Op::Delete { handle: 0 },
+        Op::Flush,
+        Op::RollbackNested { level: 0 },
+    ]]);
+}
