@@ -125,7 +125,7 @@ async fn before_update_stamps_exactly_the_updated_rows_with_one_update_per_colum
         // The load, then one UPDATE for {name, updated_at} and one for {price, updated_at}.
         assert_eq!(stats.statements, 3);
 
-        let seen = seen.lock().unwrap();
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
         assert_eq!(seen.len(), 6_000);
         assert_eq!(seen.iter().filter(|names| **names == ["name"]).count(), 5_000);
         assert_eq!(seen.iter().filter(|names| **names == ["price"]).count(), 1_000);
