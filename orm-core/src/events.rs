@@ -176,6 +176,45 @@ impl<E: Entity> fmt::Debug for ChangedColumns<E> {
 ///
 /// An empty list costs nothing: sessions without hooks flush and commit
 /// exactly as before. Cloning is cheap (the list is shared).
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// use orm_core::{async_trait, Database, DatabaseConfig, Entity, HookResult, Session, SessionEvents};
+/// # #[derive(Entity, Clone, Debug, PartialEq)]
+/// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+///
+/// /// Counts the flushes that had work.
+/// struct CountFlushes(Arc<AtomicUsize>);
+///
+/// #[async_trait]
+/// impl SessionEvents for CountFlushes {
+///     async fn before_flush(&self, _: &mut Session) -> HookResult {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+/// # let test_db = orm_tests::TestDb::new().await;
+/// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL)").await?;
+/// let (every_session, this_session) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+/// let mut config = DatabaseConfig::from_url(test_db.url())?;
+/// config.events.on_session(CountFlushes(every_session.clone()));
+/// let db = Database::with_config(config)?;
+///
+/// let mut session = db.session();
+/// session.events_mut().on_session(CountFlushes(this_session.clone()));
+/// session.add(Customer { id: 0, name: "Dave".into() });
+/// session.commit().await?;
+///
+/// let mut other = db.session();
+/// other.add(Customer { id: 0, name: "Erin".into() });
+/// other.commit().await?;
+/// assert_eq!(every_session.load(Ordering::Relaxed), 2);
+/// assert_eq!(this_session.load(Ordering::Relaxed), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Default)]
 pub struct Events {
     hooks: Option<Arc<Vec<Hook>>>,

@@ -737,7 +737,9 @@ impl Session {
         self.finished = true;
         if self.connection.failed() {
             let _ = self.connection.finish("ROLLBACK", &mut self.stats).await;
-            after_rollback_logged(&self.events).await;
+            if !self.events.is_empty() {
+                after_rollback_logged(&self.events).await;
+            }
             return Err(Error::TransactionFailed);
         }
         if self.events.is_empty() {
@@ -771,6 +773,9 @@ impl Session {
     pub async fn rollback(mut self) -> Result<()> {
         self.finished = true;
         let rolled_back = self.connection.finish("ROLLBACK", &mut self.stats).await;
+        if self.events.is_empty() {
+            return rolled_back;
+        }
         // Whether or not ROLLBACK was answered, nothing was committed.
         let hooks = after_rollback_hooks(&self.events).await;
         rolled_back.and(hooks)
