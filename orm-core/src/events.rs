@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use crate::column::Column;
 use crate::entity::{ColumnSet, Entity};
 use crate::error::{Error, Result};
+use crate::flush::BIND_CHUNK;
 use crate::session::Session;
 use crate::stats::SessionStats;
 use crate::tracked::Tracked;
@@ -319,24 +320,26 @@ impl<E: Entity> EntityHook for Typed<E> {
         let Some(registry) = session.registries.get::<E>() else { return Ok(false) };
         let deletes: Vec<Tracked<E>> =
             registry.pending_deletes.values().filter(|t| seen.deletes.insert(t.address())).cloned().collect();
-        let mut updates = Vec::new();
-        for tracked in registry.written() {
-            if !seen.updates.contains(&tracked.address()) && registry.update_candidate(&tracked)?.is_some() {
-                updates.push(tracked);
-            }
-        }
+        // Whether each is updated is decided just before its hook, after
+        // the hooks before it, as the flush will see it.
+        let updates: Vec<Tracked<E>> =
+            registry.written().into_iter().filter(|t| !seen.updates.contains(&t.address())).collect();
         let inserts: Vec<Tracked<E>> =
             registry.pending_inserts.values().filter(|t| seen.inserts.insert(t.address())).cloned().collect();
         let mut ran = !(deletes.is_empty() && inserts.is_empty());
         let failed = |hook| move |source| Error::Hook { hook, entity: Some(E::META.name), source };
-        for tracked in &deletes {
+        let version_bit = E::META.version_column().map_or(0, |v| 1 << v);
+        // Hooks that do not wait complete in the poll that calls them: a
+        // yield every chunk of entities keeps one poll from running a whole
+        // large flush's hooks, as the flush itself does.
+        for (at, tracked) in deletes.iter().enumerate() {
+            yield_between_chunks(at).await;
             self.hooks.before_delete(tracked, session).await.map_err(failed("before_delete"))?;
         }
-        let version_bit = E::META.version_column().map_or(0, |v| 1 << v);
-        for tracked in &updates {
-            // As the flush will see it, after the hooks that ran before.
-            let changed = session.registries.of::<E>().update_candidate(tracked)?.map_or(0, |(_, set)| set);
-            let changed = changed & !version_bit;
+        for (at, tracked) in updates.iter().enumerate() {
+            yield_between_chunks(at).await;
+            let registry = session.registries.of::<E>();
+            let changed = registry.update_candidate(tracked)?.map_or(0, |(_, set)| set) & !version_bit;
             if changed == 0 {
                 continue;
             }
@@ -345,9 +348,18 @@ impl<E: Entity> EntityHook for Typed<E> {
             let changed = ChangedColumns::new(changed);
             self.hooks.before_update(tracked, changed, session).await.map_err(failed("before_update"))?;
         }
-        for tracked in &inserts {
+        for (at, tracked) in inserts.iter().enumerate() {
+            yield_between_chunks(at).await;
             self.hooks.before_insert(tracked, session).await.map_err(failed("before_insert"))?;
         }
         Ok(ran)
+    }
+}
+
+/// Yields to the runtime before entity `at` of a list when a chunk of
+/// entities has gone by.
+async fn yield_between_chunks(at: usize) {
+    if at > 0 && at % BIND_CHUNK == 0 {
+        tokio::task::yield_now().await;
     }
 }

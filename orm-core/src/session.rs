@@ -656,7 +656,9 @@ impl Session {
     /// ```
     pub async fn flush(&mut self) -> Result<()> {
         if !self.events.is_empty() {
-            return self.flush_with_events().await;
+            // Boxed, so that the future of every flush (and of every query,
+            // which may autoflush) stays as small as without hooks.
+            return Box::pin(self.flush_with_events()).await;
         }
         flush::flush(&mut self.registries, &mut self.connection, &mut self.stats, FlushEnd::KeepOpen).await
     }
@@ -745,7 +747,7 @@ impl Session {
         if self.events.is_empty() {
             flush::flush(&mut self.registries, &mut self.connection, &mut self.stats, FlushEnd::Commit).await?;
         } else {
-            self.commit_with_events().await?;
+            Box::pin(self.commit_with_events()).await?;
         }
         Ok(self.stats)
     }

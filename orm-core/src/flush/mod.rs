@@ -18,8 +18,8 @@ use std::collections::{HashMap, HashSet};
 
 use tracing::Instrument;
 
-pub(crate) use plan::{plan_table, PlanScope, TablePlan};
-use plan::{Unbound, BIND_CHUNK};
+pub(crate) use plan::{plan_table, PlanScope, TablePlan, BIND_CHUNK};
+use plan::Unbound;
 
 use crate::connection::{Outcome, SessionConnection, Statement};
 use crate::error::{Error, Result};
