@@ -18,8 +18,8 @@ use std::collections::{HashMap, HashSet};
 
 use tracing::Instrument;
 
-pub(crate) use plan::{plan_table, PlanScope, TablePlan, BIND_CHUNK};
 use plan::Unbound;
+pub(crate) use plan::{plan_table, PlanScope, TablePlan, BIND_CHUNK};
 
 use crate::connection::{Outcome, SessionConnection, Statement};
 use crate::error::{Error, Result};
