@@ -10,6 +10,7 @@
 
 mod array_workloads;
 mod customer;
+mod event_workloads;
 mod measure;
 mod memory;
 mod nested;
@@ -29,8 +30,8 @@ use workloads::BenchError;
 #[derive(Parser, Debug)]
 #[command(about = "The ORM against hand-written tokio-postgres on the DESIGN.md workloads")]
 struct Options {
-    /// Workloads to run, comma-separated (W1..W10).
-    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6,W7,W8,W9,W10")]
+    /// Workloads to run, comma-separated (W1..W11).
+    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6,W7,W8,W9,W10,W11")]
     workloads: Vec<String>,
     /// Row or request count for every selected workload, instead of the defaults.
     #[arg(long)]
@@ -60,7 +61,7 @@ struct Options {
 /// The default N of each workload, from DESIGN.md.
 fn default_n(workload: &str) -> usize {
     match workload {
-        "W1" | "W3" | "W6" | "W8" | "W9" => 100_000,
+        "W1" | "W3" | "W6" | "W8" | "W9" | "W11" => 100_000,
         "W4" => 500_000,
         // Users, each with 10 posts with 10 comments each.
         "W7" => 100,
@@ -220,10 +221,41 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
             let (orm, raw) = compare_nested(db, n, runs).await?;
             vec![row("users/posts/comments", "3 x = ANY($1), HashMap grouping", orm, raw)]
         }
-        "W8" | "W9" => return run_query_workload(db, workload, n, runs).await,
-        "W10" => return run_array_workload(db, n, runs).await,
-        other => return Err(format!("unknown workload {other}; expected W1..W10").into()),
+        later => return run_later_workload(db, later, n, runs, url).await,
     })
+}
+
+/// The workloads added after W1-W7, each run by its own function.
+async fn run_later_workload(
+    db: &Database,
+    workload: &str,
+    n: usize,
+    runs: usize,
+    url: &str,
+) -> Result<Vec<Row>, BenchError> {
+    match workload {
+        "W8" | "W9" => run_query_workload(db, workload, n, runs).await,
+        "W10" => run_array_workload(db, n, runs).await,
+        "W11" => run_event_workload(db, n, runs, url).await,
+        other => Err(format!("unknown workload {other}; expected W1..W11").into()),
+    }
+}
+
+/// W11, hooks: W3 through a pool whose sessions stamp every update with
+/// an entity hook, on the same database.
+async fn run_event_workload(db: &Database, n: usize, runs: usize, url: &str) -> Result<Vec<Row>, BenchError> {
+    let mut config = DatabaseConfig::from_url(url)?;
+    config.max_connections = 4;
+    config.events.on_entity(event_workloads::Stamp);
+    let hooked = Database::with_config(config)?;
+    workloads::seed(db, n).await?;
+    let (orm, raw) = compare(
+        runs,
+        |round| timed(workloads::orm_bulk_update(&hooked, n, 2 * round)),
+        |round| timed(event_workloads::raw_stamped_update(db, n, 2 * round + 1)),
+    )
+    .await?;
+    Ok(vec![Row::new("W11", "bulk update, stamped by a hook", "SELECT + UNNEST UPDATE of 2 columns", n, orm, raw)])
 }
 
 /// W8 and W9, the workloads of the query builder beyond entity loads.

@@ -136,7 +136,8 @@ pub async fn raw_single_inserts(db: &Database, n: usize) -> Outcome {
     Ok(traffic)
 }
 
-fn renamed(id: i32, round: usize) -> String {
+/// The name W3 and W11 give row `id` in round `round`.
+pub fn renamed(id: i32, round: usize) -> String {
     format!("customer {id} renamed in round {round}")
 }
 
@@ -157,17 +158,11 @@ pub async fn orm_bulk_update(db: &Database, n: usize, round: usize) -> Outcome {
 /// W3 by hand: load every row, change the names, one UNNEST update, in one transaction.
 pub async fn raw_bulk_update(db: &Database, n: usize, round: usize) -> Outcome {
     let client = db.pool().get().await?;
-    let select = client.prepare_cached("SELECT id, name, description FROM customer").await?;
+    let select = client.prepare_cached(SELECT_ALL).await?;
     let update = client
         .prepare_cached("UPDATE customer SET name = v.name FROM UNNEST($1::int4[], $2::text[]) AS v(id, name) WHERE customer.id = v.id")
         .await?;
-    let (begin, rows) = futures_util::future::join(client.batch_execute("BEGIN"), client.query(&select, &[])).await;
-    begin?;
-    let mut customers: Vec<Customer> = rows?
-        .iter()
-        .map(|row| Ok(Customer { id: row.try_get(0)?, name: row.try_get(1)?, description: row.try_get(2)? }))
-        .collect::<Result<_, tokio_postgres::Error>>()?;
-    check(customers.len() == n, "loaded every row")?;
+    let mut customers = begin_and_load_all(&client, &select, n).await?;
     for customer in &mut customers {
         customer.name = renamed(customer.id, round);
     }
@@ -180,6 +175,26 @@ pub async fn raw_bulk_update(db: &Database, n: usize, round: usize) -> Outcome {
     let mut traffic = Traffic::default();
     traffic.add(2, 2);
     Ok(traffic)
+}
+
+/// The statement that loads every customer, for [`begin_and_load_all`].
+pub const SELECT_ALL: &str = "SELECT id, name, description FROM customer";
+
+/// Sends `BEGIN` and `select` ([`SELECT_ALL`], prepared), pipelined, as
+/// the hand-written updates start; checks that there are `n` customers.
+pub async fn begin_and_load_all(
+    client: &tokio_postgres::Client,
+    select: &tokio_postgres::Statement,
+    n: usize,
+) -> Result<Vec<Customer>, BenchError> {
+    let (begin, rows) = futures_util::future::join(client.batch_execute("BEGIN"), client.query(select, &[])).await;
+    begin?;
+    let customers: Vec<Customer> = rows?
+        .iter()
+        .map(|row| Ok(Customer { id: row.try_get(0)?, name: row.try_get(1)?, description: row.try_get(2)? }))
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    check(customers.len() == n, "loaded every row")?;
+    Ok(customers)
 }
 
 /// W4 through the ORM, tracked: every row becomes an identity-mapped entity.

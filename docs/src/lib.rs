@@ -37,6 +37,10 @@
 //!    and extractor, what commits and what rolls back (errors, panics,
 //!    timeouts, clients that hang up), the order of the layers, errors as
 //!    responses, and a middleware in the request's transaction.
+//! 7. [Testing your code](testing): a database per test.
+//! 8. [Events](events): hooks on the unit of work (timestamps, an audit
+//!    log in the same transaction, validation, publishing after commit),
+//!    their order, what they may do and what they cost.
 
 #[doc = include_str!("../guide/01-getting-started.md")]
 pub mod getting_started {}
@@ -57,3 +61,6 @@ pub mod web {}
 
 #[doc = include_str!("../guide/07-testing.md")]
 pub mod testing {}
+
+#[doc = include_str!("../guide/08-events.md")]
+pub mod events {}

@@ -10,6 +10,7 @@ use tokio_postgres::config::Host;
 use crate::commit_token::CommitToken;
 use crate::connection::SessionConnection;
 use crate::error::{Error, Result};
+use crate::events::Events;
 use crate::isolation::IsolationLevel;
 use crate::n_plus_one::NPlusOne;
 use crate::replicas::{Endpoint, ReplicaConfig, Replicas};
@@ -105,6 +106,9 @@ pub struct DatabaseConfig {
     /// Default: one second; see
     /// [`with_slow_statement_threshold`](Self::with_slow_statement_threshold).
     pub slow_statement_threshold: Option<Duration>,
+    /// Hooks every session of the database runs (see [`Events`]), before
+    /// those registered on one session. Default: none, which costs nothing.
+    pub events: Events,
 }
 
 impl DatabaseConfig {
@@ -131,6 +135,7 @@ impl DatabaseConfig {
             max_replica_lag: Duration::from_secs(5),
             replica_check_interval: Duration::from_secs(1),
             slow_statement_threshold: Some(Duration::from_secs(1)),
+            events: Events::new(),
         })
     }
 
@@ -203,6 +208,8 @@ pub struct Database {
     /// Where read sessions go.
     reads: Arc<Replicas>,
     telemetry: Arc<Telemetry>,
+    /// Every session's hooks.
+    events: Events,
 }
 
 /// Where the pool connects, as whom, and with which TLS: what
@@ -288,6 +295,7 @@ impl Database {
             statements: primary.statements,
             reads: Arc::new(reads),
             telemetry,
+            events: config.events,
         })
     }
 
@@ -311,7 +319,7 @@ impl Database {
             self.statements.clone(),
             self.telemetry.clone(),
         );
-        Session::new(connection, self.n_plus_one)
+        Session::new(connection, self.n_plus_one, self.events.clone())
     }
 
     /// Opens a session that only reads, on a read replica (see
@@ -376,7 +384,7 @@ impl Database {
             self.telemetry.clone(),
         )
         .reading(self.reads.clone(), token);
-        Session::new(connection, self.n_plus_one)
+        Session::new(connection, self.n_plus_one, self.events.clone())
     }
 
     /// Whether [`DatabaseConfig::replicas`] named any read replica.

@@ -402,6 +402,29 @@ pub enum Error {
     #[error("{0}")]
     BadCommitToken(String),
 
+    /// A hook ([`SessionEvents`](crate::SessionEvents) or
+    /// [`EntityEvents`](crate::EntityEvents)) returned an error: `hook`
+    /// names the method, `entity` the entity type of an entity hook, and
+    /// `source` is the hook's own error (downcast it to the application's
+    /// type). A `before_*` hook's error aborts the flush before anything is
+    /// sent and leaves the work pending, as any failed flush does.
+    #[error("the {hook} hook{} refused: {source}", of_entity(*.entity))]
+    Hook {
+        /// The hook method: `"before_flush"`, `"before_update"`, ...
+        hook: &'static str,
+        /// The entity type, for an entity hook.
+        entity: Option<&'static str>,
+        /// What the hook returned.
+        source: crate::events::HookError,
+    },
+
+    /// A hook tried to flush the session that is running it (also through
+    /// [`Session::begin_nested`](crate::Session::begin_nested)): the flush
+    /// that runs the hook writes what the hook changes. Queries inside a
+    /// hook do not autoflush.
+    #[error("a hook tried to flush its own session; the flush running the hook writes what it changes")]
+    FlushInHook,
+
     /// The pool could not be built or a connection could not be made.
     #[error("connection pool: {0}")]
     Pool(String),
@@ -420,6 +443,11 @@ pub enum Error {
 
 fn opt(value: Option<&str>) -> &str {
     value.unwrap_or("?")
+}
+
+/// ` of entity E`, for an entity hook.
+fn of_entity(entity: Option<&str>) -> String {
+    entity.map(|entity| format!(" of {entity}")).unwrap_or_default()
 }
 
 /// ` in column c of table t`, for what the server named.
@@ -555,6 +583,8 @@ impl Error {
             Error::SavepointNotOpen => ErrorKind::SavepointNotOpen,
             Error::UnflushedChanges { .. } => ErrorKind::UnflushedChanges,
             Error::ReadOnlySession => ErrorKind::ReadOnlySession,
+            Error::Hook { .. } => ErrorKind::Hook,
+            Error::FlushInHook => ErrorKind::FlushInHook,
             Error::BadCommitToken(_) => ErrorKind::BadCommitToken,
             Error::Pool(_) => ErrorKind::Pool,
             Error::Config(_) => ErrorKind::Config,
@@ -741,6 +771,10 @@ pub enum ErrorKind {
     UnflushedChanges,
     /// [`Error::ReadOnlySession`].
     ReadOnlySession,
+    /// [`Error::Hook`].
+    Hook,
+    /// [`Error::FlushInHook`].
+    FlushInHook,
     /// [`Error::BadCommitToken`].
     BadCommitToken,
     /// [`Error::Pool`].
@@ -787,6 +821,8 @@ impl ErrorKind {
             ErrorKind::SavepointNotOpen => "savepoint_not_open",
             ErrorKind::UnflushedChanges => "unflushed_changes",
             ErrorKind::ReadOnlySession => "read_only_session",
+            ErrorKind::Hook => "hook",
+            ErrorKind::FlushInHook => "flush_in_hook",
             ErrorKind::BadCommitToken => "bad_commit_token",
             ErrorKind::Pool => "pool",
             ErrorKind::Config => "config",
@@ -839,6 +875,8 @@ mod tests {
             ErrorKind::SavepointNotOpen,
             ErrorKind::UnflushedChanges,
             ErrorKind::ReadOnlySession,
+            ErrorKind::Hook,
+            ErrorKind::FlushInHook,
             ErrorKind::BadCommitToken,
             ErrorKind::Pool,
             ErrorKind::Config,

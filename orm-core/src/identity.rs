@@ -235,6 +235,23 @@ impl<T: Entity> Registry<T> {
         written
     }
 
+    /// For a written entity the flush may update: the key it is tracked
+    /// under and the columns changed since its snapshot. `None` for one
+    /// that is not written, is a pending insert or deletion, or is no
+    /// longer tracked: those are not updated.
+    pub(crate) fn update_candidate(&self, tracked: &Tracked<T>) -> Result<Option<(T::Key, ColumnSet)>> {
+        let (original_key, changed) = {
+            let state = tracked.lock_read()?;
+            let Some(snapshot) = &state.snapshot else { return Ok(None) };
+            (snapshot.key(), state.current.changed_columns(snapshot))
+        };
+        let persistent = self.identity.get(&original_key).is_some_and(|t| Tracked::ptr_eq(t, tracked));
+        if !persistent || self.pending_deletes.contains_key(&original_key) {
+            return Ok(None);
+        }
+        Ok(Some((original_key, changed)))
+    }
+
     /// Forgets a pending insert and its links to pending parents; returns
     /// whether `handle` was one.
     pub(crate) fn forget_pending(&mut self, handle: &Tracked<T>) -> bool {
@@ -629,6 +646,11 @@ pub(crate) struct Registries {
 }
 
 impl Registries {
+    /// Whether a flush may have anything to do in any registry.
+    pub(crate) fn has_pending_work(&self) -> bool {
+        self.all.iter().any(|registry| registry.has_pending_work())
+    }
+
     /// The registry of `T`, created on first use.
     pub(crate) fn of<T: Entity>(&mut self) -> &mut Registry<T> {
         let index = self.index_of::<T>().unwrap_or_else(|| {

@@ -74,6 +74,8 @@ mod derive_support;
 mod eager;
 mod entity;
 mod error;
+mod event_dispatch;
+mod events;
 mod expr;
 mod flush;
 mod identity;
@@ -116,6 +118,7 @@ pub use ddl::create_table_sql;
 pub use eager::{Eager, EagerQuery};
 pub use entity::{ColumnMeta, ColumnSet, Entity, EntityMeta};
 pub use error::{Error, ErrorKind, Result};
+pub use events::{ChangedColumns, EntityEvents, Events, HookError, HookResult, SessionEvents};
 pub use expr::{Expr, IntoExpr, Numeric, Ordered};
 pub use interval::Interval;
 pub use isolation::IsolationLevel;
@@ -244,6 +247,10 @@ pub use transaction::{AsOrmError, RetryPolicy, UnitOfWork};
 pub use types::{ColumnType, Json, Param};
 pub use upsert::{ConflictTarget, OnConflict, UpdateColumns, Upsert};
 
+/// The attribute to put on an `impl` of [`SessionEvents`] or
+/// [`EntityEvents`], whose methods are `async`: re-exported, so that an
+/// application needs no dependency of its own on `async-trait`.
+pub use async_trait::async_trait;
 /// The driver, re-exported for raw statements and parameter types.
 pub use tokio_postgres;
 

@@ -12,6 +12,8 @@ use crate::commit_token::CommitToken;
 use crate::connection::{Access, Check, SessionConnection};
 use crate::entity::Entity;
 use crate::error::{Error, Result};
+use crate::event_dispatch::{after_rollback_hooks, after_rollback_logged};
+use crate::events::Events;
 use crate::flush::{self, FlushEnd, PlanScope};
 use crate::identity::{Doomed, Registries};
 use crate::n_plus_one::{LoadCounter, NPlusOne};
@@ -50,9 +52,9 @@ use crate::types::param_refs;
 /// The examples on the methods map `Customer { id: i64, name: String }`
 /// (`id` generated) to a table holding Alice, Bob and Carol, ids 1 to 3.
 pub struct Session {
-    connection: SessionConnection,
+    pub(crate) connection: SessionConnection,
     pub(crate) registries: Registries,
-    stats: SessionStats,
+    pub(crate) stats: SessionStats,
     autoflush: bool,
     /// How often each load statement ran, for the N+1 guard.
     loads: LoadCounter,
@@ -60,6 +62,11 @@ pub struct Session {
     finished: bool,
     /// The serial numbers of the open savepoints, outermost first.
     open_savepoints: Vec<u64>,
+    /// The database's hooks, then the session's own.
+    pub(crate) events: Events,
+    /// Set while the hooks run (created by the first run): the session
+    /// then neither autoflushes nor flushes.
+    pub(crate) hooks_running: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -95,7 +102,7 @@ pub struct Savepoint {
 static SAVEPOINTS: AtomicU64 = AtomicU64::new(0);
 
 impl Session {
-    pub(crate) fn new(connection: SessionConnection, n_plus_one: NPlusOne) -> Self {
+    pub(crate) fn new(connection: SessionConnection, n_plus_one: NPlusOne, events: Events) -> Self {
         Session {
             connection,
             registries: Registries::default(),
@@ -104,6 +111,8 @@ impl Session {
             loads: LoadCounter::new(n_plus_one),
             finished: false,
             open_savepoints: Vec::new(),
+            events,
+            hooks_running: None,
             _not_sync: PhantomData,
         }
     }
@@ -160,8 +169,16 @@ impl Session {
         self.loads.set(setting);
     }
 
+    /// The hooks of this session, to register more that run for it alone,
+    /// after those of [`DatabaseConfig::events`](crate::DatabaseConfig::events):
+    /// a request's outbox, say, that collects what the request did and
+    /// publishes it after commit. See [`Events`].
+    pub fn events_mut(&mut self) -> &mut Events {
+        &mut self.events
+    }
+
     async fn autoflush(&mut self) -> Result<()> {
-        if self.autoflush {
+        if self.autoflush && !self.in_hooks() {
             self.flush().await?;
         }
         Ok(())
@@ -638,6 +655,11 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn flush(&mut self) -> Result<()> {
+        if !self.events.is_empty() {
+            // Boxed, so that the future of every flush (and of every query,
+            // which may autoflush) stays as small as without hooks.
+            return Box::pin(self.flush_with_events()).await;
+        }
         flush::flush(&mut self.registries, &mut self.connection, &mut self.stats, FlushEnd::KeepOpen).await
     }
 
@@ -717,9 +739,16 @@ impl Session {
         self.finished = true;
         if self.connection.failed() {
             let _ = self.connection.finish("ROLLBACK", &mut self.stats).await;
+            if !self.events.is_empty() {
+                after_rollback_logged(&self.events).await;
+            }
             return Err(Error::TransactionFailed);
         }
-        flush::flush(&mut self.registries, &mut self.connection, &mut self.stats, FlushEnd::Commit).await?;
+        if self.events.is_empty() {
+            flush::flush(&mut self.registries, &mut self.connection, &mut self.stats, FlushEnd::Commit).await?;
+        } else {
+            Box::pin(self.commit_with_events()).await?;
+        }
         Ok(self.stats)
     }
 
@@ -745,7 +774,13 @@ impl Session {
     /// ```
     pub async fn rollback(mut self) -> Result<()> {
         self.finished = true;
-        self.connection.finish("ROLLBACK", &mut self.stats).await
+        let rolled_back = self.connection.finish("ROLLBACK", &mut self.stats).await;
+        if self.events.is_empty() {
+            return rolled_back;
+        }
+        // Whether or not ROLLBACK was answered, nothing was committed.
+        let hooks = after_rollback_hooks(&self.events).await;
+        rolled_back.and(hooks)
     }
 
     /// Flushes, then opens a savepoint: a part of the unit of work that can

@@ -18,8 +18,8 @@ use std::collections::{HashMap, HashSet};
 
 use tracing::Instrument;
 
-pub(crate) use plan::{plan_table, PlanScope, TablePlan};
-use plan::{Unbound, BIND_CHUNK};
+use plan::Unbound;
+pub(crate) use plan::{plan_table, PlanScope, TablePlan, BIND_CHUNK};
 
 use crate::connection::{Outcome, SessionConnection, Statement};
 use crate::error::{Error, Result};
@@ -91,7 +91,7 @@ async fn run(
     stats: &mut SessionStats,
     end: FlushEnd,
 ) -> Result<()> {
-    if !registries.all.iter().any(|registry| registry.has_pending_work()) {
+    if !registries.has_pending_work() {
         // The common case of a read-only unit of work, and of the autoflush
         // before each query: nothing to order, plan or send.
         return finish_empty(connection, stats, end).await;

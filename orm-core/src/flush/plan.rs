@@ -362,17 +362,7 @@ fn group_updates<T: Entity>(
     let version_bit = meta.version_column().map_or(0, |v| 1 << v);
     let mut groups: BTreeMap<ColumnSet, Vec<Tracked<T>>> = BTreeMap::new();
     for tracked in registry.written() {
-        let (original_key, changed) = {
-            let state = tracked.lock_read()?;
-            let Some(snapshot) = &state.snapshot else { continue };
-            (snapshot.key(), state.current.changed_columns(snapshot))
-        };
-        // Written entities that are pending inserts, pending deletes or no
-        // longer tracked are not updated.
-        let persistent = registry.identity.get(&original_key).is_some_and(|t| Tracked::ptr_eq(t, &tracked));
-        if !persistent || registry.pending_deletes.contains_key(&original_key) {
-            continue;
-        }
+        let Some((original_key, changed)) = registry.update_candidate(&tracked)? else { continue };
         if changed & meta.key_set() != 0 {
             return Err(Error::PrimaryKeyChanged { entity: meta.name, key: format!("{original_key:?}") });
         }
