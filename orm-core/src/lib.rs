@@ -104,6 +104,7 @@ mod tracked;
 mod transaction;
 mod types;
 mod upsert;
+mod watched;
 
 pub use array::ArrayElement;
 pub use bulk::Assignment;
