@@ -84,7 +84,13 @@ struct Bucket<T: Entity> {
 
 impl<T: Entity> Default for Bucket<T> {
     fn default() -> Self {
-        Bucket { children: Vec::new(), clean_at: None }
+        Bucket::with_capacity(0)
+    }
+}
+
+impl<T: Entity> Bucket<T> {
+    fn with_capacity(capacity: usize) -> Self {
+        Bucket { children: Vec::with_capacity(capacity), clean_at: None }
     }
 }
 
@@ -123,6 +129,9 @@ pub(crate) struct ChildrenIndex<T: Entity> {
     /// before it ends, so their entries are made (in one go) only when
     /// something reads `placed`.
     unplaced: Vec<((usize, usize), Slot)>,
+    /// The room a new bucket is made with: the average number of children
+    /// per parent of the last load of children, 0 before any.
+    bucket_capacity: usize,
     /// Children linked to a pending parent (`set_parent`), by foreign-key
     /// column and the parent handle's address: the link wins over the
     /// foreign key until the flush fills it in.
@@ -136,6 +145,7 @@ impl<T: Entity> ChildrenIndex<T> {
             by_key: FastMap::default(),
             placed: FastMap::default(),
             unplaced: Vec::new(),
+            bucket_capacity: 0,
             by_link: FastMap::default(),
         }
     }
@@ -205,7 +215,8 @@ impl<T: Entity> ChildrenIndex<T> {
         let Ok(state) = tracked.lock_read() else { return false };
         for column in Self::reference_columns() {
             if let Some(hash) = state.current.reference_hash(column) {
-                let bucket = self.by_key.entry((column, hash)).or_default();
+                let capacity = self.bucket_capacity;
+                let bucket = self.by_key.entry((column, hash)).or_insert_with(|| Bucket::with_capacity(capacity));
                 let slot = Slot { hash, at: bucket.children.len() };
                 bucket.children.push(tracked.clone());
                 if bucket.children.len() > 1 && bucket.clean_at != Some(generation) {
@@ -217,6 +228,12 @@ impl<T: Entity> ChildrenIndex<T> {
             }
         }
         true
+    }
+
+    /// Makes the buckets created from now on with room for `children`
+    /// each: a load of children knows how many it found per parent.
+    pub(crate) fn expect_per_parent(&mut self, children: usize) {
+        self.bucket_capacity = children;
     }
 
     /// Enters the fresh rows' filings in `placed`, before anything reads it.
