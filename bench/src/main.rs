@@ -217,34 +217,7 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
             .await?;
             vec![row("bulk update", "SELECT + UNNEST UPDATE", orm, raw)]
         }
-        "W4" => {
-            w::seed(db, n).await?;
-            let sum = w::expected_checksum(db).await?;
-            let (tracked, raw) =
-                compare(runs, |_| timed(w::orm_select_tracked(db, n, sum)), |_| timed(w::raw_select(db, n, sum)))
-                    .await?;
-            let (untracked, raw_again) =
-                compare(runs, |_| timed(w::orm_select_untracked(db, n, sum)), |_| timed(w::raw_select(db, n, sum)))
-                    .await?;
-            let (stream, raw_stream) =
-                compare(runs, |_| timed(w::orm_select_stream(db, n, sum)), |_| timed(w::raw_select_stream(db, n, sum)))
-                    .await?;
-            let (chunks, raw_stream_again) =
-                compare(runs, |_| timed(w::orm_select_chunks(db, n, sum)), |_| timed(w::raw_select_stream(db, n, sum)))
-                    .await?;
-            let raw_peak = memory::probe_in_child("raw", n, url);
-            let raw_stream_peak = memory::probe_in_child("raw-stream", n, url);
-            vec![
-                row("large select, tracked", "query_raw into structs", tracked, raw)
-                    .with_peak(memory::probe_in_child("tracked", n, url), raw_peak),
-                row("large select, untracked", "query_raw into structs", untracked, raw_again)
-                    .with_peak(memory::probe_in_child("untracked", n, url), raw_peak),
-                row("large select, stream()", "query_raw, decode, drop", stream, raw_stream)
-                    .with_peak(memory::probe_in_child("stream", n, url), raw_stream_peak),
-                row("large select, chunks", "query_raw, decode, drop", chunks, raw_stream_again)
-                    .with_peak(memory::probe_in_child("chunks", n, url), raw_stream_peak),
-            ]
-        }
+        "W4" => return run_large_select(db, n, runs, url).await,
         "W5" => {
             w::seed(db, n).await?;
             let keys = w::random_keys(n, n);
@@ -253,34 +226,7 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
                     .await?;
             vec![row("short selects", "prepared statement, same pool", orm, raw)]
         }
-        "W6" => {
-            // The mixed row: a tenth of N gets over a hundredth of N keys
-            // (10,000 over 1,000 at the default N).
-            let gets = w::random_keys((n / 10).max(1), (n / 100).max(1));
-            let mut keys = gets.clone();
-            keys.sort_unstable();
-            keys.dedup();
-            w::seed(db, keys.len()).await?;
-            let (orm, _) =
-                compare(runs, |_| timed(w::orm_identity_hits(db, n)), |_| async { Ok(Run::default()) }).await?;
-            let cache = w::raw_identity_cache(db, &keys).await?;
-            let (mixed, raw_mixed) = compare(
-                runs,
-                |_| async {
-                    let session = w::orm_identity_session(db, &keys).await?;
-                    let (run, session) = timed_keeping(w::orm_identity_mixed(session, &gets)).await?;
-                    drop(session);
-                    Ok(run)
-                },
-                |_| timed(w::raw_identity_mixed(&cache, &gets)),
-            )
-            .await?;
-            let distinct = format!("identity-map hits, {} keys", keys.len());
-            vec![
-                row("identity-map hits, 1 key", "(none: no SQL to compare)", orm, Run::default()),
-                Row::new(workload, &distinct, "HashMap<i32, Arc<struct>> lookups", gets.len(), mixed, raw_mixed),
-            ]
-        }
+        "W6" => return run_identity_workload(db, n, runs).await,
         "W7" => {
             let (orm, raw) = compare_nested(db, n, runs).await?;
             vec![row("users/posts/comments", "3 x = ANY($1), HashMap grouping", orm, raw)]
@@ -289,6 +235,70 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
         "W10" => return run_array_workload(db, n, runs).await,
         other => return Err(format!("unknown workload {other}; expected W1..W10").into()),
     })
+}
+
+/// W4, a large select: tracked, untracked, streamed and in tracked chunks,
+/// each against the hand-written load in the same alternation, with the
+/// peak memory of each measured in a child process.
+async fn run_large_select(db: &Database, n: usize, runs: usize, url: &str) -> Result<Vec<Row>, BenchError> {
+    use workloads as w;
+    let row = |name: &str, raw_name: &str, orm: Run, raw: Run| Row::new("W4", name, raw_name, n, orm, raw);
+    w::seed(db, n).await?;
+    let sum = w::expected_checksum(db).await?;
+    let (tracked, raw) =
+        compare(runs, |_| timed(w::orm_select_tracked(db, n, sum)), |_| timed(w::raw_select(db, n, sum))).await?;
+    let (untracked, raw_again) =
+        compare(runs, |_| timed(w::orm_select_untracked(db, n, sum)), |_| timed(w::raw_select(db, n, sum))).await?;
+    let (stream, raw_stream) =
+        compare(runs, |_| timed(w::orm_select_stream(db, n, sum)), |_| timed(w::raw_select_stream(db, n, sum))).await?;
+    let (chunks, raw_stream_again) =
+        compare(runs, |_| timed(w::orm_select_chunks(db, n, sum)), |_| timed(w::raw_select_stream(db, n, sum))).await?;
+    let raw_peak = memory::probe_in_child("raw", n, url);
+    let raw_stream_peak = memory::probe_in_child("raw-stream", n, url);
+    Ok(vec![
+        row("large select, tracked", "query_raw into structs", tracked, raw)
+            .with_peak(memory::probe_in_child("tracked", n, url), raw_peak),
+        row("large select, untracked", "query_raw into structs", untracked, raw_again)
+            .with_peak(memory::probe_in_child("untracked", n, url), raw_peak),
+        row("large select, stream()", "query_raw, decode, drop", stream, raw_stream)
+            .with_peak(memory::probe_in_child("stream", n, url), raw_stream_peak),
+        row("large select, chunks", "query_raw, decode, drop", chunks, raw_stream_again)
+            .with_peak(memory::probe_in_child("chunks", n, url), raw_stream_peak),
+    ])
+}
+
+/// W6, identity-map hits: N gets of one key, and a tenth of N gets over a
+/// hundredth of N keys against a `HashMap` of the same rows.
+async fn run_identity_workload(db: &Database, n: usize, runs: usize) -> Result<Vec<Row>, BenchError> {
+    use workloads as w;
+    let workload = "W6";
+    let row = |name: &str, raw_name: &str, orm: Run, raw: Run| Row::new(workload, name, raw_name, n, orm, raw);
+    // The mixed row: a tenth of N gets over a hundredth of N keys
+    // (10,000 over 1,000 at the default N).
+    let rows = (n / 100).max(1);
+    let gets = w::random_keys((n / 10).max(1), rows);
+    let mut keys = gets.clone();
+    keys.sort_unstable();
+    keys.dedup();
+    w::seed(db, rows).await?;
+    let (orm, _) = compare(runs, |_| timed(w::orm_identity_hits(db, n)), |_| async { Ok(Run::default()) }).await?;
+    let cache = w::raw_identity_cache(db, &keys).await?;
+    let (mixed, raw_mixed) = compare(
+        runs,
+        |_| async {
+            let session = w::orm_identity_session(db, &keys).await?;
+            let (run, session) = timed_keeping(w::orm_identity_mixed(session, &gets)).await?;
+            drop(session);
+            Ok(run)
+        },
+        |_| timed(w::raw_identity_mixed(&cache, &gets)),
+    )
+    .await?;
+    let distinct = format!("identity-map hits, {} keys", keys.len());
+    Ok(vec![
+        row("identity-map hits, 1 key", "(none: no SQL to compare)", orm, Run::default()),
+        Row::new(workload, &distinct, "HashMap<i32, Arc<struct>> lookups", gets.len(), mixed, raw_mixed),
+    ])
 }
 
 /// W8 and W9, the workloads of the query builder beyond entity loads.
