@@ -19,8 +19,8 @@ pub struct Customer {
 pub const SCHEMA: &str =
     "CREATE TABLE customer (id serial PRIMARY KEY, name varchar(255) NOT NULL, description varchar(255))";
 
-/// Row `i` of a workload's input; both sides build their input with it (W1
-/// before the clock starts, W2 per request inside it).
+/// Row `i` of a workload's input; both sides build their input with it
+/// (W1 and W2) before the clock starts.
 pub fn new_customer(i: usize) -> Customer {
     Customer { id: 0, name: format!("customer {i}"), description: Some(format!("description of customer {i}")) }
 }

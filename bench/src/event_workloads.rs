@@ -6,7 +6,7 @@ use orm_core::{async_trait, ChangedColumns, Database, EntityEvents, HookResult, 
 
 use crate::customer::Customer;
 use crate::measure::Traffic;
-use crate::workloads::{begin_and_load_all, check, renamed, BenchError, SELECT_ALL};
+use crate::workloads::{begin_and_load_all, check, take_name, BenchError, SELECT_ALL};
 
 type Outcome = Result<Traffic, BenchError>;
 
@@ -33,7 +33,7 @@ impl EntityEvents<Customer> for Stamp {
 
 /// W11 by hand: load every row, change the names and stamp them, one
 /// UNNEST update of both columns, in one transaction.
-pub async fn raw_stamped_update(db: &Database, n: usize, round: usize) -> Outcome {
+pub async fn raw_stamped_update(db: &Database, n: usize, mut names: Vec<String>) -> Outcome {
     let client = db.pool().get().await?;
     let select = client.prepare_cached(SELECT_ALL).await?;
     let update = client
@@ -44,7 +44,7 @@ pub async fn raw_stamped_update(db: &Database, n: usize, round: usize) -> Outcom
         .await?;
     let mut customers = begin_and_load_all(&client, &select, n).await?;
     for customer in &mut customers {
-        customer.name = renamed(customer.id, round);
+        customer.name = take_name(&mut names, customer.id)?;
         customer.description = Some(stamp(&customer.name));
     }
     let ids: Vec<i32> = customers.iter().map(|c| c.id).collect();

@@ -53,10 +53,27 @@ struct Options {
     /// A quick check that every workload works: small counts, one run.
     #[arg(long)]
     smoke: bool,
+    /// Which sides to run: `both` (the default), or `orm`, `raw` or `none`
+    /// alone, for a profiler: the instructions of one side are its run's
+    /// count minus that of `none` (the setup alone).
+    #[arg(long, default_value = "both")]
+    side: Side,
     /// Internal: load W4 once in this process and print its peak memory growth.
     #[arg(long, hide = true)]
     memory_probe: Option<String>,
 }
+
+/// The sides of a comparison that a run measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Side {
+    Both,
+    Orm,
+    Raw,
+    None,
+}
+
+/// The `--side` of this run, set once at start.
+static SIDE: std::sync::OnceLock<Side> = std::sync::OnceLock::new();
 
 /// The default N of each workload, from DESIGN.md.
 fn default_n(workload: &str) -> usize {
@@ -75,6 +92,7 @@ async fn main() -> Result<(), BenchError> {
     if let Some(variant) = options.memory_probe.take() {
         return memory_probe(&variant, options.n.unwrap_or(default_n("W4"))).await;
     }
+    SIDE.get_or_init(|| options.side);
     if options.smoke {
         options.scale = options.scale.min(0.01);
         options.runs = 1;
@@ -112,15 +130,25 @@ where
     OF: std::future::Future<Output = Result<Run, BenchError>>,
     RF: std::future::Future<Output = Result<Run, BenchError>>,
 {
+    let side = SIDE.get().copied().unwrap_or(Side::Both);
+    let (run_orm, run_raw) = (matches!(side, Side::Both | Side::Orm), matches!(side, Side::Both | Side::Raw));
     let mut orm_runs = Vec::new();
     let mut raw_runs = Vec::new();
     for round in 0..runs {
         if round % 2 == 0 {
-            orm_runs.push(orm(round).await?);
-            raw_runs.push(raw(round).await?);
+            if run_orm {
+                orm_runs.push(orm(round).await?);
+            }
+            if run_raw {
+                raw_runs.push(raw(round).await?);
+            }
         } else {
-            raw_runs.push(raw(round).await?);
-            orm_runs.push(orm(round).await?);
+            if run_raw {
+                raw_runs.push(raw(round).await?);
+            }
+            if run_orm {
+                orm_runs.push(orm(round).await?);
+            }
         }
     }
     Ok((median(&orm_runs), median(&raw_runs)))
@@ -166,43 +194,31 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
         }
         "W2" => {
             w::reset(db).await?;
-            let (orm, raw) =
-                compare(runs, |_| timed(w::orm_single_inserts(db, n)), |_| timed(w::raw_single_inserts(db, n))).await?;
+            let (orm, raw) = compare(
+                runs,
+                |_| timed(w::orm_single_inserts(db, w::new_customers(n))),
+                |_| timed(w::raw_single_inserts(db, w::new_customers(n))),
+            )
+            .await?;
             vec![row("single inserts", "BEGIN+INSERT+COMMIT pipelined", orm, raw)]
         }
         "W3" => {
             w::seed(db, n).await?;
             let (orm, raw) = compare(
                 runs,
-                |round| timed(w::orm_bulk_update(db, n, 2 * round)),
-                |round| timed(w::raw_bulk_update(db, n, 2 * round + 1)),
+                |round| {
+                    let names = w::new_names(n, 2 * round);
+                    timed(w::orm_bulk_update(db, n, names))
+                },
+                |round| {
+                    let names = w::new_names(n, 2 * round + 1);
+                    timed(w::raw_bulk_update(db, n, names))
+                },
             )
             .await?;
             vec![row("bulk update", "SELECT + UNNEST UPDATE", orm, raw)]
         }
-        "W4" => {
-            w::seed(db, n).await?;
-            let (tracked, raw) =
-                compare(runs, |_| timed(w::orm_select_tracked(db, n)), |_| timed(w::raw_select(db, n))).await?;
-            let (untracked, raw_again) =
-                compare(runs, |_| timed(w::orm_select_untracked(db, n)), |_| timed(w::raw_select(db, n))).await?;
-            let (stream, raw_stream) =
-                compare(runs, |_| timed(w::orm_select_stream(db, n)), |_| timed(w::raw_select_stream(db, n))).await?;
-            let (chunks, raw_stream_again) =
-                compare(runs, |_| timed(w::orm_select_chunks(db, n)), |_| timed(w::raw_select_stream(db, n))).await?;
-            let raw_peak = memory::probe_in_child("raw", n, url);
-            let raw_stream_peak = memory::probe_in_child("raw-stream", n, url);
-            vec![
-                row("large select, tracked", "query_raw into structs", tracked, raw)
-                    .with_peak(memory::probe_in_child("tracked", n, url), raw_peak),
-                row("large select, untracked", "query_raw into structs", untracked, raw_again)
-                    .with_peak(memory::probe_in_child("untracked", n, url), raw_peak),
-                row("large select, stream()", "query_raw, decode, drop", stream, raw_stream)
-                    .with_peak(memory::probe_in_child("stream", n, url), raw_stream_peak),
-                row("large select, chunks", "query_raw, decode, drop", chunks, raw_stream_again)
-                    .with_peak(memory::probe_in_child("chunks", n, url), raw_stream_peak),
-            ]
-        }
+        "W4" => return run_large_select(db, n, runs, url).await,
         "W5" => {
             w::seed(db, n).await?;
             let keys = w::random_keys(n, n);
@@ -211,12 +227,7 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
                     .await?;
             vec![row("short selects", "prepared statement, same pool", orm, raw)]
         }
-        "W6" => {
-            w::seed(db, 1).await?;
-            let (orm, _) =
-                compare(runs, |_| timed(w::orm_identity_hits(db, n)), |_| async { Ok(Run::default()) }).await?;
-            vec![row("identity-map hits", "(none: no SQL to compare)", orm, Run::default())]
-        }
+        "W6" => return run_identity_workload(db, n, runs).await,
         "W7" => {
             let (orm, raw) = compare_nested(db, n, runs).await?;
             vec![row("users/posts/comments", "3 x = ANY($1), HashMap grouping", orm, raw)]
@@ -251,11 +262,75 @@ async fn run_event_workload(db: &Database, n: usize, runs: usize, url: &str) -> 
     workloads::seed(db, n).await?;
     let (orm, raw) = compare(
         runs,
-        |round| timed(workloads::orm_bulk_update(&hooked, n, 2 * round)),
-        |round| timed(event_workloads::raw_stamped_update(db, n, 2 * round + 1)),
+        |round| timed(workloads::orm_bulk_update(&hooked, n, workloads::new_names(n, 2 * round))),
+        |round| timed(event_workloads::raw_stamped_update(db, n, workloads::new_names(n, 2 * round + 1))),
     )
     .await?;
     Ok(vec![Row::new("W11", "bulk update, stamped by a hook", "SELECT + UNNEST UPDATE of 2 columns", n, orm, raw)])
+}
+
+/// W4, a large select: tracked, untracked, streamed and in tracked chunks,
+/// each against the hand-written load in the same alternation, with the
+/// peak memory of each measured in a child process.
+async fn run_large_select(db: &Database, n: usize, runs: usize, url: &str) -> Result<Vec<Row>, BenchError> {
+    use workloads as w;
+    let row = |name: &str, raw_name: &str, orm: Run, raw: Run| Row::new("W4", name, raw_name, n, orm, raw);
+    w::seed(db, n).await?;
+    let sum = w::expected_checksum(db).await?;
+    let (tracked, raw) =
+        compare(runs, |_| timed(w::orm_select_tracked(db, n, sum)), |_| timed(w::raw_select(db, n, sum))).await?;
+    let (untracked, raw_again) =
+        compare(runs, |_| timed(w::orm_select_untracked(db, n, sum)), |_| timed(w::raw_select(db, n, sum))).await?;
+    let (stream, raw_stream) =
+        compare(runs, |_| timed(w::orm_select_stream(db, n, sum)), |_| timed(w::raw_select_stream(db, n, sum))).await?;
+    let (chunks, raw_stream_again) =
+        compare(runs, |_| timed(w::orm_select_chunks(db, n, sum)), |_| timed(w::raw_select_stream(db, n, sum))).await?;
+    let raw_peak = memory::probe_in_child("raw", n, url);
+    let raw_stream_peak = memory::probe_in_child("raw-stream", n, url);
+    Ok(vec![
+        row("large select, tracked", "query_raw into structs", tracked, raw)
+            .with_peak(memory::probe_in_child("tracked", n, url), raw_peak),
+        row("large select, untracked", "query_raw into structs", untracked, raw_again)
+            .with_peak(memory::probe_in_child("untracked", n, url), raw_peak),
+        row("large select, stream()", "query_raw, decode, drop", stream, raw_stream)
+            .with_peak(memory::probe_in_child("stream", n, url), raw_stream_peak),
+        row("large select, chunks", "query_raw, decode, drop", chunks, raw_stream_again)
+            .with_peak(memory::probe_in_child("chunks", n, url), raw_stream_peak),
+    ])
+}
+
+/// W6, identity-map hits: N gets of one key, and a tenth of N gets over a
+/// hundredth of N keys against a `HashMap` of the same rows.
+async fn run_identity_workload(db: &Database, n: usize, runs: usize) -> Result<Vec<Row>, BenchError> {
+    use workloads as w;
+    let workload = "W6";
+    let row = |name: &str, raw_name: &str, orm: Run, raw: Run| Row::new(workload, name, raw_name, n, orm, raw);
+    // The mixed row: a tenth of N gets over a hundredth of N keys
+    // (10,000 over 1,000 at the default N).
+    let rows = (n / 100).max(1);
+    let gets = w::random_keys((n / 10).max(1), rows);
+    let mut keys = gets.clone();
+    keys.sort_unstable();
+    keys.dedup();
+    w::seed(db, rows).await?;
+    let (orm, _) = compare(runs, |_| timed(w::orm_identity_hits(db, n)), |_| async { Ok(Run::default()) }).await?;
+    let cache = w::raw_identity_cache(db, &keys).await?;
+    let (mixed, raw_mixed) = compare(
+        runs,
+        |_| async {
+            let session = w::orm_identity_session(db, &keys).await?;
+            let (run, session) = timed_keeping(w::orm_identity_mixed(session, &gets)).await?;
+            drop(session);
+            Ok(run)
+        },
+        |_| timed(w::raw_identity_mixed(&cache, &gets)),
+    )
+    .await?;
+    let distinct = format!("identity-map hits, {} keys", keys.len());
+    Ok(vec![
+        row("identity-map hits, 1 key", "(none: no SQL to compare)", orm, Run::default()),
+        Row::new(workload, &distinct, "HashMap<i32, Arc<struct>> lookups", gets.len(), mixed, raw_mixed),
+    ])
 }
 
 /// W8 and W9, the workloads of the query builder beyond entity loads.
@@ -379,14 +454,15 @@ async fn memory_probe(variant: &str, n: usize) -> Result<(), BenchError> {
     let db = Database::connect(&url)?;
     // Connect first, so the pool's own memory is in the baseline.
     drop(db.pool().get().await?);
+    let sum = workloads::expected_checksum(&db).await?;
     let baseline = memory::current_rss_bytes().unwrap_or(0);
     match variant {
-        "tracked" => workloads::orm_select_tracked(&db, n).await?,
-        "untracked" => workloads::orm_select_untracked(&db, n).await?,
-        "raw" => workloads::raw_select(&db, n).await?,
-        "stream" => workloads::orm_select_stream(&db, n).await?,
-        "chunks" => workloads::orm_select_chunks(&db, n).await?,
-        "raw-stream" => workloads::raw_select_stream(&db, n).await?,
+        "tracked" => workloads::orm_select_tracked(&db, n, sum).await?,
+        "untracked" => workloads::orm_select_untracked(&db, n, sum).await?,
+        "raw" => workloads::raw_select(&db, n, sum).await?,
+        "stream" => workloads::orm_select_stream(&db, n, sum).await?,
+        "chunks" => workloads::orm_select_chunks(&db, n, sum).await?,
+        "raw-stream" => workloads::raw_select_stream(&db, n, sum).await?,
         other => return Err(format!("unknown memory probe {other}").into()),
     };
     println!("{}", memory::peak_rss_bytes().unwrap_or(0).saturating_sub(baseline));

@@ -2,9 +2,12 @@
 //! `nested.rs`), each through the ORM and through the best
 //! hand-written tokio-postgres code for the same job.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use futures_util::future::join3;
 use futures_util::{pin_mut, TryStreamExt};
-use orm_core::{Database, Tracked};
+use orm_core::{Database, Session, Tracked};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
@@ -101,12 +104,13 @@ pub async fn raw_copy_insert(db: &Database, customers: &[Customer]) -> Outcome {
     Ok(traffic)
 }
 
-/// W2 through the ORM: `n` sessions, each adding one entity and committing.
-pub async fn orm_single_inserts(db: &Database, n: usize) -> Outcome {
+/// W2 through the ORM: a session per entity of `customers` (built before
+/// the clock), each adding it and committing.
+pub async fn orm_single_inserts(db: &Database, customers: Vec<Customer>) -> Outcome {
     let mut traffic = Traffic::default();
-    for i in 0..n {
+    for customer in customers {
         let mut session = db.session();
-        let added = session.add(new_customer(i));
+        let added = session.add(customer);
         traffic.add_session(session.commit().await?);
         check(added.read().id > 0, "the key is on the object")?;
     }
@@ -114,13 +118,12 @@ pub async fn orm_single_inserts(db: &Database, n: usize) -> Outcome {
 }
 
 /// W2 by hand: BEGIN, INSERT ... RETURNING and COMMIT pipelined on a pooled connection.
-pub async fn raw_single_inserts(db: &Database, n: usize) -> Outcome {
+pub async fn raw_single_inserts(db: &Database, customers: Vec<Customer>) -> Outcome {
     let mut traffic = Traffic::default();
-    for i in 0..n {
+    for customer in customers {
         let client = db.pool().get().await?;
         let statement =
             client.prepare_cached("INSERT INTO customer (name, description) VALUES ($1, $2) RETURNING id").await?;
-        let customer = new_customer(i);
         let (begin, inserted, commit) = join3(
             client.batch_execute("BEGIN"),
             client.query_one(&statement, &[&customer.name, &customer.description]),
@@ -136,19 +139,26 @@ pub async fn raw_single_inserts(db: &Database, n: usize) -> Outcome {
     Ok(traffic)
 }
 
-/// The name W3 and W11 give row `id` in round `round`.
-pub fn renamed(id: i32, round: usize) -> String {
-    format!("customer {id} renamed in round {round}")
+/// W3's and W11's input: the new name of row `id` at index `id - 1`, built before
+/// the clock starts; each side moves them into what it loaded.
+pub fn new_names(n: usize, round: usize) -> Vec<String> {
+    (1..=n).map(|id| format!("customer {id} renamed in round {round}")).collect()
+}
+
+/// Moves row `id`'s new name out of `names`.
+pub fn take_name(names: &mut [String], id: i32) -> Result<String, BenchError> {
+    let at = usize::try_from(id)?.checked_sub(1).ok_or("a key below 1")?;
+    Ok(std::mem::take(names.get_mut(at).ok_or("a key beyond the input")?))
 }
 
 /// W3 through the ORM: load every row, change `name` on each, commit.
-pub async fn orm_bulk_update(db: &Database, n: usize, round: usize) -> Outcome {
+pub async fn orm_bulk_update(db: &Database, n: usize, mut names: Vec<String>) -> Outcome {
     let mut session = db.session();
     let all = session.query::<Customer>().all().await?;
     check(all.len() == n, "loaded every row")?;
     for customer in &all {
         let mut customer = customer.write();
-        customer.name = renamed(customer.id, round);
+        customer.name = take_name(&mut names, customer.id)?;
     }
     let mut traffic = Traffic::default();
     traffic.add_session(session.commit().await?);
@@ -156,7 +166,7 @@ pub async fn orm_bulk_update(db: &Database, n: usize, round: usize) -> Outcome {
 }
 
 /// W3 by hand: load every row, change the names, one UNNEST update, in one transaction.
-pub async fn raw_bulk_update(db: &Database, n: usize, round: usize) -> Outcome {
+pub async fn raw_bulk_update(db: &Database, n: usize, mut names: Vec<String>) -> Outcome {
     let client = db.pool().get().await?;
     let select = client.prepare_cached(SELECT_ALL).await?;
     let update = client
@@ -164,7 +174,7 @@ pub async fn raw_bulk_update(db: &Database, n: usize, round: usize) -> Outcome {
         .await?;
     let mut customers = begin_and_load_all(&client, &select, n).await?;
     for customer in &mut customers {
-        customer.name = renamed(customer.id, round);
+        customer.name = take_name(&mut names, customer.id)?;
     }
     let ids: Vec<i32> = customers.iter().map(|c| c.id).collect();
     let names: Vec<&str> = customers.iter().map(|c| c.name.as_str()).collect();
@@ -197,28 +207,54 @@ pub async fn begin_and_load_all(
     Ok(customers)
 }
 
-/// W4 through the ORM, tracked: every row becomes an identity-mapped entity.
-pub async fn orm_select_tracked(db: &Database, n: usize) -> Outcome {
+/// W4's reading of a loaded row: its key and the lengths of its strings,
+/// summed over every row by both sides, so neither skips decoding (or, for
+/// the ORM, borrowing through the handles) work whose result nobody reads.
+fn checksum(customer: &Customer) -> u64 {
+    u64::try_from(customer.id).unwrap_or(0)
+        + customer.name.len() as u64
+        + customer.description.as_ref().map_or(0, |d| d.len() as u64)
+}
+
+/// The checksum W4's loads must find, computed by the server before any
+/// clock starts.
+pub async fn expected_checksum(db: &Database) -> Result<u64, BenchError> {
+    let client = db.pool().get().await?;
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(id + octet_length(name) + coalesce(octet_length(description), 0)), 0)::int8 FROM customer",
+            &[],
+        )
+        .await?;
+    Ok(u64::try_from(row.try_get::<_, i64>(0)?)?)
+}
+
+/// W4 through the ORM, tracked: every row becomes an identity-mapped
+/// entity, read back through its handle.
+pub async fn orm_select_tracked(db: &Database, n: usize, expected: u64) -> Outcome {
     let mut session = db.session();
     let all = session.query::<Customer>().all().await?;
     check(all.len() == n, "loaded every row")?;
+    let sum: u64 = all.iter().map(|customer| checksum(&customer.read())).sum();
+    check(sum == expected, "read every row through its handle")?;
     let mut traffic = Traffic::default();
     traffic.add_session(session.commit().await?);
     Ok(traffic)
 }
 
 /// W4 through the ORM, untracked: plain values for a read-only load.
-pub async fn orm_select_untracked(db: &Database, n: usize) -> Outcome {
+pub async fn orm_select_untracked(db: &Database, n: usize, expected: u64) -> Outcome {
     let mut session = db.session();
     let all = session.query::<Customer>().untracked().all().await?;
     check(all.len() == n, "loaded every row")?;
+    check(all.iter().map(checksum).sum::<u64>() == expected, "read every row")?;
     let mut traffic = Traffic::default();
     traffic.add_session(session.commit().await?);
     Ok(traffic)
 }
 
 /// W4 by hand: one query, rows decoded into structs as they stream in.
-pub async fn raw_select(db: &Database, n: usize) -> Outcome {
+pub async fn raw_select(db: &Database, n: usize, expected: u64) -> Outcome {
     let client = db.pool().get().await?;
     let statement = client.prepare_cached("SELECT id, name, description FROM customer").await?;
     let stream = client.query_raw(&statement, std::iter::empty::<i32>()).await?;
@@ -228,6 +264,7 @@ pub async fn raw_select(db: &Database, n: usize) -> Outcome {
         all.push(Customer { id: row.try_get(0)?, name: row.try_get(1)?, description: row.try_get(2)? });
     }
     check(all.len() == n, "loaded every row")?;
+    check(all.iter().map(checksum).sum::<u64>() == expected, "read every row")?;
     let mut traffic = Traffic::default();
     traffic.add(1, 1);
     Ok(traffic)
@@ -236,25 +273,18 @@ pub async fn raw_select(db: &Database, n: usize) -> Outcome {
 /// How many entities one chunk of [`orm_select_chunks`] holds.
 pub const CHUNK: usize = 1000;
 
-/// Reads every field of a loaded customer, so neither side skips decoding
-/// work whose result nobody looks at.
-fn touch(customer: &Customer) -> usize {
-    std::hint::black_box(customer.id);
-    customer.name.len() + customer.description.as_ref().map_or(0, String::len)
-}
-
 /// W4 through the ORM as a stream: each entity is read and dropped as its
 /// row arrives, so memory does not grow with N.
-pub async fn orm_select_stream(db: &Database, n: usize) -> Outcome {
+pub async fn orm_select_stream(db: &Database, n: usize, expected: u64) -> Outcome {
     let mut session = db.session();
     let mut stream = session.query::<Customer>().stream().await?;
-    let (mut count, mut bytes) = (0, 0);
+    let (mut count, mut sum) = (0, 0);
     while let Some(customer) = stream.try_next().await? {
         count += 1;
-        bytes += touch(&customer);
+        sum += checksum(&customer);
     }
     drop(stream);
-    check(count == n && bytes > 0, "streamed every row")?;
+    check(count == n && sum == expected, "streamed every row")?;
     let mut traffic = Traffic::default();
     traffic.add_session(session.commit().await?);
     Ok(traffic)
@@ -262,16 +292,16 @@ pub async fn orm_select_stream(db: &Database, n: usize) -> Outcome {
 
 /// W4 through the ORM in tracked chunks of [`CHUNK`] (a cursor, one FETCH
 /// per chunk), as a batch job that might change what it reads would.
-pub async fn orm_select_chunks(db: &Database, n: usize) -> Outcome {
+pub async fn orm_select_chunks(db: &Database, n: usize, expected: u64) -> Outcome {
     let mut session = db.session();
     let mut chunks = session.query::<Customer>().stream_tracked(CHUNK).await?;
-    let (mut count, mut bytes) = (0, 0);
+    let (mut count, mut sum) = (0, 0);
     while let Some(chunk) = chunks.next_chunk().await? {
         count += chunk.len();
-        bytes += chunk.iter().map(|customer| touch(&customer.read())).sum::<usize>();
+        sum += chunk.iter().map(|customer| checksum(&customer.read())).sum::<u64>();
     }
     drop(chunks);
-    check(count == n && bytes > 0, "read every row in chunks")?;
+    check(count == n && sum == expected, "read every row in chunks")?;
     let mut traffic = Traffic::default();
     traffic.add_session(session.commit().await?);
     Ok(traffic)
@@ -279,18 +309,18 @@ pub async fn orm_select_chunks(db: &Database, n: usize) -> Outcome {
 
 /// W4 by hand, streamed: one query, each row decoded into a struct, read
 /// and dropped as it arrives.
-pub async fn raw_select_stream(db: &Database, n: usize) -> Outcome {
+pub async fn raw_select_stream(db: &Database, n: usize, expected: u64) -> Outcome {
     let client = db.pool().get().await?;
     let statement = client.prepare_cached("SELECT id, name, description FROM customer").await?;
     let stream = client.query_raw(&statement, std::iter::empty::<i32>()).await?;
     pin_mut!(stream);
-    let (mut count, mut bytes) = (0, 0);
+    let (mut count, mut sum) = (0, 0);
     while let Some(row) = stream.try_next().await? {
         let customer = Customer { id: row.try_get(0)?, name: row.try_get(1)?, description: row.try_get(2)? };
         count += 1;
-        bytes += touch(&customer);
+        sum += checksum(&customer);
     }
-    check(count == n && bytes > 0, "streamed every row")?;
+    check(count == n && sum == expected, "streamed every row")?;
     let mut traffic = Traffic::default();
     traffic.add(1, 1);
     Ok(traffic)
@@ -355,4 +385,55 @@ pub async fn orm_identity_hits(db: &Database, n: usize) -> Outcome {
     let mut traffic = Traffic::default();
     traffic.add_session(session.commit().await?);
     Ok(traffic)
+}
+
+/// The mixed identity-map workload's session: the rows of `keys` loaded
+/// (one statement) before the clock starts, so that what is timed is only
+/// the gets, all hits in a map of that many entries.
+pub async fn orm_identity_session(db: &Database, keys: &[i32]) -> Result<Session, BenchError> {
+    let mut session = db.session();
+    let loaded = session.get_many::<Customer>(keys).await?;
+    check(loaded.len() == keys.len(), "every key has its row")?;
+    Ok(session)
+}
+
+/// W6, mixed: gets of `gets` (keys among those the session tracks, in a
+/// pseudo-random order) in one session, each a hit in the identity map,
+/// each handle read. Hands the session back, to be dropped after the clock.
+pub async fn orm_identity_mixed(mut session: Session, gets: &[i32]) -> Kept<Session> {
+    let mut sum = 0_i64;
+    for &key in gets {
+        let found = session.get::<Customer>(key).await?.ok_or("a key without its row")?;
+        sum += i64::from(found.read().id);
+    }
+    check(sum == gets.iter().copied().map(i64::from).sum::<i64>(), "read every handle")?;
+    check(session.stats().statements == 1, "every get was a hit")?;
+    Ok((Traffic::default(), session))
+}
+
+/// The hand-written counterpart of the identity map: the same rows, loaded
+/// before the clock into a `HashMap` of shared structs.
+pub async fn raw_identity_cache(db: &Database, keys: &[i32]) -> Result<HashMap<i32, Arc<Customer>>, BenchError> {
+    let client = db.pool().get().await?;
+    let rows = client.query("SELECT id, name, description FROM customer WHERE id = ANY($1)", &[&keys]).await?;
+    let mut cache = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let customer = Customer { id: row.try_get(0)?, name: row.try_get(1)?, description: row.try_get(2)? };
+        cache.insert(customer.id, Arc::new(customer));
+    }
+    check(cache.len() == keys.len(), "every key has its row")?;
+    Ok(cache)
+}
+
+/// W6, mixed, by hand: the same gets as lookups in the `HashMap`, each
+/// result cloned out (a shared pointer, as a handle is) and read.
+#[allow(clippy::unused_async)] // A future, as every side of a comparison is.
+pub async fn raw_identity_mixed(cache: &HashMap<i32, Arc<Customer>>, gets: &[i32]) -> Outcome {
+    let mut sum = 0_i64;
+    for key in gets {
+        let found = Arc::clone(cache.get(key).ok_or("a key without its row")?);
+        sum += i64::from(found.id);
+    }
+    check(sum == gets.iter().copied().map(i64::from).sum::<i64>(), "read every struct")?;
+    Ok(Traffic::default())
 }

@@ -28,6 +28,15 @@
 //! tracked, which costs a push per child instead of a queue entry and a
 //! second pass.
 //!
+//! A lookup verifies its candidates cheaply when their bucket is *clean*:
+//! filled only by fresh rows appended to the identity map, with nothing
+//! taken out of or moved in the map, and no pending work or link changed
+//! since (the registry's generation, which every mutable use of those
+//! collections advances, is the same). Then every candidate is tracked and
+//! the bucket is in collection order, so the lookup compares foreign keys
+//! only, without finding each candidate in the identity map and sorting.
+//! Any other filing or removal makes its bucket unclean for good.
+//!
 //! Entities that leave the session are taken out at once where the session
 //! knows it (expunge, delete, savepoint rollback), and otherwise when a
 //! lookup finds them no longer tracked, so the index does not keep
@@ -63,7 +72,27 @@ pub fn key_hash<K: Hash + ?Sized>(key: &K) -> u64 {
 /// filed (taking one out moves the last into its slot). A plain vector: a
 /// child is filed once per column, so `placed` knows its slot, and filing
 /// costs a push instead of hashing its address into a map per parent.
-type Bucket<T> = Vec<Tracked<T>>;
+struct Bucket<T: Entity> {
+    children: Vec<Tracked<T>>,
+    /// The registry's generation (see `Registry::generation`) at which
+    /// every child of the bucket was known to be in the identity map, not
+    /// pending deletion, and the bucket in the map's order: while the
+    /// generation is the same, a lookup needs to compare foreign keys only.
+    /// `None` once anything but a fresh row was filed or taken out.
+    clean_at: Option<u64>,
+}
+
+impl<T: Entity> Default for Bucket<T> {
+    fn default() -> Self {
+        Bucket::with_capacity(0)
+    }
+}
+
+impl<T: Entity> Bucket<T> {
+    fn with_capacity(capacity: usize) -> Self {
+        Bucket { children: Vec::with_capacity(capacity), clean_at: None }
+    }
+}
 
 /// Children linked to one pending parent, by handle address.
 type LinkBucket<T> = IndexMap<usize, Tracked<T>, foldhash::fast::RandomState>;
@@ -95,6 +124,14 @@ pub(crate) struct ChildrenIndex<T: Entity> {
     /// its foreign key changes, and to take it out when it leaves, in
     /// constant time whatever the size of its bucket.
     placed: FastMap<(usize, usize), Slot>,
+    /// Where fresh rows were filed, not entered in `placed` yet: a load
+    /// files thousands of children that a session seldom moves or drops
+    /// before it ends, so their entries are made (in one go) only when
+    /// something reads `placed`.
+    unplaced: Vec<((usize, usize), Slot)>,
+    /// The room a new bucket is made with: the average number of children
+    /// per parent of the last load of children, 0 before any.
+    bucket_capacity: usize,
     /// Children linked to a pending parent (`set_parent`), by foreign-key
     /// column and the parent handle's address: the link wins over the
     /// foreign key until the flush fills it in.
@@ -107,6 +144,8 @@ impl<T: Entity> ChildrenIndex<T> {
             built: false,
             by_key: FastMap::default(),
             placed: FastMap::default(),
+            unplaced: Vec::new(),
+            bucket_capacity: 0,
             by_link: FastMap::default(),
         }
     }
@@ -166,24 +205,62 @@ impl<T: Entity> ChildrenIndex<T> {
     /// again: an eager load fills the index as it tracks the rows. Returns
     /// false if the index is not built, or the entity could not be read
     /// (then queue it).
-    pub(crate) fn file_new(&mut self, tracked: &Tracked<T>) -> bool {
+    ///
+    /// The row was just appended to the identity map at `generation`: a
+    /// bucket clean at that generation stays clean, and a new one is.
+    pub(crate) fn file_new(&mut self, tracked: &Tracked<T>, generation: u64) -> bool {
         if !self.built {
             return false;
         }
         let Ok(state) = tracked.lock_read() else { return false };
-        self.place_first(tracked, &state.current);
+        for column in Self::reference_columns() {
+            if let Some(hash) = state.current.reference_hash(column) {
+                let capacity = self.bucket_capacity;
+                let bucket = self.by_key.entry((column, hash)).or_insert_with(|| Bucket::with_capacity(capacity));
+                let slot = Slot { hash, at: bucket.children.len() };
+                bucket.children.push(tracked.clone());
+                if bucket.children.len() > 1 && bucket.clean_at != Some(generation) {
+                    bucket.clean_at = None;
+                } else {
+                    bucket.clean_at = Some(generation);
+                }
+                self.unplaced.push(((tracked.address(), column), slot));
+            }
+        }
         true
+    }
+
+    /// Makes the buckets created from now on with room for `children`
+    /// each: a load of children knows how many it found per parent.
+    pub(crate) fn expect_per_parent(&mut self, children: usize) {
+        self.bucket_capacity = children;
+    }
+
+    /// Enters the fresh rows' filings in `placed`, before anything reads it.
+    fn settle(&mut self) {
+        if !self.unplaced.is_empty() {
+            self.placed.extend(self.unplaced.drain(..));
+        }
+    }
+
+    /// The candidates through `column` of the parent whose key hashes to
+    /// `key_hash`, if their bucket is clean at `generation` (see
+    /// [`Bucket::clean_at`]) and no child is linked to a pending parent.
+    pub(crate) fn clean_bucket(&self, column: usize, key_hash: Option<u64>, generation: u64) -> Option<&[Tracked<T>]> {
+        let bucket = self.by_key.get(&(column, key_hash?))?;
+        (bucket.clean_at == Some(generation) && self.by_link.is_empty()).then_some(bucket.children.as_slice())
     }
 
     /// Makes room for `additional` entities about to be filed.
     pub(crate) fn reserve(&mut self, additional: usize) {
         if self.built {
-            self.placed.reserve(additional * Self::reference_columns().count());
+            self.unplaced.reserve(additional * Self::reference_columns().count());
         }
     }
 
     /// Files `tracked` under the parent keys `entity` (its values) holds.
     fn place(&mut self, tracked: &Tracked<T>, entity: &T) {
+        self.settle();
         let address = tracked.address();
         for column in Self::reference_columns() {
             let now = entity.reference_hash(column);
@@ -211,10 +288,12 @@ impl<T: Entity> ChildrenIndex<T> {
         }
     }
 
+    /// Files `tracked` last in its bucket, which is no longer known clean.
     fn file(&mut self, column: usize, hash: u64, tracked: &Tracked<T>) {
         let bucket = self.by_key.entry((column, hash)).or_default();
-        self.placed.insert((tracked.address(), column), Slot { hash, at: bucket.len() });
-        bucket.push(tracked.clone());
+        self.placed.insert((tracked.address(), column), Slot { hash, at: bucket.children.len() });
+        bucket.children.push(tracked.clone());
+        bucket.clean_at = None;
     }
 
     /// Takes the entity at `address` out of the bucket `slot` names (its
@@ -222,6 +301,8 @@ impl<T: Entity> ChildrenIndex<T> {
     /// into its slot.
     fn unfile(&mut self, column: usize, slot: Slot, address: usize) {
         let Some(bucket) = self.by_key.get_mut(&(column, slot.hash)) else { return };
+        bucket.clean_at = None;
+        let bucket = &mut bucket.children;
         let at = if bucket.get(slot.at).is_some_and(|filed| filed.address() == address) {
             slot.at
         } else {
@@ -246,6 +327,7 @@ impl<T: Entity> ChildrenIndex<T> {
         if !self.built {
             return;
         }
+        self.settle();
         let address = tracked.address();
         for column in Self::reference_columns() {
             if let Some(slot) = self.placed.remove(&(address, column)) {
@@ -260,6 +342,8 @@ impl<T: Entity> ChildrenIndex<T> {
     /// parent at `parent_address`.
     pub(crate) fn link(&mut self, column: usize, parent_address: usize, child: &Tracked<T>) {
         if self.built {
+            // `for_each_candidate` reads `placed` for linked children.
+            self.settle();
             self.by_link.entry((column, parent_address)).or_default().insert(child.address(), child.clone());
         }
     }
@@ -272,7 +356,7 @@ impl<T: Entity> ChildrenIndex<T> {
     /// How many candidates [`for_each_candidate`](Self::for_each_candidate)
     /// will visit at least, to size what collects them.
     pub(crate) fn filed_count(&self, column: usize, key_hash: Option<u64>) -> usize {
-        key_hash.and_then(|hash| self.by_key.get(&(column, hash))).map_or(0, Vec::len)
+        key_hash.and_then(|hash| self.by_key.get(&(column, hash))).map_or(0, |bucket| bucket.children.len())
     }
 
     /// Visits the candidate children through `column` of the parent whose
@@ -287,7 +371,7 @@ impl<T: Entity> ChildrenIndex<T> {
         mut visit: impl FnMut(&Tracked<T>),
     ) {
         if let Some(filed) = key_hash.and_then(|hash| self.by_key.get(&(column, hash))) {
-            filed.iter().for_each(&mut visit);
+            filed.children.iter().for_each(&mut visit);
         }
         if let Some(linked) = self.by_link.get(&(column, parent_address)) {
             let filed_here =

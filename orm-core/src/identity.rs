@@ -6,14 +6,18 @@ use std::any::{Any, TypeId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use std::hash::BuildHasher;
+
+use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
 use indexmap::IndexMap;
 
 use crate::children_index::{key_hash, ChildrenIndex};
 use crate::entity::{ColumnSet, Entity, EntityMeta};
 use crate::error::Result;
 use crate::flush::{PlanScope, TablePlan};
-use crate::tracked::{Tracked, WriteLog};
+use crate::tracked::{Inner, Tracked, WriteLog, BLOCK};
 use crate::upsert::ConflictRule;
+use crate::watched::Watched;
 
 /// A map from keys that remembers insertion order.
 ///
@@ -28,12 +32,12 @@ pub(crate) type KeyMap<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
 pub(crate) struct Registry<T: Entity> {
     /// One live instance per primary key: persistent entities, including
     /// those pending deletion.
-    pub(crate) identity: KeyMap<T::Key, Tracked<T>>,
+    pub(crate) identity: Watched<KeyMap<T::Key, Tracked<T>>>,
     /// Added and not yet inserted, in the order they were added, by handle
     /// address.
-    pub(crate) pending_inserts: KeyMap<usize, Tracked<T>>,
+    pub(crate) pending_inserts: Watched<KeyMap<usize, Tracked<T>>>,
     /// Marked for deletion and not yet deleted.
-    pub(crate) pending_deletes: KeyMap<T::Key, Tracked<T>>,
+    pub(crate) pending_deletes: Watched<KeyMap<T::Key, Tracked<T>>>,
     /// Entities written since they were last loaded or flushed, in the order
     /// of their first write: the only ones a flush compares.
     write_log: Arc<WriteLog<T>>,
@@ -43,7 +47,7 @@ pub(crate) struct Registry<T: Entity> {
     /// Children linked to a parent that was not inserted yet, by foreign-key
     /// column and child handle address: the flush fills their foreign key
     /// once the parent's generated key is known.
-    pub(crate) links: KeyMap<(usize, usize), ParentLink<T>>,
+    pub(crate) links: Watched<KeyMap<(usize, usize), ParentLink<T>>>,
     /// The parents whose children through each foreign-key column were
     /// loaded: a `HashSet<ParentKey>` behind `Any`, since the parent type is
     /// known only to the caller. The children themselves are found in the
@@ -132,12 +136,12 @@ impl<T: Entity> Undo<T> {
 impl<T: Entity> Registry<T> {
     fn new() -> Self {
         Registry {
-            identity: KeyMap::default(),
-            pending_inserts: KeyMap::default(),
-            pending_deletes: KeyMap::default(),
+            identity: Watched::default(),
+            pending_inserts: Watched::default(),
+            pending_deletes: Watched::default(),
             write_log: Arc::default(),
             savepoints: Vec::new(),
-            links: KeyMap::default(),
+            links: Watched::default(),
             loaded_children: HashMap::new(),
             children_index: ChildrenIndex::new(),
             provisional: HashMap::new(),
@@ -161,16 +165,28 @@ impl<T: Entity> Registry<T> {
         &self.write_log
     }
 
+    /// A number that changes whenever an entity leaves the identity map or
+    /// moves in it, or pending work or links change: while it stays the
+    /// same, a bucket of the children index found clean holds tracked
+    /// entities only, in collection order. Appending new rows to the map
+    /// leaves it alone.
+    pub(crate) fn generation(&self) -> u64 {
+        self.identity.changes() + self.pending_inserts.changes() + self.pending_deletes.changes() + self.links.changes()
+    }
+
     /// The tracked instance for a freshly read row: the one already in the
     /// map (its pending changes win over the row), or the row, now tracked.
     pub(crate) fn track_loaded(&mut self, entity: T) -> Tracked<T> {
+        let generation = self.generation();
         let Registry { identity, write_log, children_index, .. } = self;
         let key = entity.key();
-        match identity.entry(key) {
+        // A new key goes after every tracked entity: the buckets of the
+        // children index stay in collection order.
+        match identity.appending().entry(key) {
             indexmap::map::Entry::Occupied(held) => held.get().clone(),
             indexmap::map::Entry::Vacant(vacant) => {
                 let tracked = Tracked::new(entity, write_log, Some(vacant.key().clone()), None);
-                if !children_index.file_new(&tracked) {
+                if !children_index.file_new(&tracked, generation) {
                     write_log.note_moved(&tracked);
                 }
                 vacant.insert(tracked).clone()
@@ -178,10 +194,77 @@ impl<T: Entity> Registry<T> {
         }
     }
 
-    /// Makes room for `additional` rows about to be tracked.
-    pub(crate) fn reserve(&mut self, additional: usize) {
-        self.identity.reserve(additional);
-        self.children_index.reserve(additional);
+    /// The tracked instances for freshly read rows, in order: as
+    /// [`track_loaded`](Self::track_loaded) gives them row by row, but with
+    /// the map sized once for all of them and the new instances allocated
+    /// [`BLOCK`] at a time, each row's key hashed once.
+    pub(crate) fn track_all(&mut self, rows: Vec<T>) -> Vec<Tracked<T>> {
+        // Sized once for the whole result instead of growing (and
+        // rehashing) row by row: this was the largest cost of tracked loads.
+        self.identity.appending().reserve(rows.len());
+        self.children_index.reserve(rows.len());
+        let mut tracked = Vec::with_capacity(rows.len());
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            self.track_block(&mut rows, &mut tracked);
+        }
+        tracked
+    }
+
+    /// Tracks rows of `rows` until [`BLOCK`] new instances were made (or
+    /// the rows run out), appending their handles to `tracked`.
+    fn track_block(&mut self, rows: &mut impl Iterator<Item = T>, tracked: &mut Vec<Tracked<T>>) {
+        /// What a row turned out to be, before its block exists.
+        enum Found<T: Entity> {
+            /// Tracked already: that instance wins over the row.
+            Held(Tracked<T>),
+            /// New: the next instance of the block, under this key and hash.
+            New(u64, T::Key),
+            /// Its key's hash repeats one of this block's new rows: most
+            /// likely the same key again (a join repeats its parents), so
+            /// it is tracked after them, through the map.
+            Repeated(T),
+        }
+        let mut found = Vec::with_capacity(BLOCK);
+        let mut instances = Vec::with_capacity(BLOCK);
+        let mut hashes = HashSet::with_capacity_and_hasher(BLOCK, foldhash::fast::RandomState::default());
+        while instances.len() < BLOCK {
+            let Some(entity) = rows.next() else { break };
+            let key = entity.key();
+            let hash = self.identity.hasher().hash_one(&key);
+            if let Some((_, held)) = self.identity.raw_entry_v1().from_key_hashed_nocheck(hash, &key) {
+                found.push(Found::Held(held.clone()));
+            } else if hashes.insert(hash) {
+                instances.push(Inner::new(entity, Some(key.clone()), None));
+                found.push(Found::New(hash, key));
+            } else {
+                found.push(Found::Repeated(entity));
+            }
+        }
+        let mut made = Tracked::new_block(&self.write_log, instances).into_iter();
+        let generation = self.generation();
+        for row in found {
+            let handle = match row {
+                Found::Held(held) => held,
+                Found::Repeated(entity) => self.track_loaded(entity),
+                Found::New(hash, key) => {
+                    let Some(handle) = made.next() else { unreachable!("one instance was made per new row") };
+                    // Appended after every tracked entity: the buckets of the
+                    // children index stay in collection order.
+                    match self.identity.appending().raw_entry_mut_v1().from_key_hashed_nocheck(hash, &key) {
+                        RawEntryMut::Occupied(held) => held.get().clone(),
+                        RawEntryMut::Vacant(vacant) => {
+                            vacant.insert_hashed_nocheck(hash, key, handle.clone());
+                            if !self.children_index.file_new(&handle, generation) {
+                                self.write_log.note_moved(&handle);
+                            }
+                            handle
+                        }
+                    }
+                }
+            };
+            tracked.push(handle);
+        }
     }
 
     /// Adds a pending insert.
@@ -330,6 +413,19 @@ impl<T: Entity> Registry<T> {
         belongs: impl Fn(Option<&ParentLink<T>>, &T) -> bool,
     ) -> Result<Vec<Tracked<T>>> {
         self.refresh_children_index()?;
+        if self.links.is_empty() {
+            if let Some(clean) = self.children_index.clean_bucket(column, key_hash, self.generation()) {
+                // Every candidate is tracked, in collection order: only
+                // its foreign key is left to compare.
+                let mut found = Vec::with_capacity(clean.len());
+                for child in clean {
+                    if belongs(None, &child.lock_read()?.current) {
+                        found.push(child.clone());
+                    }
+                }
+                return Ok(found);
+            }
+        }
         let mut found = Vec::with_capacity(self.children_index.filed_count(column, key_hash));
         let mut gone = Vec::new();
         let mut failed = Ok(());
@@ -463,7 +559,7 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
 
     fn resolve_links(&self, registries: &Registries, deferred: ColumnSet) -> Result<LinkState> {
         let mut links = LinkState::default();
-        for (&(column, _), link) in &self.links {
+        for (&(column, _), link) in self.links.iter() {
             let mut state = link.child.lock_write()?;
             let before = state.current.clone();
             if (link.resolve)(registries, link.child.address(), &mut state.current)? {

@@ -107,6 +107,7 @@ mod transaction;
 mod transaction_mark;
 mod types;
 mod upsert;
+mod watched;
 
 pub use array::ArrayElement;
 pub use bulk::Assignment;

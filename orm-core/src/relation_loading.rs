@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+use crate::connection::Access;
 use crate::error::{Error, Result};
 use crate::identity::ParentLink;
 use crate::relation::Relation;
@@ -197,7 +198,12 @@ impl Session {
         if self.registries.of::<C>().refresh_children_index().is_err() {
             tracing::debug!(entity = C::META.name, "children index left for the first lookup to build");
         }
-        let children = self.load::<C>(&sql, &param_refs(&params)).await?;
+        let rows = self.load_untracked_with::<C>(&sql, &param_refs(&params), Access::Read).await?;
+        // Each parent's bucket sized for the average number of children,
+        // instead of growing (and moving) child by child.
+        let per_parent = rows.len().div_ceil(keys.len().max(1));
+        self.registries.of::<C>().children_index.expect_per_parent(per_parent);
+        let children = self.track(rows);
         let loaded = self
             .registries
             .of::<C>()

@@ -323,11 +323,7 @@ impl Session {
     /// identity map (their pending changes win over the rows), or the rows,
     /// now tracked.
     pub(crate) fn track<E: Entity>(&mut self, rows: Vec<E>) -> Vec<Tracked<E>> {
-        let registry = self.registries.of::<E>();
-        // Sized once for the whole result instead of growing (and rehashing)
-        // row by row: this was the largest cost of tracked loads.
-        registry.reserve(rows.len());
-        rows.into_iter().map(|entity| registry.track_loaded(entity)).collect()
+        self.registries.of::<E>().track_all(rows)
     }
 
     /// Counts a load statement about to be sent, for the N+1 guard; an

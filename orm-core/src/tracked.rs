@@ -103,19 +103,52 @@ fn release(address: usize) {
 /// # Ok(()) }
 /// ```
 pub struct Tracked<T: Entity> {
-    inner: Arc<Inner<T>>,
+    /// The block of instances this one was allocated in.
+    block: Arc<Block<T>>,
+    /// Its place in the block (see [`Block::instance`]).
+    slot: u32,
 }
 
-struct Inner<T: Entity> {
+/// How many instances a tracked load allocates together at most: one
+/// allocation (and one free) per block instead of one per row, while a
+/// handle kept after its siblings are gone keeps at most this many
+/// entities' memory alive.
+pub(crate) const BLOCK: usize = 64;
+
+/// Instances allocated together, by a load that tracks many rows at once
+/// (or alone, by any other path): they share one reference count and one
+/// link to their write log, so tracking a row costs no allocation of its
+/// own. The first instance lives in the block itself, so a block of one
+/// (a `get`, an `add`) is one allocation, as a lone instance was.
+struct Block<T: Entity> {
+    /// Where the first write since the last flush announces itself, so a
+    /// flush visits only written entities instead of every tracked one.
+    /// Weak, so a handle that outlives its session keeps nothing alive.
+    write_log: Weak<WriteLog<T>>,
+    first: Inner<T>,
+    /// The others, in slot order from slot 1; empty (no allocation) for a
+    /// block of one.
+    rest: Box<[Inner<T>]>,
+}
+
+impl<T: Entity> Block<T> {
+    /// The instance in `slot`; `None` only for a slot the block does not
+    /// have, which no handle holds.
+    fn instance(&self, slot: u32) -> Option<&Inner<T>> {
+        match slot {
+            0 => Some(&self.first),
+            _ => self.rest.get(usize::try_from(slot - 1).ok()?),
+        }
+    }
+}
+
+/// One tracked instance: its values and the session's bookkeeping for it.
+pub(crate) struct Inner<T: Entity> {
     state: RwLock<EntityState<T>>,
     /// The key under which the session's identity map holds this instance,
     /// kept apart from the entity: the session finds the instance by it
     /// even while a guard is held or after the key field was changed.
     identity: Mutex<Option<T::Key>>,
-    /// Where the first write since the last flush announces itself, so a
-    /// flush visits only written entities instead of every tracked one.
-    /// Weak, so a handle that outlives its session keeps nothing alive.
-    write_log: Weak<WriteLog<T>>,
     /// Whether the instance waits in its write log's `moved` list, so that
     /// repeated writes queue it once.
     moved: AtomicBool,
@@ -124,6 +157,18 @@ struct Inner<T: Entity> {
     /// Fixed at creation, so a flush reads it without a lock; boxed, as
     /// few entities have one.
     conflict: Option<Box<ConflictRule>>,
+}
+
+impl<T: Entity> Inner<T> {
+    /// An instance of `entity`, tracked under `identity` if it is persistent.
+    pub(crate) fn new(entity: T, identity: Option<T::Key>, conflict: Option<ConflictRule>) -> Self {
+        Inner {
+            state: RwLock::new(EntityState { current: entity, snapshot: None, bound_by: 0, sent: None }),
+            identity: Mutex::new(identity),
+            moved: AtomicBool::new(false),
+            conflict: conflict.map(Box::new),
+        }
+    }
 }
 
 /// The entities of one type written since they were last loaded or
@@ -184,7 +229,7 @@ impl<T: Entity> WriteLog<T> {
     /// locked only briefly and never while an entity is locked by the
     /// index, so it cannot deadlock with a writer's entity lock.
     pub(crate) fn note_moved(&self, tracked: &Tracked<T>) {
-        if self.watched.load(Ordering::Acquire) && !tracked.inner.moved.swap(true, Ordering::AcqRel) {
+        if self.watched.load(Ordering::Acquire) && !tracked.inner().moved.swap(true, Ordering::AcqRel) {
             self.moved.lock().push(tracked.clone());
         }
     }
@@ -195,7 +240,7 @@ impl<T: Entity> WriteLog<T> {
     pub(crate) fn take_moved(&self) -> Vec<Tracked<T>> {
         let moved = std::mem::take(&mut *self.moved.lock());
         for tracked in &moved {
-            tracked.inner.moved.store(false, Ordering::Release);
+            tracked.inner().moved.store(false, Ordering::Release);
         }
         moved
     }
@@ -369,20 +414,29 @@ impl<T: Entity> Tracked<T> {
         identity: Option<T::Key>,
         conflict: Option<ConflictRule>,
     ) -> Self {
-        let state = RwLock::new(EntityState { current: entity, snapshot: None, bound_by: 0, sent: None });
-        let inner = Inner {
-            state,
-            identity: Mutex::new(identity),
-            write_log: Arc::downgrade(write_log),
-            moved: AtomicBool::new(false),
-            conflict: conflict.map(Box::new),
-        };
-        Tracked { inner: Arc::new(inner) }
+        let first = Inner::new(entity, identity, conflict);
+        let block = Block { write_log: Arc::downgrade(write_log), first, rest: Box::default() };
+        Tracked { block: Arc::new(block), slot: 0 }
+    }
+
+    /// Handles to `instances` (at most [`BLOCK`], at least one), allocated
+    /// as one block, in order.
+    pub(crate) fn new_block(write_log: &Arc<WriteLog<T>>, instances: Vec<Inner<T>>) -> Vec<Self> {
+        let count = u32::try_from(instances.len()).unwrap_or(u32::MAX);
+        let mut instances = instances.into_iter();
+        let Some(first) = instances.next() else { return Vec::new() };
+        let block = Arc::new(Block { write_log: Arc::downgrade(write_log), first, rest: instances.collect() });
+        (0..count).map(|slot| Tracked { block: Arc::clone(&block), slot }).collect()
+    }
+
+    /// The instance this handle refers to.
+    fn inner(&self) -> &Inner<T> {
+        self.block.instance(self.slot).unwrap_or_else(|| unreachable!("a handle's slot is in its block"))
     }
 
     /// The rule its insert follows for a clashing row, if any.
     pub(crate) fn conflict_rule(&self) -> Option<ConflictRule> {
-        self.inner.conflict.as_deref().copied()
+        self.inner().conflict.as_deref().copied()
     }
 
     /// Borrows the entity.
@@ -425,7 +479,7 @@ impl<T: Entity> Tracked<T> {
     /// another).
     pub fn try_write(&self) -> Result<RefMut<'_, T>> {
         let mut state = self.lock_write()?;
-        let log = self.inner.write_log.upgrade();
+        let log = self.block.write_log.upgrade();
         if state.snapshot.is_none() {
             state.snapshot = Some(Box::new(state.current.clone()));
             // The log is locked only briefly and never while the flush
@@ -507,40 +561,40 @@ impl<T: Entity> Tracked<T> {
 
     /// Whether two handles refer to the same tracked instance.
     pub fn ptr_eq(a: &Self, b: &Self) -> bool {
-        Arc::ptr_eq(&a.inner, &b.inner)
+        Arc::ptr_eq(&a.block, &b.block) && a.slot == b.slot
     }
 
     /// The address of the shared instance, to tell instances apart.
     pub(crate) fn address(&self) -> usize {
-        Arc::as_ptr(&self.inner) as usize
+        std::ptr::from_ref(self.inner()) as usize
     }
 
     /// The key the identity map holds this instance under, if it does.
     pub(crate) fn identity_key(&self) -> Option<T::Key> {
-        self.inner.identity.lock().clone()
+        self.inner().identity.lock().clone()
     }
 
     pub(crate) fn set_identity_key(&self, key: Option<T::Key>) {
-        *self.inner.identity.lock() = key;
+        *self.inner().identity.lock() = key;
     }
 
     /// The columns changed since the last load or flush, or `None` if the
     /// entity is borrowed for writing (so nothing can be said without waiting).
     pub(crate) fn try_changed_columns(&self) -> Option<ColumnSet> {
-        let state = self.inner.state.try_read_recursive()?;
+        let state = self.inner().state.try_read_recursive()?;
         Some(state.snapshot.as_ref().map_or(0, |snapshot| state.current.changed_columns(snapshot)))
     }
 
     /// Whether the entity's snapshot says it was written since its last
     /// load or flush; written entities that cannot be looked at now count.
     pub(crate) fn is_written(&self) -> bool {
-        self.inner.state.try_read_recursive().is_none_or(|state| state.snapshot.is_some())
+        self.inner().state.try_read_recursive().is_none_or(|state| state.snapshot.is_some())
     }
 
     /// Forgets a write that changed nothing, unless a guard is held on the
     /// entity (then the next flush looks again).
     pub(crate) fn mark_synced_if_free(&self) {
-        if let Some(mut state) = self.inner.state.try_write() {
+        if let Some(mut state) = self.inner().state.try_write() {
             state.snapshot = None;
         }
     }
@@ -548,14 +602,14 @@ impl<T: Entity> Tracked<T> {
     /// Puts the entity back in its type's write log, so the next flush
     /// looks at it again.
     pub(crate) fn log_write(&self) {
-        if let Some(log) = self.inner.write_log.upgrade() {
+        if let Some(log) = self.block.write_log.upgrade() {
             log.entries.lock().push(self.clone());
         }
     }
 
     /// The session's own shared borrow, under the same rules as a user's.
     pub(crate) fn lock_read(&self) -> Result<RwLockReadGuard<'_, EntityState<T>>> {
-        let state = &self.inner.state;
+        let state = &self.inner().state;
         if let Some(guard) = state.try_read_recursive() {
             return Ok(guard);
         }
@@ -567,7 +621,7 @@ impl<T: Entity> Tracked<T> {
 
     /// The session's own exclusive borrow, under the same rules as a user's.
     pub(crate) fn lock_write(&self) -> Result<RwLockWriteGuard<'_, EntityState<T>>> {
-        let state = &self.inner.state;
+        let state = &self.inner().state;
         if let Some(guard) = state.try_write() {
             return Ok(guard);
         }
@@ -585,13 +639,13 @@ impl<T: Entity> Tracked<T> {
 
 impl<T: Entity> Clone for Tracked<T> {
     fn clone(&self) -> Self {
-        Tracked { inner: Arc::clone(&self.inner) }
+        Tracked { block: Arc::clone(&self.block), slot: self.slot }
     }
 }
 
 impl<T: Entity + fmt::Debug> fmt::Debug for Tracked<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.inner.state.try_read_recursive() {
+        match self.inner().state.try_read_recursive() {
             Some(state) => f.debug_tuple("Tracked").field(&state.current).finish(),
             None => f.write_str("Tracked(<borrowed for writing>)"),
         }

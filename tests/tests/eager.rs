@@ -317,3 +317,46 @@ async fn first_one_and_optional_load_the_relations_of_their_entity() {
     })
     .await;
 }
+
+/// The titles of `user`'s posts as the session sees them now, sorted.
+fn titles_of(session: &mut orm_core::Session, user: &Tracked<User>) -> Vec<String> {
+    let mut titles: Vec<String> =
+        session.children(user, Post::AUTHOR).unwrap().iter().map(|post| post.read().title.clone()).collect();
+    titles.sort();
+    titles
+}
+
+#[tokio::test]
+async fn eagerly_loaded_collections_follow_every_later_change_without_sql() {
+    bounded(async {
+        let (_test_db, db) = setup(2, 3, 0).await;
+        let mut session = db.session();
+        let users = session.query::<User>().order_by(User::ID.asc()).with_children(Post::AUTHOR).all().await.unwrap();
+        let (first, second) = (&users[0], &users[1]);
+        assert_eq!(titles_of(&mut session, first), ["1 1", "1 2", "1 3"]);
+        assert_eq!(titles_of(&mut session, second), ["2 1", "2 2", "2 3"]);
+        let posts = session.children(first, Post::AUTHOR).unwrap();
+        let post = |title: &str| posts.iter().find(|p| p.read().title == title).unwrap().clone();
+
+        // A child moved to another parent through its handle.
+        post("1 2").modify(|p| p.author_id = 2);
+        assert_eq!(titles_of(&mut session, first), ["1 1", "1 3"]);
+        assert_eq!(titles_of(&mut session, second), ["1 2", "2 1", "2 2", "2 3"]);
+
+        // A child deleted, one no longer tracked, one added.
+        session.delete(&post("1 1")).unwrap();
+        let theirs = session.children(second, Post::AUTHOR).unwrap();
+        let expunged = theirs.iter().find(|p| p.read().title == "2 1").unwrap();
+        assert!(session.expunge(expunged));
+        session.add(blog::post(1, "1 4"));
+        assert_eq!(titles_of(&mut session, first), ["1 3", "1 4"]);
+        assert_eq!(titles_of(&mut session, second), ["1 2", "2 2", "2 3"]);
+        assert_eq!(session.stats().statements, 2, "users and posts; every collection after that without SQL");
+
+        // The flush makes them what the database holds.
+        session.flush().await.unwrap();
+        assert_eq!(titles_of(&mut session, first), ["1 3", "1 4"]);
+        assert_eq!(titles_of(&mut session, second), ["1 2", "2 2", "2 3"]);
+    })
+    .await;
+}
