@@ -4,12 +4,14 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
+use bytes::Bytes;
 use deadpool_postgres::{Object, Pool};
 use futures_util::future::{join, maybe_done, try_join_all, MaybeDone};
-use futures_util::{FutureExt, TryStreamExt};
+use futures_util::{FutureExt, SinkExt, TryStreamExt};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, SimpleQueryMessage};
 use tracing::Instrument;
@@ -17,6 +19,7 @@ use tracing::Instrument;
 use crate::commit_token::CommitToken;
 use crate::database::ConnectTarget;
 use crate::error::{Error, Result};
+use crate::flush::CopyTargets;
 use crate::isolation::IsolationLevel;
 use crate::raw_sql::RawSql;
 use crate::replicas::{Replicas, ServedBy};
@@ -36,6 +39,8 @@ pub(crate) struct Statement {
     /// runs: a result the objects could not take must not be committed
     /// first and refused afterwards.
     pub(crate) check: Option<Check>,
+    /// For a `COPY ... FROM STDIN (FORMAT binary)`: its rows, in that format.
+    pub(crate) copy: Option<Bytes>,
 }
 
 /// Checks a statement's result columns, as the server described them,
@@ -121,6 +126,8 @@ pub(crate) struct SessionConnection {
     commit_token: Option<CommitToken>,
     /// The spans and slow-statement warnings of its statements.
     telemetry: Arc<Telemetry>,
+    /// Which tables take large insert batches by `COPY`, shared by the pool's sessions.
+    copy_targets: Arc<CopyTargets>,
 }
 
 /// A `COMMIT` followed, in the same message, by the log position it left
@@ -158,6 +165,7 @@ impl SessionConnection {
         isolation: Option<IsolationLevel>,
         statements: Statements,
         telemetry: Arc<Telemetry>,
+        copy_targets: Arc<CopyTargets>,
     ) -> Self {
         SessionConnection {
             pool,
@@ -176,6 +184,7 @@ impl SessionConnection {
             want_commit_token: false,
             commit_token: None,
             telemetry,
+            copy_targets,
         }
     }
 
@@ -185,6 +194,11 @@ impl SessionConnection {
     pub(crate) fn reading(mut self, replicas: Arc<Replicas>, token: Option<CommitToken>) -> Self {
         self.read = Some((replicas, token));
         self
+    }
+
+    /// Which tables of the pool's database take large insert batches by `COPY`.
+    pub(crate) fn copy_targets(&self) -> Arc<CopyTargets> {
+        self.copy_targets.clone()
     }
 
     /// Whether this is a read session's connection.
@@ -419,8 +433,9 @@ impl SessionConnection {
         let encoded = encode(statements, &prepared).await;
         let params: Vec<Vec<&(dyn ToSql + Sync)>> =
             statements.iter().zip(&encoded).map(|(statement, ready)| ready_params(statement, ready)).collect();
+        let copy_lost = AtomicBool::new(false);
         let (prefix_result, outcomes, after_result, after_sent) =
-            send_pipelined(client, pipeline, prefix, statements, &prepared, &params, after)
+            send_pipelined(client, pipeline, prefix, statements, &prepared, &params, after, &copy_lost)
                 .instrument(tracing::debug_span!("orm.round_trip", statements = statements.len(), before, after))
                 .await;
         self.after_sent = after_sent;
@@ -443,6 +458,10 @@ impl SessionConnection {
         collected.map_err(|error| {
             let error = Error::from(error);
             self.statement_failed(&error);
+            if copy_lost.load(Ordering::Relaxed) {
+                // The connection's answers no longer match its requests.
+                self.abandon();
+            }
             error
         })
     }
@@ -857,6 +876,7 @@ pub(crate) struct OpenRows {
 /// future is first polled, and a parameter that cannot be encoded fails
 /// that future at once, unsent. So every request is polled once in wire
 /// order first, and `after` follows only if no statement failed to go out.
+#[allow(clippy::too_many_arguments)]
 async fn send_pipelined(
     client: &Object,
     pipeline: &Pipeline<'_>,
@@ -865,6 +885,7 @@ async fn send_pipelined(
     prepared: &[Ready],
     params: &[Vec<&(dyn ToSql + Sync)>],
     after: Option<&str>,
+    copy_lost: &AtomicBool,
 ) -> (PgResult<()>, Vec<PgResult<Outcome>>, PgResult<Vec<SimpleQueryMessage>>, bool) {
     let mut sent: Vec<Sent<_>> = statements
         .iter()
@@ -873,6 +894,7 @@ async fn send_pipelined(
         .map(|((statement, prepared), params)| {
             let run = async move {
                 let outcome = match prepared {
+                    _ if statement.copy.is_some() => copy_rows(client, statement, prepared, copy_lost).await,
                     Ready::Named(prepared) if statement.returns_rows => {
                         client.query(prepared, params).await.map(Outcome::Rows)
                     }
@@ -932,6 +954,39 @@ async fn send_pipelined(
 }
 
 type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
+
+/// Runs a `COPY ... FROM STDIN` with the statement's rows.
+///
+/// The driver starts a `COPY` by sending its Bind, Execute and Sync before
+/// the data, so a `COPY` that fails before the server reads data (in an
+/// aborted transaction, or refused by the server) gets a second
+/// ReadyForQuery, for the Sync that follows the aborted data, which the
+/// driver hands to the next request: from then on every answer would go
+/// to the wrong request. The flush sends a `COPY` only first in its round
+/// trip, to tables that accept it (see `flush::copy`); if one still fails
+/// to start, `copy_lost` tells the caller to give the connection up.
+async fn copy_rows(
+    client: &Object,
+    statement: &Statement,
+    prepared: &Ready,
+    copy_lost: &AtomicBool,
+) -> PgResult<Outcome> {
+    let started = match prepared {
+        Ready::Named(prepared) => client.copy_in::<_, Bytes>(prepared).await,
+        Ready::Unnamed(_) => client.copy_in::<_, Bytes>(statement.sql.as_str()).await,
+    };
+    let sink = started.inspect_err(|_| copy_lost.store(true, Ordering::Relaxed))?;
+    futures_util::pin_mut!(sink);
+    let mut rows = statement.copy.clone().unwrap_or_default();
+    while !rows.is_empty() {
+        // A message each, far below the protocol's limit of 1 GiB.
+        sink.send(rows.split_to(rows.len().min(COPY_MESSAGE_BYTES))).await?;
+    }
+    sink.finish().await.map(Outcome::Count)
+}
+
+/// The size of the `COPY` data messages a flush sends.
+const COPY_MESSAGE_BYTES: usize = 1 << 20;
 
 /// Readies `statements` to run on `client`, inside the transaction that is
 /// open or queued there: prepared and cached on the connection, or

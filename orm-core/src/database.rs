@@ -10,6 +10,7 @@ use tokio_postgres::config::Host;
 use crate::commit_token::CommitToken;
 use crate::connection::SessionConnection;
 use crate::error::{Error, Result};
+use crate::flush::CopyTargets;
 use crate::isolation::IsolationLevel;
 use crate::n_plus_one::NPlusOne;
 use crate::replicas::{Endpoint, ReplicaConfig, Replicas};
@@ -105,6 +106,17 @@ pub struct DatabaseConfig {
     /// Default: one second; see
     /// [`with_slow_statement_threshold`](Self::with_slow_statement_threshold).
     pub slow_statement_threshold: Option<Duration>,
+    /// The smallest batch of new entities of one type that a flush writes
+    /// by binary `COPY` instead of `INSERT ... UNNEST ... RETURNING`: it
+    /// takes their keys from the key's sequence first, in the flush's
+    /// first round trip, and sends the rows with their keys in the next.
+    /// Only for tables where that writes what the `INSERT` would: an
+    /// integer key from a serial or identity `BY DEFAULT` sequence, no
+    /// other generated field, no insert trigger, rule or row security.
+    /// `None` never uses `COPY`. Default:
+    /// [`DEFAULT_COPY_THRESHOLD`](crate::DEFAULT_COPY_THRESHOLD) rows,
+    /// where `COPY` measured faster here (docs/performance.md).
+    pub copy_threshold: Option<usize>,
 }
 
 impl DatabaseConfig {
@@ -131,6 +143,7 @@ impl DatabaseConfig {
             max_replica_lag: Duration::from_secs(5),
             replica_check_interval: Duration::from_secs(1),
             slow_statement_threshold: Some(Duration::from_secs(1)),
+            copy_threshold: Some(crate::DEFAULT_COPY_THRESHOLD),
         })
     }
 
@@ -203,6 +216,7 @@ pub struct Database {
     /// Where read sessions go.
     reads: Arc<Replicas>,
     telemetry: Arc<Telemetry>,
+    copy_targets: Arc<CopyTargets>,
 }
 
 /// Where the pool connects, as whom, and with which TLS: what
@@ -288,6 +302,7 @@ impl Database {
             statements: primary.statements,
             reads: Arc::new(reads),
             telemetry,
+            copy_targets: Arc::new(CopyTargets::new(config.copy_threshold)),
         })
     }
 
@@ -310,6 +325,7 @@ impl Database {
             isolation,
             self.statements.clone(),
             self.telemetry.clone(),
+            self.copy_targets.clone(),
         );
         Session::new(connection, self.n_plus_one)
     }
@@ -374,6 +390,7 @@ impl Database {
             self.isolation,
             self.statements.clone(),
             self.telemetry.clone(),
+            self.copy_targets.clone(),
         )
         .reading(self.reads.clone(), token);
         Session::new(connection, self.n_plus_one)

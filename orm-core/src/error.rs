@@ -272,6 +272,19 @@ pub enum Error {
         inserted: usize,
     },
 
+    /// A value of a batch written by binary `COPY` could not be encoded as
+    /// its column's type (a `Json<T>` whose value serde cannot serialize,
+    /// say). Nothing of the flush was written; the objects stay pending.
+    #[error("cannot encode column {column} of {entity} for COPY: {reason}")]
+    Encode {
+        /// The entity type's name.
+        entity: &'static str,
+        /// The column's name.
+        column: &'static str,
+        /// What the encoder said.
+        reason: String,
+    },
+
     /// The transaction was committed, but what the database returned could
     /// not be applied to the session's objects (the inner error says why).
     /// The data is in the database: running the unit of work again would
@@ -542,6 +555,7 @@ impl Error {
             Error::Decode { .. } => ErrorKind::Decode,
             Error::ColumnType { .. } => ErrorKind::ColumnType,
             Error::RowsNotInserted { .. } => ErrorKind::RowsNotInserted,
+            Error::Encode { .. } => ErrorKind::Encode,
             Error::AfterCommit(_) => ErrorKind::AfterCommit,
             Error::CommitUnknown(_) => ErrorKind::CommitUnknown,
             Error::SchemaMismatch(_) => ErrorKind::SchemaMismatch,
@@ -715,6 +729,8 @@ pub enum ErrorKind {
     ColumnType,
     /// [`Error::RowsNotInserted`].
     RowsNotInserted,
+    /// [`Error::Encode`].
+    Encode,
     /// [`Error::AfterCommit`].
     AfterCommit,
     /// [`Error::CommitUnknown`].
@@ -774,6 +790,7 @@ impl ErrorKind {
             ErrorKind::Decode => "decode",
             ErrorKind::ColumnType => "column_type",
             ErrorKind::RowsNotInserted => "rows_not_inserted",
+            ErrorKind::Encode => "encode",
             ErrorKind::AfterCommit => "after_commit",
             ErrorKind::CommitUnknown => "commit_unknown",
             ErrorKind::SchemaMismatch => "schema_mismatch",
@@ -826,6 +843,7 @@ mod tests {
             ErrorKind::Decode,
             ErrorKind::ColumnType,
             ErrorKind::RowsNotInserted,
+            ErrorKind::Encode,
             ErrorKind::AfterCommit,
             ErrorKind::CommitUnknown,
             ErrorKind::SchemaMismatch,

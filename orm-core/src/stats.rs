@@ -35,4 +35,9 @@ pub struct SessionStats {
     pub round_trips: u64,
     /// Rows returned or affected.
     pub rows: u64,
+    /// Rows of large insert batches written by binary `COPY`, with keys
+    /// taken from their sequence first (see
+    /// [`DatabaseConfig::copy_threshold`](crate::DatabaseConfig::copy_threshold));
+    /// they count in `rows` too, once for the keys and once written.
+    pub copied_rows: u64,
 }
