@@ -34,7 +34,7 @@ use crate::tracked::Tracked;
 use crate::types::Param;
 
 /// The default [`DatabaseConfig::copy_threshold`](crate::DatabaseConfig::copy_threshold).
-pub const DEFAULT_COPY_THRESHOLD: usize = 2000;
+pub const DEFAULT_COPY_THRESHOLD: usize = 4000;
 
 /// What the server said about a table whose inserts may go by `COPY`.
 pub(crate) struct CopyTarget {

@@ -212,8 +212,14 @@ async fn run(
                 return Err(recover(connection, stats, end, committed, error).await);
             }
             if !last {
+                // Keys are kept for children that wait for them and for
+                // post-updates; a round trip that is not the last only
+                // because it took keys for a COPY has neither to serve.
+                let keys_wanted = links.iter().any(|l| l.unresolved) || deferred.iter().any(|&d| d != 0);
                 let recorded = round.iter_mut().try_for_each(|part| {
-                    part.plan.record_keys(&part.outcomes, registries.all[part.registry].as_mut())?;
+                    if keys_wanted {
+                        part.plan.record_keys(&part.outcomes, registries.all[part.registry].as_mut())?;
+                    }
                     if let Some((statement, rows)) = part.plan.take_copy(&part.outcomes)? {
                         copy_next = Some((statement, rows, part.plan.meta()));
                     }
