@@ -201,6 +201,11 @@ impl SessionConnection {
         self.copy_targets.clone()
     }
 
+    /// Whether statements run unnamed, as for a pooler in transaction mode.
+    pub(crate) fn unnamed_statements(&self) -> bool {
+        matches!(self.statements, Statements::Unnamed(_))
+    }
+
     /// Whether this is a read session's connection.
     pub(crate) fn read_only(&self) -> bool {
         self.read.is_some()

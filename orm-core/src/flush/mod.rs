@@ -367,7 +367,10 @@ fn copy_candidates(
     deferred: &[ColumnSet],
 ) -> Vec<(usize, &'static EntityMeta, usize)> {
     let Some(threshold) = connection.copy_targets().threshold() else { return Vec::new() };
-    if connection.read_only() {
+    // PgBouncer (1.18, transaction mode) takes the Sync the driver sends
+    // ahead of a COPY's data for the end of the transaction, and hands the
+    // server connection to another client in the middle of the COPY.
+    if connection.read_only() || connection.unnamed_statements() {
         return Vec::new();
     }
     let nothing = HashSet::new();
