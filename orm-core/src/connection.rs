@@ -43,6 +43,13 @@ pub(crate) struct Statement {
     pub(crate) copy: Option<Bytes>,
 }
 
+impl Statement {
+    /// A statement with no result check and no `COPY` rows.
+    pub(crate) fn new(sql: String, params: Vec<Param>, returns_rows: bool) -> Self {
+        Statement { sql, params, returns_rows, check: None, copy: None }
+    }
+}
+
 /// Checks a statement's result columns, as the server described them,
 /// before the statement runs.
 pub(crate) type Check = fn(&[ResultColumn]) -> Result<()>;
@@ -962,10 +969,10 @@ type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
 
 /// Runs a `COPY ... FROM STDIN` with the statement's rows.
 ///
-/// The driver starts a `COPY` by sending its Bind, Execute and Sync before
-/// the data, so a `COPY` that fails before the server reads data (in an
-/// aborted transaction, or refused by the server) gets a second
-/// ReadyForQuery, for the Sync that follows the aborted data, which the
+/// The driver starts a `COPY` by sending its `Bind`, `Execute` and `Sync`
+/// before the data, so a `COPY` that fails before the server reads data
+/// (in an aborted transaction, or refused by the server) gets a second
+/// `ReadyForQuery`, for the `Sync` that follows the aborted data, which the
 /// driver hands to the next request: from then on every answer would go
 /// to the wrong request. The flush sends a `COPY` only first in its round
 /// trip, to tables that accept it (see `flush::copy`); if one still fails

@@ -296,7 +296,7 @@ async fn tables_copy_cannot_write_as_insert_does_keep_insert_returning() {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(upper, (THRESHOLD * 2) as i64, "the trigger ran");
+        assert_eq!(upper, i64::try_from(THRESHOLD * 2).unwrap(), "the trigger ran");
 
         let stats = commit_batch(&db, |n| Account { id: 0, owner: format!("o{n}"), balance: 0, version: 1 }).await;
         assert_eq!((stats.copied_rows, stats.statements), (0, 2), "GENERATED ALWAYS: the facts, then INSERT");

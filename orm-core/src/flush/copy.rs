@@ -50,9 +50,12 @@ pub(crate) struct CopyTarget {
 /// found out once per table and kept for the pool's lifetime.
 pub(crate) struct CopyTargets {
     threshold: Option<usize>,
-    /// By entity and table name; `None` for a table that cannot.
-    known: Mutex<HashMap<(&'static str, &'static str), Option<Arc<CopyTarget>>>>,
+    known: Mutex<Known>,
 }
+
+/// What is known of each table, by entity and table name; `None` for a
+/// table that cannot take `COPY`.
+type Known = HashMap<(&'static str, &'static str), Option<Arc<CopyTarget>>>;
 
 /// One query per table, run once per pool: whether `COPY` writes what the
 /// `INSERT` would (a plain table, no rules, which `COPY` ignores, no row

@@ -113,9 +113,7 @@ async fn run(
     // Whether COMMIT went out with the last round trip.
     let mut committed = false;
     let nothing = HashSet::new();
-    // The COPY of the rows whose keys the last round trip took, and how
-    // many rows it writes: the first statement of the next round trip.
-    let mut copy_next: Option<(Unbound, usize, &'static EntityMeta)> = None;
+    let mut copy_next: Option<PendingCopy> = None;
     // Asked before anything is sent: between round trips the transaction
     // holds rows the objects do not show yet, and takes no other statement.
     let candidates = copy_candidates(registries, connection, &deferred);
@@ -175,12 +173,7 @@ async fn run(
         } else {
             let verify = last && sent.iter().chain(&round).any(|s| s.plan.needs_verification());
             let (mut unbound, routes) = order_statements(&mut round);
-            // First in its round trip, behind nothing that could fail: the
-            // driver loses track of the connection if a COPY fails to start.
-            let copy_sent = copy_next.take().map(|(statement, rows, meta)| {
-                unbound.insert(0, statement);
-                (rows, meta)
-            });
+            let copy_sent = copy_next.take().map(|copy| copy.lead(&mut unbound));
             // Bound before the savepoint is named: nothing is sent if binding fails.
             let statements = match bind(unbound).await {
                 Ok(statements) => statements,
@@ -200,36 +193,14 @@ async fn run(
             // not yet on the objects, and the flush yields to the runtime.
             connection.set_applying(true);
             committed = commit.is_some() && connection.after_sent();
-            let routed = result.and_then(|mut outcomes| {
-                if let Some((rows, meta)) = copy_sent {
-                    check_copied(&outcomes.remove(0), rows, meta)?;
-                    stats.copied_rows += rows as u64;
-                }
-                route(&mut round, routes, outcomes);
-                Ok(())
-            });
-            if let Err(error) = routed {
+            if let Err(error) = result.and_then(|outcomes| deliver(&mut round, routes, outcomes, copy_sent, stats)) {
                 return Err(recover(connection, stats, end, committed, error).await);
             }
             if !last {
-                // Keys are kept for children that wait for them and for
-                // post-updates; a round trip that is not the last only
-                // because it took keys for a COPY has neither to serve.
                 let keys_wanted = links.iter().any(|l| l.unresolved) || deferred.iter().any(|&d| d != 0);
-                let recorded = round.iter_mut().try_for_each(|part| {
-                    if keys_wanted {
-                        part.plan.record_keys(&part.outcomes, registries.all[part.registry].as_mut())?;
-                    }
-                    if let Some((statement, rows)) = part.plan.take_copy(&part.outcomes)? {
-                        copy_next = Some((statement, rows, part.plan.meta()));
-                    }
-                    Ok::<_, Error>(())
-                });
-                if let Err(error) = recorded {
-                    return Err(recover(connection, stats, end, false, error).await);
-                }
-                for part in &round {
-                    inserted.entry(part.registry).or_default().extend(part.plan.inserted());
+                match carry_over(&mut round, registries, &mut inserted, keys_wanted) {
+                    Ok(copy) => copy_next = copy,
+                    Err(error) => return Err(recover(connection, stats, end, false, error).await),
                 }
             }
             first = false;
@@ -379,9 +350,7 @@ fn copy_candidates(
         .iter()
         .enumerate()
         .filter(|&(index, registry)| {
-            deferred[index] == 0
-                && registry.pending_count() >= threshold
-                && registry.plain_inserts_besides(&nothing, &nothing) >= threshold
+            deferred[index] == 0 && registry.plain_inserts_besides(&nothing, &nothing) >= threshold
         })
         .map(|(index, registry)| (index, registry.meta(), threshold))
         .collect()
@@ -420,6 +389,69 @@ fn choose_copy(
         (registries.all[index].plain_inserts_besides(&links[index].waiting, sent) >= *threshold)
             .then(|| (index, target.clone()))
     })
+}
+
+/// The `COPY` of the rows whose keys a round trip took: the first
+/// statement of the next round trip.
+struct PendingCopy {
+    statement: Unbound,
+    /// How many rows it writes.
+    rows: usize,
+    meta: &'static EntityMeta,
+}
+
+impl PendingCopy {
+    /// Puts the `COPY` first in its round trip's `statements`, behind
+    /// nothing that could fail: the driver loses track of the connection
+    /// if a `COPY` fails to start (see `connection::copy_rows`). Returns how
+    /// many rows it writes, and into which table.
+    fn lead(self, statements: &mut Vec<Unbound>) -> (usize, &'static EntityMeta) {
+        statements.insert(0, self.statement);
+        (self.rows, self.meta)
+    }
+}
+
+/// Hands each statement's outcome to its table's plan, after checking the
+/// row count of the round trip's `COPY` (its first statement), if any.
+fn deliver(
+    round: &mut [Sent],
+    routes: Vec<(usize, Phase)>,
+    mut outcomes: Vec<Outcome>,
+    copied: Option<(usize, &'static EntityMeta)>,
+    stats: &mut SessionStats,
+) -> Result<()> {
+    if let Some((rows, meta)) = copied {
+        check_copied(&outcomes.remove(0), rows, meta)?;
+        stats.copied_rows += rows as u64;
+    }
+    route(round, routes, outcomes);
+    Ok(())
+}
+
+/// What a round trip that is not the flush's last leaves to the next: the
+/// keys the inserts generated, for children that wait for them and for
+/// post-updates (`keys_wanted`: a round trip that is not the last only
+/// because it took keys for a `COPY` has neither to serve), the inserts it
+/// sent (in `inserted`), and the `COPY` of the rows whose keys it took.
+fn carry_over(
+    round: &mut [Sent],
+    registries: &mut Registries,
+    inserted: &mut HashMap<usize, HashSet<usize>>,
+    keys_wanted: bool,
+) -> Result<Option<PendingCopy>> {
+    let mut copy = None;
+    for part in round.iter_mut() {
+        if keys_wanted {
+            part.plan.record_keys(&part.outcomes, registries.all[part.registry].as_mut())?;
+        }
+        if let Some((statement, rows)) = part.plan.take_copy(&part.outcomes)? {
+            copy = Some(PendingCopy { statement, rows, meta: part.plan.meta() });
+        }
+    }
+    for part in round.iter() {
+        inserted.entry(part.registry).or_default().extend(part.plan.inserted());
+    }
+    Ok(copy)
 }
 
 /// Fails if a `COPY` wrote another number of rows than it was given.

@@ -543,25 +543,17 @@ pub(crate) fn plan_table<T: Entity>(
     let check_clash = !upserts.is_empty()
         && (!registry.identity.is_empty() || !scope.inserted.is_empty() || upserts.len() + usize::from(plain > 0) > 1);
     for (&changed, rows) in &groups {
-        let statement = Statement {
-            sql: sql::update(meta, changed),
-            params: Vec::new(),
-            returns_rows: true,
-            check: None,
-            copy: None,
-        };
+        let statement = Statement::new(sql::update(meta, changed), Vec::new(), true);
         let binding = ColumnBinding::boxed(rows, sql::update_parameters(meta, changed), flush);
         statements.updates.push(Unbound { statement, binding: Some(binding) });
     }
     for (&changed, switched) in switches.iter().filter(|(&changed, _)| switch_sends::<T>(changed)) {
         statements.updates.push(
-            Statement {
-                sql: sql::update(meta, changed),
-                params: bind_switches(switched, &sql::update_parameters(meta, changed), flush)?,
-                returns_rows: true,
-                check: None,
-                copy: None,
-            }
+            Statement::new(
+                sql::update(meta, changed),
+                bind_switches(switched, &sql::update_parameters(meta, changed), flush)?,
+                true,
+            )
             .into(),
         );
     }
@@ -570,18 +562,11 @@ pub(crate) fn plan_table<T: Entity>(
     // checked: they touch only rows this transaction inserted or deletes.
     if !post_updated.is_empty() {
         statements.updates.push(
-            Statement {
-                sql: sql::update(meta, scope.deferred),
-                params: bind_post_update(
-                    registry,
-                    &post_updated,
-                    &sql::update_parameters(meta, scope.deferred),
-                    flush,
-                )?,
-                returns_rows: true,
-                check: None,
-                copy: None,
-            }
+            Statement::new(
+                sql::update(meta, scope.deferred),
+                bind_post_update(registry, &post_updated, &sql::update_parameters(meta, scope.deferred), flush)?,
+                true,
+            )
             .into(),
         );
     }
@@ -589,26 +574,17 @@ pub(crate) fn plan_table<T: Entity>(
         // Before any delete: the rows these rows reference may be deleted in
         // the same flush.
         statements.updates.push(
-            Statement {
-                sql: sql::clear(meta, scope.deferred),
-                params: bind_stored(&deletes, &meta.key_columns().collect::<Vec<_>>())?,
-                returns_rows: false,
-                check: None,
-                copy: None,
-            }
+            Statement::new(
+                sql::clear(meta, scope.deferred),
+                bind_stored(&deletes, &meta.key_columns().collect::<Vec<_>>())?,
+                false,
+            )
             .into(),
         );
     }
     if !deletes.is_empty() {
         statements.deletes.push(
-            Statement {
-                sql: sql::delete(meta),
-                params: bind_stored(&deletes, &sql::update_parameters(meta, 0))?,
-                returns_rows: true,
-                check: None,
-                copy: None,
-            }
-            .into(),
+            Statement::new(sql::delete(meta), bind_stored(&deletes, &sql::update_parameters(meta, 0))?, true).into(),
         );
     }
     let updates = groups.into_values().collect();
