@@ -3,7 +3,7 @@
 //! run, with the ratio of their median times.
 //!
 //! ```text
-//! cargo run --release -p bench -- [--workloads W1,W3] [--scale 0.1] [--runs 5] [--json] [--statement-mode unnamed]
+//! cargo run --release -p bench -- [--workloads W1,W3] [--scale 0.1] [--runs 5] [--json] [--statement-mode unnamed] [--copy-threshold off]
 //! ```
 //!
 //! Uses `DATABASE_URL` (see `scripts/db.sh`) and creates its own database there.
@@ -47,6 +47,11 @@ struct Options {
     /// hand-written side prepares its statements either way.
     #[arg(long, default_value = "prepared")]
     statement_mode: StatementMode,
+    /// The ORM's `DatabaseConfig::copy_threshold`: the smallest insert
+    /// batch it writes by binary COPY, or `off` for never (W1 then
+    /// measures the UNNEST insert). Default: the ORM's default.
+    #[arg(long, value_parser = parse_copy_threshold)]
+    copy_threshold: Option<CopyThreshold>,
     /// Prints JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -75,6 +80,17 @@ enum Side {
 /// The `--side` of this run, set once at start.
 static SIDE: std::sync::OnceLock<Side> = std::sync::OnceLock::new();
 
+/// A `--copy-threshold`: a row count, or `None` for `off`.
+#[derive(Clone, Copy, Debug)]
+struct CopyThreshold(Option<usize>);
+
+fn parse_copy_threshold(text: &str) -> Result<CopyThreshold, String> {
+    if text == "off" {
+        return Ok(CopyThreshold(None));
+    }
+    text.parse().map(|rows| CopyThreshold(Some(rows))).map_err(|_| format!("{text}: a row count or `off`"))
+}
+
 /// The default N of each workload, from DESIGN.md.
 fn default_n(workload: &str) -> usize {
     match workload {
@@ -101,6 +117,9 @@ async fn main() -> Result<(), BenchError> {
     let mut config = DatabaseConfig::from_url(test_db.url())?;
     config.max_connections = 4;
     config.statements = options.statement_mode;
+    if let Some(CopyThreshold(threshold)) = options.copy_threshold {
+        config.copy_threshold = threshold;
+    }
     let db = Database::with_config(config)?;
     db.pool().get().await?.batch_execute(customer::SCHEMA).await?;
     db.pool().get().await?.batch_execute(query_workloads::SCHEMA).await?;

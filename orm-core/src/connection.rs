@@ -4,12 +4,14 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
+use bytes::Bytes;
 use deadpool_postgres::{Object, Pool};
 use futures_util::future::{join, maybe_done, try_join_all, MaybeDone};
-use futures_util::{FutureExt, TryStreamExt};
+use futures_util::{FutureExt, SinkExt, TryStreamExt};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, SimpleQueryMessage};
 use tracing::Instrument;
@@ -17,6 +19,7 @@ use tracing::Instrument;
 use crate::commit_token::CommitToken;
 use crate::database::ConnectTarget;
 use crate::error::{Error, Result};
+use crate::flush::CopyTargets;
 use crate::isolation::IsolationLevel;
 use crate::raw_sql::RawSql;
 use crate::replicas::{Replicas, ServedBy};
@@ -37,6 +40,15 @@ pub(crate) struct Statement {
     /// runs: a result the objects could not take must not be committed
     /// first and refused afterwards.
     pub(crate) check: Option<Check>,
+    /// For a `COPY ... FROM STDIN (FORMAT binary)`: its rows, in that format.
+    pub(crate) copy: Option<Bytes>,
+}
+
+impl Statement {
+    /// A statement with no result check and no `COPY` rows.
+    pub(crate) fn new(sql: String, params: Vec<Param>, returns_rows: bool) -> Self {
+        Statement { sql, params, returns_rows, check: None, copy: None }
+    }
 }
 
 /// Checks a statement's result columns, as the server described them,
@@ -125,6 +137,8 @@ pub(crate) struct SessionConnection {
     commit_token: Option<CommitToken>,
     /// The spans and slow-statement warnings of its statements.
     telemetry: Arc<Telemetry>,
+    /// Which tables take large insert batches by `COPY`, shared by the pool's sessions.
+    copy_targets: Arc<CopyTargets>,
 }
 
 /// A `COMMIT` followed, in the same message, by the log position it left
@@ -172,6 +186,7 @@ impl SessionConnection {
         isolation: Option<IsolationLevel>,
         statements: Statements,
         telemetry: Arc<Telemetry>,
+        copy_targets: Arc<CopyTargets>,
     ) -> Self {
         SessionConnection {
             pool,
@@ -191,6 +206,7 @@ impl SessionConnection {
             want_commit_token: false,
             commit_token: None,
             telemetry,
+            copy_targets,
         }
     }
 
@@ -200,6 +216,16 @@ impl SessionConnection {
     pub(crate) fn reading(mut self, replicas: Arc<Replicas>, token: Option<CommitToken>) -> Self {
         self.read = Some((replicas, token));
         self
+    }
+
+    /// Which tables of the pool's database take large insert batches by `COPY`.
+    pub(crate) fn copy_targets(&self) -> Arc<CopyTargets> {
+        self.copy_targets.clone()
+    }
+
+    /// Whether statements run unnamed, as for a pooler in transaction mode.
+    pub(crate) fn unnamed_statements(&self) -> bool {
+        matches!(self.statements, Statements::Unnamed(_))
     }
 
     /// Whether this is a read session's connection.
@@ -359,10 +385,16 @@ impl SessionConnection {
         stats: &mut SessionStats,
     ) -> Result<Vec<Outcome>> {
         // Pipelined behind a `BEGIN` that may fail, each must write only
-        // inside the transaction (see `transaction_mark`).
+        // inside the transaction (see `transaction_mark`). A `COPY` cannot
+        // carry the guard: the flush sends one only after a round trip that
+        // opened the transaction (the one that took its keys).
         debug_assert!(
-            statements.iter().all(|statement| statement.sql.contains(transaction_mark::IN_UNIT_OF_WORK)),
-            "a flush statement without the transaction guard"
+            statements.iter().all(|statement| if statement.copy.is_some() {
+                self.in_transaction
+            } else {
+                statement.sql.contains(transaction_mark::IN_UNIT_OF_WORK)
+            }),
+            "a flush statement that could write outside the transaction"
         );
         self.after_sent = false;
         self.fresh_transaction = false;
@@ -443,8 +475,9 @@ impl SessionConnection {
         let encoded = encode(statements, &prepared).await;
         let params: Vec<Vec<&(dyn ToSql + Sync)>> =
             statements.iter().zip(&encoded).map(|(statement, ready)| ready_params(statement, ready)).collect();
+        let copy_lost = AtomicBool::new(false);
         let (prefix_result, outcomes, after_result, after_sent) =
-            send_pipelined(client, pipeline, prefix, statements, &prepared, &params, after)
+            send_pipelined(client, pipeline, prefix, statements, &prepared, &params, after, &copy_lost)
                 .instrument(tracing::debug_span!("orm.round_trip", statements = statements.len(), before, after))
                 .await;
         self.after_sent = after_sent;
@@ -465,7 +498,13 @@ impl SessionConnection {
             }
             after_result.map(|_| results).map_err(Error::from)
         });
-        collected.inspect_err(|error| self.statement_failed(error))
+        collected.inspect_err(|error| {
+            self.statement_failed(error);
+            if copy_lost.load(Ordering::Relaxed) {
+                // The connection's answers no longer match its requests.
+                self.abandon();
+            }
+        })
     }
 
     /// Records what the answer to a batch's prefix means: a savepoint in
@@ -890,6 +929,7 @@ pub(crate) struct OpenRows {
 /// future is first polled, and a parameter that cannot be encoded fails
 /// that future at once, unsent. So every request is polled once in wire
 /// order first, and `after` follows only if no statement failed to go out.
+#[allow(clippy::too_many_arguments)]
 async fn send_pipelined(
     client: &Object,
     pipeline: &Pipeline<'_>,
@@ -898,6 +938,7 @@ async fn send_pipelined(
     prepared: &[Ready],
     params: &[Vec<&(dyn ToSql + Sync)>],
     after: Option<&str>,
+    copy_lost: &AtomicBool,
 ) -> (PgResult<()>, Vec<PgResult<Outcome>>, PgResult<Vec<SimpleQueryMessage>>, bool) {
     let mut sent: Vec<Sent<_>> = statements
         .iter()
@@ -906,6 +947,7 @@ async fn send_pipelined(
         .map(|((statement, prepared), params)| {
             let run = async move {
                 let outcome = match prepared {
+                    _ if statement.copy.is_some() => copy_rows(client, statement, prepared, copy_lost).await,
                     Ready::Named(prepared) if statement.returns_rows => {
                         client.query(prepared, params).await.map(Outcome::Rows)
                     }
@@ -1005,6 +1047,39 @@ async fn ready_one(
         }
     })
 }
+
+/// Runs a `COPY ... FROM STDIN` with the statement's rows.
+///
+/// The driver starts a `COPY` by sending its `Bind`, `Execute` and `Sync`
+/// before the data, so a `COPY` that fails before the server reads data
+/// (in an aborted transaction, or refused by the server) gets a second
+/// `ReadyForQuery`, for the `Sync` that follows the aborted data, which the
+/// driver hands to the next request: from then on every answer would go
+/// to the wrong request. The flush sends a `COPY` only first in its round
+/// trip, to tables that accept it (see `flush::copy`); if one still fails
+/// to start, `copy_lost` tells the caller to give the connection up.
+async fn copy_rows(
+    client: &Object,
+    statement: &Statement,
+    prepared: &Ready,
+    copy_lost: &AtomicBool,
+) -> PgResult<Outcome> {
+    let started = match prepared {
+        Ready::Named(prepared) => client.copy_in::<_, Bytes>(prepared).await,
+        Ready::Unnamed(_) => client.copy_in::<_, Bytes>(statement.sql.as_str()).await,
+    };
+    let sink = started.inspect_err(|_| copy_lost.store(true, Ordering::Relaxed))?;
+    futures_util::pin_mut!(sink);
+    let mut rows = statement.copy.clone().unwrap_or_default();
+    while !rows.is_empty() {
+        // A message each, far below the protocol's limit of 1 GiB.
+        sink.send(rows.split_to(rows.len().min(COPY_MESSAGE_BYTES))).await?;
+    }
+    sink.finish().await.map(Outcome::Count)
+}
+
+/// The size of the `COPY` data messages a flush sends.
+const COPY_MESSAGE_BYTES: usize = 1 << 20;
 
 /// Readies `statements` to run on `client`, inside the transaction that is
 /// open or queued there: prepared and cached on the connection, or

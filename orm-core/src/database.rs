@@ -11,6 +11,7 @@ use crate::commit_token::CommitToken;
 use crate::connection::SessionConnection;
 use crate::error::{Error, Result};
 use crate::events::Events;
+use crate::flush::CopyTargets;
 use crate::isolation::IsolationLevel;
 use crate::n_plus_one::NPlusOne;
 use crate::replicas::{Endpoint, ReplicaConfig, Replicas};
@@ -109,6 +110,17 @@ pub struct DatabaseConfig {
     /// Hooks every session of the database runs (see [`Events`]), before
     /// those registered on one session. Default: none, which costs nothing.
     pub events: Events,
+    /// The smallest batch of new entities of one type that a flush writes
+    /// by binary `COPY` instead of `INSERT ... UNNEST ... RETURNING`: it
+    /// takes their keys from the key's sequence first, in the flush's
+    /// first round trip, and sends the rows with their keys in the next.
+    /// Only for tables where that writes what the `INSERT` would: an
+    /// integer key from a serial or identity `BY DEFAULT` sequence, no
+    /// other generated field, no insert trigger, rule or row security.
+    /// `None` never uses `COPY`. Default:
+    /// [`DEFAULT_COPY_THRESHOLD`](crate::DEFAULT_COPY_THRESHOLD) rows,
+    /// where `COPY` measured faster here (docs/performance.md).
+    pub copy_threshold: Option<usize>,
 }
 
 impl DatabaseConfig {
@@ -136,6 +148,7 @@ impl DatabaseConfig {
             replica_check_interval: Duration::from_secs(1),
             slow_statement_threshold: Some(Duration::from_secs(1)),
             events: Events::new(),
+            copy_threshold: Some(crate::DEFAULT_COPY_THRESHOLD),
         })
     }
 
@@ -210,6 +223,7 @@ pub struct Database {
     telemetry: Arc<Telemetry>,
     /// Every session's hooks.
     events: Events,
+    copy_targets: Arc<CopyTargets>,
 }
 
 /// Where the pool connects, as whom, and with which TLS: what
@@ -296,6 +310,7 @@ impl Database {
             reads: Arc::new(reads),
             telemetry,
             events: config.events,
+            copy_targets: Arc::new(CopyTargets::new(config.copy_threshold)),
         })
     }
 
@@ -318,6 +333,7 @@ impl Database {
             isolation,
             self.statements.clone(),
             self.telemetry.clone(),
+            self.copy_targets.clone(),
         );
         Session::new(connection, self.n_plus_one, self.events.clone())
     }
@@ -382,6 +398,7 @@ impl Database {
             self.isolation,
             self.statements.clone(),
             self.telemetry.clone(),
+            self.copy_targets.clone(),
         )
         .reading(self.reads.clone(), token);
         Session::new(connection, self.n_plus_one, self.events.clone())

@@ -272,6 +272,19 @@ pub enum Error {
         inserted: usize,
     },
 
+    /// A value of a batch written by binary `COPY` could not be encoded as
+    /// its column's type (a `Json<T>` whose value serde cannot serialize,
+    /// say). Nothing of the flush was written; the objects stay pending.
+    #[error("cannot encode column {column} of {entity} for COPY: {reason}")]
+    Encode {
+        /// The entity type's name.
+        entity: &'static str,
+        /// The column's name.
+        column: &'static str,
+        /// What the encoder said.
+        reason: String,
+    },
+
     /// The transaction was committed, but what the database returned could
     /// not be applied to the session's objects (the inner error says why).
     /// The data is in the database: running the unit of work again would
@@ -570,6 +583,7 @@ impl Error {
             Error::Decode { .. } => ErrorKind::Decode,
             Error::ColumnType { .. } => ErrorKind::ColumnType,
             Error::RowsNotInserted { .. } => ErrorKind::RowsNotInserted,
+            Error::Encode { .. } => ErrorKind::Encode,
             Error::AfterCommit(_) => ErrorKind::AfterCommit,
             Error::CommitUnknown(_) => ErrorKind::CommitUnknown,
             Error::SchemaMismatch(_) => ErrorKind::SchemaMismatch,
@@ -745,6 +759,8 @@ pub enum ErrorKind {
     ColumnType,
     /// [`Error::RowsNotInserted`].
     RowsNotInserted,
+    /// [`Error::Encode`].
+    Encode,
     /// [`Error::AfterCommit`].
     AfterCommit,
     /// [`Error::CommitUnknown`].
@@ -808,6 +824,7 @@ impl ErrorKind {
             ErrorKind::Decode => "decode",
             ErrorKind::ColumnType => "column_type",
             ErrorKind::RowsNotInserted => "rows_not_inserted",
+            ErrorKind::Encode => "encode",
             ErrorKind::AfterCommit => "after_commit",
             ErrorKind::CommitUnknown => "commit_unknown",
             ErrorKind::SchemaMismatch => "schema_mismatch",
@@ -862,6 +879,7 @@ mod tests {
             ErrorKind::Decode,
             ErrorKind::ColumnType,
             ErrorKind::RowsNotInserted,
+            ErrorKind::Encode,
             ErrorKind::AfterCommit,
             ErrorKind::CommitUnknown,
             ErrorKind::SchemaMismatch,

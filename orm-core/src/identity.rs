@@ -515,6 +515,9 @@ pub(crate) trait ErasedRegistry: Send {
     fn has_pending_work(&self) -> bool;
     /// Whether some pending inserts are not among `sent` (by address).
     fn has_inserts_besides(&self, sent: &HashSet<usize>) -> bool;
+    /// How many pending inserts without an on-conflict rule are in neither
+    /// `waiting` nor `sent`: the plain inserts the next round trip carries.
+    fn plain_inserts_besides(&self, waiting: &HashSet<usize>, sent: &HashSet<usize>) -> usize;
     /// Starts a flush: writes from now on to the entities it binds are
     /// kept apart from the values it sends.
     fn begin_flush(&mut self);
@@ -589,6 +592,15 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
 
     fn has_inserts_besides(&self, sent: &HashSet<usize>) -> bool {
         self.pending_inserts.keys().any(|address| !sent.contains(address))
+    }
+
+    fn plain_inserts_besides(&self, waiting: &HashSet<usize>, sent: &HashSet<usize>) -> usize {
+        self.pending_inserts
+            .iter()
+            .filter(|(address, tracked)| {
+                !waiting.contains(address) && !sent.contains(address) && tracked.conflict_rule().is_none()
+            })
+            .count()
     }
 
     fn begin_flush(&mut self) {

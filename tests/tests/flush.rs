@@ -10,7 +10,8 @@ use support::{count_rows, customer, setup, Account, Customer};
 
 #[tokio::test]
 async fn ten_thousand_inserts_are_one_statement_and_one_round_trip() {
-    let (test_db, db) = setup().await;
+    // Without COPY, which takes two (tests/copy_insert.rs).
+    let (test_db, db) = support::setup_with(|config| config.copy_threshold = None).await;
     // Warm the connection's statement cache so the count shows the steady state.
     let mut warm_up = db.session();
     warm_up.add_all([customer("warm-up 1"), customer("warm-up 2")]);

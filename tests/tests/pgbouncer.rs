@@ -196,3 +196,46 @@ async fn raw_sql_runs_unnamed_and_leaves_no_statement_on_any_server_connection()
         assert_eq!(prepared, 0, "server connection {pid} keeps prepared statements");
     }
 }
+
+/// Large insert batches, which go by COPY against the server directly, keep
+/// `INSERT ... RETURNING` in the unnamed mode: PgBouncer 1.18 takes the
+/// Sync the driver sends ahead of a COPY's data for the end of the
+/// transaction and hands the server connection to another client in the
+/// middle of the COPY ("prepared statement does not exist", then the
+/// server connection closed), which concurrent sessions here showed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_get_correct_keys_through_the_pooler() {
+    const ROWS: usize = 5_000;
+    let test_db = setup().await;
+    let db = database(&test_db.pgbouncer_url());
+    let mut warm = db.session();
+    warm.add_all((0..ROWS).map(|i| customer(&format!("warm-{i}"))));
+    warm.commit().await.unwrap();
+    let sessions = (0..SERVER_CONNECTIONS * 2).map(|session_number| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut session = db.session();
+            let added = session.add_all((0..ROWS).map(|i| customer(&format!("s{session_number}-{i}"))));
+            let stats = session.commit().await.expect("a commit");
+            assert_eq!(stats.copied_rows, 0);
+            added.iter().map(|c| (c.read().id, c.read().name.clone())).collect::<Vec<_>>()
+        })
+    });
+    let written: Vec<(i32, String)> =
+        try_join_all(sessions).await.expect("no session panicked").into_iter().flatten().collect();
+    let client = test_db.client().await;
+    let stored: std::collections::HashMap<i32, String> = client
+        .query("SELECT id, name FROM customer", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(stored.len(), SERVER_CONNECTIONS * 2 * ROWS + ROWS);
+    for (id, name) in &written {
+        assert_eq!(stored.get(id), Some(name), "key {id} is on its own object");
+    }
+    for (pid, prepared) in prepared_statements_on_every_server_connection(&db).await {
+        assert_eq!(prepared, 0, "server connection {pid} keeps prepared statements");
+    }
+}

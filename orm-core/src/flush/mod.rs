@@ -11,17 +11,23 @@
 //! insert that returns the parent's key, and the post-update that breaks a
 //! reference cycle waits for the keys of the rows it updates.
 
+mod copy;
 mod order;
 mod plan;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use tracing::Instrument;
 
+use copy::CopyTarget;
+pub(crate) use copy::CopyTargets;
+pub use copy::DEFAULT_COPY_THRESHOLD;
 use plan::Unbound;
 pub(crate) use plan::{plan_table, PlanScope, TablePlan, BIND_CHUNK};
 
 use crate::connection::{Outcome, SessionConnection, Statement};
+use crate::entity::{ColumnSet, EntityMeta};
 use crate::error::{Error, Result};
 use crate::identity::{LinkState, Registries};
 use crate::stats::SessionStats;
@@ -107,6 +113,11 @@ async fn run(
     // Whether COMMIT went out with the last round trip.
     let mut committed = false;
     let nothing = HashSet::new();
+    let mut copy_next: Option<PendingCopy> = None;
+    // Asked before anything is sent: between round trips the transaction
+    // holds rows the objects do not show yet, and takes no other statement.
+    let candidates = copy_candidates(registries, connection, &deferred);
+    let copy_targets = copy_targets(registries.all.len(), connection, stats, candidates).await?;
     for registry in &mut registries.all {
         // A flush cut off earlier (its future dropped) never ended.
         registry.end_flush(false);
@@ -127,7 +138,9 @@ async fn run(
                 && metas[index].key_columns().any(|k| metas[index].columns[k].generated)
                 && registry.has_inserts_besides(inserted.get(&index).unwrap_or(&nothing))
         });
-        let last = !keys_awaited && !links.iter().any(|l| l.unresolved);
+        let copying = choose_copy(registries, &copy_targets, &order, &links, &inserted);
+        // A table that takes keys now sends its rows in another round trip.
+        let last = !keys_awaited && !links.iter().any(|l| l.unresolved) && copying.is_none();
         let planned = order.iter().try_fold(Vec::new(), |mut round, &index| {
             let scope = PlanScope {
                 waiting: &links[index].waiting,
@@ -135,6 +148,7 @@ async fn run(
                 last,
                 deferred: deferred[index],
                 preview: false,
+                copy: copying.as_ref().filter(|(chosen, _)| *chosen == index).map(|(_, target)| target),
             };
             if let Some(plan) = registries.all[index].plan(&scope)? {
                 round.push(Sent { registry: index, plan, outcomes: TableOutcomes::default() });
@@ -147,7 +161,7 @@ async fn run(
             Err(error) if !first => return Err(recover(connection, stats, end, false, error).await),
             Err(error) => return Err(error),
         };
-        if round.is_empty() {
+        if round.is_empty() && copy_next.is_none() {
             if !last {
                 let error = stuck(registries, &links);
                 return Err(if first { error } else { recover(connection, stats, end, false, error).await });
@@ -158,7 +172,8 @@ async fn run(
             }
         } else {
             let verify = last && sent.iter().chain(&round).any(|s| s.plan.needs_verification());
-            let (unbound, routes) = order_statements(&mut round);
+            let (mut unbound, routes) = order_statements(&mut round);
+            let copy_sent = copy_next.take().map(|copy| copy.lead(&mut unbound));
             // Bound before the savepoint is named: nothing is sent if binding fails.
             let statements = match bind(unbound).await {
                 Ok(statements) => statements,
@@ -178,19 +193,14 @@ async fn run(
             // not yet on the objects, and the flush yields to the runtime.
             connection.set_applying(true);
             committed = commit.is_some() && connection.after_sent();
-            match result {
-                Ok(outcomes) => route(&mut round, routes, outcomes),
-                Err(error) => return Err(recover(connection, stats, end, committed, error).await),
+            if let Err(error) = result.and_then(|outcomes| deliver(&mut round, routes, outcomes, copy_sent, stats)) {
+                return Err(recover(connection, stats, end, committed, error).await);
             }
             if !last {
-                let recorded = round
-                    .iter_mut()
-                    .try_for_each(|part| part.plan.record_keys(&part.outcomes, registries.all[part.registry].as_mut()));
-                if let Err(error) = recorded {
-                    return Err(recover(connection, stats, end, false, error).await);
-                }
-                for part in &round {
-                    inserted.entry(part.registry).or_default().extend(part.plan.inserted());
+                let keys_wanted = links.iter().any(|l| l.unresolved) || deferred.iter().any(|&d| d != 0);
+                match carry_over(&mut round, registries, &mut inserted, keys_wanted) {
+                    Ok(copy) => copy_next = copy,
+                    Err(error) => return Err(recover(connection, stats, end, false, error).await),
                 }
             }
             first = false;
@@ -320,6 +330,139 @@ async fn finish_empty(connection: &mut SessionConnection, stats: &mut SessionSta
     }
 }
 
+/// The tables with at least the `COPY` threshold of plain inserts pending,
+/// and the threshold.
+fn copy_candidates(
+    registries: &Registries,
+    connection: &SessionConnection,
+    deferred: &[ColumnSet],
+) -> Vec<(usize, &'static EntityMeta, usize)> {
+    let Some(threshold) = connection.copy_targets().threshold() else { return Vec::new() };
+    // PgBouncer (1.18, transaction mode) takes the Sync the driver sends
+    // ahead of a COPY's data for the end of the transaction, and hands the
+    // server connection to another client in the middle of the COPY.
+    if connection.read_only() || connection.unnamed_statements() {
+        return Vec::new();
+    }
+    let nothing = HashSet::new();
+    registries
+        .all
+        .iter()
+        .enumerate()
+        .filter(|&(index, registry)| {
+            deferred[index] == 0 && registry.plain_inserts_besides(&nothing, &nothing) >= threshold
+        })
+        .map(|(index, registry)| (index, registry.meta(), threshold))
+        .collect()
+}
+
+/// Per table, where its plain inserts may go by `COPY` (see [`copy`]),
+/// and from how many on, for the `candidates` that allow it.
+async fn copy_targets(
+    tables: usize,
+    connection: &mut SessionConnection,
+    stats: &mut SessionStats,
+    candidates: Vec<(usize, &'static EntityMeta, usize)>,
+) -> Result<Vec<Option<(usize, Arc<CopyTarget>)>>> {
+    let mut targets = vec![None; tables];
+    for (index, meta, threshold) in candidates {
+        targets[index] = CopyTargets::target(connection, stats, meta).await?.map(|target| (threshold, target));
+    }
+    Ok(targets)
+}
+
+/// The table, if any, whose plain inserts this round trip takes keys for,
+/// to `COPY` them in the next: the first in insert order whose batch
+/// reaches the threshold and whose table allows it. One a round trip: its
+/// `COPY` must go first in the next one.
+fn choose_copy(
+    registries: &Registries,
+    targets: &[Option<(usize, Arc<CopyTarget>)>],
+    order: &[usize],
+    links: &[LinkState],
+    inserted: &HashMap<usize, HashSet<usize>>,
+) -> Option<(usize, Arc<CopyTarget>)> {
+    let nothing = HashSet::new();
+    order.iter().find_map(|&index| {
+        let (threshold, target) = targets[index].as_ref()?;
+        let sent = inserted.get(&index).unwrap_or(&nothing);
+        (registries.all[index].plain_inserts_besides(&links[index].waiting, sent) >= *threshold)
+            .then(|| (index, target.clone()))
+    })
+}
+
+/// The `COPY` of the rows whose keys a round trip took: the first
+/// statement of the next round trip.
+struct PendingCopy {
+    statement: Unbound,
+    /// How many rows it writes.
+    rows: usize,
+    meta: &'static EntityMeta,
+}
+
+impl PendingCopy {
+    /// Puts the `COPY` first in its round trip's `statements`, behind
+    /// nothing that could fail: the driver loses track of the connection
+    /// if a `COPY` fails to start (see `connection::copy_rows`). Returns how
+    /// many rows it writes, and into which table.
+    fn lead(self, statements: &mut Vec<Unbound>) -> (usize, &'static EntityMeta) {
+        statements.insert(0, self.statement);
+        (self.rows, self.meta)
+    }
+}
+
+/// Hands each statement's outcome to its table's plan, after checking the
+/// row count of the round trip's `COPY` (its first statement), if any.
+fn deliver(
+    round: &mut [Sent],
+    routes: Vec<(usize, Phase)>,
+    mut outcomes: Vec<Outcome>,
+    copied: Option<(usize, &'static EntityMeta)>,
+    stats: &mut SessionStats,
+) -> Result<()> {
+    if let Some((rows, meta)) = copied {
+        check_copied(&outcomes.remove(0), rows, meta)?;
+        stats.copied_rows += rows as u64;
+    }
+    route(round, routes, outcomes);
+    Ok(())
+}
+
+/// What a round trip that is not the flush's last leaves to the next: the
+/// keys the inserts generated, for children that wait for them and for
+/// post-updates (`keys_wanted`: a round trip that is not the last only
+/// because it took keys for a `COPY` has neither to serve), the inserts it
+/// sent (in `inserted`), and the `COPY` of the rows whose keys it took.
+fn carry_over(
+    round: &mut [Sent],
+    registries: &mut Registries,
+    inserted: &mut HashMap<usize, HashSet<usize>>,
+    keys_wanted: bool,
+) -> Result<Option<PendingCopy>> {
+    let mut copy = None;
+    for part in round.iter_mut() {
+        if keys_wanted {
+            part.plan.record_keys(&part.outcomes, registries.all[part.registry].as_mut())?;
+        }
+        if let Some((statement, rows)) = part.plan.take_copy(&part.outcomes)? {
+            copy = Some(PendingCopy { statement, rows, meta: part.plan.meta() });
+        }
+    }
+    for part in round.iter() {
+        inserted.entry(part.registry).or_default().extend(part.plan.inserted());
+    }
+    Ok(copy)
+}
+
+/// Fails if a `COPY` wrote another number of rows than it was given.
+fn check_copied(outcome: &Outcome, expected: usize, meta: &'static EntityMeta) -> Result<()> {
+    let inserted = usize::try_from(outcome.rows()).unwrap_or(usize::MAX);
+    if inserted == expected {
+        return Ok(());
+    }
+    Err(Error::RowsNotInserted { entity: meta.name, table: meta.table, expected, inserted })
+}
+
 /// Refuses a round trip that inserts into two tables referencing each
 /// other through columns no post-update can set: neither insert can go first.
 fn check_cycles(round: &[Sent], cyclic: &[usize], metas: &[&'static crate::entity::EntityMeta]) -> Result<()> {
@@ -356,7 +499,7 @@ async fn bind(unbound: Vec<Unbound>) -> Result<Vec<Statement>> {
                     break;
                 }
             }
-            statement.params = binding.into_params();
+            binding.finish(&mut statement);
         }
         statements.push(statement);
     }

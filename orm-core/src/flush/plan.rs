@@ -2,9 +2,11 @@
 //! their results back to the tracked objects.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use parking_lot::RwLockWriteGuard;
 
+use super::copy::{self, CopyTarget};
 use crate::connection::{Outcome, Statement};
 use crate::entity::{ColumnSet, Entity, EntityMeta};
 use crate::error::{Error, Result};
@@ -52,8 +54,9 @@ impl From<Statement> for Unbound {
 pub(crate) trait Binding: Send + Sync {
     /// Binds the next chunk of rows; true once every row is bound.
     fn bind_chunk(&mut self) -> Result<bool>;
-    /// The parameters, one array per column, after every chunk was bound.
-    fn into_params(self: Box<Self>) -> Vec<crate::types::Param>;
+    /// Puts what was bound into `statement`, after every chunk was bound:
+    /// its parameters, one array per column, or the rows of its `COPY`.
+    fn finish(self: Box<Self>, statement: &mut Statement);
 }
 
 /// [`bind_columns`], a chunk at a time.
@@ -85,8 +88,9 @@ impl<T: Entity> Binding for ColumnBinding<T> {
         Ok(end == self.rows.len())
     }
 
-    fn into_params(self: Box<Self>) -> Vec<crate::types::Param> {
-        self.chunks
+    fn finish(self: Box<Self>, statement: &mut Statement) {
+        statement.params = self
+            .chunks
             .into_iter()
             .map(|mut chunks| match chunks.pop() {
                 Some(only) if chunks.is_empty() => only,
@@ -95,7 +99,7 @@ impl<T: Entity> Binding for ColumnBinding<T> {
                     Box::new(ArrayChunks(chunks))
                 }
             })
-            .collect()
+            .collect();
     }
 }
 
@@ -122,12 +126,16 @@ pub(crate) struct PlanScope<'a> {
     pub(crate) deferred: ColumnSet,
     /// Only counting what a flush would do: the session must not change.
     pub(crate) preview: bool,
+    /// The table takes the keys of its plain inserts from its sequence
+    /// in this round trip, and `COPY`s the rows in the next (see
+    /// [`copy`](super::copy)).
+    pub(crate) copy: Option<&'a Arc<CopyTarget>>,
 }
 
 impl PlanScope<'_> {
     /// A look at everything pending, for [`Session::pending`](crate::Session::pending).
     pub(crate) fn preview(empty: &HashSet<usize>) -> PlanScope<'_> {
-        PlanScope { waiting: empty, inserted: empty, last: true, deferred: 0, preview: true }
+        PlanScope { waiting: empty, inserted: empty, last: true, deferred: 0, preview: true, copy: None }
     }
 }
 
@@ -145,6 +153,10 @@ pub(crate) trait TablePlan: Send + Sync {
     fn inserts_rows(&self) -> bool;
     /// The handle addresses of the entities the plan inserts.
     fn inserted(&self) -> Vec<usize>;
+    /// The `COPY` of the rows whose keys this plan took from the sequence
+    /// (see [`PlanScope::copy`]), and how many rows it writes; taken once,
+    /// after the round trip that took the keys.
+    fn take_copy(&mut self, outcomes: &TableOutcomes) -> Result<Option<(Unbound, usize)>>;
     /// Keeps the keys the inserts generated, for children that wait for them
     /// in the flush's next round trip; the entities are not changed yet.
     fn record_keys(&mut self, outcomes: &TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()>;
@@ -201,6 +213,10 @@ struct Plan<T: Entity> {
     /// order of `inserts`: set by `apply`, used by `enter_inserted`.
     /// Each is taken as its entity enters.
     inserted_keys: Vec<Option<T::Key>>,
+    /// Where the plain inserts go by `COPY`, their keys taken first.
+    copy: Option<Arc<CopyTarget>>,
+    /// The flush that binds the rows, for the `COPY`'s binding.
+    flush: Option<u64>,
 }
 
 /// A new entity taking over the row of a deleted one with the same key.
@@ -300,7 +316,10 @@ fn bind_switches<T: Entity>(
 /// copying the entities. Each is marked as bound by `flush` while its guard
 /// is held, so that a write after the values were read keeps what was sent.
 /// A guard a user holds fails the flush at once ([`Error::Borrowed`]).
-fn bind_all<T: Entity>(rows: &[Tracked<T>], flush: Option<u64>) -> Result<Vec<RwLockWriteGuard<'_, EntityState<T>>>> {
+pub(super) fn bind_all<T: Entity>(
+    rows: &[Tracked<T>],
+    flush: Option<u64>,
+) -> Result<Vec<RwLockWriteGuard<'_, EntityState<T>>>> {
     let mut guards = rows.iter().map(Tracked::lock_write).collect::<Result<Vec<_>>>()?;
     if let Some(flush) = flush {
         for state in &mut guards {
@@ -414,6 +433,7 @@ fn upsert_statement<T: Entity>(
         params: Vec::new(),
         returns_rows: true,
         check: Some(check_returned_rows::<T>),
+        copy: None,
     };
     Unbound { statement, binding: Some(ColumnBinding::boxed(rows, sql::batch_insert_parameters(columns), flush)) }
 }
@@ -426,9 +446,15 @@ fn insert_statements<T: Entity>(
     upserts: &[(ConflictRule, usize)],
     columns: ColumnSet,
     flush: Option<u64>,
+    copy: Option<&CopyTarget>,
 ) -> Result<Vec<Unbound>> {
     let mut statements = Vec::with_capacity(usize::from(plain > 0) + upserts.len());
-    if plain > 0 {
+    if let (Some(target), true) = (copy, plain > 0) {
+        // The keys come back as RETURNING would bring them; the rows follow.
+        let mut statement = copy::allocate_keys(T::META, target, plain);
+        statement.check = Some(check_returning::<T>);
+        statements.push(statement.into());
+    } else if plain > 0 {
         statements.push(insert_statement(&inserts[..plain], columns, flush)?);
     }
     let mut from = plain;
@@ -460,7 +486,8 @@ fn insert_statement<T: Entity>(inserts: &[Tracked<T>], columns: ColumnSet, flush
             Some(ColumnBinding::boxed(inserts, sql::batch_insert_parameters(columns), flush)),
         ),
     };
-    let statement = Statement { sql, params, returns_rows, check: returns_rows.then_some(check_returning::<T>) };
+    let statement =
+        Statement { sql, params, returns_rows, check: returns_rows.then_some(check_returning::<T>), copy: None };
     Ok(Unbound { statement, binding })
 }
 
@@ -498,25 +525,25 @@ pub(crate) fn plan_table<T: Entity>(
     let mut statements = TableStatements::default();
     let (inserts, upserts) = split_upserts(inserts);
     let plain = inserts.len() - upserts.iter().map(|&(_, count)| count).sum::<usize>();
-    statements.inserts = insert_statements(&inserts, plain, &upserts, meta.insert_columns() & !scope.deferred, flush)?;
+    let copy = scope.copy.filter(|_| scope.deferred == 0 && plain > 0).cloned();
+    statements.inserts =
+        insert_statements(&inserts, plain, &upserts, meta.insert_columns() & !scope.deferred, flush, copy.as_deref())?;
     // One row, two handles: an upsert meeting a row already tracked, or
     // one that another insert of this flush wrote.
     let check_clash = !upserts.is_empty()
         && (!registry.identity.is_empty() || !scope.inserted.is_empty() || upserts.len() + usize::from(plain > 0) > 1);
     for (&changed, rows) in &groups {
-        let statement =
-            Statement { sql: sql::update(meta, changed), params: Vec::new(), returns_rows: true, check: None };
+        let statement = Statement::new(sql::update(meta, changed), Vec::new(), true);
         let binding = ColumnBinding::boxed(rows, sql::update_parameters(meta, changed), flush);
         statements.updates.push(Unbound { statement, binding: Some(binding) });
     }
     for (&changed, switched) in switches.iter().filter(|(&changed, _)| switch_sends::<T>(changed)) {
         statements.updates.push(
-            Statement {
-                sql: sql::update(meta, changed),
-                params: bind_switches(switched, &sql::update_parameters(meta, changed), flush)?,
-                returns_rows: true,
-                check: None,
-            }
+            Statement::new(
+                sql::update(meta, changed),
+                bind_switches(switched, &sql::update_parameters(meta, changed), flush)?,
+                true,
+            )
             .into(),
         );
     }
@@ -525,17 +552,11 @@ pub(crate) fn plan_table<T: Entity>(
     // checked: they touch only rows this transaction inserted or deletes.
     if !post_updated.is_empty() {
         statements.updates.push(
-            Statement {
-                sql: sql::update(meta, scope.deferred),
-                params: bind_post_update(
-                    registry,
-                    &post_updated,
-                    &sql::update_parameters(meta, scope.deferred),
-                    flush,
-                )?,
-                returns_rows: true,
-                check: None,
-            }
+            Statement::new(
+                sql::update(meta, scope.deferred),
+                bind_post_update(registry, &post_updated, &sql::update_parameters(meta, scope.deferred), flush)?,
+                true,
+            )
             .into(),
         );
     }
@@ -543,24 +564,17 @@ pub(crate) fn plan_table<T: Entity>(
         // Before any delete: the rows these rows reference may be deleted in
         // the same flush.
         statements.updates.push(
-            Statement {
-                sql: sql::clear(meta, scope.deferred),
-                params: bind_stored(&deletes, &meta.key_columns().collect::<Vec<_>>())?,
-                returns_rows: false,
-                check: None,
-            }
+            Statement::new(
+                sql::clear(meta, scope.deferred),
+                bind_stored(&deletes, &meta.key_columns().collect::<Vec<_>>())?,
+                false,
+            )
             .into(),
         );
     }
     if !deletes.is_empty() {
         statements.deletes.push(
-            Statement {
-                sql: sql::delete(meta),
-                params: bind_stored(&deletes, &sql::update_parameters(meta, 0))?,
-                returns_rows: true,
-                check: None,
-            }
-            .into(),
+            Statement::new(sql::delete(meta), bind_stored(&deletes, &sql::update_parameters(meta, 0))?, true).into(),
         );
     }
     let updates = groups.into_values().collect();
@@ -577,6 +591,8 @@ pub(crate) fn plan_table<T: Entity>(
         deletes,
         switches,
         inserted_keys: Vec::new(),
+        copy,
+        flush,
     })))
 }
 
@@ -780,6 +796,15 @@ impl<T: Entity> TablePlan for Plan<T> {
 
     fn inserted(&self) -> Vec<usize> {
         self.inserts.iter().map(Tracked::address).collect()
+    }
+
+    fn take_copy(&mut self, outcomes: &TableOutcomes) -> Result<Option<(Unbound, usize)>> {
+        let Some(target) = self.copy.take() else { return Ok(None) };
+        self.check_inserted(outcomes)?;
+        let (rows, _) = self.inserted_rows(outcomes);
+        let keys = rows.iter().map(T::key_from_row).collect::<Result<Vec<_>>>()?;
+        let (statement, binding) = copy::copy_statement(&target, &self.inserts[..self.plain], keys, self.flush);
+        Ok(Some((Unbound { statement, binding: Some(binding) }, self.plain)))
     }
 
     fn record_keys(&mut self, outcomes: &TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()> {
