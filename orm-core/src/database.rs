@@ -10,6 +10,7 @@ use tokio_postgres::config::Host;
 use crate::commit_token::CommitToken;
 use crate::connection::SessionConnection;
 use crate::error::{Error, Result};
+use crate::filters::{Filters, Tenant};
 use crate::isolation::IsolationLevel;
 use crate::n_plus_one::NPlusOne;
 use crate::replicas::{Endpoint, ReplicaConfig, Replicas};
@@ -296,6 +297,30 @@ impl Database {
         self.session_at(self.isolation)
     }
 
+    /// Opens a session scoped to one tenant: every load of an entity with a
+    /// `#[orm(tenant)]` column keeps only the rows whose tenant column
+    /// equals `tenant` (a bind parameter, so the statement text is the
+    /// same for every tenant); new entities whose tenant field holds its
+    /// type's default (0, "", the nil UUID) get `tenant`; and a flush that
+    /// would insert, change or delete a row of another tenant fails with
+    /// [`Error::WrongTenant`](crate::Error::WrongTenant) before it sends
+    /// anything. `tenant` must be of the tenant fields' type (an `i64` for
+    /// an `i64` field): another is [`Error::TenantType`](crate::Error::TenantType).
+    ///
+    /// A session from [`session`](Self::session) has no tenant and sees
+    /// every tenant's rows: for migrations, admin tools and jobs that work
+    /// across tenants. Raw SQL ([`Session::query_rows`],
+    /// [`Session::execute`]) is never filtered. See the guide's chapter on
+    /// filters for an example.
+    pub fn session_for_tenant<T>(&self, tenant: T) -> Session
+    where
+        T: tokio_postgres::types::ToSql + Clone + Send + Sync + 'static,
+    {
+        let mut session = self.session();
+        session.filters = Filters::for_tenant(Tenant::new(tenant));
+        session
+    }
+
     /// Opens a session whose transaction runs at `level`, whatever
     /// [`DatabaseConfig::isolation`] says: for a unit of work that needs
     /// SERIALIZABLE, say, in an application that mostly does not.
@@ -311,7 +336,7 @@ impl Database {
             self.statements.clone(),
             self.telemetry.clone(),
         );
-        Session::new(connection, self.n_plus_one)
+        Session::new(connection, self.n_plus_one, Filters::default())
     }
 
     /// Opens a session that only reads, on a read replica (see
@@ -376,7 +401,7 @@ impl Database {
             self.telemetry.clone(),
         )
         .reading(self.reads.clone(), token);
-        Session::new(connection, self.n_plus_one)
+        Session::new(connection, self.n_plus_one, Filters::default())
     }
 
     /// Whether [`DatabaseConfig::replicas`] named any read replica.

@@ -75,6 +75,7 @@ mod eager;
 mod entity;
 mod error;
 mod expr;
+mod filters;
 mod flush;
 mod identity;
 mod interval;

@@ -63,6 +63,9 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         quote!(self.#field = ::core::clone::Clone::clone(&from.#field);)
     });
 
+    let filter_fields = filter_fields(&columns);
+    let soft_delete_check = soft_delete_check(&columns);
+
     let constants = column_constants(ident, &columns);
     let relations = relation_constants(ident, &columns, &composites);
     let reference_checks = reference_checks(&columns, &composites);
@@ -125,9 +128,12 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             fn reference_hash(&self, column: usize) -> ::core::option::Option<u64> {
                 #reference_hashes
             }
+
+            #filter_fields
         }
 
         #scalar_keys
+        #soft_delete_check
         #constants
         #relations
     })
@@ -467,6 +473,7 @@ fn column_meta(columns: &[&FieldModel<'_>], composites: &[Composite<'_>]) -> Tok
         let nullable = quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::NULLABLE);
         let enum_labels = quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::ENUM_LABELS);
         let (primary_key, generated, version) = (f.primary_key, f.generated, f.version);
+        let (soft_delete, tenant) = (f.soft_delete, f.tenant);
         // A function, not the parent's META itself: entities that reference
         // each other (or themselves) would make constant evaluation cyclic.
         // The first column of a composite foreign key carries it; its
@@ -489,10 +496,40 @@ fn column_meta(columns: &[&FieldModel<'_>], composites: &[Composite<'_>]) -> Tok
                 primary_key: #primary_key, generated: #generated, version: #version,
                 references: #references, foreign_key_columns: &[#(#foreign_key_columns),*],
                 cascade_delete: #cascade_delete, enum_labels: #enum_labels,
+                soft_delete: #soft_delete, tenant: #tenant,
             }
         }
     });
     quote!(#(#metas),*)
+}
+
+/// Refuses, at compile time and at the field's type, a `soft_delete`
+/// field that is not an `Option` of a timestamp or date.
+fn soft_delete_check(columns: &[&FieldModel<'_>]) -> TokenStream {
+    let checks = columns.iter().filter(|f| f.soft_delete).map(|f| {
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> const _: () = ::orm_core::__private::soft_delete_field::<#ty>();)
+    });
+    quote!(#(#checks)*)
+}
+
+/// The tenant methods of a `tenant` field, at the field's type so that a
+/// type that cannot be a tenant is an error there.
+fn filter_fields(columns: &[&FieldModel<'_>]) -> TokenStream {
+    let tenant = columns.iter().find(|f| f.tenant).map(|f| {
+        let field = f.ident;
+        let ty = f.ty;
+        quote_spanned! {ty.span()=>
+            fn tenant_is(&self, tenant: &dyn ::core::any::Any) -> ::core::option::Option<bool> {
+                ::orm_core::__private::tenant_is::<#ty>(&self.#field, tenant)
+            }
+
+            fn fill_tenant(&mut self, tenant: &dyn ::core::any::Any) -> bool {
+                ::orm_core::__private::fill_tenant::<#ty>(&mut self.#field, tenant)
+            }
+        }
+    });
+    quote!(#tenant)
 }
 
 /// The constant a column generates: its field's name in upper case.
