@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 
 use crate::column::Condition;
-use crate::entity::Entity;
+use crate::entity::{Entity, EntityMeta};
 use crate::error::{Error, Result};
 use crate::expr::{ExprNode, SharedParam};
 use crate::identity::Registry;
@@ -86,7 +86,11 @@ impl Filters {
     /// `None` when nothing applies (an entity without filters: its
     /// statements stay as they were).
     pub(crate) fn condition<E: Entity>(&self, lift: Lift) -> Option<Condition<E>> {
-        let meta = E::META;
+        self.condition_of(E::META, lift).map(Condition::retype)
+    }
+
+    /// [`condition`](Self::condition) of the entity `meta` describes.
+    pub(crate) fn condition_of(&self, meta: &'static EntityMeta, lift: Lift) -> Option<Condition<()>> {
         let live = meta
             .soft_delete_column()
             .filter(|_| !lift.deleted)

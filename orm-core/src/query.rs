@@ -394,6 +394,8 @@ impl<'s, E: Entity> Query<'s, E> {
         }
         let filter_start = sql.len();
         if let Some(filter) = self.filter.take() {
+            let (filters, lift) = (&self.session.filters, self.lift);
+            let filter = filter.with_related_filters(&|meta| filters.condition_of(meta, lift));
             sql.push_str(" WHERE ");
             filter.render(&mut sql, &mut params);
         }

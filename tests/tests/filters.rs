@@ -145,6 +145,15 @@ async fn queries_counts_and_projections_hide_soft_deleted_rows_unless_lifted() {
         assert_eq!(per_project, [(1, 2), (2, 1), (3, 1)]);
         let untracked = session.query::<Task>().untracked().all().await.unwrap();
         assert_eq!(untracked.len(), 3);
+
+        // Filters across a relation (semi-joins) hide the related rows too.
+        let with_deleted_task = || Task::PROJECT.any(Task::TITLE.eq("deleted"));
+        assert_eq!(session.query::<Project>().filter(with_deleted_task()).count().await.unwrap(), 0);
+        assert_eq!(session.query::<Project>().include_deleted().filter(with_deleted_task()).count().await.unwrap(), 1);
+        let in_project_one = || Task::PROJECT.has(Project::NAME.like("one%"));
+        assert_eq!(ids(&session.query::<Task>().filter(in_project_one()).all().await.unwrap()), [1]);
+        let lifted = session.query::<Task>().include_deleted().filter(in_project_one()).all().await.unwrap();
+        assert_eq!(ids(&lifted), [1, 2, 3]);
     })
     .await;
 }
