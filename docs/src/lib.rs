@@ -37,6 +37,11 @@
 //!    and extractor, what commits and what rolls back (errors, panics,
 //!    timeouts, clients that hang up), the order of the layers, errors as
 //!    responses, and a middleware in the request's transaction.
+//! 7. [Testing your code](testing): a database per test.
+//! 8. [Global filters](filters): soft delete (`#[orm(soft_delete)]`, one
+//!    batched UPDATE, restore and purge) and tenants (`#[orm(tenant)]`,
+//!    `session_for_tenant`, what is refused), what every load path does,
+//!    lifting a filter for one query, and the identity map.
 
 #[doc = include_str!("../guide/01-getting-started.md")]
 pub mod getting_started {}
@@ -57,3 +62,6 @@ pub mod web {}
 
 #[doc = include_str!("../guide/07-testing.md")]
 pub mod testing {}
+
+#[doc = include_str!("../guide/09-filters.md")]
+pub mod filters {}

@@ -95,9 +95,14 @@ impl Filters {
             .soft_delete_column()
             .filter(|_| !lift.deleted)
             .map(|column| Condition::null_expr(ExprNode::Column(meta.columns[column].name), false));
-        let tenant = meta.tenant_column().filter(|_| !lift.tenants).zip(self.tenant.as_ref()).map(|(column, tenant)| {
-            Condition::compare_expr(ExprNode::Column(meta.columns[column].name), "=", ExprNode::Value(tenant.param.clone()))
-        });
+        let tenant =
+            meta.tenant_column().filter(|_| !lift.tenants).zip(self.tenant.as_ref()).map(|(column, tenant)| {
+                Condition::compare_expr(
+                    ExprNode::Column(meta.columns[column].name),
+                    "=",
+                    ExprNode::Value(tenant.param.clone()),
+                )
+            });
         match (live, tenant) {
             (Some(live), Some(tenant)) => Some(live.and(tenant)),
             (live, tenant) => live.or(tenant),

@@ -220,7 +220,11 @@ impl Session {
     /// `sql`, a load of `E` that has a `WHERE` clause and calls `E`'s
     /// table `t`, with the session's global filters of `E` added, their
     /// values after `params`; as it is when none apply.
-    pub(crate) fn filtered<E: Entity>(&self, sql: &'static str, params: &mut Vec<crate::types::Param>) -> Cow<'static, str> {
+    pub(crate) fn filtered<E: Entity>(
+        &self,
+        sql: &'static str,
+        params: &mut Vec<crate::types::Param>,
+    ) -> Cow<'static, str> {
         if self.filters.condition::<E>(Lift::default()).is_none() {
             return Cow::Borrowed(sql);
         }

@@ -336,7 +336,8 @@ pub(crate) fn soft_delete(meta: &EntityMeta, marker: usize) -> String {
     let marker = quote_ident(meta.columns[marker].name);
     let mut assignments = format!("{marker} = now()");
     if let Some(v) = meta.version_column() {
-        let _ = write!(assignments, ", {} = {}", quote_ident(meta.columns[v].name), next_version(&meta.columns[v], "t"));
+        let _ =
+            write!(assignments, ", {} = {}", quote_ident(meta.columns[v].name), next_version(&meta.columns[v], "t"));
     }
     format!(
         "UPDATE {} AS t SET {assignments} FROM {} WHERE {} AND t.{marker} IS NULL RETURNING {}",

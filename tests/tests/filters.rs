@@ -168,7 +168,8 @@ async fn joins_hide_soft_deleted_rows_on_both_sides() {
         let pairs: Vec<(i64, i64)> = joined.iter().map(|(t, p)| (t.key(), p.key())).collect();
         assert_eq!(pairs, [(1, 1), (4, 3)]);
         let left = session.query::<Task>().left_join(Task::PROJECT).order_by(Task::ID.asc()).all().await.unwrap();
-        let pairs: Vec<(i64, Option<i64>)> = left.iter().map(|(t, p)| (t.key(), p.as_ref().map(Tracked::key))).collect();
+        let pairs: Vec<(i64, Option<i64>)> =
+            left.iter().map(|(t, p)| (t.key(), p.as_ref().map(Tracked::key))).collect();
         assert_eq!(pairs, [(1, Some(1)), (3, None), (4, Some(3))]);
 
         let lifted =
@@ -271,7 +272,10 @@ async fn session_delete_of_a_batch_is_one_update_and_no_delete_and_restore_clear
         let kept: i64 = test_db
             .client()
             .await
-            .query_one("SELECT count(*) FROM task WHERE title LIKE 'bulk %' AND deleted_at IS NOT NULL AND version = 2", &[])
+            .query_one(
+                "SELECT count(*) FROM task WHERE title LIKE 'bulk %' AND deleted_at IS NOT NULL AND version = 2",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
@@ -346,7 +350,8 @@ async fn a_tenant_session_never_reads_another_tenants_rows() {
 async fn a_tenant_session_never_writes_another_tenants_rows() {
     within(async {
         let (test_db, db) = setup().await;
-        let before = column(&test_db, "SELECT id, name || coalesce(deleted_at::text, '') FROM project ORDER BY id").await;
+        let before =
+            column(&test_db, "SELECT id, name || coalesce(deleted_at::text, '') FROM project ORDER BY id").await;
         let tasks_before = column(&test_db, "SELECT id, title || version FROM task ORDER BY id").await;
 
         // Set-based update and delete: this tenant's rows only.
@@ -399,7 +404,8 @@ async fn a_tenant_session_never_writes_another_tenants_rows() {
         assert!(matches!(error, Error::StaleData { entity: "Project", .. }), "{error:?}");
         drop(session);
 
-        let after = column(&test_db, "SELECT id, name || coalesce(deleted_at::text, '') FROM project ORDER BY id").await;
+        let after =
+            column(&test_db, "SELECT id, name || coalesce(deleted_at::text, '') FROM project ORDER BY id").await;
         assert_eq!(after, before);
         assert_eq!(column(&test_db, "SELECT id, title || version FROM task ORDER BY id").await, tasks_before);
     })
@@ -445,7 +451,10 @@ async fn statement_text_does_not_depend_on_the_tenant() {
         texts.sort();
         assert_eq!(texts.len(), 2, "one get and one count for three tenants: {texts:?}");
         assert!(texts[0].ends_with(r#"WHERE (t."deleted_at" IS NULL AND t."tenant_id" = $1)"#), "{texts:?}");
-        assert!(texts[1].ends_with(r#"WHERE t."id" = $1 AND (t."deleted_at" IS NULL AND t."tenant_id" = $2)"#), "{texts:?}");
+        assert!(
+            texts[1].ends_with(r#"WHERE t."id" = $1 AND (t."deleted_at" IS NULL AND t."tenant_id" = $2)"#),
+            "{texts:?}"
+        );
     })
     .await;
 }

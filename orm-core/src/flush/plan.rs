@@ -566,7 +566,9 @@ pub(crate) fn plan_table<T: Entity>(
         statements.deletes.push(
             Statement {
                 // A soft-deletable entity's delete sets its marker instead.
-                sql: meta.soft_delete_column().map_or_else(|| sql::delete(meta), |marker| sql::soft_delete(meta, marker)),
+                sql: meta
+                    .soft_delete_column()
+                    .map_or_else(|| sql::delete(meta), |marker| sql::soft_delete(meta, marker)),
                 params: bind_stored(&deletes, &sql::update_parameters(meta, 0))?,
                 returns_rows: true,
                 check: None,
