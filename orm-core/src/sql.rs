@@ -317,7 +317,7 @@ pub(crate) fn update(meta: &EntityMeta, changed: ColumnSet) -> String {
 /// Deletes a batch by key (and expected version if versioned); parameters
 /// follow [`update_parameters`] with no changed columns. Returns the keys of
 /// the rows it matched.
-pub(crate) fn delete(meta: &EntityMeta) -> String {
+fn delete(meta: &EntityMeta) -> String {
     format!(
         "DELETE FROM {} AS t USING {} WHERE {} RETURNING {}",
         quote_ident(meta.table),
@@ -327,12 +327,19 @@ pub(crate) fn delete(meta: &EntityMeta) -> String {
     )
 }
 
+/// The statement of a batch of the session's deletes: [`soft_delete`] for
+/// an entity with a soft-delete marker, which keeps its rows, else
+/// [`delete`].
+pub(crate) fn session_delete(meta: &EntityMeta) -> String {
+    meta.soft_delete_column().map_or_else(|| delete(meta), |marker| soft_delete(meta, marker))
+}
+
 /// Soft-deletes a batch: sets the soft-delete marker of the rows to the
 /// transaction's `now()` (and advances the version, so that sessions
 /// holding the row see it changed), matching them as [`delete`] does and
 /// only while they are live, so that deleting a row deleted meanwhile is
 /// deleting a row that is gone. Parameters and result as [`delete`]'s.
-pub(crate) fn soft_delete(meta: &EntityMeta, marker: usize) -> String {
+fn soft_delete(meta: &EntityMeta, marker: usize) -> String {
     let marker = quote_ident(meta.columns[marker].name);
     let mut assignments = format!("{marker} = now()");
     if let Some(v) = meta.version_column() {

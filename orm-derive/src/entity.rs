@@ -42,27 +42,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         let field = f.ident;
         quote!(if self.#field != snapshot.#field { changed |= 1 << #i; })
     });
-    let generated = columns.iter().filter(|f| f.generated).enumerate().map(|(n, f)| {
-        let field = f.ident;
-        let column = &f.column;
-        let ty = f.ty;
-        quote_spanned!(ty.span()=> self.#field = <#ty as ::orm_core::ColumnType>::decode_column(row, #n, #name, #column)?;)
-    });
-    let version = columns.iter().filter(|f| f.version).map(|f| {
-        let field = f.ident;
-        let ty = f.ty;
-        quote_spanned!(ty.span()=> ::orm_core::__private::increment_version::<#ty>(&mut self.#field);)
-    });
-    let round_to_stored = columns.iter().map(|f| {
-        let field = f.ident;
-        let ty = f.ty;
-        quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::round_to_stored(&mut self.#field);)
-    });
-    let copy_version = columns.iter().filter(|f| f.version).map(|f| {
-        let field = f.ident;
-        quote!(self.#field = ::core::clone::Clone::clone(&from.#field);)
-    });
-
+    let value_methods = value_methods(&name, &columns);
     let filter_fields = filter_fields(&columns);
     let soft_delete_check = soft_delete_check(&columns);
 
@@ -89,6 +69,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
             #column_access
 
+            #value_methods
+
             // Change detection wants exact equality, also for float fields.
             #[allow(clippy::float_cmp)]
             fn changed_columns(&self, snapshot: &Self) -> ::orm_core::ColumnSet {
@@ -97,28 +79,10 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 changed
             }
 
-            fn set_generated(&mut self, row: &::orm_core::__private::Row) -> ::orm_core::Result<()> {
-                #(#generated)*
-                let _ = row;
-                ::core::result::Result::Ok(())
-            }
-
             fn statements() -> &'static ::orm_core::__private::EntityStatements {
                 static STATEMENTS: ::orm_core::__private::EntityStatements =
                     ::orm_core::__private::EntityStatements::new();
                 &STATEMENTS
-            }
-
-            fn increment_version(&mut self) {
-                #(#version)*
-            }
-
-            fn round_to_stored(&mut self) {
-                #(#round_to_stored)*
-            }
-
-            fn copy_version(&mut self, from: &Self) {
-                #(#copy_version)*
             }
 
             fn references_key(&self, column: usize, key: &dyn ::core::any::Any) -> bool {
@@ -137,6 +101,51 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         #constants
         #relations
     })
+}
+
+/// The methods that set fields from the database or from each other:
+/// generated columns read back, the version counter, values rounded as
+/// stored.
+fn value_methods(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
+    let generated = columns.iter().filter(|f| f.generated).enumerate().map(|(n, f)| {
+        let field = f.ident;
+        let column = &f.column;
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> self.#field = <#ty as ::orm_core::ColumnType>::decode_column(row, #n, #name, #column)?;)
+    });
+    let version = columns.iter().filter(|f| f.version).map(|f| {
+        let field = f.ident;
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> ::orm_core::__private::increment_version::<#ty>(&mut self.#field);)
+    });
+    let round_to_stored = columns.iter().map(|f| {
+        let field = f.ident;
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::round_to_stored(&mut self.#field);)
+    });
+    let copy_version = columns.iter().filter(|f| f.version).map(|f| {
+        let field = f.ident;
+        quote!(self.#field = ::core::clone::Clone::clone(&from.#field);)
+    });
+    quote! {
+        fn set_generated(&mut self, row: &::orm_core::__private::Row) -> ::orm_core::Result<()> {
+            #(#generated)*
+            let _ = row;
+            ::core::result::Result::Ok(())
+        }
+
+        fn increment_version(&mut self) {
+            #(#version)*
+        }
+
+        fn round_to_stored(&mut self) {
+            #(#round_to_stored)*
+        }
+
+        fn copy_version(&mut self, from: &Self) {
+            #(#copy_version)*
+        }
+    }
 }
 
 /// Refuses an array as a key column, at compile time: keys are matched

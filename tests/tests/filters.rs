@@ -1,5 +1,5 @@
 //! Global filters: a soft-delete marker and a tenant column hide rows from
-//! every load of their entity (get, get_many, queries, counts, projections,
+//! every load of their entity (`get`, `get_many`, queries, counts, projections,
 //! joins, relation loads, eager loading, set-based updates and deletes),
 //! one query lifts them explicitly, the session's delete of a soft-deletable
 //! entity is one batched UPDATE, and a tenant's session never reads or
@@ -83,6 +83,14 @@ fn ids<E: Entity<Key = i64>>(found: &[Tracked<E>]) -> Vec<i64> {
     ids.sort_unstable();
     ids
 }
+
+/// Every project row as text, to compare before and after.
+const PROJECTS: &str =
+    "SELECT id, tenant_id || ' ' || name || ' ' || coalesce(deleted_at::text, '-') FROM project ORDER BY id";
+
+/// Every task row as text, to compare before and after.
+const TASKS: &str = "SELECT id, tenant_id || ' ' || title || ' ' || version || ' ' || coalesce(deleted_at::text, '-')
+    FROM task ORDER BY id";
 
 /// The text of one column of `table`'s rows, by id, read past the ORM.
 async fn column(test_db: &TestDb, sql: &str) -> Vec<(i64, Option<String>)> {
@@ -350,15 +358,34 @@ async fn a_tenant_session_never_reads_another_tenants_rows() {
 async fn a_tenant_session_never_writes_another_tenants_rows() {
     within(async {
         let (test_db, db) = setup().await;
-        let before =
-            column(&test_db, "SELECT id, name || coalesce(deleted_at::text, '') FROM project ORDER BY id").await;
-        let tasks_before = column(&test_db, "SELECT id, title || version FROM task ORDER BY id").await;
+        let (projects_before, tasks_before) = (column(&test_db, PROJECTS).await, column(&test_db, TASKS).await);
 
         // Set-based update and delete: this tenant's rows only.
         let mut session = db.session_for_tenant(2_i64);
         assert_eq!(session.query::<Task>().update([Task::TITLE.set("mine".to_owned())]).await.unwrap(), 1);
         assert_eq!(session.query::<Project>().filter(Project::ID.le(2)).delete().await.unwrap(), 0);
         session.rollback().await.unwrap();
+
+        // An entity attached under this tenant with another tenant's key
+        // matches no row: the flush's UPDATE matches the tenant too.
+        let mut session = db.session_for_tenant(2_i64);
+        let forged = session.attach(Project { id: 1, tenant_id: 2, name: "one".into(), deleted_at: None });
+        forged.write().name = "forged".into();
+        let error = session.flush().await.unwrap_err();
+        assert!(matches!(error, Error::StaleData { entity: "Project", .. }), "{error:?}");
+        drop(session);
+
+        assert_eq!(column(&test_db, PROJECTS).await, projects_before, "nothing written");
+        assert_eq!(column(&test_db, TASKS).await, tasks_before, "nothing written");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tenant_session_refuses_at_flush_to_write_another_tenants_rows() {
+    within(async {
+        let (test_db, db) = setup().await;
+        let (projects_before, tasks_before) = (column(&test_db, PROJECTS).await, column(&test_db, TASKS).await);
 
         // A new entity gets the session's tenant; one of another tenant is refused.
         let mut session = db.session_for_tenant(2_i64);
@@ -395,19 +422,8 @@ async fn a_tenant_session_never_writes_another_tenants_rows() {
         assert!(matches!(session.flush().await.unwrap_err(), Error::WrongTenant { .. }));
         drop(session);
 
-        // An entity attached under this tenant with another tenant's key
-        // matches no row: the flush's UPDATE matches the tenant too.
-        let mut session = db.session_for_tenant(2_i64);
-        let forged = session.attach(Project { id: 1, tenant_id: 2, name: "one".into(), deleted_at: None });
-        forged.write().name = "forged".into();
-        let error = session.flush().await.unwrap_err();
-        assert!(matches!(error, Error::StaleData { entity: "Project", .. }), "{error:?}");
-        drop(session);
-
-        let after =
-            column(&test_db, "SELECT id, name || coalesce(deleted_at::text, '') FROM project ORDER BY id").await;
-        assert_eq!(after, before);
-        assert_eq!(column(&test_db, "SELECT id, title || version FROM task ORDER BY id").await, tasks_before);
+        assert_eq!(column(&test_db, PROJECTS).await, projects_before, "nothing written");
+        assert_eq!(column(&test_db, TASKS).await, tasks_before, "nothing written");
     })
     .await;
 }

@@ -565,10 +565,7 @@ pub(crate) fn plan_table<T: Entity>(
     if !deletes.is_empty() {
         statements.deletes.push(
             Statement {
-                // A soft-deletable entity's delete sets its marker instead.
-                sql: meta
-                    .soft_delete_column()
-                    .map_or_else(|| sql::delete(meta), |marker| sql::soft_delete(meta, marker)),
+                sql: sql::session_delete(meta),
                 params: bind_stored(&deletes, &sql::update_parameters(meta, 0))?,
                 returns_rows: true,
                 check: None,
