@@ -38,9 +38,13 @@
 //!    timeouts, clients that hang up), the order of the layers, errors as
 //!    responses, and a middleware in the request's transaction.
 //! 7. [Testing your code](testing): a database per test.
-//! 8. [Events](events): hooks on the unit of work (timestamps, an audit
-//!    log in the same transaction, validation, publishing after commit),
-//!    their order, what they may do and what they cost.
+//! 8. [Events and filters](events_and_filters): hooks on the unit of work
+//!    (timestamps, an audit log in the same transaction, validation,
+//!    publishing after commit), their order, what they may do and what they
+//!    cost; global filters: soft delete (`#[orm(soft_delete)]`, one batched
+//!    UPDATE, restore and purge) and tenants (`#[orm(tenant)]`,
+//!    `session_for_tenant`, what is refused), what every load path does,
+//!    lifting a filter for one query, and the identity map.
 
 #[doc = include_str!("../guide/01-getting-started.md")]
 pub mod getting_started {}
@@ -62,5 +66,5 @@ pub mod web {}
 #[doc = include_str!("../guide/07-testing.md")]
 pub mod testing {}
 
-#[doc = include_str!("../guide/08-events.md")]
-pub mod events {}
+#[doc = include_str!("../guide/08-events-and-filters.md")]
+pub mod events_and_filters {}

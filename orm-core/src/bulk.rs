@@ -63,12 +63,30 @@ fn with_rows<E: Entity>(query: &mut Query<'_, E>, head: String, params: Vec<Para
     (format!("{head} WHERE ({picked}) IN ({})", built.sql), built.params)
 }
 
-/// Runs [`Query::delete`].
-pub(crate) async fn delete<E: Entity>(mut query: Query<'_, E>) -> Result<u64> {
+/// Runs [`Query::delete`] (soft for a soft-deletable entity unless
+/// `purge`) and [`Query::purge`].
+pub(crate) async fn delete<E: Entity>(mut query: Query<'_, E>, purge: bool) -> Result<u64> {
     query.session.autoflush_for_query().await?;
     let meta = E::META;
     let alias = target_alias(&query);
-    let head = format!("DELETE FROM {} AS {alias}", quote_ident(meta.table));
+    let head = match meta.soft_delete_column().filter(|_| !purge) {
+        // As the session's delete of one: the marker set, the version advanced.
+        Some(marker) => {
+            let mut head = format!(
+                "UPDATE {} AS {alias} SET {} = now()",
+                quote_ident(meta.table),
+                quote_ident(meta.columns[marker].name)
+            );
+            if let Some(version) = meta.version_column() {
+                head.push_str(", ");
+                head.push_str(&quote_ident(meta.columns[version].name));
+                head.push_str(" = ");
+                head.push_str(&sql::next_version(&meta.columns[version], alias));
+            }
+            head
+        }
+        None => format!("DELETE FROM {} AS {alias}", quote_ident(meta.table)),
+    };
     let (mut sql, params) = with_rows(&mut query, head, Vec::new());
     let keys: Vec<String> =
         meta.key_columns().map(|k| format!("{alias}.{}", quote_ident(meta.columns[k].name))).collect();

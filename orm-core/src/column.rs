@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::marker::PhantomData;
 
 use crate::column_value::IntoColumnValue;
-use crate::entity::Entity;
+use crate::entity::{Entity, EntityMeta};
 use crate::expr::{Expr, ExprNode, Numeric, Ordered, SharedParam};
 use crate::sql::quote_ident;
 use crate::types::{ColumnType, Param};
@@ -431,6 +431,9 @@ enum Node {
     /// row's `outer` columns (one each, or several for a composite foreign
     /// key), and that matches `condition`.
     Exists {
+        /// The entity of `table`, whose global filters the statement adds
+        /// to `condition` (see [`Condition::with_related_filters`]).
+        meta: &'static EntityMeta,
         table: &'static str,
         inner: Vec<&'static str>,
         outer: Vec<&'static str>,
@@ -538,12 +541,26 @@ impl<E> Condition<E> {
     /// (`table.inner = E.outer`) matches `condition`: the filters across a
     /// relation, see [`Relation::has`](crate::Relation::has).
     pub(crate) fn exists<R>(
-        table: &'static str,
+        meta: &'static EntityMeta,
         inner: Vec<&'static str>,
         outer: Vec<&'static str>,
         condition: Condition<R>,
     ) -> Condition<E> {
-        Condition::new(Node::Exists { table, inner, outer, condition: Box::new(condition.node) })
+        let table = meta.table;
+        Condition::new(Node::Exists { meta, table, inner, outer, condition: Box::new(condition.node) })
+    }
+
+    /// The same condition about another entity type, for conditions built
+    /// from metadata alone (the global filters of a related table).
+    pub(crate) fn retype<F>(self) -> Condition<F> {
+        Condition::new(self.node)
+    }
+
+    /// Adds to each semi-join into another table (a filter across a
+    /// relation) the global filters `filters` gives for its entity, so that
+    /// a soft-deleted or another tenant's row does not make a row match.
+    pub(crate) fn with_related_filters(self, filters: &dyn Fn(&'static EntityMeta) -> Option<Condition<()>>) -> Self {
+        Condition::new(self.node.with_related_filters(filters))
     }
 
     /// A condition on `E` holding when `condition` holds for the row of
@@ -560,6 +577,27 @@ impl<E> Condition<E> {
 }
 
 impl Node {
+    /// [`Condition::with_related_filters`], through the whole tree.
+    fn with_related_filters(self, filters: &dyn Fn(&'static EntityMeta) -> Option<Condition<()>>) -> Node {
+        match self {
+            Node::And(nodes) => Node::And(nodes.into_iter().map(|n| n.with_related_filters(filters)).collect()),
+            Node::Or(nodes) => Node::Or(nodes.into_iter().map(|n| n.with_related_filters(filters)).collect()),
+            Node::Not(node) => Node::Not(Box::new(node.with_related_filters(filters))),
+            Node::OnAlias { alias, table, key, node } => {
+                Node::OnAlias { alias, table, key, node: Box::new(node.with_related_filters(filters)) }
+            }
+            Node::Exists { meta, table, inner, outer, condition } => {
+                let condition = condition.with_related_filters(filters);
+                let condition = match filters(meta) {
+                    Some(filter) => Node::And(vec![condition, filter.node]),
+                    None => condition,
+                };
+                Node::Exists { meta, table, inner, outer, condition: Box::new(condition) }
+            }
+            node => node,
+        }
+    }
+
     /// Whether SQL written by hand is part of the condition.
     fn has_raw(&self) -> bool {
         match self {
@@ -656,10 +694,10 @@ fn render_node(node: Node, depth: usize, base: &'static str, sql: &mut String, p
             render_scoped(&row_value(alias, &key), joined, &key, *node, sql, params);
         }
         Node::OnAlias { alias, node, .. } => render_node(*node, 0, alias, sql, params),
-        Node::Exists { table: joined, inner, outer, condition } if condition.has_raw() => {
+        Node::Exists { table: joined, inner, outer, condition, .. } if condition.has_raw() => {
             render_scoped(&row_value(&table, &outer), joined, &inner, *condition, sql, params);
         }
-        Node::Exists { table: joined, inner, outer, condition } => {
+        Node::Exists { table: joined, inner, outer, condition, .. } => {
             let nested = alias(depth + 1, base);
             let _ = write!(sql, "EXISTS (SELECT 1 FROM {} AS {nested} WHERE ", quote_ident(joined));
             for (inner, outer) in inner.iter().zip(&outer) {

@@ -11,6 +11,7 @@ use crate::commit_token::CommitToken;
 use crate::connection::SessionConnection;
 use crate::error::{Error, Result};
 use crate::events::Events;
+use crate::filters::{Filters, Tenant};
 use crate::flush::CopyTargets;
 use crate::isolation::IsolationLevel;
 use crate::n_plus_one::NPlusOne;
@@ -317,6 +318,30 @@ impl Database {
     /// Opens a session. It takes no connection until its first statement.
     pub fn session(&self) -> Session {
         self.session_at(self.isolation)
+    }
+
+    /// Opens a session scoped to one tenant: every load of an entity with a
+    /// `#[orm(tenant)]` column keeps only the rows whose tenant column
+    /// equals `tenant` (a bind parameter, so the statement text is the
+    /// same for every tenant); new entities whose tenant field holds its
+    /// type's default (0, "", the nil UUID) get `tenant`; and a flush that
+    /// would insert, change or delete a row of another tenant fails with
+    /// [`Error::WrongTenant`](crate::Error::WrongTenant) before it sends
+    /// anything. `tenant` must be of the tenant fields' type (an `i64` for
+    /// an `i64` field): another is [`Error::TenantType`](crate::Error::TenantType).
+    ///
+    /// A session from [`session`](Self::session) has no tenant and sees
+    /// every tenant's rows: for migrations, admin tools and jobs that work
+    /// across tenants. Raw SQL ([`Session::query_rows`],
+    /// [`Session::execute`]) is never filtered. See the guide's chapter on
+    /// filters for an example.
+    pub fn session_for_tenant<T>(&self, tenant: T) -> Session
+    where
+        T: tokio_postgres::types::ToSql + Clone + Send + Sync + 'static,
+    {
+        let mut session = self.session();
+        session.filters = Filters::for_tenant(Tenant::new(tenant));
+        session
     }
 
     /// Opens a session whose transaction runs at `level`, whatever

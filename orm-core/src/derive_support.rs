@@ -29,6 +29,59 @@ pub fn increment_version<T: VersionColumn>(field: &mut T) {
     field.increment();
 }
 
+/// A field that can be an entity's soft-delete marker (`#[orm(soft_delete)]`):
+/// an `Option` of a timestamp or date, NULL while the row is live. The
+/// session's delete sets it to the transaction's `now()`.
+#[diagnostic::on_unimplemented(
+    message = "a `soft_delete` field must be an Option of a timestamp or date (None while the row is live), not `{Self}`",
+    note = "for example `deleted_at: Option<chrono::DateTime<chrono::Utc>>` on a nullable timestamptz column"
+)]
+pub trait SoftDeleteField {}
+
+impl SoftDeleteField for Option<chrono::DateTime<chrono::Utc>> {}
+impl SoftDeleteField for Option<chrono::NaiveDateTime> {}
+impl SoftDeleteField for Option<chrono::NaiveDate> {}
+#[cfg(feature = "time")]
+impl SoftDeleteField for Option<time::OffsetDateTime> {}
+#[cfg(feature = "time")]
+impl SoftDeleteField for Option<time::PrimitiveDateTime> {}
+#[cfg(feature = "time")]
+impl SoftDeleteField for Option<time::Date> {}
+
+/// Refuses, at compile time, a `soft_delete` field of another type.
+pub const fn soft_delete_field<T: SoftDeleteField>() {}
+
+/// A field that can be an entity's tenant column (`#[orm(tenant)]`): a
+/// value that is never NULL, compared with the session's tenant, and whose
+/// default (0, "", the nil UUID) means "not set yet, take the session's".
+#[diagnostic::on_unimplemented(
+    message = "a `tenant` field must be an integer, a String or a Uuid (not NULL), not `{Self}`",
+    note = "the session compares it with its tenant and fills it on new entities that hold the type's default"
+)]
+pub trait TenantField: PartialEq + Default + Clone + std::any::Any + Send + Sync {}
+
+impl TenantField for i16 {}
+impl TenantField for i32 {}
+impl TenantField for i64 {}
+impl TenantField for String {}
+impl TenantField for uuid::Uuid {}
+
+/// [`Entity::tenant_is`](crate::Entity::tenant_is) of a tenant field.
+pub fn tenant_is<T: TenantField>(field: &T, tenant: &dyn std::any::Any) -> Option<bool> {
+    tenant.downcast_ref::<T>().map(|tenant| tenant == field)
+}
+
+/// [`Entity::fill_tenant`](crate::Entity::fill_tenant) of a tenant field.
+pub fn fill_tenant<T: TenantField>(field: &mut T, tenant: &dyn std::any::Any) -> bool {
+    match tenant.downcast_ref::<T>() {
+        Some(tenant) if *field == T::default() => {
+            *field = tenant.clone();
+            true
+        }
+        _ => false,
+    }
+}
+
 /// The flush asks only for columns of the entity's own metadata; anything
 /// else is a bug in this crate, not bad input.
 pub fn no_such_column(entity: &str, column: usize) -> Param {

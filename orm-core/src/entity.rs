@@ -49,6 +49,15 @@ pub struct ColumnMeta {
     /// For a column of a PostgreSQL enum type, the type's labels (see
     /// [`ColumnType::ENUM_LABELS`](crate::ColumnType::ENUM_LABELS)).
     pub enum_labels: Option<&'static [&'static str]>,
+    /// The soft-delete marker (`#[orm(soft_delete)]`): NULL while the row
+    /// is live, the time of its deletion once deleted. Loads skip rows
+    /// where it is set, and the session's delete sets it instead of
+    /// deleting the row.
+    pub soft_delete: bool,
+    /// The tenant column (`#[orm(tenant)]`): a session opened for a tenant
+    /// ([`Database::session_for_tenant`](crate::Database::session_for_tenant))
+    /// loads only rows holding its tenant and writes only those.
+    pub tenant: bool,
 }
 
 impl ColumnMeta {
@@ -100,6 +109,16 @@ impl EntityMeta {
     /// The primary-key columns as a set.
     pub fn key_set(&self) -> ColumnSet {
         self.key_columns().fold(0, |set, i| set | (1 << i))
+    }
+
+    /// Index of the soft-delete marker column, if the entity has one.
+    pub fn soft_delete_column(&self) -> Option<usize> {
+        self.columns.iter().position(|c| c.soft_delete)
+    }
+
+    /// Index of the tenant column, if the entity has one.
+    pub fn tenant_column(&self) -> Option<usize> {
+        self.columns.iter().position(|c| c.tenant)
     }
 }
 
@@ -201,4 +220,19 @@ pub trait Entity: Clone + Send + Sync + 'static {
     /// session's parent-to-children index files it; `None` for NULL or a
     /// column that is not a foreign key.
     fn reference_hash(&self, column: usize) -> Option<u64>;
+
+    /// Whether the tenant column holds `tenant`; `None` when the entity
+    /// has no tenant column or `tenant` is not of the column's type.
+    fn tenant_is(&self, tenant: &dyn std::any::Any) -> Option<bool> {
+        let _ = tenant;
+        None
+    }
+
+    /// Sets the tenant column to `tenant` if it holds its type's default
+    /// (a new entity whose tenant was left to the session); returns
+    /// whether it did.
+    fn fill_tenant(&mut self, tenant: &dyn std::any::Any) -> bool {
+        let _ = tenant;
+        false
+    }
 }

@@ -348,6 +348,27 @@ pub enum Error {
         entity: &'static str,
     },
 
+    /// A session opened for a tenant
+    /// ([`Database::session_for_tenant`](crate::Database::session_for_tenant))
+    /// was asked to insert, change or delete a row of another tenant
+    /// (or to move one to another tenant). The flush sent nothing; the
+    /// work is still pending: fix or expunge the entity.
+    #[error("this {entity} belongs to another tenant than the session's; nothing was written")]
+    WrongTenant {
+        /// The entity type's name.
+        entity: &'static str,
+    },
+
+    /// The tenant a session was opened for is not of the type of an
+    /// entity's tenant field (an `i32` for an `i64` field, say).
+    #[error("the session's tenant is not of the type of {entity}'s tenant column `{column}`")]
+    TenantType {
+        /// The entity type's name.
+        entity: &'static str,
+        /// The tenant column.
+        column: &'static str,
+    },
+
     /// An entity added with an on-conflict rule
     /// ([`Session::add_on_conflict`](crate::Session::add_on_conflict)) met
     /// a row that the session already tracks through another handle (or
@@ -592,6 +613,8 @@ impl Error {
             Error::DependencyCycle { .. } => ErrorKind::DependencyCycle,
             Error::RelationNotLoaded { .. } => ErrorKind::RelationNotLoaded,
             Error::NotInSession { .. } => ErrorKind::NotInSession,
+            Error::WrongTenant { .. } => ErrorKind::WrongTenant,
+            Error::TenantType { .. } => ErrorKind::TenantType,
             Error::AlreadyTracked { .. } => ErrorKind::AlreadyTracked,
             Error::Borrowed { .. } => ErrorKind::Borrowed,
             Error::SavepointNotOpen => ErrorKind::SavepointNotOpen,
@@ -777,6 +800,10 @@ pub enum ErrorKind {
     RelationNotLoaded,
     /// [`Error::NotInSession`].
     NotInSession,
+    /// [`Error::WrongTenant`].
+    WrongTenant,
+    /// [`Error::TenantType`].
+    TenantType,
     /// [`Error::AlreadyTracked`].
     AlreadyTracked,
     /// [`Error::Borrowed`].
@@ -833,6 +860,8 @@ impl ErrorKind {
             ErrorKind::DependencyCycle => "dependency_cycle",
             ErrorKind::RelationNotLoaded => "relation_not_loaded",
             ErrorKind::NotInSession => "not_in_session",
+            ErrorKind::WrongTenant => "wrong_tenant",
+            ErrorKind::TenantType => "tenant_type",
             ErrorKind::AlreadyTracked => "already_tracked",
             ErrorKind::Borrowed => "borrowed",
             ErrorKind::SavepointNotOpen => "savepoint_not_open",
@@ -888,6 +917,8 @@ mod tests {
             ErrorKind::DependencyCycle,
             ErrorKind::RelationNotLoaded,
             ErrorKind::NotInSession,
+            ErrorKind::WrongTenant,
+            ErrorKind::TenantType,
             ErrorKind::AlreadyTracked,
             ErrorKind::Borrowed,
             ErrorKind::SavepointNotOpen,

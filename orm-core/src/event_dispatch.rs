@@ -57,6 +57,8 @@ impl Session {
         if has_work {
             self.before_flush_hooks(&events).await?;
         }
+        // After the hooks, which may have added or changed entities.
+        self.check_tenant_writes()?;
         flush::flush(&mut self.registries, &mut self.connection, &mut self.stats, FlushEnd::KeepOpen).await?;
         if has_work {
             let _running = self.enter_hooks();
@@ -103,7 +105,8 @@ impl Session {
     /// transaction rolled back, and neither if its outcome is unknown.
     pub(crate) async fn commit_with_events(&mut self) -> Result<()> {
         let events = self.events.clone();
-        if let Err(error) = self.prepare_commit(&events).await {
+        let prepared = self.prepare_commit(&events).await.and_then(|()| self.check_tenant_writes());
+        if let Err(error) = prepared {
             if let Err(rollback) = self.connection.finish("ROLLBACK", &mut self.stats).await {
                 tracing::warn!(%rollback, "rollback after a failed commit failed");
             }

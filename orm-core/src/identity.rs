@@ -14,6 +14,7 @@ use indexmap::IndexMap;
 use crate::children_index::{key_hash, ChildrenIndex};
 use crate::entity::{ColumnSet, Entity, EntityMeta};
 use crate::error::Result;
+use crate::filters::Filters;
 use crate::flush::{PlanScope, TablePlan};
 use crate::tracked::{Inner, Tracked, WriteLog, BLOCK};
 use crate::upsert::ConflictRule;
@@ -545,11 +546,18 @@ pub(crate) trait ErasedRegistry: Send {
     fn rollback_savepoint(&mut self) -> Result<()>;
     /// Merges the innermost savepoint's undo log into its parent.
     fn release_savepoint(&mut self);
+    /// Refuses pending writes of rows of another tenant than the one
+    /// `filters` scope the session to (see [`Filters::check_writes`]).
+    fn check_tenant(&self, filters: &Filters) -> Result<()>;
 }
 
 impl<T: Entity> ErasedRegistry for Registry<T> {
     fn as_any(&self) -> &dyn Any {
         self
+    }
+
+    fn check_tenant(&self, filters: &Filters) -> Result<()> {
+        filters.check_writes(self)
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
@@ -796,8 +804,15 @@ impl Registries {
     pub(crate) fn cascade_delete(&mut self, parent: &'static EntityMeta, doomed: Doomed) -> Result<()> {
         let mut work = vec![(parent, doomed)];
         while let Some((meta, doomed)) = work.pop() {
+            // A soft-deleted parent's row stays, and so do the rows that
+            // reference it, unless they are soft-deletable too: deleting
+            // them for good would lose what a restore brings back.
+            let soft = meta.soft_delete_column().is_some() && doomed.key.is_some();
             for registry in &mut self.all {
                 let child_meta = registry.meta();
+                if soft && child_meta.soft_delete_column().is_none() {
+                    continue;
+                }
                 work.extend(registry.cascade_delete(meta, &doomed)?.into_iter().map(|child| (child_meta, child)));
             }
         }

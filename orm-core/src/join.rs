@@ -108,7 +108,7 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
             .zip(self.relation.column_names())
             .map(|(key, column)| format!("{PARENT}.{} = t.{}", quote_ident(key), quote_ident(column)))
             .collect();
-        let sql = format!(
+        let mut sql = format!(
             "SELECT {}, {PARENT}.{} IS NOT NULL, {} FROM {} AS t {} {} AS {PARENT} ON {}",
             select_list(child, "t"),
             quote_ident(parent_key[0]),
@@ -118,7 +118,14 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
             quote_ident(parent.table),
             on.join(" AND "),
         );
-        let built = self.query.build_clauses(sql, Vec::new(), &[], None);
+        // The parent's global filters join the ON clause: a hidden parent
+        // is no parent (a left join returns the child with `None`).
+        let mut params = Vec::new();
+        if let Some(hidden) = self.query.session.filters.condition::<P>(self.query.lift()) {
+            sql.push_str(" AND ");
+            Condition::<C>::on_alias(PARENT, hidden).render(&mut sql, &mut params);
+        }
+        let built = self.query.build_clauses(sql, params, &[], None);
         let access = self.query.access();
         let session = &mut *self.query.session;
         session.record_load(&built.sql)?;

@@ -77,6 +77,7 @@ mod error;
 mod event_dispatch;
 mod events;
 mod expr;
+mod filters;
 mod flush;
 mod identity;
 mod interval;

@@ -8,6 +8,7 @@ use crate::connection::Access;
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::expr::{ExprNode, IntoExpr};
+use crate::filters::Lift;
 use crate::select::{Select, Selection};
 use crate::session::Session;
 use crate::sql;
@@ -67,6 +68,8 @@ pub struct Query<'s, E: Entity> {
     /// refuse the order as not starting with the `DISTINCT ON` expressions.
     distinct_sql: Vec<(ExprNode, String)>,
     lock: Option<RowLock>,
+    /// The global filters this query lifts.
+    lift: Lift,
 }
 
 /// A row-locking clause: `FOR UPDATE` or `FOR SHARE`, and what to do with
@@ -94,7 +97,56 @@ impl<'s, E: Entity> Query<'s, E> {
             distinct: None,
             distinct_sql: Vec::new(),
             lock: None,
+            lift: Lift::default(),
         }
+    }
+
+    /// Loads soft-deleted rows too: this query only, for an admin view of
+    /// the bin, a restore, or a purge job. Without it, a query of an entity
+    /// with an `#[orm(soft_delete)]` marker keeps only rows whose marker is
+    /// NULL, as do [`Session::get`], relation loads, joins (for both
+    /// entities), counts, projections and set-based updates and deletes.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity};
+    /// #[derive(Entity, Clone, Debug, PartialEq)]
+    /// struct Note {
+    ///     #[orm(primary_key, generated)]
+    ///     id: i64,
+    ///     text: String,
+    ///     #[orm(soft_delete)]
+    ///     deleted_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE note (id bigserial PRIMARY KEY, text text NOT NULL, deleted_at timestamptz);
+    /// #     INSERT INTO note (text) VALUES ('keep'), ('bin')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let bin = session.get_one::<Note>(2).await?;
+    /// session.delete(&bin)?; // UPDATE note SET deleted_at = now() ...
+    /// session.flush().await?;
+    /// assert_eq!(session.query::<Note>().count().await?, 1);
+    /// assert_eq!(session.query::<Note>().include_deleted().count().await?, 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn include_deleted(mut self) -> Self {
+        self.lift.deleted = true;
+        self
+    }
+
+    /// Loads the rows of every tenant, in a session opened for one
+    /// ([`Database::session_for_tenant`](crate::Database::session_for_tenant)):
+    /// this query only, for a report across tenants. The session still
+    /// refuses to write another tenant's rows it loads this way.
+    pub fn all_tenants(mut self) -> Self {
+        self.lift.tenants = true;
+        self
+    }
+
+    /// The global filters this query lifts.
+    pub(crate) fn lift(&self) -> Lift {
+        self.lift
     }
 
     /// Returns each distinct row once (`SELECT DISTINCT`): for projections,
@@ -203,7 +255,17 @@ impl<'s, E: Entity> Query<'s, E> {
     /// # Ok(()) }
     /// ```
     pub async fn delete(self) -> Result<u64> {
-        crate::bulk::delete(self).await
+        crate::bulk::delete(self, false).await
+    }
+
+    /// Deletes every matching row for good (`DELETE`), as
+    /// [`delete`](Self::delete) does, also for an entity with an
+    /// `#[orm(soft_delete)]` marker, whose `delete` only sets the marker:
+    /// for a job that empties the bin. The filters still apply, so a
+    /// purge of soft-deleted rows lifts that one:
+    /// `query().include_deleted().filter(Note::DELETED_AT.lt(cutoff)).purge()`.
+    pub async fn purge(self) -> Result<u64> {
+        crate::bulk::delete(self, true).await
     }
 
     /// Updates every matching row with one statement (`UPDATE ... SET ...
@@ -327,8 +389,13 @@ impl<'s, E: Entity> Query<'s, E> {
         group_by: &[ExprNode],
         having: Option<Condition<E>>,
     ) -> Built {
+        if let Some(global) = self.session.filters.condition::<E>(self.lift) {
+            self.push_filter(global);
+        }
         let filter_start = sql.len();
         if let Some(filter) = self.filter.take() {
+            let (filters, lift) = (&self.session.filters, self.lift);
+            let filter = filter.with_related_filters(&|meta| filters.condition_of(meta, lift));
             sql.push_str(" WHERE ");
             filter.render(&mut sql, &mut params);
         }
@@ -593,6 +660,7 @@ impl<'s, E: Entity> Query<'s, E> {
             distinct: self.distinct.take(),
             distinct_sql: std::mem::take(&mut self.distinct_sql),
             lock: self.lock,
+            lift: self.lift,
         }
     }
 }

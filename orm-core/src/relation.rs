@@ -91,13 +91,13 @@ impl<C: Entity, P: Entity> Relation<C, P> {
     /// named X): a semi-join, so each child comes back once and the results
     /// go through the identity map like any query's.
     pub fn has(self, condition: Condition<P>) -> Condition<C> {
-        Condition::exists(P::META.table, parent_key_columns::<P>(), self.column_names(), condition)
+        Condition::exists(P::META, parent_key_columns::<P>(), self.column_names(), condition)
     }
 
     /// Parents with at least one child matching `condition` (users who wrote
     /// a post titled X), as a semi-join.
     pub fn any(self, condition: Condition<C>) -> Condition<P> {
-        Condition::exists(C::META.table, self.column_names(), parent_key_columns::<P>(), condition)
+        Condition::exists(C::META, self.column_names(), parent_key_columns::<P>(), condition)
     }
 
     pub(crate) fn column_index(&self) -> usize {

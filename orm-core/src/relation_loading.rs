@@ -140,8 +140,10 @@ impl Session {
             return Ok(linked);
         }
         let Some(key) = relation.parent_key(&child.lock_read()?.current) else { return Ok(None) };
-        match self.registries.of::<P>().identity.get(&key) {
-            Some(parent) => Ok(Some(parent.clone())),
+        match self.registries.of::<P>().identity.get(&key).cloned() {
+            // Loaded, and since soft-deleted (or another tenant's): no parent.
+            Some(parent) if self.filters.hides_tracked(&parent)? => Ok(None),
+            Some(parent) => Ok(Some(parent)),
             None => Err(Error::RelationNotLoaded { entity: C::META.name, relation: relation.name() }),
         }
     }
@@ -190,7 +192,9 @@ impl Session {
             composite @ [_, _, ..] => sql::select_children_by_keys(C::META, composite, P::META),
             _ => format!("{} WHERE t.{} = ANY($1)", sql::select_from_of::<C>(), quote_ident(relation.column().name)),
         };
-        let params = P::key_arrays(&keys);
+        let mut params = P::key_arrays(&keys);
+        let mut sql = sql;
+        self.filters.and_where::<C>(&mut sql, &mut params);
         // The index `children` reads, built now over what the session
         // tracks already, so that the load files each child in it as it
         // tracks the row. If it cannot be built now (an entity borrowed),
@@ -240,9 +244,18 @@ impl Session {
         // A link to a pending parent wins over the foreign key, which keeps
         // its old value (or a placeholder) until the flush fills it in.
         let hash = crate::children_index::key_hash(&key);
-        registry.children_of(relation.column_index(), Some(hash), parent.address(), |link, child| match link {
-            Some(link) => link.parent.downcast_ref::<Tracked<P>>().is_some_and(|p| Tracked::ptr_eq(p, parent)),
-            None => relation.parent_key(child).as_ref() == Some(&key),
-        })
+        let children =
+            registry.children_of(relation.column_index(), Some(hash), parent.address(), |link, child| match link {
+                Some(link) => link.parent.downcast_ref::<Tracked<P>>().is_some_and(|p| Tracked::ptr_eq(p, parent)),
+                None => relation.parent_key(child).as_ref() == Some(&key),
+            })?;
+        // Children soft-deleted since they were loaded are gone from view.
+        let mut visible = Vec::with_capacity(children.len());
+        for child in children {
+            if !self.filters.hides_tracked(&child)? {
+                visible.push(child);
+            }
+        }
+        Ok(visible)
     }
 }

@@ -1,5 +1,6 @@
 //! [`Session`]: one unit of work against the database.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -14,6 +15,7 @@ use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::event_dispatch::{after_rollback_hooks, after_rollback_logged};
 use crate::events::Events;
+use crate::filters::{Filters, Lift};
 use crate::flush::{self, FlushEnd, PlanScope};
 use crate::identity::{Doomed, Registries};
 use crate::n_plus_one::{LoadCounter, NPlusOne};
@@ -67,6 +69,8 @@ pub struct Session {
     /// Set while the hooks run (created by the first run): the session
     /// then neither autoflushes nor flushes.
     pub(crate) hooks_running: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The global filters its loads add, and the tenant it is scoped to.
+    pub(crate) filters: Filters,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -104,6 +108,7 @@ static SAVEPOINTS: AtomicU64 = AtomicU64::new(0);
 impl Session {
     pub(crate) fn new(connection: SessionConnection, n_plus_one: NPlusOne, events: Events) -> Self {
         Session {
+            filters: Filters::default(),
             connection,
             registries: Registries::default(),
             stats: SessionStats::default(),
@@ -217,12 +222,32 @@ impl Session {
             return Ok(None);
         }
         if let Some(tracked) = registry.identity.get(&key) {
-            return Ok(Some(tracked.clone()));
+            // Tracked already: hidden if its values, pending changes
+            // included, are ones the global filters hide.
+            let tracked = tracked.clone();
+            return Ok((!self.filters.hides_tracked(&tracked)?).then_some(tracked));
         }
         self.autoflush().await?;
-        let params = E::key_params(&key);
-        let mut loaded = self.load(sql::select_by_key_of::<E>(), &param_refs(&params)).await?;
+        let mut params = E::key_params(&key);
+        let sql = self.filtered::<E>(sql::select_by_key_of::<E>(), &mut params);
+        let mut loaded = self.load(&sql, &param_refs(&params)).await?;
         Ok(loaded.pop())
+    }
+
+    /// `sql`, a load of `E` that has a `WHERE` clause and calls `E`'s
+    /// table `t`, with the session's global filters of `E` added, their
+    /// values after `params`; as it is when none apply.
+    pub(crate) fn filtered<E: Entity>(
+        &self,
+        sql: &'static str,
+        params: &mut Vec<crate::types::Param>,
+    ) -> Cow<'static, str> {
+        if self.filters.condition::<E>(Lift::default()).is_none() {
+            return Cow::Borrowed(sql);
+        }
+        let mut filtered = sql.to_owned();
+        self.filters.and_where::<E>(&mut filtered, params);
+        Cow::Owned(filtered)
     }
 
     /// The entity with this primary key, or [`Error::NotFound`].
@@ -262,15 +287,24 @@ impl Session {
             .collect();
         if !missing.is_empty() {
             self.autoflush().await?;
-            let params = E::key_arrays(&missing);
-            self.load::<E>(sql::select_by_keys_of::<E>(), &param_refs(&params)).await?;
+            let mut params = E::key_arrays(&missing);
+            let sql = self.filtered::<E>(sql::select_by_keys_of::<E>(), &mut params);
+            self.load::<E>(&sql, &param_refs(&params)).await?;
         }
         let registry = self.registries.of::<E>();
-        Ok(keys
+        let found: Vec<Tracked<E>> = keys
             .iter()
             .filter(|&key| !registry.pending_deletes.contains_key(key))
             .filter_map(|key| registry.identity.get(key).cloned())
-            .collect())
+            .collect();
+        // Instances tracked before, as `get` sees them.
+        let mut visible = Vec::with_capacity(found.len());
+        for tracked in found {
+            if !self.filters.hides_tracked(&tracked)? {
+                visible.push(tracked);
+            }
+        }
+        Ok(visible)
     }
 
     /// Starts a query over entity `E`: filter, order, limit, then load.
@@ -393,7 +427,8 @@ impl Session {
     /// assert_eq!(dave.read().id, 4);
     /// # Ok(()) }
     /// ```
-    pub fn add<E: Entity>(&mut self, entity: E) -> Tracked<E> {
+    pub fn add<E: Entity>(&mut self, mut entity: E) -> Tracked<E> {
+        self.filters.fill_tenant(&mut entity);
         let registry = self.registries.of::<E>();
         let tracked = registry.new_tracked(entity);
         registry.add_pending(tracked.clone());
@@ -484,8 +519,15 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub fn add_all<E: Entity>(&mut self, entities: impl IntoIterator<Item = E>) -> Vec<Tracked<E>> {
+        let filters = &self.filters;
         let registry = self.registries.of::<E>();
-        let added: Vec<_> = entities.into_iter().map(|entity| registry.new_tracked(entity)).collect();
+        let added: Vec<_> = entities
+            .into_iter()
+            .map(|mut entity| {
+                filters.fill_tenant(&mut entity);
+                registry.new_tracked(entity)
+            })
+            .collect();
         registry.pending_inserts.reserve(added.len());
         for tracked in &added {
             registry.add_pending(tracked.clone());
@@ -602,8 +644,9 @@ impl Session {
         };
         // Fails now rather than after the load if a guard is held.
         drop(entity.lock_write()?);
-        let params = E::key_params(&key);
-        let rows = self.fetch_untracked::<E>(sql::select_by_key_of::<E>(), &param_refs(&params), Access::Read).await?;
+        let mut params = E::key_params(&key);
+        let sql = self.filtered::<E>(sql::select_by_key_of::<E>(), &mut params);
+        let rows = self.fetch_untracked::<E>(&sql, &param_refs(&params), Access::Read).await?;
         let fresh = rows.into_iter().next().ok_or(Error::NotFound { entity: E::META.name, key: format!("{key:?}") })?;
         let mut state = entity.lock_write()?;
         let registry = self.registries.of::<E>();
@@ -656,6 +699,7 @@ impl Session {
             // which may autoflush) stays as small as without hooks.
             return Box::pin(self.flush_with_events()).await;
         }
+        self.check_tenant_writes()?;
         flush::flush(&mut self.registries, &mut self.connection, &mut self.stats, FlushEnd::KeepOpen).await
     }
 
@@ -740,12 +784,27 @@ impl Session {
             }
             return Err(Error::TransactionFailed);
         }
-        if self.events.is_empty() {
-            flush::flush(&mut self.registries, &mut self.connection, &mut self.stats, FlushEnd::Commit).await?;
-        } else {
+        if !self.events.is_empty() {
             Box::pin(self.commit_with_events()).await?;
+            return Ok(self.stats);
         }
+        if let Err(error) = self.check_tenant_writes() {
+            let _ = self.connection.finish("ROLLBACK", &mut self.stats).await;
+            return Err(error);
+        }
+        flush::flush(&mut self.registries, &mut self.connection, &mut self.stats, FlushEnd::Commit).await?;
         Ok(self.stats)
+    }
+
+    /// Refuses, before anything is sent, a flush that would write a row of
+    /// another tenant than the session's.
+    pub(crate) fn check_tenant_writes(&self) -> Result<()> {
+        if self.filters.tenant().is_some() {
+            for registry in &self.registries.all {
+                registry.check_tenant(&self.filters)?;
+            }
+        }
+        Ok(())
     }
 
     /// Rolls back the transaction and ends the session; pending changes are

@@ -240,6 +240,10 @@ pub(crate) fn upsert(
             ));
         }
         let _ = write!(sql, "UPDATE SET {}", assignments.join(", "));
+        // A clash with another tenant's row leaves it alone, as DO NOTHING.
+        if let Some(tenant) = meta.tenant_column() {
+            let _ = write!(sql, " WHERE t.{0} = EXCLUDED.{0}", quote_ident(meta.columns[tenant].name));
+        }
     }
     if returning {
         let _ = write!(sql, " RETURNING {}", select_list(meta, "t"));
@@ -315,9 +319,37 @@ pub(crate) fn update(meta: &EntityMeta, changed: ColumnSet) -> String {
 /// Deletes a batch by key (and expected version if versioned); parameters
 /// follow [`update_parameters`] with no changed columns. Returns the keys of
 /// the rows it matched.
-pub(crate) fn delete(meta: &EntityMeta) -> String {
+fn delete(meta: &EntityMeta) -> String {
     format!(
         "DELETE FROM {} AS t USING {} WHERE {} RETURNING {}",
+        quote_ident(meta.table),
+        unnest(meta, &update_parameters(meta, 0), None),
+        match_condition(meta),
+        join_columns(meta, meta.key_set(), "t."),
+    )
+}
+
+/// The statement of a batch of the session's deletes: [`soft_delete`] for
+/// an entity with a soft-delete marker, which keeps its rows, else
+/// [`delete`].
+pub(crate) fn session_delete(meta: &EntityMeta) -> String {
+    meta.soft_delete_column().map_or_else(|| delete(meta), |marker| soft_delete(meta, marker))
+}
+
+/// Soft-deletes a batch: sets the soft-delete marker of the rows to the
+/// transaction's `now()` (and advances the version, so that sessions
+/// holding the row see it changed), matching them as [`delete`] does and
+/// only while they are live, so that deleting a row deleted meanwhile is
+/// deleting a row that is gone. Parameters and result as [`delete`]'s.
+fn soft_delete(meta: &EntityMeta, marker: usize) -> String {
+    let marker = quote_ident(meta.columns[marker].name);
+    let mut assignments = format!("{marker} = now()");
+    if let Some(v) = meta.version_column() {
+        let _ =
+            write!(assignments, ", {} = {}", quote_ident(meta.columns[v].name), next_version(&meta.columns[v], "t"));
+    }
+    format!(
+        "UPDATE {} AS t SET {assignments} FROM {} WHERE {} AND t.{marker} IS NULL RETURNING {}",
         quote_ident(meta.table),
         unnest(meta, &update_parameters(meta, 0), None),
         match_condition(meta),
@@ -346,14 +378,24 @@ pub(crate) fn clear(meta: &EntityMeta, columns: ColumnSet) -> String {
 /// The columns bound by updates and deletes, in parameter order: the key,
 /// the changed columns, then the expected version.
 pub(crate) fn update_parameters(meta: &EntityMeta, changed: ColumnSet) -> Vec<usize> {
-    meta.key_columns().chain(indexes(changed)).chain(meta.version_column()).collect()
+    meta.key_columns().chain(indexes(changed)).chain(meta.version_column()).chain(tenant_match(meta)).collect()
+}
+
+/// The tenant column, when updates and deletes match it besides the key:
+/// a row is written only if it holds the tenant the entity holds, which a
+/// tenant's session has checked is its own, so an entity attached with
+/// another tenant's key matches nothing. Not when it is part of the key.
+fn tenant_match(meta: &EntityMeta) -> Option<usize> {
+    meta.tenant_column().filter(|&column| !meta.columns[column].primary_key)
 }
 
 /// Matches a table row to its input row on the key and, if versioned, the
-/// version, inside the unit of work's transaction only.
+/// version (and the tenant, see [`tenant_match`]), inside the unit of
+/// work's transaction only.
 fn match_condition(meta: &EntityMeta) -> String {
     meta.key_columns()
         .chain(meta.version_column())
+        .chain(tenant_match(meta))
         .map(|i| format!("t.{0} = v.{0}", quote_ident(meta.columns[i].name)))
         .chain([IN_UNIT_OF_WORK.to_owned()])
         .collect::<Vec<_>>()

@@ -269,7 +269,8 @@ impl Session {
     /// assert_eq!(bo.read().id, 3); // new; Ann's clashing insert drew 2 from the sequence
     /// # Ok(()) }
     /// ```
-    pub fn add_on_conflict<E: Entity>(&mut self, entity: E, rule: OnConflict<E>) -> Tracked<E> {
+    pub fn add_on_conflict<E: Entity>(&mut self, mut entity: E, rule: OnConflict<E>) -> Tracked<E> {
+        self.filters.fill_tenant(&mut entity);
         let registry = self.registries.of::<E>();
         let tracked = registry.new_tracked_on_conflict(entity, rule.rule);
         registry.add_pending(tracked.clone());
@@ -310,9 +311,15 @@ impl Session {
         entities: impl IntoIterator<Item = E>,
         rule: OnConflict<E>,
     ) -> Vec<Tracked<E>> {
+        let filters = &self.filters;
         let registry = self.registries.of::<E>();
-        let added: Vec<_> =
-            entities.into_iter().map(|entity| registry.new_tracked_on_conflict(entity, rule.rule)).collect();
+        let added: Vec<_> = entities
+            .into_iter()
+            .map(|mut entity| {
+                filters.fill_tenant(&mut entity);
+                registry.new_tracked_on_conflict(entity, rule.rule)
+            })
+            .collect();
         registry.pending_inserts.reserve(added.len());
         for tracked in &added {
             registry.add_pending(tracked.clone());

@@ -54,6 +54,10 @@ pub(crate) struct FieldModel<'a> {
     pub(crate) generated: bool,
     pub(crate) version: bool,
     pub(crate) skip: bool,
+    /// `soft_delete`: the marker column of a soft-deletable entity.
+    pub(crate) soft_delete: bool,
+    /// `tenant`: the column a tenant's session scopes loads and writes by.
+    pub(crate) tenant: bool,
     /// `references = Parent`: this column holds a parent entity's key.
     pub(crate) references: Option<Reference>,
 }
@@ -173,6 +177,12 @@ pub(crate) fn parse_entity(input: &DeriveInput) -> syn::Result<EntityModel<'_>> 
     }
     for extra in columns.iter().filter(|f| f.version).skip(1) {
         errors.push(syn::Error::new(extra.ident.span(), "an entity can have only one `version` column"));
+    }
+    for extra in columns.iter().filter(|f| f.soft_delete).skip(1) {
+        errors.push(syn::Error::new(extra.ident.span(), "an entity can have only one `soft_delete` column"));
+    }
+    for extra in columns.iter().filter(|f| f.tenant).skip(1) {
+        errors.push(syn::Error::new(extra.ident.span(), "an entity can have only one `tenant` column"));
     }
     for (n, field) in columns.iter().enumerate() {
         if columns[..n].iter().any(|earlier| earlier.column == field.column) {
@@ -315,6 +325,8 @@ fn parse_field<'a>(field: &'a syn::Field, errors: &mut Errors) -> Option<FieldMo
         generated: false,
         version: false,
         skip: false,
+        soft_delete: false,
+        tenant: false,
         references: None,
     };
     let mut column: Option<String> = None;
@@ -329,6 +341,10 @@ fn parse_field<'a>(field: &'a syn::Field, errors: &mut Errors) -> Option<FieldMo
                 set_flag(&mut model.version, &meta, errors);
             } else if meta.path.is_ident("skip") {
                 set_flag(&mut model.skip, &meta, errors);
+            } else if meta.path.is_ident("soft_delete") {
+                set_flag(&mut model.soft_delete, &meta, errors);
+            } else if meta.path.is_ident("tenant") {
+                set_flag(&mut model.tenant, &meta, errors);
             } else if meta.path.is_ident("column") {
                 let name: LitStr = meta.value()?.parse()?;
                 if name.value().is_empty() {
@@ -343,7 +359,7 @@ fn parse_field<'a>(field: &'a syn::Field, errors: &mut Errors) -> Option<FieldMo
                 set_value(&mut model.sql_type, sql_type, &meta, errors);
             } else if !parts.parse(&meta, errors)? {
                 return Err(meta.error(
-                    "unknown field attribute; expected one of `primary_key`, `generated`, `version`, `skip`, `column = \"...\"`, `sql_type = \"...\"`, `references = Entity`, `relation = \"...\"`, `on_delete = \"cascade\"`",
+                    "unknown field attribute; expected one of `primary_key`, `generated`, `version`, `skip`, `soft_delete`, `tenant`, `column = \"...\"`, `sql_type = \"...\"`, `references = Entity`, `relation = \"...\"`, `on_delete = \"cascade\"`",
                 ));
             }
             Ok(())
@@ -378,12 +394,23 @@ fn parse_field<'a>(field: &'a syn::Field, errors: &mut Errors) -> Option<FieldMo
             || model.generated
             || model.version
             || model.sql_type.is_some()
+            || model.soft_delete
+            || model.tenant
             || model.references.is_some())
     {
         errors.push(syn::Error::new(ident.span(), "a `skip` field is not a column and takes no other attribute"));
     }
     if model.version && (model.primary_key || model.generated) {
         errors.push(syn::Error::new(ident.span(), "a `version` column cannot be a key or generated"));
+    }
+    if model.soft_delete && (model.primary_key || model.generated || model.version || model.tenant) {
+        errors.push(syn::Error::new(
+            ident.span(),
+            "a `soft_delete` marker cannot be a key, generated, a version or the tenant",
+        ));
+    }
+    if model.tenant && (model.generated || model.version) {
+        errors.push(syn::Error::new(ident.span(), "a `tenant` column cannot be generated or a version"));
     }
     Some(model)
 }

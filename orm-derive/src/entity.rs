@@ -42,26 +42,9 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         let field = f.ident;
         quote!(if self.#field != snapshot.#field { changed |= 1 << #i; })
     });
-    let generated = columns.iter().filter(|f| f.generated).enumerate().map(|(n, f)| {
-        let field = f.ident;
-        let column = &f.column;
-        let ty = f.ty;
-        quote_spanned!(ty.span()=> self.#field = <#ty as ::orm_core::ColumnType>::decode_column(row, #n, #name, #column)?;)
-    });
-    let version = columns.iter().filter(|f| f.version).map(|f| {
-        let field = f.ident;
-        let ty = f.ty;
-        quote_spanned!(ty.span()=> ::orm_core::__private::increment_version::<#ty>(&mut self.#field);)
-    });
-    let round_to_stored = columns.iter().map(|f| {
-        let field = f.ident;
-        let ty = f.ty;
-        quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::round_to_stored(&mut self.#field);)
-    });
-    let copy_version = columns.iter().filter(|f| f.version).map(|f| {
-        let field = f.ident;
-        quote!(self.#field = ::core::clone::Clone::clone(&from.#field);)
-    });
+    let value_methods = value_methods(&name, &columns);
+    let filter_fields = filter_fields(&columns);
+    let soft_delete_check = soft_delete_check(&columns);
 
     let constants = column_constants(ident, &columns);
     let relations = relation_constants(ident, &columns, &composites);
@@ -86,6 +69,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
             #column_access
 
+            #value_methods
+
             // Change detection wants exact equality, also for float fields.
             #[allow(clippy::float_cmp)]
             fn changed_columns(&self, snapshot: &Self) -> ::orm_core::ColumnSet {
@@ -94,28 +79,10 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 changed
             }
 
-            fn set_generated(&mut self, row: &::orm_core::__private::Row) -> ::orm_core::Result<()> {
-                #(#generated)*
-                let _ = row;
-                ::core::result::Result::Ok(())
-            }
-
             fn statements() -> &'static ::orm_core::__private::EntityStatements {
                 static STATEMENTS: ::orm_core::__private::EntityStatements =
                     ::orm_core::__private::EntityStatements::new();
                 &STATEMENTS
-            }
-
-            fn increment_version(&mut self) {
-                #(#version)*
-            }
-
-            fn round_to_stored(&mut self) {
-                #(#round_to_stored)*
-            }
-
-            fn copy_version(&mut self, from: &Self) {
-                #(#copy_version)*
             }
 
             fn references_key(&self, column: usize, key: &dyn ::core::any::Any) -> bool {
@@ -125,12 +92,60 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             fn reference_hash(&self, column: usize) -> ::core::option::Option<u64> {
                 #reference_hashes
             }
+
+            #filter_fields
         }
 
         #scalar_keys
+        #soft_delete_check
         #constants
         #relations
     })
+}
+
+/// The methods that set fields from the database or from each other:
+/// generated columns read back, the version counter, values rounded as
+/// stored.
+fn value_methods(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
+    let generated = columns.iter().filter(|f| f.generated).enumerate().map(|(n, f)| {
+        let field = f.ident;
+        let column = &f.column;
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> self.#field = <#ty as ::orm_core::ColumnType>::decode_column(row, #n, #name, #column)?;)
+    });
+    let version = columns.iter().filter(|f| f.version).map(|f| {
+        let field = f.ident;
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> ::orm_core::__private::increment_version::<#ty>(&mut self.#field);)
+    });
+    let round_to_stored = columns.iter().map(|f| {
+        let field = f.ident;
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::round_to_stored(&mut self.#field);)
+    });
+    let copy_version = columns.iter().filter(|f| f.version).map(|f| {
+        let field = f.ident;
+        quote!(self.#field = ::core::clone::Clone::clone(&from.#field);)
+    });
+    quote! {
+        fn set_generated(&mut self, row: &::orm_core::__private::Row) -> ::orm_core::Result<()> {
+            #(#generated)*
+            let _ = row;
+            ::core::result::Result::Ok(())
+        }
+
+        fn increment_version(&mut self) {
+            #(#version)*
+        }
+
+        fn round_to_stored(&mut self) {
+            #(#round_to_stored)*
+        }
+
+        fn copy_version(&mut self, from: &Self) {
+            #(#copy_version)*
+        }
+    }
 }
 
 /// Refuses an array as a key column, at compile time: keys are matched
@@ -467,6 +482,7 @@ fn column_meta(columns: &[&FieldModel<'_>], composites: &[Composite<'_>]) -> Tok
         let nullable = quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::NULLABLE);
         let enum_labels = quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::ENUM_LABELS);
         let (primary_key, generated, version) = (f.primary_key, f.generated, f.version);
+        let (soft_delete, tenant) = (f.soft_delete, f.tenant);
         // A function, not the parent's META itself: entities that reference
         // each other (or themselves) would make constant evaluation cyclic.
         // The first column of a composite foreign key carries it; its
@@ -489,10 +505,40 @@ fn column_meta(columns: &[&FieldModel<'_>], composites: &[Composite<'_>]) -> Tok
                 primary_key: #primary_key, generated: #generated, version: #version,
                 references: #references, foreign_key_columns: &[#(#foreign_key_columns),*],
                 cascade_delete: #cascade_delete, enum_labels: #enum_labels,
+                soft_delete: #soft_delete, tenant: #tenant,
             }
         }
     });
     quote!(#(#metas),*)
+}
+
+/// Refuses, at compile time and at the field's type, a `soft_delete`
+/// field that is not an `Option` of a timestamp or date.
+fn soft_delete_check(columns: &[&FieldModel<'_>]) -> TokenStream {
+    let checks = columns.iter().filter(|f| f.soft_delete).map(|f| {
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> const _: () = ::orm_core::__private::soft_delete_field::<#ty>();)
+    });
+    quote!(#(#checks)*)
+}
+
+/// The tenant methods of a `tenant` field, at the field's type so that a
+/// type that cannot be a tenant is an error there.
+fn filter_fields(columns: &[&FieldModel<'_>]) -> TokenStream {
+    let tenant = columns.iter().find(|f| f.tenant).map(|f| {
+        let field = f.ident;
+        let ty = f.ty;
+        quote_spanned! {ty.span()=>
+            fn tenant_is(&self, tenant: &dyn ::core::any::Any) -> ::core::option::Option<bool> {
+                ::orm_core::__private::tenant_is::<#ty>(&self.#field, tenant)
+            }
+
+            fn fill_tenant(&mut self, tenant: &dyn ::core::any::Any) -> bool {
+                ::orm_core::__private::fill_tenant::<#ty>(&mut self.#field, tenant)
+            }
+        }
+    });
+    quote!(#tenant)
 }
 
 /// The constant a column generates: its field's name in upper case.

@@ -39,6 +39,8 @@ use syn::{parse_macro_input, DeriveInput};
 /// | `#[orm(column = "full_name")]` | The column's name, when it differs from the field's. |
 /// | `#[orm(sql_type = "json")]` | The PostgreSQL type the flush casts this column's parameters to, instead of the one implied by the Rust type; a name without length or precision (`varchar`, not `varchar(255)`). |
 /// | `#[orm(skip)]` | Not a column: never written, `Default::default()` when loaded. |
+/// | `#[orm(soft_delete)]` | The soft-delete marker, an `Option` of a timestamp or date: loads skip rows where it is set, and the session's delete sets it to `now()` instead of deleting the row (see `Query::include_deleted`). |
+/// | `#[orm(tenant)]` | The tenant column (an integer, `String` or `Uuid`): a session from `Database::session_for_tenant` loads only its tenant's rows, fills it on new entities and refuses to write another tenant's rows. |
 /// | `#[orm(references = Author)]` | A foreign key to entity `Author`: the field holds `Author`'s key type (or an `Option` of it). Adds `Book::AUTHOR` for `author_id`. |
 /// | `#[orm(references = Author, relation = "writer")]` | Names the relation constant (`Book::WRITER`); required when the field's name does not end in `_id`. |
 /// | `#[orm(references = Author, on_delete = "cascade")]` | Deleting an author through the session deletes the books it has loaded. |

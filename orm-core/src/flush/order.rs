@@ -79,6 +79,8 @@ mod tests {
             foreign_key_columns: &[],
             cascade_delete: false,
             enum_labels: None,
+            soft_delete: false,
+            tenant: false,
         }
     }
 

@@ -574,7 +574,8 @@ pub(crate) fn plan_table<T: Entity>(
     }
     if !deletes.is_empty() {
         statements.deletes.push(
-            Statement::new(sql::delete(meta), bind_stored(&deletes, &sql::update_parameters(meta, 0))?, true).into(),
+            Statement::new(sql::session_delete(meta), bind_stored(&deletes, &sql::update_parameters(meta, 0))?, true)
+                .into(),
         );
     }
     let updates = groups.into_values().collect();
