@@ -141,6 +141,14 @@ check_pool_idle
 check_no_busy_connections
 if [[ $SETUP == replica ]]; then
     DATABASE_URL=$ORM_REPLICA_URL check_no_busy_connections
+    # Where the reads went. Backends report their counts when they go idle,
+    # at most once a second, so the last second may be missing.
+    count_transactions="SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+    on_primary=$(app_db_query "$DB_NAME" "$count_transactions") || die "cannot read pg_stat_database: $on_primary"
+    on_replica=$(DATABASE_URL=$ORM_REPLICA_URL app_db_query "$DB_NAME" "$count_transactions") ||
+        die "cannot read the replica's pg_stat_database: $on_replica"
+    log "transactions in $DB_NAME: $on_primary on the primary, $on_replica on the replica"
+    ((on_replica > 0)) || problems+=("no transaction ran on the replica: reads did not go there")
 fi
 
 # wrk stops mid-flight: a write committed just before it hung up is in the
