@@ -187,6 +187,7 @@ impl Model {
             touched.push((h.table, key));
         }
         let mut updated = BTreeSet::new();
+        let mut duplicates = Vec::new();
         for (&i, row) in &mut rows {
             let h = &handles[i];
             let spec = h.table.spec();
@@ -195,6 +196,7 @@ impl Model {
                 let key = h.table.key_of(row);
                 if table.contains_key(&key) {
                     errors.insert(ErrorKind::UniqueViolation);
+                    duplicates.push((h.table, row.clone()));
                 } else {
                     table.insert(key.clone(), row.clone());
                 }
@@ -228,6 +230,17 @@ impl Model {
             touched.push((h.table, key));
         }
         let hazard = Self::check_outcome(&start, &tables, &deleted_parents, &mut errors);
+        // A duplicate insert is left out of the tables, but the database
+        // may run it before the row it collides with (in an earlier
+        // statement, when that row waits for a pending parent's key): then
+        // its own missing parent fails first.
+        for (table, row) in &duplicates {
+            for &column in table.spec().foreign_keys {
+                if row[column] != Val::Null && !tables[&Table::Parent].contains_key(&vec![row[column].clone()]) {
+                    errors.insert(ErrorKind::ForeignKeyViolation);
+                }
+            }
+        }
         let mut locks = touched.clone();
         for (&i, row) in &rows {
             for &column in handles[i].table.spec().foreign_keys {
