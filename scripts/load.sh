@@ -2,10 +2,11 @@
 # Load test of the demo app with wrk, on loopback only, for a bounded time:
 # a read-and-write mix (demo-app/load/mix.lua) at 64 connections for
 # LOAD_DURATION (default 10s) against a release build on a fresh database
-# `demo_load`. Then checks that the app's pool is back to all-idle, that no
-# connection of the database is left in a transaction or running a
-# statement (pg_stat_activity), and that the rows written match the writes
-# answered 201. Prints requests/s and p50/p99 latency; exits non-zero if a
+# `demo_load_<pid>` (the server may be shared: another checkout's run
+# must not drop this one's database), dropped at the end. Then checks that
+# the app's pool is back to all-idle, that no connection of the database is
+# left in a transaction or running a statement (pg_stat_activity), and that
+# the rows written match the writes answered 201. Prints requests/s and p50/p99 latency; exits non-zero if a
 # check fails.
 #
 #   bash scripts/load.sh [plain|pgbouncer|replica]
@@ -34,7 +35,7 @@ CONNECTIONS=64
 THREADS=2
 USERS=8
 ARTICLES_PER_USER=5
-DB_NAME=demo_load
+DB_NAME=demo_load_$$
 LOAD_NAME=load.sh
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$ROOT/target/load
