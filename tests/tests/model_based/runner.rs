@@ -550,12 +550,16 @@ impl Runner<'_> {
 
     /// The model after a commit that went through, with the keys the
     /// database generated for it taken from `tables`: the keys no row had
-    /// before, in the order of the handles (the order of the inserts).
+    /// before, committed or flushed, in the order of the handles (the
+    /// order of the inserts).
     /// `None` if the model does not allow that commit.
     fn committed_as(&self, tables: &Tables) -> Option<Model> {
         let mut keys = BTreeMap::new();
         for table in TABLES.into_iter().filter(|t| t.spec().generated_key) {
-            let mut fresh = tables[&table].keys().filter(|key| !self.model.committed[&table].contains_key(*key));
+            // Keys of rows an earlier flush of this transaction inserted
+            // are the session's already, not the commit's to hand out.
+            let known = self.model.view(table);
+            let mut fresh = tables[&table].keys().filter(|key| !known.contains_key(*key));
             for (i, h) in self.model.core.handles.iter().enumerate() {
                 if h.table == table && h.state == State::Pending {
                     let Val::Int(key) = fresh.next()?[0] else { return None };
