@@ -97,6 +97,20 @@ _db_query() {
     return 1
 }
 
+# Prints a port free on 127.0.0.1 from $1 on (trying 100), skipping $2:
+# for the scripts that start clusters of their own beside any other.
+_db_free_port() {
+    local port
+    for ((port = $1; port < $1 + 100; port++)); do
+        [[ $port == "${2:-}" ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            printf '%s\n' "$port"
+            return 0
+        fi
+    done
+    return 1
+}
+
 # Runs a command as $1, from / so that a cwd the user cannot read (e.g. under
 # /root) doesn't break initdb or pg_ctl.
 _db_as() {

@@ -41,19 +41,6 @@ _REPLICA_PG_CTL=
 
 _replica_log() { printf 'replica_db.sh: %s\n' "$*" >&2; }
 
-# Prints a port free on 127.0.0.1 from $1 on, skipping $2.
-_replica_free_port() {
-    local port
-    for ((port = $1; port < $1 + 100; port++)); do
-        [[ $port == "${2:-}" ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            printf '%s\n' "$port"
-            return 0
-        fi
-    done
-    return 1
-}
-
 # Appends the settings both servers share to data directory $1's
 # postgresql.conf, with port $2.
 _replica_configure() {
@@ -115,7 +102,7 @@ _replica_start() {
         _replica_log "cannot clear $_REPLICA_DIR"
         return 1
     fi
-    if ! { port=$(_replica_free_port 55640) && replica_port=$(_replica_free_port 55641 "$port"); }; then
+    if ! { port=$(_db_free_port 55640) && replica_port=$(_db_free_port 55641 "$port"); }; then
         _replica_log "no two free ports in 55640-55740 on 127.0.0.1"
         return 1
     fi

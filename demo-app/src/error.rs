@@ -11,6 +11,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+/// The message of [`ApiError::OutcomeUnknown`]; `demo-app/load/mix.lua`
+/// looks for it to tell such an answer from an error.
+pub const OUTCOME_UNKNOWN: &str = "may or may not have been saved: check before retrying";
+
 /// Everything a handler can answer instead of its result.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ApiError {
@@ -36,6 +40,11 @@ pub enum ApiError {
     Conflict,
     /// 503: the database cannot be reached or has no free connection.
     Unavailable,
+    /// 500: the connection broke after `COMMIT` was sent, so the request's
+    /// writes may or may not have been saved. Said apart from
+    /// [`ApiError::Internal`] so that a client checks before it retries,
+    /// instead of taking the write as failed and making it twice.
+    OutcomeUnknown,
     /// 500: anything else; the details are in the log.
     Internal,
 }
@@ -56,7 +65,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Taken(_) | ApiError::Conflict => StatusCode::CONFLICT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::OutcomeUnknown | ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -74,6 +83,7 @@ impl ApiError {
             ApiError::Taken(field) => one(field, "has already been taken".to_owned()),
             ApiError::Conflict => one("request", "conflicts with a concurrent change; try again".to_owned()),
             ApiError::Unavailable => one("server", "is temporarily unavailable; try again".to_owned()),
+            ApiError::OutcomeUnknown => one("request", OUTCOME_UNKNOWN.to_owned()),
             ApiError::Internal => one("server", "internal error".to_owned()),
         };
         let mut errors: BTreeMap<Cow<'static, str>, Vec<String>> = BTreeMap::new();
@@ -108,6 +118,10 @@ impl From<orm_core::Error> for ApiError {
             E::PoolTimeout { .. } | E::ConnectionLost(_) | E::Connect { .. } | E::Pool(_) => {
                 tracing::error!(%error, "database unavailable");
                 ApiError::Unavailable
+            }
+            E::CommitUnknown(_) => {
+                tracing::error!(%error, "the commit's outcome is unknown");
+                ApiError::OutcomeUnknown
             }
             // Input validation should catch these first (a NUL byte in
             // text, a number out of range, a value too large for an index
@@ -169,5 +183,17 @@ mod tests {
         let (status, json) = body(error).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(json, serde_json::json!({ "errors": { "server": ["internal error"] } }));
+    }
+
+    /// A commit cut off by a terminated backend (`scripts/chaos.sh` found
+    /// it answered "internal error", which a client takes as failed).
+    #[tokio::test]
+    async fn an_unknown_commit_outcome_is_told_apart_from_an_error() {
+        let lost = orm_core::Error::CommitUnknown(Box::new(orm_core::Error::TransactionFailed));
+        let error = ApiError::from(lost);
+        assert_eq!(error, ApiError::OutcomeUnknown);
+        let (status, json) = body(error).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(json, serde_json::json!({ "errors": { "request": [OUTCOME_UNKNOWN] } }));
     }
 }

@@ -68,10 +68,19 @@ async fn check_connections(db: &Database, writer: &Client) -> Result<(), String>
     }
     let sql = "SELECT pid, state, query, now() - state_change FROM pg_stat_activity
          WHERE datname = current_database() AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'";
-    let rows = writer.query(sql, &[]).await.map_err(|e| format!("reading pg_stat_activity: {e}"))?;
-    if rows.is_empty() {
-        return Ok(());
-    }
+    // A dropped session queues its `ROLLBACK` and gives its connection back
+    // at once (the next borrower is served after it), so the server may
+    // not have run it yet: only a transaction that outlasts SETTLE is left.
+    let rows = loop {
+        let rows = writer.query(sql, &[]).await.map_err(|e| format!("reading pg_stat_activity: {e}"))?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     let stuck: Vec<String> = rows
         .iter()
         .map(|row| {

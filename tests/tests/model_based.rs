@@ -110,3 +110,22 @@ fn an_entity_inserted_and_deleted_inside_a_savepoint_keeps_its_values_at_the_rol
         Op::RollbackNested { level: 0 },
     ]]);
 }
+
+/// Two pending children with one key, the first linked to a pending
+/// parent, the second naming a parent that does not exist: the flush
+/// inserts the second first (it waits for no key) and fails on its foreign
+/// key before the first collides with it. The model expected only the
+/// unique violation (found by the long release run).
+#[test]
+fn a_duplicate_insert_may_fail_on_its_foreign_key_first() {
+    run_programs(&[vec![
+        // Child 5 of parent 1.
+        Op::AddAll { table: Table::Child, seeds: vec![164] },
+        Op::Add { table: Table::Parent, seed: 2 },
+        Op::SetParent { child: 0, parent: 0, sponsor: false },
+        // Child 5 again, of parent 4, which does not exist.
+        Op::Add { table: Table::Child, seed: 59 },
+        Op::SetParent { child: 12, parent: 0, sponsor: false },
+        Op::Flush,
+    ]]);
+}

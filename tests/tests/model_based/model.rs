@@ -187,6 +187,7 @@ impl Model {
             touched.push((h.table, key));
         }
         let mut updated = BTreeSet::new();
+        let mut duplicates = Vec::new();
         for (&i, row) in &mut rows {
             let h = &handles[i];
             let spec = h.table.spec();
@@ -194,7 +195,7 @@ impl Model {
             if h.state == State::Pending {
                 let key = h.table.key_of(row);
                 if table.contains_key(&key) {
-                    errors.insert(ErrorKind::UniqueViolation);
+                    duplicates.push((h.table, row.clone()));
                 } else {
                     table.insert(key.clone(), row.clone());
                 }
@@ -228,6 +229,7 @@ impl Model {
             touched.push((h.table, key));
         }
         let hazard = Self::check_outcome(&start, &tables, &deleted_parents, &mut errors);
+        Self::check_duplicates(&duplicates, &tables, &mut errors);
         let mut locks = touched.clone();
         for (&i, row) in &rows {
             for &column in handles[i].table.spec().foreign_keys {
@@ -365,6 +367,22 @@ impl Model {
             }
         }
         hazard
+    }
+
+    /// The errors of inserts whose key is taken: a unique violation, and
+    /// maybe a foreign-key one. A duplicate is left out of the tables, but
+    /// the database may run it before the row it collides with (in an
+    /// earlier statement, when that row waits for a pending parent's key):
+    /// then its own missing parent fails first.
+    fn check_duplicates(duplicates: &[(Table, Row)], tables: &Tables, errors: &mut HashSet<ErrorKind>) {
+        for (table, row) in duplicates {
+            errors.insert(ErrorKind::UniqueViolation);
+            for &column in table.spec().foreign_keys {
+                if row[column] != Val::Null && !tables[&Table::Parent].contains_key(&vec![row[column].clone()]) {
+                    errors.insert(ErrorKind::ForeignKeyViolation);
+                }
+            }
+        }
     }
 
     /// Takes the outcome of a successful flush.

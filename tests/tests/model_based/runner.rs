@@ -550,12 +550,16 @@ impl Runner<'_> {
 
     /// The model after a commit that went through, with the keys the
     /// database generated for it taken from `tables`: the keys no row had
-    /// before, in the order of the handles (the order of the inserts).
+    /// before, committed or flushed, in the order of the handles (the
+    /// order of the inserts).
     /// `None` if the model does not allow that commit.
     fn committed_as(&self, tables: &Tables) -> Option<Model> {
         let mut keys = BTreeMap::new();
         for table in TABLES.into_iter().filter(|t| t.spec().generated_key) {
-            let mut fresh = tables[&table].keys().filter(|key| !self.model.committed[&table].contains_key(*key));
+            // Keys of rows an earlier flush of this transaction inserted
+            // are the session's already, not the commit's to hand out.
+            let known = self.model.view(table);
+            let mut fresh = tables[&table].keys().filter(|key| !known.contains_key(*key));
             for (i, h) in self.model.core.handles.iter().enumerate() {
                 if h.table == table && h.state == State::Pending {
                     let Val::Int(key) = fresh.next()?[0] else { return None };
@@ -585,20 +589,28 @@ impl Runner<'_> {
         }
     }
 
-    /// Waits until the connection of a session dropped mid-statement is
-    /// closed: a commit it had sent may land until then.
+    /// Waits until the backend of a session dropped mid-statement has
+    /// ended its transaction (or is gone): a commit it had sent may land
+    /// until then. Every other backend of the database (the writer's
+    /// aside) is the pool's, idle. Counting backends against the pool's
+    /// open connections is not enough: the pool may still count a
+    /// connection whose backend an earlier fault terminated, and the read
+    /// then came before a late `COMMIT` (found by the long release run).
     async fn settle(&self) -> Checked {
-        let sql =
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+        let sql = "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle'";
         let deadline = std::time::Instant::now() + STEP_TIMEOUT;
         loop {
             let row = timed("pg_stat_activity", self.writer.query_one(sql, &[])).await?.map_err(|e| e.to_string())?;
-            let backends = usize::try_from(row.get::<_, i64>(0)).unwrap_or(usize::MAX);
-            if backends <= self.db.pool_state().open {
+            let busy = row.get::<_, i64>(0);
+            if busy == 0 {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
-                return Err(format!("{backends} backends still open, the pool holds {:?}", self.db.pool_state()));
+                return Err(format!(
+                    "{busy} backends still in a transaction, the pool holds {:?}",
+                    self.db.pool_state()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
