@@ -837,7 +837,9 @@ impl Session {
 
     /// Runs a raw SQL statement in the session's transaction (after an
     /// autoflush) and returns the number of rows it affected. Values go in
-    /// `params` as `$1, $2, ...`, never into the text.
+    /// `params` as `$1, $2, ...`, never into the text. The statement opens
+    /// the transaction if none is open yet, unless it is marked
+    /// [`RawSql::read_only`].
     ///
     /// A plain `&str` is prepared for this run only, so SQL text built at
     /// run time does not pile up in the connection's statement cache; that
@@ -862,17 +864,19 @@ impl Session {
     pub async fn execute(&mut self, sql: impl Into<RawSql<'_>>, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let sql = sql.into();
         self.autoflush().await?;
-        self.connection.for_each_row(sql, params, Access::Write, &mut self.stats, |_| Ok(())).await
+        self.connection.for_each_row(sql, params, sql.access(), &mut self.stats, |_| Ok(())).await
     }
 
     /// Runs a raw SQL query in the session's transaction (after an
     /// autoflush) and returns its rows, for what entities cannot express.
     /// Like [`execute`](Self::execute), it leaves nothing prepared on the
-    /// connection unless `sql` is [`RawSql::cached`].
+    /// connection unless `sql` is [`RawSql::cached`]. A query marked
+    /// [`RawSql::read_only`] opens no transaction: before the session's
+    /// first write it runs alone, as the ORM's loads do.
     pub async fn query_rows(&mut self, sql: impl Into<RawSql<'_>>, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let sql = sql.into();
         self.autoflush().await?;
-        self.raw_rows(sql, params, Access::Write).await
+        self.raw_rows(sql, params, sql.access()).await
     }
 
     /// Runs a raw SQL query returning the columns of entity `E` and returns
@@ -895,8 +899,9 @@ impl Session {
     /// their names are checked against `E`'s, and a difference is an
     /// [`Error::ColumnMismatch`] naming both lists, with the statement not
     /// run. Like [`execute`](Self::execute) it runs in the session's
-    /// transaction after an autoflush (it may be an `UPDATE ... RETURNING`),
-    /// and it counts towards the [N+1 guard](crate::NPlusOne).
+    /// transaction after an autoflush (it may be an `UPDATE ... RETURNING`;
+    /// mark a plain read [`RawSql::read_only`] and it opens none), and it
+    /// counts towards the [N+1 guard](crate::NPlusOne).
     ///
     /// ```
     /// # use orm_core::{Database, Entity, Tracked};
@@ -1002,7 +1007,7 @@ impl Session {
         let mut loaded = Vec::new();
         let check = Some(query::check_columns::<E> as Check);
         self.connection
-            .for_each_row_checked(sql, params, Access::Write, &mut self.stats, check, |row| {
+            .for_each_row_checked(sql, params, sql.access(), &mut self.stats, check, |row| {
                 loaded.push(E::from_row(&row, 0)?);
                 Ok(())
             })
