@@ -80,6 +80,7 @@ mod identity;
 mod interval;
 mod isolation;
 mod join;
+mod load_together;
 mod n_plus_one;
 mod pool_state;
 mod query;
@@ -119,6 +120,7 @@ pub use expr::{Expr, IntoExpr, Numeric, Ordered};
 pub use interval::Interval;
 pub use isolation::IsolationLevel;
 pub use join::Join;
+pub use load_together::{Load, LoadGroup};
 pub use n_plus_one::NPlusOne;
 /// Derives [`Entity`](trait@Entity) for a struct. An example with every
 /// attribute, each described below:

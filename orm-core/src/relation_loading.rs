@@ -5,8 +5,12 @@
 
 use std::collections::HashSet;
 
+use tokio_postgres::Row;
+
+use crate::connection::Access;
 use crate::error::{Error, Result};
 use crate::identity::ParentLink;
+use crate::load_together::{Load, Planned};
 use crate::relation::Relation;
 use crate::session::Session;
 use crate::sql::{self, quote_ident};
@@ -185,19 +189,32 @@ impl Session {
         // generated key from this flush.
         self.autoflush_for_query().await?;
         let keys = distinct_keys(parents, |parent| Some(parent.key()))?;
-        let sql = match relation.column().foreign_key_columns {
-            composite @ [_, _, ..] => sql::select_children_by_keys(C::META, composite, P::META),
-            _ => format!("{} WHERE t.{} = ANY($1)", sql::select_from_of::<C>(), quote_ident(relation.column().name)),
-        };
+        let sql = self.children_statement(relation);
         let params = P::key_arrays(&keys);
-        // The index `children` reads, built now over what the session
-        // tracks already, so that the load files each child in it as it
-        // tracks the row. If it cannot be built now (an entity borrowed),
-        // the first lookup builds it, and reports why it cannot.
+        let children = self.load::<C>(&sql, &param_refs(&params)).await?;
+        self.children_loaded(relation, keys);
+        Ok(children)
+    }
+
+    /// The statement that loads the children through `relation` of the
+    /// parents whose keys are its array parameters. Also builds the index
+    /// [`children`](Self::children) reads, over what the session tracks
+    /// already, so that the load files each child in it as it tracks the
+    /// row. If it cannot be built now (an entity borrowed), the first
+    /// lookup builds it, and reports why it cannot.
+    fn children_statement<C: Entity, P: Entity>(&mut self, relation: Relation<C, P>) -> String {
         if self.registries.of::<C>().refresh_children_index().is_err() {
             tracing::debug!(entity = C::META.name, "children index left for the first lookup to build");
         }
-        let children = self.load::<C>(&sql, &param_refs(&params)).await?;
+        match relation.column().foreign_key_columns {
+            composite @ [_, _, ..] => sql::select_children_by_keys(C::META, composite, P::META),
+            _ => format!("{} WHERE t.{} = ANY($1)", sql::select_from_of::<C>(), quote_ident(relation.column().name)),
+        }
+    }
+
+    /// Records that the children through `relation` of the parents with
+    /// `keys` are loaded.
+    fn children_loaded<C: Entity, P: Entity>(&mut self, relation: Relation<C, P>, keys: Vec<P::Key>) {
         let loaded = self
             .registries
             .of::<C>()
@@ -207,7 +224,6 @@ impl Session {
         if let Some(loaded) = loaded.downcast_mut::<KeySet<P::Key>>() {
             loaded.extend(keys);
         }
-        Ok(children)
     }
 
     /// The children of `parent` through `relation`, without SQL, as the
@@ -239,4 +255,64 @@ impl Session {
             None => relation.parent_key(child).as_ref() == Some(&key),
         })
     }
+}
+
+/// Relation loads to run with others in one round trip
+/// ([`Session::load_together`]).
+impl<'a, E: Entity> Load<'a, Vec<Tracked<E>>> {
+    /// [`Session::get_many`] as a [`Load`]: the entities with these keys,
+    /// in order, those not in the identity map read with one statement
+    /// (none if all are).
+    pub fn get_many(keys: &[E::Key]) -> Self {
+        let keys = keys.to_vec();
+        Load::new(move |session| plan_get_many(session, keys))
+    }
+
+    /// [`Session::load_parents`] as a [`Load`]: the parents of `children`
+    /// through `relation`, those not in the identity map read with one
+    /// statement (none if all are).
+    pub fn parents<C: Entity>(children: &'a [Tracked<C>], relation: Relation<C, E>) -> Self {
+        Load::new(move |session| {
+            let keys = distinct_keys(children, |child| relation.parent_key(child))?;
+            plan_get_many(session, keys)
+        })
+    }
+
+    /// [`Session::load_children`] as a [`Load`]: the children of `parents`
+    /// through `relation`, with one statement; afterwards
+    /// [`Session::children`] lists each parent's children without SQL.
+    pub fn children<P: Entity>(parents: &'a [Tracked<P>], relation: Relation<E, P>) -> Self {
+        Load::new(move |session| {
+            if parents.is_empty() {
+                return Ok(Planned::ready(Vec::new()));
+            }
+            let keys = distinct_keys(parents, |parent| Some(parent.key()))?;
+            let sql = session.children_statement(relation);
+            let params = P::key_arrays(&keys);
+            Planned::statement(session, sql, params, Access::Read, move |session, rows| {
+                let children = session.track(decode::<E>(&rows)?);
+                session.children_loaded(relation, keys);
+                Ok(children)
+            })
+        })
+    }
+}
+
+/// The plan of [`Load::get_many`]: a statement for the keys the session
+/// does not track, and the tracked instances of all `keys` after it.
+fn plan_get_many<'a, E: Entity>(session: &mut Session, keys: Vec<E::Key>) -> Result<Planned<'a, Vec<Tracked<E>>>> {
+    let missing = session.untracked_keys::<E>(&keys);
+    if missing.is_empty() {
+        return Ok(Planned::ready(session.tracked_of::<E>(&keys)));
+    }
+    let params = E::key_arrays(&missing);
+    Planned::statement(session, sql::select_by_keys_of::<E>().to_owned(), params, Access::Read, move |session, rows| {
+        session.track(decode::<E>(&rows)?);
+        Ok(session.tracked_of::<E>(&keys))
+    })
+}
+
+/// Decodes rows of `E`'s columns.
+pub(crate) fn decode<E: Entity>(rows: &[Row]) -> Result<Vec<E>> {
+    rows.iter().map(|row| E::from_row(row, 0)).collect()
 }

@@ -237,23 +237,33 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn get_many<E: Entity>(&mut self, keys: &[E::Key]) -> Result<Vec<Tracked<E>>> {
-        let registry = self.registries.of::<E>();
-        let missing: Vec<E::Key> = keys
-            .iter()
-            .filter(|&key| !registry.identity.contains_key(key) && !registry.pending_deletes.contains_key(key))
-            .cloned()
-            .collect();
+        let missing = self.untracked_keys::<E>(keys);
         if !missing.is_empty() {
             self.autoflush().await?;
             let params = E::key_arrays(&missing);
             self.load::<E>(sql::select_by_keys_of::<E>(), &param_refs(&params)).await?;
         }
+        Ok(self.tracked_of::<E>(keys))
+    }
+
+    /// The keys among `keys` that a load must read: neither tracked nor
+    /// pending deletion.
+    pub(crate) fn untracked_keys<E: Entity>(&mut self, keys: &[E::Key]) -> Vec<E::Key> {
         let registry = self.registries.of::<E>();
-        Ok(keys
-            .iter()
+        keys.iter()
+            .filter(|&key| !registry.identity.contains_key(key) && !registry.pending_deletes.contains_key(key))
+            .cloned()
+            .collect()
+    }
+
+    /// The tracked instances of `keys`, in their order, skipping keys the
+    /// session has no instance of or is deleting.
+    pub(crate) fn tracked_of<E: Entity>(&mut self, keys: &[E::Key]) -> Vec<Tracked<E>> {
+        let registry = self.registries.of::<E>();
+        keys.iter()
             .filter(|&key| !registry.pending_deletes.contains_key(key))
             .filter_map(|key| registry.identity.get(key).cloned())
-            .collect())
+            .collect()
     }
 
     /// Starts a query over entity `E`: filter, order, limit, then load.
