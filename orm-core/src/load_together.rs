@@ -18,7 +18,7 @@ use crate::session::Session;
 use crate::types::Param;
 
 /// What a planned load does with its rows, on the session that ran it.
-type Finish<'a, T> = Box<dyn FnOnce(&mut Session, Vec<Row>) -> Result<T> + Send + 'a>;
+type Finish<T> = Box<dyn FnOnce(&mut Session, Vec<Row>) -> Result<T> + Send>;
 
 /// A load ready to run with others in one round trip by
 /// [`Session::load_together`]. Made by the builders' `*_later` methods
@@ -26,28 +26,30 @@ type Finish<'a, T> = Box<dyn FnOnce(&mut Session, Vec<Row>) -> Result<T> + Send 
 /// [`Query::count_later`](crate::Query::count_later),
 /// [`Select::all_later`](crate::Select::all_later)) and by
 /// [`Load::get_many`], [`Load::parents`] and [`Load::children`]. It holds
-/// no borrow of the session: build several, then run them together.
+/// no borrow of the session, nor of anything else (a relation load keeps
+/// its own handles of the entities it starts from): build several, then
+/// run them together.
 ///
 /// Nothing is sent and nothing is read from the session until it runs: the
 /// statement of a relation load is planned then, after the group's
 /// autoflush, from what the identity map holds at that moment, so a load
 /// whose rows are all tracked already sends nothing.
 #[must_use = "a load does nothing until it is run with Session::load_together"]
-pub struct Load<'a, T> {
-    plan: Box<dyn FnOnce(&mut Session) -> Result<Planned<'a, T>> + Send + 'a>,
+pub struct Load<T> {
+    plan: Box<dyn FnOnce(&mut Session) -> Result<Planned<T>> + Send>,
 }
 
 /// A load's statement, if it needs one, and what it does with the rows.
-pub(crate) struct Planned<'a, T> {
+pub(crate) struct Planned<T> {
     statement: Option<(Statement, Access)>,
-    finish: Finish<'a, T>,
+    finish: Finish<T>,
 }
 
-impl<'a, T> Planned<'a, T> {
+impl<T: 'static> Planned<T> {
     /// A load that needs no statement: its result is ready.
     pub(crate) fn ready(value: T) -> Self
     where
-        T: Send + 'a,
+        T: Send,
     {
         Planned { statement: None, finish: Box::new(move |_, _| Ok(value)) }
     }
@@ -59,7 +61,7 @@ impl<'a, T> Planned<'a, T> {
         sql: String,
         params: Vec<Param>,
         access: Access,
-        finish: impl FnOnce(&mut Session, Vec<Row>) -> Result<T> + Send + 'a,
+        finish: impl FnOnce(&mut Session, Vec<Row>) -> Result<T> + Send + 'static,
     ) -> Result<Self> {
         session.record_load(&sql)?;
         let statement = Statement { sql, params, returns_rows: true, check: None };
@@ -67,9 +69,52 @@ impl<'a, T> Planned<'a, T> {
     }
 }
 
-impl<'a, T> Load<'a, T> {
+impl<T: 'static> Load<T> {
+    /// A load whose result is `f` applied to this load's: rows turned
+    /// into the map or set a page looks them up in, say.
+    ///
+    /// ```
+    /// # use std::collections::HashMap;
+    /// # use orm_core::{Database, Entity, Expr};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Book { #[orm(primary_key, generated)] id: i64, author: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE book (id bigserial PRIMARY KEY, author text NOT NULL);
+    /// #     INSERT INTO book (author) VALUES ('Austen'), ('Austen'), ('Joyce')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let per_author = session
+    ///     .query::<Book>()
+    ///     .select((Book::AUTHOR, Expr::count_all()))
+    ///     .group_by(Book::AUTHOR)
+    ///     .all_later()
+    ///     .map(|rows| rows.into_iter().collect::<HashMap<String, i64>>());
+    /// let total = session.query::<Book>().count_later();
+    /// let (per_author, total) = session.load_together((per_author, total)).await?;
+    /// assert_eq!((per_author["Austen"], total), (2, 3));
+    /// # Ok(()) }
+    /// ```
+    pub fn map<U: 'static>(self, f: impl FnOnce(T) -> U + Send + 'static) -> Load<U> {
+        Load::new(move |session| {
+            let Planned { statement, finish } = (self.plan)(session)?;
+            let finish: Finish<U> = Box::new(move |session, rows| finish(session, rows).map(f));
+            Ok(Planned { statement, finish })
+        })
+    }
+
+    /// A load whose result is `value`, which sends nothing: for a branch
+    /// of a group that has nothing to load (no viewer, say), with the same
+    /// type as the load of the other branch.
+    pub fn ready(value: T) -> Self
+    where
+        T: Send,
+    {
+        Load::new(move |_| Ok(Planned::ready(value)))
+    }
+
     /// A load planned on the session when the group runs.
-    pub(crate) fn new(plan: impl FnOnce(&mut Session) -> Result<Planned<'a, T>> + Send + 'a) -> Self {
+    pub(crate) fn new(plan: impl FnOnce(&mut Session) -> Result<Planned<T>> + Send + 'static) -> Self {
         Load { plan: Box::new(plan) }
     }
 
@@ -79,11 +124,8 @@ impl<'a, T> Load<'a, T> {
         sql: String,
         params: Vec<Param>,
         access: Access,
-        finish: impl FnOnce(&mut Session, Vec<Row>) -> Result<T> + Send + 'a,
-    ) -> Self
-    where
-        T: 'a,
-    {
+        finish: impl FnOnce(&mut Session, Vec<Row>) -> Result<T> + Send + 'static,
+    ) -> Self {
         Load::new(move |session| Planned::statement(session, sql, params, access, finish))
     }
 }
@@ -91,28 +133,28 @@ impl<'a, T> Load<'a, T> {
 /// Loads that [`Session::load_together`] runs in one round trip: a tuple
 /// of up to eight [`Load`]s of any result types, giving a tuple of their
 /// results, or a `Vec` of loads of one type, giving a `Vec`.
-pub trait LoadGroup<'a> {
+pub trait LoadGroup {
     /// The results, in the order of the loads.
     type Output;
 
     #[doc(hidden)]
-    fn plan(self, session: &mut Session) -> Result<GroupPlan<'a, Self::Output>>;
+    fn plan(self, session: &mut Session) -> Result<GroupPlan<Self::Output>>;
 }
 
 /// The statements of a group (`None` for a load that needs none) and what
 /// turns their rows, one `Vec` per load, into the group's results.
 #[doc(hidden)]
-pub struct GroupPlan<'a, T> {
+pub struct GroupPlan<T> {
     statements: Vec<Option<(Statement, Access)>>,
-    finish: Box<dyn FnOnce(&mut Session, std::vec::IntoIter<Vec<Row>>) -> Result<T> + Send + 'a>,
+    finish: Box<dyn FnOnce(&mut Session, std::vec::IntoIter<Vec<Row>>) -> Result<T> + Send>,
 }
 
 macro_rules! tuple_group {
     ($($result:ident $index:tt),+) => {
-        impl<'a, $($result: 'a),+> LoadGroup<'a> for ($(Load<'a, $result>,)+) {
+        impl<$($result: 'static),+> LoadGroup for ($(Load<$result>,)+) {
             type Output = ($($result,)+);
 
-            fn plan(self, session: &mut Session) -> Result<GroupPlan<'a, Self::Output>> {
+            fn plan(self, session: &mut Session) -> Result<GroupPlan<Self::Output>> {
                 let mut statements = Vec::new();
                 let finishes = ($({
                     let planned = (self.$index.plan)(session)?;
@@ -139,10 +181,10 @@ tuple_group!(A 0, B 1, C 2, D 3, F 4, G 5);
 tuple_group!(A 0, B 1, C 2, D 3, F 4, G 5, H 6);
 tuple_group!(A 0, B 1, C 2, D 3, F 4, G 5, H 6, I 7);
 
-impl<'a, T: 'a> LoadGroup<'a> for Vec<Load<'a, T>> {
+impl<T: 'static> LoadGroup for Vec<Load<T>> {
     type Output = Vec<T>;
 
-    fn plan(self, session: &mut Session) -> Result<GroupPlan<'a, Vec<T>>> {
+    fn plan(self, session: &mut Session) -> Result<GroupPlan<Vec<T>>> {
         let mut statements = Vec::with_capacity(self.len());
         let mut finishes = Vec::with_capacity(self.len());
         for load in self {
@@ -216,7 +258,7 @@ impl Session {
     /// assert_eq!(stats.round_trips, 4); // each group: prepare, then run
     /// # Ok(()) }
     /// ```
-    pub async fn load_together<'a, G: LoadGroup<'a>>(&mut self, loads: G) -> Result<G::Output> {
+    pub async fn load_together<G: LoadGroup>(&mut self, loads: G) -> Result<G::Output> {
         self.autoflush_for_query().await?;
         let GroupPlan { statements, finish } = loads.plan(self)?;
         let sent: Vec<bool> = statements.iter().map(Option::is_some).collect();

@@ -559,7 +559,7 @@ impl<'s, E: Entity> Query<'s, E> {
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`]: the matching entities,
     /// tracked.
-    pub fn all_later<'a>(mut self) -> Load<'a, Vec<Tracked<E>>> {
+    pub fn all_later(mut self) -> Load<Vec<Tracked<E>>> {
         let built = self.build(sql::select_from_of::<E>());
         let access = self.access();
         Load::of_statement(built.sql, built.params, access, |session, rows| {
@@ -570,7 +570,7 @@ impl<'s, E: Entity> Query<'s, E> {
     /// [`count`](Self::count) as a [`Load`], to run with other loads in
     /// one round trip by [`Session::load_together`]: a page's total beside
     /// the page, say.
-    pub fn count_later<'a>(mut self) -> Load<'a, i64> {
+    pub fn count_later(mut self) -> Load<i64> {
         let built = self.count_statement();
         Load::of_statement(built.sql, built.params, Access::Read, |_, rows| first_count(&rows))
     }

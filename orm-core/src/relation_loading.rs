@@ -259,7 +259,7 @@ impl Session {
 
 /// Relation loads to run with others in one round trip
 /// ([`Session::load_together`]).
-impl<'a, E: Entity> Load<'a, Vec<Tracked<E>>> {
+impl<E: Entity> Load<Vec<Tracked<E>>> {
     /// [`Session::get_many`] as a [`Load`]: the entities with these keys,
     /// in order, those not in the identity map read with one statement
     /// (none if all are).
@@ -271,9 +271,10 @@ impl<'a, E: Entity> Load<'a, Vec<Tracked<E>>> {
     /// [`Session::load_parents`] as a [`Load`]: the parents of `children`
     /// through `relation`, those not in the identity map read with one
     /// statement (none if all are).
-    pub fn parents<C: Entity>(children: &'a [Tracked<C>], relation: Relation<C, E>) -> Self {
+    pub fn parents<C: Entity>(children: &[Tracked<C>], relation: Relation<C, E>) -> Self {
+        let children = children.to_vec();
         Load::new(move |session| {
-            let keys = distinct_keys(children, |child| relation.parent_key(child))?;
+            let keys = distinct_keys(&children, |child| relation.parent_key(child))?;
             plan_get_many(session, keys)
         })
     }
@@ -281,12 +282,13 @@ impl<'a, E: Entity> Load<'a, Vec<Tracked<E>>> {
     /// [`Session::load_children`] as a [`Load`]: the children of `parents`
     /// through `relation`, with one statement; afterwards
     /// [`Session::children`] lists each parent's children without SQL.
-    pub fn children<P: Entity>(parents: &'a [Tracked<P>], relation: Relation<E, P>) -> Self {
+    pub fn children<P: Entity>(parents: &[Tracked<P>], relation: Relation<E, P>) -> Self {
+        let parents = parents.to_vec();
         Load::new(move |session| {
             if parents.is_empty() {
                 return Ok(Planned::ready(Vec::new()));
             }
-            let keys = distinct_keys(parents, |parent| Some(parent.key()))?;
+            let keys = distinct_keys(&parents, |parent| Some(parent.key()))?;
             let sql = session.children_statement(relation);
             let params = P::key_arrays(&keys);
             Planned::statement(session, sql, params, Access::Read, move |session, rows| {
@@ -300,7 +302,7 @@ impl<'a, E: Entity> Load<'a, Vec<Tracked<E>>> {
 
 /// The plan of [`Load::get_many`]: a statement for the keys the session
 /// does not track, and the tracked instances of all `keys` after it.
-fn plan_get_many<'a, E: Entity>(session: &mut Session, keys: Vec<E::Key>) -> Result<Planned<'a, Vec<Tracked<E>>>> {
+fn plan_get_many<E: Entity>(session: &mut Session, keys: Vec<E::Key>) -> Result<Planned<Vec<Tracked<E>>>> {
     let missing = session.untracked_keys::<E>(&keys);
     if missing.is_empty() {
         return Ok(Planned::ready(session.tracked_of::<E>(&keys)));

@@ -185,10 +185,10 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`](crate::Session::load_together):
     /// counts per key beside the rows they count, say.
-    pub fn all_later<'a>(mut self) -> Load<'a, Vec<S::Output>>
+    pub fn all_later(mut self) -> Load<Vec<S::Output>>
     where
-        S: Send + 'a,
-        S::Output: 'a,
+        S: Send + 'static,
+        S::Output: 'static,
     {
         let (built, access) = self.statement();
         let selection = self.selection;
