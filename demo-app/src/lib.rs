@@ -18,6 +18,7 @@ pub mod extract;
 pub mod json;
 pub mod loaders;
 pub mod migrations;
+pub mod password;
 pub mod routes;
 pub mod server;
 pub mod state;
