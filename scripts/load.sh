@@ -5,8 +5,10 @@
 # `demo_load`. Then checks that the app's pool is back to all-idle, that no
 # connection of the database is left in a transaction or running a
 # statement (pg_stat_activity), and that the rows written match the writes
-# answered 201. Prints requests/s and p50/p99 latency; exits non-zero if a
-# check fails.
+# answered 201. Prints requests/s, p50/p99 latency, and the statements and
+# round trips per request that the app's sessions sent (summed by the app,
+# read from /health before and after the run); exits non-zero if a check
+# fails.
 #
 # Installs wrk and curl with apt-get when missing (as root). Every failure
 # (a tool missing, the app not answering, seeding, wrk, a result wrk did not
@@ -121,6 +123,14 @@ pool_field() {
     json_number "$1" "$health" || die "GET /health has no pool field $1: $health"
 }
 
+# Cost field $1 (requests, statements, roundTrips) of the app's /health:
+# sums over the life of the process.
+cost_field() {
+    local health
+    health=$(demo_app_get /health) || die "GET /health failed"
+    json_number "$1" "$health" || die "GET /health has no cost field $1: $health"
+}
+
 # Number $1 of wrk's load-result lines (written by mix.lua's done()).
 wrk_result() {
     local value
@@ -164,11 +174,20 @@ articles_before=$(rows articles)
 tags_before=$(rows article_tags)
 comments_before=$(rows comments)
 
+requests_before=$(cost_field requests)
+statements_before=$(cost_field statements)
+round_trips_before=$(cost_field roundTrips)
+
 step "wrk: $CONNECTIONS connections, $THREADS threads, $DURATION"
 LOAD_DATA=$WORK/data.txt wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency \
     -s demo-app/load/mix.lua "$DEMO_APP_URL" >"$WORK/wrk.txt" ||
     die "wrk failed (exit status $?): $(cat "$WORK/wrk.txt")"
 cat "$WORK/wrk.txt"
+# Read before the checks' own requests.
+requests_run=$(($(cost_field requests) - requests_before))
+statements_run=$(($(cost_field statements) - statements_before))
+round_trips_run=$(($(cost_field roundTrips) - round_trips_before))
+((requests_run > 0)) || die "the app counted no requests during the run"
 
 step "checks"
 problems=()
@@ -229,9 +248,11 @@ check_rows articles "$articles_before" "$articles_ok"
 check_rows article_tags "$tags_before" "$((2 * articles_ok))"
 
 step "result"
-awk -v rps="$requests_per_s" -v p50="$p50_us" -v p99="$p99_us" -v c="$comments_ok" -v a="$articles_ok" 'BEGIN {
-    printf "requests/s: %s\nlatency p50: %.2f ms, p99: %.2f ms\nwrites answered 201: %d comments, %d articles\n",
-        rps, p50 / 1000, p99 / 1000, c, a
+awk -v rps="$requests_per_s" -v p50="$p50_us" -v p99="$p99_us" -v c="$comments_ok" -v a="$articles_ok" \
+    -v n="$requests_run" -v st="$statements_run" -v rt="$round_trips_run" 'BEGIN {
+    printf "requests/s: %s\nlatency p50: %.2f ms, p99: %.2f ms\n", rps, p50 / 1000, p99 / 1000
+    printf "per request: %.2f statements, %.2f round trips (%d requests counted by the app)\n", st / n, rt / n, n
+    printf "writes answered 201: %d comments, %d articles\n", c, a
 }'
 if ((${#problems[@]} > 0)); then
     printf 'load.sh: FAILED: %s\n' "${problems[@]}" >&2

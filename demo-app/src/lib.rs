@@ -19,6 +19,7 @@ pub mod json;
 pub mod loaders;
 pub mod migrations;
 pub mod password;
+pub mod request_costs;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -297,3 +297,20 @@ async fn a_favorite_costs_its_write_and_commit_beside_the_page_it_returns() {
         .get(0);
     assert_eq!(favorites, 1);
 }
+
+#[tokio::test]
+async fn the_app_sums_what_requests_cost_for_the_load_script() {
+    let (app, token) = seeded().await;
+    let before = app.state.costs.totals();
+    let list = app.call(Method::GET, "/api/articles?limit=5", Some(&token), None).await.stats.expect("stats");
+    let tags = app.call(Method::GET, "/api/tags", None, None).await.stats.expect("stats");
+    let refused = app.call(Method::GET, "/api/articles?limit=0", None, None).await;
+    assert_eq!(refused.stats.map(|stats| stats.statements), Some(0), "refused before the database");
+    let after = app.state.costs.totals();
+    assert_eq!(after.requests - before.requests, 3);
+    assert_eq!(after.statements - before.statements, list.statements + tags.statements);
+    assert_eq!(after.round_trips - before.round_trips, list.round_trips + tags.round_trips);
+    let health = app.call(Method::GET, "/health", None, None).await;
+    // The health request itself is added once it is answered.
+    assert_eq!(health.json["costs"]["requests"], after.requests, "{health:?}");
+}
