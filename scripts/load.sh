@@ -2,13 +2,17 @@
 # Load test of the demo app with wrk, on loopback only, for a bounded time:
 # a read-and-write mix (demo-app/load/mix.lua) at 64 connections for
 # LOAD_DURATION (default 10s) against a release build on a fresh database
-# `demo_load`. Then checks that the app's pool is back to all-idle, that no
+# `demo_load` (or LOAD_DB_NAME, for a run beside another on the same
+# server). Then checks that the app's pool is back to all-idle, that no
 # connection of the database is left in a transaction or running a
 # statement (pg_stat_activity), and that the rows written match the writes
 # answered 201. Prints requests/s, p50/p99 latency, and the statements and
 # round trips per request that the app's sessions sent (summed by the app,
 # read from /health before and after the run); exits non-zero if a check
 # fails.
+#
+# With LOAD_PERF=1, records the app's stacks during the run with perf
+# (target/load/perf.data), for `perf report`; the sampling slows the app.
 #
 # Installs wrk and curl with apt-get when missing (as root). Every failure
 # (a tool missing, the app not answering, seeding, wrk, a result wrk did not
@@ -22,7 +26,7 @@ CONNECTIONS=64
 THREADS=2
 USERS=8
 ARTICLES_PER_USER=5
-DB_NAME=demo_load
+DB_NAME=${LOAD_DB_NAME:-demo_load}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$ROOT/target/load
 
@@ -178,11 +182,24 @@ requests_before=$(cost_field requests)
 statements_before=$(cost_field statements)
 round_trips_before=$(cost_field roundTrips)
 
+perf_pid=
+if [[ -n ${LOAD_PERF:-} ]]; then
+    command -v perf >/dev/null 2>&1 || die "LOAD_PERF is set but perf is not installed"
+    step "perf record of the app during the run: $WORK/perf.data"
+    perf record -F 499 --call-graph dwarf,32768 -o "$WORK/perf.data" -p "$DEMO_APP_PID" -- sleep "$DURATION" \
+        >"$WORK/perf.log" 2>&1 &
+    perf_pid=$!
+fi
+
 step "wrk: $CONNECTIONS connections, $THREADS threads, $DURATION"
 LOAD_DATA=$WORK/data.txt wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency \
     -s demo-app/load/mix.lua "$DEMO_APP_URL" >"$WORK/wrk.txt" ||
     die "wrk failed (exit status $?): $(cat "$WORK/wrk.txt")"
 cat "$WORK/wrk.txt"
+if [[ -n $perf_pid ]]; then
+    wait "$perf_pid" || die "perf record failed: $(cat "$WORK/perf.log")"
+    log "perf: read with perf report -i $WORK/perf.data --no-children --sort dso,symbol"
+fi
 # Read before the checks' own requests.
 requests_run=$(($(cost_field requests) - requests_before))
 statements_run=$(($(cost_field statements) - statements_before))

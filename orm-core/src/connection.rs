@@ -968,8 +968,8 @@ async fn send_pipelined(
 type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
 
 /// Readies `statements` to run on `client`, inside the transaction that is
-/// open or queued there, if `in_transaction`: prepared and cached on the connection, or
-/// described for the unnamed mode (once per database, see
+/// open or queued there if `in_transaction`, else alone: prepared and
+/// cached on the connection, or described for the unnamed mode (once per database, see
 /// [`Descriptions`](crate::statement_mode::Descriptions)). Also returns
 /// whether any was prepared or described now, which cost a round trip.
 async fn ready_all(
