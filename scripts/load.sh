@@ -6,10 +6,10 @@
 # server). Then checks that the app's pool is back to all-idle, that no
 # connection of the database is left in a transaction or running a
 # statement (pg_stat_activity), and that the rows written match the writes
-# answered 201. Prints requests/s, p50/p99 latency, and the statements and
-# round trips per request that the app's sessions sent (summed by the app,
-# read from /health before and after the run); exits non-zero if a check
-# fails.
+# answered 201. Prints requests/s, p50/p99 latency, and per request the
+# statements and round trips the app's sessions sent (summed by the app,
+# read from /health before and after the run) and the app's CPU time (from
+# /proc); exits non-zero if a check fails.
 #
 # With LOAD_PERF=1, records the app's stacks during the run with perf
 # (target/load/perf.data), for `perf report`; the sampling slows the app.
@@ -135,6 +135,16 @@ cost_field() {
     json_number "$1" "$health" || die "GET /health has no cost field $1: $health"
 }
 
+# CPU time the app has used so far (user + system), in clock ticks, from
+# /proc/PID/stat (fields 14 and 15, counted after the command name, which
+# may hold spaces, in parentheses).
+app_cpu_ticks() {
+    local stat
+    stat=$(cat "/proc/$DEMO_APP_PID/stat") || die "cannot read /proc/$DEMO_APP_PID/stat"
+    stat=${stat##*) }
+    awk '{ print $12 + $13 }' <<<"$stat"
+}
+
 # Number $1 of wrk's load-result lines (written by mix.lua's done()).
 wrk_result() {
     local value
@@ -181,6 +191,7 @@ comments_before=$(rows comments)
 requests_before=$(cost_field requests)
 statements_before=$(cost_field statements)
 round_trips_before=$(cost_field roundTrips)
+cpu_before=$(app_cpu_ticks)
 
 perf_pid=
 if [[ -n ${LOAD_PERF:-} ]]; then
@@ -201,6 +212,7 @@ if [[ -n $perf_pid ]]; then
     log "perf: read with perf report -i $WORK/perf.data --no-children --sort dso,symbol"
 fi
 # Read before the checks' own requests.
+cpu_run=$(($(app_cpu_ticks) - cpu_before))
 requests_run=$(($(cost_field requests) - requests_before))
 statements_run=$(($(cost_field statements) - statements_before))
 round_trips_run=$(($(cost_field roundTrips) - round_trips_before))
@@ -266,9 +278,11 @@ check_rows article_tags "$tags_before" "$((2 * articles_ok))"
 
 step "result"
 awk -v rps="$requests_per_s" -v p50="$p50_us" -v p99="$p99_us" -v c="$comments_ok" -v a="$articles_ok" \
-    -v n="$requests_run" -v st="$statements_run" -v rt="$round_trips_run" 'BEGIN {
+    -v n="$requests_run" -v st="$statements_run" -v rt="$round_trips_run" \
+    -v cpu="$cpu_run" -v hz="$(getconf CLK_TCK)" 'BEGIN {
     printf "requests/s: %s\nlatency p50: %.2f ms, p99: %.2f ms\n", rps, p50 / 1000, p99 / 1000
-    printf "per request: %.2f statements, %.2f round trips (%d requests counted by the app)\n", st / n, rt / n, n
+    printf "per request: %.2f statements, %.2f round trips, %.3f ms of app CPU (%d requests counted by the app)\n",
+        st / n, rt / n, cpu / hz * 1000 / n, n
     printf "writes answered 201: %d comments, %d articles\n", c, a
 }'
 if ((${#problems[@]} > 0)); then
