@@ -50,14 +50,11 @@ pub async fn hash(password: String) -> Result<String, ApiError> {
 pub async fn verify(password: String, stored: Option<String>) -> Result<bool, ApiError> {
     with_memory(move |memory| {
         let stored_hash = stored.as_deref().unwrap_or(DUMMY_HASH);
-        let matches = match PasswordHash::new(stored_hash) {
-            Ok(hash) => matches(&hash, password.as_bytes(), memory),
-            Err(_) => {
-                tracing::error!("a stored password hash is not a PHC string");
-                false
-            }
+        let Ok(hash) = PasswordHash::new(stored_hash) else {
+            tracing::error!("a stored password hash is not a PHC string");
+            return false;
         };
-        matches && stored.is_some()
+        matches(&hash, password.as_bytes(), memory) && stored.is_some()
     })
     .await
 }
@@ -146,9 +143,9 @@ async fn with_memory<T: Send + 'static>(work: impl FnOnce(&mut Memory) -> T + Se
     let memory = pool().memories.lock().unwrap_or_else(PoisonError::into_inner).pop();
     let mut workspace = Workspace { memory: Some(memory.unwrap_or(Memory(Vec::new()))), _permit: permit };
     tokio::task::spawn_blocking(move || {
-        let memory = workspace.memory.as_mut().map(|memory| work(memory));
+        let result = workspace.memory.as_mut().map(work);
         drop(workspace);
-        memory
+        result
     })
     .await
     .map_err(|error| failed("password hashing task failed", &error))?

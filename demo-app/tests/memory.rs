@@ -54,6 +54,6 @@ async fn sixteen_concurrent_registrations_and_a_load_leave_at_most_64_mib_reside
         (before, after)
     };
     let (before, after) = tokio::time::timeout(Duration::from_secs(120), test).await.expect("finished within 120 s");
-    eprintln!("resident: {} KiB before the burst, {} KiB after", before, after);
+    eprintln!("resident: {before} KiB before the burst, {after} KiB after");
     assert!(after <= 64 * 1024, "{after} KiB resident after the burst (before: {before} KiB)");
 }

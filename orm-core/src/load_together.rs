@@ -20,6 +20,12 @@ use crate::types::Param;
 /// What a planned load does with its rows, on the session that ran it.
 type Finish<T> = Box<dyn FnOnce(&mut Session, Vec<Row>) -> Result<T> + Send>;
 
+/// Plans a load on the session, when its group runs.
+type Plan<T> = Box<dyn FnOnce(&mut Session) -> Result<Planned<T>> + Send>;
+
+/// Turns the rows of a group's loads, one `Vec` per load, into its results.
+type FinishGroup<T> = Box<dyn FnOnce(&mut Session, std::vec::IntoIter<Vec<Row>>) -> Result<T> + Send>;
+
 /// A load ready to run with others in one round trip by
 /// [`Session::load_together`]. Made by the builders' `*_later` methods
 /// ([`Query::all_later`](crate::Query::all_later),
@@ -36,7 +42,7 @@ type Finish<T> = Box<dyn FnOnce(&mut Session, Vec<Row>) -> Result<T> + Send>;
 /// whose rows are all tracked already sends nothing.
 #[must_use = "a load does nothing until it is run with Session::load_together"]
 pub struct Load<T> {
-    plan: Box<dyn FnOnce(&mut Session) -> Result<Planned<T>> + Send>,
+    plan: Plan<T>,
 }
 
 /// A load's statement, if it needs one, and what it does with the rows.
@@ -146,7 +152,7 @@ pub trait LoadGroup {
 #[doc(hidden)]
 pub struct GroupPlan<T> {
     statements: Vec<Option<(Statement, Access)>>,
-    finish: Box<dyn FnOnce(&mut Session, std::vec::IntoIter<Vec<Row>>) -> Result<T> + Send>,
+    finish: FinishGroup<T>,
 }
 
 macro_rules! tuple_group {

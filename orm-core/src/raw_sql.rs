@@ -106,6 +106,7 @@ impl<'a> RawSql<'a> {
     /// it runs without `BEGIN` before the session's first write. A
     /// statement marked so that does write commits on its own, outside
     /// the session's unit of work.
+    #[must_use]
     pub fn read_only(self) -> Self {
         RawSql { read_only: true, ..self }
     }
