@@ -2,12 +2,17 @@
 # Load test of the demo app with wrk, on loopback only, for a bounded time:
 # a read-and-write mix (demo-app/load/mix.lua) at 64 connections for
 # LOAD_DURATION (default 10s) against a release build on a fresh database
-# `demo_load_<pid>` (the server may be shared: another checkout's run
-# must not drop this one's database), dropped at the end. Then checks that
-# the app's pool is back to all-idle, that no connection of the database is
-# left in a transaction or running a statement (pg_stat_activity), and that
-# the rows written match the writes answered 201. Prints requests/s and p50/p99 latency; exits non-zero if a
-# check fails.
+# `demo_load_<pid>` (or LOAD_DB_NAME; the server may be shared: another
+# checkout's run must not drop this one's database), dropped at the end. Then checks that the app's pool is back to all-idle, that no
+# connection of the database is left in a transaction or running a
+# statement (pg_stat_activity), and that the rows written match the writes
+# answered 201. Prints requests/s, p50/p99 latency, and per request the
+# statements and round trips the app's sessions sent (summed by the app,
+# read from /health before and after the run) and the app's CPU time (from
+# /proc); exits non-zero if a check fails.
+#
+# With LOAD_PERF=1, records the app's stacks during the run with perf
+# (target/load/perf.data), for `perf report`; the sampling slows the app.
 #
 #   bash scripts/load.sh [plain|pgbouncer|replica]
 #
@@ -35,7 +40,7 @@ CONNECTIONS=64
 THREADS=2
 USERS=8
 ARTICLES_PER_USER=5
-DB_NAME=demo_load_$$
+DB_NAME=${LOAD_DB_NAME:-demo_load_$$}
 LOAD_NAME=load.sh
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$ROOT/target/load
@@ -69,6 +74,24 @@ plain | pgbouncer | replica) ;;
     exit 2
     ;;
 esac
+
+# Cost field $1 (requests, statements, roundTrips) of the app's /health:
+# sums over the life of the process.
+cost_field() {
+    local health
+    health=$(demo_app_get /health) || die "GET /health failed"
+    json_number "$1" "$health" || die "GET /health has no cost field $1: $health"
+}
+
+# CPU time the app has used so far (user + system), in clock ticks, from
+# /proc/PID/stat (fields 14 and 15, counted after the command name, which
+# may hold spaces, in parentheses).
+app_cpu_ticks() {
+    local stat
+    stat=$(cat "/proc/$DEMO_APP_PID/stat") || die "cannot read /proc/$DEMO_APP_PID/stat"
+    stat=${stat##*) }
+    awk '{ print $12 + $13 }' <<<"$stat"
+}
 
 step "tools"
 ensure_tools || die "wrk and curl are needed (reasons above)"
@@ -120,11 +143,35 @@ articles_before=$(rows articles)
 tags_before=$(rows article_tags)
 comments_before=$(rows comments)
 
+requests_before=$(cost_field requests)
+statements_before=$(cost_field statements)
+round_trips_before=$(cost_field roundTrips)
+cpu_before=$(app_cpu_ticks)
+
+perf_pid=
+if [[ -n ${LOAD_PERF:-} ]]; then
+    command -v perf >/dev/null 2>&1 || die "LOAD_PERF is set but perf is not installed"
+    step "perf record of the app during the run: $WORK/perf.data"
+    perf record -F 499 --call-graph dwarf,32768 -o "$WORK/perf.data" -p "$DEMO_APP_PID" -- sleep "$DURATION" \
+        >"$WORK/perf.log" 2>&1 &
+    perf_pid=$!
+fi
+
 step "wrk: $CONNECTIONS connections, $THREADS threads, $DURATION"
 LOAD_DATA=$WORK/data.txt wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency \
     -s demo-app/load/mix.lua "$DEMO_APP_URL" >"$WORK/wrk.txt" ||
     die "wrk failed (exit status $?): $(cat "$WORK/wrk.txt")"
 cat "$WORK/wrk.txt"
+if [[ -n $perf_pid ]]; then
+    wait "$perf_pid" || die "perf record failed: $(cat "$WORK/perf.log")"
+    log "perf: read with perf report -i $WORK/perf.data --no-children --sort dso,symbol"
+fi
+# Read before the checks' own requests.
+cpu_run=$(($(app_cpu_ticks) - cpu_before))
+requests_run=$(($(cost_field requests) - requests_before))
+statements_run=$(($(cost_field statements) - statements_before))
+round_trips_run=$(($(cost_field roundTrips) - round_trips_before))
+((requests_run > 0)) || die "the app counted no requests during the run"
 
 step "checks"
 comments_ok=$(wrk_result comments_ok)
@@ -168,8 +215,12 @@ check_rows articles "$articles_before" "$articles_ok"
 check_rows article_tags "$tags_before" "$((2 * articles_ok))"
 
 step "result ($SETUP)"
-awk -v rps="$requests_per_s" -v p50="$p50_us" -v p99="$p99_us" -v c="$comments_ok" -v a="$articles_ok" 'BEGIN {
-    printf "requests/s: %s\nlatency p50: %.2f ms, p99: %.2f ms\nwrites answered 201: %d comments, %d articles\n",
-        rps, p50 / 1000, p99 / 1000, c, a
+awk -v rps="$requests_per_s" -v p50="$p50_us" -v p99="$p99_us" -v c="$comments_ok" -v a="$articles_ok" \
+    -v n="$requests_run" -v st="$statements_run" -v rt="$round_trips_run" \
+    -v cpu="$cpu_run" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+    printf "requests/s: %s\nlatency p50: %.2f ms, p99: %.2f ms\n", rps, p50 / 1000, p99 / 1000
+    printf "per request: %.2f statements, %.2f round trips, %.3f ms of app CPU (%d requests counted by the app)\n",
+        st / n, rt / n, cpu / hz * 1000 / n, n
+    printf "writes answered 201: %d comments, %d articles\n", c, a
 }'
 report_problems

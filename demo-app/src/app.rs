@@ -6,16 +6,18 @@
 //!    response with status and latency;
 //! 3. CORS, when `CORS_ORIGINS` names origins: it answers preflight
 //!    requests itself, before any session;
-//! 4. the session per request (`orm_core::axum`, configured in
+//! 4. the sums of what requests cost the database (`request_costs`), read
+//!    from the session's outcome on the response;
+//! 5. the session per request (`orm_core::axum`, configured in
 //!    `db_session`): it commits or rolls back after everything below has
 //!    answered;
-//! 5. the check that the token's user still exists (`db_session`), in the
+//! 6. the check that the token's user still exists (`db_session`), in the
 //!    request's transaction;
-//! 6. panics become a 500 with a RealWorld error body;
-//! 7. the request timeout (503, with a RealWorld error body), around the
+//! 7. panics become a 500 with a RealWorld error body;
+//! 8. the request timeout (503, with a RealWorld error body), around the
 //!    handler only.
 //!
-//! The order of 4 to 7 is what makes the outcome truthful. The timeout
+//! The order of 5 to 8 is what makes the outcome truthful. The timeout
 //! bounds the handler, never the session's `COMMIT`: were it outside the
 //! session layer, it could answer "503, rolled back" while a `COMMIT` it cut
 //! off had already gone through. And a panic or a timeout reaches the
@@ -42,6 +44,7 @@ use crate::config::CorsOrigins;
 use crate::db_session;
 use crate::error::ApiError;
 use crate::json::BODY_LIMIT;
+use crate::request_costs;
 use crate::routes;
 use crate::state::AppState;
 
@@ -62,7 +65,8 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
         .layer(axum::middleware::map_response(with_error_body))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn(db_session::check_token_user))
-        .layer(db_session::layer(state.db.clone()));
+        .layer(db_session::layer(state.db.clone()))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), request_costs::record));
     let routes = match cors(&state.cors_origins) {
         Some(cors) => routes.layer(cors),
         None => routes,

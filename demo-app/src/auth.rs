@@ -1,14 +1,9 @@
-//! Authentication: JWTs (HS256) carrying the user's id, argon2 password
-//! hashes, and the extractors that read `Authorization: Token <jwt>`.
-//!
-//! Hashing and verifying take tens of milliseconds of CPU on purpose, so they
-//! run on the blocking thread pool, never on the async workers.
+//! Authentication: JWTs (HS256) carrying the user's id, and the extractors
+//! that read `Authorization: Token <jwt>`. Passwords are hashed in
+//! `password`.
 
 use std::sync::Arc;
 
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::Argon2;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -65,44 +60,6 @@ impl JwtKeys {
             .and_then(|data| data.claims.sub.parse().ok())
             .ok_or(ApiError::InvalidToken)
     }
-}
-
-/// Hashes a password with argon2id and a random salt, off the async workers.
-pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    blocking(move || {
-        Argon2::default().hash_password(password.as_bytes()).map(|hash| hash.to_string()).map_err(|error| {
-            tracing::error!(%error, "cannot hash a password");
-            ApiError::Internal
-        })
-    })
-    .await?
-}
-
-/// Whether `password` matches the stored hash, off the async workers.
-/// `None` (an unknown user) still costs one verification, so that a wrong
-/// e-mail address cannot be told from a wrong password by the time it takes.
-pub async fn verify_password(password: String, stored: Option<String>) -> Result<bool, ApiError> {
-    blocking(move || {
-        let stored = stored.as_deref().unwrap_or(DUMMY_HASH);
-        let Ok(hash) = PasswordHash::new(stored) else {
-            tracing::error!("a stored password hash is not a PHC string");
-            return false;
-        };
-        Argon2::default().verify_password(password.as_bytes(), &hash).is_ok() && stored != DUMMY_HASH
-    })
-    .await
-}
-
-/// The argon2id hash of a random password nobody knows, with the default
-/// parameters.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$YWJjZGVmZ2hpamtsbW5vcA$0pNd6yVn6ZbPsXfJjV8wN3sG4Z5eXhB4yR9kMvUe2Ls";
-
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work).await.map_err(|error| {
-        tracing::error!(%error, "password hashing task failed");
-        ApiError::Internal
-    })
 }
 
 /// The authenticated user of a request: `Authorization: Token <jwt>` (or
@@ -177,19 +134,5 @@ mod tests {
         assert_eq!(keys.verify(&token), Ok(42));
         assert_eq!(JwtKeys::new(b"other").verify(&token), Err(ApiError::InvalidToken));
         assert_eq!(keys.verify("not.a.token"), Err(ApiError::InvalidToken));
-    }
-
-    #[tokio::test]
-    async fn passwords_verify_only_against_their_hash() {
-        let hash = hash_password("correct horse".into()).await.unwrap();
-        assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse".into(), Some(hash.clone())).await.unwrap());
-        assert!(!verify_password("wrong horse".into(), Some(hash)).await.unwrap());
-        assert!(!verify_password("anything".into(), None).await.unwrap());
-    }
-
-    #[test]
-    fn the_dummy_hash_parses() {
-        assert!(PasswordHash::new(DUMMY_HASH).is_ok());
     }
 }

@@ -18,6 +18,8 @@ pub mod extract;
 pub mod json;
 pub mod loaders;
 pub mod migrations;
+pub mod password;
+pub mod request_costs;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -8,6 +8,7 @@ use orm_core::Database;
 
 use crate::auth::JwtKeys;
 use crate::config::CorsOrigins;
+use crate::request_costs::RequestCosts;
 
 /// Shared by all requests; cheap to clone.
 #[derive(Clone)]
@@ -20,12 +21,20 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Which browser origins may call the API (none, from [`new`](Self::new)).
     pub cors_origins: CorsOrigins,
+    /// What requests have cost the database so far.
+    pub costs: Arc<RequestCosts>,
 }
 
 impl AppState {
     /// State over `db`, signing tokens with `jwt_secret`.
     pub fn new(db: Database, jwt_secret: &[u8], request_timeout: Duration) -> Self {
-        AppState { db, jwt: Arc::new(JwtKeys::new(jwt_secret)), request_timeout, cors_origins: CorsOrigins::None }
+        AppState {
+            db,
+            jwt: Arc::new(JwtKeys::new(jwt_secret)),
+            request_timeout,
+            cors_origins: CorsOrigins::None,
+            costs: Arc::default(),
+        }
     }
 }
 

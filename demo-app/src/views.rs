@@ -1,10 +1,10 @@
 //! The JSON shapes of responses, and building them from entities with their
 //! relations batch-loaded: a page's authors and tags by the ORM's relation
 //! loading, favorite counts and the viewer's favorites and follows by
-//! `loaders`.
+//! `loaders`, all sent together in one round trip.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use orm_core::{Entity, Relation, Session, Tracked};
+use orm_core::{Entity, Load, Relation, Session, Tracked};
 use serde::Serialize;
 
 use crate::entities::{Article, ArticleTag, Comment, User};
@@ -115,10 +115,11 @@ pub enum Body {
     Omitted,
 }
 
-/// Views of `articles`, in order, as seen by `viewer`. Costs a constant
-/// number of statements whatever the number of articles: authors (none if
-/// the identity map has them all), tags and favorite counts, plus the
-/// viewer's favorites and follows when there is a viewer (none for those
+/// Views of `articles`, in order, as seen by `viewer`. Costs one round trip
+/// and a constant number of statements whatever the number of articles,
+/// all keyed by the page and sent together: authors (none if the identity
+/// map has them all), tags and favorite counts, plus the viewer's
+/// favorites, follows and own row when there is a viewer (none for those
 /// the identity map has).
 pub async fn articles(
     session: &mut Session,
@@ -129,12 +130,24 @@ pub async fn articles(
     if articles.is_empty() {
         return Ok(Vec::new());
     }
-    let authors = session.load_parents(articles, Article::AUTHOR).await?;
-    session.load_children(articles, ArticleTag::ARTICLE).await?;
-    let ids: Vec<i64> = articles.iter().map(|article| article.read().id).collect();
-    let counts = loaders::favorite_counts(session, &ids).await?;
-    let favorited = loaders::favorited(session, viewer, &ids).await?;
-    let following = loaders::followed(session, viewer, &ids_of(&authors)).await?;
+    let mut ids = Vec::with_capacity(articles.len());
+    let mut author_ids = Vec::with_capacity(articles.len());
+    for article in articles {
+        let article = article.read();
+        ids.push(article.id);
+        author_ids.push(article.author_id);
+    }
+    let counts = loaders::favorite_counts(session, &ids);
+    let (_, _, counts, favorited, following, _) = session
+        .load_together((
+            Load::parents(articles, Article::AUTHOR),
+            Load::children(articles, ArticleTag::ARTICLE),
+            counts,
+            loaders::favorited(viewer, &ids),
+            loaders::followed(viewer, &author_ids),
+            loaders::viewer(viewer),
+        ))
+        .await?;
 
     let mut views = Vec::with_capacity(articles.len());
     for article in articles {
@@ -169,8 +182,9 @@ pub async fn article(
     Ok(articles(session, std::slice::from_ref(article), viewer, Body::Included).await?.pop())
 }
 
-/// Views of `comments`, in order, as seen by `viewer`: authors and the
-/// viewer's follows, one statement each at most.
+/// Views of `comments`, in order, as seen by `viewer`: authors, the
+/// viewer's follows and own row, one statement each at most, in one round
+/// trip.
 pub async fn comments(
     session: &mut Session,
     comments: &[Tracked<Comment>],
@@ -179,8 +193,14 @@ pub async fn comments(
     if comments.is_empty() {
         return Ok(Vec::new());
     }
-    let authors = session.load_parents(comments, Comment::AUTHOR).await?;
-    let following = loaders::followed(session, viewer, &ids_of(&authors)).await?;
+    let author_ids: Vec<i64> = comments.iter().map(|comment| comment.read().author_id).collect();
+    let (_, following, _) = session
+        .load_together((
+            Load::parents(comments, Comment::AUTHOR),
+            loaders::followed(viewer, &author_ids),
+            loaders::viewer(viewer),
+        ))
+        .await?;
 
     let mut views = Vec::with_capacity(comments.len());
     for comment in comments {
@@ -196,10 +216,6 @@ pub async fn comments(
         });
     }
     Ok(views)
-}
-
-fn ids_of(users: &[Tracked<User>]) -> Vec<i64> {
-    users.iter().map(|user| user.read().id).collect()
 }
 
 /// The parent of `child`, right after `load_parents` loaded the parents of

@@ -1,10 +1,13 @@
 //! Lists cost a constant number of statements whatever the page size:
 //! authors, tags, favorites and follows are loaded in batches, not per
 //! article or comment, and the identity map saves the loads it already has.
+//! And a page costs at most two round trips: the loads that do not depend
+//! on each other travel together.
 
 mod support;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use serde_json::Value;
@@ -36,7 +39,11 @@ const SEED: &str = "
 /// The seeded app and the token of `viewer`, who follows author1 and
 /// author2 and favorited `article-2`.
 async fn seeded() -> (TestApp, String) {
-    let app = TestApp::new().await;
+    seeded_on(TestApp::new().await).await
+}
+
+/// [`seeded`] on `app`.
+async fn seeded_on(app: TestApp) -> (TestApp, String) {
     app.test_db.client().await.batch_execute(SEED).await.expect("seed");
     let token = app.register("viewer").await;
     app.test_db
@@ -224,4 +231,86 @@ async fn a_list_shows_what_the_database_holds() {
         let author = article["author"]["username"].as_str().unwrap();
         assert_eq!(article["author"]["following"], author == "author1" || author == "author2", "{slug}");
     }
+}
+
+/// The statements and round trips of one request, after a first run of the
+/// same request has prepared its statements on the pool's one connection.
+async fn warm_cost(app: &TestApp, method: Method, uri: &str, token: Option<&str>) -> (u64, u64) {
+    let mut costs = Vec::new();
+    for _ in 0..2 {
+        let answer = app.call(method.clone(), uri, token, None).await;
+        assert!(answer.status.is_success(), "{method} {uri}: {answer:?}");
+        let stats = answer.stats.expect("the session's stats");
+        costs.push((stats.statements, stats.round_trips));
+    }
+    costs[1]
+}
+
+#[tokio::test]
+async fn pages_cost_at_most_two_round_trips() {
+    let (app, token) = seeded_on(TestApp::with(1, Duration::from_secs(30)).await).await;
+    for (token, statements) in [(None, 5), (Some(token.as_str()), 8)] {
+        // The page beside its count; then authors, tags, favorite counts
+        // (and the viewer's favorites, follows and own row) together.
+        assert_eq!(warm_cost(&app, Method::GET, "/api/articles?limit=20", token).await, (statements, 2));
+        assert_eq!(warm_cost(&app, Method::GET, "/api/articles?tag=odd&author=author1", token).await, (statements, 2));
+        // The article; then what it shows.
+        assert_eq!(warm_cost(&app, Method::GET, "/api/articles/article-2", token).await, (statements - 1, 2));
+        // The article beside its comments; then the comments' authors (and
+        // the viewer's follows and own row).
+        let comments = if token.is_some() { 5 } else { 3 };
+        assert_eq!(warm_cost(&app, Method::GET, "/api/articles/article-1/comments", token).await, (comments, 2));
+        // The profile beside the viewer's follow of it and the viewer.
+        let profile = if token.is_some() { 3 } else { 1 };
+        assert_eq!(warm_cost(&app, Method::GET, "/api/profiles/author1", token).await, (profile, 1));
+    }
+    // The viewer's follows, the page and its count; then what the page
+    // shows (the follows of its authors are loaded already).
+    assert_eq!(warm_cost(&app, Method::GET, "/api/articles/feed", Some(&token)).await, (8, 2));
+}
+
+#[tokio::test]
+async fn a_favorite_costs_its_write_and_commit_beside_the_page_it_returns() {
+    let (app, token) = seeded_on(TestApp::with(1, Duration::from_secs(30)).await).await;
+    // The article beside the viewer's favorite of it; the insert (with
+    // BEGIN); what the article shows; COMMIT. Favoriting again finds the
+    // favorite and writes nothing: no transaction, no COMMIT.
+    let favorite = "/api/articles/article-5/favorite";
+    let first = app.call(Method::POST, favorite, Some(&token), None).await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    assert_eq!(warm_cost(&app, Method::POST, favorite, Some(&token)).await, (7, 2));
+    assert_eq!(app.call(Method::DELETE, favorite, Some(&token), None).await.status, StatusCode::OK);
+    let again = app.call(Method::POST, favorite, Some(&token), None).await;
+    let stats = again.stats.expect("the session's stats");
+    assert_eq!((stats.statements, stats.round_trips), (8, 4), "{again:?}");
+    let favorites: i64 = app
+        .test_db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM favorites f JOIN users u ON u.id = f.user_id JOIN articles a ON a.id = f.article_id
+             WHERE u.username = 'viewer' AND a.slug = 'article-5'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(favorites, 1);
+}
+
+#[tokio::test]
+async fn the_app_sums_what_requests_cost_for_the_load_script() {
+    let (app, token) = seeded().await;
+    let before = app.state.costs.totals();
+    let list = app.call(Method::GET, "/api/articles?limit=5", Some(&token), None).await.stats.expect("stats");
+    let tags = app.call(Method::GET, "/api/tags", None, None).await.stats.expect("stats");
+    let refused = app.call(Method::GET, "/api/articles?limit=0", None, None).await;
+    assert_eq!(refused.stats.map(|stats| stats.statements), Some(0), "refused before the database");
+    let after = app.state.costs.totals();
+    assert_eq!(after.requests - before.requests, 3);
+    assert_eq!(after.statements - before.statements, list.statements + tags.statements);
+    assert_eq!(after.round_trips - before.round_trips, list.round_trips + tags.round_trips);
+    let health = app.call(Method::GET, "/health", None, None).await;
+    // The health request itself is added once it is answered.
+    assert_eq!(health.json["costs"]["requests"], after.requests, "{health:?}");
 }

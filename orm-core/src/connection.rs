@@ -396,9 +396,43 @@ impl SessionConnection {
             }),
             "a flush statement that could write outside the transaction"
         );
+        self.send_batch(!self.in_transaction, before, statements, after, stats).await
+    }
+
+    /// Runs independent loads (statements that return rows) in one round
+    /// trip, pipelined, as [`run_batch`](Self::run_batch) does, opening
+    /// the transaction only as a single load of that `access` would (see
+    /// [`Access`]): a group of plain reads before the session's first write
+    /// sends no `BEGIN`.
+    pub(crate) async fn run_loads(
+        &mut self,
+        statements: &[Statement],
+        access: Access,
+        stats: &mut SessionStats,
+    ) -> Result<Vec<Outcome>> {
+        let begin = self.opens_transaction(access);
+        self.send_batch(begin, None, statements, None, stats).await
+    }
+
+    /// Whether a statement of `access` must open the transaction first: a
+    /// write does, and a read does when the isolation level makes reads
+    /// share the transaction's snapshot.
+    fn opens_transaction(&self, access: Access) -> bool {
+        let reads_in_transaction = self.isolation.is_some_and(IsolationLevel::reads_in_transaction);
+        !self.in_transaction && (access != Access::Read || reads_in_transaction)
+    }
+
+    /// [`run_batch`](Self::run_batch), with `BEGIN` first if `begin`.
+    async fn send_batch(
+        &mut self,
+        begin: bool,
+        before: Option<&str>,
+        statements: &[Statement],
+        after: Option<&str>,
+        stats: &mut SessionStats,
+    ) -> Result<Vec<Outcome>> {
         self.after_sent = false;
         self.fresh_transaction = false;
-        let begin = !self.in_transaction;
         let prefix = match (begin, before) {
             (true, Some(before)) => Some(format!("{}; {before}", self.begin_sql())),
             (true, None) => Some(self.begin_sql().to_owned()),
@@ -440,7 +474,8 @@ impl SessionConnection {
             Poll::Ready(())
         })
         .await;
-        let (prepared, prepared_now) = ready_all(client, &self.statements, statements).await;
+        let (prepared, prepared_now) =
+            ready_all(client, &self.statements, statements, begin || self.in_transaction).await;
         let prepare_failed = prepared.is_err();
         let prepared = prepared.map_err(Error::from).and_then(|prepared| {
             let refused = statements
@@ -656,8 +691,7 @@ impl SessionConnection {
         stats: &mut SessionStats,
         check: Option<Check>,
     ) -> Result<OpenRows> {
-        let reads_in_transaction = self.isolation.is_some_and(IsolationLevel::reads_in_transaction);
-        let begin = !self.in_transaction && (access != Access::Read || reads_in_transaction);
+        let begin = self.opens_transaction(access);
         // A statement that may write and carries no guard (see
         // `transaction_mark`) waits for its `BEGIN`: sent behind one that
         // failed, it would run and commit on its own.
@@ -1082,11 +1116,16 @@ async fn copy_rows(
 const COPY_MESSAGE_BYTES: usize = 1 << 20;
 
 /// Readies `statements` to run on `client`, inside the transaction that is
-/// open or queued there: prepared and cached on the connection, or
-/// described for the unnamed mode (once per database, see
+/// open or queued there if `in_transaction`, else alone: prepared and
+/// cached on the connection, or described for the unnamed mode (once per database, see
 /// [`Descriptions`](crate::statement_mode::Descriptions)). Also returns
 /// whether any was prepared or described now, which cost a round trip.
-async fn ready_all(client: &Object, mode: &Statements, statements: &[Statement]) -> (PgResult<Vec<Ready>>, bool) {
+async fn ready_all(
+    client: &Object,
+    mode: &Statements,
+    statements: &[Statement],
+    in_transaction: bool,
+) -> (PgResult<Vec<Ready>>, bool) {
     match mode {
         Statements::Prepared => {
             let cache_size = client.statement_cache.size();
@@ -1101,7 +1140,7 @@ async fn ready_all(client: &Object, mode: &Statements, statements: &[Statement])
                 if let Some(cached) = cached {
                     return Ok(Ready::Unnamed(cached));
                 }
-                let description = Arc::new(describe(client, &statement.sql, true, None).await?);
+                let description = Arc::new(describe(client, &statement.sql, in_transaction, None).await?);
                 descriptions.insert(&statement.sql, description.clone());
                 Ok(Ready::Unnamed(description))
             }))

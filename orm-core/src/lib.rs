@@ -83,6 +83,7 @@ mod identity;
 mod interval;
 mod isolation;
 mod join;
+mod load_together;
 mod n_plus_one;
 mod pool_state;
 mod query;
@@ -126,6 +127,7 @@ pub use flush::DEFAULT_COPY_THRESHOLD;
 pub use interval::Interval;
 pub use isolation::IsolationLevel;
 pub use join::Join;
+pub use load_together::{Load, LoadGroup};
 pub use n_plus_one::NPlusOne;
 /// Derives [`Entity`](trait@Entity) for a struct. An example with every
 /// attribute, each described below:

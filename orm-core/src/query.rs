@@ -9,6 +9,7 @@ use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::expr::{ExprNode, IntoExpr};
 use crate::filters::Lift;
+use crate::load_together::Load;
 use crate::select::{Select, Selection};
 use crate::session::Session;
 use crate::sql;
@@ -616,10 +617,37 @@ impl<'s, E: Entity> Query<'s, E> {
     /// [`distinct_on`](Self::distinct_on), the rows it keeps).
     pub async fn count(mut self) -> Result<i64> {
         self.session.autoflush_for_query().await?;
+        let built = self.count_statement();
+        self.session.record_load(&built.sql)?;
+        let rows = self.session.rows(&built.sql, &param_refs(&built.params), Access::Read).await?;
+        first_count(&rows)
+    }
+
+    /// [`all`](Self::all) as a [`Load`], to run with other loads in one
+    /// round trip by [`Session::load_together`]: the matching entities,
+    /// tracked.
+    pub fn all_later(mut self) -> Load<Vec<Tracked<E>>> {
+        let built = self.build(sql::select_from_of::<E>());
+        let access = self.access();
+        Load::of_statement(built.sql, built.params, access, |session, rows| {
+            Ok(session.track(crate::relation_loading::decode::<E>(&rows)?))
+        })
+    }
+
+    /// [`count`](Self::count) as a [`Load`], to run with other loads in
+    /// one round trip by [`Session::load_together`]: a page's total beside
+    /// the page, say.
+    pub fn count_later(mut self) -> Load<i64> {
+        let built = self.count_statement();
+        Load::of_statement(built.sql, built.params, Access::Read, |_, rows| first_count(&rows))
+    }
+
+    /// The statement of [`count`](Self::count).
+    fn count_statement(&mut self) -> Built {
         self.limit = None;
         self.offset = None;
         self.lock = None;
-        let built = if self.distinct.as_ref().is_some_and(|on| !on.is_empty()) {
+        if self.distinct.as_ref().is_some_and(|on| !on.is_empty()) {
             // DISTINCT ON keeps one row per group: count those rows.
             let mut inner = self.build(&format!("SELECT t.* FROM {} AS t", sql::quote_ident(E::META.table)));
             inner.sql = format!("SELECT count(*) FROM ({}) AS kept", inner.sql);
@@ -628,10 +656,7 @@ impl<'s, E: Entity> Query<'s, E> {
             self.order.clear();
             self.distinct = None;
             self.build(&format!("SELECT count(*) FROM {} AS t", sql::quote_ident(E::META.table)))
-        };
-        self.session.record_load(&built.sql)?;
-        let rows = self.session.rows(&built.sql, &param_refs(&built.params), Access::Read).await?;
-        rows.first().map_or(Ok(0), |row| row.try_get(0).map_err(Error::from))
+        }
     }
 
     /// Loads at most two matching rows, untracked, for [`one`](Self::one)
@@ -711,6 +736,11 @@ impl Built {
             _ => "(any row)".to_owned(),
         }
     }
+}
+
+/// The count in the first row of a `count(*)` result.
+fn first_count(rows: &[tokio_postgres::Row]) -> Result<i64> {
+    rows.first().map_or(Ok(0), |row| row.try_get(0).map_err(Error::from))
 }
 
 /// The row of a result of at most two rows: none, or an error for two.

@@ -1,10 +1,12 @@
-//! [`RawSql`]: the text of a hand-written statement, and whether the
-//! connection keeps it prepared.
+//! [`RawSql`]: the text of a hand-written statement, whether the
+//! connection keeps it prepared, and whether it only reads.
+
+use crate::connection::Access;
 
 /// The text of a raw SQL statement for [`Session::execute`],
 /// [`Session::query_rows`], [`Session::query_raw`] and
-/// [`Session::query_raw_untracked`], and whether the connection keeps it
-/// prepared for next time.
+/// [`Session::query_raw_untracked`], whether the connection keeps it
+/// prepared for next time, and whether it needs the session's transaction.
 ///
 /// A plain `&str` (or `&String`) converts to a statement prepared for this
 /// one run only, so SQL text built at run time (a report whose columns the
@@ -49,6 +51,32 @@
 /// # Ok(()) }
 /// ```
 ///
+/// A raw statement may write, so by default it opens the session's
+/// transaction (`BEGIN` travels with it), and the session then ends with a
+/// `COMMIT`. The ORM cannot tell a read from its text: a `SELECT` may call
+/// a function that writes, or lock rows. [`RawSql::read_only`] is the
+/// program's promise that the statement only reads: like the ORM's own
+/// loads it then runs alone before the session's first write (under READ
+/// COMMITTED every statement reads its own snapshot anyway), inside the
+/// transaction after it, and inside one from the start when the session's
+/// isolation level needs its reads in a transaction. A read-only request
+/// then costs its statements and nothing else:
+///
+/// ```
+/// # use orm_core::{Database, RawSql};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+/// # let test_db = orm_tests::TestDb::new().await;
+/// # test_db.client().await.batch_execute("CREATE TABLE hit (page text NOT NULL); INSERT INTO hit VALUES ('/home')").await?;
+/// # let db = Database::connect(test_db.url())?;
+/// let pages = RawSql::cached("SELECT page, count(*) FROM hit GROUP BY page").read_only();
+/// let mut session = db.session();
+/// let rows = session.query_rows(pages, &[]).await?;
+/// assert_eq!(rows.len(), 1);
+/// let stats = session.commit().await?; // nothing to commit: no transaction was opened
+/// assert_eq!((stats.statements, stats.round_trips), (1, 2)); // prepare, then run
+/// # Ok(()) }
+/// ```
+///
 /// [`Session::execute`]: crate::Session::execute
 /// [`Session::query_rows`]: crate::Session::query_rows
 /// [`Session::query_raw`]: crate::Session::query_raw
@@ -57,19 +85,30 @@
 pub struct RawSql<'a> {
     text: &'a str,
     cached: bool,
+    read_only: bool,
 }
 
 impl<'a> RawSql<'a> {
     /// A statement the connection keeps prepared after its first run: for
     /// text that is fixed in the program, never for text built from data.
     pub fn cached(text: &'a str) -> Self {
-        RawSql { text, cached: true }
+        RawSql { text, cached: true, read_only: false }
     }
 
     /// A statement prepared for this run only, which leaves nothing on the
     /// connection: what a plain `&str` converts to.
     pub fn once(text: &'a str) -> Self {
-        RawSql { text, cached: false }
+        RawSql { text, cached: false, read_only: false }
+    }
+
+    /// Promises that the statement only reads (no writes, no row locks, no
+    /// function that writes), so that it needs no transaction of its own:
+    /// it runs without `BEGIN` before the session's first write. A
+    /// statement marked so that does write commits on its own, outside
+    /// the session's unit of work.
+    #[must_use]
+    pub fn read_only(self) -> Self {
+        RawSql { read_only: true, ..self }
     }
 
     /// The statement's text.
@@ -80,6 +119,21 @@ impl<'a> RawSql<'a> {
     /// Whether the connection keeps the statement prepared.
     pub fn is_cached(&self) -> bool {
         self.cached
+    }
+
+    /// Whether the statement was promised to only read.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Whether the statement needs the session's transaction: unless
+    /// marked read-only it may write, and carries no transaction guard.
+    pub(crate) fn access(&self) -> Access {
+        if self.read_only {
+            Access::Read
+        } else {
+            Access::RawWrite
+        }
     }
 }
 

@@ -5,14 +5,17 @@
 
 use std::collections::HashSet;
 
+use tokio_postgres::Row;
+
 use crate::connection::Access;
 use crate::error::{Error, Result};
 use crate::identity::ParentLink;
+use crate::load_together::{Load, Planned};
 use crate::relation::Relation;
 use crate::session::Session;
 use crate::sql::{self, quote_ident};
 use crate::tracked::Tracked;
-use crate::types::param_refs;
+use crate::types::{param_refs, Param};
 use crate::Entity;
 
 /// Parent keys: those whose children through one foreign key were loaded,
@@ -188,26 +191,48 @@ impl Session {
         // generated key from this flush.
         self.autoflush_for_query().await?;
         let keys = distinct_keys(parents, |parent| Some(parent.key()))?;
-        let sql = match relation.column().foreign_key_columns {
-            composite @ [_, _, ..] => sql::select_children_by_keys(C::META, composite, P::META),
-            _ => format!("{} WHERE t.{} = ANY($1)", sql::select_from_of::<C>(), quote_ident(relation.column().name)),
-        };
-        let mut params = P::key_arrays(&keys);
-        let mut sql = sql;
-        self.filters.and_where::<C>(&mut sql, &mut params);
-        // The index `children` reads, built now over what the session
-        // tracks already, so that the load files each child in it as it
-        // tracks the row. If it cannot be built now (an entity borrowed),
-        // the first lookup builds it, and reports why it cannot.
+        let (sql, params) = self.children_statement(relation, &keys);
+        let rows = self.load_untracked_with::<C>(&sql, &param_refs(&params), Access::Read).await?;
+        let children = self.track_children(rows, keys.len());
+        self.children_loaded(relation, keys);
+        Ok(children)
+    }
+
+    /// The statement (and its parameters) that loads the children through
+    /// `relation` of the parents with `keys`, with the session's filters of
+    /// `C`. Also builds the index [`children`](Self::children) reads, over
+    /// what the session tracks already, so that the load files each child
+    /// in it as it tracks the row. If it cannot be built now (an entity
+    /// borrowed), the first lookup builds it, and reports why it cannot.
+    fn children_statement<C: Entity, P: Entity>(
+        &mut self,
+        relation: Relation<C, P>,
+        keys: &[P::Key],
+    ) -> (String, Vec<Param>) {
         if self.registries.of::<C>().refresh_children_index().is_err() {
             tracing::debug!(entity = C::META.name, "children index left for the first lookup to build");
         }
-        let rows = self.load_untracked_with::<C>(&sql, &param_refs(&params), Access::Read).await?;
-        // Each parent's bucket sized for the average number of children,
-        // instead of growing (and moving) child by child.
-        let per_parent = rows.len().div_ceil(keys.len().max(1));
+        let mut sql = match relation.column().foreign_key_columns {
+            composite @ [_, _, ..] => sql::select_children_by_keys(C::META, composite, P::META),
+            _ => format!("{} WHERE t.{} = ANY($1)", sql::select_from_of::<C>(), quote_ident(relation.column().name)),
+        };
+        let mut params = P::key_arrays(keys);
+        self.filters.and_where::<C>(&mut sql, &mut params);
+        (sql, params)
+    }
+
+    /// Tracks the children a load of `parents` parents' children read,
+    /// each parent's bucket of the children index sized for the average
+    /// number of children instead of growing (and moving) child by child.
+    fn track_children<C: Entity>(&mut self, rows: Vec<C>, parents: usize) -> Vec<Tracked<C>> {
+        let per_parent = rows.len().div_ceil(parents.max(1));
         self.registries.of::<C>().children_index.expect_per_parent(per_parent);
-        let children = self.track(rows);
+        self.track(rows)
+    }
+
+    /// Records that the children through `relation` of the parents with
+    /// `keys` are loaded.
+    fn children_loaded<C: Entity, P: Entity>(&mut self, relation: Relation<C, P>, keys: Vec<P::Key>) {
         let loaded = self
             .registries
             .of::<C>()
@@ -217,7 +242,6 @@ impl Session {
         if let Some(loaded) = loaded.downcast_mut::<KeySet<P::Key>>() {
             loaded.extend(keys);
         }
-        Ok(children)
     }
 
     /// The children of `parent` through `relation`, without SQL, as the
@@ -258,4 +282,66 @@ impl Session {
         }
         Ok(visible)
     }
+}
+
+/// Relation loads to run with others in one round trip
+/// ([`Session::load_together`]).
+impl<E: Entity> Load<Vec<Tracked<E>>> {
+    /// [`Session::get_many`] as a [`Load`]: the entities with these keys,
+    /// in order, those not in the identity map read with one statement
+    /// (none if all are).
+    pub fn get_many(keys: &[E::Key]) -> Self {
+        let keys = keys.to_vec();
+        Load::new(move |session| plan_get_many(session, keys))
+    }
+
+    /// [`Session::load_parents`] as a [`Load`]: the parents of `children`
+    /// through `relation`, those not in the identity map read with one
+    /// statement (none if all are).
+    pub fn parents<C: Entity>(children: &[Tracked<C>], relation: Relation<C, E>) -> Self {
+        let children = children.to_vec();
+        Load::new(move |session| {
+            let keys = distinct_keys(&children, |child| relation.parent_key(child))?;
+            plan_get_many(session, keys)
+        })
+    }
+
+    /// [`Session::load_children`] as a [`Load`]: the children of `parents`
+    /// through `relation`, with one statement; afterwards
+    /// [`Session::children`] lists each parent's children without SQL.
+    pub fn children<P: Entity>(parents: &[Tracked<P>], relation: Relation<E, P>) -> Self {
+        let parents = parents.to_vec();
+        Load::new(move |session| {
+            if parents.is_empty() {
+                return Ok(Planned::ready(Vec::new()));
+            }
+            let keys = distinct_keys(&parents, |parent| Some(parent.key()))?;
+            let (sql, params) = session.children_statement(relation, &keys);
+            Planned::statement(session, sql, params, Access::Read, move |session, rows| {
+                let children = session.track_children(decode::<E>(&rows)?, keys.len());
+                session.children_loaded(relation, keys);
+                Ok(children)
+            })
+        })
+    }
+}
+
+/// The plan of [`Load::get_many`]: a statement for the keys the session
+/// does not track, and the tracked instances of all `keys` after it.
+fn plan_get_many<E: Entity>(session: &mut Session, keys: Vec<E::Key>) -> Result<Planned<Vec<Tracked<E>>>> {
+    let missing = session.untracked_keys::<E>(&keys);
+    if missing.is_empty() {
+        return Ok(Planned::ready(session.visible_tracked_of::<E>(&keys)?));
+    }
+    let mut params = E::key_arrays(&missing);
+    let sql = session.filtered::<E>(sql::select_by_keys_of::<E>(), &mut params).into_owned();
+    Planned::statement(session, sql, params, Access::Read, move |session, rows| {
+        session.track(decode::<E>(&rows)?);
+        session.visible_tracked_of::<E>(&keys)
+    })
+}
+
+/// Decodes rows of `E`'s columns.
+pub(crate) fn decode<E: Entity>(rows: &[Row]) -> Result<Vec<E>> {
+    rows.iter().map(|row| E::from_row(row, 0)).collect()
 }

@@ -5,10 +5,12 @@
 use tokio_postgres::Row;
 
 use crate::column::{Column, Condition};
+use crate::connection::Access;
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::expr::{Expr, ExprNode, IntoExpr};
-use crate::query::{query_shape, Query};
+use crate::load_together::Load;
+use crate::query::{query_shape, Built, Query};
 use crate::sql::quote_ident;
 use crate::types::{param_refs, ColumnType};
 
@@ -173,6 +175,31 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
     /// Runs the query and returns its rows, decoded.
     pub async fn all(mut self) -> Result<Vec<S::Output>> {
         self.query.session.autoflush_for_query().await?;
+        let (built, access) = self.statement();
+        let session = &mut *self.query.session;
+        session.record_load(&built.sql)?;
+        let rows = session.rows(&built.sql, &param_refs(&built.params), access).await?;
+        rows.iter().map(|row| self.selection.decode_row(row)).collect()
+    }
+
+    /// [`all`](Self::all) as a [`Load`], to run with other loads in one
+    /// round trip by [`Session::load_together`](crate::Session::load_together):
+    /// counts per key beside the rows they count, say.
+    pub fn all_later(mut self) -> Load<Vec<S::Output>>
+    where
+        S: Send + 'static,
+        S::Output: 'static,
+    {
+        let (built, access) = self.statement();
+        let selection = self.selection;
+        Load::of_statement(built.sql, built.params, access, move |_, rows| {
+            rows.iter().map(|row| selection.decode_row(row)).collect()
+        })
+    }
+
+    /// The statement of [`all`](Self::all), and whether it needs the
+    /// transaction.
+    fn statement(&mut self) -> (Built, Access) {
         let mut sql = String::from("SELECT ");
         let mut params = Vec::new();
         let selected = self.selection.list().0;
@@ -197,11 +224,7 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
         let group_by: Vec<ExprNode> = self.group_by.iter().map(by_position).collect();
         self.query.map_order(by_position);
         let built = self.query.build_clauses(sql, params, &group_by, having);
-        let access = self.query.access();
-        let session = &mut *self.query.session;
-        session.record_load(&built.sql)?;
-        let rows = session.rows(&built.sql, &param_refs(&built.params), access).await?;
-        rows.iter().map(|row| self.selection.decode_row(row)).collect()
+        (built, self.query.access())
     }
 
     /// Runs the query and returns its rows as structs of `#[derive(Projection)]`

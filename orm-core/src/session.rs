@@ -279,25 +279,20 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn get_many<E: Entity>(&mut self, keys: &[E::Key]) -> Result<Vec<Tracked<E>>> {
-        let registry = self.registries.of::<E>();
-        let missing: Vec<E::Key> = keys
-            .iter()
-            .filter(|&key| !registry.identity.contains_key(key) && !registry.pending_deletes.contains_key(key))
-            .cloned()
-            .collect();
+        let missing = self.untracked_keys::<E>(keys);
         if !missing.is_empty() {
             self.autoflush().await?;
             let mut params = E::key_arrays(&missing);
             let sql = self.filtered::<E>(sql::select_by_keys_of::<E>(), &mut params);
             self.load::<E>(&sql, &param_refs(&params)).await?;
         }
-        let registry = self.registries.of::<E>();
-        let found: Vec<Tracked<E>> = keys
-            .iter()
-            .filter(|&key| !registry.pending_deletes.contains_key(key))
-            .filter_map(|key| registry.identity.get(key).cloned())
-            .collect();
-        // Instances tracked before, as `get` sees them.
+        self.visible_tracked_of::<E>(keys)
+    }
+
+    /// [`tracked_of`](Self::tracked_of), without the instances the session's
+    /// filters hide, as `get` sees them.
+    pub(crate) fn visible_tracked_of<E: Entity>(&mut self, keys: &[E::Key]) -> Result<Vec<Tracked<E>>> {
+        let found = self.tracked_of::<E>(keys);
         let mut visible = Vec::with_capacity(found.len());
         for tracked in found {
             if !self.filters.hides_tracked(&tracked)? {
@@ -305,6 +300,26 @@ impl Session {
             }
         }
         Ok(visible)
+    }
+
+    /// The keys among `keys` that a load must read: neither tracked nor
+    /// pending deletion.
+    pub(crate) fn untracked_keys<E: Entity>(&mut self, keys: &[E::Key]) -> Vec<E::Key> {
+        let registry = self.registries.of::<E>();
+        keys.iter()
+            .filter(|&key| !registry.identity.contains_key(key) && !registry.pending_deletes.contains_key(key))
+            .cloned()
+            .collect()
+    }
+
+    /// The tracked instances of `keys`, in their order, skipping keys the
+    /// session has no instance of or is deleting.
+    pub(crate) fn tracked_of<E: Entity>(&mut self, keys: &[E::Key]) -> Vec<Tracked<E>> {
+        let registry = self.registries.of::<E>();
+        keys.iter()
+            .filter(|&key| !registry.pending_deletes.contains_key(key))
+            .filter_map(|key| registry.identity.get(key).cloned())
+            .collect()
     }
 
     /// Starts a query over entity `E`: filter, order, limit, then load.
@@ -927,7 +942,9 @@ impl Session {
 
     /// Runs a raw SQL statement in the session's transaction (after an
     /// autoflush) and returns the number of rows it affected. Values go in
-    /// `params` as `$1, $2, ...`, never into the text.
+    /// `params` as `$1, $2, ...`, never into the text. The statement opens
+    /// the transaction if none is open yet, unless it is marked
+    /// [`RawSql::read_only`].
     ///
     /// A plain `&str` is prepared for this run only, so SQL text built at
     /// run time does not pile up in the connection's statement cache; that
@@ -952,17 +969,19 @@ impl Session {
     pub async fn execute(&mut self, sql: impl Into<RawSql<'_>>, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let sql = sql.into();
         self.autoflush().await?;
-        self.connection.for_each_row(sql, params, Access::RawWrite, &mut self.stats, |_| Ok(())).await
+        self.connection.for_each_row(sql, params, sql.access(), &mut self.stats, |_| Ok(())).await
     }
 
     /// Runs a raw SQL query in the session's transaction (after an
     /// autoflush) and returns its rows, for what entities cannot express.
     /// Like [`execute`](Self::execute), it leaves nothing prepared on the
-    /// connection unless `sql` is [`RawSql::cached`].
+    /// connection unless `sql` is [`RawSql::cached`]. A query marked
+    /// [`RawSql::read_only`] opens no transaction: before the session's
+    /// first write it runs alone, as the ORM's loads do.
     pub async fn query_rows(&mut self, sql: impl Into<RawSql<'_>>, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let sql = sql.into();
         self.autoflush().await?;
-        self.raw_rows(sql, params, Access::RawWrite).await
+        self.raw_rows(sql, params, sql.access()).await
     }
 
     /// Runs a raw SQL query returning the columns of entity `E` and returns
@@ -985,8 +1004,9 @@ impl Session {
     /// their names are checked against `E`'s, and a difference is an
     /// [`Error::ColumnMismatch`] naming both lists, with the statement not
     /// run. Like [`execute`](Self::execute) it runs in the session's
-    /// transaction after an autoflush (it may be an `UPDATE ... RETURNING`),
-    /// and it counts towards the [N+1 guard](crate::NPlusOne).
+    /// transaction after an autoflush (it may be an `UPDATE ... RETURNING`;
+    /// mark a plain read [`RawSql::read_only`] and it opens none), and it
+    /// counts towards the [N+1 guard](crate::NPlusOne).
     ///
     /// ```
     /// # use orm_core::{Database, Entity, Tracked};
@@ -1092,7 +1112,7 @@ impl Session {
         let mut loaded = Vec::new();
         let check = Some(query::check_columns::<E> as Check);
         self.connection
-            .for_each_row_checked(sql, params, Access::RawWrite, &mut self.stats, check, |row| {
+            .for_each_row_checked(sql, params, sql.access(), &mut self.stats, check, |row| {
                 loaded.push(E::from_row(&row, 0)?);
                 Ok(())
             })

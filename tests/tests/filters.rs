@@ -75,7 +75,8 @@ async fn setup() -> (TestDb, Database) {
 
 /// Runs a test body under a timeout: nothing here may hang.
 async fn within<T>(body: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), body).await.expect("the test finished within 60 s")
+    // Boxed: a test's whole body is one large future.
+    tokio::time::timeout(Duration::from_secs(60), Box::pin(body)).await.expect("the test finished within 60 s")
 }
 
 fn ids<E: Entity<Key = i64>>(found: &[Tracked<E>]) -> Vec<i64> {

@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use orm_core::{Condition, Session, Tracked};
+use orm_core::{Condition, Load, Session, Tracked};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthUser, MaybeAuthUser};
@@ -43,12 +43,6 @@ struct ArticlesResponse {
     articles: Vec<ArticleView>,
     /// All matching articles, not only this page.
     articles_count: i64,
-}
-
-impl ArticlesResponse {
-    fn empty() -> Json<Self> {
-        Json(ArticlesResponse { articles: Vec::new(), articles_count: 0 })
-    }
 }
 
 /// The article with this slug, or 404.
@@ -108,12 +102,12 @@ impl ListParams {
 }
 
 /// One page of the articles matching `filter`, and how many match: two
-/// statements, built by the ORM's query builder.
-async fn newest_page(
+/// statements, built by the ORM's query builder, to send together.
+fn newest_page(
     session: &mut Session,
     filter: impl Fn() -> Option<Condition<Article>>,
     page: Page,
-) -> orm_core::Result<(Vec<Tracked<Article>>, i64)> {
+) -> (Load<Vec<Tracked<Article>>>, Load<i64>) {
     let mut query = session.query::<Article>();
     if let Some(condition) = filter() {
         query = query.filter(condition);
@@ -123,43 +117,44 @@ async fn newest_page(
         .order_by(Article::ID.desc())
         .limit(page.limit)
         .offset(page.offset)
-        .all()
-        .await?;
+        .all_later();
     let mut count = session.query::<Article>();
     if let Some(condition) = filter() {
         count = count.filter(condition);
     }
-    Ok((articles, count.count().await?))
+    (articles, count.count_later())
 }
 
 /// `GET /api/articles?tag=&author=&favorited=&limit=&offset=`: newest first;
-/// `articlesCount` is the number of all matching articles.
+/// `articlesCount` is the number of all matching articles. Two round trips:
+/// the page beside its count, then everything the page shows.
 async fn list(
     viewer: MaybeAuthUser,
     mut db: DbSession,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ArticlesResponse>> {
     let page = params.page()?;
-    let (articles, total) = newest_page(&mut db, || params.filter(), page).await?;
+    let (articles, total) = newest_page(&mut db, || params.filter(), page);
+    let (articles, total) = db.load_together((articles, total)).await?;
     let articles = views::articles(&mut db, &articles, viewer.id(), Body::Omitted).await?;
     Ok(Json(ArticlesResponse { articles, articles_count: total }))
 }
 
-/// `GET /api/articles/feed`: articles by the users the viewer follows.
+/// `GET /api/articles/feed`: articles by the users the viewer follows. Two
+/// round trips: the page, its count and the viewer's follows together (the
+/// page selects its authors through the follows, in the database), then
+/// everything the page shows.
 async fn feed(
     auth: AuthUser,
     mut db: DbSession,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Json<ArticlesResponse>> {
     let page = params.page()?;
+    let followed_by_viewer = || Some(Article::AUTHOR.has(Follow::FOLLOWEE.any(Follow::FOLLOWER_ID.eq(auth.id))));
+    let (articles, total) = newest_page(&mut db, followed_by_viewer, page);
     // Tracked, so the views find the follows in the identity map.
-    let follows = db.query::<Follow>().filter(Follow::FOLLOWER_ID.eq(auth.id)).all().await?;
-    let followed: Vec<i64> = follows.iter().map(|follow| follow.read().followee_id).collect();
-    if followed.is_empty() {
-        return Ok(ArticlesResponse::empty());
-    }
-    let (articles, total) =
-        newest_page(&mut db, || Some(Article::AUTHOR_ID.is_in(followed.iter().copied())), page).await?;
+    let follows = db.query::<Follow>().filter(Follow::FOLLOWER_ID.eq(auth.id)).all_later();
+    let (articles, total, _) = db.load_together((articles, total, follows)).await?;
     let articles = views::articles(&mut db, &articles, Some(auth.id), Body::Omitted).await?;
     Ok(Json(ArticlesResponse { articles, articles_count: total }))
 }
@@ -361,12 +356,31 @@ async fn remove(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> 
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The article with this slug (or 404) and `user`'s favorite of it, if
+/// any, found together in one round trip: the favorite through the
+/// article's slug, in the database.
+async fn article_and_favorite(
+    session: &mut Session,
+    slug: &str,
+    user: i64,
+) -> ApiResult<(Tracked<Article>, Option<Tracked<Favorite>>)> {
+    let article = session.query::<Article>().filter(Article::SLUG.eq(slug)).limit(1).all_later();
+    let favorite = session
+        .query::<Favorite>()
+        .filter(Favorite::USER_ID.eq(user))
+        .filter(Favorite::ARTICLE.has(Article::SLUG.eq(slug)))
+        .all_later();
+    let (mut article, mut favorite) = session.load_together((article, favorite)).await?;
+    let article = article.pop().ok_or(ApiError::NotFound("article"))?;
+    Ok((article, favorite.pop()))
+}
+
 /// `POST /api/articles/{slug}/favorite`: idempotent, also when requests
 /// race (see `idempotent`).
 async fn favorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<Json<ArticleResponse>> {
-    let article = find_article(&mut db, &slug).await?;
+    let (article, existing) = article_and_favorite(&mut db, &slug, auth.id).await?;
     let key = (auth.id, article.read().id);
-    if db.get::<Favorite>(key).await?.is_none() {
+    if existing.is_none() {
         let favorite = db.add(Favorite { user_id: key.0, article_id: key.1 });
         ensure_inserted(&mut db, &favorite).await?;
     }
@@ -376,9 +390,8 @@ async fn favorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -
 /// `DELETE /api/articles/{slug}/favorite`: idempotent, also when requests
 /// race (deleting a row that is gone already is no error).
 async fn unfavorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<Json<ArticleResponse>> {
-    let article = find_article(&mut db, &slug).await?;
-    let key = (auth.id, article.read().id);
-    if let Some(favorite) = db.get::<Favorite>(key).await? {
+    let (article, existing) = article_and_favorite(&mut db, &slug, auth.id).await?;
+    if let Some(favorite) = existing {
         db.delete(&favorite)?;
     }
     respond(&mut db, &article, auth.id).await

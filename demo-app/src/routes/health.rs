@@ -1,5 +1,7 @@
-//! `GET /health`: liveness and the connection pool's state, for operators
-//! and the load script (which checks that every connection is back).
+//! `GET /health`: liveness, the connection pool's state and what requests
+//! have cost the database, for operators and the load script (which checks
+//! that every connection is back, and reports statements and round trips
+//! per request).
 //! `GET /ready`: readiness, whether the database answers.
 //!
 //! An orchestrator restarts a process whose liveness check fails, and stops
@@ -17,6 +19,7 @@ use axum::{Json, Router};
 use orm_core::Database;
 use serde::Serialize;
 
+use crate::request_costs::CostTotals;
 use crate::state::AppState;
 
 /// How long `/ready` waits for the database: under the 1 s an orchestrator
@@ -35,6 +38,8 @@ pub fn routes() -> Router<AppState> {
 struct Health {
     status: &'static str,
     pool: PoolStatus,
+    /// What requests have cost the database since the process started.
+    costs: CostTotals,
 }
 
 #[derive(Serialize)]
@@ -60,6 +65,7 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
             available: status.available,
             waiting: status.waiting,
         },
+        costs: state.costs.totals(),
     })
 }
 

@@ -2,13 +2,14 @@
 
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use orm_core::{Session, Tracked};
+use orm_core::{Load, Session, Tracked};
 use serde::Serialize;
 
 use crate::auth::{AuthUser, MaybeAuthUser};
 use crate::entities::{Follow, User};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Path;
+use crate::loaders;
 use crate::routes::idempotent::ensure_inserted;
 use crate::state::AppState;
 use crate::views::ProfileView;
@@ -41,13 +42,21 @@ async fn profile(
     mut db: DbSession,
     Path(username): Path<String>,
 ) -> ApiResult<Json<ProfileResponse>> {
-    let user = find_profile(&mut db, &username).await?;
-    let user_id = user.read().id;
-    let following = match viewer.id() {
-        Some(viewer) => db.get::<Follow>((viewer, user_id)).await?.is_some(),
-        None => false,
+    // The profile, the viewer's follow of it (through its user name, in
+    // the database) and the viewer's own row (which the session
+    // middleware checks): one round trip.
+    let user = db.query::<User>().filter(User::USERNAME.eq(&username)).limit(1).all_later();
+    let follows = match viewer.id() {
+        Some(viewer) => db
+            .query::<Follow>()
+            .filter(Follow::FOLLOWER_ID.eq(viewer))
+            .filter(Follow::FOLLOWEE.has(User::USERNAME.eq(&username)))
+            .all_later(),
+        None => Load::ready(Vec::new()),
     };
-    Ok(respond(&user, following))
+    let (mut user, follows, _) = db.load_together((user, follows, loaders::viewer(viewer.id()))).await?;
+    let user = user.pop().ok_or(ApiError::NotFound("profile"))?;
+    Ok(respond(&user, !follows.is_empty()))
 }
 
 /// `POST /api/profiles/{username}/follow`: idempotent, also when requests

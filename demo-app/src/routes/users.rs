@@ -8,10 +8,11 @@ use axum::{Json, Router};
 use orm_core::Session;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{self, AuthUser};
+use crate::auth::AuthUser;
 use crate::entities::User;
 use crate::error::{ApiError, ApiResult};
 use crate::json::{limit, require, require_patch, Patch, Valid, Validate};
+use crate::password;
 use crate::state::AppState;
 use crate::views::UserView;
 use orm_core::axum::DbSession;
@@ -91,7 +92,7 @@ async fn register(
 ) -> ApiResult<(StatusCode, Json<UserResponse>)> {
     let NewUser { username, email, password } = request.user;
     // Before the first statement, so no connection waits on the hash.
-    let password_hash = auth::hash_password(password).await?;
+    let password_hash = password::hash(password).await?;
     let user = db.add(User {
         id: 0,
         username: username.trim().to_owned(),
@@ -152,7 +153,7 @@ async fn login(
     let Credentials { email, password } = request.user;
     let user = db.query::<User>().filter(User::EMAIL.eq(email.trim())).first().await?;
     let stored = user.as_ref().map(|user| user.read().password_hash.clone());
-    if !auth::verify_password(password, stored).await? {
+    if !password::verify(password, stored).await? {
         return Err(ApiError::InvalidCredentials);
     }
     let user = user.ok_or(ApiError::InvalidCredentials)?;
@@ -231,7 +232,7 @@ async fn update(
 ) -> ApiResult<Json<UserResponse>> {
     let changes = request.user;
     let password_hash = match changes.password {
-        Patch::Value(password) => Some(auth::hash_password(password).await?),
+        Patch::Value(password) => Some(password::hash(password).await?),
         Patch::Absent | Patch::Null => None,
     };
     let user = load_current(&mut db, &auth).await?;

@@ -1,0 +1,299 @@
+//! [`Load`] and [`Session::load_together`]: independent loads sent
+//! together, pipelined in one round trip, their rows mapped through the
+//! identity map as each load alone would.
+//!
+//! A web page rarely needs one query: a page of articles needs its count,
+//! then the authors, tags and favorites of the articles on it. None of the
+//! loads after the page depends on another, only on the page's keys, yet
+//! run one after the other each waits a round trip for the one before.
+//! tokio-postgres pipelines requests made on one connection without waiting
+//! for their answers; the session knows which loads are independent because
+//! the program hands them over together.
+
+use tokio_postgres::Row;
+
+use crate::connection::{Access, Outcome, Statement};
+use crate::error::Result;
+use crate::session::Session;
+use crate::types::Param;
+
+/// What a planned load does with its rows, on the session that ran it.
+type Finish<T> = Box<dyn FnOnce(&mut Session, Vec<Row>) -> Result<T> + Send>;
+
+/// Plans a load on the session, when its group runs.
+type Plan<T> = Box<dyn FnOnce(&mut Session) -> Result<Planned<T>> + Send>;
+
+/// Turns the rows of a group's loads, one `Vec` per load, into its results.
+type FinishGroup<T> = Box<dyn FnOnce(&mut Session, std::vec::IntoIter<Vec<Row>>) -> Result<T> + Send>;
+
+/// A load ready to run with others in one round trip by
+/// [`Session::load_together`]. Made by the builders' `*_later` methods
+/// ([`Query::all_later`](crate::Query::all_later),
+/// [`Query::count_later`](crate::Query::count_later),
+/// [`Select::all_later`](crate::Select::all_later)) and by
+/// [`Load::get_many`], [`Load::parents`] and [`Load::children`]. It holds
+/// no borrow of the session, nor of anything else (a relation load keeps
+/// its own handles of the entities it starts from): build several, then
+/// run them together.
+///
+/// Nothing is sent and nothing is read from the session until it runs: the
+/// statement of a relation load is planned then, after the group's
+/// autoflush, from what the identity map holds at that moment, so a load
+/// whose rows are all tracked already sends nothing.
+#[must_use = "a load does nothing until it is run with Session::load_together"]
+pub struct Load<T> {
+    plan: Plan<T>,
+}
+
+/// A load's statement, if it needs one, and what it does with the rows.
+pub(crate) struct Planned<T> {
+    statement: Option<(Statement, Access)>,
+    finish: Finish<T>,
+}
+
+impl<T: 'static> Planned<T> {
+    /// A load that needs no statement: its result is ready.
+    pub(crate) fn ready(value: T) -> Self
+    where
+        T: Send,
+    {
+        Planned { statement: None, finish: Box::new(move |_, _| Ok(value)) }
+    }
+
+    /// A load that runs `sql` and hands its rows to `finish`. The statement
+    /// counts towards the [N+1 guard](crate::NPlusOne) as any load's does.
+    pub(crate) fn statement(
+        session: &mut Session,
+        sql: String,
+        params: Vec<Param>,
+        access: Access,
+        finish: impl FnOnce(&mut Session, Vec<Row>) -> Result<T> + Send + 'static,
+    ) -> Result<Self> {
+        session.record_load(&sql)?;
+        let statement = Statement::new(sql, params, true);
+        Ok(Planned { statement: Some((statement, access)), finish: Box::new(finish) })
+    }
+}
+
+impl<T: 'static> Load<T> {
+    /// A load whose result is `f` applied to this load's: rows turned
+    /// into the map or set a page looks them up in, say.
+    ///
+    /// ```
+    /// # use std::collections::HashMap;
+    /// # use orm_core::{Database, Entity, Expr};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Book { #[orm(primary_key, generated)] id: i64, author: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE book (id bigserial PRIMARY KEY, author text NOT NULL);
+    /// #     INSERT INTO book (author) VALUES ('Austen'), ('Austen'), ('Joyce')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let per_author = session
+    ///     .query::<Book>()
+    ///     .select((Book::AUTHOR, Expr::count_all()))
+    ///     .group_by(Book::AUTHOR)
+    ///     .all_later()
+    ///     .map(|rows| rows.into_iter().collect::<HashMap<String, i64>>());
+    /// let total = session.query::<Book>().count_later();
+    /// let (per_author, total) = session.load_together((per_author, total)).await?;
+    /// assert_eq!((per_author["Austen"], total), (2, 3));
+    /// # Ok(()) }
+    /// ```
+    pub fn map<U: 'static>(self, f: impl FnOnce(T) -> U + Send + 'static) -> Load<U> {
+        Load::new(move |session| {
+            let Planned { statement, finish } = (self.plan)(session)?;
+            let finish: Finish<U> = Box::new(move |session, rows| finish(session, rows).map(f));
+            Ok(Planned { statement, finish })
+        })
+    }
+
+    /// A load whose result is `value`, which sends nothing: for a branch
+    /// of a group that has nothing to load (no viewer, say), with the same
+    /// type as the load of the other branch.
+    pub fn ready(value: T) -> Self
+    where
+        T: Send,
+    {
+        Load::new(move |_| Ok(Planned::ready(value)))
+    }
+
+    /// A load planned on the session when the group runs.
+    pub(crate) fn new(plan: impl FnOnce(&mut Session) -> Result<Planned<T>> + Send + 'static) -> Self {
+        Load { plan: Box::new(plan) }
+    }
+
+    /// A load of a statement built already (a query's): `finish` turns its
+    /// rows into the result.
+    pub(crate) fn of_statement(
+        sql: String,
+        params: Vec<Param>,
+        access: Access,
+        finish: impl FnOnce(&mut Session, Vec<Row>) -> Result<T> + Send + 'static,
+    ) -> Self {
+        Load::new(move |session| Planned::statement(session, sql, params, access, finish))
+    }
+}
+
+/// Loads that [`Session::load_together`] runs in one round trip: a tuple
+/// of up to eight [`Load`]s of any result types, giving a tuple of their
+/// results, or a `Vec` of loads of one type, giving a `Vec`.
+pub trait LoadGroup {
+    /// The results, in the order of the loads.
+    type Output;
+
+    #[doc(hidden)]
+    fn plan(self, session: &mut Session) -> Result<GroupPlan<Self::Output>>;
+}
+
+/// The statements of a group (`None` for a load that needs none) and what
+/// turns their rows, one `Vec` per load, into the group's results.
+#[doc(hidden)]
+pub struct GroupPlan<T> {
+    statements: Vec<Option<(Statement, Access)>>,
+    finish: FinishGroup<T>,
+}
+
+macro_rules! tuple_group {
+    ($($result:ident $index:tt),+) => {
+        impl<$($result: 'static),+> LoadGroup for ($(Load<$result>,)+) {
+            type Output = ($($result,)+);
+
+            fn plan(self, session: &mut Session) -> Result<GroupPlan<Self::Output>> {
+                let mut statements = Vec::new();
+                let finishes = ($({
+                    let planned = (self.$index.plan)(session)?;
+                    statements.push(planned.statement);
+                    planned.finish
+                },)+);
+                Ok(GroupPlan {
+                    statements,
+                    finish: Box::new(move |session, mut rows| {
+                        Ok(($((finishes.$index)(session, rows.next().unwrap_or_default())?,)+))
+                    }),
+                })
+            }
+        }
+    };
+}
+
+tuple_group!(A 0);
+tuple_group!(A 0, B 1);
+tuple_group!(A 0, B 1, C 2);
+tuple_group!(A 0, B 1, C 2, D 3);
+tuple_group!(A 0, B 1, C 2, D 3, F 4);
+tuple_group!(A 0, B 1, C 2, D 3, F 4, G 5);
+tuple_group!(A 0, B 1, C 2, D 3, F 4, G 5, H 6);
+tuple_group!(A 0, B 1, C 2, D 3, F 4, G 5, H 6, I 7);
+
+impl<T: 'static> LoadGroup for Vec<Load<T>> {
+    type Output = Vec<T>;
+
+    fn plan(self, session: &mut Session) -> Result<GroupPlan<Vec<T>>> {
+        let mut statements = Vec::with_capacity(self.len());
+        let mut finishes = Vec::with_capacity(self.len());
+        for load in self {
+            let planned = (load.plan)(session)?;
+            statements.push(planned.statement);
+            finishes.push(planned.finish);
+        }
+        Ok(GroupPlan {
+            statements,
+            finish: Box::new(move |session, rows| {
+                finishes.into_iter().zip(rows).map(|(finish, rows)| finish(session, rows)).collect()
+            }),
+        })
+    }
+}
+
+impl Session {
+    /// Runs independent loads together: after one autoflush, their
+    /// statements go out pipelined on the session's connection and cost one
+    /// round trip (plus one to prepare statements the connection has not
+    /// seen yet), however many there are; the rows of each are mapped
+    /// through the identity map as the load alone would map them, in the
+    /// order of the loads. Statement counts stay what they would be one
+    /// load at a time: only the waiting goes.
+    ///
+    /// Like any load, plain reads before the session's first write open no
+    /// transaction; a locking query among them (`for_update`) begins it,
+    /// with the `BEGIN` in the same round trip. The first failure, in the
+    /// order of the loads, is returned, and no load's results are applied
+    /// when a statement failed.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Load, Tracked};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # #[orm(table = "author")]
+    /// # struct Author { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # #[orm(table = "book")]
+    /// # struct Book { #[orm(primary_key, generated)] id: i64, #[orm(references = Author)] author_id: i64, title: String }
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # #[orm(table = "review")]
+    /// # struct Review { #[orm(primary_key, generated)] id: i64, #[orm(references = Book)] book_id: i64, stars: i32 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("
+    /// #     CREATE TABLE author (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     CREATE TABLE book (id bigserial PRIMARY KEY, author_id bigint NOT NULL REFERENCES author, title text NOT NULL);
+    /// #     CREATE TABLE review (id bigserial PRIMARY KEY, book_id bigint NOT NULL REFERENCES book, stars int NOT NULL);
+    /// #     INSERT INTO author (name) VALUES ('Austen'), ('Joyce');
+    /// #     INSERT INTO book (author_id, title) VALUES (1, 'Emma'), (1, 'Persuasion'), (2, 'Ulysses');
+    /// #     INSERT INTO review (book_id, stars) VALUES (1, 5), (1, 4), (3, 2);
+    /// # ").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// // A page and the number of all books: one round trip.
+    /// let page = session.query::<Book>().order_by(Book::ID.asc()).limit(2).all_later();
+    /// let total = session.query::<Book>().count_later();
+    /// let (books, total) = session.load_together((page, total)).await?;
+    /// assert_eq!((books.len(), total), (2, 3));
+    ///
+    /// // Everything keyed by the page: one more round trip.
+    /// let (authors, reviews) = session
+    ///     .load_together((Load::parents(&books, Book::AUTHOR), Load::children(&books, Review::BOOK)))
+    ///     .await?;
+    /// assert_eq!((authors.len(), reviews.len()), (1, 2));
+    /// assert_eq!(session.parent(&books[0], Book::AUTHOR)?.unwrap().read().name, "Austen");
+    /// assert_eq!(session.children(&books[1], Review::BOOK)?.len(), 0);
+    ///
+    /// let stats = session.commit().await?;
+    /// assert_eq!(stats.statements, 4);
+    /// assert_eq!(stats.round_trips, 4); // each group: prepare, then run
+    /// # Ok(()) }
+    /// ```
+    pub async fn load_together<G: LoadGroup>(&mut self, loads: G) -> Result<G::Output> {
+        self.autoflush_for_query().await?;
+        let GroupPlan { statements, finish } = loads.plan(self)?;
+        let sent: Vec<bool> = statements.iter().map(Option::is_some).collect();
+        let mut access = Access::Read;
+        let statements: Vec<Statement> = statements
+            .into_iter()
+            .flatten()
+            .map(|(statement, needs)| {
+                // Loads only read; a locking one needs the transaction.
+                if needs == Access::Lock {
+                    access = Access::Lock;
+                }
+                statement
+            })
+            .collect();
+        let mut outcomes = if statements.is_empty() {
+            Vec::new()
+        } else {
+            let (connection, stats) = self.connection_and_stats();
+            connection.run_loads(&statements, access, stats).await?
+        }
+        .into_iter();
+        let rows: Vec<Vec<Row>> = sent
+            .into_iter()
+            .map(|sent| match sent.then(|| outcomes.next()).flatten() {
+                Some(Outcome::Rows(rows)) => rows,
+                Some(Outcome::Count(_)) | None => Vec::new(),
+            })
+            .collect();
+        finish(self, rows.into_iter())
+    }
+}
