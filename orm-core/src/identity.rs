@@ -347,6 +347,13 @@ impl<T: Entity> Registry<T> {
         true
     }
 
+    /// Whether `tracked` is the instance the session will delete.
+    fn is_pending_delete(&self, tracked: &Tracked<T>) -> bool {
+        tracked
+            .identity_key()
+            .is_some_and(|key| self.pending_deletes.get(&key).is_some_and(|held| Tracked::ptr_eq(held, tracked)))
+    }
+
     /// Forgets the links of `child` to pending parents: its change of parent
     /// is discarded (or it is deleted or no longer tracked), so no flush
     /// may wait for, or fill in, those parents' keys.
@@ -571,6 +578,11 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
     fn resolve_links(&self, registries: &Registries, deferred: ColumnSet) -> Result<LinkState> {
         let mut links = LinkState::default();
         for (&(column, _), link) in self.links.iter() {
+            // A row the flush deletes is not written: a link set on it after
+            // its delete fills in nothing, and its instance keeps its key.
+            if self.is_pending_delete(&link.child) {
+                continue;
+            }
             let mut state = link.child.lock_write()?;
             let before = state.current.clone();
             if (link.resolve)(registries, link.child.address(), &mut state.current)? {

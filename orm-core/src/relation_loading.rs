@@ -48,7 +48,9 @@ impl Session {
     /// inserted yet, its key is not known: the flush inserts the parent
     /// first and fills in the child's foreign key from the key the database
     /// generated, before inserting (or updating) the child. 1,000 new
-    /// parents with 10 new children each are two INSERT statements.
+    /// parents with 10 new children each are two INSERT statements. A child
+    /// marked for deletion is not written, so such a link fills nothing
+    /// into it: it keeps the key it had.
     pub fn set_parent<C: Entity, P: Entity>(
         &mut self,
         child: &Tracked<C>,

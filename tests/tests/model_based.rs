@@ -129,3 +129,21 @@ fn a_duplicate_insert_may_fail_on_its_foreign_key_first() {
         Op::Flush,
     ]]);
 }
+
+/// A child marked for deletion, then linked to a pending parent: the flush
+/// deletes its row and fills nothing into it, so its instance keeps the
+/// key of its old parent (found by the model-based run).
+#[test]
+fn a_link_set_on_a_child_marked_for_deletion_fills_nothing_in() {
+    run_programs(&[vec![
+        Op::GetMany { table: Table::Child, keys: vec![235] },
+        Op::Write { handle: 0, field: 0, value: 0 },
+        Op::AddAll { table: Table::Account, seeds: vec![0, 0, 0] },
+        Op::Add { table: Table::Account, seed: 0 },
+        Op::Add { table: Table::Account, seed: 0 },
+        Op::Add { table: Table::Parent, seed: 77 },
+        Op::Delete { handle: 238 },
+        Op::SetParent { child: 0, parent: 0, sponsor: false },
+        Op::Get { table: Table::Parent, key: 0 },
+    ]]);
+}

@@ -61,8 +61,11 @@ async fn pending_parents_a_thousand_users_with_ten_posts_each_are_two_inserts() 
     }
     let stats = session.commit().await.unwrap();
     // The 10,000 posts go by COPY (tests/copy_insert.rs): asking about the
-    // table, taking their keys beside the users' INSERT, then the COPY.
-    assert_eq!((stats.statements, stats.copied_rows), (4, 10_000), "one INSERT for the users, the posts copied");
+    // table, taking their keys beside the users' INSERT, then the COPY;
+    // through PgBouncer (the unnamed statement mode, which never copies),
+    // one INSERT for them.
+    let expected = if orm_tests::via_pgbouncer() { (2, 0) } else { (4, 10_000) };
+    assert_eq!((stats.statements, stats.copied_rows), expected, "one INSERT for the users, the posts copied");
     let client = test_db.client().await;
     let misfiled: i64 = client
         .query_one(
