@@ -85,15 +85,19 @@ impl ReplicaPair {
     }
 
     /// Waits until the replica has replayed everything the primary has
-    /// written so far.
+    /// flushed so far (every commit so far).
     ///
     /// # Panics
     ///
     /// After 20 s, or if a query fails.
     pub async fn wait_for_replay(&self) {
         let primary = connect(&parse_config(&self.primary_url)).await.expect("connect to the primary");
+        // The flush position, not the insert position: when the last record
+        // ends a log page, the insert position is past the next page's
+        // header, which the replica's replay position reaches only once
+        // another record is written.
         let written: String =
-            primary.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await.expect("read the log").get(0);
+            primary.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]).await.expect("read the log").get(0);
         let replica = self.replica_client().await;
         let started = Instant::now();
         loop {
