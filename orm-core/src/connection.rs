@@ -767,7 +767,7 @@ impl SessionConnection {
                 return Err(refused);
             }
         };
-        stats.round_trips += 1 + prepare_trips + u64::from(confirm_begin);
+        stats.round_trips += 1 + prepare_trips + u64::from(confirm_begin && stream.is_some());
         stats.statements += u64::from(stream.is_some());
         let begin_result = begin_result.map_err(Error::from);
         if begin {
