@@ -44,6 +44,8 @@ NEWMAN=$ROOT/target/newman/node_modules/.bin/newman
 step() { printf '\n==> %s\n' "$*" >&2; }
 log() { printf 'conformance.sh: %s\n' "$*" >&2; }
 is_root() { [[ $(id -u) == 0 ]]; }
+# shellcheck source=scripts/apt.sh
+source scripts/apt.sh
 
 # Makes sure the Debian packages given are installed: those already there
 # need nothing, the missing ones are installed with apt-get as root. Returns
@@ -60,16 +62,7 @@ ensure_packages() {
         [[ $status == *" installed" ]] || missing+=("$package")
     done
     ((${#missing[@]} == 0)) && return 0
-    if ! is_root || ! command -v apt-get >/dev/null 2>&1; then
-        log "missing Debian packages: ${missing[*]} (install them as root: apt-get install ${missing[*]})"
-        return 1
-    fi
-    log "installing ${missing[*]} with apt-get"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 ||
-        ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; then
-        log "apt-get could not install ${missing[*]}"
-        return 1
-    fi
+    apt_install "${missing[@]}"
 }
 
 ensure_hurl() {

@@ -36,6 +36,9 @@ _DB_PG_CTL=
 
 _db_log() { printf 'db.sh: %s\n' "$*" >&2; }
 
+# shellcheck source=scripts/apt.sh
+source "$_DB_ROOT/scripts/apt.sh"
+
 # Keeps passwords out of logs.
 _db_redact() {
     sed -E 's#^([a-z]+://[^:/@]*):[^@/]*@#\1:***@#; s#(password=)[^ ]*#\1***#' <<<"$1"
@@ -177,28 +180,12 @@ _db_try_probe() {
     fi
 }
 
-# Installs Debian's package $1 with apt-get, which the caller made sure we
-# can run (as root), with its output on stderr.
-_db_apt_install() {
-    _db_log "installing Debian's $1 package (apt-get, output on stderr)"
-    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1"; } >&2; then
-        _db_log "apt-get install $1 failed (see above)"
-        return 1
-    fi
-}
-
 _db_install_server() {
-    if ! _db_is_root; then
-        _db_log "cannot start a private cluster: the PostgreSQL server binaries (initdb, pg_ctl) are not installed and we are not root; install PostgreSQL or set DATABASE_URL"
+    _db_log "PostgreSQL server binaries (initdb, pg_ctl) not found"
+    if ! apt_install postgresql; then
+        _db_log "cannot start a private cluster: install PostgreSQL or set DATABASE_URL"
         return 1
     fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        _db_log "cannot start a private cluster: the PostgreSQL server binaries are not installed and apt-get is missing; install PostgreSQL or set DATABASE_URL"
-        return 1
-    fi
-    _db_log "PostgreSQL server binaries not found"
-    _db_apt_install postgresql
 }
 
 _db_cluster_user() {

@@ -13,6 +13,9 @@
 # Failed checks are collected in the array `problems`; step, log and die
 # print the script's messages (die exits non-zero).
 
+# shellcheck source=scripts/apt.sh
+source scripts/apt.sh
+
 problems=()
 
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -28,16 +31,7 @@ ensure_tools() {
     command -v wrk >/dev/null 2>&1 || missing+=(wrk)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     ((${#missing[@]} == 0)) && return 0
-    if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-        log "missing ${missing[*]}: install them (Debian: apt-get install ${missing[*]})"
-        return 1
-    fi
-    log "installing ${missing[*]} with apt-get"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 ||
-        ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; then
-        log "apt-get could not install ${missing[*]}"
-        return 1
-    fi
+    apt_install "${missing[@]}"
 }
 
 # POSTs JSON to the app and prints the response body; fails on a non-2xx.

@@ -36,12 +36,7 @@ _pgb_log() { printf 'pgbouncer.sh: %s\n' "$*" >&2; }
 
 _pgb_install() {
     command -v pgbouncer >/dev/null 2>&1 && return 0
-    if ! _db_is_root || ! command -v apt-get >/dev/null 2>&1; then
-        _pgb_log "pgbouncer is not installed (as root: apt-get install pgbouncer)"
-        return 1
-    fi
-    _pgb_log "installing Debian's pgbouncer package (apt-get, output on stderr)"
-    _db_apt_install pgbouncer
+    apt_install pgbouncer
 }
 
 # Whether something accepts connections on 127.0.0.1:$1.

@@ -43,11 +43,8 @@ _tls_log() { printf 'tls_db.sh: %s\n' "$*" >&2; }
 
 _tls_need_openssl() {
     command -v openssl >/dev/null 2>&1 && return 0
-    if ! _db_is_root || ! command -v apt-get >/dev/null 2>&1; then
-        _tls_log "openssl is not installed (it makes the test certificates); install it"
-        return 1
-    fi
-    _db_apt_install openssl
+    _tls_log "openssl (it makes the test certificates) is not installed"
+    apt_install openssl
 }
 
 # Prints a port free on 127.0.0.1 and on ::1 (localhost may resolve to

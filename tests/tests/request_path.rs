@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use orm_core::{Expr, Load, RawSql};
 use support::blog::{self, Comment, Post, User};
-use support::{customer, setup, Customer, LogBuffer};
+use support::{customer, seeded, Customer, LogBuffer};
 
 /// Runs a test body under a timeout: a pipelined batch that waited for an
 /// answer never sent would hang.
@@ -25,14 +25,6 @@ fn sent(log: &LogBuffer, name: &str) -> usize {
         .lines()
         .filter(|line| line.contains("close") && line.contains("orm.statement{") && line.contains(&quoted))
         .count()
-}
-
-async fn seeded(names: &[&str]) -> (orm_tests::TestDb, orm_core::Database) {
-    let (test_db, db) = setup().await;
-    let mut session = db.session();
-    session.add_all(names.iter().map(|name| customer(name)));
-    session.commit().await.unwrap();
-    (test_db, db)
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 mod support;
 
 use orm_core::{IsolationLevel, Tracked};
-use support::{customer, setup, Customer};
+use support::{customer, seeded, setup, Customer};
 
 #[tokio::test]
 async fn commit_inserts_and_brings_back_generated_keys() {
@@ -33,14 +33,6 @@ async fn get_returns_the_same_instance_without_sql_the_second_time() {
     assert_eq!(session.stats(), after_first, "the second get issues no SQL");
     assert_eq!(after_first.statements, 1);
     assert!(session.get::<Customer>(99).await.unwrap().is_none());
-}
-
-async fn seeded(names: &[&str]) -> (orm_tests::TestDb, orm_core::Database) {
-    let (test_db, db) = setup().await;
-    let mut session = db.session();
-    session.add_all(names.iter().map(|name| customer(name)));
-    session.commit().await.unwrap();
-    (test_db, db)
 }
 
 #[tokio::test]

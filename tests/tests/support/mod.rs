@@ -61,6 +61,15 @@ pub async fn setup_with(adjust: impl FnOnce(&mut DatabaseConfig)) -> (TestDb, Da
     (test_db, db)
 }
 
+/// A fresh database (as [`setup`]) holding one committed customer per name.
+pub async fn seeded(names: &[&str]) -> (TestDb, Database) {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    session.add_all(names.iter().map(|name| customer(name)));
+    session.commit().await.expect("seed the customers");
+    (test_db, db)
+}
+
 /// The number of rows in `table`.
 pub async fn count_rows(test_db: &TestDb, table: &str) -> i64 {
     let client = test_db.client().await;
@@ -188,7 +197,11 @@ impl LogBuffer {
             .with_max_level(level)
             .with_span_events(spans)
             .finish();
-        tracing::subscriber::set_default(subscriber)
+        let guard = tracing::subscriber::set_default(subscriber);
+        // A callsite first reached while no test's subscriber was alive has
+        // cached "never"; asking every callsite again now includes this one.
+        tracing::callsite::rebuild_interest_cache();
+        guard
     }
 
     pub fn text(&self) -> String {
