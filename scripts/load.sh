@@ -11,6 +11,9 @@
 # read from /health before and after the run) and the app's CPU time (from
 # /proc); exits non-zero if a check fails.
 #
+# With LOAD_APP_BIN set, runs that binary of the app instead of building
+# one: to alternate two builds on a machine whose load varies, say.
+#
 # With LOAD_PERF=1, records the app's stacks during the run with perf
 # (target/load/perf.data), for `perf report`; the sampling slows the app.
 #
@@ -126,12 +129,15 @@ replica)
     ;;
 esac
 
-step "cargo build --release -p demo-app"
-cargo build --release -p demo-app || die "the build failed"
+app_bin=${LOAD_APP_BIN:-$TARGET_DIR/release/demo-app}
+if [[ -z ${LOAD_APP_BIN:-} ]]; then
+    step "cargo build --release -p demo-app"
+    cargo build --release -p demo-app || die "the build failed"
+fi
 
-step "start demo-app (release)"
+step "start $app_bin"
 mkdir -p "$WORK"
-demo_app_start "$TARGET_DIR/release/demo-app" "$WORK/app.log" \
+demo_app_start "$app_bin" "$WORK/app.log" \
     DATABASE_URL="$app_url" "${app_env[@]}" JWT_SECRET=load RUST_LOG=warn,demo_app::server=info ||
     die "demo-app did not start (reasons above)"
 pool_size=$(pool_field maxSize)

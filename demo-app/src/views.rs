@@ -3,6 +3,8 @@
 //! loading, favorite counts and the viewer's favorites and follows by
 //! `loaders`, all sent together in one round trip.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use orm_core::{Entity, Load, Relation, Session, Tracked};
 use serde::Serialize;
@@ -61,6 +63,14 @@ impl ProfileView {
     pub fn new(user: &User, following: bool) -> Self {
         ProfileView { username: user.username.clone(), bio: user.bio.clone(), image: user.image.clone(), following }
     }
+
+    /// The viewer as the author of what they write, from
+    /// [`loaders::viewer`] and [`loaders::followed`] of the viewer alone
+    /// (one may follow oneself); `None` if the token's user is gone.
+    pub fn own(viewer: &[Tracked<User>], followed: &HashSet<i64>) -> Option<Self> {
+        let user = viewer.first()?.read();
+        Some(ProfileView::new(&user, followed.contains(&user.id)))
+    }
 }
 
 /// An article with its tags, favorites and author.
@@ -90,6 +100,32 @@ pub struct ArticleView {
     pub author: ProfileView,
 }
 
+impl ArticleView {
+    /// The view of `article` by `author`, with its tags in alphabetical
+    /// order and its favorites.
+    pub fn new(
+        article: &Article,
+        tag_list: Vec<String>,
+        favorited: bool,
+        favorites_count: i64,
+        author: ProfileView,
+        body: Body,
+    ) -> Self {
+        ArticleView {
+            slug: article.slug.clone(),
+            title: article.title.clone(),
+            description: article.description.clone(),
+            body: (body == Body::Included).then(|| article.body.clone()),
+            tag_list,
+            created_at: timestamp(article.created_at),
+            updated_at: timestamp(article.updated_at),
+            favorited,
+            favorites_count,
+            author,
+        }
+    }
+}
+
 /// A comment with its author.
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
@@ -104,6 +140,19 @@ pub struct CommentView {
     pub body: String,
     /// Its author.
     pub author: ProfileView,
+}
+
+impl CommentView {
+    /// The view of `comment` by `author`.
+    pub fn new(comment: &Comment, author: ProfileView) -> Self {
+        CommentView {
+            id: comment.id,
+            created_at: timestamp(comment.created_at),
+            updated_at: timestamp(comment.updated_at),
+            body: comment.body.clone(),
+            author,
+        }
+    }
 }
 
 /// Whether article views carry the body (single articles do, lists don't).
@@ -157,18 +206,14 @@ pub async fn articles(
         tag_list.sort_unstable();
         let article = article.read();
         let author = author.read();
-        views.push(ArticleView {
-            slug: article.slug.clone(),
-            title: article.title.clone(),
-            description: article.description.clone(),
-            body: (body == Body::Included).then(|| article.body.clone()),
+        views.push(ArticleView::new(
+            &article,
             tag_list,
-            created_at: timestamp(article.created_at),
-            updated_at: timestamp(article.updated_at),
-            favorited: favorited.contains(&article.id),
-            favorites_count: counts.get(&article.id).copied().unwrap_or(0),
-            author: ProfileView::new(&author, following.contains(&author.id)),
-        });
+            favorited.contains(&article.id),
+            counts.get(&article.id).copied().unwrap_or(0),
+            ProfileView::new(&author, following.contains(&author.id)),
+            body,
+        ));
     }
     Ok(views)
 }
@@ -205,15 +250,8 @@ pub async fn comments(
     let mut views = Vec::with_capacity(comments.len());
     for comment in comments {
         let Some(author) = loaded_parent(session, comment, Comment::AUTHOR)? else { continue };
-        let comment = comment.read();
         let author = author.read();
-        views.push(CommentView {
-            id: comment.id,
-            created_at: timestamp(comment.created_at),
-            updated_at: timestamp(comment.updated_at),
-            body: comment.body.clone(),
-            author: ProfileView::new(&author, following.contains(&author.id)),
-        });
+        views.push(CommentView::new(&comment.read(), ProfileView::new(&author, following.contains(&author.id))));
     }
     Ok(views)
 }

@@ -270,19 +270,30 @@ async fn pages_cost_at_most_two_round_trips() {
 }
 
 #[tokio::test]
-async fn a_favorite_costs_its_write_and_commit_beside_the_page_it_returns() {
+async fn a_favorite_costs_the_page_it_returns_and_one_round_trip_for_the_write() {
     let (app, token) = seeded_on(TestApp::with(1, Duration::from_secs(30)).await).await;
-    // The article beside the viewer's favorite of it; the insert (with
-    // BEGIN); what the article shows; COMMIT. Favoriting again finds the
+    // The article beside the viewer's favorite of it; what the article
+    // shows; the insert with BEGIN and COMMIT. Favoriting again finds the
     // favorite and writes nothing: no transaction, no COMMIT.
     let favorite = "/api/articles/article-5/favorite";
     let first = app.call(Method::POST, favorite, Some(&token), None).await;
     assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    // Counted before the write, the new favorite included.
+    let favorites_of_article_5 = count(
+        &app,
+        "SELECT count(*) FROM favorites f JOIN articles a ON a.id = f.article_id WHERE a.slug = 'article-5'",
+    )
+    .await;
+    assert_eq!(first.json["article"]["favorited"], true);
+    assert_eq!(first.json["article"]["favoritesCount"], favorites_of_article_5);
+    let again = app.call(Method::POST, favorite, Some(&token), None).await;
+    assert_eq!(again.json, first.json);
     assert_eq!(warm_cost(&app, Method::POST, favorite, Some(&token)).await, (7, 2));
     assert_eq!(app.call(Method::DELETE, favorite, Some(&token), None).await.status, StatusCode::OK);
     let again = app.call(Method::POST, favorite, Some(&token), None).await;
+    assert_eq!(again.json, first.json);
     let stats = again.stats.expect("the session's stats");
-    assert_eq!((stats.statements, stats.round_trips), (8, 4), "{again:?}");
+    assert_eq!((stats.statements, stats.round_trips), (9, 3), "{again:?}");
     let favorites: i64 = app
         .test_db
         .client()
@@ -313,4 +324,47 @@ async fn the_app_sums_what_requests_cost_for_the_load_script() {
     let health = app.call(Method::GET, "/health", None, None).await;
     // The health request itself is added once it is answered.
     assert_eq!(health.json["costs"]["requests"], after.requests, "{health:?}");
+}
+
+#[tokio::test]
+async fn a_new_comment_or_article_costs_three_round_trips() {
+    let (app, token) = seeded_on(TestApp::with(1, Duration::from_secs(30)).await).await;
+    // The article beside the viewer's row and follow of themselves; the
+    // insert with BEGIN; COMMIT. The second of each runs prepared.
+    let mut costs = Vec::new();
+    for number in 0..2 {
+        let body = serde_json::json!({ "comment": { "body": format!("comment {number}") } });
+        let answer = app.call(Method::POST, "/api/articles/article-3/comments", Some(&token), Some(body)).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+        assert_eq!(answer.json["comment"]["body"], format!("comment {number}"));
+        assert_eq!(answer.json["comment"]["author"]["username"], "viewer");
+        assert_eq!(answer.json["comment"]["author"]["following"], false);
+        let stats = answer.stats.expect("the session's stats");
+        costs.push((stats.statements, stats.round_trips));
+    }
+    assert_eq!(costs[1], (4, 3));
+    // The viewer's row and follow of themselves; the article's insert with
+    // BEGIN; its tags' insert with COMMIT.
+    let mut costs = Vec::new();
+    for number in 0..2 {
+        let body = serde_json::json!({
+            "article": { "title": format!("New {number}"), "description": "d", "body": "b", "tagList": ["z", "a", "z"] }
+        });
+        let answer = app.call(Method::POST, "/api/articles", Some(&token), Some(body)).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+        let article = &answer.json["article"];
+        assert_eq!(
+            (article["slug"].as_str(), article["body"].as_str()),
+            (Some(format!("new-{number}").as_str()), Some("b"))
+        );
+        assert_eq!(article["tagList"], serde_json::json!(["a", "z"]));
+        assert_eq!((article["favorited"].as_bool(), article["favoritesCount"].as_i64()), (Some(false), Some(0)));
+        assert_eq!(article["author"]["username"], "viewer");
+        let stats = answer.stats.expect("the session's stats");
+        costs.push((stats.statements, stats.round_trips));
+        // What the answer showed is what a read finds.
+        let (read, _) = get(&app, &format!("/api/articles/new-{number}"), Some(&token)).await;
+        assert_eq!(read["article"], *article);
+    }
+    assert_eq!(costs[1], (4, 3));
 }

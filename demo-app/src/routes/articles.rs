@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use orm_core::{Condition, Load, Session, Tracked};
+use orm_core::{Condition, Load, OnConflict, Session, Tracked};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthUser, MaybeAuthUser};
@@ -11,9 +11,9 @@ use crate::entities::{now, Article, ArticleTag, Favorite, Follow, User};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
 use crate::json::{limit, require, require_patch, Patch, Valid, Validate};
-use crate::routes::idempotent::ensure_inserted;
+use crate::loaders;
 use crate::state::AppState;
-use crate::views::{self, ArticleView, Body};
+use crate::views::{self, ArticleView, Body, ProfileView};
 use orm_core::axum::DbSession;
 
 /// The routes of this module.
@@ -220,12 +220,19 @@ fn normalize_tags(tags: Vec<String>) -> Vec<String> {
     tags
 }
 
-/// `POST /api/articles`: 201 with the article.
+/// `POST /api/articles`: 201 with the article. Three round trips: what the
+/// article's view shows of its author (the viewer), then the article's
+/// insert (with `BEGIN`), then its tags' insert with the `COMMIT`. A new
+/// article has no favorites and the tags it was given, so its view needs
+/// no load after the insert.
 async fn create(
     auth: AuthUser,
     mut db: DbSession,
     Valid(request): Valid<CreateRequest>,
 ) -> ApiResult<(StatusCode, Json<ArticleResponse>)> {
+    let (viewer, followed) =
+        db.load_together((loaders::viewer(Some(auth.id)), loaders::followed(Some(auth.id), &[auth.id]))).await?;
+    let author = ProfileView::own(&viewer, &followed).ok_or(ApiError::InvalidToken)?;
     let new = request.article;
     let time = now();
     let base = slugify(&new.title);
@@ -245,9 +252,11 @@ async fn create(
         Patch::Value(tags) => normalize_tags(tags),
         Patch::Absent | Patch::Null => Vec::new(),
     };
-    // Inserted by the views' first query (autoflush), in one statement.
-    db.add_all(tags.into_iter().map(|tag| ArticleTag { article_id, tag }));
-    Ok((StatusCode::CREATED, respond(&mut db, &article, auth.id).await?))
+    // Inserted by the commit, in one statement, in the round trip of its
+    // COMMIT.
+    db.add_all(tags.iter().map(|tag| ArticleTag { article_id, tag: tag.clone() }));
+    let view = ArticleView::new(&article.read(), tags, false, 0, author, Body::Included);
+    Ok((StatusCode::CREATED, Json(ArticleResponse { article: view })))
 }
 
 #[derive(Deserialize)]
@@ -376,15 +385,24 @@ async fn article_and_favorite(
 }
 
 /// `POST /api/articles/{slug}/favorite`: idempotent, also when requests
-/// race (see `idempotent`).
+/// race. Three round trips: the article beside the viewer's favorite of
+/// it, then what the article shows, read before the write, then the insert
+/// with `BEGIN` and `COMMIT`, which the commit sends together. The view
+/// counts the new favorite unless that read found it there already.
 async fn favorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<Json<ArticleResponse>> {
     let (article, existing) = article_and_favorite(&mut db, &slug, auth.id).await?;
-    let key = (auth.id, article.read().id);
-    if existing.is_none() {
-        let favorite = db.add(Favorite { user_id: key.0, article_id: key.1 });
-        ensure_inserted(&mut db, &favorite).await?;
+    let mut view = views::article(&mut db, &article, Some(auth.id)).await?.ok_or(ApiError::NotFound("article"))?;
+    if existing.is_none() && !view.favorited {
+        // A concurrent request of the same user may insert the row after
+        // the read: then this insert writes nothing, and the answer, one
+        // favorite of this user, is still what the database holds. (Left
+        // to the commit, a plain insert's unique violation would fail it.)
+        let favorite = Favorite { user_id: auth.id, article_id: article.read().id };
+        db.add_on_conflict(favorite, OnConflict::key().do_nothing());
+        view.favorited = true;
+        view.favorites_count += 1;
     }
-    respond(&mut db, &article, auth.id).await
+    Ok(Json(ArticleResponse { article: view }))
 }
 
 /// `DELETE /api/articles/{slug}/favorite`: idempotent, also when requests

@@ -1,6 +1,7 @@
-//! Inserts that must be idempotent under concurrency: following and
-//! favoriting answer 200 whether or not a concurrent request did the same
-//! first.
+//! Inserts that must be idempotent under concurrency: following answers
+//! 200 whether or not a concurrent request did the same first. (Favoriting
+//! leaves its insert to the commit instead, as `INSERT ... ON CONFLICT DO
+//! NOTHING`, which spares the round trip of a flush: see `articles`.)
 //!
 //! A handler looks for the row and adds it if it is missing. Two requests
 //! can both look before either commits: then the second one's `INSERT`

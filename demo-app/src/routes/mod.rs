@@ -1,5 +1,5 @@
 //! The RealWorld API's routes, one module per resource, and `idempotent`,
-//! the race-safe insert that following and favoriting share.
+//! the race-safe insert that following uses.
 
 use axum::Router;
 
