@@ -100,11 +100,10 @@ impl LoadCounter {
         self.count(statement, || Cow::Owned(statement.to_owned()))
     }
 
-    /// [`record`](Self::record) for a statement that may be static text,
-    /// which is then counted without a copy: a short request's one `get`
-    /// allocates nothing here but the map.
-    pub(crate) fn record_text(&mut self, statement: &Cow<'static, str>) -> Result<()> {
-        self.count(statement, || statement.clone())
+    /// [`record`](Self::record) for static text, which is counted without a
+    /// copy: a short request's one `get` allocates nothing here but the map.
+    pub(crate) fn record_static(&mut self, statement: &'static str) -> Result<()> {
+        self.count(statement, || Cow::Borrowed(statement))
     }
 
     fn count(&mut self, statement: &str, key: impl FnOnce() -> Cow<'static, str>) -> Result<()> {
