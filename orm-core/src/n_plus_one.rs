@@ -2,6 +2,7 @@
 //! reports a statement that runs suspiciously often, the mark of rows loaded
 //! one at a time in a loop.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
@@ -79,8 +80,9 @@ impl Default for NPlusOne {
 pub(crate) struct LoadCounter {
     setting: NPlusOne,
     /// Keyed by statement text. A statement is copied in once, on its first
-    /// run; later runs only hash and compare it.
-    runs: HashMap<String, usize, foldhash::fast::RandomState>,
+    /// run, unless it is static text (a `get`'s), which is borrowed; later
+    /// runs only hash and compare it.
+    runs: HashMap<Cow<'static, str>, usize, foldhash::fast::RandomState>,
 }
 
 impl LoadCounter {
@@ -95,6 +97,16 @@ impl LoadCounter {
     /// Counts one run of `statement`, which is about to be sent; an error
     /// means it must not be sent.
     pub(crate) fn record(&mut self, statement: &str) -> Result<()> {
+        self.count(statement, || Cow::Owned(statement.to_owned()))
+    }
+
+    /// [`record`](Self::record) for static text, which is counted without a
+    /// copy: a short request's one `get` allocates nothing here but the map.
+    pub(crate) fn record_static(&mut self, statement: &'static str) -> Result<()> {
+        self.count(statement, || Cow::Borrowed(statement))
+    }
+
+    fn count(&mut self, statement: &str, key: impl FnOnce() -> Cow<'static, str>) -> Result<()> {
         let (threshold, refuse) = match self.setting {
             NPlusOne::Off => return Ok(()),
             NPlusOne::Warn { threshold } => (threshold, false),
@@ -102,7 +114,7 @@ impl LoadCounter {
         };
         let runs = match self.runs.get_mut(statement) {
             Some(runs) => runs,
-            None => self.runs.entry(statement.to_owned()).or_insert(0),
+            None => self.runs.entry(key()).or_insert(0),
         };
         let count = *runs + 1;
         if count > threshold && refuse {

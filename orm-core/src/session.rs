@@ -230,8 +230,12 @@ impl Session {
         self.autoflush().await?;
         let mut params = E::key_params(&key);
         let sql = self.filtered::<E>(sql::select_by_key_of::<E>(), &mut params);
-        let mut loaded = self.load(&sql, &param_refs(&params)).await?;
-        Ok(loaded.pop())
+        match &sql {
+            Cow::Borrowed(text) => self.loads.record_static(text)?,
+            Cow::Owned(text) => self.loads.record(text)?,
+        }
+        let rows = self.fetch_untracked::<E>(&sql, &param_refs(&params), Access::Read).await?;
+        Ok(self.track(rows).pop())
     }
 
     /// `sql`, a load of `E` that has a `WHERE` clause and calls `E`'s

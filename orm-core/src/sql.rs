@@ -17,12 +17,20 @@ pub struct EntityStatements {
     from: OnceLock<String>,
     by_key: OnceLock<String>,
     by_keys: OnceLock<String>,
+    /// The one-row insert of the first set of columns inserted (almost
+    /// always the only one): each web request that adds a row needs it.
+    insert_one: OnceLock<(ColumnSet, String)>,
 }
 
 impl EntityStatements {
     /// Nothing built yet.
     pub const fn new() -> Self {
-        EntityStatements { from: OnceLock::new(), by_key: OnceLock::new(), by_keys: OnceLock::new() }
+        EntityStatements {
+            from: OnceLock::new(),
+            by_key: OnceLock::new(),
+            by_keys: OnceLock::new(),
+            insert_one: OnceLock::new(),
+        }
     }
 }
 
@@ -35,6 +43,17 @@ impl Default for EntityStatements {
 /// [`select_from`] of `E`, built once.
 pub(crate) fn select_from_of<E: Entity>() -> &'static str {
     E::statements().from.get_or_init(|| select_from(E::META))
+}
+
+/// [`insert_one`] of `E`: a copy of the text built once for the first
+/// set of columns, built anew for any other.
+pub(crate) fn insert_one_of<E: Entity>(columns: ColumnSet) -> String {
+    let (cached_columns, cached) = E::statements().insert_one.get_or_init(|| (columns, insert_one(E::META, columns)));
+    if *cached_columns == columns {
+        cached.clone()
+    } else {
+        insert_one(E::META, columns)
+    }
 }
 
 /// [`select_by_key`] of `E`, built once.

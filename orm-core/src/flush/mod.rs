@@ -81,7 +81,16 @@ pub(crate) async fn flush(
         round_trips = tracing::field::Empty
     );
     let before = *stats;
-    let result = run(registries, connection, stats, end).instrument(span.clone()).await;
+    let result = if registries.has_pending_work() {
+        // Boxed: planning and sending keep several KiB of state across their
+        // awaits, which every caller's future would otherwise hold and move,
+        // also for the commit of a unit of work that only read.
+        Box::pin(run(registries, connection, stats, end)).instrument(span.clone()).await
+    } else {
+        // The common case of a read-only unit of work, and of the autoflush
+        // before each query: nothing to order, plan or send.
+        finish_empty(connection, stats, end).instrument(span.clone()).await
+    };
     connection.set_applying(false);
     span.record("statements", stats.statements - before.statements);
     span.record("round_trips", stats.round_trips - before.round_trips);
@@ -97,11 +106,6 @@ async fn run(
     stats: &mut SessionStats,
     end: FlushEnd,
 ) -> Result<()> {
-    if !registries.has_pending_work() {
-        // The common case of a read-only unit of work, and of the autoflush
-        // before each query: nothing to order, plan or send.
-        return finish_empty(connection, stats, end).await;
-    }
     let metas: Vec<_> = registries.all.iter().map(|r| r.meta()).collect();
     let (_, cyclic) = order::parents_first(&metas, &vec![0; metas.len()]);
     let deferred = order::breakable(&metas, &cyclic);
@@ -226,12 +230,18 @@ async fn conclude(
 ) -> Result<()> {
     // Large flushes come back with a row per insert: every step over them
     // below goes a chunk of rows at a time, yielding to the runtime between
-    // chunks, so that no poll applies a whole batch.
+    // chunks, so that no poll applies a whole batch. A flush that returned
+    // at most one chunk (a web request's) is checked and applied in the
+    // poll that received it: a yield there would cost every small commit a
+    // trip through the scheduler.
+    let returned: usize = sent.iter().map(|part| part.outcomes.returned_rows()).sum();
     let verified =
         sent.iter_mut().try_for_each(|part| part.plan.verify(&part.outcomes, registries.all[part.registry].as_ref()));
     let checked = async {
         verified?;
-        tokio::task::yield_now().await;
+        if returned > BIND_CHUNK {
+            tokio::task::yield_now().await;
+        }
         for part in &sent {
             let mut from = 0;
             while !part.plan.set_generated(&part.outcomes, from)? {

@@ -111,6 +111,22 @@ pub(crate) struct TableOutcomes {
     pub(crate) deletes: Vec<Outcome>,
 }
 
+impl TableOutcomes {
+    /// How many rows the statements returned (`RETURNING`), which the
+    /// flush then checks and applies to the objects.
+    pub(crate) fn returned_rows(&self) -> usize {
+        self.inserts
+            .iter()
+            .chain(&self.updates)
+            .chain(&self.deletes)
+            .map(|outcome| match outcome {
+                Outcome::Rows(rows) => rows.len(),
+                Outcome::Count(_) => 0,
+            })
+            .sum()
+    }
+}
+
 /// Which part of a table's pending work one round trip of a flush carries.
 pub(crate) struct PlanScope<'a> {
     /// Pending inserts waiting for a parent's key, by handle address.
@@ -475,7 +491,7 @@ fn insert_statement<T: Entity>(inserts: &[Tracked<T>], columns: ColumnSet, flush
             let guards = bind_all(inserts, flush)?;
             let entity = &guards[0].current;
             (
-                sql::insert_one(meta, columns),
+                sql::insert_one_of::<T>(columns),
                 sql::indexes(columns).map(|column| entity.column_value(column)).collect(),
                 None,
             )
