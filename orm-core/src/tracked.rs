@@ -419,14 +419,17 @@ impl<T: Entity> Tracked<T> {
         Tracked { block: Arc::new(block), slot: 0 }
     }
 
-    /// Handles to `instances` (at most [`BLOCK`], at least one), allocated
-    /// as one block, in order.
-    pub(crate) fn new_block(write_log: &Arc<WriteLog<T>>, instances: Vec<Inner<T>>) -> Vec<Self> {
-        let count = u32::try_from(instances.len()).unwrap_or(u32::MAX);
-        let mut instances = instances.into_iter();
-        let Some(first) = instances.next() else { return Vec::new() };
-        let block = Arc::new(Block { write_log: Arc::downgrade(write_log), first, rest: instances.collect() });
-        (0..count).map(|slot| Tracked { block: Arc::clone(&block), slot }).collect()
+    /// Handles to `first` and then `rest` (at most [`BLOCK`] in all),
+    /// allocated as one block, in order. `rest` becomes the block's storage
+    /// as it is, without moving its instances again.
+    pub(crate) fn new_block(
+        write_log: &Arc<WriteLog<T>>,
+        first: Inner<T>,
+        rest: Vec<Inner<T>>,
+    ) -> impl Iterator<Item = Self> {
+        let count = u32::try_from(rest.len() + 1).unwrap_or(u32::MAX);
+        let block = Arc::new(Block { write_log: Arc::downgrade(write_log), first, rest: rest.into_boxed_slice() });
+        (0..count).map(move |slot| Tracked { block: Arc::clone(&block), slot })
     }
 
     /// The instance this handle refers to.
