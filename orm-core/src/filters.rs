@@ -127,10 +127,17 @@ impl Filters {
         deleted || self.tenant.as_ref().is_some_and(|tenant| tenant.check(entity).is_err())
     }
 
+    /// Whether some filter of the session applies to `E`: a soft-delete
+    /// column, or a tenant column with a tenant set. Asked once for many
+    /// entities, instead of searching `E`'s columns for each.
+    pub(crate) fn may_hide<E: Entity>(&self) -> bool {
+        E::META.soft_delete_column().is_some() || (E::META.tenant_column().is_some() && self.tenant.is_some())
+    }
+
     /// [`hides`](Self::hides) of a tracked instance, as it is now; without
     /// borrowing it when no filter applies to `E`.
     pub(crate) fn hides_tracked<E: Entity>(&self, tracked: &Tracked<E>) -> Result<bool> {
-        if E::META.soft_delete_column().is_none() && (E::META.tenant_column().is_none() || self.tenant.is_none()) {
+        if !self.may_hide::<E>() {
             return Ok(false);
         }
         let hidden = self.hides(&tracked.lock_read()?.current);

@@ -134,6 +134,82 @@ impl<T: Entity> Undo<T> {
     }
 }
 
+/// What a row of a tracked load turned out to be, before its block exists.
+enum Found<T: Entity> {
+    /// Tracked already: that instance wins over the row.
+    Held(Tracked<T>),
+    /// New: the next instance of the block, under this key and hash.
+    New(u64, T::Key),
+    /// Its key's hash repeats one of this block's new rows: most likely the
+    /// same key again (a join repeats its parents), so it is tracked after
+    /// them, through the map.
+    Repeated(T),
+}
+
+/// What tracking one block of rows needs besides the block, kept for the
+/// next block of the same load instead of being allocated for each.
+struct BlockScratch<T: Entity> {
+    /// What each row of the block turned out to be, in row order.
+    found: Vec<Found<T>>,
+    /// The hashes of the block's new rows.
+    new_hashes: NewHashes,
+}
+
+impl<T: Entity> BlockScratch<T> {
+    fn new() -> Self {
+        BlockScratch { found: Vec::with_capacity(BLOCK), new_hashes: NewHashes::new() }
+    }
+
+    fn clear(&mut self) {
+        self.found.clear();
+        self.new_hashes.clear();
+    }
+}
+
+/// The key hashes of one block's new rows, to tell a key that repeats
+/// within the block. Nearly every row's hash is new: a filter of 4,096 bits
+/// (a block's 64 hashes set at most 64 of them) says so with one bit,
+/// instead of hashing the hash again into a set; only a row whose bit is
+/// set is compared with the hashes themselves.
+struct NewHashes {
+    /// Bit `h >> 52` is set for each hash `h` recorded.
+    filter: [u64; 64],
+    hashes: Vec<u64>,
+}
+
+impl NewHashes {
+    fn new() -> Self {
+        NewHashes { filter: [0; 64], hashes: Vec::with_capacity(BLOCK) }
+    }
+
+    fn clear(&mut self) {
+        self.filter = [0; 64];
+        self.hashes.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Records `hash`; false if it was recorded already.
+    fn insert(&mut self, hash: u64) -> bool {
+        // The hasher mixes its high bits as well as its low ones (hashbrown
+        // takes its tags from them too).
+        let bit = hash >> 52;
+        let (word, mask) = (usize::try_from(bit / 64).unwrap_or(0), 1_u64 << (bit % 64));
+        let maybe_seen = self.filter.get_mut(word).is_none_or(|filter| {
+            let set = *filter & mask != 0;
+            *filter |= mask;
+            set
+        });
+        if maybe_seen && self.hashes.contains(&hash) {
+            return false;
+        }
+        self.hashes.push(hash);
+        true
+    }
+}
+
 impl<T: Entity> Registry<T> {
     fn new() -> Self {
         Registry {
@@ -205,46 +281,51 @@ impl<T: Entity> Registry<T> {
         self.identity.appending().reserve(rows.len());
         self.children_index.reserve(rows.len());
         let mut tracked = Vec::with_capacity(rows.len());
+        let mut scratch = BlockScratch::new();
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
-            self.track_block(&mut rows, &mut tracked);
+            self.track_block(&mut rows, &mut tracked, &mut scratch);
         }
         tracked
     }
 
     /// Tracks rows of `rows` until [`BLOCK`] new instances were made (or
     /// the rows run out), appending their handles to `tracked`.
-    fn track_block(&mut self, rows: &mut impl Iterator<Item = T>, tracked: &mut Vec<Tracked<T>>) {
-        /// What a row turned out to be, before its block exists.
-        enum Found<T: Entity> {
-            /// Tracked already: that instance wins over the row.
-            Held(Tracked<T>),
-            /// New: the next instance of the block, under this key and hash.
-            New(u64, T::Key),
-            /// Its key's hash repeats one of this block's new rows: most
-            /// likely the same key again (a join repeats its parents), so
-            /// it is tracked after them, through the map.
-            Repeated(T),
-        }
-        let mut found = Vec::with_capacity(BLOCK);
-        let mut instances = Vec::with_capacity(BLOCK);
-        let mut hashes = HashSet::with_capacity_and_hasher(BLOCK, foldhash::fast::RandomState::default());
-        while instances.len() < BLOCK {
+    fn track_block(
+        &mut self,
+        rows: &mut impl Iterator<Item = T>,
+        tracked: &mut Vec<Tracked<T>>,
+        scratch: &mut BlockScratch<T>,
+    ) {
+        scratch.clear();
+        let BlockScratch { found, new_hashes } = scratch;
+        let mut first = None;
+        let mut rest = Vec::new();
+        while new_hashes.len() < BLOCK {
             let Some(entity) = rows.next() else { break };
             let key = entity.key();
             let hash = self.identity.hasher().hash_one(&key);
             if let Some((_, held)) = self.identity.raw_entry_v1().from_key_hashed_nocheck(hash, &key) {
                 found.push(Found::Held(held.clone()));
-            } else if hashes.insert(hash) {
-                instances.push(Inner::new(entity, Some(key.clone()), None));
+            } else if new_hashes.insert(hash) {
+                let instance = Inner::new(entity, Some(key.clone()), None);
+                if first.is_none() {
+                    first = Some(instance);
+                    // The room the block's other instances need, the rows
+                    // left permitting: it becomes the block's storage
+                    // without being copied again.
+                    rest.reserve_exact(rows.size_hint().0.min(BLOCK - 1));
+                } else {
+                    rest.push(instance);
+                }
                 found.push(Found::New(hash, key));
             } else {
                 found.push(Found::Repeated(entity));
             }
         }
-        let mut made = Tracked::new_block(&self.write_log, instances).into_iter();
+        let mut made = first.map(|first| Tracked::new_block(&self.write_log, first, rest)).into_iter().flatten();
         let generation = self.generation();
-        for row in found {
+        for row in found.drain(..) {
             let handle = match row {
                 Found::Held(held) => held,
                 Found::Repeated(entity) => self.track_loaded(entity),

@@ -275,6 +275,9 @@ impl Session {
                 Some(link) => link.parent.downcast_ref::<Tracked<P>>().is_some_and(|p| Tracked::ptr_eq(p, parent)),
                 None => relation.parent_key(child).as_ref() == Some(&key),
             })?;
+        if !self.filters.may_hide::<C>() {
+            return Ok(children);
+        }
         // Children soft-deleted since they were loaded are gone from view.
         let mut visible = Vec::with_capacity(children.len());
         for child in children {

@@ -47,7 +47,10 @@ fn hold(address: usize) {
 fn release(address: usize) {
     HELD.with(|held| {
         let mut held = held.borrow_mut();
-        if let Some(at) = held.iter().rposition(|&a| a == address) {
+        // Guards are usually dropped in the reverse order of their taking.
+        if held.last() == Some(&address) {
+            held.pop();
+        } else if let Some(at) = held.iter().rposition(|&a| a == address) {
             held.swap_remove(at);
         }
     });
@@ -228,8 +231,18 @@ impl<T: Entity> WriteLog<T> {
     /// stale now; nothing until that index is built. The `moved` list is
     /// locked only briefly and never while an entity is locked by the
     /// index, so it cannot deadlock with a writer's entity lock.
+    /// Inlined, since every tracked row and every write calls it and,
+    /// until the index is built, it only reads a flag.
+    #[inline]
     pub(crate) fn note_moved(&self, tracked: &Tracked<T>) {
-        if self.watched.load(Ordering::Acquire) && !tracked.inner().moved.swap(true, Ordering::AcqRel) {
+        if self.watched.load(Ordering::Acquire) {
+            self.queue_moved(tracked);
+        }
+    }
+
+    /// [`note_moved`](Self::note_moved) once the index is built.
+    fn queue_moved(&self, tracked: &Tracked<T>) {
+        if !tracked.inner().moved.swap(true, Ordering::AcqRel) {
             self.moved.lock().push(tracked.clone());
         }
     }
@@ -419,14 +432,17 @@ impl<T: Entity> Tracked<T> {
         Tracked { block: Arc::new(block), slot: 0 }
     }
 
-    /// Handles to `instances` (at most [`BLOCK`], at least one), allocated
-    /// as one block, in order.
-    pub(crate) fn new_block(write_log: &Arc<WriteLog<T>>, instances: Vec<Inner<T>>) -> Vec<Self> {
-        let count = u32::try_from(instances.len()).unwrap_or(u32::MAX);
-        let mut instances = instances.into_iter();
-        let Some(first) = instances.next() else { return Vec::new() };
-        let block = Arc::new(Block { write_log: Arc::downgrade(write_log), first, rest: instances.collect() });
-        (0..count).map(|slot| Tracked { block: Arc::clone(&block), slot }).collect()
+    /// Handles to `first` and then `rest` (at most [`BLOCK`] in all),
+    /// allocated as one block, in order. `rest` becomes the block's storage
+    /// as it is, without moving its instances again.
+    pub(crate) fn new_block(
+        write_log: &Arc<WriteLog<T>>,
+        first: Inner<T>,
+        rest: Vec<Inner<T>>,
+    ) -> impl Iterator<Item = Self> {
+        let count = u32::try_from(rest.len() + 1).unwrap_or(u32::MAX);
+        let block = Arc::new(Block { write_log: Arc::downgrade(write_log), first, rest: rest.into_boxed_slice() });
+        (0..count).map(move |slot| Tracked { block: Arc::clone(&block), slot })
     }
 
     /// The instance this handle refers to.
@@ -455,9 +471,11 @@ impl<T: Entity> Tracked<T> {
     /// guard on it is held (on this thread, or for longer than a second on
     /// another).
     pub fn try_read(&self) -> Result<Ref<'_, T>> {
-        let guard = self.lock_read()?;
-        hold(self.address());
-        Ok(Ref { guard, address: self.address(), _same_thread: PhantomData })
+        let inner = self.inner();
+        let guard = self.lock_read_of(inner)?;
+        let address = address_of(inner);
+        hold(address);
+        Ok(Ref { guard, address, _same_thread: PhantomData })
     }
 
     /// Borrows the entity mutably and marks it for change detection at the
@@ -566,7 +584,7 @@ impl<T: Entity> Tracked<T> {
 
     /// The address of the shared instance, to tell instances apart.
     pub(crate) fn address(&self) -> usize {
-        std::ptr::from_ref(self.inner()) as usize
+        address_of(self.inner())
     }
 
     /// The key the identity map holds this instance under, if it does.
@@ -609,11 +627,17 @@ impl<T: Entity> Tracked<T> {
 
     /// The session's own shared borrow, under the same rules as a user's.
     pub(crate) fn lock_read(&self) -> Result<RwLockReadGuard<'_, EntityState<T>>> {
-        let state = &self.inner().state;
+        self.lock_read_of(self.inner())
+    }
+
+    /// [`lock_read`](Self::lock_read) of this handle's instance, `inner`,
+    /// found once by the caller.
+    fn lock_read_of<'a>(&self, inner: &'a Inner<T>) -> Result<RwLockReadGuard<'a, EntityState<T>>> {
+        let state = &inner.state;
         if let Some(guard) = state.try_read_recursive() {
             return Ok(guard);
         }
-        if held_here(self.address()) {
+        if held_here(address_of(inner)) {
             return Err(self.borrowed(Holder::ThisThread));
         }
         state.try_read_recursive_for(BORROW_WAIT).ok_or_else(|| self.borrowed(Holder::OtherThread))
@@ -635,6 +659,11 @@ impl<T: Entity> Tracked<T> {
         let key = self.identity_key().map_or_else(|| "(not inserted yet)".to_owned(), |key| format!("{key:?}"));
         Error::Borrowed { entity: T::META.name, key, holder: holder.describe() }
     }
+}
+
+/// The address of an instance, which tells instances apart.
+fn address_of<T: Entity>(inner: &Inner<T>) -> usize {
+    std::ptr::from_ref(inner) as usize
 }
 
 impl<T: Entity> Clone for Tracked<T> {
