@@ -84,7 +84,7 @@ CONFORMANCE_BUILD=tests bash scripts/conformance.sh
 # rebuilt.
 step "integration tests through PgBouncer"
 through_pgbouncer=(session_basics flush flush_failures savepoints returning row_switch review_findings
-    relationships eager errors connection_safety streaming handles bulk types)
+    relationships eager errors connection_safety streaming handles bulk bulk_update types)
 ORM_TEST_VIA_PGBOUNCER=1 cargo test --workspace "${through_pgbouncer[@]/#/--test=}"
 
 step "RealWorld conformance suites through PgBouncer"

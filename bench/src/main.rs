@@ -235,7 +235,19 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
                 },
             )
             .await?;
-            vec![row("bulk update", "SELECT + UNNEST UPDATE", orm, raw)]
+            let (_, copy) = compare(
+                runs,
+                |_| async { Ok(Run::default()) },
+                |round| {
+                    let names = w::new_names(n, 2 * round + 1);
+                    timed(w::raw_bulk_update_copy(db, n, names))
+                },
+            )
+            .await?;
+            vec![
+                row("bulk update", "SELECT + UNNEST UPDATE", orm, raw),
+                row("bulk update", "SELECT + COPY to temp + UPDATE (floor)", orm, copy),
+            ]
         }
         "W4" => return run_large_select(db, n, runs, url).await,
         "W5" => {

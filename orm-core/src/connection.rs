@@ -42,12 +42,23 @@ pub(crate) struct Statement {
     pub(crate) check: Option<Check>,
     /// For a `COPY ... FROM STDIN (FORMAT binary)`: its rows, in that format.
     pub(crate) copy: Option<Bytes>,
+    /// For a batched write that returns the keys of the input rows it did
+    /// not match, instead of those it wrote: how many rows it was given.
+    /// Its outcome is [`Outcome::Unmatched`], and the rows it wrote count
+    /// in [`SessionStats::rows`].
+    pub(crate) unmatched_of: Option<u64>,
 }
 
 impl Statement {
     /// A statement with no result check and no `COPY` rows.
     pub(crate) fn new(sql: String, params: Vec<Param>, returns_rows: bool) -> Self {
-        Statement { sql, params, returns_rows, check: None, copy: None }
+        Statement { sql, params, returns_rows, check: None, copy: None, unmatched_of: None }
+    }
+
+    /// A batched write of `rows` input rows that returns the keys of those
+    /// it did not match (see [`unmatched_of`](Self::unmatched_of)).
+    pub(crate) fn reporting_unmatched(sql: String, params: Vec<Param>, rows: usize) -> Self {
+        Statement { unmatched_of: Some(rows as u64), ..Statement::new(sql, params, true) }
     }
 }
 
@@ -84,6 +95,12 @@ impl Ready {
 pub(crate) enum Outcome {
     Rows(Vec<Row>),
     Count(u64),
+    /// What a statement that reports the input rows it did not match
+    /// returned (see [`Statement::unmatched_of`]): the keys of those rows.
+    Unmatched {
+        expected: u64,
+        keys: Vec<Row>,
+    },
 }
 
 impl Outcome {
@@ -92,6 +109,7 @@ impl Outcome {
         match self {
             Outcome::Rows(rows) => rows.len() as u64,
             Outcome::Count(count) => *count,
+            Outcome::Unmatched { expected, keys } => expected.saturating_sub(keys.len() as u64),
         }
     }
 }
@@ -994,6 +1012,10 @@ async fn send_pipelined(
                             client.execute_typed(&statement.sql, &typed).await.map(Outcome::Count)
                         }
                     }
+                };
+                let outcome = match (outcome, statement.unmatched_of) {
+                    (Ok(Outcome::Rows(keys)), Some(expected)) => Ok(Outcome::Unmatched { expected, keys }),
+                    (outcome, _) => outcome,
                 };
                 if let Ok(outcome) = &outcome {
                     tracing::Span::current().record("rows", outcome.rows());

@@ -291,7 +291,7 @@ impl Session {
             .into_iter()
             .map(|sent| match sent.then(|| outcomes.next()).flatten() {
                 Some(Outcome::Rows(rows)) => rows,
-                Some(Outcome::Count(_)) | None => Vec::new(),
+                Some(Outcome::Count(_) | Outcome::Unmatched { .. }) | None => Vec::new(),
             })
             .collect();
         finish(self, rows.into_iter())

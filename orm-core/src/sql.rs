@@ -98,6 +98,15 @@ fn join_columns(meta: &EntityMeta, set: ColumnSet, prefix: &str) -> String {
 /// as another type (an array column, as `text`) is read back through
 /// [`batch_value`].
 fn unnest(meta: &EntityMeta, columns: &[usize], ordinality: Option<&str>) -> String {
+    let mut names: Vec<String> = columns.iter().map(|&i| quote_ident(meta.columns[i].name)).collect();
+    names.extend(ordinality.map(str::to_owned));
+    let with_ordinality = if ordinality.is_some() { " WITH ORDINALITY" } else { "" };
+    format!("{}{with_ordinality} AS v({})", unnest_types(meta, columns), names.join(", "))
+}
+
+/// `UNNEST($1::text[], ...)` of the array parameters of `columns`, the
+/// first numbered `$1`.
+fn unnest_types(meta: &EntityMeta, columns: &[usize]) -> String {
     let types: Vec<String> = columns
         .iter()
         .enumerate()
@@ -106,10 +115,7 @@ fn unnest(meta: &EntityMeta, columns: &[usize], ordinality: Option<&str>) -> Str
             format!("${}::{}[]", n + 1, column.batch_type.unwrap_or(column.sql_type))
         })
         .collect();
-    let mut names: Vec<String> = columns.iter().map(|&i| quote_ident(meta.columns[i].name)).collect();
-    names.extend(ordinality.map(str::to_owned));
-    let with_ordinality = if ordinality.is_some() { " WITH ORDINALITY" } else { "" };
-    format!("UNNEST({}){with_ordinality} AS v({})", types.join(", "), names.join(", "))
+    format!("UNNEST({})", types.join(", "))
 }
 
 /// A column's value in a row of [`unnest`]: `v."a"`, or for a column
@@ -315,8 +321,36 @@ pub(crate) fn next_version(column: &ColumnMeta, alias: &str) -> String {
     format!("CASE WHEN {alias}.{name} = {max} THEN -{max} - 1 ELSE {alias}.{name} + 1 END")
 }
 
+/// Wraps a batched write that matches its input rows by key, `write`
+/// (ending in `RETURNING` the keys of the rows it wrote, its key arrays
+/// first among its parameters), so that it returns the keys of the input
+/// rows it did not match instead: no row when it matched every one, which
+/// is the rule, so a large batch sends no row back for the client to read.
+///
+/// The server counts the rows written against the input's length once (a
+/// one-time filter) and only when they differ looks for the keys that
+/// were not written. The input's keys are distinct (one instance per key
+/// in a session), so the two counts differ exactly when a row is missing.
+fn unmatched_keys(meta: &EntityMeta, write: &str) -> String {
+    let keys: Vec<usize> = meta.key_columns().collect();
+    let names: Vec<String> = keys.iter().map(|&i| quote_ident(meta.columns[i].name)).collect();
+    let sent: Vec<String> = names.iter().map(|name| format!("sent.{name}")).collect();
+    let matches: Vec<String> = names.iter().map(|name| format!("written.{name} = sent.{name}")).collect();
+    let first = keys.first().map_or("int8", |&i| meta.columns[i].batch_type.unwrap_or(meta.columns[i].sql_type));
+    format!(
+        "WITH written AS ({write}) SELECT {} FROM {} AS sent({}) \
+         WHERE (SELECT count(*) FROM written) < cardinality($1::{first}[]) \
+         AND NOT EXISTS (SELECT FROM written WHERE {})",
+        sent.join(", "),
+        unnest_types(meta, &keys),
+        names.join(", "),
+        matches.join(" AND "),
+    )
+}
+
 /// Updates a batch of rows that changed the same columns. Parameters follow
-/// [`update_parameters`]. Returns the keys of the rows it matched.
+/// [`update_parameters`]. Returns the keys of the input rows it did not
+/// match (see [`unmatched_keys`]).
 pub(crate) fn update(meta: &EntityMeta, changed: ColumnSet) -> String {
     let version = meta.version_column();
     let mut assignments: Vec<String> = indexes(changed)
@@ -325,27 +359,29 @@ pub(crate) fn update(meta: &EntityMeta, changed: ColumnSet) -> String {
     if let Some(v) = version {
         assignments.push(format!("{} = {}", quote_ident(meta.columns[v].name), next_version(&meta.columns[v], "t")));
     }
-    format!(
+    let write = format!(
         "UPDATE {} AS t SET {} FROM {} WHERE {} RETURNING {}",
         quote_ident(meta.table),
         assignments.join(", "),
         unnest(meta, &update_parameters(meta, changed), None),
         match_condition(meta),
         join_columns(meta, meta.key_set(), "t."),
-    )
+    );
+    unmatched_keys(meta, &write)
 }
 
 /// Deletes a batch by key (and expected version if versioned); parameters
 /// follow [`update_parameters`] with no changed columns. Returns the keys of
-/// the rows it matched.
+/// the input rows it did not match (see [`unmatched_keys`]).
 fn delete(meta: &EntityMeta) -> String {
-    format!(
+    let write = format!(
         "DELETE FROM {} AS t USING {} WHERE {} RETURNING {}",
         quote_ident(meta.table),
         unnest(meta, &update_parameters(meta, 0), None),
         match_condition(meta),
         join_columns(meta, meta.key_set(), "t."),
-    )
+    );
+    unmatched_keys(meta, &write)
 }
 
 /// The statement of a batch of the session's deletes: [`soft_delete`] for
@@ -367,13 +403,14 @@ fn soft_delete(meta: &EntityMeta, marker: usize) -> String {
         let _ =
             write!(assignments, ", {} = {}", quote_ident(meta.columns[v].name), next_version(&meta.columns[v], "t"));
     }
-    format!(
+    let write = format!(
         "UPDATE {} AS t SET {assignments} FROM {} WHERE {} AND t.{marker} IS NULL RETURNING {}",
         quote_ident(meta.table),
         unnest(meta, &update_parameters(meta, 0), None),
         match_condition(meta),
         join_columns(meta, meta.key_set(), "t."),
-    )
+    );
+    unmatched_keys(meta, &write)
 }
 
 /// Sets `columns` to NULL in a batch of rows, by key, leaving the version

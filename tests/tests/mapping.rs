@@ -258,7 +258,10 @@ async fn sql_type_overrides_the_array_cast() {
 
     // The statements this session prepared on its connection.
     let rows = session
-        .query_rows("SELECT statement FROM pg_prepared_statements WHERE statement ~ '^(INSERT|UPDATE)'", &[])
+        .query_rows(
+            "SELECT statement FROM pg_prepared_statements WHERE statement ~ '^(INSERT|WITH written AS \\(UPDATE)'",
+            &[],
+        )
         .await
         .unwrap();
     let statements: Vec<String> = rows.iter().map(|r| r.get(0)).collect();

@@ -153,6 +153,7 @@ pub(crate) fn allocate_keys(meta: &EntityMeta, target: &CopyTarget, count: usize
         returns_rows: true,
         check: None,
         copy: None,
+        unmatched_of: None,
     }
 }
 
@@ -173,6 +174,7 @@ pub(crate) fn copy_statement<T: Entity>(
         returns_rows: false,
         check: None,
         copy: None,
+        unmatched_of: None,
     };
     let mut data = BytesMut::with_capacity(rows.len() * 64 + 32);
     data.put_slice(b"PGCOPY\n\xff\r\n\0");

@@ -450,6 +450,7 @@ fn upsert_statement<T: Entity>(
         returns_rows: true,
         check: Some(check_returned_rows::<T>),
         copy: None,
+        unmatched_of: None,
     };
     Unbound { statement, binding: Some(ColumnBinding::boxed(rows, sql::batch_insert_parameters(columns), flush)) }
 }
@@ -502,8 +503,14 @@ fn insert_statement<T: Entity>(inserts: &[Tracked<T>], columns: ColumnSet, flush
             Some(ColumnBinding::boxed(inserts, sql::batch_insert_parameters(columns), flush)),
         ),
     };
-    let statement =
-        Statement { sql, params, returns_rows, check: returns_rows.then_some(check_returning::<T>), copy: None };
+    let statement = Statement {
+        sql,
+        params,
+        returns_rows,
+        check: returns_rows.then_some(check_returning::<T>),
+        copy: None,
+        unmatched_of: None,
+    };
     Ok(Unbound { statement, binding })
 }
 
@@ -549,16 +556,16 @@ pub(crate) fn plan_table<T: Entity>(
     let check_clash = !upserts.is_empty()
         && (!registry.identity.is_empty() || !scope.inserted.is_empty() || upserts.len() + usize::from(plain > 0) > 1);
     for (&changed, rows) in &groups {
-        let statement = Statement::new(sql::update(meta, changed), Vec::new(), true);
+        let statement = Statement::reporting_unmatched(sql::update(meta, changed), Vec::new(), rows.len());
         let binding = ColumnBinding::boxed(rows, sql::update_parameters(meta, changed), flush);
         statements.updates.push(Unbound { statement, binding: Some(binding) });
     }
     for (&changed, switched) in switches.iter().filter(|(&changed, _)| switch_sends::<T>(changed)) {
         statements.updates.push(
-            Statement::new(
+            Statement::reporting_unmatched(
                 sql::update(meta, changed),
                 bind_switches(switched, &sql::update_parameters(meta, changed), flush)?,
-                true,
+                switched.len(),
             )
             .into(),
         );
@@ -568,10 +575,10 @@ pub(crate) fn plan_table<T: Entity>(
     // checked: they touch only rows this transaction inserted or deletes.
     if !post_updated.is_empty() {
         statements.updates.push(
-            Statement::new(
+            Statement::reporting_unmatched(
                 sql::update(meta, scope.deferred),
                 bind_post_update(registry, &post_updated, &sql::update_parameters(meta, scope.deferred), flush)?,
-                true,
+                post_updated.len(),
             )
             .into(),
         );
@@ -590,8 +597,12 @@ pub(crate) fn plan_table<T: Entity>(
     }
     if !deletes.is_empty() {
         statements.deletes.push(
-            Statement::new(sql::session_delete(meta), bind_stored(&deletes, &sql::update_parameters(meta, 0))?, true)
-                .into(),
+            Statement::reporting_unmatched(
+                sql::session_delete(meta),
+                bind_stored(&deletes, &sql::update_parameters(meta, 0))?,
+                deletes.len(),
+            )
+            .into(),
         );
     }
     let updates = groups.into_values().collect();
@@ -645,6 +656,7 @@ fn rows_of(outcome: Option<&Outcome>) -> (&[tokio_postgres::Row], usize) {
     match outcome {
         Some(Outcome::Rows(rows)) => (rows, rows.len()),
         Some(Outcome::Count(count)) => (&[], usize::try_from(*count).unwrap_or(usize::MAX)),
+        Some(outcome @ Outcome::Unmatched { .. }) => (&[], usize::try_from(outcome.rows()).unwrap_or(usize::MAX)),
         None => (&[], 0),
     }
 }
@@ -764,25 +776,28 @@ impl<T: Entity> Plan<T> {
         Ok(())
     }
 
-    /// Fails with `StaleData` naming the rows a statement should have matched and did not.
+    /// Fails with `StaleData` naming the rows a statement should have
+    /// matched and did not: its outcome names them (see
+    /// [`Statement::reporting_unmatched`]), and they are named in the order
+    /// of `expected`, the statement's input.
     fn check_matched(expected: &[Tracked<T>], outcome: &Outcome) -> Result<()> {
-        let Outcome::Rows(rows) = outcome else { return Ok(()) };
-        if rows.len() == expected.len() {
+        let Outcome::Unmatched { keys: unmatched, .. } = outcome else { return Ok(()) };
+        if unmatched.is_empty() {
             return Ok(());
         }
-        let matched: HashSet<T::Key> = rows.iter().filter_map(|row| T::key_from_row(row).ok()).collect();
-        let keys = expected
+        let unmatched: HashSet<T::Key> = unmatched.iter().map(T::key_from_row).collect::<Result<_>>()?;
+        let keys: Vec<String> = expected
             .iter()
             .filter_map(Tracked::identity_key)
-            .filter(|key| !matched.contains(key))
+            .filter(|key| unmatched.contains(key))
             .map(|key| format!("{key:?}"))
             .collect();
         Err(Error::StaleData {
             entity: T::META.name,
             table: T::META.table,
+            matched: expected.len().saturating_sub(unmatched.len()),
             keys,
             expected: expected.len(),
-            matched: rows.len(),
         })
     }
 }
