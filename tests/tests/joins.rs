@@ -40,6 +40,13 @@ async fn a_join_returns_each_child_with_its_parent_in_one_statement_through_the_
     assert_eq!(by_three.len(), 10);
     assert!(by_three.iter().all(|(_, author)| Tracked::ptr_eq(author, &tracked_author)));
     assert_eq!(tracked_author.read().name, "renamed, not flushed");
+    // The other nine authors were not tracked before, and each repeats
+    // within the load: one instance each too.
+    for (_, author) in &rows {
+        let id = author.read().id;
+        let first = rows.iter().map(|(_, a)| a).find(|a| a.read().id == id).unwrap();
+        assert!(Tracked::ptr_eq(author, first), "author {id} has one instance");
+    }
     // The posts are tracked too: getting one costs nothing.
     let statements = session.stats().statements;
     assert!(Tracked::ptr_eq(&session.get_one::<Post>(1).await.unwrap(), &rows[0].0));
