@@ -230,16 +230,16 @@ async fn conclude(
 ) -> Result<()> {
     // Large flushes come back with a row per insert: every step over them
     // below goes a chunk of rows at a time, yielding to the runtime between
-    // chunks, so that no poll applies a whole batch. A flush that returned
-    // at most one chunk (a web request's) is checked and applied in the
+    // chunks, so that no poll applies a whole batch. A flush that applies
+    // at most one chunk of rows (a web request's) is checked and applied in the
     // poll that received it: a yield there would cost every small commit a
     // trip through the scheduler.
-    let returned: usize = sent.iter().map(|part| part.outcomes.returned_rows()).sum();
+    let applied: usize = sent.iter().map(|part| part.outcomes.applied_rows()).sum();
     let verified =
         sent.iter_mut().try_for_each(|part| part.plan.verify(&part.outcomes, registries.all[part.registry].as_ref()));
     let checked = async {
         verified?;
-        if returned > BIND_CHUNK {
+        if applied > BIND_CHUNK {
             tokio::task::yield_now().await;
         }
         for part in &sent {

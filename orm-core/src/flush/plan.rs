@@ -112,9 +112,10 @@ pub(crate) struct TableOutcomes {
 }
 
 impl TableOutcomes {
-    /// How many rows the statements returned (`RETURNING`), which the
-    /// flush then checks and applies to the objects.
-    pub(crate) fn returned_rows(&self) -> usize {
+    /// How many rows the flush checks and applies to the objects after
+    /// these statements: those they returned (`RETURNING`), and those an
+    /// update or delete wrote (it returns only the ones it missed).
+    pub(crate) fn applied_rows(&self) -> usize {
         self.inserts
             .iter()
             .chain(&self.updates)
@@ -122,6 +123,7 @@ impl TableOutcomes {
             .map(|outcome| match outcome {
                 Outcome::Rows(rows) => rows.len(),
                 Outcome::Count(_) => 0,
+                Outcome::Unmatched { expected, .. } => usize::try_from(*expected).unwrap_or(usize::MAX),
             })
             .sum()
     }
