@@ -14,7 +14,13 @@ use std::collections::{HashMap, HashSet};
 
 use orm_core::{Expr, Load, Session, Tracked};
 
-use crate::entities::{Favorite, Follow, User};
+use crate::entities::{Article, Favorite, Follow, User};
+
+/// The article with this slug, as a list of at most one (empty: the
+/// handler's 404), to load beside what the handler needs with it.
+pub fn article_by_slug(session: &mut Session, slug: &str) -> Load<Vec<Tracked<Article>>> {
+    session.query::<Article>().filter(Article::SLUG.eq(slug)).limit(1).all_later()
+}
 
 /// How many users favorited each article: one statement
 /// (`SELECT article_id, count(*) ... GROUP BY article_id`), whose text does

@@ -373,7 +373,7 @@ async fn article_and_favorite(
     slug: &str,
     user: i64,
 ) -> ApiResult<(Tracked<Article>, Option<Tracked<Favorite>>)> {
-    let article = session.query::<Article>().filter(Article::SLUG.eq(slug)).limit(1).all_later();
+    let article = loaders::article_by_slug(session, slug);
     let favorite = session
         .query::<Favorite>()
         .filter(Favorite::USER_ID.eq(user))

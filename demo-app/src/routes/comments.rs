@@ -38,7 +38,7 @@ struct CommentsResponse {
 async fn list(viewer: MaybeAuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<Json<CommentsResponse>> {
     // The article (for its 404) beside its comments, found through its
     // slug in the database: one round trip. Ids grow with time.
-    let article = db.query::<Article>().filter(Article::SLUG.eq(&slug)).limit(1).all_later();
+    let article = loaders::article_by_slug(&mut db, &slug);
     let comments = db
         .query::<Comment>()
         .filter(Comment::ARTICLE.has(Article::SLUG.eq(&slug)))
@@ -82,7 +82,7 @@ async fn create(
     Path(slug): Path<String>,
     Valid(request): Valid<CreateRequest>,
 ) -> ApiResult<(StatusCode, Json<CommentResponse>)> {
-    let article = db.query::<Article>().filter(Article::SLUG.eq(&slug)).limit(1).all_later();
+    let article = loaders::article_by_slug(&mut db, &slug);
     let (mut article, viewer, followed) = db
         .load_together((article, loaders::viewer(Some(auth.id)), loaders::followed(Some(auth.id), &[auth.id])))
         .await?;
