@@ -308,7 +308,7 @@ impl<T: Entity> Registry<T> {
             if let Some((_, held)) = self.identity.raw_entry_v1().from_key_hashed_nocheck(hash, &key) {
                 found.push(Found::Held(held.clone()));
             } else if new_hashes.insert(hash) {
-                let instance = Inner::new(entity, Some(key.clone()), None);
+                let instance = Inner::new(entity, Some(key.clone()));
                 if first.is_none() {
                     first = Some(instance);
                     // The room the block's other instances need, the rows

@@ -128,6 +128,13 @@ struct Block<T: Entity> {
     /// flush visits only written entities instead of every tracked one.
     /// Weak, so a handle that outlives its session keeps nothing alive.
     write_log: Weak<WriteLog<T>>,
+    /// How the insert of the first instance treats a clashing row, if it
+    /// was added with one
+    /// ([`Session::add_on_conflict`](crate::Session::add_on_conflict)),
+    /// which makes a block of one. Kept here rather than in every
+    /// instance, as loaded rows never have one: fixed at creation, so a
+    /// flush reads it without a lock; boxed, as few blocks have one.
+    conflict: Option<Box<ConflictRule>>,
     first: Inner<T>,
     /// The others, in slot order from slot 1; empty (no allocation) for a
     /// block of one.
@@ -155,21 +162,15 @@ pub(crate) struct Inner<T: Entity> {
     /// Whether the instance waits in its write log's `moved` list, so that
     /// repeated writes queue it once.
     moved: AtomicBool,
-    /// How its insert treats a clashing row, if it was added with one
-    /// ([`Session::add_on_conflict`](crate::Session::add_on_conflict)).
-    /// Fixed at creation, so a flush reads it without a lock; boxed, as
-    /// few entities have one.
-    conflict: Option<Box<ConflictRule>>,
 }
 
 impl<T: Entity> Inner<T> {
     /// An instance of `entity`, tracked under `identity` if it is persistent.
-    pub(crate) fn new(entity: T, identity: Option<T::Key>, conflict: Option<ConflictRule>) -> Self {
+    pub(crate) fn new(entity: T, identity: Option<T::Key>) -> Self {
         Inner {
             state: RwLock::new(EntityState { current: entity, snapshot: None, bound_by: 0, sent: None }),
             identity: Mutex::new(identity),
             moved: AtomicBool::new(false),
-            conflict: conflict.map(Box::new),
         }
     }
 }
@@ -427,8 +428,9 @@ impl<T: Entity> Tracked<T> {
         identity: Option<T::Key>,
         conflict: Option<ConflictRule>,
     ) -> Self {
-        let first = Inner::new(entity, identity, conflict);
-        let block = Block { write_log: Arc::downgrade(write_log), first, rest: Box::default() };
+        let first = Inner::new(entity, identity);
+        let conflict = conflict.map(Box::new);
+        let block = Block { write_log: Arc::downgrade(write_log), conflict, first, rest: Box::default() };
         Tracked { block: Arc::new(block), slot: 0 }
     }
 
@@ -441,7 +443,8 @@ impl<T: Entity> Tracked<T> {
         rest: Vec<Inner<T>>,
     ) -> impl Iterator<Item = Self> {
         let count = u32::try_from(rest.len() + 1).unwrap_or(u32::MAX);
-        let block = Arc::new(Block { write_log: Arc::downgrade(write_log), first, rest: rest.into_boxed_slice() });
+        let write_log = Arc::downgrade(write_log);
+        let block = Arc::new(Block { write_log, conflict: None, first, rest: rest.into_boxed_slice() });
         (0..count).map(move |slot| Tracked { block: Arc::clone(&block), slot })
     }
 
@@ -452,7 +455,7 @@ impl<T: Entity> Tracked<T> {
 
     /// The rule its insert follows for a clashing row, if any.
     pub(crate) fn conflict_rule(&self) -> Option<ConflictRule> {
-        self.inner().conflict.as_deref().copied()
+        self.block.conflict.as_deref().copied().filter(|_| self.slot == 0)
     }
 
     /// Borrows the entity.
