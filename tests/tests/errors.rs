@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orm_core::tokio_postgres::error::SqlState;
-use orm_core::{Database, DatabaseConfig, Entity, Error, ErrorKind, IsolationLevel};
+use orm_core::{Database, DatabaseConfig, Entity, Error, ErrorKind, IsolationLevel, Tracked};
 use support::{customer, setup, setup_with, Account, Customer};
 use tokio::sync::Barrier;
 
@@ -609,6 +609,41 @@ async fn decode_errors_say_why_naming_entity_and_column() {
     assert!(shown.contains("amount") && shown.contains("Mistyped"), "{shown}");
     assert!(shown.contains("i64") && shown.contains("text"), "names both types: {shown}");
     assert!(!shown.contains("abc"), "Display leaks the value: {shown}");
+}
+
+#[tokio::test]
+async fn a_tracked_load_that_fails_partway_leaves_the_identity_map_as_it_was() {
+    let (test_db, db) = setup().await;
+    // Row 150 cannot be decoded: the rows before it span two blocks of
+    // tracked instances and part of a third.
+    test_db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE strict (id int PRIMARY KEY, note text);
+             INSERT INTO strict SELECT i, CASE WHEN i = 150 THEN NULL ELSE 'n' || i END FROM generate_series(1, 200) i",
+        )
+        .await
+        .unwrap();
+    let mut session = db.session();
+    let held = session.get_one::<Strict>(2).await.unwrap();
+    held.modify(|strict| strict.note = "changed".to_owned());
+
+    let error = session.query::<Strict>().order_by(Strict::ID.asc()).all().await.expect_err("NULL into a String");
+    assert_eq!(error.kind(), ErrorKind::Decode);
+
+    let before = session.stats().statements;
+    let again = session.get_one::<Strict>(2).await.unwrap();
+    assert!(Tracked::ptr_eq(&held, &again), "the instance tracked before the load stays");
+    assert_eq!(again.read().note, "changed");
+    assert_eq!(session.stats().statements, before, "still in the identity map");
+    let first = session.get_one::<Strict>(1).await.unwrap();
+    assert_eq!(session.stats().statements, before + 1, "row 1 of the failed load was not kept: loaded again");
+    assert_eq!(first.read().note, "n1");
+    let all = session.query::<Strict>().filter(Strict::ID.lt(150)).order_by(Strict::ID.asc()).all().await.unwrap();
+    assert_eq!(all.len(), 149);
+    assert!(Tracked::ptr_eq(&all[0], &first) && Tracked::ptr_eq(&all[1], &held));
+    assert_eq!(all[1].read().note, "changed", "pending changes win over the row");
 }
 
 /// Terminates the backend running the statement that reads it.
