@@ -149,9 +149,8 @@ enum Found<T: Entity> {
 /// The rows of one load, tracked as they arrive: each [`BLOCK`] of rows is
 /// tracked (as [`Registry::track_all`] tracks them) once it is complete, so
 /// a load never holds all its rows twice, as plain values and as tracked
-/// instances; the peak memory of a large tracked load is lower by the
-/// size of its rows (56 bytes each for a three-column entity, before the
-/// `Vec`'s doubling).
+/// instances: the peak memory of a large tracked load is lower by a `Vec`
+/// of its rows as plain values.
 ///
 /// A load that fails or is dropped before [`finish`](Self::finish) takes
 /// the rows it tracked out of the session again: as when rows were tracked
