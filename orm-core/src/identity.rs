@@ -53,7 +53,8 @@ pub(crate) struct Registry<T: Entity> {
     /// loaded: a `HashSet<ParentKey>` behind `Any`, since the parent type is
     /// known only to the caller. The children themselves are found in the
     /// identity map, so a collection always reflects the session's changes.
-    pub(crate) loaded_children: HashMap<usize, Box<dyn Any + Send + Sync>>,
+    /// Hashed with foldhash: every `children` call looks its column up here.
+    pub(crate) loaded_children: HashMap<usize, Box<dyn Any + Send + Sync>, foldhash::fast::RandomState>,
     /// Where to find the tracked entities that point at a parent, for
     /// `children` and cascades.
     pub(crate) children_index: ChildrenIndex<T>,
@@ -219,7 +220,7 @@ impl<T: Entity> Registry<T> {
             write_log: Arc::default(),
             savepoints: Vec::new(),
             links: Watched::default(),
-            loaded_children: HashMap::new(),
+            loaded_children: HashMap::default(),
             children_index: ChildrenIndex::new(),
             provisional: HashMap::new(),
             filled_links: parking_lot::Mutex::default(),
@@ -746,7 +747,12 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         }
         if succeeded {
             // Every pending parent was inserted, so every link is resolved.
-            self.links.clear();
+            // Only cleared if there are any: clearing counts as a change of
+            // the registry (its generation), which would make every clean
+            // bucket of the children index unclean after each autoflush.
+            if !self.links.is_empty() {
+                self.links.clear();
+            }
             self.children_index.clear_links();
             // Drops the written entities the flush synced from the write
             // log, so that the next flush can tell at once that nothing is
