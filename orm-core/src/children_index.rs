@@ -225,18 +225,58 @@ impl<T: Entity> ChildrenIndex<T> {
         }
         let Ok(state) = tracked.lock_read() else { return false };
         for column in Self::reference_columns() {
-            let Some(hash) = state.current.reference_hash(column) else { continue };
-            let bucket = self.new_row_bucket((column, hash));
-            let slot = Slot { hash, at: bucket.children.len() };
-            bucket.children.push(tracked.clone());
-            if bucket.children.len() > 1 && bucket.clean_at != Some(generation) {
-                bucket.clean_at = None;
-            } else {
-                bucket.clean_at = Some(generation);
+            if let Some(hash) = state.current.reference_hash(column) {
+                self.file_fresh(tracked, column, hash, generation);
             }
-            self.unplaced.push(((tracked.address(), column), slot));
         }
         true
+    }
+
+    /// Whether the index was built (before, filing does nothing).
+    pub(crate) fn is_built(&self) -> bool {
+        self.built
+    }
+
+    /// The foreign-key column of `T` if it has exactly one, as most
+    /// entities do: a load reads the parent-key hash of such a row before
+    /// the row becomes an instance, and files it with
+    /// [`file_new_under`](Self::file_new_under), without a lock.
+    pub(crate) fn sole_reference_column() -> Option<usize> {
+        let mut columns = Self::reference_columns();
+        let first = columns.next()?;
+        columns.next().is_none().then_some(first)
+    }
+
+    /// [`file_new`](Self::file_new) for an entity whose only foreign-key
+    /// column is `column`, its parent key hashing to `hash` (`None` for a
+    /// NULL), read from its row.
+    pub(crate) fn file_new_under(
+        &mut self,
+        tracked: &Tracked<T>,
+        column: usize,
+        hash: Option<u64>,
+        generation: u64,
+    ) -> bool {
+        if !self.built {
+            return false;
+        }
+        if let Some(hash) = hash {
+            self.file_fresh(tracked, column, hash, generation);
+        }
+        true
+    }
+
+    /// Files a fresh row's handle last in its bucket through `column`.
+    fn file_fresh(&mut self, tracked: &Tracked<T>, column: usize, hash: u64, generation: u64) {
+        let bucket = self.new_row_bucket((column, hash));
+        let slot = Slot { hash, at: bucket.children.len() };
+        bucket.children.push(tracked.clone());
+        if bucket.children.len() > 1 && bucket.clean_at != Some(generation) {
+            bucket.clean_at = None;
+        } else {
+            bucket.clean_at = Some(generation);
+        }
+        self.unplaced.push(((tracked.address(), column), slot));
     }
 
     /// The bucket a fresh row is filed in under `key`, made with the

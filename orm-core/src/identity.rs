@@ -139,12 +139,25 @@ impl<T: Entity> Undo<T> {
 enum Found<T: Entity> {
     /// Tracked already: that instance wins over the row.
     Held(Tracked<T>),
-    /// New: the next instance of the block, under this key and hash.
-    New(u64, T::Key),
+    /// New: the next instance of the block, under this key and hash, and
+    /// how the children index files it.
+    New(u64, T::Key, Filing),
     /// Its key's hash repeats one of this block's new rows: most likely the
     /// same key again (a join repeats its parents), so it is tracked after
     /// them, through the map.
     Repeated(T),
+}
+
+/// How the children index files a new row of a block.
+#[derive(Clone, Copy)]
+enum Filing {
+    /// Through each foreign-key column, read from the instance under its
+    /// lock (or queued, if the index is not built).
+    ByInstance,
+    /// Through the type's only foreign-key column, here with the hash of
+    /// the parent key the row held (`None` for a NULL), read before the
+    /// row became an instance.
+    Under(usize, Option<u64>),
 }
 
 /// What tracking one block of rows needs besides the block, kept for the
@@ -300,6 +313,10 @@ impl<T: Entity> Registry<T> {
     ) {
         scratch.clear();
         let BlockScratch { found, new_hashes } = scratch;
+        // Read from each new row before it becomes an instance, which would
+        // then have to be locked to read it.
+        let sole_reference =
+            if self.children_index.is_built() { ChildrenIndex::<T>::sole_reference_column() } else { None };
         let mut first = None;
         let mut rest = Vec::new();
         while new_hashes.len() < BLOCK {
@@ -309,6 +326,8 @@ impl<T: Entity> Registry<T> {
             if let Some((_, held)) = self.identity.raw_entry_v1().from_key_hashed_nocheck(hash, &key) {
                 found.push(Found::Held(held.clone()));
             } else if new_hashes.insert(hash) {
+                let filing = sole_reference
+                    .map_or(Filing::ByInstance, |column| Filing::Under(column, entity.reference_hash(column)));
                 let instance = Inner::new(entity, Some(key.clone()), None);
                 if first.is_none() {
                     first = Some(instance);
@@ -319,7 +338,7 @@ impl<T: Entity> Registry<T> {
                 } else {
                     rest.push(instance);
                 }
-                found.push(Found::New(hash, key));
+                found.push(Found::New(hash, key, filing));
             } else {
                 found.push(Found::Repeated(entity));
             }
@@ -330,7 +349,7 @@ impl<T: Entity> Registry<T> {
             let handle = match row {
                 Found::Held(held) => held,
                 Found::Repeated(entity) => self.track_loaded(entity),
-                Found::New(hash, key) => {
+                Found::New(hash, key, filing) => {
                     let Some(handle) = made.next() else { unreachable!("one instance was made per new row") };
                     // Appended after every tracked entity: the buckets of the
                     // children index stay in collection order.
@@ -338,7 +357,13 @@ impl<T: Entity> Registry<T> {
                         RawEntryMut::Occupied(held) => held.get().clone(),
                         RawEntryMut::Vacant(vacant) => {
                             vacant.insert_hashed_nocheck(hash, key, handle.clone());
-                            if !self.children_index.file_new(&handle, generation) {
+                            let filed = match filing {
+                                Filing::Under(column, parent_hash) => {
+                                    self.children_index.file_new_under(&handle, column, parent_hash, generation)
+                                }
+                                Filing::ByInstance => self.children_index.file_new(&handle, generation),
+                            };
+                            if !filed {
                                 self.write_log.note_moved(&handle);
                             }
                             handle
