@@ -53,7 +53,8 @@ pub(crate) struct Registry<T: Entity> {
     /// loaded: a `HashSet<ParentKey>` behind `Any`, since the parent type is
     /// known only to the caller. The children themselves are found in the
     /// identity map, so a collection always reflects the session's changes.
-    pub(crate) loaded_children: HashMap<usize, Box<dyn Any + Send + Sync>>,
+    /// Hashed with foldhash: every `children` call looks its column up here.
+    pub(crate) loaded_children: HashMap<usize, Box<dyn Any + Send + Sync>, foldhash::fast::RandomState>,
     /// Where to find the tracked entities that point at a parent, for
     /// `children` and cascades.
     pub(crate) children_index: ChildrenIndex<T>,
@@ -138,8 +139,9 @@ impl<T: Entity> Undo<T> {
 enum Found<T: Entity> {
     /// Tracked already: that instance wins over the row.
     Held(Tracked<T>),
-    /// New: the next instance of the block, under this key and hash.
-    New(u64, T::Key),
+    /// New: the next instance of the block, under this key and hash, and
+    /// how the children index files it.
+    New(u64, T::Key, Filing),
     /// Its key's hash repeats one of this block's new rows: most likely the
     /// same key again (a join repeats its parents), so it is tracked after
     /// them, through the map.
@@ -201,6 +203,18 @@ impl<T: Entity> Drop for LoadTracking<'_, T> {
             self.registry.forget_appended(self.start);
         }
     }
+}
+
+/// How the children index files a new row of a block.
+#[derive(Clone, Copy)]
+enum Filing {
+    /// Through each foreign-key column, read from the instance under its
+    /// lock (or queued, if the index is not built).
+    ByInstance,
+    /// Through the type's only foreign-key column, here with the hash of
+    /// the parent key the row held (`None` for a NULL), read before the
+    /// row became an instance.
+    Under(usize, Option<u64>),
 }
 
 /// What tracking one block of rows needs besides the block, kept for the
@@ -276,7 +290,7 @@ impl<T: Entity> Registry<T> {
             write_log: Arc::default(),
             savepoints: Vec::new(),
             links: Watched::default(),
-            loaded_children: HashMap::new(),
+            loaded_children: HashMap::default(),
             children_index: ChildrenIndex::new(),
             provisional: HashMap::new(),
             filled_links: parking_lot::Mutex::default(),
@@ -378,6 +392,10 @@ impl<T: Entity> Registry<T> {
     ) {
         scratch.clear();
         let BlockScratch { found, new_hashes } = scratch;
+        // Read from each new row before it becomes an instance, which would
+        // then have to be locked to read it.
+        let sole_reference =
+            if self.children_index.is_built() { ChildrenIndex::<T>::sole_reference_column() } else { None };
         let mut first = None;
         let mut rest = Vec::new();
         while new_hashes.len() < BLOCK {
@@ -387,6 +405,8 @@ impl<T: Entity> Registry<T> {
             if let Some((_, held)) = self.identity.raw_entry_v1().from_key_hashed_nocheck(hash, &key) {
                 found.push(Found::Held(held.clone()));
             } else if new_hashes.insert(hash) {
+                let filing = sole_reference
+                    .map_or(Filing::ByInstance, |column| Filing::Under(column, entity.reference_hash(column)));
                 let instance = Inner::new(entity, Some(key.clone()));
                 if first.is_none() {
                     first = Some(instance);
@@ -397,7 +417,7 @@ impl<T: Entity> Registry<T> {
                 } else {
                     rest.push(instance);
                 }
-                found.push(Found::New(hash, key));
+                found.push(Found::New(hash, key, filing));
             } else {
                 found.push(Found::Repeated(entity));
             }
@@ -408,7 +428,7 @@ impl<T: Entity> Registry<T> {
             let handle = match row {
                 Found::Held(held) => held,
                 Found::Repeated(entity) => self.track_loaded(entity),
-                Found::New(hash, key) => {
+                Found::New(hash, key, filing) => {
                     let Some(handle) = made.next() else { unreachable!("one instance was made per new row") };
                     // Appended after every tracked entity: the buckets of the
                     // children index stay in collection order.
@@ -416,7 +436,13 @@ impl<T: Entity> Registry<T> {
                         RawEntryMut::Occupied(held) => held.get().clone(),
                         RawEntryMut::Vacant(vacant) => {
                             vacant.insert_hashed_nocheck(hash, key, handle.clone());
-                            if !self.children_index.file_new(&handle, generation) {
+                            let filed = match filing {
+                                Filing::Under(column, parent_hash) => {
+                                    self.children_index.file_new_under(&handle, column, parent_hash, generation)
+                                }
+                                Filing::ByInstance => self.children_index.file_new(&handle, generation),
+                            };
+                            if !filed {
                                 self.write_log.note_moved(&handle);
                             }
                             handle
@@ -825,7 +851,12 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         }
         if succeeded {
             // Every pending parent was inserted, so every link is resolved.
-            self.links.clear();
+            // Only cleared if there are any: clearing counts as a change of
+            // the registry (its generation), which would make every clean
+            // bucket of the children index unclean after each autoflush.
+            if !self.links.is_empty() {
+                self.links.clear();
+            }
             self.children_index.clear_links();
             // Drops the written entities the flush synced from the write
             // log, so that the next flush can tell at once that nothing is

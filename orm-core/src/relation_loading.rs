@@ -228,7 +228,7 @@ impl Session {
     /// number of children instead of growing (and moving) child by child.
     fn track_children<C: Entity>(&mut self, rows: Vec<C>, parents: usize) -> Vec<Tracked<C>> {
         let per_parent = rows.len().div_ceil(parents.max(1));
-        self.registries.of::<C>().children_index.expect_per_parent(per_parent);
+        self.registries.of::<C>().children_index.expect_per_parent(parents, per_parent);
         self.track(rows)
     }
 

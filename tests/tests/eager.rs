@@ -64,18 +64,23 @@ async fn bounded<F: Future<Output = ()>>(body: F) {
     tokio::time::timeout(Duration::from_secs(60), body).await.expect("the test finished within 60 s");
 }
 
+/// Every user in key order, with their posts and the posts' comments.
+async fn every_user_with_posts_and_comments(session: &mut orm_core::Session) -> Vec<Tracked<User>> {
+    session
+        .query::<User>()
+        .order_by(User::ID.asc())
+        .with_children_nested(Post::AUTHOR, |posts| posts.with_children(Comment::POST))
+        .all()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn three_levels_for_100_users_1000_posts_10000_comments_are_three_statements() {
     bounded(async {
         let (_test_db, db) = setup(100, 10, 10).await;
         let mut session = db.session();
-        let users = session
-            .query::<User>()
-            .order_by(User::ID.asc())
-            .with_children_nested(Post::AUTHOR, |posts| posts.with_children(Comment::POST))
-            .all()
-            .await
-            .unwrap();
+        let users = every_user_with_posts_and_comments(&mut session).await;
         assert_eq!(users.len(), 100);
         assert_eq!(session.stats().statements, 3, "users, posts, comments: one statement per level");
 
@@ -111,13 +116,7 @@ async fn eager_results_are_identity_mapped_and_keep_pending_changes() {
         let edited = session.get_one::<Post>(1).await.unwrap();
         edited.write().title = "edited".into();
 
-        let users = session
-            .query::<User>()
-            .order_by(User::ID.asc())
-            .with_children_nested(Post::AUTHOR, |posts| posts.with_children(Comment::POST))
-            .all()
-            .await
-            .unwrap();
+        let users = every_user_with_posts_and_comments(&mut session).await;
         let anns = session.children(&users[0], Post::AUTHOR).unwrap();
         let held = anns.iter().find(|post| post.key() == 1).expect("post 1 is ann's");
         assert!(Tracked::ptr_eq(held, &edited), "the loaded post is the instance the session tracked");
@@ -357,6 +356,34 @@ async fn eagerly_loaded_collections_follow_every_later_change_without_sql() {
         session.flush().await.unwrap();
         assert_eq!(titles_of(&mut session, first), ["1 3", "1 4"]);
         assert_eq!(titles_of(&mut session, second), ["1 2", "2 2", "2 3"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn collections_read_after_later_queries_stay_right_and_follow_changes() {
+    bounded(async {
+        let (_test_db, db) = setup(2, 3, 2).await;
+        let mut session = db.session();
+        let users = every_user_with_posts_and_comments(&mut session).await;
+        let (first, second) = (&users[0], &users[1]);
+
+        // Another query, whose autoflush has nothing to write.
+        assert_eq!(session.query::<User>().count().await.unwrap(), 2);
+        assert_eq!(titles_of(&mut session, first), ["1 1", "1 2", "1 3"]);
+        assert_eq!(titles_of(&mut session, second), ["2 1", "2 2", "2 3"]);
+        let posts = session.children(first, Post::AUTHOR).unwrap();
+        let comments = session.children(&posts[1], Comment::POST).unwrap();
+        let bodies: Vec<String> = comments.iter().map(|c| c.read().body.clone()).collect();
+        assert_eq!(bodies, ["1 2 comment 1", "1 2 comment 2"]);
+
+        // A child moved, then a query whose autoflush writes the move.
+        posts[1].modify(|p| p.author_id = 2);
+        assert_eq!(session.query::<User>().count().await.unwrap(), 2);
+        assert_eq!(titles_of(&mut session, first), ["1 1", "1 3"]);
+        assert_eq!(titles_of(&mut session, second), ["1 2", "2 1", "2 2", "2 3"]);
+        assert_eq!(session.children(&posts[1], Comment::POST).unwrap().len(), 2);
+        assert_eq!(session.stats().statements, 6, "three loads, two counts and the update");
     })
     .await;
 }
