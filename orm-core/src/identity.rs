@@ -53,7 +53,9 @@ pub(crate) struct Registry<T: Entity> {
     /// loaded: a `HashSet<ParentKey>` behind `Any`, since the parent type is
     /// known only to the caller. The children themselves are found in the
     /// identity map, so a collection always reflects the session's changes.
-    pub(crate) loaded_children: HashMap<usize, Box<dyn Any + Send + Sync>>,
+    /// Looked up once per parent whose children are read: foldhash, not
+    /// the standard library's SipHash, which showed in a request's profile.
+    pub(crate) loaded_children: HashMap<usize, Box<dyn Any + Send + Sync>, foldhash::fast::RandomState>,
     /// Where to find the tracked entities that point at a parent, for
     /// `children` and cascades.
     pub(crate) children_index: ChildrenIndex<T>,
@@ -156,8 +158,12 @@ struct BlockScratch<T: Entity> {
 }
 
 impl<T: Entity> BlockScratch<T> {
-    fn new() -> Self {
-        BlockScratch { found: Vec::with_capacity(BLOCK), new_hashes: NewHashes::new() }
+    /// Room for a block of `rows` rows, at most [`BLOCK`]: a request's
+    /// loads are mostly a row or a page, and a block's room for 64
+    /// entities was the largest allocation of a one-row load.
+    fn for_rows(rows: usize) -> Self {
+        let room = rows.min(BLOCK);
+        BlockScratch { found: Vec::with_capacity(room), new_hashes: NewHashes::with_capacity(room) }
     }
 
     fn clear(&mut self) {
@@ -178,8 +184,8 @@ struct NewHashes {
 }
 
 impl NewHashes {
-    fn new() -> Self {
-        NewHashes { filter: [0; 64], hashes: Vec::with_capacity(BLOCK) }
+    fn with_capacity(room: usize) -> Self {
+        NewHashes { filter: [0; 64], hashes: Vec::with_capacity(room) }
     }
 
     fn clear(&mut self) {
@@ -219,7 +225,7 @@ impl<T: Entity> Registry<T> {
             write_log: Arc::default(),
             savepoints: Vec::new(),
             links: Watched::default(),
-            loaded_children: HashMap::new(),
+            loaded_children: HashMap::default(),
             children_index: ChildrenIndex::new(),
             provisional: HashMap::new(),
             filled_links: parking_lot::Mutex::default(),
@@ -281,7 +287,7 @@ impl<T: Entity> Registry<T> {
         self.identity.appending().reserve(rows.len());
         self.children_index.reserve(rows.len());
         let mut tracked = Vec::with_capacity(rows.len());
-        let mut scratch = BlockScratch::new();
+        let mut scratch = BlockScratch::for_rows(rows.len());
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             self.track_block(&mut rows, &mut tracked, &mut scratch);
