@@ -54,7 +54,7 @@ pub(crate) struct Registry<T: Entity> {
     /// known only to the caller. The children themselves are found in the
     /// identity map, so a collection always reflects the session's changes.
     /// Looked up once per parent whose children are read: foldhash, not
-    /// the standard library's SipHash, which showed in a request's profile.
+    /// the standard library's `SipHash`, which showed in a request's profile.
     pub(crate) loaded_children: HashMap<usize, Box<dyn Any + Send + Sync>, foldhash::fast::RandomState>,
     /// Where to find the tracked entities that point at a parent, for
     /// `children` and cascades.
