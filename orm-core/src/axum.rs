@@ -127,6 +127,15 @@ type CommitErrorResponse = dyn Fn(Error) -> Response + Send + Sync;
 /// ```
 #[derive(Clone)]
 pub struct SessionLayer {
+    /// Shared by the layer's services and each request's
+    /// [`RequestSession`]: a request clones one `Arc`, not the database's
+    /// handles and the policies one by one.
+    settings: Arc<LayerSettings>,
+}
+
+/// What a [`SessionLayer`] was configured with.
+#[derive(Clone)]
+struct LayerSettings {
     db: Database,
     commit_when: Arc<CommitPolicy>,
     on_commit_error: Arc<CommitErrorResponse>,
@@ -137,12 +146,13 @@ impl SessionLayer {
     /// Sessions from `db`, committed on 2xx and 3xx responses, with
     /// [`Error`]'s own response for a failed commit.
     pub fn new(db: Database) -> Self {
-        SessionLayer {
+        let settings = LayerSettings {
             db,
             commit_when: Arc::new(success_or_redirect),
             on_commit_error: Arc::new(IntoResponse::into_response),
             route_reads: false,
-        }
+        };
+        SessionLayer { settings: Arc::new(settings) }
     }
 
     /// Sends reads to the read replicas, with read-your-writes for the
@@ -167,7 +177,7 @@ impl SessionLayer {
     /// not have its latest writes yet.
     #[must_use]
     pub fn route_reads(mut self) -> Self {
-        self.route_reads = true;
+        Arc::make_mut(&mut self.settings).route_reads = true;
         self
     }
 
@@ -177,7 +187,7 @@ impl SessionLayer {
     /// extensions (a dry run that answers 200, say).
     #[must_use]
     pub fn commit_when(mut self, policy: impl Fn(&Response) -> bool + Send + Sync + 'static) -> Self {
-        self.commit_when = Arc::new(policy);
+        Arc::make_mut(&mut self.settings).commit_when = Arc::new(policy);
         self
     }
 
@@ -187,7 +197,7 @@ impl SessionLayer {
     /// back; the error is the commit's.
     #[must_use]
     pub fn on_commit_error(mut self, respond: impl Fn(Error) -> Response + Send + Sync + 'static) -> Self {
-        self.on_commit_error = Arc::new(respond);
+        Arc::make_mut(&mut self.settings).on_commit_error = Arc::new(respond);
         self
     }
 }
@@ -196,7 +206,7 @@ impl<S> tower::Layer<S> for SessionLayer {
     type Service = SessionService<S>;
 
     fn layer(&self, inner: S) -> SessionService<S> {
-        SessionService { inner, layer: self.clone() }
+        SessionService { inner, settings: Arc::clone(&self.settings) }
     }
 }
 
@@ -204,7 +214,7 @@ impl<S> tower::Layer<S> for SessionLayer {
 #[derive(Clone)]
 pub struct SessionService<S> {
     inner: S,
-    layer: SessionLayer,
+    settings: Arc<LayerSettings>,
 }
 
 impl<S> tower::Service<Request> for SessionService<S>
@@ -226,17 +236,16 @@ where
         // into a future).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let route = if self.layer.route_reads && axum_reads::only_reads(request.method()) {
+        let route = if self.settings.route_reads && axum_reads::only_reads(request.method()) {
             Route::Read(axum_reads::token_of(request.headers()))
         } else {
             Route::Primary
         };
-        let slot = RequestSession { slot: Arc::new(Mutex::new(None)), db: self.layer.db.clone(), route };
+        let slot = RequestSession { slot: Arc::new(Mutex::new(None)), settings: Arc::clone(&self.settings), route };
         request.extensions_mut().insert(slot.clone());
-        let layer = self.layer.clone();
         Box::pin(async move {
             let response = inner.call(request).await?;
-            Ok(slot.end(response, &layer).await)
+            Ok(slot.end(response).await)
         })
     }
 }
@@ -411,7 +420,8 @@ impl IntoResponse for SessionRejection {
 #[derive(Clone)]
 pub struct RequestSession {
     slot: Arc<Mutex<Option<Session>>>,
-    db: Database,
+    /// The layer's, for its database and its policies.
+    settings: Arc<LayerSettings>,
     /// Which session the request gets.
     route: Route,
 }
@@ -430,7 +440,7 @@ impl RequestSession {
         // forever: refused instead.
         let mut guard = Arc::clone(&self.slot).try_lock_owned().map_err(|_| SessionRejection::AlreadyTaken)?;
         if guard.is_none() {
-            *guard = Some(self.route.open(&self.db));
+            *guard = Some(self.route.open(&self.settings.db));
         }
         OwnedMutexGuard::try_map(guard, Option::as_mut).map(DbSession).map_err(|_| SessionRejection::AlreadyTaken)
     }
@@ -445,7 +455,7 @@ impl RequestSession {
 
     /// Takes the session back once everything inside the layer has
     /// answered, and commits or rolls it back.
-    async fn end(self, response: Response, layer: &SessionLayer) -> Response {
+    async fn end(self, response: Response) -> Response {
         // Everything inside the layer has returned, so no DbSession should
         // be left; one that was moved into a spawned task still is.
         let Ok(mut guard) = self.slot.try_lock() else {
@@ -457,6 +467,7 @@ impl RequestSession {
         };
         let Some(session) = guard.take() else { return response };
         drop(guard);
+        let layer = &*self.settings;
         if (layer.commit_when)(&response) {
             commit(session, response, layer).await
         } else {
@@ -479,7 +490,7 @@ pub struct SessionOutcome {
     pub served_by: Option<ServedBy>,
 }
 
-async fn commit(session: Session, mut response: Response, layer: &SessionLayer) -> Response {
+async fn commit(session: Session, mut response: Response, layer: &LayerSettings) -> Response {
     let served_by = session.served_by();
     let committed = if layer.route_reads && !session.is_read_only() {
         session.commit_with_token().await

@@ -28,7 +28,7 @@ use crate::stats::SessionStats;
 use crate::telemetry::{Pipeline, StatementSpan, Telemetry};
 use crate::tls::Connector;
 use crate::transaction_mark;
-use crate::types::{Encoded, Param, YIELD_AFTER_BYTES};
+use crate::types::{EncodeBuffer, Encoded, Param, YIELD_AFTER_BYTES};
 
 /// One statement of a pipelined batch.
 pub(crate) struct Statement {
@@ -932,10 +932,11 @@ impl SessionConnection {
 /// A parameter that cannot be encoded is `None`, left to the driver.
 async fn encode(statements: &[Statement], prepared: &[Ready]) -> Vec<Vec<Option<Encoded>>> {
     let mut encoded = Vec::with_capacity(statements.len());
+    let mut buffer = EncodeBuffer::new();
     for (statement, prepared) in statements.iter().zip(prepared) {
         let mut ready = Vec::with_capacity(statement.params.len());
         for (param, ty) in statement.params.iter().zip(prepared.params()) {
-            let param = Encoded::new(param, ty);
+            let param = Encoded::new(param, ty, &mut buffer);
             let large = param.as_ref().is_some_and(|p| p.len() > YIELD_AFTER_BYTES);
             ready.push(param);
             if large {

@@ -227,8 +227,12 @@ struct BlockScratch<T: Entity> {
 }
 
 impl<T: Entity> BlockScratch<T> {
-    fn new() -> Self {
-        BlockScratch { found: Vec::with_capacity(BLOCK), new_hashes: NewHashes::new() }
+    /// Room for a block of `rows` rows, at most [`BLOCK`]: a request's
+    /// loads are mostly a row or a page, and a block's room for 64
+    /// entities was the largest allocation of a one-row load.
+    fn for_rows(rows: usize) -> Self {
+        let room = rows.min(BLOCK);
+        BlockScratch { found: Vec::with_capacity(room), new_hashes: NewHashes::with_capacity(room) }
     }
 
     fn clear(&mut self) {
@@ -249,8 +253,8 @@ struct NewHashes {
 }
 
 impl NewHashes {
-    fn new() -> Self {
-        NewHashes { filter: [0; 64], hashes: Vec::with_capacity(BLOCK) }
+    fn with_capacity(room: usize) -> Self {
+        NewHashes { filter: [0; 64], hashes: Vec::with_capacity(room) }
     }
 
     fn clear(&mut self) {
@@ -352,7 +356,7 @@ impl<T: Entity> Registry<T> {
         self.identity.appending().reserve(rows.len());
         self.children_index.reserve(rows.len());
         let mut tracked = Vec::with_capacity(rows.len());
-        let mut scratch = BlockScratch::new();
+        let mut scratch = BlockScratch::for_rows(rows.len());
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             self.track_block(&mut rows, &mut tracked, &mut scratch);

@@ -386,12 +386,34 @@ pub(crate) struct Encoded {
 /// `SessionConnection::run_batch`): 100,000 text values take milliseconds.
 pub(crate) const YIELD_AFTER_BYTES: usize = 64 * 1024;
 
+/// What the parameters of one batch are encoded into before each is split
+/// off as an [`Encoded`]: they share its allocations, where a buffer of
+/// their own each cost an allocation per parameter and, for an array of
+/// keys, a reallocation every time it doubled.
+pub(crate) struct EncodeBuffer {
+    buffer: BytesMut,
+}
+
+impl EncodeBuffer {
+    /// The first allocation: a request's statements' parameters, a few
+    /// keys or an array of a page's keys, fit in it.
+    const INITIAL_CAPACITY: usize = 1024;
+
+    pub(crate) fn new() -> Self {
+        EncodeBuffer { buffer: BytesMut::with_capacity(Self::INITIAL_CAPACITY) }
+    }
+}
+
 impl Encoded {
-    /// `param` encoded as `ty`, or `None` if it cannot be: it is then left
-    /// to the driver, which fails its statement the way it always did.
-    pub(crate) fn new(param: &Param, ty: &Type) -> Option<Encoded> {
-        let mut bytes = BytesMut::new();
-        match param.to_sql_checked(ty, &mut bytes) {
+    /// `param` encoded as `ty` into `buffer`, or `None` if it cannot be: it
+    /// is then left to the driver, which fails its statement the way it
+    /// always did.
+    pub(crate) fn new(param: &Param, ty: &Type, buffer: &mut EncodeBuffer) -> Option<Encoded> {
+        let written = param.to_sql_checked(ty, &mut buffer.buffer);
+        // Only this parameter's bytes are in the buffer: the ones before
+        // were split off.
+        let bytes = buffer.buffer.split();
+        match written {
             Ok(IsNull::No) => Some(Encoded { ty: ty.clone(), bytes: Some(bytes) }),
             Ok(IsNull::Yes) => Some(Encoded { ty: ty.clone(), bytes: None }),
             Err(_) => None,
