@@ -357,7 +357,7 @@ impl ToSql for ArrayChunks {
         let mut length: i32 = 0;
         let mut has_nulls = false;
         let mut chunk = BytesMut::new();
-        for part in &self.0 {
+        for (index, part) in self.0.iter().enumerate() {
             chunk.clear();
             if let IsNull::Yes = part.to_sql_checked(ty, &mut chunk)? {
                 return Err("a chunk of an array parameter encoded as NULL".into());
@@ -373,6 +373,11 @@ impl ToSql for ArrayChunks {
             has_nulls |= header.try_get_i32()? != 0;
             header.advance(4);
             length = length.checked_add(header.try_get_i32()?).ok_or("an array parameter has too many elements")?;
+            if index == 0 {
+                // Chunks are alike in size: room for all of them at once
+                // rather than a copy of the whole at every doubling.
+                out.reserve((chunk.len() - ARRAY_HEADER) * self.0.len());
+            }
             out.extend_from_slice(&chunk[ARRAY_HEADER..]);
         }
         out[start + 4..start + 8].copy_from_slice(&i32::from(has_nulls).to_be_bytes());
