@@ -101,6 +101,7 @@ mod stream;
 mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod text_batch;
 #[cfg(feature = "time")]
 mod time_types;
 mod tls;

@@ -7,6 +7,8 @@ use bytes::{Buf, BufMut, BytesMut};
 use postgres_types::{FromSql, IsNull, Kind, ToSql, Type};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::text_batch::TextBatch;
+
 /// A Rust type that can be stored in a column.
 ///
 /// `SQL_TYPE` names the PostgreSQL type a batch of these values is cast to in
@@ -116,12 +118,26 @@ column_types! {
     f32 => "float4",
     f64 => "float8",
     bool => "bool",
-    String => "text",
     Vec<u8> => "bytea",
     uuid::Uuid => "uuid",
     chrono::NaiveDate => "date",
     serde_json::Value => "jsonb",
     std::net::IpAddr => "inet",
+}
+
+/// Text columns bind a batch into one buffer rather than a `String` per
+/// row (see [`TextBatch`]).
+impl ColumnType for String {
+    const SQL_TYPE: &'static str = "text";
+    type Value = Self;
+
+    fn batch_param<'a>(values: impl Iterator<Item = &'a Self>) -> Param {
+        Box::new(TextBatch::new(values.map(|value| Some(value.as_str()))))
+    }
+
+    fn nullable_batch_param<'a>(values: impl Iterator<Item = Option<&'a Self>>) -> Param {
+        Box::new(TextBatch::new(values.map(|value| value.map(String::as_str))))
+    }
 }
 
 #[cfg(feature = "decimal")]
@@ -325,7 +341,7 @@ pub(crate) struct ArrayChunks(pub(crate) Vec<Param>);
 
 /// Bytes of a one-dimensional binary array's header: dimensions, NULL flag
 /// and element OID, then the dimension's length and lower bound.
-const ARRAY_HEADER: usize = 20;
+pub(crate) const ARRAY_HEADER: usize = 20;
 
 impl ToSql for ArrayChunks {
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
@@ -341,7 +357,7 @@ impl ToSql for ArrayChunks {
         let mut length: i32 = 0;
         let mut has_nulls = false;
         let mut chunk = BytesMut::new();
-        for part in &self.0 {
+        for (index, part) in self.0.iter().enumerate() {
             chunk.clear();
             if let IsNull::Yes = part.to_sql_checked(ty, &mut chunk)? {
                 return Err("a chunk of an array parameter encoded as NULL".into());
@@ -357,6 +373,11 @@ impl ToSql for ArrayChunks {
             has_nulls |= header.try_get_i32()? != 0;
             header.advance(4);
             length = length.checked_add(header.try_get_i32()?).ok_or("an array parameter has too many elements")?;
+            if index == 0 {
+                // Chunks are alike in size: room for all of them at once
+                // rather than a copy of the whole at every doubling.
+                out.reserve((chunk.len() - ARRAY_HEADER) * self.0.len());
+            }
             out.extend_from_slice(&chunk[ARRAY_HEADER..]);
         }
         out[start + 4..start + 8].copy_from_slice(&i32::from(has_nulls).to_be_bytes());
@@ -449,10 +470,11 @@ impl ToSql for Encoded {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn encoded(param: &dyn ToSql, ty: &Type) -> BytesMut {
+    /// `param` encoded as `ty`, which must not be NULL.
+    pub(crate) fn encoded(param: &dyn ToSql, ty: &Type) -> BytesMut {
         let mut out = BytesMut::new();
         assert!(matches!(param.to_sql_checked(ty, &mut out).unwrap(), IsNull::No));
         out

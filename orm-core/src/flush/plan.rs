@@ -18,6 +18,10 @@ use crate::tracked::{EntityState, Tracked};
 use crate::types::ArrayChunks;
 use crate::upsert::ConflictRule;
 
+/// Entities by address: foldhash rather than `SipHash`, as the addresses are
+/// not chosen by users, and hashing one per row is on a flush's path.
+type AddressSet = HashSet<usize, foldhash::fast::RandomState>;
+
 /// One table's statements, in the order the flush sends them.
 #[derive(Default)]
 pub(crate) struct TableStatements {
@@ -397,10 +401,11 @@ fn group_updates<T: Entity>(
 ) -> Result<BTreeMap<ColumnSet, Vec<Tracked<T>>>> {
     let meta = T::META;
     let version_bit = meta.version_column().map_or(0, |v| 1 << v);
+    let key_set = meta.key_set();
     let mut groups: BTreeMap<ColumnSet, Vec<Tracked<T>>> = BTreeMap::new();
     for tracked in registry.written() {
         let Some((original_key, changed)) = registry.update_candidate(&tracked)? else { continue };
-        if changed & meta.key_set() != 0 {
+        if changed & key_set != 0 {
             return Err(Error::PrimaryKeyChanged { entity: meta.name, key: format!("{original_key:?}") });
         }
         let changed = changed & !version_bit;
@@ -956,8 +961,8 @@ impl<T: Entity> TablePlan for Plan<T> {
             unreachable!("a plan is applied to the registry that made it")
         };
         let in_savepoint = !registry.savepoints.is_empty();
-        let inserting: HashSet<usize> = self.inserts.iter().map(Tracked::address).collect();
-        let post_updated: HashSet<usize> = self.post_updated.iter().map(Tracked::address).collect();
+        let inserting: AddressSet = self.inserts.iter().map(Tracked::address).collect();
+        let post_updated: AddressSet = self.post_updated.iter().map(Tracked::address).collect();
         // Every object is borrowed before any changes, so that one borrowed
         // elsewhere leaves all of them as they were.
         let mut inserted = self.inserts.iter().map(Tracked::lock_write).collect::<Result<Vec<_>>>()?;
@@ -1022,7 +1027,7 @@ impl<T: Entity> TablePlan for Plan<T> {
             // The planned inserts are a subset of the pending ones: all of them.
             registry.pending_inserts.clear();
         } else {
-            let switched: HashSet<usize> = switched.iter().map(|(_, s)| s.new.address()).collect();
+            let switched: AddressSet = switched.iter().map(|(_, s)| s.new.address()).collect();
             registry.pending_inserts.retain(|address, _| !inserting.contains(address) && !switched.contains(address));
         }
         // Not written: out of the session, as an expunged pending insert.
