@@ -170,6 +170,16 @@ pub trait Entity: Clone + Send + Sync + 'static {
     /// Reads a key from a row holding exactly the key columns, in `META` order.
     fn key_from_row(row: &Row) -> Result<Self::Key>;
 
+    /// Reads keys from a row holding one array per key column, in `META`
+    /// order: many keys in one value, as the flush takes a batch's keys
+    /// from the key's sequence before a `COPY`.
+    #[doc(hidden)]
+    fn keys_from_arrays(row: &Row) -> Result<Vec<Self::Key>>;
+
+    /// Sets the key fields to `key`.
+    #[doc(hidden)]
+    fn set_key(&mut self, key: Self::Key);
+
     /// One scalar parameter per key column, for `WHERE key = $1`.
     fn key_params(key: &Self::Key) -> Vec<Param>;
 

@@ -5,11 +5,11 @@
 //! what binary `COPY` costs, but `COPY` cannot return the keys the
 //! database generates. A unit of work can take them itself, as Hibernate's
 //! sequence optimizers do: one statement takes N values of the key's
-//! sequence (`SELECT nextval(...) FROM generate_series(1, N)`), which come
-//! back as the rows `RETURNING` would have returned, in the flush's first
-//! round trip; the next round trip starts with the `COPY` of the rows
-//! with those keys. Concurrent sessions get disjoint keys: `nextval` never
-//! hands a value out twice.
+//! sequence (`SELECT ARRAY(SELECT nextval(...) FROM generate_series(1, N))`),
+//! which come back as one array in the flush's first round trip; the next
+//! round trip starts with the `COPY` of the rows with those keys.
+//! Concurrent sessions get disjoint keys: `nextval` never hands a value out
+//! twice.
 //!
 //! It is used only where it writes what the `INSERT` would have written
 //! (see [`CopyTargets::target`]), and for batches of at least
@@ -141,13 +141,15 @@ impl CopyTargets {
     }
 }
 
-/// The statement that takes `count` values of the key's sequence, as rows
-/// of the key column's type: what `RETURNING` would have returned.
+/// The statement that takes `count` values of the key's sequence, as one
+/// array of the key column's type in one row: a row per key would cost
+/// the server a message and the client a decoded row each, for values
+/// that are only copied into the entities.
 pub(crate) fn allocate_keys(meta: &EntityMeta, target: &CopyTarget, count: usize) -> Statement {
     let key_type = meta.key_columns().next().map_or("int8", |key| meta.columns[key].sql_type);
     Statement {
         sql: format!(
-            "SELECT nextval($1::oid::regclass)::{key_type} FROM generate_series(1, $2::int8) WHERE {IN_UNIT_OF_WORK}"
+            "SELECT ARRAY(SELECT nextval($1::oid::regclass)::{key_type} FROM generate_series(1, $2::int8) WHERE {IN_UNIT_OF_WORK})"
         ),
         params: vec![Box::new(target.sequence), Box::new(i64::try_from(count).unwrap_or(i64::MAX))],
         returns_rows: true,

@@ -451,11 +451,12 @@ fn carry_over(
 ) -> Result<Option<PendingCopy>> {
     let mut copy = None;
     for part in round.iter_mut() {
-        if keys_wanted {
-            part.plan.record_keys(&part.outcomes, registries.all[part.registry].as_mut())?;
-        }
+        // First: a `COPY`'s keys are read there, for what follows.
         if let Some((statement, rows)) = part.plan.take_copy(&part.outcomes)? {
             copy = Some(PendingCopy { statement, rows, meta: part.plan.meta() });
+        }
+        if keys_wanted {
+            part.plan.record_keys(&part.outcomes, registries.all[part.registry].as_mut())?;
         }
     }
     for part in round.iter() {
