@@ -2,8 +2,6 @@
 //! [`ColumnType`](crate::ColumnType)'s own methods (which it calls for
 //! every field, so that an unsupported type is one error at the field).
 
-use crate::types::Param;
-
 /// A type that can serve as an optimistic-concurrency version counter.
 #[diagnostic::on_unimplemented(message = "a `version` column must be i16, i32 or i64, not `{Self}`")]
 pub trait VersionColumn {
@@ -84,7 +82,7 @@ pub fn fill_tenant<T: TenantField>(field: &mut T, tenant: &dyn std::any::Any) ->
 
 /// The flush asks only for columns of the entity's own metadata; anything
 /// else is a bug in this crate, not bad input.
-pub fn no_such_column(entity: &str, column: usize) -> Param {
+pub fn no_such_column<R>(entity: &str, column: usize) -> R {
     unreachable!("{entity} has no column {column}")
 }
 

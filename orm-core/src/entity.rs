@@ -189,6 +189,18 @@ pub trait Entity: Clone + Send + Sync + 'static {
     /// The values of column `column` of every row, as one array parameter.
     fn column_array(rows: &[&Self], column: usize) -> Param;
 
+    /// Writes the value of column `column` of this row in the binary form
+    /// of type `ty` to `out`, as `COPY` and array elements carry it: a
+    /// batch encoded straight from the entities, without a copy of each
+    /// value first.
+    #[doc(hidden)]
+    fn write_column(
+        &self,
+        column: usize,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>>;
+
     /// The value of column `column` of this row, as one parameter.
     fn column_value(&self, column: usize) -> Param;
 

@@ -182,6 +182,11 @@ fn column_access(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
         let ty = f.ty;
         quote_spanned!(ty.span()=> #i => <#ty as ::orm_core::ColumnType>::accepts_column(ty))
     });
+    let writes = columns.iter().enumerate().map(|(i, f)| {
+        let field = f.ident;
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> #i => ::orm_core::__private::postgres_types::ToSql::to_sql_checked(&self.#field, ty, out))
+    });
     let nulls = columns.iter().enumerate().map(|(i, f)| {
         let field = f.ident;
         let ty = f.ty;
@@ -198,6 +203,21 @@ fn column_access(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
         fn column_value(&self, column: usize) -> ::orm_core::Param {
             match column {
                 #(#values,)*
+                _ => ::orm_core::__private::no_such_column(#name, column),
+            }
+        }
+
+        fn write_column(
+            &self,
+            column: usize,
+            ty: &::orm_core::__private::Type,
+            out: &mut ::orm_core::__private::BytesMut,
+        ) -> ::core::result::Result<
+            ::orm_core::__private::postgres_types::IsNull,
+            ::std::boxed::Box<dyn ::std::error::Error + ::core::marker::Sync + ::core::marker::Send>,
+        > {
+            match column {
+                #(#writes,)*
                 _ => ::orm_core::__private::no_such_column(#name, column),
             }
         }
