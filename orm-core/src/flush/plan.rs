@@ -15,7 +15,7 @@ use crate::identity::{ErasedRegistry, Registry};
 use crate::session::PendingChanges;
 use crate::sql;
 use crate::statement_mode::ResultColumn;
-use crate::tracked::{EntityState, Tracked};
+use crate::tracked::{AddressSet, EntityState, Tracked};
 use crate::types::ArrayChunks;
 use crate::upsert::ConflictRule;
 
@@ -133,9 +133,9 @@ impl TableOutcomes {
 /// Which part of a table's pending work one round trip of a flush carries.
 pub(crate) struct PlanScope<'a> {
     /// Pending inserts waiting for a parent's key, by handle address.
-    pub(crate) waiting: &'a HashSet<usize>,
+    pub(crate) waiting: &'a AddressSet,
     /// Pending inserts sent by an earlier round trip of this flush.
-    pub(crate) inserted: &'a HashSet<usize>,
+    pub(crate) inserted: &'a AddressSet,
     /// The flush's last round trip, which also carries updates, deletes and
     /// post-updates.
     pub(crate) last: bool,
@@ -153,7 +153,7 @@ pub(crate) struct PlanScope<'a> {
 
 impl PlanScope<'_> {
     /// A look at everything pending, for [`Session::pending`](crate::Session::pending).
-    pub(crate) fn preview(empty: &HashSet<usize>) -> PlanScope<'_> {
+    pub(crate) fn preview(empty: &AddressSet) -> PlanScope<'_> {
         PlanScope { waiting: empty, inserted: empty, last: true, deferred: 0, preview: true, copy: None }
     }
 }
