@@ -2,8 +2,6 @@
 //! [`ColumnType`](crate::ColumnType)'s own methods (which it calls for
 //! every field, so that an unsupported type is one error at the field).
 
-use crate::types::Param;
-
 /// A type that can serve as an optimistic-concurrency version counter.
 #[diagnostic::on_unimplemented(message = "a `version` column must be i16, i32 or i64, not `{Self}`")]
 pub trait VersionColumn {
@@ -84,7 +82,7 @@ pub fn fill_tenant<T: TenantField>(field: &mut T, tenant: &dyn std::any::Any) ->
 
 /// The flush asks only for columns of the entity's own metadata; anything
 /// else is a bug in this crate, not bad input.
-pub fn no_such_column(entity: &str, column: usize) -> Param {
+pub fn no_such_column<R>(entity: &str, column: usize) -> R {
     unreachable!("{entity} has no column {column}")
 }
 
@@ -169,3 +167,14 @@ foreign_key_fields!(
     (A FA 0, B FB 1, C FC 2, D FD 3),
     (A FA 0, B FB 1, C FC 2, D FD 3, E FE 4)
 );
+
+/// Reads column `index` of `row` as an array of `T`, naming entity and
+/// column on failure: a key column's values taken many at once.
+pub fn decode_array<T: for<'a> postgres_types::FromSql<'a>>(
+    row: &tokio_postgres::Row,
+    index: usize,
+    entity: &'static str,
+    column: &'static str,
+) -> crate::Result<Vec<T>> {
+    row.try_get::<_, Vec<T>>(index).map_err(|source| crate::Error::Decode { entity, column, source })
+}

@@ -170,6 +170,16 @@ pub trait Entity: Clone + Send + Sync + 'static {
     /// Reads a key from a row holding exactly the key columns, in `META` order.
     fn key_from_row(row: &Row) -> Result<Self::Key>;
 
+    /// Reads keys from a row holding one array per key column, in `META`
+    /// order: many keys in one value, as the flush takes a batch's keys
+    /// from the key's sequence before a `COPY`.
+    #[doc(hidden)]
+    fn keys_from_arrays(row: &Row) -> Result<Vec<Self::Key>>;
+
+    /// Sets the key fields to `key`.
+    #[doc(hidden)]
+    fn set_key(&mut self, key: Self::Key);
+
     /// One scalar parameter per key column, for `WHERE key = $1`.
     fn key_params(key: &Self::Key) -> Vec<Param>;
 
@@ -178,6 +188,18 @@ pub trait Entity: Clone + Send + Sync + 'static {
 
     /// The values of column `column` of every row, as one array parameter.
     fn column_array(rows: &[&Self], column: usize) -> Param;
+
+    /// Writes the value of column `column` of this row in the binary form
+    /// of type `ty` to `out`, as `COPY` and array elements carry it: a
+    /// batch encoded straight from the entities, without a copy of each
+    /// value first.
+    #[doc(hidden)]
+    fn write_column(
+        &self,
+        column: usize,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>>;
 
     /// The value of column `column` of this row, as one parameter.
     fn column_value(&self, column: usize) -> Param;

@@ -16,7 +16,7 @@ use crate::entity::{ColumnSet, Entity, EntityMeta};
 use crate::error::Result;
 use crate::filters::Filters;
 use crate::flush::{PlanScope, TablePlan};
-use crate::tracked::{Inner, Tracked, WriteLog, BLOCK};
+use crate::tracked::{AddressSet, Inner, Tracked, WriteLog, BLOCK};
 use crate::upsert::ConflictRule;
 use crate::watched::Watched;
 
@@ -86,7 +86,7 @@ pub(crate) struct Doomed {
 #[derive(Default)]
 pub(crate) struct LinkState {
     /// Pending inserts that must wait for a parent's key, by address.
-    pub(crate) waiting: HashSet<usize>,
+    pub(crate) waiting: AddressSet,
     /// Whether any link still waits, including links through columns set by
     /// a post-update, which do not hold back the insert.
     pub(crate) unresolved: bool,
@@ -730,10 +730,10 @@ pub(crate) trait ErasedRegistry: Send {
     /// links, or entities written since the last flush.
     fn has_pending_work(&self) -> bool;
     /// Whether some pending inserts are not among `sent` (by address).
-    fn has_inserts_besides(&self, sent: &HashSet<usize>) -> bool;
+    fn has_inserts_besides(&self, sent: &AddressSet) -> bool;
     /// How many pending inserts without an on-conflict rule are in neither
     /// `waiting` nor `sent`: the plain inserts the next round trip carries.
-    fn plain_inserts_besides(&self, waiting: &HashSet<usize>, sent: &HashSet<usize>) -> usize;
+    fn plain_inserts_besides(&self, waiting: &AddressSet, sent: &AddressSet) -> usize;
     /// Starts a flush: writes from now on to the entities it binds are
     /// kept apart from the values it sends.
     fn begin_flush(&mut self);
@@ -818,11 +818,11 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
             || !self.write_log.entries.lock().is_empty()
     }
 
-    fn has_inserts_besides(&self, sent: &HashSet<usize>) -> bool {
+    fn has_inserts_besides(&self, sent: &AddressSet) -> bool {
         self.pending_inserts.keys().any(|address| !sent.contains(address))
     }
 
-    fn plain_inserts_besides(&self, waiting: &HashSet<usize>, sent: &HashSet<usize>) -> usize {
+    fn plain_inserts_besides(&self, waiting: &AddressSet, sent: &AddressSet) -> usize {
         self.pending_inserts
             .iter()
             .filter(|(address, tracked)| {

@@ -514,7 +514,7 @@ impl Session {
     /// ```
     pub fn pending(&self) -> Result<PendingChanges> {
         let mut pending = PendingChanges::default();
-        let nothing_skipped = std::collections::HashSet::new();
+        let nothing_skipped = crate::tracked::AddressSet::default();
         for registry in &self.registries.all {
             if let Some(plan) = registry.plan(&PlanScope::preview(&nothing_skipped))? {
                 let counts = plan.counts();

@@ -182,6 +182,11 @@ fn column_access(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
         let ty = f.ty;
         quote_spanned!(ty.span()=> #i => <#ty as ::orm_core::ColumnType>::accepts_column(ty))
     });
+    let writes = columns.iter().enumerate().map(|(i, f)| {
+        let field = f.ident;
+        let ty = f.ty;
+        quote_spanned!(ty.span()=> #i => ::orm_core::__private::postgres_types::ToSql::to_sql_checked(&self.#field, ty, out))
+    });
     let nulls = columns.iter().enumerate().map(|(i, f)| {
         let field = f.ident;
         let ty = f.ty;
@@ -198,6 +203,21 @@ fn column_access(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
         fn column_value(&self, column: usize) -> ::orm_core::Param {
             match column {
                 #(#values,)*
+                _ => ::orm_core::__private::no_such_column(#name, column),
+            }
+        }
+
+        fn write_column(
+            &self,
+            column: usize,
+            ty: &::orm_core::__private::Type,
+            out: &mut ::orm_core::__private::BytesMut,
+        ) -> ::core::result::Result<
+            ::orm_core::__private::postgres_types::IsNull,
+            ::std::boxed::Box<dyn ::std::error::Error + ::core::marker::Sync + ::core::marker::Send>,
+        > {
+            match column {
+                #(#writes,)*
                 _ => ::orm_core::__private::no_such_column(#name, column),
             }
         }
@@ -224,7 +244,7 @@ fn key_methods(name: &str, keys: &[&FieldModel<'_>]) -> TokenStream {
     let key_types: Vec<_> = keys.iter().map(|f| f.ty).collect();
     let key_fields: Vec<_> = keys.iter().map(|f| f.ident).collect();
     let key_columns: Vec<_> = keys.iter().map(|f| &f.column).collect();
-    let (key_type, key_value, key_params, key_arrays, key_from_row);
+    let (key_type, key_value, key_params, key_arrays, key_from_row, keys_from_arrays, set_key);
     if let [single] = keys {
         let ty = single.ty;
         let field = single.ident;
@@ -235,6 +255,9 @@ fn key_methods(name: &str, keys: &[&FieldModel<'_>]) -> TokenStream {
         key_arrays = quote_spanned!(ty.span()=> ::std::vec![<#ty as ::orm_core::ColumnType>::batch_param(keys.iter())]);
         key_from_row =
             quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::decode_column(row, 0, #name, #column));
+        keys_from_arrays =
+            quote_spanned!(ty.span()=> ::orm_core::__private::decode_array::<#ty>(row, 0, #name, #column));
+        set_key = quote!(self.#field = key;);
     } else {
         let positions: Vec<Index> = (0..keys.len()).map(Index::from).collect();
         let offsets = 0..keys.len();
@@ -247,6 +270,21 @@ fn key_methods(name: &str, keys: &[&FieldModel<'_>]) -> TokenStream {
         key_from_row = quote!(::core::result::Result::Ok((
             #(<#key_types as ::orm_core::ColumnType>::decode_column(row, #offsets, #name, #key_columns)?,)*
         )));
+        let parts: Vec<_> = (0..keys.len()).map(|n| format_ident!("part{n}")).collect();
+        let offsets = 0..keys.len();
+        // The shortest array ends the keys; the caller checks their number.
+        keys_from_arrays = quote! {
+            let mut columns = (#(::orm_core::__private::decode_array::<#key_types>(row, #offsets, #name, #key_columns)?.into_iter(),)*);
+            let mut keys = ::std::vec::Vec::new();
+            while let (#(::core::option::Option::Some(#parts),)*) = (#(columns.#positions.next(),)*) {
+                keys.push((#(#parts,)*));
+            }
+            ::core::result::Result::Ok(keys)
+        };
+        set_key = quote! {
+            let (#(#parts,)*) = key;
+            #(self.#key_fields = #parts;)*
+        };
     }
 
     quote! {
@@ -266,6 +304,14 @@ fn key_methods(name: &str, keys: &[&FieldModel<'_>]) -> TokenStream {
 
         fn key_arrays(keys: &[Self::Key]) -> ::std::vec::Vec<::orm_core::Param> {
             #key_arrays
+        }
+
+        fn keys_from_arrays(row: &::orm_core::__private::Row) -> ::orm_core::Result<::std::vec::Vec<Self::Key>> {
+            #keys_from_arrays
+        }
+
+        fn set_key(&mut self, key: Self::Key) {
+            #set_key
         }
     }
 }

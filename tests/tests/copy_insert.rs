@@ -333,3 +333,72 @@ async fn the_unnamed_statement_mode_keeps_insert_returning() {
     })
     .await;
 }
+
+/// A row of every kind of column `COPY` writes field by field from the
+/// entity, NULLs among them, under an `int8` key.
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "assorted")]
+struct Assorted {
+    #[orm(primary_key, generated)]
+    id: i64,
+    small: i16,
+    ratio: f64,
+    flag: bool,
+    label: Option<String>,
+    blob: Vec<u8>,
+    token: uuid::Uuid,
+    day: chrono::NaiveDate,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+    doc: serde_json::Value,
+    amount: rust_decimal::Decimal,
+}
+
+const ASSORTED: &str = "
+    CREATE TABLE assorted (
+        id bigserial PRIMARY KEY, small int2 NOT NULL, ratio float8 NOT NULL, flag bool NOT NULL,
+        label text, blob bytea NOT NULL, token uuid NOT NULL, day date NOT NULL, at timestamptz,
+        doc jsonb NOT NULL, amount numeric NOT NULL
+    );
+";
+
+fn assorted(n: usize) -> Assorted {
+    let small = i16::try_from(n).unwrap();
+    Assorted {
+        id: 0,
+        small,
+        ratio: f64::from(small) / 7.0,
+        flag: n % 2 == 0,
+        label: (n % 3 != 0).then(|| format!("label {n} 'quoted' \\ and ünïcode")),
+        blob: vec![u8::try_from(n % 256).unwrap(); n % 5],
+        token: uuid::Uuid::from_u128(u128::try_from(n).unwrap() * 7919),
+        day: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::Days::new(u64::try_from(n).unwrap()),
+        at: (n % 4 != 0)
+            .then(|| chrono::DateTime::from_timestamp_micros(1_700_000_000_000_000 + i64::from(small)).unwrap()),
+        doc: serde_json::json!({ "n": n, "tags": ["a", "b"] }),
+        amount: rust_decimal::Decimal::new(i64::from(small) * 1001, 2),
+    }
+}
+
+#[tokio::test]
+async fn every_column_type_is_copied_as_the_insert_would_write_it() {
+    timed(async {
+        let (test_db, db) = setup().await;
+        test_db.client().await.batch_execute(ASSORTED).await.unwrap();
+        let mut session = db.session();
+        let handles = session.add_all((0..THRESHOLD * 3).map(assorted));
+        let stats = session.commit().await.unwrap();
+        assert_eq!(stats.copied_rows, u64::try_from(THRESHOLD * 3).unwrap());
+
+        let mut session = db.session();
+        let loaded = session.query::<Assorted>().untracked().all().await.unwrap();
+        let loaded: HashMap<i64, Assorted> = loaded.into_iter().map(|row| (row.id, row)).collect();
+        assert_eq!(loaded.len(), THRESHOLD * 3);
+        for (n, handle) in handles.iter().enumerate() {
+            let inserted = handle.get();
+            let expected = Assorted { id: inserted.id, ..assorted(n) };
+            assert_eq!(inserted, expected, "the handle keeps the values it was given, with its key");
+            assert_eq!(loaded.get(&inserted.id), Some(&expected), "row {n} as stored");
+        }
+    })
+    .await;
+}

@@ -5,11 +5,11 @@
 //! what binary `COPY` costs, but `COPY` cannot return the keys the
 //! database generates. A unit of work can take them itself, as Hibernate's
 //! sequence optimizers do: one statement takes N values of the key's
-//! sequence (`SELECT nextval(...) FROM generate_series(1, N)`), which come
-//! back as the rows `RETURNING` would have returned, in the flush's first
-//! round trip; the next round trip starts with the `COPY` of the rows
-//! with those keys. Concurrent sessions get disjoint keys: `nextval` never
-//! hands a value out twice.
+//! sequence (`SELECT ARRAY(SELECT nextval(...) FROM generate_series(1, N))`),
+//! which come back as one array in the flush's first round trip; the next
+//! round trip starts with the `COPY` of the rows with those keys.
+//! Concurrent sessions get disjoint keys: `nextval` never hands a value out
+//! twice.
 //!
 //! It is used only where it writes what the `INSERT` would have written
 //! (see [`CopyTargets::target`]), and for batches of at least
@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
-use postgres_types::{IsNull, Type};
+use postgres_types::{IsNull, Kind, Type};
 
 use super::plan::{bind_all, Binding, BIND_CHUNK};
 use crate::connection::{Access, SessionConnection, Statement};
@@ -141,13 +141,15 @@ impl CopyTargets {
     }
 }
 
-/// The statement that takes `count` values of the key's sequence, as rows
-/// of the key column's type: what `RETURNING` would have returned.
+/// The statement that takes `count` values of the key's sequence, as one
+/// array of the key column's type in one row: a row per key would cost
+/// the server a message and the client a decoded row each, for values
+/// that are only copied into the entities.
 pub(crate) fn allocate_keys(meta: &EntityMeta, target: &CopyTarget, count: usize) -> Statement {
     let key_type = meta.key_columns().next().map_or("int8", |key| meta.columns[key].sql_type);
     Statement {
         sql: format!(
-            "SELECT nextval($1::oid::regclass)::{key_type} FROM generate_series(1, $2::int8) WHERE {IN_UNIT_OF_WORK}"
+            "SELECT ARRAY(SELECT nextval($1::oid::regclass)::{key_type} FROM generate_series(1, $2::int8) WHERE {IN_UNIT_OF_WORK})"
         ),
         params: vec![Box::new(target.sequence), Box::new(i64::try_from(count).unwrap_or(i64::MAX))],
         returns_rows: true,
@@ -180,29 +182,41 @@ pub(crate) fn copy_statement<T: Entity>(
     data.put_slice(b"PGCOPY\n\xff\r\n\0");
     data.put_i32(0); // flags
     data.put_i32(0); // header extension length
-    let binding = CopyBinding { rows: rows.to_vec(), keys, columns, target: target.clone(), flush, bound: 0, data };
+    let fields = target
+        .arrays
+        .iter()
+        .map(|array| match array.kind() {
+            Kind::Array(member) => member.clone(),
+            _ => array.clone(),
+        })
+        .collect();
+    let binding =
+        CopyBinding { rows: rows.to_vec(), keys, columns, target: target.clone(), fields, flush, bound: 0, data };
     (statement, Box::new(binding))
 }
 
 /// The rows of a `COPY` in its binary format, made [`BIND_CHUNK`] rows at
-/// a time. Each column of a chunk is encoded as one array, as the `INSERT`
-/// sends it, by the same `ToSql` code; a binary array's elements are laid
-/// out as `COPY`'s fields are (a length, -1 for NULL, then the value's
-/// binary form), so a row is its fields copied out of the arrays.
+/// a time. Each field is written straight from the entity by the field's
+/// own `ToSql`, as the `INSERT`'s arrays write their elements; the keys,
+/// which the entities do not hold yet, are encoded as one array per chunk,
+/// whose elements are laid out as `COPY`'s fields are (a length, -1 for
+/// NULL, then the value's binary form), and copied out of it.
 struct CopyBinding<T: Entity> {
     rows: Vec<Tracked<T>>,
     keys: Vec<T::Key>,
     /// The key column, then the inserted ones.
     columns: Vec<usize>,
     target: Arc<CopyTarget>,
+    /// The type of each column's fields, in `columns` order.
+    fields: Vec<Type>,
     flush: Option<u64>,
     bound: usize,
     data: BytesMut,
 }
 
 impl<T: Entity> CopyBinding<T> {
-    /// Column `n` of the chunk as an array in binary form.
-    fn encode(&self, n: usize, param: &Param, rows: usize) -> Result<Bytes> {
+    /// Key column `n` of the chunk as an array in binary form.
+    fn encode_keys(&self, n: usize, param: &Param, rows: usize) -> Result<Bytes> {
         let meta = T::META;
         let column = meta.columns[self.columns[n]].name;
         let failed = |reason: String| Error::Encode { entity: meta.name, column, reason };
@@ -218,34 +232,26 @@ impl<T: Entity> CopyBinding<T> {
 impl<T: Entity> Binding for CopyBinding<T> {
     fn bind_chunk(&mut self) -> Result<bool> {
         let end = self.rows.len().min(self.bound + BIND_CHUNK);
-        let count = end - self.bound;
-        let mut arrays = Vec::with_capacity(self.columns.len());
-        {
-            let guards = bind_all(&self.rows[self.bound..end], self.flush)?;
-            let entities: Vec<&T> = guards.iter().map(|g| &g.current).collect();
-            let keys = T::key_arrays(&self.keys[self.bound..end]);
-            for (n, param) in keys.iter().enumerate() {
-                arrays.push(self.encode(n, param, count)?);
-            }
-            for n in arrays.len()..self.columns.len() {
-                arrays.push(self.encode(n, &T::column_array(&entities, self.columns[n]), count)?);
-            }
+        let keys = T::key_arrays(&self.keys[self.bound..end]);
+        let mut key_fields = Vec::with_capacity(keys.len());
+        for (n, param) in keys.iter().enumerate() {
+            let array = self.encode_keys(n, param, end - self.bound)?;
+            key_fields.push(elements(array).ok_or_else(|| malformed::<T>("a malformed array encoding"))?);
         }
-        let mut elements = arrays.into_iter().map(elements).collect::<Option<Vec<_>>>().ok_or_else(|| {
-            Error::Encode { entity: T::META.name, column: "", reason: "malformed array encoding".to_owned() }
-        })?;
         let fields = i16::try_from(self.columns.len()).unwrap_or(i16::MAX);
-        for _ in 0..count {
+        let guards = bind_all(&self.rows[self.bound..end], self.flush)?;
+        for guard in &guards {
             self.data.put_i16(fields);
-            for column in &mut elements {
-                let field = next_field(column).ok_or_else(|| Error::Encode {
-                    entity: T::META.name,
-                    column: "",
-                    reason: "an array with fewer elements than rows".to_owned(),
-                })?;
+            for column in &mut key_fields {
+                let field =
+                    next_field(column).ok_or_else(|| malformed::<T>("an array with fewer elements than rows"))?;
                 self.data.put_slice(&field);
             }
+            for (&column, ty) in self.columns.iter().zip(&self.fields).skip(key_fields.len()) {
+                write_field(&mut self.data, &guard.current, column, ty)?;
+            }
         }
+        drop(guards);
         self.bound = end;
         if end == self.rows.len() {
             self.data.put_i16(-1);
@@ -255,6 +261,32 @@ impl<T: Entity> Binding for CopyBinding<T> {
 
     fn finish(self: Box<Self>, statement: &mut Statement) {
         statement.copy = Some(self.data.freeze());
+    }
+}
+
+/// The error of a key array that is not laid out as the driver lays
+/// arrays out: a bug, not bad input, but reported rather than sent.
+fn malformed<T: Entity>(reason: &str) -> Error {
+    Error::Encode { entity: T::META.name, column: "", reason: reason.to_owned() }
+}
+
+/// Appends column `column` of `entity` to `data` as a `COPY` field of type
+/// `ty`: its length (-1 for NULL), then its binary form.
+fn write_field<T: Entity>(data: &mut BytesMut, entity: &T, column: usize, ty: &Type) -> Result<()> {
+    let failed = |reason: String| Error::Encode { entity: T::META.name, column: T::META.columns[column].name, reason };
+    let start = data.len();
+    data.put_i32(-1);
+    match entity.write_column(column, ty, data) {
+        Ok(IsNull::Yes) => {
+            data.truncate(start + 4);
+            Ok(())
+        }
+        Ok(IsNull::No) => {
+            let length = i32::try_from(data.len() - start - 4).map_err(|_| failed("a value over 2 GiB".to_owned()))?;
+            data[start..start + 4].copy_from_slice(&length.to_be_bytes());
+            Ok(())
+        }
+        Err(error) => Err(failed(error.to_string())),
     }
 }
 

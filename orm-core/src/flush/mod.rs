@@ -15,7 +15,7 @@ mod copy;
 mod order;
 mod plan;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tracing::Instrument;
@@ -31,6 +31,7 @@ use crate::entity::{ColumnSet, EntityMeta};
 use crate::error::{Error, Result};
 use crate::identity::{LinkState, Registries};
 use crate::stats::SessionStats;
+use crate::tracked::AddressSet;
 use plan::TableOutcomes;
 
 /// How the flush ends.
@@ -111,12 +112,12 @@ async fn run(
     let deferred = order::breakable(&metas, &cyclic);
     let (order, cyclic) = order::parents_first(&metas, &deferred);
     // Pending inserts already sent by an earlier round trip of this flush.
-    let mut inserted: HashMap<usize, HashSet<usize>> = HashMap::new();
+    let mut inserted: HashMap<usize, AddressSet> = HashMap::new();
     let mut sent: Vec<Sent> = Vec::new();
     let mut first = true;
     // Whether COMMIT went out with the last round trip.
     let mut committed = false;
-    let nothing = HashSet::new();
+    let nothing = AddressSet::default();
     let mut copy_next: Option<PendingCopy> = None;
     // Asked before anything is sent: between round trips the transaction
     // holds rows the objects do not show yet, and takes no other statement.
@@ -354,7 +355,7 @@ fn copy_candidates(
     if connection.read_only() || connection.unnamed_statements() {
         return Vec::new();
     }
-    let nothing = HashSet::new();
+    let nothing = AddressSet::default();
     registries
         .all
         .iter()
@@ -390,9 +391,9 @@ fn choose_copy(
     targets: &[Option<(usize, Arc<CopyTarget>)>],
     order: &[usize],
     links: &[LinkState],
-    inserted: &HashMap<usize, HashSet<usize>>,
+    inserted: &HashMap<usize, AddressSet>,
 ) -> Option<(usize, Arc<CopyTarget>)> {
-    let nothing = HashSet::new();
+    let nothing = AddressSet::default();
     order.iter().find_map(|&index| {
         let (threshold, target) = targets[index].as_ref()?;
         let sent = inserted.get(&index).unwrap_or(&nothing);
@@ -446,16 +447,17 @@ fn deliver(
 fn carry_over(
     round: &mut [Sent],
     registries: &mut Registries,
-    inserted: &mut HashMap<usize, HashSet<usize>>,
+    inserted: &mut HashMap<usize, AddressSet>,
     keys_wanted: bool,
 ) -> Result<Option<PendingCopy>> {
     let mut copy = None;
     for part in round.iter_mut() {
-        if keys_wanted {
-            part.plan.record_keys(&part.outcomes, registries.all[part.registry].as_mut())?;
-        }
+        // First: a `COPY`'s keys are read there, for what follows.
         if let Some((statement, rows)) = part.plan.take_copy(&part.outcomes)? {
             copy = Some(PendingCopy { statement, rows, meta: part.plan.meta() });
+        }
+        if keys_wanted {
+            part.plan.record_keys(&part.outcomes, registries.all[part.registry].as_mut())?;
         }
     }
     for part in round.iter() {

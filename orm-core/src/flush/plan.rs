@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::RwLockWriteGuard;
+use postgres_types::Kind;
 
 use super::copy::{self, CopyTarget};
 use crate::connection::{Outcome, Statement};
@@ -14,7 +15,7 @@ use crate::identity::{ErasedRegistry, Registry};
 use crate::session::PendingChanges;
 use crate::sql;
 use crate::statement_mode::ResultColumn;
-use crate::tracked::{EntityState, Tracked};
+use crate::tracked::{AddressSet, EntityState, Tracked};
 use crate::types::ArrayChunks;
 use crate::upsert::ConflictRule;
 
@@ -136,9 +137,9 @@ impl TableOutcomes {
 /// Which part of a table's pending work one round trip of a flush carries.
 pub(crate) struct PlanScope<'a> {
     /// Pending inserts waiting for a parent's key, by handle address.
-    pub(crate) waiting: &'a HashSet<usize>,
+    pub(crate) waiting: &'a AddressSet,
     /// Pending inserts sent by an earlier round trip of this flush.
-    pub(crate) inserted: &'a HashSet<usize>,
+    pub(crate) inserted: &'a AddressSet,
     /// The flush's last round trip, which also carries updates, deletes and
     /// post-updates.
     pub(crate) last: bool,
@@ -156,7 +157,7 @@ pub(crate) struct PlanScope<'a> {
 
 impl PlanScope<'_> {
     /// A look at everything pending, for [`Session::pending`](crate::Session::pending).
-    pub(crate) fn preview(empty: &HashSet<usize>) -> PlanScope<'_> {
+    pub(crate) fn preview(empty: &AddressSet) -> PlanScope<'_> {
         PlanScope { waiting: empty, inserted: empty, last: true, deferred: 0, preview: true, copy: None }
     }
 }
@@ -177,7 +178,8 @@ pub(crate) trait TablePlan: Send + Sync {
     fn inserted(&self) -> Vec<usize>;
     /// The `COPY` of the rows whose keys this plan took from the sequence
     /// (see [`PlanScope::copy`]), and how many rows it writes; taken once,
-    /// after the round trip that took the keys.
+    /// after the round trip that took the keys, before any other step reads
+    /// those keys: it keeps them for them.
     fn take_copy(&mut self, outcomes: &TableOutcomes) -> Result<Option<(Unbound, usize)>>;
     /// Keeps the keys the inserts generated, for children that wait for them
     /// in the flush's next round trip; the entities are not changed yet.
@@ -237,6 +239,10 @@ struct Plan<T: Entity> {
     inserted_keys: Vec<Option<T::Key>>,
     /// Where the plain inserts go by `COPY`, their keys taken first.
     copy: Option<Arc<CopyTarget>>,
+    /// The keys the sequence gave the plain inserts that go by `COPY`, in
+    /// their order: read once from the key statement's array, by
+    /// `take_copy`, which every later step follows.
+    sequence_keys: Option<Vec<T::Key>>,
     /// The flush that binds the rows, for the `COPY`'s binding.
     flush: Option<u64>,
 }
@@ -474,9 +480,9 @@ fn insert_statements<T: Entity>(
 ) -> Result<Vec<Unbound>> {
     let mut statements = Vec::with_capacity(usize::from(plain > 0) + upserts.len());
     if let (Some(target), true) = (copy, plain > 0) {
-        // The keys come back as RETURNING would bring them; the rows follow.
+        // The keys come back first, as one array; the rows follow.
         let mut statement = copy::allocate_keys(T::META, target, plain);
-        statement.check = Some(check_returning::<T>);
+        statement.check = Some(check_key_arrays::<T>);
         statements.push(statement.into());
     } else if plain > 0 {
         statements.push(insert_statement(&inserts[..plain], columns, flush)?);
@@ -626,6 +632,7 @@ pub(crate) fn plan_table<T: Entity>(
         deletes,
         switches,
         inserted_keys: Vec::new(),
+        sequence_keys: None,
         copy,
         flush,
     })))
@@ -636,6 +643,21 @@ pub(crate) fn plan_table<T: Entity>(
 /// committed already (`COMMIT` travels with the last statements).
 fn check_returning<T: Entity>(columns: &[ResultColumn]) -> Result<()> {
     check_columns::<T>(columns, T::META.generated_columns())
+}
+
+/// [`check_returning`] for the keys taken from the key's sequence, one
+/// array per key column.
+fn check_key_arrays<T: Entity>(columns: &[ResultColumn]) -> Result<()> {
+    for (column, index) in columns.iter().zip(T::META.key_columns()) {
+        if !matches!(column.type_.kind(), Kind::Array(member) if T::accepts(index, member)) {
+            return Err(Error::ColumnType {
+                entity: T::META.name,
+                column: T::META.columns[index].name,
+                found: column.type_.name().to_owned(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// [`check_returning`] for an upsert, which returns every column.
@@ -674,6 +696,34 @@ impl<T: Entity> Plan<T> {
         rows_of(outcomes.inserts.first().filter(|_| self.plain > 0))
     }
 
+    /// How many plain inserts the database took: the keys its sequence
+    /// gave, for a `COPY`, or the rows the `INSERT` wrote.
+    fn inserted_count(&self, outcomes: &TableOutcomes) -> usize {
+        match &self.sequence_keys {
+            Some(keys) => keys.len(),
+            None => self.inserted_rows(outcomes).1,
+        }
+    }
+
+    /// Stores in `entity` what the database generated for plain insert
+    /// `n`: the key the sequence gave it (for a `COPY`), or the columns of
+    /// its `RETURNING` row.
+    fn fill_generated(&self, entity: &mut T, rows: &[tokio_postgres::Row], n: usize) -> Result<()> {
+        match &self.sequence_keys {
+            Some(keys) => {
+                if let Some(key) = keys.get(n) {
+                    entity.set_key(key.clone());
+                }
+            }
+            None => {
+                if let Some(row) = rows.get(n) {
+                    entity.set_generated(row)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The outcomes of the upsert statements, in `upserts` order.
     fn upsert_outcomes<'o>(&self, outcomes: &'o TableOutcomes) -> impl Iterator<Item = &'o Outcome> {
         outcomes.inserts.iter().skip(usize::from(self.plain > 0))
@@ -689,7 +739,7 @@ impl<T: Entity> Plan<T> {
             expected,
             inserted,
         };
-        let (_, inserted) = self.inserted_rows(outcomes);
+        let inserted = self.inserted_count(outcomes);
         if self.plain > 0 && inserted != self.plain {
             return Err(not_inserted(self.plain, inserted));
         }
@@ -753,8 +803,8 @@ impl<T: Entity> Plan<T> {
             .enumerate()
             .map(|(n, tracked)| {
                 let mut entity = tracked.lock_read()?.current.clone();
-                if let (true, Some(row)) = (generated, rows.get(n)) {
-                    entity.set_generated(row)?;
+                if generated {
+                    self.fill_generated(&mut entity, rows, n)?;
                 }
                 Ok(entity.key())
             })
@@ -839,9 +889,12 @@ impl<T: Entity> TablePlan for Plan<T> {
 
     fn take_copy(&mut self, outcomes: &TableOutcomes) -> Result<Option<(Unbound, usize)>> {
         let Some(target) = self.copy.take() else { return Ok(None) };
+        let keys = match self.inserted_rows(outcomes).0 {
+            [row] => T::keys_from_arrays(row)?,
+            _ => Vec::new(),
+        };
+        self.sequence_keys = Some(keys.clone());
         self.check_inserted(outcomes)?;
-        let (rows, _) = self.inserted_rows(outcomes);
-        let keys = rows.iter().map(T::key_from_row).collect::<Result<Vec<_>>>()?;
         let (statement, binding) = copy::copy_statement(&target, &self.inserts[..self.plain], keys, self.flush);
         Ok(Some((Unbound { statement, binding: Some(binding) }, self.plain)))
     }
@@ -854,9 +907,7 @@ impl<T: Entity> TablePlan for Plan<T> {
         let (rows, _) = self.inserted_rows(outcomes);
         for (n, tracked) in self.inserts[..self.plain].iter().enumerate() {
             let mut entity = tracked.lock_read()?.current.clone();
-            if let Some(row) = rows.get(n) {
-                entity.set_generated(row)?;
-            }
+            self.fill_generated(&mut entity, rows, n)?;
             registry.provisional.insert(tracked.address(), entity);
         }
         // A row `DO NOTHING` skipped has no key to give.
@@ -918,14 +969,14 @@ impl<T: Entity> TablePlan for Plan<T> {
 
     fn set_generated(&self, outcomes: &TableOutcomes, from: usize) -> Result<bool> {
         let (rows, _) = self.inserted_rows(outcomes);
-        let plain = rows.len().min(self.plain);
+        let plain = self.inserted_count(outcomes).min(self.plain);
         let count = if self.upserts.is_empty() { plain } else { self.inserts.len() };
         let end = count.min(from.saturating_add(BIND_CHUNK));
         let from = from.min(end);
         let plain_end = end.min(plain);
         let plain_from = from.min(plain_end);
-        for (tracked, row) in self.inserts[plain_from..plain_end].iter().zip(&rows[plain_from..plain_end]) {
-            tracked.lock_write()?.apply_from_database(|entity| entity.set_generated(row))?;
+        for (n, tracked) in (plain_from..plain_end).zip(&self.inserts[plain_from..plain_end]) {
+            tracked.lock_write()?.apply_from_database(|entity| self.fill_generated(entity, rows, n))?;
         }
         let returned = self.returned.as_deref().unwrap_or_default();
         for index in from.max(self.plain)..end {
