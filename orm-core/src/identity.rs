@@ -162,9 +162,11 @@ pub(crate) struct LoadTracking<'a, T: Entity> {
     /// The identity map's length before the load: its new rows are the
     /// entries from here on.
     start: usize,
-    /// Rows that arrived since the last block was tracked.
+    /// Rows that arrived since the last block was tracked; grown as rows
+    /// come, so that a one-row load does not make room for a block.
     arrived: Vec<T>,
-    scratch: BlockScratch<T>,
+    /// Made by the first block, sized by its rows.
+    scratch: Option<BlockScratch<T>>,
     /// The handles of the rows tracked so far, in row order.
     tracked: Vec<Tracked<T>>,
     finished: bool,
@@ -189,6 +191,7 @@ impl<T: Entity> LoadTracking<'_, T> {
 
     fn track_arrived(&mut self) {
         let LoadTracking { registry, arrived, scratch, tracked, .. } = self;
+        let scratch = scratch.get_or_insert_with(|| BlockScratch::for_rows(arrived.len()));
         let mut rows = arrived.drain(..).peekable();
         // At most BLOCK rows make at most one block.
         while rows.peek().is_some() {
@@ -367,14 +370,7 @@ impl<T: Entity> Registry<T> {
     /// Tracks the rows of a load as they arrive (see [`LoadTracking`]).
     pub(crate) fn tracking(&mut self) -> LoadTracking<'_, T> {
         let start = self.identity.len();
-        LoadTracking {
-            registry: self,
-            start,
-            arrived: Vec::with_capacity(BLOCK),
-            scratch: BlockScratch::new(),
-            tracked: Vec::new(),
-            finished: false,
-        }
+        LoadTracking { registry: self, start, arrived: Vec::new(), scratch: None, tracked: Vec::new(), finished: false }
     }
 
     /// Takes the entries appended to the identity map from `start` on out

@@ -19,10 +19,6 @@ use crate::tracked::{AddressSet, EntityState, Tracked};
 use crate::types::ArrayChunks;
 use crate::upsert::ConflictRule;
 
-/// Entities by address: foldhash rather than `SipHash`, as the addresses are
-/// not chosen by users, and hashing one per row is on a flush's path.
-type AddressSet = HashSet<usize, foldhash::fast::RandomState>;
-
 /// One table's statements, in the order the flush sends them.
 #[derive(Default)]
 pub(crate) struct TableStatements {
