@@ -304,6 +304,19 @@ impl<T: Entity> Registry<T> {
         }
     }
 
+    /// [`new_tracked`](Self::new_tracked) for each of `entities`, allocated
+    /// [`BLOCK`] at a time as a load's rows are: adding a large batch costs
+    /// an allocation per block instead of one per entity.
+    pub(crate) fn new_tracked_all(&self, entities: impl IntoIterator<Item = T>) -> Vec<Tracked<T>> {
+        let mut entities = entities.into_iter();
+        let mut tracked = Vec::with_capacity(entities.size_hint().0);
+        while let Some(first) = entities.next() {
+            let rest = entities.by_ref().take(BLOCK - 1).map(|entity| Inner::new(entity, None)).collect();
+            tracked.extend(Tracked::new_block(&self.write_log, Inner::new(first, None), rest));
+        }
+        tracked
+    }
+
     /// A new handle whose writes this registry's flushes will see.
     pub(crate) fn new_tracked(&self, entity: T) -> Tracked<T> {
         Tracked::new(entity, &self.write_log, None, None)
