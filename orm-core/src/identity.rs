@@ -148,66 +148,6 @@ enum Found<T: Entity> {
     Repeated(T),
 }
 
-/// The rows of one load, tracked as they arrive: each [`BLOCK`] of rows is
-/// tracked (as [`Registry::track_all`] tracks them) once it is complete, so
-/// a load never holds all its rows twice, as plain values and as tracked
-/// instances: the peak memory of a large tracked load is lower by a `Vec`
-/// of its rows as plain values.
-///
-/// A load that fails or is dropped before [`finish`](Self::finish) takes
-/// the rows it tracked out of the session again: as when rows were tracked
-/// only once all had arrived, a failed load leaves the session as it was.
-pub(crate) struct LoadTracking<'a, T: Entity> {
-    registry: &'a mut Registry<T>,
-    /// The identity map's length before the load: its new rows are the
-    /// entries from here on.
-    start: usize,
-    /// Rows that arrived since the last block was tracked; grown as rows
-    /// come, so that a one-row load does not make room for a block.
-    arrived: Vec<T>,
-    /// Made by the first block, sized by its rows.
-    scratch: Option<BlockScratch<T>>,
-    /// The handles of the rows tracked so far, in row order.
-    tracked: Vec<Tracked<T>>,
-    finished: bool,
-}
-
-impl<T: Entity> LoadTracking<'_, T> {
-    /// Takes the next row of the load.
-    pub(crate) fn push(&mut self, row: T) {
-        self.arrived.push(row);
-        if self.arrived.len() == BLOCK {
-            self.track_arrived();
-        }
-    }
-
-    /// The handles of every row of the load, in row order; its rows stay
-    /// tracked.
-    pub(crate) fn finish(mut self) -> Vec<Tracked<T>> {
-        self.track_arrived();
-        self.finished = true;
-        std::mem::take(&mut self.tracked)
-    }
-
-    fn track_arrived(&mut self) {
-        let LoadTracking { registry, arrived, scratch, tracked, .. } = self;
-        let scratch = scratch.get_or_insert_with(|| BlockScratch::for_rows(arrived.len()));
-        let mut rows = arrived.drain(..).peekable();
-        // At most BLOCK rows make at most one block.
-        while rows.peek().is_some() {
-            registry.track_block(&mut rows, tracked, scratch);
-        }
-    }
-}
-
-impl<T: Entity> Drop for LoadTracking<'_, T> {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.registry.forget_appended(self.start);
-        }
-    }
-}
-
 /// How the children index files a new row of a block.
 #[derive(Clone, Copy)]
 enum Filing {
@@ -378,21 +318,6 @@ impl<T: Entity> Registry<T> {
             self.track_block(&mut rows, &mut tracked, &mut scratch);
         }
         tracked
-    }
-
-    /// Tracks the rows of a load as they arrive (see [`LoadTracking`]).
-    pub(crate) fn tracking(&mut self) -> LoadTracking<'_, T> {
-        let start = self.identity.len();
-        LoadTracking { registry: self, start, arrived: Vec::new(), scratch: None, tracked: Vec::new(), finished: false }
-    }
-
-    /// Takes the entries appended to the identity map from `start` on out
-    /// of the session again, last first, so that none moves.
-    fn forget_appended(&mut self, start: usize) {
-        let appended: Vec<Tracked<T>> = self.identity.values().skip(start).cloned().collect();
-        for tracked in appended.iter().rev() {
-            self.leave(tracked);
-        }
     }
 
     /// Tracks rows of `rows` until [`BLOCK`] new instances were made (or

@@ -368,17 +368,8 @@ impl Session {
         params: &[&(dyn ToSql + Sync)],
         access: Access,
     ) -> Result<Vec<Tracked<E>>> {
-        self.loads.record(sql)?;
-        // Each row is tracked as it arrives instead of after all of them:
-        // the load never holds its rows as plain values and as tracked
-        // instances at once.
-        let mut tracking = self.registries.of::<E>().tracking();
-        decode_rows(&mut self.connection, &mut self.stats, sql, params, access, |entity| {
-            tracking.push(entity);
-            Ok(())
-        })
-        .await?;
-        Ok(tracking.finish())
+        let rows = self.load_untracked_with::<E>(sql, params, access).await?;
+        Ok(self.track(rows))
     }
 
     /// The tracked instances for freshly read rows: those already in the
@@ -416,11 +407,12 @@ impl Session {
         access: Access,
     ) -> Result<Vec<E>> {
         let mut loaded = Vec::new();
-        decode_rows(&mut self.connection, &mut self.stats, sql, params, access, |entity| {
-            loaded.push(entity);
-            Ok(())
-        })
-        .await?;
+        self.connection
+            .for_each_row(RawSql::cached(sql), params, access, &mut self.stats, |row| {
+                loaded.push(E::from_row(&row, 0)?);
+                Ok(())
+            })
+            .await?;
         Ok(loaded)
     }
 
@@ -1153,23 +1145,6 @@ impl Session {
             .await?;
         Ok(rows)
     }
-}
-
-/// Runs a SELECT of `E`'s columns (in `META` order) on `connection` and
-/// hands each row to `on_entity` as it arrives, decoded: the one place
-/// both tracked and untracked loads read their rows, taking the session's
-/// connection and statistics apart from its registries, which a tracked
-/// load fills meanwhile.
-async fn decode_rows<E: Entity>(
-    connection: &mut SessionConnection,
-    stats: &mut SessionStats,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-    access: Access,
-    mut on_entity: impl FnMut(E) -> Result<()>,
-) -> Result<()> {
-    connection.for_each_row(RawSql::cached(sql), params, access, stats, |row| on_entity(E::from_row(&row, 0)?)).await?;
-    Ok(())
 }
 
 impl Drop for Session {
