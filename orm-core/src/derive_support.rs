@@ -167,14 +167,3 @@ foreign_key_fields!(
     (A FA 0, B FB 1, C FC 2, D FD 3),
     (A FA 0, B FB 1, C FC 2, D FD 3, E FE 4)
 );
-
-/// Reads column `index` of `row` as an array of `T`, naming entity and
-/// column on failure: a key column's values taken many at once.
-pub fn decode_array<T: for<'a> postgres_types::FromSql<'a>>(
-    row: &tokio_postgres::Row,
-    index: usize,
-    entity: &'static str,
-    column: &'static str,
-) -> crate::Result<Vec<T>> {
-    row.try_get::<_, Vec<T>>(index).map_err(|source| crate::Error::Decode { entity, column, source })
-}

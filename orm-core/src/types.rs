@@ -89,6 +89,19 @@ pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + S
         row.try_get::<_, Self>(index).map_err(|source| crate::Error::Decode { entity, column, source })
     }
 
+    /// Reads column `index` of `row`, an array of values of this type,
+    /// naming entity and column on failure: a key column's values taken
+    /// many at once.
+    #[doc(hidden)]
+    fn decode_array(
+        row: &tokio_postgres::Row,
+        index: usize,
+        entity: &'static str,
+        column: &'static str,
+    ) -> crate::Result<Vec<Self>> {
+        row.try_get::<_, Vec<Self>>(index).map_err(|source| crate::Error::Decode { entity, column, source })
+    }
+
     /// Whether a field of this type can be read from a column of type `ty`.
     #[doc(hidden)]
     fn accepts_column(ty: &Type) -> bool {
@@ -99,6 +112,13 @@ pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + S
     #[doc(hidden)]
     fn column_param(&self) -> Param {
         Box::new(self.clone())
+    }
+
+    /// Writes the value in the binary form of type `ty` to `out`, as a
+    /// `COPY` field carries it, without copying it into a parameter first.
+    #[doc(hidden)]
+    fn write_value(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        self.to_sql_checked(ty, out)
     }
 }
 

@@ -185,7 +185,7 @@ fn column_access(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
     let writes = columns.iter().enumerate().map(|(i, f)| {
         let field = f.ident;
         let ty = f.ty;
-        quote_spanned!(ty.span()=> #i => ::orm_core::__private::postgres_types::ToSql::to_sql_checked(&self.#field, ty, out))
+        quote_spanned!(ty.span()=> #i => <#ty as ::orm_core::ColumnType>::write_value(&self.#field, ty, out))
     });
     let nulls = columns.iter().enumerate().map(|(i, f)| {
         let field = f.ident;
@@ -256,7 +256,7 @@ fn key_methods(name: &str, keys: &[&FieldModel<'_>]) -> TokenStream {
         key_from_row =
             quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::decode_column(row, 0, #name, #column));
         keys_from_arrays =
-            quote_spanned!(ty.span()=> ::orm_core::__private::decode_array::<#ty>(row, 0, #name, #column));
+            quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::decode_array(row, 0, #name, #column));
         set_key = quote!(self.#field = key;);
     } else {
         let positions: Vec<Index> = (0..keys.len()).map(Index::from).collect();
@@ -274,7 +274,7 @@ fn key_methods(name: &str, keys: &[&FieldModel<'_>]) -> TokenStream {
         let offsets = 0..keys.len();
         // The shortest array ends the keys; the caller checks their number.
         keys_from_arrays = quote! {
-            let mut columns = (#(::orm_core::__private::decode_array::<#key_types>(row, #offsets, #name, #key_columns)?.into_iter(),)*);
+            let mut columns = (#(<#key_types as ::orm_core::ColumnType>::decode_array(row, #offsets, #name, #key_columns)?.into_iter(),)*);
             let mut keys = ::std::vec::Vec::new();
             while let (#(::core::option::Option::Some(#parts),)*) = (#(columns.#positions.next(),)*) {
                 keys.push((#(#parts,)*));
