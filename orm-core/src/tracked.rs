@@ -125,9 +125,9 @@ pub(crate) type AddressSet = std::collections::HashSet<usize, foldhash::fast::Ra
 pub(crate) const BLOCK: usize = 64;
 
 /// Instances allocated together, by a load that tracks many rows at once
-/// or an `add_all` (or alone, by any other path): they share one reference count and one
-/// link to their write log, so tracking a row costs no allocation of its
-/// own. The first instance lives in the block itself, so a block of one
+/// or an `add_all` (or alone, by any other path): they share one
+/// reference count and one link to their write log, so tracking a row
+/// costs no allocation of its own. The first instance lives in the block itself, so a block of one
 /// (a `get`, an `add`) is one allocation, as a lone instance was.
 struct Block<T: Entity> {
     /// Where the first write since the last flush announces itself, so a

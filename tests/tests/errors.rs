@@ -614,8 +614,8 @@ async fn decode_errors_say_why_naming_entity_and_column() {
 #[tokio::test]
 async fn a_tracked_load_that_fails_partway_leaves_the_identity_map_as_it_was() {
     let (test_db, db) = setup().await;
-    // Row 150 cannot be decoded: the rows before it span two blocks of
-    // tracked instances and part of a third.
+    // Row 150 cannot be decoded: none of the 149 rows before it may stay
+    // tracked, and the instance tracked before the load keeps its change.
     test_db
         .client()
         .await
