@@ -108,9 +108,7 @@ async fn run(
     end: FlushEnd,
 ) -> Result<()> {
     let metas: Vec<_> = registries.all.iter().map(|r| r.meta()).collect();
-    let (_, cyclic) = order::parents_first(&metas, &vec![0; metas.len()]);
-    let deferred = order::breakable(&metas, &cyclic);
-    let (order, cyclic) = order::parents_first(&metas, &deferred);
+    let (order, cyclic, deferred) = order::flush_order(&metas);
     // Pending inserts already sent by an earlier round trip of this flush.
     let mut inserted: HashMap<usize, AddressSet> = HashMap::new();
     let mut sent: Vec<Sent> = Vec::new();

@@ -10,6 +10,11 @@ use crate::entity::{ColumnSet, EntityMeta};
 /// on a reference cycle keep their given order, and are returned as the
 /// second value.
 pub(crate) fn parents_first(tables: &[&'static EntityMeta], deferred: &[ColumnSet]) -> (Vec<usize>, Vec<usize>) {
+    if tables.len() < 2 {
+        // Nothing to order against, as a short request's session has: the
+        // loop below would allocate and free its scratch lists for nothing.
+        return ((0..tables.len()).collect(), Vec::new());
+    }
     let references = |child: usize, parent: usize| {
         child != parent
             && tables[child]
@@ -37,11 +42,26 @@ pub(crate) fn parents_first(tables: &[&'static EntityMeta], deferred: &[ColumnSe
     (ordered, cyclic)
 }
 
+/// The order of a flush's tables ([`parents_first`], once the cycles are
+/// broken where they can be), the tables left on a cycle, and per table the
+/// columns a post-update sets ([`breakable`]).
+pub(crate) fn flush_order(tables: &[&'static EntityMeta]) -> (Vec<usize>, Vec<usize>, Vec<ColumnSet>) {
+    let none = vec![0; tables.len()];
+    let (order, cyclic) = parents_first(tables, &none);
+    if cyclic.is_empty() {
+        // No cycle to break: no post-updates, and the order stands.
+        return (order, cyclic, none);
+    }
+    let deferred = breakable(tables, &cyclic);
+    let (order, cyclic) = parents_first(tables, &deferred);
+    (order, cyclic, deferred)
+}
+
 /// For the tables on a reference cycle, the foreign keys that can break it:
 /// nullable columns referencing another table of the cycle. Inserted as
 /// NULL, they are set by an UPDATE (a post-update) in the flush's last round
 /// trip, after the rows they reference exist.
-pub(crate) fn breakable(tables: &[&'static EntityMeta], cyclic: &[usize]) -> Vec<ColumnSet> {
+fn breakable(tables: &[&'static EntityMeta], cyclic: &[usize]) -> Vec<ColumnSet> {
     (0..tables.len())
         .map(|t| {
             let meta = tables[t];
@@ -62,7 +82,7 @@ pub(crate) fn breakable(tables: &[&'static EntityMeta], cyclic: &[usize]) -> Vec
 
 #[cfg(test)]
 mod tests {
-    use super::parents_first;
+    use super::{flush_order, parents_first};
     use crate::entity::{ColumnMeta, EntityMeta};
 
     const fn column(name: &'static str, references: Option<fn() -> &'static EntityMeta>) -> ColumnMeta {
@@ -110,5 +130,18 @@ mod tests {
         let (order, cyclic) = parents_first(&[&A, &USER, &B], &[1, 0, 0]);
         assert_eq!(order, vec![0, 1, 2], "with A.b_id deferred, A goes first");
         assert!(cyclic.is_empty());
+    }
+
+    #[test]
+    fn one_table_is_in_order_even_when_it_references_itself() {
+        assert_eq!(parents_first(&[&COMMENT], &[0]), (vec![0], vec![]));
+        assert_eq!(flush_order(&[&COMMENT]), (vec![0], vec![], vec![0]));
+    }
+
+    #[test]
+    fn the_flush_order_defers_only_what_breaks_a_cycle() {
+        assert_eq!(flush_order(&[&COMMENT, &POST, &USER]), (vec![2, 1, 0], vec![], vec![0, 0, 0]));
+        // Neither A.b_id nor B.a_id is nullable: the cycle stays, reported.
+        assert_eq!(flush_order(&[&A, &USER, &B]), (vec![1, 0, 2], vec![0, 2], vec![0, 0, 0]));
     }
 }
