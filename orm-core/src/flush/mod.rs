@@ -520,21 +520,28 @@ async fn bind(unbound: Vec<Unbound>) -> Result<Vec<Statement>> {
 /// then updates, then deletes children first. Returns each statement's
 /// route back to its part of the round trip and phase.
 fn order_statements(round: &mut [Sent]) -> (Vec<Unbound>, Vec<(usize, Phase)>) {
-    let taken: Vec<_> = round.iter_mut().map(|part| part.plan.take_statements()).collect();
-    let mut inserts = Vec::new();
-    let mut updates = Vec::new();
-    let mut deletes = Vec::new();
-    for (part, statements) in taken.into_iter().enumerate() {
-        inserts.extend(statements.inserts.into_iter().map(|s| (part, Phase::Insert, s)));
-        updates.extend(statements.updates.into_iter().map(|s| (part, Phase::Update, s)));
-        deletes.push(statements.deletes.into_iter().map(move |s| (part, Phase::Delete, s)));
+    let mut taken: Vec<_> = round.iter_mut().map(|part| part.plan.take_statements()).collect();
+    // Filled in place, in wire order: a short request's flush pays for
+    // these two lists and `taken` only.
+    let count = taken.iter().map(|s| s.inserts.len() + s.updates.len() + s.deletes.len()).sum();
+    let mut statements = Vec::with_capacity(count);
+    let mut routes = Vec::with_capacity(count);
+    let mut add = |part: usize, phase: Phase, from: &mut Vec<Unbound>| {
+        for statement in from.drain(..) {
+            statements.push(statement);
+            routes.push((part, phase));
+        }
+    };
+    for (part, table) in taken.iter_mut().enumerate() {
+        add(part, Phase::Insert, &mut table.inserts);
     }
-    inserts
-        .into_iter()
-        .chain(updates)
-        .chain(deletes.into_iter().rev().flatten())
-        .map(|(part, phase, statement)| (statement, (part, phase)))
-        .unzip()
+    for (part, table) in taken.iter_mut().enumerate() {
+        add(part, Phase::Update, &mut table.updates);
+    }
+    for (part, table) in taken.iter_mut().enumerate().rev() {
+        add(part, Phase::Delete, &mut table.deletes);
+    }
+    (statements, routes)
 }
 
 /// Hands each statement's outcome to its table's plan.
