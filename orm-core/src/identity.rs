@@ -325,7 +325,6 @@ impl<T: Entity> Registry<T> {
         // Sized once for the whole result instead of growing (and
         // rehashing) row by row: this was the largest cost of tracked loads.
         self.identity.appending().reserve(rows.len());
-        self.children_index.reserve(rows.len());
         let mut scratch = BlockScratch::for_rows(rows.len());
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
