@@ -128,7 +128,8 @@ pub(crate) struct ChildrenIndex<T: Entity> {
     by_key: BucketMap<T>,
     /// The bucket the last fresh row was filed in and its position in
     /// `by_key`; forgotten when a bucket is taken out (which moves another
-    /// into its position).
+    /// into its position), and when `placed` is brought up to date (the
+    /// next fresh row then starts a run of `unplaced`).
     last_filed: Option<((usize, u64), usize)>,
     /// Where each entity is filed, by (address, column): to move it when
     /// its foreign key changes, and to take it out when it leaves, in
@@ -137,8 +138,11 @@ pub(crate) struct ChildrenIndex<T: Entity> {
     /// Where fresh rows were filed, not entered in `placed` yet: a load
     /// files thousands of children that a session seldom moves or drops
     /// before it ends, so their entries are made (in one go) only when
-    /// something reads `placed`.
-    unplaced: Vec<((usize, usize), Slot)>,
+    /// something reads `placed`. One run per bucket a load filed into:
+    /// the bucket's position in `by_key` and the slot of its first fresh
+    /// child, the fresh children taking every slot after it (nothing else
+    /// is filed, and no bucket taken out, before `placed` is read).
+    unplaced: Vec<(usize, usize)>,
     /// The room a new bucket is made with: the average number of children
     /// per parent of the last load of children, 0 before any.
     bucket_capacity: usize,
@@ -269,14 +273,12 @@ impl<T: Entity> ChildrenIndex<T> {
     /// Files a fresh row's handle last in its bucket through `column`.
     fn file_fresh(&mut self, tracked: &Tracked<T>, column: usize, hash: u64, generation: u64) {
         let bucket = self.new_row_bucket((column, hash));
-        let slot = Slot { hash, at: bucket.children.len() };
         bucket.children.push(tracked.clone());
         if bucket.children.len() > 1 && bucket.clean_at != Some(generation) {
             bucket.clean_at = None;
         } else {
             bucket.clean_at = Some(generation);
         }
-        self.unplaced.push(((tracked.address(), column), slot));
     }
 
     /// The bucket a fresh row is filed in under `key`, made with the
@@ -289,7 +291,8 @@ impl<T: Entity> ChildrenIndex<T> {
                 let capacity = self.bucket_capacity;
                 let entry = self.by_key.entry(key);
                 let at = entry.index();
-                entry.or_insert_with(|| Bucket::with_capacity(capacity));
+                let first_fresh = entry.or_insert_with(|| Bucket::with_capacity(capacity)).children.len();
+                self.unplaced.push((at, first_fresh));
                 self.last_filed = Some((key, at));
                 at
             }
@@ -306,14 +309,25 @@ impl<T: Entity> ChildrenIndex<T> {
     pub(crate) fn expect_per_parent(&mut self, parents: usize, children: usize) {
         if self.built {
             self.by_key.reserve(parents);
+            self.unplaced.reserve(parents);
         }
         self.bucket_capacity = children;
     }
 
     /// Enters the fresh rows' filings in `placed`, before anything reads it.
     fn settle(&mut self) {
-        if !self.unplaced.is_empty() {
-            self.placed.extend(self.unplaced.drain(..));
+        if self.unplaced.is_empty() {
+            return;
+        }
+        self.last_filed = None;
+        let fresh = |&(at, first): &(usize, usize)| {
+            self.by_key.get_index(at).map_or(0, |(_, bucket)| bucket.children.len().saturating_sub(first))
+        };
+        self.placed.reserve(self.unplaced.iter().map(fresh).sum());
+        for (at, first) in self.unplaced.drain(..) {
+            let Some((&(column, hash), bucket)) = self.by_key.get_index(at) else { continue };
+            let children = bucket.children.iter().enumerate().skip(first);
+            self.placed.extend(children.map(|(at, child)| ((child.address(), column), Slot { hash, at })));
         }
     }
 
@@ -323,13 +337,6 @@ impl<T: Entity> ChildrenIndex<T> {
     pub(crate) fn clean_bucket(&self, column: usize, key_hash: Option<u64>, generation: u64) -> Option<&[Tracked<T>]> {
         let bucket = self.by_key.get(&(column, key_hash?))?;
         (bucket.clean_at == Some(generation) && self.by_link.is_empty()).then_some(bucket.children.as_slice())
-    }
-
-    /// Makes room for `additional` entities about to be filed.
-    pub(crate) fn reserve(&mut self, additional: usize) {
-        if self.built {
-            self.unplaced.reserve(additional * Self::reference_columns().count());
-        }
     }
 
     /// Files `tracked` under the parent keys `entity` (its values) holds.

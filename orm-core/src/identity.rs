@@ -307,25 +307,37 @@ impl<T: Entity> Registry<T> {
     /// the map sized once for all of them and the new instances allocated
     /// [`BLOCK`] at a time, each row's key hashed once.
     pub(crate) fn track_all(&mut self, rows: Vec<T>) -> Vec<Tracked<T>> {
-        // Sized once for the whole result instead of growing (and
-        // rehashing) row by row: this was the largest cost of tracked loads.
-        self.identity.appending().reserve(rows.len());
-        self.children_index.reserve(rows.len());
         let mut tracked = Vec::with_capacity(rows.len());
-        let mut scratch = BlockScratch::for_rows(rows.len());
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            self.track_block(&mut rows, &mut tracked, &mut scratch);
-        }
+        self.track_rows(rows, Some(&mut tracked));
         tracked
     }
 
+    /// [`track_all`](Self::track_all) for rows whose handles the caller
+    /// does not need, as the last level of an eager load, read later
+    /// through the children index: no handle per row to count, collect
+    /// and free again.
+    pub(crate) fn track_all_unkept(&mut self, rows: Vec<T>) {
+        self.track_rows(rows, None);
+    }
+
+    /// Tracks `rows`, appending their handles to `tracked` if given.
+    fn track_rows(&mut self, rows: Vec<T>, mut tracked: Option<&mut Vec<Tracked<T>>>) {
+        // Sized once for the whole result instead of growing (and
+        // rehashing) row by row: this was the largest cost of tracked loads.
+        self.identity.appending().reserve(rows.len());
+        let mut scratch = BlockScratch::for_rows(rows.len());
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            self.track_block(&mut rows, tracked.as_deref_mut(), &mut scratch);
+        }
+    }
+
     /// Tracks rows of `rows` until [`BLOCK`] new instances were made (or
-    /// the rows run out), appending their handles to `tracked`.
+    /// the rows run out), appending their handles to `tracked` if given.
     fn track_block(
         &mut self,
         rows: &mut impl Iterator<Item = T>,
-        tracked: &mut Vec<Tracked<T>>,
+        mut tracked: Option<&mut Vec<Tracked<T>>>,
         scratch: &mut BlockScratch<T>,
     ) {
         scratch.clear();
@@ -373,7 +385,6 @@ impl<T: Entity> Registry<T> {
                     match self.identity.appending().raw_entry_mut_v1().from_key_hashed_nocheck(hash, &key) {
                         RawEntryMut::Occupied(held) => held.get().clone(),
                         RawEntryMut::Vacant(vacant) => {
-                            vacant.insert_hashed_nocheck(hash, key, handle.clone());
                             let filed = match filing {
                                 Filing::Under(column, parent_hash) => {
                                     self.children_index.file_new_under(&handle, column, parent_hash, generation)
@@ -383,12 +394,20 @@ impl<T: Entity> Registry<T> {
                             if !filed {
                                 self.write_log.note_moved(&handle);
                             }
+                            if tracked.is_none() {
+                                // The map's handle is the only one needed.
+                                vacant.insert_hashed_nocheck(hash, key, handle);
+                                continue;
+                            }
+                            vacant.insert_hashed_nocheck(hash, key, handle.clone());
                             handle
                         }
                     }
                 }
             };
-            tracked.push(handle);
+            if let Some(tracked) = tracked.as_deref_mut() {
+                tracked.push(handle);
+            }
         }
     }
 
