@@ -25,58 +25,79 @@ use crate::tracked::{Inner, Tracked, BLOCK};
 enum Found<T: Entity> {
     /// Tracked already: that instance wins over the row.
     Held(Tracked<T>),
-    /// New: the next instance of the block, under this key and hash, with
-    /// the hash of its parent key through the type's only foreign-key
-    /// column if the children index files it so (see
-    /// [`LoadTracking::sole_reference`]).
-    New(u64, T::Key, Option<u64>),
+    /// New: the next instance of the block, under this key and hash, and
+    /// how the children index files it.
+    New(u64, T::Key, Filing),
     /// Its key's hash repeats one of this block's new rows: most likely the
     /// same key again (a join repeats its parents), so it is tracked after
     /// them, through the map.
     Repeated(T),
 }
 
-/// A new row of a load tracked as it arrives, to enter the identity map
-/// once the load ended.
-struct Entering<K> {
-    hash: u64,
-    key: K,
+/// How the children index files a new row of a block.
+#[derive(Clone, Copy)]
+enum Filing {
+    /// Through each foreign-key column, read from the instance under its
+    /// lock (or queued, if the index is not built).
+    ByInstance,
+    /// Through the type's only foreign-key column, here with the hash of
+    /// the parent key the row held (`None` for a NULL), read before the
+    /// row became an instance.
+    Under(usize, Option<u64>),
 }
 
-/// The rows of one load, tracked as they come (see the module's doc).
+/// What tracking one block of rows needs besides the block, kept for the
+/// next block of the same load instead of being allocated for each.
+struct BlockScratch<T: Entity> {
+    /// What each row of the block turned out to be, in row order.
+    found: Vec<Found<T>>,
+    /// The hashes of the block's new rows.
+    new_hashes: NewHashes,
+}
+
+impl<T: Entity> BlockScratch<T> {
+    /// Room for a block of `rows` rows, at most [`BLOCK`]: a request's
+    /// loads are mostly a row or a page, and a block's room for 64
+    /// entities was the largest allocation of a one-row load.
+    fn for_rows(rows: usize) -> Self {
+        let room = rows.min(BLOCK);
+        BlockScratch { found: Vec::with_capacity(room), new_hashes: NewHashes::with_capacity(room) }
+    }
+
+    fn clear(&mut self) {
+        self.found.clear();
+        self.new_hashes.clear();
+    }
+}
+
+/// The new rows of a load tracked as they arrive, waiting for its end to
+/// enter the identity map, and what is needed to put them in place then.
+struct Entering<T: Entity> {
+    /// Each new row's key hash and key, in row order.
+    keys: Vec<(u64, T::Key)>,
+    /// How the children index files each, beside `keys`, when it files
+    /// by a column read from the row; empty when it files by instance (all
+    /// rows of a load file the same way).
+    filings: Vec<Filing>,
+    /// The places in the load's handles of the rows that do not enter the
+    /// map at the end (held already, or repeated), in order.
+    skipped: Vec<usize>,
+    /// Repeated rows, each with its place in the load's handles, which
+    /// holds a placeholder until the new rows are in the map.
+    repeated: Vec<(usize, T)>,
+}
+
+/// The rows of one load, tracked as they arrive (see the module's doc).
 pub(crate) struct LoadTracking<'a, T: Entity> {
     registry: &'a mut Registry<T>,
-    /// The rows still to come, if known up front: then the identity map was
-    /// sized for them, and each block's new rows enter it as it is made.
-    remaining: Option<usize>,
-    /// The type's only foreign-key column, if the children index is built
-    /// and files by it: each new row's parent-key hash is read before the
-    /// row becomes an instance, which would then have to be locked to read.
-    sole_reference: Option<usize>,
-    /// What each row of the current block turned out to be, in row order.
-    found: Vec<Found<T>>,
-    /// The hashes of the current block's new rows.
-    new_hashes: NewHashes,
-    /// The current block's instances; `rest` becomes the block's storage
-    /// without its instances being moved again.
-    first: Option<Inner<T>>,
-    rest: Vec<Inner<T>>,
-    /// Whether a whole block was made: the load is large, so the next
-    /// block's room is taken at once instead of grown.
-    made_one: bool,
-    /// The handles of the rows of the blocks made so far, in row order.
+    /// Rows that arrived since the last block was made; grown as rows
+    /// come, so that a one-row load does not make room for a block.
+    arrived: Vec<T>,
+    /// Made by the first block, sized by its rows.
+    scratch: Option<BlockScratch<T>>,
+    /// The handles of the rows tracked so far, in row order.
     tracked: Vec<Tracked<T>>,
-    /// The new rows to enter the map at the end, in row order, when their
-    /// count was not known up front.
-    entering: Vec<Entering<T::Key>>,
-    /// Their parent-key hashes, beside `entering` when `sole_reference` is.
-    parents: Vec<Option<u64>>,
-    /// The places in `tracked` of the rows that do not enter the map at the
-    /// end (held already, or repeated), in order.
-    skipped: Vec<usize>,
-    /// Repeated rows waiting for the new rows to be in the map, each with
-    /// its place in `tracked`, which holds a placeholder until then.
-    repeated: Vec<(usize, T)>,
+    entering: Entering<T>,
 }
 
 impl<T: Entity> Registry<T> {
@@ -85,175 +106,141 @@ impl<T: Entity> Registry<T> {
     /// the map sized once for all of them and the new instances allocated
     /// [`BLOCK`] at a time, each row's key hashed once.
     pub(crate) fn track_all(&mut self, rows: Vec<T>) -> Vec<Tracked<T>> {
-        let mut tracking = self.tracking(Some(rows.len()));
-        for row in rows {
-            tracking.push(row);
+        // Sized once for the whole result instead of growing (and
+        // rehashing) row by row: this was the largest cost of tracked loads.
+        self.identity.appending().reserve(rows.len());
+        self.children_index.reserve(rows.len());
+        let mut tracked = Vec::with_capacity(rows.len());
+        let mut scratch = BlockScratch::for_rows(rows.len());
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            self.track_block(&mut rows, &mut tracked, &mut scratch, None);
         }
-        tracking.finish()
+        tracked
     }
 
-    /// Tracks the rows of a load as they are handed over, `count` of them
-    /// if known (see the module's doc).
-    pub(crate) fn tracking(&mut self, count: Option<usize>) -> LoadTracking<'_, T> {
-        if let Some(count) = count {
-            self.identity.appending().reserve(count);
-            self.children_index.reserve(count);
-        }
+    /// Tracks the rows of a load as they are handed over (see the module's
+    /// doc).
+    pub(crate) fn tracking(&mut self) -> LoadTracking<'_, T> {
+        let entering = Entering { keys: Vec::new(), filings: Vec::new(), skipped: Vec::new(), repeated: Vec::new() };
+        LoadTracking { registry: self, arrived: Vec::new(), scratch: None, tracked: Vec::new(), entering }
+    }
+
+    /// Tracks rows of `rows` until [`BLOCK`] new instances were made (or
+    /// the rows run out), appending their handles to `tracked`. The new
+    /// rows enter the identity map at once, or wait in `entering` if given.
+    fn track_block(
+        &mut self,
+        rows: &mut impl Iterator<Item = T>,
+        tracked: &mut Vec<Tracked<T>>,
+        scratch: &mut BlockScratch<T>,
+        mut entering: Option<&mut Entering<T>>,
+    ) {
+        scratch.clear();
+        let BlockScratch { found, new_hashes } = scratch;
+        // Read from each new row before it becomes an instance, which would
+        // then have to be locked to read it.
         let sole_reference =
             if self.children_index.is_built() { ChildrenIndex::<T>::sole_reference_column() } else { None };
-        // A request's loads are mostly a row or a page, and a block's room
-        // for 64 entities was the largest allocation of a one-row load.
-        let room = count.map_or(0, |count| count.min(BLOCK));
-        LoadTracking {
-            registry: self,
-            remaining: count,
-            sole_reference,
-            found: Vec::with_capacity(room),
-            new_hashes: NewHashes::with_capacity(room),
-            first: None,
-            rest: Vec::new(),
-            made_one: false,
-            tracked: Vec::with_capacity(count.unwrap_or(0)),
-            entering: Vec::new(),
-            parents: Vec::new(),
-            skipped: Vec::new(),
-            repeated: Vec::new(),
+        let mut first = None;
+        let mut rest = Vec::new();
+        while new_hashes.len() < BLOCK {
+            let Some(entity) = rows.next() else { break };
+            let key = entity.key();
+            let hash = self.identity.hasher().hash_one(&key);
+            // An empty map holds none of the rows: the first block of a
+            // load into a fresh session skips the probe.
+            let held = if self.identity.is_empty() {
+                None
+            } else {
+                self.identity.raw_entry_v1().from_key_hashed_nocheck(hash, &key)
+            };
+            if let Some((_, held)) = held {
+                found.push(Found::Held(held.clone()));
+            } else if new_hashes.insert(hash) {
+                let filing = sole_reference
+                    .map_or(Filing::ByInstance, |column| Filing::Under(column, entity.reference_hash(column)));
+                let instance = Inner::new(entity, Some(key.clone()));
+                if first.is_none() {
+                    first = Some(instance);
+                    // The room the block's other instances need, the rows
+                    // left permitting: it becomes the block's storage
+                    // without being copied again.
+                    rest.reserve_exact(rows.size_hint().0.min(BLOCK - 1));
+                } else {
+                    rest.push(instance);
+                }
+                found.push(Found::New(hash, key, filing));
+            } else {
+                found.push(Found::Repeated(entity));
+            }
+        }
+        let mut made = first.map(|first| Tracked::new_block(&self.write_log, first, rest)).into_iter().flatten();
+        let generation = self.generation();
+        let mut block_first = None;
+        for row in found.drain(..) {
+            let at = tracked.len();
+            let handle = match (row, entering.as_deref_mut()) {
+                (Found::Held(held), None) => held,
+                (Found::Held(held), Some(entering)) => {
+                    entering.skipped.push(at);
+                    held
+                }
+                (Found::Repeated(entity), None) => self.track_loaded(entity),
+                (Found::Repeated(entity), Some(entering)) => {
+                    entering.skipped.push(at);
+                    entering.repeated.push((at, entity));
+                    // A new row of this block came before the row it repeats.
+                    let Some(placeholder) = &block_first else { unreachable!("a repeated row follows its first") };
+                    Tracked::clone(placeholder)
+                }
+                (Found::New(hash, key, filing), entering) => {
+                    let Some(handle) = made.next() else { unreachable!("one instance was made per new row") };
+                    match entering {
+                        None => enter(self, hash, key, &handle, filing, generation).unwrap_or(handle),
+                        Some(entering) => {
+                            if block_first.is_none() {
+                                block_first = Some(handle.clone());
+                            }
+                            entering.keys.push((hash, key));
+                            if let Filing::Under(..) = filing {
+                                entering.filings.push(filing);
+                            }
+                            handle
+                        }
+                    }
+                }
+            };
+            tracked.push(handle);
         }
     }
 }
 
 impl<T: Entity> LoadTracking<'_, T> {
     /// Takes the next row of the load.
-    pub(crate) fn push(&mut self, entity: T) {
-        let rows_after = self.remaining.map(|remaining| remaining.saturating_sub(1));
-        self.remaining = rows_after;
-        let key = entity.key();
-        let identity = &self.registry.identity;
-        let hash = identity.hasher().hash_one(&key);
-        // An empty map holds none of the rows: a large load into a fresh
-        // session skips the probe.
-        let held = if identity.is_empty() {
-            None
-        } else {
-            identity.raw_entry_v1().from_key_hashed_nocheck(hash, &key).map(|(_, held)| held.clone())
-        };
-        if let Some(held) = held {
-            self.found.push(Found::Held(held));
-        } else if self.new_hashes.insert(hash) {
-            let parent = self.sole_reference.and_then(|column| entity.reference_hash(column));
-            let instance = Inner::new(entity, Some(key.clone()));
-            if self.first.is_none() {
-                self.first = Some(instance);
-                // The room the block's other instances need: the rows left
-                // if known, a whole block once the load proved large.
-                let room = match rows_after {
-                    Some(rows) => rows.min(BLOCK - 1),
-                    None if self.made_one => BLOCK - 1,
-                    None => 0,
-                };
-                self.rest.reserve_exact(room);
-            } else {
-                self.rest.push(instance);
-            }
-            self.found.push(Found::New(hash, key, parent));
-            if self.new_hashes.len() == BLOCK {
-                self.made_one = true;
-                self.make_block();
-            }
-        } else {
-            self.found.push(Found::Repeated(entity));
+    pub(crate) fn push(&mut self, row: T) {
+        self.arrived.push(row);
+        if self.arrived.len() == BLOCK {
+            self.track_arrived();
         }
     }
 
     /// The handles of every row of the load, in row order, all tracked.
     pub(crate) fn finish(mut self) -> Vec<Tracked<T>> {
-        self.make_block();
-        if self.remaining.is_none() {
-            self.enter_new_rows();
-        }
-        self.tracked
-    }
-
-    /// Allocates the current block and appends the handles of its rows to
-    /// `tracked`, entering its new rows in the map if it was sized for them.
-    fn make_block(&mut self) {
-        let LoadTracking {
-            registry,
-            remaining,
-            sole_reference,
-            found,
-            new_hashes,
-            first,
-            rest,
-            tracked,
-            entering,
-            parents,
-            skipped,
-            repeated,
-            ..
-        } = self;
-        let mut made = first
-            .take()
-            .map(|first| Tracked::new_block(&registry.write_log, first, std::mem::take(rest)))
-            .into_iter()
-            .flatten();
-        let entering_now = remaining.is_some();
+        self.track_arrived();
+        let LoadTracking { registry, mut tracked, entering, .. } = self;
+        let Entering { keys, filings, skipped, repeated } = entering;
+        registry.identity.appending().reserve(keys.len());
+        registry.children_index.reserve(keys.len());
         let generation = registry.generation();
-        let mut block_first = None;
-        for row in found.drain(..) {
-            let at = tracked.len();
-            let handle = match row {
-                Found::Held(held) => {
-                    if !entering_now {
-                        skipped.push(at);
-                    }
-                    held
-                }
-                Found::Repeated(entity) if entering_now => registry.track_loaded(entity),
-                Found::Repeated(entity) => {
-                    skipped.push(at);
-                    repeated.push((at, entity));
-                    // A new row of this block came before the row it repeats.
-                    let Some(placeholder) = &block_first else { unreachable!("a repeated row follows its first") };
-                    Tracked::clone(placeholder)
-                }
-                Found::New(hash, key, parent) => {
-                    let Some(handle) = made.next() else { unreachable!("one instance was made per new row") };
-                    if block_first.is_none() {
-                        block_first = Some(handle.clone());
-                    }
-                    if entering_now {
-                        let filing = sole_reference.map(|column| (column, parent));
-                        enter(registry, hash, key, &handle, filing, generation).unwrap_or(handle)
-                    } else {
-                        entering.push(Entering { hash, key });
-                        if sole_reference.is_some() {
-                            parents.push(parent);
-                        }
-                        handle
-                    }
-                }
-            };
-            tracked.push(handle);
-        }
-        new_hashes.clear();
-    }
-
-    /// Enters the load's new rows in the map, sized once for them, then
-    /// resolves its repeated rows through it.
-    fn enter_new_rows(&mut self) {
-        let LoadTracking { registry, sole_reference, tracked, entering, parents, skipped, repeated, .. } = self;
-        registry.identity.appending().reserve(entering.len());
-        registry.children_index.reserve(entering.len());
-        let generation = registry.generation();
-        let mut skipped = skipped.iter().copied().peekable();
-        let mut parents = parents.drain(..);
+        let mut skipped = skipped.into_iter().peekable();
+        let mut filings = filings.into_iter();
         let mut at = 0;
-        for Entering { hash, key } in entering.drain(..) {
+        for (hash, key) in keys {
+            let filing = filings.next().unwrap_or(Filing::ByInstance);
             while skipped.next_if_eq(&at).is_some() {
                 at += 1;
             }
-            let filing = sole_reference.map(|column| (column, parents.next().flatten()));
             let Some(slot) = tracked.get_mut(at) else { unreachable!("each new row has its place") };
             // The same key in an earlier block of this load: its instance
             // wins, as it would have had the rows entered as they came.
@@ -262,26 +249,39 @@ impl<T: Entity> LoadTracking<'_, T> {
             }
             at += 1;
         }
-        for (at, entity) in repeated.drain(..) {
+        for (at, entity) in repeated {
             let handle = registry.track_loaded(entity);
             if let Some(slot) = tracked.get_mut(at) {
                 *slot = handle;
             }
+        }
+        tracked
+    }
+
+    /// Tracks the rows that arrived since the last block.
+    fn track_arrived(&mut self) {
+        let LoadTracking { registry, arrived, scratch, tracked, entering } = self;
+        let scratch = scratch.get_or_insert_with(|| BlockScratch::for_rows(arrived.len()));
+        let mut rows = arrived.drain(..).peekable();
+        // At most BLOCK rows make at most one block.
+        while rows.peek().is_some() {
+            registry.track_block(&mut rows, tracked, scratch, Some(entering));
         }
     }
 }
 
 /// Enters `handle`, a new instance made for a row keyed `key` (hashing to
 /// `hash`), in `registry`'s identity map and files it in the children
-/// index (by `filing`'s column and parent-key hash, or by reading the
-/// instance); or, if the map holds `key` already, returns that instance
-/// and leaves `handle` untracked.
+/// index as `filing` says; or, if the map holds `key` already, returns that instance
+/// and leaves `handle` untracked. Inlined: every new row of a block whose
+/// rows enter the map at once goes through it.
+#[inline]
 fn enter<T: Entity>(
     registry: &mut Registry<T>,
     hash: u64,
     key: T::Key,
     handle: &Tracked<T>,
-    filing: Option<(usize, Option<u64>)>,
+    filing: Filing,
     generation: u64,
 ) -> Option<Tracked<T>> {
     // Appended after every tracked entity: the buckets of the children
@@ -294,8 +294,10 @@ fn enter<T: Entity>(
         RawEntryMut::Vacant(vacant) => {
             vacant.insert_hashed_nocheck(hash, key, handle.clone());
             let filed = match filing {
-                Some((column, parent)) => registry.children_index.file_new_under(handle, column, parent, generation),
-                None => registry.children_index.file_new(handle, generation),
+                Filing::Under(column, parent) => {
+                    registry.children_index.file_new_under(handle, column, parent, generation)
+                }
+                Filing::ByInstance => registry.children_index.file_new(handle, generation),
             };
             if !filed {
                 registry.write_log.note_moved(handle);

@@ -371,7 +371,7 @@ impl Session {
         self.loads.record(sql)?;
         // Each row is tracked as it arrives: the load never holds its rows
         // as plain values and as instances at once.
-        let mut tracking = self.registries.of::<E>().tracking(None);
+        let mut tracking = self.registries.of::<E>().tracking();
         self.connection
             .for_each_row(RawSql::cached(sql), params, access, &mut self.stats, |row| {
                 tracking.push(E::from_row(&row, 0)?);
