@@ -84,10 +84,7 @@ struct Children<C: Entity, P: Entity> {
 impl<C: Entity, P: Entity> Loader<P> for Children<C, P> {
     fn run<'a>(&'a self, session: &'a mut Session, parents: &'a [Tracked<P>]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            // Without levels below, nothing reads the children's handles
-            // but `Session::children`, which finds them in the index.
-            let keep = !self.nested.loaders.is_empty();
-            let children = session.load_children_keeping(parents, self.relation, keep).await?;
+            let children = session.load_children(parents, self.relation).await?;
             self.nested.run(session, &children).await
         })
     }

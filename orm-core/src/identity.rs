@@ -6,9 +6,6 @@ use std::any::{Any, TypeId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use std::hash::BuildHasher;
-
-use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
 use indexmap::IndexMap;
 
 use crate::children_index::{key_hash, ChildrenIndex};
@@ -41,7 +38,7 @@ pub(crate) struct Registry<T: Entity> {
     pub(crate) pending_deletes: Watched<KeyMap<T::Key, Tracked<T>>>,
     /// Entities written since they were last loaded or flushed, in the order
     /// of their first write: the only ones a flush compares.
-    write_log: Arc<WriteLog<T>>,
+    pub(crate) write_log: Arc<WriteLog<T>>,
     /// Work flushed inside each open savepoint, innermost last, so rolling
     /// back to a savepoint can undo it in memory too.
     pub(crate) savepoints: Vec<Undo<T>>,
@@ -135,99 +132,6 @@ impl<T: Entity> Undo<T> {
     }
 }
 
-/// What a row of a tracked load turned out to be, before its block exists.
-enum Found<T: Entity> {
-    /// Tracked already: that instance wins over the row.
-    Held(Tracked<T>),
-    /// New: the next instance of the block, under this key and hash, and
-    /// how the children index files it.
-    New(u64, T::Key, Filing),
-    /// Its key's hash repeats one of this block's new rows: most likely the
-    /// same key again (a join repeats its parents), so it is tracked after
-    /// them, through the map.
-    Repeated(T),
-}
-
-/// How the children index files a new row of a block.
-#[derive(Clone, Copy)]
-enum Filing {
-    /// Through each foreign-key column, read from the instance under its
-    /// lock (or queued, if the index is not built).
-    ByInstance,
-    /// Through the type's only foreign-key column, here with the hash of
-    /// the parent key the row held (`None` for a NULL), read before the
-    /// row became an instance.
-    Under(usize, Option<u64>),
-}
-
-/// What tracking one block of rows needs besides the block, kept for the
-/// next block of the same load instead of being allocated for each.
-struct BlockScratch<T: Entity> {
-    /// What each row of the block turned out to be, in row order.
-    found: Vec<Found<T>>,
-    /// The hashes of the block's new rows.
-    new_hashes: NewHashes,
-}
-
-impl<T: Entity> BlockScratch<T> {
-    /// Room for a block of `rows` rows, at most [`BLOCK`]: a request's
-    /// loads are mostly a row or a page, and a block's room for 64
-    /// entities was the largest allocation of a one-row load.
-    fn for_rows(rows: usize) -> Self {
-        let room = rows.min(BLOCK);
-        BlockScratch { found: Vec::with_capacity(room), new_hashes: NewHashes::with_capacity(room) }
-    }
-
-    fn clear(&mut self) {
-        self.found.clear();
-        self.new_hashes.clear();
-    }
-}
-
-/// The key hashes of one block's new rows, to tell a key that repeats
-/// within the block. Nearly every row's hash is new: a filter of 4,096 bits
-/// (a block's 64 hashes set at most 64 of them) says so with one bit,
-/// instead of hashing the hash again into a set; only a row whose bit is
-/// set is compared with the hashes themselves.
-struct NewHashes {
-    /// Bit `h >> 52` is set for each hash `h` recorded.
-    filter: [u64; 64],
-    hashes: Vec<u64>,
-}
-
-impl NewHashes {
-    fn with_capacity(room: usize) -> Self {
-        NewHashes { filter: [0; 64], hashes: Vec::with_capacity(room) }
-    }
-
-    fn clear(&mut self) {
-        self.filter = [0; 64];
-        self.hashes.clear();
-    }
-
-    fn len(&self) -> usize {
-        self.hashes.len()
-    }
-
-    /// Records `hash`; false if it was recorded already.
-    fn insert(&mut self, hash: u64) -> bool {
-        // The hasher mixes its high bits as well as its low ones (hashbrown
-        // takes its tags from them too).
-        let bit = hash >> 52;
-        let (word, mask) = (usize::try_from(bit / 64).unwrap_or(0), 1_u64 << (bit % 64));
-        let maybe_seen = self.filter.get_mut(word).is_none_or(|filter| {
-            let set = *filter & mask != 0;
-            *filter |= mask;
-            set
-        });
-        if maybe_seen && self.hashes.contains(&hash) {
-            return false;
-        }
-        self.hashes.push(hash);
-        true
-    }
-}
-
 impl<T: Entity> Registry<T> {
     fn new() -> Self {
         Registry {
@@ -298,115 +202,6 @@ impl<T: Entity> Registry<T> {
                     write_log.note_moved(&tracked);
                 }
                 vacant.insert(tracked).clone()
-            }
-        }
-    }
-
-    /// The tracked instances for freshly read rows, in order: as
-    /// [`track_loaded`](Self::track_loaded) gives them row by row, but with
-    /// the map sized once for all of them and the new instances allocated
-    /// [`BLOCK`] at a time, each row's key hashed once.
-    pub(crate) fn track_all(&mut self, rows: Vec<T>) -> Vec<Tracked<T>> {
-        let mut tracked = Vec::with_capacity(rows.len());
-        self.track_rows(rows, Some(&mut tracked));
-        tracked
-    }
-
-    /// [`track_all`](Self::track_all) for rows whose handles the caller
-    /// does not need, as the last level of an eager load, read later
-    /// through the children index: no handle per row to count, collect
-    /// and free again.
-    pub(crate) fn track_all_unkept(&mut self, rows: Vec<T>) {
-        self.track_rows(rows, None);
-    }
-
-    /// Tracks `rows`, appending their handles to `tracked` if given.
-    fn track_rows(&mut self, rows: Vec<T>, mut tracked: Option<&mut Vec<Tracked<T>>>) {
-        // Sized once for the whole result instead of growing (and
-        // rehashing) row by row: this was the largest cost of tracked loads.
-        self.identity.appending().reserve(rows.len());
-        let mut scratch = BlockScratch::for_rows(rows.len());
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            self.track_block(&mut rows, tracked.as_deref_mut(), &mut scratch);
-        }
-    }
-
-    /// Tracks rows of `rows` until [`BLOCK`] new instances were made (or
-    /// the rows run out), appending their handles to `tracked` if given.
-    fn track_block(
-        &mut self,
-        rows: &mut impl Iterator<Item = T>,
-        mut tracked: Option<&mut Vec<Tracked<T>>>,
-        scratch: &mut BlockScratch<T>,
-    ) {
-        scratch.clear();
-        let BlockScratch { found, new_hashes } = scratch;
-        // Read from each new row before it becomes an instance, which would
-        // then have to be locked to read it.
-        let sole_reference =
-            if self.children_index.is_built() { ChildrenIndex::<T>::sole_reference_column() } else { None };
-        let mut first = None;
-        let mut rest = Vec::new();
-        while new_hashes.len() < BLOCK {
-            let Some(entity) = rows.next() else { break };
-            let key = entity.key();
-            let hash = self.identity.hasher().hash_one(&key);
-            if let Some((_, held)) = self.identity.raw_entry_v1().from_key_hashed_nocheck(hash, &key) {
-                found.push(Found::Held(held.clone()));
-            } else if new_hashes.insert(hash) {
-                let filing = sole_reference
-                    .map_or(Filing::ByInstance, |column| Filing::Under(column, entity.reference_hash(column)));
-                let instance = Inner::new(entity, Some(key.clone()));
-                if first.is_none() {
-                    first = Some(instance);
-                    // The room the block's other instances need, the rows
-                    // left permitting: it becomes the block's storage
-                    // without being copied again.
-                    rest.reserve_exact(rows.size_hint().0.min(BLOCK - 1));
-                } else {
-                    rest.push(instance);
-                }
-                found.push(Found::New(hash, key, filing));
-            } else {
-                found.push(Found::Repeated(entity));
-            }
-        }
-        let mut made = first.map(|first| Tracked::new_block(&self.write_log, first, rest)).into_iter().flatten();
-        let generation = self.generation();
-        for row in found.drain(..) {
-            let handle = match row {
-                Found::Held(held) => held,
-                Found::Repeated(entity) => self.track_loaded(entity),
-                Found::New(hash, key, filing) => {
-                    let Some(handle) = made.next() else { unreachable!("one instance was made per new row") };
-                    // Appended after every tracked entity: the buckets of the
-                    // children index stay in collection order.
-                    match self.identity.appending().raw_entry_mut_v1().from_key_hashed_nocheck(hash, &key) {
-                        RawEntryMut::Occupied(held) => held.get().clone(),
-                        RawEntryMut::Vacant(vacant) => {
-                            let filed = match filing {
-                                Filing::Under(column, parent_hash) => {
-                                    self.children_index.file_new_under(&handle, column, parent_hash, generation)
-                                }
-                                Filing::ByInstance => self.children_index.file_new(&handle, generation),
-                            };
-                            if !filed {
-                                self.write_log.note_moved(&handle);
-                            }
-                            if tracked.is_none() {
-                                // The map's handle is the only one needed.
-                                vacant.insert_hashed_nocheck(hash, key, handle);
-                                continue;
-                            }
-                            vacant.insert_hashed_nocheck(hash, key, handle.clone());
-                            handle
-                        }
-                    }
-                }
-            };
-            if let Some(tracked) = tracked.as_deref_mut() {
-                tracked.push(handle);
             }
         }
     }

@@ -84,6 +84,7 @@ mod interval;
 mod isolation;
 mod join;
 mod load_together;
+mod load_tracking;
 mod n_plus_one;
 mod pool_state;
 mod query;

@@ -186,19 +186,6 @@ impl Session {
         parents: &[Tracked<P>],
         relation: Relation<C, P>,
     ) -> Result<Vec<Tracked<C>>> {
-        self.load_children_keeping(parents, relation, true).await
-    }
-
-    /// [`load_children`](Self::load_children), returning the children only
-    /// if `keep` (else nothing): the last level of an eager load reads them
-    /// through [`children`](Self::children) only, so it need not collect a
-    /// handle to each.
-    pub(crate) async fn load_children_keeping<C: Entity, P: Entity>(
-        &mut self,
-        parents: &[Tracked<P>],
-        relation: Relation<C, P>,
-        keep: bool,
-    ) -> Result<Vec<Tracked<C>>> {
         if parents.is_empty() {
             return Ok(Vec::new());
         }
@@ -208,7 +195,7 @@ impl Session {
         let keys = distinct_keys(parents, |parent| Some(parent.key()))?;
         let (sql, params) = self.children_statement(relation, &keys);
         let rows = self.load_untracked_with::<C>(&sql, &param_refs(&params), Access::Read).await?;
-        let children = self.track_children(rows, keys.len(), keep);
+        let children = self.track_children(rows, keys.len());
         self.children_loaded(relation, keys);
         Ok(children)
     }
@@ -238,17 +225,11 @@ impl Session {
 
     /// Tracks the children a load of `parents` parents' children read,
     /// each parent's bucket of the children index sized for the average
-    /// number of children instead of growing (and moving) child by child;
-    /// returns their handles only if `keep`.
-    fn track_children<C: Entity>(&mut self, rows: Vec<C>, parents: usize, keep: bool) -> Vec<Tracked<C>> {
+    /// number of children instead of growing (and moving) child by child.
+    fn track_children<C: Entity>(&mut self, rows: Vec<C>, parents: usize) -> Vec<Tracked<C>> {
         let per_parent = rows.len().div_ceil(parents.max(1));
-        let registry = self.registries.of::<C>();
-        registry.children_index.expect_per_parent(parents, per_parent);
-        if keep {
-            return registry.track_all(rows);
-        }
-        registry.track_all_unkept(rows);
-        Vec::new()
+        self.registries.of::<C>().children_index.expect_per_parent(parents, per_parent);
+        self.track(rows)
     }
 
     /// Records that the children through `relation` of the parents with
@@ -342,7 +323,7 @@ impl<E: Entity> Load<Vec<Tracked<E>>> {
             let keys = distinct_keys(&parents, |parent| Some(parent.key()))?;
             let (sql, params) = session.children_statement(relation, &keys);
             Planned::statement(session, sql, params, Access::Read, move |session, rows| {
-                let children = session.track_children(decode::<E>(&rows)?, keys.len(), true);
+                let children = session.track_children(decode::<E>(&rows)?, keys.len());
                 session.children_loaded(relation, keys);
                 Ok(children)
             })

@@ -368,8 +368,17 @@ impl Session {
         params: &[&(dyn ToSql + Sync)],
         access: Access,
     ) -> Result<Vec<Tracked<E>>> {
-        let rows = self.load_untracked_with::<E>(sql, params, access).await?;
-        Ok(self.track(rows))
+        self.loads.record(sql)?;
+        // Each row is tracked as it arrives: the load never holds its rows
+        // as plain values and as instances at once.
+        let mut tracking = self.registries.of::<E>().tracking();
+        self.connection
+            .for_each_row(RawSql::cached(sql), params, access, &mut self.stats, |row| {
+                tracking.push(E::from_row(&row, 0)?);
+                Ok(())
+            })
+            .await?;
+        Ok(tracking.finish())
     }
 
     /// The tracked instances for freshly read rows: those already in the

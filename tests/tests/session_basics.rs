@@ -2,7 +2,7 @@
 
 mod support;
 
-use orm_core::{IsolationLevel, Tracked};
+use orm_core::{Entity, IsolationLevel, Tracked};
 use support::{customer, seeded, setup, Customer};
 
 #[tokio::test]
@@ -78,6 +78,54 @@ async fn query_results_already_in_the_map_keep_their_pending_changes() {
     assert!(Tracked::ptr_eq(&all[0], &ann), "the query returns the tracked instance");
     assert_eq!(all[0].read().name, "changed, not flushed", "the row did not overwrite pending changes");
     assert!(ann.is_modified());
+}
+
+/// A row of a table whose key column repeats: a load can return the same
+/// key more than once.
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "repeated")]
+struct Repeated {
+    #[orm(primary_key)]
+    id: i32,
+    seq: i32,
+}
+
+#[tokio::test]
+async fn a_load_that_repeats_keys_returns_one_instance_per_key() {
+    let (test_db, db) = setup().await;
+    // Keys 1..=100 twice (the second time in other blocks of 64 new rows
+    // than the first), then key 5 four times in a row.
+    test_db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE repeated (id int NOT NULL, seq int NOT NULL);
+             INSERT INTO repeated SELECT (s - 1) % 100 + 1, s FROM generate_series(1, 200) s;
+             INSERT INTO repeated SELECT 5, s FROM generate_series(201, 204) s",
+        )
+        .await
+        .unwrap();
+    let mut session = db.session();
+    session.set_autoflush(false);
+    let held = session.query::<Repeated>().filter(Repeated::SEQ.eq(50)).all().await.unwrap().remove(0);
+    held.write().seq = -50;
+
+    let all = session.query::<Repeated>().order_by(Repeated::SEQ.asc()).all().await.unwrap();
+    assert_eq!(all.len(), 204);
+    for (first, again) in all[..100].iter().zip(&all[100..200]) {
+        assert!(Tracked::ptr_eq(first, again), "key {} twice", first.read().id);
+    }
+    assert!(all[200..].iter().all(|again| Tracked::ptr_eq(again, &all[4])));
+    assert!(Tracked::ptr_eq(&all[49], &held));
+    assert_eq!(all[49].read().seq, -50, "the pending change wins over both rows");
+    assert_eq!((all[0].read().seq, all[99].read().seq), (1, 100), "the first row of a key wins");
+
+    let statements = session.stats().statements;
+    for (index, key) in [(0, 1), (76, 77), (99, 100)] {
+        let got = session.get_one::<Repeated>(key).await.unwrap();
+        assert!(Tracked::ptr_eq(&got, &all[index]), "key {key} is tracked as the load returned it");
+    }
+    assert_eq!(session.stats().statements, statements, "every key is in the identity map");
 }
 
 #[tokio::test]

@@ -1,0 +1,350 @@
+//! Tracking the rows of a load: each row becomes the session's one instance
+//! for its key, either the one the identity map holds already (whose pending
+//! changes win over the row) or a new one, allocated [`BLOCK`] at a time.
+//!
+//! A load whose rows are all decoded first ([`Registry::track_all`]) sizes
+//! the identity map once for them and enters each block's new rows as the
+//! block is made. A load tracked as its rows arrive
+//! ([`Registry::tracking`]) does not know their count until they end, and a
+//! map grown row by row rehashes every entry at each doubling (75
+//! instructions and about one cache miss per row at 500,000 rows): its new
+//! rows enter the map only once the load ended, sized once for them. Such a
+//! load never holds its rows twice (as plain values and as instances), and
+//! one that fails partway leaves the identity map as it was.
+
+use std::hash::BuildHasher;
+
+use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
+
+use crate::children_index::ChildrenIndex;
+use crate::entity::Entity;
+use crate::identity::Registry;
+use crate::tracked::{Inner, Tracked, BLOCK};
+
+/// What a row of a load turned out to be, before its block exists.
+enum Found<T: Entity> {
+    /// Tracked already: that instance wins over the row.
+    Held(Tracked<T>),
+    /// New: the next instance of the block, under this key and hash, and
+    /// how the children index files it.
+    New(u64, T::Key, Filing),
+    /// Its key's hash repeats one of this block's new rows: most likely the
+    /// same key again (a join repeats its parents), so it is tracked after
+    /// them, through the map.
+    Repeated(T),
+}
+
+/// How the children index files a new row of a block.
+#[derive(Clone, Copy)]
+enum Filing {
+    /// Through each foreign-key column, read from the instance under its
+    /// lock (or queued, if the index is not built).
+    ByInstance,
+    /// Through the type's only foreign-key column, here with the hash of
+    /// the parent key the row held (`None` for a NULL), read before the
+    /// row became an instance.
+    Under(usize, Option<u64>),
+}
+
+/// What tracking one block of rows needs besides the block, kept for the
+/// next block of the same load instead of being allocated for each.
+struct BlockScratch<T: Entity> {
+    /// What each row of the block turned out to be, in row order.
+    found: Vec<Found<T>>,
+    /// The hashes of the block's new rows.
+    new_hashes: NewHashes,
+}
+
+impl<T: Entity> BlockScratch<T> {
+    /// Room for a block of `rows` rows, at most [`BLOCK`]: a request's
+    /// loads are mostly a row or a page, and a block's room for 64
+    /// entities was the largest allocation of a one-row load.
+    fn for_rows(rows: usize) -> Self {
+        let room = rows.min(BLOCK);
+        BlockScratch { found: Vec::with_capacity(room), new_hashes: NewHashes::with_capacity(room) }
+    }
+
+    fn clear(&mut self) {
+        self.found.clear();
+        self.new_hashes.clear();
+    }
+}
+
+/// The new rows of a load tracked as they arrive, waiting for its end to
+/// enter the identity map, and what is needed to put them in place then.
+struct Entering<T: Entity> {
+    /// Each new row's key hash and key, in row order.
+    keys: Vec<(u64, T::Key)>,
+    /// How the children index files each, beside `keys`, when it files
+    /// by a column read from the row; empty when it files by instance (all
+    /// rows of a load file the same way).
+    filings: Vec<Filing>,
+    /// The places in the load's handles of the rows that do not enter the
+    /// map at the end (held already, or repeated), in order.
+    skipped: Vec<usize>,
+    /// Repeated rows, each with its place in the load's handles, which
+    /// holds a placeholder until the new rows are in the map.
+    repeated: Vec<(usize, T)>,
+}
+
+/// The rows of one load, tracked as they arrive (see the module's doc).
+pub(crate) struct LoadTracking<'a, T: Entity> {
+    registry: &'a mut Registry<T>,
+    /// Rows that arrived since the last block was made; grown as rows
+    /// come, so that a one-row load does not make room for a block.
+    arrived: Vec<T>,
+    /// Made by the first block, sized by its rows.
+    scratch: Option<BlockScratch<T>>,
+    /// The handles of the rows tracked so far, in row order.
+    tracked: Vec<Tracked<T>>,
+    entering: Entering<T>,
+}
+
+impl<T: Entity> Registry<T> {
+    /// The tracked instances for freshly read rows, in order: as
+    /// [`track_loaded`](Self::track_loaded) gives them row by row, but with
+    /// the map sized once for all of them and the new instances allocated
+    /// [`BLOCK`] at a time, each row's key hashed once.
+    pub(crate) fn track_all(&mut self, rows: Vec<T>) -> Vec<Tracked<T>> {
+        // Sized once for the whole result instead of growing (and
+        // rehashing) row by row: this was the largest cost of tracked loads.
+        self.identity.appending().reserve(rows.len());
+        let mut tracked = Vec::with_capacity(rows.len());
+        let mut scratch = BlockScratch::for_rows(rows.len());
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            self.track_block(&mut rows, &mut tracked, &mut scratch, None);
+        }
+        tracked
+    }
+
+    /// Tracks the rows of a load as they are handed over (see the module's
+    /// doc).
+    pub(crate) fn tracking(&mut self) -> LoadTracking<'_, T> {
+        let entering = Entering { keys: Vec::new(), filings: Vec::new(), skipped: Vec::new(), repeated: Vec::new() };
+        LoadTracking { registry: self, arrived: Vec::new(), scratch: None, tracked: Vec::new(), entering }
+    }
+
+    /// Tracks rows of `rows` until [`BLOCK`] new instances were made (or
+    /// the rows run out), appending their handles to `tracked`. The new
+    /// rows enter the identity map at once, or wait in `entering` if given.
+    fn track_block(
+        &mut self,
+        rows: &mut impl Iterator<Item = T>,
+        tracked: &mut Vec<Tracked<T>>,
+        scratch: &mut BlockScratch<T>,
+        mut entering: Option<&mut Entering<T>>,
+    ) {
+        scratch.clear();
+        let BlockScratch { found, new_hashes } = scratch;
+        // Read from each new row before it becomes an instance, which would
+        // then have to be locked to read it.
+        let sole_reference =
+            if self.children_index.is_built() { ChildrenIndex::<T>::sole_reference_column() } else { None };
+        let mut first = None;
+        let mut rest = Vec::new();
+        while new_hashes.len() < BLOCK {
+            let Some(entity) = rows.next() else { break };
+            let key = entity.key();
+            let hash = self.identity.hasher().hash_one(&key);
+            // An empty map holds none of the rows: the first block of a
+            // load into a fresh session skips the probe.
+            let held = if self.identity.is_empty() {
+                None
+            } else {
+                self.identity.raw_entry_v1().from_key_hashed_nocheck(hash, &key)
+            };
+            if let Some((_, held)) = held {
+                found.push(Found::Held(held.clone()));
+            } else if new_hashes.insert(hash) {
+                let filing = sole_reference
+                    .map_or(Filing::ByInstance, |column| Filing::Under(column, entity.reference_hash(column)));
+                let instance = Inner::new(entity, Some(key.clone()));
+                if first.is_none() {
+                    first = Some(instance);
+                    // The room the block's other instances need, the rows
+                    // left permitting: it becomes the block's storage
+                    // without being copied again.
+                    rest.reserve_exact(rows.size_hint().0.min(BLOCK - 1));
+                } else {
+                    rest.push(instance);
+                }
+                found.push(Found::New(hash, key, filing));
+            } else {
+                found.push(Found::Repeated(entity));
+            }
+        }
+        let mut made = first.map(|first| Tracked::new_block(&self.write_log, first, rest)).into_iter().flatten();
+        let generation = self.generation();
+        let mut block_first = None;
+        for row in found.drain(..) {
+            let at = tracked.len();
+            let handle = match (row, entering.as_deref_mut()) {
+                (Found::Held(held), None) => held,
+                (Found::Held(held), Some(entering)) => {
+                    entering.skipped.push(at);
+                    held
+                }
+                (Found::Repeated(entity), None) => self.track_loaded(entity),
+                (Found::Repeated(entity), Some(entering)) => {
+                    entering.skipped.push(at);
+                    entering.repeated.push((at, entity));
+                    // A new row of this block came before the row it repeats.
+                    let Some(placeholder) = &block_first else { unreachable!("a repeated row follows its first") };
+                    Tracked::clone(placeholder)
+                }
+                (Found::New(hash, key, filing), entering) => {
+                    let Some(handle) = made.next() else { unreachable!("one instance was made per new row") };
+                    match entering {
+                        None => enter(self, hash, key, &handle, filing, generation).unwrap_or(handle),
+                        Some(entering) => {
+                            if block_first.is_none() {
+                                block_first = Some(handle.clone());
+                            }
+                            entering.keys.push((hash, key));
+                            if let Filing::Under(..) = filing {
+                                entering.filings.push(filing);
+                            }
+                            handle
+                        }
+                    }
+                }
+            };
+            tracked.push(handle);
+        }
+    }
+}
+
+impl<T: Entity> LoadTracking<'_, T> {
+    /// Takes the next row of the load.
+    pub(crate) fn push(&mut self, row: T) {
+        self.arrived.push(row);
+        if self.arrived.len() == BLOCK {
+            self.track_arrived();
+        }
+    }
+
+    /// The handles of every row of the load, in row order, all tracked.
+    pub(crate) fn finish(mut self) -> Vec<Tracked<T>> {
+        self.track_arrived();
+        let LoadTracking { registry, mut tracked, entering, .. } = self;
+        let Entering { keys, filings, skipped, repeated } = entering;
+        registry.identity.appending().reserve(keys.len());
+        let generation = registry.generation();
+        let mut skipped = skipped.into_iter().peekable();
+        let mut filings = filings.into_iter();
+        let mut at = 0;
+        for (hash, key) in keys {
+            let filing = filings.next().unwrap_or(Filing::ByInstance);
+            while skipped.next_if_eq(&at).is_some() {
+                at += 1;
+            }
+            let Some(slot) = tracked.get_mut(at) else { unreachable!("each new row has its place") };
+            // The same key in an earlier block of this load: its instance
+            // wins, as it would have had the rows entered as they came.
+            if let Some(held) = enter(registry, hash, key, slot, filing, generation) {
+                *slot = held;
+            }
+            at += 1;
+        }
+        for (at, entity) in repeated {
+            let handle = registry.track_loaded(entity);
+            if let Some(slot) = tracked.get_mut(at) {
+                *slot = handle;
+            }
+        }
+        tracked
+    }
+
+    /// Tracks the rows that arrived since the last block.
+    fn track_arrived(&mut self) {
+        let LoadTracking { registry, arrived, scratch, tracked, entering } = self;
+        let scratch = scratch.get_or_insert_with(|| BlockScratch::for_rows(arrived.len()));
+        let mut rows = arrived.drain(..).peekable();
+        // At most BLOCK rows make at most one block.
+        while rows.peek().is_some() {
+            registry.track_block(&mut rows, tracked, scratch, Some(entering));
+        }
+    }
+}
+
+/// Enters `handle`, a new instance made for a row keyed `key` (hashing to
+/// `hash`), in `registry`'s identity map and files it in the children
+/// index as `filing` says; or, if the map holds `key` already, returns that instance
+/// and leaves `handle` untracked. Inlined: every new row of a block whose
+/// rows enter the map at once goes through it.
+#[inline]
+fn enter<T: Entity>(
+    registry: &mut Registry<T>,
+    hash: u64,
+    key: T::Key,
+    handle: &Tracked<T>,
+    filing: Filing,
+    generation: u64,
+) -> Option<Tracked<T>> {
+    // Appended after every tracked entity: the buckets of the children
+    // index stay in collection order.
+    match registry.identity.appending().raw_entry_mut_v1().from_key_hashed_nocheck(hash, &key) {
+        RawEntryMut::Occupied(held) => {
+            handle.set_identity_key(None);
+            Some(held.get().clone())
+        }
+        RawEntryMut::Vacant(vacant) => {
+            vacant.insert_hashed_nocheck(hash, key, handle.clone());
+            let filed = match filing {
+                Filing::Under(column, parent) => {
+                    registry.children_index.file_new_under(handle, column, parent, generation)
+                }
+                Filing::ByInstance => registry.children_index.file_new(handle, generation),
+            };
+            if !filed {
+                registry.write_log.note_moved(handle);
+            }
+            None
+        }
+    }
+}
+
+/// The key hashes of one block's new rows, to tell a key that repeats
+/// within the block. Nearly every row's hash is new: a filter of 4,096 bits
+/// (a block's 64 hashes set at most 64 of them) says so with one bit,
+/// instead of hashing the hash again into a set; only a row whose bit is
+/// set is compared with the hashes themselves.
+struct NewHashes {
+    /// Bit `h >> 52` is set for each hash `h` recorded.
+    filter: [u64; 64],
+    hashes: Vec<u64>,
+}
+
+impl NewHashes {
+    fn with_capacity(room: usize) -> Self {
+        NewHashes { filter: [0; 64], hashes: Vec::with_capacity(room) }
+    }
+
+    fn clear(&mut self) {
+        self.filter = [0; 64];
+        self.hashes.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Records `hash`; false if it was recorded already.
+    fn insert(&mut self, hash: u64) -> bool {
+        // The hasher mixes its high bits as well as its low ones (hashbrown
+        // takes its tags from them too).
+        let bit = hash >> 52;
+        let (word, mask) = (usize::try_from(bit / 64).unwrap_or(0), 1_u64 << (bit % 64));
+        let maybe_seen = self.filter.get_mut(word).is_none_or(|filter| {
+            let set = *filter & mask != 0;
+            *filter |= mask;
+            set
+        });
+        if maybe_seen && self.hashes.contains(&hash) {
+            return false;
+        }
+        self.hashes.push(hash);
+        true
+    }
+}
