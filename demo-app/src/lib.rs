@@ -16,7 +16,6 @@ pub mod entities;
 pub mod error;
 pub mod extract;
 pub mod json;
-pub mod json_body;
 pub mod loaders;
 pub mod migrations;
 pub mod password;

@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Json, Router};
 use orm_core::{Condition, Load, OnConflict, Session, Tracked};
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +11,6 @@ use crate::entities::{now, Article, ArticleTag, Favorite, Follow, User};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
 use crate::json::{limit, require, require_patch, Patch, Valid, Validate};
-use crate::json_body::Json;
 use crate::loaders;
 use crate::state::AppState;
 use crate::views::{self, ArticleView, Body, ProfileView};

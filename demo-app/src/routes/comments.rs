@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
-use axum::Router;
+use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthUser, MaybeAuthUser};
@@ -10,7 +10,6 @@ use crate::entities::{now, Article, Comment};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Path;
 use crate::json::{require, Valid, Validate};
-use crate::json_body::Json;
 use crate::loaders;
 use crate::routes::articles::find_article;
 use crate::state::AppState;

@@ -1,7 +1,7 @@
 //! Profiles and following: `/api/profiles/{username}[/follow]`.
 
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Json, Router};
 use orm_core::{Load, Session, Tracked};
 use serde::Serialize;
 
@@ -9,7 +9,6 @@ use crate::auth::{AuthUser, MaybeAuthUser};
 use crate::entities::{Follow, User};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Path;
-use crate::json_body::Json;
 use crate::loaders;
 use crate::routes::idempotent::ensure_inserted;
 use crate::state::AppState;

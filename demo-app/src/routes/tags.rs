@@ -1,12 +1,11 @@
 //! `GET /api/tags`.
 
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::entities::ArticleTag;
 use crate::error::ApiResult;
-use crate::json_body::Json;
 use crate::state::AppState;
 use orm_core::axum::DbSession;
 

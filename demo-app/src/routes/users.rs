@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Json, Router};
 use orm_core::Session;
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +12,6 @@ use crate::auth::AuthUser;
 use crate::entities::User;
 use crate::error::{ApiError, ApiResult};
 use crate::json::{limit, require, require_patch, Patch, Valid, Validate};
-use crate::json_body::Json;
 use crate::password;
 use crate::state::AppState;
 use crate::views::UserView;
