@@ -22,17 +22,29 @@ pub struct Timestamp(pub DateTime<Utc>);
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let digits = rfc3339_millis(self.0);
+        let digits = self.rfc3339_millis();
         match digits.as_ref().and_then(|digits| std::str::from_utf8(digits).ok()) {
             Some(text) => serializer.serialize_str(text),
-            None => serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            None => serializer.serialize_str(&self.chrono_text()),
         }
     }
 }
 
-/// `time` as chrono's RFC 3339 with milliseconds and `Z` writes it, for
-/// the years 0 to 9999 (four digits, no sign) and no leap second; `None`
-/// for the others, which chrono formats.
+impl Timestamp {
+    /// The time as chrono's RFC 3339 with milliseconds and `Z` writes it,
+    /// for the years 0 to 9999 (four digits, no sign) and no leap second;
+    /// `None` for the others, which [`chrono_text`](Self::chrono_text)
+    /// formats.
+    pub fn rfc3339_millis(&self) -> Option<[u8; 24]> {
+        rfc3339_millis(self.0)
+    }
+
+    /// The time formatted by chrono, for any time.
+    pub fn chrono_text(&self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+}
+
 fn rfc3339_millis(time: DateTime<Utc>) -> Option<[u8; 24]> {
     let date = time.date_naive();
     let year = u32::try_from(date.year()).ok().filter(|&year| year <= 9999)?;
