@@ -16,6 +16,7 @@ pub mod entities;
 pub mod error;
 pub mod extract;
 pub mod json;
+pub mod json_writer;
 pub mod loaders;
 pub mod migrations;
 pub mod password;

@@ -5,16 +5,74 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use orm_core::{Entity, Load, Relation, Session, Tracked};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::entities::{Article, ArticleTag, Comment, User};
 use crate::loaders;
 
-/// RealWorld's timestamp format: ISO 8601 in UTC with milliseconds.
-pub fn timestamp(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+/// A time in a response, in RealWorld's format: ISO 8601 in UTC with
+/// milliseconds (`2024-05-06T07:08:09.123Z`), the bytes of chrono's
+/// `to_rfc3339_opts(SecondsFormat::Millis, true)`. Written straight into
+/// the response: formatted through chrono into a `String` it was 3.2% of a
+/// request's instructions under the load mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let digits = self.rfc3339_millis();
+        match digits.as_ref().and_then(|digits| std::str::from_utf8(digits).ok()) {
+            Some(text) => serializer.serialize_str(text),
+            None => serializer.serialize_str(&self.chrono_text()),
+        }
+    }
+}
+
+impl Timestamp {
+    /// The time as chrono's RFC 3339 with milliseconds and `Z` writes it,
+    /// for the years 0 to 9999 (four digits, no sign) and no leap second;
+    /// `None` for the others, which [`chrono_text`](Self::chrono_text)
+    /// formats.
+    pub fn rfc3339_millis(&self) -> Option<[u8; 24]> {
+        rfc3339_millis(self.0)
+    }
+
+    /// The time formatted by chrono, for any time.
+    pub fn chrono_text(&self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+}
+
+fn rfc3339_millis(time: DateTime<Utc>) -> Option<[u8; 24]> {
+    let date = time.date_naive();
+    let year = u32::try_from(date.year()).ok().filter(|&year| year <= 9999)?;
+    let clock = time.time();
+    // chrono shows a leap second as second 60.
+    let nanos = clock.nanosecond();
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    put_digits(&mut out[0..4], year);
+    put_digits(&mut out[5..7], date.month());
+    put_digits(&mut out[8..10], date.day());
+    put_digits(&mut out[11..13], clock.hour());
+    put_digits(&mut out[14..16], clock.minute());
+    put_digits(&mut out[17..19], clock.second());
+    // Truncated, as chrono does.
+    put_digits(&mut out[20..23], nanos / 1_000_000);
+    Some(out)
+}
+
+/// Writes `value`'s last `out.len()` decimal digits into `out`, zero-padded.
+fn put_digits(out: &mut [u8], mut value: u32) {
+    for digit in out.iter_mut().rev() {
+        // A digit: below 10, so it fits.
+        *digit = b'0' + u8::try_from(value % 10).unwrap_or(0);
+        value /= 10;
+    }
 }
 
 /// The logged-in user, with a token.
@@ -89,9 +147,9 @@ pub struct ArticleView {
     /// Tags, in alphabetical order.
     pub tag_list: Vec<String>,
     /// Creation time.
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// Last change.
-    pub updated_at: String,
+    pub updated_at: Timestamp,
     /// Whether the requesting user favorited it.
     pub favorited: bool,
     /// How many users favorited it.
@@ -117,8 +175,8 @@ impl ArticleView {
             description: article.description.clone(),
             body: (body == Body::Included).then(|| article.body.clone()),
             tag_list,
-            created_at: timestamp(article.created_at),
-            updated_at: timestamp(article.updated_at),
+            created_at: Timestamp(article.created_at),
+            updated_at: Timestamp(article.updated_at),
             favorited,
             favorites_count,
             author,
@@ -133,9 +191,9 @@ pub struct CommentView {
     /// The comment's id.
     pub id: i64,
     /// Creation time.
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// Last change.
-    pub updated_at: String,
+    pub updated_at: Timestamp,
     /// The text.
     pub body: String,
     /// Its author.
@@ -147,8 +205,8 @@ impl CommentView {
     pub fn new(comment: &Comment, author: ProfileView) -> Self {
         CommentView {
             id: comment.id,
-            created_at: timestamp(comment.created_at),
-            updated_at: timestamp(comment.updated_at),
+            created_at: Timestamp(comment.created_at),
+            updated_at: Timestamp(comment.updated_at),
             body: comment.body.clone(),
             author,
         }
@@ -276,9 +334,49 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
+    fn json(time: DateTime<Utc>) -> String {
+        serde_json::to_string(&Timestamp(time)).unwrap()
+    }
+
     #[test]
     fn timestamps_have_milliseconds_and_z() {
         let time = Utc.with_ymd_and_hms(2024, 5, 6, 7, 8, 9).unwrap();
-        assert_eq!(timestamp(time), "2024-05-06T07:08:09.000Z");
+        assert_eq!(json(time), r#""2024-05-06T07:08:09.000Z""#);
+    }
+
+    #[test]
+    fn timestamps_are_the_bytes_chrono_writes() {
+        let at = |year, month, day, hour, minute, second, nanos| {
+            let time = Utc.with_ymd_and_hms(year, month, day, hour, minute, second).unwrap();
+            time.with_nanosecond(nanos).unwrap()
+        };
+        let mut times = vec![
+            at(2024, 5, 6, 7, 8, 9, 0),
+            at(2024, 12, 31, 23, 59, 59, 999_999_999),
+            at(2024, 2, 29, 0, 0, 0, 1_000),
+            at(1970, 1, 1, 0, 0, 0, 0),
+            at(1999, 12, 31, 23, 59, 59, 999_000_000),
+            at(2000, 1, 1, 0, 0, 0, 123_456_789),
+            at(0, 1, 1, 0, 0, 0, 5_000_000),
+            at(9, 10, 11, 12, 13, 14, 99_999_999),
+            at(999, 6, 30, 1, 2, 3, 100_000_000),
+            at(9999, 12, 31, 23, 59, 59, 999_999_000),
+            // Outside the four-digit years: chrono's own format.
+            at(10000, 1, 1, 0, 0, 0, 0),
+            at(-1, 1, 1, 0, 0, 0, 0),
+            at(-44, 3, 15, 12, 0, 0, 0),
+            // A leap second, which chrono shows as second 60.
+            at(2016, 12, 31, 23, 59, 59, 1_500_000_000),
+            DateTime::<Utc>::MIN_UTC,
+            DateTime::<Utc>::MAX_UTC,
+        ];
+        // Every microsecond-ish step through a day's edges, as PostgreSQL
+        // stores times to the microsecond.
+        let start = at(2023, 12, 31, 23, 59, 58, 0);
+        times.extend((0..5000).map(|step| start + chrono::Duration::microseconds(step * 997)));
+        for time in times {
+            let expected = serde_json::to_string(&time.to_rfc3339_opts(SecondsFormat::Millis, true)).unwrap();
+            assert_eq!(json(time), expected, "{time:?}");
+        }
     }
 }

@@ -230,10 +230,7 @@ impl Session {
         self.autoflush().await?;
         let mut params = E::key_params(&key);
         let sql = self.filtered::<E>(sql::select_by_key_of::<E>(), &mut params);
-        match &sql {
-            Cow::Borrowed(text) => self.loads.record_static(text)?,
-            Cow::Owned(text) => self.loads.record(text)?,
-        }
+        self.loads.record(&sql)?;
         let rows = self.fetch_untracked::<E>(&sql, &param_refs(&params), Access::Read).await?;
         Ok(self.track(rows).pop())
     }

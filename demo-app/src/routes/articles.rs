@@ -2,15 +2,16 @@
 
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use orm_core::{Condition, Load, OnConflict, Session, Tracked};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::auth::{AuthUser, MaybeAuthUser};
 use crate::entities::{now, Article, ArticleTag, Favorite, Follow, User};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
 use crate::json::{limit, require, require_patch, Patch, Valid, Validate};
+use crate::json_writer::{write_list, JsonView, WriteJson};
 use crate::loaders;
 use crate::state::AppState;
 use crate::views::{self, ArticleView, Body, ProfileView};
@@ -32,17 +33,34 @@ pub const MAX_PAGE: i64 = 100;
 /// UTF-8, far below the index's limit.
 pub const TAG_MAX: usize = 64;
 
-#[derive(Serialize)]
+/// `{"article": ...}`.
 struct ArticleResponse {
     article: ArticleView,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
+impl WriteJson for ArticleResponse {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"article\":");
+        self.article.write_json(out);
+        out.push(b'}');
+    }
+}
+
+/// `{"articles": [...], "articlesCount": ...}`.
 struct ArticlesResponse {
     articles: Vec<ArticleView>,
     /// All matching articles, not only this page.
     articles_count: i64,
+}
+
+impl WriteJson for ArticlesResponse {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"articles\":");
+        write_list(out, &self.articles);
+        out.extend_from_slice(b",\"articlesCount\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.articles_count).as_bytes());
+        out.push(b'}');
+    }
 }
 
 /// The article with this slug, or 404.
@@ -51,10 +69,14 @@ pub async fn find_article(session: &mut Session, slug: &str) -> ApiResult<Tracke
 }
 
 /// The view of one article, as the response to `viewer`.
-async fn respond(session: &mut Session, article: &Tracked<Article>, viewer: i64) -> ApiResult<Json<ArticleResponse>> {
+async fn respond(
+    session: &mut Session,
+    article: &Tracked<Article>,
+    viewer: i64,
+) -> ApiResult<JsonView<ArticleResponse>> {
     // None only if the author vanished meanwhile.
     let view = views::article(session, article, Some(viewer)).await?.ok_or(ApiError::NotFound("article"))?;
-    Ok(Json(ArticleResponse { article: view }))
+    Ok(JsonView(ArticleResponse { article: view }))
 }
 
 // ---- lists ----
@@ -132,12 +154,12 @@ async fn list(
     viewer: MaybeAuthUser,
     mut db: DbSession,
     Query(params): Query<ListParams>,
-) -> ApiResult<Json<ArticlesResponse>> {
+) -> ApiResult<JsonView<ArticlesResponse>> {
     let page = params.page()?;
     let (articles, total) = newest_page(&mut db, || params.filter(), page);
     let (articles, total) = db.load_together((articles, total)).await?;
     let articles = views::articles(&mut db, &articles, viewer.id(), Body::Omitted).await?;
-    Ok(Json(ArticlesResponse { articles, articles_count: total }))
+    Ok(JsonView(ArticlesResponse { articles, articles_count: total }))
 }
 
 /// `GET /api/articles/feed`: articles by the users the viewer follows. Two
@@ -148,7 +170,7 @@ async fn feed(
     auth: AuthUser,
     mut db: DbSession,
     Query(params): Query<ListParams>,
-) -> ApiResult<Json<ArticlesResponse>> {
+) -> ApiResult<JsonView<ArticlesResponse>> {
     let page = params.page()?;
     let followed_by_viewer = || Some(Article::AUTHOR.has(Follow::FOLLOWEE.any(Follow::FOLLOWER_ID.eq(auth.id))));
     let (articles, total) = newest_page(&mut db, followed_by_viewer, page);
@@ -156,16 +178,20 @@ async fn feed(
     let follows = db.query::<Follow>().filter(Follow::FOLLOWER_ID.eq(auth.id)).all_later();
     let (articles, total, _) = db.load_together((articles, total, follows)).await?;
     let articles = views::articles(&mut db, &articles, Some(auth.id), Body::Omitted).await?;
-    Ok(Json(ArticlesResponse { articles, articles_count: total }))
+    Ok(JsonView(ArticlesResponse { articles, articles_count: total }))
 }
 
 // ---- one article ----
 
 /// `GET /api/articles/{slug}`.
-async fn show(viewer: MaybeAuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<Json<ArticleResponse>> {
+async fn show(
+    viewer: MaybeAuthUser,
+    mut db: DbSession,
+    Path(slug): Path<String>,
+) -> ApiResult<JsonView<ArticleResponse>> {
     let article = find_article(&mut db, &slug).await?;
     let view = views::article(&mut db, &article, viewer.id()).await?.ok_or(ApiError::NotFound("article"))?;
-    Ok(Json(ArticleResponse { article: view }))
+    Ok(JsonView(ArticleResponse { article: view }))
 }
 
 #[derive(Deserialize)]
@@ -229,7 +255,7 @@ async fn create(
     auth: AuthUser,
     mut db: DbSession,
     Valid(request): Valid<CreateRequest>,
-) -> ApiResult<(StatusCode, Json<ArticleResponse>)> {
+) -> ApiResult<(StatusCode, JsonView<ArticleResponse>)> {
     let (viewer, followed) =
         db.load_together((loaders::viewer(Some(auth.id)), loaders::followed(Some(auth.id), &[auth.id]))).await?;
     let author = ProfileView::own(&viewer, &followed).ok_or(ApiError::InvalidToken)?;
@@ -256,7 +282,7 @@ async fn create(
     // COMMIT.
     db.add_all(tags.iter().map(|tag| ArticleTag { article_id, tag: tag.clone() }));
     let view = ArticleView::new(&article.read(), tags, false, 0, author, Body::Included);
-    Ok((StatusCode::CREATED, Json(ArticleResponse { article: view })))
+    Ok((StatusCode::CREATED, JsonView(ArticleResponse { article: view })))
 }
 
 #[derive(Deserialize)]
@@ -305,7 +331,7 @@ async fn update(
     mut db: DbSession,
     Path(slug): Path<String>,
     Valid(request): Valid<UpdateRequest>,
-) -> ApiResult<Json<ArticleResponse>> {
+) -> ApiResult<JsonView<ArticleResponse>> {
     let changes = request.article;
     let article = own_article(&mut db, &slug, auth.id).await?;
     let new_slug = {
@@ -389,7 +415,7 @@ async fn article_and_favorite(
 /// it, then what the article shows, read before the write, then the insert
 /// with `BEGIN` and `COMMIT`, which the commit sends together. The view
 /// counts the new favorite unless that read found it there already.
-async fn favorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<Json<ArticleResponse>> {
+async fn favorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<JsonView<ArticleResponse>> {
     let (article, existing) = article_and_favorite(&mut db, &slug, auth.id).await?;
     let mut view = views::article(&mut db, &article, Some(auth.id)).await?.ok_or(ApiError::NotFound("article"))?;
     if existing.is_none() && !view.favorited {
@@ -402,12 +428,16 @@ async fn favorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -
         view.favorited = true;
         view.favorites_count += 1;
     }
-    Ok(Json(ArticleResponse { article: view }))
+    Ok(JsonView(ArticleResponse { article: view }))
 }
 
 /// `DELETE /api/articles/{slug}/favorite`: idempotent, also when requests
 /// race (deleting a row that is gone already is no error).
-async fn unfavorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<Json<ArticleResponse>> {
+async fn unfavorite(
+    auth: AuthUser,
+    mut db: DbSession,
+    Path(slug): Path<String>,
+) -> ApiResult<JsonView<ArticleResponse>> {
     let (article, existing) = article_and_favorite(&mut db, &slug, auth.id).await?;
     if let Some(favorite) = existing {
         db.delete(&favorite)?;

@@ -2,14 +2,15 @@
 
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
-use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use axum::Router;
+use serde::Deserialize;
 
 use crate::auth::{AuthUser, MaybeAuthUser};
 use crate::entities::{now, Article, Comment};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Path;
 use crate::json::{require, Valid, Validate};
+use crate::json_writer::{write_list, JsonView, WriteJson};
 use crate::loaders;
 use crate::routes::articles::find_article;
 use crate::state::AppState;
@@ -24,18 +25,38 @@ pub fn routes() -> Router<AppState> {
         .route("/api/articles/{slug}/comments/{id}", delete(remove))
 }
 
-#[derive(Serialize)]
+/// `{"comment": ...}`.
 struct CommentResponse {
     comment: CommentView,
 }
 
-#[derive(Serialize)]
+impl WriteJson for CommentResponse {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"comment\":");
+        self.comment.write_json(out);
+        out.push(b'}');
+    }
+}
+
+/// `{"comments": [...]}`.
 struct CommentsResponse {
     comments: Vec<CommentView>,
 }
 
+impl WriteJson for CommentsResponse {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"comments\":");
+        write_list(out, &self.comments);
+        out.push(b'}');
+    }
+}
+
 /// `GET /api/articles/{slug}/comments`: oldest first; two round trips.
-async fn list(viewer: MaybeAuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<Json<CommentsResponse>> {
+async fn list(
+    viewer: MaybeAuthUser,
+    mut db: DbSession,
+    Path(slug): Path<String>,
+) -> ApiResult<JsonView<CommentsResponse>> {
     // The article (for its 404) beside its comments, found through its
     // slug in the database: one round trip. Ids grow with time.
     let article = loaders::article_by_slug(&mut db, &slug);
@@ -50,7 +71,7 @@ async fn list(viewer: MaybeAuthUser, mut db: DbSession, Path(slug): Path<String>
         return Err(ApiError::NotFound("article"));
     }
     let comments = views::comments(&mut db, &comments, viewer.id()).await?;
-    Ok(Json(CommentsResponse { comments }))
+    Ok(JsonView(CommentsResponse { comments }))
 }
 
 #[derive(Deserialize)]
@@ -81,7 +102,7 @@ async fn create(
     mut db: DbSession,
     Path(slug): Path<String>,
     Valid(request): Valid<CreateRequest>,
-) -> ApiResult<(StatusCode, Json<CommentResponse>)> {
+) -> ApiResult<(StatusCode, JsonView<CommentResponse>)> {
     let article = loaders::article_by_slug(&mut db, &slug);
     let (mut article, viewer, followed) = db
         .load_together((article, loaders::viewer(Some(auth.id)), loaders::followed(Some(auth.id), &[auth.id])))
@@ -101,7 +122,7 @@ async fn create(
     // For the comment's id.
     db.flush().await?;
     let view = CommentView::new(&comment.read(), author);
-    Ok((StatusCode::CREATED, Json(CommentResponse { comment: view })))
+    Ok((StatusCode::CREATED, JsonView(CommentResponse { comment: view })))
 }
 
 /// `DELETE /api/articles/{slug}/comments/{id}`: 204; only by its author.
