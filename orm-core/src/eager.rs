@@ -84,6 +84,11 @@ struct Children<C: Entity, P: Entity> {
 impl<C: Entity, P: Entity> Loader<P> for Children<C, P> {
     fn run<'a>(&'a self, session: &'a mut Session, parents: &'a [Tracked<P>]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            // The last level's children are read through the session, so
+            // its load keeps no handles.
+            if self.nested.loaders.is_empty() {
+                return session.load_children_unkept(parents, self.relation).await;
+            }
             let children = session.load_children(parents, self.relation).await?;
             self.nested.run(session, &children).await
         })

@@ -189,15 +189,44 @@ impl Session {
         if parents.is_empty() {
             return Ok(Vec::new());
         }
+        let (rows, keys) = self.read_children(parents, relation).await?;
+        let children = self.track_children(rows, keys.len());
+        self.children_loaded(relation, keys);
+        Ok(children)
+    }
+
+    /// [`load_children`](Self::load_children) for a caller that reads the
+    /// children through [`children`](Self::children) only (the last level
+    /// of an eager load): no handle per child is collected.
+    pub(crate) async fn load_children_unkept<C: Entity, P: Entity>(
+        &mut self,
+        parents: &[Tracked<P>],
+        relation: Relation<C, P>,
+    ) -> Result<()> {
+        if parents.is_empty() {
+            return Ok(());
+        }
+        let (rows, keys) = self.read_children(parents, relation).await?;
+        self.expect_children::<C>(rows.len(), keys.len());
+        self.registries.of::<C>().track_all_unkept(rows);
+        self.children_loaded(relation, keys);
+        Ok(())
+    }
+
+    /// Reads the children of `parents` (not empty) through `relation`,
+    /// untracked, with the parents' distinct keys.
+    async fn read_children<C: Entity, P: Entity>(
+        &mut self,
+        parents: &[Tracked<P>],
+        relation: Relation<C, P>,
+    ) -> Result<(Vec<C>, Vec<P::Key>)> {
         // Before reading the keys: a parent not inserted yet gets its
         // generated key from this flush.
         self.autoflush_for_query().await?;
         let keys = distinct_keys(parents, |parent| Some(parent.key()))?;
         let (sql, params) = self.children_statement(relation, &keys);
         let rows = self.load_untracked_with::<C>(&sql, &param_refs(&params), Access::Read).await?;
-        let children = self.track_children(rows, keys.len());
-        self.children_loaded(relation, keys);
-        Ok(children)
+        Ok((rows, keys))
     }
 
     /// The statement (and its parameters) that loads the children through
@@ -227,9 +256,15 @@ impl Session {
     /// each parent's bucket of the children index sized for the average
     /// number of children instead of growing (and moving) child by child.
     fn track_children<C: Entity>(&mut self, rows: Vec<C>, parents: usize) -> Vec<Tracked<C>> {
-        let per_parent = rows.len().div_ceil(parents.max(1));
-        self.registries.of::<C>().children_index.expect_per_parent(parents, per_parent);
+        self.expect_children::<C>(rows.len(), parents);
         self.track(rows)
+    }
+
+    /// Sizes each bucket of the children index for `children` children
+    /// of `parents` parents about to be tracked.
+    fn expect_children<C: Entity>(&mut self, children: usize, parents: usize) {
+        let per_parent = children.div_ceil(parents.max(1));
+        self.registries.of::<C>().children_index.expect_per_parent(parents, per_parent);
     }
 
     /// Records that the children through `relation` of the parents with
@@ -341,7 +376,7 @@ fn plan_get_many<E: Entity>(session: &mut Session, keys: Vec<E::Key>) -> Result<
     let mut params = E::key_arrays(&missing);
     let sql = session.filtered::<E>(sql::select_by_keys_of::<E>(), &mut params).into_owned();
     Planned::statement(session, sql, params, Access::Read, move |session, rows| {
-        session.track(decode::<E>(&rows)?);
+        session.registries.of::<E>().track_all_unkept(decode::<E>(&rows)?);
         session.visible_tracked_of::<E>(&keys)
     })
 }
