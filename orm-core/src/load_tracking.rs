@@ -306,8 +306,10 @@ enum Entered<T: Entity> {
 /// `hash`), in `registry`'s identity map and files it in the children
 /// index as `filing` says; or, if the map holds `key` already, returns that
 /// instance and leaves `handle` untracked. Always inlined: every new row
-/// of a block whose rows enter the map at once goes through it, and a call
-/// per row (with the handle moved in) cost W7 3% more instructions.
+/// of a block whose rows enter the map at once goes through it, and with
+/// a plain `#[inline]` the compiler called it per row, which cost W7's
+/// ORM side 2.4% more instructions (81.2 M against 79.2 M).
+#[allow(clippy::inline_always)]
 #[inline(always)]
 fn enter<T: Entity>(
     registry: &mut Registry<T>,
