@@ -1,6 +1,7 @@
 //! Turning one table's pending work into batched statements, and applying
 //! their results back to the tracked objects.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -454,7 +455,7 @@ fn upsert_statement<T: Entity>(
     flush: Option<u64>,
 ) -> Unbound {
     let statement = Statement {
-        sql: sql::upsert(T::META, columns, rule.target, rule.update, true),
+        sql: sql::upsert(T::META, columns, rule.target, rule.update, true).into(),
         params: Vec::new(),
         returns_rows: true,
         check: Some(check_returned_rows::<T>),
@@ -507,7 +508,7 @@ fn insert_statement<T: Entity>(inserts: &[Tracked<T>], columns: ColumnSet, flush
             )
         }
         _ => (
-            sql::insert(meta, columns),
+            Cow::Owned(sql::insert(meta, columns)),
             Vec::new(),
             Some(ColumnBinding::boxed(inserts, sql::batch_insert_parameters(columns), flush)),
         ),
