@@ -24,7 +24,7 @@ use crate::flush::CopyTargets;
 use crate::isolation::IsolationLevel;
 use crate::raw_sql::RawSql;
 use crate::replicas::{Replicas, ServedBy};
-use crate::statement_mode::{Description, ResultColumn, Statements};
+use crate::statement_mode::{Description, ResultColumns, Statements};
 use crate::stats::SessionStats;
 use crate::telemetry::{Pipeline, StatementSpan, Telemetry};
 use crate::tls::Connector;
@@ -67,7 +67,7 @@ impl Statement {
 
 /// Checks a statement's result columns, as the server described them,
 /// before the statement runs.
-pub(crate) type Check = fn(&[ResultColumn]) -> Result<()>;
+pub(crate) type Check = fn(ResultColumns<'_>) -> Result<()>;
 
 /// A statement ready to run: prepared by name (and cached on the
 /// connection), or described, to run as the unnamed statement (see
@@ -88,8 +88,8 @@ impl Ready {
 
     fn check(&self, check: Check) -> Result<()> {
         match self {
-            Ready::Named(statement) => check(&ResultColumn::of(statement)),
-            Ready::Unnamed(description) => check(&description.columns),
+            Ready::Named(statement) => check(ResultColumns::Prepared(statement.columns())),
+            Ready::Unnamed(description) => check(ResultColumns::Described(&description.columns)),
         }
     }
 }
@@ -1157,9 +1157,16 @@ async fn ready_all(
     match mode {
         Statements::Prepared => {
             let cache_size = client.statement_cache.size();
-            let prepared = try_join_all(statements.iter().map(|s| client.prepare_cached(&s.sql))).await;
+            let prepared = match statements {
+                // A short request's flush: awaited alone, without the
+                // lists of futures and of results `try_join_all` builds.
+                [statement] => client.prepare_cached(&statement.sql).await.map(|prepared| vec![Ready::Named(prepared)]),
+                _ => try_join_all(statements.iter().map(|s| client.prepare_cached(&s.sql)))
+                    .await
+                    .map(|prepared| prepared.into_iter().map(Ready::Named).collect()),
+            };
             let prepared_now = client.statement_cache.size() > cache_size;
-            (prepared.map(|prepared| prepared.into_iter().map(Ready::Named).collect()), prepared_now)
+            (prepared, prepared_now)
         }
         Statements::Unnamed(descriptions) => {
             let cached: Vec<_> = statements.iter().map(|statement| descriptions.get(&statement.sql)).collect();
