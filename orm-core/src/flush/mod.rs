@@ -207,7 +207,13 @@ async fn run(
                 }
             }
             first = false;
-            sent.extend(round);
+            if sent.is_empty() {
+                // The first round trip's list becomes the flush's, as it is
+                // for a flush of one round trip: no second list.
+                sent = round;
+            } else {
+                sent.extend(round);
+            }
         }
         if last {
             break;
