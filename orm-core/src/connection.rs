@@ -2,6 +2,7 @@
 //! transaction control pipelined together with the statements it guards, and
 //! handed back clean on every path, including a cancelled future.
 
+use std::borrow::Cow;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +24,7 @@ use crate::flush::CopyTargets;
 use crate::isolation::IsolationLevel;
 use crate::raw_sql::RawSql;
 use crate::replicas::{Replicas, ServedBy};
-use crate::statement_mode::{Description, ResultColumn, Statements};
+use crate::statement_mode::{Description, ResultColumns, Statements};
 use crate::stats::SessionStats;
 use crate::telemetry::{Pipeline, StatementSpan, Telemetry};
 use crate::tls::Connector;
@@ -32,7 +33,9 @@ use crate::types::{EncodeBuffer, Encoded, Param, YIELD_AFTER_BYTES};
 
 /// One statement of a pipelined batch.
 pub(crate) struct Statement {
-    pub(crate) sql: String,
+    /// Borrowed when the text is built once per entity type (a one-row
+    /// insert's), so a short request's flush does not copy it.
+    pub(crate) sql: Cow<'static, str>,
     pub(crate) params: Vec<Param>,
     /// Whether the statement returns rows (a SELECT, or DML with RETURNING).
     pub(crate) returns_rows: bool,
@@ -51,20 +54,20 @@ pub(crate) struct Statement {
 
 impl Statement {
     /// A statement with no result check and no `COPY` rows.
-    pub(crate) fn new(sql: String, params: Vec<Param>, returns_rows: bool) -> Self {
-        Statement { sql, params, returns_rows, check: None, copy: None, unmatched_of: None }
+    pub(crate) fn new(sql: impl Into<Cow<'static, str>>, params: Vec<Param>, returns_rows: bool) -> Self {
+        Statement { sql: sql.into(), params, returns_rows, check: None, copy: None, unmatched_of: None }
     }
 
     /// A batched write of `rows` input rows that returns the keys of those
     /// it did not match (see [`unmatched_of`](Self::unmatched_of)).
-    pub(crate) fn reporting_unmatched(sql: String, params: Vec<Param>, rows: usize) -> Self {
+    pub(crate) fn reporting_unmatched(sql: impl Into<Cow<'static, str>>, params: Vec<Param>, rows: usize) -> Self {
         Statement { unmatched_of: Some(rows as u64), ..Statement::new(sql, params, true) }
     }
 }
 
 /// Checks a statement's result columns, as the server described them,
 /// before the statement runs.
-pub(crate) type Check = fn(&[ResultColumn]) -> Result<()>;
+pub(crate) type Check = fn(ResultColumns<'_>) -> Result<()>;
 
 /// A statement ready to run: prepared by name (and cached on the
 /// connection), or described, to run as the unnamed statement (see
@@ -85,8 +88,8 @@ impl Ready {
 
     fn check(&self, check: Check) -> Result<()> {
         match self {
-            Ready::Named(statement) => check(&ResultColumn::of(statement)),
-            Ready::Unnamed(description) => check(&description.columns),
+            Ready::Named(statement) => check(ResultColumns::Prepared(statement.columns())),
+            Ready::Unnamed(description) => check(ResultColumns::Described(&description.columns)),
         }
     }
 }
@@ -451,10 +454,11 @@ impl SessionConnection {
     ) -> Result<Vec<Outcome>> {
         self.after_sent = false;
         self.fresh_transaction = false;
-        let prefix = match (begin, before) {
-            (true, Some(before)) => Some(format!("{}; {before}", self.begin_sql())),
-            (true, None) => Some(self.begin_sql().to_owned()),
-            (false, before) => before.map(str::to_owned),
+        // Formatted only to join two parts: a lone `BEGIN` or `before` is borrowed.
+        let prefix: Option<Cow<'_, str>> = match (begin, before) {
+            (true, Some(before)) => Some(format!("{}; {before}", self.begin_sql()).into()),
+            (true, None) => Some(self.begin_sql().into()),
+            (false, before) => before.map(Cow::Borrowed),
         };
         // If the batch fails before it is sent, `before` never reaches the
         // server: a flush savepoint it would have opened is not open (see
@@ -1036,7 +1040,8 @@ async fn send_pipelined(
     .await;
     let unsent = sent.iter_mut().any(|statement| matches!(statement.as_mut().output_mut(), Some(Err(_))));
     let after = after.filter(|_| !unsent);
-    let mut suffix: Sent<_> = Box::pin(maybe_done(async move {
+    // Pinned in this future rather than boxed: it ends with it.
+    let mut suffix = std::pin::pin!(maybe_done(async move {
         match after {
             Some(sql) => pipeline.traced(sql, client.simple_query(sql)).await,
             None => Ok(Vec::new()),
@@ -1123,7 +1128,7 @@ async fn copy_rows(
 ) -> PgResult<Outcome> {
     let started = match prepared {
         Ready::Named(prepared) => client.copy_in::<_, Bytes>(prepared).await,
-        Ready::Unnamed(_) => client.copy_in::<_, Bytes>(statement.sql.as_str()).await,
+        Ready::Unnamed(_) => client.copy_in::<_, Bytes>(&*statement.sql).await,
     };
     let sink = started.inspect_err(|_| copy_lost.store(true, Ordering::Relaxed))?;
     futures_util::pin_mut!(sink);
@@ -1152,9 +1157,16 @@ async fn ready_all(
     match mode {
         Statements::Prepared => {
             let cache_size = client.statement_cache.size();
-            let prepared = try_join_all(statements.iter().map(|s| client.prepare_cached(&s.sql))).await;
+            let prepared = match statements {
+                // A short request's flush: awaited alone, without the
+                // lists of futures and of results `try_join_all` builds.
+                [statement] => client.prepare_cached(&statement.sql).await.map(|prepared| vec![Ready::Named(prepared)]),
+                _ => try_join_all(statements.iter().map(|s| client.prepare_cached(&s.sql)))
+                    .await
+                    .map(|prepared| prepared.into_iter().map(Ready::Named).collect()),
+            };
             let prepared_now = client.statement_cache.size() > cache_size;
-            (prepared.map(|prepared| prepared.into_iter().map(Ready::Named).collect()), prepared_now)
+            (prepared, prepared_now)
         }
         Statements::Unnamed(descriptions) => {
             let cached: Vec<_> = statements.iter().map(|statement| descriptions.get(&statement.sql)).collect();

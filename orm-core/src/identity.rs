@@ -2,7 +2,7 @@
 //! entity type, reachable through type erasure so the session can flush all
 //! of them without knowing their types.
 
-use std::any::{Any, TypeId};
+use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -726,9 +726,10 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
 /// All registries of a session, in the order their types were first used.
 #[derive(Default)]
 pub(crate) struct Registries {
-    /// The entity type of each of `all`: a session uses few types, and a
-    /// scan of a short list beats hashing on every `get` of a short request.
-    types: Vec<TypeId>,
+    /// Found by type with a scan: a session uses few types, and a scan of a
+    /// short list beats hashing on every `get` of a short request. Each
+    /// registry names its own type, so a session's first type costs no
+    /// second list.
     pub(crate) all: Vec<Box<dyn ErasedRegistry>>,
     /// Open savepoints; a registry created inside them gets an undo log for each.
     savepoint_depth: usize,
@@ -745,14 +746,13 @@ impl Registries {
         let index = self.index_of::<T>().unwrap_or_else(|| {
             let mut registry = Registry::<T>::new();
             registry.savepoints.extend((0..self.savepoint_depth).map(|_| Undo::new()));
-            self.types.push(TypeId::of::<T>());
             self.all.push(Box::new(registry));
             self.all.len() - 1
         });
         self.all[index]
             .as_any_mut()
             .downcast_mut::<Registry<T>>()
-            .unwrap_or_else(|| unreachable!("registries are indexed by their TypeId"))
+            .unwrap_or_else(|| unreachable!("registries are found by their type"))
     }
 
     /// The registry of `T` if the session has used `T`.
@@ -768,8 +768,7 @@ impl Registries {
     }
 
     fn index_of<T: Entity>(&self) -> Option<usize> {
-        let id = TypeId::of::<T>();
-        self.types.iter().position(|&used| used == id)
+        self.all.iter().position(|registry| registry.as_any().is::<Registry<T>>())
     }
 
     /// Deletes, transitively, the children the session knows of a deleted

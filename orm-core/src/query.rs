@@ -13,7 +13,7 @@ use crate::load_together::Load;
 use crate::select::{Select, Selection};
 use crate::session::Session;
 use crate::sql;
-use crate::statement_mode::ResultColumn;
+use crate::statement_mode::ResultColumns;
 use crate::stream::{EntityStream, TrackedChunks};
 use crate::tracked::Tracked;
 use crate::types::{param_refs, Param};
@@ -753,16 +753,16 @@ fn only<E: Entity>(mut rows: Vec<E>) -> Result<Option<E>> {
 
 /// Checks that a raw query returns `E`'s columns, named and ordered as in
 /// `E::META`, before its rows are decoded by position.
-pub(crate) fn check_columns<E: Entity>(found: &[ResultColumn]) -> Result<()> {
+pub(crate) fn check_columns<E: Entity>(found: ResultColumns<'_>) -> Result<()> {
     let expected = E::META.columns;
-    if found.len() == expected.len() && found.iter().zip(expected).all(|(found, expected)| found.name == expected.name)
+    if found.len() == expected.len() && found.iter().zip(expected).all(|((found, _), expected)| found == expected.name)
     {
         return Ok(());
     }
     Err(Error::ColumnMismatch {
         entity: E::META.name,
         expected: expected.iter().map(|column| column.name).collect(),
-        found: found.iter().map(|column| column.name.clone()).collect(),
+        found: found.iter().map(|(name, _)| name.to_owned()).collect(),
     })
 }
 

@@ -2,6 +2,7 @@
 //! operation and the set of columns, never on the data or the row count, so
 //! each shape is prepared once per connection and cached.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 use std::sync::OnceLock;
 
@@ -45,14 +46,14 @@ pub(crate) fn select_from_of<E: Entity>() -> &'static str {
     E::statements().from.get_or_init(|| select_from(E::META))
 }
 
-/// [`insert_one`] of `E`: a copy of the text built once for the first
-/// set of columns, built anew for any other.
-pub(crate) fn insert_one_of<E: Entity>(columns: ColumnSet) -> String {
+/// [`insert_one`] of `E`: the text built once for the first set of
+/// columns, borrowed; built anew for any other.
+pub(crate) fn insert_one_of<E: Entity>(columns: ColumnSet) -> Cow<'static, str> {
     let (cached_columns, cached) = E::statements().insert_one.get_or_init(|| (columns, insert_one(E::META, columns)));
     if *cached_columns == columns {
-        cached.clone()
+        Cow::Borrowed(cached.as_str())
     } else {
-        insert_one(E::META, columns)
+        Cow::Owned(insert_one(E::META, columns))
     }
 }
 

@@ -217,6 +217,32 @@ impl ResultColumn {
     }
 }
 
+/// A statement's result columns, as its check sees them: those described
+/// for the unnamed mode, or a prepared statement's own, read in place so
+/// that checking a cached statement before each run copies nothing.
+#[derive(Clone, Copy)]
+pub(crate) enum ResultColumns<'a> {
+    Described(&'a [ResultColumn]),
+    Prepared(&'a [tokio_postgres::Column]),
+}
+
+impl<'a> ResultColumns<'a> {
+    pub(crate) fn len(self) -> usize {
+        match self {
+            ResultColumns::Described(columns) => columns.len(),
+            ResultColumns::Prepared(columns) => columns.len(),
+        }
+    }
+
+    /// Each column's name and type, in result order.
+    pub(crate) fn iter(self) -> impl Iterator<Item = (&'a str, &'a Type)> {
+        (0..self.len()).map(move |index| match self {
+            ResultColumns::Described(columns) => (columns[index].name.as_str(), &columns[index].type_),
+            ResultColumns::Prepared(columns) => (columns[index].name(), columns[index].type_()),
+        })
+    }
+}
+
 /// The descriptions of the statements a [`Database`](crate::Database) runs
 /// unnamed, by text, shared by its connections: a description holds on
 /// every connection to the same database, unlike a prepared statement. It

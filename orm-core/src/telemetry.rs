@@ -90,8 +90,11 @@ impl Pipeline<'_> {
     pub(crate) async fn traced<F: Future>(&self, sql: &str, request: F) -> F::Output {
         let statement = self.telemetry.statement(sql);
         let output = request.instrument(statement.span.clone()).await;
-        let previous = self.last_answer.lock().replace(Instant::now());
-        statement.report(sql, previous.map_or(statement.started, |previous| previous.max(statement.started)));
+        // One clock read serves as this answer's time and the next request's start.
+        let now = Instant::now();
+        let previous = self.last_answer.lock().replace(now);
+        let started = previous.map_or(statement.started, |previous| previous.max(statement.started));
+        statement.report(sql, now.saturating_duration_since(started));
         output
     }
 }
@@ -120,13 +123,14 @@ impl StatementSpan {
     /// read, or its row count or error received), with a warning if it
     /// took longer than the slow-statement threshold.
     pub(crate) fn ended(&self, sql: &str) {
-        self.report(sql, self.started);
+        if self.slow_threshold.is_some() {
+            self.report(sql, self.started.elapsed());
+        }
     }
 
-    /// Warns if the time from `started` until now is over the threshold.
-    fn report(&self, sql: &str, started: Instant) {
+    /// Warns if the statement `took` longer than the threshold.
+    fn report(&self, sql: &str, took: Duration) {
         let Some(threshold) = self.slow_threshold else { return };
-        let took = started.elapsed();
         if took > threshold {
             let summary = Summary::of(sql);
             tracing::warn!(

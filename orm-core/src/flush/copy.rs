@@ -150,7 +150,8 @@ pub(crate) fn allocate_keys(meta: &EntityMeta, target: &CopyTarget, count: usize
     Statement {
         sql: format!(
             "SELECT ARRAY(SELECT nextval($1::oid::regclass)::{key_type} FROM generate_series(1, $2::int8) WHERE {IN_UNIT_OF_WORK})"
-        ),
+        )
+        .into(),
         params: vec![Box::new(target.sequence), Box::new(i64::try_from(count).unwrap_or(i64::MAX))],
         returns_rows: true,
         check: None,
@@ -171,7 +172,7 @@ pub(crate) fn copy_statement<T: Entity>(
     let columns: Vec<usize> = meta.key_columns().chain(indexes(meta.insert_columns())).collect();
     let names: Vec<String> = columns.iter().map(|&c| quote_ident(meta.columns[c].name)).collect();
     let statement = Statement {
-        sql: format!("COPY {} ({}) FROM STDIN (FORMAT binary)", quote_ident(meta.table), names.join(", ")),
+        sql: format!("COPY {} ({}) FROM STDIN (FORMAT binary)", quote_ident(meta.table), names.join(", ")).into(),
         params: Vec::new(),
         returns_rows: false,
         check: None,

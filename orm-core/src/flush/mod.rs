@@ -207,7 +207,13 @@ async fn run(
                 }
             }
             first = false;
-            sent.extend(round);
+            if sent.is_empty() {
+                // The first round trip's list becomes the flush's, as it is
+                // for a flush of one round trip: no second list.
+                sent = round;
+            } else {
+                sent.extend(round);
+            }
         }
         if last {
             break;
@@ -366,13 +372,17 @@ fn copy_candidates(
 }
 
 /// Per table, where its plain inserts may go by `COPY` (see [`copy`]),
-/// and from how many on, for the `candidates` that allow it.
+/// and from how many on, for the `candidates` that allow it; empty, and
+/// not allocated, when there are none, as for a short request's flush.
 async fn copy_targets(
     tables: usize,
     connection: &mut SessionConnection,
     stats: &mut SessionStats,
     candidates: Vec<(usize, &'static EntityMeta, usize)>,
 ) -> Result<Vec<Option<(usize, Arc<CopyTarget>)>>> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut targets = vec![None; tables];
     for (index, meta, threshold) in candidates {
         targets[index] = CopyTargets::target(connection, stats, meta).await?.map(|target| (threshold, target));
@@ -393,7 +403,7 @@ fn choose_copy(
 ) -> Option<(usize, Arc<CopyTarget>)> {
     let nothing = AddressSet::default();
     order.iter().find_map(|&index| {
-        let (threshold, target) = targets[index].as_ref()?;
+        let (threshold, target) = targets.get(index)?.as_ref()?;
         let sent = inserted.get(&index).unwrap_or(&nothing);
         (registries.all[index].plain_inserts_besides(&links[index].waiting, sent) >= *threshold)
             .then(|| (index, target.clone()))

@@ -1,6 +1,7 @@
 //! Turning one table's pending work into batched statements, and applying
 //! their results back to the tracked objects.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::identity::{ErasedRegistry, Registry};
 use crate::session::PendingChanges;
 use crate::sql;
-use crate::statement_mode::ResultColumn;
+use crate::statement_mode::ResultColumns;
 use crate::tracked::{AddressSet, EntityState, Tracked};
 use crate::types::ArrayChunks;
 use crate::upsert::ConflictRule;
@@ -454,7 +455,7 @@ fn upsert_statement<T: Entity>(
     flush: Option<u64>,
 ) -> Unbound {
     let statement = Statement {
-        sql: sql::upsert(T::META, columns, rule.target, rule.update, true),
+        sql: sql::upsert(T::META, columns, rule.target, rule.update, true).into(),
         params: Vec::new(),
         returns_rows: true,
         check: Some(check_returned_rows::<T>),
@@ -507,7 +508,7 @@ fn insert_statement<T: Entity>(inserts: &[Tracked<T>], columns: ColumnSet, flush
             )
         }
         _ => (
-            sql::insert(meta, columns),
+            Cow::Owned(sql::insert(meta, columns)),
             Vec::new(),
             Some(ColumnBinding::boxed(inserts, sql::batch_insert_parameters(columns), flush)),
         ),
@@ -637,19 +638,19 @@ pub(crate) fn plan_table<T: Entity>(
 /// Refuses an insert whose `RETURNING` columns the entity's generated
 /// fields cannot hold, before it runs: found afterwards, the rows could be
 /// committed already (`COMMIT` travels with the last statements).
-fn check_returning<T: Entity>(columns: &[ResultColumn]) -> Result<()> {
+fn check_returning<T: Entity>(columns: ResultColumns<'_>) -> Result<()> {
     check_columns::<T>(columns, T::META.generated_columns())
 }
 
 /// [`check_returning`] for the keys taken from the key's sequence, one
 /// array per key column.
-fn check_key_arrays<T: Entity>(columns: &[ResultColumn]) -> Result<()> {
-    for (column, index) in columns.iter().zip(T::META.key_columns()) {
-        if !matches!(column.type_.kind(), Kind::Array(member) if T::accepts(index, member)) {
+fn check_key_arrays<T: Entity>(columns: ResultColumns<'_>) -> Result<()> {
+    for ((_, type_), index) in columns.iter().zip(T::META.key_columns()) {
+        if !matches!(type_.kind(), Kind::Array(member) if T::accepts(index, member)) {
             return Err(Error::ColumnType {
                 entity: T::META.name,
                 column: T::META.columns[index].name,
-                found: column.type_.name().to_owned(),
+                found: type_.name().to_owned(),
             });
         }
     }
@@ -657,19 +658,19 @@ fn check_key_arrays<T: Entity>(columns: &[ResultColumn]) -> Result<()> {
 }
 
 /// [`check_returning`] for an upsert, which returns every column.
-fn check_returned_rows<T: Entity>(columns: &[ResultColumn]) -> Result<()> {
+fn check_returned_rows<T: Entity>(columns: ResultColumns<'_>) -> Result<()> {
     check_columns::<T>(columns, 0..T::META.columns.len())
 }
 
 /// Fails if a result column cannot be read into the field of the entity
 /// column it stands for (`fields`, in result order).
-fn check_columns<T: Entity>(columns: &[ResultColumn], fields: impl Iterator<Item = usize>) -> Result<()> {
-    for (column, index) in columns.iter().zip(fields) {
-        if !T::accepts(index, &column.type_) {
+fn check_columns<T: Entity>(columns: ResultColumns<'_>, fields: impl Iterator<Item = usize>) -> Result<()> {
+    for ((_, type_), index) in columns.iter().zip(fields) {
+        if !T::accepts(index, type_) {
             return Err(Error::ColumnType {
                 entity: T::META.name,
                 column: T::META.columns[index].name,
-                found: column.type_.name().to_owned(),
+                found: type_.name().to_owned(),
             });
         }
     }
