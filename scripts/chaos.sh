@@ -26,7 +26,7 @@
 #
 # The database server is a private cluster of its own (target/pg-chaos/,
 # or where scripts/db.sh would put one, run as the user db.sh runs its
-# cluster as, never root) on a free port from 55760, made anew at each run
+# cluster as, never root) on a free port from 25760, made anew at each run
 # and stopped at the end: the system's PostgreSQL is never restarted. Its
 # `synchronous_commit` stays on, so a commit the server acknowledged
 # survives the crash (fsync is off: the machine itself does not crash).
@@ -81,8 +81,8 @@ cluster_start() {
         cluster_ctl -m immediate -w stop || true
     fi
     rm -rf -- "$CLUSTER_DIR/data" || return 1
-    port=$(_db_free_port 55760) || {
-        log "no free port in 55760-55860 on 127.0.0.1"
+    port=$(_db_free_port 25760) || {
+        log "no free port in 25760-25860 on 127.0.0.1"
         return 1
     }
     if ! _db_as_logged "$CLUSTER_USER" "$CLUSTER_DIR/initdb.log" "$bindir/initdb" -D "$CLUSTER_DIR/data" \

@@ -17,7 +17,7 @@
 #      that lets user postgres in without a password: database `test` if it
 #      exists, else `postgres`;
 #   3. a private cluster under target/pg/, listening on 127.0.0.1 port
-#      ORM_PG_PRIVATE_PORT (default 55432) with trust auth. If the server
+#      ORM_PG_PRIVATE_PORT (default 25432) with trust auth. If the server
 #      binaries are missing and we are root, Debian's postgresql package is
 #      installed. PostgreSQL refuses to run as root, so root runs the cluster as
 #      ORM_PG_USER (default: postgres if that user exists, else a new system
@@ -101,7 +101,10 @@ _db_query() {
 }
 
 # Prints a port free on 127.0.0.1 from $1 on (trying 100), skipping $2:
-# for the scripts that start clusters of their own beside any other.
+# for the scripts that start clusters of their own beside any other. Start
+# below Linux's ephemeral range (32768-60999): a port there may be the
+# local end of some client's connection, which no listener shows and which
+# makes the server's bind fail.
 _db_free_port() {
     local port
     for ((port = $1; port < $1 + 100; port++)); do
@@ -253,7 +256,7 @@ _db_cluster_dir() {
 
 _db_start_private() {
     local bindir user dir data port log major url out
-    port=${ORM_PG_PRIVATE_PORT:-55432}
+    port=${ORM_PG_PRIVATE_PORT:-25432}
     if ! bindir=$(_db_server_bindir); then
         _db_install_server || return 1
         if ! bindir=$(_db_server_bindir); then

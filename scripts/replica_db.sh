@@ -102,8 +102,8 @@ _replica_start() {
         _replica_log "cannot clear $_REPLICA_DIR"
         return 1
     fi
-    if ! { port=$(_db_free_port 55640) && replica_port=$(_db_free_port 55641 "$port"); }; then
-        _replica_log "no two free ports in 55640-55740 on 127.0.0.1"
+    if ! { port=$(_db_free_port 25640) && replica_port=$(_db_free_port 25641 "$port"); }; then
+        _replica_log "no two free ports in 25640-25740 on 127.0.0.1"
         return 1
     fi
 

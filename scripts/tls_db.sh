@@ -48,10 +48,13 @@ _tls_need_openssl() {
 }
 
 # Prints a port free on 127.0.0.1 and on ::1 (localhost may resolve to
-# either, and the client tries both).
+# either, and the client tries both). Below Linux's ephemeral range
+# (32768-60999): a port there may be the local end of some client's
+# connection, which no listener shows and which makes the server's bind
+# fail.
 _tls_free_port() {
     local port
-    for ((port = 55440; port < 55540; port++)); do
+    for ((port = 25440; port < 25540; port++)); do
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null &&
             ! (exec 3<>"/dev/tcp/::1/$port") 2>/dev/null; then
             printf '%s\n' "$port"
@@ -137,7 +140,7 @@ _tls_start() {
         return 1
     fi
     if ! port=$(_tls_free_port); then
-        _tls_log "no free port in 55440-55539 on 127.0.0.1"
+        _tls_log "no free port in 25440-25539 on 127.0.0.1"
         return 1
     fi
 
