@@ -6,7 +6,7 @@ pub mod blog;
 pub mod moods;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use orm_core::tokio_postgres::SimpleQueryMessage;
@@ -197,6 +197,14 @@ impl LogBuffer {
             .with_max_level(level)
             .with_span_events(spans)
             .finish();
+        // While only one subscriber is registered, tracing asks the current
+        // thread's alone whether a callsite is wanted: a callsite first
+        // reached by a test without a subscriber, while exactly one other
+        // test's is alive, is cached as "never" for every thread, and that
+        // test loses its lines. A second subscriber that lives as long as
+        // the process makes tracing ask all registered ones.
+        static SECOND_SUBSCRIBER: OnceLock<tracing::Dispatch> = OnceLock::new();
+        SECOND_SUBSCRIBER.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
         let guard = tracing::subscriber::set_default(subscriber);
         // A callsite first reached while no test's subscriber was alive has
         // cached "never"; asking every callsite again now includes this one.
