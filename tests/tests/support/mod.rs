@@ -14,6 +14,14 @@ use orm_core::{Database, DatabaseConfig, Entity};
 use orm_tests::TestDb;
 use tracing_subscriber::fmt::format::FmtSpan;
 
+/// While only one subscriber is registered, tracing asks the current
+/// thread's alone whether a callsite is wanted: a callsite first reached by
+/// a test without a subscriber, while exactly one other test's is alive,
+/// is cached as "never" for every thread, and that test loses its lines. A
+/// second subscriber that lives as long as the process makes tracing ask
+/// all registered ones.
+static SECOND_SUBSCRIBER: OnceLock<tracing::Dispatch> = OnceLock::new();
+
 /// The benchmark table of DESIGN.md, plus a nullable note and a version.
 #[derive(Entity, Clone, Debug, PartialEq)]
 #[orm(table = "customer")]
@@ -197,13 +205,7 @@ impl LogBuffer {
             .with_max_level(level)
             .with_span_events(spans)
             .finish();
-        // While only one subscriber is registered, tracing asks the current
-        // thread's alone whether a callsite is wanted: a callsite first
-        // reached by a test without a subscriber, while exactly one other
-        // test's is alive, is cached as "never" for every thread, and that
-        // test loses its lines. A second subscriber that lives as long as
-        // the process makes tracing ask all registered ones.
-        static SECOND_SUBSCRIBER: OnceLock<tracing::Dispatch> = OnceLock::new();
+        // See `SECOND_SUBSCRIBER`.
         SECOND_SUBSCRIBER.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
         let guard = tracing::subscriber::set_default(subscriber);
         // A callsite first reached while no test's subscriber was alive has
