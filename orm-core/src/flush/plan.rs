@@ -2,6 +2,7 @@
 //! their results back to the tracked objects.
 
 use std::borrow::Cow;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -345,11 +346,25 @@ pub(super) fn bind_all<T: Entity>(
     rows: &[Tracked<T>],
     flush: Option<u64>,
 ) -> Result<Vec<RwLockWriteGuard<'_, EntityState<T>>>> {
-    let mut guards = rows.iter().map(Tracked::lock_write).collect::<Result<Vec<_>>>()?;
+    let mut guards = lock_all(rows.iter(), rows.len())?;
     if let Some(flush) = flush {
         for state in &mut guards {
             state.bind(flush);
         }
+    }
+    Ok(guards)
+}
+
+/// The session's exclusive borrows of `count` entities, `rows`, in order.
+/// Sized at once: collected into a `Result`, the list grew by doublings
+/// (the collection cannot know its length), a reallocation and copy each.
+fn lock_all<'a, T: Entity>(
+    rows: impl Iterator<Item = &'a Tracked<T>>,
+    count: usize,
+) -> Result<Vec<RwLockWriteGuard<'a, EntityState<T>>>> {
+    let mut guards = Vec::with_capacity(count);
+    for tracked in rows {
+        guards.push(tracked.lock_write()?);
     }
     Ok(guards)
 }
@@ -406,6 +421,9 @@ fn group_updates<T: Entity>(
     let version_bit = meta.version_column().map_or(0, |v| 1 << v);
     let key_set = meta.key_set();
     let mut groups: BTreeMap<ColumnSet, Vec<Tracked<T>>> = BTreeMap::new();
+    // Entities written alike come in runs (a loop setting one field on
+    // each): a run goes into its group at its end, not a map lookup per row.
+    let mut run: (ColumnSet, Vec<Tracked<T>>) = (0, Vec::new());
     for tracked in registry.written() {
         let Some((original_key, changed)) = registry.update_candidate(&tracked)? else { continue };
         if changed & key_set != 0 {
@@ -420,10 +438,33 @@ fn group_updates<T: Entity>(
                 tracked.mark_synced_if_free();
             }
         } else {
-            groups.entry(changed).or_default().push(tracked);
+            if changed != run.0 {
+                end_run(&mut groups, &mut run.1, run.0);
+                run.0 = changed;
+            }
+            run.1.push(tracked);
         }
     }
+    end_run(&mut groups, &mut run.1, run.0);
     Ok(groups)
+}
+
+/// Puts a run of entities that changed the same columns, `changed`, at
+/// the end of their group; a group's first run becomes the group as it is.
+fn end_run<T: Entity>(
+    groups: &mut BTreeMap<ColumnSet, Vec<Tracked<T>>>,
+    run: &mut Vec<Tracked<T>>,
+    changed: ColumnSet,
+) {
+    if run.is_empty() {
+        return;
+    }
+    match groups.entry(changed) {
+        Entry::Vacant(vacant) => {
+            vacant.insert(std::mem::take(run));
+        }
+        Entry::Occupied(occupied) => occupied.into_mut().append(run),
+    }
 }
 
 /// Puts the entities added with an on-conflict rule after the plain
@@ -1013,14 +1054,14 @@ impl<T: Entity> TablePlan for Plan<T> {
         let post_updated: AddressSet = self.post_updated.iter().map(Tracked::address).collect();
         // Every object is borrowed before any changes, so that one borrowed
         // elsewhere leaves all of them as they were.
-        let mut inserted = self.inserts.iter().map(Tracked::lock_write).collect::<Result<Vec<_>>>()?;
+        let mut inserted = lock_all(self.inserts.iter(), self.inserts.len())?;
         let mut post_updated_only = self
             .post_updated
             .iter()
             .filter(|tracked| !inserting.contains(&tracked.address()))
             .map(Tracked::lock_write)
             .collect::<Result<Vec<_>>>()?;
-        let mut updated = self.updates.iter().flatten().map(Tracked::lock_write).collect::<Result<Vec<_>>>()?;
+        let mut updated = lock_all(self.updates.iter().flatten(), self.updates.iter().map(Vec::len).sum())?;
         let switched: Vec<(bool, &RowSwitch<T>)> = self
             .switches
             .iter()
