@@ -65,6 +65,18 @@ impl ToSql for TextBatch {
         out.put_u32(element.oid());
         out.put_i32(length);
         out.put_i32(1);
+        if encodes_as_is(element) {
+            for value in self.values() {
+                match value {
+                    Some(value) => {
+                        out.put_i32(i32::try_from(value.len()).map_err(|_| "a text value is too long")?);
+                        out.put_slice(value.as_bytes());
+                    }
+                    None => out.put_i32(-1),
+                }
+            }
+            return Ok(IsNull::No);
+        }
         for value in self.values() {
             let Some(value) = value else {
                 out.put_i32(-1);
@@ -88,6 +100,15 @@ impl ToSql for TextBatch {
     postgres_types::to_sql_checked!();
 }
 
+/// Whether the driver's `&str` encoding for `element` is the text's bytes
+/// as they are, as it is for every type but the three whose binary form
+/// has a version byte: the batch then writes them without asking the
+/// driver for each value, which matched the element's name against those
+/// three every time.
+fn encodes_as_is(element: &Type) -> bool {
+    !matches!(element.name(), "ltree" | "lquery" | "ltxtquery")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +130,19 @@ mod tests {
             encoded(&TextBatch::default(), &Type::TEXT_ARRAY),
             encoded(&Vec::<String>::new(), &Type::TEXT_ARRAY)
         );
+    }
+
+    #[test]
+    fn encodes_a_versioned_text_type_as_the_driver_does() {
+        let ltree = Type::new("ltree".into(), 90_001, Kind::Simple, "public".into());
+        let array = Type::new("_ltree".into(), 90_002, Kind::Array(ltree), "public".into());
+        let values = vec![Some("a.b".to_owned()), None, Some("c".to_owned())];
+        let batch = TextBatch::new(values.iter().map(Option::as_deref));
+        let mut expected = BytesMut::new();
+        values.to_sql(&array, &mut expected).unwrap();
+        let mut sent = BytesMut::new();
+        batch.to_sql(&array, &mut sent).unwrap();
+        assert_eq!(sent, expected);
     }
 
     #[test]
