@@ -80,6 +80,7 @@ mod expr;
 mod filters;
 mod flush;
 mod identity;
+mod int_batch;
 mod interval;
 mod isolation;
 mod join;

@@ -7,6 +7,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use postgres_types::{FromSql, IsNull, Kind, ToSql, Type};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::int_batch::IntBatch;
 use crate::text_batch::TextBatch;
 
 /// A Rust type that can be stored in a column.
@@ -131,10 +132,28 @@ macro_rules! column_types {
     };
 }
 
-column_types! {
+/// Integer columns bind a batch as one buffer of big-endian values,
+/// written in one pass (see [`IntBatch`]).
+macro_rules! int_column_types {
+    ($($rust:ty => $sql:literal),* $(,)?) => {
+        $(impl ColumnType for $rust {
+            const SQL_TYPE: &'static str = $sql;
+            type Value = Self;
+
+            fn batch_param<'a>(values: impl Iterator<Item = &'a Self>) -> Param {
+                Box::new(IntBatch(values.copied().collect()))
+            }
+        })*
+    };
+}
+
+int_column_types! {
     i16 => "int2",
     i32 => "int4",
     i64 => "int8",
+}
+
+column_types! {
     f32 => "float4",
     f64 => "float8",
     bool => "bool",
@@ -376,29 +395,38 @@ impl ToSql for ArrayChunks {
         out.put_i32(1);
         let mut length: i32 = 0;
         let mut has_nulls = false;
-        let mut chunk = BytesMut::new();
         for (index, part) in self.0.iter().enumerate() {
-            chunk.clear();
-            if let IsNull::Yes = part.to_sql_checked(ty, &mut chunk)? {
+            // Each chunk is encoded in place, its header over the last
+            // bytes written so far (at least the array's own header),
+            // which are put back once the header is read: a chunk costs
+            // no copy of its elements, where a buffer of its own cost one
+            // of the whole batch.
+            let at = out.len() - ARRAY_HEADER;
+            let mut covered = [0_u8; ARRAY_HEADER];
+            covered.copy_from_slice(&out[at..]);
+            out.truncate(at);
+            if let IsNull::Yes = part.to_sql_checked(ty, out)? {
                 return Err("a chunk of an array parameter encoded as NULL".into());
             }
-            let mut header = &chunk[..];
+            let mut header = &out[at..];
             let dimensions = header.try_get_i32()?;
             if dimensions == 0 {
+                out.truncate(at);
+                out.extend_from_slice(&covered);
                 continue;
             }
-            if dimensions != 1 || chunk.len() < ARRAY_HEADER {
+            if dimensions != 1 || out.len() - at < ARRAY_HEADER {
                 return Err("a chunk of an array parameter is not a one-dimensional array".into());
             }
             has_nulls |= header.try_get_i32()? != 0;
             header.advance(4);
             length = length.checked_add(header.try_get_i32()?).ok_or("an array parameter has too many elements")?;
+            out[at..at + ARRAY_HEADER].copy_from_slice(&covered);
             if index == 0 {
                 // Chunks are alike in size: room for all of them at once
                 // rather than a copy of the whole at every doubling.
-                out.reserve((chunk.len() - ARRAY_HEADER) * self.0.len());
+                out.reserve((out.len() - start - ARRAY_HEADER) * (self.0.len() - 1));
             }
-            out.extend_from_slice(&chunk[ARRAY_HEADER..]);
         }
         out[start + 4..start + 8].copy_from_slice(&i32::from(has_nulls).to_be_bytes());
         out[start + 12..start + 16].copy_from_slice(&length.to_be_bytes());
@@ -512,6 +540,19 @@ pub(crate) mod tests {
         assert_eq!(encoded(&chunks, &Type::TEXT_ARRAY), encoded(&whole, &Type::TEXT_ARRAY));
         let numbers = ArrayChunks(vec![Box::new(vec![1_i64, 2]), Box::new(vec![3_i64])]);
         assert_eq!(encoded(&numbers, &Type::INT8_ARRAY), encoded(&vec![1_i64, 2, 3], &Type::INT8_ARRAY));
+        // Empty chunks first and last, and chunks shorter than a header.
+        let short = ArrayChunks(vec![
+            Box::new(Vec::<i16>::new()),
+            Box::new(vec![1_i16]),
+            Box::new(vec![2_i16]),
+            Box::new(Vec::<i16>::new()),
+        ]);
+        assert_eq!(encoded(&short, &Type::INT2_ARRAY), encoded(&vec![1_i16, 2], &Type::INT2_ARRAY));
+        let none = ArrayChunks(vec![Box::new(Vec::<i16>::new()), Box::new(Vec::<i16>::new())]);
+        let mut empty = encoded(&vec![0_i16], &Type::INT2_ARRAY);
+        empty.truncate(ARRAY_HEADER);
+        empty[12..16].copy_from_slice(&0_i32.to_be_bytes());
+        assert_eq!(encoded(&none, &Type::INT2_ARRAY), empty);
     }
 
     #[test]
