@@ -79,6 +79,7 @@ mod events;
 mod expr;
 mod filters;
 mod flush;
+mod held_guards;
 mod identity;
 mod int_batch;
 mod interval;

@@ -127,9 +127,10 @@ impl<T: Entity> Registry<T> {
         // rehashing) row by row: this was the largest cost of tracked loads.
         self.identity.appending().reserve(rows.len());
         let mut scratch = BlockScratch::for_rows(rows.len());
+        let probe = Probe::at_start_of_load(self);
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
-            self.track_block(&mut rows, tracked, &mut scratch, None);
+            self.track_block(&mut rows, tracked, &mut scratch, probe, None);
         }
     }
 
@@ -149,6 +150,7 @@ impl<T: Entity> Registry<T> {
         rows: &mut impl Iterator<Item = T>,
         tracked: &mut impl LoadHandles<T>,
         scratch: &mut BlockScratch<T>,
+        probe: Probe,
         mut entering: Option<&mut Entering<T>>,
     ) {
         scratch.clear();
@@ -163,12 +165,9 @@ impl<T: Entity> Registry<T> {
             let Some(entity) = rows.next() else { break };
             let key = entity.key();
             let hash = self.identity.hasher().hash_one(&key);
-            // An empty map holds none of the rows: the first block of a
-            // load into a fresh session skips the probe.
-            let held = if self.identity.is_empty() {
-                None
-            } else {
-                self.identity.raw_entry_v1().from_key_hashed_nocheck(hash, &key)
+            let held = match probe {
+                Probe::Skip => None,
+                Probe::Map => self.identity.raw_entry_v1().from_key_hashed_nocheck(hash, &key),
             };
             if let Some((_, held)) = held {
                 found.push(Found::Held(held.clone()));
@@ -285,10 +284,37 @@ impl<T: Entity> LoadTracking<'_, T> {
     fn track_arrived(&mut self) {
         let LoadTracking { registry, arrived, scratch, tracked, entering } = self;
         let scratch = scratch.get_or_insert_with(|| BlockScratch::for_rows(arrived.len()));
+        // Its new rows enter the map only at the end: the map is as it was
+        // when the load began.
+        let probe = Probe::at_start_of_load(registry);
         let mut rows = arrived.drain(..).peekable();
         // At most BLOCK rows make at most one block.
         while rows.peek().is_some() {
-            registry.track_block(&mut rows, tracked, scratch, Some(entering));
+            registry.track_block(&mut rows, tracked, scratch, probe, Some(entering));
+        }
+    }
+}
+
+/// Whether a load looks each row up in the identity map before making an
+/// instance for it.
+#[derive(Clone, Copy)]
+enum Probe {
+    /// The map held nothing when the load began (a load into a fresh
+    /// session, as each level of an eager load is): a row can only repeat
+    /// an earlier row of the same load, which its block catches by hash
+    /// and, across blocks, the map's insert does (the first instance wins,
+    /// as it does for a row found held). Saves a missed lookup per row.
+    Skip,
+    /// The map may hold some of the rows, whose instances win.
+    Map,
+}
+
+impl Probe {
+    fn at_start_of_load<T: Entity>(registry: &Registry<T>) -> Self {
+        if registry.identity.is_empty() {
+            Probe::Skip
+        } else {
+            Probe::Map
         }
     }
 }

@@ -9,7 +9,6 @@
 //! waiting on a user's guard, and a write that lands while a flush is on the
 //! wire stays pending for the next flush (see [`EntityState::sent`]).
 
-use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -21,6 +20,7 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::entity::{ColumnSet, Entity};
 use crate::error::{Error, Result};
+use crate::held_guards::{held_here, hold, release};
 use crate::upsert::ConflictRule;
 
 /// How long a borrow waits for a guard that another thread holds before it
@@ -28,33 +28,6 @@ use crate::upsert::ConflictRule;
 /// field accesses), short enough that a guard held across an `.await`
 /// surfaces as an error instead of a hang.
 pub(crate) const BORROW_WAIT: Duration = Duration::from_secs(1);
-
-thread_local! {
-    /// The addresses of the instances this thread holds a user's guard on,
-    /// once per guard: a conflicting borrow from the same thread would wait
-    /// for itself, so it fails at once instead.
-    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
-}
-
-fn held_here(address: usize) -> bool {
-    HELD.with(|held| held.borrow().contains(&address))
-}
-
-fn hold(address: usize) {
-    HELD.with(|held| held.borrow_mut().push(address));
-}
-
-fn release(address: usize) {
-    HELD.with(|held| {
-        let mut held = held.borrow_mut();
-        // Guards are usually dropped in the reverse order of their taking.
-        if held.last() == Some(&address) {
-            held.pop();
-        } else if let Some(at) = held.iter().rposition(|&a| a == address) {
-            held.swap_remove(at);
-        }
-    });
-}
 
 /// A shared handle to the one instance of an entity that a session tracks.
 ///

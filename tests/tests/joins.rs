@@ -70,3 +70,32 @@ async fn a_join_filters_on_either_side_and_pages() {
     let titles: Vec<String> = rows.iter().map(|(post, _)| post.read().title.clone()).collect();
     assert_eq!(titles, ["post 11", "post 1"]);
 }
+
+#[tokio::test]
+async fn a_join_into_a_fresh_session_gives_a_parent_repeated_in_a_later_block_one_instance() {
+    let (test_db, db) = setup().await;
+    // 100 authors, each with a post among the first 100 and another among
+    // the next 100: each repeat comes after 64 new authors, so in a later
+    // block of the load than its first row, into a session that tracked
+    // nothing before (which skips looking rows up in the identity map).
+    test_db
+        .client()
+        .await
+        .batch_execute(
+            "DELETE FROM post;
+             INSERT INTO users (name) SELECT 'more ' || n FROM generate_series(11, 100) AS n;
+             INSERT INTO post (author_id, title) SELECT (n - 1) % 100 + 1, 'again ' || n FROM generate_series(1, 200) AS n;",
+        )
+        .await
+        .unwrap();
+    let mut session = db.session();
+    let rows = session.query::<Post>().join(Post::AUTHOR).order_by(Post::ID.asc()).all().await.unwrap();
+    assert_eq!(rows.len(), 200);
+    for ((first_post, first), (again_post, again)) in rows[..100].iter().zip(&rows[100..]) {
+        assert_eq!(first_post.read().author_id, again_post.read().author_id);
+        assert!(Tracked::ptr_eq(first, again), "author {} has one instance", first.read().id);
+    }
+    let statements = session.stats().statements;
+    assert!(Tracked::ptr_eq(&session.get_one::<User>(77).await.unwrap(), &rows[76].1));
+    assert_eq!(session.stats().statements, statements, "the author is in the identity map");
+}
