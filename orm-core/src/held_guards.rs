@@ -41,7 +41,9 @@ pub(crate) fn held_here(address: usize) -> bool {
 /// Records a guard on the instance at `address`, taken by this thread.
 #[inline]
 pub(crate) fn hold(address: usize) {
-    HELD.with(|held| {
+    // `try_with`, unlike `with`, is inlined into the caller. It cannot
+    // fail: a thread-local without a destructor is never torn down.
+    let _never_torn_down = HELD.try_with(|held| {
         let len = held.len.get();
         match held.inline.get(len) {
             Some(slot) => slot.set(address),
@@ -56,15 +58,17 @@ pub(crate) fn hold(address: usize) {
 #[inline]
 pub(crate) fn release(address: usize) {
     // Guards are usually dropped in the reverse order of their taking.
-    let was_last = HELD.with(|held| {
-        let len = held.len.get();
-        let last = len.checked_sub(1).and_then(|at| held.inline.get(at));
-        let was_last = last.is_some_and(|last| last.get() == address);
-        if was_last {
-            held.len.set(len - 1);
-        }
-        was_last
-    });
+    let was_last = HELD
+        .try_with(|held| {
+            let len = held.len.get();
+            let last = len.checked_sub(1).and_then(|at| held.inline.get(at));
+            let was_last = last.is_some_and(|last| last.get() == address);
+            if was_last {
+                held.len.set(len - 1);
+            }
+            was_last
+        })
+        .unwrap_or(false);
     if !was_last {
         release_out_of_order(address);
     }

@@ -189,7 +189,9 @@ impl<T: Entity> Registry<T> {
                 found.push(Found::Repeated(entity));
             }
         }
-        let mut made = first.map(|first| Tracked::new_block(&self.write_log, first, rest)).into_iter().flatten();
+        // An `Option` of the block's handles rather than its `flatten()`,
+        // whose `next` the compiler may leave out of line, a call per row.
+        let mut made = first.map(|first| Tracked::new_block(&self.write_log, first, rest));
         let generation = self.generation();
         let mut block_first = None;
         for row in found.drain(..) {
@@ -208,7 +210,9 @@ impl<T: Entity> Registry<T> {
                     Tracked::clone(placeholder)
                 }
                 (Found::New(hash, key, filing), entering) => {
-                    let Some(handle) = made.next() else { unreachable!("one instance was made per new row") };
+                    let Some(handle) = made.as_mut().and_then(Iterator::next) else {
+                        unreachable!("one instance was made per new row")
+                    };
                     match entering {
                         None => {
                             let kept = tracked.kept(&handle);

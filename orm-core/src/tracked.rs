@@ -123,6 +123,7 @@ struct Block<T: Entity> {
 impl<T: Entity> Block<T> {
     /// The instance in `slot`; `None` only for a slot the block does not
     /// have, which no handle holds.
+    #[inline]
     fn instance(&self, slot: u32) -> Option<&Inner<T>> {
         match slot {
             0 => Some(&self.first),
@@ -350,12 +351,14 @@ type SameThread = PhantomData<*const ()>;
 impl<T: Entity> Deref for Ref<'_, T> {
     type Target = T;
 
+    #[inline]
     fn deref(&self) -> &T {
         &self.guard.current
     }
 }
 
 impl<T: Entity> Drop for Ref<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         release(self.address);
     }
@@ -428,6 +431,7 @@ impl<T: Entity> Tracked<T> {
     }
 
     /// The instance this handle refers to.
+    #[inline]
     fn inner(&self) -> &Inner<T> {
         self.block.instance(self.slot).unwrap_or_else(|| unreachable!("a handle's slot is in its block"))
     }
@@ -445,6 +449,7 @@ impl<T: Entity> Tracked<T> {
     /// instance, or another thread holds one for longer than a second: the
     /// message names the entity and its key. [`try_read`](Self::try_read)
     /// returns the error instead.
+    #[inline]
     pub fn read(&self) -> Ref<'_, T> {
         self.try_read().unwrap_or_else(|error| panic!("{error}"))
     }
@@ -452,6 +457,7 @@ impl<T: Entity> Tracked<T> {
     /// Borrows the entity, or fails with [`Error::Borrowed`] if a write
     /// guard on it is held (on this thread, or for longer than a second on
     /// another).
+    #[inline]
     pub fn try_read(&self) -> Result<Ref<'_, T>> {
         let inner = self.inner();
         let guard = self.lock_read_of(inner)?;
@@ -608,21 +614,30 @@ impl<T: Entity> Tracked<T> {
     }
 
     /// The session's own shared borrow, under the same rules as a user's.
+    #[inline]
     pub(crate) fn lock_read(&self) -> Result<RwLockReadGuard<'_, EntityState<T>>> {
         self.lock_read_of(self.inner())
     }
 
     /// [`lock_read`](Self::lock_read) of this handle's instance, `inner`,
     /// found once by the caller.
+    #[inline]
     fn lock_read_of<'a>(&self, inner: &'a Inner<T>) -> Result<RwLockReadGuard<'a, EntityState<T>>> {
-        let state = &inner.state;
-        if let Some(guard) = state.try_read_recursive() {
-            return Ok(guard);
+        match inner.state.try_read_recursive() {
+            Some(guard) => Ok(guard),
+            None => self.lock_read_contended(inner),
         }
+    }
+
+    /// [`lock_read_of`](Self::lock_read_of) when a writer holds the
+    /// instance: kept out of line so the uncontended read, inlined into
+    /// every caller, stays a few instructions.
+    #[cold]
+    fn lock_read_contended<'a>(&self, inner: &'a Inner<T>) -> Result<RwLockReadGuard<'a, EntityState<T>>> {
         if held_here(address_of(inner)) {
             return Err(self.borrowed(Holder::ThisThread));
         }
-        state.try_read_recursive_for(BORROW_WAIT).ok_or_else(|| self.borrowed(Holder::OtherThread))
+        inner.state.try_read_recursive_for(BORROW_WAIT).ok_or_else(|| self.borrowed(Holder::OtherThread))
     }
 
     /// The session's own exclusive borrow, under the same rules as a user's.
@@ -644,11 +659,13 @@ impl<T: Entity> Tracked<T> {
 }
 
 /// The address of an instance, which tells instances apart.
+#[inline]
 fn address_of<T: Entity>(inner: &Inner<T>) -> usize {
     std::ptr::from_ref(inner) as usize
 }
 
 impl<T: Entity> Clone for Tracked<T> {
+    #[inline]
     fn clone(&self) -> Self {
         Tracked { block: Arc::clone(&self.block), slot: self.slot }
     }
