@@ -46,9 +46,12 @@ impl Timestamp {
 }
 
 fn rfc3339_millis(time: DateTime<Utc>) -> Option<[u8; 24]> {
-    let date = time.date_naive();
+    // UTC as it is stored: `date_naive` and `time` would each first add the
+    // (zero) offset to it, to get the local date and time.
+    let utc = time.naive_utc();
+    let date = utc.date();
     let year = u32::try_from(date.year()).ok().filter(|&year| year <= 9999)?;
-    let clock = time.time();
+    let clock = utc.time();
     // chrono shows a leap second as second 60.
     let nanos = clock.nanosecond();
     if nanos >= 1_000_000_000 {
