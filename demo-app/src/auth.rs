@@ -98,13 +98,12 @@ impl JwtKeys {
     /// the load mix, where every request carries one of a few tokens.
     fn verify_at(&self, token: &str, now: i64) -> Option<i64> {
         let key = self.verified.key(token);
-        let (user, exp) = match self.verified.get(key, token) {
-            Some(known) => known,
-            None => {
-                let checked = self.check(token)?;
-                self.verified.insert(key, token, checked);
-                checked
-            }
+        let (user, exp) = if let Some(known) = self.verified.get(key, token) {
+            known
+        } else {
+            let checked = self.check(token)?;
+            self.verified.insert(key, token, checked);
+            checked
         };
         (exp >= now).then_some(user)
     }

@@ -97,9 +97,9 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 ///   `\u0000` (a raw control character in a string is a syntax error), so
 ///   a body without that escape has no NUL byte anywhere, ignored fields
 ///   and duplicate keys included ([`may_hold_nul`]).
-/// - Every byte of the body goes through serde_json's parser as it would
+/// - Every byte of the body goes through `serde_json`'s parser as it would
 ///   into a `Value`: the fields `T` ignores are read with `deserialize_any`
-///   (not serde_json's lighter skipping, which lets through numbers out of
+///   (not `serde_json`'s lighter skipping, which lets through numbers out of
 ///   range and nesting beyond its limit), and `end` refuses trailing
 ///   characters.
 /// - [`Strict`] refuses an array wherever `T` asks for a struct or a map,
@@ -288,7 +288,7 @@ impl<'de> MapAccess<'de> for Members {
     }
 }
 
-/// A deserializer (serde_json's, for [`parse_once`]) that refuses a
+/// A deserializer (`serde_json`'s, for [`parse_once`]) that refuses a
 /// non-object where the type asks for a struct or a map, at any depth, as
 /// [`ObjectsOnly`] does; reads what the type ignores with `deserialize_any`,
 /// so that all of it is parsed as into a `Value`; and refuses enums and byte

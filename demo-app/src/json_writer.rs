@@ -106,7 +106,7 @@ fn any_needs_escape(bytes: &[u8]) -> bool {
 /// when some byte of `x` is zero, and with `0x20..` in place of `0x01..`
 /// when some byte is below 0x20 (a borrow can only flag a byte above one
 /// that is truly zero or below, so the answer for the word is exact). A
-/// byte equal to `"` or `\` is a zero byte of the word XORed with it.
+/// byte equal to `"` or `\` is a zero byte of `word ^ (byte * 0x01..)`.
 fn word_needs_escape(word: u64) -> bool {
     const ONES: u64 = u64::from_le_bytes([1; 8]);
     const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
