@@ -4,7 +4,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{FromRef, FromRequestParts};
@@ -20,6 +20,7 @@ use sha2::Sha256;
 
 use crate::db_session;
 use crate::error::ApiError;
+use crate::id_hash::IdHasher;
 
 /// How long a token is valid.
 const TOKEN_LIFETIME: chrono::Duration = chrono::Duration::days(30);
@@ -148,7 +149,8 @@ const VERIFIED_CAPACITY: usize = 4096;
 #[derive(Default)]
 struct VerifiedTokens {
     hasher: RandomState,
-    entries: Mutex<HashMap<u64, VerifiedToken>>,
+    /// Keyed by `hasher`'s hash of the token, which needs no second `SipHash`.
+    entries: Mutex<HashMap<u64, VerifiedToken, BuildHasherDefault<IdHasher>>>,
 }
 
 struct VerifiedToken {
