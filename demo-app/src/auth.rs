@@ -4,7 +4,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{FromRef, FromRequestParts};
@@ -20,7 +20,6 @@ use sha2::Sha256;
 
 use crate::db_session;
 use crate::error::ApiError;
-use crate::id_hash::IdHasher;
 
 /// How long a token is valid.
 const TOKEN_LIFETIME: chrono::Duration = chrono::Duration::days(30);
@@ -150,7 +149,7 @@ const VERIFIED_CAPACITY: usize = 4096;
 struct VerifiedTokens {
     hasher: RandomState,
     /// Keyed by `hasher`'s hash of the token, which needs no second `SipHash`.
-    entries: Mutex<HashMap<u64, VerifiedToken, BuildHasherDefault<IdHasher>>>,
+    entries: Mutex<HashMap<u64, VerifiedToken, foldhash::fast::RandomState>>,
 }
 
 struct VerifiedToken {
