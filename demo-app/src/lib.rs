@@ -15,6 +15,7 @@ pub mod db_session;
 pub mod entities;
 pub mod error;
 pub mod extract;
+pub mod id_hash;
 pub mod json;
 pub mod json_writer;
 pub mod loaders;

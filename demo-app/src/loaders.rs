@@ -10,11 +10,10 @@
 //! composite keys rather than whole collections. The counts are an
 //! aggregate of the query builder.
 
-use std::collections::{HashMap, HashSet};
-
 use orm_core::{Expr, Load, Session, Tracked};
 
 use crate::entities::{Article, Favorite, Follow, User};
+use crate::id_hash::{IdMap, IdSet};
 
 /// The article with this slug, as a list of at most one (empty: the
 /// handler's 404), to load beside what the handler needs with it.
@@ -25,7 +24,7 @@ pub fn article_by_slug(session: &mut Session, slug: &str) -> Load<Vec<Tracked<Ar
 /// How many users favorited each article: one statement
 /// (`SELECT article_id, count(*) ... GROUP BY article_id`), whose text does
 /// not depend on the page (the ids are one array parameter).
-pub fn favorite_counts(session: &mut Session, article_ids: &[i64]) -> Load<HashMap<i64, i64>> {
+pub fn favorite_counts(session: &mut Session, article_ids: &[i64]) -> Load<IdMap<i64>> {
     session
         .query::<Favorite>()
         .select((Favorite::ARTICLE_ID, Expr::count_all()))
@@ -38,7 +37,7 @@ pub fn favorite_counts(session: &mut Session, article_ids: &[i64]) -> Load<HashM
 /// Which of the articles `viewer` favorited: one statement for the keys not
 /// yet in the identity map (none right after favoriting), none without a
 /// viewer.
-pub fn favorited(viewer: Option<i64>, article_ids: &[i64]) -> Load<HashSet<i64>> {
+pub fn favorited(viewer: Option<i64>, article_ids: &[i64]) -> Load<IdSet> {
     let keys: Vec<(i64, i64)> =
         viewer.map_or_else(Vec::new, |viewer| article_ids.iter().map(|&article| (viewer, article)).collect());
     Load::<Vec<Tracked<Favorite>>>::get_many(&keys)
@@ -48,7 +47,7 @@ pub fn favorited(viewer: Option<i64>, article_ids: &[i64]) -> Load<HashSet<i64>>
 /// Which of the users `viewer` follows: one statement for the follows not
 /// yet in the identity map (none in a feed, which loaded them all), none
 /// without a viewer.
-pub fn followed(viewer: Option<i64>, user_ids: &[i64]) -> Load<HashSet<i64>> {
+pub fn followed(viewer: Option<i64>, user_ids: &[i64]) -> Load<IdSet> {
     let keys: Vec<(i64, i64)> =
         viewer.map_or_else(Vec::new, |viewer| user_ids.iter().map(|&user| (viewer, user)).collect());
     Load::<Vec<Tracked<Follow>>>::get_many(&keys)

@@ -3,13 +3,12 @@
 //! loading, favorite counts and the viewer's favorites and follows by
 //! `loaders`, all sent together in one round trip.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use orm_core::{Entity, Load, Relation, Session, Tracked};
 use serde::{Serialize, Serializer};
 
 use crate::entities::{Article, ArticleTag, Comment, User};
+use crate::id_hash::IdSet;
 use crate::loaders;
 
 /// A time in a response, in RealWorld's format: ISO 8601 in UTC with
@@ -46,9 +45,12 @@ impl Timestamp {
 }
 
 fn rfc3339_millis(time: DateTime<Utc>) -> Option<[u8; 24]> {
-    let date = time.date_naive();
+    // UTC as it is stored: `date_naive` and `time` would each first add the
+    // (zero) offset to it, to get the local date and time.
+    let utc = time.naive_utc();
+    let date = utc.date();
     let year = u32::try_from(date.year()).ok().filter(|&year| year <= 9999)?;
-    let clock = time.time();
+    let clock = utc.time();
     // chrono shows a leap second as second 60.
     let nanos = clock.nanosecond();
     if nanos >= 1_000_000_000 {
@@ -125,7 +127,7 @@ impl ProfileView {
     /// The viewer as the author of what they write, from
     /// [`loaders::viewer`] and [`loaders::followed`] of the viewer alone
     /// (one may follow oneself); `None` if the token's user is gone.
-    pub fn own(viewer: &[Tracked<User>], followed: &HashSet<i64>) -> Option<Self> {
+    pub fn own(viewer: &[Tracked<User>], followed: &IdSet) -> Option<Self> {
         let user = viewer.first()?.read();
         Some(ProfileView::new(&user, followed.contains(&user.id)))
     }
