@@ -254,6 +254,7 @@ impl<T: Entity> ChildrenIndex<T> {
     /// [`file_new`](Self::file_new) for an entity whose only foreign-key
     /// column is `column`, its parent key hashing to `hash` (`None` for a
     /// NULL), read from its row.
+    #[inline]
     pub(crate) fn file_new_under(
         &mut self,
         tracked: &Tracked<T>,
@@ -271,6 +272,7 @@ impl<T: Entity> ChildrenIndex<T> {
     }
 
     /// Files a fresh row's handle last in its bucket through `column`.
+    #[inline]
     fn file_fresh(&mut self, tracked: &Tracked<T>, column: usize, hash: u64, generation: u64) {
         let bucket = self.new_row_bucket((column, hash));
         bucket.children.push(tracked.clone());

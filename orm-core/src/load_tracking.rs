@@ -30,7 +30,8 @@ enum Found<T: Entity> {
     New(u64, T::Key, Filing),
     /// Its key's hash repeats one of this block's new rows: most likely the
     /// same key again (a join repeats its parents), so it is tracked after
-    /// them, through the map.
+    /// them, through the map. Only rows that wait for the end of the load
+    /// are told apart so; others meet their first instance in the map.
     Repeated(T),
 }
 
@@ -161,7 +162,14 @@ impl<T: Entity> Registry<T> {
             if self.children_index.is_built() { ChildrenIndex::<T>::sole_reference_column() } else { None };
         let mut first = None;
         let mut rest = Vec::new();
-        while new_hashes.len() < BLOCK {
+        // Rows that enter the map as the block is placed need no check for
+        // a key repeated within the block: the map's insert, in row order,
+        // finds the first instance, as it does for a key repeated across
+        // blocks (the repeat's instance is then left untracked). Rows that
+        // wait for the end of the load must be told apart here.
+        let within_block_check = entering.is_some();
+        let mut made_count = 0;
+        while made_count < BLOCK {
             let Some(entity) = rows.next() else { break };
             let key = entity.key();
             let hash = self.identity.hasher().hash_one(&key);
@@ -171,7 +179,8 @@ impl<T: Entity> Registry<T> {
             };
             if let Some((_, held)) = held {
                 found.push(Found::Held(held.clone()));
-            } else if new_hashes.insert(hash) {
+            } else if !within_block_check || new_hashes.insert(hash) {
+                made_count += 1;
                 let filing = sole_reference
                     .map_or(Filing::ByInstance, |column| Filing::Under(column, entity.reference_hash(column)));
                 let instance = Inner::new(entity, Some(key.clone()));
@@ -201,7 +210,9 @@ impl<T: Entity> Registry<T> {
                     entering.skipped.push(entering.placed);
                     held
                 }
-                (Found::Repeated(entity), None) => self.track_loaded(entity),
+                (Found::Repeated(_), None) => {
+                    unreachable!("rows entering the map at once are not told apart in the block")
+                }
                 (Found::Repeated(entity), Some(entering)) => {
                     entering.skipped.push(entering.placed);
                     entering.repeated.push((entering.placed, entity));
@@ -305,9 +316,10 @@ impl<T: Entity> LoadTracking<'_, T> {
 enum Probe {
     /// The map held nothing when the load began (a load into a fresh
     /// session, as each level of an eager load is): a row can only repeat
-    /// an earlier row of the same load, which its block catches by hash
-    /// and, across blocks, the map's insert does (the first instance wins,
-    /// as it does for a row found held). Saves a missed lookup per row.
+    /// an earlier row of the same load, which the map's insert catches
+    /// (or, for rows that enter the map only at the end of the load, their
+    /// block's hashes): the first instance wins, as it does for a row found
+    /// held. Saves a missed lookup per row.
     Skip,
     /// The map may hold some of the rows, whose instances win.
     Map,

@@ -72,6 +72,32 @@ async fn a_join_filters_on_either_side_and_pages() {
 }
 
 #[tokio::test]
+async fn a_join_into_a_fresh_session_gives_a_parent_repeated_within_a_block_one_instance() {
+    let (_test_db, db) = setup().await;
+    // Ten authors with ten posts each, so each author repeats within the
+    // load's first block, into a session that tracked nothing before: the
+    // repeats meet the first instance in the identity map's insert.
+    let mut session = db.session();
+    let rows = session.query::<Post>().join(Post::AUTHOR).order_by(Post::ID.asc()).all().await.unwrap();
+    assert_eq!(rows.len(), 100);
+    let mut firsts: Vec<&Tracked<User>> = Vec::new();
+    for (post, author) in &rows {
+        assert_eq!(post.read().author_id, author.read().id);
+        match firsts.iter().find(|first| first.read().id == author.read().id) {
+            Some(first) => assert!(Tracked::ptr_eq(author, first), "author {} has one instance", author.read().id),
+            None => firsts.push(author),
+        }
+    }
+    assert_eq!(firsts.len(), 10);
+    let statements = session.stats().statements;
+    for first in firsts {
+        let id = first.read().id;
+        assert!(Tracked::ptr_eq(&session.get_one::<User>(id).await.unwrap(), first), "author {id} is the tracked one");
+    }
+    assert_eq!(session.stats().statements, statements, "the authors are in the identity map");
+}
+
+#[tokio::test]
 async fn a_join_into_a_fresh_session_gives_a_parent_repeated_in_a_later_block_one_instance() {
     let (test_db, db) = setup().await;
     // 100 authors, each with a post among the first 100 and another among
