@@ -437,10 +437,6 @@ impl NewHashes {
         self.hashes.clear();
     }
 
-    fn len(&self) -> usize {
-        self.hashes.len()
-    }
-
     /// Records `hash`; false if it was recorded already.
     fn insert(&mut self, hash: u64) -> bool {
         // The hasher mixes its high bits as well as its low ones (hashbrown
