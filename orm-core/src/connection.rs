@@ -728,7 +728,9 @@ impl SessionConnection {
         let statement = self.telemetry.statement(text);
         let (statements, in_transaction) = (&self.statements, self.in_transaction);
         self.in_flight = true;
-        let result = async {
+        // Pinned where it is built, so that the span's wrapper does not copy
+        // it: it holds the driver's prepare and query futures.
+        let result = std::pin::pin!(async {
             let (prepared, prepare_trips) =
                 ready_one(client, statements, sql, params, check.is_none(), in_transaction).await?;
             if let (Some(prepared), Some(check)) = (&prepared, check) {
@@ -736,14 +738,16 @@ impl SessionConnection {
                     return Ok((prepare_trips, Err(refused)));
                 }
             }
-            let begin_future = async {
+            // Both pinned where they are built: awaited or joined, they would
+            // be copied first.
+            let mut begin_future = std::pin::pin!(async {
                 if let Some(begin_statement) = begin_statement {
                     begin_statement.run(begin_sql, client.batch_execute(begin_sql)).await
                 } else {
                     Ok(())
                 }
-            };
-            let run = async {
+            });
+            let mut run = std::pin::pin!(async {
                 match &prepared {
                     Some(Ready::Named(prepared)) => client.query_raw(prepared, params.iter().copied()).await,
                     Some(Ready::Unnamed(description)) => {
@@ -756,18 +760,18 @@ impl SessionConnection {
                     // must be told their types, which `ToSql` cannot say.
                     None => client.query_typed_raw(text, std::iter::empty::<(&(dyn ToSql + Sync), Type)>()).await,
                 }
-            };
+            });
             // `None`: the statement was not sent, its `BEGIN` having failed.
             let (begin_result, stream) = if confirm_begin {
-                let opened = begin_future.await;
-                let stream = if opened.is_ok() { Some(run.await) } else { None };
+                let opened = begin_future.as_mut().await;
+                let stream = if opened.is_ok() { Some(run.as_mut().await) } else { None };
                 (opened, stream)
             } else {
                 let (opened, stream) = join(begin_future, run).await;
                 (opened, Some(stream))
             };
             Ok::<_, tokio_postgres::Error>((prepare_trips, Ok((begin_result, stream))))
-        }
+        })
         .instrument(statement.span.clone())
         .await;
         let (prepare_trips, sent) = match result {

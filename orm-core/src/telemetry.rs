@@ -89,7 +89,8 @@ impl Pipeline<'_> {
     /// [`Telemetry::traced`], for a request of this pipeline.
     pub(crate) async fn traced<F: Future>(&self, sql: &str, request: F) -> F::Output {
         let statement = self.telemetry.statement(sql);
-        let output = request.instrument(statement.span.clone()).await;
+        // Pinned where it is, as in `StatementSpan::run`.
+        let output = std::pin::pin!(request).instrument(statement.span.clone()).await;
         // One clock read serves as this answer's time and the next request's start.
         let now = Instant::now();
         let previous = self.last_answer.lock().replace(now);
@@ -114,7 +115,9 @@ impl StatementSpan {
     /// Runs `request`, the sending of `sql` and the wait for its answer,
     /// inside the span, and then [`ended`](Self::ended).
     pub(crate) async fn run<F: Future>(self, sql: &str, request: F) -> F::Output {
-        let output = request.instrument(self.span.clone()).await;
+        // Pinned where it is: wrapped as it is, the request's future (the
+        // driver's, several hundred bytes) would be copied into the wrapper.
+        let output = std::pin::pin!(request).instrument(self.span.clone()).await;
         self.ended(sql);
         output
     }
