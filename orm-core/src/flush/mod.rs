@@ -18,6 +18,8 @@ mod plan;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
+
 use tracing::Instrument;
 
 use copy::CopyTarget;
@@ -90,7 +92,8 @@ pub(crate) async fn flush(
     } else {
         // The common case of a read-only unit of work, and of the autoflush
         // before each query: nothing to order, plan or send.
-        finish_empty(connection, stats, end).instrument(span.clone()).await
+        // Pinned where it is, not copied into the span's wrapper.
+        std::pin::pin!(finish_empty(connection, stats, end)).instrument(span.clone()).await
     };
     connection.set_applying(false);
     span.record("statements", stats.statements - before.statements);
@@ -383,11 +386,16 @@ async fn copy_targets(
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
-    let mut targets = vec![None; tables];
-    for (index, meta, threshold) in candidates {
-        targets[index] = CopyTargets::target(connection, stats, meta).await?.map(|target| (threshold, target));
-    }
-    Ok(targets)
+    // Boxed, as `recover` is: only a flush with a large batch looks up
+    // its `COPY` targets.
+    Box::pin(async move {
+        let mut targets = vec![None; tables];
+        for (index, meta, threshold) in candidates {
+            targets[index] = CopyTargets::target(connection, stats, meta).await?.map(|target| (threshold, target));
+        }
+        Ok(targets)
+    })
+    .await
 }
 
 /// The table, if any, whose plain inserts this round trip takes keys for,
@@ -570,30 +578,36 @@ fn route(round: &mut [Sent], routes: Vec<(usize, Phase)>, outcomes: Vec<Outcome>
 /// Undoes a failed flush on the server and returns its error. Inside a
 /// session the transaction goes back to the flush savepoint and stays
 /// usable; in commit it is rolled back and over.
-async fn recover(
-    connection: &mut SessionConnection,
-    stats: &mut SessionStats,
+///
+/// Boxed, as each path a flush takes only after a failure: a future has
+/// room for everything it may await, and the commit of every short request
+/// would otherwise carry and move the state of its rare paths.
+fn recover<'a>(
+    connection: &'a mut SessionConnection,
+    stats: &'a mut SessionStats,
     end: FlushEnd,
     commit_was_sent: bool,
     error: Error,
-) -> Error {
-    tracing::debug!(%error, "flush failed");
-    connection.set_applying(false);
-    match end {
-        FlushEnd::KeepOpen => {
-            if let Err(recovery) = connection.recover_flush_savepoint(stats).await {
-                tracing::warn!(%recovery, "could not roll back to the flush savepoint");
+) -> BoxFuture<'a, Error> {
+    Box::pin(async move {
+        tracing::debug!(%error, "flush failed");
+        connection.set_applying(false);
+        match end {
+            FlushEnd::KeepOpen => {
+                if let Err(recovery) = connection.recover_flush_savepoint(stats).await {
+                    tracing::warn!(%recovery, "could not roll back to the flush savepoint");
+                }
+            }
+            FlushEnd::Commit if commit_was_sent => {
+                connection.ended(Some(&error));
+                return error.after_commit_sent();
+            }
+            FlushEnd::Commit => {
+                if let Err(rollback) = connection.finish("ROLLBACK", stats).await {
+                    tracing::warn!(%rollback, "rollback after a failed commit failed");
+                }
             }
         }
-        FlushEnd::Commit if commit_was_sent => {
-            connection.ended(Some(&error));
-            return error.after_commit_sent();
-        }
-        FlushEnd::Commit => {
-            if let Err(rollback) = connection.finish("ROLLBACK", stats).await {
-                tracing::warn!(%rollback, "rollback after a failed commit failed");
-            }
-        }
-    }
-    error
+        error
+    })
 }
