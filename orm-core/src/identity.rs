@@ -744,9 +744,11 @@ impl Registries {
     /// The registry of `T`, created on first use.
     pub(crate) fn of<T: Entity>(&mut self) -> &mut Registry<T> {
         let index = self.index_of::<T>().unwrap_or_else(|| {
-            let mut registry = Registry::<T>::new();
+            // Boxed as it is made: a registry is a few hundred bytes, which
+            // boxing a finished one would copy.
+            let mut registry = Box::new(Registry::<T>::new());
             registry.savepoints.extend((0..self.savepoint_depth).map(|_| Undo::new()));
-            self.all.push(Box::new(registry));
+            self.all.push(registry);
             self.all.len() - 1
         });
         self.all[index]
