@@ -169,11 +169,43 @@ impl WriteJson for Timestamp {
 // row's strings go straight into the response, instead of being cloned
 // into the view first (an allocation, a copy and a free per string).
 
-/// A tag of a tag list: its text.
-impl WriteJson for Tracked<ArticleTag> {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        write_str(out, &self.read().tag);
+/// The tags in alphabetical order, each read once: their guards are held
+/// while the list is sorted and written. (Sorted as handles, each
+/// comparison took two guards: 250 instructions for an article's two tags.)
+fn write_tag_list(out: &mut Vec<u8>, tags: &[Tracked<ArticleTag>]) {
+    // An article has a few tags: their guards fit on the stack.
+    const ON_STACK: usize = 8;
+    let mut on_stack: [Option<_>; ON_STACK] = Default::default();
+    let mut on_heap = Vec::new();
+    let guards = if tags.len() <= ON_STACK {
+        for (guard, tag) in on_stack.iter_mut().zip(tags) {
+            *guard = Some(tag.read());
+        }
+        &mut on_stack[..tags.len()]
+    } else {
+        on_heap.extend(tags.iter().map(|tag| Some(tag.read())));
+        on_heap.as_mut_slice()
+    };
+    guards.sort_unstable_by(|a, b| tag_text(a.as_deref()).cmp(tag_text(b.as_deref())));
+    out.push(b'[');
+    for (index, guard) in guards.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_str(out, tag_text(guard.as_deref()));
     }
+    out.push(b']');
+    // Released last taken first, the cheap case of the ORM's record of
+    // held guards (dropped first to last, the first release searched the
+    // record, 70 instructions an article), unless the sort moved them.
+    for guard in guards.iter_mut().rev() {
+        *guard = None;
+    }
+}
+
+/// The text of a tag of [`write_tag_list`], whose guards are all there.
+fn tag_text(tag: Option<&ArticleTag>) -> &str {
+    tag.map_or("", |tag| tag.tag.as_str())
 }
 
 impl WriteJson for ProfileView {
@@ -206,7 +238,7 @@ impl WriteJson for ArticleView {
                 write_str(out, &article.body);
             }
             out.extend_from_slice(b",\"tagList\":");
-            write_list(out, &self.tags);
+            write_tag_list(out, &self.tags);
             out.extend_from_slice(b",\"createdAt\":");
             Timestamp(article.created_at).write_json(out);
             out.extend_from_slice(b",\"updatedAt\":");
@@ -368,7 +400,11 @@ mod tests {
             title: article.title.clone(),
             description: article.description.clone(),
             body: (view.body == Body::Included).then(|| article.body.clone()),
-            tag_list: view.tags.iter().map(|tag| tag.read().tag.clone()).collect(),
+            tag_list: {
+                let mut tags: Vec<String> = view.tags.iter().map(|tag| tag.read().tag.clone()).collect();
+                tags.sort_unstable();
+                tags
+            },
             created_at: chrono_text(article.created_at),
             updated_at: chrono_text(article.updated_at),
             favorited: view.favorited,
@@ -459,7 +495,7 @@ mod tests {
                 created_at: times[at % times.len()],
                 updated_at: times[(at + 1) % times.len()],
             });
-            // None, one and several (`views::articles` sorts them).
+            // None, one, several out of order, and more than fit on the stack.
             let tag_count = [0, 1, 3, 8, 9, 2, 20][at];
             let tags = session.add_all((0..tag_count).map(|k| ArticleTag {
                 article_id: i64::try_from(at).unwrap(),

@@ -123,7 +123,8 @@ impl ProfileView {
 pub struct ArticleView {
     /// The article.
     pub article: Tracked<Article>,
-    /// Its tags, in alphabetical order.
+    /// Its tags, in any order: the response lists them in alphabetical
+    /// order.
     pub tags: Vec<Tracked<ArticleTag>>,
     /// Whether the text is shown (single articles) or left out (lists).
     pub body: Body,
@@ -192,11 +193,9 @@ pub async fn articles(
     // author is the user with its `author_id`.
     for ((article, id), author_id) in articles.iter().zip(&ids).zip(&author_ids) {
         let Some(author) = loaded_parent(session, article, Article::AUTHOR)? else { continue };
-        let mut tags = session.children(article, ArticleTag::ARTICLE)?;
-        tags.sort_unstable_by(|a, b| a.read().tag.cmp(&b.read().tag));
         views.push(ArticleView {
             article: article.clone(),
-            tags,
+            tags: session.children(article, ArticleTag::ARTICLE)?,
             body,
             favorited: favorited.contains(id),
             favorites_count: counts.get(id).copied().unwrap_or(0),
