@@ -71,11 +71,11 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let timeout = state.request_timeout;
     let routes = routes.layer(
         ServiceBuilder::new()
-            .layer(axum::middleware::from_fn_with_state(state.clone(), request_costs::record))
+            .layer(request_costs::layer(state.costs.clone()))
             .layer(db_session::layer(state.db.clone()))
             .layer(axum::middleware::from_fn(db_session::check_token_user))
             .layer(CatchPanicLayer::custom(panic_response))
-            .layer(axum::middleware::map_response(with_error_body))
+            .map_response(with_error_body)
             .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
             .layer(DefaultBodyLimit::max(BODY_LIMIT)),
     );
@@ -118,8 +118,10 @@ fn cors(origins: &CorsOrigins) -> Option<CorsLayer> {
     )
 }
 
-/// Gives the timeout layer's empty 503 a RealWorld error body.
-async fn with_error_body(response: Response) -> Response {
+/// Gives the timeout layer's empty 503 a RealWorld error body. A plain map
+/// of the response (`axum::middleware::map_response` boxed a future and a
+/// copy of the services inside it for every request).
+fn with_error_body(response: Response) -> Response {
     if response.status() == StatusCode::SERVICE_UNAVAILABLE && !response.headers().contains_key(CONTENT_TYPE) {
         tracing::warn!("request timed out; its session will be rolled back");
         return ApiError::Unavailable.into_response();
