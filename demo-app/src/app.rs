@@ -64,9 +64,9 @@ pub fn router(state: AppState) -> Router {
 /// its layers around every route, and calling a boxed level clones the
 /// service inside it, which clones every boxed level below, each of which
 /// clones its own inner ones again when called. With a layer per
-/// middleware that was 88 boxed clones (and their drops) a request under
+/// middleware that was 93 boxed clones (and their drops) a request under
 /// the load mix; with two `ServiceBuilder` stacks, each one box of plain
-/// nested services, it is 12.
+/// nested services, and the response maps below, it is 8.
 pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
     let timeout = state.request_timeout;
     let routes = routes.layer(
