@@ -5,14 +5,12 @@
 //! request beside requests/s and latency.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::Response;
 use orm_core::axum::SessionOutcome;
 use serde::Serialize;
-
-use crate::state::AppState;
+use tower::util::MapResponseLayer;
 
 /// The sums, shared by all requests: three relaxed atomic additions per
 /// request.
@@ -54,11 +52,16 @@ impl RequestCosts {
     }
 }
 
-/// The middleware that adds each request's costs, read from the
+/// The middleware that adds each request's costs to `costs`, read from the
 /// [`SessionOutcome`] the session layer leaves on the response: install it
-/// outside the session layer.
-pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    state.costs.add(response.extensions().get::<SessionOutcome>());
-    response
+/// outside the session layer. A plain map of the response: as
+/// `axum::middleware::from_fn` it boxed a future and a copy of the
+/// services inside it for every request.
+pub fn layer(
+    costs: Arc<RequestCosts>,
+) -> MapResponseLayer<impl Fn(Response) -> Response + Clone + Send + Sync + 'static> {
+    MapResponseLayer::new(move |response: Response| {
+        costs.add(response.extensions().get::<SessionOutcome>());
+        response
+    })
 }

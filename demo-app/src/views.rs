@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use orm_core::{Entity, Load, Relation, Session, Tracked};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::entities::{Article, ArticleTag, Comment, User};
 use crate::id_hash::IdSet;
@@ -18,16 +18,6 @@ use crate::loaders;
 /// request's instructions under the load mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timestamp(pub DateTime<Utc>);
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let digits = self.rfc3339_millis();
-        match digits.as_ref().and_then(|digits| std::str::from_utf8(digits).ok()) {
-            Some(text) => serializer.serialize_str(text),
-            None => serializer.serialize_str(&self.chrono_text()),
-        }
-    }
-}
 
 impl Timestamp {
     /// The time as chrono's RFC 3339 with milliseconds and `Z` writes it,
@@ -105,53 +95,39 @@ impl UserView {
     }
 }
 
-/// A user as others see them.
-#[derive(Serialize, Debug)]
+/// A user as others see them: the tracked row, written into the response
+/// as it is read ([`WriteJson`](crate::json_writer::WriteJson)), so its
+/// strings are copied once, from the row into the response.
+#[derive(Debug, Clone)]
 pub struct ProfileView {
-    /// User name.
-    pub username: String,
-    /// Biography, or null.
-    pub bio: Option<String>,
-    /// Image URL, or null.
-    pub image: Option<String>,
+    /// The user.
+    pub user: Tracked<User>,
     /// Whether the requesting user follows them (false when anonymous).
     pub following: bool,
 }
 
 impl ProfileView {
-    /// The view of `user`.
-    pub fn new(user: &User, following: bool) -> Self {
-        ProfileView { username: user.username.clone(), bio: user.bio.clone(), image: user.image.clone(), following }
-    }
-
     /// The viewer as the author of what they write, from
     /// [`loaders::viewer`] and [`loaders::followed`] of the viewer alone
     /// (one may follow oneself); `None` if the token's user is gone.
     pub fn own(viewer: &[Tracked<User>], followed: &IdSet) -> Option<Self> {
-        let user = viewer.first()?.read();
-        Some(ProfileView::new(&user, followed.contains(&user.id)))
+        let user = viewer.first()?;
+        let following = followed.contains(&user.read().id);
+        Some(ProfileView { user: user.clone(), following })
     }
 }
 
-/// An article with its tags, favorites and author.
-#[derive(Serialize, Debug)]
-#[serde(rename_all = "camelCase")]
+/// An article with its tags, favorites and author: the tracked rows, whose
+/// strings the response copies as it is written.
+#[derive(Debug)]
 pub struct ArticleView {
-    /// The URL key.
-    pub slug: String,
-    /// Title.
-    pub title: String,
-    /// Summary.
-    pub description: String,
-    /// The text; left out of lists.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-    /// Tags, in alphabetical order.
-    pub tag_list: Vec<String>,
-    /// Creation time.
-    pub created_at: Timestamp,
-    /// Last change.
-    pub updated_at: Timestamp,
+    /// The article.
+    pub article: Tracked<Article>,
+    /// Its tags, in any order: the response lists them in alphabetical
+    /// order.
+    pub tags: Vec<Tracked<ArticleTag>>,
+    /// Whether the text is shown (single articles) or left out (lists).
+    pub body: Body,
     /// Whether the requesting user favorited it.
     pub favorited: bool,
     /// How many users favorited it.
@@ -160,59 +136,13 @@ pub struct ArticleView {
     pub author: ProfileView,
 }
 
-impl ArticleView {
-    /// The view of `article` by `author`, with its tags in alphabetical
-    /// order and its favorites.
-    pub fn new(
-        article: &Article,
-        tag_list: Vec<String>,
-        favorited: bool,
-        favorites_count: i64,
-        author: ProfileView,
-        body: Body,
-    ) -> Self {
-        ArticleView {
-            slug: article.slug.clone(),
-            title: article.title.clone(),
-            description: article.description.clone(),
-            body: (body == Body::Included).then(|| article.body.clone()),
-            tag_list,
-            created_at: Timestamp(article.created_at),
-            updated_at: Timestamp(article.updated_at),
-            favorited,
-            favorites_count,
-            author,
-        }
-    }
-}
-
-/// A comment with its author.
-#[derive(Serialize, Debug)]
-#[serde(rename_all = "camelCase")]
+/// A comment with its author: the tracked rows, written as the response is.
+#[derive(Debug)]
 pub struct CommentView {
-    /// The comment's id.
-    pub id: i64,
-    /// Creation time.
-    pub created_at: Timestamp,
-    /// Last change.
-    pub updated_at: Timestamp,
-    /// The text.
-    pub body: String,
+    /// The comment.
+    pub comment: Tracked<Comment>,
     /// Its author.
     pub author: ProfileView,
-}
-
-impl CommentView {
-    /// The view of `comment` by `author`.
-    pub fn new(comment: &Comment, author: ProfileView) -> Self {
-        CommentView {
-            id: comment.id,
-            created_at: Timestamp(comment.created_at),
-            updated_at: Timestamp(comment.updated_at),
-            body: comment.body.clone(),
-            author,
-        }
-    }
 }
 
 /// Whether article views carry the body (single articles do, lists don't).
@@ -259,21 +189,18 @@ pub async fn articles(
         .await?;
 
     let mut views = Vec::with_capacity(articles.len());
-    for article in articles {
+    // `ids` and `author_ids` are in the order of `articles`; an article's
+    // author is the user with its `author_id`.
+    for ((article, id), author_id) in articles.iter().zip(&ids).zip(&author_ids) {
         let Some(author) = loaded_parent(session, article, Article::AUTHOR)? else { continue };
-        let mut tag_list: Vec<String> =
-            session.children(article, ArticleTag::ARTICLE)?.iter().map(|tag| tag.read().tag.clone()).collect();
-        tag_list.sort_unstable();
-        let article = article.read();
-        let author = author.read();
-        views.push(ArticleView::new(
-            &article,
-            tag_list,
-            favorited.contains(&article.id),
-            counts.get(&article.id).copied().unwrap_or(0),
-            ProfileView::new(&author, following.contains(&author.id)),
+        views.push(ArticleView {
+            article: article.clone(),
+            tags: session.children(article, ArticleTag::ARTICLE)?,
             body,
-        ));
+            favorited: favorited.contains(id),
+            favorites_count: counts.get(id).copied().unwrap_or(0),
+            author: ProfileView { user: author, following: following.contains(author_id) },
+        });
     }
     Ok(views)
 }
@@ -308,10 +235,10 @@ pub async fn comments(
         .await?;
 
     let mut views = Vec::with_capacity(comments.len());
-    for comment in comments {
+    for (comment, author_id) in comments.iter().zip(&author_ids) {
         let Some(author) = loaded_parent(session, comment, Comment::AUTHOR)? else { continue };
-        let author = author.read();
-        views.push(CommentView::new(&comment.read(), ProfileView::new(&author, following.contains(&author.id))));
+        let author = ProfileView { user: author, following: following.contains(author_id) };
+        views.push(CommentView { comment: comment.clone(), author });
     }
     Ok(views)
 }
@@ -334,10 +261,13 @@ fn loaded_parent<C: Entity, P: Entity>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::json_writer::WriteJson;
     use chrono::TimeZone;
 
     fn json(time: DateTime<Utc>) -> String {
-        serde_json::to_string(&Timestamp(time)).unwrap()
+        let mut out = Vec::new();
+        Timestamp(time).write_json(&mut out);
+        String::from_utf8(out).unwrap()
     }
 
     #[test]

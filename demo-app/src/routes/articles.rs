@@ -280,8 +280,8 @@ async fn create(
     };
     // Inserted by the commit, in one statement, in the round trip of its
     // COMMIT.
-    db.add_all(tags.iter().map(|tag| ArticleTag { article_id, tag: tag.clone() }));
-    let view = ArticleView::new(&article.read(), tags, false, 0, author, Body::Included);
+    let tags = db.add_all(tags.into_iter().map(|tag| ArticleTag { article_id, tag }));
+    let view = ArticleView { article, tags, body: Body::Included, favorited: false, favorites_count: 0, author };
     Ok((StatusCode::CREATED, JsonView(ArticleResponse { article: view })))
 }
 

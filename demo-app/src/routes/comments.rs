@@ -121,7 +121,7 @@ async fn create(
     });
     // For the comment's id.
     db.flush().await?;
-    let view = CommentView::new(&comment.read(), author);
+    let view = CommentView { comment, author };
     Ok((StatusCode::CREATED, JsonView(CommentResponse { comment: view })))
 }
 

@@ -1,14 +1,14 @@
 //! Profiles and following: `/api/profiles/{username}[/follow]`.
 
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use orm_core::{Load, Session, Tracked};
-use serde::Serialize;
 
 use crate::auth::{AuthUser, MaybeAuthUser};
 use crate::entities::{Follow, User};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Path;
+use crate::json_writer::{JsonView, WriteJson};
 use crate::loaders;
 use crate::routes::idempotent::ensure_inserted;
 use crate::state::AppState;
@@ -22,9 +22,17 @@ pub fn routes() -> Router<AppState> {
         .route("/api/profiles/{username}/follow", post(follow).delete(unfollow))
 }
 
-#[derive(Serialize)]
+/// `{"profile": ...}`.
 struct ProfileResponse {
     profile: ProfileView,
+}
+
+impl WriteJson for ProfileResponse {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"profile\":");
+        self.profile.write_json(out);
+        out.push(b'}');
+    }
 }
 
 /// The user with this name, or 404.
@@ -32,8 +40,8 @@ async fn find_profile(session: &mut Session, username: &str) -> ApiResult<Tracke
     session.query::<User>().filter(User::USERNAME.eq(username)).first().await?.ok_or(ApiError::NotFound("profile"))
 }
 
-fn respond(user: &Tracked<User>, following: bool) -> Json<ProfileResponse> {
-    Json(ProfileResponse { profile: ProfileView::new(&user.read(), following) })
+fn respond(user: Tracked<User>, following: bool) -> JsonView<ProfileResponse> {
+    JsonView(ProfileResponse { profile: ProfileView { user, following } })
 }
 
 /// `GET /api/profiles/{username}`.
@@ -41,7 +49,7 @@ async fn profile(
     viewer: MaybeAuthUser,
     mut db: DbSession,
     Path(username): Path<String>,
-) -> ApiResult<Json<ProfileResponse>> {
+) -> ApiResult<JsonView<ProfileResponse>> {
     // The profile, the viewer's follow of it (through its user name, in
     // the database) and the viewer's own row (which the session
     // middleware checks): one round trip.
@@ -56,28 +64,36 @@ async fn profile(
     };
     let (mut user, follows, _) = db.load_together((user, follows, loaders::viewer(viewer.id()))).await?;
     let user = user.pop().ok_or(ApiError::NotFound("profile"))?;
-    Ok(respond(&user, !follows.is_empty()))
+    Ok(respond(user, !follows.is_empty()))
 }
 
 /// `POST /api/profiles/{username}/follow`: idempotent, also when requests
 /// race (see `idempotent`).
-async fn follow(auth: AuthUser, mut db: DbSession, Path(username): Path<String>) -> ApiResult<Json<ProfileResponse>> {
+async fn follow(
+    auth: AuthUser,
+    mut db: DbSession,
+    Path(username): Path<String>,
+) -> ApiResult<JsonView<ProfileResponse>> {
     let user = find_profile(&mut db, &username).await?;
     let key = (auth.id, user.read().id);
     if db.get::<Follow>(key).await?.is_none() {
         let follow = db.add(Follow { follower_id: key.0, followee_id: key.1 });
         ensure_inserted(&mut db, &follow).await?;
     }
-    Ok(respond(&user, true))
+    Ok(respond(user, true))
 }
 
 /// `DELETE /api/profiles/{username}/follow`: idempotent, also when requests
 /// race (deleting a row that is gone already is no error).
-async fn unfollow(auth: AuthUser, mut db: DbSession, Path(username): Path<String>) -> ApiResult<Json<ProfileResponse>> {
+async fn unfollow(
+    auth: AuthUser,
+    mut db: DbSession,
+    Path(username): Path<String>,
+) -> ApiResult<JsonView<ProfileResponse>> {
     let user = find_profile(&mut db, &username).await?;
     let user_id = user.read().id;
     if let Some(follow) = db.get::<Follow>((auth.id, user_id)).await? {
         db.delete(&follow)?;
     }
-    Ok(respond(&user, false))
+    Ok(respond(user, false))
 }
