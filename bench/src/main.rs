@@ -66,6 +66,18 @@ struct Options {
     /// Internal: load W4 once in this process and print its peak memory growth.
     #[arg(long, hide = true)]
     memory_probe: Option<String>,
+    /// The tokio runtime both sides run on: `multi-thread` (the default,
+    /// as `#[tokio::main]` builds it) or `current-thread`, where a request
+    /// and its connection's task share one thread.
+    #[arg(long, default_value = "multi-thread")]
+    runtime: Flavour,
+}
+
+/// The kinds of tokio runtime a run can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Flavour {
+    MultiThread,
+    CurrentThread,
 }
 
 /// The sides of a comparison that a run measures.
@@ -102,9 +114,16 @@ fn default_n(workload: &str) -> usize {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), BenchError> {
-    let mut options = Options::parse();
+fn main() -> Result<(), BenchError> {
+    let options = Options::parse();
+    let mut runtime = match options.runtime {
+        Flavour::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+        Flavour::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+    };
+    runtime.enable_all().build()?.block_on(run(options))
+}
+
+async fn run(mut options: Options) -> Result<(), BenchError> {
     if let Some(variant) = options.memory_probe.take() {
         return memory_probe(&variant, options.n.unwrap_or(default_n("W4"))).await;
     }
