@@ -15,6 +15,7 @@ use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 
 use orm_core::Tracked;
+use smallvec::SmallVec;
 
 use crate::entities::ArticleTag;
 use crate::views::{ArticleView, Body, CommentView, ProfileView, Timestamp};
@@ -174,38 +175,20 @@ impl WriteJson for Timestamp {
 /// comparison took two guards: 250 instructions for an article's two tags.)
 fn write_tag_list(out: &mut Vec<u8>, tags: &[Tracked<ArticleTag>]) {
     // An article has a few tags: their guards fit on the stack.
-    const ON_STACK: usize = 8;
-    let mut on_stack: [Option<_>; ON_STACK] = Default::default();
-    let mut on_heap = Vec::new();
-    let guards = if tags.len() <= ON_STACK {
-        for (guard, tag) in on_stack.iter_mut().zip(tags) {
-            *guard = Some(tag.read());
-        }
-        &mut on_stack[..tags.len()]
-    } else {
-        on_heap.extend(tags.iter().map(|tag| Some(tag.read())));
-        on_heap.as_mut_slice()
-    };
-    guards.sort_unstable_by(|a, b| tag_text(a.as_deref()).cmp(tag_text(b.as_deref())));
+    let mut guards: SmallVec<[_; 8]> = tags.iter().map(Tracked::read).collect();
+    guards.sort_unstable_by(|a, b| a.tag.cmp(&b.tag));
     out.push(b'[');
     for (index, guard) in guards.iter().enumerate() {
         if index > 0 {
             out.push(b',');
         }
-        write_str(out, tag_text(guard.as_deref()));
+        write_str(out, &guard.tag);
     }
     out.push(b']');
     // Released last taken first, the cheap case of the ORM's record of
     // held guards (dropped first to last, the first release searched the
     // record, 70 instructions an article), unless the sort moved them.
-    for guard in guards.iter_mut().rev() {
-        *guard = None;
-    }
-}
-
-/// The text of a tag of [`write_tag_list`], whose guards are all there.
-fn tag_text(tag: Option<&ArticleTag>) -> &str {
-    tag.map_or("", |tag| tag.tag.as_str())
+    while guards.pop().is_some() {}
 }
 
 impl WriteJson for ProfileView {
