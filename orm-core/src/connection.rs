@@ -144,6 +144,10 @@ pub(crate) struct SessionConnection {
     /// A flush is applying its results to the session's objects across
     /// yields to the runtime (see `set_applying`).
     applying: bool,
+    /// A flush with work to do began and has not ended: its future may
+    /// have been dropped, leaving state of it in the session's registries
+    /// (see `begin_flush_with_work`).
+    flush_unended: bool,
     /// Whether statements are prepared by name or run unnamed.
     statements: Statements,
     /// For a read session: the replicas it may read from, and the commit
@@ -221,6 +225,7 @@ impl SessionConnection {
             isolation,
             after_sent: false,
             applying: false,
+            flush_unended: false,
             statements,
             read: None,
             served_by: None,
@@ -326,6 +331,37 @@ impl SessionConnection {
     /// statement of its own.
     pub(crate) fn set_applying(&mut self, applying: bool) {
         self.applying = applying;
+    }
+
+    /// Called as a flush begins: if the last one was cut off while it
+    /// applied its results (still marked by `set_applying`), the session's
+    /// objects and its transaction disagree for good, so only a rollback
+    /// remains, whatever this flush does (it unmarks `applying` as it goes).
+    pub(crate) fn poison_if_applying(&mut self) {
+        if self.applying {
+            self.poison();
+        }
+    }
+
+    /// Notes that a flush with work to do begins: from now on, until
+    /// [`take_unended_flush`](Self::take_unended_flush) at its end, the
+    /// registries may hold its state (what it keeps between round trips),
+    /// which the next flush must clear even if that one has nothing to do.
+    pub(crate) fn begin_flush_with_work(&mut self) {
+        self.flush_unended = true;
+    }
+
+    /// Whether a flush with work began since the last call (see
+    /// [`begin_flush_with_work`](Self::begin_flush_with_work)), ended or
+    /// cut off: only then do the registries hold state of a flush.
+    pub(crate) fn take_unended_flush(&mut self) -> bool {
+        std::mem::take(&mut self.flush_unended)
+    }
+
+    /// Whether a flush with work began and has not ended since: its
+    /// future was dropped before it did.
+    pub(crate) fn flush_unended(&self) -> bool {
+        self.flush_unended
     }
 
     /// Leaves the transaction only a rollback: what it holds and what the

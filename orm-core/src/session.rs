@@ -724,6 +724,9 @@ impl Session {
             return Box::pin(self.flush_with_events()).await;
         }
         self.check_tenant_writes()?;
+        if flush::flush_nothing(&self.registries, &self.connection) {
+            return Ok(());
+        }
         flush::flush(&mut self.registries, &mut self.connection, &mut self.stats, FlushEnd::KeepOpen).await
     }
 

@@ -164,6 +164,66 @@ async fn a_loaded_child_moved_to_a_deleted_pending_parent_is_deleted_with_it() {
     assert_eq!((count_rows(&test_db, "post").await, count_rows(&test_db, "comment").await), (1, 0));
 }
 
+/// Polls the session's flush `polls` times at most, letting its round
+/// trips progress in between, and then drops it; whether it finished.
+async fn flush_cut_off_after(session: &mut orm_core::Session, polls: usize) -> bool {
+    let mut flush = Box::pin(session.flush());
+    for _ in 0..polls {
+        if let Poll::Ready(result) = futures_util::poll!(flush.as_mut()) {
+            result.unwrap();
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    false
+}
+
+/// A flush cut off at any poll leaves state of it in the session; with its
+/// work then discarded, the next flush has nothing to send but still ends
+/// that state (only a flush that ended lets the next empty one skip it),
+/// and what the session commits after is what its objects say.
+#[tokio::test]
+async fn a_flush_cut_off_and_discarded_is_ended_by_the_next_empty_flush() {
+    const ROWS: usize = 10_000;
+    let (test_db, db) = setup().await;
+    for cut_after in 1.. {
+        let mut session = db.session();
+        let added = session.add_all((0..ROWS).map(|i| user(&format!("u{i}"))));
+        let finished = flush_cut_off_after(&mut session, cut_after).await;
+        for user in &added {
+            // Cut off while applying, some are neither pending nor tracked.
+            match session.delete(user) {
+                Ok(()) | Err(Error::NotInSession { .. }) => {}
+                Err(error) => panic!("cut after {cut_after} polls: {error:?}"),
+            }
+        }
+        // Its autoflush: nothing pending unless the flush had inserted the
+        // rows (then their deletes).
+        let ann = match session.get::<User>(1).await {
+            Ok(ann) => ann,
+            Err(error) => {
+                assert!(matches!(error, Error::TransactionFailed), "cut after {cut_after} polls: {error:?}");
+                None
+            }
+        };
+        if let Some(ann) = &ann {
+            ann.write().name = format!("ann {cut_after}");
+        }
+        let committed = session.commit().await;
+        if let Err(error) = &committed {
+            assert!(matches!(error, Error::TransactionFailed), "cut after {cut_after} polls: {error:?}");
+        }
+        assert_eq!(count_rows(&test_db, "users").await, 1, "cut after {cut_after} polls");
+        let name: String = test_db.client().await.query_one("SELECT name FROM users", &[]).await.unwrap().get(0);
+        let expected = if committed.is_ok() && ann.is_some() { format!("ann {cut_after}") } else { "ann".to_owned() };
+        assert_eq!(name, expected, "cut after {cut_after} polls");
+        test_db.client().await.batch_execute("UPDATE users SET name = 'ann'").await.unwrap();
+        if finished {
+            break;
+        }
+    }
+}
+
 /// A flush of many rows binds and applies them a chunk at a time, yielding
 /// to the runtime in between. Cut off at any of its polls (its future
 /// dropped, as by a timeout), it leaves a session that either never sent
@@ -176,18 +236,7 @@ async fn a_large_flush_cut_off_at_any_poll_leaves_no_half_applied_session() {
     for cut_after in 1.. {
         let mut session = db.session();
         session.add_all((0..ROWS).map(|i| user(&format!("u{i}"))));
-        let mut flush = Box::pin(session.flush());
-        let mut finished = false;
-        for _ in 0..cut_after {
-            if let Poll::Ready(result) = futures_util::poll!(flush.as_mut()) {
-                result.unwrap();
-                finished = true;
-                break;
-            }
-            // Lets the round trip progress between polls.
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        drop(flush);
+        let finished = flush_cut_off_after(&mut session, cut_after).await;
         let committed = session.commit().await;
         let expected = if committed.is_ok() { 1 + ROWS } else { 1 };
         if let Err(error) = &committed {

@@ -255,3 +255,41 @@ async fn a_group_autoflushes_first_and_reads_what_it_wrote() {
     })
     .await;
 }
+
+/// Loads between flushes autoflush with nothing to do, which takes a
+/// shortcut (no registry's flush state to end after a flush that ended);
+/// writes made after them, and written again, are flushed as usual.
+#[tokio::test]
+async fn writes_after_empty_autoflushes_are_flushed_as_usual() {
+    in_time(async {
+        let (test_db, db) = seeded(&["ann", "ben"]).await;
+        let mut session = db.session();
+        let ann = session.get_one::<Customer>(1).await.unwrap();
+        ann.write().name = "anna".into();
+        let cara = session.add(customer("cara"));
+        session.flush().await.unwrap();
+        // Empty autoflushes: the flush above ended, nothing is pending.
+        let ben = session.get_one::<Customer>(2).await.unwrap();
+        assert_eq!(session.query::<Customer>().count().await.unwrap(), 3);
+        ben.write().name = "benedict".into();
+        ann.write().description = Some("twice written".into());
+        cara.write().name = "carla".into();
+        // This autoflush has the three writes to send.
+        assert_eq!(session.query::<Customer>().filter(Customer::NAME.eq("carla")).count().await.unwrap(), 1);
+        session.get_one::<Customer>(1).await.unwrap();
+        session.commit().await.unwrap();
+
+        let client = test_db.client().await;
+        let rows = client.query("SELECT name, description FROM customer ORDER BY id", &[]).await.unwrap();
+        let rows: Vec<(String, Option<String>)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+        assert_eq!(
+            rows,
+            [
+                ("anna".to_owned(), Some("twice written".to_owned())),
+                ("benedict".to_owned(), None),
+                ("carla".to_owned(), None)
+            ]
+        );
+    })
+    .await;
+}

@@ -65,6 +65,31 @@ async fn flushes_and_statements_are_spans_with_their_sql_and_counts() {
     );
 }
 
+/// The autoflush before each load of a session that only reads has nothing
+/// to do and takes a shortcut, but is still a flush span like any other.
+#[tokio::test]
+async fn an_empty_autoflush_is_a_span_too() {
+    let (_test_db, db) = setup().await;
+    let mut writer = db.session();
+    writer.add_all([customer("ann"), customer("ben")]);
+    writer.commit().await.unwrap();
+    let log = LogBuffer::default();
+    let _guard = log.install_spans();
+
+    let mut session = db.session();
+    assert!(session.get::<Customer>(1).await.unwrap().is_some());
+    assert!(session.get::<Customer>(2).await.unwrap().is_some());
+    assert!(session.get::<Customer>(3).await.unwrap().is_none());
+    session.commit().await.unwrap();
+
+    let text = log.text();
+    let closed = |name: &str| text.lines().filter(|line| line.contains(name) && line.contains("close")).count();
+    assert_eq!(closed("orm.flush{commit=false statements=0 round_trips=0}"), 3, "one per get: {text}");
+    assert_eq!(closed("orm.flush{commit=true statements=0 round_trips=0}"), 1, "nothing to commit: {text}");
+    assert_eq!(closed("orm.flush"), 4, "{text}");
+    assert_eq!(statement_spans(&text).len(), 3, "the three loads: {text}");
+}
+
 #[tokio::test]
 async fn raw_sql_spans_name_its_operation_and_only_a_certain_table() {
     let (_test_db, db) = setup().await;

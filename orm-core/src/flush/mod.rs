@@ -77,14 +77,11 @@ pub(crate) async fn flush(
     stats: &mut SessionStats,
     end: FlushEnd,
 ) -> Result<()> {
-    let span = tracing::debug_span!(
-        "orm.flush",
-        commit = end == FlushEnd::Commit,
-        statements = tracing::field::Empty,
-        round_trips = tracing::field::Empty
-    );
+    connection.poison_if_applying();
+    let span = flush_span(end);
     let before = *stats;
     let result = if registries.has_pending_work() {
+        connection.begin_flush_with_work();
         // Boxed: planning and sending keep several KiB of state across their
         // awaits, which every caller's future would otherwise hold and move,
         // also for the commit of a unit of work that only read.
@@ -98,10 +95,39 @@ pub(crate) async fn flush(
     connection.set_applying(false);
     span.record("statements", stats.statements - before.statements);
     span.record("round_trips", stats.round_trips - before.round_trips);
-    for registry in &mut registries.all {
-        registry.end_flush(result.is_ok());
+    // Only a flush with work leaves state in the registries, also one cut
+    // off before it ended (its future dropped), which is ended here then.
+    if connection.take_unended_flush() {
+        for registry in &mut registries.all {
+            registry.end_flush(result.is_ok());
+        }
     }
     result
+}
+
+/// A flush that has nothing to do and nothing to end, done at once
+/// without a future: the autoflush before each load of a session that
+/// only reads. Its span is there as for any flush, with nothing sent.
+/// `false` (and nothing done) when there is something to flush: then
+/// call [`flush`].
+pub(crate) fn flush_nothing(registries: &Registries, connection: &SessionConnection) -> bool {
+    if registries.has_pending_work() || connection.flush_unended() {
+        return false;
+    }
+    let span = flush_span(FlushEnd::KeepOpen);
+    span.record("statements", 0);
+    span.record("round_trips", 0);
+    let _entered = span.enter();
+    true
+}
+
+fn flush_span(end: FlushEnd) -> tracing::Span {
+    tracing::debug_span!(
+        "orm.flush",
+        commit = end == FlushEnd::Commit,
+        statements = tracing::field::Empty,
+        round_trips = tracing::field::Empty
+    )
 }
 
 async fn run(
