@@ -112,13 +112,31 @@ impl EntityMeta {
     }
 
     /// Index of the soft-delete marker column, if the entity has one.
-    pub fn soft_delete_column(&self) -> Option<usize> {
-        self.columns.iter().position(|c| c.soft_delete)
+    /// A `const fn`, so that code asking it of a type's `META` on every
+    /// call (whether a session's filters may hide a row) can ask it once, at
+    /// compile time.
+    pub const fn soft_delete_column(&self) -> Option<usize> {
+        let mut at = 0;
+        while at < self.columns.len() {
+            if self.columns[at].soft_delete {
+                return Some(at);
+            }
+            at += 1;
+        }
+        None
     }
 
-    /// Index of the tenant column, if the entity has one.
-    pub fn tenant_column(&self) -> Option<usize> {
-        self.columns.iter().position(|c| c.tenant)
+    /// Index of the tenant column, if the entity has one; a `const fn`, as
+    /// [`soft_delete_column`](Self::soft_delete_column) is.
+    pub const fn tenant_column(&self) -> Option<usize> {
+        let mut at = 0;
+        while at < self.columns.len() {
+            if self.columns[at].tenant {
+                return Some(at);
+            }
+            at += 1;
+        }
+        None
     }
 }
 

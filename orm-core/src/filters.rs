@@ -131,7 +131,9 @@ impl Filters {
     /// column, or a tenant column with a tenant set. Asked once for many
     /// entities, instead of searching `E`'s columns for each.
     pub(crate) fn may_hide<E: Entity>(&self) -> bool {
-        E::META.soft_delete_column().is_some() || (E::META.tenant_column().is_some() && self.tenant.is_some())
+        let soft_deleted = const { E::META.soft_delete_column().is_some() };
+        let has_tenant = const { E::META.tenant_column().is_some() };
+        soft_deleted || (has_tenant && self.tenant.is_some())
     }
 
     /// [`hides`](Self::hides) of a tracked instance, as it is now; without

@@ -94,6 +94,7 @@ mod raw_sql;
 mod relation;
 mod relation_loading;
 mod replicas;
+mod row_chunks;
 mod schema_check;
 mod select;
 mod session;

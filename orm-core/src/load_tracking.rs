@@ -14,20 +14,19 @@
 
 use std::hash::BuildHasher;
 
-use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
-
 use crate::children_index::ChildrenIndex;
 use crate::entity::Entity;
 use crate::identity::Registry;
+use crate::row_chunks::LoadedRows;
 use crate::tracked::{Inner, Tracked, BLOCK};
 
 /// What a row of a load turned out to be, before its block exists.
 enum Found<T: Entity> {
     /// Tracked already: that instance wins over the row.
     Held(Tracked<T>),
-    /// New: the next instance of the block, under this key and hash, and
+    /// New: the next instance of the block, under this key, and
     /// how the children index files it.
-    New(u64, T::Key, Filing),
+    New(T::Key, Filing),
     /// Its key's hash repeats one of this block's new rows: most likely the
     /// same key again (a join repeats its parents), so it is tracked after
     /// them, through the map. Only rows that wait for the end of the load
@@ -74,8 +73,8 @@ impl<T: Entity> BlockScratch<T> {
 /// The new rows of a load tracked as they arrive, waiting for its end to
 /// enter the identity map, and what is needed to put them in place then.
 struct Entering<T: Entity> {
-    /// Each new row's key hash and key, in row order.
-    keys: Vec<(u64, T::Key)>,
+    /// Each new row's key, in row order.
+    keys: Vec<T::Key>,
     /// How the children index files each, beside `keys`, when it files
     /// by a column read from the row; empty when it files by instance (all
     /// rows of a load file the same way).
@@ -108,7 +107,7 @@ impl<T: Entity> Registry<T> {
     /// [`track_loaded`](Self::track_loaded) gives them row by row, but with
     /// the map sized once for all of them and the new instances allocated
     /// [`BLOCK`] at a time, each row's key hashed once.
-    pub(crate) fn track_all(&mut self, rows: Vec<T>) -> Vec<Tracked<T>> {
+    pub(crate) fn track_all(&mut self, rows: impl LoadedRows<T>) -> Vec<Tracked<T>> {
         let mut tracked = Vec::with_capacity(rows.len());
         self.track_all_into(rows, &mut tracked);
         tracked
@@ -119,19 +118,23 @@ impl<T: Entity> Registry<T> {
     /// of an eager load, found by [`Session::children`](crate::Session::children)):
     /// no handle per row is collected, and the identity map takes each new
     /// row's handle itself instead of a clone.
-    pub(crate) fn track_all_unkept(&mut self, rows: Vec<T>) {
+    pub(crate) fn track_all_unkept(&mut self, rows: impl LoadedRows<T>) {
         self.track_all_into(rows, &mut Unkept);
     }
 
-    fn track_all_into(&mut self, rows: Vec<T>, tracked: &mut impl LoadHandles<T>) {
+    fn track_all_into(&mut self, rows: impl LoadedRows<T>, tracked: &mut impl LoadHandles<T>) {
         // Sized once for the whole result instead of growing (and
         // rehashing) row by row: this was the largest cost of tracked loads.
         self.identity.appending().reserve(rows.len());
         let mut scratch = BlockScratch::for_rows(rows.len());
         let probe = Probe::at_start_of_load(self);
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            self.track_block(&mut rows, tracked, &mut scratch, probe, None);
+        // A chunk's last block may hold fewer than BLOCK instances (when
+        // some of its rows were tracked already): blocks never span chunks.
+        for chunk in rows.into_chunks() {
+            let mut rows = chunk.into_iter().peekable();
+            while rows.peek().is_some() {
+                self.track_block(&mut rows, tracked, &mut scratch, probe, None);
+            }
         }
     }
 
@@ -172,14 +175,13 @@ impl<T: Entity> Registry<T> {
         while made_count < BLOCK {
             let Some(entity) = rows.next() else { break };
             let key = entity.key();
-            let hash = self.identity.hasher().hash_one(&key);
             let held = match probe {
                 Probe::Skip => None,
-                Probe::Map => self.identity.raw_entry_v1().from_key_hashed_nocheck(hash, &key),
+                Probe::Map => self.identity.get(&key),
             };
-            if let Some((_, held)) = held {
+            if let Some(held) = held {
                 found.push(Found::Held(held.clone()));
-            } else if !within_block_check || new_hashes.insert(hash) {
+            } else if !within_block_check || new_hashes.insert(self.identity.hasher().hash_one(&key)) {
                 made_count += 1;
                 let filing = sole_reference
                     .map_or(Filing::ByInstance, |column| Filing::Under(column, entity.reference_hash(column)));
@@ -193,7 +195,7 @@ impl<T: Entity> Registry<T> {
                 } else {
                     rest.push(instance);
                 }
-                found.push(Found::New(hash, key, filing));
+                found.push(Found::New(key, filing));
             } else {
                 found.push(Found::Repeated(entity));
             }
@@ -220,14 +222,14 @@ impl<T: Entity> Registry<T> {
                     let Some(placeholder) = &block_first else { unreachable!("a repeated row follows its first") };
                     Tracked::clone(placeholder)
                 }
-                (Found::New(hash, key, filing), entering) => {
+                (Found::New(key, filing), entering) => {
                     let Some(handle) = made.as_mut().and_then(Iterator::next) else {
                         unreachable!("one instance was made per new row")
                     };
                     match entering {
                         None => {
                             let kept = tracked.kept(&handle);
-                            match (enter(self, hash, key, handle, filing, generation), kept) {
+                            match (enter(self, key, handle, filing, generation), kept) {
                                 (Entered::Held(held), _) => held,
                                 (Entered::New, Some(kept)) => kept,
                                 (Entered::New, None) => continue,
@@ -237,7 +239,7 @@ impl<T: Entity> Registry<T> {
                             if block_first.is_none() {
                                 block_first = Some(handle.clone());
                             }
-                            entering.keys.push((hash, key));
+                            entering.keys.push(key);
                             if let Filing::Under(..) = filing {
                                 entering.filings.push(filing);
                             }
@@ -273,7 +275,7 @@ impl<T: Entity> LoadTracking<'_, T> {
         let mut skipped = skipped.into_iter().peekable();
         let mut filings = filings.into_iter();
         let mut at = 0;
-        for (hash, key) in keys {
+        for key in keys {
             let filing = filings.next().unwrap_or(Filing::ByInstance);
             while skipped.next_if_eq(&at).is_some() {
                 at += 1;
@@ -281,7 +283,7 @@ impl<T: Entity> LoadTracking<'_, T> {
             let Some(slot) = tracked.get_mut(at) else { unreachable!("each new row has its place") };
             // The same key in an earlier block of this load: its instance
             // wins, as it would have had the rows entered as they came.
-            if let Entered::Held(held) = enter(registry, hash, key, slot.clone(), filing, generation) {
+            if let Entered::Held(held) = enter(registry, key, slot.clone(), filing, generation) {
                 *slot = held;
             }
             at += 1;
@@ -344,8 +346,8 @@ enum Entered<T: Entity> {
     New,
 }
 
-/// Enters `handle`, a new instance made for a row keyed `key` (hashing to
-/// `hash`), in `registry`'s identity map and files it in the children
+/// Enters `handle`, a new instance made for a row keyed `key`, in
+/// `registry`'s identity map and files it in the children
 /// index as `filing` says; or, if the map holds `key` already, returns that
 /// instance and leaves `handle` untracked. Always inlined: every new row
 /// of a block whose rows enter the map at once goes through it, and with
@@ -355,35 +357,44 @@ enum Entered<T: Entity> {
 #[inline(always)]
 fn enter<T: Entity>(
     registry: &mut Registry<T>,
-    hash: u64,
     key: T::Key,
     handle: Tracked<T>,
     filing: Filing,
     generation: u64,
 ) -> Entered<T> {
-    // Appended after every tracked entity: the buckets of the children
-    // index stay in collection order.
-    match registry.identity.appending().raw_entry_mut_v1().from_key_hashed_nocheck(hash, &key) {
-        RawEntryMut::Occupied(held) => {
-            handle.set_identity_key(None);
-            Entered::Held(held.get().clone())
-        }
-        RawEntryMut::Vacant(vacant) => {
-            // Filed before the map takes the handle: the insert that hands
-            // back a reference to it costs more than filing first.
-            let filed = match filing {
-                Filing::Under(column, parent) => {
-                    registry.children_index.file_new_under(&handle, column, parent, generation)
-                }
-                Filing::ByInstance => registry.children_index.file_new(&handle, generation),
-            };
-            if !filed {
-                registry.write_log.note_moved(&handle);
-            }
-            vacant.insert_hashed_nocheck(hash, key, handle);
-            Entered::New
-        }
+    // Filed before the map takes the handle: the insert that hands back a
+    // reference to it costs more than filing first.
+    let filed = match filing {
+        Filing::Under(column, parent) => registry.children_index.file_new_under(&handle, column, parent, generation),
+        Filing::ByInstance => registry.children_index.file_new(&handle, generation),
+    };
+    if !filed {
+        registry.write_log.note_moved(&handle);
     }
+    // One probe: the insert finds the key's slot or an empty one in the
+    // same pass, where a lookup before an insert probed twice for every
+    // new row. Appended after every tracked entity, so the buckets of the
+    // children index stay in collection order; a key the map held already
+    // gets its instance back, in its place, and the new one leaves the
+    // index it was just filed in.
+    match registry.identity.appending().insert_full(key, handle) {
+        (_, None) => Entered::New,
+        (at, Some(held)) => Entered::Held(put_back(registry, at, held)),
+    }
+}
+
+/// Puts `held`, the instance the identity map held for a key, back in
+/// its place `at`, which an insert just gave to a new instance of the same
+/// key; takes that one out of the children index, and returns `held`.
+#[cold]
+fn put_back<T: Entity>(registry: &mut Registry<T>, at: usize, held: Tracked<T>) -> Tracked<T> {
+    let Some((_, new)) = registry.identity.appending().get_index_mut(at) else {
+        unreachable!("the insert just found this entry")
+    };
+    let new = std::mem::replace(new, held.clone());
+    new.set_identity_key(None);
+    registry.children_index.remove(&new);
+    held
 }
 
 /// Where a load puts the handles of its rows.

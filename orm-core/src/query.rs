@@ -667,7 +667,7 @@ impl<'s, E: Entity> Query<'s, E> {
         self.limit = Some(self.limit.map_or(2, |limit| limit.min(2)));
         let built = self.build(sql::select_from_of::<E>());
         let access = self.access();
-        let rows = self.session.load_untracked_with::<E>(&built.sql, &param_refs(&built.params), access).await?;
+        let rows: Vec<E> = self.session.load_untracked_with(&built.sql, &param_refs(&built.params), access).await?;
         let filter = if rows.is_empty() { built.filter_text() } else { String::new() };
         Ok((rows, self.session, filter))
     }
@@ -697,7 +697,7 @@ impl<E: Entity> UntrackedQuery<'_, E> {
         self.query.session.autoflush_for_query().await?;
         let built = self.query.build(sql::select_from_of::<E>());
         let access = self.query.access();
-        self.query.session.load_untracked_with::<E>(&built.sql, &param_refs(&built.params), access).await
+        self.query.session.load_untracked_with(&built.sql, &param_refs(&built.params), access).await
     }
 
     /// Runs the query with `LIMIT 1` and returns the first value, if any.

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::identity::ParentLink;
 use crate::load_together::{Load, Planned};
 use crate::relation::Relation;
+use crate::row_chunks::{LoadedRows, RowChunks};
 use crate::session::Session;
 use crate::sql::{self, quote_ident};
 use crate::tracked::Tracked;
@@ -219,13 +220,13 @@ impl Session {
         &mut self,
         parents: &[Tracked<P>],
         relation: Relation<C, P>,
-    ) -> Result<(Vec<C>, Vec<P::Key>)> {
+    ) -> Result<(RowChunks<C>, Vec<P::Key>)> {
         // Before reading the keys: a parent not inserted yet gets its
         // generated key from this flush.
         self.autoflush_for_query().await?;
         let keys = distinct_keys(parents, |parent| Some(parent.key()))?;
         let (sql, params) = self.children_statement(relation, &keys);
-        let rows = self.load_untracked_with::<C>(&sql, &param_refs(&params), Access::Read).await?;
+        let rows = self.load_untracked_with(&sql, &param_refs(&params), Access::Read).await?;
         Ok((rows, keys))
     }
 
@@ -255,7 +256,7 @@ impl Session {
     /// Tracks the children a load of `parents` parents' children read,
     /// each parent's bucket of the children index sized for the average
     /// number of children instead of growing (and moving) child by child.
-    fn track_children<C: Entity>(&mut self, rows: Vec<C>, parents: usize) -> Vec<Tracked<C>> {
+    fn track_children<C: Entity>(&mut self, rows: impl LoadedRows<C>, parents: usize) -> Vec<Tracked<C>> {
         self.expect_children::<C>(rows.len(), parents);
         self.track(rows)
     }

@@ -22,6 +22,7 @@ use crate::n_plus_one::{LoadCounter, NPlusOne};
 use crate::query::{self, Query};
 use crate::raw_sql::RawSql;
 use crate::replicas::ServedBy;
+use crate::row_chunks::LoadedRows;
 use crate::sql;
 use crate::stats::SessionStats;
 use crate::tracked::Tracked;
@@ -231,7 +232,7 @@ impl Session {
         let mut params = E::key_params(&key);
         let sql = self.filtered::<E>(sql::select_by_key_of::<E>(), &mut params);
         self.loads.record(&sql)?;
-        let rows = self.fetch_untracked::<E>(&sql, &param_refs(&params), Access::Read).await?;
+        let rows: Vec<E> = self.fetch_untracked(&sql, &param_refs(&params), Access::Read).await?;
         Ok(self.track(rows).pop())
     }
 
@@ -381,7 +382,7 @@ impl Session {
     /// The tracked instances for freshly read rows: those already in the
     /// identity map (their pending changes win over the rows), or the rows,
     /// now tracked.
-    pub(crate) fn track<E: Entity>(&mut self, rows: Vec<E>) -> Vec<Tracked<E>> {
+    pub(crate) fn track<E: Entity>(&mut self, rows: impl LoadedRows<E>) -> Vec<Tracked<E>> {
         self.registries.of::<E>().track_all(rows)
     }
 
@@ -394,25 +395,25 @@ impl Session {
     /// Runs a SELECT of `E`'s columns and returns plain values, bypassing the
     /// identity map (for large read-only loads), with the access the
     /// statement needs: a locking read must run inside the transaction.
-    pub(crate) async fn load_untracked_with<E: Entity>(
+    pub(crate) async fn load_untracked_with<E: Entity, R: LoadedRows<E>>(
         &mut self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
         access: Access,
-    ) -> Result<Vec<E>> {
+    ) -> Result<R> {
         self.loads.record(sql)?;
         self.fetch_untracked(sql, params, access).await
     }
 
     /// [`load_untracked_with`](Self::load_untracked_with), not counted by the N+1
     /// guard: `refresh` has no batched form to point to.
-    async fn fetch_untracked<E: Entity>(
+    async fn fetch_untracked<E: Entity, R: LoadedRows<E>>(
         &mut self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
         access: Access,
-    ) -> Result<Vec<E>> {
-        let mut loaded = Vec::new();
+    ) -> Result<R> {
+        let mut loaded = R::default();
         self.connection
             .for_each_row(RawSql::cached(sql), params, access, &mut self.stats, |row| {
                 loaded.push(E::from_row(&row, 0)?);
@@ -670,7 +671,7 @@ impl Session {
         drop(entity.lock_write()?);
         let mut params = E::key_params(&key);
         let sql = self.filtered::<E>(sql::select_by_key_of::<E>(), &mut params);
-        let rows = self.fetch_untracked::<E>(&sql, &param_refs(&params), Access::Read).await?;
+        let rows: Vec<E> = self.fetch_untracked(&sql, &param_refs(&params), Access::Read).await?;
         let fresh = rows.into_iter().next().ok_or(Error::NotFound { entity: E::META.name, key: format!("{key:?}") })?;
         let mut state = entity.lock_write()?;
         let registry = self.registries.of::<E>();

@@ -125,3 +125,32 @@ async fn a_join_into_a_fresh_session_gives_a_parent_repeated_in_a_later_block_on
     assert!(Tracked::ptr_eq(&session.get_one::<User>(77).await.unwrap(), &rows[76].1));
     assert_eq!(session.stats().statements, statements, "the author is in the identity map");
 }
+
+#[tokio::test]
+async fn a_child_repeated_within_one_load_is_one_instance_and_one_child_of_its_parent() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    let users = session.get_many::<User>(&[1, 2]).await.unwrap();
+    // The children index is built (and posts are tracked) before the load
+    // that repeats rows: each repeat is filed in the index as it is made,
+    // then meets its first instance in the identity map.
+    session.load_children(&users[..1], Post::AUTHOR).await.unwrap();
+    let repeated = session
+        .query_raw::<Post>(
+            "SELECT p.* FROM post AS p WHERE p.author_id = $1
+             UNION ALL SELECT p.* FROM post AS p WHERE p.author_id = $1 ORDER BY 1",
+            &[&2_i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(repeated.len(), 20);
+    for pair in repeated.chunks(2) {
+        assert!(Tracked::ptr_eq(&pair[0], &pair[1]), "post {} has one instance", pair[0].read().id);
+    }
+    let posts = session.load_children(&users[1..], Post::AUTHOR).await.unwrap();
+    let children = session.children(&users[1], Post::AUTHOR).unwrap();
+    assert_eq!(children.len(), 10, "each post once");
+    for (child, (loaded, first)) in children.iter().zip(posts.iter().zip(repeated.iter().step_by(2))) {
+        assert!(Tracked::ptr_eq(child, loaded) && Tracked::ptr_eq(child, first));
+    }
+}
