@@ -169,9 +169,7 @@ impl Filters {
         for tracked in registry.written() {
             let state = tracked.lock_read()?;
             tenant.check(&state.current)?;
-            if let Some(snapshot) = &state.snapshot {
-                tenant.check(&**snapshot)?;
-            }
+            tracked.snapshot(&state, |snapshot| tenant.check(snapshot)).transpose()?;
         }
         Ok(())
     }

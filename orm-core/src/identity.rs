@@ -113,7 +113,7 @@ pub(crate) struct Undo<T: Entity> {
     /// Entities inserted since the savepoint: they leave the session.
     pub(crate) inserted: Vec<Tracked<T>>,
     /// Entities updated since the savepoint, with their values before.
-    pub(crate) updated: Vec<(Tracked<T>, Box<T>)>,
+    pub(crate) updated: Vec<(Tracked<T>, T)>,
     /// Entities deleted since the savepoint: they are persistent again.
     pub(crate) deleted: Vec<Tracked<T>>,
 }
@@ -283,8 +283,9 @@ impl<T: Entity> Registry<T> {
     pub(crate) fn update_candidate(&self, tracked: &Tracked<T>) -> Result<Option<(T::Key, ColumnSet)>> {
         let (original_key, changed) = {
             let state = tracked.lock_read()?;
-            let Some(snapshot) = &state.snapshot else { return Ok(None) };
-            (snapshot.key(), state.current.changed_columns(snapshot))
+            let read = |snapshot: &T| (snapshot.key(), state.current.changed_columns(snapshot));
+            let Some(candidate) = tracked.snapshot(&state, read) else { return Ok(None) };
+            candidate
         };
         let persistent = self.identity.get(&original_key).is_some_and(|t| Tracked::ptr_eq(t, tracked));
         if !persistent || self.pending_deletes.contains_key(&original_key) {
@@ -443,9 +444,9 @@ impl<T: Entity> Registry<T> {
             .collect();
         // Every entity first, so that a borrowed one leaves all unchanged.
         let mut states = written.iter().map(Tracked::lock_write).collect::<Result<Vec<_>>>()?;
-        for state in &mut states {
-            if let Some(snapshot) = state.snapshot.take() {
-                state.current = *snapshot;
+        for (tracked, state) in written.iter().zip(&mut states) {
+            if let Some(snapshot) = tracked.take_snapshot(state) {
+                state.current = snapshot;
             }
         }
         drop(states);
@@ -706,8 +707,8 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         }
         for (tracked, before) in undo.updated.into_iter().rev() {
             let mut state = tracked.lock_write()?;
-            state.current = *before;
-            state.snapshot = None;
+            state.current = before;
+            drop(tracked.take_snapshot(&mut state));
             drop(state);
             self.changed(&tracked);
         }

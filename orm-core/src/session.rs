@@ -680,7 +680,7 @@ impl Session {
         let before = std::mem::replace(&mut state.current, fresh);
         // The values as last loaded or flushed, which a rollback of the
         // enclosing savepoint restores (the row it read may change with it).
-        let before = state.snapshot.take().unwrap_or_else(|| Box::new(before));
+        let before = entity.take_snapshot(&mut state).unwrap_or(before);
         drop(state);
         if let Some(undo) = registry.savepoints.last_mut() {
             undo.updated.push((entity.clone(), before));
@@ -1072,7 +1072,7 @@ impl Session {
                 continue;
             }
             let state = tracked.lock_write()?;
-            let changed = state.snapshot.as_ref().is_some_and(|before| state.current.changed_columns(before) != 0);
+            let changed = tracked.snapshot(&state, |before| state.current.changed_columns(before) != 0) == Some(true);
             let linked =
                 (0..E::META.columns.len()).any(|column| registry.links.contains_key(&(column, tracked.address())));
             if changed || linked || registry.pending_deletes.contains_key(&key) {
@@ -1092,9 +1092,9 @@ impl Session {
                 if let Some(state) = refreshed.get(&existing.address()).map(|&at| &mut states[at]) {
                     let before = std::mem::replace(&mut state.current, row);
                     if in_savepoint {
-                        replaced.push((existing.clone(), Box::new(before)));
+                        replaced.push((existing.clone(), before));
                     }
-                    state.snapshot = None;
+                    drop(existing.take_snapshot(state));
                     registry.changed(existing);
                 }
                 tracked.push(Some(existing.clone()));

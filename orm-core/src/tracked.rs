@@ -118,6 +118,93 @@ struct Block<T: Entity> {
     /// The others, in slot order from slot 1; empty (no allocation) for a
     /// block of one.
     rest: Box<[Inner<T>]>,
+    /// The snapshots of the block's written instances (see
+    /// [`EntityState::written`]).
+    snapshots: Mutex<Snapshots<T>>,
+}
+
+/// The snapshots of one block's instances: the values each had when last
+/// loaded or flushed, taken at its first write since. Kept by the block
+/// rather than boxed per instance, so that a load whose rows are all
+/// written allocates (and frees) one list per block instead of a box per
+/// row, and an instance that is only read costs no room for one.
+///
+/// Entries are `(slot, snapshot)` in slot order; a snapshot taken out
+/// leaves its entry empty for the slot's next one, and the list is freed
+/// when its last snapshot is taken, so that a flushed block keeps nothing.
+/// Each entry is only read or changed under its instance's lock, and the
+/// list's own lock is taken last and held for no other lock.
+struct Snapshots<T> {
+    entries: Vec<(u32, Option<T>)>,
+    /// How many entries hold a snapshot.
+    live: u32,
+}
+
+impl<T> Default for Snapshots<T> {
+    fn default() -> Self {
+        Snapshots { entries: Vec::new(), live: 0 }
+    }
+}
+
+/// How many snapshots a block has room for at first (see [`Snapshots::put`]).
+const SNAPSHOTS_FIRST: usize = 4;
+
+impl<T> Snapshots<T> {
+    /// Where `slot`'s entry is, or would go. Blocks are mostly written in
+    /// slot order, which puts slot `n` at index `n`, or a new slot last:
+    /// both checked before a search.
+    fn position(&self, slot: u32) -> std::result::Result<usize, usize> {
+        let guess = usize::try_from(slot).unwrap_or(usize::MAX);
+        match (self.entries.get(guess), self.entries.last()) {
+            (Some(&(found, _)), _) if found == slot => Ok(guess),
+            (_, None) => Err(0),
+            (_, Some(&(last, _))) if last < slot => Err(self.entries.len()),
+            _ => self.entries.binary_search_by_key(&slot, |&(found, _)| found),
+        }
+    }
+
+    /// The snapshot of `slot`, if it has one.
+    fn get(&self, slot: u32) -> Option<&T> {
+        let at = self.position(slot).ok()?;
+        self.entries[at].1.as_ref()
+    }
+
+    /// Makes `snapshot` the snapshot of `slot`, in a block of `len`
+    /// instances; returns the one it replaces.
+    fn put(&mut self, slot: u32, snapshot: T, len: usize) -> Option<T> {
+        let previous = match self.position(slot) {
+            Ok(at) => self.entries[at].1.replace(snapshot),
+            Err(at) => {
+                if self.entries.len() == self.entries.capacity() {
+                    // Room for a few first, then for the whole block: two
+                    // allocations for a block whose every instance is
+                    // written, instead of a doubling each (realloc copying
+                    // the entries each time), and little for a block with
+                    // a write or two.
+                    let room = if self.entries.is_empty() { len.min(SNAPSHOTS_FIRST) } else { len };
+                    self.entries.reserve_exact(room.saturating_sub(self.entries.len()).max(1));
+                }
+                self.entries.insert(at, (slot, Some(snapshot)));
+                None
+            }
+        };
+        if previous.is_none() {
+            self.live += 1;
+        }
+        previous
+    }
+
+    /// Takes the snapshot of `slot` out, if it has one; frees the list
+    /// with the last.
+    fn take(&mut self, slot: u32) -> Option<T> {
+        let at = self.position(slot).ok()?;
+        let taken = self.entries[at].1.take()?;
+        self.live -= 1;
+        if self.live == 0 {
+            self.entries = Vec::new();
+        }
+        Some(taken)
+    }
 }
 
 impl<T: Entity> Block<T> {
@@ -148,7 +235,7 @@ impl<T: Entity> Inner<T> {
     /// An instance of `entity`, tracked under `identity` if it is persistent.
     pub(crate) fn new(entity: T, identity: Option<T::Key>) -> Self {
         Inner {
-            state: RwLock::new(EntityState { current: entity, snapshot: None, bound_by: 0, sent: None }),
+            state: RwLock::new(EntityState { current: entity, written: false, bound_by: 0, sent: None }),
             identity: Mutex::new(identity),
             moved: AtomicBool::new(false),
         }
@@ -243,10 +330,12 @@ impl<T: Entity> WriteLog<T> {
 /// The instance and, once it was written to, its state as the database has it.
 pub(crate) struct EntityState<T> {
     pub(crate) current: T,
-    /// The last loaded or flushed values, taken at the first `write()` after
-    /// that: a tracked entity that is only read costs no copy, and boxed so
-    /// that it costs one pointer of room instead of a second entity.
-    pub(crate) snapshot: Option<Box<T>>,
+    /// Whether the instance has a snapshot: its last loaded or flushed
+    /// values, taken at the first `write()` after that, so a tracked entity
+    /// that is only read costs no copy. The snapshot itself is kept by the
+    /// instance's block (see [`Tracked::snapshot`]), changed only together
+    /// with this flag, under the instance's lock.
+    written: bool,
     /// The flush whose statements carry this entity's values, 0 if none.
     pub(crate) bound_by: u64,
     /// The values that flush sent, copied by the first write that lands
@@ -302,22 +391,6 @@ impl<T: Entity> EntityState<T> {
     pub(crate) fn mark_skipped(&mut self) {
         self.bound_by = 0;
         self.sent = None;
-    }
-
-    /// Records that the flush that bound the entity succeeded: its values
-    /// are what the database holds now (rounded as it stores them), unless
-    /// a write landed meanwhile, which stays pending. Returns whether one did.
-    pub(crate) fn mark_flushed(&mut self) -> bool {
-        self.bound_by = 0;
-        if let Some(mut sent) = self.sent.take() {
-            sent.round_to_stored();
-            self.snapshot = Some(sent);
-            true
-        } else {
-            self.current.round_to_stored();
-            self.snapshot = None;
-            false
-        }
     }
 }
 
@@ -412,7 +485,13 @@ impl<T: Entity> Tracked<T> {
     ) -> Self {
         let first = Inner::new(entity, identity);
         let conflict = conflict.map(Box::new);
-        let block = Block { write_log: Arc::downgrade(write_log), conflict, first, rest: Box::default() };
+        let block = Block {
+            write_log: Arc::downgrade(write_log),
+            conflict,
+            first,
+            rest: Box::default(),
+            snapshots: Mutex::default(),
+        };
         Tracked { block: Arc::new(block), slot: 0 }
     }
 
@@ -426,7 +505,8 @@ impl<T: Entity> Tracked<T> {
     ) -> impl Iterator<Item = Self> {
         let count = u32::try_from(rest.len() + 1).unwrap_or(u32::MAX);
         let write_log = Arc::downgrade(write_log);
-        let block = Arc::new(Block { write_log, conflict: None, first, rest: rest.into_boxed_slice() });
+        let rest = rest.into_boxed_slice();
+        let block = Arc::new(Block { write_log, conflict: None, first, rest, snapshots: Mutex::default() });
         (0..count).map(move |slot| Tracked { block: Arc::clone(&block), slot })
     }
 
@@ -486,8 +566,9 @@ impl<T: Entity> Tracked<T> {
     pub fn try_write(&self) -> Result<RefMut<'_, T>> {
         let mut state = self.lock_write()?;
         let log = self.block.write_log.upgrade();
-        if state.snapshot.is_none() {
-            state.snapshot = Some(Box::new(state.current.clone()));
+        if !state.written {
+            let snapshot = state.current.clone();
+            self.set_snapshot(&mut state, snapshot);
             // The log is locked only briefly and never while the flush
             // holds an entity's lock, so the two locks cannot deadlock.
             if let Some(log) = &log {
@@ -562,7 +643,7 @@ impl<T: Entity> Tracked<T> {
     /// As [`read`](Self::read).
     pub fn is_modified(&self) -> bool {
         let state = self.lock_read().unwrap_or_else(|error| panic!("{error}"));
-        state.snapshot.as_ref().is_some_and(|snapshot| state.current.changed_columns(snapshot) != 0)
+        self.snapshot(&state, |snapshot| state.current.changed_columns(snapshot) != 0).unwrap_or(false)
     }
 
     /// Whether two handles refer to the same tracked instance.
@@ -588,21 +669,87 @@ impl<T: Entity> Tracked<T> {
     /// entity is borrowed for writing (so nothing can be said without waiting).
     pub(crate) fn try_changed_columns(&self) -> Option<ColumnSet> {
         let state = self.inner().state.try_read_recursive()?;
-        Some(state.snapshot.as_ref().map_or(0, |snapshot| state.current.changed_columns(snapshot)))
+        Some(self.snapshot(&state, |snapshot| state.current.changed_columns(snapshot)).unwrap_or(0))
     }
 
     /// Whether the entity's snapshot says it was written since its last
     /// load or flush; written entities that cannot be looked at now count.
     pub(crate) fn is_written(&self) -> bool {
-        self.inner().state.try_read_recursive().is_none_or(|state| state.snapshot.is_some())
+        self.inner().state.try_read_recursive().is_none_or(|state| state.written)
     }
 
     /// Forgets a write that changed nothing, unless a guard is held on the
     /// entity (then the next flush looks again).
     pub(crate) fn mark_synced_if_free(&self) {
         if let Some(mut state) = self.inner().state.try_write() {
-            state.snapshot = None;
+            drop(self.take_snapshot(&mut state));
         }
+    }
+
+    /// Reads this instance's snapshot, if it has one, with `read`; `state`
+    /// is the instance's, borrowed by the caller, which keeps the snapshot
+    /// from changing meanwhile. `read` must not borrow another snapshot of
+    /// the block.
+    pub(crate) fn snapshot<R>(&self, state: &EntityState<T>, read: impl FnOnce(&T) -> R) -> Option<R> {
+        self.check_state(state);
+        if !state.written {
+            return None;
+        }
+        self.block.snapshots.lock().get(self.slot).map(read)
+    }
+
+    /// Reads the values the database holds, as far as the session knows:
+    /// the snapshot if the instance has one, else its current values.
+    pub(crate) fn stored<R>(&self, state: &EntityState<T>, read: impl FnOnce(&T) -> R) -> R {
+        self.check_state(state);
+        let snapshots = state.written.then(|| self.block.snapshots.lock());
+        read(snapshots.as_ref().and_then(|snapshots| snapshots.get(self.slot)).unwrap_or(&state.current))
+    }
+
+    /// Makes `snapshot` the instance's snapshot; `state` is the instance's,
+    /// borrowed mutably by the caller.
+    pub(crate) fn set_snapshot(&self, state: &mut EntityState<T>, snapshot: T) {
+        self.check_state(state);
+        let len = self.block.rest.len() + 1;
+        let replaced = self.block.snapshots.lock().put(self.slot, snapshot, len);
+        state.written = true;
+        // Freed outside the block's lock.
+        drop(replaced);
+    }
+
+    /// Takes the instance's snapshot out, if it has one: it is no longer
+    /// written. `state` is the instance's, borrowed mutably by the caller.
+    pub(crate) fn take_snapshot(&self, state: &mut EntityState<T>) -> Option<T> {
+        self.check_state(state);
+        if !std::mem::replace(&mut state.written, false) {
+            return None;
+        }
+        self.block.snapshots.lock().take(self.slot)
+    }
+
+    /// Records that the flush that bound the entity succeeded: its values
+    /// are what the database holds now (rounded as it stores them), unless
+    /// a write landed meanwhile, which stays pending. Returns whether one
+    /// did. `state` is the instance's, borrowed mutably by the caller.
+    pub(crate) fn mark_flushed(&self, state: &mut EntityState<T>) -> bool {
+        state.bound_by = 0;
+        if let Some(mut sent) = state.sent.take() {
+            sent.round_to_stored();
+            self.set_snapshot(state, *sent);
+            true
+        } else {
+            state.current.round_to_stored();
+            drop(self.take_snapshot(state));
+            false
+        }
+    }
+
+    /// Checks, in debug builds, that `state` is this instance's: a
+    /// snapshot is found by the handle, and kept consistent by the lock of
+    /// the state the caller holds.
+    #[inline]
+    fn check_state(&self, state: &EntityState<T>) {
+        debug_assert!(std::ptr::eq(self.inner().state.data_ptr().cast_const(), state));
     }
 
     /// Puts the entity back in its type's write log, so the next flush
@@ -688,5 +835,48 @@ impl<T: Entity + serde::Serialize> serde::Serialize for Tracked<T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         let entity = self.try_read().map_err(serde::ser::Error::custom)?;
         entity.serialize(serializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Snapshots, BLOCK};
+
+    #[test]
+    fn snapshots_are_found_by_slot_whatever_the_order_of_writes() {
+        let mut snapshots = Snapshots::default();
+        for slot in [5, 1, 9, 0, 7] {
+            assert_eq!(snapshots.put(slot, slot * 10, 10), None);
+        }
+        assert_eq!(snapshots.put(9, 91, 10), Some(90), "a slot has one snapshot");
+        let slots: Vec<u32> = snapshots.entries.iter().map(|&(slot, _)| slot).collect();
+        assert_eq!(slots, [0, 1, 5, 7, 9], "kept in slot order");
+        let found: Vec<Option<u32>> = (0..10).map(|slot| snapshots.get(slot).copied()).collect();
+        assert_eq!(found, [Some(0), Some(10), None, None, None, Some(50), None, Some(70), None, Some(91)]);
+
+        assert_eq!(snapshots.take(1), Some(10));
+        assert_eq!((snapshots.take(1), snapshots.get(1)), (None, None), "taken once");
+        assert_eq!(snapshots.put(1, 11, 10), None, "its entry is used again");
+        assert_eq!(snapshots.entries.len(), 5);
+        for slot in [0, 1, 5, 7] {
+            assert!(snapshots.take(slot).is_some());
+            assert_ne!(snapshots.entries.capacity(), 0, "a snapshot is left");
+        }
+        assert_eq!(snapshots.take(9), Some(91));
+        assert_eq!((snapshots.live, snapshots.entries.capacity()), (0, 0), "freed with the last");
+    }
+
+    #[test]
+    fn a_block_written_in_slot_order_allocates_room_twice() {
+        let mut snapshots = Snapshots::default();
+        let mut capacities = vec![];
+        for slot in 0..u32::try_from(BLOCK).unwrap() {
+            snapshots.put(slot, slot, BLOCK);
+            if capacities.last() != Some(&snapshots.entries.capacity()) {
+                capacities.push(snapshots.entries.capacity());
+            }
+        }
+        assert_eq!(capacities, [4, BLOCK]);
+        assert!((0..64).all(|slot| snapshots.get(slot) == Some(&slot)));
     }
 }

@@ -134,3 +134,65 @@ async fn a_stale_row_in_a_large_delete_batch_is_named_and_nothing_is_deleted() {
     })
     .await;
 }
+
+/// Each row's snapshot is its own, though the rows of a load keep theirs
+/// together, per block of rows: written out of load order, some to the
+/// values they had, flushed, then written again inside a savepoint that is
+/// rolled back, every row keeps what it had at each step.
+#[tokio::test]
+async fn rows_written_out_of_load_order_keep_their_own_snapshots() {
+    within_time(async {
+        let (test_db, db) = setup().await;
+        seed(&test_db).await;
+        let mut session = db.session();
+        let accounts = session.query::<Account>().order_by(Account::ID.asc()).all().await.unwrap();
+        // Last row first; every third row written to the values it had.
+        for account in accounts.iter().rev() {
+            let mut account = account.write();
+            if account.id % 3 != 0 {
+                account.balance += 1_000;
+            }
+        }
+        let changed = |account: &Tracked<Account>| account.read().id % 3 != 0;
+        assert!(accounts.iter().all(|account| account.is_modified() == changed(account)));
+        assert_eq!(session.pending().unwrap().updates, accounts.iter().filter(|a| changed(a)).count());
+        session.flush().await.unwrap();
+        assert!(!accounts.iter().any(Tracked::is_modified), "flushed");
+
+        // Inside a savepoint, the even rows in a scattered order (7,919 is
+        // prime, so each row comes once), flushed, then rolled back.
+        let savepoint = session.begin_nested().await.unwrap();
+        let count = accounts.len();
+        for step in 0..count {
+            let account = &accounts[step * 7_919 % count];
+            if account.read().id % 2 == 0 {
+                account.write().balance += 5;
+            }
+        }
+        session.flush().await.unwrap();
+        session.rollback_nested(savepoint).await.unwrap();
+        let flushed = |id: i64| if id % 3 != 0 { (id, id + 1_000, 2) } else { (id, id, 1) };
+        for account in &accounts {
+            let account = account.read();
+            assert_eq!(
+                (account.id, account.balance, account.version),
+                flushed(account.id),
+                "as the first flush left it"
+            );
+        }
+        assert!(!accounts.iter().any(Tracked::is_modified), "the rollback leaves nothing pending");
+
+        // One row of a block written again, the others of it not.
+        accounts[70].write().balance = 1;
+        assert!(accounts[70].is_modified() && !accounts[69].is_modified() && !accounts[71].is_modified());
+        session.commit().await.unwrap();
+        let expected: Vec<(i64, i64, i32)> =
+            (1..=ROWS).map(|id| if id == 71 { (71, 1, 3) } else { flushed(id) }).collect();
+        assert_eq!(stored(&test_db).await, expected);
+
+        // A handle outliving its session keeps telling its changes.
+        accounts[5].write().balance = 0;
+        assert!(accounts[5].is_modified() && !accounts[6].is_modified());
+    })
+    .await;
+}

@@ -286,10 +286,7 @@ fn split_row_switches<T: Entity>(
         if !scope.last {
             continue;
         }
-        let stored = {
-            let state = old.lock_read()?;
-            state.snapshot.as_deref().unwrap_or(&state.current).clone()
-        };
+        let stored = old.stored(&*old.lock_read()?, T::clone);
         let version_and_key = meta.key_set() | meta.version_column().map_or(0, |v| 1 << v);
         let changed = tracked.lock_read()?.current.changed_columns(&stored) & !version_and_key;
         switches.entry(changed).or_default().push(RowSwitch { new: tracked.clone(), old, stored });
@@ -308,8 +305,8 @@ fn switch_sends<T: Entity>(changed: ColumnSet) -> bool {
 
 /// Applies a flushed row switch to the new entity, which takes over the
 /// row's version (advanced if the switch sent an UPDATE). Returns whether a
-/// write landed while the flush was on the wire.
-fn switch_flushed<T: Entity>(state: &mut EntityState<T>, stored: &T, updated: bool) -> bool {
+/// write landed while the flush was on the wire. `state` is `new`'s.
+fn switch_flushed<T: Entity>(new: &Tracked<T>, state: &mut EntityState<T>, stored: &T, updated: bool) -> bool {
     state.current.copy_version(stored);
     if let Some(sent) = &mut state.sent {
         sent.copy_version(stored);
@@ -317,7 +314,7 @@ fn switch_flushed<T: Entity>(state: &mut EntityState<T>, stored: &T, updated: bo
     if updated {
         state.advance_version();
     }
-    state.mark_flushed()
+    new.mark_flushed(state)
 }
 
 /// [`bind_columns`] for row switches: the new entities' values, checked
@@ -384,7 +381,16 @@ fn bind_columns<T: Entity>(
 /// changed to since, so the row deleted is the one the entity was read from.
 fn bind_stored<T: Entity>(rows: &[Tracked<T>], columns: &[usize]) -> Result<Vec<crate::types::Param>> {
     let guards = bind_all(rows, None)?;
-    let entities: Vec<&T> = guards.iter().map(|g| g.snapshot.as_deref().unwrap_or(&g.current)).collect();
+    // A snapshot is read under its block's lock, one at a time: the
+    // written ones are copied, the others borrowed.
+    let stored: Vec<Cow<'_, T>> = rows
+        .iter()
+        .zip(&guards)
+        .map(|(tracked, state)| {
+            tracked.snapshot(state, |snapshot| Cow::Owned(snapshot.clone())).unwrap_or(Cow::Borrowed(&state.current))
+        })
+        .collect();
+    let entities: Vec<&T> = stored.iter().map(|entity| &**entity).collect();
     Ok(columns.iter().map(|&column| T::column_array(&entities, column)).collect())
 }
 
@@ -1087,27 +1093,33 @@ impl<T: Entity> TablePlan for Plan<T> {
             if post_updated.contains(&tracked.address()) {
                 state.advance_version();
             }
-            if state.mark_flushed() {
+            if tracked.mark_flushed(state) {
                 rewritten.push(tracked);
             }
             // The key as inserted: a write since may have changed the field.
-            inserted_keys.push(Some(state.snapshot.as_deref().unwrap_or(&state.current).key()));
+            inserted_keys.push(Some(tracked.stored(state, T::key)));
         }
-        let mut befores = Vec::with_capacity(updated.len());
+        // Inside a savepoint, the values before, which rolling it back
+        // restores; otherwise `mark_flushed` frees each snapshot as it goes,
+        // instead of a list of them all being freed at the end.
+        let mut befores = Vec::with_capacity(if in_savepoint { updated.len() } else { 0 });
         for (tracked, state) in self.updates.iter().flatten().zip(&mut updated) {
-            let before = state.snapshot.take();
+            if in_savepoint {
+                if let Some(before) = tracked.take_snapshot(state) {
+                    befores.push((tracked.clone(), before));
+                }
+            }
             state.advance_version();
-            if state.mark_flushed() {
+            if tracked.mark_flushed(state) {
                 rewritten.push(tracked);
             }
-            befores.push(before);
         }
         let mut switched_keys = Vec::with_capacity(switched.len());
         for (&(updated, switch), state) in switched.iter().zip(&mut switching) {
-            if switch_flushed(state, &switch.stored, updated) {
+            if switch_flushed(&switch.new, state, &switch.stored, updated) {
                 rewritten.push(&switch.new);
             }
-            switched_keys.push(state.snapshot.as_deref().unwrap_or(&state.current).key());
+            switched_keys.push(switch.new.stored(state, T::key));
         }
         drop((inserted, post_updated_only, updated, switching));
 
@@ -1134,11 +1146,8 @@ impl<T: Entity> TablePlan for Plan<T> {
             }
         }
         self.inserted_keys = inserted_keys;
-        if in_savepoint {
-            if let Some(undo) = registry.savepoints.last_mut() {
-                let updated = self.updates.iter().flatten().zip(befores);
-                undo.updated.extend(updated.filter_map(|(tracked, before)| Some((tracked.clone(), before?))));
-            }
+        if let Some(undo) = registry.savepoints.last_mut() {
+            undo.updated.extend(befores);
         }
         // Storing rounds values (a foreign key among them) as the column does.
         self.updates.iter().flatten().for_each(|tracked| registry.changed(tracked));
