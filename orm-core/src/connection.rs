@@ -13,6 +13,7 @@ use bytes::Bytes;
 use deadpool_postgres::{Object, Pool};
 use futures_util::future::{join, maybe_done, try_join_all, MaybeDone};
 use futures_util::{FutureExt, SinkExt, TryStreamExt};
+use smallvec::SmallVec;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, SimpleQueryMessage};
 use tracing::Instrument;
@@ -566,7 +567,7 @@ impl SessionConnection {
             stats.round_trips += 1;
         }
         let encoded = encode(statements, &prepared).await;
-        let params: Vec<Vec<&(dyn ToSql + Sync)>> =
+        let params: SmallVec<[PerParam<&(dyn ToSql + Sync)>; 2]> =
             statements.iter().zip(&encoded).map(|(statement, ready)| ready_params(statement, ready)).collect();
         let copy_lost = AtomicBool::new(false);
         let (prefix_result, outcomes, after_result, after_sent) =
@@ -583,12 +584,15 @@ impl SessionConnection {
         let prefix_result = prefix_result.map_err(Error::from);
         self.prefix_answered(begin, before.is_some(), prefix_result.as_ref().err());
         let collected = prefix_result.and_then(|()| {
-            let mut results = Vec::with_capacity(outcomes.len());
-            for outcome in outcomes {
-                let outcome = outcome?;
-                stats.rows += outcome.rows();
-                results.push(outcome);
-            }
+            // Collected into the outcomes' own allocation.
+            let results = outcomes
+                .into_iter()
+                .map(|outcome| {
+                    let outcome = outcome?;
+                    stats.rows += outcome.rows();
+                    Ok(outcome)
+                })
+                .collect::<Result<Vec<_>>>()?;
             after_result.map(|_| results).map_err(Error::from)
         });
         collected.inspect_err(|error| {
@@ -974,11 +978,11 @@ impl SessionConnection {
 /// encodes a whole batch. (The caller's prefix is on the wire already: a
 /// session dropped meanwhile is handled as one dropped mid-statement.)
 /// A parameter that cannot be encoded is `None`, left to the driver.
-async fn encode(statements: &[Statement], prepared: &[Ready]) -> Vec<Vec<Option<Encoded>>> {
+async fn encode(statements: &[Statement], prepared: &[Ready]) -> Vec<PerParam<Option<Encoded>>> {
     let mut encoded = Vec::with_capacity(statements.len());
     let mut buffer = EncodeBuffer::new();
     for (statement, prepared) in statements.iter().zip(prepared) {
-        let mut ready = Vec::with_capacity(statement.params.len());
+        let mut ready = PerParam::with_capacity(statement.params.len());
         for (param, ty) in statement.params.iter().zip(prepared.params()) {
             let param = Encoded::new(param, ty, &mut buffer);
             let large = param.as_ref().is_some_and(|p| p.len() > YIELD_AFTER_BYTES);
@@ -994,7 +998,7 @@ async fn encode(statements: &[Statement], prepared: &[Ready]) -> Vec<Vec<Option<
 
 /// A statement's parameters as the driver takes them: each encoded one,
 /// else the original, whose encoding the driver then reports as failed.
-fn ready_params<'a>(statement: &'a Statement, ready: &'a [Option<Encoded>]) -> Vec<&'a (dyn ToSql + Sync)> {
+fn ready_params<'a>(statement: &'a Statement, ready: &'a [Option<Encoded>]) -> PerParam<&'a (dyn ToSql + Sync)> {
     statement
         .params
         .iter()
@@ -1007,6 +1011,10 @@ fn ready_params<'a>(statement: &'a Statement, ready: &'a [Option<Encoded>]) -> V
 }
 
 type Sent<T> = Pin<Box<MaybeDone<T>>>;
+
+/// One value per parameter of a statement, inline for the few a
+/// request's statements bind: their lists were two allocations a statement.
+type PerParam<T> = SmallVec<[T; 4]>;
 
 /// A statement whose rows are arriving, from
 /// [`SessionConnection::open_rows`]. Boxed: tokio-postgres's row stream
@@ -1033,7 +1041,7 @@ async fn send_pipelined(
     mut prefix: Sent<impl Future<Output = PgResult<()>>>,
     statements: &[Statement],
     prepared: &[Ready],
-    params: &[Vec<&(dyn ToSql + Sync)>],
+    params: &[PerParam<&(dyn ToSql + Sync)>],
     after: Option<&str>,
     copy_lost: &AtomicBool,
 ) -> (PgResult<()>, Vec<PgResult<Outcome>>, PgResult<Vec<SimpleQueryMessage>>, bool) {

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
+use smallvec::SmallVec;
+
 use crate::error::{Error, Result};
 
 /// What a session does when one load statement runs more than `threshold`
@@ -79,14 +81,23 @@ impl Default for NPlusOne {
 /// How often a session sent each load statement.
 pub(crate) struct LoadCounter {
     setting: NPlusOne,
-    /// Keyed by a 64-bit hash of the statement's text ([`TEXT_HASH`]), not
-    /// by the text: copying each statement into the map on its first run
-    /// was 0.7% of a request's instructions in the demo, whose sessions
+    /// The counts of the first [`FEW`] statements, found by a scan: most
+    /// sessions send a few, and the map's first insert (its table's
+    /// allocation, and freeing it with the session) was ~350 instructions
+    /// of a one-get request.
+    few: SmallVec<[(u64, usize); FEW]>,
+    /// The counts of the statements after the first [`FEW`]. Keyed, as
+    /// `few` is, by a 64-bit hash of the statement's text ([`TEXT_HASH`]),
+    /// not by the text: copying each statement into the map on its first
+    /// run was 0.7% of a request's instructions in the demo, whose sessions
     /// each send a few statements once. Two statements of one session
     /// would share a count only if their hashes collided, a chance of
     /// about n²/2⁶⁵ for n distinct statements.
-    runs: HashMap<u64, usize, foldhash::fast::RandomState>,
+    many: HashMap<u64, usize, foldhash::fast::RandomState>,
 }
+
+/// How many statements' counts a session keeps inline.
+const FEW: usize = 4;
 
 /// The hash of statement texts: fixed, as the texts are the application's
 /// own, not input an attacker picks to collide.
@@ -94,7 +105,20 @@ const TEXT_HASH: foldhash::fast::FixedState = foldhash::fast::FixedState::with_s
 
 impl LoadCounter {
     pub(crate) fn new(setting: NPlusOne) -> Self {
-        LoadCounter { setting, runs: HashMap::default() }
+        LoadCounter { setting, few: SmallVec::new(), many: HashMap::default() }
+    }
+
+    /// The count of the statement with this hash, created at 0.
+    fn runs(&mut self, hash: u64) -> &mut usize {
+        if let Some(at) = self.few.iter().position(|&(held, _)| held == hash) {
+            return &mut self.few[at].1;
+        }
+        if self.few.len() < FEW {
+            self.few.push((hash, 0));
+            let Some((_, runs)) = self.few.last_mut() else { unreachable!("just pushed") };
+            return runs;
+        }
+        self.many.entry(hash).or_insert(0)
     }
 
     pub(crate) fn set(&mut self, setting: NPlusOne) {
@@ -109,7 +133,7 @@ impl LoadCounter {
             NPlusOne::Warn { threshold } => (threshold, false),
             NPlusOne::Error { threshold } => (threshold, true),
         };
-        let runs = self.runs.entry(TEXT_HASH.hash_one(statement)).or_insert(0);
+        let runs = self.runs(TEXT_HASH.hash_one(statement));
         let count = *runs + 1;
         if count > threshold && refuse {
             // Not counted: it does not run, and every retry is refused alike.

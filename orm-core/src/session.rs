@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use smallvec::SmallVec;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -232,8 +233,18 @@ impl Session {
         let mut params = E::key_params(&key);
         let sql = self.filtered::<E>(sql::select_by_key_of::<E>(), &mut params);
         self.loads.record(&sql)?;
-        let rows: Vec<E> = self.fetch_untracked(&sql, &param_refs(&params), Access::Read).await?;
-        Ok(self.track(rows).pop())
+        // At most one row, tracked alone: a load's block machinery (its
+        // scratch, its vectors of rows and handles) cost a one-row request
+        // more than the row itself. The key's references stay inline too.
+        let refs: SmallVec<[&(dyn ToSql + Sync); 2]> = params.iter().map(|param| param.as_ref() as _).collect();
+        let mut found = None;
+        self.connection
+            .for_each_row(RawSql::cached(&sql), &refs, Access::Read, &mut self.stats, |row| {
+                found = Some(E::from_row(&row, 0)?);
+                Ok(())
+            })
+            .await?;
+        Ok(found.map(|entity| self.registries.of::<E>().track_loaded(entity)))
     }
 
     /// `sql`, a load of `E` that has a `WHERE` clause and calls `E`'s

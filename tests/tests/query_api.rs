@@ -359,6 +359,27 @@ async fn the_same_rows_through_get_many_pass_in_error_mode() {
 }
 
 #[tokio::test]
+async fn many_shapes_in_one_session_each_keep_their_own_count() {
+    let (test_db, db) = setup_with(|config| config.n_plus_one = NPlusOne::Error { threshold: 2 }).await;
+    seed_many(&test_db, 10).await;
+    let mut session = db.session();
+    // Seven shapes, more than a session counts inline: each runs twice,
+    // interleaved with the others, and its third run alone is refused.
+    let shapes: Vec<String> = (1..=7).map(|n| format!("SELECT * FROM customer WHERE id = $1 AND {n} = {n}")).collect();
+    for round in 1..=2 {
+        for shape in &shapes {
+            let found = session.query_raw::<Customer>(shape.as_str(), &[&round]).await.unwrap();
+            assert_eq!(found.len(), 1, "{shape}");
+        }
+    }
+    for shape in shapes.iter().rev() {
+        let error = session.query_raw::<Customer>(shape.as_str(), &[&3]).await.unwrap_err();
+        assert!(matches!(&error, Error::NPlusOne { statement, count: 3 } if statement == shape), "{error:?}");
+    }
+    assert_eq!(session.stats().statements, 14, "the refused runs were not sent");
+}
+
+#[tokio::test]
 async fn queries_count_by_shape_not_by_values() {
     let (test_db, db) = setup_with(|config| config.n_plus_one = NPlusOne::Error { threshold: 3 }).await;
     seed_many(&test_db, 10).await;

@@ -288,3 +288,26 @@ async fn pending_reports_what_the_next_flush_writes() {
     assert_eq!(session.stats().statements - before, 4);
     assert_eq!(session.pending().unwrap(), orm_core::PendingChanges::default());
 }
+
+#[tokio::test]
+async fn get_of_a_key_the_autoflush_inserts_returns_the_added_instance() {
+    let (_test_db, db) = seeded(&["ann", "ben"]).await;
+    let mut session = db.session();
+    let cal = session.add(customer("cal"));
+    // The autoflush before the load inserts cal as id 3, and enters it in
+    // the identity map; the row the load then reads for key 3 is that
+    // instance, not a second one.
+    let found = session.get::<Customer>(3).await.unwrap().expect("cal's row");
+    assert!(Tracked::ptr_eq(&found, &cal));
+    assert_eq!(session.stats().statements, 2, "the insert, then the load");
+    found.write().description = Some("added".into());
+    assert_eq!(cal.read().description.as_deref(), Some("added"));
+    session.commit().await.unwrap();
+
+    let mut session = db.session();
+    let again = session.get_one::<Customer>(3).await.unwrap();
+    assert_eq!((again.read().name.as_str(), again.read().description.as_deref()), ("cal", Some("added")));
+    assert!(session.get::<Customer>(4).await.unwrap().is_none());
+    assert!(Tracked::ptr_eq(&session.get_one::<Customer>(3).await.unwrap(), &again));
+    assert_eq!(session.stats().statements, 2, "the second get of 3 is an identity-map hit");
+}

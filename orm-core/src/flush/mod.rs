@@ -19,12 +19,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use smallvec::SmallVec;
 
 use tracing::Instrument;
 
 use copy::CopyTarget;
 pub(crate) use copy::CopyTargets;
 pub use copy::DEFAULT_COPY_THRESHOLD;
+use order::PerTable;
 use plan::Unbound;
 pub(crate) use plan::{plan_table, PlanScope, TablePlan, BIND_CHUNK};
 
@@ -63,6 +65,10 @@ impl Phase {
         }
     }
 }
+
+/// What is kept beside each statement of a round trip, inline for the few
+/// a request's flush sends.
+type Few<T> = SmallVec<[T; 2]>;
 
 /// One table's part of one round trip, and what it produced.
 struct Sent {
@@ -136,7 +142,7 @@ async fn run(
     stats: &mut SessionStats,
     end: FlushEnd,
 ) -> Result<()> {
-    let metas: Vec<_> = registries.all.iter().map(|r| r.meta()).collect();
+    let metas: PerTable<_> = registries.all.iter().map(|r| r.meta()).collect();
     let (order, cyclic, deferred) = order::flush_order(&metas);
     // Pending inserts already sent by an earlier round trip of this flush.
     let mut inserted: HashMap<usize, AddressSet> = HashMap::new();
@@ -156,7 +162,7 @@ async fn run(
         registry.begin_flush();
     }
     loop {
-        let resolved: Result<Vec<LinkState>> =
+        let resolved: Result<PerTable<LinkState>> =
             registries.all.iter().zip(&deferred).map(|(r, &deferred)| r.resolve_links(registries, deferred)).collect();
         let links = match resolved {
             Ok(links) => links,
@@ -468,7 +474,7 @@ impl PendingCopy {
 /// row count of the round trip's `COPY` (its first statement), if any.
 fn deliver(
     round: &mut [Sent],
-    routes: Vec<(usize, Phase)>,
+    routes: Few<(usize, Phase)>,
     mut outcomes: Vec<Outcome>,
     copied: Option<(usize, &'static EntityMeta)>,
     stats: &mut SessionStats,
@@ -563,13 +569,15 @@ async fn bind(unbound: Vec<Unbound>) -> Result<Vec<Statement>> {
 /// Flattens a round trip's plans into wire order: inserts parents first,
 /// then updates, then deletes children first. Returns each statement's
 /// route back to its part of the round trip and phase.
-fn order_statements(round: &mut [Sent]) -> (Vec<Unbound>, Vec<(usize, Phase)>) {
+fn order_statements(round: &mut [Sent]) -> (Vec<Unbound>, Few<(usize, Phase)>) {
     let mut taken: Vec<_> = round.iter_mut().map(|part| part.plan.take_statements()).collect();
     // Filled in place, in wire order: a short request's flush pays for
-    // these two lists and `taken` only.
+    // `statements` and `taken` only, and keeps `routes` inline (the
+    // statements themselves are large enough that moving them inline cost
+    // as much as their lists' allocations).
     let count = taken.iter().map(|s| s.inserts.len() + s.updates.len() + s.deletes.len()).sum();
     let mut statements = Vec::with_capacity(count);
-    let mut routes = Vec::with_capacity(count);
+    let mut routes = Few::with_capacity(count);
     let mut add = |part: usize, phase: Phase, from: &mut Vec<Unbound>| {
         for statement in from.drain(..) {
             statements.push(statement);
@@ -589,7 +597,7 @@ fn order_statements(round: &mut [Sent]) -> (Vec<Unbound>, Vec<(usize, Phase)>) {
 }
 
 /// Hands each statement's outcome to its table's plan.
-fn route(round: &mut [Sent], routes: Vec<(usize, Phase)>, outcomes: Vec<Outcome>) {
+fn route(round: &mut [Sent], routes: Few<(usize, Phase)>, outcomes: Vec<Outcome>) {
     for ((part, phase), outcome) in routes.into_iter().zip(outcomes) {
         let target = &mut round[part];
         tracing::debug!(table = target.plan.meta().table, operation = phase.name(), rows = outcome.rows(), "flushed");
