@@ -116,28 +116,39 @@ impl EntityMeta {
     /// call (whether a session's filters may hide a row) can ask it once, at
     /// compile time.
     pub const fn soft_delete_column(&self) -> Option<usize> {
-        let mut at = 0;
-        while at < self.columns.len() {
-            if self.columns[at].soft_delete {
-                return Some(at);
-            }
-            at += 1;
-        }
-        None
+        self.first_marked(Marker::SoftDelete)
     }
 
     /// Index of the tenant column, if the entity has one; a `const fn`, as
     /// [`soft_delete_column`](Self::soft_delete_column) is.
     pub const fn tenant_column(&self) -> Option<usize> {
+        self.first_marked(Marker::Tenant)
+    }
+
+    /// Index of the first column that carries `marker`.
+    const fn first_marked(&self, marker: Marker) -> Option<usize> {
         let mut at = 0;
         while at < self.columns.len() {
-            if self.columns[at].tenant {
+            let column = &self.columns[at];
+            let carries = match marker {
+                Marker::SoftDelete => column.soft_delete,
+                Marker::Tenant => column.tenant,
+            };
+            if carries {
                 return Some(at);
             }
             at += 1;
         }
         None
     }
+}
+
+/// A column role that at most one column of an entity has, found by
+/// [`EntityMeta::first_marked`].
+#[derive(Clone, Copy)]
+enum Marker {
+    SoftDelete,
+    Tenant,
 }
 
 /// A struct mapped to a table. Implement it with
