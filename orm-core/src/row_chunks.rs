@@ -4,9 +4,10 @@
 //!
 //! A load does not know how many rows will come. A vector grown row by row
 //! doubles, copying every row it holds each time: for W7's 10,000 comments
-//! that was 2% of the ORM side's instructions, and its peak held the rows
-//! one and a half times. Full chunks are never copied; only the first grows
-//! as a vector does, so a load of a few rows allocates no more than it did.
+//! that was 2% of the ORM side's instructions, and each doubling held the
+//! old buffer and one twice its size at once. Full chunks are never copied;
+//! only the first grows as a vector does, so a load of a few rows
+//! allocates no more than it did.
 
 /// How many rows a chunk holds: enough that a chunk's allocation is a
 /// small share of its rows' cost, few enough that the first chunk's growth
