@@ -154,3 +154,30 @@ async fn a_child_repeated_within_one_load_is_one_instance_and_one_child_of_its_p
         assert!(Tracked::ptr_eq(child, loaded) && Tracked::ptr_eq(child, first));
     }
 }
+
+#[tokio::test]
+async fn a_join_loaded_later_travels_beside_a_count_in_one_round_trip() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    let tracked_author = session.get_one::<User>(2).await.unwrap();
+    let before = session.stats();
+    let page = session.query::<Post>().join(Post::AUTHOR).order_by(Post::ID.desc()).limit(3).all_later();
+    let total = session.query::<Post>().count_later();
+    let unauthored = session.query::<Post>().left_join(Post::AUTHOR).filter(Post::ID.le(2)).all_later();
+    let (page, total, unauthored) = session.load_together((page, total, unauthored)).await.unwrap();
+    let after = session.stats();
+    assert_eq!((after.statements - before.statements, after.round_trips - before.round_trips), (3, 1));
+    assert_eq!(total, 100);
+    let ids: Vec<(i64, i64)> = page.iter().map(|(post, author)| (post.read().id, author.read().id)).collect();
+    // Post n is by user 1 + n % 10.
+    assert_eq!(ids, [(100, 1), (99, 10), (98, 9)]);
+    assert_eq!(unauthored.len(), 2);
+    // Post 1 is by user 2, tracked before: that instance.
+    let (first, author) = &unauthored[0];
+    assert_eq!(first.read().id, 1);
+    assert!(Tracked::ptr_eq(author.as_ref().unwrap(), &tracked_author));
+    // The posts went through the identity map too.
+    let statements = session.stats().statements;
+    assert!(Tracked::ptr_eq(&session.get_one::<Post>(100).await.unwrap(), &page[0].0));
+    assert_eq!(session.stats().statements, statements);
+}
