@@ -153,8 +153,8 @@ type HeadKey = (TypeId, TypeId, &'static str, &'static str, bool);
 
 /// The heads of the program's joins, built once each: a head depends only
 /// on the types and the relation, and building it (two column lists, every
-/// name quoted) cost about 13,000 instructions a statement, as much as
-/// running a small load. A program has as many as its code names.
+/// name quoted) cost about 18,500 instructions a statement in the demo
+/// app's pages. A program has as many heads as its code names joins.
 static HEADS: OnceLock<RwLock<HashMap<HeadKey, String, foldhash::fast::RandomState>>> = OnceLock::new();
 
 /// The statement of a join up to its `ON` clause included: the child's
