@@ -181,11 +181,11 @@ pub async fn articles(
         author_ids.push(author.read().id);
     }
     let (articles, authors): (Vec<_>, Vec<_>) = page.into_iter().unzip();
-    let favorites = loaders::favorites(session, viewer, &ids);
+    let favorite_counts = loaders::favorites(session, viewer, &ids);
     let (_, (counts, favorited), following, _) = session
         .load_together((
             Load::children(&articles, ArticleTag::ARTICLE),
-            favorites,
+            favorite_counts,
             loaders::followed(viewer, &author_ids),
             loaders::viewer(viewer),
         ))

@@ -108,7 +108,7 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
     }
 
     /// Runs the statement and returns child and parent entities, tracked.
-    async fn fetch(mut self) -> Result<Vec<(Tracked<C>, Option<Tracked<P>>)>> {
+    async fn fetch(mut self) -> Result<JoinedRows<C, P>> {
         self.query.session.autoflush_for_query().await?;
         let built = self.statement();
         let access = self.query.access();
@@ -134,10 +134,7 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
 
     /// The join as a [`Load`] whose result is `keep` applied to the rows,
     /// for [`Session::load_together`](crate::Session::load_together).
-    fn later<T: 'static>(
-        mut self,
-        keep: impl FnOnce(Vec<(Tracked<C>, Option<Tracked<P>>)>) -> T + Send + 'static,
-    ) -> Load<T> {
+    fn later<T: 'static>(mut self, keep: impl FnOnce(JoinedRows<C, P>) -> T + Send + 'static) -> Load<T> {
         let built = self.statement();
         let access = self.query.access();
         Load::of_statement(built.sql, built.params, access, move |session, rows| {
@@ -145,6 +142,9 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
         })
     }
 }
+
+/// Each row of a join: the child, with its parent if the row joined one.
+type JoinedRows<C, P> = Vec<(Tracked<C>, Option<Tracked<P>>)>;
 
 /// Which join a [`head`] is of: the child's and the parent's types, the
 /// relation (its name and first column, unique among the child's), and
@@ -211,10 +211,7 @@ fn build_head<C: Entity, P: Entity>(relation: &Relation<C, P>, left: bool) -> St
 /// columns are the same on each, and the identity map would keep one
 /// instance of it anyway. Its rows are told apart by its key columns' bytes
 /// as the server sent them.
-fn track_joined<C: Entity, P: Entity>(
-    session: &mut Session,
-    rows: &[Row],
-) -> Result<Vec<(Tracked<C>, Option<Tracked<P>>)>> {
+fn track_joined<C: Entity, P: Entity>(session: &mut Session, rows: &[Row]) -> Result<JoinedRows<C, P>> {
     let joined_at = C::META.columns.len();
     let parent_at = joined_at + 1;
     let key_columns: SmallVec<[usize; 2]> = P::META.key_columns().map(|column| parent_at + column).collect();
@@ -280,7 +277,7 @@ impl<C: Entity, P: Entity> Join<'_, C, P, Tracked<P>> {
 }
 
 /// The rows of an inner join: each has its parent.
-fn with_parents<C: Entity, P: Entity>(rows: Vec<(Tracked<C>, Option<Tracked<P>>)>) -> Vec<(Tracked<C>, Tracked<P>)> {
+fn with_parents<C: Entity, P: Entity>(rows: JoinedRows<C, P>) -> Vec<(Tracked<C>, Tracked<P>)> {
     rows.into_iter().filter_map(|(child, parent)| Some((child, parent?))).collect()
 }
 
@@ -293,7 +290,7 @@ impl<C: Entity, P: Entity> Join<'_, C, P, Option<Tracked<P>>> {
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`](crate::Session::load_together).
-    pub fn all_later(self) -> Load<Vec<(Tracked<C>, Option<Tracked<P>>)>> {
+    pub fn all_later(self) -> Load<JoinedRows<C, P>> {
         self.later(|rows| rows)
     }
 }
