@@ -2,18 +2,18 @@
 //! [`Load`]s that the views run together with the relation loads, in one
 //! round trip, whatever the size of the page.
 //!
-//! The relations themselves (authors, tags) are the ORM's relation loads
-//! (`Load::parents`, `Load::children`; see `views`). What is left here is
-//! what relation loading does not cover: how many users favorited each
-//! article, and which of the page's articles and authors the viewer
-//! favorited and follows, which are single rows looked up by their
-//! composite keys rather than whole collections. The counts are an
-//! aggregate of the query builder.
+//! The relations themselves are a join (authors, with the page) and the
+//! ORM's relation loads (tags, `Load::children`; see `views`). What is left
+//! here is what those do not cover: how many users favorited each article
+//! and which of them the viewer favorited (an aggregate of the query
+//! builder), and which of the page's authors the viewer follows, single
+//! rows looked up by their composite keys rather than whole collections.
 
 use orm_core::{Expr, Load, Session, Tracked};
 
 use crate::entities::{Article, Favorite, Follow, User};
 use crate::id_hash::{IdMap, IdSet};
+use crate::views::WithAuthor;
 
 /// The article with this slug, as a list of at most one (empty: the
 /// handler's 404), to load beside what the handler needs with it.
@@ -21,27 +21,42 @@ pub fn article_by_slug(session: &mut Session, slug: &str) -> Load<Vec<Tracked<Ar
     session.query::<Article>().filter(Article::SLUG.eq(slug)).limit(1).all_later()
 }
 
-/// How many users favorited each article: one statement
-/// (`SELECT article_id, count(*) ... GROUP BY article_id`), whose text does
-/// not depend on the page (the ids are one array parameter).
-pub fn favorite_counts(session: &mut Session, article_ids: &[i64]) -> Load<IdMap<i64>> {
-    session
-        .query::<Favorite>()
-        .select((Favorite::ARTICLE_ID, Expr::count_all()))
-        .filter(Favorite::ARTICLE_ID.is_in(article_ids.iter().copied()))
-        .group_by(Favorite::ARTICLE_ID)
-        .all_later()
-        .map(|counts| counts.into_iter().collect())
+/// The article with this slug and its author, as a list of at most one
+/// (empty: the handler's 404), from one statement (a join), to load beside
+/// what the handler needs with it.
+pub fn article_with_author_by_slug(session: &mut Session, slug: &str) -> Load<Vec<WithAuthor<Article>>> {
+    session.query::<Article>().filter(Article::SLUG.eq(slug)).join(Article::AUTHOR).limit(1).all_later()
 }
 
-/// Which of the articles `viewer` favorited: one statement for the keys not
-/// yet in the identity map (none right after favoriting), none without a
-/// viewer.
-pub fn favorited(viewer: Option<i64>, article_ids: &[i64]) -> Load<IdSet> {
-    let keys: Vec<(i64, i64)> =
-        viewer.map_or_else(Vec::new, |viewer| article_ids.iter().map(|&article| (viewer, article)).collect());
-    Load::<Vec<Tracked<Favorite>>>::get_many(&keys)
-        .map(|found| found.iter().map(|favorite| favorite.read().article_id).collect())
+/// How many users favorited each article, and which of them `viewer`
+/// favorited: one statement (`SELECT article_id, count(*), bool_or(user_id
+/// = $viewer) ... GROUP BY article_id`), whose text does not depend on the
+/// page (the ids are one array parameter). Without a viewer, the counts
+/// alone.
+pub fn favorites(session: &mut Session, viewer: Option<i64>, article_ids: &[i64]) -> Load<(IdMap<i64>, IdSet)> {
+    let query = session.query::<Favorite>().filter(Favorite::ARTICLE_ID.is_in(article_ids.iter().copied()));
+    let Some(viewer) = viewer else {
+        return query
+            .select((Favorite::ARTICLE_ID, Expr::count_all()))
+            .group_by(Favorite::ARTICLE_ID)
+            .all_later()
+            .map(|counts| (counts.into_iter().collect(), IdSet::default()));
+    };
+    // Never NULL: a group has at least one row, and `user_id` is NOT NULL.
+    let viewers = Expr::<Favorite, bool>::raw("bool_or(t.user_id = $1)", vec![Box::new(viewer)]);
+    query.select((Favorite::ARTICLE_ID, Expr::count_all(), viewers)).group_by(Favorite::ARTICLE_ID).all_later().map(
+        |rows| {
+            let mut counts = IdMap::default();
+            let mut favorited = IdSet::default();
+            for (article, count, by_viewer) in rows {
+                counts.insert(article, count);
+                if by_viewer {
+                    favorited.insert(article);
+                }
+            }
+            (counts, favorited)
+        },
+    )
 }
 
 /// Which of the users `viewer` follows: one statement for the follows not

@@ -1,10 +1,10 @@
 //! The JSON shapes of responses, and building them from entities with their
-//! relations batch-loaded: a page's authors and tags by the ORM's relation
-//! loading, favorite counts and the viewer's favorites and follows by
-//! `loaders`, all sent together in one round trip.
+//! relations batch-loaded: a page's authors joined to it, its tags by the
+//! ORM's relation loading, favorite counts and the viewer's favorites and
+//! follows by `loaders`, all sent together in one round trip.
 
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
-use orm_core::{Entity, Load, Relation, Session, Tracked};
+use orm_core::{Load, Session, Tracked};
 use serde::Serialize;
 
 use crate::entities::{Article, ArticleTag, Comment, User};
@@ -154,48 +154,49 @@ pub enum Body {
     Omitted,
 }
 
+/// An article with its author, as a join returns them
+/// ([`Query::join`](orm_core::Query::join)): the page and its authors in one
+/// statement.
+pub type WithAuthor<T> = (Tracked<T>, Tracked<User>);
+
 /// Views of `articles`, in order, as seen by `viewer`. Costs one round trip
 /// and a constant number of statements whatever the number of articles,
-/// all keyed by the page and sent together: authors (none if the identity
-/// map has them all), tags and favorite counts, plus the viewer's
-/// favorites, follows and own row when there is a viewer (none for those
-/// the identity map has).
+/// all keyed by the page and sent together: tags, and favorite counts with
+/// the viewer's favorites, plus the viewer's follows and own row when there
+/// is a viewer (none for those the identity map has). The authors came
+/// with the page.
 pub async fn articles(
     session: &mut Session,
-    articles: &[Tracked<Article>],
+    page: Vec<WithAuthor<Article>>,
     viewer: Option<i64>,
     body: Body,
 ) -> orm_core::Result<Vec<ArticleView>> {
-    if articles.is_empty() {
+    if page.is_empty() {
         return Ok(Vec::new());
     }
-    let mut ids = Vec::with_capacity(articles.len());
-    let mut author_ids = Vec::with_capacity(articles.len());
-    for article in articles {
-        let article = article.read();
-        ids.push(article.id);
-        author_ids.push(article.author_id);
+    let mut ids = Vec::with_capacity(page.len());
+    let mut author_ids = Vec::with_capacity(page.len());
+    for (article, author) in &page {
+        ids.push(article.read().id);
+        author_ids.push(author.read().id);
     }
-    let counts = loaders::favorite_counts(session, &ids);
-    let (_, _, counts, favorited, following, _) = session
+    let (articles, authors): (Vec<_>, Vec<_>) = page.into_iter().unzip();
+    let favorite_counts = loaders::favorites(session, viewer, &ids);
+    let (_, (counts, favorited), following, _) = session
         .load_together((
-            Load::parents(articles, Article::AUTHOR),
-            Load::children(articles, ArticleTag::ARTICLE),
-            counts,
-            loaders::favorited(viewer, &ids),
+            Load::children(&articles, ArticleTag::ARTICLE),
+            favorite_counts,
             loaders::followed(viewer, &author_ids),
             loaders::viewer(viewer),
         ))
         .await?;
 
     let mut views = Vec::with_capacity(articles.len());
-    // `ids` and `author_ids` are in the order of `articles`; an article's
-    // author is the user with its `author_id`.
-    for ((article, id), author_id) in articles.iter().zip(&ids).zip(&author_ids) {
-        let Some(author) = loaded_parent(session, article, Article::AUTHOR)? else { continue };
+    // `ids` and `author_ids` are in the order of `articles` and `authors`.
+    for (((article, author), id), author_id) in articles.into_iter().zip(authors).zip(&ids).zip(&author_ids) {
         views.push(ArticleView {
-            article: article.clone(),
-            tags: session.children(article, ArticleTag::ARTICLE)?,
+            tags: session.children(&article, ArticleTag::ARTICLE)?,
+            article,
             body,
             favorited: favorited.contains(id),
             favorites_count: counts.get(id).copied().unwrap_or(0),
@@ -208,54 +209,34 @@ pub async fn articles(
 /// The view of one article.
 pub async fn article(
     session: &mut Session,
-    article: &Tracked<Article>,
+    article: WithAuthor<Article>,
     viewer: Option<i64>,
 ) -> orm_core::Result<Option<ArticleView>> {
-    Ok(articles(session, std::slice::from_ref(article), viewer, Body::Included).await?.pop())
+    Ok(articles(session, vec![article], viewer, Body::Included).await?.pop())
 }
 
-/// Views of `comments`, in order, as seen by `viewer`: authors, the
-/// viewer's follows and own row, one statement each at most, in one round
-/// trip.
+/// Views of `comments`, in order, as seen by `viewer`: the viewer's follows
+/// and own row, one statement each at most, in one round trip. The authors
+/// came with the comments.
 pub async fn comments(
     session: &mut Session,
-    comments: &[Tracked<Comment>],
+    comments: Vec<WithAuthor<Comment>>,
     viewer: Option<i64>,
 ) -> orm_core::Result<Vec<CommentView>> {
     if comments.is_empty() {
         return Ok(Vec::new());
     }
-    let author_ids: Vec<i64> = comments.iter().map(|comment| comment.read().author_id).collect();
-    let (_, following, _) = session
-        .load_together((
-            Load::parents(comments, Comment::AUTHOR),
-            loaders::followed(viewer, &author_ids),
-            loaders::viewer(viewer),
-        ))
-        .await?;
-
-    let mut views = Vec::with_capacity(comments.len());
-    for (comment, author_id) in comments.iter().zip(&author_ids) {
-        let Some(author) = loaded_parent(session, comment, Comment::AUTHOR)? else { continue };
-        let author = ProfileView { user: author, following: following.contains(author_id) };
-        views.push(CommentView { comment: comment.clone(), author });
-    }
-    Ok(views)
-}
-
-/// The parent of `child`, right after `load_parents` loaded the parents of
-/// its page. `None` if that found none: the row was deleted after the page
-/// was read (a user and, by cascade, their articles and comments), so the
-/// page leaves the child out rather than failing.
-fn loaded_parent<C: Entity, P: Entity>(
-    session: &mut Session,
-    child: &Tracked<C>,
-    relation: Relation<C, P>,
-) -> orm_core::Result<Option<Tracked<P>>> {
-    match session.parent(child, relation) {
-        Err(orm_core::Error::RelationNotLoaded { .. }) => Ok(None),
-        found => found,
-    }
+    let author_ids: Vec<i64> = comments.iter().map(|(_, author)| author.read().id).collect();
+    let (following, _) =
+        session.load_together((loaders::followed(viewer, &author_ids), loaders::viewer(viewer))).await?;
+    Ok(comments
+        .into_iter()
+        .zip(&author_ids)
+        .map(|((comment, author), author_id)| CommentView {
+            comment,
+            author: ProfileView { user: author, following: following.contains(author_id) },
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -2,11 +2,22 @@
 //! parent through a declared relation, both identity-mapped, in one
 //! statement.
 
+use std::any::TypeId;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
+
+use smallvec::SmallVec;
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::Row;
+
 use crate::column::Condition;
 use crate::entity::Entity;
 use crate::error::Result;
-use crate::query::{query_shape, Query};
+use crate::load_together::Load;
+use crate::query::{query_shape, Built, Query};
 use crate::relation::{parent_key_columns, Relation};
+use crate::session::Session;
 use crate::sql::{quote_ident, select_list};
 use crate::tracked::Tracked;
 use crate::types::param_refs;
@@ -97,27 +108,20 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
     }
 
     /// Runs the statement and returns child and parent entities, tracked.
-    async fn fetch(mut self) -> Result<Vec<(Tracked<C>, Option<Tracked<P>>)>> {
+    async fn fetch(mut self) -> Result<JoinedRows<C, P>> {
         self.query.session.autoflush_for_query().await?;
-        let (child, parent) = (C::META, P::META);
-        let parent_key = parent_key_columns::<P>();
-        // One equality per key column: `p."id" = t."author_id"`, or for a
-        // composite foreign key `p."region" = t."order_region" AND ...`.
-        let on: Vec<String> = parent_key
-            .iter()
-            .zip(self.relation.column_names())
-            .map(|(key, column)| format!("{PARENT}.{} = t.{}", quote_ident(key), quote_ident(column)))
-            .collect();
-        let mut sql = format!(
-            "SELECT {}, {PARENT}.{} IS NOT NULL, {} FROM {} AS t {} {} AS {PARENT} ON {}",
-            select_list(child, "t"),
-            quote_ident(parent_key[0]),
-            select_list(parent, PARENT),
-            quote_ident(child.table),
-            if self.left { "LEFT JOIN" } else { "JOIN" },
-            quote_ident(parent.table),
-            on.join(" AND "),
-        );
+        let built = self.statement();
+        let access = self.query.access();
+        let session = &mut *self.query.session;
+        session.record_load(&built.sql)?;
+        let rows = session.rows(&built.sql, &param_refs(&built.params), access).await?;
+        track_joined::<C, P>(session, &rows)
+    }
+
+    /// The statement: the child's columns, whether a parent was joined, the
+    /// parent's columns.
+    fn statement(&mut self) -> Built {
+        let mut sql = head(&self.relation, self.left);
         // The parent's global filters join the ON clause: a hidden parent
         // is no parent (a left join returns the child with `None`).
         let mut params = Vec::new();
@@ -125,39 +129,156 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
             sql.push_str(" AND ");
             Condition::<C>::on_alias(PARENT, hidden).render(&mut sql, &mut params);
         }
-        let built = self.query.build_clauses(sql, params, &[], None);
+        self.query.build_clauses(sql, params, &[], None)
+    }
+
+    /// The join as a [`Load`] whose result is `keep` applied to the rows,
+    /// for [`Session::load_together`](crate::Session::load_together).
+    fn later<T: 'static>(mut self, keep: impl FnOnce(JoinedRows<C, P>) -> T + Send + 'static) -> Load<T> {
+        let built = self.statement();
         let access = self.query.access();
-        let session = &mut *self.query.session;
-        session.record_load(&built.sql)?;
-        let rows = session.rows(&built.sql, &param_refs(&built.params), access).await?;
-        let joined_at = child.columns.len();
-        let mut children = Vec::with_capacity(rows.len());
-        let mut parents = Vec::with_capacity(rows.len());
-        let mut present = Vec::with_capacity(rows.len());
-        for row in &rows {
-            children.push(C::from_row(row, 0)?);
-            let joined: bool = row.try_get(joined_at)?;
-            if joined {
-                parents.push(P::from_row(row, joined_at + 1)?);
-            }
-            present.push(joined);
+        Load::of_statement(built.sql, built.params, access, move |session, rows| {
+            track_joined::<C, P>(session, &rows).map(keep)
+        })
+    }
+}
+
+/// Each row of a join: the child, with its parent if the row joined one.
+type JoinedRows<C, P> = Vec<(Tracked<C>, Option<Tracked<P>>)>;
+
+/// Which join a [`head`] is of: the child's and the parent's types, the
+/// relation (its name and first column, unique among the child's), and
+/// whether it is a left join.
+type HeadKey = (TypeId, TypeId, &'static str, &'static str, bool);
+
+/// The heads of the program's joins, built once each: a head depends only
+/// on the types and the relation, and building it (two column lists, every
+/// name quoted) cost about 18,500 instructions a statement in the demo
+/// app's pages. A program has as many heads as its code names joins.
+static HEADS: OnceLock<RwLock<HashMap<HeadKey, String, foldhash::fast::RandomState>>> = OnceLock::new();
+
+/// The statement of a join up to its `ON` clause included: the child's
+/// columns, whether a parent was joined, the parent's columns.
+fn head<C: Entity, P: Entity>(relation: &Relation<C, P>, left: bool) -> String {
+    let key = (TypeId::of::<C>(), TypeId::of::<P>(), relation.name(), relation.column().name, left);
+    let heads = HEADS.get_or_init(RwLock::default);
+    // A poisoned lock only means another thread panicked while inserting a
+    // head: building it again gives the same text.
+    let cached = heads.read().ok().and_then(|heads| {
+        heads.get(&key).map(|head| {
+            // Room for the clauses that follow.
+            let mut sql = String::with_capacity(head.len() + 128);
+            sql.push_str(head);
+            sql
+        })
+    });
+    if let Some(sql) = cached {
+        return sql;
+    }
+    let built = build_head(relation, left);
+    if let Ok(mut heads) = heads.write() {
+        heads.insert(key, built.clone());
+    }
+    built
+}
+
+/// [`head`], built.
+fn build_head<C: Entity, P: Entity>(relation: &Relation<C, P>, left: bool) -> String {
+    let (child, parent) = (C::META, P::META);
+    let parent_key = parent_key_columns::<P>();
+    // One equality per key column: `p."id" = t."author_id"`, or for a
+    // composite foreign key `p."region" = t."order_region" AND ...`.
+    let on: Vec<String> = parent_key
+        .iter()
+        .zip(relation.column_names())
+        .map(|(key, column)| format!("{PARENT}.{} = t.{}", quote_ident(key), quote_ident(column)))
+        .collect();
+    format!(
+        "SELECT {}, {PARENT}.{} IS NOT NULL, {} FROM {} AS t {} {} AS {PARENT} ON {}",
+        select_list(child, "t"),
+        quote_ident(parent_key[0]),
+        select_list(parent, PARENT),
+        quote_ident(child.table),
+        if left { "LEFT JOIN" } else { "JOIN" },
+        quote_ident(parent.table),
+        on.join(" AND "),
+    )
+}
+
+/// The rows of a join, decoded and tracked: each child with its parent, if
+/// the row joined one. A parent repeated on several rows (the author of
+/// several posts) is decoded once: the rows are of one snapshot, so its
+/// columns are the same on each, and the identity map would keep one
+/// instance of it anyway. Its rows are told apart by its key columns' bytes
+/// as the server sent them.
+fn track_joined<C: Entity, P: Entity>(session: &mut Session, rows: &[Row]) -> Result<JoinedRows<C, P>> {
+    let joined_at = C::META.columns.len();
+    let parent_at = joined_at + 1;
+    let key_columns: SmallVec<[usize; 2]> = P::META.key_columns().map(|column| parent_at + column).collect();
+    let mut children = Vec::with_capacity(rows.len());
+    let mut parents = Vec::new();
+    let mut parent_of = Vec::with_capacity(rows.len());
+    let mut seen: HashMap<SmallVec<[&[u8]; 2]>, usize, foldhash::fast::RandomState> = HashMap::default();
+    for row in rows {
+        children.push(C::from_row(row, 0)?);
+        let joined: bool = row.try_get(joined_at)?;
+        if !joined {
+            parent_of.push(None);
+            continue;
         }
-        let children = session.track(children);
-        let mut parents = session.track(parents).into_iter();
-        Ok(children
-            .into_iter()
-            .zip(present)
-            .map(|(child, joined)| (child, joined.then(|| parents.next()).flatten()))
-            .collect())
+        let mut key = SmallVec::new();
+        for &column in &key_columns {
+            key.push(row.try_get::<_, RawValue<'_>>(column)?.0);
+        }
+        let index = match seen.entry(key) {
+            Entry::Occupied(found) => *found.get(),
+            Entry::Vacant(new) => {
+                parents.push(P::from_row(row, parent_at)?);
+                *new.insert(parents.len() - 1)
+            }
+        };
+        parent_of.push(Some(index));
+    }
+    let children = session.track(children);
+    let parents = session.track(parents);
+    Ok(children
+        .into_iter()
+        .zip(parent_of)
+        .map(|(child, parent)| (child, parent.and_then(|at| parents.get(at).cloned())))
+        .collect())
+}
+
+/// A column's bytes as the server sent them, undecoded: a key column's,
+/// to tell a parent's rows apart. A key column is never NULL.
+struct RawValue<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for RawValue<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawValue(raw))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
     }
 }
 
 impl<C: Entity, P: Entity> Join<'_, C, P, Tracked<P>> {
     /// Runs the query and returns each child with its parent, tracked.
     pub async fn all(self) -> Result<Vec<(Tracked<C>, Tracked<P>)>> {
-        let rows = self.fetch().await?;
-        Ok(rows.into_iter().filter_map(|(child, parent)| Some((child, parent?))).collect())
+        Ok(with_parents(self.fetch().await?))
     }
+
+    /// [`all`](Self::all) as a [`Load`], to run with other loads in one
+    /// round trip by [`Session::load_together`](crate::Session::load_together):
+    /// a page with its parents beside the page's count, say.
+    pub fn all_later(self) -> Load<Vec<(Tracked<C>, Tracked<P>)>> {
+        self.later(with_parents)
+    }
+}
+
+/// The rows of an inner join: each has its parent.
+fn with_parents<C: Entity, P: Entity>(rows: JoinedRows<C, P>) -> Vec<(Tracked<C>, Tracked<P>)> {
+    rows.into_iter().filter_map(|(child, parent)| Some((child, parent?))).collect()
 }
 
 impl<C: Entity, P: Entity> Join<'_, C, P, Option<Tracked<P>>> {
@@ -165,5 +286,11 @@ impl<C: Entity, P: Entity> Join<'_, C, P, Option<Tracked<P>>> {
     /// tracked.
     pub async fn all(self) -> Result<Vec<(Tracked<C>, Option<Tracked<P>>)>> {
         self.fetch().await
+    }
+
+    /// [`all`](Self::all) as a [`Load`], to run with other loads in one
+    /// round trip by [`Session::load_together`](crate::Session::load_together).
+    pub fn all_later(self) -> Load<JoinedRows<C, P>> {
+        self.later(|rows| rows)
     }
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use orm_core::{Database, Tracked};
+use orm_core::{Database, DatabaseConfig, Session, Tracked};
 use support::blog::{self, Post, User};
 
 async fn setup() -> (orm_tests::TestDb, Database) {
@@ -153,4 +153,45 @@ async fn a_child_repeated_within_one_load_is_one_instance_and_one_child_of_its_p
     for (child, (loaded, first)) in children.iter().zip(posts.iter().zip(repeated.iter().step_by(2))) {
         assert!(Tracked::ptr_eq(child, loaded) && Tracked::ptr_eq(child, first));
     }
+}
+
+/// A page of posts joined to their authors, the count of all posts and
+/// the first two posts left-joined to theirs, loaded together.
+async fn page_beside_count(
+    session: &mut Session,
+) -> (Vec<(Tracked<Post>, Tracked<User>)>, i64, Vec<(Tracked<Post>, Option<Tracked<User>>)>) {
+    let page = session.query::<Post>().join(Post::AUTHOR).order_by(Post::ID.desc()).limit(3).all_later();
+    let total = session.query::<Post>().count_later();
+    let first_two = session.query::<Post>().left_join(Post::AUTHOR).filter(Post::ID.le(2)).all_later();
+    session.load_together((page, total, first_two)).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_join_loaded_later_travels_beside_a_count_in_one_round_trip() {
+    let (test_db, _) = setup().await;
+    // One connection, on which a first session prepares the statements:
+    // the second's round trips are the loads' own.
+    let mut config = DatabaseConfig::from_url(test_db.url()).unwrap();
+    config.max_connections = 1;
+    let db = Database::with_config(config).unwrap();
+    page_beside_count(&mut db.session()).await;
+    let mut session = db.session();
+    let tracked_author = session.get_one::<User>(2).await.unwrap();
+    let before = session.stats();
+    let (page, total, first_two) = page_beside_count(&mut session).await;
+    let after = session.stats();
+    assert_eq!((after.statements - before.statements, after.round_trips - before.round_trips), (3, 1));
+    assert_eq!(total, 100);
+    let ids: Vec<(i64, i64)> = page.iter().map(|(post, author)| (post.read().id, author.read().id)).collect();
+    // Post n is by user 1 + n % 10.
+    assert_eq!(ids, [(100, 1), (99, 10), (98, 9)]);
+    assert_eq!(first_two.len(), 2);
+    // Post 1 is by user 2, tracked before: that instance.
+    let (first, author) = &first_two[0];
+    assert_eq!(first.read().id, 1);
+    assert!(Tracked::ptr_eq(author.as_ref().unwrap(), &tracked_author));
+    // The posts went through the identity map too.
+    let statements = session.stats().statements;
+    assert!(Tracked::ptr_eq(&session.get_one::<Post>(100).await.unwrap(), &page[0].0));
+    assert_eq!(session.stats().statements, statements);
 }

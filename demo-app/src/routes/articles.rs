@@ -14,7 +14,7 @@ use crate::json::{limit, require, require_patch, Patch, Valid, Validate};
 use crate::json_writer::{write_list, JsonView, WriteJson};
 use crate::loaders;
 use crate::state::AppState;
-use crate::views::{self, ArticleView, Body, ProfileView};
+use crate::views::{self, ArticleView, Body, ProfileView, WithAuthor};
 use orm_core::axum::DbSession;
 
 /// The routes of this module.
@@ -68,10 +68,16 @@ pub async fn find_article(session: &mut Session, slug: &str) -> ApiResult<Tracke
     session.query::<Article>().filter(Article::SLUG.eq(slug)).first().await?.ok_or(ApiError::NotFound("article"))
 }
 
+/// The article with this slug and its author, from one statement, or 404.
+async fn find_article_with_author(session: &mut Session, slug: &str) -> ApiResult<WithAuthor<Article>> {
+    let found = session.query::<Article>().filter(Article::SLUG.eq(slug)).join(Article::AUTHOR).limit(1).all().await?;
+    found.into_iter().next().ok_or(ApiError::NotFound("article"))
+}
+
 /// The view of one article, as the response to `viewer`.
 async fn respond(
     session: &mut Session,
-    article: &Tracked<Article>,
+    article: WithAuthor<Article>,
     viewer: i64,
 ) -> ApiResult<JsonView<ArticleResponse>> {
     // None only if the author vanished meanwhile.
@@ -123,18 +129,20 @@ impl ListParams {
     }
 }
 
-/// One page of the articles matching `filter`, and how many match: two
-/// statements, built by the ORM's query builder, to send together.
+/// One page of the articles matching `filter` with their authors (a join),
+/// and how many match: two statements, built by the ORM's query builder,
+/// to send together.
 fn newest_page(
     session: &mut Session,
     filter: impl Fn() -> Option<Condition<Article>>,
     page: Page,
-) -> (Load<Vec<Tracked<Article>>>, Load<i64>) {
+) -> (Load<Vec<WithAuthor<Article>>>, Load<i64>) {
     let mut query = session.query::<Article>();
     if let Some(condition) = filter() {
         query = query.filter(condition);
     }
     let articles = query
+        .join(Article::AUTHOR)
         .order_by(Article::CREATED_AT.desc())
         .order_by(Article::ID.desc())
         .limit(page.limit)
@@ -158,7 +166,7 @@ async fn list(
     let page = params.page()?;
     let (articles, total) = newest_page(&mut db, || params.filter(), page);
     let (articles, total) = db.load_together((articles, total)).await?;
-    let articles = views::articles(&mut db, &articles, viewer.id(), Body::Omitted).await?;
+    let articles = views::articles(&mut db, articles, viewer.id(), Body::Omitted).await?;
     Ok(JsonView(ArticlesResponse { articles, articles_count: total }))
 }
 
@@ -177,7 +185,7 @@ async fn feed(
     // Tracked, so the views find the follows in the identity map.
     let follows = db.query::<Follow>().filter(Follow::FOLLOWER_ID.eq(auth.id)).all_later();
     let (articles, total, _) = db.load_together((articles, total, follows)).await?;
-    let articles = views::articles(&mut db, &articles, Some(auth.id), Body::Omitted).await?;
+    let articles = views::articles(&mut db, articles, Some(auth.id), Body::Omitted).await?;
     Ok(JsonView(ArticlesResponse { articles, articles_count: total }))
 }
 
@@ -189,8 +197,8 @@ async fn show(
     mut db: DbSession,
     Path(slug): Path<String>,
 ) -> ApiResult<JsonView<ArticleResponse>> {
-    let article = find_article(&mut db, &slug).await?;
-    let view = views::article(&mut db, &article, viewer.id()).await?.ok_or(ApiError::NotFound("article"))?;
+    let article = find_article_with_author(&mut db, &slug).await?;
+    let view = views::article(&mut db, article, viewer.id()).await?.ok_or(ApiError::NotFound("article"))?;
     Ok(JsonView(ArticleResponse { article: view }))
 }
 
@@ -315,13 +323,14 @@ impl Validate for UpdateRequest {
     }
 }
 
-/// The author's own article with this slug: 404 if none, 403 if another's.
-async fn own_article(session: &mut Session, slug: &str, user: i64) -> ApiResult<Tracked<Article>> {
-    let article = find_article(session, slug).await?;
-    if article.read().author_id != user {
+/// The author's own article with this slug, with its author: 404 if none,
+/// 403 if another's.
+async fn own_article(session: &mut Session, slug: &str, user: i64) -> ApiResult<WithAuthor<Article>> {
+    let found = find_article_with_author(session, slug).await?;
+    if found.0.read().author_id != user {
         return Err(ApiError::Forbidden("article"));
     }
-    Ok(article)
+    Ok(found)
 }
 
 /// `PUT /api/articles/{slug}`: changes the given fields; a new title gives
@@ -333,7 +342,7 @@ async fn update(
     Valid(request): Valid<UpdateRequest>,
 ) -> ApiResult<JsonView<ArticleResponse>> {
     let changes = request.article;
-    let article = own_article(&mut db, &slug, auth.id).await?;
+    let (article, author) = own_article(&mut db, &slug, auth.id).await?;
     let new_slug = {
         let mut article = article.write();
         let mut new_slug = None;
@@ -361,7 +370,7 @@ async fn update(
     if let Patch::Value(tags) = changes.tag_list {
         replace_tags(&mut db, &article, normalize_tags(tags)).await?;
     }
-    respond(&mut db, &article, auth.id).await
+    respond(&mut db, (article, author), auth.id).await
 }
 
 /// Makes the article's tags exactly `tags`: deletes the others, adds the
@@ -386,20 +395,20 @@ async fn replace_tags(session: &mut Session, article: &Tracked<Article>, tags: V
 /// with it, deleted by the database (`ON DELETE CASCADE`) in the same
 /// statement, without being loaded.
 async fn remove(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<StatusCode> {
-    let article = own_article(&mut db, &slug, auth.id).await?;
+    let (article, _) = own_article(&mut db, &slug, auth.id).await?;
     db.delete(&article)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The article with this slug (or 404) and `user`'s favorite of it, if
-/// any, found together in one round trip: the favorite through the
-/// article's slug, in the database.
+/// The article with this slug and its author (or 404) and `user`'s
+/// favorite of it, if any, found together in one round trip: the favorite
+/// through the article's slug, in the database.
 async fn article_and_favorite(
     session: &mut Session,
     slug: &str,
     user: i64,
-) -> ApiResult<(Tracked<Article>, Option<Tracked<Favorite>>)> {
-    let article = loaders::article_by_slug(session, slug);
+) -> ApiResult<(WithAuthor<Article>, Option<Tracked<Favorite>>)> {
+    let article = loaders::article_with_author_by_slug(session, slug);
     let favorite = session
         .query::<Favorite>()
         .filter(Favorite::USER_ID.eq(user))
@@ -417,13 +426,14 @@ async fn article_and_favorite(
 /// counts the new favorite unless that read found it there already.
 async fn favorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<JsonView<ArticleResponse>> {
     let (article, existing) = article_and_favorite(&mut db, &slug, auth.id).await?;
-    let mut view = views::article(&mut db, &article, Some(auth.id)).await?.ok_or(ApiError::NotFound("article"))?;
+    let article_id = article.0.read().id;
+    let mut view = views::article(&mut db, article, Some(auth.id)).await?.ok_or(ApiError::NotFound("article"))?;
     if existing.is_none() && !view.favorited {
         // A concurrent request of the same user may insert the row after
         // the read: then this insert writes nothing, and the answer, one
         // favorite of this user, is still what the database holds. (Left
         // to the commit, a plain insert's unique violation would fail it.)
-        let favorite = Favorite { user_id: auth.id, article_id: article.read().id };
+        let favorite = Favorite { user_id: auth.id, article_id };
         db.add_on_conflict(favorite, OnConflict::key().do_nothing());
         view.favorited = true;
         view.favorites_count += 1;
@@ -442,7 +452,7 @@ async fn unfavorite(
     if let Some(favorite) = existing {
         db.delete(&favorite)?;
     }
-    respond(&mut db, &article, auth.id).await
+    respond(&mut db, article, auth.id).await
 }
 
 // ---- slugs ----

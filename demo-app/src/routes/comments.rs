@@ -14,7 +14,7 @@ use crate::json_writer::{write_list, JsonView, WriteJson};
 use crate::loaders;
 use crate::routes::articles::find_article;
 use crate::state::AppState;
-use crate::views::{self, CommentView, ProfileView};
+use crate::views::{self, CommentView, ProfileView, WithAuthor};
 use orm_core::axum::DbSession;
 use orm_core::Tracked;
 
@@ -57,20 +57,22 @@ async fn list(
     mut db: DbSession,
     Path(slug): Path<String>,
 ) -> ApiResult<JsonView<CommentsResponse>> {
-    // The article (for its 404) beside its comments, found through its
-    // slug in the database: one round trip. Ids grow with time.
+    // The article (for its 404) beside its comments with their authors (a
+    // join), found through its slug in the database: one round trip. Ids
+    // grow with time.
     let article = loaders::article_by_slug(&mut db, &slug);
     let comments = db
         .query::<Comment>()
         .filter(Comment::ARTICLE.has(Article::SLUG.eq(&slug)))
+        .join(Comment::AUTHOR)
         .order_by(Comment::ID.asc())
         .all_later();
-    let (article, comments): (Vec<Tracked<Article>>, Vec<Tracked<Comment>>) =
+    let (article, comments): (Vec<Tracked<Article>>, Vec<WithAuthor<Comment>>) =
         db.load_together((article, comments)).await?;
     if article.is_empty() {
         return Err(ApiError::NotFound("article"));
     }
-    let comments = views::comments(&mut db, &comments, viewer.id()).await?;
+    let comments = views::comments(&mut db, comments, viewer.id()).await?;
     Ok(JsonView(CommentsResponse { comments }))
 }
 
