@@ -14,7 +14,7 @@ use crate::entity::{ColumnSet, Entity, EntityMeta};
 use crate::error::Result;
 use crate::filters::Filters;
 use crate::flush::{PlanScope, TablePlan};
-use crate::tracked::{AddressSet, Inner, Tracked, WriteLog, BLOCK};
+use crate::tracked::{AddressSet, Identities, Inner, Tracked, WriteLog, BLOCK};
 use crate::upsert::ConflictRule;
 use crate::watched::Watched;
 
@@ -156,8 +156,9 @@ impl<T: Entity> Registry<T> {
         let mut entities = entities.into_iter();
         let mut tracked = Vec::with_capacity(entities.size_hint().0);
         while let Some(first) = entities.next() {
-            let rest = entities.by_ref().take(BLOCK - 1).map(|entity| Inner::new(entity, None)).collect();
-            tracked.extend(Tracked::new_block(&self.write_log, Inner::new(first, None), rest));
+            let rest: Vec<_> = entities.by_ref().take(BLOCK - 1).map(Inner::new).collect();
+            let identities = Identities::none(rest.len() + 1);
+            tracked.extend(Tracked::new_block(&self.write_log, Inner::new(first), rest, identities));
         }
         tracked
     }

@@ -18,7 +18,7 @@ use crate::children_index::ChildrenIndex;
 use crate::entity::Entity;
 use crate::identity::Registry;
 use crate::row_chunks::LoadedRows;
-use crate::tracked::{Inner, Tracked, BLOCK};
+use crate::tracked::{Identities, Inner, Tracked, BLOCK};
 
 /// What a row of a load turned out to be, before its block exists.
 enum Found<T: Entity> {
@@ -165,6 +165,7 @@ impl<T: Entity> Registry<T> {
             if self.children_index.is_built() { ChildrenIndex::<T>::sole_reference_column() } else { None };
         let mut first = None;
         let mut rest = Vec::new();
+        let mut rest_keys = Vec::new();
         // Rows that enter the map as the block is placed need no check for
         // a key repeated within the block: the map's insert, in row order,
         // finds the first instance, as it does for a key repeated across
@@ -185,15 +186,18 @@ impl<T: Entity> Registry<T> {
                 made_count += 1;
                 let filing = sole_reference
                     .map_or(Filing::ByInstance, |column| Filing::Under(column, entity.reference_hash(column)));
-                let instance = Inner::new(entity, Some(key.clone()));
+                let instance = Inner::new(entity);
                 if first.is_none() {
-                    first = Some(instance);
+                    first = Some((instance, key.clone()));
                     // The room the block's other instances need, the rows
                     // left permitting: it becomes the block's storage
                     // without being copied again.
-                    rest.reserve_exact(rows.size_hint().0.min(BLOCK - 1));
+                    let room = rows.size_hint().0.min(BLOCK - 1);
+                    rest.reserve_exact(room);
+                    rest_keys.reserve_exact(room);
                 } else {
                     rest.push(instance);
+                    rest_keys.push(Some(key.clone()));
                 }
                 found.push(Found::New(key, filing));
             } else {
@@ -202,7 +206,9 @@ impl<T: Entity> Registry<T> {
         }
         // An `Option` of the block's handles rather than its `flatten()`,
         // whose `next` the compiler may leave out of line, a call per row.
-        let mut made = first.map(|first| Tracked::new_block(&self.write_log, first, rest));
+        let mut made = first.map(|(first, first_key)| {
+            Tracked::new_block(&self.write_log, first, rest, Identities::new(Some(first_key), rest_keys))
+        });
         let generation = self.generation();
         let mut block_first = None;
         for row in found.drain(..) {

@@ -118,9 +118,66 @@ struct Block<T: Entity> {
     /// The others, in slot order from slot 1; empty (no allocation) for a
     /// block of one.
     rest: Box<[Inner<T>]>,
+    /// Bit `slot` tells whether that instance has a snapshot: its last
+    /// loaded or flushed values, taken at the first `write()` after that,
+    /// so a tracked entity that is only read costs no copy. Changed only
+    /// together with the snapshot, under the instance's lock, which orders
+    /// every access to the instance's bit. Kept by the block rather than
+    /// by each instance, as are the flags and keys below: an instance is
+    /// then its values, its lock and its flush number, and a large load
+    /// touches that much less memory.
+    written: AtomicU64,
+    /// Bit `slot` tells whether that instance waits in its write log's
+    /// `moved` list, so that repeated writes queue it once.
+    moved: AtomicU64,
+    /// The keys under which the session's identity map holds the block's
+    /// instances (see [`Tracked::identity_key`]), kept apart from the
+    /// entities: the session finds an instance by its key even while a
+    /// guard is held on it or after its key field was changed. One lock
+    /// for the block, taken alone.
+    identities: Mutex<Identities<T::Key>>,
     /// The snapshots of the block's written instances (see
-    /// [`EntityState::written`]).
+    /// [`written`](Self::written)).
     snapshots: Mutex<Snapshots<T>>,
+}
+
+const _: () = assert!(BLOCK <= u64::BITS as usize, "a block's flags are one bit per slot of a u64");
+
+/// The bit of `slot` in a block's flags.
+#[inline]
+fn slot_bit(slot: u32) -> u64 {
+    1 << slot
+}
+
+/// The identity keys of a block's instances, by slot: `None` for an
+/// instance the identity map does not hold (a pending insert, a deleted
+/// or expunged entity).
+pub(crate) struct Identities<K> {
+    first: Option<K>,
+    /// Slots 1 and on; empty (no allocation) for a block of one.
+    rest: Box<[Option<K>]>,
+}
+
+impl<K> Identities<K> {
+    /// The keys of a block, `first`'s and then `rest`'s, which should have
+    /// been allocated with room for exactly its keys: it becomes the
+    /// block's storage as it is.
+    pub(crate) fn new(first: Option<K>, rest: Vec<Option<K>>) -> Self {
+        Identities { first, rest: rest.into_boxed_slice() }
+    }
+
+    /// The keys of a block of `count` instances that the identity map does
+    /// not hold yet.
+    pub(crate) fn none(count: usize) -> Self {
+        Identities { first: None, rest: std::iter::repeat_with(|| None).take(count.saturating_sub(1)).collect() }
+    }
+
+    fn slot(&mut self, slot: u32) -> Option<&mut Option<K>> {
+        match slot {
+            0 => Some(&mut self.first),
+            _ => self.rest.get_mut(usize::try_from(slot - 1).ok()?),
+        }
+    }
 }
 
 /// The snapshots of one block's instances: the values each had when last
@@ -222,23 +279,12 @@ impl<T: Entity> Block<T> {
 /// One tracked instance: its values and the session's bookkeeping for it.
 pub(crate) struct Inner<T: Entity> {
     state: RwLock<EntityState<T>>,
-    /// The key under which the session's identity map holds this instance,
-    /// kept apart from the entity: the session finds the instance by it
-    /// even while a guard is held or after the key field was changed.
-    identity: Mutex<Option<T::Key>>,
-    /// Whether the instance waits in its write log's `moved` list, so that
-    /// repeated writes queue it once.
-    moved: AtomicBool,
 }
 
 impl<T: Entity> Inner<T> {
-    /// An instance of `entity`, tracked under `identity` if it is persistent.
-    pub(crate) fn new(entity: T, identity: Option<T::Key>) -> Self {
-        Inner {
-            state: RwLock::new(EntityState { current: entity, written: false, bound_by: 0, sent: None }),
-            identity: Mutex::new(identity),
-            moved: AtomicBool::new(false),
-        }
+    /// An instance of `entity`; its block keeps its identity key.
+    pub(crate) fn new(entity: T) -> Self {
+        Inner { state: RwLock::new(EntityState { current: entity, bound_by: 0, sent: None }) }
     }
 }
 
@@ -310,7 +356,8 @@ impl<T: Entity> WriteLog<T> {
 
     /// [`note_moved`](Self::note_moved) once the index is built.
     fn queue_moved(&self, tracked: &Tracked<T>) {
-        if !tracked.inner().moved.swap(true, Ordering::AcqRel) {
+        let bit = slot_bit(tracked.slot);
+        if tracked.block.moved.fetch_or(bit, Ordering::AcqRel) & bit == 0 {
             self.moved.lock().push(tracked.clone());
         }
     }
@@ -321,7 +368,7 @@ impl<T: Entity> WriteLog<T> {
     pub(crate) fn take_moved(&self) -> Vec<Tracked<T>> {
         let moved = std::mem::take(&mut *self.moved.lock());
         for tracked in &moved {
-            tracked.inner().moved.store(false, Ordering::Release);
+            tracked.block.moved.fetch_and(!slot_bit(tracked.slot), Ordering::Release);
         }
         moved
     }
@@ -330,12 +377,6 @@ impl<T: Entity> WriteLog<T> {
 /// The instance and, once it was written to, its state as the database has it.
 pub(crate) struct EntityState<T> {
     pub(crate) current: T,
-    /// Whether the instance has a snapshot: its last loaded or flushed
-    /// values, taken at the first `write()` after that, so a tracked entity
-    /// that is only read costs no copy. The snapshot itself is kept by the
-    /// instance's block (see [`Tracked::snapshot`]), changed only together
-    /// with this flag, under the instance's lock.
-    written: bool,
     /// The flush whose statements carry this entity's values, 0 if none.
     pub(crate) bound_by: u64,
     /// The values that flush sent, copied by the first write that lands
@@ -483,30 +524,45 @@ impl<T: Entity> Tracked<T> {
         identity: Option<T::Key>,
         conflict: Option<ConflictRule>,
     ) -> Self {
-        let first = Inner::new(entity, identity);
+        let first = Inner::new(entity);
         let conflict = conflict.map(Box::new);
         let block = Block {
             write_log: Arc::downgrade(write_log),
             conflict,
             first,
             rest: Box::default(),
+            written: AtomicU64::new(0),
+            moved: AtomicU64::new(0),
+            identities: Mutex::new(Identities::new(identity, Vec::new())),
             snapshots: Mutex::default(),
         };
         Tracked { block: Arc::new(block), slot: 0 }
     }
 
     /// Handles to `first` and then `rest` (at most [`BLOCK`] in all),
-    /// allocated as one block, in order. `rest` becomes the block's storage
-    /// as it is, without moving its instances again.
+    /// allocated as one block, in order, with `identities` as their
+    /// identity keys. `rest` becomes the block's storage as it is, without
+    /// moving its instances again.
     pub(crate) fn new_block(
         write_log: &Arc<WriteLog<T>>,
         first: Inner<T>,
         rest: Vec<Inner<T>>,
+        identities: Identities<T::Key>,
     ) -> impl Iterator<Item = Self> {
+        debug_assert_eq!(identities.rest.len(), rest.len());
         let count = u32::try_from(rest.len() + 1).unwrap_or(u32::MAX);
         let write_log = Arc::downgrade(write_log);
         let rest = rest.into_boxed_slice();
-        let block = Arc::new(Block { write_log, conflict: None, first, rest, snapshots: Mutex::default() });
+        let block = Arc::new(Block {
+            write_log,
+            conflict: None,
+            first,
+            rest,
+            written: AtomicU64::new(0),
+            moved: AtomicU64::new(0),
+            identities: Mutex::new(identities),
+            snapshots: Mutex::default(),
+        });
         (0..count).map(move |slot| Tracked { block: Arc::clone(&block), slot })
     }
 
@@ -566,7 +622,7 @@ impl<T: Entity> Tracked<T> {
     pub fn try_write(&self) -> Result<RefMut<'_, T>> {
         let mut state = self.lock_write()?;
         let log = self.block.write_log.upgrade();
-        if !state.written {
+        if !self.written(&state) {
             let snapshot = state.current.clone();
             self.set_snapshot(&mut state, snapshot);
             // The log is locked only briefly and never while the flush
@@ -658,11 +714,13 @@ impl<T: Entity> Tracked<T> {
 
     /// The key the identity map holds this instance under, if it does.
     pub(crate) fn identity_key(&self) -> Option<T::Key> {
-        self.inner().identity.lock().clone()
+        self.block.identities.lock().slot(self.slot).and_then(|key| key.clone())
     }
 
     pub(crate) fn set_identity_key(&self, key: Option<T::Key>) {
-        *self.inner().identity.lock() = key;
+        if let Some(held) = self.block.identities.lock().slot(self.slot) {
+            *held = key;
+        }
     }
 
     /// The columns changed since the last load or flush, or `None` if the
@@ -675,7 +733,7 @@ impl<T: Entity> Tracked<T> {
     /// Whether the entity's snapshot says it was written since its last
     /// load or flush; written entities that cannot be looked at now count.
     pub(crate) fn is_written(&self) -> bool {
-        self.inner().state.try_read_recursive().is_none_or(|state| state.written)
+        self.inner().state.try_read_recursive().is_none_or(|state| self.written(&state))
     }
 
     /// Forgets a write that changed nothing, unless a guard is held on the
@@ -691,8 +749,7 @@ impl<T: Entity> Tracked<T> {
     /// from changing meanwhile. `read` must not borrow another snapshot of
     /// the block.
     pub(crate) fn snapshot<R>(&self, state: &EntityState<T>, read: impl FnOnce(&T) -> R) -> Option<R> {
-        self.check_state(state);
-        if !state.written {
+        if !self.written(state) {
             return None;
         }
         self.block.snapshots.lock().get(self.slot).map(read)
@@ -701,8 +758,7 @@ impl<T: Entity> Tracked<T> {
     /// Reads the values the database holds, as far as the session knows:
     /// the snapshot if the instance has one, else its current values.
     pub(crate) fn stored<R>(&self, state: &EntityState<T>, read: impl FnOnce(&T) -> R) -> R {
-        self.check_state(state);
-        let snapshots = state.written.then(|| self.block.snapshots.lock());
+        let snapshots = self.written(state).then(|| self.block.snapshots.lock());
         read(snapshots.as_ref().and_then(|snapshots| snapshots.get(self.slot)).unwrap_or(&state.current))
     }
 
@@ -712,7 +768,7 @@ impl<T: Entity> Tracked<T> {
         self.check_state(state);
         let len = self.block.rest.len() + 1;
         let replaced = self.block.snapshots.lock().put(self.slot, snapshot, len);
-        state.written = true;
+        self.block.written.fetch_or(slot_bit(self.slot), Ordering::Relaxed);
         // Freed outside the block's lock.
         drop(replaced);
     }
@@ -720,10 +776,10 @@ impl<T: Entity> Tracked<T> {
     /// Takes the instance's snapshot out, if it has one: it is no longer
     /// written. `state` is the instance's, borrowed mutably by the caller.
     pub(crate) fn take_snapshot(&self, state: &mut EntityState<T>) -> Option<T> {
-        self.check_state(state);
-        if !std::mem::replace(&mut state.written, false) {
+        if !self.written(state) {
             return None;
         }
+        self.block.written.fetch_and(!slot_bit(self.slot), Ordering::Relaxed);
         self.block.snapshots.lock().take(self.slot)
     }
 
@@ -742,6 +798,16 @@ impl<T: Entity> Tracked<T> {
             drop(self.take_snapshot(state));
             false
         }
+    }
+
+    /// Whether the instance has a snapshot; `state` is the instance's,
+    /// borrowed by the caller, whose lock orders the bit's reads and
+    /// writes (the other bits of the word are other instances', changed
+    /// under their own locks).
+    #[inline]
+    fn written(&self, state: &EntityState<T>) -> bool {
+        self.check_state(state);
+        self.block.written.load(Ordering::Relaxed) & slot_bit(self.slot) != 0
     }
 
     /// Checks, in debug builds, that `state` is this instance's: a
