@@ -234,7 +234,9 @@ async fn a_failed_batch_leaves_the_session_as_before() {
         assert!(accounts.iter().all(Tracked::is_modified));
 
         accounts[3].write().balance = 3;
-        session.commit().await.unwrap();
+        let before = session.stats();
+        let committed = session.commit().await.unwrap();
+        assert_eq!(sent(before, committed), (2, ROWS as u64), "sent by COPY");
         let expected: Vec<(i64, i64, i32)> = (1..=ROWS).map(|id| (id, id - 1, 2)).collect();
         assert_eq!(accounts_stored(&test_db).await, expected);
     })
