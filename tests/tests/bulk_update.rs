@@ -34,7 +34,7 @@ async fn stored(test_db: &orm_tests::TestDb) -> Vec<(i64, i64, i32)> {
 
 /// The `UNNEST` form: with `COPY` off, as batches below the `COPY`
 /// threshold and the unnamed statement mode send it (the `COPY` form is
-/// in tests/copy_update.rs).
+/// in `tests/copy_update.rs`).
 #[tokio::test]
 async fn a_large_update_batch_writes_exactly_its_rows_in_one_statement() {
     within_time(async {

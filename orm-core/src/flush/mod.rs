@@ -159,7 +159,6 @@ async fn run(
     // holds rows the objects do not show yet, and takes no other statement.
     let candidates = copy_candidates(registries, connection, &deferred);
     let copy_targets = copy_targets(registries.all.len(), connection, stats, candidates).await?;
-    let update_threshold = copy_threshold(connection);
     for registry in &mut registries.all {
         // A flush cut off earlier (its future dropped) never ended.
         registry.end_flush(false);
@@ -181,29 +180,13 @@ async fn run(
                 && registry.has_inserts_besides(inserted.get(&index).unwrap_or(&nothing))
         });
         let copying = choose_copy(registries, &copy_targets, &order, &links, &inserted);
-        // One `COPY` a round trip, first in it: none into a temporary table
-        // behind the `COPY` of inserts whose keys the last round trip took.
-        let mut copy_update = update_threshold.filter(|_| copy_next.is_none());
         // A table that takes keys now sends its rows in another round trip.
         let last = !keys_awaited && !links.iter().any(|l| l.unresolved) && copying.is_none();
-        let planned = order.iter().try_fold(Vec::new(), |mut round, &index| {
-            let scope = PlanScope {
-                waiting: &links[index].waiting,
-                inserted: inserted.get(&index).unwrap_or(&nothing),
-                last,
-                deferred: deferred[index],
-                preview: false,
-                copy: copying.as_ref().filter(|(chosen, _)| *chosen == index).map(|(_, target)| target),
-                copy_update,
-            };
-            if let Some(plan) = registries.all[index].plan(&scope)? {
-                if plan.copy_prefix().is_some() {
-                    copy_update = None;
-                }
-                round.push(Sent { registry: index, plan, outcomes: TableOutcomes::default() });
-            }
-            Ok::<_, Error>(round)
-        });
+        // One `COPY` a round trip, first in it: none into a temporary table
+        // behind the `COPY` of inserts whose keys the last round trip took.
+        let copy_update = copy_threshold(connection).filter(|_| copy_next.is_none());
+        let scopes = Scopes { links: &links, inserted: &inserted, deferred: &deferred, last, copying: &copying };
+        let planned = plan_round(registries, &order, &scopes, copy_update);
         let mut round = match planned.and_then(|round| check_cycles(&round, &cyclic, &metas).map(|()| round)) {
             Ok(round) => round,
             // Earlier round trips of this flush wrote rows: undo them.
@@ -231,14 +214,14 @@ async fn run(
             };
             let savepoint =
                 if first && end == FlushEnd::KeepOpen { Some(connection.reopen_flush_savepoint()) } else { None };
-            let before = with_copy_prefix(savepoint, &round);
             if connection.read_only() {
                 // Before anything is sent: the work stays pending.
                 return Err(Error::ReadOnlySession);
             }
             let commit = (last && end == FlushEnd::Commit && !verify).then_some(connection.commit_sql());
             connection.set_applying(false);
-            let result = connection.run_batch(before.as_deref(), &statements, commit, stats).await;
+            let result =
+                connection.run_batch(with_copy_prefix(savepoint, &round).as_deref(), &statements, commit, stats).await;
             // From here until the flush ends, what the transaction holds is
             // not yet on the objects, and the flush yields to the runtime.
             connection.set_applying(true);
@@ -267,6 +250,44 @@ async fn run(
         }
     }
     conclude(registries, connection, stats, end, sent, committed).await
+}
+
+/// What the plans of one round trip share: each table's links, inserts
+/// sent earlier and deferred columns, whether it is the flush's last, and
+/// the table whose inserts take keys for a `COPY`.
+struct Scopes<'a> {
+    links: &'a [LinkState],
+    inserted: &'a HashMap<usize, AddressSet>,
+    deferred: &'a [ColumnSet],
+    last: bool,
+    copying: &'a Option<(usize, Arc<CopyTarget>)>,
+}
+
+/// Plans one round trip, table by table in `order`. `copy_update` (see
+/// [`PlanScope::copy_update`]) goes to each table until one takes it.
+fn plan_round(
+    registries: &Registries,
+    order: &[usize],
+    scopes: &Scopes<'_>,
+    mut copy_update: Option<usize>,
+) -> Result<Vec<Sent>> {
+    let nothing = AddressSet::default();
+    order.iter().try_fold(Vec::new(), |mut round, &index| {
+        let scope = PlanScope {
+            waiting: &scopes.links[index].waiting,
+            inserted: scopes.inserted.get(&index).unwrap_or(&nothing),
+            last: scopes.last,
+            deferred: scopes.deferred[index],
+            preview: false,
+            copy: scopes.copying.as_ref().filter(|(chosen, _)| *chosen == index).map(|(_, target)| target),
+            copy_update,
+        };
+        if let Some(plan) = registries.all[index].plan(&scope)? {
+            copy_update = copy_update.filter(|_| plan.copy_prefix().is_none());
+            round.push(Sent { registry: index, plan, outcomes: TableOutcomes::default() });
+        }
+        Ok(round)
+    })
 }
 
 /// Checks what the statements of a flush returned, ends the transaction if

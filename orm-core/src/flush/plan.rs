@@ -595,6 +595,37 @@ fn insert_statement<T: Entity>(inserts: &[Tracked<T>], columns: ColumnSet, flush
     Ok(Unbound { statement, binding })
 }
 
+/// The updates of `groups`, one statement per set of changed columns, into
+/// `updates`; the first group of at least `copy_threshold` rows goes by
+/// `COPY` into a temporary table (see [`copy_update`]), its `COPY` into
+/// `copies`, and then its prefix and row count are returned.
+fn update_statements<T: Entity>(
+    groups: &BTreeMap<ColumnSet, Vec<Tracked<T>>>,
+    copy_threshold: Option<usize>,
+    flush: Option<u64>,
+    updates: &mut Vec<Unbound>,
+    copies: &mut Vec<Unbound>,
+) -> Option<(String, usize)> {
+    let meta = T::META;
+    let mut copy_updated = None;
+    for (&changed, rows) in groups {
+        // One batch a table at most: the `COPY` goes first in the round trip.
+        let by_copy = copy_threshold
+            .filter(|&threshold| copy_updated.is_none() && rows.len() >= threshold)
+            .and_then(|_| copy_update(rows, changed, flush));
+        if let Some(CopyUpdate { prefix, copy, update }) = by_copy {
+            copy_updated = Some((prefix, rows.len()));
+            copies.push(copy);
+            updates.push(update);
+            continue;
+        }
+        let statement = Statement::reporting_unmatched(sql::update(meta, changed), Vec::new(), rows.len());
+        let binding = ColumnBinding::boxed(rows, sql::update_parameters(meta, changed), flush);
+        updates.push(Unbound { statement, binding: Some(binding) });
+    }
+    copy_updated
+}
+
 pub(crate) fn plan_table<T: Entity>(
     registry: &Registry<T>,
     scope: &PlanScope<'_>,
@@ -636,23 +667,8 @@ pub(crate) fn plan_table<T: Entity>(
     // one that another insert of this flush wrote.
     let check_clash = !upserts.is_empty()
         && (!registry.identity.is_empty() || !scope.inserted.is_empty() || upserts.len() + usize::from(plain > 0) > 1);
-    let mut copy_updated = None;
-    for (&changed, rows) in &groups {
-        // One batch a table at most: the `COPY` goes first in the round trip.
-        let by_copy = scope
-            .copy_update
-            .filter(|&threshold| copy_updated.is_none() && rows.len() >= threshold)
-            .and_then(|_| copy_update(rows, changed, flush));
-        if let Some(CopyUpdate { prefix, copy, update }) = by_copy {
-            copy_updated = Some((prefix, rows.len()));
-            statements.copies.push(copy);
-            statements.updates.push(update);
-            continue;
-        }
-        let statement = Statement::reporting_unmatched(sql::update(meta, changed), Vec::new(), rows.len());
-        let binding = ColumnBinding::boxed(rows, sql::update_parameters(meta, changed), flush);
-        statements.updates.push(Unbound { statement, binding: Some(binding) });
-    }
+    let copy_updated =
+        update_statements(&groups, scope.copy_update, flush, &mut statements.updates, &mut statements.copies);
     for (&changed, switched) in switches.iter().filter(|(&changed, _)| switch_sends::<T>(changed)) {
         statements.updates.push(
             Statement::reporting_unmatched(
