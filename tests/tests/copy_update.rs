@@ -9,7 +9,7 @@ mod support;
 use std::future::Future;
 use std::time::Duration;
 
-use orm_core::{Database, Error, SessionStats, StatementMode, Tracked};
+use orm_core::{Database, Error, Session, SessionStats, StatementMode, Tracked};
 use orm_tests::TestDb;
 use support::{setup_with, Account, Customer};
 
@@ -41,6 +41,16 @@ async fn seed(test_db: &TestDb) {
     test_db.client().await.batch_execute(&sql).await.unwrap();
 }
 
+/// A seeded database (see [`seed`]) and a session that loaded every
+/// account, in key order.
+async fn loaded() -> (TestDb, Session, Vec<Tracked<Account>>) {
+    let (test_db, db) = setup().await;
+    seed(&test_db).await;
+    let mut session = db.session();
+    let accounts = session.query::<Account>().order_by(Account::ID.asc()).all().await.unwrap();
+    (test_db, session, accounts)
+}
+
 /// Every account, by id: (id, balance, version).
 async fn accounts_stored(test_db: &TestDb) -> Vec<(i64, i64, i32)> {
     let client = test_db.client().await;
@@ -63,10 +73,7 @@ fn sent(before: SessionStats, after: SessionStats) -> (u64, u64) {
 #[tokio::test]
 async fn a_large_update_batch_is_copied_and_writes_exactly_its_rows() {
     within_time(async {
-        let (test_db, db) = setup().await;
-        seed(&test_db).await;
-        let mut session = db.session();
-        let accounts = session.query::<Account>().order_by(Account::ID.asc()).all().await.unwrap();
+        let (test_db, session, accounts) = loaded().await;
         // Every seventh row is written to its own value: nothing to update.
         for account in &accounts {
             let mut account = account.write();
@@ -92,10 +99,7 @@ async fn a_large_update_batch_is_copied_and_writes_exactly_its_rows() {
 #[tokio::test]
 async fn a_batch_below_the_threshold_keeps_one_unnest_update() {
     within_time(async {
-        let (test_db, db) = setup().await;
-        seed(&test_db).await;
-        let mut session = db.session();
-        let accounts = session.query::<Account>().order_by(Account::ID.asc()).all().await.unwrap();
+        let (test_db, session, accounts) = loaded().await;
         for account in &accounts[..THRESHOLD - 1] {
             account.write().balance = 0;
         }
@@ -140,10 +144,7 @@ async fn the_unnamed_statement_mode_keeps_one_unnest_update() {
 #[tokio::test]
 async fn stale_rows_are_named_nothing_is_written_and_the_session_goes_on() {
     within_time(async {
-        let (test_db, db) = setup().await;
-        seed(&test_db).await;
-        let mut session = db.session();
-        let accounts = session.query::<Account>().order_by(Account::ID.asc()).all().await.unwrap();
+        let (test_db, mut session, accounts) = loaded().await;
         // After the load: two rows change and one goes.
         test_db
             .client()
@@ -195,10 +196,7 @@ async fn stale_rows_are_named_nothing_is_written_and_the_session_goes_on() {
 #[tokio::test]
 async fn a_stale_row_fails_the_commit_and_nothing_is_committed() {
     within_time(async {
-        let (test_db, db) = setup().await;
-        seed(&test_db).await;
-        let mut session = db.session();
-        let accounts = session.query::<Account>().order_by(Account::ID.asc()).all().await.unwrap();
+        let (test_db, session, accounts) = loaded().await;
         test_db.client().await.batch_execute("UPDATE account SET version = 7 WHERE id = 7000").await.unwrap();
         let before = accounts_stored(&test_db).await;
         for account in &accounts {
@@ -222,10 +220,7 @@ async fn a_stale_row_fails_the_commit_and_nothing_is_committed() {
 #[tokio::test]
 async fn a_failed_batch_leaves_the_session_as_before() {
     within_time(async {
-        let (test_db, db) = setup().await;
-        seed(&test_db).await;
-        let mut session = db.session();
-        let accounts = session.query::<Account>().order_by(Account::ID.asc()).all().await.unwrap();
+        let (test_db, mut session, accounts) = loaded().await;
         for account in &accounts {
             account.write().balance -= 1;
         }
@@ -294,10 +289,7 @@ async fn two_flushes_of_one_transaction_each_write_only_their_rows() {
 #[tokio::test]
 async fn one_batch_of_a_flush_goes_by_copy_and_the_others_by_unnest() {
     within_time(async {
-        let (test_db, db) = setup().await;
-        seed(&test_db).await;
-        let mut session = db.session();
-        let accounts = session.query::<Account>().order_by(Account::ID.asc()).all().await.unwrap();
+        let (test_db, session, accounts) = loaded().await;
         for account in &accounts[..300] {
             account.write().balance = 0;
         }
