@@ -444,11 +444,13 @@ impl SessionConnection {
     ) -> Result<Vec<Outcome>> {
         // Pipelined behind a `BEGIN` that may fail, each must write only
         // inside the transaction (see `transaction_mark`). A `COPY` cannot
-        // carry the guard: the flush sends one only after a round trip that
-        // opened the transaction (the one that took its keys).
+        // carry the guard: the flush sends one into a table only after a
+        // round trip that opened the transaction (the one that took its
+        // keys); one into a temporary table of its own writes nothing that
+        // outlives the connection's session.
         debug_assert!(
             statements.iter().all(|statement| if statement.copy.is_some() {
-                self.in_transaction
+                self.in_transaction || statement.sql.starts_with("COPY pg_temp.")
             } else {
                 statement.sql.contains(transaction_mark::IN_UNIT_OF_WORK)
             }),

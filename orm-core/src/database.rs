@@ -118,6 +118,11 @@ pub struct DatabaseConfig {
     /// Only for tables where that writes what the `INSERT` would: an
     /// integer key from a serial or identity `BY DEFAULT` sequence, no
     /// other generated field, no insert trigger, rule or row security.
+    /// Also the smallest batch of updates of one set of changed columns
+    /// that a flush copies into a temporary table and writes with one
+    /// `UPDATE ... FROM` it, instead of `UPDATE ... FROM UNNEST(...)`
+    /// (this needs the `TEMPORARY` privilege on the database, which
+    /// PostgreSQL grants to everyone by default).
     /// `None` never uses `COPY`. Default:
     /// [`DEFAULT_COPY_THRESHOLD`](crate::DEFAULT_COPY_THRESHOLD) rows,
     /// where `COPY` measured faster here (docs/performance.md).

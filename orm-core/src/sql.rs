@@ -334,16 +334,21 @@ pub(crate) fn next_version(column: &ColumnMeta, alias: &str) -> String {
 /// in a session), so the two counts differ exactly when a row is missing.
 fn unmatched_keys(meta: &EntityMeta, write: &str) -> String {
     let keys: Vec<usize> = meta.key_columns().collect();
-    let names: Vec<String> = keys.iter().map(|&i| quote_ident(meta.columns[i].name)).collect();
-    let sent: Vec<String> = names.iter().map(|name| format!("sent.{name}")).collect();
-    let matches: Vec<String> = names.iter().map(|name| format!("written.{name} = sent.{name}")).collect();
     let first = keys.first().map_or("int8", |&i| meta.columns[i].batch_type.unwrap_or(meta.columns[i].sql_type));
+    unmatched_of(meta, write, &unnest_types(meta, &keys), &format!("cardinality($1::{first}[])"))
+}
+
+/// [`unmatched_keys`] over any input: `sent`, a row source whose first
+/// columns are the key columns, of `count` rows (an SQL expression).
+fn unmatched_of(meta: &EntityMeta, write: &str, sent: &str, count: &str) -> String {
+    let names: Vec<String> = meta.key_columns().map(|i| quote_ident(meta.columns[i].name)).collect();
+    let sent_keys: Vec<String> = names.iter().map(|name| format!("sent.{name}")).collect();
+    let matches: Vec<String> = names.iter().map(|name| format!("written.{name} = sent.{name}")).collect();
     format!(
-        "WITH written AS ({write}) SELECT {} FROM {} AS sent({}) \
-         WHERE (SELECT count(*) FROM written) < cardinality($1::{first}[]) \
+        "WITH written AS ({write}) SELECT {} FROM {sent} AS sent({}) \
+         WHERE (SELECT count(*) FROM written) < {count} \
          AND NOT EXISTS (SELECT FROM written WHERE {})",
-        sent.join(", "),
-        unnest_types(meta, &keys),
+        sent_keys.join(", "),
         names.join(", "),
         matches.join(" AND "),
     )
@@ -353,6 +358,21 @@ fn unmatched_keys(meta: &EntityMeta, write: &str) -> String {
 /// [`update_parameters`]. Returns the keys of the input rows it did not
 /// match (see [`unmatched_keys`]).
 pub(crate) fn update(meta: &EntityMeta, changed: ColumnSet) -> String {
+    unmatched_keys(meta, &update_write(meta, changed, &unnest(meta, &update_parameters(meta, changed), None)))
+}
+
+/// [`update`] of the rows of `table`, a (temporary) table whose columns
+/// are those of [`update_parameters`], by name and in that order, holding
+/// `$1` rows. Returns the keys of its rows it did not match.
+pub(crate) fn update_from_table(meta: &EntityMeta, changed: ColumnSet, table: &str) -> String {
+    let write = update_write(meta, changed, &format!("{table} AS v"));
+    unmatched_of(meta, &write, table, "$1::int8")
+}
+
+/// `UPDATE ... FROM source ... RETURNING` the keys of the rows written:
+/// the changed columns set from `source`'s row `v`, matched as
+/// [`match_condition`] says, the version advanced.
+fn update_write(meta: &EntityMeta, changed: ColumnSet, source: &str) -> String {
     let version = meta.version_column();
     let mut assignments: Vec<String> = indexes(changed)
         .map(|i| format!("{} = {}", quote_ident(meta.columns[i].name), batch_value(&meta.columns[i])))
@@ -360,15 +380,13 @@ pub(crate) fn update(meta: &EntityMeta, changed: ColumnSet) -> String {
     if let Some(v) = version {
         assignments.push(format!("{} = {}", quote_ident(meta.columns[v].name), next_version(&meta.columns[v], "t")));
     }
-    let write = format!(
-        "UPDATE {} AS t SET {} FROM {} WHERE {} RETURNING {}",
+    format!(
+        "UPDATE {} AS t SET {} FROM {source} WHERE {} RETURNING {}",
         quote_ident(meta.table),
         assignments.join(", "),
-        unnest(meta, &update_parameters(meta, changed), None),
         match_condition(meta),
         join_columns(meta, meta.key_set(), "t."),
-    );
-    unmatched_keys(meta, &write)
+    )
 }
 
 /// Deletes a batch by key (and expected version if versioned); parameters

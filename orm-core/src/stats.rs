@@ -36,8 +36,10 @@ pub struct SessionStats {
     /// Rows returned or affected.
     pub rows: u64,
     /// Rows of large insert batches written by binary `COPY`, with keys
-    /// taken from their sequence first (see
+    /// taken from their sequence first, and of large update batches
+    /// copied into a temporary table (see
     /// [`DatabaseConfig::copy_threshold`](crate::DatabaseConfig::copy_threshold));
-    /// they count in `rows` too, once for the keys and once written.
+    /// they count in `rows` too, once for the keys (or the rows copied)
+    /// and once written.
     pub copied_rows: u64,
 }

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use orm_core::{Error, Tracked};
-use support::{setup, Account};
+use support::{setup, setup_with, Account};
 
 /// Rows per batch: several of the flush's binding chunks (4,096 rows).
 const ROWS: i64 = 20_000;
@@ -32,10 +32,13 @@ async fn stored(test_db: &orm_tests::TestDb) -> Vec<(i64, i64, i32)> {
     rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect()
 }
 
+/// The `UNNEST` form: with `COPY` off, as batches below the `COPY`
+/// threshold and the unnamed statement mode send it (the `COPY` form is
+/// in `tests/copy_update.rs`).
 #[tokio::test]
 async fn a_large_update_batch_writes_exactly_its_rows_in_one_statement() {
     within_time(async {
-        let (test_db, db) = setup().await;
+        let (test_db, db) = setup_with(|config| config.copy_threshold = None).await;
         seed(&test_db).await;
         let mut session = db.session();
         let accounts = session.query::<Account>().order_by(Account::ID.asc()).all().await.unwrap();

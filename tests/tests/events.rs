@@ -104,8 +104,10 @@ async fn before_update_stamps_exactly_the_updated_rows_with_one_update_per_colum
         let at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let hook = Stamp { at, seen: seen.clone() };
+        // The UNNEST form, with `COPY` off: one statement per column set.
         let (test_db, db) = setup(10_000, |config| {
             config.events.on_entity(hook);
+            config.copy_threshold = None;
         })
         .await;
         let mut session = db.session();

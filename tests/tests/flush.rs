@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 
 use orm_core::{Error, Tracked};
-use support::{count_rows, customer, setup, Account, Customer};
+use support::{count_rows, customer, setup, setup_with, Account, Customer};
 
 #[tokio::test]
 async fn ten_thousand_inserts_are_one_statement_and_one_round_trip() {
@@ -39,9 +39,11 @@ async fn ten_thousand_inserts_are_one_statement_and_one_round_trip() {
     }
 }
 
+/// The `UNNEST` form, with `COPY` off (the `COPY` form is in
+/// `tests/copy_update.rs`).
 #[tokio::test]
 async fn ten_thousand_updates_of_one_column_are_one_statement() {
-    let (test_db, db) = setup().await;
+    let (test_db, db) = setup_with(|config| config.copy_threshold = None).await;
     let mut session = db.session();
     session.add_all((0..10_000).map(|i| customer(&format!("c{i}"))));
     session.commit().await.unwrap();

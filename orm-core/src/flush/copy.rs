@@ -170,9 +170,34 @@ pub(crate) fn copy_statement<T: Entity>(
 ) -> (Statement, Box<dyn Binding>) {
     let meta = T::META;
     let columns: Vec<usize> = meta.key_columns().chain(indexes(meta.insert_columns())).collect();
+    let fields = target
+        .arrays
+        .iter()
+        .map(|array| match array.kind() {
+            Kind::Array(member) => member.clone(),
+            _ => array.clone(),
+        })
+        .collect();
+    let keys = SequenceKeys { keys, target: target.clone() };
+    copy_in(&quote_ident(meta.table), rows, columns, fields, Some(keys), flush)
+}
+
+/// `COPY` of columns `columns` of `rows` into `table` (its name as SQL),
+/// each column's fields of the type in `fields`: the key columns from
+/// `keys` if given, the others from the entities. Its rows are left to the
+/// returned binding.
+pub(super) fn copy_in<T: Entity>(
+    table: &str,
+    rows: &[Tracked<T>],
+    columns: Vec<usize>,
+    fields: Vec<Type>,
+    keys: Option<SequenceKeys<T>>,
+    flush: Option<u64>,
+) -> (Statement, Box<dyn Binding>) {
+    let meta = T::META;
     let names: Vec<String> = columns.iter().map(|&c| quote_ident(meta.columns[c].name)).collect();
     let statement = Statement {
-        sql: format!("COPY {} ({}) FROM STDIN (FORMAT binary)", quote_ident(meta.table), names.join(", ")).into(),
+        sql: format!("COPY {table} ({}) FROM STDIN (FORMAT binary)", names.join(", ")).into(),
         params: Vec::new(),
         returns_rows: false,
         check: None,
@@ -183,31 +208,29 @@ pub(crate) fn copy_statement<T: Entity>(
     data.put_slice(b"PGCOPY\n\xff\r\n\0");
     data.put_i32(0); // flags
     data.put_i32(0); // header extension length
-    let fields = target
-        .arrays
-        .iter()
-        .map(|array| match array.kind() {
-            Kind::Array(member) => member.clone(),
-            _ => array.clone(),
-        })
-        .collect();
-    let binding =
-        CopyBinding { rows: rows.to_vec(), keys, columns, target: target.clone(), fields, flush, bound: 0, data };
+    let binding = CopyBinding { rows: rows.to_vec(), keys, columns, fields, flush, bound: 0, data };
     (statement, Box::new(binding))
+}
+
+/// Keys the entities do not hold yet, taken from the key's sequence, and
+/// the array types they are encoded as.
+pub(super) struct SequenceKeys<T: Entity> {
+    keys: Vec<T::Key>,
+    target: Arc<CopyTarget>,
 }
 
 /// The rows of a `COPY` in its binary format, made [`BIND_CHUNK`] rows at
 /// a time. Each field is written straight from the entity by the field's
-/// own `ToSql`, as the `INSERT`'s arrays write their elements; the keys,
-/// which the entities do not hold yet, are encoded as one array per chunk,
-/// whose elements are laid out as `COPY`'s fields are (a length, -1 for
-/// NULL, then the value's binary form), and copied out of it.
+/// own `ToSql`, as the `INSERT`'s arrays write their elements; keys taken
+/// from the sequence, which the entities do not hold yet, are encoded as
+/// one array per chunk, whose elements are laid out as `COPY`'s fields are
+/// (a length, -1 for NULL, then the value's binary form), and copied out
+/// of it.
 struct CopyBinding<T: Entity> {
     rows: Vec<Tracked<T>>,
-    keys: Vec<T::Key>,
-    /// The key column, then the inserted ones.
+    keys: Option<SequenceKeys<T>>,
+    /// The key columns first if `keys` gives them, then the others.
     columns: Vec<usize>,
-    target: Arc<CopyTarget>,
     /// The type of each column's fields, in `columns` order.
     fields: Vec<Type>,
     flush: Option<u64>,
@@ -217,28 +240,36 @@ struct CopyBinding<T: Entity> {
 
 impl<T: Entity> CopyBinding<T> {
     /// Key column `n` of the chunk as an array in binary form.
-    fn encode_keys(&self, n: usize, param: &Param, rows: usize) -> Result<Bytes> {
+    fn encode_keys(&self, n: usize, array: &Type, param: &Param, rows: usize) -> Result<Bytes> {
         let meta = T::META;
         let column = meta.columns[self.columns[n]].name;
         let failed = |reason: String| Error::Encode { entity: meta.name, column, reason };
         let mut out = BytesMut::with_capacity(rows * 16 + 20);
-        match param.to_sql_checked(&self.target.arrays[n], &mut out) {
+        match param.to_sql_checked(array, &mut out) {
             Ok(IsNull::No) => Ok(out.freeze()),
             Ok(IsNull::Yes) => Err(failed("an array of values encoded as NULL".to_owned())),
             Err(error) => Err(failed(error.to_string())),
         }
+    }
+
+    /// The fields of the chunk's keys taken from the sequence, one list per
+    /// key column; none without such keys.
+    fn key_fields(&self, end: usize) -> Result<Vec<Bytes>> {
+        let Some(SequenceKeys { keys, target }) = &self.keys else { return Ok(Vec::new()) };
+        let arrays = T::key_arrays(&keys[self.bound..end]);
+        let mut fields = Vec::with_capacity(arrays.len());
+        for (n, (param, array)) in arrays.iter().zip(&target.arrays).enumerate() {
+            let array = self.encode_keys(n, array, param, end - self.bound)?;
+            fields.push(elements(array).ok_or_else(|| malformed::<T>("a malformed array encoding"))?);
+        }
+        Ok(fields)
     }
 }
 
 impl<T: Entity> Binding for CopyBinding<T> {
     fn bind_chunk(&mut self) -> Result<bool> {
         let end = self.rows.len().min(self.bound + BIND_CHUNK);
-        let keys = T::key_arrays(&self.keys[self.bound..end]);
-        let mut key_fields = Vec::with_capacity(keys.len());
-        for (n, param) in keys.iter().enumerate() {
-            let array = self.encode_keys(n, param, end - self.bound)?;
-            key_fields.push(elements(array).ok_or_else(|| malformed::<T>("a malformed array encoding"))?);
-        }
+        let mut key_fields = self.key_fields(end)?;
         let fields = i16::try_from(self.columns.len()).unwrap_or(i16::MAX);
         let guards = bind_all(&self.rows[self.bound..end], self.flush)?;
         for guard in &guards {

@@ -12,6 +12,7 @@
 //! reference cycle waits for the keys of the rows it updates.
 
 mod copy;
+mod copy_update;
 mod order;
 mod plan;
 
@@ -51,6 +52,7 @@ pub(crate) enum FlushEnd {
 /// Where each statement's outcome goes back to.
 #[derive(Clone, Copy)]
 enum Phase {
+    Copy,
     Insert,
     Update,
     Delete,
@@ -59,6 +61,7 @@ enum Phase {
 impl Phase {
     fn name(self) -> &'static str {
         match self {
+            Phase::Copy => "copy",
             Phase::Insert => "insert",
             Phase::Update => "update",
             Phase::Delete => "delete",
@@ -179,20 +182,11 @@ async fn run(
         let copying = choose_copy(registries, &copy_targets, &order, &links, &inserted);
         // A table that takes keys now sends its rows in another round trip.
         let last = !keys_awaited && !links.iter().any(|l| l.unresolved) && copying.is_none();
-        let planned = order.iter().try_fold(Vec::new(), |mut round, &index| {
-            let scope = PlanScope {
-                waiting: &links[index].waiting,
-                inserted: inserted.get(&index).unwrap_or(&nothing),
-                last,
-                deferred: deferred[index],
-                preview: false,
-                copy: copying.as_ref().filter(|(chosen, _)| *chosen == index).map(|(_, target)| target),
-            };
-            if let Some(plan) = registries.all[index].plan(&scope)? {
-                round.push(Sent { registry: index, plan, outcomes: TableOutcomes::default() });
-            }
-            Ok::<_, Error>(round)
-        });
+        // One `COPY` a round trip, first in it: none into a temporary table
+        // behind the `COPY` of inserts whose keys the last round trip took.
+        let copy_update = copy_threshold(connection).filter(|_| copy_next.is_none());
+        let scopes = Scopes { links: &links, inserted: &inserted, deferred: &deferred, last, copying: &copying };
+        let planned = plan_round(registries, &order, &scopes, copy_update);
         let mut round = match planned.and_then(|round| check_cycles(&round, &cyclic, &metas).map(|()| round)) {
             Ok(round) => round,
             // Earlier round trips of this flush wrote rows: undo them.
@@ -226,7 +220,8 @@ async fn run(
             }
             let commit = (last && end == FlushEnd::Commit && !verify).then_some(connection.commit_sql());
             connection.set_applying(false);
-            let result = connection.run_batch(savepoint.as_deref(), &statements, commit, stats).await;
+            let result =
+                connection.run_batch(with_copy_prefix(savepoint, &round).as_deref(), &statements, commit, stats).await;
             // From here until the flush ends, what the transaction holds is
             // not yet on the objects, and the flush yields to the runtime.
             connection.set_applying(true);
@@ -255,6 +250,44 @@ async fn run(
         }
     }
     conclude(registries, connection, stats, end, sent, committed).await
+}
+
+/// What the plans of one round trip share: each table's links, inserts
+/// sent earlier and deferred columns, whether it is the flush's last, and
+/// the table whose inserts take keys for a `COPY`.
+struct Scopes<'a> {
+    links: &'a [LinkState],
+    inserted: &'a HashMap<usize, AddressSet>,
+    deferred: &'a [ColumnSet],
+    last: bool,
+    copying: &'a Option<(usize, Arc<CopyTarget>)>,
+}
+
+/// Plans one round trip, table by table in `order`. `copy_update` (see
+/// [`PlanScope::copy_update`]) goes to each table until one takes it.
+fn plan_round(
+    registries: &Registries,
+    order: &[usize],
+    scopes: &Scopes<'_>,
+    mut copy_update: Option<usize>,
+) -> Result<Vec<Sent>> {
+    let nothing = AddressSet::default();
+    order.iter().try_fold(Vec::new(), |mut round, &index| {
+        let scope = PlanScope {
+            waiting: &scopes.links[index].waiting,
+            inserted: scopes.inserted.get(&index).unwrap_or(&nothing),
+            last: scopes.last,
+            deferred: scopes.deferred[index],
+            preview: false,
+            copy: scopes.copying.as_ref().filter(|(chosen, _)| *chosen == index).map(|(_, target)| target),
+            copy_update,
+        };
+        if let Some(plan) = registries.all[index].plan(&scope)? {
+            copy_update = copy_update.filter(|_| plan.copy_prefix().is_none());
+            round.push(Sent { registry: index, plan, outcomes: TableOutcomes::default() });
+        }
+        Ok(round)
+    })
 }
 
 /// Checks what the statements of a flush returned, ends the transaction if
@@ -387,13 +420,7 @@ fn copy_candidates(
     connection: &SessionConnection,
     deferred: &[ColumnSet],
 ) -> Vec<(usize, &'static EntityMeta, usize)> {
-    let Some(threshold) = connection.copy_targets().threshold() else { return Vec::new() };
-    // PgBouncer (1.18, transaction mode) takes the Sync the driver sends
-    // ahead of a COPY's data for the end of the transaction, and hands the
-    // server connection to another client in the middle of the COPY.
-    if connection.read_only() || connection.unnamed_statements() {
-        return Vec::new();
-    }
+    let Some(threshold) = copy_threshold(connection) else { return Vec::new() };
     let nothing = AddressSet::default();
     registries
         .all
@@ -404,6 +431,29 @@ fn copy_candidates(
         })
         .map(|(index, registry)| (index, registry.meta(), threshold))
         .collect()
+}
+
+/// The smallest batch, of inserts (see [`copy`]) or of updates (see
+/// [`copy_update`]), that goes by `COPY`, if any may on this connection.
+/// None does in the unnamed statement mode: PgBouncer (1.18, transaction
+/// mode) takes the Sync the driver sends ahead of a COPY's data for the end
+/// of the transaction, and hands the server connection to another client
+/// in the middle of the COPY.
+fn copy_threshold(connection: &SessionConnection) -> Option<usize> {
+    let threshold = connection.copy_targets().threshold()?;
+    (!connection.read_only() && !connection.unnamed_statements()).then_some(threshold)
+}
+
+/// The simple-query prefix of a round trip: the flush savepoint, if this
+/// round trip opens it, then what a plan's temporary table needs (see
+/// [`TablePlan::copy_prefix`]), which must run before the round trip's
+/// statements are prepared.
+fn with_copy_prefix(savepoint: Option<String>, round: &[Sent]) -> Option<String> {
+    let Some(prefix) = round.iter().find_map(|part| part.plan.copy_prefix()) else { return savepoint };
+    Some(match savepoint {
+        Some(savepoint) => format!("{savepoint}; {prefix}"),
+        None => prefix.to_owned(),
+    })
 }
 
 /// Per table, where its plain inserts may go by `COPY` (see [`copy`]),
@@ -482,6 +532,11 @@ fn deliver(
     if let Some((rows, meta)) = copied {
         check_copied(&outcomes.remove(0), rows, meta)?;
         stats.copied_rows += rows as u64;
+    }
+    for ((_, phase), outcome) in routes.iter().zip(&outcomes) {
+        if let Phase::Copy = phase {
+            stats.copied_rows += outcome.rows();
+        }
     }
     route(round, routes, outcomes);
     Ok(())
@@ -575,7 +630,7 @@ fn order_statements(round: &mut [Sent]) -> (Vec<Unbound>, Few<(usize, Phase)>) {
     // `statements` and `taken` only, and keeps `routes` inline (the
     // statements themselves are large enough that moving them inline cost
     // as much as their lists' allocations).
-    let count = taken.iter().map(|s| s.inserts.len() + s.updates.len() + s.deletes.len()).sum();
+    let count = taken.iter().map(|s| s.copies.len() + s.inserts.len() + s.updates.len() + s.deletes.len()).sum();
     let mut statements = Vec::with_capacity(count);
     let mut routes = Few::with_capacity(count);
     let mut add = |part: usize, phase: Phase, from: &mut Vec<Unbound>| {
@@ -584,6 +639,9 @@ fn order_statements(round: &mut [Sent]) -> (Vec<Unbound>, Few<(usize, Phase)>) {
             routes.push((part, phase));
         }
     };
+    for (part, table) in taken.iter_mut().enumerate() {
+        add(part, Phase::Copy, &mut table.copies);
+    }
     for (part, table) in taken.iter_mut().enumerate() {
         add(part, Phase::Insert, &mut table.inserts);
     }
@@ -602,6 +660,7 @@ fn route(round: &mut [Sent], routes: Few<(usize, Phase)>, outcomes: Vec<Outcome>
         let target = &mut round[part];
         tracing::debug!(table = target.plan.meta().table, operation = phase.name(), rows = outcome.rows(), "flushed");
         match phase {
+            Phase::Copy => target.outcomes.copies.push(outcome),
             Phase::Insert => target.outcomes.inserts.push(outcome),
             Phase::Update => target.outcomes.updates.push(outcome),
             Phase::Delete => target.outcomes.deletes.push(outcome),

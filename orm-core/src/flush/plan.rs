@@ -10,6 +10,7 @@ use parking_lot::RwLockWriteGuard;
 use postgres_types::Kind;
 
 use super::copy::{self, CopyTarget};
+use super::copy_update::{copy_update, CopyUpdate};
 use crate::connection::{Outcome, Statement};
 use crate::entity::{ColumnSet, Entity, EntityMeta};
 use crate::error::{Error, Result};
@@ -24,6 +25,9 @@ use crate::upsert::ConflictRule;
 /// One table's statements, in the order the flush sends them.
 #[derive(Default)]
 pub(crate) struct TableStatements {
+    /// `COPY`s into temporary tables, which go first in their round trip
+    /// (see [`copy_update`](super::copy_update)).
+    pub(crate) copies: Vec<Unbound>,
     pub(crate) inserts: Vec<Unbound>,
     pub(crate) updates: Vec<Unbound>,
     pub(crate) deletes: Vec<Unbound>,
@@ -109,6 +113,7 @@ impl<T: Entity> Binding for ColumnBinding<T> {
 /// What those statements produced, in the same order.
 #[derive(Default)]
 pub(crate) struct TableOutcomes {
+    pub(crate) copies: Vec<Outcome>,
     pub(crate) inserts: Vec<Outcome>,
     pub(crate) updates: Vec<Outcome>,
     pub(crate) deletes: Vec<Outcome>,
@@ -151,12 +156,24 @@ pub(crate) struct PlanScope<'a> {
     /// in this round trip, and `COPY`s the rows in the next (see
     /// [`copy`](super::copy)).
     pub(crate) copy: Option<&'a Arc<CopyTarget>>,
+    /// The smallest batch of updates that goes by `COPY` into a temporary
+    /// table (see [`copy_update`](super::copy_update)), if one may in this
+    /// round trip: none may when another `COPY` goes first in it.
+    pub(crate) copy_update: Option<usize>,
 }
 
 impl PlanScope<'_> {
     /// A look at everything pending, for [`Session::pending`](crate::Session::pending).
     pub(crate) fn preview(empty: &AddressSet) -> PlanScope<'_> {
-        PlanScope { waiting: empty, inserted: empty, last: true, deferred: 0, preview: true, copy: None }
+        PlanScope {
+            waiting: empty,
+            inserted: empty,
+            last: true,
+            deferred: 0,
+            preview: true,
+            copy: None,
+            copy_update: None,
+        }
     }
 }
 
@@ -179,6 +196,10 @@ pub(crate) trait TablePlan: Send + Sync {
     /// after the round trip that took the keys, before any other step reads
     /// those keys: it keeps them for them.
     fn take_copy(&mut self, outcomes: &TableOutcomes) -> Result<Option<(Unbound, usize)>>;
+    /// What the round trip's simple-query prefix must run before its
+    /// statements are prepared: the temporary table of an update batch
+    /// that goes by `COPY`, created and emptied.
+    fn copy_prefix(&self) -> Option<&str>;
     /// Keeps the keys the inserts generated, for children that wait for them
     /// in the flush's next round trip; the entities are not changed yet.
     fn record_keys(&mut self, outcomes: &TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()>;
@@ -243,6 +264,9 @@ struct Plan<T: Entity> {
     sequence_keys: Option<Vec<T::Key>>,
     /// The flush that binds the rows, for the `COPY`'s binding.
     flush: Option<u64>,
+    /// For the update batch that goes by `COPY` into a temporary table:
+    /// the prefix that readies the table, and how many rows are copied.
+    copy_update: Option<(String, usize)>,
 }
 
 /// A new entity taking over the row of a deleted one with the same key.
@@ -571,6 +595,37 @@ fn insert_statement<T: Entity>(inserts: &[Tracked<T>], columns: ColumnSet, flush
     Ok(Unbound { statement, binding })
 }
 
+/// The updates of `groups`, one statement per set of changed columns, into
+/// `updates`; the first group of at least `copy_threshold` rows goes by
+/// `COPY` into a temporary table (see [`copy_update`]), its `COPY` into
+/// `copies`, and then its prefix and row count are returned.
+fn update_statements<T: Entity>(
+    groups: &BTreeMap<ColumnSet, Vec<Tracked<T>>>,
+    copy_threshold: Option<usize>,
+    flush: Option<u64>,
+    updates: &mut Vec<Unbound>,
+    copies: &mut Vec<Unbound>,
+) -> Option<(String, usize)> {
+    let meta = T::META;
+    let mut copy_updated = None;
+    for (&changed, rows) in groups {
+        // One batch a table at most: the `COPY` goes first in the round trip.
+        let by_copy = copy_threshold
+            .filter(|&threshold| copy_updated.is_none() && rows.len() >= threshold)
+            .and_then(|_| copy_update(rows, changed, flush));
+        if let Some(CopyUpdate { prefix, copy, update }) = by_copy {
+            copy_updated = Some((prefix, rows.len()));
+            copies.push(copy);
+            updates.push(update);
+            continue;
+        }
+        let statement = Statement::reporting_unmatched(sql::update(meta, changed), Vec::new(), rows.len());
+        let binding = ColumnBinding::boxed(rows, sql::update_parameters(meta, changed), flush);
+        updates.push(Unbound { statement, binding: Some(binding) });
+    }
+    copy_updated
+}
+
 pub(crate) fn plan_table<T: Entity>(
     registry: &Registry<T>,
     scope: &PlanScope<'_>,
@@ -612,11 +667,8 @@ pub(crate) fn plan_table<T: Entity>(
     // one that another insert of this flush wrote.
     let check_clash = !upserts.is_empty()
         && (!registry.identity.is_empty() || !scope.inserted.is_empty() || upserts.len() + usize::from(plain > 0) > 1);
-    for (&changed, rows) in &groups {
-        let statement = Statement::reporting_unmatched(sql::update(meta, changed), Vec::new(), rows.len());
-        let binding = ColumnBinding::boxed(rows, sql::update_parameters(meta, changed), flush);
-        statements.updates.push(Unbound { statement, binding: Some(binding) });
-    }
+    let copy_updated =
+        update_statements(&groups, scope.copy_update, flush, &mut statements.updates, &mut statements.copies);
     for (&changed, switched) in switches.iter().filter(|(&changed, _)| switch_sends::<T>(changed)) {
         statements.updates.push(
             Statement::reporting_unmatched(
@@ -679,6 +731,7 @@ pub(crate) fn plan_table<T: Entity>(
         sequence_keys: None,
         copy,
         flush,
+        copy_update: copy_updated,
     })))
 }
 
@@ -877,6 +930,18 @@ impl<T: Entity> Plan<T> {
         Ok(())
     }
 
+    /// Fails if the `COPY` into the temporary table wrote another number
+    /// of rows than it was given: the `UPDATE` would not see the missing
+    /// ones, and could not name them.
+    fn check_copied(&self, outcomes: &TableOutcomes) -> Result<()> {
+        let Some((_, expected)) = self.copy_update else { return Ok(()) };
+        let (_, copied) = rows_of(outcomes.copies.first());
+        if copied == expected {
+            return Ok(());
+        }
+        Err(Error::RowsNotInserted { entity: T::META.name, table: T::META.table, expected, inserted: copied })
+    }
+
     /// Fails with `StaleData` naming the rows a statement should have
     /// matched and did not: its outcome names them (see
     /// [`Statement::reporting_unmatched`]), and they are named in the order
@@ -919,7 +984,10 @@ impl<T: Entity> TablePlan for Plan<T> {
             updates: self.updates.iter().map(Vec::len).sum::<usize>()
                 + self.switches.iter().map(|(_, switched)| switched.len()).sum::<usize>(),
             deletes: self.deletes.len(),
-            statements: statements.inserts.len() + statements.updates.len() + statements.deletes.len(),
+            statements: statements.copies.len()
+                + statements.inserts.len()
+                + statements.updates.len()
+                + statements.deletes.len(),
         }
     }
 
@@ -941,6 +1009,10 @@ impl<T: Entity> TablePlan for Plan<T> {
         self.check_inserted(outcomes)?;
         let (statement, binding) = copy::copy_statement(&target, &self.inserts[..self.plain], keys, self.flush);
         Ok(Some((Unbound { statement, binding: Some(binding) }, self.plain)))
+    }
+
+    fn copy_prefix(&self) -> Option<&str> {
+        self.copy_update.as_ref().map(|(prefix, _)| prefix.as_str())
     }
 
     fn record_keys(&mut self, outcomes: &TableOutcomes, registry: &mut dyn ErasedRegistry) -> Result<()> {
@@ -991,6 +1063,7 @@ impl<T: Entity> TablePlan for Plan<T> {
         let registry =
             registry.as_any().downcast_ref::<Registry<T>>().ok_or(Error::NotInSession { entity: T::META.name })?;
         self.check_clashes(outcomes, registry)?;
+        self.check_copied(outcomes)?;
         for (rows, outcome) in self.updates.iter().zip(&outcomes.updates) {
             Self::check_matched(rows, outcome)?;
         }
