@@ -123,9 +123,9 @@ struct Block<T: Entity> {
     /// so a tracked entity that is only read costs no copy. Changed only
     /// together with the snapshot, under the instance's lock, which orders
     /// every access to the instance's bit. Kept by the block rather than
-    /// by each instance, as are the flags and keys below: an instance is
-    /// then its values, its lock and its flush number, and a large load
-    /// touches that much less memory.
+    /// by each instance, as are the flag and keys below: an instance is
+    /// then its lock, its values, its flush number and the pointer to its
+    /// `sent` copy, and a large load touches that much less memory.
     written: AtomicU64,
     /// Bit `slot` tells whether that instance waits in its write log's
     /// `moved` list, so that repeated writes queue it once.
