@@ -61,6 +61,8 @@ mod array;
 #[cfg(feature = "axum")]
 pub mod axum;
 #[cfg(feature = "axum")]
+mod axum_after_commit;
+#[cfg(feature = "axum")]
 mod axum_reads;
 mod bulk;
 mod children_index;
