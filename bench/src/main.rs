@@ -3,7 +3,7 @@
 //! run, with the ratio of their median times.
 //!
 //! ```text
-//! cargo run --release -p bench -- [--workloads W1,W3] [--scale 0.1] [--runs 5] [--json] [--statement-mode unnamed] [--copy-threshold off]
+//! cargo run --release -p bench -- [--workloads W1,W3] [--scale 0.1] [--runs 5] [--json] [--statement-mode unnamed] [--copy-threshold off] [--copy-update-threshold off]
 //! ```
 //!
 //! Uses `DATABASE_URL` (see `scripts/db.sh`) and creates its own database there.
@@ -52,6 +52,12 @@ struct Options {
     /// measures the UNNEST insert). Default: the ORM's default.
     #[arg(long, value_parser = parse_copy_threshold)]
     copy_threshold: Option<CopyThreshold>,
+    /// The ORM's `DatabaseConfig::copy_update_threshold`: the smallest
+    /// update batch it writes by binary COPY into a temporary table, or
+    /// `off` for never (W3 then measures the UNNEST update). Default: the
+    /// ORM's default.
+    #[arg(long, value_parser = parse_copy_threshold)]
+    copy_update_threshold: Option<CopyThreshold>,
     /// Prints JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -92,7 +98,8 @@ enum Side {
 /// The `--side` of this run, set once at start.
 static SIDE: std::sync::OnceLock<Side> = std::sync::OnceLock::new();
 
-/// A `--copy-threshold`: a row count, or `None` for `off`.
+/// A `--copy-threshold` or `--copy-update-threshold`: a row count, or
+/// `None` for `off`.
 #[derive(Clone, Copy, Debug)]
 struct CopyThreshold(Option<usize>);
 
@@ -138,6 +145,9 @@ async fn run(mut options: Options) -> Result<(), BenchError> {
     config.statements = options.statement_mode;
     if let Some(CopyThreshold(threshold)) = options.copy_threshold {
         config.copy_threshold = threshold;
+    }
+    if let Some(CopyThreshold(threshold)) = options.copy_update_threshold {
+        config.copy_update_threshold = threshold;
     }
     let db = Database::with_config(config)?;
     db.pool().get().await?.batch_execute(customer::SCHEMA).await?;

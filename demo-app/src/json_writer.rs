@@ -11,9 +11,10 @@
 
 use axum::body::Bytes;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use orm_core::axum::AfterCommit;
 use orm_core::Tracked;
 use smallvec::SmallVec;
 
@@ -37,10 +38,23 @@ pub struct JsonView<T>(pub T);
 
 impl<T: WriteJson> IntoResponse for JsonView<T> {
     fn into_response(self) -> Response {
-        let mut body = Vec::with_capacity(INITIAL_CAPACITY);
-        self.0.write_json(&mut body);
-        ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], Bytes::from(body)).into_response()
+        ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], Bytes::from(to_json(&self.0))).into_response()
     }
+}
+
+impl<T: WriteJson + Send + 'static> JsonView<T> {
+    /// The response with `status`, its JSON written once the request's
+    /// session has committed: for a view of rows the commit inserts, whose
+    /// generated keys it shows without a flush (a round trip) of its own.
+    pub fn after_commit(self, status: StatusCode) -> AfterCommit<impl FnOnce() -> Vec<u8> + Send + 'static> {
+        AfterCommit::new(status, HeaderValue::from_static("application/json"), move || to_json(&self.0))
+    }
+}
+
+fn to_json(view: &impl WriteJson) -> Vec<u8> {
+    let mut body = Vec::with_capacity(INITIAL_CAPACITY);
+    view.write_json(&mut body);
+    body
 }
 
 /// `text` as a JSON string, escaped as `serde_json` escapes it: `"` and `\`

@@ -29,8 +29,8 @@ pub fn article_with_author_by_slug(session: &mut Session, slug: &str) -> Load<Ve
 }
 
 /// How many users favorited each article, and which of them `viewer`
-/// favorited: one statement (`SELECT article_id, count(*), bool_or(user_id
-/// = $viewer) ... GROUP BY article_id`), whose text does not depend on the
+/// favorited: one statement (`SELECT article_id, count(*), count(*) FILTER
+/// (WHERE user_id = $viewer) > 0 ... GROUP BY article_id`), whose text does not depend on the
 /// page (the ids are one array parameter). Without a viewer, the counts
 /// alone.
 pub fn favorites(session: &mut Session, viewer: Option<i64>, article_ids: &[i64]) -> Load<(IdMap<i64>, IdSet)> {
@@ -42,8 +42,7 @@ pub fn favorites(session: &mut Session, viewer: Option<i64>, article_ids: &[i64]
             .all_later()
             .map(|counts| (counts.into_iter().collect(), IdSet::default()));
     };
-    // Never NULL: a group has at least one row, and `user_id` is NOT NULL.
-    let viewers = Expr::<Favorite, bool>::raw("bool_or(t.user_id = $1)", vec![Box::new(viewer)]);
+    let viewers = Expr::any_where(Favorite::USER_ID.eq(viewer));
     query.select((Favorite::ARTICLE_ID, Expr::count_all(), viewers)).group_by(Favorite::ARTICLE_ID).all_later().map(
         |rows| {
             let mut counts = IdMap::default();

@@ -63,6 +63,11 @@
 //!   this layer's included, and with it the session, which rolls back the
 //!   same way. So does a panic with no `CatchPanicLayer` to catch it.
 //!
+//! A handler that answers with what it inserted (a generated key, say)
+//! can leave the insert to the commit, which sends it with `BEGIN` and
+//! `COMMIT` in one round trip, and answer with [`AfterCommit`], whose body
+//! is made once the layer has committed, instead of flushing first.
+//!
 //! A request whose handler takes no `DbSession` costs nothing, and a
 //! `DbSession` takes no connection until its first statement: extractors
 //! that run before the handler (authentication, `Json`, validation) refuse
@@ -90,6 +95,7 @@ use ::axum::http::{Extensions, StatusCode};
 use ::axum::response::{IntoResponse, Response};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
+pub use crate::axum_after_commit::AfterCommit;
 use crate::axum_reads::{self, Route};
 pub use crate::axum_reads::{COMMIT_TOKEN_COOKIE, COMMIT_TOKEN_HEADER};
 use crate::commit_token::CommitToken;

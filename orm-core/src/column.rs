@@ -3,8 +3,9 @@
 //! type, so filtering on another entity's column, or comparing a column with
 //! a value of another type, does not compile.
 
-use std::fmt::Write;
+use std::fmt::{self, Write};
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use crate::column_value::IntoColumnValue;
 use crate::entity::{Entity, EntityMeta};
@@ -574,6 +575,42 @@ impl<E> Condition<E> {
     pub(crate) fn render(self, sql: &mut String, params: &mut Vec<Param>) {
         render_node(self.node, 0, "t", sql, params);
     }
+
+    /// The condition as part of an expression (an aggregate's `FILTER`).
+    pub(crate) fn into_shared(self) -> SharedCondition {
+        SharedCondition(Arc::new(self.node))
+    }
+}
+
+/// A condition inside an expression, such as the `FILTER (WHERE ...)` of
+/// an aggregate. Clones of one expression share it, and are equal as the
+/// same expression, as their shared values are ([`SharedParam`]).
+#[derive(Clone)]
+pub(crate) struct SharedCondition(Arc<Node>);
+
+impl SharedCondition {
+    /// Whether SQL written by hand is part of the condition.
+    pub(crate) fn has_raw(&self) -> bool {
+        self.0.has_raw()
+    }
+
+    /// Appends the condition's SQL to `sql`, columns qualified with
+    /// `table`, its values pushed onto `params`.
+    pub(crate) fn render(&self, table: &str, sql: &mut String, params: &mut Vec<Param>) {
+        render_node(Node::clone(&self.0), 0, table, sql, params);
+    }
+}
+
+impl PartialEq for SharedCondition {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for SharedCondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Condition")
+    }
 }
 
 impl Node {
@@ -656,7 +693,7 @@ fn alias(depth: usize, base: &str) -> String {
     }
 }
 
-fn render_node(node: Node, depth: usize, base: &'static str, sql: &mut String, params: &mut Vec<Param>) {
+fn render_node(node: Node, depth: usize, base: &str, sql: &mut String, params: &mut Vec<Param>) {
     let table = alias(depth, base);
     match node {
         Node::Compare { column, operator, value } => {
@@ -709,14 +746,7 @@ fn render_node(node: Node, depth: usize, base: &'static str, sql: &mut String, p
     }
 }
 
-fn join_nodes(
-    nodes: Vec<Node>,
-    separator: &str,
-    depth: usize,
-    base: &'static str,
-    sql: &mut String,
-    params: &mut Vec<Param>,
-) {
+fn join_nodes(nodes: Vec<Node>, separator: &str, depth: usize, base: &str, sql: &mut String, params: &mut Vec<Param>) {
     sql.push('(');
     for (n, node) in nodes.into_iter().enumerate() {
         if n > 0 {

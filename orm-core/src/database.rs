@@ -118,15 +118,20 @@ pub struct DatabaseConfig {
     /// Only for tables where that writes what the `INSERT` would: an
     /// integer key from a serial or identity `BY DEFAULT` sequence, no
     /// other generated field, no insert trigger, rule or row security.
-    /// Also the smallest batch of updates of one set of changed columns
-    /// that a flush copies into a temporary table and writes with one
-    /// `UPDATE ... FROM` it, instead of `UPDATE ... FROM UNNEST(...)`
-    /// (this needs the `TEMPORARY` privilege on the database, which
-    /// PostgreSQL grants to everyone by default).
-    /// `None` never uses `COPY`. Default:
+    /// `None` never inserts by `COPY`. Default:
     /// [`DEFAULT_COPY_THRESHOLD`](crate::DEFAULT_COPY_THRESHOLD) rows,
     /// where `COPY` measured faster here (docs/performance.md).
     pub copy_threshold: Option<usize>,
+    /// The smallest batch of updates of one set of changed columns that a
+    /// flush copies into a temporary table and writes with one
+    /// `UPDATE ... FROM` it, instead of `UPDATE ... FROM UNNEST(...)`.
+    /// This needs the `TEMPORARY` privilege on the database, which
+    /// PostgreSQL grants to everyone by default. `None` never updates by
+    /// `COPY`. Default:
+    /// [`DEFAULT_COPY_UPDATE_THRESHOLD`](crate::DEFAULT_COPY_UPDATE_THRESHOLD)
+    /// rows: the temporary table's upkeep and the join's planning make
+    /// `COPY` pay later for updates than for inserts (docs/performance.md).
+    pub copy_update_threshold: Option<usize>,
 }
 
 impl DatabaseConfig {
@@ -155,6 +160,7 @@ impl DatabaseConfig {
             slow_statement_threshold: Some(Duration::from_secs(1)),
             events: Events::new(),
             copy_threshold: Some(crate::DEFAULT_COPY_THRESHOLD),
+            copy_update_threshold: Some(crate::DEFAULT_COPY_UPDATE_THRESHOLD),
         })
     }
 
@@ -316,7 +322,7 @@ impl Database {
             reads: Arc::new(reads),
             telemetry,
             events: config.events,
-            copy_targets: Arc::new(CopyTargets::new(config.copy_threshold)),
+            copy_targets: Arc::new(CopyTargets::new(config.copy_threshold, config.copy_update_threshold)),
         })
     }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio_postgres::types::{Format, IsNull, ToSql, Type};
 
-use crate::column::{Column, Condition, Order};
+use crate::column::{Column, Condition, Order, SharedCondition};
 use crate::sql::quote_ident;
 use crate::types::{ColumnType, Param};
 
@@ -93,11 +93,14 @@ pub(crate) enum ExprNode {
         left: Box<ExprNode>,
         right: Box<ExprNode>,
     },
-    /// `function([DISTINCT] arg)`, or `count(*)` without an argument.
+    /// `function([DISTINCT] arg)`, or `count(*)` without an argument,
+    /// followed by `FILTER (WHERE filter)` when it aggregates only the
+    /// rows matching a condition.
     Aggregate {
         function: &'static str,
         distinct: bool,
         arg: Option<Box<ExprNode>>,
+        filter: Option<SharedCondition>,
     },
     Cast {
         expr: Box<ExprNode>,
@@ -123,7 +126,9 @@ impl ExprNode {
             ExprNode::Raw { .. } => true,
             ExprNode::Call { args, .. } => args.iter().any(ExprNode::has_raw),
             ExprNode::Binary { left, right, .. } => left.has_raw() || right.has_raw(),
-            ExprNode::Aggregate { arg, .. } => arg.as_deref().is_some_and(ExprNode::has_raw),
+            ExprNode::Aggregate { arg, filter, .. } => {
+                arg.as_deref().is_some_and(ExprNode::has_raw) || filter.as_ref().is_some_and(SharedCondition::has_raw)
+            }
             ExprNode::Cast { expr, .. } => expr.has_raw(),
             ExprNode::Column(_) | ExprNode::Value(_) | ExprNode::Position(_) => false,
         }
@@ -157,7 +162,7 @@ impl ExprNode {
                 right.render(table, sql, params);
                 sql.push(')');
             }
-            ExprNode::Aggregate { function, distinct, arg } => {
+            ExprNode::Aggregate { function, distinct, arg, filter } => {
                 let _ = write!(sql, "{function}(");
                 match arg {
                     Some(arg) => {
@@ -169,6 +174,11 @@ impl ExprNode {
                     None => sql.push('*'),
                 }
                 sql.push(')');
+                if let Some(filter) = filter {
+                    sql.push_str(" FILTER (WHERE ");
+                    filter.render(table, sql, params);
+                    sql.push(')');
+                }
             }
             ExprNode::Cast { expr, to } => {
                 sql.push('(');
@@ -325,7 +335,7 @@ impl<E, V> Expr<E, V> {
     }
 
     fn aggregate<W>(self, function: &'static str, distinct: bool) -> Expr<E, W> {
-        Expr::from_node(ExprNode::Aggregate { function, distinct, arg: Some(Box::new(self.node)) })
+        Expr::from_node(ExprNode::Aggregate { function, distinct, arg: Some(Box::new(self.node)), filter: None })
     }
 
     fn cast<W>(self, to: &'static str) -> Expr<E, W> {
@@ -440,7 +450,79 @@ impl<E, V> Expr<E, V> {
 impl<E> Expr<E, i64> {
     /// `count(*)`: the rows of the query, or of each group.
     pub fn count_all() -> Self {
-        Expr::from_node(ExprNode::Aggregate { function: "count", distinct: false, arg: None })
+        Expr::from_node(ExprNode::Aggregate { function: "count", distinct: false, arg: None, filter: None })
+    }
+
+    /// `count(*) FILTER (WHERE condition)`: the rows of the query, or of
+    /// each group, that match `condition` (one whose result is NULL does
+    /// not, as in `WHERE`). Several such counts in one projection answer
+    /// several questions about the same rows in one pass, where separate
+    /// filtered counts would each read them again.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Expr};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Review { #[orm(primary_key, generated)] id: i64, book_id: i64, reviewer_id: i64, stars: i32 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE review (id bigserial PRIMARY KEY, book_id bigint NOT NULL, reviewer_id bigint NOT NULL, stars int NOT NULL);
+    /// #     INSERT INTO review (book_id, reviewer_id, stars) VALUES (1, 7, 5), (1, 8, 2), (1, 9, 4), (2, 8, 1)").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// // SELECT t."book_id", count(*), count(*) FILTER (WHERE t."stars" >= $1) ... GROUP BY 1
+    /// let counts: Vec<(i64, i64, i64)> = session
+    ///     .query::<Review>()
+    ///     .select((Review::BOOK_ID, Expr::count_all(), Expr::count_where(Review::STARS.ge(4))))
+    ///     .group_by(Review::BOOK_ID)
+    ///     .order_by(Review::BOOK_ID.asc())
+    ///     .all()
+    ///     .await?;
+    /// assert_eq!(counts, [(1, 3, 2), (2, 1, 0)]);
+    /// # Ok(()) }
+    /// ```
+    pub fn count_where(condition: Condition<E>) -> Self {
+        Expr::from_node(ExprNode::Aggregate {
+            function: "count",
+            distinct: false,
+            arg: None,
+            filter: Some(condition.into_shared()),
+        })
+    }
+}
+
+impl<E> Expr<E, bool> {
+    /// Whether any row of the query, or of each group, matches `condition`
+    /// (`count(*) FILTER (WHERE condition) > 0`): `false`, never NULL, when
+    /// none does, also over no rows or where the condition's result is
+    /// NULL. A typed way to ask, in the aggregate that counts a group,
+    /// whether one of its rows is the current user's, say.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity, Expr};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Review { #[orm(primary_key, generated)] id: i64, book_id: i64, reviewer_id: i64, stars: i32 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE review (id bigserial PRIMARY KEY, book_id bigint NOT NULL, reviewer_id bigint NOT NULL, stars int NOT NULL);
+    /// #     INSERT INTO review (book_id, reviewer_id, stars) VALUES (1, 7, 5), (1, 8, 2), (2, 8, 1)").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let viewer = 7_i64;
+    /// let mut session = db.session();
+    /// // How many reviews each book has, and whether the viewer wrote one of them.
+    /// let books: Vec<(i64, i64, bool)> = session
+    ///     .query::<Review>()
+    ///     .select((Review::BOOK_ID, Expr::count_all(), Expr::any_where(Review::REVIEWER_ID.eq(viewer))))
+    ///     .group_by(Review::BOOK_ID)
+    ///     .order_by(Review::BOOK_ID.asc())
+    ///     .all()
+    ///     .await?;
+    /// assert_eq!(books, [(1, 2, true), (2, 1, false)]);
+    /// # Ok(()) }
+    /// ```
+    pub fn any_where(condition: Condition<E>) -> Self {
+        let matching = Expr::<E, i64>::count_where(condition).node;
+        let none = ExprNode::Value(SharedParam::new(0_i64));
+        Expr::from_node(ExprNode::Binary { operator: ">", left: Box::new(matching), right: Box::new(none) })
     }
 }
 

@@ -61,6 +61,8 @@ mod array;
 #[cfg(feature = "axum")]
 pub mod axum;
 #[cfg(feature = "axum")]
+mod axum_after_commit;
+#[cfg(feature = "axum")]
 mod axum_reads;
 mod bulk;
 mod children_index;
@@ -128,7 +130,7 @@ pub use entity::{ColumnMeta, ColumnSet, Entity, EntityMeta};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{ChangedColumns, EntityEvents, Events, HookError, HookResult, SessionEvents};
 pub use expr::{Expr, IntoExpr, Numeric, Ordered};
-pub use flush::DEFAULT_COPY_THRESHOLD;
+pub use flush::{DEFAULT_COPY_THRESHOLD, DEFAULT_COPY_UPDATE_THRESHOLD};
 pub use interval::Interval;
 pub use isolation::IsolationLevel;
 pub use join::Join;

@@ -7,16 +7,18 @@
 mod support;
 
 use std::future::{Future, IntoFuture};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use orm_core::axum::{DbSession, RequestSession, SessionLayer, SessionOutcome};
+use orm_core::axum::{AfterCommit, DbSession, RequestSession, SessionLayer, SessionOutcome};
 use orm_core::{Database, DatabaseConfig};
 use orm_tests::TestDb;
 use support::{checkout_state, count_rows, customer, Customer};
@@ -90,6 +92,13 @@ async fn create(mut db: DbSession, Json(body): Json<NewCustomer>) -> orm_core::R
     Ok(StatusCode::CREATED)
 }
 
+/// Answers with the new customer's generated key, written after the
+/// commit, which sends the insert: no flush before it.
+async fn create_after_commit(mut db: DbSession, name: String) -> impl IntoResponse {
+    let added = db.add(customer(&name));
+    AfterCommit::new(StatusCode::CREATED, HeaderValue::from_static("text/plain"), move || added.read().id.to_string())
+}
+
 fn routes() -> Router {
     Router::new()
         .route("/ok", post(ok))
@@ -101,6 +110,7 @@ fn routes() -> Router {
         .route("/missing", get(missing))
         .route("/twice", get(twice))
         .route("/create", post(create))
+        .route("/create-after-commit", post(create_after_commit))
 }
 
 /// `routes` under the layers as the module documentation says to stack
@@ -454,6 +464,63 @@ async fn a_middleware_inside_the_layer_shares_the_transaction() {
             .map(|row| row.get(0))
             .collect();
         assert_eq!(names, ["ok", "audited"]);
+        assert_settles(&test_db, &db).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_after_commit_body_shows_the_key_the_commit_generated_in_one_round_trip() {
+    within(async {
+        let (test_db, db) = setup(1, Duration::from_secs(5)).await;
+        let router = app(&db, Duration::from_secs(30));
+        for name in ["first", "second"] {
+            let request = Request::post("/create-after-commit").body(Body::from(name)).expect("a valid request");
+            let answer = send(router.clone(), request).await;
+            assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+            let stored: i32 = test_db
+                .client()
+                .await
+                .query_one("SELECT id FROM customer WHERE name = $1", &[&name])
+                .await
+                .expect("the committed row")
+                .get(0);
+            assert_eq!(answer.body, stored.to_string());
+            let outcome = answer.outcome.expect("the session's outcome");
+            assert!(outcome.committed);
+            if name == "second" {
+                // Prepared by the first request: BEGIN, INSERT and COMMIT in one round trip.
+                assert_eq!((outcome.stats.statements, outcome.stats.round_trips), (1, 1));
+            }
+        }
+        assert_settles(&test_db, &db).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_after_commit_body_is_never_made_when_the_commit_fails() {
+    within(async {
+        let (test_db, db) = setup(1, Duration::from_secs(5)).await;
+        let rendered = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&rendered);
+        let twins = move |mut db: DbSession| {
+            let seen = Arc::clone(&seen);
+            async move {
+                // A unique violation, left to the commit.
+                db.add(customer("twin"));
+                db.add(customer("twin"));
+                AfterCommit::new(StatusCode::CREATED, HeaderValue::from_static("text/plain"), move || {
+                    seen.store(true, Ordering::SeqCst);
+                    "created"
+                })
+            }
+        };
+        let router = Router::new().route("/twins", post(twins)).layer(SessionLayer::new(db.clone()));
+        let answer = call(router, Method::POST, "/twins").await;
+        assert_eq!(answer.status, StatusCode::CONFLICT, "{answer:?}");
+        assert!(!rendered.load(Ordering::SeqCst), "the body was made for a failed commit");
+        assert_eq!(count_rows(&test_db, "customer").await, 0);
         assert_settles(&test_db, &db).await;
     })
     .await;

@@ -38,7 +38,7 @@ async fn stored(test_db: &orm_tests::TestDb) -> Vec<(i64, i64, i32)> {
 #[tokio::test]
 async fn a_large_update_batch_writes_exactly_its_rows_in_one_statement() {
     within_time(async {
-        let (test_db, db) = setup_with(|config| config.copy_threshold = None).await;
+        let (test_db, db) = setup_with(|config| config.copy_update_threshold = None).await;
         seed(&test_db).await;
         let mut session = db.session();
         let accounts = session.query::<Account>().order_by(Account::ID.asc()).all().await.unwrap();

@@ -28,7 +28,7 @@ async fn within_time<F: Future>(test: F) -> F::Output {
 }
 
 async fn setup() -> (TestDb, Database) {
-    setup_with(|config| config.copy_threshold = Some(THRESHOLD)).await
+    setup_with(|config| config.copy_update_threshold = Some(THRESHOLD)).await
 }
 
 /// `ROWS` accounts (owner `o{i}`, balance `i`, version 1, ids 1 to
@@ -113,6 +113,50 @@ async fn a_batch_below_the_threshold_keeps_one_unnest_update() {
     .await;
 }
 
+/// Updates have a threshold of their own, since `COPY` pays later for them
+/// than for inserts: a batch of updates as large as a batch of inserts
+/// that goes by `COPY` can keep `UNNEST`.
+#[tokio::test]
+async fn updates_and_inserts_go_by_copy_at_their_own_thresholds() {
+    within_time(async {
+        let (test_db, db) = setup_with(|config| {
+            config.copy_threshold = Some(THRESHOLD);
+            config.copy_update_threshold = Some(THRESHOLD * 10);
+        })
+        .await;
+        seed(&test_db).await;
+        let mut session = db.session();
+        let accounts = session.query::<Account>().order_by(Account::ID.asc()).all().await.unwrap();
+        for account in &accounts[..THRESHOLD * 2] {
+            account.write().balance = 0;
+        }
+        let before = session.stats();
+        session.flush().await.unwrap();
+        assert_eq!(sent(before, session.stats()), (1, 0), "one UNNEST update, nothing copied");
+
+        session.add_all((0..THRESHOLD * 2).map(|n| Customer { id: 0, name: format!("new {n}"), description: None }));
+        let before = session.stats();
+        session.flush().await.unwrap();
+        assert_eq!(session.stats().copied_rows - before.copied_rows, THRESHOLD as u64 * 2, "the inserts were copied");
+
+        for account in &accounts[..THRESHOLD * 10] {
+            account.write().balance = 7;
+        }
+        let before = session.stats();
+        let stats = session.commit().await.unwrap();
+        assert_eq!(sent(before, stats), (2, THRESHOLD as u64 * 10), "COPY and UPDATE");
+        let stored = accounts_stored(&test_db).await;
+        assert!(stored[..THRESHOLD * 2].iter().all(|&(_, balance, version)| (balance, version) == (7, 3)));
+        assert!(stored[THRESHOLD * 2..THRESHOLD * 10]
+            .iter()
+            .all(|&(_, balance, version)| (balance, version) == (7, 2)));
+        assert!(stored[THRESHOLD * 10..].iter().all(|&(id, balance, version)| (balance, version) == (id, 1)));
+        let customers = test_db.client().await.query_one("SELECT count(*) FROM customer", &[]).await.unwrap();
+        assert_eq!(customers.get::<_, i64>(0), ROWS + i64::try_from(THRESHOLD * 2).unwrap());
+    })
+    .await;
+}
+
 /// The unnamed mode is for poolers in transaction mode, which hand the
 /// server connection (and its temporary tables) on between transactions
 /// and lose track of a transaction during an extended-protocol COPY.
@@ -120,7 +164,7 @@ async fn a_batch_below_the_threshold_keeps_one_unnest_update() {
 async fn the_unnamed_statement_mode_keeps_one_unnest_update() {
     within_time(async {
         let (test_db, db) = setup_with(|config| {
-            config.copy_threshold = Some(THRESHOLD);
+            config.copy_update_threshold = Some(THRESHOLD);
             config.statements = StatementMode::Unnamed;
         })
         .await;

@@ -107,7 +107,7 @@ async fn before_update_stamps_exactly_the_updated_rows_with_one_update_per_colum
         // The UNNEST form, with `COPY` off: one statement per column set.
         let (test_db, db) = setup(10_000, |config| {
             config.events.on_entity(hook);
-            config.copy_threshold = None;
+            config.copy_update_threshold = None;
         })
         .await;
         let mut session = db.session();

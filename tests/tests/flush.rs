@@ -43,7 +43,11 @@ async fn ten_thousand_inserts_are_one_statement_and_one_round_trip() {
 /// `tests/copy_update.rs`).
 #[tokio::test]
 async fn ten_thousand_updates_of_one_column_are_one_statement() {
-    let (test_db, db) = setup_with(|config| config.copy_threshold = None).await;
+    let (test_db, db) = setup_with(|config| {
+        config.copy_threshold = None;
+        config.copy_update_threshold = None;
+    })
+    .await;
     let mut session = db.session();
     session.add_all((0..10_000).map(|i| customer(&format!("c{i}"))));
     session.commit().await.unwrap();

@@ -116,6 +116,58 @@ async fn aggregates_group_and_filter_with_postgres_result_types() {
     assert_eq!(authors, 3);
 }
 
+/// Author, books, well rated books, whether one is long, whether one is unrated.
+type AuthorFlags = (String, i64, i64, bool, bool);
+
+#[tokio::test]
+async fn counts_and_flags_over_the_rows_matching_a_condition_in_one_pass() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    let well_rated = Expr::count_where(Book::RATING.ge(4.0));
+    let per_author: Vec<AuthorFlags> = session
+        .query::<Book>()
+        .select((
+            Book::AUTHOR,
+            Expr::count_all(),
+            well_rated.clone(),
+            Expr::any_where(Book::PAGES.gt(700)),
+            Expr::any_where(Book::RATING.is_null()),
+        ))
+        .group_by(Book::AUTHOR)
+        .having(Expr::any_where(Book::TITLE.ne("Beloved")).eq(true))
+        .order_by(well_rated.desc())
+        .order_by(Book::AUTHOR.asc())
+        .all()
+        .await
+        .unwrap();
+    // A NULL rating is not "at least 4" and not counted; Morrison's only
+    // book is left out by HAVING; the order is by the filtered count.
+    assert_eq!(per_author, [("Austen".to_owned(), 2, 1, false, true), ("Joyce".to_owned(), 2, 1, true, false)]);
+    assert_eq!(session.stats().statements, 1);
+
+    // Over no rows the count is 0 and the flag false, never NULL; a
+    // condition written by hand keeps its own parameters.
+    let long = Condition::raw("t.pages > $1", vec![Box::new(10_000_i32)]);
+    let none: (i64, bool) = session
+        .query::<Book>()
+        .select((Expr::count_where(long.clone()), Expr::any_where(long)))
+        .filter(Book::AUTHOR.eq("nobody"))
+        .one()
+        .await
+        .unwrap();
+    assert_eq!(none, (0, false));
+    let rated: (i64, bool) = session
+        .query::<Book>()
+        .select((
+            Expr::count_where(Condition::raw("t.rating > $1", vec![Box::new(3.5_f64)])),
+            Expr::any_where(Book::RATING.lt(1.0)),
+        ))
+        .one()
+        .await
+        .unwrap();
+    assert_eq!(rated, (2, false));
+}
+
 #[tokio::test]
 async fn a_sum_of_bigints_that_overflows_is_bad_data_not_a_rounded_value() {
     let (_test_db, db) = setup().await;

@@ -113,7 +113,13 @@ async fn a_deadlock_is_retried() {
         timeout(Duration::from_secs(30), task).await.expect("no hang").unwrap().unwrap();
     }
     assert_eq!((value(&test_db, "a").await, value(&test_db, "b").await), (2, 2));
-    assert_eq!(attempts.load(Ordering::Relaxed), 3, "the deadlock's victim ran again, once");
+    // Usually three tries: the victim runs again once. On a loaded machine
+    // the victim's retry can update the row it gave up before the survivor,
+    // woken by the victim's abort, takes it (a row whose locker aborted is
+    // free to whoever comes first), and the two deadlock again: a fourth
+    // try. Each deadlock is retried, and both increments land once.
+    let tries = attempts.load(Ordering::Relaxed);
+    assert!(tries >= 3, "the deadlock's victim ran again: {tries} tries");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Comments: `/api/articles/{slug}/comments[/{id}]`.
 
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{delete, get};
 use axum::Router;
 use serde::Deserialize;
@@ -95,16 +96,17 @@ impl Validate for CreateRequest {
     }
 }
 
-/// `POST /api/articles/{slug}/comments`: 201 with the comment. Three round
+/// `POST /api/articles/{slug}/comments`: 201 with the comment. Two round
 /// trips: the article beside what the comment's view shows of its author
-/// (the viewer), then the insert (with `BEGIN`) for the comment's id, then
-/// the `COMMIT`; the view needs no load of its own.
+/// (the viewer), then the insert with its `BEGIN` and `COMMIT`; the view,
+/// which shows the comment's generated id, is written after the commit
+/// and needs no load of its own.
 async fn create(
     auth: AuthUser,
     mut db: DbSession,
     Path(slug): Path<String>,
     Valid(request): Valid<CreateRequest>,
-) -> ApiResult<(StatusCode, JsonView<CommentResponse>)> {
+) -> ApiResult<impl IntoResponse> {
     let article = loaders::article_by_slug(&mut db, &slug);
     let (mut article, viewer, followed) = db
         .load_together((article, loaders::viewer(Some(auth.id)), loaders::followed(Some(auth.id), &[auth.id])))
@@ -121,10 +123,10 @@ async fn create(
         created_at: time,
         updated_at: time,
     });
-    // For the comment's id.
-    db.flush().await?;
+    // Inserted by the commit, with its BEGIN and COMMIT in one round trip;
+    // the answer, which shows the comment's id, is written after it.
     let view = CommentView { comment, author };
-    Ok((StatusCode::CREATED, JsonView(CommentResponse { comment: view })))
+    Ok(JsonView(CommentResponse { comment: view }).after_commit(StatusCode::CREATED))
 }
 
 /// `DELETE /api/articles/{slug}/comments/{id}`: 204; only by its author.

@@ -51,6 +51,7 @@ pub(crate) struct CopyTarget {
 /// found out once per table and kept for the pool's lifetime.
 pub(crate) struct CopyTargets {
     threshold: Option<usize>,
+    update_threshold: Option<usize>,
     known: Mutex<Known>,
 }
 
@@ -85,14 +86,21 @@ const FACTS: &str = "SELECT c.relkind = 'r' AND NOT c.relrowsecurity AND NOT c.r
      WHERE c.oid = to_regclass($1)";
 
 impl CopyTargets {
-    /// No table known yet; `threshold` as configured (`None`: never `COPY`).
-    pub(crate) fn new(threshold: Option<usize>) -> Self {
-        CopyTargets { threshold, known: Mutex::new(HashMap::new()) }
+    /// No table known yet; the thresholds of inserts and of updates as
+    /// configured (`None`: never by `COPY`).
+    pub(crate) fn new(threshold: Option<usize>, update_threshold: Option<usize>) -> Self {
+        CopyTargets { threshold, update_threshold, known: Mutex::new(HashMap::new()) }
     }
 
     /// The smallest batch of plain inserts that goes by `COPY`, if any does.
     pub(crate) fn threshold(&self) -> Option<usize> {
         self.threshold
+    }
+
+    /// The smallest batch of updates of one set of columns that goes by
+    /// `COPY` into a temporary table (see [`super::copy_update`]), if any does.
+    pub(crate) fn update_threshold(&self) -> Option<usize> {
+        self.update_threshold
     }
 
     /// How `meta`'s table takes `COPY`, or `None` if it cannot. The entity

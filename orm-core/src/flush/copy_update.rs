@@ -5,7 +5,7 @@
 //! array per column; binary `COPY` into a temporary table and an `UPDATE`
 //! joined to it took 0.73-1.04 of that time in the bench's hand-written
 //! floor at 100,000 rows. A batch of at least
-//! [`DatabaseConfig::copy_threshold`](crate::DatabaseConfig::copy_threshold)
+//! [`DatabaseConfig::copy_update_threshold`](crate::DatabaseConfig::copy_update_threshold)
 //! rows goes this way, writing what the `UNNEST` form writes: the same
 //! changed columns, matched on key, version and tenant, the version
 //! advanced, and the keys of the rows it did not match returned.
@@ -39,6 +39,13 @@ use crate::connection::Statement;
 use crate::entity::{ColumnSet, Entity};
 use crate::sql::{self, quote_ident};
 use crate::tracked::Tracked;
+
+/// The default [`DatabaseConfig::copy_update_threshold`](crate::DatabaseConfig::copy_update_threshold).
+/// At 5,000 rows `COPY` and `UNNEST` updates could not be told apart in
+/// the bench, at 20,000 and more `COPY` was ahead (docs/performance.md):
+/// below about 10,000 the temporary table's `DELETE` and the join's
+/// planning cost what `COPY` saves.
+pub const DEFAULT_COPY_UPDATE_THRESHOLD: usize = 10_000;
 
 /// What one batch by `COPY` sends: the prefix that readies its temporary
 /// table, the `COPY` into it and the `UPDATE ... FROM` it.

@@ -27,6 +27,7 @@ use tracing::Instrument;
 use copy::CopyTarget;
 pub(crate) use copy::CopyTargets;
 pub use copy::DEFAULT_COPY_THRESHOLD;
+pub use copy_update::DEFAULT_COPY_UPDATE_THRESHOLD;
 use order::PerTable;
 use plan::Unbound;
 pub(crate) use plan::{plan_table, PlanScope, TablePlan, BIND_CHUNK};
@@ -184,7 +185,8 @@ async fn run(
         let last = !keys_awaited && !links.iter().any(|l| l.unresolved) && copying.is_none();
         // One `COPY` a round trip, first in it: none into a temporary table
         // behind the `COPY` of inserts whose keys the last round trip took.
-        let copy_update = copy_threshold(connection).filter(|_| copy_next.is_none());
+        let copy_update =
+            connection.copy_targets().update_threshold().filter(|_| copy_allowed(connection) && copy_next.is_none());
         let scopes = Scopes { links: &links, inserted: &inserted, deferred: &deferred, last, copying: &copying };
         let planned = plan_round(registries, &order, &scopes, copy_update);
         let mut round = match planned.and_then(|round| check_cycles(&round, &cyclic, &metas).map(|()| round)) {
@@ -420,7 +422,9 @@ fn copy_candidates(
     connection: &SessionConnection,
     deferred: &[ColumnSet],
 ) -> Vec<(usize, &'static EntityMeta, usize)> {
-    let Some(threshold) = copy_threshold(connection) else { return Vec::new() };
+    let Some(threshold) = connection.copy_targets().threshold().filter(|_| copy_allowed(connection)) else {
+        return Vec::new();
+    };
     let nothing = AddressSet::default();
     registries
         .all
@@ -433,15 +437,14 @@ fn copy_candidates(
         .collect()
 }
 
-/// The smallest batch, of inserts (see [`copy`]) or of updates (see
-/// [`copy_update`]), that goes by `COPY`, if any may on this connection.
-/// None does in the unnamed statement mode: PgBouncer (1.18, transaction
-/// mode) takes the Sync the driver sends ahead of a COPY's data for the end
-/// of the transaction, and hands the server connection to another client
-/// in the middle of the COPY.
-fn copy_threshold(connection: &SessionConnection) -> Option<usize> {
-    let threshold = connection.copy_targets().threshold()?;
-    (!connection.read_only() && !connection.unnamed_statements()).then_some(threshold)
+/// Whether batches, of inserts (see [`copy`]) or of updates (see
+/// [`copy_update`]), may go by `COPY` on this connection at all. None does
+/// in the unnamed statement mode: PgBouncer (1.18, transaction mode) takes
+/// the Sync the driver sends ahead of a COPY's data for the end of the
+/// transaction, and hands the server connection to another client in the
+/// middle of the COPY.
+fn copy_allowed(connection: &SessionConnection) -> bool {
+    !connection.read_only() && !connection.unnamed_statements()
 }
 
 /// The simple-query prefix of a round trip: the flush savepoint, if this

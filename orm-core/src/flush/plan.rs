@@ -596,9 +596,10 @@ fn insert_statement<T: Entity>(inserts: &[Tracked<T>], columns: ColumnSet, flush
 }
 
 /// The updates of `groups`, one statement per set of changed columns, into
-/// `updates`; the first group of at least `copy_threshold` rows goes by
-/// `COPY` into a temporary table (see [`copy_update`]), its `COPY` into
-/// `copies`, and then its prefix and row count are returned.
+/// `updates`; the first group of at least `copy_threshold` rows (the
+/// update threshold) goes by `COPY` into a temporary table (see
+/// [`copy_update`]), its `COPY` into `copies`, and then its prefix and row
+/// count are returned.
 fn update_statements<T: Entity>(
     groups: &BTreeMap<ColumnSet, Vec<Tracked<T>>>,
     copy_threshold: Option<usize>,
