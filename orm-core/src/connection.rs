@@ -1047,48 +1047,23 @@ async fn send_pipelined(
     after: Option<&str>,
     copy_lost: &AtomicBool,
 ) -> (PgResult<()>, Vec<PgResult<Outcome>>, PgResult<Vec<SimpleQueryMessage>>, bool) {
-    let mut sent: Vec<Sent<_>> = statements
-        .iter()
-        .zip(prepared)
-        .zip(params)
-        .map(|((statement, prepared), params)| {
-            let run = async move {
-                let outcome = match prepared {
-                    _ if statement.copy.is_some() => copy_rows(client, statement, prepared, copy_lost).await,
-                    Ready::Named(prepared) if statement.returns_rows => {
-                        client.query(prepared, params).await.map(Outcome::Rows)
-                    }
-                    Ready::Named(prepared) => client.execute(prepared, params).await.map(Outcome::Count),
-                    Ready::Unnamed(description) => {
-                        let typed: Vec<_> = params.iter().copied().zip(description.params.iter().cloned()).collect();
-                        if statement.returns_rows {
-                            client.query_typed(&statement.sql, &typed).await.map(Outcome::Rows)
-                        } else {
-                            client.execute_typed(&statement.sql, &typed).await.map(Outcome::Count)
-                        }
-                    }
-                };
-                let outcome = match (outcome, statement.unmatched_of) {
-                    (Ok(Outcome::Rows(keys)), Some(expected)) => Ok(Outcome::Unmatched { expected, keys }),
-                    (outcome, _) => outcome,
-                };
-                if let Ok(outcome) = &outcome {
-                    tracing::Span::current().record("rows", outcome.rows());
-                }
-                outcome
-            };
-            Box::pin(maybe_done(pipeline.traced(&statement.sql, run)))
-        })
-        .collect();
+    let mut requests = statements.iter().zip(prepared).zip(params).map(|((statement, prepared), params)| {
+        maybe_done(pipeline.traced(&statement.sql, run_statement(client, statement, prepared, params, copy_lost)))
+    });
+    // The first request, all that a short request's flush sends, is pinned
+    // in this future; only the others are boxed, each a KiB or more.
+    let mut first = std::pin::pin!(requests.next());
+    let mut rest: Vec<Pin<Box<_>>> = requests.map(Box::pin).collect();
     poll_fn(|cx| {
         let _ = prefix.as_mut().poll(cx);
-        for statement in &mut sent {
-            let _ = statement.as_mut().poll(cx);
+        for statement in in_order(first.as_mut(), &mut rest) {
+            let _ = statement.poll(cx);
         }
         Poll::Ready(())
     })
     .await;
-    let unsent = sent.iter_mut().any(|statement| matches!(statement.as_mut().output_mut(), Some(Err(_))));
+    let unsent = in_order(first.as_mut(), &mut rest)
+        .any(|mut statement| matches!(statement.as_mut().output_mut(), Some(Err(_))));
     let after = after.filter(|_| !unsent);
     // Pinned in this future rather than boxed: it ends with it.
     let mut suffix = std::pin::pin!(maybe_done(async move {
@@ -1099,8 +1074,8 @@ async fn send_pipelined(
     }));
     poll_fn(|cx| {
         let mut done = prefix.as_mut().poll(cx).is_ready();
-        for statement in &mut sent {
-            done &= statement.as_mut().poll(cx).is_ready();
+        for statement in in_order(first.as_mut(), &mut rest) {
+            done &= statement.poll(cx).is_ready();
         }
         done &= suffix.as_mut().poll(cx).is_ready();
         if done {
@@ -1112,10 +1087,52 @@ async fn send_pipelined(
     .await;
     let finished = "every request was polled to completion";
     let prefix = prefix.as_mut().take_output().unwrap_or_else(|| unreachable!("{finished}"));
-    let outcomes =
-        sent.iter_mut().map(|s| s.as_mut().take_output().unwrap_or_else(|| unreachable!("{finished}"))).collect();
+    let outcomes = in_order(first.as_mut(), &mut rest)
+        .map(|s| s.take_output().unwrap_or_else(|| unreachable!("{finished}")))
+        .collect();
     let suffix = suffix.as_mut().take_output().unwrap_or_else(|| unreachable!("{finished}"));
     (prefix, outcomes, suffix, after.is_some())
+}
+
+/// The requests of [`send_pipelined`] in wire order: the one pinned in
+/// place, then the boxed ones.
+fn in_order<'s, F: Future>(
+    first: Pin<&'s mut Option<MaybeDone<F>>>,
+    rest: &'s mut [Pin<Box<MaybeDone<F>>>],
+) -> impl Iterator<Item = Pin<&'s mut MaybeDone<F>>> {
+    first.as_pin_mut().into_iter().chain(rest.iter_mut().map(Pin::as_mut))
+}
+
+/// Sends one statement of a batch and collects its outcome.
+async fn run_statement(
+    client: &Object,
+    statement: &Statement,
+    prepared: &Ready,
+    params: &[&(dyn ToSql + Sync)],
+    copy_lost: &AtomicBool,
+) -> PgResult<Outcome> {
+    let outcome = match prepared {
+        // Boxed: a `COPY`'s future is the largest, and a batch's rare one.
+        _ if statement.copy.is_some() => Box::pin(copy_rows(client, statement, prepared, copy_lost)).await,
+        Ready::Named(prepared) if statement.returns_rows => client.query(prepared, params).await.map(Outcome::Rows),
+        Ready::Named(prepared) => client.execute(prepared, params).await.map(Outcome::Count),
+        Ready::Unnamed(description) => {
+            let typed: Vec<_> = params.iter().copied().zip(description.params.iter().cloned()).collect();
+            if statement.returns_rows {
+                client.query_typed(&statement.sql, &typed).await.map(Outcome::Rows)
+            } else {
+                client.execute_typed(&statement.sql, &typed).await.map(Outcome::Count)
+            }
+        }
+    };
+    let outcome = match (outcome, statement.unmatched_of) {
+        (Ok(Outcome::Rows(keys)), Some(expected)) => Ok(Outcome::Unmatched { expected, keys }),
+        (outcome, _) => outcome,
+    };
+    if let Ok(outcome) = &outcome {
+        tracing::Span::current().record("rows", outcome.rows());
+    }
+    outcome
 }
 
 type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
