@@ -625,9 +625,9 @@ async fn bind(unbound: Vec<Unbound>) -> Result<Vec<Statement>> {
 /// then updates, then deletes children first. Returns each statement's
 /// route back to its part of the round trip and phase.
 fn order_statements(round: &mut [Sent]) -> (Vec<Unbound>, Few<(usize, Phase)>) {
-    let mut taken: Vec<_> = round.iter_mut().map(|part| part.plan.take_statements()).collect();
+    let mut taken: Few<_> = round.iter_mut().map(|part| part.plan.take_statements()).collect();
     // Filled in place, in wire order: a short request's flush pays for
-    // `statements` and `taken` only, and keeps `routes` inline (the
+    // `statements` only, and keeps `taken` and `routes` inline (the
     // statements themselves are large enough that moving them inline cost
     // as much as their lists' allocations).
     let count = taken.iter().map(|s| s.copies.len() + s.inserts.len() + s.updates.len() + s.deletes.len()).sum();
