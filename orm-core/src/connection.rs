@@ -572,8 +572,10 @@ impl SessionConnection {
         let params: SmallVec<[PerParam<&(dyn ToSql + Sync)>; 2]> =
             statements.iter().zip(&encoded).map(|(statement, ready)| ready_params(statement, ready)).collect();
         let copy_lost = AtomicBool::new(false);
+        // Only a commit token is read from the answer to `after`.
+        let answered = after.map(|sql| (sql, self.want_commit_token));
         let (prefix_result, outcomes, after_result, after_sent) =
-            send_pipelined(client, pipeline, prefix, statements, &prepared, &params, after, &copy_lost)
+            send_pipelined(client, pipeline, prefix, statements, &prepared, &params, answered, &copy_lost)
                 .instrument(tracing::debug_span!("orm.round_trip", statements = statements.len(), before, after))
                 .await;
         self.after_sent = after_sent;
@@ -1030,7 +1032,8 @@ pub(crate) struct OpenRows {
 /// Sends the statements and `after` on `client` after `prefix` (a request
 /// already queued), in that order,
 /// without waiting for an answer in between, and then collects the answers.
-/// Returns their results, and whether `after` was sent.
+/// Returns their results, and whether `after` was sent. `after`'s answer
+/// holds its rows only if its flag asks for them (a commit token's).
 ///
 /// tokio-postgres encodes a statement's parameters and queues it when its
 /// future is first polled, and a parameter that cannot be encoded fails
@@ -1044,7 +1047,7 @@ async fn send_pipelined(
     statements: &[Statement],
     prepared: &[Ready],
     params: &[PerParam<&(dyn ToSql + Sync)>],
-    after: Option<&str>,
+    after: Option<(&str, bool)>,
     copy_lost: &AtomicBool,
 ) -> (PgResult<()>, Vec<PgResult<Outcome>>, PgResult<Vec<SimpleQueryMessage>>, bool) {
     let mut requests = statements.iter().zip(prepared).zip(params).map(|((statement, prepared), params)| {
@@ -1068,7 +1071,9 @@ async fn send_pipelined(
     // Pinned in this future rather than boxed: it ends with it.
     let mut suffix = std::pin::pin!(maybe_done(async move {
         match after {
-            Some(sql) => pipeline.traced(sql, client.simple_query(sql)).await,
+            Some((sql, true)) => pipeline.traced(sql, client.simple_query(sql)).await,
+            // The same message, its answer not collected into a list.
+            Some((sql, false)) => pipeline.traced(sql, client.batch_execute(sql)).await.map(|()| Vec::new()),
             None => Ok(Vec::new()),
         }
     }));
