@@ -982,8 +982,8 @@ impl SessionConnection {
 /// encodes a whole batch. (The caller's prefix is on the wire already: a
 /// session dropped meanwhile is handled as one dropped mid-statement.)
 /// A parameter that cannot be encoded is `None`, left to the driver.
-async fn encode(statements: &[Statement], prepared: &[Ready]) -> Vec<PerParam<Option<Encoded>>> {
-    let mut encoded = Vec::with_capacity(statements.len());
+async fn encode(statements: &[Statement], prepared: &[Ready]) -> PerStatement<PerParam<Option<Encoded>>> {
+    let mut encoded = PerStatement::with_capacity(statements.len());
     let mut buffer = EncodeBuffer::new();
     for (statement, prepared) in statements.iter().zip(prepared) {
         let mut ready = PerParam::with_capacity(statement.params.len());
@@ -1019,6 +1019,9 @@ type Sent<T> = Pin<Box<MaybeDone<T>>>;
 /// One value per parameter of a statement, inline for the few a
 /// request's statements bind: their lists were two allocations a statement.
 type PerParam<T> = SmallVec<[T; 4]>;
+
+/// One value per statement of a batch, inline for a request's one.
+type PerStatement<T> = SmallVec<[T; 1]>;
 
 /// A statement whose rows are arriving, from
 /// [`SessionConnection::open_rows`]. Boxed: tokio-postgres's row stream
@@ -1225,14 +1228,17 @@ async fn ready_all(
     mode: &Statements,
     statements: &[Statement],
     in_transaction: bool,
-) -> (PgResult<Vec<Ready>>, bool) {
+) -> (PgResult<PerStatement<Ready>>, bool) {
     match mode {
         Statements::Prepared => {
             let cache_size = client.statement_cache.size();
             let prepared = match statements {
                 // A short request's flush: awaited alone, without the
                 // lists of futures and of results `try_join_all` builds.
-                [statement] => client.prepare_cached(&statement.sql).await.map(|prepared| vec![Ready::Named(prepared)]),
+                [statement] => client
+                    .prepare_cached(&statement.sql)
+                    .await
+                    .map(|prepared| smallvec::smallvec![Ready::Named(prepared)]),
                 _ => try_join_all(statements.iter().map(|s| client.prepare_cached(&s.sql)))
                     .await
                     .map(|prepared| prepared.into_iter().map(Ready::Named).collect()),
@@ -1252,7 +1258,7 @@ async fn ready_all(
                 Ok(Ready::Unnamed(description))
             }))
             .await;
-            (ready, described_now)
+            (ready.map(PerStatement::from_vec), described_now)
         }
     }
 }
