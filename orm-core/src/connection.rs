@@ -565,9 +565,7 @@ impl SessionConnection {
                 return Err(error);
             }
         };
-        if prepared_now {
-            stats.round_trips += 1;
-        }
+        stats.round_trips += u64::from(prepared_now);
         let encoded = encode(statements, &prepared).await;
         let params: SmallVec<[PerParam<&(dyn ToSql + Sync)>; 2]> =
             statements.iter().zip(&encoded).map(|(statement, ready)| ready_params(statement, ready)).collect();
@@ -1036,7 +1034,8 @@ pub(crate) struct OpenRows {
 /// already queued), in that order,
 /// without waiting for an answer in between, and then collects the answers.
 /// Returns their results, and whether `after` was sent. `after`'s answer
-/// holds its rows only if its flag asks for them (a commit token's).
+/// holds its rows only if its flag asks for them: only a commit token is
+/// read from it.
 ///
 /// tokio-postgres encodes a statement's parameters and queues it when its
 /// future is first polled, and a parameter that cannot be encoded fails

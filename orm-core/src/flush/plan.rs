@@ -796,7 +796,27 @@ fn rows_of(outcome: Option<&Outcome>) -> (&[tokio_postgres::Row], usize) {
     }
 }
 
+/// The addresses of `rows`, to look them up.
+fn addresses<T: Entity>(rows: &[Tracked<T>]) -> AddressSet {
+    rows.iter().map(Tracked::address).collect()
+}
+
 impl<T: Entity> Plan<T> {
+    /// The post-updated entities that this plan does not insert too, each
+    /// borrowed for `apply`.
+    fn lock_post_updated_only(&self) -> Result<Vec<RwLockWriteGuard<'_, EntityState<T>>>> {
+        if self.post_updated.is_empty() {
+            // A request's insert: no set of the inserted addresses to build.
+            return Ok(Vec::new());
+        }
+        let inserting = addresses(&self.inserts);
+        self.post_updated
+            .iter()
+            .filter(|tracked| !inserting.contains(&tracked.address()))
+            .map(Tracked::lock_write)
+            .collect()
+    }
+
     /// The rows the plain insert returned, or how many it wrote.
     fn inserted_rows<'o>(&self, outcomes: &'o TableOutcomes) -> (&'o [tokio_postgres::Row], usize) {
         rows_of(outcomes.inserts.first().filter(|_| self.plain > 0))
@@ -1138,23 +1158,11 @@ impl<T: Entity> TablePlan for Plan<T> {
             unreachable!("a plan is applied to the registry that made it")
         };
         let in_savepoint = !registry.savepoints.is_empty();
-        // Built only where needed: a request's insert has no post-update,
-        // and leaves no other insert pending.
-        let addresses = |rows: &[Tracked<T>]| -> AddressSet { rows.iter().map(Tracked::address).collect() };
         let post_updated = addresses(&self.post_updated);
         // Every object is borrowed before any changes, so that one borrowed
         // elsewhere leaves all of them as they were.
         let mut inserted = lock_all(self.inserts.iter(), self.inserts.len())?;
-        let mut post_updated_only = if self.post_updated.is_empty() {
-            Vec::new()
-        } else {
-            let inserting = addresses(&self.inserts);
-            self.post_updated
-                .iter()
-                .filter(|tracked| !inserting.contains(&tracked.address()))
-                .map(Tracked::lock_write)
-                .collect::<Result<Vec<_>>>()?
-        };
+        let mut post_updated_only = self.lock_post_updated_only()?;
         let mut updated = lock_all(self.updates.iter().flatten(), self.updates.iter().map(Vec::len).sum())?;
         let switched: Vec<(bool, &RowSwitch<T>)> = self
             .switches
@@ -1217,6 +1225,7 @@ impl<T: Entity> TablePlan for Plan<T> {
             // The planned inserts are a subset of the pending ones: all of them.
             registry.pending_inserts.clear();
         } else {
+            // Built only here: a request's insert leaves no other pending.
             let inserting = addresses(&self.inserts);
             let switched: AddressSet = switched.iter().map(|(_, s)| s.new.address()).collect();
             registry.pending_inserts.retain(|address, _| !inserting.contains(address) && !switched.contains(address));
