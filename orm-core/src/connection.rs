@@ -565,15 +565,15 @@ impl SessionConnection {
                 return Err(error);
             }
         };
-        if prepared_now {
-            stats.round_trips += 1;
-        }
+        stats.round_trips += u64::from(prepared_now);
         let encoded = encode(statements, &prepared).await;
         let params: SmallVec<[PerParam<&(dyn ToSql + Sync)>; 2]> =
             statements.iter().zip(&encoded).map(|(statement, ready)| ready_params(statement, ready)).collect();
         let copy_lost = AtomicBool::new(false);
+        // Only a commit token is read from the answer to `after`.
+        let answered = after.map(|sql| (sql, self.want_commit_token));
         let (prefix_result, outcomes, after_result, after_sent) =
-            send_pipelined(client, pipeline, prefix, statements, &prepared, &params, after, &copy_lost)
+            send_pipelined(client, pipeline, prefix, statements, &prepared, &params, answered, &copy_lost)
                 .instrument(tracing::debug_span!("orm.round_trip", statements = statements.len(), before, after))
                 .await;
         self.after_sent = after_sent;
@@ -980,8 +980,8 @@ impl SessionConnection {
 /// encodes a whole batch. (The caller's prefix is on the wire already: a
 /// session dropped meanwhile is handled as one dropped mid-statement.)
 /// A parameter that cannot be encoded is `None`, left to the driver.
-async fn encode(statements: &[Statement], prepared: &[Ready]) -> Vec<PerParam<Option<Encoded>>> {
-    let mut encoded = Vec::with_capacity(statements.len());
+async fn encode(statements: &[Statement], prepared: &[Ready]) -> PerStatement<PerParam<Option<Encoded>>> {
+    let mut encoded = PerStatement::with_capacity(statements.len());
     let mut buffer = EncodeBuffer::new();
     for (statement, prepared) in statements.iter().zip(prepared) {
         let mut ready = PerParam::with_capacity(statement.params.len());
@@ -1018,6 +1018,9 @@ type Sent<T> = Pin<Box<MaybeDone<T>>>;
 /// request's statements bind: their lists were two allocations a statement.
 type PerParam<T> = SmallVec<[T; 4]>;
 
+/// One value per statement of a batch, inline for a request's one.
+type PerStatement<T> = SmallVec<[T; 1]>;
+
 /// A statement whose rows are arriving, from
 /// [`SessionConnection::open_rows`]. Boxed: tokio-postgres's row stream
 /// must stay pinned, and this one moves into the caller's stream.
@@ -1030,7 +1033,9 @@ pub(crate) struct OpenRows {
 /// Sends the statements and `after` on `client` after `prefix` (a request
 /// already queued), in that order,
 /// without waiting for an answer in between, and then collects the answers.
-/// Returns their results, and whether `after` was sent.
+/// Returns their results, and whether `after` was sent. `after`'s answer
+/// holds its rows only if its flag asks for them: only a commit token is
+/// read from it.
 ///
 /// tokio-postgres encodes a statement's parameters and queues it when its
 /// future is first polled, and a parameter that cannot be encoded fails
@@ -1044,63 +1049,40 @@ async fn send_pipelined(
     statements: &[Statement],
     prepared: &[Ready],
     params: &[PerParam<&(dyn ToSql + Sync)>],
-    after: Option<&str>,
+    after: Option<(&str, bool)>,
     copy_lost: &AtomicBool,
 ) -> (PgResult<()>, Vec<PgResult<Outcome>>, PgResult<Vec<SimpleQueryMessage>>, bool) {
-    let mut sent: Vec<Sent<_>> = statements
-        .iter()
-        .zip(prepared)
-        .zip(params)
-        .map(|((statement, prepared), params)| {
-            let run = async move {
-                let outcome = match prepared {
-                    _ if statement.copy.is_some() => copy_rows(client, statement, prepared, copy_lost).await,
-                    Ready::Named(prepared) if statement.returns_rows => {
-                        client.query(prepared, params).await.map(Outcome::Rows)
-                    }
-                    Ready::Named(prepared) => client.execute(prepared, params).await.map(Outcome::Count),
-                    Ready::Unnamed(description) => {
-                        let typed: Vec<_> = params.iter().copied().zip(description.params.iter().cloned()).collect();
-                        if statement.returns_rows {
-                            client.query_typed(&statement.sql, &typed).await.map(Outcome::Rows)
-                        } else {
-                            client.execute_typed(&statement.sql, &typed).await.map(Outcome::Count)
-                        }
-                    }
-                };
-                let outcome = match (outcome, statement.unmatched_of) {
-                    (Ok(Outcome::Rows(keys)), Some(expected)) => Ok(Outcome::Unmatched { expected, keys }),
-                    (outcome, _) => outcome,
-                };
-                if let Ok(outcome) = &outcome {
-                    tracing::Span::current().record("rows", outcome.rows());
-                }
-                outcome
-            };
-            Box::pin(maybe_done(pipeline.traced(&statement.sql, run)))
-        })
-        .collect();
+    let mut requests = statements.iter().zip(prepared).zip(params).map(|((statement, prepared), params)| {
+        maybe_done(pipeline.traced(&statement.sql, run_statement(client, statement, prepared, params, copy_lost)))
+    });
+    // The first request, all that a short request's flush sends, is pinned
+    // in this future; only the others are boxed, each a KiB or more.
+    let mut first = std::pin::pin!(requests.next());
+    let mut rest: Vec<Pin<Box<_>>> = requests.map(Box::pin).collect();
     poll_fn(|cx| {
         let _ = prefix.as_mut().poll(cx);
-        for statement in &mut sent {
-            let _ = statement.as_mut().poll(cx);
+        for statement in in_order(first.as_mut(), &mut rest) {
+            let _ = statement.poll(cx);
         }
         Poll::Ready(())
     })
     .await;
-    let unsent = sent.iter_mut().any(|statement| matches!(statement.as_mut().output_mut(), Some(Err(_))));
+    let unsent = in_order(first.as_mut(), &mut rest)
+        .any(|mut statement| matches!(statement.as_mut().output_mut(), Some(Err(_))));
     let after = after.filter(|_| !unsent);
     // Pinned in this future rather than boxed: it ends with it.
     let mut suffix = std::pin::pin!(maybe_done(async move {
         match after {
-            Some(sql) => pipeline.traced(sql, client.simple_query(sql)).await,
+            Some((sql, true)) => pipeline.traced(sql, client.simple_query(sql)).await,
+            // The same message, its answer not collected into a list.
+            Some((sql, false)) => pipeline.traced(sql, client.batch_execute(sql)).await.map(|()| Vec::new()),
             None => Ok(Vec::new()),
         }
     }));
     poll_fn(|cx| {
         let mut done = prefix.as_mut().poll(cx).is_ready();
-        for statement in &mut sent {
-            done &= statement.as_mut().poll(cx).is_ready();
+        for statement in in_order(first.as_mut(), &mut rest) {
+            done &= statement.poll(cx).is_ready();
         }
         done &= suffix.as_mut().poll(cx).is_ready();
         if done {
@@ -1112,10 +1094,52 @@ async fn send_pipelined(
     .await;
     let finished = "every request was polled to completion";
     let prefix = prefix.as_mut().take_output().unwrap_or_else(|| unreachable!("{finished}"));
-    let outcomes =
-        sent.iter_mut().map(|s| s.as_mut().take_output().unwrap_or_else(|| unreachable!("{finished}"))).collect();
+    let outcomes = in_order(first.as_mut(), &mut rest)
+        .map(|s| s.take_output().unwrap_or_else(|| unreachable!("{finished}")))
+        .collect();
     let suffix = suffix.as_mut().take_output().unwrap_or_else(|| unreachable!("{finished}"));
     (prefix, outcomes, suffix, after.is_some())
+}
+
+/// The requests of [`send_pipelined`] in wire order: the one pinned in
+/// place, then the boxed ones.
+fn in_order<'s, F: Future>(
+    first: Pin<&'s mut Option<MaybeDone<F>>>,
+    rest: &'s mut [Pin<Box<MaybeDone<F>>>],
+) -> impl Iterator<Item = Pin<&'s mut MaybeDone<F>>> {
+    first.as_pin_mut().into_iter().chain(rest.iter_mut().map(Pin::as_mut))
+}
+
+/// Sends one statement of a batch and collects its outcome.
+async fn run_statement(
+    client: &Object,
+    statement: &Statement,
+    prepared: &Ready,
+    params: &[&(dyn ToSql + Sync)],
+    copy_lost: &AtomicBool,
+) -> PgResult<Outcome> {
+    let outcome = match prepared {
+        // Boxed: a `COPY`'s future is the largest, and a batch's rare one.
+        _ if statement.copy.is_some() => Box::pin(copy_rows(client, statement, prepared, copy_lost)).await,
+        Ready::Named(prepared) if statement.returns_rows => client.query(prepared, params).await.map(Outcome::Rows),
+        Ready::Named(prepared) => client.execute(prepared, params).await.map(Outcome::Count),
+        Ready::Unnamed(description) => {
+            let typed: Vec<_> = params.iter().copied().zip(description.params.iter().cloned()).collect();
+            if statement.returns_rows {
+                client.query_typed(&statement.sql, &typed).await.map(Outcome::Rows)
+            } else {
+                client.execute_typed(&statement.sql, &typed).await.map(Outcome::Count)
+            }
+        }
+    };
+    let outcome = match (outcome, statement.unmatched_of) {
+        (Ok(Outcome::Rows(keys)), Some(expected)) => Ok(Outcome::Unmatched { expected, keys }),
+        (outcome, _) => outcome,
+    };
+    if let Ok(outcome) = &outcome {
+        tracing::Span::current().record("rows", outcome.rows());
+    }
+    outcome
 }
 
 type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
@@ -1203,14 +1227,17 @@ async fn ready_all(
     mode: &Statements,
     statements: &[Statement],
     in_transaction: bool,
-) -> (PgResult<Vec<Ready>>, bool) {
+) -> (PgResult<PerStatement<Ready>>, bool) {
     match mode {
         Statements::Prepared => {
             let cache_size = client.statement_cache.size();
             let prepared = match statements {
                 // A short request's flush: awaited alone, without the
                 // lists of futures and of results `try_join_all` builds.
-                [statement] => client.prepare_cached(&statement.sql).await.map(|prepared| vec![Ready::Named(prepared)]),
+                [statement] => client
+                    .prepare_cached(&statement.sql)
+                    .await
+                    .map(|prepared| smallvec::smallvec![Ready::Named(prepared)]),
                 _ => try_join_all(statements.iter().map(|s| client.prepare_cached(&s.sql)))
                     .await
                     .map(|prepared| prepared.into_iter().map(Ready::Named).collect()),
@@ -1230,7 +1257,7 @@ async fn ready_all(
                 Ok(Ready::Unnamed(description))
             }))
             .await;
-            (ready, described_now)
+            (ready.map(PerStatement::from_vec), described_now)
         }
     }
 }

@@ -18,6 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
@@ -64,8 +65,8 @@ impl Telemetry {
 
     /// Runs `request`, the sending of `sql` and the wait for its answer,
     /// inside the statement's span.
-    pub(crate) async fn traced<F: Future>(&self, sql: &str, request: F) -> F::Output {
-        self.statement(sql).run(sql, request).await
+    pub(crate) fn traced<'a, F: Future + 'a>(&self, sql: &'a str, request: F) -> impl Future<Output = F::Output> + 'a {
+        self.statement(sql).run(sql, request)
     }
 
     /// The clock of one round trip's pipelined requests (see [`Pipeline`]).
@@ -87,16 +88,24 @@ pub(crate) struct Pipeline<'t> {
 
 impl Pipeline<'_> {
     /// [`Telemetry::traced`], for a request of this pipeline.
-    pub(crate) async fn traced<F: Future>(&self, sql: &str, request: F) -> F::Output {
+    pub(crate) fn traced<'a, F: Future + 'a>(
+        &'a self,
+        sql: &'a str,
+        request: F,
+    ) -> impl Future<Output = F::Output> + 'a {
         let statement = self.telemetry.statement(sql);
-        // Pinned where it is, as in `StatementSpan::run`.
-        let output = std::pin::pin!(request).instrument(statement.span.clone()).await;
-        // One clock read serves as this answer's time and the next request's start.
-        let now = Instant::now();
-        let previous = self.last_answer.lock().replace(now);
-        let started = previous.map_or(statement.started, |previous| previous.max(statement.started));
-        statement.report(sql, now.saturating_duration_since(started));
-        output
+        let last_answer = &self.last_answer;
+        // A combinator rather than an `async fn`: one would keep `request`
+        // twice, as its argument and as the future it awaits (the driver's,
+        // about a KiB), and copy it from one to the other.
+        request.instrument(statement.span.clone()).map(move |output| {
+            // One clock read serves as this answer's time and the next request's start.
+            let now = Instant::now();
+            let previous = last_answer.lock().replace(now);
+            let started = previous.map_or(statement.started, |previous| previous.max(statement.started));
+            statement.report(sql, now.saturating_duration_since(started));
+            output
+        })
     }
 }
 
@@ -114,12 +123,13 @@ pub(crate) struct StatementSpan {
 impl StatementSpan {
     /// Runs `request`, the sending of `sql` and the wait for its answer,
     /// inside the span, and then [`ended`](Self::ended).
-    pub(crate) async fn run<F: Future>(self, sql: &str, request: F) -> F::Output {
-        // Pinned where it is: wrapped as it is, the request's future (the
-        // driver's, several hundred bytes) would be copied into the wrapper.
-        let output = std::pin::pin!(request).instrument(self.span.clone()).await;
-        self.ended(sql);
-        output
+    pub(crate) fn run<'a, F: Future + 'a>(self, sql: &'a str, request: F) -> impl Future<Output = F::Output> + 'a {
+        // A combinator, as in `Pipeline::traced`: the request's future (the
+        // driver's, several hundred bytes) is neither kept twice nor copied.
+        request.instrument(self.span.clone()).map(move |output| {
+            self.ended(sql);
+            output
+        })
     }
 
     /// Records that the statement `sql`'s answer is complete (all its rows

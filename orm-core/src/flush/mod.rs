@@ -353,17 +353,22 @@ async fn conclude(
         return Err(failed_before_changes(connection, stats, end, error).await);
     }
     let mut applied = Ok(());
-    let mut entering = Vec::with_capacity(sent.len());
-    for (index, mut part) in sent.into_iter().enumerate() {
+    // Which parts were applied, inline for a request's few: those enter
+    // the identity map.
+    let mut entering: Few<bool> = Few::with_capacity(sent.len());
+    for (index, part) in sent.iter_mut().enumerate() {
         match part.plan.apply(registries.all[part.registry].as_mut()) {
-            Ok(()) => entering.push(part),
+            Ok(()) => entering.push(true),
             Err(error) if index == 0 => return Err(failed_before_changes(connection, stats, end, error).await),
             // Only another thread's guard, taken in the instant since the
             // check above and held for over a second, can fail this.
-            Err(error) => applied = Err(error),
+            Err(error) => {
+                entering.push(false);
+                applied = Err(error);
+            }
         }
     }
-    for part in &mut entering {
+    for part in sent.iter_mut().zip(entering).filter_map(|(part, entering)| entering.then_some(part)) {
         let registry = registries.all[part.registry].as_mut();
         let mut from = 0;
         while !part.plan.enter_inserted(registry, from) {
@@ -628,9 +633,9 @@ async fn bind(unbound: Vec<Unbound>) -> Result<Vec<Statement>> {
 /// then updates, then deletes children first. Returns each statement's
 /// route back to its part of the round trip and phase.
 fn order_statements(round: &mut [Sent]) -> (Vec<Unbound>, Few<(usize, Phase)>) {
-    let mut taken: Vec<_> = round.iter_mut().map(|part| part.plan.take_statements()).collect();
+    let mut taken: Few<_> = round.iter_mut().map(|part| part.plan.take_statements()).collect();
     // Filled in place, in wire order: a short request's flush pays for
-    // `statements` and `taken` only, and keeps `routes` inline (the
+    // `statements` only, and keeps `taken` and `routes` inline (the
     // statements themselves are large enough that moving them inline cost
     // as much as their lists' allocations).
     let count = taken.iter().map(|s| s.copies.len() + s.inserts.len() + s.updates.len() + s.deletes.len()).sum();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLockWriteGuard;
 use postgres_types::Kind;
+use smallvec::SmallVec;
 
 use super::copy::{self, CopyTarget};
 use super::copy_update::{copy_update, CopyUpdate};
@@ -110,14 +111,18 @@ impl<T: Entity> Binding for ColumnBinding<T> {
     }
 }
 
-/// What those statements produced, in the same order.
+/// What those statements produced, in the same order. Inline: a table
+/// sends at most a few statements of each kind, a request's one insert.
 #[derive(Default)]
 pub(crate) struct TableOutcomes {
-    pub(crate) copies: Vec<Outcome>,
-    pub(crate) inserts: Vec<Outcome>,
-    pub(crate) updates: Vec<Outcome>,
-    pub(crate) deletes: Vec<Outcome>,
+    pub(crate) copies: Outcomes,
+    pub(crate) inserts: Outcomes,
+    pub(crate) updates: Outcomes,
+    pub(crate) deletes: Outcomes,
 }
+
+/// The outcomes of one kind of a table's statements.
+pub(crate) type Outcomes = SmallVec<[Outcome; 1]>;
 
 impl TableOutcomes {
     /// How many rows the flush checks and applies to the objects after
@@ -569,9 +574,13 @@ fn insert_statement<T: Entity>(inserts: &[Tracked<T>], columns: ColumnSet, flush
     let meta = T::META;
     let returns_rows = meta.generated_columns().next().is_some();
     let (sql, params, binding) = match inserts {
-        [_] => {
-            let guards = bind_all(inserts, flush)?;
-            let entity = &guards[0].current;
+        [tracked] => {
+            // Locked alone: `bind_all`'s list of guards would be an allocation.
+            let mut state = tracked.lock_write()?;
+            if let Some(flush) = flush {
+                state.bind(flush);
+            }
+            let entity = &state.current;
             (
                 sql::insert_one_of::<T>(columns),
                 sql::indexes(columns).map(|column| entity.column_value(column)).collect(),
@@ -788,7 +797,27 @@ fn rows_of(outcome: Option<&Outcome>) -> (&[tokio_postgres::Row], usize) {
     }
 }
 
+/// The addresses of `rows`, to look them up.
+fn addresses<T: Entity>(rows: &[Tracked<T>]) -> AddressSet {
+    rows.iter().map(Tracked::address).collect()
+}
+
 impl<T: Entity> Plan<T> {
+    /// The post-updated entities that this plan does not insert too, each
+    /// borrowed for `apply`.
+    fn lock_post_updated_only(&self) -> Result<Vec<RwLockWriteGuard<'_, EntityState<T>>>> {
+        if self.post_updated.is_empty() {
+            // A request's insert: no set of the inserted addresses to build.
+            return Ok(Vec::new());
+        }
+        let inserting = addresses(&self.inserts);
+        self.post_updated
+            .iter()
+            .filter(|tracked| !inserting.contains(&tracked.address()))
+            .map(Tracked::lock_write)
+            .collect()
+    }
+
     /// The rows the plain insert returned, or how many it wrote.
     fn inserted_rows<'o>(&self, outcomes: &'o TableOutcomes) -> (&'o [tokio_postgres::Row], usize) {
         rows_of(outcomes.inserts.first().filter(|_| self.plain > 0))
@@ -1130,17 +1159,11 @@ impl<T: Entity> TablePlan for Plan<T> {
             unreachable!("a plan is applied to the registry that made it")
         };
         let in_savepoint = !registry.savepoints.is_empty();
-        let inserting: AddressSet = self.inserts.iter().map(Tracked::address).collect();
-        let post_updated: AddressSet = self.post_updated.iter().map(Tracked::address).collect();
+        let post_updated = addresses(&self.post_updated);
         // Every object is borrowed before any changes, so that one borrowed
         // elsewhere leaves all of them as they were.
         let mut inserted = lock_all(self.inserts.iter(), self.inserts.len())?;
-        let mut post_updated_only = self
-            .post_updated
-            .iter()
-            .filter(|tracked| !inserting.contains(&tracked.address()))
-            .map(Tracked::lock_write)
-            .collect::<Result<Vec<_>>>()?;
+        let mut post_updated_only = self.lock_post_updated_only()?;
         let mut updated = lock_all(self.updates.iter().flatten(), self.updates.iter().map(Vec::len).sum())?;
         let switched: Vec<(bool, &RowSwitch<T>)> = self
             .switches
@@ -1197,11 +1220,14 @@ impl<T: Entity> TablePlan for Plan<T> {
         }
         drop((inserted, post_updated_only, updated, switching));
 
-        let leaving = inserting.len() + switched.len();
+        // The inserts are distinct entities: as many as their addresses.
+        let leaving = self.inserts.len() + switched.len();
         if leaving == registry.pending_inserts.len() {
             // The planned inserts are a subset of the pending ones: all of them.
             registry.pending_inserts.clear();
         } else {
+            // Built only here: a request's insert leaves no other pending.
+            let inserting = addresses(&self.inserts);
             let switched: AddressSet = switched.iter().map(|(_, s)| s.new.address()).collect();
             registry.pending_inserts.retain(|address, _| !inserting.contains(address) && !switched.contains(address));
         }
