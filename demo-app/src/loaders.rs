@@ -29,10 +29,10 @@ pub fn article_with_author_by_slug(session: &mut Session, slug: &str) -> Load<Ve
 }
 
 /// How many users favorited each article, and which of them `viewer`
-/// favorited: one statement (`SELECT article_id, count(*), count(*) FILTER
-/// (WHERE user_id = $viewer) > 0 ... GROUP BY article_id`), whose text does not depend on the
-/// page (the ids are one array parameter). Without a viewer, the counts
-/// alone.
+/// favorited: one statement (`SELECT article_id, count(*), count(*)
+/// FILTER (WHERE user_id = $viewer) > 0 ... GROUP BY article_id`), whose
+/// text does not depend on the page (the ids are one array parameter).
+/// Without a viewer, the counts alone.
 pub fn favorites(session: &mut Session, viewer: Option<i64>, article_ids: &[i64]) -> Load<(IdMap<i64>, IdSet)> {
     let query = session.query::<Favorite>().filter(Favorite::ARTICLE_ID.is_in(article_ids.iter().copied()));
     let Some(viewer) = viewer else {
