@@ -108,6 +108,7 @@ mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod text_batch;
+mod text_decode;
 #[cfg(feature = "time")]
 mod time_types;
 mod tls;

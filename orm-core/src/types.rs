@@ -9,6 +9,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::int_batch::IntBatch;
 use crate::text_batch::TextBatch;
+use crate::text_decode::TextColumn;
 
 /// A Rust type that can be stored in a column.
 ///
@@ -88,6 +89,18 @@ pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + S
         column: &'static str,
     ) -> crate::Result<Self> {
         row.try_get::<_, Self>(index).map_err(|source| crate::Error::Decode { entity, column, source })
+    }
+
+    /// [`decode_column`](Self::decode_column) of a nullable column of this
+    /// type, `None` for NULL: what `Option<Self>` reads.
+    #[doc(hidden)]
+    fn decode_nullable_column(
+        row: &tokio_postgres::Row,
+        index: usize,
+        entity: &'static str,
+        column: &'static str,
+    ) -> crate::Result<Option<Self>> {
+        row.try_get::<_, Option<Self>>(index).map_err(|source| crate::Error::Decode { entity, column, source })
     }
 
     /// Reads column `index` of `row`, an array of values of this type,
@@ -177,6 +190,30 @@ impl ColumnType for String {
     fn nullable_batch_param<'a>(values: impl Iterator<Item = Option<&'a Self>>) -> Param {
         Box::new(TextBatch::new(values.map(|value| value.map(String::as_str))))
     }
+
+    fn decode_column(
+        row: &tokio_postgres::Row,
+        index: usize,
+        entity: &'static str,
+        column: &'static str,
+    ) -> crate::Result<Self> {
+        match row.try_get::<_, TextColumn>(index) {
+            Ok(TextColumn(text)) => Ok(text),
+            Err(source) => Err(crate::Error::Decode { entity, column, source }),
+        }
+    }
+
+    fn decode_nullable_column(
+        row: &tokio_postgres::Row,
+        index: usize,
+        entity: &'static str,
+        column: &'static str,
+    ) -> crate::Result<Option<Self>> {
+        match row.try_get::<_, Option<TextColumn>>(index) {
+            Ok(text) => Ok(text.map(|TextColumn(text)| text)),
+            Err(source) => Err(crate::Error::Decode { entity, column, source }),
+        }
+    }
 }
 
 #[cfg(feature = "decimal")]
@@ -203,6 +240,15 @@ impl<T: ColumnType<Value = T>> ColumnType for Option<T> {
 
     fn batch_param<'a>(values: impl Iterator<Item = &'a Self>) -> Param {
         T::nullable_batch_param(values.map(Option::as_ref))
+    }
+
+    fn decode_column(
+        row: &tokio_postgres::Row,
+        index: usize,
+        entity: &'static str,
+        column: &'static str,
+    ) -> crate::Result<Self> {
+        T::decode_nullable_column(row, index, entity, column)
     }
 }
 

@@ -392,3 +392,88 @@ async fn timestamps_with_nanoseconds_hold_what_a_reload_gives_after_the_flush() 
 fn updated_nanoseconds_too(sample: &orm_core::Tracked<Sample>) {
     sample.modify(|s| s.maybe_local_at = Some(date(2030, 1, 2).and_hms_nano_opt(3, 4, 5, 6_789).unwrap()));
 }
+
+/// A `String` field over each kind of text column: the built-in text types,
+/// whose binary form is the text itself, and extension types (`citext`,
+/// `ltree`), which the driver decodes; `ltree`'s binary form starts with a
+/// version byte that must not reach the field.
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "text_kinds")]
+struct TextKinds {
+    #[orm(primary_key)]
+    id: i64,
+    plain: String,
+    varying: String,
+    padded: String,
+    system: String,
+    caseless: String,
+    path: String,
+    maybe_path: Option<String>,
+    maybe_varying: Option<String>,
+}
+
+#[tokio::test]
+async fn string_fields_read_builtin_and_extension_text_types() {
+    let (test_db, db) = support::setup().await;
+    test_db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS citext;
+             CREATE EXTENSION IF NOT EXISTS ltree;
+             CREATE TABLE text_kinds (
+                 id bigint PRIMARY KEY, plain text NOT NULL, varying varchar(20) NOT NULL,
+                 padded char(6) NOT NULL, system name NOT NULL, caseless citext NOT NULL,
+                 path ltree NOT NULL, maybe_path ltree, maybe_varying varchar(20));
+             INSERT INTO text_kinds VALUES
+                 (1, 'ünïcode ✓', 'var', 'ab', 'pg_class', 'MiXeD', 'top.science.astronomy', 'a.b', 'x'),
+                 (2, '', '', '', '', '', '', NULL, NULL);",
+        )
+        .await
+        .expect("create the text kinds");
+
+    let mut session = db.session();
+    let rows = session.query::<TextKinds>().order_by(TextKinds::ID.asc()).all().await.expect("load");
+    let rows: Vec<TextKinds> = rows.iter().map(orm_core::Tracked::get).collect();
+    assert_eq!(
+        rows,
+        [
+            TextKinds {
+                id: 1,
+                plain: "ünïcode ✓".into(),
+                varying: "var".into(),
+                padded: "ab    ".into(),
+                system: "pg_class".into(),
+                caseless: "MiXeD".into(),
+                path: "top.science.astronomy".into(),
+                maybe_path: Some("a.b".into()),
+                maybe_varying: Some("x".into()),
+            },
+            TextKinds {
+                id: 2,
+                plain: String::new(),
+                varying: String::new(),
+                padded: "      ".into(),
+                system: String::new(),
+                caseless: String::new(),
+                path: String::new(),
+                maybe_path: None,
+                maybe_varying: None,
+            },
+        ]
+    );
+
+    // A NULL in a column whose field cannot hold one is a decode error
+    // naming the column, through the fast path as through the driver's.
+    test_db
+        .client()
+        .await
+        .batch_execute(
+            "ALTER TABLE text_kinds ALTER varying DROP NOT NULL;
+        UPDATE text_kinds SET varying = NULL WHERE id = 2",
+        )
+        .await
+        .expect("make a NULL");
+    let error = db.session().query::<TextKinds>().untracked().all().await.expect_err("NULL in a String field");
+    assert!(matches!(error, Error::Decode { entity: "TextKinds", column: "varying", .. }), "{error:?}");
+}
