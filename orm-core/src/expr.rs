@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use tokio_postgres::types::{Format, IsNull, ToSql, Type};
 
 use crate::column::{Column, Condition, Order, SharedCondition};
-use crate::sql::quote_ident;
+use crate::sql::{push_column, push_placeholder};
 use crate::types::{ColumnType, Param};
 
 /// A bind parameter shared between clones of a condition or expression, so
@@ -138,15 +138,14 @@ impl ExprNode {
     /// `table`, its values pushed onto `params`.
     pub(crate) fn render(&self, table: &str, sql: &mut String, params: &mut Vec<Param>) {
         match self {
-            ExprNode::Column(name) => {
-                let _ = write!(sql, "{table}.{}", quote_ident(name));
-            }
+            ExprNode::Column(name) => push_column(sql, table, name),
             ExprNode::Value(value) => {
                 params.push(value.to_param());
-                let _ = write!(sql, "${}", params.len());
+                push_placeholder(sql, params.len());
             }
             ExprNode::Call { function, args } => {
-                let _ = write!(sql, "{function}(");
+                sql.push_str(function);
+                sql.push('(');
                 for (n, arg) in args.iter().enumerate() {
                     if n > 0 {
                         sql.push_str(", ");
@@ -158,12 +157,15 @@ impl ExprNode {
             ExprNode::Binary { operator, left, right } => {
                 sql.push('(');
                 left.render(table, sql, params);
-                let _ = write!(sql, " {operator} ");
+                sql.push(' ');
+                sql.push_str(operator);
+                sql.push(' ');
                 right.render(table, sql, params);
                 sql.push(')');
             }
             ExprNode::Aggregate { function, distinct, arg, filter } => {
-                let _ = write!(sql, "{function}(");
+                sql.push_str(function);
+                sql.push('(');
                 match arg {
                     Some(arg) => {
                         if *distinct {
@@ -185,9 +187,7 @@ impl ExprNode {
                 expr.render(table, sql, params);
                 let _ = write!(sql, ")::{to}");
             }
-            ExprNode::Position(position) => {
-                let _ = write!(sql, "{position}");
-            }
+            ExprNode::Position(position) => sql.push_str(itoa::Buffer::new().format(*position)),
             ExprNode::Raw { sql: fragment, params: own } => {
                 sql.push('(');
                 sql.push_str(&renumber(fragment, params.len(), own.len()));

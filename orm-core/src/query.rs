@@ -1,6 +1,5 @@
 //! [`Query`]: loading entities with a typed filter, order, limit and offset.
 
-use std::fmt::Write;
 use std::ops::Range;
 
 use crate::column::{Condition, Order};
@@ -421,11 +420,13 @@ impl<'s, E: Entity> Query<'s, E> {
         }
         if let Some(limit) = self.limit {
             params.push(Box::new(limit));
-            let _ = write!(sql, " LIMIT ${}", params.len());
+            sql.push_str(" LIMIT ");
+            sql::push_placeholder(&mut sql, params.len());
         }
         if let Some(offset) = self.offset {
             params.push(Box::new(offset));
-            let _ = write!(sql, " OFFSET ${}", params.len());
+            sql.push_str(" OFFSET ");
+            sql::push_placeholder(&mut sql, params.len());
         }
         if let Some(lock) = self.lock {
             sql.push_str(lock.strength);
@@ -655,7 +656,10 @@ impl<'s, E: Entity> Query<'s, E> {
         } else {
             self.order.clear();
             self.distinct = None;
-            self.build(&format!("SELECT count(*) FROM {} AS t", sql::quote_ident(E::META.table)))
+            let mut head = String::from("SELECT count(*) FROM ");
+            sql::push_quoted(&mut head, E::META.table);
+            head.push_str(" AS t");
+            self.build(&head)
         }
     }
 

@@ -14,7 +14,7 @@ use crate::load_together::{Load, Planned};
 use crate::relation::Relation;
 use crate::row_chunks::{LoadedRows, RowChunks};
 use crate::session::Session;
-use crate::sql::{self, quote_ident};
+use crate::sql;
 use crate::tracked::Tracked;
 use crate::types::{param_refs, Param};
 use crate::Entity;
@@ -244,9 +244,14 @@ impl Session {
         if self.registries.of::<C>().refresh_children_index().is_err() {
             tracing::debug!(entity = C::META.name, "children index left for the first lookup to build");
         }
-        let mut sql = match relation.column().foreign_key_columns {
-            composite @ [_, _, ..] => sql::select_children_by_keys(C::META, composite, P::META),
-            _ => format!("{} WHERE t.{} = ANY($1)", sql::select_from_of::<C>(), quote_ident(relation.column().name)),
+        let mut sql = if let composite @ [_, _, ..] = relation.column().foreign_key_columns {
+            sql::select_children_by_keys(C::META, composite, P::META)
+        } else {
+            let mut sql = String::from(sql::select_from_of::<C>());
+            sql.push_str(" WHERE ");
+            sql::push_column(&mut sql, "t", relation.column().name);
+            sql.push_str(" = ANY($1)");
+            sql
         };
         let mut params = P::key_arrays(keys);
         self.filters.and_where::<C>(&mut sql, &mut params);

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::expr::{Expr, ExprNode, IntoExpr};
 use crate::load_together::Load;
 use crate::query::{query_shape, Built, Query};
-use crate::sql::quote_ident;
+use crate::sql::push_quoted;
 use crate::types::{param_refs, ColumnType};
 
 /// The expressions of a [`Select`], in the order of its result columns.
@@ -218,7 +218,7 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
             node.render("t", &mut sql, &mut params);
         }
         sql.push_str(" FROM ");
-        sql.push_str(&quote_ident(E::META.table));
+        push_quoted(&mut sql, E::META.table);
         sql.push_str(" AS t");
         let having = self.having.take();
         let group_by: Vec<ExprNode> = self.group_by.iter().map(by_position).collect();
