@@ -17,6 +17,13 @@
 # With LOAD_PERF=1, records the app's stacks during the run with perf
 # (target/load/perf.data), for `perf report`; the sampling slows the app.
 #
+# With LOAD_CALLGRIND=1, runs the app under valgrind's callgrind, counts the
+# instructions it executes while wrk runs, and reports them per request
+# (target/load/callgrind.out.<pid>.1, for callgrind_annotate): a measure of
+# the app's CPU that the machine's load does not move, to compare builds.
+# The app runs about 50 times slower, so the requests per second and the
+# latencies of such a run say nothing.
+#
 #   bash scripts/load.sh [plain|pgbouncer|replica]
 #
 #   plain      (the default) the app connects to the server scripts/db.sh
@@ -135,8 +142,19 @@ if [[ -z ${LOAD_APP_BIN:-} ]]; then
     cargo build --release -p demo-app || die "the build failed"
 fi
 
-step "start $app_bin"
 mkdir -p "$WORK"
+if [[ -n ${LOAD_CALLGRIND:-} ]]; then
+    command -v valgrind >/dev/null 2>&1 && command -v callgrind_control >/dev/null 2>&1 ||
+        die "LOAD_CALLGRIND is set but valgrind (with callgrind_control) is not installed"
+    # demo_app_start runs one program: this one execs the app under callgrind
+    # in its own process, so the app's pid is callgrind's.
+    printf '#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=%q %q\n' \
+        "$WORK/callgrind.out.%p" "$app_bin" >"$WORK/callgrind-app"
+    chmod +x "$WORK/callgrind-app"
+    app_bin=$WORK/callgrind-app
+fi
+
+step "start $app_bin"
 demo_app_start "$app_bin" "$WORK/app.log" \
     DATABASE_URL="$app_url" "${app_env[@]}" JWT_SECRET=load RUST_LOG=warn,demo_app::server=info ||
     die "demo-app did not start (reasons above)"
@@ -163,10 +181,27 @@ if [[ -n ${LOAD_PERF:-} ]]; then
     perf_pid=$!
 fi
 
+# valgrind names its control pipe after the HOST of the app's environment,
+# which demo_app_start sets to the address the app binds: callgrind_control
+# finds the pipe only with the same HOST.
+callgrind_app() {
+    HOST=127.0.0.1 callgrind_control "$1" "$DEMO_APP_PID" >/dev/null
+}
+if [[ -n ${LOAD_CALLGRIND:-} ]]; then
+    rm -f "$WORK/callgrind.out.$DEMO_APP_PID".*
+    callgrind_app -z || die "callgrind_control could not zero the app's counters"
+fi
 step "wrk: $CONNECTIONS connections, $THREADS threads, $DURATION"
 LOAD_DATA=$WORK/data.txt wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency \
     -s demo-app/load/mix.lua "$DEMO_APP_URL" >"$WORK/wrk.txt" ||
     die "wrk failed (exit status $?): $(cat "$WORK/wrk.txt")"
+instructions_run=
+if [[ -n ${LOAD_CALLGRIND:-} ]]; then
+    callgrind_app -d || die "callgrind_control could not dump the app's counters"
+    instructions_run=$(awk '/^summary:/ { print $2; exit }' "$WORK/callgrind.out.$DEMO_APP_PID.1") ||
+        die "no callgrind dump at $WORK/callgrind.out.$DEMO_APP_PID.1"
+    [[ -n $instructions_run ]] || die "the callgrind dump has no summary line"
+fi
 cat "$WORK/wrk.txt"
 if [[ -n $perf_pid ]]; then
     wait "$perf_pid" || die "perf record failed: $(cat "$WORK/perf.log")"
@@ -229,4 +264,9 @@ awk -v rps="$requests_per_s" -v p50="$p50_us" -v p99="$p99_us" -v c="$comments_o
         st / n, rt / n, cpu / hz * 1000 / n, n
     printf "writes answered 201: %d comments, %d articles\n", c, a
 }'
+if [[ -n $instructions_run ]]; then
+    awk -v ir="$instructions_run" -v n="$requests_run" -v file="$WORK/callgrind.out.$DEMO_APP_PID.1" 'BEGIN {
+        printf "callgrind: %.0f instructions per request (%s over %d requests; %s)\n", ir / n, ir, n, file
+    }'
+fi
 report_problems
