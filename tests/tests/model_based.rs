@@ -54,6 +54,20 @@ fn random_programs_behave_as_the_model_says() {
 
 // The shrunk programs of the failures found, kept as regression tests.
 
+/// A row switch (an unversioned child deleted and added again with its key)
+/// whose row another writer had deleted failed with `StaleData`, where the
+/// delete and insert it stands for would both have succeeded.
+#[test]
+fn a_row_switch_over_a_row_deleted_meanwhile_inserts_it() {
+    run_programs(&[vec![
+        Op::GetMany { table: Table::Child, keys: vec![155] },
+        Op::Delete { handle: 0 },
+        Op::AddAll { table: Table::Child, seeds: vec![200] },
+        Op::WriterDelete { table: Table::Child, pick: 14 },
+        Op::Get { table: Table::Parent, key: 0 },
+    ]]);
+}
+
 /// A savepoint's rollback reset an entity expunged before it: its write
 /// after the expunge was still in the session's write log.
 #[test]

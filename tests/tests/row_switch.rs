@@ -119,3 +119,58 @@ async fn a_switch_checks_the_version_of_the_row_it_replaces() {
     assert!(matches!(&error, Error::StaleData { entity: "Setting", .. }), "{error}");
     assert_eq!(stored(&test_db).await[0].1, "theirs");
 }
+
+/// A row keyed by a name the application chooses, without a version.
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Label {
+    #[orm(primary_key)]
+    name: String,
+    text: String,
+}
+
+async fn labels(test_db: &TestDb) -> Vec<(String, String)> {
+    let client = test_db.client().await;
+    let rows = client.query("SELECT name, text FROM label ORDER BY name", &[]).await.unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// An unversioned switch stands for a delete, which does not care whether
+/// the row is still there, and an insert: if another writer deleted the
+/// row meanwhile, the new one is inserted, whether or not it differs from
+/// the one loaded; if the row is there, it takes the new values.
+#[tokio::test]
+async fn an_unversioned_switch_inserts_the_row_another_writer_deleted() {
+    let (test_db, db) = setup(0).await;
+    let client = test_db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE label (name text PRIMARY KEY, text text NOT NULL);
+             INSERT INTO label VALUES ('changed', 'old'), ('same', 'old'), ('kept', 'old')",
+        )
+        .await
+        .unwrap();
+    let mut session = db.session();
+    let loaded = session.query::<Label>().all().await.unwrap();
+    for old in &loaded {
+        session.delete(old).unwrap();
+    }
+    let new_text = |name: &str| if name == "changed" { "new" } else { "old" };
+    let added = session.add_all(loaded.iter().map(|old| {
+        let name = old.read().name.clone();
+        Label { text: new_text(&name).to_owned(), name }
+    }));
+    client.execute("DELETE FROM label WHERE name IN ('changed', 'same')", &[]).await.unwrap();
+    let before = session.stats().statements;
+    let stats = session.commit().await.expect("the switches reach the state a delete and an insert would");
+    assert_eq!(
+        labels(&test_db).await,
+        [("changed".into(), "new".into()), ("kept".into(), "old".into()), ("same".into(), "old".into())]
+    );
+    assert_eq!(stats.statements - before, 1, "one statement for the three switches, whatever they change");
+    let mut again = db.session();
+    for label in &added {
+        let name = label.read().name.clone();
+        let reloaded = again.get_one::<Label>(name.clone()).await.unwrap();
+        assert_eq!(reloaded.read().text, new_text(&name));
+    }
+}

@@ -253,9 +253,10 @@ struct Plan<T: Entity> {
     post_updated: Vec<Tracked<T>>,
     deletes: Vec<Tracked<T>>,
     /// Row switches: a pending insert replacing a pending delete of the same
-    /// key, written as an UPDATE of the columns that differ, grouped by
-    /// those columns (an empty set sends no statement unless the entity
-    /// is versioned, see [`switch_sends`]).
+    /// key, grouped by the columns that differ. A versioned entity's are
+    /// written as an UPDATE of those columns per group, which checks the
+    /// version (see [`switch_sends`]); an unversioned entity's as one
+    /// upsert of them all (see [`switch_upsert`]).
     switches: Vec<(ColumnSet, Vec<RowSwitch<T>>)>,
     /// The keys the inserted entities enter the identity map under, in the
     /// order of `inserts`: set by `apply`, used by `enter_inserted`.
@@ -323,13 +324,35 @@ fn split_row_switches<T: Entity>(
     Ok((inserts, switches))
 }
 
-/// Whether row switches that change `changed` send an UPDATE. One that
-/// changes no column still does for a versioned entity: it checks (and
-/// advances) the version of the row it takes over, as the delete it
-/// replaces would have, instead of silently keeping a row that someone
-/// else changed meanwhile.
-fn switch_sends<T: Entity>(changed: ColumnSet) -> bool {
-    changed != 0 || T::META.version_column().is_some()
+/// Whether row switches send a checked UPDATE of the columns they change:
+/// those of a versioned entity, even one that changes no column, since it
+/// checks (and advances) the version of the row it takes over, as the
+/// delete it replaces would have, instead of silently keeping a row that
+/// someone else changed or deleted meanwhile.
+fn switch_sends<T: Entity>() -> bool {
+    T::META.version_column().is_some()
+}
+
+/// The one statement of an unversioned entity's row switches: an upsert of
+/// the new rows on their key, which reaches what the delete and the insert
+/// they stand for would. The delete of an unversioned row does not care
+/// whether the row is still there, so an UPDATE, which changes nothing
+/// when another writer deleted the row meanwhile, would lose the new row
+/// (or fail where the delete and insert succeed); the upsert inserts it
+/// then, and otherwise gives the row every value of the new entity.
+/// Reference-cycle columns are left to the post-update, as an insert's
+/// are: `EXCLUDED` holds their defaults, which the post-update replaces.
+fn switch_upsert<T: Entity>(new: &[Tracked<T>], columns: ColumnSet, flush: Option<u64>) -> Unbound {
+    let meta = T::META;
+    let statement = Statement {
+        sql: sql::upsert(meta, columns, meta.key_set(), meta.insert_columns() & !meta.key_set(), false).into(),
+        params: Vec::new(),
+        returns_rows: false,
+        check: None,
+        copy: None,
+        unmatched_of: None,
+    };
+    Unbound { statement, binding: Some(ColumnBinding::boxed(new, sql::batch_insert_parameters(columns), flush)) }
 }
 
 /// Applies a flushed row switch to the new entity, which takes over the
@@ -679,7 +702,7 @@ pub(crate) fn plan_table<T: Entity>(
         && (!registry.identity.is_empty() || !scope.inserted.is_empty() || upserts.len() + usize::from(plain > 0) > 1);
     let copy_updated =
         update_statements(&groups, scope.copy_update, flush, &mut statements.updates, &mut statements.copies);
-    for (&changed, switched) in switches.iter().filter(|(&changed, _)| switch_sends::<T>(changed)) {
+    for (&changed, switched) in switches.iter().filter(|_| switch_sends::<T>()) {
         statements.updates.push(
             Statement::reporting_unmatched(
                 sql::update(meta, changed),
@@ -691,7 +714,12 @@ pub(crate) fn plan_table<T: Entity>(
     }
     // The statements below come after every update whose outcome `verify`
     // checks (it pairs `updates` with their outcomes in order), and are not
-    // checked: they touch only rows this transaction inserted or deletes.
+    // checked: they touch only rows this transaction inserted or deletes,
+    // or upsert the rows of unversioned switches, one each.
+    if !switches.is_empty() && !switch_sends::<T>() {
+        let new: Vec<Tracked<T>> = switches.values().flatten().map(|switch| switch.new.clone()).collect();
+        statements.updates.push(switch_upsert(&new, meta.insert_columns() & !scope.deferred, flush));
+    }
     if !post_updated.is_empty() {
         statements.updates.push(
             Statement::reporting_unmatched(
@@ -1069,7 +1097,7 @@ impl<T: Entity> TablePlan for Plan<T> {
     fn needs_verification(&self) -> bool {
         !self.updates.is_empty()
             || self.check_clash
-            || self.switches.iter().any(|&(changed, _)| switch_sends::<T>(changed))
+            || (switch_sends::<T>() && !self.switches.is_empty())
             || (!self.deletes.is_empty() && T::META.version_column().is_some())
     }
 
@@ -1099,7 +1127,7 @@ impl<T: Entity> TablePlan for Plan<T> {
         }
         // A switch checks the row it takes over, as the delete would have.
         let switch_outcomes = outcomes.updates.iter().skip(self.updates.len());
-        let sent = self.switches.iter().filter(|(changed, _)| switch_sends::<T>(*changed));
+        let sent = self.switches.iter().filter(|_| switch_sends::<T>());
         for ((_, switched), outcome) in sent.zip(switch_outcomes) {
             let replaced: Vec<Tracked<T>> = switched.iter().map(|s| s.old.clone()).collect();
             Self::check_matched(&replaced, outcome)?;
@@ -1165,11 +1193,8 @@ impl<T: Entity> TablePlan for Plan<T> {
         let mut inserted = lock_all(self.inserts.iter(), self.inserts.len())?;
         let mut post_updated_only = self.lock_post_updated_only()?;
         let mut updated = lock_all(self.updates.iter().flatten(), self.updates.iter().map(Vec::len).sum())?;
-        let switched: Vec<(bool, &RowSwitch<T>)> = self
-            .switches
-            .iter()
-            .flat_map(|(changed, s)| s.iter().map(move |s| (switch_sends::<T>(*changed), s)))
-            .collect();
+        let switched: Vec<(bool, &RowSwitch<T>)> =
+            self.switches.iter().flat_map(|(_, s)| s.iter().map(|s| (switch_sends::<T>(), s))).collect();
         let mut switching = switched.iter().map(|(_, s)| s.new.lock_write()).collect::<Result<Vec<_>>>()?;
 
         // The post-update advanced the version the insert wrote.
