@@ -85,6 +85,7 @@ mod held_guards;
 mod identity;
 mod int_batch;
 mod interval;
+mod key_table;
 mod isolation;
 mod join;
 mod load_together;
