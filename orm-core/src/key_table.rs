@@ -9,53 +9,43 @@ use hashbrown::hash_table::{Entry, HashTable};
 /// Keys and their values in the order they were entered, each found by
 /// its key in one probe.
 ///
-/// Laid out as an `IndexMap` is (the entries in order, and a hash table of
-/// their positions), with the same order and removal (see
+/// Laid out as an `IndexMap` is (the entries in a vector, in order, and a
+/// hash table of their positions), with the same order and removal (see
 /// [`swap_remove`](Self::swap_remove)), but leaner for a table of many
 /// small keys, as a tracked load of 500,000 rows fills: an entry is its key
-/// and value without the key's hash, keys and values in two vectors (no
-/// padding between an `i32` key and a handle), and a position is a `u32`,
-/// not a `usize`. For an `i32` key and a 16-byte handle that is 20 bytes
-/// an entry instead of 32, and 5 bytes a slot of the table instead of 9;
-/// a probe compares keys in a vector a fifth that size. A key's hash is
-/// computed again where `IndexMap` would read it back: when the table
-/// grows, and when an entry moves at a removal; primary keys (integers,
-/// uuids, a short string) hash in a few instructions.
+/// and value without the key's hash, and a position is a `u32`, not a
+/// `usize`. For an `i32` key and a 16-byte handle that is 24 bytes an
+/// entry instead of 32, and 5 bytes a slot of the table instead of 9. A
+/// key's hash is computed again where `IndexMap` would read it back: when
+/// the table grows, and when an entry moves at a removal; primary keys
+/// (integers, uuids, a short string) hash in a few instructions.
 ///
 /// The order matters: the flush sends the rows it updates in it, see
 /// [`KeyMap`](crate::identity::KeyMap). The hasher is foldhash's randomly
 /// seeded one, as `KeyMap`'s.
 pub(crate) struct KeyTable<K, V> {
-    /// The entries' keys, in order.
-    keys: Vec<K>,
-    /// The entries' values, beside their keys.
-    values: Vec<V>,
-    /// The position in `keys` and `values` of each entry, found by its
-    /// key's hash.
+    /// The entries, in order.
+    entries: Vec<(K, V)>,
+    /// The position in `entries` of each entry, found by its key's hash.
     positions: HashTable<u32>,
     hasher: foldhash::fast::RandomState,
 }
 
 impl<K, V> Default for KeyTable<K, V> {
     fn default() -> Self {
-        KeyTable {
-            keys: Vec::new(),
-            values: Vec::new(),
-            positions: HashTable::new(),
-            hasher: foldhash::fast::RandomState::default(),
-        }
+        KeyTable { entries: Vec::new(), positions: HashTable::new(), hasher: foldhash::fast::RandomState::default() }
     }
 }
 
 impl<K: Hash + Eq, V> KeyTable<K, V> {
     /// How many entries it holds.
     pub(crate) fn len(&self) -> usize {
-        self.keys.len()
+        self.entries.len()
     }
 
     /// Whether it holds no entry.
     pub(crate) fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.entries.is_empty()
     }
 
     /// The hash the table files `key` under: equal keys hash alike, and
@@ -74,10 +64,11 @@ impl<K: Hash + Eq, V> KeyTable<K, V> {
     /// The position, key and value of the entry for `key`.
     #[inline]
     pub(crate) fn get_full(&self, key: &K) -> Option<(usize, &K, &V)> {
-        let Self { keys, values, positions, .. } = self;
-        let &at = positions.find(self.hash(key), |&at| holds(keys, at, key))?;
+        let Self { entries, positions, .. } = self;
+        let &at = positions.find(self.hash(key), |&at| holds(entries, at, key))?;
         let at = index(at);
-        Some((at, keys.get(at)?, values.get(at)?))
+        let (key, value) = entries.get(at)?;
+        Some((at, key, value))
     }
 
     /// Whether it holds an entry for `key`.
@@ -87,21 +78,20 @@ impl<K: Hash + Eq, V> KeyTable<K, V> {
 
     /// The entry at position `at`, its value to change.
     pub(crate) fn get_index_mut(&mut self, at: usize) -> Option<(&K, &mut V)> {
-        Some((self.keys.get(at)?, self.values.get_mut(at)?))
+        self.entries.get_mut(at).map(|(key, value)| (&*key, value))
     }
 
     /// The values, in order.
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
-        self.values.iter()
+        self.entries.iter().map(|(_, value)| value)
     }
 
     /// Makes room for `additional` more entries, so that entering them
     /// neither grows the table nor moves the entries.
     pub(crate) fn reserve(&mut self, additional: usize) {
-        let Self { keys, values, positions, hasher } = self;
-        positions.reserve(additional, |&at| rehash(hasher, keys, at));
-        keys.reserve_exact(additional);
-        values.reserve_exact(additional);
+        let Self { entries, positions, hasher } = self;
+        positions.reserve(additional, |&at| rehash(hasher, entries, at));
+        entries.reserve_exact(additional);
     }
 
     /// Enters `value` for `key` after every entry, and returns its
@@ -111,17 +101,17 @@ impl<K: Hash + Eq, V> KeyTable<K, V> {
     #[inline]
     pub(crate) fn insert_full(&mut self, key: K, value: V) -> (usize, Option<V>) {
         let hash = self.hash(&key);
-        let Self { keys, values, positions, hasher } = self;
-        match positions.entry(hash, |&at| holds(keys, at, &key), |&at| rehash(hasher, keys, at)) {
+        let Self { entries, positions, hasher } = self;
+        match positions.entry(hash, |&at| holds(entries, at, &key), |&at| rehash(hasher, entries, at)) {
             Entry::Occupied(found) => {
                 let at = index(*found.get());
-                (at, values.get_mut(at).map(|held| std::mem::replace(held, value)))
+                let held = entries.get_mut(at).map(|(_, held)| std::mem::replace(held, value));
+                (at, held)
             }
             Entry::Vacant(free) => {
-                let at = keys.len();
+                let at = entries.len();
                 free.insert(position(at));
-                keys.push(key);
-                values.push(value);
+                entries.push((key, value));
                 (at, None)
             }
         }
@@ -136,20 +126,19 @@ impl<K: Hash + Eq, V> KeyTable<K, V> {
     /// after every entry. One probe either way.
     pub(crate) fn get_or_insert_with(&mut self, key: K, make: impl FnOnce(&K) -> V) -> &V {
         let hash = self.hash(&key);
-        let Self { keys, values, positions, hasher } = self;
-        let at = match positions.entry(hash, |&at| holds(keys, at, &key), |&at| rehash(hasher, keys, at)) {
+        let Self { entries, positions, hasher } = self;
+        let at = match positions.entry(hash, |&at| holds(entries, at, &key), |&at| rehash(hasher, entries, at)) {
             Entry::Occupied(found) => index(*found.get()),
             Entry::Vacant(free) => {
                 let value = make(&key);
-                let at = keys.len();
+                let at = entries.len();
                 free.insert(position(at));
-                keys.push(key);
-                values.push(value);
+                entries.push((key, value));
                 at
             }
         };
-        match values.get(at) {
-            Some(value) => value,
+        match entries.get(at) {
+            Some((_, value)) => value,
             None => unreachable!("the table holds positions of entries only"),
         }
     }
@@ -159,31 +148,30 @@ impl<K: Hash + Eq, V> KeyTable<K, V> {
     /// moves.
     pub(crate) fn swap_remove(&mut self, key: &K) -> Option<V> {
         let hash = self.hash(key);
-        let Self { keys, values, positions, hasher } = self;
-        let (at, _) = positions.find_entry(hash, |&at| holds(keys, at, key)).ok()?.remove();
-        let (at, last) = (index(at), keys.len().checked_sub(1)?);
+        let Self { entries, positions, hasher } = self;
+        let (at, _) = positions.find_entry(hash, |&at| holds(entries, at, key)).ok()?.remove();
+        let (at, last) = (index(at), entries.len().checked_sub(1)?);
         if at != last {
-            let moved = keys.get(last).map(|key| hasher.hash_one(key))?;
+            let moved = entries.get(last).map(|(key, _)| hasher.hash_one(key))?;
             if let Some(moved) = positions.find_mut(moved, |&held| index(held) == last) {
                 *moved = position(at);
             }
         }
-        keys.swap_remove(at);
-        Some(values.swap_remove(at))
+        Some(entries.swap_remove(at).1)
     }
 }
 
 /// Whether the entry at `at` is `key`'s.
 #[inline]
-fn holds<K: Eq>(keys: &[K], at: u32, key: &K) -> bool {
-    keys.get(index(at)).is_some_and(|held| held == key)
+fn holds<K: Eq, V>(entries: &[(K, V)], at: u32, key: &K) -> bool {
+    entries.get(index(at)).is_some_and(|(held, _)| held == key)
 }
 
 /// The hash of the key of the entry at `at`, for the table to move it as
 /// it grows.
 #[inline]
-fn rehash<K: Hash>(hasher: &foldhash::fast::RandomState, keys: &[K], at: u32) -> u64 {
-    keys.get(index(at)).map_or(0, |key| hasher.hash_one(key))
+fn rehash<K: Hash, V>(hasher: &foldhash::fast::RandomState, entries: &[(K, V)], at: u32) -> u64 {
+    entries.get(index(at)).map_or(0, |(key, _)| hasher.hash_one(key))
 }
 
 /// A position as the table keeps it.
@@ -237,7 +225,7 @@ mod tests {
             }
             assert_eq!(table.len(), model.len());
         }
-        let entries: Vec<(u32, u64)> = table.keys.iter().copied().zip(table.values.iter().copied()).collect();
+        let entries: Vec<(u32, u64)> = table.entries.iter().copied().collect();
         let expected: Vec<(u32, u64)> = model.iter().map(|(&k, &v)| (k, v)).collect();
         assert_eq!(entries, expected, "same entries in the same order");
         assert!(model.keys().all(|key| table.contains_key(key)));
