@@ -159,8 +159,9 @@ impl<T: Entity> Registry<T> {
         let mut entities = entities.into_iter();
         let mut tracked = Vec::with_capacity(entities.size_hint().0);
         while let Some(first) = entities.next() {
-            let rest: Vec<_> = entities.by_ref().take(BLOCK - 1).map(Inner::new).collect();
-            let identities = Identities::none(rest.len() + 1);
+            let (keys, rest): (Vec<_>, Vec<_>) =
+                entities.by_ref().take(BLOCK - 1).map(|entity| (entity.key(), Inner::new(entity))).unzip();
+            let identities = Identities::not_held(keys);
             tracked.extend(Tracked::new_block(&self.write_log, Inner::new(first), rest, identities));
         }
         tracked

@@ -195,7 +195,7 @@ impl<T: Entity> Registry<T> {
                     rest_keys.reserve_exact(room);
                 } else {
                     rest.push(instance);
-                    rest_keys.push(Some(key.clone()));
+                    rest_keys.push(key.clone());
                 }
                 found.push(Found::New(key, filing));
             } else {
