@@ -934,7 +934,27 @@ impl<T: Entity + serde::Serialize> serde::Serialize for Tracked<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Snapshots, BLOCK};
+    use super::{Identities, Snapshots, BLOCK};
+
+    #[test]
+    fn a_slot_has_an_identity_key_only_while_the_map_holds_it() {
+        let mut loaded = Identities::new(Some(10), vec![11, 12, 13]);
+        let keys: Vec<Option<i32>> = (0..5).map(|slot| loaded.get(slot)).collect();
+        assert_eq!(keys, [Some(10), Some(11), Some(12), Some(13), None], "every slot of a loaded block is held");
+        loaded.set(2, None);
+        assert_eq!((loaded.get(1), loaded.get(2), loaded.get(3)), (Some(11), None, Some(13)));
+        loaded.set(2, Some(20));
+        assert_eq!(loaded.get(2), Some(20), "entered again under a new key");
+
+        let mut added = Identities::not_held(vec![0; BLOCK - 1]);
+        assert!((0..64).all(|slot| added.get(slot).is_none()), "placeholders are not keys");
+        added.set(63, Some(7));
+        added.set(0, Some(5));
+        assert_eq!((added.get(0), added.get(62), added.get(63)), (Some(5), None, Some(7)));
+
+        let full = Identities::new(None, (1..64).collect());
+        assert!((1..64).all(|slot| full.get(slot) == i32::try_from(slot).ok()), "the last slot of a full block too");
+    }
 
     #[test]
     fn snapshots_are_found_by_slot_whatever_the_order_of_writes() {
