@@ -14,6 +14,7 @@ use crate::entity::{ColumnSet, Entity, EntityMeta};
 use crate::error::Result;
 use crate::filters::Filters;
 use crate::flush::{PlanScope, TablePlan};
+use crate::key_table::KeyTable;
 use crate::tracked::{AddressSet, Identities, Inner, Tracked, WriteLog, BLOCK};
 use crate::upsert::ConflictRule;
 use crate::watched::Watched;
@@ -30,8 +31,10 @@ pub(crate) type KeyMap<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
 /// The tracked instances and pending work of one entity type.
 pub(crate) struct Registry<T: Entity> {
     /// One live instance per primary key: persistent entities, including
-    /// those pending deletion.
-    pub(crate) identity: Watched<KeyMap<T::Key, Tracked<T>>>,
+    /// those pending deletion. A [`KeyTable`] rather than a [`KeyMap`]: it
+    /// holds every row a tracked load returns, where a `KeyMap`'s stored
+    /// hashes and wide positions cost 17 more bytes a row.
+    pub(crate) identity: Watched<KeyTable<T::Key, Tracked<T>>>,
     /// Added and not yet inserted, in the order they were added, by handle
     /// address.
     pub(crate) pending_inserts: Watched<KeyMap<usize, Tracked<T>>>,
@@ -156,8 +159,9 @@ impl<T: Entity> Registry<T> {
         let mut entities = entities.into_iter();
         let mut tracked = Vec::with_capacity(entities.size_hint().0);
         while let Some(first) = entities.next() {
-            let rest: Vec<_> = entities.by_ref().take(BLOCK - 1).map(Inner::new).collect();
-            let identities = Identities::none(rest.len() + 1);
+            let (keys, rest): (Vec<_>, Vec<_>) =
+                entities.by_ref().take(BLOCK - 1).map(|entity| (entity.key(), Inner::new(entity))).unzip();
+            let identities = Identities::not_held(keys);
             tracked.extend(Tracked::new_block(&self.write_log, Inner::new(first), rest, identities));
         }
         tracked
@@ -196,16 +200,14 @@ impl<T: Entity> Registry<T> {
         let key = entity.key();
         // A new key goes after every tracked entity: the buckets of the
         // children index stay in collection order.
-        match identity.appending().entry(key) {
-            indexmap::map::Entry::Occupied(held) => held.get().clone(),
-            indexmap::map::Entry::Vacant(vacant) => {
-                let tracked = Tracked::new(entity, write_log, Some(vacant.key().clone()), None);
-                if !children_index.file_new(&tracked, generation) {
-                    write_log.note_moved(&tracked);
-                }
-                vacant.insert(tracked).clone()
+        let held = identity.appending().get_or_insert_with(key, |key| {
+            let tracked = Tracked::new(entity, write_log, Some(key.clone()), None);
+            if !children_index.file_new(&tracked, generation) {
+                write_log.note_moved(&tracked);
             }
-        }
+            tracked
+        });
+        held.clone()
     }
 
     /// Adds a pending insert.

@@ -87,6 +87,7 @@ mod int_batch;
 mod interval;
 mod isolation;
 mod join;
+mod key_table;
 mod load_together;
 mod load_tracking;
 mod n_plus_one;

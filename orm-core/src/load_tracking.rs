@@ -12,8 +12,6 @@
 //! load never holds its rows twice (as plain values and as instances), and
 //! one that fails partway leaves the identity map as it was.
 
-use std::hash::BuildHasher;
-
 use crate::children_index::ChildrenIndex;
 use crate::entity::Entity;
 use crate::identity::Registry;
@@ -182,7 +180,7 @@ impl<T: Entity> Registry<T> {
             };
             if let Some(held) = held {
                 found.push(Found::Held(held.clone()));
-            } else if !within_block_check || new_hashes.insert(self.identity.hasher().hash_one(&key)) {
+            } else if !within_block_check || new_hashes.insert(self.identity.hash(&key)) {
                 made_count += 1;
                 let filing = sole_reference
                     .map_or(Filing::ByInstance, |column| Filing::Under(column, entity.reference_hash(column)));
@@ -197,7 +195,7 @@ impl<T: Entity> Registry<T> {
                     rest_keys.reserve_exact(room);
                 } else {
                     rest.push(instance);
-                    rest_keys.push(Some(key.clone()));
+                    rest_keys.push(key.clone());
                 }
                 found.push(Found::New(key, filing));
             } else {
