@@ -372,9 +372,11 @@ pub enum Error {
     /// An entity added with an on-conflict rule
     /// ([`Session::add_on_conflict`](crate::Session::add_on_conflict)) met
     /// a row that the session already tracks through another handle (or
-    /// that another entity of the same flush wrote): one row would have two
-    /// instances. The flush failed and nothing of it was written; write
-    /// through the tracked handle instead, or expunge it first.
+    /// that another entity of the same flush wrote), or an entity added
+    /// with the key of one the session tracks was inserted because another
+    /// writer had deleted that row: one row would have two instances. The
+    /// flush failed and nothing of it was written; write through the
+    /// tracked handle instead, or expunge it first.
     #[error("the upsert of {entity} {key} met a row the session already tracks through another handle; change that one instead")]
     AlreadyTracked {
         /// The entity type's name.

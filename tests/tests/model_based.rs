@@ -68,6 +68,54 @@ fn a_row_switch_over_a_row_deleted_meanwhile_inserts_it() {
     ]]);
 }
 
+/// Two adds of a deleted row's key became two row switches of one row, in
+/// one upsert (which PostgreSQL refuses) where the second add must fail on
+/// the key as it would after the delete.
+#[test]
+fn two_adds_of_a_deleted_rows_key_fail_on_the_key() {
+    run_programs(&[vec![
+        Op::Add { table: Table::Pair, seed: 9 },
+        Op::WriterDelete { table: Table::Pair, pick: 0 },
+        Op::Get { table: Table::Parent, key: 110 },
+        Op::AddAll { table: Table::Pair, seeds: vec![177, 12] },
+        Op::Add { table: Table::Pair, seed: 159 },
+        Op::Delete { handle: 28 },
+        Op::Flush,
+    ]]);
+}
+
+/// A loaded child linked to a pending parent, then both deleted: the model
+/// took the link to a parent that will never be inserted for an error, but
+/// the child is not written, so the flush (deleting the child) succeeds.
+#[test]
+fn a_deleted_child_linked_to_a_forgotten_parent_is_just_deleted() {
+    run_programs(&[vec![
+        Op::GetMany { table: Table::Parent, keys: vec![84] },
+        Op::LoadChildren { parents: vec![0], sponsor: false },
+        Op::Add { table: Table::Account, seed: 0 },
+        Op::Add { table: Table::Parent, seed: 0 },
+        Op::SetParent { child: 0, parent: 13, sponsor: false },
+        Op::Delete { handle: 129 },
+        Op::Delete { handle: 143 },
+        Op::Get { table: Table::Parent, key: 1 },
+    ]]);
+}
+
+/// A child added with the key of one the session had loaded, whose row
+/// another writer deleted: the insert succeeded and the loaded handle left
+/// the session unnoticed (its later writes would never be flushed). The
+/// flush now refuses the second handle of one row.
+#[test]
+fn a_new_row_with_a_tracked_key_is_refused_when_its_insert_succeeds() {
+    run_programs(&[vec![
+        Op::Get { table: Table::Child, key: 255 },
+        Op::AddAll { table: Table::Child, seeds: vec![62, 40] },
+        Op::WriterDelete { table: Table::Child, pick: 20 },
+        Op::GetMany { table: Table::Parent, keys: vec![8] },
+        Op::Refresh { handle: 255 },
+    ]]);
+}
+
 /// A savepoint's rollback reset an entity expunged before it: its write
 /// after the expunge was still in the session's write log.
 #[test]

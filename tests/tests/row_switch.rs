@@ -174,3 +174,69 @@ async fn an_unversioned_switch_inserts_the_row_another_writer_deleted() {
         assert_eq!(reloaded.read().text, new_text(&name));
     }
 }
+
+/// A deleted row's key added twice is not two switches of one row: the
+/// second add fails on the key, as it would after the delete, and nothing
+/// of the flush is kept; versioned or not.
+#[tokio::test]
+async fn a_deleted_rows_key_added_twice_fails_on_the_key() {
+    let (test_db, db) = setup(1).await;
+    test_db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE label (name text PRIMARY KEY, text text NOT NULL); INSERT INTO label VALUES ('a', 'old')",
+        )
+        .await
+        .unwrap();
+
+    let mut session = db.session();
+    let old = session.get_one::<Label>("a".to_owned()).await.unwrap();
+    session.delete(&old).unwrap();
+    session.add(Label { name: "a".into(), text: "first".into() });
+    session.add(Label { name: "a".into(), text: "second".into() });
+    let error = session.commit().await.unwrap_err();
+    assert!(matches!(&error, Error::UniqueViolation { .. }), "{error:?}");
+    assert_eq!(labels(&test_db).await, [("a".into(), "old".into())]);
+
+    let mut session = db.session();
+    let old = session.get_one::<Setting>("s1".to_owned()).await.unwrap();
+    session.delete(&old).unwrap();
+    session.add(setting("s1", "first"));
+    session.add(setting("s1", "second"));
+    let error = session.commit().await.unwrap_err();
+    assert!(matches!(&error, Error::UniqueViolation { .. }), "{error:?}");
+    assert_eq!(stored(&test_db).await[0].1, "old");
+}
+
+/// Adding an entity with the key of one the session tracks (not deleted)
+/// is no switch: it fails on the key while the row is there, and if
+/// another writer deleted the row meanwhile, the flush refuses a second
+/// handle of one row rather than leave the loaded one out of the session,
+/// its later writes never flushed.
+#[tokio::test]
+async fn a_new_row_with_the_key_of_a_tracked_one_is_refused() {
+    let (test_db, db) = setup(0).await;
+    let client = test_db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE label (name text PRIMARY KEY, text text NOT NULL); INSERT INTO label VALUES ('a', 'old')",
+        )
+        .await
+        .unwrap();
+
+    let mut session = db.session();
+    let _loaded = session.get_one::<Label>("a".to_owned()).await.unwrap();
+    session.add(Label { name: "a".into(), text: "new".into() });
+    let error = session.commit().await.unwrap_err();
+    assert!(matches!(&error, Error::UniqueViolation { .. }), "{error:?}");
+
+    let mut session = db.session();
+    let loaded = session.get_one::<Label>("a".to_owned()).await.unwrap();
+    client.execute("DELETE FROM label", &[]).await.unwrap();
+    session.add(Label { name: "a".into(), text: "new".into() });
+    let error = session.commit().await.unwrap_err();
+    assert!(matches!(&error, Error::AlreadyTracked { entity: "Label", .. }), "{error:?}");
+    assert_eq!(labels(&test_db).await, [], "nothing of the failed flush is kept");
+    assert_eq!(loaded.read().text, "old");
+}

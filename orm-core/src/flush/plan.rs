@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::RwLockWriteGuard;
@@ -247,6 +247,10 @@ struct Plan<T: Entity> {
     /// Whether an upserted row may be one the session tracks through
     /// another handle, which `verify` must refuse before the commit.
     check_clash: bool,
+    /// Whether a plain insert, its key chosen by the application, may write
+    /// a row the session tracks through another handle, which `verify`
+    /// must refuse before the commit.
+    check_tracked: bool,
     /// Written entities, grouped by the set of columns that changed.
     updates: Vec<Vec<Tracked<T>>>,
     /// Inserted entities whose reference-cycle columns a post-update sets.
@@ -299,17 +303,30 @@ fn split_row_switches<T: Entity>(
     unsent: impl Fn(&&Tracked<T>) -> bool,
 ) -> Result<InsertsAndSwitches<T>> {
     let meta = T::META;
-    let possible = !registry.pending_deletes.is_empty() && !meta.key_columns().any(|k| meta.columns[k].generated);
-    let mut inserts = Vec::new();
     let mut switches: BTreeMap<ColumnSet, Vec<RowSwitch<T>>> = BTreeMap::new();
-    for tracked in registry.pending_inserts.values().filter(unsent) {
-        let replaced = if possible {
-            let key = tracked.lock_read()?.current.key();
-            registry.pending_deletes.get(&key).cloned()
-        } else {
-            None
-        };
-        let Some(old) = replaced else {
+    if registry.pending_deletes.is_empty() || meta.key_columns().any(|k| meta.columns[k].generated) {
+        return Ok((registry.pending_inserts.values().filter(unsent).cloned().collect(), switches));
+    }
+    // The pending delete each pending insert would replace, and how many
+    // would replace each: a switch takes the place of one delete and one
+    // insert. Two inserts of a deleted row's key are left plain, and the
+    // delete too, so that the second fails on the key as it would after the
+    // delete, instead of two switches of one row (one of them lost).
+    let mut candidates = Vec::new();
+    let mut claims: HashMap<usize, usize> = HashMap::new();
+    for tracked in registry.pending_inserts.values() {
+        let key = tracked.lock_read()?.current.key();
+        let replaced = registry.pending_deletes.get(&key).cloned();
+        if let Some(old) = &replaced {
+            *claims.entry(old.address()).or_default() += 1;
+        }
+        if unsent(&tracked) {
+            candidates.push((tracked, replaced));
+        }
+    }
+    let mut inserts = Vec::new();
+    for (tracked, replaced) in candidates {
+        let Some(old) = replaced.filter(|old| claims.get(&old.address()) == Some(&1)) else {
             inserts.push(tracked.clone());
             continue;
         };
@@ -698,6 +715,8 @@ pub(crate) fn plan_table<T: Entity>(
         insert_statements(&inserts, plain, &upserts, meta.insert_columns() & !scope.deferred, flush, copy.as_deref())?;
     // One row, two handles: an upsert meeting a row already tracked, or
     // one that another insert of this flush wrote.
+    let check_tracked =
+        plain > 0 && !registry.identity.is_empty() && !meta.key_columns().any(|k| meta.columns[k].generated);
     let check_clash = !upserts.is_empty()
         && (!registry.identity.is_empty() || !scope.inserted.is_empty() || upserts.len() + usize::from(plain > 0) > 1);
     let copy_updated =
@@ -761,6 +780,7 @@ pub(crate) fn plan_table<T: Entity>(
         upserts,
         returned: None,
         check_clash,
+        check_tracked,
         updates,
         post_updated,
         deletes,
@@ -966,6 +986,24 @@ impl<T: Entity> Plan<T> {
             .collect()
     }
 
+    /// Fails with [`Error::AlreadyTracked`] if a plain insert wrote a row
+    /// the session tracks through another handle. The insert succeeds only
+    /// if another writer deleted that row since it was loaded (otherwise it
+    /// fails on the key), and two handles of one row would leave the loaded
+    /// one out of the session, its later writes never flushed.
+    fn check_tracked_keys(&self, registry: &Registry<T>) -> Result<()> {
+        if !self.check_tracked {
+            return Ok(());
+        }
+        for tracked in &self.inserts[..self.plain] {
+            let key = tracked.lock_read()?.current.key();
+            if registry.identity.get(&key).is_some_and(|held| !Tracked::ptr_eq(held, tracked)) {
+                return Err(Error::AlreadyTracked { entity: T::META.name, key: format!("{key:?}") });
+            }
+        }
+        Ok(())
+    }
+
     /// Fails with [`Error::AlreadyTracked`] if an upserted row is one the
     /// session tracks through another handle, or that another insert of
     /// this flush wrote.
@@ -1097,6 +1135,7 @@ impl<T: Entity> TablePlan for Plan<T> {
     fn needs_verification(&self) -> bool {
         !self.updates.is_empty()
             || self.check_clash
+            || self.check_tracked
             || (switch_sends::<T>() && !self.switches.is_empty())
             || (!self.deletes.is_empty() && T::META.version_column().is_some())
     }
@@ -1121,6 +1160,7 @@ impl<T: Entity> TablePlan for Plan<T> {
         let registry =
             registry.as_any().downcast_ref::<Registry<T>>().ok_or(Error::NotInSession { entity: T::META.name })?;
         self.check_clashes(outcomes, registry)?;
+        self.check_tracked_keys(registry)?;
         self.check_copied(outcomes)?;
         for (rows, outcome) in self.updates.iter().zip(&outcomes.updates) {
             Self::check_matched(rows, outcome)?;

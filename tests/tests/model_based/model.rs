@@ -252,6 +252,24 @@ impl Model {
         FlushPlan { expect, after, locks }
     }
 
+    /// Whether a new row's key is one the session tracks through a
+    /// persistent handle: the flush refuses it once the insert succeeded
+    /// (another writer deleted the row; otherwise the key fails first).
+    fn inserts_tracked_key(&self, rows: &BTreeMap<usize, Row>) -> bool {
+        let handles = &self.core.handles;
+        rows.iter().any(|(&i, row)| {
+            let h = &handles[i];
+            let key = h.table.key_of(row);
+            h.state == State::Pending
+                && !h.table.spec().generated_key
+                && handles.iter().any(|other| {
+                    other.table == h.table
+                        && other.state == State::Persistent
+                        && other.table.key_of(&other.snapshot) == key
+                })
+        })
+    }
+
     /// The session after a flush that succeeded: inserted handles are
     /// persistent, updated ones have new snapshots, deleted ones are gone,
     /// and the transaction holds the rows written.
@@ -287,7 +305,9 @@ impl Model {
 
     /// The rows of pending and persistent handles as a flush writes them:
     /// generated keys, then keys filled in from links. `None` for a link to
-    /// a parent that will never be inserted.
+    /// a parent that will never be inserted. Notes in `errors` what the
+    /// rows themselves make fail: a changed key, a new row whose key the
+    /// session tracks already.
     fn rows_to_write(
         &self,
         generated: Option<&dyn Fn(usize) -> i64>,
@@ -314,6 +334,11 @@ impl Model {
             }
         }
         for (&(child, column), &parent) in &self.core.links {
+            // A child the flush does not write (deleted, or detached) fills
+            // nothing in from its link, wherever the link points.
+            if !rows.contains_key(&child) {
+                continue;
+            }
             let key = match handles[parent].state {
                 State::Pending => rows[&parent][0].clone(),
                 State::Persistent | State::PendingDelete => handles[parent].snapshot[0].clone(),
@@ -322,6 +347,9 @@ impl Model {
             if let Some(row) = rows.get_mut(&child) {
                 row[column] = key;
             }
+        }
+        if self.inserts_tracked_key(&rows) {
+            errors.insert(ErrorKind::AlreadyTracked);
         }
         Some(rows)
     }
