@@ -128,6 +128,13 @@ struct Label {
     text: String,
 }
 
+/// The `label` table, with a row of text `old` for each of `names`.
+async fn create_labels(test_db: &TestDb, names: &[&str]) {
+    let client = test_db.client().await;
+    client.batch_execute("CREATE TABLE label (name text PRIMARY KEY, text text NOT NULL)").await.unwrap();
+    client.execute("INSERT INTO label SELECT unnest($1::text[]), 'old'", &[&names]).await.unwrap();
+}
+
 async fn labels(test_db: &TestDb) -> Vec<(String, String)> {
     let client = test_db.client().await;
     let rows = client.query("SELECT name, text FROM label ORDER BY name", &[]).await.unwrap();
@@ -142,13 +149,7 @@ async fn labels(test_db: &TestDb) -> Vec<(String, String)> {
 async fn an_unversioned_switch_inserts_the_row_another_writer_deleted() {
     let (test_db, db) = setup(0).await;
     let client = test_db.client().await;
-    client
-        .batch_execute(
-            "CREATE TABLE label (name text PRIMARY KEY, text text NOT NULL);
-             INSERT INTO label VALUES ('changed', 'old'), ('same', 'old'), ('kept', 'old')",
-        )
-        .await
-        .unwrap();
+    create_labels(&test_db, &["changed", "same", "kept"]).await;
     let mut session = db.session();
     let loaded = session.query::<Label>().all().await.unwrap();
     for old in &loaded {
@@ -181,14 +182,7 @@ async fn an_unversioned_switch_inserts_the_row_another_writer_deleted() {
 #[tokio::test]
 async fn a_deleted_rows_key_added_twice_fails_on_the_key() {
     let (test_db, db) = setup(1).await;
-    test_db
-        .client()
-        .await
-        .batch_execute(
-            "CREATE TABLE label (name text PRIMARY KEY, text text NOT NULL); INSERT INTO label VALUES ('a', 'old')",
-        )
-        .await
-        .unwrap();
+    create_labels(&test_db, &["a"]).await;
 
     let mut session = db.session();
     let old = session.get_one::<Label>("a".to_owned()).await.unwrap();
@@ -218,12 +212,7 @@ async fn a_deleted_rows_key_added_twice_fails_on_the_key() {
 async fn a_new_row_with_the_key_of_a_tracked_one_is_refused() {
     let (test_db, db) = setup(0).await;
     let client = test_db.client().await;
-    client
-        .batch_execute(
-            "CREATE TABLE label (name text PRIMARY KEY, text text NOT NULL); INSERT INTO label VALUES ('a', 'old')",
-        )
-        .await
-        .unwrap();
+    create_labels(&test_db, &["a"]).await;
 
     let mut session = db.session();
     let _loaded = session.get_one::<Label>("a".to_owned()).await.unwrap();
