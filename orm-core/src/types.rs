@@ -88,7 +88,7 @@ pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + S
         entity: &'static str,
         column: &'static str,
     ) -> crate::Result<Self> {
-        row.try_get::<_, Self>(index).map_err(|source| crate::Error::Decode { entity, column, source })
+        decode(row, index, entity, column)
     }
 
     /// [`decode_column`](Self::decode_column) of a nullable column of this
@@ -100,7 +100,7 @@ pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + S
         entity: &'static str,
         column: &'static str,
     ) -> crate::Result<Option<Self>> {
-        row.try_get::<_, Option<Self>>(index).map_err(|source| crate::Error::Decode { entity, column, source })
+        decode(row, index, entity, column)
     }
 
     /// Reads column `index` of `row`, an array of values of this type,
@@ -113,7 +113,7 @@ pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + S
         entity: &'static str,
         column: &'static str,
     ) -> crate::Result<Vec<Self>> {
-        row.try_get::<_, Vec<Self>>(index).map_err(|source| crate::Error::Decode { entity, column, source })
+        decode(row, index, entity, column)
     }
 
     /// Whether a field of this type can be read from a column of type `ty`.
@@ -134,6 +134,17 @@ pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + S
     fn write_value(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
         self.to_sql_checked(ty, out)
     }
+}
+
+/// Reads column `index` of `row` as a `V`, naming entity and column on
+/// failure: what every `decode_*` method of [`ColumnType`] does.
+fn decode<'a, V: FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    index: usize,
+    entity: &'static str,
+    column: &'static str,
+) -> crate::Result<V> {
+    row.try_get::<_, V>(index).map_err(|source| crate::Error::Decode { entity, column, source })
 }
 
 macro_rules! column_types {
@@ -197,10 +208,7 @@ impl ColumnType for String {
         entity: &'static str,
         column: &'static str,
     ) -> crate::Result<Self> {
-        match row.try_get::<_, TextColumn>(index) {
-            Ok(TextColumn(text)) => Ok(text),
-            Err(source) => Err(crate::Error::Decode { entity, column, source }),
-        }
+        decode(row, index, entity, column).map(|TextColumn(text)| text)
     }
 
     fn decode_nullable_column(
@@ -209,10 +217,7 @@ impl ColumnType for String {
         entity: &'static str,
         column: &'static str,
     ) -> crate::Result<Option<Self>> {
-        match row.try_get::<_, Option<TextColumn>>(index) {
-            Ok(text) => Ok(text.map(|TextColumn(text)| text)),
-            Err(source) => Err(crate::Error::Decode { entity, column, source }),
-        }
+        decode(row, index, entity, column).map(|text: Option<TextColumn>| text.map(|TextColumn(text)| text))
     }
 }
 
