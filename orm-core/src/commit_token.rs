@@ -37,7 +37,32 @@ use crate::error::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CommitToken(u64);
 
+/// The size of a page of PostgreSQL's write-ahead log (`XLOG_BLCKSZ`, as
+/// every standard build has it).
+const WAL_PAGE: u64 = 8192;
+
+/// The sizes of a log page's header: the long one starts a segment, the
+/// short one every other page.
+const WAL_PAGE_HEADERS: [u64; 2] = [24, 40];
+
 impl CommitToken {
+    /// Whether a replica whose replay position is `replayed` holds
+    /// everything up to this token.
+    ///
+    /// A token is the primary's insert position after the commit. When the
+    /// commit's record ended a log page, that position is past the next
+    /// page's header, while a replica's replay position is the end of the
+    /// last record it applied: the page boundary, until another record is
+    /// written. Only a page header lies between the two then, so the
+    /// replica holds the commit; without this, a reader with the token
+    /// would go to the primary until the next write anywhere.
+    pub(crate) fn is_replayed_by(self, replayed: CommitToken) -> bool {
+        if replayed >= self {
+            return true;
+        }
+        replayed.0 % WAL_PAGE == 0 && WAL_PAGE_HEADERS.contains(&(self.0 - replayed.0))
+    }
+
     /// The token for a log position as PostgreSQL prints a `pg_lsn`.
     /// `what` names the source in the error.
     pub(crate) fn parse_lsn(text: &str, what: &str) -> Result<Self, Error> {
@@ -70,6 +95,22 @@ impl FromStr for CommitToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_at_the_page_boundary_before_a_token_past_the_header_holds_it() {
+        let token = |text: &str| text.parse::<CommitToken>().unwrap();
+        assert!(token("0/3000148").is_replayed_by(token("0/3000148")));
+        assert!(token("0/3000148").is_replayed_by(token("0/3000200")));
+        assert!(!token("0/3000148").is_replayed_by(token("0/3000140")));
+        // A short page header after a page boundary, a long one after a
+        // segment boundary: nothing of the log lies between.
+        assert!(token("0/3002018").is_replayed_by(token("0/3002000")));
+        assert!(token("1/28").is_replayed_by(token("1/0")));
+        // Anything more is a record the replica has not applied.
+        assert!(!token("0/3002019").is_replayed_by(token("0/3002000")));
+        assert!(!token("0/3002017").is_replayed_by(token("0/3002000")));
+        assert!(!token("0/3002118").is_replayed_by(token("0/3002100")));
+    }
 
     #[test]
     fn round_trips_through_text_and_orders_by_position() {

@@ -159,9 +159,10 @@ impl Replicas {
                 return None;
             }
         };
-        let unknown_token = token.is_some_and(|token| health.replayed.is_none_or(|replayed| replayed < token));
+        let unknown_token =
+            token.is_some_and(|token| health.replayed.is_none_or(|replayed| !token.is_replayed_by(replayed)));
         let health = if fresh && !unknown_token { health } else { self.check(replica, &client).await };
-        let replayed = token.is_none_or(|token| health.replayed.is_some_and(|replayed| replayed >= token));
+        let replayed = token.is_none_or(|token| health.replayed.is_some_and(|replayed| token.is_replayed_by(replayed)));
         (health.state == State::Healthy && replayed).then_some(client)
     }
 
