@@ -85,17 +85,21 @@ impl ReplicaPair {
     }
 
     /// Waits until the replica has replayed everything the primary has
-    /// flushed so far (every commit so far).
+    /// written so far: every commit, and every commit token handed out.
     ///
     /// # Panics
     ///
     /// After 20 s, or if a query fails.
     pub async fn wait_for_replay(&self) {
         let primary = connect(&parse_config(&self.primary_url)).await.expect("connect to the primary");
-        // The flush position, not the insert position: when the last record
-        // ends a log page, the insert position is past the next page's
-        // header, which the replica's replay position reaches only once
-        // another record is written.
+        // A commit token is the insert position, which other sessions'
+        // records not yet flushed may have moved past the flush position;
+        // a commit of our own flushes them all. Then the flush position,
+        // not the insert position: when the last record ends a log page,
+        // the insert position is past the next page's header, which the
+        // replica's replay position reaches only once another record is
+        // written.
+        primary.batch_execute("SELECT pg_current_xact_id()").await.expect("commit on the primary");
         let written: String =
             primary.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]).await.expect("read the log").get(0);
         let replica = self.replica_client().await;
