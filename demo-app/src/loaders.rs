@@ -2,18 +2,17 @@
 //! [`Load`]s that the views run together with the relation loads, in one
 //! round trip, whatever the size of the page.
 //!
-//! The relations themselves are a join (authors, with the page) and the
-//! ORM's relation loads (tags, `Load::children`; see `views`). What is left
-//! here is what those do not cover: how many users favorited each article
-//! and which of them the viewer favorited (an aggregate of the query
-//! builder), and which of the page's authors the viewer follows, single
-//! rows looked up by their composite keys rather than whole collections.
+//! The authors come with the page, by a join. What is here: the tags of
+//! the page's articles, how many users favorited each article and which of
+//! them the viewer favorited (an aggregate of the query builder), and
+//! which of the page's authors the viewer follows, single rows looked up
+//! by their composite keys rather than whole collections.
 
 use orm_core::{Expr, Load, Session, Tracked};
 
-use crate::entities::{Article, Favorite, Follow, User};
+use crate::entities::{Article, ArticleTag, Favorite, Follow, User};
 use crate::id_hash::{IdMap, IdSet};
-use crate::views::WithAuthor;
+use crate::views::PlainWithAuthor;
 
 /// The article with this slug, as a list of at most one (empty: the
 /// handler's 404), to load beside what the handler needs with it.
@@ -22,10 +21,29 @@ pub fn article_by_slug(session: &mut Session, slug: &str) -> Load<Vec<Tracked<Ar
 }
 
 /// The article with this slug and its author, as a list of at most one
-/// (empty: the handler's 404), from one statement (a join), to load beside
-/// what the handler needs with it.
-pub fn article_with_author_by_slug(session: &mut Session, slug: &str) -> Load<Vec<WithAuthor<Article>>> {
-    session.query::<Article>().filter(Article::SLUG.eq(slug)).join(Article::AUTHOR).limit(1).all_later()
+/// (empty: the handler's 404), from one statement (a join), as plain
+/// values, to load beside what the handler needs with it.
+pub fn article_with_author_by_slug(session: &mut Session, slug: &str) -> Load<Vec<PlainWithAuthor<Article>>> {
+    session.query::<Article>().filter(Article::SLUG.eq(slug)).limit(1).untracked().join(Article::AUTHOR).all_later()
+}
+
+/// The tags of each of the articles, in alphabetical order: one statement,
+/// whose text does not depend on the page (the ids are one array
+/// parameter), of plain values.
+pub fn tags(session: &mut Session, article_ids: &[i64]) -> Load<IdMap<Vec<String>>> {
+    session
+        .query::<ArticleTag>()
+        .filter(ArticleTag::ARTICLE_ID.is_in(article_ids.iter().copied()))
+        .order_by(ArticleTag::TAG.asc())
+        .untracked()
+        .all_later()
+        .map(|rows| {
+            let mut tags = IdMap::<Vec<String>>::default();
+            for row in rows {
+                tags.entry(row.article_id).or_default().push(row.tag);
+            }
+            tags
+        })
 }
 
 /// How many users favorited each article, and which of them `viewer`

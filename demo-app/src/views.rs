@@ -1,13 +1,15 @@
 //! The JSON shapes of responses, and building them from entities with their
-//! relations batch-loaded: a page's authors joined to it, its tags by the
-//! ORM's relation loading, favorite counts and the viewer's favorites and
-//! follows by `loaders`, all sent together in one round trip.
+//! relations batch-loaded: a page's authors joined to it, its tags,
+//! favorite counts and the viewer's favorites and follows by `loaders`,
+//! all sent together in one round trip. A page only shows what it loads,
+//! so its rows are plain values the session does not track (an untracked
+//! query, `Query::untracked`): no identity map, no instance per row.
 
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
-use orm_core::{Load, Session, Tracked};
+use orm_core::{Session, Tracked};
 use serde::Serialize;
 
-use crate::entities::{Article, ArticleTag, Comment, User};
+use crate::entities::{Article, Comment, User};
 use crate::id_hash::IdSet;
 use crate::loaders;
 
@@ -95,13 +97,11 @@ impl UserView {
     }
 }
 
-/// A user as others see them: the tracked row, written into the response
-/// as it is read ([`WriteJson`](crate::json_writer::WriteJson)), so its
-/// strings are copied once, from the row into the response.
+/// A user as others see them.
 #[derive(Debug, Clone)]
 pub struct ProfileView {
     /// The user.
-    pub user: Tracked<User>,
+    pub user: User,
     /// Whether the requesting user follows them (false when anonymous).
     pub following: bool,
 }
@@ -111,21 +111,19 @@ impl ProfileView {
     /// [`loaders::viewer`] and [`loaders::followed`] of the viewer alone
     /// (one may follow oneself); `None` if the token's user is gone.
     pub fn own(viewer: &[Tracked<User>], followed: &IdSet) -> Option<Self> {
-        let user = viewer.first()?;
-        let following = followed.contains(&user.read().id);
+        let user = viewer.first()?.read();
+        let following = followed.contains(&user.id);
         Some(ProfileView { user: user.clone(), following })
     }
 }
 
-/// An article with its tags, favorites and author: the tracked rows, whose
-/// strings the response copies as it is written.
+/// An article with its tags, favorites and author.
 #[derive(Debug)]
 pub struct ArticleView {
     /// The article.
-    pub article: Tracked<Article>,
-    /// Its tags, in any order: the response lists them in alphabetical
-    /// order.
-    pub tags: Vec<Tracked<ArticleTag>>,
+    pub article: Article,
+    /// Its tags, in alphabetical order.
+    pub tags: Vec<String>,
     /// Whether the text is shown (single articles) or left out (lists).
     pub body: Body,
     /// Whether the requesting user favorited it.
@@ -136,10 +134,11 @@ pub struct ArticleView {
     pub author: ProfileView,
 }
 
-/// A comment with its author: the tracked rows, written as the response is.
+/// A comment with its author.
 #[derive(Debug)]
 pub struct CommentView {
-    /// The comment.
+    /// The comment, tracked: a new comment's view is written after the
+    /// commit that gives it its id.
     pub comment: Tracked<Comment>,
     /// Its author.
     pub author: ProfileView,
@@ -159,6 +158,16 @@ pub enum Body {
 /// statement.
 pub type WithAuthor<T> = (Tracked<T>, Tracked<User>);
 
+/// An article with its author as an untracked join returns them
+/// ([`UntrackedQuery::join`](orm_core::UntrackedQuery::join)): plain values.
+pub type PlainWithAuthor<T> = (T, User);
+
+/// The plain values of a tracked article or comment and its author, for a
+/// view of rows a handler loaded tracked to change them.
+pub fn plain<T: orm_core::Entity>((row, author): &WithAuthor<T>) -> PlainWithAuthor<T> {
+    (row.read().clone(), author.read().clone())
+}
+
 /// Views of `articles`, in order, as seen by `viewer`. Costs one round trip
 /// and a constant number of statements whatever the number of articles,
 /// all keyed by the page and sent together: tags, and favorite counts with
@@ -167,49 +176,47 @@ pub type WithAuthor<T> = (Tracked<T>, Tracked<User>);
 /// with the page.
 pub async fn articles(
     session: &mut Session,
-    page: Vec<WithAuthor<Article>>,
+    page: Vec<PlainWithAuthor<Article>>,
     viewer: Option<i64>,
     body: Body,
 ) -> orm_core::Result<Vec<ArticleView>> {
     if page.is_empty() {
         return Ok(Vec::new());
     }
-    let mut ids = Vec::with_capacity(page.len());
-    let mut author_ids = Vec::with_capacity(page.len());
-    for (article, author) in &page {
-        ids.push(article.read().id);
-        author_ids.push(author.read().id);
+    let ids: Vec<i64> = page.iter().map(|(article, _)| article.id).collect();
+    let author_ids: Vec<i64> = page.iter().map(|(_, author)| author.id).collect();
+    // The viewer's own row, when the page joined it as an author, came
+    // from the database in this request: tracked, it spares the viewer's
+    // load below (and the session middleware's check) a statement.
+    if let Some((_, own)) = viewer.and_then(|viewer| page.iter().find(|(_, author)| author.id == viewer)) {
+        session.attach(own.clone());
     }
-    let (articles, authors): (Vec<_>, Vec<_>) = page.into_iter().unzip();
+    let tags = loaders::tags(session, &ids);
     let favorite_counts = loaders::favorites(session, viewer, &ids);
-    let (_, (counts, favorited), following, _) = session
-        .load_together((
-            Load::children(&articles, ArticleTag::ARTICLE),
-            favorite_counts,
-            loaders::followed(viewer, &author_ids),
-            loaders::viewer(viewer),
-        ))
+    let (mut tags, (counts, favorited), following, _) = session
+        .load_together((tags, favorite_counts, loaders::followed(viewer, &author_ids), loaders::viewer(viewer)))
         .await?;
-
-    let mut views = Vec::with_capacity(articles.len());
-    // `ids` and `author_ids` are in the order of `articles` and `authors`.
-    for (((article, author), id), author_id) in articles.into_iter().zip(authors).zip(&ids).zip(&author_ids) {
-        views.push(ArticleView {
-            tags: session.children(&article, ArticleTag::ARTICLE)?,
-            article,
-            body,
-            favorited: favorited.contains(id),
-            favorites_count: counts.get(id).copied().unwrap_or(0),
-            author: ProfileView { user: author, following: following.contains(author_id) },
-        });
-    }
-    Ok(views)
+    Ok(page
+        .into_iter()
+        .map(|(article, author)| {
+            let id = article.id;
+            let following = following.contains(&author.id);
+            ArticleView {
+                tags: tags.remove(&id).unwrap_or_default(),
+                article,
+                body,
+                favorited: favorited.contains(&id),
+                favorites_count: counts.get(&id).copied().unwrap_or(0),
+                author: ProfileView { user: author, following },
+            }
+        })
+        .collect())
 }
 
 /// The view of one article.
 pub async fn article(
     session: &mut Session,
-    article: WithAuthor<Article>,
+    article: PlainWithAuthor<Article>,
     viewer: Option<i64>,
 ) -> orm_core::Result<Option<ArticleView>> {
     Ok(articles(session, vec![article], viewer, Body::Included).await?.pop())
@@ -234,7 +241,7 @@ pub async fn comments(
         .zip(&author_ids)
         .map(|((comment, author), author_id)| CommentView {
             comment,
-            author: ProfileView { user: author, following: following.contains(author_id) },
+            author: ProfileView { user: author.read().clone(), following: following.contains(author_id) },
         })
         .collect())
 }

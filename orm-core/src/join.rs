@@ -1,6 +1,7 @@
 //! [`Join`]: a query over a child entity that returns each row with its
-//! parent through a declared relation, both identity-mapped, in one
-//! statement.
+//! parent through a declared relation, in one statement: both
+//! identity-mapped, or both plain values for an
+//! [untracked](crate::Query::untracked) query.
 
 use std::any::TypeId;
 use std::collections::hash_map::Entry;
@@ -15,7 +16,7 @@ use crate::column::Condition;
 use crate::entity::Entity;
 use crate::error::Result;
 use crate::load_together::Load;
-use crate::query::{query_shape, Built, Query};
+use crate::query::{query_shape, Built, Query, UntrackedQuery};
 use crate::relation::{parent_key_columns, Relation};
 use crate::session::Session;
 use crate::sql::{quote_ident, select_list};
@@ -29,7 +30,9 @@ const PARENT: &str = "j";
 /// [`Relation`], made by [`Query::join`] or [`Query::left_join`]. Rows come
 /// back as `(Tracked<C>, Tracked<P>)` (inner join) or `(Tracked<C>,
 /// Option<Tracked<P>>)` (left join), through the identity map on both
-/// sides, from one statement.
+/// sides, from one statement. Made by [`UntrackedQuery::join`] or
+/// [`UntrackedQuery::left_join`], rows come back as plain values, `(C, P)`
+/// or `(C, Option<P>)`, and the session tracks neither.
 #[must_use = "a join does nothing until it is run with all()"]
 pub struct Join<'s, C: Entity, P: Entity, Parent> {
     query: Query<'s, C>,
@@ -107,15 +110,15 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
         self
     }
 
-    /// Runs the statement and returns child and parent entities, tracked.
-    async fn fetch(mut self) -> Result<JoinedRows<C, P>> {
+    /// Runs the statement and returns what `finish` makes of its rows.
+    async fn fetch<T>(mut self, finish: fn(&mut Session, &[Row]) -> Result<T>) -> Result<T> {
         self.query.session.autoflush_for_query().await?;
         let built = self.statement();
         let access = self.query.access();
         let session = &mut *self.query.session;
         session.record_load(&built.sql)?;
         let rows = session.rows(&built.sql, &param_refs(&built.params), access).await?;
-        track_joined::<C, P>(session, &rows)
+        finish(session, &rows)
     }
 
     /// The statement: the child's columns, whether a parent was joined, the
@@ -132,19 +135,21 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
         self.query.build_clauses(sql, params, &[], None)
     }
 
-    /// The join as a [`Load`] whose result is `keep` applied to the rows,
-    /// for [`Session::load_together`](crate::Session::load_together).
-    fn later<T: 'static>(mut self, keep: impl FnOnce(JoinedRows<C, P>) -> T + Send + 'static) -> Load<T> {
+    /// The join as a [`Load`] whose result is what `finish` makes of its
+    /// rows, for [`Session::load_together`](crate::Session::load_together).
+    fn later<T: 'static>(mut self, finish: fn(&mut Session, &[Row]) -> Result<T>) -> Load<T> {
         let built = self.statement();
         let access = self.query.access();
-        Load::of_statement(built.sql, built.params, access, move |session, rows| {
-            track_joined::<C, P>(session, &rows).map(keep)
-        })
+        Load::of_statement(built.sql, built.params, access, move |session, rows| finish(session, &rows))
     }
 }
 
 /// Each row of a join: the child, with its parent if the row joined one.
 type JoinedRows<C, P> = Vec<(Tracked<C>, Option<Tracked<P>>)>;
+
+/// Each row of an untracked join: the child, with its parent if the row
+/// joined one.
+type PlainJoinedRows<C, P> = Vec<(C, Option<P>)>;
 
 /// Which join a [`head`] is of: the child's and the parent's types, the
 /// relation (its name and first column, unique among the child's), and
@@ -205,13 +210,20 @@ fn build_head<C: Entity, P: Entity>(relation: &Relation<C, P>, left: bool) -> St
     )
 }
 
-/// The rows of a join, decoded and tracked: each child with its parent, if
-/// the row joined one. A parent repeated on several rows (the author of
-/// several posts) is decoded once: the rows are of one snapshot, so its
-/// columns are the same on each, and the identity map would keep one
-/// instance of it anyway. Its rows are told apart by its key columns' bytes
-/// as the server sent them.
-fn track_joined<C: Entity, P: Entity>(session: &mut Session, rows: &[Row]) -> Result<JoinedRows<C, P>> {
+/// The rows of a join, decoded: the children in order, each parent once,
+/// and for each child the position of its parent among them, if the row
+/// joined one. A parent repeated on several rows (the author of several
+/// posts) is decoded once: the rows are of one snapshot, so its columns are
+/// the same on each, and the identity map would keep one instance of it
+/// anyway. Its rows are told apart by its key columns' bytes as the server
+/// sent them.
+struct Decoded<C, P> {
+    children: Vec<C>,
+    parents: Vec<P>,
+    parent_of: Vec<Option<usize>>,
+}
+
+fn decode_joined<C: Entity, P: Entity>(rows: &[Row]) -> Result<Decoded<C, P>> {
     let joined_at = C::META.columns.len();
     let parent_at = joined_at + 1;
     let key_columns: SmallVec<[usize; 2]> = P::META.key_columns().map(|column| parent_at + column).collect();
@@ -239,6 +251,13 @@ fn track_joined<C: Entity, P: Entity>(session: &mut Session, rows: &[Row]) -> Re
         };
         parent_of.push(Some(index));
     }
+    Ok(Decoded { children, parents, parent_of })
+}
+
+/// The rows of a join, decoded and tracked: each child with its parent, if
+/// the row joined one, one instance per row through the identity map.
+fn track_joined<C: Entity, P: Entity>(session: &mut Session, rows: &[Row]) -> Result<JoinedRows<C, P>> {
+    let Decoded { children, parents, parent_of } = decode_joined::<C, P>(rows)?;
     let children = session.track(children);
     let parents = session.track(parents);
     Ok(children
@@ -246,6 +265,30 @@ fn track_joined<C: Entity, P: Entity>(session: &mut Session, rows: &[Row]) -> Re
         .zip(parent_of)
         .map(|(child, parent)| (child, parent.and_then(|at| parents.get(at).cloned())))
         .collect())
+}
+
+/// The rows of an untracked join, decoded: each child with its parent, if
+/// the row joined one. A parent's last row takes the decoded value, the
+/// rows before it a clone: a parent on one row is not copied at all.
+fn plain_joined<C: Entity, P: Entity>(_: &mut Session, rows: &[Row]) -> Result<PlainJoinedRows<C, P>> {
+    let Decoded { children, parents, parent_of } = decode_joined::<C, P>(rows)?;
+    let mut uses_left = vec![0usize; parents.len()];
+    for &at in parent_of.iter().flatten() {
+        if let Some(uses) = uses_left.get_mut(at) {
+            *uses += 1;
+        }
+    }
+    let mut parents: Vec<Option<P>> = parents.into_iter().map(Some).collect();
+    let mut parent_for = |at: usize| {
+        let (uses, parent) = (uses_left.get_mut(at)?, parents.get_mut(at)?);
+        *uses = uses.saturating_sub(1);
+        if *uses == 0 {
+            parent.take()
+        } else {
+            parent.clone()
+        }
+    };
+    Ok(children.into_iter().zip(parent_of).map(|(child, parent)| (child, parent.and_then(&mut parent_for))).collect())
 }
 
 /// A column's bytes as the server sent them, undecoded: a key column's,
@@ -265,19 +308,19 @@ impl<'a> FromSql<'a> for RawValue<'a> {
 impl<C: Entity, P: Entity> Join<'_, C, P, Tracked<P>> {
     /// Runs the query and returns each child with its parent, tracked.
     pub async fn all(self) -> Result<Vec<(Tracked<C>, Tracked<P>)>> {
-        Ok(with_parents(self.fetch().await?))
+        self.fetch(|session, rows| track_joined::<C, P>(session, rows).map(with_parents)).await
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`](crate::Session::load_together):
     /// a page with its parents beside the page's count, say.
     pub fn all_later(self) -> Load<Vec<(Tracked<C>, Tracked<P>)>> {
-        self.later(with_parents)
+        self.later(|session, rows| track_joined::<C, P>(session, rows).map(with_parents))
     }
 }
 
 /// The rows of an inner join: each has its parent.
-fn with_parents<C: Entity, P: Entity>(rows: JoinedRows<C, P>) -> Vec<(Tracked<C>, Tracked<P>)> {
+fn with_parents<C, P>(rows: Vec<(C, Option<P>)>) -> Vec<(C, P)> {
     rows.into_iter().filter_map(|(child, parent)| Some((child, parent?))).collect()
 }
 
@@ -285,12 +328,86 @@ impl<C: Entity, P: Entity> Join<'_, C, P, Option<Tracked<P>>> {
     /// Runs the query and returns each child with its parent if it has one,
     /// tracked.
     pub async fn all(self) -> Result<Vec<(Tracked<C>, Option<Tracked<P>>)>> {
-        self.fetch().await
+        self.fetch(track_joined::<C, P>).await
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`](crate::Session::load_together).
     pub fn all_later(self) -> Load<JoinedRows<C, P>> {
-        self.later(|rows| rows)
+        self.later(track_joined::<C, P>)
+    }
+}
+
+impl<'s, C: Entity> UntrackedQuery<'s, C> {
+    /// Joins each row to its parent through `relation` (`INNER JOIN`), as
+    /// [`Query::join`] does, and returns both as plain values that the
+    /// session does not track: for pages that only show what they load (a
+    /// web request's `GET`), which skip the identity map's work for every
+    /// row. A parent on several rows (the author of several posts) is
+    /// decoded once and cloned for each.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # #[orm(table = "users")]
+    /// # struct User { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Post { #[orm(primary_key, generated)] id: i64, #[orm(references = User)] author_id: Option<i64>, title: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE users (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     CREATE TABLE post (id bigserial PRIMARY KEY, author_id bigint REFERENCES users, title text NOT NULL);
+    /// #     INSERT INTO users (name) VALUES ('ann'), ('bob');
+    /// #     INSERT INTO post (author_id, title) VALUES (1, 'hello'), (2, 'hi'), (NULL, 'anonymous')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let posts: Vec<(Post, User)> =
+    ///     session.query::<Post>().order_by(Post::ID.asc()).untracked().join(Post::AUTHOR).all().await?;
+    /// assert_eq!((posts[1].0.title.as_str(), posts[1].1.name.as_str()), ("hi", "bob"));
+    /// assert_eq!(posts.len(), 2); // the anonymous post has no author to join
+    ///
+    /// let all = session.query::<Post>().order_by(Post::ID.asc()).untracked().left_join(Post::AUTHOR).all().await?;
+    /// assert_eq!(all[2], (Post { id: 3, author_id: None, title: "anonymous".into() }, None));
+    /// assert!(session.get::<User>(1).await?.is_some()); // not tracked: loaded again
+    /// assert_eq!(session.stats().statements, 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn join<P: Entity>(self, relation: Relation<C, P>) -> Join<'s, C, P, P> {
+        Join { query: self.query, relation, left: false, _parent: std::marker::PhantomData }
+    }
+
+    /// Joins each row to its parent through `relation` (`LEFT JOIN`), as
+    /// [`Query::left_join`] does, and returns both as plain values: rows
+    /// without a parent come back with `None`.
+    pub fn left_join<P: Entity>(self, relation: Relation<C, P>) -> Join<'s, C, P, Option<P>> {
+        Join { query: self.query, relation, left: true, _parent: std::marker::PhantomData }
+    }
+}
+
+impl<C: Entity, Plain: Entity> Join<'_, C, Plain, Plain> {
+    /// Runs the query and returns each child with its parent, as plain
+    /// values.
+    pub async fn all(self) -> Result<Vec<(C, Plain)>> {
+        self.fetch(|session, rows| plain_joined::<C, Plain>(session, rows).map(with_parents)).await
+    }
+
+    /// [`all`](Self::all) as a [`Load`], to run with other loads in one
+    /// round trip by [`Session::load_together`](crate::Session::load_together).
+    pub fn all_later(self) -> Load<Vec<(C, Plain)>> {
+        self.later(|session, rows| plain_joined::<C, Plain>(session, rows).map(with_parents))
+    }
+}
+
+impl<C: Entity, P: Entity> Join<'_, C, P, Option<P>> {
+    /// Runs the query and returns each child with its parent if it has one,
+    /// as plain values.
+    pub async fn all(self) -> Result<PlainJoinedRows<C, P>> {
+        self.fetch(plain_joined::<C, P>).await
+    }
+
+    /// [`all`](Self::all) as a [`Load`], to run with other loads in one
+    /// round trip by [`Session::load_together`](crate::Session::load_together).
+    pub fn all_later(self) -> Load<PlainJoinedRows<C, P>> {
+        self.later(plain_joined::<C, P>)
     }
 }

@@ -83,7 +83,7 @@ struct RowLock {
 /// A query whose results bypass the identity map, made by [`Query::untracked`].
 #[must_use = "a query does nothing until it is run with all(), first(), one() or optional()"]
 pub struct UntrackedQuery<'s, E: Entity> {
-    query: Query<'s, E>,
+    pub(crate) query: Query<'s, E>,
 }
 
 impl<'s, E: Entity> Query<'s, E> {
@@ -702,6 +702,33 @@ impl<E: Entity> UntrackedQuery<'_, E> {
         let built = self.query.build(sql::select_from_of::<E>());
         let access = self.query.access();
         self.query.session.load_untracked_with(&built.sql, &param_refs(&built.params), access).await
+    }
+
+    /// [`all`](Self::all) as a [`Load`], to run with other loads in one
+    /// round trip by [`Session::load_together`]: plain values, as `all`
+    /// returns them.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Customer { #[orm(primary_key, generated)] id: i64, name: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE customer (id bigserial PRIMARY KEY, name text NOT NULL);
+    /// #     INSERT INTO customer (name) VALUES ('Alice'), ('Bob'), ('Carol')").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let page = session.query::<Customer>().order_by(Customer::ID.asc()).limit(2).untracked().all_later();
+    /// let total = session.query::<Customer>().count_later();
+    /// let (page, total) = session.load_together((page, total)).await?;
+    /// assert_eq!((page[1].name.as_str(), total), ("Bob", 3));
+    /// assert_eq!(session.stats().statements, 2); // sent together
+    /// # Ok(()) }
+    /// ```
+    pub fn all_later(mut self) -> Load<Vec<E>> {
+        let built = self.query.build(sql::select_from_of::<E>());
+        let access = self.query.access();
+        Load::of_statement(built.sql, built.params, access, |_, rows| crate::relation_loading::decode::<E>(&rows))
     }
 
     /// Runs the query with `LIMIT 1` and returns the first value, if any.

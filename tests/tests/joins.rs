@@ -1,5 +1,5 @@
 //! Joins across declared relations: each child with its parent, both
-//! identity-mapped, from one statement.
+//! identity-mapped (or both plain values, untracked), from one statement.
 
 mod support;
 
@@ -194,4 +194,119 @@ async fn a_join_loaded_later_travels_beside_a_count_in_one_round_trip() {
     let statements = session.stats().statements;
     assert!(Tracked::ptr_eq(&session.get_one::<Post>(100).await.unwrap(), &page[0].0));
     assert_eq!(session.stats().statements, statements);
+}
+
+#[tokio::test]
+async fn an_untracked_join_returns_plain_values_and_tracks_nothing() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    // A change not flushed yet: the join's autoflush writes it first, so
+    // the plain rows show it, as a tracked join's would.
+    let tracked_author = session.get_one::<User>(3).await.unwrap();
+    tracked_author.modify(|u| u.name = "renamed".into());
+    let before = session.stats().statements;
+    let rows: Vec<(Post, User)> =
+        session.query::<Post>().order_by(Post::ID.asc()).untracked().join(Post::AUTHOR).all().await.unwrap();
+    // The flush of the rename, then the join.
+    assert_eq!(session.stats().statements, before + 2);
+    assert_eq!(rows.len(), 100);
+    for (n, (post, author)) in (1..).zip(&rows) {
+        // Post n is by user 1 + n % 10.
+        assert_eq!(post, &Post { id: n, author_id: 1 + n % 10, title: format!("post {n}") });
+        let name = if author.id == 3 { "renamed".to_owned() } else { format!("user {}", author.id) };
+        assert_eq!(author, &User { id: post.author_id, name });
+    }
+    // Nothing was tracked: a post is loaded again, and changing a plain
+    // value writes nothing.
+    let mut post = rows[0].0.clone();
+    post.title = "changed in memory only".into();
+    let statements = session.stats().statements;
+    let loaded = session.get_one::<Post>(1).await.unwrap();
+    assert_eq!(session.stats().statements, statements + 1);
+    assert_eq!(loaded.read().title, "post 1");
+    session.commit().await.unwrap();
+    let titles: Vec<String> =
+        db.session().query::<Post>().untracked().all().await.unwrap().into_iter().map(|post| post.title).collect();
+    assert!(titles.iter().all(|title| title.starts_with("post ")));
+}
+
+#[tokio::test]
+async fn an_untracked_join_filters_on_either_side_pages_and_left_joins() {
+    let (test_db, db) = setup().await;
+    let client = test_db.client().await;
+    client.batch_execute("ALTER TABLE post ALTER COLUMN author_id DROP NOT NULL").await.unwrap();
+    client.batch_execute("UPDATE post SET author_id = NULL WHERE id = 2").await.unwrap();
+    let mut session = db.session();
+    let rows = session
+        .query::<OptionalPost>()
+        .filter(OptionalPost::TITLE.like("post 1%"))
+        .order_by(OptionalPost::ID.desc())
+        .limit(2)
+        .untracked()
+        .join(OptionalPost::AUTHOR)
+        .filter_parent(User::NAME.eq("user 2"))
+        .all()
+        .await
+        .unwrap();
+    let found: Vec<(i64, i64)> = rows.iter().map(|(post, author)| (post.id, author.id)).collect();
+    assert_eq!(found, [(11, 2), (1, 2)]);
+    let first_three = session
+        .query::<OptionalPost>()
+        .filter(OptionalPost::ID.le(3))
+        .order_by(OptionalPost::ID.asc())
+        .untracked()
+        .left_join(OptionalPost::AUTHOR)
+        .all()
+        .await
+        .unwrap();
+    let authors: Vec<Option<String>> =
+        first_three.iter().map(|(_, author)| author.as_ref().map(|a| a.name.clone())).collect();
+    assert_eq!(authors, [Some("user 2".to_owned()), None, Some("user 4".to_owned())]);
+    assert_eq!(first_three[1].0, OptionalPost { id: 2, author_id: None, title: "post 2".into() });
+    // The inner join leaves the post without an author out.
+    let inner = session.query::<OptionalPost>().filter(OptionalPost::ID.le(3)).untracked().join(OptionalPost::AUTHOR);
+    assert_eq!(inner.all().await.unwrap().len(), 2);
+}
+
+/// [`Post`] on the same table, whose author may be missing.
+#[derive(orm_core::Entity, Clone, Debug, PartialEq)]
+#[orm(table = "post")]
+struct OptionalPost {
+    #[orm(primary_key, generated)]
+    id: i64,
+    #[orm(references = User)]
+    author_id: Option<i64>,
+    title: String,
+}
+
+#[tokio::test]
+async fn untracked_loads_travel_beside_a_count_in_one_round_trip() {
+    let (test_db, _) = setup().await;
+    let mut config = DatabaseConfig::from_url(test_db.url()).unwrap();
+    config.max_connections = 1;
+    let db = Database::with_config(config).unwrap();
+    let mut session = db.session();
+    // Prepares the statements: the round trip counted next is the loads'.
+    session.query::<Post>().count().await.unwrap();
+    let load = |session: &mut Session| {
+        let page =
+            session.query::<Post>().order_by(Post::ID.desc()).limit(3).untracked().join(Post::AUTHOR).all_later();
+        let users = session.query::<User>().filter(User::ID.le(2)).order_by(User::ID.asc()).untracked().all_later();
+        let total = session.query::<Post>().count_later();
+        (page, users, total)
+    };
+    let loads = load(&mut session);
+    session.load_together(loads).await.unwrap();
+    let before = session.stats();
+    let loads = load(&mut session);
+    let (page, users, total) = session.load_together(loads).await.unwrap();
+    let after = session.stats();
+    assert_eq!((after.statements - before.statements, after.round_trips - before.round_trips), (3, 1));
+    let ids: Vec<(i64, i64)> = page.iter().map(|(post, author)| (post.id, author.id)).collect();
+    assert_eq!(ids, [(100, 1), (99, 10), (98, 9)]);
+    assert_eq!(users, [User { id: 1, name: "user 1".into() }, User { id: 2, name: "user 2".into() }]);
+    assert_eq!(total, 100);
+    // Still nothing tracked: a get of a loaded user costs a statement.
+    session.get_one::<User>(1).await.unwrap();
+    assert_eq!(session.stats().statements, after.statements + 1);
 }

@@ -14,7 +14,7 @@ use crate::json::{limit, require, require_patch, Patch, Valid, Validate};
 use crate::json_writer::{write_list, JsonView, WriteJson};
 use crate::loaders;
 use crate::state::AppState;
-use crate::views::{self, ArticleView, Body, ProfileView, WithAuthor};
+use crate::views::{self, ArticleView, Body, PlainWithAuthor, ProfileView, WithAuthor};
 use orm_core::axum::DbSession;
 
 /// The routes of this module.
@@ -77,7 +77,7 @@ async fn find_article_with_author(session: &mut Session, slug: &str) -> ApiResul
 /// The view of one article, as the response to `viewer`.
 async fn respond(
     session: &mut Session,
-    article: WithAuthor<Article>,
+    article: PlainWithAuthor<Article>,
     viewer: i64,
 ) -> ApiResult<JsonView<ArticleResponse>> {
     // None only if the author vanished meanwhile.
@@ -129,24 +129,25 @@ impl ListParams {
     }
 }
 
-/// One page of the articles matching `filter` with their authors (a join),
-/// and how many match: two statements, built by the ORM's query builder,
-/// to send together.
+/// One page of the articles matching `filter` with their authors (a join,
+/// untracked: the page only shows them), and how many match: two
+/// statements, built by the ORM's query builder, to send together.
 fn newest_page(
     session: &mut Session,
     filter: impl Fn() -> Option<Condition<Article>>,
     page: Page,
-) -> (Load<Vec<WithAuthor<Article>>>, Load<i64>) {
+) -> (Load<Vec<PlainWithAuthor<Article>>>, Load<i64>) {
     let mut query = session.query::<Article>();
     if let Some(condition) = filter() {
         query = query.filter(condition);
     }
     let articles = query
-        .join(Article::AUTHOR)
         .order_by(Article::CREATED_AT.desc())
         .order_by(Article::ID.desc())
         .limit(page.limit)
         .offset(page.offset)
+        .untracked()
+        .join(Article::AUTHOR)
         .all_later();
     let mut count = session.query::<Article>();
     if let Some(condition) = filter() {
@@ -191,13 +192,15 @@ async fn feed(
 
 // ---- one article ----
 
-/// `GET /api/articles/{slug}`.
+/// `GET /api/articles/{slug}`: the article with its author (a join,
+/// untracked), then everything it shows.
 async fn show(
     viewer: MaybeAuthUser,
     mut db: DbSession,
     Path(slug): Path<String>,
 ) -> ApiResult<JsonView<ArticleResponse>> {
-    let article = find_article_with_author(&mut db, &slug).await?;
+    let found = db.query::<Article>().filter(Article::SLUG.eq(&slug)).limit(1).untracked().join(Article::AUTHOR).all();
+    let article = found.await?.pop().ok_or(ApiError::NotFound("article"))?;
     let view = views::article(&mut db, article, viewer.id()).await?.ok_or(ApiError::NotFound("article"))?;
     Ok(JsonView(ArticleResponse { article: view }))
 }
@@ -288,7 +291,8 @@ async fn create(
     };
     // Inserted by the commit, in one statement, in the round trip of its
     // COMMIT.
-    let tags = db.add_all(tags.into_iter().map(|tag| ArticleTag { article_id, tag }));
+    db.add_all(tags.iter().map(|tag| ArticleTag { article_id, tag: tag.clone() }));
+    let article = article.read().clone();
     let view = ArticleView { article, tags, body: Body::Included, favorited: false, favorites_count: 0, author };
     Ok((StatusCode::CREATED, JsonView(ArticleResponse { article: view })))
 }
@@ -370,7 +374,7 @@ async fn update(
     if let Patch::Value(tags) = changes.tag_list {
         replace_tags(&mut db, &article, normalize_tags(tags)).await?;
     }
-    respond(&mut db, (article, author), auth.id).await
+    respond(&mut db, views::plain(&(article, author)), auth.id).await
 }
 
 /// Makes the article's tags exactly `tags`: deletes the others, adds the
@@ -407,7 +411,7 @@ async fn article_and_favorite(
     session: &mut Session,
     slug: &str,
     user: i64,
-) -> ApiResult<(WithAuthor<Article>, Option<Tracked<Favorite>>)> {
+) -> ApiResult<(PlainWithAuthor<Article>, Option<Tracked<Favorite>>)> {
     let article = loaders::article_with_author_by_slug(session, slug);
     let favorite = session
         .query::<Favorite>()
@@ -426,7 +430,7 @@ async fn article_and_favorite(
 /// counts the new favorite unless that read found it there already.
 async fn favorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<JsonView<ArticleResponse>> {
     let (article, existing) = article_and_favorite(&mut db, &slug, auth.id).await?;
-    let article_id = article.0.read().id;
+    let article_id = article.0.id;
     let mut view = views::article(&mut db, article, Some(auth.id)).await?.ok_or(ApiError::NotFound("article"))?;
     if existing.is_none() && !view.favorited {
         // A concurrent request of the same user may insert the row after

@@ -40,7 +40,7 @@ async fn find_profile(session: &mut Session, username: &str) -> ApiResult<Tracke
     session.query::<User>().filter(User::USERNAME.eq(username)).first().await?.ok_or(ApiError::NotFound("profile"))
 }
 
-fn respond(user: Tracked<User>, following: bool) -> JsonView<ProfileResponse> {
+fn respond(user: User, following: bool) -> JsonView<ProfileResponse> {
     JsonView(ProfileResponse { profile: ProfileView { user, following } })
 }
 
@@ -52,8 +52,9 @@ async fn profile(
 ) -> ApiResult<JsonView<ProfileResponse>> {
     // The profile, the viewer's follow of it (through its user name, in
     // the database) and the viewer's own row (which the session
-    // middleware checks): one round trip.
-    let user = db.query::<User>().filter(User::USERNAME.eq(&username)).limit(1).all_later();
+    // middleware checks): one round trip. The profile is only shown, so
+    // the session does not track it.
+    let user = db.query::<User>().filter(User::USERNAME.eq(&username)).limit(1).untracked().all_later();
     let follows = match viewer.id() {
         Some(viewer) => db
             .query::<Follow>()
@@ -80,6 +81,7 @@ async fn follow(
         let follow = db.add(Follow { follower_id: key.0, followee_id: key.1 });
         ensure_inserted(&mut db, &follow).await?;
     }
+    let user = user.read().clone();
     Ok(respond(user, true))
 }
 
@@ -95,5 +97,6 @@ async fn unfollow(
     if let Some(follow) = db.get::<Follow>((auth.id, user_id)).await? {
         db.delete(&follow)?;
     }
+    let user = user.read().clone();
     Ok(respond(user, false))
 }
