@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use axum::http::HeaderValue;
+use orm_core::{PlanCacheMode, StatementMode};
 
 /// Everything the server reads from the environment at start-up.
 #[derive(Clone)]
@@ -27,6 +28,14 @@ pub struct Config {
     pub database_replica_urls: Vec<String>,
     /// `DATABASE_MAX_CONNECTIONS` (default 16): the pool's size.
     pub max_connections: usize,
+    /// `DATABASE_PLAN_CACHE_MODE` (`auto`, `force_generic_plan` or
+    /// `force_custom_plan`): how the server plans the statements each
+    /// connection keeps prepared. Default: `force_generic_plan` when the
+    /// connection strings keep statements prepared, since every statement
+    /// the app sends has the same plan whatever its values (see
+    /// `orm_core::PlanCacheMode`); the server's own setting with
+    /// `statement_mode=unnamed`, where the mode cannot be set.
+    pub plan_cache_mode: Option<PlanCacheMode>,
     /// `REQUEST_TIMEOUT_SECS` (default 30): a handler still running after
     /// this is answered 503 and its session rolled back. It bounds the
     /// handler, not the commit that follows it.
@@ -82,9 +91,9 @@ impl Config {
         // that a typo is reported as the setting's, before anything
         // connects. Its message does not echo the URL, which may hold a
         // password.
-        if let Err(error) = orm_core::DatabaseConfig::from_url(&database_url) {
-            return Err(invalid_url("DATABASE_URL", error));
-        }
+        let primary =
+            orm_core::DatabaseConfig::from_url(&database_url).map_err(|error| invalid_url("DATABASE_URL", error))?;
+        let mut prepared = primary.statements == StatementMode::Prepared;
         let database_replica_urls: Vec<String> = lookup("DATABASE_REPLICA_URLS")
             .unwrap_or_default()
             .split(',')
@@ -93,10 +102,17 @@ impl Config {
             .map(str::to_owned)
             .collect();
         for url in &database_replica_urls {
-            if let Err(error) = orm_core::ReplicaConfig::from_url(url) {
-                return Err(invalid_url("DATABASE_REPLICA_URLS", error));
-            }
+            let replica =
+                orm_core::ReplicaConfig::from_url(url).map_err(|error| invalid_url("DATABASE_REPLICA_URLS", error))?;
+            prepared &= replica.statements == StatementMode::Prepared;
         }
+        let plan_cache_mode =
+            match lookup("DATABASE_PLAN_CACHE_MODE").filter(|mode| !mode.is_empty()) {
+                Some(mode) => Some(mode.parse().map_err(|error: orm_core::Error| {
+                    ConfigError::new("DATABASE_PLAN_CACHE_MODE", error.to_string())
+                })?),
+                None => prepared.then_some(PlanCacheMode::ForceGeneric),
+            };
         if let Some(format) =
             lookup("LOG_FORMAT").filter(|format| !format.is_empty() && format != "json" && format != "text")
         {
@@ -114,6 +130,7 @@ impl Config {
             jwt_secret,
             jwt_secret_generated,
             max_connections: at_least_one(&lookup, "DATABASE_MAX_CONNECTIONS", 16)?,
+            plan_cache_mode,
             request_timeout: Duration::from_secs(at_least_one(&lookup, "REQUEST_TIMEOUT_SECS", 30)?),
             cors_origins: cors_origins(lookup("CORS_ORIGINS").as_deref().unwrap_or(""))?,
         })
@@ -207,6 +224,18 @@ mod tests {
         assert_eq!(config.jwt_secret.len(), 64);
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.cors_origins, CorsOrigins::None);
+        assert_eq!(config.plan_cache_mode, Some(PlanCacheMode::ForceGeneric));
+    }
+
+    #[test]
+    fn the_plan_cache_mode_is_left_to_the_server_where_statements_are_unnamed() {
+        let url = ("DATABASE_URL", "postgres://localhost/app?statement_mode=unnamed");
+        assert_eq!(config(&[url]).unwrap().plan_cache_mode, None);
+        let replica = ("DATABASE_REPLICA_URLS", "postgres://replica/app?statement_mode=unnamed");
+        assert_eq!(config(&[("DATABASE_URL", "postgres://localhost/app"), replica]).unwrap().plan_cache_mode, None);
+        // Asked for, it is kept, and the pool refuses it with its reason.
+        let asked = config(&[url, ("DATABASE_PLAN_CACHE_MODE", "auto")]).unwrap();
+        assert_eq!(asked.plan_cache_mode, Some(PlanCacheMode::Auto));
     }
 
     #[test]
@@ -220,8 +249,10 @@ mod tests {
             ("REQUEST_TIMEOUT_SECS", "2"),
             ("CORS_ORIGINS", "http://localhost:3000, https://conduit.example.com"),
             ("LOG_FORMAT", "json"),
+            ("DATABASE_PLAN_CACHE_MODE", "force_custom_plan"),
         ])
         .unwrap();
+        assert_eq!(config.plan_cache_mode, Some(PlanCacheMode::ForceCustom));
         assert_eq!((config.port, config.max_connections), (3000, 4));
         assert_eq!(config.host.to_string(), "0.0.0.0");
         assert_eq!((config.jwt_secret.as_str(), config.jwt_secret_generated), ("s3cret", false));
@@ -254,6 +285,8 @@ mod tests {
         assert!(refused("HOST", "localhost").starts_with("HOST: \"localhost\""));
         assert!(refused("PORT", "65536").starts_with("PORT: \"65536\""));
         assert_eq!(refused("LOG_FORMAT", "xml"), "LOG_FORMAT: \"xml\": must be json or text");
+        let mode = refused("DATABASE_PLAN_CACHE_MODE", "generic");
+        assert!(mode.starts_with("DATABASE_PLAN_CACHE_MODE: ") && mode.contains("`generic`"), "{mode}");
         let url = refused("DATABASE_URL", "postgres://user:hunter2@host:port/db");
         assert_eq!(url, "DATABASE_URL: is not a valid connection string: invalid value for option `port`");
         assert!(!url.contains("hunter2"), "the password is not echoed: {url}");

@@ -43,6 +43,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     }
     let mut db_config = DatabaseConfig::from_url(&config.database_url)?;
     db_config.max_connections = config.max_connections;
+    db_config.plan_cache_mode = config.plan_cache_mode;
     for url in &config.database_replica_urls {
         db_config.replicas.push(ReplicaConfig::from_url(url)?);
     }

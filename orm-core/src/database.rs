@@ -15,6 +15,7 @@ use crate::filters::{Filters, Tenant};
 use crate::flush::CopyTargets;
 use crate::isolation::IsolationLevel;
 use crate::n_plus_one::NPlusOne;
+use crate::plan_cache::PlanCacheMode;
 use crate::replicas::{Endpoint, ReplicaConfig, Replicas};
 use crate::session::Session;
 use crate::statement_mode::{StatementMode, Statements};
@@ -132,6 +133,14 @@ pub struct DatabaseConfig {
     /// rows: the temporary table's upkeep and the join's planning make
     /// `COPY` pay later for updates than for inserts (docs/performance.md).
     pub copy_update_threshold: Option<usize>,
+    /// How the server plans the statements each connection keeps prepared
+    /// (PostgreSQL's `plan_cache_mode`), set on every connection the pools
+    /// open, the replicas' too. Default: `None`, the server's setting
+    /// (`auto` unless the role or database says otherwise). See
+    /// [`PlanCacheMode`] for when [`ForceGeneric`](PlanCacheMode::ForceGeneric)
+    /// saves the server most of its planning; it cannot be combined with
+    /// [`StatementMode::Unnamed`], on the primary or a replica.
+    pub plan_cache_mode: Option<PlanCacheMode>,
 }
 
 impl DatabaseConfig {
@@ -161,6 +170,7 @@ impl DatabaseConfig {
             events: Events::new(),
             copy_threshold: Some(crate::DEFAULT_COPY_THRESHOLD),
             copy_update_threshold: Some(crate::DEFAULT_COPY_UPDATE_THRESHOLD),
+            plan_cache_mode: None,
         })
     }
 
@@ -306,11 +316,12 @@ impl Database {
         // The server's default database is the user's name.
         let namespace = config.postgres.get_dbname().or(config.postgres.get_user()).map(str::to_owned);
         let telemetry = Telemetry::new(namespace, config.slow_statement_threshold);
-        let primary = sizing.endpoint(config.postgres, config.tls, config.statements)?;
+        let plans = config.plan_cache_mode;
+        let primary = sizing.endpoint(config.postgres, config.tls, config.statements, plans)?;
         let replicas = config
             .replicas
             .into_iter()
-            .map(|replica| sizing.endpoint(replica.postgres, replica.tls, replica.statements))
+            .map(|replica| sizing.endpoint(replica.postgres, replica.tls, replica.statements, plans))
             .collect::<Result<Vec<_>>>()?;
         let reads = Replicas::new(primary.clone(), replicas, config.max_replica_lag, config.replica_check_interval);
         Ok(Database {
@@ -504,7 +515,19 @@ impl Sizing {
         mut postgres: tokio_postgres::Config,
         tls: TlsConfig,
         statements: StatementMode,
+        plans: Option<PlanCacheMode>,
     ) -> Result<Endpoint> {
+        if let Some(plans) = plans {
+            if statements == StatementMode::Unnamed {
+                return Err(Error::Config(format!(
+                    "plan_cache_mode {} cannot be combined with statement_mode=unnamed: unnamed statements are \
+                     planned at every run whatever the mode, and a pooler in transaction mode refuses the startup \
+                     option that carries it (set it on the role instead: ALTER ROLE ... SET plan_cache_mode)",
+                    plans.as_str()
+                )));
+            }
+            plans.add_to(&mut postgres);
+        }
         let connector = tls.connector()?;
         postgres.ssl_mode(tls.negotiation());
         postgres.keepalives(true).keepalives_idle(self.keepalive_idle);

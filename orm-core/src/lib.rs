@@ -91,6 +91,7 @@ mod key_table;
 mod load_together;
 mod load_tracking;
 mod n_plus_one;
+mod plan_cache;
 mod pool_state;
 mod query;
 mod raw_sql;
@@ -244,6 +245,7 @@ pub use tls::{SslMode, TlsConfig};
 /// ```
 pub use orm_derive::DbEnum;
 pub use orm_derive::Projection;
+pub use plan_cache::PlanCacheMode;
 pub use pool_state::PoolState;
 pub use query::{Query, UntrackedQuery};
 pub use raw_sql::RawSql;
