@@ -1,18 +1,18 @@
-//! What a page of articles or comments needs besides its relations, as
-//! [`Load`]s that the views run together with the relation loads, in one
-//! round trip, whatever the size of the page.
+//! What a page of articles or comments loads, as [`Load`]s that handlers
+//! send together, in one round trip, whatever the size of the page.
 //!
-//! The authors come with the page, by a join. What is here: the tags of
-//! the page's articles, how many users favorited each article and which of
-//! them the viewer favorited (an aggregate of the query builder), and
-//! which of the page's authors the viewer follows, single rows looked up
-//! by their composite keys rather than whole collections.
+//! An article's page is one statement: the articles, their authors (a
+//! join) and what the view shows of each ([`Facts`]: favorite counts, the
+//! viewer's favorites and follows, tags), selected as correlated
+//! subqueries of the page ([`with_facts`]). What is here besides: the
+//! viewer's follows of a few users (a comment's authors), single rows
+//! looked up by their composite keys rather than whole collections, and
+//! the viewer's own row, which the session middleware checks.
 
-use orm_core::{Expr, Load, Session, Tracked};
+use orm_core::{Condition, Join, JoinWith, Load, Selection, Session, Tracked};
 
 use crate::entities::{Article, ArticleTag, Favorite, Follow, User};
-use crate::id_hash::{IdMap, IdSet};
-use crate::views::PlainWithAuthor;
+use crate::id_hash::IdSet;
 
 /// The article with this slug, as a list of at most one (empty: the
 /// handler's 404), to load beside what the handler needs with it.
@@ -20,60 +20,53 @@ pub fn article_by_slug(session: &mut Session, slug: &str) -> Load<Vec<Tracked<Ar
     session.query::<Article>().filter(Article::SLUG.eq(slug)).limit(1).all_later()
 }
 
-/// The article with this slug and its author, as a list of at most one
-/// (empty: the handler's 404), from one statement (a join), as plain
-/// values, to load beside what the handler needs with it.
-pub fn article_with_author_by_slug(session: &mut Session, slug: &str) -> Load<Vec<PlainWithAuthor<Article>>> {
-    session.query::<Article>().filter(Article::SLUG.eq(slug)).limit(1).untracked().join(Article::AUTHOR).all_later()
-}
+/// What a view of an article shows besides the article and its author,
+/// selected beside each row of the page ([`with_facts`]): how many users
+/// favorited it, whether the viewer did, whether the viewer follows its
+/// author, and its tags in alphabetical order.
+pub type Facts = (i64, bool, bool, Vec<String>);
 
-/// The tags of each of the articles, in alphabetical order: one statement,
-/// whose text does not depend on the page (the ids are one array
-/// parameter), of plain values.
-pub fn tags(session: &mut Session, article_ids: &[i64]) -> Load<IdMap<Vec<String>>> {
-    session
-        .query::<ArticleTag>()
-        .filter(ArticleTag::ARTICLE_ID.is_in(article_ids.iter().copied()))
-        .order_by(ArticleTag::TAG.asc())
-        .untracked()
-        .all_later()
-        .map(|rows| {
-            let mut tags = IdMap::<Vec<String>>::default();
-            for row in rows {
-                tags.entry(row.article_id).or_default().push(row.tag);
-            }
-            tags
-        })
-}
+/// An article, its author and its [`Facts`], as a page's statement returns
+/// them: plain values, untracked (a page only shows them).
+pub type ArticleRow = (Article, User, Facts);
 
-/// How many users favorited each article, and which of them `viewer`
-/// favorited: one statement (`SELECT article_id, count(*), count(*)
-/// FILTER (WHERE user_id = $viewer) > 0 ... GROUP BY article_id`), whose
-/// text does not depend on the page (the ids are one array parameter).
-/// Without a viewer, the counts alone.
-pub fn favorites(session: &mut Session, viewer: Option<i64>, article_ids: &[i64]) -> Load<(IdMap<i64>, IdSet)> {
-    let query = session.query::<Favorite>().filter(Favorite::ARTICLE_ID.is_in(article_ids.iter().copied()));
-    let Some(viewer) = viewer else {
-        return query
-            .select((Favorite::ARTICLE_ID, Expr::count_all()))
-            .group_by(Favorite::ARTICLE_ID)
-            .all_later()
-            .map(|counts| (counts.into_iter().collect(), IdSet::default()));
+/// `join` (articles with their authors) with each article's [`Facts`] as
+/// seen by `viewer`, in the join's own statement: correlated subqueries
+/// (`Relation::count`, `Relation::any`, `Relation::collect`) instead of a
+/// statement each after the page. Without a viewer, nothing is favorited
+/// or followed.
+pub fn with_facts(
+    join: Join<'_, Article, User, User>,
+    viewer: Option<i64>,
+) -> JoinWith<'_, Article, User, User, impl Selection<Article, Output = Facts> + Send + 'static> {
+    let (favorited, following) = match viewer {
+        Some(viewer) => (
+            Favorite::ARTICLE.any(Favorite::USER_ID.eq(viewer)),
+            Article::AUTHOR.has(Follow::FOLLOWEE.any(Follow::FOLLOWER_ID.eq(viewer))),
+        ),
+        None => (Condition::any([]), Condition::any([])),
     };
-    let viewers = Expr::any_where(Favorite::USER_ID.eq(viewer));
-    query.select((Favorite::ARTICLE_ID, Expr::count_all(), viewers)).group_by(Favorite::ARTICLE_ID).all_later().map(
-        |rows| {
-            let mut counts = IdMap::default();
-            let mut favorited = IdSet::default();
-            for (article, count, by_viewer) in rows {
-                counts.insert(article, count);
-                if by_viewer {
-                    favorited.insert(article);
-                }
-            }
-            (counts, favorited)
-        },
-    )
+    join.with((
+        Favorite::ARTICLE.count(),
+        favorited.into_expr(),
+        following.into_expr(),
+        ArticleTag::ARTICLE.collect(ArticleTag::TAG, ArticleTag::TAG.asc()),
+    ))
+}
+
+/// The article with this slug, its author and its [`Facts`] as `viewer`
+/// sees them, as a list of at most one (empty: the handler's 404), from
+/// one statement, to load beside what the handler needs with it.
+pub fn article_row_by_slug(session: &mut Session, slug: &str, viewer: Option<i64>) -> Load<Vec<ArticleRow>> {
+    let join = session.query::<Article>().filter(Article::SLUG.eq(slug)).limit(1).untracked().join(Article::AUTHOR);
+    with_facts(join, viewer).all_later()
+}
+
+/// [`article_row_by_slug`] by the article's id: an article's view after a
+/// handler changed it (the load flushes the change first).
+pub fn article_row_by_id(session: &mut Session, id: i64, viewer: Option<i64>) -> Load<Vec<ArticleRow>> {
+    let join = session.query::<Article>().filter(Article::ID.eq(id)).untracked().join(Article::AUTHOR);
+    with_facts(join, viewer).all_later()
 }
 
 /// Which of the users `viewer` follows: one statement for the follows not

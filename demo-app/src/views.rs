@@ -1,9 +1,10 @@
-//! The JSON shapes of responses, and building them from entities with their
-//! relations batch-loaded: a page's authors joined to it, its tags,
-//! favorite counts and the viewer's favorites and follows by `loaders`,
-//! all sent together in one round trip. A page only shows what it loads,
-//! so its rows are plain values the session does not track (an untracked
-//! query, `Query::untracked`): no identity map, no instance per row.
+//! The JSON shapes of responses, and building them from what `loaders`
+//! loads: a page of articles comes with its authors, tags, favorite counts
+//! and the viewer's favorites and follows from one statement; a page of
+//! comments with its authors, then the viewer's follows of them. A page
+//! only shows what it loads, so its rows are plain values the session does
+//! not track (an untracked query, `Query::untracked`): no identity map, no
+//! instance per row.
 
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use orm_core::{Session, Tracked};
@@ -11,7 +12,7 @@ use serde::Serialize;
 
 use crate::entities::{Article, Comment, User};
 use crate::id_hash::IdSet;
-use crate::loaders;
+use crate::loaders::{self, ArticleRow};
 
 /// A time in a response, in RealWorld's format: ISO 8601 in UTC with
 /// milliseconds (`2024-05-06T07:08:09.123Z`), the bytes of chrono's
@@ -158,68 +159,19 @@ pub enum Body {
 /// statement.
 pub type WithAuthor<T> = (Tracked<T>, Tracked<User>);
 
-/// An article with its author as an untracked join returns them
-/// ([`UntrackedQuery::join`](orm_core::UntrackedQuery::join)): plain values.
-pub type PlainWithAuthor<T> = (T, User);
-
-/// The plain values of a tracked article or comment and its author, for a
-/// view of rows a handler loaded tracked to change them.
-pub fn plain<T: orm_core::Entity>((row, author): &WithAuthor<T>) -> PlainWithAuthor<T> {
-    (row.read().clone(), author.read().clone())
+/// Views of a page's rows, in order: the page's statement brought each
+/// article's author and [`Facts`](loaders::Facts) with it, so this reads no
+/// more.
+pub fn articles(rows: Vec<ArticleRow>, body: Body) -> Vec<ArticleView> {
+    rows.into_iter().map(|row| article(row, body)).collect()
 }
 
-/// Views of `articles`, in order, as seen by `viewer`. Costs one round trip
-/// and a constant number of statements whatever the number of articles,
-/// all keyed by the page and sent together: tags, and favorite counts with
-/// the viewer's favorites, plus the viewer's follows and own row when there
-/// is a viewer (none for those the identity map has). The authors came
-/// with the page.
-pub async fn articles(
-    session: &mut Session,
-    page: Vec<PlainWithAuthor<Article>>,
-    viewer: Option<i64>,
+/// The view of one article's row.
+pub fn article(
+    (article, author, (favorites_count, favorited, following, tags)): ArticleRow,
     body: Body,
-) -> orm_core::Result<Vec<ArticleView>> {
-    if page.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<i64> = page.iter().map(|(article, _)| article.id).collect();
-    let author_ids: Vec<i64> = page.iter().map(|(_, author)| author.id).collect();
-    // The viewer's own row, when the page joined it as an author, came
-    // from the database in this request: tracked, it spares the viewer's
-    // load below (and the session middleware's check) a statement.
-    if let Some((_, own)) = viewer.and_then(|viewer| page.iter().find(|(_, author)| author.id == viewer)) {
-        session.attach(own.clone());
-    }
-    let tags = loaders::tags(session, &ids);
-    let favorite_counts = loaders::favorites(session, viewer, &ids);
-    let (mut tags, (counts, favorited), following, _) = session
-        .load_together((tags, favorite_counts, loaders::followed(viewer, &author_ids), loaders::viewer(viewer)))
-        .await?;
-    Ok(page
-        .into_iter()
-        .map(|(article, author)| {
-            let id = article.id;
-            let following = following.contains(&author.id);
-            ArticleView {
-                tags: tags.remove(&id).unwrap_or_default(),
-                article,
-                body,
-                favorited: favorited.contains(&id),
-                favorites_count: counts.get(&id).copied().unwrap_or(0),
-                author: ProfileView { user: author, following },
-            }
-        })
-        .collect())
-}
-
-/// The view of one article.
-pub async fn article(
-    session: &mut Session,
-    article: PlainWithAuthor<Article>,
-    viewer: Option<i64>,
-) -> orm_core::Result<Option<ArticleView>> {
-    Ok(articles(session, vec![article], viewer, Body::Included).await?.pop())
+) -> ArticleView {
+    ArticleView { article, tags, body, favorited, favorites_count, author: ProfileView { user: author, following } }
 }
 
 /// Views of `comments`, in order, as seen by `viewer`: the viewer's follows

@@ -339,21 +339,28 @@ impl<E> Order<E> {
         &self.node
     }
 
-    pub(crate) fn render(&self, sql: &mut String, params: &mut Vec<Param>) {
-        self.node.render("t", sql, params);
-        self.render_direction(sql);
-    }
-
     /// Appends ` DESC` and the place of NULLs, after the expression.
     pub(crate) fn render_direction(&self, sql: &mut String) {
-        if self.descending {
-            sql.push_str(" DESC");
-        }
-        match self.nulls_first {
-            Some(true) => sql.push_str(" NULLS FIRST"),
-            Some(false) => sql.push_str(" NULLS LAST"),
-            None => {}
-        }
+        push_direction(sql, self.descending, self.nulls_first);
+    }
+
+    /// The expression, whether it sorts descending, and where NULLs go: an
+    /// order kept inside another expression.
+    pub(crate) fn into_parts(self) -> (ExprNode, bool, Option<bool>) {
+        (self.node, self.descending, self.nulls_first)
+    }
+}
+
+/// Appends ` DESC` if `descending`, and `NULLS FIRST` or `NULLS LAST` as
+/// `nulls_first` says (`None`: PostgreSQL's default).
+pub(crate) fn push_direction(sql: &mut String, descending: bool, nulls_first: Option<bool>) {
+    if descending {
+        sql.push_str(" DESC");
+    }
+    match nulls_first {
+        Some(true) => sql.push_str(" NULLS FIRST"),
+        Some(false) => sql.push_str(" NULLS LAST"),
+        None => {}
     }
 }
 
@@ -577,6 +584,36 @@ impl<E> Condition<E> {
         render_node(self.node, 0, "t", sql, params);
     }
 
+    /// The condition as a value: `true` for the rows it holds for, `false`
+    /// for the others (or NULL where a comparison with NULL makes it
+    /// unknown), to select beside a row, such as whether the viewer
+    /// favorited each article of a page
+    /// ([`Relation::any`](crate::Relation::any)) in the page's own
+    /// statement.
+    ///
+    /// ```
+    /// # use orm_core::{Database, Entity};
+    /// # #[derive(Entity, Clone, Debug, PartialEq)]
+    /// # struct Product { #[orm(primary_key, generated)] id: i64, name: String, price: i32 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> orm_core::Result<()> {
+    /// # let test_db = orm_tests::TestDb::new().await;
+    /// # test_db.client().await.batch_execute("CREATE TABLE product (id bigserial PRIMARY KEY, name text NOT NULL, price int NOT NULL);
+    /// #     INSERT INTO product (name, price) VALUES ('tea', 4), ('scones', 6)").await?;
+    /// # let db = Database::connect(test_db.url())?;
+    /// let mut session = db.session();
+    /// let cheap = session
+    ///     .query::<Product>()
+    ///     .select((Product::NAME, Product::PRICE.lt(5).into_expr()))
+    ///     .order_by(Product::NAME.asc())
+    ///     .all()
+    ///     .await?;
+    /// assert_eq!(cheap, [("scones".to_string(), false), ("tea".to_string(), true)]);
+    /// # Ok(()) }
+    /// ```
+    pub fn into_expr(self) -> Expr<E, bool> {
+        Expr::from_node(ExprNode::Condition(self.into_shared()))
+    }
+
     /// The condition as part of an expression (an aggregate's `FILTER`).
     pub(crate) fn into_shared(self) -> SharedCondition {
         SharedCondition(Arc::new(self.node))
@@ -593,6 +630,11 @@ impl SharedCondition {
     /// Whether SQL written by hand is part of the condition.
     pub(crate) fn has_raw(&self) -> bool {
         self.0.has_raw()
+    }
+
+    /// [`Condition::with_related_filters`] of the shared condition.
+    pub(crate) fn with_related_filters(&self, filters: &dyn Fn(&'static EntityMeta) -> Option<Condition<()>>) -> Self {
+        SharedCondition(Arc::new(Node::clone(&self.0).with_related_filters(filters)))
     }
 
     /// Appends the condition's SQL to `sql`, columns qualified with
@@ -625,14 +667,18 @@ impl Node {
                 Node::OnAlias { alias, table, key, node: Box::new(node.with_related_filters(filters)) }
             }
             Node::Exists { meta, table, inner, outer, condition } => {
-                let condition = condition.with_related_filters(filters);
-                let condition = match filters(meta) {
-                    Some(filter) => Node::And(vec![condition, filter.node]),
-                    None => condition,
-                };
+                let condition = with_filter_of(meta, condition.with_related_filters(filters), filters);
                 Node::Exists { meta, table, inner, outer, condition: Box::new(condition) }
             }
-            node => node,
+            Node::Expressions { left, operator, right } => Node::Expressions {
+                left: left.with_related_filters(filters),
+                operator,
+                right: right.with_related_filters(filters),
+            },
+            Node::ExpressionNull { expr, negated } => {
+                Node::ExpressionNull { expr: expr.with_related_filters(filters), negated }
+            }
+            node @ (Node::Compare { .. } | Node::Null { .. }) => node,
         }
     }
 
@@ -646,6 +692,85 @@ impl Node {
             Node::Exists { condition, .. } => condition.has_raw(),
             Node::Compare { .. } | Node::Null { .. } => false,
         }
+    }
+}
+
+/// `condition` and the global filters `filters` gives for the entity
+/// `meta` describes, if any.
+fn with_filter_of(
+    meta: &'static EntityMeta,
+    condition: Node,
+    filters: &dyn Fn(&'static EntityMeta) -> Option<Condition<()>>,
+) -> Node {
+    match filters(meta) {
+        Some(filter) => Node::And(vec![condition, filter.node]),
+        None => condition,
+    }
+}
+
+/// A subquery over the rows of a child table that belong to the outer row
+/// through a relation (`child.inner = outer.outer`) and match a condition:
+/// the body of a relation's aggregate ([`Relation::count`](crate::Relation::count),
+/// [`Relation::collect`](crate::Relation::collect)).
+pub(crate) struct Correlated {
+    /// The child entity, whose global filters the statement adds.
+    meta: &'static EntityMeta,
+    inner: Vec<&'static str>,
+    outer: Vec<&'static str>,
+    condition: Node,
+}
+
+impl Correlated {
+    pub(crate) fn new<C>(
+        meta: &'static EntityMeta,
+        inner: Vec<&'static str>,
+        outer: Vec<&'static str>,
+        condition: Condition<C>,
+    ) -> Self {
+        Correlated { meta, inner, outer, condition: condition.node }
+    }
+
+    /// The same subquery, with the global filters of the child table and of
+    /// every table its condition reaches.
+    pub(crate) fn with_related_filters(&self, filters: &dyn Fn(&'static EntityMeta) -> Option<Condition<()>>) -> Self {
+        let condition = with_filter_of(self.meta, self.condition.clone().with_related_filters(filters), filters);
+        Correlated { meta: self.meta, inner: self.inner.clone(), outer: self.outer.clone(), condition }
+    }
+
+    /// Appends `FROM child AS alias WHERE alias.inner = table.outer AND
+    /// condition`, the child table's alias made from the outer one's so
+    /// that a subquery inside the condition names a third: the caller
+    /// writes what comes before (`(SELECT count(*) `) with the alias it
+    /// is given, and what comes after.
+    pub(crate) fn render(
+        &self,
+        table: &str,
+        sql: &mut String,
+        params: &mut Vec<Param>,
+        select: impl FnOnce(&str, &mut String, &mut Vec<Param>),
+    ) -> String {
+        let alias = format!("{table}c");
+        select(&alias, sql, params);
+        sql.push_str(" FROM ");
+        push_quoted(sql, self.meta.table);
+        sql.push_str(" AS ");
+        sql.push_str(&alias);
+        sql.push_str(" WHERE ");
+        for (inner, outer) in self.inner.iter().zip(&self.outer) {
+            push_column(sql, &alias, inner);
+            sql.push_str(" = ");
+            push_column(sql, table, outer);
+            sql.push_str(" AND ");
+        }
+        if self.condition.has_raw() {
+            // SQL written by hand calls the child table `t`: it filters a
+            // second scan of it, matched to this one by key.
+            let key: Vec<&'static str> = self.meta.key_columns().map(|i| self.meta.columns[i].name).collect();
+            render_scoped(&row_value(&alias, &key), self.meta.table, &key, self.condition.clone(), sql, params);
+        } else {
+            render_node(self.condition.clone(), 0, &alias, sql, params);
+        }
+        alias
     }
 }
 
@@ -685,12 +810,16 @@ fn column_list(table: &str, columns: &[&'static str]) -> String {
 }
 
 /// The alias of the table a condition at `depth` of semi-join nesting
-/// talks about: `base` (`t` for the queried table) at the top.
+/// talks about: `base` (`t` for the queried table) at the top, then `r1`,
+/// `r2`, ... under the queried table, and the base's name followed by
+/// them under another (the joined parent `j`, a relation subquery's
+/// table, or a semi-join's table for a condition inside an expression
+/// there), so that no nested table takes the name of one it refers to.
 fn alias(depth: usize, base: &str) -> Cow<'_, str> {
-    if depth == 0 {
-        Cow::Borrowed(base)
-    } else {
-        Cow::Owned(format!("r{depth}"))
+    match depth {
+        0 => Cow::Borrowed(base),
+        _ if base == "t" => Cow::Owned(format!("r{depth}")),
+        _ => Cow::Owned(format!("{base}r{depth}")),
     }
 }
 

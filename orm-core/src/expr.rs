@@ -15,7 +15,8 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio_postgres::types::{Format, IsNull, ToSql, Type};
 
-use crate::column::{Column, Condition, Order, SharedCondition};
+use crate::column::{push_direction, Column, Condition, Correlated, Order, SharedCondition};
+use crate::entity::EntityMeta;
 use crate::sql::{push_column, push_placeholder};
 use crate::types::{ColumnType, Param};
 
@@ -111,6 +112,14 @@ pub(crate) enum ExprNode {
         sql: Arc<str>,
         params: Vec<SharedParam>,
     },
+    /// A condition as a `bool` value ([`Condition::into_expr`]).
+    Condition(SharedCondition),
+    /// A subquery over the rows of a relation's child table that belong to
+    /// the row: how many there are, or an array of one of their columns.
+    Correlated {
+        subquery: SharedCorrelated,
+        gather: Gather,
+    },
     /// The result column at this 1-based position, in GROUP BY or ORDER BY:
     /// an expression holding a value is written again there by position,
     /// since its value would get a parameter of its own, which PostgreSQL
@@ -118,19 +127,76 @@ pub(crate) enum ExprNode {
     Position(usize),
 }
 
+/// What a [`ExprNode::Correlated`] subquery computes over the child rows.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Gather {
+    /// `count(*)`.
+    Count,
+    /// `ARRAY(SELECT column ... ORDER BY order)`: the column's values, in
+    /// the order of an expression of the child.
+    Array { column: &'static str, order: Box<ExprNode>, descending: bool, nulls_first: Option<bool> },
+}
+
+/// A [`Correlated`] subquery inside an expression. Clones of one expression
+/// share it, and are equal as the same expression, as conditions are
+/// ([`SharedCondition`]).
+#[derive(Clone)]
+pub(crate) struct SharedCorrelated(pub(crate) Arc<Correlated>);
+
+impl PartialEq for SharedCorrelated {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for SharedCorrelated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Subquery")
+    }
+}
+
 impl ExprNode {
+    /// The same expression with the global filters (soft deletion, the
+    /// tenant) of every other table it reaches, through conditions and
+    /// relation subqueries, so that a hidden row counts nowhere: see
+    /// [`Condition::with_related_filters`].
+    pub(crate) fn with_related_filters(&self, filters: &dyn Fn(&'static EntityMeta) -> Option<Condition<()>>) -> Self {
+        let map = |node: &ExprNode| node.with_related_filters(filters);
+        match self {
+            ExprNode::Call { function, args } => ExprNode::Call { function, args: args.iter().map(map).collect() },
+            ExprNode::Binary { operator, left, right } => {
+                ExprNode::Binary { operator, left: Box::new(map(left)), right: Box::new(map(right)) }
+            }
+            ExprNode::Aggregate { function, distinct, arg, filter } => ExprNode::Aggregate {
+                function,
+                distinct: *distinct,
+                arg: arg.as_deref().map(|arg| Box::new(map(arg))),
+                filter: filter.as_ref().map(|filter| filter.with_related_filters(filters)),
+            },
+            ExprNode::Cast { expr, to } => ExprNode::Cast { expr: Box::new(map(expr)), to },
+            ExprNode::Condition(condition) => ExprNode::Condition(condition.with_related_filters(filters)),
+            ExprNode::Correlated { subquery, gather } => ExprNode::Correlated {
+                subquery: SharedCorrelated(Arc::new(subquery.0.with_related_filters(filters))),
+                gather: gather.clone(),
+            },
+            ExprNode::Column(_) | ExprNode::Value(_) | ExprNode::Raw { .. } | ExprNode::Position(_) => self.clone(),
+        }
+    }
+
     /// Whether SQL written by hand is part of the expression: its `t`
     /// names a table the expression cannot requalify.
     pub(crate) fn has_raw(&self) -> bool {
         match self {
             ExprNode::Raw { .. } => true,
+            ExprNode::Condition(condition) => condition.has_raw(),
             ExprNode::Call { args, .. } => args.iter().any(ExprNode::has_raw),
             ExprNode::Binary { left, right, .. } => left.has_raw() || right.has_raw(),
             ExprNode::Aggregate { arg, filter, .. } => {
                 arg.as_deref().is_some_and(ExprNode::has_raw) || filter.as_ref().is_some_and(SharedCondition::has_raw)
             }
             ExprNode::Cast { expr, .. } => expr.has_raw(),
-            ExprNode::Column(_) | ExprNode::Value(_) | ExprNode::Position(_) => false,
+            // A subquery's own SQL written by hand is scoped to its table.
+            ExprNode::Column(_) | ExprNode::Value(_) | ExprNode::Position(_) | ExprNode::Correlated { .. } => false,
         }
     }
 
@@ -186,6 +252,25 @@ impl ExprNode {
                 sql.push('(');
                 expr.render(table, sql, params);
                 let _ = write!(sql, ")::{to}");
+            }
+            ExprNode::Condition(condition) => {
+                sql.push('(');
+                condition.render(table, sql, params);
+                sql.push(')');
+            }
+            ExprNode::Correlated { subquery, gather: Gather::Count } => {
+                subquery.0.render(table, sql, params, |_, sql, _| sql.push_str("(SELECT count(*)"));
+                sql.push(')');
+            }
+            ExprNode::Correlated { subquery, gather: Gather::Array { column, order, descending, nulls_first } } => {
+                let alias = subquery.0.render(table, sql, params, |alias, sql, _| {
+                    sql.push_str("ARRAY(SELECT ");
+                    push_column(sql, alias, column);
+                });
+                sql.push_str(" ORDER BY ");
+                order.render(&alias, sql, params);
+                push_direction(sql, *descending, *nulls_first);
+                sql.push(')');
             }
             ExprNode::Position(position) => sql.push_str(itoa::Buffer::new().format(*position)),
             ExprNode::Raw { sql: fragment, params: own } => {

@@ -6,7 +6,7 @@
 use std::any::TypeId;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use smallvec::SmallVec;
 use tokio_postgres::types::{FromSql, Type};
@@ -15,6 +15,7 @@ use tokio_postgres::Row;
 use crate::column::Condition;
 use crate::entity::Entity;
 use crate::error::Result;
+use crate::expr::ExprNode;
 use crate::load_together::Load;
 use crate::query::{query_shape, Built, Query, UntrackedQuery};
 use crate::relation::{parent_key_columns, Relation};
@@ -111,9 +112,13 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
     }
 
     /// Runs the statement and returns what `finish` makes of its rows.
-    async fn fetch<T>(mut self, finish: fn(&mut Session, &[Row]) -> Result<T>) -> Result<T> {
+    pub(crate) async fn fetch<T>(
+        mut self,
+        extras: &[ExprNode],
+        finish: impl FnOnce(&mut Session, &[Row]) -> Result<T>,
+    ) -> Result<T> {
         self.query.session.autoflush_for_query().await?;
-        let built = self.statement();
+        let built = self.statement(extras);
         let access = self.query.access();
         let session = &mut *self.query.session;
         session.record_load(&built.sql)?;
@@ -122,12 +127,20 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
     }
 
     /// The statement: the child's columns, whether a parent was joined, the
-    /// parent's columns.
-    fn statement(&mut self) -> Built {
-        let mut sql = head(&self.relation, self.left);
+    /// parent's columns, then the `extras` of [`with`](Self::with).
+    fn statement(&mut self, extras: &[ExprNode]) -> Built {
+        let (head, list_end) = head(&self.relation, self.left);
+        // Room for the clauses that follow.
+        let mut sql = String::with_capacity(head.len() + 128);
+        sql.push_str(&head[..list_end]);
+        let mut params = Vec::new();
+        for extra in extras {
+            sql.push_str(", ");
+            self.query.with_related_filters(extra).render("t", &mut sql, &mut params);
+        }
+        sql.push_str(&head[list_end..]);
         // The parent's global filters join the ON clause: a hidden parent
         // is no parent (a left join returns the child with `None`).
-        let mut params = Vec::new();
         if let Some(hidden) = self.query.session.filters.condition::<P>(self.query.lift()) {
             sql.push_str(" AND ");
             Condition::<C>::on_alias(PARENT, hidden).render(&mut sql, &mut params);
@@ -137,8 +150,12 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
 
     /// The join as a [`Load`] whose result is what `finish` makes of its
     /// rows, for [`Session::load_together`](crate::Session::load_together).
-    fn later<T: 'static>(mut self, finish: fn(&mut Session, &[Row]) -> Result<T>) -> Load<T> {
-        let built = self.statement();
+    pub(crate) fn later<T: 'static>(
+        mut self,
+        extras: &[ExprNode],
+        finish: impl FnOnce(&mut Session, &[Row]) -> Result<T> + Send + 'static,
+    ) -> Load<T> {
+        let built = self.statement(extras);
         let access = self.query.access();
         Load::of_statement(built.sql, built.params, access, move |session, rows| finish(session, &rows))
     }
@@ -160,25 +177,21 @@ type HeadKey = (TypeId, TypeId, &'static str, &'static str, bool);
 /// on the types and the relation, and building it (two column lists, every
 /// name quoted) cost about 18,500 instructions a statement in the demo
 /// app's pages. A program has as many heads as its code names joins.
-static HEADS: OnceLock<RwLock<HashMap<HeadKey, String, foldhash::fast::RandomState>>> = OnceLock::new();
+static HEADS: OnceLock<RwLock<HashMap<HeadKey, Head, foldhash::fast::RandomState>>> = OnceLock::new();
+
+/// A join's statement up to its `ON` clause, and where its select list
+/// ends (where [`Join::with`]'s expressions go).
+type Head = (Arc<str>, usize);
 
 /// The statement of a join up to its `ON` clause included: the child's
 /// columns, whether a parent was joined, the parent's columns.
-fn head<C: Entity, P: Entity>(relation: &Relation<C, P>, left: bool) -> String {
+fn head<C: Entity, P: Entity>(relation: &Relation<C, P>, left: bool) -> Head {
     let key = (TypeId::of::<C>(), TypeId::of::<P>(), relation.name(), relation.column().name, left);
     let heads = HEADS.get_or_init(RwLock::default);
     // A poisoned lock only means another thread panicked while inserting a
     // head: building it again gives the same text.
-    let cached = heads.read().ok().and_then(|heads| {
-        heads.get(&key).map(|head| {
-            // Room for the clauses that follow.
-            let mut sql = String::with_capacity(head.len() + 128);
-            sql.push_str(head);
-            sql
-        })
-    });
-    if let Some(sql) = cached {
-        return sql;
+    if let Some(cached) = heads.read().ok().and_then(|heads| heads.get(&key).cloned()) {
+        return cached;
     }
     let built = build_head(relation, left);
     if let Ok(mut heads) = heads.write() {
@@ -188,7 +201,7 @@ fn head<C: Entity, P: Entity>(relation: &Relation<C, P>, left: bool) -> String {
 }
 
 /// [`head`], built.
-fn build_head<C: Entity, P: Entity>(relation: &Relation<C, P>, left: bool) -> String {
+fn build_head<C: Entity, P: Entity>(relation: &Relation<C, P>, left: bool) -> Head {
     let (child, parent) = (C::META, P::META);
     let parent_key = parent_key_columns::<P>();
     // One equality per key column: `p."id" = t."author_id"`, or for a
@@ -198,16 +211,20 @@ fn build_head<C: Entity, P: Entity>(relation: &Relation<C, P>, left: bool) -> St
         .zip(relation.column_names())
         .map(|(key, column)| format!("{PARENT}.{} = t.{}", quote_ident(key), quote_ident(column)))
         .collect();
-    format!(
-        "SELECT {}, {PARENT}.{} IS NOT NULL, {} FROM {} AS t {} {} AS {PARENT} ON {}",
+    let list = format!(
+        "SELECT {}, {PARENT}.{} IS NOT NULL, {}",
         select_list(child, "t"),
         quote_ident(parent_key[0]),
-        select_list(parent, PARENT),
+        select_list(parent, PARENT)
+    );
+    let from = format!(
+        " FROM {} AS t {} {} AS {PARENT} ON {}",
         quote_ident(child.table),
         if left { "LEFT JOIN" } else { "JOIN" },
         quote_ident(parent.table),
         on.join(" AND "),
-    )
+    );
+    (format!("{list}{from}").into(), list.len())
 }
 
 /// The rows of a join, decoded: the children in order, each parent once,
@@ -256,7 +273,7 @@ fn decode_joined<C: Entity, P: Entity>(rows: &[Row]) -> Result<Decoded<C, P>> {
 
 /// The rows of a join, decoded and tracked: each child with its parent, if
 /// the row joined one, one instance per row through the identity map.
-fn track_joined<C: Entity, P: Entity>(session: &mut Session, rows: &[Row]) -> Result<JoinedRows<C, P>> {
+pub(crate) fn track_joined<C: Entity, P: Entity>(session: &mut Session, rows: &[Row]) -> Result<JoinedRows<C, P>> {
     let Decoded { children, parents, parent_of } = decode_joined::<C, P>(rows)?;
     let children = session.track(children);
     let parents = session.track(parents);
@@ -270,7 +287,7 @@ fn track_joined<C: Entity, P: Entity>(session: &mut Session, rows: &[Row]) -> Re
 /// The rows of an untracked join, decoded: each child with its parent, if
 /// the row joined one. A parent's last row takes the decoded value, the
 /// rows before it a clone: a parent on one row is not copied at all.
-fn plain_joined<C: Entity, P: Entity>(_: &mut Session, rows: &[Row]) -> Result<PlainJoinedRows<C, P>> {
+pub(crate) fn plain_joined<C: Entity, P: Entity>(_: &mut Session, rows: &[Row]) -> Result<PlainJoinedRows<C, P>> {
     let Decoded { children, parents, parent_of } = decode_joined::<C, P>(rows)?;
     let mut uses_left = vec![0usize; parents.len()];
     for &at in parent_of.iter().flatten() {
@@ -308,14 +325,14 @@ impl<'a> FromSql<'a> for RawValue<'a> {
 impl<C: Entity, P: Entity> Join<'_, C, P, Tracked<P>> {
     /// Runs the query and returns each child with its parent, tracked.
     pub async fn all(self) -> Result<Vec<(Tracked<C>, Tracked<P>)>> {
-        self.fetch(|session, rows| track_joined::<C, P>(session, rows).map(with_parents)).await
+        self.fetch(&[], |session, rows| track_joined::<C, P>(session, rows).map(with_parents)).await
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`](crate::Session::load_together):
     /// a page with its parents beside the page's count, say.
     pub fn all_later(self) -> Load<Vec<(Tracked<C>, Tracked<P>)>> {
-        self.later(|session, rows| track_joined::<C, P>(session, rows).map(with_parents))
+        self.later(&[], |session, rows| track_joined::<C, P>(session, rows).map(with_parents))
     }
 }
 
@@ -328,13 +345,13 @@ impl<C: Entity, P: Entity> Join<'_, C, P, Option<Tracked<P>>> {
     /// Runs the query and returns each child with its parent if it has one,
     /// tracked.
     pub async fn all(self) -> Result<Vec<(Tracked<C>, Option<Tracked<P>>)>> {
-        self.fetch(track_joined::<C, P>).await
+        self.fetch(&[], track_joined::<C, P>).await
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`](crate::Session::load_together).
     pub fn all_later(self) -> Load<JoinedRows<C, P>> {
-        self.later(track_joined::<C, P>)
+        self.later(&[], track_joined::<C, P>)
     }
 }
 
@@ -388,13 +405,13 @@ impl<C: Entity, Plain: Entity> Join<'_, C, Plain, Plain> {
     /// Runs the query and returns each child with its parent, as plain
     /// values.
     pub async fn all(self) -> Result<Vec<(C, Plain)>> {
-        self.fetch(|session, rows| plain_joined::<C, Plain>(session, rows).map(with_parents)).await
+        self.fetch(&[], |session, rows| plain_joined::<C, Plain>(session, rows).map(with_parents)).await
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`](crate::Session::load_together).
     pub fn all_later(self) -> Load<Vec<(C, Plain)>> {
-        self.later(|session, rows| plain_joined::<C, Plain>(session, rows).map(with_parents))
+        self.later(&[], |session, rows| plain_joined::<C, Plain>(session, rows).map(with_parents))
     }
 }
 
@@ -402,12 +419,12 @@ impl<C: Entity, P: Entity> Join<'_, C, P, Option<P>> {
     /// Runs the query and returns each child with its parent if it has one,
     /// as plain values.
     pub async fn all(self) -> Result<PlainJoinedRows<C, P>> {
-        self.fetch(plain_joined::<C, P>).await
+        self.fetch(&[], plain_joined::<C, P>).await
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`](crate::Session::load_together).
     pub fn all_later(self) -> Load<PlainJoinedRows<C, P>> {
-        self.later(plain_joined::<C, P>)
+        self.later(&[], plain_joined::<C, P>)
     }
 }

@@ -393,30 +393,30 @@ impl<'s, E: Entity> Query<'s, E> {
             self.push_filter(global);
         }
         let filter_start = sql.len();
+        let (filters, lift) = (&self.session.filters, self.lift);
+        let related = |meta| filters.condition_of(meta, lift);
         if let Some(filter) = self.filter.take() {
-            let (filters, lift) = (&self.session.filters, self.lift);
-            let filter = filter.with_related_filters(&|meta| filters.condition_of(meta, lift));
+            let filter = filter.with_related_filters(&related);
             sql.push_str(" WHERE ");
             filter.render(&mut sql, &mut params);
         }
         let filter = filter_start..sql.len();
         for (n, node) in group_by.iter().enumerate() {
             sql.push_str(if n == 0 { " GROUP BY " } else { ", " });
-            node.render("t", &mut sql, &mut params);
+            node.with_related_filters(&related).render("t", &mut sql, &mut params);
         }
         if let Some(having) = having {
             sql.push_str(" HAVING ");
-            having.render(&mut sql, &mut params);
+            having.with_related_filters(&related).render(&mut sql, &mut params);
         }
         for (n, order) in self.order.iter().enumerate() {
             sql.push_str(if n == 0 { " ORDER BY " } else { ", " });
-            match self.distinct_sql.iter().find(|(node, _)| node == order.node()) {
-                Some((_, rendered)) => {
-                    sql.push_str(rendered);
-                    order.render_direction(&mut sql);
-                }
-                None => order.render(&mut sql, &mut params),
+            if let Some((_, rendered)) = self.distinct_sql.iter().find(|(node, _)| node == order.node()) {
+                sql.push_str(rendered);
+            } else {
+                order.node().with_related_filters(&related).render("t", &mut sql, &mut params);
             }
+            order.render_direction(&mut sql);
         }
         if let Some(limit) = self.limit {
             params.push(Box::new(limit));
@@ -433,6 +433,13 @@ impl<'s, E: Entity> Query<'s, E> {
             sql.push_str(lock.wait);
         }
         Built { sql, params, filter }
+    }
+
+    /// `node` with the global filters of every other table it reaches (see
+    /// [`ExprNode::with_related_filters`]), for a selected expression.
+    pub(crate) fn with_related_filters(&self, node: &ExprNode) -> ExprNode {
+        let (filters, lift) = (&self.session.filters, self.lift);
+        node.with_related_filters(&|meta| filters.condition_of(meta, lift))
     }
 
     /// How the statement reaches the database: a locking read needs the
@@ -459,7 +466,7 @@ impl<'s, E: Entity> Query<'s, E> {
                 sql.push_str(", ");
             }
             let start = sql.len();
-            node.render("t", sql, params);
+            self.with_related_filters(node).render("t", sql, params);
             rendered.push((node.clone(), sql[start..].to_owned()));
         }
         sql.push_str(") ");

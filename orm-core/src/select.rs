@@ -63,8 +63,10 @@ pub trait Selection<E> {
     type Output;
     #[doc(hidden)]
     fn list(&self) -> SelectList;
+    /// Decodes the selection from the row's columns from `offset` on: 0 for
+    /// a [`Select`], after the entities' columns for a [`Join::with`](crate::Join::with).
     #[doc(hidden)]
-    fn decode_row(&self, row: &Row) -> Result<Self::Output>;
+    fn decode_at(&self, row: &Row, offset: usize) -> Result<Self::Output>;
 }
 
 /// One item selected alone decodes to its value, not a one-tuple.
@@ -79,8 +81,8 @@ macro_rules! single_selection {
                 list
             }
 
-            fn decode_row(&self, row: &Row) -> Result<V> {
-                self.decode(row, 0)
+            fn decode_at(&self, row: &Row, offset: usize) -> Result<V> {
+                self.decode(row, offset)
             }
         }
     )*};
@@ -99,8 +101,8 @@ macro_rules! tuple_selection {
                 list
             }
 
-            fn decode_row(&self, row: &Row) -> Result<Self::Output> {
-                Ok(($(self.$index.decode(row, $index)?,)+))
+            fn decode_at(&self, row: &Row, offset: usize) -> Result<Self::Output> {
+                Ok(($(self.$index.decode(row, offset + $index)?,)+))
             }
         }
     };
@@ -179,7 +181,7 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
         let session = &mut *self.query.session;
         session.record_load(&built.sql)?;
         let rows = session.rows(&built.sql, &param_refs(&built.params), access).await?;
-        rows.iter().map(|row| self.selection.decode_row(row)).collect()
+        rows.iter().map(|row| self.selection.decode_at(row, 0)).collect()
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
@@ -193,7 +195,7 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
         let (built, access) = self.statement();
         let selection = self.selection;
         Load::of_statement(built.sql, built.params, access, move |_, rows| {
-            rows.iter().map(|row| selection.decode_row(row)).collect()
+            rows.iter().map(|row| selection.decode_at(row, 0)).collect()
         })
     }
 
@@ -215,7 +217,7 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
             if n > 0 {
                 sql.push_str(", ");
             }
-            node.render("t", &mut sql, &mut params);
+            self.query.with_related_filters(node).render("t", &mut sql, &mut params);
         }
         sql.push_str(" FROM ");
         push_quoted(&mut sql, E::META.table);

@@ -278,6 +278,19 @@ pub async fn busy_backends(client: &Client) -> Vec<String> {
         .collect()
 }
 
+/// Runs a test body under a 60-second timeout, so that a test of something
+/// that could hang fails instead.
+///
+/// # Panics
+///
+/// If the body does not finish within 60 seconds.
+pub async fn within<T>(body: impl std::future::Future<Output = T>) -> T {
+    // Boxed: a test's whole body is one large future.
+    tokio::time::timeout(std::time::Duration::from_secs(60), Box::pin(body))
+        .await
+        .expect("the test finished within 60 s")
+}
+
 /// The server URL the tests run against.
 ///
 /// # Panics

@@ -13,8 +13,9 @@ use crate::extract::{Path, Query};
 use crate::json::{limit, require, require_patch, Patch, Valid, Validate};
 use crate::json_writer::{write_list, JsonView, WriteJson};
 use crate::loaders;
+use crate::loaders::ArticleRow;
 use crate::state::AppState;
-use crate::views::{self, ArticleView, Body, PlainWithAuthor, ProfileView, WithAuthor};
+use crate::views::{self, ArticleView, Body, ProfileView};
 use orm_core::axum::DbSession;
 
 /// The routes of this module.
@@ -68,21 +69,14 @@ pub async fn find_article(session: &mut Session, slug: &str) -> ApiResult<Tracke
     session.query::<Article>().filter(Article::SLUG.eq(slug)).first().await?.ok_or(ApiError::NotFound("article"))
 }
 
-/// The article with this slug and its author, from one statement, or 404.
-async fn find_article_with_author(session: &mut Session, slug: &str) -> ApiResult<WithAuthor<Article>> {
-    let found = session.query::<Article>().filter(Article::SLUG.eq(slug)).join(Article::AUTHOR).limit(1).all().await?;
-    found.into_iter().next().ok_or(ApiError::NotFound("article"))
-}
-
-/// The view of one article, as the response to `viewer`.
-async fn respond(
-    session: &mut Session,
-    article: PlainWithAuthor<Article>,
-    viewer: i64,
-) -> ApiResult<JsonView<ArticleResponse>> {
-    // None only if the author vanished meanwhile.
-    let view = views::article(session, article, Some(viewer)).await?.ok_or(ApiError::NotFound("article"))?;
-    Ok(JsonView(ArticleResponse { article: view }))
+/// The view of article `article_id` as the response to `viewer`, who
+/// changed it: one round trip, after the flush of the change.
+async fn respond(session: &mut Session, article_id: i64, viewer: i64) -> ApiResult<JsonView<ArticleResponse>> {
+    let row = loaders::article_row_by_id(session, article_id, Some(viewer));
+    let (mut row, _) = session.load_together((row, loaders::viewer(Some(viewer)))).await?;
+    // None only if the article or its author vanished meanwhile.
+    let row = row.pop().ok_or(ApiError::NotFound("article"))?;
+    Ok(JsonView(ArticleResponse { article: views::article(row, Body::Included) }))
 }
 
 // ---- lists ----
@@ -130,25 +124,27 @@ impl ListParams {
 }
 
 /// One page of the articles matching `filter` with their authors (a join,
-/// untracked: the page only shows them), and how many match: two
-/// statements, built by the ORM's query builder, to send together.
+/// untracked: the page only shows them) and what `viewer` sees of each
+/// ([`loaders::with_facts`]), and how many match: two statements, built by
+/// the ORM's query builder, to send together.
 fn newest_page(
     session: &mut Session,
     filter: impl Fn() -> Option<Condition<Article>>,
     page: Page,
-) -> (Load<Vec<PlainWithAuthor<Article>>>, Load<i64>) {
+    viewer: Option<i64>,
+) -> (Load<Vec<ArticleRow>>, Load<i64>) {
     let mut query = session.query::<Article>();
     if let Some(condition) = filter() {
         query = query.filter(condition);
     }
-    let articles = query
+    let page = query
         .order_by(Article::CREATED_AT.desc())
         .order_by(Article::ID.desc())
         .limit(page.limit)
         .offset(page.offset)
         .untracked()
-        .join(Article::AUTHOR)
-        .all_later();
+        .join(Article::AUTHOR);
+    let articles = loaders::with_facts(page, viewer).all_later();
     let mut count = session.query::<Article>();
     if let Some(condition) = filter() {
         count = count.filter(condition);
@@ -157,24 +153,23 @@ fn newest_page(
 }
 
 /// `GET /api/articles?tag=&author=&favorited=&limit=&offset=`: newest first;
-/// `articlesCount` is the number of all matching articles. Two round trips:
-/// the page beside its count, then everything the page shows.
+/// `articlesCount` is the number of all matching articles. One round trip:
+/// the page with all it shows, its count, and the viewer's row (which the
+/// session middleware checks).
 async fn list(
     viewer: MaybeAuthUser,
     mut db: DbSession,
     Query(params): Query<ListParams>,
 ) -> ApiResult<JsonView<ArticlesResponse>> {
     let page = params.page()?;
-    let (articles, total) = newest_page(&mut db, || params.filter(), page);
-    let (articles, total) = db.load_together((articles, total)).await?;
-    let articles = views::articles(&mut db, articles, viewer.id(), Body::Omitted).await?;
-    Ok(JsonView(ArticlesResponse { articles, articles_count: total }))
+    let (articles, total) = newest_page(&mut db, || params.filter(), page, viewer.id());
+    let (articles, total, _) = db.load_together((articles, total, loaders::viewer(viewer.id()))).await?;
+    Ok(JsonView(ArticlesResponse { articles: views::articles(articles, Body::Omitted), articles_count: total }))
 }
 
-/// `GET /api/articles/feed`: articles by the users the viewer follows. Two
-/// round trips: the page, its count and the viewer's follows together (the
-/// page selects its authors through the follows, in the database), then
-/// everything the page shows.
+/// `GET /api/articles/feed`: articles by the users the viewer follows. One
+/// round trip: the page with all it shows (its authors selected through
+/// the follows, in the database), its count and the viewer's row.
 async fn feed(
     auth: AuthUser,
     mut db: DbSession,
@@ -182,27 +177,24 @@ async fn feed(
 ) -> ApiResult<JsonView<ArticlesResponse>> {
     let page = params.page()?;
     let followed_by_viewer = || Some(Article::AUTHOR.has(Follow::FOLLOWEE.any(Follow::FOLLOWER_ID.eq(auth.id))));
-    let (articles, total) = newest_page(&mut db, followed_by_viewer, page);
-    // Tracked, so the views find the follows in the identity map.
-    let follows = db.query::<Follow>().filter(Follow::FOLLOWER_ID.eq(auth.id)).all_later();
-    let (articles, total, _) = db.load_together((articles, total, follows)).await?;
-    let articles = views::articles(&mut db, articles, Some(auth.id), Body::Omitted).await?;
-    Ok(JsonView(ArticlesResponse { articles, articles_count: total }))
+    let (articles, total) = newest_page(&mut db, followed_by_viewer, page, Some(auth.id));
+    let (articles, total, _) = db.load_together((articles, total, loaders::viewer(Some(auth.id)))).await?;
+    Ok(JsonView(ArticlesResponse { articles: views::articles(articles, Body::Omitted), articles_count: total }))
 }
 
 // ---- one article ----
 
-/// `GET /api/articles/{slug}`: the article with its author (a join,
-/// untracked), then everything it shows.
+/// `GET /api/articles/{slug}`: the article with its author and all it shows
+/// (one statement, untracked) beside the viewer's row: one round trip.
 async fn show(
     viewer: MaybeAuthUser,
     mut db: DbSession,
     Path(slug): Path<String>,
 ) -> ApiResult<JsonView<ArticleResponse>> {
-    let found = db.query::<Article>().filter(Article::SLUG.eq(&slug)).limit(1).untracked().join(Article::AUTHOR).all();
-    let article = found.await?.pop().ok_or(ApiError::NotFound("article"))?;
-    let view = views::article(&mut db, article, viewer.id()).await?.ok_or(ApiError::NotFound("article"))?;
-    Ok(JsonView(ArticleResponse { article: view }))
+    let found = loaders::article_row_by_slug(&mut db, &slug, viewer.id());
+    let (mut found, _) = db.load_together((found, loaders::viewer(viewer.id()))).await?;
+    let row = found.pop().ok_or(ApiError::NotFound("article"))?;
+    Ok(JsonView(ArticleResponse { article: views::article(row, Body::Included) }))
 }
 
 #[derive(Deserialize)]
@@ -327,11 +319,10 @@ impl Validate for UpdateRequest {
     }
 }
 
-/// The author's own article with this slug, with its author: 404 if none,
-/// 403 if another's.
-async fn own_article(session: &mut Session, slug: &str, user: i64) -> ApiResult<WithAuthor<Article>> {
-    let found = find_article_with_author(session, slug).await?;
-    if found.0.read().author_id != user {
+/// The author's own article with this slug: 404 if none, 403 if another's.
+async fn own_article(session: &mut Session, slug: &str, user: i64) -> ApiResult<Tracked<Article>> {
+    let found = find_article(session, slug).await?;
+    if found.read().author_id != user {
         return Err(ApiError::Forbidden("article"));
     }
     Ok(found)
@@ -346,7 +337,7 @@ async fn update(
     Valid(request): Valid<UpdateRequest>,
 ) -> ApiResult<JsonView<ArticleResponse>> {
     let changes = request.article;
-    let (article, author) = own_article(&mut db, &slug, auth.id).await?;
+    let article = own_article(&mut db, &slug, auth.id).await?;
     let new_slug = {
         let mut article = article.write();
         let mut new_slug = None;
@@ -374,7 +365,8 @@ async fn update(
     if let Patch::Value(tags) = changes.tag_list {
         replace_tags(&mut db, &article, normalize_tags(tags)).await?;
     }
-    respond(&mut db, views::plain(&(article, author)), auth.id).await
+    let article_id = article.read().id;
+    respond(&mut db, article_id, auth.id).await
 }
 
 /// Makes the article's tags exactly `tags`: deletes the others, adds the
@@ -399,39 +391,41 @@ async fn replace_tags(session: &mut Session, article: &Tracked<Article>, tags: V
 /// with it, deleted by the database (`ON DELETE CASCADE`) in the same
 /// statement, without being loaded.
 async fn remove(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<StatusCode> {
-    let (article, _) = own_article(&mut db, &slug, auth.id).await?;
+    let article = own_article(&mut db, &slug, auth.id).await?;
     db.delete(&article)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The article with this slug and its author (or 404) and `user`'s
-/// favorite of it, if any, found together in one round trip: the favorite
-/// through the article's slug, in the database.
+/// The article with this slug, its author and all it shows (or 404),
+/// `user`'s favorite of it, if any, and `user`'s row, found together in
+/// one round trip: the favorite through the article's slug, in the
+/// database.
 async fn article_and_favorite(
     session: &mut Session,
     slug: &str,
     user: i64,
-) -> ApiResult<(PlainWithAuthor<Article>, Option<Tracked<Favorite>>)> {
-    let article = loaders::article_with_author_by_slug(session, slug);
+) -> ApiResult<(ArticleRow, Option<Tracked<Favorite>>)> {
+    let article = loaders::article_row_by_slug(session, slug, Some(user));
     let favorite = session
         .query::<Favorite>()
         .filter(Favorite::USER_ID.eq(user))
         .filter(Favorite::ARTICLE.has(Article::SLUG.eq(slug)))
         .all_later();
-    let (mut article, mut favorite) = session.load_together((article, favorite)).await?;
+    let (mut article, mut favorite, _) =
+        session.load_together((article, favorite, loaders::viewer(Some(user)))).await?;
     let article = article.pop().ok_or(ApiError::NotFound("article"))?;
     Ok((article, favorite.pop()))
 }
 
 /// `POST /api/articles/{slug}/favorite`: idempotent, also when requests
-/// race. Three round trips: the article beside the viewer's favorite of
-/// it, then what the article shows, read before the write, then the insert
-/// with `BEGIN` and `COMMIT`, which the commit sends together. The view
-/// counts the new favorite unless that read found it there already.
+/// race. Two round trips: the article with all it shows beside the
+/// viewer's favorite of it, read before the write, then the insert with
+/// `BEGIN` and `COMMIT`, which the commit sends together. The view counts
+/// the new favorite unless that read found it there already.
 async fn favorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<JsonView<ArticleResponse>> {
     let (article, existing) = article_and_favorite(&mut db, &slug, auth.id).await?;
     let article_id = article.0.id;
-    let mut view = views::article(&mut db, article, Some(auth.id)).await?.ok_or(ApiError::NotFound("article"))?;
+    let mut view = views::article(article, Body::Included);
     if existing.is_none() && !view.favorited {
         // A concurrent request of the same user may insert the row after
         // the read: then this insert writes nothing, and the answer, one
@@ -453,10 +447,11 @@ async fn unfavorite(
     Path(slug): Path<String>,
 ) -> ApiResult<JsonView<ArticleResponse>> {
     let (article, existing) = article_and_favorite(&mut db, &slug, auth.id).await?;
+    let article_id = article.0.id;
     if let Some(favorite) = existing {
         db.delete(&favorite)?;
     }
-    respond(&mut db, article, auth.id).await
+    respond(&mut db, article_id, auth.id).await
 }
 
 // ---- slugs ----

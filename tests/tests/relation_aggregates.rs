@@ -1,0 +1,252 @@
+//! A relation's children aggregated per parent row (`Relation::count`,
+//! `count_where`, `collect`, a condition as a value), selected beside a
+//! join's rows by `Join::with` or in a projection, and used in filters and
+//! orders: the values a user reads, one statement for the whole page, and
+//! the global filters (soft deletion, the tenant) applied inside.
+
+use chrono::{DateTime, Utc};
+use orm_core::{Condition, Database, DatabaseConfig, Entity, Tracked};
+use orm_tests::{within, TestDb};
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "users")]
+struct User {
+    #[orm(primary_key, generated)]
+    id: i64,
+    #[orm(tenant)]
+    tenant_id: i64,
+    name: String,
+}
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Post {
+    #[orm(primary_key, generated)]
+    id: i64,
+    #[orm(tenant)]
+    tenant_id: i64,
+    #[orm(references = User)]
+    author_id: Option<i64>,
+    title: String,
+}
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Reply {
+    #[orm(primary_key, generated)]
+    id: i64,
+    #[orm(tenant)]
+    tenant_id: i64,
+    #[orm(references = Post)]
+    post_id: i64,
+    #[orm(references = User)]
+    user_id: i64,
+    body: String,
+    spam: bool,
+    #[orm(soft_delete)]
+    deleted_at: Option<DateTime<Utc>>,
+}
+
+/// Tenant 1: users ann (1) and bob (2); posts 1 by ann, 2 by bob, 3 by no
+/// one. Replies to post 1: ann's "a" and bob's "b" (spam), and bob's "c",
+/// deleted; to post 2: ann's "d". Tenant 2: user cy (3), post 4 by cy, and
+/// a reply of cy's to post 1 ("e"), which tenant 1 must not see.
+const SCHEMA: &str = "
+    CREATE TABLE users (id bigserial PRIMARY KEY, tenant_id bigint NOT NULL, name text NOT NULL);
+    CREATE TABLE post (id bigserial PRIMARY KEY, tenant_id bigint NOT NULL, author_id bigint REFERENCES users,
+                       title text NOT NULL);
+    CREATE TABLE reply (id bigserial PRIMARY KEY, tenant_id bigint NOT NULL, post_id bigint NOT NULL REFERENCES post,
+                        user_id bigint NOT NULL REFERENCES users, body text NOT NULL, spam bool NOT NULL,
+                        deleted_at timestamptz);
+    INSERT INTO users (tenant_id, name) VALUES (1, 'ann'), (1, 'bob'), (2, 'cy');
+    INSERT INTO post (tenant_id, author_id, title) VALUES (1, 1, 'hello'), (1, 2, 'hi'), (1, NULL, 'anonymous'), (2, 3, 'theirs');
+    INSERT INTO reply (tenant_id, post_id, user_id, body, spam, deleted_at) VALUES
+        (1, 1, 1, 'a', false, NULL), (1, 1, 2, 'b', true, NULL), (1, 1, 2, 'c', false, now()),
+        (1, 2, 1, 'd', false, NULL), (2, 1, 3, 'e', false, NULL);
+";
+
+async fn setup() -> (TestDb, Database) {
+    let test_db = TestDb::new().await;
+    test_db.client().await.batch_execute(SCHEMA).await.unwrap();
+    let db = Database::with_config(DatabaseConfig::from_url(test_db.url()).unwrap()).unwrap();
+    (test_db, db)
+}
+
+/// A post's replies, non-spam replies, whether the viewer replied, and the
+/// replies' bodies.
+type Replies = (i64, i64, bool, Vec<String>);
+
+fn titles<P>(rows: &[(Post, P, Replies)]) -> Vec<(&str, Replies)> {
+    rows.iter().map(|(post, _, values)| (post.title.as_str(), values.clone())).collect()
+}
+
+#[tokio::test]
+async fn a_page_and_its_per_row_facts_are_one_statement() {
+    within(async {
+        let (_test_db, db) = setup().await;
+        let mut session = db.session_for_tenant(1_i64);
+        let viewer = 2_i64;
+        let page = session
+            .query::<Post>()
+            .filter(Post::TITLE.ne("nobody's"))
+            .order_by(Post::ID.asc())
+            .untracked()
+            .join(Post::AUTHOR)
+            .with((
+                Reply::POST.count(),
+                Reply::POST.count_where(Reply::SPAM.eq(false)),
+                Reply::POST.any(Reply::USER_ID.eq(viewer)).into_expr(),
+                Reply::POST.collect(Reply::BODY, Reply::BODY.desc()),
+            ))
+            .all()
+            .await
+            .unwrap();
+        // Post 3 has no author: the inner join leaves it out. The deleted
+        // reply and the other tenant's are in no figure.
+        assert_eq!(
+            titles(&page),
+            [
+                ("hello", (2, 1, true, vec!["b".to_string(), "a".to_string()])),
+                ("hi", (1, 1, false, vec!["d".to_string()])),
+            ]
+        );
+        assert_eq!(page[0].1.name, "ann");
+        // One statement (its first run on the connection also prepares it).
+        assert_eq!(session.stats().statements, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tracked_and_left_joins_carry_the_values_too() {
+    within(async {
+        let (_test_db, db) = setup().await;
+        let mut session = db.session_for_tenant(1_i64);
+        let tracked: Vec<(Tracked<Post>, Tracked<User>, i64)> = session
+            .query::<Post>()
+            .order_by(Post::ID.asc())
+            .join(Post::AUTHOR)
+            .with(Reply::POST.count())
+            .all()
+            .await
+            .unwrap();
+        let counts: Vec<(String, String, i64)> = tracked
+            .iter()
+            .map(|(post, author, count)| (post.read().title.clone(), author.read().name.clone(), *count))
+            .collect();
+        assert_eq!(counts, [("hello".into(), "ann".into(), 2), ("hi".into(), "bob".into(), 1)]);
+        // Tracked as any join's rows: the identity map hands out the same ones.
+        let again = session.get_one::<Post>(1_i64).await.unwrap();
+        assert!(Tracked::ptr_eq(&again, &tracked[0].0));
+
+        let left = session
+            .query::<Post>()
+            .order_by(Post::ID.asc())
+            .untracked()
+            .left_join(Post::AUTHOR)
+            .with(Reply::POST.count())
+            .all_later();
+        let left = session.load_together((left,)).await.unwrap().0;
+        let left: Vec<(&str, Option<&str>, i64)> = left
+            .iter()
+            .map(|(post, author, count)| (post.title.as_str(), author.as_ref().map(|a| a.name.as_str()), *count))
+            .collect();
+        assert_eq!(left, [("hello", Some("ann"), 2), ("hi", Some("bob"), 1), ("anonymous", None, 0)]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hidden_children_count_only_where_the_query_lifts_the_filter() {
+    within(async {
+        let (_test_db, db) = setup().await;
+        let mut session = db.session_for_tenant(1_i64);
+        let counted = |rows: Vec<(String, i64, Vec<String>)>| rows;
+        let live = session
+            .query::<Post>()
+            .filter(Post::ID.eq(1_i64))
+            .select((Post::TITLE, Reply::POST.count(), Reply::POST.collect(Reply::BODY, Reply::BODY.asc())))
+            .all()
+            .await
+            .unwrap();
+        assert_eq!(counted(live), [("hello".to_string(), 2, vec!["a".to_string(), "b".to_string()])]);
+        let with_deleted = session
+            .query::<Post>()
+            .include_deleted()
+            .filter(Post::ID.eq(1_i64))
+            .select((Post::TITLE, Reply::POST.count(), Reply::POST.collect(Reply::BODY, Reply::BODY.asc())))
+            .all()
+            .await
+            .unwrap();
+        assert_eq!(
+            counted(with_deleted),
+            [("hello".to_string(), 3, vec!["a".to_string(), "b".to_string(), "c".to_string()])],
+            "the deleted reply counts once the query includes deleted rows; the other tenant's never"
+        );
+
+        // Tenant 2 sees its own reply to tenant 1's post only through its
+        // own posts: none of them has replies.
+        let mut theirs = db.session_for_tenant(2_i64);
+        let counts = theirs.query::<Post>().select((Post::TITLE, Reply::POST.count())).all().await.unwrap();
+        assert_eq!(counts, [("theirs".to_string(), 0)]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn aggregates_filter_and_order_rows_and_nest() {
+    within(async {
+        let (_test_db, db) = setup().await;
+        let mut session = db.session_for_tenant(1_i64);
+        // Ordered and filtered by a count; the deleted reply would make
+        // post 1 the only one with more than one reply either way, so the
+        // filter counts non-spam replies, where it decides.
+        let busy = session
+            .query::<Post>()
+            .filter(Reply::POST.count_where(Reply::SPAM.eq(false)).ge(1_i64))
+            .order_by(Reply::POST.count().desc())
+            .order_by(Post::ID.asc())
+            .all()
+            .await
+            .unwrap();
+        let busy: Vec<String> = busy.iter().map(|post| post.read().title.clone()).collect();
+        assert_eq!(busy, ["hello", "hi"]);
+
+        // A count inside a count's condition: each user's posts with at
+        // least two live replies (the subqueries' tables need names of
+        // their own).
+        let authors = session
+            .query::<User>()
+            .select((User::NAME, Post::AUTHOR.count_where(Reply::POST.count().ge(2_i64))))
+            .order_by(User::ID.asc())
+            .all()
+            .await
+            .unwrap();
+        assert_eq!(authors, [("ann".to_string(), 1), ("bob".to_string(), 0)]);
+
+        // A condition made a value inside a semi-join's condition: the
+        // posts whose author wrote spam (bob). Its own semi-join must not
+        // take the name of the table it is correlated with.
+        let wrote_spam = Reply::USER.any(Reply::SPAM.eq(true)).into_expr().eq(true);
+        let posts = session.query::<Post>().filter(Post::AUTHOR.has(wrote_spam)).all().await.unwrap();
+        let posts: Vec<String> = posts.iter().map(|post| post.read().title.clone()).collect();
+        assert_eq!(posts, ["hi"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sql_written_by_hand_in_a_count_calls_the_child_t() {
+    within(async {
+        let (_test_db, db) = setup().await;
+        let mut session = db.session_for_tenant(1_i64);
+        let spam = Condition::<Reply>::raw("t.spam AND t.body <> $1", vec![Box::new("z".to_string())]);
+        let counts = session
+            .query::<Post>()
+            .select((Post::TITLE, Reply::POST.count_where(spam)))
+            .order_by(Post::ID.asc())
+            .all()
+            .await
+            .unwrap();
+        assert_eq!(counts, [("hello".to_string(), 1), ("hi".to_string(), 0), ("anonymous".to_string(), 0)]);
+    })
+    .await;
+}
