@@ -312,6 +312,29 @@ async fn a_favorite_costs_the_page_it_returns_and_one_round_trip_for_the_write()
 }
 
 #[tokio::test]
+async fn deleting_an_article_costs_a_read_and_the_write() {
+    let (app, token) = seeded_on(TestApp::with(1, Duration::from_secs(30)).await).await;
+    let article = serde_json::json!({"article": {"title": "Mine", "description": "d", "body": "b", "tagList": []}});
+    let mut slugs = Vec::new();
+    for _ in 0..2 {
+        let created = app.call(Method::POST, "/api/articles", Some(&token), Some(article.clone())).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+        slugs.push(created.json["article"]["slug"].as_str().unwrap().to_owned());
+    }
+    let mut costs = Vec::new();
+    for slug in &slugs {
+        // The first delete prepares the statements on the one connection.
+        let deleted = app.call(Method::DELETE, &format!("/api/articles/{slug}"), Some(&token), None).await;
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
+        let stats = deleted.stats.expect("the session's stats");
+        costs.push((stats.statements, stats.round_trips));
+    }
+    // The article beside the author's row (which the token check finds in
+    // the identity map); the delete with BEGIN and COMMIT.
+    assert_eq!(costs[1], (3, 2));
+}
+
+#[tokio::test]
 async fn the_app_sums_what_requests_cost_for_the_load_script() {
     let (app, token) = seeded().await;
     let before = app.state.costs.totals();

@@ -116,7 +116,9 @@ pub(crate) async fn update<E: Entity>(
         }
         head.push_str(&quote_ident(assignment.column));
         head.push_str(" = ");
-        assignment.value.render(alias, &mut head, &mut params);
+        // The value may reach other tables (a relation's count): their
+        // global filters apply, as in a query.
+        query.with_related_filters(&assignment.value).render(alias, &mut head, &mut params);
         assigned.push(assignment.column);
     }
     if assigned.is_empty() {

@@ -585,8 +585,9 @@ impl<E> Condition<E> {
     }
 
     /// The condition as a value: `true` for the rows it holds for, `false`
-    /// for the others (or NULL where a comparison with NULL makes it
-    /// unknown), to select beside a row, such as whether the viewer
+    /// for the others (also where a comparison with NULL leaves it unknown,
+    /// which `WHERE` treats as not holding: the value is never NULL), to
+    /// select beside a row, such as whether the viewer
     /// favorited each article of a page
     /// ([`Relation::any`](crate::Relation::any)) in the page's own
     /// statement.
@@ -771,6 +772,19 @@ impl Correlated {
             render_node(self.condition.clone(), 0, &alias, sql, params);
         }
         alias
+    }
+
+    /// Appends `(SELECT expr FROM child AS t WHERE t.key = alias.key)`: an
+    /// expression of the child with SQL written by hand, which names the
+    /// child table `t`, for the row of it that `alias` names (an array's
+    /// order by such an expression).
+    pub(crate) fn render_raw_value(&self, alias: &str, expr: &ExprNode, sql: &mut String, params: &mut Vec<Param>) {
+        let key: Vec<&'static str> = self.meta.key_columns().map(|i| self.meta.columns[i].name).collect();
+        sql.push_str("(SELECT ");
+        expr.render("t", sql, params);
+        sql.push_str(" FROM ");
+        push_quoted(sql, self.meta.table);
+        let _ = write!(sql, " AS t WHERE {} = {})", row_value("t", &key), row_value(alias, &key));
     }
 }
 

@@ -137,6 +137,21 @@ pub(crate) enum Gather {
     Array { column: &'static str, order: Box<ExprNode>, descending: bool, nulls_first: Option<bool> },
 }
 
+impl Gather {
+    /// The same, its order with the global filters of the tables it reaches.
+    fn with_related_filters(&self, filters: &dyn Fn(&'static EntityMeta) -> Option<Condition<()>>) -> Self {
+        match self {
+            Gather::Count => Gather::Count,
+            Gather::Array { column, order, descending, nulls_first } => Gather::Array {
+                column,
+                order: Box::new(order.with_related_filters(filters)),
+                descending: *descending,
+                nulls_first: *nulls_first,
+            },
+        }
+    }
+}
+
 /// A [`Correlated`] subquery inside an expression. Clones of one expression
 /// share it, and are equal as the same expression, as conditions are
 /// ([`SharedCondition`]).
@@ -177,7 +192,7 @@ impl ExprNode {
             ExprNode::Condition(condition) => ExprNode::Condition(condition.with_related_filters(filters)),
             ExprNode::Correlated { subquery, gather } => ExprNode::Correlated {
                 subquery: SharedCorrelated(Arc::new(subquery.0.with_related_filters(filters))),
-                gather: gather.clone(),
+                gather: gather.with_related_filters(filters),
             },
             ExprNode::Column(_) | ExprNode::Value(_) | ExprNode::Raw { .. } | ExprNode::Position(_) => self.clone(),
         }
@@ -195,7 +210,8 @@ impl ExprNode {
                 arg.as_deref().is_some_and(ExprNode::has_raw) || filter.as_ref().is_some_and(SharedCondition::has_raw)
             }
             ExprNode::Cast { expr, .. } => expr.has_raw(),
-            // A subquery's own SQL written by hand is scoped to its table.
+            // A subquery's own SQL written by hand is scoped to its table
+            // (see `Correlated::render` and the array's order below).
             ExprNode::Column(_) | ExprNode::Value(_) | ExprNode::Position(_) | ExprNode::Correlated { .. } => false,
         }
     }
@@ -253,10 +269,12 @@ impl ExprNode {
                 expr.render(table, sql, params);
                 let _ = write!(sql, ")::{to}");
             }
+            // `IS TRUE`: a condition that comparing with NULL leaves unknown
+            // is false, as in `WHERE`, so the value is never NULL.
             ExprNode::Condition(condition) => {
-                sql.push('(');
+                sql.push_str("((");
                 condition.render(table, sql, params);
-                sql.push(')');
+                sql.push_str(") IS TRUE)");
             }
             ExprNode::Correlated { subquery, gather: Gather::Count } => {
                 subquery.0.render(table, sql, params, |_, sql, _| sql.push_str("(SELECT count(*)"));
@@ -268,7 +286,11 @@ impl ExprNode {
                     push_column(sql, alias, column);
                 });
                 sql.push_str(" ORDER BY ");
-                order.render(&alias, sql, params);
+                if order.has_raw() {
+                    subquery.0.render_raw_value(&alias, order, sql, params);
+                } else {
+                    order.render(&alias, sql, params);
+                }
                 push_direction(sql, *descending, *nulls_first);
                 sql.push(')');
             }

@@ -112,8 +112,9 @@ fn decode_extras<C: Entity, P: Entity, S: Selection<C>>(selection: &S, rows: &[R
     rows.iter().map(|row| selection.decode_at(row, at)).collect()
 }
 
-/// The rows of an inner join with their values: a row whose parent was
-/// hidden (which the join's `ON` clause leaves out) has none to pair with.
+/// The rows of an inner join with their values. Every row has its parent
+/// (the statement's inner join leaves out the others), so each pairs with
+/// its own values.
 fn inner<T, U, X>(rows: Vec<(T, Option<U>)>, extras: Vec<X>) -> Vec<(T, U, X)> {
     rows.into_iter().zip(extras).filter_map(|((child, parent), extra)| Some((child, parent?, extra))).collect()
 }
@@ -136,7 +137,7 @@ macro_rules! join_with_runs {
             }
 
             /// [`all`](Self::all) as a [`Load`], to send in one round trip
-            /// with others by [`Session::load_together`].
+            /// with others by [`Session::load_together`](crate::Session::load_together).
             pub fn all_later(self) -> Load<Vec<$row>>
             where
                 S: Send + 'static,

@@ -15,7 +15,11 @@
 //! by the foreign key's index where there is one: meant for the rows of a
 //! page, not for sorting a whole table by them. The child entity's global
 //! filters apply inside, as they do in [`Relation::any`]: a soft-deleted or
-//! another tenant's child counts nowhere.
+//! another tenant's child counts nowhere, unless the query that selects,
+//! filters, sorts or assigns the aggregate lifts the filter
+//! ([`Query::include_deleted`](crate::Query::include_deleted) counts
+//! deleted children too). SQL written by hand in a condition or an order
+//! of the aggregate names the child table `t`.
 
 use crate::array::ArrayElement;
 use crate::column::{Column, Condition, Correlated, Order};

@@ -5,7 +5,7 @@
 //! the global filters (soft deletion, the tenant) applied inside.
 
 use chrono::{DateTime, Utc};
-use orm_core::{Condition, Database, DatabaseConfig, Entity, Tracked};
+use orm_core::{Condition, Database, DatabaseConfig, Entity, Expr, Tracked};
 use orm_tests::{within, TestDb};
 
 #[derive(Entity, Clone, Debug, PartialEq)]
@@ -27,6 +27,7 @@ struct Post {
     #[orm(references = User)]
     author_id: Option<i64>,
     title: String,
+    reply_count: i64,
 }
 
 #[derive(Entity, Clone, Debug, PartialEq)]
@@ -52,7 +53,7 @@ struct Reply {
 const SCHEMA: &str = "
     CREATE TABLE users (id bigserial PRIMARY KEY, tenant_id bigint NOT NULL, name text NOT NULL);
     CREATE TABLE post (id bigserial PRIMARY KEY, tenant_id bigint NOT NULL, author_id bigint REFERENCES users,
-                       title text NOT NULL);
+                       title text NOT NULL, reply_count bigint NOT NULL DEFAULT 0);
     CREATE TABLE reply (id bigserial PRIMARY KEY, tenant_id bigint NOT NULL, post_id bigint NOT NULL REFERENCES post,
                         user_id bigint NOT NULL REFERENCES users, body text NOT NULL, spam bool NOT NULL,
                         deleted_at timestamptz);
@@ -229,6 +230,48 @@ async fn aggregates_filter_and_order_rows_and_nest() {
         let posts = session.query::<Post>().filter(Post::AUTHOR.has(wrote_spam)).all().await.unwrap();
         let posts: Vec<String> = posts.iter().map(|post| post.read().title.clone()).collect();
         assert_eq!(posts, ["hi"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_set_based_update_counts_what_the_session_sees() {
+    within(async {
+        let (_test_db, db) = setup().await;
+        let mut session = db.session_for_tenant(1_i64);
+        let updated = session.query::<Post>().update([Post::REPLY_COUNT.set(Reply::POST.count())]).await.unwrap();
+        assert_eq!(updated, 3);
+        let counts = session.query::<Post>().select((Post::TITLE, Post::REPLY_COUNT)).order_by(Post::ID.asc()).all();
+        // Not the deleted reply, not the other tenant's.
+        assert_eq!(counts.await.unwrap(), [("hello".into(), 2), ("hi".into(), 1), ("anonymous".into(), 0)]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn conditions_on_null_are_false_and_an_order_by_hand_names_the_child_t() {
+    within(async {
+        let (_test_db, db) = setup().await;
+        let mut session = db.session_for_tenant(1_i64);
+        // Spam first, by SQL written by hand.
+        let spam_first = Expr::<Reply, String>::raw("CASE WHEN t.spam THEN 0 ELSE 1 END || t.body", vec![]).asc();
+        let rows = session
+            .query::<Post>()
+            .select((Post::TITLE, Reply::POST.collect(Reply::BODY, spam_first), Post::AUTHOR_ID.eq(1_i64).into_expr()))
+            .order_by(Post::ID.asc())
+            .all()
+            .await
+            .unwrap();
+        let strings = |values: &[&str]| values.iter().map(|value| (*value).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            rows,
+            [
+                ("hello".to_owned(), strings(&["b", "a"]), true),
+                ("hi".to_owned(), strings(&["d"]), false),
+                // No author: the comparison is unknown, the value false.
+                ("anonymous".to_owned(), strings(&[]), false),
+            ]
+        );
     })
     .await;
 }

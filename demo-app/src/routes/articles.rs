@@ -320,8 +320,12 @@ impl Validate for UpdateRequest {
 }
 
 /// The author's own article with this slug: 404 if none, 403 if another's.
+/// The author's row comes beside it, in the same round trip, for the
+/// session middleware's check that the token's user exists.
 async fn own_article(session: &mut Session, slug: &str, user: i64) -> ApiResult<Tracked<Article>> {
-    let found = find_article(session, slug).await?;
+    let found = loaders::article_by_slug(session, slug);
+    let (mut found, _) = session.load_together((found, loaders::viewer(Some(user)))).await?;
+    let found = found.pop().ok_or(ApiError::NotFound("article"))?;
     if found.read().author_id != user {
         return Err(ApiError::Forbidden("article"));
     }
@@ -440,18 +444,25 @@ async fn favorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -
 }
 
 /// `DELETE /api/articles/{slug}/favorite`: idempotent, also when requests
-/// race (deleting a row that is gone already is no error).
+/// race (deleting a row that is gone already is no error). Two round trips,
+/// as a favorite: the article with all it shows beside the viewer's
+/// favorite of it, then the delete with the commit; the view counts the
+/// deleted favorite out.
 async fn unfavorite(
     auth: AuthUser,
     mut db: DbSession,
     Path(slug): Path<String>,
 ) -> ApiResult<JsonView<ArticleResponse>> {
     let (article, existing) = article_and_favorite(&mut db, &slug, auth.id).await?;
-    let article_id = article.0.id;
+    let mut view = views::article(article, Body::Included);
     if let Some(favorite) = existing {
         db.delete(&favorite)?;
+        if view.favorited {
+            view.favorited = false;
+            view.favorites_count -= 1;
+        }
     }
-    respond(&mut db, article_id, auth.id).await
+    Ok(JsonView(ArticleResponse { article: view }))
 }
 
 // ---- slugs ----
