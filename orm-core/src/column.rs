@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::column_value::IntoColumnValue;
 use crate::entity::{Entity, EntityMeta};
 use crate::expr::{Expr, ExprNode, Numeric, Ordered, SharedParam};
+use crate::relation::key_column_names;
 use crate::sql::{push_column, push_placeholder, push_quoted, quote_ident};
 use crate::types::{ColumnType, Param};
 
@@ -748,10 +749,10 @@ impl Correlated {
         table: &str,
         sql: &mut String,
         params: &mut Vec<Param>,
-        select: impl FnOnce(&str, &mut String, &mut Vec<Param>),
+        select: impl FnOnce(&str, &mut String),
     ) -> String {
         let alias = format!("{table}c");
-        select(&alias, sql, params);
+        select(&alias, sql);
         sql.push_str(" FROM ");
         push_quoted(sql, self.meta.table);
         sql.push_str(" AS ");
@@ -766,7 +767,7 @@ impl Correlated {
         if self.condition.has_raw() {
             // SQL written by hand calls the child table `t`: it filters a
             // second scan of it, matched to this one by key.
-            let key: Vec<&'static str> = self.meta.key_columns().map(|i| self.meta.columns[i].name).collect();
+            let key = key_column_names(self.meta);
             render_scoped(&row_value(&alias, &key), self.meta.table, &key, self.condition.clone(), sql, params);
         } else {
             render_node(self.condition.clone(), 0, &alias, sql, params);
@@ -779,7 +780,7 @@ impl Correlated {
     /// child table `t`, for the row of it that `alias` names (an array's
     /// order by such an expression).
     pub(crate) fn render_raw_value(&self, alias: &str, expr: &ExprNode, sql: &mut String, params: &mut Vec<Param>) {
-        let key: Vec<&'static str> = self.meta.key_columns().map(|i| self.meta.columns[i].name).collect();
+        let key = key_column_names(self.meta);
         sql.push_str("(SELECT ");
         expr.render("t", sql, params);
         sql.push_str(" FROM ");

@@ -277,11 +277,11 @@ impl ExprNode {
                 sql.push_str(") IS TRUE)");
             }
             ExprNode::Correlated { subquery, gather: Gather::Count } => {
-                subquery.0.render(table, sql, params, |_, sql, _| sql.push_str("(SELECT count(*)"));
+                subquery.0.render(table, sql, params, |_, sql| sql.push_str("(SELECT count(*)"));
                 sql.push(')');
             }
             ExprNode::Correlated { subquery, gather: Gather::Array { column, order, descending, nulls_first } } => {
-                let alias = subquery.0.render(table, sql, params, |alias, sql, _| {
+                let alias = subquery.0.render(table, sql, params, |alias, sql| {
                     sql.push_str("ARRAY(SELECT ");
                     push_column(sql, alias, column);
                 });

@@ -5,7 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use crate::column::Condition;
-use crate::entity::{ColumnMeta, Entity};
+use crate::entity::{ColumnMeta, Entity, EntityMeta};
 
 /// The many-to-one relation from child entity `C` to parent entity `P`
 /// through a foreign key of `C` (one column, or several for a parent with a
@@ -127,7 +127,13 @@ impl<C: Entity, P: Entity> Copy for Relation<C, P> {}
 /// The parent's key columns, which a foreign key references, in key order:
 /// as many as the relation's foreign-key columns, which the derive checks.
 pub(crate) fn parent_key_columns<P: Entity>() -> Vec<&'static str> {
-    P::META.key_columns().map(|i| P::META.columns[i].name).collect()
+    key_column_names(P::META)
+}
+
+/// The names of the key columns of the entity `meta` describes, in key
+/// order.
+pub(crate) fn key_column_names(meta: &'static EntityMeta) -> Vec<&'static str> {
+    meta.key_columns().map(|i| meta.columns[i].name).collect()
 }
 
 impl<C: Entity, P: Entity> fmt::Debug for Relation<C, P> {
