@@ -242,13 +242,11 @@ async fn run_workload(db: &Database, workload: &str, n: usize, runs: usize, url:
         }
         "W2" => {
             w::reset(db).await?;
-            let (orm, raw) = compare(
-                runs,
-                |_| timed(w::orm_single_inserts(db, w::new_customers(n))),
-                |_| timed(w::raw_single_inserts(db, w::new_customers(n))),
-            )
-            .await?;
-            vec![row("single inserts", "BEGIN+INSERT+COMMIT pipelined", orm, raw)]
+            let ((orm, raw), (orm_again, alone)) = compare_single_inserts(db, n, runs).await?;
+            vec![
+                row("single inserts", "BEGIN+INSERT+COMMIT pipelined", orm, raw),
+                row("single inserts", "INSERT alone (floor)", orm_again, alone),
+            ]
         }
         "W3" => {
             w::seed(db, n).await?;
@@ -489,6 +487,26 @@ async fn run_array_workload(db: &Database, n: usize, runs: usize) -> Result<Vec<
 
 /// W7: `n` users with their posts and comments, loaded as a tree on both
 /// sides; each side's tree (the ORM's is its session) is freed after the clock.
+/// W2: the ORM beside pipelined `BEGIN`+`INSERT`+`COMMIT`, then beside
+/// each `INSERT` alone (what the ORM sends for such a unit of work), each
+/// pair alternating.
+async fn compare_single_inserts(db: &Database, n: usize, runs: usize) -> Result<((Run, Run), (Run, Run)), BenchError> {
+    use workloads as w;
+    let pipelined = compare(
+        runs,
+        |_| timed(w::orm_single_inserts(db, w::new_customers(n))),
+        |_| timed(w::raw_single_inserts(db, w::new_customers(n))),
+    )
+    .await?;
+    let alone = compare(
+        runs,
+        |_| timed(w::orm_single_inserts(db, w::new_customers(n))),
+        |_| timed(w::raw_single_inserts_alone(db, w::new_customers(n))),
+    )
+    .await?;
+    Ok((pipelined, alone))
+}
+
 async fn compare_nested(db: &Database, n: usize, runs: usize) -> Result<(Run, Run), BenchError> {
     let expected = nested::seed(db, n).await?;
     compare(

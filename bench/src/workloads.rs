@@ -139,6 +139,22 @@ pub async fn raw_single_inserts(db: &Database, customers: Vec<Customer>) -> Outc
     Ok(traffic)
 }
 
+/// W2's floor by hand: each INSERT ... RETURNING alone on a pooled
+/// connection, its own transaction, with no BEGIN or COMMIT: what the ORM
+/// sends for a unit of work of one insert.
+pub async fn raw_single_inserts_alone(db: &Database, customers: Vec<Customer>) -> Outcome {
+    let mut traffic = Traffic::default();
+    for customer in customers {
+        let client = db.pool().get().await?;
+        let statement =
+            client.prepare_cached("INSERT INTO customer (name, description) VALUES ($1, $2) RETURNING id").await?;
+        let id: i32 = client.query_one(&statement, &[&customer.name, &customer.description]).await?.get(0);
+        check(id > 0, "a key came back")?;
+        traffic.add(1, 1);
+    }
+    Ok(traffic)
+}
+
 /// W3's and W11's input: the new name of row `id` at index `id - 1`, built before
 /// the clock starts; each side moves them into what it loaded.
 pub fn new_names(n: usize, round: usize) -> Vec<String> {

@@ -140,8 +140,8 @@ pub(crate) struct SessionConnection {
     /// The transaction holds nothing of the session's yet: its `BEGIN` was
     /// confirmed alone and the one statement sent after it is unanswered.
     fresh_transaction: bool,
-    /// Whether the last batch sent its `after` statement (see `after_sent`).
-    after_sent: bool,
+    /// Whether the last batch sent all its statements (see `batch_sent`).
+    batch_sent: bool,
     /// A flush is applying its results to the session's objects across
     /// yields to the runtime (see `set_applying`).
     applying: bool,
@@ -224,7 +224,7 @@ impl SessionConnection {
             in_flight: false,
             flush_savepoint_open: false,
             isolation,
-            after_sent: false,
+            batch_sent: false,
             applying: false,
             flush_unended: false,
             statements,
@@ -312,6 +312,16 @@ impl SessionConnection {
 
     pub(crate) fn in_transaction(&self) -> bool {
         self.in_transaction
+    }
+
+    /// Whether a commit whose flush is one statement may send it alone, as
+    /// its own transaction (see [`run_alone`](Self::run_alone)): no
+    /// transaction is open (nothing the session sent is waiting for a
+    /// `COMMIT`), the session asked for no isolation level (an autocommitted
+    /// statement runs at the server's default, as a plain `BEGIN` does), and
+    /// no commit token was asked for (it is read beside a `COMMIT`).
+    pub(crate) fn may_run_alone(&self) -> bool {
+        !self.in_transaction && self.isolation.is_none() && !self.want_commit_token && self.read.is_none()
     }
 
     /// Whether only a rollback remains: a statement failed, or one was
@@ -459,6 +469,23 @@ impl SessionConnection {
         self.send_batch(!self.in_transaction, before, statements, after, stats).await
     }
 
+    /// Runs a unit of work's only write as its own transaction: no
+    /// `BEGIN`, mark or `COMMIT` for the server to run, which is all a
+    /// statement that writes all its rows or fails as a whole needs. Its
+    /// text carries no guard ([`Guard::Alone`](crate::transaction_mark::Guard::Alone)).
+    /// Once [`batch_sent`](Self::batch_sent), it may have committed.
+    pub(crate) async fn run_alone(
+        &mut self,
+        statement: &[Statement],
+        stats: &mut SessionStats,
+    ) -> Result<Vec<Outcome>> {
+        debug_assert!(
+            !self.in_transaction && statement.len() == 1 && statement[0].copy.is_none(),
+            "only one statement, and no transaction, may run alone"
+        );
+        self.send_batch(false, None, statement, None, stats).await
+    }
+
     /// Runs independent loads (statements that return rows) in one round
     /// trip, pipelined, as [`run_batch`](Self::run_batch) does, opening
     /// the transaction only as a single load of that `access` would (see
@@ -491,7 +518,7 @@ impl SessionConnection {
         after: Option<&str>,
         stats: &mut SessionStats,
     ) -> Result<Vec<Outcome>> {
-        self.after_sent = false;
+        self.batch_sent = false;
         self.fresh_transaction = false;
         // Formatted only to join two parts: a lone `BEGIN` or `before` is borrowed.
         let prefix: Option<Cow<'_, str>> = match (begin, before) {
@@ -572,11 +599,11 @@ impl SessionConnection {
         let copy_lost = AtomicBool::new(false);
         // Only a commit token is read from the answer to `after`.
         let answered = after.map(|sql| (sql, self.want_commit_token));
-        let (prefix_result, outcomes, after_result, after_sent) =
+        let (prefix_result, outcomes, after_result, batch_sent) =
             send_pipelined(client, pipeline, prefix, statements, &prepared, &params, answered, &copy_lost)
                 .instrument(tracing::debug_span!("orm.round_trip", statements = statements.len(), before, after))
                 .await;
-        self.after_sent = after_sent;
+        self.batch_sent = batch_sent;
         self.in_flight = false;
         if let Ok(answer) = &after_result {
             self.commit_answered(answer);
@@ -632,12 +659,13 @@ impl SessionConnection {
         }
     }
 
-    /// Whether the last [`run_batch`](Self::run_batch) sent its `after`
-    /// statement. A statement whose parameters cannot be encoded is never
-    /// sent, and then neither is `after`: a `COMMIT` would commit the
-    /// statements around it.
-    pub(crate) fn after_sent(&self) -> bool {
-        self.after_sent
+    /// Whether the last [`run_batch`](Self::run_batch) (or
+    /// [`run_alone`](Self::run_alone)) sent every statement, and so its
+    /// `after` statement if it had one. A statement whose parameters cannot
+    /// be encoded is never sent, and then neither is `after`: a `COMMIT`
+    /// would commit the statements around it.
+    pub(crate) fn batch_sent(&self) -> bool {
+        self.batch_sent
     }
 
     /// The statement that opens a fresh flush savepoint, releasing the
@@ -961,6 +989,9 @@ impl SessionConnection {
             // A failed `COMMIT` may have been cancelled rather than have
             // rolled back, leaving the transaction open and aborted: a
             // `ROLLBACK` (a no-op otherwise) goes ahead of the next borrower.
+            // So it does after a statement that ran alone and failed: the
+            // connection may have been inside a transaction nobody knew of
+            // (one a hand-written client left there).
             Some(_) => {
                 if let Some(client) = self.client.take() {
                     if !queue(&client, "ROLLBACK") {
@@ -1031,11 +1062,11 @@ pub(crate) struct OpenRows {
 }
 
 /// Sends the statements and `after` on `client` after `prefix` (a request
-/// already queued), in that order,
-/// without waiting for an answer in between, and then collects the answers.
-/// Returns their results, and whether `after` was sent. `after`'s answer
-/// holds its rows only if its flag asks for them: only a commit token is
-/// read from it.
+/// already queued), in that order, without waiting for an answer in
+/// between, and then collects the answers. Returns their results, and
+/// whether every statement (and so `after`, if any) was sent. `after`'s
+/// answer holds its rows only if its flag asks for them: only a commit
+/// token is read from it.
 ///
 /// tokio-postgres encodes a statement's parameters and queues it when its
 /// future is first polled, and a parameter that cannot be encoded fails
@@ -1098,7 +1129,7 @@ async fn send_pipelined(
         .map(|s| s.take_output().unwrap_or_else(|| unreachable!("{finished}")))
         .collect();
     let suffix = suffix.as_mut().take_output().unwrap_or_else(|| unreachable!("{finished}"));
-    (prefix, outcomes, suffix, after.is_some())
+    (prefix, outcomes, suffix, !unsent)
 }
 
 /// The requests of [`send_pipelined`] in wire order: the one pinned in

@@ -39,7 +39,8 @@
 //! and set of changed columns, with one array parameter per column
 //! (`INSERT ... SELECT * FROM UNNEST($1::text[], ...)`), pipelined with
 //! `BEGIN` and `COMMIT`. Ten thousand inserts are one statement; a request
-//! that inserts one row is one round trip.
+//! that inserts one row is one round trip, and one statement: a unit of
+//! work that is a single statement needs no `BEGIN` and `COMMIT` around it.
 //!
 //! The guide in the `docs` crate of the repository walks through every feature.
 //!

@@ -747,8 +747,12 @@ impl Session {
     /// when an earlier statement of the session had already failed.
     ///
     /// An insert-only unit of work travels as one round trip with its
-    /// `BEGIN` and `COMMIT`; updates and deletes are first checked for
-    /// stale rows and then committed.
+    /// `BEGIN` and `COMMIT`, and one that is a single statement (one new
+    /// row, a batch into one table, an unversioned delete) as that
+    /// statement alone, its own transaction, when nothing else of the
+    /// session needs one (the guide's "How a flush is batched" lists
+    /// when); updates and deletes are first checked for stale rows and
+    /// then committed.
     ///
     /// ```
     /// # use orm_core::{Database, Entity, Tracked};

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::OnceLock;
 
 use crate::entity::{ColumnMeta, ColumnSet, Entity, EntityMeta};
-use crate::transaction_mark::IN_UNIT_OF_WORK;
+use crate::transaction_mark::{Guard, IN_UNIT_OF_WORK};
 
 /// The statement texts of one entity type that depend on nothing else,
 /// built at first use and kept: every `get` of a short request would build
@@ -21,6 +21,10 @@ pub struct EntityStatements {
     /// The one-row insert of the first set of columns inserted (almost
     /// always the only one): each web request that adds a row needs it.
     insert_one: OnceLock<(ColumnSet, String)>,
+    /// [`insert_one`](Self::insert_one) as a unit of work's only statement,
+    /// sent without `BEGIN`: each web request that adds one row and nothing
+    /// else needs it.
+    insert_alone: OnceLock<(ColumnSet, String)>,
 }
 
 impl EntityStatements {
@@ -31,6 +35,7 @@ impl EntityStatements {
             by_key: OnceLock::new(),
             by_keys: OnceLock::new(),
             insert_one: OnceLock::new(),
+            insert_alone: OnceLock::new(),
         }
     }
 }
@@ -47,13 +52,18 @@ pub(crate) fn select_from_of<E: Entity>() -> &'static str {
 }
 
 /// [`insert_one`] of `E`: the text built once for the first set of
-/// columns, borrowed; built anew for any other.
-pub(crate) fn insert_one_of<E: Entity>(columns: ColumnSet) -> Cow<'static, str> {
-    let (cached_columns, cached) = E::statements().insert_one.get_or_init(|| (columns, insert_one(E::META, columns)));
+/// columns (for each [`Guard`]), borrowed; built anew for any other.
+pub(crate) fn insert_one_of<E: Entity>(columns: ColumnSet, guard: Guard) -> Cow<'static, str> {
+    let statements = E::statements();
+    let cache = match guard {
+        Guard::InUnitOfWork => &statements.insert_one,
+        Guard::Alone => &statements.insert_alone,
+    };
+    let (cached_columns, cached) = cache.get_or_init(|| (columns, insert_one(E::META, columns, guard)));
     if *cached_columns == columns {
         Cow::Borrowed(cached.as_str())
     } else {
-        Cow::Owned(insert_one(E::META, columns))
+        Cow::Owned(insert_one(E::META, columns, guard))
     }
 }
 
@@ -240,14 +250,15 @@ pub(crate) fn batch_insert_parameters(columns: ColumnSet) -> Vec<usize> {
 /// Inserts a batch: one array parameter per inserted column, rows inserted in
 /// input order (`ORDER BY ord`) so that `RETURNING` yields their generated
 /// columns in that order. Parameters follow [`batch_insert_parameters`].
-pub(crate) fn insert(meta: &EntityMeta, columns: ColumnSet) -> String {
+pub(crate) fn insert(meta: &EntityMeta, columns: ColumnSet, guard: Guard) -> String {
     let ord = ordinality_name(meta);
     let target = if columns == 0 { String::new() } else { format!(" ({})", join_columns(meta, columns, "")) };
     let mut sql = format!(
-        "INSERT INTO {}{target} SELECT {} FROM {} WHERE {IN_UNIT_OF_WORK} ORDER BY v.{ord}",
+        "INSERT INTO {}{target} SELECT {} FROM {}{} ORDER BY v.{ord}",
         quote_ident(meta.table),
         batch_values(meta, columns),
         unnest(meta, &batch_insert_parameters(columns), Some(&ord)),
+        where_guard(guard),
     );
     returning_generated(meta, &mut sql);
     sql
@@ -264,13 +275,15 @@ pub(crate) fn upsert(
     conflict: ColumnSet,
     update: ColumnSet,
     returning: bool,
+    guard: Guard,
 ) -> String {
     let table = quote_ident(meta.table);
     let mut sql = format!(
-        "INSERT INTO {table} AS t ({}) SELECT {} FROM {} WHERE {IN_UNIT_OF_WORK} ORDER BY v.{} ON CONFLICT ({}) DO ",
+        "INSERT INTO {table} AS t ({}) SELECT {} FROM {}{} ORDER BY v.{} ON CONFLICT ({}) DO ",
         join_columns(meta, columns, ""),
         batch_values(meta, columns),
         unnest(meta, &batch_insert_parameters(columns), Some(&ordinality_name(meta))),
+        where_guard(guard),
         ordinality_name(meta),
         join_columns(meta, conflict, ""),
     );
@@ -303,22 +316,29 @@ pub(crate) fn upsert(
 /// rows, and the casts give its parameters the types the batch form's
 /// arrays have. (A `SELECT` rather than `VALUES`, to carry the transaction
 /// guard; with no columns, it inserts the defaults.) Only this shape and the
-/// batch form exist per set of columns, so the statement cache stays bounded.
-pub(crate) fn insert_one(meta: &EntityMeta, columns: ColumnSet) -> String {
+/// batch form exist per set of columns and [`Guard`], so the statement
+/// cache stays bounded.
+pub(crate) fn insert_one(meta: &EntityMeta, columns: ColumnSet, guard: Guard) -> String {
     let mut sql = if columns == 0 {
-        format!("INSERT INTO {} SELECT WHERE {IN_UNIT_OF_WORK}", quote_ident(meta.table))
+        format!("INSERT INTO {} SELECT{}", quote_ident(meta.table), where_guard(guard))
     } else {
         let values: Vec<String> =
             indexes(columns).enumerate().map(|(n, i)| format!("${}::{}", n + 1, meta.columns[i].sql_type)).collect();
         format!(
-            "INSERT INTO {} ({}) SELECT {} WHERE {IN_UNIT_OF_WORK}",
+            "INSERT INTO {} ({}) SELECT {}{}",
             quote_ident(meta.table),
             join_columns(meta, columns, ""),
             values.join(", "),
+            where_guard(guard),
         )
     };
     returning_generated(meta, &mut sql);
     sql
+}
+
+/// ` WHERE` and the guard's condition, or nothing for a statement alone.
+fn where_guard(guard: Guard) -> String {
+    guard.condition().map_or_else(String::new, |condition| format!(" WHERE {condition}"))
 }
 
 fn returning_generated(meta: &EntityMeta, sql: &mut String) {
@@ -405,7 +425,7 @@ fn update_write(meta: &EntityMeta, changed: ColumnSet, source: &str) -> String {
         "UPDATE {} AS t SET {} FROM {source} WHERE {} RETURNING {}",
         quote_ident(meta.table),
         assignments.join(", "),
-        match_condition(meta),
+        match_condition(meta, Guard::InUnitOfWork),
         join_columns(meta, meta.key_set(), "t."),
     )
 }
@@ -413,12 +433,12 @@ fn update_write(meta: &EntityMeta, changed: ColumnSet, source: &str) -> String {
 /// Deletes a batch by key (and expected version if versioned); parameters
 /// follow [`update_parameters`] with no changed columns. Returns the keys of
 /// the input rows it did not match (see [`unmatched_keys`]).
-fn delete(meta: &EntityMeta) -> String {
+fn delete(meta: &EntityMeta, guard: Guard) -> String {
     let write = format!(
         "DELETE FROM {} AS t USING {} WHERE {} RETURNING {}",
         quote_ident(meta.table),
         unnest(meta, &update_parameters(meta, 0), None),
-        match_condition(meta),
+        match_condition(meta, guard),
         join_columns(meta, meta.key_set(), "t."),
     );
     unmatched_keys(meta, &write)
@@ -427,8 +447,8 @@ fn delete(meta: &EntityMeta) -> String {
 /// The statement of a batch of the session's deletes: [`soft_delete`] for
 /// an entity with a soft-delete marker, which keeps its rows, else
 /// [`delete`].
-pub(crate) fn session_delete(meta: &EntityMeta) -> String {
-    meta.soft_delete_column().map_or_else(|| delete(meta), |marker| soft_delete(meta, marker))
+pub(crate) fn session_delete(meta: &EntityMeta, guard: Guard) -> String {
+    meta.soft_delete_column().map_or_else(|| delete(meta, guard), |marker| soft_delete(meta, marker, guard))
 }
 
 /// Soft-deletes a batch: sets the soft-delete marker of the rows to the
@@ -436,7 +456,7 @@ pub(crate) fn session_delete(meta: &EntityMeta) -> String {
 /// holding the row see it changed), matching them as [`delete`] does and
 /// only while they are live, so that deleting a row deleted meanwhile is
 /// deleting a row that is gone. Parameters and result as [`delete`]'s.
-fn soft_delete(meta: &EntityMeta, marker: usize) -> String {
+fn soft_delete(meta: &EntityMeta, marker: usize, guard: Guard) -> String {
     let marker = quote_ident(meta.columns[marker].name);
     let mut assignments = format!("{marker} = now()");
     if let Some(v) = meta.version_column() {
@@ -447,7 +467,7 @@ fn soft_delete(meta: &EntityMeta, marker: usize) -> String {
         "UPDATE {} AS t SET {assignments} FROM {} WHERE {} AND t.{marker} IS NULL RETURNING {}",
         quote_ident(meta.table),
         unnest(meta, &update_parameters(meta, 0), None),
-        match_condition(meta),
+        match_condition(meta, guard),
         join_columns(meta, meta.key_set(), "t."),
     );
     unmatched_keys(meta, &write)
@@ -487,13 +507,13 @@ fn tenant_match(meta: &EntityMeta) -> Option<usize> {
 
 /// Matches a table row to its input row on the key and, if versioned, the
 /// version (and the tenant, see [`tenant_match`]), inside the unit of
-/// work's transaction only.
-fn match_condition(meta: &EntityMeta) -> String {
+/// work's transaction only, unless the statement is the whole unit of work.
+fn match_condition(meta: &EntityMeta, guard: Guard) -> String {
     meta.key_columns()
         .chain(meta.version_column())
         .chain(tenant_match(meta))
         .map(|i| format!("t.{0} = v.{0}", quote_ident(meta.columns[i].name)))
-        .chain([IN_UNIT_OF_WORK.to_owned()])
+        .chain(guard.condition().map(str::to_owned))
         .collect::<Vec<_>>()
         .join(" AND ")
 }

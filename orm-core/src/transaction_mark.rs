@@ -36,3 +36,25 @@ pub(crate) const BEGIN_READ_COMMITTED: &str = marked!("BEGIN ISOLATION LEVEL REA
 pub(crate) const BEGIN_REPEATABLE_READ: &str = marked!("BEGIN ISOLATION LEVEL REPEATABLE READ");
 /// [`BEGIN`] at `SERIALIZABLE`.
 pub(crate) const BEGIN_SERIALIZABLE: &str = marked!("BEGIN ISOLATION LEVEL SERIALIZABLE");
+
+/// Whether a write the flush builds tests the mark.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Guard {
+    /// Pipelined behind the unit of work's `BEGIN`: writes only inside the
+    /// transaction it opens.
+    InUnitOfWork,
+    /// The whole unit of work, sent without `BEGIN` or `COMMIT`: the
+    /// statement is its own transaction, with no `BEGIN` before it that
+    /// could fail, so it needs no guard (and would write nothing with one).
+    Alone,
+}
+
+impl Guard {
+    /// The condition the write adds to its `WHERE`, if any.
+    pub(crate) fn condition(self) -> Option<&'static str> {
+        match self {
+            Guard::InUnitOfWork => Some(IN_UNIT_OF_WORK),
+            Guard::Alone => None,
+        }
+    }
+}

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::session::Session;
 use crate::sql;
 use crate::tracked::Tracked;
+use crate::transaction_mark::Guard;
 use crate::types::{param_refs, ColumnType};
 
 /// Rows to insert with an `ON CONFLICT` rule, made by [`Session::upsert`]
@@ -143,7 +144,7 @@ impl<E: Entity> Upsert<'_, E> {
         // tracks: with none of this type, the count is all there is to know.
         let refresh = self.session.registries.get_ref::<E>().is_some_and(|registry| !registry.identity.is_empty());
         let conflict = if self.conflict == 0 { meta.key_set() } else { self.conflict };
-        let statement = sql::upsert(meta, columns, conflict, update, refresh);
+        let statement = sql::upsert(meta, columns, conflict, update, refresh, Guard::InUnitOfWork);
         let entities: Vec<&E> = self.rows.iter().collect();
         let params: Vec<_> = sql::batch_insert_parameters(columns)
             .into_iter()

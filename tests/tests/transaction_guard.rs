@@ -54,14 +54,17 @@ fn parameters(types: &[Type], kept: i32, statement: usize) -> Vec<Box<dyn ToSql 
 #[tokio::test]
 async fn the_statements_of_a_flush_write_nothing_outside_the_sessions_transaction() {
     let (test_db, db) = setup_one_connection().await;
-    // Every statement shape a flush sends for `customer`, prepared on the
-    // pool's one connection: a single insert, a batch insert, an update, a
-    // delete.
+    // Every statement shape a flush sends for `customer` behind its
+    // `BEGIN`, prepared on the pool's one connection: a single insert, a
+    // batch insert, an update, a delete. (Flushed before the commit: a
+    // commit of one insert alone sends it without `BEGIN`, and unguarded.)
     let mut session = db.session();
     session.add(customer("kept"));
+    session.flush().await.unwrap();
     session.commit().await.unwrap();
     let mut session = db.session();
     session.add_all([customer("gone"), customer("other")]);
+    session.flush().await.unwrap();
     session.commit().await.unwrap();
     let mut session = db.session();
     for tracked in session.query::<Customer>().all().await.unwrap() {
@@ -80,7 +83,8 @@ async fn the_statements_of_a_flush_write_nothing_outside_the_sessions_transactio
     let texts: Vec<String> = client
         .query(
             "SELECT statement FROM pg_prepared_statements
-              WHERE statement LIKE 'INSERT%' OR statement LIKE 'WITH written AS (%'",
+              WHERE (statement LIKE 'INSERT%' OR statement LIKE 'WITH written AS (%')
+                AND statement LIKE '%orm_core.in_unit_of_work%'",
             &[],
         )
         .await

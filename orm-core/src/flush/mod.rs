@@ -206,6 +206,7 @@ async fn run(
             }
         } else {
             let verify = last && sent.iter().chain(&round).any(|s| s.plan.needs_verification());
+            let alone = first && last && end == FlushEnd::Commit && !verify && runs_alone(&mut round, connection);
             let (mut unbound, routes) = order_statements(&mut round);
             let copy_sent = copy_next.take().map(|copy| copy.lead(&mut unbound));
             // Bound before the savepoint is named: nothing is sent if binding fails.
@@ -220,15 +221,26 @@ async fn run(
                 // Before anything is sent: the work stays pending.
                 return Err(Error::ReadOnlySession);
             }
-            let commit = (last && end == FlushEnd::Commit && !verify).then_some(connection.commit_sql());
+            let commit = (last && end == FlushEnd::Commit && !verify && !alone).then_some(connection.commit_sql());
             connection.set_applying(false);
-            let result =
-                connection.run_batch(with_copy_prefix(savepoint, &round).as_deref(), &statements, commit, stats).await;
+            let result = if alone {
+                connection.run_alone(&statements, stats).await
+            } else {
+                connection.run_batch(with_copy_prefix(savepoint, &round).as_deref(), &statements, commit, stats).await
+            };
             // From here until the flush ends, what the transaction holds is
             // not yet on the objects, and the flush yields to the runtime.
             connection.set_applying(true);
-            committed = commit.is_some() && connection.after_sent();
+            // Sent alone, the statement is its commit.
+            committed = (alone || commit.is_some()) && connection.batch_sent();
             if let Err(error) = result.and_then(|outcomes| deliver(&mut round, routes, outcomes, copy_sent, stats)) {
+                if alone && !committed {
+                    // Not sent, so nothing written; but the connection may
+                    // sit in a transaction nobody knew of, which `ended`
+                    // rolls back before the pool hands it out again.
+                    connection.ended(Some(&error));
+                    return Err(error);
+                }
                 return Err(recover(connection, stats, end, committed, error).await);
             }
             if !last {
@@ -252,6 +264,18 @@ async fn run(
         }
     }
     conclude(registries, connection, stats, end, sent, committed).await
+}
+
+/// Whether a commit whose only round trip is `round` sends it as one
+/// statement alone, its own transaction (see
+/// [`SessionConnection::run_alone`]): the server then runs no `BEGIN`, mark
+/// or `COMMIT`, and the statement no guard. If so, the plan's statement is
+/// made the one that runs alone.
+fn runs_alone(round: &mut [Sent], connection: &SessionConnection) -> bool {
+    match round {
+        [part] => connection.may_run_alone() && part.plan.run_alone(),
+        _ => false,
+    }
 }
 
 /// What the plans of one round trip share: each table's links, inserts

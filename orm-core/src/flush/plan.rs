@@ -20,6 +20,7 @@ use crate::session::PendingChanges;
 use crate::sql;
 use crate::statement_mode::ResultColumns;
 use crate::tracked::{AddressSet, EntityState, Tracked};
+use crate::transaction_mark::Guard;
 use crate::types::ArrayChunks;
 use crate::upsert::ConflictRule;
 
@@ -192,6 +193,12 @@ pub(crate) trait TablePlan: Send + Sync {
     /// Whether the results must be checked before the transaction may commit
     /// (updates and deletes can match fewer rows than they should).
     fn needs_verification(&self) -> bool;
+    /// Makes the plan's statement run as the unit of work's only one,
+    /// without `BEGIN` or `COMMIT` around it (see [`Guard::Alone`]), if it
+    /// has a single statement that may: a plain insert or an unchecked
+    /// delete, which write all their rows or fail as a whole. False, and
+    /// nothing changed, otherwise.
+    fn run_alone(&mut self) -> bool;
     /// Whether the plan inserts rows.
     fn inserts_rows(&self) -> bool;
     /// The handle addresses of the entities the plan inserts.
@@ -266,6 +273,8 @@ struct Plan<T: Entity> {
     /// order of `inserts`: set by `apply`, used by `enter_inserted`.
     /// Each is taken as its entity enters.
     inserted_keys: Vec<Option<T::Key>>,
+    /// The columns the plain inserts write.
+    insert_columns: ColumnSet,
     /// Where the plain inserts go by `COPY`, their keys taken first.
     copy: Option<Arc<CopyTarget>>,
     /// The keys the sequence gave the plain inserts that go by `COPY`, in
@@ -362,7 +371,15 @@ fn switch_sends<T: Entity>() -> bool {
 fn switch_upsert<T: Entity>(new: &[Tracked<T>], columns: ColumnSet, flush: Option<u64>) -> Unbound {
     let meta = T::META;
     let statement = Statement {
-        sql: sql::upsert(meta, columns, meta.key_set(), meta.insert_columns() & !meta.key_set(), false).into(),
+        sql: sql::upsert(
+            meta,
+            columns,
+            meta.key_set(),
+            meta.insert_columns() & !meta.key_set(),
+            false,
+            Guard::InUnitOfWork,
+        )
+        .into(),
         params: Vec::new(),
         returns_rows: false,
         check: None,
@@ -571,7 +588,7 @@ fn upsert_statement<T: Entity>(
     flush: Option<u64>,
 ) -> Unbound {
     let statement = Statement {
-        sql: sql::upsert(T::META, columns, rule.target, rule.update, true).into(),
+        sql: sql::upsert(T::META, columns, rule.target, rule.update, true, Guard::InUnitOfWork).into(),
         params: Vec::new(),
         returns_rows: true,
         check: Some(check_returned_rows::<T>),
@@ -622,13 +639,13 @@ fn insert_statement<T: Entity>(inserts: &[Tracked<T>], columns: ColumnSet, flush
             }
             let entity = &state.current;
             (
-                sql::insert_one_of::<T>(columns),
+                sql::insert_one_of::<T>(columns, Guard::InUnitOfWork),
                 sql::indexes(columns).map(|column| entity.column_value(column)).collect(),
                 None,
             )
         }
         _ => (
-            Cow::Owned(sql::insert(meta, columns)),
+            Cow::Owned(sql::insert(meta, columns, Guard::InUnitOfWork)),
             Vec::new(),
             Some(ColumnBinding::boxed(inserts, sql::batch_insert_parameters(columns), flush)),
         ),
@@ -711,8 +728,8 @@ pub(crate) fn plan_table<T: Entity>(
     let (inserts, upserts) = split_upserts(inserts);
     let plain = inserts.len() - upserts.iter().map(|&(_, count)| count).sum::<usize>();
     let copy = scope.copy.filter(|_| scope.deferred == 0 && plain > 0).cloned();
-    statements.inserts =
-        insert_statements(&inserts, plain, &upserts, meta.insert_columns() & !scope.deferred, flush, copy.as_deref())?;
+    let insert_columns = meta.insert_columns() & !scope.deferred;
+    statements.inserts = insert_statements(&inserts, plain, &upserts, insert_columns, flush, copy.as_deref())?;
     // One row, two handles: an upsert meeting a row already tracked, or
     // one that another insert of this flush wrote.
     let check_tracked =
@@ -764,7 +781,7 @@ pub(crate) fn plan_table<T: Entity>(
     if !deletes.is_empty() {
         statements.deletes.push(
             Statement::reporting_unmatched(
-                sql::session_delete(meta),
+                sql::session_delete(meta, Guard::InUnitOfWork),
                 bind_stored(&deletes, &sql::update_parameters(meta, 0))?,
                 deletes.len(),
             )
@@ -787,6 +804,7 @@ pub(crate) fn plan_table<T: Entity>(
         switches,
         inserted_keys: Vec::new(),
         sequence_keys: None,
+        insert_columns,
         copy,
         flush,
         copy_update: copy_updated,
@@ -1085,6 +1103,35 @@ impl<T: Entity> TablePlan for Plan<T> {
                 + statements.updates.len()
                 + statements.deletes.len(),
         }
+    }
+
+    fn run_alone(&mut self) -> bool {
+        if self.needs_verification() {
+            return false;
+        }
+        let TableStatements { copies, inserts, updates, deletes } = &mut self.statements;
+        let (statement, sql) = match (&mut copies[..], &mut inserts[..], &mut updates[..], &mut deletes[..]) {
+            ([], [insert], [], []) if self.copy.is_none() => {
+                let sql = match (self.plain, &self.upserts[..]) {
+                    (1, []) => sql::insert_one_of::<T>(self.insert_columns, Guard::Alone),
+                    (_, []) => Cow::Owned(sql::insert(T::META, self.insert_columns, Guard::Alone)),
+                    (0, [(rule, _)]) => Cow::Owned(sql::upsert(
+                        T::META,
+                        self.insert_columns,
+                        rule.target,
+                        rule.update,
+                        true,
+                        Guard::Alone,
+                    )),
+                    _ => return false,
+                };
+                (insert, sql)
+            }
+            ([], [], [], [delete]) => (delete, Cow::Owned(sql::session_delete(T::META, Guard::Alone))),
+            _ => return false,
+        };
+        statement.statement.sql = sql;
+        true
     }
 
     fn inserts_rows(&self) -> bool {

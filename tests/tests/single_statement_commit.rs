@@ -1,0 +1,223 @@
+//! A commit whose whole unit of work is one statement that writes all its
+//! rows or none (an insert, an unversioned delete) sends that
+//! statement alone, as its own transaction: no `BEGIN`, no `COMMIT`, no
+//! transaction guard for the server to run. Everything else still gets
+//! its transaction, and a failure is still all or nothing.
+
+mod support;
+
+use orm_core::{Entity, ErrorKind, IsolationLevel, OnConflict};
+use orm_tests::{within, TestDb};
+use support::{checkout_state, count_rows, customer, seeded, setup, setup_with, Account, Customer, LogBuffer};
+
+/// What went to the server: the `db.query.text` of each closed statement
+/// span of the log, in order.
+fn statements_sent(log: &LogBuffer) -> Vec<String> {
+    log.text()
+        .lines()
+        .filter(|line| line.contains("close"))
+        .filter_map(|line| line.rsplit_once("orm.statement{").map(|(_, own)| own))
+        .filter_map(|fields| fields.split_once("db.query.text=\"").map(|(_, text)| unquote(text)))
+        .collect()
+}
+
+/// The quoted field value `text` starts with, up to its closing quote,
+/// its escapes undone.
+fn unquote(text: &str) -> String {
+    let mut value = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => value.extend(chars.next()),
+            '"' => break,
+            c => value.push(c),
+        }
+    }
+    value
+}
+
+/// The unversioned child of the tests below, for a delete that needs no check.
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "note")]
+struct Note {
+    #[orm(primary_key, generated)]
+    id: i64,
+    text: String,
+}
+
+async fn create_notes(test_db: &TestDb) {
+    let client = test_db.client().await;
+    client.batch_execute("CREATE TABLE note (id bigserial PRIMARY KEY, text text NOT NULL)").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_commit_of_one_insert_or_one_delete_sends_that_statement_alone() {
+    let (test_db, db) = setup().await;
+    create_notes(&test_db).await;
+    let log = LogBuffer::default();
+    let _guard = log.install_spans();
+
+    // One row, then a batch: one statement each, and nothing around it.
+    // (The first of each shape also costs the round trip that prepares it.)
+    for name in ["ann", "ben"] {
+        let mut session = db.session();
+        let added = session.add(customer(name));
+        let stats = session.commit().await.unwrap();
+        assert_eq!(stats.statements, 1);
+        assert!(added.read().id > 0, "the key came back");
+    }
+    let mut session = db.session();
+    let notes = session.add_all([Note { id: 0, text: "a".into() }, Note { id: 0, text: "b".into() }]);
+    let stats = session.commit().await.unwrap();
+    assert_eq!(stats.statements, 1);
+    assert!(notes[0].read().id < notes[1].read().id, "keys in input order");
+
+    // An insert with an on-conflict rule: one clashing row left as it is.
+    let mut session = db.session();
+    let clash = session.add_on_conflict(customer("ann"), OnConflict::columns(Customer::NAME).do_nothing());
+    let stats = session.commit().await.unwrap();
+    assert_eq!(stats.statements, 1);
+    assert_eq!(clash.read().id, 0, "no row written, so no key");
+
+    // A read first (alone too, as reads before a write are), then one delete.
+    let mut session = db.session();
+    let first = session.get_one::<Note>(notes[0].read().id).await.unwrap();
+    session.delete(&first).unwrap();
+    let stats = session.commit().await.unwrap();
+    assert_eq!(stats.statements, 2);
+
+    let sent = statements_sent(&log);
+    assert_eq!(sent.len(), 6, "{sent:#?}");
+    assert!(sent[0].starts_with(r#"INSERT INTO "customer""#), "{sent:#?}");
+    assert_eq!(sent[0], sent[1], "one shape");
+    assert!(sent[2].starts_with(r#"INSERT INTO "note""#), "{sent:#?}");
+    assert!(sent[3].contains("ON CONFLICT"), "{sent:#?}");
+    assert!(sent[4].starts_with("SELECT"), "{sent:#?}");
+    assert!(sent[5].contains(r#"DELETE FROM "note""#), "{sent:#?}");
+    for text in &sent {
+        assert!(!text.contains("orm_core.in_unit_of_work"), "no guard on a statement alone: {text}");
+    }
+    assert_eq!(count_rows(&test_db, "customer").await, 2);
+    let left: Vec<String> = test_db
+        .client()
+        .await
+        .query("SELECT text FROM note", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(left, ["b"]);
+    let (clean, _) = checkout_state(&db).await;
+    assert!(clean, "the connection went back outside any transaction");
+}
+
+#[tokio::test]
+async fn work_that_needs_a_transaction_still_gets_one() {
+    let (test_db, db) = seeded(&["ann"]).await;
+    create_notes(&test_db).await;
+    let log = LogBuffer::default();
+    let _guard = log.install_spans();
+    let transactions = |log: &LogBuffer| {
+        let sent = statements_sent(log);
+        (
+            sent.iter().filter(|text| text.starts_with("BEGIN")).count(),
+            sent.iter().filter(|text| text.starts_with("COMMIT")).count(),
+        )
+    };
+    let mut expected = (0, 0);
+    let mut one_more = |log: &LogBuffer, case: &str| {
+        expected = (expected.0 + 1, expected.1 + 1);
+        assert_eq!(transactions(log), expected, "{case}: {:#?}", statements_sent(log));
+    };
+
+    // Two statements (two tables): one transaction around both.
+    let mut session = db.session();
+    session.add(customer("ben"));
+    session.add(Note { id: 0, text: "a".into() });
+    session.commit().await.unwrap();
+    one_more(&log, "two tables");
+
+    // An update is checked for a row gone meanwhile before it commits.
+    let mut session = db.session();
+    let ann = session.query::<Customer>().filter(Customer::NAME.eq("ann")).all().await.unwrap().remove(0);
+    ann.write().description = Some("seen".into());
+    session.commit().await.unwrap();
+    one_more(&log, "an update");
+
+    // A versioned delete is checked too.
+    let mut session = db.session();
+    let account = session.add(Account { id: 0, owner: "ann".into(), balance: 1, version: 0 });
+    session.commit().await.unwrap();
+    let mut session = db.session();
+    let account = session.get_one::<Account>(account.read().id).await.unwrap();
+    session.delete(&account).unwrap();
+    session.commit().await.unwrap();
+    // The insert of the account went alone.
+    one_more(&log, "a versioned delete");
+
+    // Work flushed earlier is inside the open transaction already.
+    let mut session = db.session();
+    session.add(customer("cat"));
+    session.flush().await.unwrap();
+    session.add(customer("dan"));
+    session.commit().await.unwrap();
+    one_more(&log, "after a flush");
+
+    // An isolation level the session asked for.
+    let mut session = db.session_with_isolation(IsolationLevel::RepeatableRead);
+    session.add(customer("eve"));
+    session.commit().await.unwrap();
+    one_more(&log, "an isolation level");
+
+    // A commit token is read beside the COMMIT.
+    let mut session = db.session();
+    session.add(customer("fay"));
+    let (_, token) = session.commit_with_token().await.unwrap();
+    assert!(token.is_some(), "the token of the transaction");
+    one_more(&log, "a commit token");
+
+    assert_eq!(count_rows(&test_db, "customer").await, 6);
+}
+
+#[tokio::test]
+async fn a_statement_alone_that_fails_commits_nothing_and_leaves_the_connection_clean() {
+    // One connection: the one each check below is handed is the one used.
+    let (test_db, db) = setup_with(|config| config.max_connections = 1).await;
+    let mut session = db.session();
+    session.add(customer("ann"));
+    session.commit().await.unwrap();
+    let mut session = db.session();
+    let clash = session.add_all([customer("ben"), customer("ann")]);
+    let error = within(session.commit()).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::UniqueViolation, "{error}");
+    assert_eq!(clash[0].read().id, 0, "no key on an object whose row was not committed");
+    assert_eq!(count_rows(&test_db, "customer").await, 1, "neither row of the batch");
+    let (clean, _) = checkout_state(&db).await;
+    assert!(clean, "the connection went back outside any transaction");
+
+    // A connection left inside an aborted transaction by hand-written SQL:
+    // the statement alone fails there, whether it is prepared on the
+    // connection already (a customer) or not yet (an account), and the
+    // connection is rolled back before the pool hands it out again.
+    for prepared in [true, false] {
+        let client = db.checkout().await.unwrap();
+        client.batch_execute("BEGIN").await.unwrap();
+        client.batch_execute("SELECT 1 / 0").await.unwrap_err();
+        drop(client);
+        let mut session = db.session();
+        if prepared {
+            session.add(customer("cat"));
+        } else {
+            session.add(Account { id: 0, owner: "cat".into(), balance: 1, version: 0 });
+        }
+        session.commit().await.unwrap_err();
+        let (clean, _) = checkout_state(&db).await;
+        assert!(clean, "the connection went back inside the aborted transaction (prepared: {prepared})");
+    }
+    let mut session = db.session();
+    session.add(customer("cat"));
+    session.commit().await.unwrap();
+    assert_eq!(count_rows(&test_db, "customer").await, 2);
+    assert_eq!(count_rows(&test_db, "account").await, 0);
+}
