@@ -423,9 +423,9 @@ async fn article_and_favorite(
 
 /// `POST /api/articles/{slug}/favorite`: idempotent, also when requests
 /// race. Two round trips: the article with all it shows beside the
-/// viewer's favorite of it, read before the write, then the insert with
-/// `BEGIN` and `COMMIT`, which the commit sends together. The view counts
-/// the new favorite unless that read found it there already.
+/// viewer's favorite of it, read before the write, then the insert, which
+/// the commit sends alone, its own transaction. The view counts the new
+/// favorite unless that read found it there already.
 async fn favorite(auth: AuthUser, mut db: DbSession, Path(slug): Path<String>) -> ApiResult<JsonView<ArticleResponse>> {
     let (article, existing) = article_and_favorite(&mut db, &slug, auth.id).await?;
     let article_id = article.0.id;

@@ -98,9 +98,9 @@ impl Validate for CreateRequest {
 
 /// `POST /api/articles/{slug}/comments`: 201 with the comment. Two round
 /// trips: the article beside what the comment's view shows of its author
-/// (the viewer), then the insert with its `BEGIN` and `COMMIT`; the view,
-/// which shows the comment's generated id, is written after the commit
-/// and needs no load of its own.
+/// (the viewer), then the insert, which the commit sends alone, its own
+/// transaction; the view, which shows the comment's generated id, is
+/// written after the commit and needs no load of its own.
 async fn create(
     auth: AuthUser,
     mut db: DbSession,
@@ -123,8 +123,8 @@ async fn create(
         created_at: time,
         updated_at: time,
     });
-    // Inserted by the commit, with its BEGIN and COMMIT in one round trip;
-    // the answer, which shows the comment's id, is written after it.
+    // Inserted by the commit, one statement alone, needing no BEGIN or
+    // COMMIT; the answer, which shows the comment's id, is written after it.
     let view = CommentView { comment, author };
     Ok(JsonView(CommentResponse { comment: view }).after_commit(StatusCode::CREATED))
 }
