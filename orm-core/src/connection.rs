@@ -176,6 +176,11 @@ pub(crate) struct SessionConnection {
 /// replica that lacks the commit.
 const COMMIT_WITH_TOKEN: &str = "COMMIT; SELECT pg_current_wal_insert_lsn()";
 
+/// The log position after a statement that ran alone (see
+/// [`SessionConnection::run_alone`]), read as [`COMMIT_WITH_TOKEN`] reads
+/// it: the statement committed before this one ran.
+const LOG_POSITION: &str = "SELECT pg_current_wal_insert_lsn()";
+
 /// Whether a statement may change data, which decides whether it needs the
 /// session's transaction.
 ///
@@ -317,11 +322,11 @@ impl SessionConnection {
     /// Whether a commit whose flush is one statement may send it alone, as
     /// its own transaction (see [`run_alone`](Self::run_alone)): no
     /// transaction is open (nothing the session sent is waiting for a
-    /// `COMMIT`), the session asked for no isolation level (an autocommitted
-    /// statement runs at the server's default, as a plain `BEGIN` does), and
-    /// no commit token was asked for (it is read beside a `COMMIT`).
+    /// `COMMIT`), and the session asked for no isolation level (an
+    /// autocommitted statement runs at the server's default, as a plain
+    /// `BEGIN` does).
     pub(crate) fn may_run_alone(&self) -> bool {
-        !self.in_transaction && self.isolation.is_none() && !self.want_commit_token && self.read.is_none()
+        !self.in_transaction && self.isolation.is_none() && self.read.is_none()
     }
 
     /// Whether only a rollback remains: a statement failed, or one was
@@ -473,7 +478,8 @@ impl SessionConnection {
     /// `BEGIN`, mark or `COMMIT` for the server to run, which is all a
     /// statement that writes all its rows or fails as a whole needs. Its
     /// text carries no guard ([`Guard::Alone`](crate::transaction_mark::Guard::Alone)).
-    /// Once [`batch_sent`](Self::batch_sent), it may have committed.
+    /// Once [`batch_sent`](Self::batch_sent), it may have committed. A
+    /// commit token asked for is read after it, in the same round trip.
     pub(crate) async fn run_alone(
         &mut self,
         statement: &[Statement],
@@ -483,7 +489,8 @@ impl SessionConnection {
             !self.in_transaction && statement.len() == 1 && statement[0].copy.is_none(),
             "only one statement, and no transaction, may run alone"
         );
-        self.send_batch(false, None, statement, None, stats).await
+        let position = self.want_commit_token.then_some(LOG_POSITION);
+        self.send_batch(false, None, statement, position, stats).await
     }
 
     /// Runs independent loads (statements that return rows) in one round

@@ -786,7 +786,9 @@ impl Session {
     /// commit (the session only read without one, or wrote nothing).
     ///
     /// The position is read by a `SELECT` that travels in the same message
-    /// as the `COMMIT`, so it costs no extra round trip.
+    /// as the `COMMIT` (or right behind a unit of work's only statement,
+    /// which [`commit`](Self::commit) sends alone), so it costs no extra
+    /// round trip.
     ///
     /// ```
     /// # use orm_core::{Database, Entity, ServedBy, Tracked};
@@ -800,7 +802,7 @@ impl Session {
     /// let mut session = db.session();
     /// session.add(Customer { id: 0, name: "Dave".into() });
     /// let (stats, token) = session.commit_with_token().await?;
-    /// assert_eq!(stats.statements, 1); // the INSERT; COMMIT and the position went with it
+    /// assert_eq!(stats.statements, 1); // the INSERT, alone; the position went with it
     /// let token = token.expect("a transaction was committed");
     ///
     /// let header = token.to_string(); // for a cookie or a header

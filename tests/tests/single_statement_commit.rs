@@ -6,9 +6,9 @@
 
 mod support;
 
-use orm_core::{Entity, ErrorKind, IsolationLevel, OnConflict};
+use orm_core::{CommitToken, Entity, ErrorKind, IsolationLevel, OnConflict};
 use orm_tests::{within, TestDb};
-use support::{checkout_state, count_rows, customer, seeded, setup, setup_with, Account, Customer, LogBuffer};
+use support::{checkout_state, count_rows, customer, seeded, setup_with, Account, Customer, LogBuffer};
 
 /// What went to the server: the `db.query.text` of each closed statement
 /// span of the log, in order.
@@ -52,7 +52,8 @@ async fn create_notes(test_db: &TestDb) {
 
 #[tokio::test]
 async fn a_commit_of_one_insert_or_one_delete_sends_that_statement_alone() {
-    let (test_db, db) = setup().await;
+    // One connection, so that a statement prepared once stays prepared.
+    let (test_db, db) = setup_with(|config| config.max_connections = 1).await;
     create_notes(&test_db).await;
     let log = LogBuffer::default();
     let _guard = log.install_spans();
@@ -86,8 +87,23 @@ async fn a_commit_of_one_insert_or_one_delete_sends_that_statement_alone() {
     let stats = session.commit().await.unwrap();
     assert_eq!(stats.statements, 2);
 
+    // A commit token is read after the statement, in its round trip: a
+    // position at or after the statement's commit.
+    let client = test_db.client().await;
+    let position = "SELECT pg_current_wal_insert_lsn()::text";
+    let before: CommitToken = client.query_one(position, &[]).await.unwrap().get::<_, String>(0).parse().unwrap();
+    let mut session = db.session();
+    session.add(customer("cat"));
+    let (stats, token) = session.commit_with_token().await.unwrap();
+    assert_eq!((stats.statements, stats.round_trips), (1, 1));
+    let after: CommitToken = client.query_one(position, &[]).await.unwrap().get::<_, String>(0).parse().unwrap();
+    let token = token.expect("the position of the commit");
+    assert!(before < token && token <= after, "{before} < {token} <= {after}");
+
     let sent = statements_sent(&log);
-    assert_eq!(sent.len(), 6, "{sent:#?}");
+    assert_eq!(sent.len(), 8, "{sent:#?}");
+    assert_eq!(sent[6], sent[0], "the same insert, alone");
+    assert_eq!(sent[7], "SELECT pg_current_wal_insert_lsn()", "{sent:#?}");
     assert!(sent[0].starts_with(r#"INSERT INTO "customer""#), "{sent:#?}");
     assert_eq!(sent[0], sent[1], "one shape");
     assert!(sent[2].starts_with(r#"INSERT INTO "note""#), "{sent:#?}");
@@ -97,7 +113,7 @@ async fn a_commit_of_one_insert_or_one_delete_sends_that_statement_alone() {
     for text in &sent {
         assert!(!text.contains("orm_core.in_unit_of_work"), "no guard on a statement alone: {text}");
     }
-    assert_eq!(count_rows(&test_db, "customer").await, 2);
+    assert_eq!(count_rows(&test_db, "customer").await, 3);
     let left: Vec<String> = test_db
         .client()
         .await
@@ -170,14 +186,7 @@ async fn work_that_needs_a_transaction_still_gets_one() {
     session.commit().await.unwrap();
     one_more(&log, "an isolation level");
 
-    // A commit token is read beside the COMMIT.
-    let mut session = db.session();
-    session.add(customer("fay"));
-    let (_, token) = session.commit_with_token().await.unwrap();
-    assert!(token.is_some(), "the token of the transaction");
-    one_more(&log, "a commit token");
-
-    assert_eq!(count_rows(&test_db, "customer").await, 6);
+    assert_eq!(count_rows(&test_db, "customer").await, 5);
 }
 
 #[tokio::test]
