@@ -142,6 +142,9 @@ pub(crate) struct SessionConnection {
     fresh_transaction: bool,
     /// Whether the last batch sent all its statements (see `batch_sent`).
     batch_sent: bool,
+    /// What [`AFTER_ALONE`] found: the statement that ran alone wrote
+    /// inside a transaction block it did not know of.
+    wrote_inside_transaction: bool,
     /// A flush is applying its results to the session's objects across
     /// yields to the runtime (see `set_applying`).
     applying: bool,
@@ -176,10 +179,25 @@ pub(crate) struct SessionConnection {
 /// replica that lacks the commit.
 const COMMIT_WITH_TOKEN: &str = "COMMIT; SELECT pg_current_wal_insert_lsn()";
 
-/// The log position after a statement that ran alone (see
-/// [`SessionConnection::run_alone`]), read as [`COMMIT_WITH_TOKEN`] reads
-/// it: the statement committed before this one ran.
-const LOG_POSITION: &str = "SELECT pg_current_wal_insert_lsn()";
+/// Read right behind a statement that ran alone (see
+/// [`SessionConnection::run_alone`]), in its round trip: the log position,
+/// as [`COMMIT_WITH_TOKEN`] reads it (the statement committed before this
+/// ran), and whether a transaction id is still assigned. One is if the
+/// connection was inside a transaction block after all (one a
+/// hand-written client gave back open): the statement's write would then
+/// wait in that transaction, uncommitted, where a statement that
+/// committed on its own leaves none behind.
+const AFTER_ALONE: &str = "SELECT pg_current_wal_insert_lsn(), pg_current_xact_id_if_assigned() IS NOT NULL";
+
+/// The error of `after`, the statement that followed a batch's own: after
+/// [`AFTER_ALONE`], the statement alone before it has committed.
+fn after_failed(after: Option<&str>, error: Error) -> Error {
+    if after == Some(AFTER_ALONE) {
+        Error::AfterCommit(Box::new(error))
+    } else {
+        error
+    }
+}
 
 /// Whether a statement may change data, which decides whether it needs the
 /// session's transaction.
@@ -230,6 +248,7 @@ impl SessionConnection {
             flush_savepoint_open: false,
             isolation,
             batch_sent: false,
+            wrote_inside_transaction: false,
             applying: false,
             flush_unended: false,
             statements,
@@ -291,13 +310,18 @@ impl SessionConnection {
         }
     }
 
-    /// Records the commit token in the answer to a `COMMIT`.
+    /// Records the commit token in the answer to a `COMMIT` (or to
+    /// [`AFTER_ALONE`], which also says whether the statement before it
+    /// wrote inside a transaction block).
     fn commit_answered(&mut self, answer: &[SimpleQueryMessage]) {
-        let position = answer.iter().find_map(|message| match message {
-            SimpleQueryMessage::Row(row) => row.get(0),
+        let row = answer.iter().find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some(row),
             _ => None,
         });
-        match position.map(|lsn| CommitToken::parse_lsn(lsn, "log position")) {
+        // `get` panics on a column the row lacks: `COMMIT_WITH_TOKEN` has one.
+        let column = |n| row.and_then(|row| row.try_get(n).ok().flatten());
+        self.wrote_inside_transaction = column(1) == Some("t");
+        match column(0).map(|lsn| CommitToken::parse_lsn(lsn, "log position")) {
             Some(Ok(token)) => self.commit_token = Some(token),
             Some(Err(error)) => tracing::warn!(%error, "the commit's log position could not be read"),
             None => {}
@@ -478,8 +502,13 @@ impl SessionConnection {
     /// `BEGIN`, mark or `COMMIT` for the server to run, which is all a
     /// statement that writes all its rows or fails as a whole needs. Its
     /// text carries no guard ([`Guard::Alone`](crate::transaction_mark::Guard::Alone)).
-    /// Once [`batch_sent`](Self::batch_sent), it may have committed. A
-    /// commit token asked for is read after it, in the same round trip.
+    /// Once [`batch_sent`](Self::batch_sent), it may have committed. The
+    /// commit token is read after it, in the same round trip, with a check
+    /// that it did commit: a connection given back to the pool inside a
+    /// transaction block (by hand-written SQL on a connection from
+    /// [`Database::pool`](crate::Database::pool)) would have held the
+    /// write uncommitted. That is an error, and the transaction is rolled
+    /// back, write and all, before the connection is used again.
     pub(crate) async fn run_alone(
         &mut self,
         statement: &[Statement],
@@ -489,8 +518,17 @@ impl SessionConnection {
             !self.in_transaction && statement.len() == 1 && statement[0].copy.is_none(),
             "only one statement, and no transaction, may run alone"
         );
-        let position = self.want_commit_token.then_some(LOG_POSITION);
-        self.send_batch(false, None, statement, position, stats).await
+        let outcomes = self.send_batch(false, None, statement, Some(AFTER_ALONE), stats).await;
+        if std::mem::take(&mut self.wrote_inside_transaction) {
+            self.commit_token = None;
+            return Err(Error::Pool(
+                "the connection was inside a transaction someone gave it back with (hand-written SQL through \
+                 `Database::pool` or `Database::checkout`?): the unit of work's statement wrote inside it \
+                 uncommitted, and is rolled back with it"
+                    .to_owned(),
+            ));
+        }
+        outcomes
     }
 
     /// Runs independent loads (statements that return rows) in one round
@@ -604,8 +642,9 @@ impl SessionConnection {
         let params: SmallVec<[PerParam<&(dyn ToSql + Sync)>; 2]> =
             statements.iter().zip(&encoded).map(|(statement, ready)| ready_params(statement, ready)).collect();
         let copy_lost = AtomicBool::new(false);
-        // Only a commit token is read from the answer to `after`.
-        let answered = after.map(|sql| (sql, self.want_commit_token));
+        // Only a commit token (and `AFTER_ALONE`'s check) is read from the
+        // answer to `after`.
+        let answered = after.map(|sql| (sql, self.want_commit_token || sql == AFTER_ALONE));
         let (prefix_result, outcomes, after_result, batch_sent) =
             send_pipelined(client, pipeline, prefix, statements, &prepared, &params, answered, &copy_lost)
                 .instrument(tracing::debug_span!("orm.round_trip", statements = statements.len(), before, after))
@@ -629,7 +668,7 @@ impl SessionConnection {
                     Ok(outcome)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            after_result.map(|_| results).map_err(Error::from)
+            after_result.map(|_| results).map_err(|error| after_failed(after, error.into()))
         });
         collected.inspect_err(|error| {
             self.statement_failed(error);

@@ -36,6 +36,9 @@ fn unquote(text: &str) -> String {
     value
 }
 
+/// What the ORM reads right behind a statement alone.
+const AFTER_ALONE: &str = "SELECT pg_current_wal_insert_lsn(), pg_current_xact_id_if_assigned() IS NOT NULL";
+
 /// The unversioned child of the tests below, for a delete that needs no check.
 #[derive(Entity, Clone, Debug, PartialEq)]
 #[orm(table = "note")]
@@ -100,16 +103,22 @@ async fn a_commit_of_one_insert_or_one_delete_sends_that_statement_alone() {
     let token = token.expect("the position of the commit");
     assert!(before < token && token <= after, "{before} < {token} <= {after}");
 
+    // Each write is followed, in its round trip, by the log position and
+    // the check that it committed (see the last test).
     let sent = statements_sent(&log);
-    assert_eq!(sent.len(), 8, "{sent:#?}");
-    assert_eq!(sent[6], sent[0], "the same insert, alone");
-    assert_eq!(sent[7], "SELECT pg_current_wal_insert_lsn()", "{sent:#?}");
-    assert!(sent[0].starts_with(r#"INSERT INTO "customer""#), "{sent:#?}");
-    assert_eq!(sent[0], sent[1], "one shape");
-    assert!(sent[2].starts_with(r#"INSERT INTO "note""#), "{sent:#?}");
-    assert!(sent[3].contains("ON CONFLICT"), "{sent:#?}");
-    assert!(sent[4].starts_with("SELECT"), "{sent:#?}");
-    assert!(sent[5].contains(r#"DELETE FROM "note""#), "{sent:#?}");
+    let (writes, checks): (Vec<_>, Vec<_>) = sent.iter().partition(|text| *text != AFTER_ALONE);
+    assert_eq!(writes.len(), 7, "{sent:#?}");
+    assert_eq!(checks.len(), 6, "one after each write: {sent:#?}");
+    assert!(writes[0].starts_with(r#"INSERT INTO "customer""#), "{sent:#?}");
+    assert_eq!(writes[0], writes[1], "one shape");
+    assert!(writes[2].starts_with(r#"INSERT INTO "note""#), "{sent:#?}");
+    assert!(writes[3].contains("ON CONFLICT"), "{sent:#?}");
+    assert!(writes[4].starts_with("SELECT"), "{sent:#?}");
+    assert!(writes[5].contains(r#"DELETE FROM "note""#), "{sent:#?}");
+    assert_eq!(writes[6], writes[0], "the same insert, alone");
+    for (n, _) in sent.iter().enumerate().filter(|(_, text)| *text == AFTER_ALONE) {
+        assert!(n > 0 && sent[n - 1] != AFTER_ALONE && !sent[n - 1].starts_with("SELECT"), "{sent:#?}");
+    }
     for text in &sent {
         assert!(!text.contains("orm_core.in_unit_of_work"), "no guard on a statement alone: {text}");
     }
@@ -147,11 +156,13 @@ async fn work_that_needs_a_transaction_still_gets_one() {
         assert_eq!(transactions(log), expected, "{case}: {:#?}", statements_sent(log));
     };
 
-    // Two statements (two tables): one transaction around both.
+    // Two statements (two tables): one transaction around both, whose
+    // `COMMIT` the log position follows when a token is asked for.
     let mut session = db.session();
     session.add(customer("ben"));
     session.add(Note { id: 0, text: "a".into() });
-    session.commit().await.unwrap();
+    let (_, token) = session.commit_with_token().await.unwrap();
+    assert!(token.is_some(), "the position of the commit");
     one_more(&log, "two tables");
 
     // An update is checked for a row gone meanwhile before it commits.
@@ -229,4 +240,24 @@ async fn a_statement_alone_that_fails_commits_nothing_and_leaves_the_connection_
     session.commit().await.unwrap();
     assert_eq!(count_rows(&test_db, "customer").await, 2);
     assert_eq!(count_rows(&test_db, "account").await, 0);
+
+    // One left inside an open transaction: the write would wait there,
+    // uncommitted, while the commit said it was done. The check behind the
+    // statement finds it: an error, and the transaction rolled back with
+    // the write, before the connection is used again.
+    let client = db.checkout().await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    drop(client);
+    let mut session = db.session();
+    session.add(customer("dan"));
+    let error = session.commit().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Pool, "{error}");
+    assert!(error.to_string().contains("inside a transaction"), "{error}");
+    let (clean, _) = checkout_state(&db).await;
+    assert!(clean, "the connection went back inside the open transaction");
+    assert_eq!(count_rows(&test_db, "customer").await, 2, "dan was not committed");
+    let mut session = db.session();
+    session.add(customer("dan"));
+    session.commit().await.unwrap();
+    assert_eq!(count_rows(&test_db, "customer").await, 3);
 }

@@ -195,9 +195,10 @@ pub(crate) trait TablePlan: Send + Sync {
     fn needs_verification(&self) -> bool;
     /// Makes the plan's statement run as the unit of work's only one,
     /// without `BEGIN` or `COMMIT` around it (see [`Guard::Alone`]), if it
-    /// has a single statement that may: a plain insert or an unchecked
-    /// delete, which write all their rows or fail as a whole. False, and
-    /// nothing changed, otherwise.
+    /// has a single statement that may: an insert (plain, or the upsert of
+    /// one on-conflict rule) or a delete that nothing checks, which write
+    /// all their rows or fail as a whole. False, and nothing changed,
+    /// otherwise.
     fn run_alone(&mut self) -> bool;
     /// Whether the plan inserts rows.
     fn inserts_rows(&self) -> bool;
