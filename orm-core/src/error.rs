@@ -352,8 +352,13 @@ pub enum Error {
     /// ([`Database::session_for_tenant`](crate::Database::session_for_tenant))
     /// was asked to insert, change or delete a row of another tenant
     /// (or to move one to another tenant). The flush sent nothing; the
-    /// work is still pending: fix or expunge the entity.
-    #[error("this {entity} belongs to another tenant than the session's; nothing was written")]
+    /// work is still pending: fix or expunge the entity. An entity added
+    /// with an `OnConflict` rule that updates
+    /// ([`Session::add_on_conflict`](crate::Session::add_on_conflict)),
+    /// whose key met a row of another tenant, fails the same way in any
+    /// session: that row is left alone, and the flush's statements are
+    /// rolled back with the rest of its work.
+    #[error("this {entity} belongs to, or clashes with a row of, another tenant; nothing was written")]
     WrongTenant {
         /// The entity type's name.
         entity: &'static str,

@@ -3,13 +3,13 @@
 //! joins, relation loads, eager loading, set-based updates and deletes),
 //! one query lifts them explicitly, the session's delete of a soft-deletable
 //! entity is one batched UPDATE, and a tenant's session never reads or
-//! writes another tenant's rows.
+//! writes another tenant's rows, nor commits an upsert that met one.
 
 use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use orm_core::{Database, DatabaseConfig, Entity, Error, Tracked};
+use orm_core::{Database, DatabaseConfig, Entity, Error, OnConflict, Tracked};
 use orm_tests::TestDb;
 
 #[derive(Entity, Clone, Debug, PartialEq)]
@@ -48,6 +48,17 @@ struct Label {
     text: String,
 }
 
+/// Keyed by name across tenants: an upsert of one tenant can meet
+/// another's row.
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Setting {
+    #[orm(primary_key)]
+    name: String,
+    #[orm(tenant)]
+    tenant_id: i64,
+    value: String,
+}
+
 /// Tenant 1: project 1 (live) and 2 (deleted); tenant 2: project 3.
 /// Tasks: 1 (project 1, live), 2 (project 1, deleted), 3 (project 2,
 /// live), 4 (tenant 2, project 3). Task 1 has label 1.
@@ -64,6 +75,8 @@ const SCHEMA: &str = "
     INSERT INTO task (tenant_id, project_id, title, deleted_at, version) VALUES
         (1, 1, 'live', NULL, 1), (1, 1, 'deleted', now(), 1), (1, 2, 'orphaned', NULL, 1), (2, 3, 'theirs', NULL, 1);
     INSERT INTO label (task_id, text) VALUES (1, 'urgent');
+    CREATE TABLE setting (name text PRIMARY KEY, tenant_id bigint NOT NULL, value text NOT NULL);
+    INSERT INTO setting VALUES ('theme', 1, 'dark');
 ";
 
 async fn setup() -> (TestDb, Database) {
@@ -425,6 +438,48 @@ async fn a_tenant_session_refuses_at_flush_to_write_another_tenants_rows() {
 
         assert_eq!(column(&test_db, PROJECTS).await, projects_before, "nothing written");
         assert_eq!(column(&test_db, TASKS).await, tasks_before, "nothing written");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upsert_that_meets_another_tenants_row_fails_and_commits_nothing() {
+    within(async {
+        let (test_db, db) = setup().await;
+        let settings = "SELECT tenant_id, name || ' ' || value FROM setting ORDER BY name";
+        let before = column(&test_db, settings).await;
+        let setting = |name: &str, value: &str| Setting { name: name.into(), tenant_id: 0, value: value.into() };
+        let overwrite = || OnConflict::key().do_update([Setting::VALUE]);
+
+        // One entity: the unit of work of one statement that a commit
+        // otherwise sends alone, committed as it runs.
+        let mut session = db.session_for_tenant(2_i64);
+        session.add_on_conflict(setting("theme", "light"), overwrite());
+        let error = session.commit().await.unwrap_err();
+        assert!(matches!(error, Error::WrongTenant { entity: "Setting" }), "{error:?}");
+        assert_eq!(column(&test_db, settings).await, before, "tenant 1's row left alone");
+
+        // A batch: the row that is new is not committed without the one
+        // the statement left alone.
+        let mut session = db.session_for_tenant(2_i64);
+        session.add_all_on_conflict([setting("theme", "light"), setting("lang", "fr")], overwrite());
+        let error = session.flush().await.unwrap_err();
+        assert!(matches!(error, Error::WrongTenant { entity: "Setting" }), "{error:?}");
+        assert_eq!(session.pending().unwrap().inserts, 2, "the work still pending");
+        let error = session.commit().await.unwrap_err();
+        assert!(matches!(error, Error::WrongTenant { .. }), "{error:?}");
+        assert_eq!(column(&test_db, settings).await, before, "nothing committed");
+
+        // Its own rows upsert as in any session.
+        let mut session = db.session_for_tenant(2_i64);
+        session.add_all_on_conflict([setting("lang", "fr"), setting("zone", "utc")], overwrite());
+        session.commit().await.unwrap();
+        let mut session = db.session_for_tenant(2_i64);
+        let lang = session.add_on_conflict(setting("lang", "de"), overwrite());
+        session.commit().await.unwrap();
+        assert_eq!(lang.read().value, "de");
+        let after = column(&test_db, settings).await;
+        assert_eq!(after, [(2, Some("lang de".into())), (1, Some("theme dark".into())), (2, Some("zone utc".into()))]);
     })
     .await;
 }

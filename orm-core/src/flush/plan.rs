@@ -926,6 +926,13 @@ impl<T: Entity> Plan<T> {
     /// Fails if an insert wrote fewer rows than it was given: generated
     /// keys come back in input order, so a skipped row would shift them
     /// all. Only an upsert that does nothing on conflict may skip rows.
+    /// Whether an upsert's `DO UPDATE` may leave a clashing row alone: one
+    /// of another tenant (see [`sql::upsert`]). Only the count it returns
+    /// tells, so the flush reads it before it commits.
+    fn upsert_may_skip(&self) -> bool {
+        T::META.tenant_column().is_some() && self.upserts.iter().any(|(rule, _)| rule.update != 0)
+    }
+
     fn check_inserted(&self, outcomes: &TableOutcomes) -> Result<()> {
         let not_inserted = |expected, inserted| Error::RowsNotInserted {
             entity: T::META.name,
@@ -939,6 +946,9 @@ impl<T: Entity> Plan<T> {
         }
         for (&(rule, expected), outcome) in self.upserts.iter().zip(self.upsert_outcomes(outcomes)) {
             let (_, written) = rows_of(Some(outcome));
+            if rule.update != 0 && written < expected && T::META.tenant_column().is_some() {
+                return Err(Error::WrongTenant { entity: T::META.name });
+            }
             if written > expected || (rule.update != 0 && written != expected) {
                 return Err(not_inserted(expected, written));
             }
@@ -1186,6 +1196,7 @@ impl<T: Entity> TablePlan for Plan<T> {
             || self.check_tracked
             || (switch_sends::<T>() && !self.switches.is_empty())
             || (!self.deletes.is_empty() && T::META.version_column().is_some())
+            || self.upsert_may_skip()
     }
 
     fn check_free(&self) -> Result<()> {
