@@ -92,6 +92,7 @@ mod join_with;
 mod key_table;
 mod load_together;
 mod load_tracking;
+mod matching_count;
 mod n_plus_one;
 mod plan_cache;
 mod pool_state;

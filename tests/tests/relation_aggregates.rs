@@ -2,7 +2,8 @@
 //! `count_where`, `collect`, a condition as a value), selected beside a
 //! join's rows by `Join::with` or in a projection, and used in filters and
 //! orders: the values a user reads, one statement for the whole page, and
-//! the global filters (soft deletion, the tenant) applied inside.
+//! the global filters (soft deletion, the tenant) applied inside; and a
+//! condition's matching rows counted beside a page (`Condition::count_rows`).
 
 use chrono::{DateTime, Utc};
 use orm_core::{Condition, Database, DatabaseConfig, Entity, Expr, Tracked};
@@ -188,6 +189,57 @@ async fn hidden_children_count_only_where_the_query_lifts_the_filter() {
         let mut theirs = db.session_for_tenant(2_i64);
         let counts = theirs.query::<Post>().select((Post::TITLE, Reply::POST.count())).all().await.unwrap();
         assert_eq!(counts, [("theirs".to_string(), 0)]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pages_total_comes_with_the_page_and_counts_what_the_page_pages_through() {
+    within(async {
+        let (_test_db, db) = setup().await;
+        let mut session = db.session_for_tenant(1_i64);
+        // Tenant 1's replies not by ann: bob's "b" and his deleted "c";
+        // cy's "e" is tenant 2's.
+        let not_anns = || Reply::USER_ID.ne(1_i64);
+        let page = session
+            .query::<Reply>()
+            .filter(not_anns())
+            .order_by(Reply::ID.asc())
+            .limit(1)
+            .untracked()
+            .join(Reply::POST)
+            .with((Reply::USER_ID.eq(2_i64).into_expr(), not_anns().count_rows()))
+            .all()
+            .await
+            .unwrap();
+        let bodies: Vec<(&str, &str, (bool, i64))> =
+            page.iter().map(|(reply, post, values)| (reply.body.as_str(), post.title.as_str(), *values)).collect();
+        assert_eq!(bodies, [("b", "hello", (true, 1))], "the deleted and the other tenant's count nowhere");
+        assert_eq!(session.stats().statements, 1);
+
+        let totals = |rows: &[(String, i64)]| rows.iter().map(|(_, total)| *total).collect::<Vec<_>>();
+        let with_deleted = session
+            .query::<Reply>()
+            .include_deleted()
+            .filter(not_anns())
+            .select((Reply::BODY, not_anns().count_rows()))
+            .all()
+            .await
+            .unwrap();
+        assert_eq!(totals(&with_deleted), [2, 2], "lifted for the page, lifted for its total");
+
+        // A count of another entity, beside every row of this one, and a
+        // page past the end, which has no row to carry its total.
+        let posts =
+            session.query::<Reply>().select((Reply::BODY, Post::TITLE.ne("").count_rows())).all().await.unwrap();
+        assert_eq!(totals(&posts), [3, 3, 3], "tenant 1's posts: {posts:?}");
+        let past_the_end =
+            session.query::<Reply>().offset(10).select((Reply::BODY, not_anns().count_rows())).all().await.unwrap();
+        assert!(past_the_end.is_empty());
+
+        let mut theirs = db.session_for_tenant(2_i64);
+        let counted = theirs.query::<Post>().select((Post::TITLE, not_anns().count_rows())).all().await.unwrap();
+        assert_eq!(counted, [("theirs".to_string(), 1)], "tenant 2's reply by cy");
     })
     .await;
 }
