@@ -4,12 +4,13 @@
 //! An article's page is one statement: the articles, their authors (a
 //! join) and what the view shows of each ([`Facts`]: favorite counts, the
 //! viewer's favorites and follows, tags), selected as correlated
-//! subqueries of the page ([`with_facts`]). What is here besides: the
+//! subqueries of the page ([`with_facts`]), and a list's total with it
+//! ([`page_with_total`]). What is here besides: the
 //! viewer's follows of a few users (a comment's authors), single rows
 //! looked up by their composite keys rather than whole collections, and
 //! the viewer's own row, which the session middleware checks.
 
-use orm_core::{Condition, Join, JoinWith, Load, Selection, Session, Tracked};
+use orm_core::{Condition, Expr, Join, JoinWith, Load, Selection, Session, Tracked};
 
 use crate::entities::{Article, ArticleTag, Favorite, Follow, User};
 use crate::id_hash::IdSet;
@@ -30,15 +31,15 @@ pub type Facts = (i64, bool, bool, Vec<String>);
 /// them: plain values, untracked (a page only shows them).
 pub type ArticleRow = (Article, User, Facts);
 
-/// `join` (articles with their authors) with each article's [`Facts`] as
-/// seen by `viewer`, in the join's own statement: correlated subqueries
-/// (`Relation::count`, `Relation::any`, `Relation::collect`) instead of a
-/// statement each after the page. Without a viewer, nothing is favorited
-/// or followed.
-pub fn with_facts(
-    join: Join<'_, Article, User, User>,
-    viewer: Option<i64>,
-) -> JoinWith<'_, Article, User, User, impl Selection<Article, Output = Facts> + Send + 'static> {
+/// The expressions that select an article's [`Facts`].
+type FactExprs = (Expr<Article, i64>, Expr<Article, bool>, Expr<Article, bool>, Expr<Article, Vec<String>>);
+
+/// The expressions of an article's [`Facts`] as seen by `viewer`:
+/// correlated subqueries (`Relation::count`, `Relation::any`,
+/// `Relation::collect`) to select in the statement that loads the
+/// articles, instead of a statement each after it. Without a viewer,
+/// nothing is favorited or followed.
+fn facts(viewer: Option<i64>) -> FactExprs {
     let (favorited, following) = match viewer {
         Some(viewer) => (
             Favorite::ARTICLE.any(Favorite::USER_ID.eq(viewer)),
@@ -46,12 +47,44 @@ pub fn with_facts(
         ),
         None => (Condition::any([]), Condition::any([])),
     };
-    join.with((
+    (
         Favorite::ARTICLE.count(),
         favorited.into_expr(),
         following.into_expr(),
         ArticleTag::ARTICLE.collect(ArticleTag::TAG, ArticleTag::TAG.asc()),
-    ))
+    )
+}
+
+/// `join` (articles with their authors) with each article's [`Facts`] as
+/// seen by `viewer`, in the join's own statement.
+pub fn with_facts(
+    join: Join<'_, Article, User, User>,
+    viewer: Option<i64>,
+) -> JoinWith<'_, Article, User, User, impl Selection<Article, Output = Facts> + Send + 'static> {
+    join.with(facts(viewer))
+}
+
+/// A page of articles (`join`, with their authors) with their [`Facts`]
+/// as seen by `viewer`, and how many articles match `matching` (the
+/// page's total, `Condition::count_rows`), all from the page's one
+/// statement. The total comes with the rows: `None` for a page without
+/// any.
+pub fn page_with_total(
+    join: Join<'_, Article, User, User>,
+    viewer: Option<i64>,
+    matching: Condition<Article>,
+) -> Load<(Vec<ArticleRow>, Option<i64>)> {
+    let (count, favorited, following, tags) = facts(viewer);
+    join.with((count, favorited, following, tags, matching.count_rows())).all_later().map(|rows| {
+        let total = rows.first().map(|(_, _, facts)| facts.4);
+        let rows = rows
+            .into_iter()
+            .map(|(article, author, (count, favorited, following, tags, _))| {
+                (article, author, (count, favorited, following, tags))
+            })
+            .collect();
+        (rows, total)
+    })
 }
 
 /// The article with this slug, its author and its [`Facts`] as `viewer`

@@ -124,52 +124,72 @@ impl ListParams {
 }
 
 /// One page of the articles matching `filter` with their authors (a join,
-/// untracked: the page only shows them) and what `viewer` sees of each
-/// ([`loaders::with_facts`]), and how many match: two statements, built by
-/// the ORM's query builder, to send together.
+/// untracked: the page only shows them), what `viewer` sees of each and
+/// how many match ([`loaders::page_with_total`]): one statement, built by
+/// the ORM's query builder, to send with the viewer's row.
 fn newest_page(
     session: &mut Session,
-    filter: impl Fn() -> Option<Condition<Article>>,
-    page: Page,
+    filter: &impl Fn() -> Option<Condition<Article>>,
+    page: &Page,
     viewer: Option<i64>,
-) -> (Load<Vec<ArticleRow>>, Load<i64>) {
+) -> Load<(Vec<ArticleRow>, Option<i64>)> {
     let mut query = session.query::<Article>();
     if let Some(condition) = filter() {
         query = query.filter(condition);
     }
-    let page = query
+    let join = query
         .order_by(Article::CREATED_AT.desc())
         .order_by(Article::ID.desc())
         .limit(page.limit)
         .offset(page.offset)
         .untracked()
         .join(Article::AUTHOR);
-    let articles = loaders::with_facts(page, viewer).all_later();
-    let mut count = session.query::<Article>();
-    if let Some(condition) = filter() {
-        count = count.filter(condition);
-    }
-    (articles, count.count_later())
+    loaders::page_with_total(join, viewer, filter().unwrap_or_else(|| Condition::all([])))
+}
+
+/// The page's rows and total as the list answers them. The total came
+/// with the rows; a page without any has none, so a page past the end
+/// counts apart (a first page without rows has nothing to count).
+async fn answer_page(
+    session: &mut Session,
+    filter: &impl Fn() -> Option<Condition<Article>>,
+    page: &Page,
+    (articles, total): (Vec<ArticleRow>, Option<i64>),
+) -> ApiResult<JsonView<ArticlesResponse>> {
+    let articles_count = match total {
+        Some(total) => total,
+        None if page.offset == 0 => 0,
+        None => {
+            let mut count = session.query::<Article>();
+            if let Some(condition) = filter() {
+                count = count.filter(condition);
+            }
+            count.count().await?
+        }
+    };
+    Ok(JsonView(ArticlesResponse { articles: views::articles(articles, Body::Omitted), articles_count }))
 }
 
 /// `GET /api/articles?tag=&author=&favorited=&limit=&offset=`: newest first;
-/// `articlesCount` is the number of all matching articles. One round trip:
-/// the page with all it shows, its count, and the viewer's row (which the
-/// session middleware checks).
+/// `articlesCount` is the number of all matching articles. One statement,
+/// the page with all it shows and its total, sent with the viewer's row
+/// (which the session middleware checks).
 async fn list(
     viewer: MaybeAuthUser,
     mut db: DbSession,
     Query(params): Query<ListParams>,
 ) -> ApiResult<JsonView<ArticlesResponse>> {
     let page = params.page()?;
-    let (articles, total) = newest_page(&mut db, || params.filter(), page, viewer.id());
-    let (articles, total, _) = db.load_together((articles, total, loaders::viewer(viewer.id()))).await?;
-    Ok(JsonView(ArticlesResponse { articles: views::articles(articles, Body::Omitted), articles_count: total }))
+    let filter = || params.filter();
+    let articles = newest_page(&mut db, &filter, &page, viewer.id());
+    let (articles, _) = db.load_together((articles, loaders::viewer(viewer.id()))).await?;
+    answer_page(&mut db, &filter, &page, articles).await
 }
 
 /// `GET /api/articles/feed`: articles by the users the viewer follows. One
-/// round trip: the page with all it shows (its authors selected through
-/// the follows, in the database), its count and the viewer's row.
+/// statement, the page with all it shows (its authors selected through
+/// the follows, in the database) and its total, sent with the viewer's
+/// row.
 async fn feed(
     auth: AuthUser,
     mut db: DbSession,
@@ -177,9 +197,9 @@ async fn feed(
 ) -> ApiResult<JsonView<ArticlesResponse>> {
     let page = params.page()?;
     let followed_by_viewer = || Some(Article::AUTHOR.has(Follow::FOLLOWEE.any(Follow::FOLLOWER_ID.eq(auth.id))));
-    let (articles, total) = newest_page(&mut db, followed_by_viewer, page, Some(auth.id));
-    let (articles, total, _) = db.load_together((articles, total, loaders::viewer(Some(auth.id)))).await?;
-    Ok(JsonView(ArticlesResponse { articles: views::articles(articles, Body::Omitted), articles_count: total }))
+    let articles = newest_page(&mut db, &followed_by_viewer, &page, Some(auth.id));
+    let (articles, _) = db.load_together((articles, loaders::viewer(Some(auth.id)))).await?;
+    answer_page(&mut db, &followed_by_viewer, &page, articles).await
 }
 
 // ---- one article ----
