@@ -196,6 +196,19 @@ pub struct AuthUser {
     pub id: i64,
     /// The token as sent, returned in user responses.
     pub token: String,
+    /// Where to tell the session middleware that the user exists.
+    token_user: Option<db_session::TokenUser>,
+}
+
+impl AuthUser {
+    /// Tells the session middleware that this user exists, which a
+    /// statement the handler sent anyway found: its own lookup after the
+    /// handler is then not sent.
+    pub fn found_in_database(&self) {
+        if let Some(token_user) = &self.token_user {
+            token_user.found();
+        }
+    }
 }
 
 /// The user of a request where authentication is optional. A token that is
@@ -208,6 +221,13 @@ impl MaybeAuthUser {
     pub fn id(&self) -> Option<i64> {
         self.0.as_ref().map(|user| user.id)
     }
+
+    /// [`AuthUser::found_in_database`], if authenticated.
+    pub fn found_in_database(&self) {
+        if let Some(user) = &self.0 {
+            user.found_in_database();
+        }
+    }
 }
 
 fn authenticate(parts: &Parts, keys: &JwtKeys) -> Result<Option<AuthUser>, ApiError> {
@@ -219,8 +239,8 @@ fn authenticate(parts: &Parts, keys: &JwtKeys) -> Result<Option<AuthUser>, ApiEr
         .map(str::trim)
         .ok_or(ApiError::InvalidToken)?;
     let id = keys.verify(token)?;
-    db_session::note_token_user(parts, id);
-    Ok(Some(AuthUser { id, token: token.to_owned() }))
+    let token_user = db_session::note_token_user(parts, id);
+    Ok(Some(AuthUser { id, token: token.to_owned(), token_user }))
 }
 
 impl<S> FromRequestParts<S> for AuthUser

@@ -10,10 +10,13 @@
 //!   fail writes with a 409 from a foreign key). The check runs after the
 //!   handler, in the request's transaction, as a lookup by primary key,
 //!   free when the handler loaded the user already (the identity map has
-//!   it: `GET` and `PUT /api/user`). It is skipped for a request that sent
+//!   it: `GET` and `PUT /api/user`) or found it in a statement of its own
+//!   (a list page counts the user's row beside the page and says so,
+//!   [`TokenUser::found`]). It is skipped for a request that sent
 //!   no statement, so input refused before the database is still refused
 //!   without a connection (and answered 422, not 401).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::Request;
@@ -41,20 +44,39 @@ pub fn layer(db: Database) -> SessionLayer {
     }
 }
 
+/// What [`check_token_user`] knows of the request's token: the user it
+/// names, and whether the handler found that user in the database.
+#[derive(Debug, Default)]
+struct TokenState {
+    user: OnceLock<i64>,
+    found: AtomicBool,
+}
+
 /// Where the authentication extractors record the user the request's
-/// token names, for [`check_token_user`].
-#[derive(Clone, Default)]
-struct TokenUser(Arc<OnceLock<i64>>);
+/// token names, for [`check_token_user`], and where a handler that found
+/// that user anyway says so ([`found`](Self::found)).
+#[derive(Clone, Debug, Default)]
+pub struct TokenUser(Arc<TokenState>);
+
+impl TokenUser {
+    /// Records that the token's user exists, as a statement the handler
+    /// sent anyway found (a page's, which counts the user's row beside its
+    /// own): the check after the handler then sends no lookup of its own.
+    pub fn found(&self) {
+        self.0.found.store(true, Ordering::Relaxed);
+    }
+}
 
 /// Records that the request's token names user `id`, whose existence
 /// [`check_token_user`] checks after the handler. Called by the
-/// authentication extractors.
-pub fn note_token_user(parts: &Parts, id: i64) {
-    if let Some(TokenUser(user)) = parts.extensions.get::<TokenUser>() {
-        // Set once: a handler taking both AuthUser and MaybeAuthUser reads
-        // one token, so the id is the same.
-        let _ = user.set(id);
-    }
+/// authentication extractors; returns where the handler can say it found
+/// the user (none outside the middleware).
+pub fn note_token_user(parts: &Parts, id: i64) -> Option<TokenUser> {
+    let token_user = parts.extensions.get::<TokenUser>()?;
+    // Set once: a handler taking both AuthUser and MaybeAuthUser reads one
+    // token, so the id is the same.
+    let _ = token_user.0.user.set(id);
+    Some(token_user.clone())
 }
 
 /// The middleware that checks the token's user (see the module
@@ -66,7 +88,10 @@ pub async fn check_token_user(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(token_user.clone());
     let session = RequestSession::from_extensions(request.extensions());
     let response = next.run(request).await;
-    match (token_user.0.get(), session.and_then(|session| session.opened())) {
+    if token_user.0.found.load(Ordering::Relaxed) {
+        return response;
+    }
+    match (token_user.0.user.get(), session.and_then(|session| session.opened())) {
         (Some(&user), Some(mut db)) => user_exists_or_401(&mut db, user, response).await,
         _ => response,
     }

@@ -64,26 +64,44 @@ pub fn with_facts(
     join.with(facts(viewer))
 }
 
+/// A list page as [`page_with_total`] loads it.
+pub struct ListPage {
+    /// The articles, their authors and their [`Facts`].
+    pub rows: Vec<ArticleRow>,
+    /// How many articles match the list's condition; `None` when the page
+    /// has no rows to carry it.
+    pub total: Option<i64>,
+    /// Whether the viewer's row exists: false without a viewer, and when
+    /// the page has no rows to say so.
+    pub viewer_found: bool,
+}
+
 /// A page of articles (`join`, with their authors) with their [`Facts`]
-/// as seen by `viewer`, and how many articles match `matching` (the
-/// page's total, `Condition::count_rows`), all from the page's one
-/// statement. The total comes with the rows: `None` for a page without
-/// any.
+/// as seen by `viewer`, how many articles match `matching` (the page's
+/// total) and whether the viewer's row exists (the session middleware's
+/// check, see `db_session`), all from the page's one statement: the
+/// counts are uncorrelated (`Condition::count_rows`), which PostgreSQL
+/// runs once for the statement. Each comes with every row, so a page
+/// without any has neither.
 pub fn page_with_total(
     join: Join<'_, Article, User, User>,
     viewer: Option<i64>,
     matching: Condition<Article>,
-) -> Load<(Vec<ArticleRow>, Option<i64>)> {
+) -> Load<ListPage> {
     let (count, favorited, following, tags) = facts(viewer);
-    join.with((count, favorited, following, tags, matching.count_rows())).all_later().map(|rows| {
-        let total = rows.first().map(|(_, _, facts)| facts.4);
+    // No viewer: a condition that holds for no row, which the server
+    // answers without reading the table.
+    let viewer_rows = viewer.map_or_else(|| Condition::any([]), |viewer| User::ID.eq(viewer)).count_rows();
+    let selection = (count, favorited, following, tags, matching.count_rows(), viewer_rows);
+    join.with(selection).all_later().map(|rows| {
+        let (total, viewer_found) = rows.first().map_or((None, false), |(_, _, facts)| (Some(facts.4), facts.5 > 0));
         let rows = rows
             .into_iter()
-            .map(|(article, author, (count, favorited, following, tags, _))| {
+            .map(|(article, author, (count, favorited, following, tags, _, _))| {
                 (article, author, (count, favorited, following, tags))
             })
             .collect();
-        (rows, total)
+        ListPage { rows, total, viewer_found }
     })
 }
 

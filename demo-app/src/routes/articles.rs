@@ -13,7 +13,7 @@ use crate::extract::{Path, Query};
 use crate::json::{limit, require, require_patch, Patch, Valid, Validate};
 use crate::json_writer::{write_list, JsonView, WriteJson};
 use crate::loaders;
-use crate::loaders::ArticleRow;
+use crate::loaders::{ArticleRow, ListPage};
 use crate::state::AppState;
 use crate::views::{self, ArticleView, Body, ProfileView};
 use orm_core::axum::DbSession;
@@ -124,15 +124,16 @@ impl ListParams {
 }
 
 /// One page of the articles matching `filter` with their authors (a join,
-/// untracked: the page only shows them), what `viewer` sees of each and
-/// how many match ([`loaders::page_with_total`]): one statement, built by
-/// the ORM's query builder, to send with the viewer's row.
+/// untracked: the page only shows them), what `viewer` sees of each, how
+/// many match and whether the viewer's row exists
+/// ([`loaders::page_with_total`]): one statement, built by the ORM's query
+/// builder.
 fn newest_page(
     session: &mut Session,
     filter: &impl Fn() -> Option<Condition<Article>>,
     page: &Page,
     viewer: Option<i64>,
-) -> Load<(Vec<ArticleRow>, Option<i64>)> {
+) -> Load<ListPage> {
     let mut query = session.query::<Article>();
     if let Some(condition) = filter() {
         query = query.filter(condition);
@@ -147,15 +148,20 @@ fn newest_page(
     loaders::page_with_total(join, viewer, filter().unwrap_or_else(|| Condition::all([])))
 }
 
-/// The page's rows and total as the list answers them. The total came
-/// with the rows; a page without any has none, so a page past the end
-/// counts apart (a first page without rows has nothing to count).
+/// The list's answer from its page. The total came with the rows; a page
+/// without any has none, so a page past the end counts apart (a first
+/// page without rows has nothing to count). A viewer the page found needs
+/// no lookup after the handler; one it could not (no rows) gets it.
 async fn answer_page(
     session: &mut Session,
     filter: &impl Fn() -> Option<Condition<Article>>,
     page: &Page,
-    (articles, total): (Vec<ArticleRow>, Option<i64>),
+    viewer: &MaybeAuthUser,
+    ListPage { rows, total, viewer_found }: ListPage,
 ) -> ApiResult<JsonView<ArticlesResponse>> {
+    if viewer_found {
+        viewer.found_in_database();
+    }
     let articles_count = match total {
         Some(total) => total,
         None if page.offset == 0 => 0,
@@ -167,13 +173,13 @@ async fn answer_page(
             count.count().await?
         }
     };
-    Ok(JsonView(ArticlesResponse { articles: views::articles(articles, Body::Omitted), articles_count }))
+    Ok(JsonView(ArticlesResponse { articles: views::articles(rows, Body::Omitted), articles_count }))
 }
 
 /// `GET /api/articles?tag=&author=&favorited=&limit=&offset=`: newest first;
-/// `articlesCount` is the number of all matching articles. One statement,
-/// the page with all it shows and its total, sent with the viewer's row
-/// (which the session middleware checks).
+/// `articlesCount` is the number of all matching articles. One statement:
+/// the page with all it shows, its total and the viewer's row (which the
+/// session middleware checks).
 async fn list(
     viewer: MaybeAuthUser,
     mut db: DbSession,
@@ -181,25 +187,25 @@ async fn list(
 ) -> ApiResult<JsonView<ArticlesResponse>> {
     let page = params.page()?;
     let filter = || params.filter();
-    let articles = newest_page(&mut db, &filter, &page, viewer.id());
-    let (articles, _) = db.load_together((articles, loaders::viewer(viewer.id()))).await?;
-    answer_page(&mut db, &filter, &page, articles).await
+    let found = newest_page(&mut db, &filter, &page, viewer.id());
+    let (found,) = db.load_together((found,)).await?;
+    answer_page(&mut db, &filter, &page, &viewer, found).await
 }
 
 /// `GET /api/articles/feed`: articles by the users the viewer follows. One
-/// statement, the page with all it shows (its authors selected through
-/// the follows, in the database) and its total, sent with the viewer's
-/// row.
+/// statement: the page with all it shows (its authors selected through the
+/// follows, in the database), its total and the viewer's row.
 async fn feed(
     auth: AuthUser,
     mut db: DbSession,
     Query(params): Query<ListParams>,
 ) -> ApiResult<JsonView<ArticlesResponse>> {
     let page = params.page()?;
-    let followed_by_viewer = || Some(Article::AUTHOR.has(Follow::FOLLOWEE.any(Follow::FOLLOWER_ID.eq(auth.id))));
-    let articles = newest_page(&mut db, &followed_by_viewer, &page, Some(auth.id));
-    let (articles, _) = db.load_together((articles, loaders::viewer(Some(auth.id)))).await?;
-    answer_page(&mut db, &followed_by_viewer, &page, articles).await
+    let id = auth.id;
+    let followed_by_viewer = || Some(Article::AUTHOR.has(Follow::FOLLOWEE.any(Follow::FOLLOWER_ID.eq(id))));
+    let found = newest_page(&mut db, &followed_by_viewer, &page, Some(id));
+    let (found,) = db.load_together((found,)).await?;
+    answer_page(&mut db, &followed_by_viewer, &page, &MaybeAuthUser(Some(auth)), found).await
 }
 
 // ---- one article ----
