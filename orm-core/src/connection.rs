@@ -189,11 +189,14 @@ const COMMIT_WITH_TOKEN: &str = "COMMIT; SELECT pg_current_wal_insert_lsn()";
 /// committed on its own leaves none behind.
 const AFTER_ALONE: &str = "SELECT pg_current_wal_insert_lsn(), pg_current_xact_id_if_assigned() IS NOT NULL";
 
-/// The error of `after`, the statement that followed a batch's own: after
-/// [`AFTER_ALONE`], the statement alone before it has committed.
+/// The error of `after`, the statement that followed a batch's own. After
+/// [`AFTER_ALONE`], the statement alone before it was answered, but
+/// whether it committed is what the check would have told: inside a
+/// transaction block someone left open, a lost connection took its write
+/// with it. So its outcome is unknown.
 fn after_failed(after: Option<&str>, error: Error) -> Error {
     if after == Some(AFTER_ALONE) {
-        Error::AfterCommit(Box::new(error))
+        Error::CommitUnknown(Box::new(error))
     } else {
         error
     }

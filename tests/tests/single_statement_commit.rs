@@ -2,7 +2,8 @@
 //! rows or none (an insert, an unversioned delete) sends that
 //! statement alone, as its own transaction: no `BEGIN`, no `COMMIT`, no
 //! transaction guard for the server to run. Everything else still gets
-//! its transaction, and a failure is still all or nothing.
+//! its transaction, and a failure is still all or nothing (or, when the
+//! connection is lost under the statement, reported as unknown).
 
 mod support;
 
@@ -260,4 +261,50 @@ async fn a_statement_alone_that_fails_commits_nothing_and_leaves_the_connection_
     session.add(customer("dan"));
     session.commit().await.unwrap();
     assert_eq!(count_rows(&test_db, "customer").await, 3);
+}
+
+/// A backend ended while the statement alone runs: the statement may or
+/// may not have committed as far as the client can tell, as for a
+/// `COMMIT` sent on a connection that is then lost, and the error says so;
+/// nothing hangs, and the pool is left with no broken connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_ended_under_a_statement_alone_leaves_the_outcome_unknown() {
+    within(async {
+        let (test_db, db) = seeded(&[]).await;
+        create_notes(&test_db).await;
+        let client = test_db.client().await;
+        client
+            .batch_execute(
+                "CREATE FUNCTION slow_note() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN PERFORM pg_sleep(30); RETURN NEW; END $$;
+                 CREATE TRIGGER slow_note BEFORE INSERT ON note FOR EACH ROW EXECUTE FUNCTION slow_note();",
+            )
+            .await
+            .unwrap();
+        let mut session = db.session();
+        // A read takes the connection and opens no transaction.
+        assert_eq!(session.query::<Note>().count().await.unwrap(), 0);
+        let killer = tokio::spawn(async move {
+            // Inside the session's transaction the insert would carry its guard.
+            let sleeping = "SELECT pid, query FROM pg_stat_activity
+                WHERE wait_event = 'PgSleep' AND query LIKE 'INSERT%' AND datname = current_database()";
+            loop {
+                if let Some(row) = client.query_opt(sleeping, &[]).await.unwrap() {
+                    let backend: i32 = row.get(0);
+                    client.execute("SELECT pg_terminate_backend($1)", &[&backend]).await.unwrap();
+                    return (backend, row.get::<_, String>(1));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        });
+        session.add(Note { id: 0, text: "cut off".into() });
+        let error = session.commit().await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::CommitUnknown, "{error}");
+        let (backend, text) = killer.await.unwrap();
+        assert!(text.starts_with(r#"INSERT INTO "note""#) && !text.contains("in_unit_of_work"), "alone: {text}");
+        assert_eq!(count_rows(&test_db, "note").await, 0, "ended inside the statement, before it could commit");
+        let (clean, pid) = checkout_state(&db).await;
+        assert!(clean && pid != backend, "a new connection, outside any transaction");
+    })
+    .await;
 }
