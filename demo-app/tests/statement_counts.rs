@@ -264,13 +264,13 @@ async fn warm_cost(app: &TestApp, method: Method, uri: &str, token: Option<&str>
 #[tokio::test]
 async fn pages_cost_at_most_two_round_trips() {
     let (app, token) = seeded_on(TestApp::with(1, Duration::from_secs(30)).await).await;
-    for (token, statements) in [(None, 1), (Some(token.as_str()), 2)] {
+    for token in [None, Some(token.as_str())] {
         // The page with all it shows, its total (and the viewer's row):
         // one statement.
         assert_eq!(warm_cost(&app, Method::GET, "/api/articles?limit=20", token).await, (1, 1));
         assert_eq!(warm_cost(&app, Method::GET, "/api/articles?tag=odd&author=author1", token).await, (1, 1));
         // The article with all it shows (and the viewer's row).
-        assert_eq!(warm_cost(&app, Method::GET, "/api/articles/article-2", token).await, (statements, 1));
+        assert_eq!(warm_cost(&app, Method::GET, "/api/articles/article-2", token).await, (1, 1));
         // The article beside its comments with their authors; then the
         // viewer's follows and own row, if there is a viewer.
         let (comments, round_trips) = if token.is_some() { (4, 2) } else { (2, 1) };

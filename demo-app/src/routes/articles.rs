@@ -210,16 +210,22 @@ async fn feed(
 
 // ---- one article ----
 
-/// `GET /api/articles/{slug}`: the article with its author and all it shows
-/// (one statement, untracked) beside the viewer's row: one round trip.
+/// `GET /api/articles/{slug}`: the article with its author, all it shows
+/// and whether the viewer's row exists, as a page of one
+/// ([`loaders::page_with_total`], with nothing to total): one statement,
+/// untracked. A slug that matches nothing is a 404 whatever the viewer.
 async fn show(
     viewer: MaybeAuthUser,
     mut db: DbSession,
     Path(slug): Path<String>,
 ) -> ApiResult<JsonView<ArticleResponse>> {
-    let found = loaders::article_row_by_slug(&mut db, &slug, viewer.id());
-    let (mut found, _) = db.load_together((found, loaders::viewer(viewer.id()))).await?;
-    let row = found.pop().ok_or(ApiError::NotFound("article"))?;
+    let join = db.query::<Article>().filter(Article::SLUG.eq(&slug)).limit(1).untracked().join(Article::AUTHOR);
+    let found = loaders::page_with_total(join, viewer.id(), Condition::any([]));
+    let (ListPage { mut rows, viewer_found, .. },) = db.load_together((found,)).await?;
+    if viewer_found {
+        viewer.found_in_database();
+    }
+    let row = rows.pop().ok_or(ApiError::NotFound("article"))?;
     Ok(JsonView(ArticleResponse { article: views::article(row, Body::Included) }))
 }
 
