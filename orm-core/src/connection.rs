@@ -142,9 +142,9 @@ pub(crate) struct SessionConnection {
     fresh_transaction: bool,
     /// Whether the last batch sent all its statements (see `batch_sent`).
     batch_sent: bool,
-    /// What [`AFTER_ALONE`] found: the statement that ran alone wrote
+    /// What [`AFTER_ALONE`] found: the statement that ran alone ran
     /// inside a transaction block it did not know of.
-    wrote_inside_transaction: bool,
+    ran_inside_transaction: bool,
     /// A flush is applying its results to the session's objects across
     /// yields to the runtime (see `set_applying`).
     applying: bool,
@@ -180,14 +180,25 @@ pub(crate) struct SessionConnection {
 const COMMIT_WITH_TOKEN: &str = "COMMIT; SELECT pg_current_wal_insert_lsn()";
 
 /// Read right behind a statement that ran alone (see
-/// [`SessionConnection::run_alone`]), in its round trip: the log position,
-/// as [`COMMIT_WITH_TOKEN`] reads it (the statement committed before this
-/// ran), and whether a transaction id is still assigned. One is if the
+/// [`SessionConnection::run_alone`]), in its round trip: whether the
 /// connection was inside a transaction block after all (one a
-/// hand-written client gave back open): the statement's write would then
-/// wait in that transaction, uncommitted, where a statement that
-/// committed on its own leaves none behind.
-const AFTER_ALONE: &str = "SELECT pg_current_wal_insert_lsn(), pg_current_xact_id_if_assigned() IS NOT NULL";
+/// hand-written client gave back open), where the statement's write would
+/// wait, uncommitted. A statement alone leaves no transaction id behind,
+/// and a transaction of its own (this `SELECT`'s) starts with it; a
+/// transaction block started before. Only core functions, which any
+/// PostgreSQL runs.
+const AFTER_ALONE: &str =
+    "SELECT pg_current_xact_id_if_assigned() IS NOT NULL OR transaction_timestamp() <> statement_timestamp()";
+
+/// [`AFTER_ALONE`] with the log position, as [`COMMIT_WITH_TOKEN`] reads
+/// it (the statement committed before this ran), for a commit token.
+const AFTER_ALONE_WITH_TOKEN: &str = "SELECT pg_current_xact_id_if_assigned() IS NOT NULL \
+     OR transaction_timestamp() <> statement_timestamp(), pg_current_wal_insert_lsn()";
+
+/// Whether `after` is the check behind a statement alone.
+fn checks_alone(after: Option<&str>) -> bool {
+    matches!(after, Some(AFTER_ALONE | AFTER_ALONE_WITH_TOKEN))
+}
 
 /// The error of `after`, the statement that followed a batch's own. After
 /// [`AFTER_ALONE`], the statement alone before it was answered, but
@@ -195,7 +206,7 @@ const AFTER_ALONE: &str = "SELECT pg_current_wal_insert_lsn(), pg_current_xact_i
 /// transaction block someone left open, a lost connection took its write
 /// with it. So its outcome is unknown.
 fn after_failed(after: Option<&str>, error: Error) -> Error {
-    if after == Some(AFTER_ALONE) {
+    if checks_alone(after) {
         Error::CommitUnknown(Box::new(error))
     } else {
         error
@@ -251,7 +262,7 @@ impl SessionConnection {
             flush_savepoint_open: false,
             isolation,
             batch_sent: false,
-            wrote_inside_transaction: false,
+            ran_inside_transaction: false,
             applying: false,
             flush_unended: false,
             statements,
@@ -313,18 +324,24 @@ impl SessionConnection {
         }
     }
 
-    /// Records the commit token in the answer to a `COMMIT` (or to
-    /// [`AFTER_ALONE`], which also says whether the statement before it
-    /// wrote inside a transaction block).
-    fn commit_answered(&mut self, answer: &[SimpleQueryMessage]) {
+    /// Records the commit token in `answer`, the answer to `sql`: a
+    /// `COMMIT` (with the token's `SELECT`), or the check behind a
+    /// statement alone, which also says whether that statement ran inside
+    /// a transaction block.
+    fn commit_answered(&mut self, sql: &str, answer: &[SimpleQueryMessage]) {
         let row = answer.iter().find_map(|message| match message {
             SimpleQueryMessage::Row(row) => Some(row),
             _ => None,
         });
-        // `get` panics on a column the row lacks: `COMMIT_WITH_TOKEN` has one.
+        // `get` panics on a column the row lacks.
         let column = |n| row.and_then(|row| row.try_get(n).ok().flatten());
-        self.wrote_inside_transaction = column(1) == Some("t");
-        match column(0).map(|lsn| CommitToken::parse_lsn(lsn, "log position")) {
+        let position = if checks_alone(Some(sql)) {
+            self.ran_inside_transaction = column(0) == Some("t");
+            column(1)
+        } else {
+            column(0)
+        };
+        match position.map(|lsn| CommitToken::parse_lsn(lsn, "log position")) {
             Some(Ok(token)) => self.commit_token = Some(token),
             Some(Err(error)) => tracing::warn!(%error, "the commit's log position could not be read"),
             None => {}
@@ -521,12 +538,13 @@ impl SessionConnection {
             !self.in_transaction && statement.len() == 1 && statement[0].copy.is_none(),
             "only one statement, and no transaction, may run alone"
         );
-        let outcomes = self.send_batch(false, None, statement, Some(AFTER_ALONE), stats).await;
-        if std::mem::take(&mut self.wrote_inside_transaction) {
+        let after = if self.want_commit_token { AFTER_ALONE_WITH_TOKEN } else { AFTER_ALONE };
+        let outcomes = self.send_batch(false, None, statement, Some(after), stats).await;
+        if std::mem::take(&mut self.ran_inside_transaction) {
             self.commit_token = None;
             return Err(Error::Pool(
                 "the connection was inside a transaction someone gave it back with (hand-written SQL through \
-                 `Database::pool` or `Database::checkout`?): the unit of work's statement wrote inside it \
+                 `Database::pool` or `Database::checkout`?): the unit of work's statement ran inside it, \
                  uncommitted, and is rolled back with it"
                     .to_owned(),
             ));
@@ -645,9 +663,9 @@ impl SessionConnection {
         let params: SmallVec<[PerParam<&(dyn ToSql + Sync)>; 2]> =
             statements.iter().zip(&encoded).map(|(statement, ready)| ready_params(statement, ready)).collect();
         let copy_lost = AtomicBool::new(false);
-        // Only a commit token (and `AFTER_ALONE`'s check) is read from the
-        // answer to `after`.
-        let answered = after.map(|sql| (sql, self.want_commit_token || sql == AFTER_ALONE));
+        // Only a commit token (and the check behind a statement alone) is
+        // read from the answer to `after`.
+        let answered = after.map(|sql| (sql, self.want_commit_token || checks_alone(Some(sql))));
         let (prefix_result, outcomes, after_result, batch_sent) =
             send_pipelined(client, pipeline, prefix, statements, &prepared, &params, answered, &copy_lost)
                 .instrument(tracing::debug_span!("orm.round_trip", statements = statements.len(), before, after))
@@ -655,7 +673,7 @@ impl SessionConnection {
         self.batch_sent = batch_sent;
         self.in_flight = false;
         if let Ok(answer) = &after_result {
-            self.commit_answered(answer);
+            self.commit_answered(after.unwrap_or_default(), answer);
         }
         stats.round_trips += 1;
         stats.statements += statements.len() as u64;
@@ -995,7 +1013,7 @@ impl SessionConnection {
         match result {
             Ok(answer) => {
                 self.in_transaction = false;
-                self.commit_answered(&answer);
+                self.commit_answered(sql, &answer);
                 self.client = None;
                 Ok(())
             }

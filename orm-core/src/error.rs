@@ -357,7 +357,9 @@ pub enum Error {
     /// ([`Session::add_on_conflict`](crate::Session::add_on_conflict)),
     /// whose key met a row of another tenant, fails the same way in any
     /// session: that row is left alone, and the flush's statements are
-    /// rolled back with the rest of its work.
+    /// rolled back with the rest of its work. (A trigger that skips such
+    /// an upsert's row is reported the same way: the count the statement
+    /// returns cannot tell the two apart.)
     #[error("this {entity} belongs to, or clashes with a row of, another tenant; nothing was written")]
     WrongTenant {
         /// The entity type's name.
@@ -466,7 +468,12 @@ pub enum Error {
     #[error("a hook tried to flush its own session; the flush running the hook writes what it changes")]
     FlushInHook,
 
-    /// The pool could not be built or a connection could not be made.
+    /// The pool could not be built or a connection could not be made; or a
+    /// connection from it was inside a transaction block that hand-written
+    /// SQL left open (through [`Database::pool`](crate::Database::pool) or
+    /// [`Database::checkout`](crate::Database::checkout)), found when a
+    /// commit's one statement ran there: that transaction is rolled back
+    /// with the statement, and nothing of the unit of work is committed.
     #[error("connection pool: {0}")]
     Pool(String),
 

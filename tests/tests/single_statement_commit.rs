@@ -37,8 +37,11 @@ fn unquote(text: &str) -> String {
     value
 }
 
-/// What the ORM reads right behind a statement alone.
-const AFTER_ALONE: &str = "SELECT pg_current_wal_insert_lsn(), pg_current_xact_id_if_assigned() IS NOT NULL";
+/// Whether `text` is the check the ORM runs right behind a statement
+/// alone (with the log position after it for a commit token).
+fn is_check(text: &str) -> bool {
+    text.starts_with("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")
+}
 
 /// The unversioned child of the tests below, for a delete that needs no check.
 #[derive(Entity, Clone, Debug, PartialEq)]
@@ -104,12 +107,14 @@ async fn a_commit_of_one_insert_or_one_delete_sends_that_statement_alone() {
     let token = token.expect("the position of the commit");
     assert!(before < token && token <= after, "{before} < {token} <= {after}");
 
-    // Each write is followed, in its round trip, by the log position and
-    // the check that it committed (see the last test).
+    // Each write is followed, in its round trip, by the check that it
+    // committed (see the last test), and by the log position for a token.
     let sent = statements_sent(&log);
-    let (writes, checks): (Vec<_>, Vec<_>) = sent.iter().partition(|text| *text != AFTER_ALONE);
+    let (checks, writes): (Vec<_>, Vec<_>) = sent.iter().partition(|text| is_check(text));
     assert_eq!(writes.len(), 7, "{sent:#?}");
     assert_eq!(checks.len(), 6, "one after each write: {sent:#?}");
+    let with_position: Vec<bool> = checks.iter().map(|text| text.contains("pg_current_wal_insert_lsn")).collect();
+    assert_eq!(with_position, [false, false, false, false, false, true], "{sent:#?}");
     assert!(writes[0].starts_with(r#"INSERT INTO "customer""#), "{sent:#?}");
     assert_eq!(writes[0], writes[1], "one shape");
     assert!(writes[2].starts_with(r#"INSERT INTO "note""#), "{sent:#?}");
@@ -117,8 +122,8 @@ async fn a_commit_of_one_insert_or_one_delete_sends_that_statement_alone() {
     assert!(writes[4].starts_with("SELECT"), "{sent:#?}");
     assert!(writes[5].contains(r#"DELETE FROM "note""#), "{sent:#?}");
     assert_eq!(writes[6], writes[0], "the same insert, alone");
-    for (n, _) in sent.iter().enumerate().filter(|(_, text)| *text == AFTER_ALONE) {
-        assert!(n > 0 && sent[n - 1] != AFTER_ALONE && !sent[n - 1].starts_with("SELECT"), "{sent:#?}");
+    for (n, _) in sent.iter().enumerate().filter(|(_, text)| is_check(text)) {
+        assert!(n > 0 && !sent[n - 1].starts_with("SELECT"), "{sent:#?}");
     }
     for text in &sent {
         assert!(!text.contains("orm_core.in_unit_of_work"), "no guard on a statement alone: {text}");
@@ -261,6 +266,20 @@ async fn a_statement_alone_that_fails_commits_nothing_and_leaves_the_connection_
     session.add(customer("dan"));
     session.commit().await.unwrap();
     assert_eq!(count_rows(&test_db, "customer").await, 3);
+
+    // A statement that writes nothing there (a delete of a row that is not
+    // there) leaves no transaction id behind; the transaction is found all
+    // the same, begun before the check.
+    let client = db.checkout().await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    drop(client);
+    let mut session = db.session();
+    let gone = session.attach(Customer { id: 999, name: "gone".into(), description: None });
+    session.delete(&gone).unwrap();
+    let error = session.commit().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Pool, "{error}");
+    let (clean, _) = checkout_state(&db).await;
+    assert!(clean, "the connection went back inside the open transaction");
 }
 
 /// A backend ended while the statement alone runs: the statement may or

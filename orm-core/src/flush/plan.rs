@@ -923,9 +923,6 @@ impl<T: Entity> Plan<T> {
         outcomes.inserts.iter().skip(usize::from(self.plain > 0))
     }
 
-    /// Fails if an insert wrote fewer rows than it was given: generated
-    /// keys come back in input order, so a skipped row would shift them
-    /// all. Only an upsert that does nothing on conflict may skip rows.
     /// Whether an upsert's `DO UPDATE` may leave a clashing row alone: one
     /// of another tenant (see [`sql::upsert`]). Only the count it returns
     /// tells, so the flush reads it before it commits.
@@ -933,6 +930,11 @@ impl<T: Entity> Plan<T> {
         T::META.tenant_column().is_some() && self.upserts.iter().any(|(rule, _)| rule.update != 0)
     }
 
+    /// Fails if an insert wrote fewer rows than it was given: generated
+    /// keys come back in input order, so a skipped row would shift them
+    /// all. Only an upsert that does nothing on conflict may skip rows,
+    /// and one that updates a tenant entity's row, which leaves another
+    /// tenant's alone ([`Error::WrongTenant`]).
     fn check_inserted(&self, outcomes: &TableOutcomes) -> Result<()> {
         let not_inserted = |expected, inserted| Error::RowsNotInserted {
             entity: T::META.name,
