@@ -327,3 +327,33 @@ async fn a_backend_ended_under_a_statement_alone_leaves_the_outcome_unknown() {
     })
     .await;
 }
+
+/// The statement alone was answered but the check behind it failed: only
+/// the check could tell whether the write committed (or waits in a
+/// transaction someone left open), so the outcome is unknown, and the
+/// error says so rather than that it failed or succeeded.
+#[tokio::test]
+async fn a_failed_check_behind_a_statement_alone_leaves_the_outcome_unknown() {
+    within(async {
+        let (test_db, _) = seeded(&[]).await;
+        create_notes(&test_db).await;
+        // The check calls the function unqualified: one of the same name
+        // earlier on the search path answers it with an error.
+        let refuse = "
+            CREATE FUNCTION public.pg_current_xact_id_if_assigned() RETURNS xid8 LANGUAGE plpgsql
+                AS $$ BEGIN RAISE EXCEPTION 'the check refused'; END $$;
+            DO $$ BEGIN
+                EXECUTE format('ALTER DATABASE %I SET search_path = public, pg_catalog', current_database());
+            END $$;";
+        test_db.client().await.batch_execute(refuse).await.unwrap();
+        let db = orm_core::Database::connect(test_db.url()).unwrap();
+        let mut session = db.session();
+        session.add(Note { id: 0, text: "checked".into() });
+        let error = session.commit().await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::CommitUnknown, "{error}");
+        assert_eq!(count_rows(&test_db, "note").await, 1, "committed before the check ran");
+        let (clean, _) = checkout_state(&db).await;
+        assert!(clean, "the connection is back outside any transaction");
+    })
+    .await;
+}
