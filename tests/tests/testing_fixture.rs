@@ -98,10 +98,14 @@ async fn fixtures_created_at_once_are_separate_databases() {
 #[tokio::test]
 async fn a_prefix_names_the_project_and_the_url_keeps_its_parameters() {
     within_a_minute(async {
-        let server = format!("{}?application_name=fixture_test", orm_tests::database_url());
+        // The server's URL may carry parameters of its own (`?sslmode=...`).
+        let base = orm_tests::database_url();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let server = format!("{base}{separator}application_name=fixture_test");
         let test_db = TestDatabase::with_prefix(&server, "myapp_").await.unwrap();
         assert!(test_db.name().starts_with("myapp_"), "{}", test_db.name());
-        assert!(test_db.url().ends_with(&format!("/{}?application_name=fixture_test", test_db.name())));
+        let parameters = server.find('?').map_or("", |at| &server[at..]);
+        assert!(test_db.url().ends_with(&format!("/{}{parameters}", test_db.name())), "{}", test_db.url());
         let rows = test_db.database().unwrap().session().query_rows("SHOW application_name", &[]).await.unwrap();
         assert_eq!(rows[0].get::<_, String>(0), "fixture_test");
         test_db.cleanup().await.unwrap();
