@@ -8,12 +8,14 @@
 //! ([`page_with_total`]). What is here besides: the
 //! viewer's follows of a few users (a comment's authors), single rows
 //! looked up by their composite keys rather than whole collections, and
-//! the viewer's own row, which the session middleware checks.
+//! the viewer's own row, which the session middleware checks, as the
+//! author of what they write ([`own_profile`]).
 
 use orm_core::{Condition, Expr, Join, JoinWith, Load, Selection, Session, Tracked};
 
 use crate::entities::{Article, ArticleTag, Favorite, Follow, User};
 use crate::id_hash::IdSet;
+use crate::views::ProfileView;
 
 /// The article with this slug, as a list of at most one (empty: the
 /// handler's 404), to load beside what the handler needs with it.
@@ -41,10 +43,7 @@ type FactExprs = (Expr<Article, i64>, Expr<Article, bool>, Expr<Article, bool>, 
 /// nothing is favorited or followed.
 fn facts(viewer: Option<i64>) -> FactExprs {
     let (favorited, following) = match viewer {
-        Some(viewer) => (
-            Favorite::ARTICLE.any(Favorite::USER_ID.eq(viewer)),
-            Article::AUTHOR.has(Follow::FOLLOWEE.any(Follow::FOLLOWER_ID.eq(viewer))),
-        ),
+        Some(viewer) => (Favorite::ARTICLE.any(Favorite::USER_ID.eq(viewer)), Article::AUTHOR.has(followed_by(viewer))),
         None => (Condition::any([]), Condition::any([])),
     };
     (
@@ -53,6 +52,11 @@ fn facts(viewer: Option<i64>) -> FactExprs {
         following.into_expr(),
         ArticleTag::ARTICLE.collect(ArticleTag::TAG, ArticleTag::TAG.asc()),
     )
+}
+
+/// The users `viewer` follows.
+fn followed_by(viewer: i64) -> Condition<User> {
+    Follow::FOLLOWEE.any(Follow::FOLLOWER_ID.eq(viewer))
 }
 
 /// `join` (articles with their authors) with each article's [`Facts`] as
@@ -118,6 +122,27 @@ pub fn article_row_by_slug(session: &mut Session, slug: &str, viewer: Option<i64
 pub fn article_row_by_id(session: &mut Session, id: i64, viewer: Option<i64>) -> Load<Vec<ArticleRow>> {
     let join = session.query::<Article>().filter(Article::ID.eq(id)).untracked().join(Article::AUTHOR);
     with_facts(join, viewer).all_later()
+}
+
+/// The viewer as the author of what they write (one may follow oneself),
+/// from their own row, untracked, and the ids of the articles with this
+/// slug (at most one: the article a new comment belongs to), in one
+/// statement; `None` if the viewer's row is gone. Without a slug, no
+/// article is looked up.
+pub async fn own_profile(
+    session: &mut Session,
+    viewer: i64,
+    slug: Option<&str>,
+) -> orm_core::Result<Option<(ProfileView, Vec<i64>)>> {
+    let article = slug.map_or_else(|| Condition::any([]), |slug| Article::SLUG.eq(slug));
+    let mut rows = session
+        .query::<User>()
+        .filter(User::ID.eq(viewer))
+        .untracked()
+        .with((followed_by(viewer).into_expr(), article.collect_rows(Article::ID, Article::ID.asc())))
+        .all()
+        .await?;
+    Ok(rows.pop().map(|(user, (following, articles))| (ProfileView { user, following }, articles)))
 }
 
 /// Which of the users `viewer` follows: one statement for the follows not

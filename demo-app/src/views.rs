@@ -11,7 +11,6 @@ use orm_core::{Session, Tracked};
 use serde::Serialize;
 
 use crate::entities::{Article, Comment, User};
-use crate::id_hash::IdSet;
 use crate::loaders::{self, ArticleRow};
 
 /// A time in a response, in RealWorld's format: ISO 8601 in UTC with
@@ -105,17 +104,6 @@ pub struct ProfileView {
     pub user: User,
     /// Whether the requesting user follows them (false when anonymous).
     pub following: bool,
-}
-
-impl ProfileView {
-    /// The viewer as the author of what they write, from
-    /// [`loaders::viewer`] and [`loaders::followed`] of the viewer alone
-    /// (one may follow oneself); `None` if the token's user is gone.
-    pub fn own(viewer: &[Tracked<User>], followed: &IdSet) -> Option<Self> {
-        let user = viewer.first()?.read();
-        let following = followed.contains(&user.id);
-        Some(ProfileView { user: user.clone(), following })
-    }
 }
 
 /// An article with its tags, favorites and author.

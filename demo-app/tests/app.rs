@@ -60,3 +60,30 @@ async fn a_new_title_gives_a_new_slug_and_taken_slugs_get_a_suffix() {
     assert_eq!(app.call(Method::GET, "/api/articles/goodbye-world", None, None).await.status, StatusCode::OK);
     assert_eq!(app.call(Method::GET, &format!("/api/articles/{slug}"), None, None).await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn what_one_writes_shows_whether_one_follows_oneself_and_a_comment_needs_its_article() {
+    let app = TestApp::new().await;
+    let token = app.register("narcissus").await;
+    let article = json!({ "article": { "title": "Mirror", "description": "d", "body": "b" } });
+    let comment = json!({ "comment": { "body": "lovely" } });
+    let created = app.call(Method::POST, "/api/articles", Some(&token), Some(article.clone())).await;
+    assert_eq!(created.json["article"]["author"]["following"], false, "{created:?}");
+    let answer = app.call(Method::POST, "/api/articles/mirror/comments", Some(&token), Some(comment.clone())).await;
+    assert_eq!(answer.json["comment"]["author"]["following"], false, "{answer:?}");
+
+    let follow = app.call(Method::POST, "/api/profiles/narcissus/follow", Some(&token), None).await;
+    assert_eq!(follow.status, StatusCode::OK, "{follow:?}");
+    let created = app.call(Method::POST, "/api/articles", Some(&token), Some(article)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    assert_eq!(created.json["article"]["author"]["following"], true, "{created:?}");
+    let answer = app.call(Method::POST, "/api/articles/mirror/comments", Some(&token), Some(comment.clone())).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+    assert_eq!(answer.json["comment"]["author"]["following"], true, "{answer:?}");
+    assert_eq!(app.count("comments").await, 2);
+
+    let missing = app.call(Method::POST, "/api/articles/no-such-article/comments", Some(&token), Some(comment)).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{missing:?}");
+    assert_eq!(missing.json, json!({ "errors": { "article": ["not found"] } }));
+    assert_eq!(app.count("comments").await, 2, "nothing written for a missing article");
+}

@@ -341,7 +341,9 @@ async fn a_deleted_users_token_is_401_on_reads_writes_and_the_feed() {
         (Method::DELETE, format!("/api/articles/{slug}"), None),
         (Method::POST, format!("/api/articles/{slug}/favorite"), None),
         (Method::DELETE, format!("/api/articles/{slug}/favorite"), None),
-        (Method::POST, format!("/api/articles/{slug}/comments"), Some(comment)),
+        (Method::POST, format!("/api/articles/{slug}/comments"), Some(comment.clone())),
+        // The token's user is checked before the article is missed.
+        (Method::POST, "/api/articles/no-such-article/comments".into(), Some(comment)),
         (Method::POST, "/api/profiles/bob/follow".into(), None),
         (Method::DELETE, "/api/profiles/bob/follow".into(), None),
     ];

@@ -345,3 +345,59 @@ async fn sql_written_by_hand_in_a_count_calls_the_child_t() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_rows_own_query_selects_values_beside_it_and_other_rows_keys_under_the_filters() {
+    within(async {
+        let (_test_db, db) = setup().await;
+        let mut session = db.session_for_tenant(1_i64);
+        // Each user of tenant 1 with their live replies counted and the
+        // ids of the replies not theirs (a value in the selection, bound
+        // before the filter's): bob's deleted "c" and tenant 2's "e"
+        // nowhere.
+        let reply_ids = |user: i64| Reply::USER_ID.ne(user).collect_rows(Reply::ID, Reply::ID.desc());
+        let users = session
+            .query::<User>()
+            .filter(User::NAME.ne("nobody"))
+            .order_by(User::ID.asc())
+            .untracked()
+            .with((Reply::USER.count(), reply_ids(2)))
+            .all()
+            .await
+            .unwrap();
+        let found: Vec<(&str, i64, Vec<i64>)> =
+            users.iter().map(|(user, (replies, others))| (user.name.as_str(), *replies, others.clone())).collect();
+        assert_eq!(found, [("ann", 2, vec![4, 1]), ("bob", 1, vec![4, 1])]);
+        assert_eq!(session.stats().statements, 1);
+
+        // Lifted for the query, lifted inside: the deleted reply counts.
+        let with_deleted = session
+            .query::<User>()
+            .include_deleted()
+            .filter(User::ID.eq(2_i64))
+            .untracked()
+            .with(reply_ids(1))
+            .all()
+            .await
+            .unwrap();
+        assert_eq!(with_deleted[0].1, [3, 2]);
+
+        // Sent with another load in one round trip; no row, no value.
+        // The first time, each statement is prepared first.
+        let none = session.query::<User>().filter(User::ID.eq(3_i64)).untracked().with(reply_ids(1)).all_later();
+        let count = session.query::<Post>().count_later();
+        session.load_together((none, count)).await.unwrap();
+        let before = session.stats();
+        let none = session.query::<User>().filter(User::ID.eq(3_i64)).untracked().with(reply_ids(1)).all_later();
+        let count = session.query::<Post>().count_later();
+        let (none, count) = session.load_together((none, count)).await.unwrap();
+        assert!(none.is_empty(), "tenant 2's user: {none:?}");
+        let after = session.stats();
+        assert_eq!((count, after.statements - before.statements, after.round_trips - before.round_trips), (3, 2, 1));
+
+        let mut theirs = db.session_for_tenant(2_i64);
+        let cy = theirs.query::<User>().untracked().with(reply_ids(1)).all().await.unwrap();
+        assert_eq!(cy, [(User { id: 3, tenant_id: 2, name: "cy".into() }, vec![5])]);
+    })
+    .await;
+}

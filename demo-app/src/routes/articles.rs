@@ -15,7 +15,7 @@ use crate::json_writer::{write_list, JsonView, WriteJson};
 use crate::loaders;
 use crate::loaders::{ArticleRow, ListPage};
 use crate::state::AppState;
-use crate::views::{self, ArticleView, Body, ProfileView};
+use crate::views::{self, ArticleView, Body};
 use orm_core::axum::DbSession;
 
 /// The routes of this module.
@@ -282,8 +282,9 @@ fn normalize_tags(tags: Vec<String>) -> Vec<String> {
 }
 
 /// `POST /api/articles`: 201 with the article. Three round trips: what the
-/// article's view shows of its author (the viewer), then the article's
-/// insert (with `BEGIN`), then its tags' insert with the `COMMIT`. A new
+/// article's view shows of its author (the viewer's row, with whether they
+/// follow themselves), then the article's insert (with `BEGIN`), then its
+/// tags' insert with the `COMMIT`. A new
 /// article has no favorites and the tags it was given, so its view needs
 /// no load after the insert.
 async fn create(
@@ -291,9 +292,8 @@ async fn create(
     mut db: DbSession,
     Valid(request): Valid<CreateRequest>,
 ) -> ApiResult<(StatusCode, JsonView<ArticleResponse>)> {
-    let (viewer, followed) =
-        db.load_together((loaders::viewer(Some(auth.id)), loaders::followed(Some(auth.id), &[auth.id]))).await?;
-    let author = ProfileView::own(&viewer, &followed).ok_or(ApiError::InvalidToken)?;
+    let (author, _) = loaders::own_profile(&mut db, auth.id, None).await?.ok_or(ApiError::InvalidToken)?;
+    auth.found_in_database();
     let new = request.article;
     let time = now();
     let base = slugify(&new.title);

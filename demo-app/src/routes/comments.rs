@@ -15,7 +15,7 @@ use crate::json_writer::{write_list, JsonView, WriteJson};
 use crate::loaders;
 use crate::routes::articles::find_article;
 use crate::state::AppState;
-use crate::views::{self, CommentView, ProfileView, WithAuthor};
+use crate::views::{self, CommentView, WithAuthor};
 use orm_core::axum::DbSession;
 use orm_core::Tracked;
 
@@ -96,25 +96,23 @@ impl Validate for CreateRequest {
     }
 }
 
-/// `POST /api/articles/{slug}/comments`: 201 with the comment. Two round
-/// trips: the article beside what the comment's view shows of its author
-/// (the viewer), then the insert, which the commit sends alone, its own
-/// transaction; the view, which shows the comment's generated id, is
-/// written after the commit and needs no load of its own.
+/// `POST /api/articles/{slug}/comments`: 201 with the comment. Two
+/// statements: the viewer's row, with whether they follow themselves (what
+/// the comment's view shows of its author) and the article's id, then the
+/// insert, which the commit sends alone, its own transaction; the view,
+/// which shows the comment's generated id, is written after the commit and
+/// needs no load of its own.
 async fn create(
     auth: AuthUser,
     mut db: DbSession,
     Path(slug): Path<String>,
     Valid(request): Valid<CreateRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let article = loaders::article_by_slug(&mut db, &slug);
-    let (mut article, viewer, followed) = db
-        .load_together((article, loaders::viewer(Some(auth.id)), loaders::followed(Some(auth.id), &[auth.id])))
-        .await?;
-    let article = article.pop().ok_or(ApiError::NotFound("article"))?;
-    let author = ProfileView::own(&viewer, &followed).ok_or(ApiError::InvalidToken)?;
+    let found = loaders::own_profile(&mut db, auth.id, Some(&slug)).await?;
+    let (author, articles) = found.ok_or(ApiError::InvalidToken)?;
+    auth.found_in_database();
+    let article_id = *articles.first().ok_or(ApiError::NotFound("article"))?;
     let time = now();
-    let article_id = article.read().id;
     let comment = db.add(Comment {
         id: 0,
         article_id,
