@@ -19,7 +19,7 @@ import sys
 CRATES = [
     ("argon2", r"argon2|blake2"),
     ("JWT (jsonwebtoken, HMAC, SHA-256, base64)", r"jsonwebtoken|hmac|sha2|base64"),
-    ("TLS to PostgreSQL (rustls, ring)", r"rustls|ring_core|ring::|webpki"),
+    ("TLS to PostgreSQL (rustls, ring)", r"rustls|ring_core|\bring::|webpki"),
     ("tracing", r"tracing"),
     ("the ORM (orm_core)", r"orm_core"),
     ("tokio-postgres, postgres-protocol, deadpool", r"tokio_postgres|postgres_protocol|postgres_types|deadpool"),
