@@ -127,8 +127,9 @@ pub fn article_row_by_id(session: &mut Session, id: i64, viewer: Option<i64>) ->
 /// The viewer as the author of what they write (one may follow oneself),
 /// from their own row, untracked, and the ids of the articles with this
 /// slug (at most one: the article a new comment belongs to), in one
-/// statement; `None` if the viewer's row is gone. Without a slug, no
-/// article is looked up.
+/// statement; `None` if the viewer's row is gone. Without a slug, the
+/// article's part is a condition that holds for no row, which reads
+/// nothing.
 pub async fn own_profile(
     session: &mut Session,
     viewer: i64,

@@ -342,7 +342,7 @@ async fn a_deleted_users_token_is_401_on_reads_writes_and_the_feed() {
         (Method::POST, format!("/api/articles/{slug}/favorite"), None),
         (Method::DELETE, format!("/api/articles/{slug}/favorite"), None),
         (Method::POST, format!("/api/articles/{slug}/comments"), Some(comment.clone())),
-        // The token's user is checked before the article is missed.
+        // No article either: still the token's 401.
         (Method::POST, "/api/articles/no-such-article/comments".into(), Some(comment)),
         (Method::POST, "/api/profiles/bob/follow".into(), None),
         (Method::DELETE, "/api/profiles/bob/follow".into(), None),

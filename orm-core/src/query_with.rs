@@ -16,8 +16,8 @@ use crate::sql;
 use crate::types::param_refs;
 
 /// An [`UntrackedQuery`] with expressions selected beside each row, made by
-/// [`UntrackedQuery::with`]. Rows come back as pairs: the entity, a plain
-/// value as the untracked query returns it, and the selection's values,
+/// [`UntrackedQuery::with`]. Rows come back as pairs: the entity (a plain
+/// value, as the untracked query returns it) and the selection's values,
 /// decoded as [`Query::select`](crate::Query::select) decodes them.
 #[must_use = "a query does nothing until it is run with all()"]
 pub struct UntrackedWith<'s, E: Entity, S> {
