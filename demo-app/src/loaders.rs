@@ -113,8 +113,13 @@ pub fn page_with_total(
 /// sees them, as a list of at most one (empty: the handler's 404), from
 /// one statement, to load beside what the handler needs with it.
 pub fn article_row_by_slug(session: &mut Session, slug: &str, viewer: Option<i64>) -> Load<Vec<ArticleRow>> {
-    let join = session.query::<Article>().filter(Article::SLUG.eq(slug)).limit(1).untracked().join(Article::AUTHOR);
-    with_facts(join, viewer).all_later()
+    with_facts(by_slug_with_author(session, slug), viewer).all_later()
+}
+
+/// The article with this slug (at most one) joined to its author,
+/// untracked: what a single article's view selects its facts beside.
+pub fn by_slug_with_author<'s>(session: &'s mut Session, slug: &str) -> Join<'s, Article, User, User> {
+    session.query::<Article>().filter(Article::SLUG.eq(slug)).limit(1).untracked().join(Article::AUTHOR)
 }
 
 /// [`article_row_by_slug`] by the article's id: an article's view after a

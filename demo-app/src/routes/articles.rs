@@ -219,7 +219,7 @@ async fn show(
     mut db: DbSession,
     Path(slug): Path<String>,
 ) -> ApiResult<JsonView<ArticleResponse>> {
-    let join = db.query::<Article>().filter(Article::SLUG.eq(&slug)).limit(1).untracked().join(Article::AUTHOR);
+    let join = loaders::by_slug_with_author(&mut db, &slug);
     let found = loaders::page_with_total(join, viewer.id(), Condition::any([]));
     let (ListPage { mut rows, viewer_found, .. },) = db.load_together((found,)).await?;
     if viewer_found {
