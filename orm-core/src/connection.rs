@@ -564,7 +564,22 @@ impl SessionConnection {
         stats: &mut SessionStats,
     ) -> Result<Vec<Outcome>> {
         let begin = self.opens_transaction(access);
-        self.send_batch(begin, None, statements, None, stats).await
+        let outcomes = self.send_batch(begin, None, statements, None, stats).await;
+        self.release_between_statements();
+        outcomes
+    }
+
+    /// Gives the connection back to the pool after a statement outside a
+    /// transaction, as soon as its answer is in: nothing on the server
+    /// ties the session to that connection any more, and a request that
+    /// renders its page after its load no longer keeps a connection from
+    /// the requests waiting for one. The next statement takes one again.
+    /// A read session keeps its connection, so that a second read cannot
+    /// land on a replica further behind than the first one's.
+    fn release_between_statements(&mut self) {
+        if !self.in_transaction && !self.in_flight && self.read.is_none() {
+            self.client = None;
+        }
     }
 
     /// Whether a statement of `access` must open the transaction first: a
@@ -963,7 +978,7 @@ impl SessionConnection {
         self.in_flight = false;
         self.fresh_transaction = false;
         statement.ended(sql);
-        match ended {
+        let ended = match ended {
             Ok(rows) => {
                 stats.rows += rows;
                 statement.span.record("rows", rows);
@@ -974,7 +989,9 @@ impl SessionConnection {
                 self.statement_failed(&error);
                 Err(error)
             }
-        }
+        };
+        self.release_between_statements();
+        ended
     }
 
     /// Stops reading a statement's rows before their end without a

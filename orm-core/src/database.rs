@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, QueueMode, RecyclingMethod, Runtime};
 use tokio_postgres::config::Host;
 
 use crate::commit_token::CommitToken;
@@ -337,7 +337,9 @@ impl Database {
         })
     }
 
-    /// Opens a session. It takes no connection until its first statement.
+    /// Opens a session. It takes no connection until its first statement;
+    /// outside a transaction it gives the connection back after each read,
+    /// and from its first write it keeps it until it ends.
     pub fn session(&self) -> Session {
         self.session_at(self.isolation)
     }
@@ -539,6 +541,11 @@ impl Sizing {
         );
         let pool = Pool::builder(manager)
             .max_size(self.max_connections)
+            // The connection given back last is taken first: a session that
+            // gives its connection back between reads takes the same one
+            // again when no other request wants it, with its prepared
+            // statements, and the idle ones stay idle.
+            .queue_mode(QueueMode::Lifo)
             .wait_timeout(Some(self.wait_timeout))
             .create_timeout(Some(self.create_timeout))
             .recycle_timeout(Some(self.recycle_timeout))

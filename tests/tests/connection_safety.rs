@@ -388,3 +388,63 @@ async fn a_session_moves_into_a_spawned_task() {
     assert!(stats.statements >= 2);
     assert_eq!(customer_names(&test_db).await, ["from a task"]);
 }
+
+#[tokio::test]
+async fn a_read_outside_a_transaction_gives_the_connection_back_as_soon_as_it_is_answered() {
+    let (test_db, db) = setup_with(|config| {
+        config.max_connections = 1;
+        config.wait_timeout = Duration::from_millis(200);
+    })
+    .await;
+    test_db.client().await.batch_execute("INSERT INTO customer (name) VALUES ('a'), ('b')").await.unwrap();
+
+    // Two sessions alive at once on a pool of one: each read takes the
+    // only connection and gives it back with its answer.
+    let mut first = db.session();
+    let mut second = db.session();
+    let a = first.get_one::<Customer>(1).await.expect("the connection is free");
+    assert_eq!(second.get_one::<Customer>(2).await.expect("and free again").read().name, "b");
+    let mut stream = second.query::<Customer>().stream().await.expect("the stream starts");
+    let mut streamed = 0;
+    while stream.try_next().await.expect("a row").is_some() {
+        streamed += 1;
+    }
+    assert_eq!(streamed, 2, "and gives it back at its end");
+    assert_eq!(first.query::<Customer>().count().await.expect("an aggregate too"), 2);
+    assert_eq!(db.pool().status().available, 1, "no session holds the connection between reads");
+
+    // A write opens the transaction, which keeps the connection until it ends.
+    a.modify(|customer| customer.name = "changed".into());
+    first.flush().await.unwrap();
+    let error = second.query::<Customer>().count().await.expect_err("the transaction holds the only connection");
+    assert!(matches!(error, Error::PoolTimeout { .. }), "expected PoolTimeout, got {error:?}");
+    first.commit().await.unwrap();
+    assert_eq!(second.get_one::<Customer>(1).await.expect("free after the commit").read().name, "changed");
+    second.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn reads_of_one_session_take_the_same_connection_again_when_it_is_idle() {
+    let (_test_db, db) = setup_with(|config| config.max_connections = 4).await;
+    let backend = orm_core::RawSql::cached("SELECT pg_backend_pid()").read_only();
+    // Every connection of the pool opened, and idle.
+    let mut sessions: Vec<_> = (0..4).map(|_| db.session()).collect();
+    for session in &mut sessions {
+        // Not read-only: each opens a transaction, which holds its connection.
+        session.execute("SELECT 1", &[]).await.unwrap();
+    }
+    for session in sessions {
+        session.commit().await.unwrap();
+    }
+    assert_eq!(db.pool().status().size, 4);
+
+    // The connection given back last is the one taken next, with what it
+    // has prepared.
+    let mut session = db.session();
+    let mut pids: Vec<i32> = Vec::new();
+    for _ in 0..3 {
+        pids.push(session.query_rows(backend, &[]).await.unwrap()[0].get(0));
+    }
+    assert!(pids.windows(2).all(|pair| pair[0] == pair[1]), "reads took different connections: {pids:?}");
+    session.commit().await.unwrap();
+}
