@@ -570,12 +570,14 @@ impl SessionConnection {
     }
 
     /// Gives the connection back to the pool after a statement outside a
-    /// transaction, as soon as its answer is in: nothing on the server
-    /// ties the session to that connection any more, and a request that
-    /// renders its page after its load no longer keeps a connection from
-    /// the requests waiting for one. The next statement takes one again.
-    /// A read session keeps its connection, so that a second read cannot
-    /// land on a replica further behind than the first one's.
+    /// transaction, as soon as its answer (rows or error) is in: nothing
+    /// on the server ties the session to that connection any more, and a
+    /// request that renders its page after its load no longer keeps a
+    /// connection from the requests waiting for one. The next statement
+    /// takes one again. A read session keeps its connection, so that a
+    /// second read cannot land on a replica further behind than the first
+    /// one's. Rows dropped unread (see [`rows_dropped`](Self::rows_dropped))
+    /// keep it too: the connection still reads them.
     fn release_between_statements(&mut self) {
         if !self.in_transaction && !self.in_flight && self.read.is_none() {
             self.client = None;
@@ -932,6 +934,7 @@ impl SessionConnection {
                 self.in_flight = false;
                 let error = Error::from(error);
                 self.statement_failed(&error);
+                self.release_between_statements();
                 return Err(error);
             }
         };
@@ -942,6 +945,7 @@ impl SessionConnection {
                 // transaction as it was.
                 self.in_flight = false;
                 stats.round_trips += prepare_trips;
+                self.release_between_statements();
                 return Err(refused);
             }
         };
@@ -960,6 +964,7 @@ impl SessionConnection {
             Err(error) => {
                 self.in_flight = false;
                 self.statement_failed(&error);
+                self.release_between_statements();
                 Err(error)
             }
         }

@@ -339,7 +339,9 @@ impl Database {
 
     /// Opens a session. It takes no connection until its first statement;
     /// outside a transaction it gives the connection back after each read,
-    /// and from its first write it keeps it until it ends.
+    /// and from the statement that opens the transaction (a write, a
+    /// locking read, or any statement at an isolation level stricter than
+    /// READ COMMITTED) it keeps it until it ends.
     pub fn session(&self) -> Session {
         self.session_at(self.isolation)
     }

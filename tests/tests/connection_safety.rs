@@ -24,6 +24,16 @@ async fn setup_one_connection() -> (TestDb, Database) {
     .await
 }
 
+/// A pool of one connection whose waiters give up after 200 ms: a session
+/// that keeps the connection shows as a quick `PoolTimeout` in another.
+async fn one_connection_failing_fast() -> (TestDb, Database) {
+    setup_with(|config| {
+        config.max_connections = 1;
+        config.wait_timeout = Duration::from_millis(200);
+    })
+    .await
+}
+
 async fn customer_names(test_db: &TestDb) -> Vec<String> {
     let rows = test_db.client().await.query("SELECT name FROM customer ORDER BY name", &[]).await.unwrap();
     rows.iter().map(|row| row.get(0)).collect()
@@ -293,11 +303,7 @@ async fn a_read_only_commit_returns_the_connection_clean() {
 
 #[tokio::test]
 async fn opening_a_session_takes_no_connection() {
-    let (_test_db, db) = setup_with(|config| {
-        config.max_connections = 1;
-        config.wait_timeout = Duration::from_millis(200);
-    })
-    .await;
+    let (_test_db, db) = one_connection_failing_fast().await;
 
     let mut idle = db.session();
     let mut working = db.session();
@@ -391,11 +397,7 @@ async fn a_session_moves_into_a_spawned_task() {
 
 #[tokio::test]
 async fn a_read_outside_a_transaction_gives_the_connection_back_as_soon_as_it_is_answered() {
-    let (test_db, db) = setup_with(|config| {
-        config.max_connections = 1;
-        config.wait_timeout = Duration::from_millis(200);
-    })
-    .await;
+    let (test_db, db) = one_connection_failing_fast().await;
     test_db.client().await.batch_execute("INSERT INTO customer (name) VALUES ('a'), ('b')").await.unwrap();
 
     // Two sessions alive at once on a pool of one: each read takes the
@@ -444,7 +446,43 @@ async fn reads_of_one_session_take_the_same_connection_again_when_it_is_idle() {
     let mut pids: Vec<i32> = Vec::new();
     for _ in 0..3 {
         pids.push(session.query_rows(backend, &[]).await.unwrap()[0].get(0));
+        assert_eq!(db.pool().status().available, 4, "each read gives its connection back");
     }
     assert!(pids.windows(2).all(|pair| pair[0] == pair[1]), "reads took different connections: {pids:?}");
     session.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_read_outside_a_transaction_gives_the_connection_back_too() {
+    let (_test_db, db) = one_connection_failing_fast().await;
+    let mut failing = db.session();
+    let mut other = db.session();
+    let error = failing
+        .query_rows(orm_core::RawSql::cached("SELECT 1 / 0").read_only(), &[])
+        .await
+        .expect_err("division by zero");
+    assert_eq!(error.sql_state(), Some(&SqlState::DIVISION_BY_ZERO), "got {error:?}");
+    let missing =
+        failing.query_rows(orm_core::RawSql::cached("SELECT no_such_column FROM customer").read_only(), &[]).await;
+    assert!(missing.is_err(), "a statement the server cannot prepare fails");
+    assert_eq!(other.query::<Customer>().count().await.expect("the connection came back after each failure"), 0);
+    failing.commit().await.unwrap();
+    other.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_locking_read_or_a_stricter_isolation_level_keeps_the_connection() {
+    let (test_db, db) = setup().await;
+    test_db.client().await.batch_execute("INSERT INTO customer (name) VALUES ('a')").await.unwrap();
+
+    let mut locking = db.session();
+    locking.query::<Customer>().for_update().all().await.unwrap();
+    assert_eq!(db.pool().status().available, 0, "the lock lives in the session's transaction");
+    locking.commit().await.unwrap();
+
+    let mut repeatable = db.session_with_isolation(orm_core::IsolationLevel::RepeatableRead);
+    repeatable.get_one::<Customer>(1).await.unwrap();
+    assert_eq!(db.pool().status().available, 0, "the snapshot lives in the session's transaction");
+    repeatable.commit().await.unwrap();
+    assert_eq!(db.pool().status().available, 1);
 }

@@ -616,7 +616,9 @@ impl Runner<'_> {
         }
     }
 
-    /// Checks out every connection of the pool the session does not hold.
+    /// Checks out every connection of the pool the session does not hold
+    /// (one it took for its transaction; outside one it holds none between
+    /// statements, so its next statement then waits for the pool).
     async fn exhaust_pool(&self) -> Checked<Vec<deadpool_postgres::Object>> {
         let mut held = Vec::new();
         while self.db.pool_state().in_use < self.db.pool_state().max {
