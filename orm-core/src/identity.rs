@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::filters::Filters;
 use crate::flush::{PlanScope, TablePlan};
 use crate::key_table::KeyTable;
+use crate::pending_inserts::PendingInserts;
 use crate::tracked::{AddressSet, Identities, Inner, Tracked, WriteLog, BLOCK};
 use crate::upsert::ConflictRule;
 use crate::watched::Watched;
@@ -37,7 +38,7 @@ pub(crate) struct Registry<T: Entity> {
     pub(crate) identity: Watched<KeyTable<T::Key, Tracked<T>>>,
     /// Added and not yet inserted, in the order they were added, by handle
     /// address.
-    pub(crate) pending_inserts: Watched<KeyMap<usize, Tracked<T>>>,
+    pub(crate) pending_inserts: Watched<PendingInserts<T>>,
     /// Marked for deletion and not yet deleted.
     pub(crate) pending_deletes: Watched<KeyMap<T::Key, Tracked<T>>>,
     /// Entities written since they were last loaded or flushed, in the order
@@ -213,7 +214,7 @@ impl<T: Entity> Registry<T> {
     /// Adds a pending insert.
     pub(crate) fn add_pending(&mut self, tracked: Tracked<T>) {
         self.write_log.note_moved(&tracked);
-        self.pending_inserts.insert(tracked.address(), tracked);
+        self.pending_inserts.insert(tracked);
     }
 
     /// Puts `tracked` in the identity map under `key`.
@@ -300,7 +301,7 @@ impl<T: Entity> Registry<T> {
     /// Forgets a pending insert and its links to pending parents; returns
     /// whether `handle` was one.
     pub(crate) fn forget_pending(&mut self, handle: &Tracked<T>) -> bool {
-        if self.pending_inserts.shift_remove(&handle.address()).is_none() {
+        if self.pending_inserts.remove(handle.address()).is_none() {
             return false;
         }
         self.forget_links(handle);
@@ -347,7 +348,7 @@ impl<T: Entity> Registry<T> {
     /// in this order, as a scan of the identity map, then of the pending
     /// inserts, would find them.
     pub(crate) fn live_position(&self, child: &Tracked<T>) -> Option<(bool, usize)> {
-        if let Some(at) = self.pending_inserts.get_index_of(&child.address()) {
+        if let Some(at) = self.pending_inserts.place_of(child.address()) {
             return Some((true, at));
         }
         let key = child.identity_key()?;
@@ -361,7 +362,7 @@ impl<T: Entity> Registry<T> {
         let tracked = identity.values().chain(pending_inserts.values());
         let links = links.iter().map(|(&(column, _), link)| (column, link.parent_address, &link.child));
         let is_tracked = |entity: &Tracked<T>| {
-            pending_inserts.contains_key(&entity.address())
+            pending_inserts.contains(entity.address())
                 || entity
                     .identity_key()
                     .is_some_and(|key| identity.get(&key).is_some_and(|held| Tracked::ptr_eq(held, entity)))
@@ -441,9 +442,7 @@ impl<T: Entity> Registry<T> {
         let written: Vec<_> = self
             .written()
             .into_iter()
-            .filter(|t| {
-                self.owns(t) || self.pending_inserts.contains_key(&t.address()) || returning.contains(&t.address())
-            })
+            .filter(|t| self.owns(t) || self.pending_inserts.contains(t.address()) || returning.contains(&t.address()))
             .collect();
         // Every entity first, so that a borrowed one leaves all unchanged.
         let mut states = written.iter().map(Tracked::lock_write).collect::<Result<Vec<_>>>()?;
@@ -572,7 +571,7 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
     }
 
     fn has_inserts_besides(&self, sent: &AddressSet) -> bool {
-        self.pending_inserts.keys().any(|address| !sent.contains(address))
+        self.pending_inserts.keys().any(|address| !sent.contains(&address))
     }
 
     fn plain_inserts_besides(&self, waiting: &AddressSet, sent: &AddressSet) -> usize {
@@ -646,7 +645,7 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
         let mut persistent: Vec<(T::Key, Tracked<T>)> = Vec::new();
         let mut pending: Vec<Tracked<T>> = Vec::new();
         for child in found {
-            match child.identity_key().filter(|_| !self.pending_inserts.contains_key(&child.address())) {
+            match child.identity_key().filter(|_| !self.pending_inserts.contains(child.address())) {
                 Some(key) => persistent.push((key, child)),
                 None => pending.push(child),
             }

@@ -94,6 +94,7 @@ mod load_together;
 mod load_tracking;
 mod matching_rows;
 mod n_plus_one;
+mod pending_inserts;
 mod plan_cache;
 mod pool_state;
 mod query;

@@ -59,12 +59,12 @@ impl Session {
         parent: &Tracked<P>,
     ) -> Result<()> {
         let parents = self.registries.of::<P>();
-        let parent_pending = parents.pending_inserts.contains_key(&parent.address());
+        let parent_pending = parents.pending_inserts.contains(parent.address());
         if !parent_pending && !parents.owns(parent) {
             return Err(Error::NotInSession { entity: P::META.name });
         }
         let children = self.registries.of::<C>();
-        let child_pending = children.pending_inserts.contains_key(&child.address());
+        let child_pending = children.pending_inserts.contains(child.address());
         if !child_pending && !children.owns(child) {
             return Err(Error::NotInSession { entity: C::META.name });
         }
@@ -110,7 +110,7 @@ impl Session {
                     // under another key: then its statement tells.
                     None if assigns_key
                         && keyed_by_itself
-                        && parents.pending_inserts.contains_key(&waited_for.address()) =>
+                        && parents.pending_inserts.contains(waited_for.address()) =>
                     {
                         parent_key()?
                     }

@@ -1355,7 +1355,7 @@ impl<T: Entity> TablePlan for Plan<T> {
             // Built only here: a request's insert leaves no other pending.
             let inserting = addresses(&self.inserts);
             let switched: AddressSet = switched.iter().map(|(_, s)| s.new.address()).collect();
-            registry.pending_inserts.retain(|address, _| !inserting.contains(address) && !switched.contains(address));
+            registry.pending_inserts.retain(|address, _| !inserting.contains(&address) && !switched.contains(&address));
         }
         // Not written: out of the session, as an expunged pending insert.
         for tracked in skipped {
