@@ -69,7 +69,7 @@ impl Session {
             return Err(Error::NotInSession { entity: C::META.name });
         }
         let column = relation.column_index();
-        children.links.shift_remove(&(column, child.address()));
+        children.links.swap_remove(&(column, child.address()));
         if !parent_pending {
             let key = parent.lock_read()?.current.key();
             relation.set_parent_key(&mut *child.try_write()?, key);
