@@ -29,6 +29,12 @@ use crate::watched::Watched;
 /// randomly seeded one: fast, and not predictable from outside.
 pub(crate) type KeyMap<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
 
+/// Children whose foreign key a flush filled in from a link, by column and
+/// child handle address, in the order filled, each with its values from
+/// before the first fill: looked up once per link, so that filling in n
+/// links costs O(n).
+type FilledLinks<T> = KeyMap<(usize, usize), (Tracked<T>, T)>;
+
 /// The tracked instances and pending work of one entity type.
 pub(crate) struct Registry<T: Entity> {
     /// One live instance per primary key: persistent entities, including
@@ -66,9 +72,8 @@ pub(crate) struct Registry<T: Entity> {
     /// whole flush succeeded.
     pub(crate) provisional: HashMap<usize, T>,
     /// During a flush, the children whose foreign key it filled in from a
-    /// link, each with its column and its values before: a flush that fails
-    /// puts them back, since it changes no object.
-    filled_links: parking_lot::Mutex<Vec<(Tracked<T>, usize, T)>>,
+    /// link: a flush that fails puts them back, since it changes no object.
+    filled_links: parking_lot::Mutex<FilledLinks<T>>,
 }
 
 /// An entity deleted (or, if it was pending, forgotten) whose children a
@@ -552,11 +557,10 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
             if (link.resolve)(registries, link.child.address(), &mut state.current)? {
                 // The foreign key was filled in without a handle write.
                 self.changed(&link.child);
-                let mut filled = self.filled_links.lock();
-                let address = link.child.address();
-                if !filled.iter().any(|(child, c, _)| child.address() == address && *c == column) {
-                    filled.push((link.child.clone(), column, before));
-                }
+                self.filled_links
+                    .lock()
+                    .entry((column, link.child.address()))
+                    .or_insert_with(|| (link.child.clone(), before));
             } else {
                 links.unresolved = true;
                 if deferred & (1 << column) == 0 {
@@ -601,7 +605,7 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
             // values again, and their links fill them in at the next flush.
             // Only where nothing else changed meanwhile: a write that landed
             // during the flush is kept (the link still wins over it).
-            for (child, column, before) in filled.into_iter().rev() {
+            for ((column, _), (child, before)) in filled.into_iter().rev() {
                 if let Ok(mut state) = child.lock_write() {
                     if state.current.changed_columns(&before) & !(1 << column) == 0 {
                         state.current = before;

@@ -853,3 +853,33 @@ async fn deleting_many_children_linked_to_a_pending_parent_is_not_quadratic() {
     assert_eq!((stored.get::<_, String>(0), stored.get::<_, String>(1)), ("ann".to_owned(), "kept".to_owned()));
     assert_eq!(kept.read().author_id, ann.read().id);
 }
+
+/// A flush fills in the foreign keys of children linked to a pending parent
+/// once the parent's key is generated, and remembers each child's values
+/// before, to put back if the flush fails: remembering them costs a
+/// constant time each. When each child was first looked for among those
+/// already remembered, committing 20,000 such children took 11 s in a
+/// debug build and 40,000 would take four times that; 40,000 take 0.7 s
+/// since. The bound makes a return to that fail, not crawl.
+#[tokio::test]
+async fn a_flush_fills_in_many_links_to_a_pending_parent_in_linear_time() {
+    const CHILDREN: usize = 40_000;
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let ann = session.add(user("ann"));
+    let posts = session.add_all((0..CHILDREN).map(|i| post(0, &format!("p{i}"))));
+    for linked in &posts {
+        session.set_parent(linked, Post::AUTHOR, &ann).unwrap();
+    }
+    let started = std::time::Instant::now();
+    session.commit().await.unwrap();
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "committing {CHILDREN} linked children took {took:?}");
+
+    let ann_id = ann.read().id;
+    assert!(posts.iter().all(|linked| linked.read().author_id == ann_id));
+    let client = test_db.client().await;
+    let written: i64 =
+        client.query_one("SELECT count(*) FROM post WHERE author_id = $1", &[&ann_id]).await.unwrap().get(0);
+    assert_eq!(written, i64::try_from(CHILDREN).unwrap());
+}
