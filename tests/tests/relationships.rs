@@ -824,10 +824,11 @@ async fn a_cascade_follows_a_foreign_key_changed_after_the_index_was_built() {
 }
 
 /// Children linked to a pending parent and then deleted before any flush
-/// leave their parent to be inserted alone, and forgetting each link costs
-/// a constant time: when each one shifted the others, these 20,000 deletes
-/// took 23 s in a debug build (0.09 s since). The bound makes a return to
-/// that fail, not crawl; it is fifty times what the deletes take.
+/// leave the parent and the child kept to be inserted, and forgetting each
+/// link costs a constant time: when each one shifted the others, these
+/// 20,000 deletes took 23 s in a debug build (0.09 s since). The bound
+/// makes a return to that fail, not crawl; it is fifty times what the
+/// deletes take.
 #[tokio::test]
 async fn deleting_many_children_linked_to_a_pending_parent_is_not_quadratic() {
     let (test_db, db) = setup().await;
