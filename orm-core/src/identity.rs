@@ -219,7 +219,7 @@ impl<T: Entity> Registry<T> {
     /// Adds a pending insert.
     pub(crate) fn add_pending(&mut self, tracked: Tracked<T>) {
         self.write_log.note_moved(&tracked);
-        self.pending_inserts.insert(tracked);
+        self.pending_inserts.push(tracked);
     }
 
     /// Puts `tracked` in the identity map under `key`.

@@ -34,16 +34,13 @@ impl<T: Entity> Default for PendingInserts<T> {
 }
 
 impl<T: Entity> PendingInserts<T> {
-    /// Adds `tracked` after every other, or replaces it where it stands if
-    /// its handle is pending already.
-    pub(crate) fn insert(&mut self, tracked: Tracked<T>) {
+    /// Adds `tracked` after every other. It is a handle just made for the
+    /// entity the session was given, so it cannot be pending already.
+    pub(crate) fn push(&mut self, tracked: Tracked<T>) {
         let address = tracked.address();
-        if let Some(&place) = self.places.get(&address) {
-            self.slots[place].1 = Some(tracked);
-        } else {
-            self.places.insert(address, self.slots.len());
-            self.slots.push((address, Some(tracked)));
-        }
+        let previous = self.places.insert(address, self.slots.len());
+        debug_assert!(previous.is_none(), "a new handle is not pending already");
+        self.slots.push((address, Some(tracked)));
     }
 
     /// Forgets the entity whose handle has this address; returns it if it
