@@ -640,13 +640,11 @@ impl SessionConnection {
                 None => Ok(()),
             }
         }));
-        poll_fn(|cx| {
-            let _ = prefix.as_mut().poll(cx);
-            Poll::Ready(())
-        })
+        let (prepared, prepared_now) = polling_earlier(
+            prefix.as_mut(),
+            ready_all(client, &self.statements, statements, begin || self.in_transaction),
+        )
         .await;
-        let (prepared, prepared_now) =
-            ready_all(client, &self.statements, statements, begin || self.in_transaction).await;
         let prepare_failed = prepared.is_err();
         let prepared = prepared.map_err(Error::from).and_then(|prepared| {
             let refused = statements
@@ -1219,6 +1217,26 @@ async fn send_pipelined(
         .collect();
     let suffix = suffix.as_mut().take_output().unwrap_or_else(|| unreachable!("{finished}"));
     (prefix, outcomes, suffix, !unsent)
+}
+
+/// Awaits `later`, a request sent on the connection after `earlier`,
+/// polling `earlier` meanwhile (first, so that it is sent first).
+///
+/// tokio-postgres reads a connection's answers in order and hands each
+/// request the pieces of its answer as they are read, keeping at most two
+/// that its request has not taken; at a third it stops reading the
+/// connection until they are taken. An earlier request left unpolled
+/// while a later one is awaited then waits forever, and the later one
+/// with it, whenever the earlier answer comes in three or more reads: the
+/// answer to `BEGIN; SET LOCAL ...` is three messages, which a pooler
+/// or a busy network may pass on one by one.
+async fn polling_earlier<E: Future, L: Future>(mut earlier: Pin<&mut MaybeDone<E>>, later: L) -> L::Output {
+    let mut later = std::pin::pin!(later);
+    poll_fn(|cx| {
+        let _ = earlier.as_mut().poll(cx);
+        later.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// The requests of [`send_pipelined`] in wire order: the one pinned in

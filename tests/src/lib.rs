@@ -36,7 +36,9 @@ use orm_core::testing::{with_dbname, TestDatabase};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
+mod fragmenting_proxy;
 mod replica_pair;
+pub use fragmenting_proxy::FragmentingProxy;
 pub use replica_pair::ReplicaPair;
 
 /// Every test database's name starts with this, followed by

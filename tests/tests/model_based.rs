@@ -24,6 +24,8 @@ mod schema;
 
 use harness::{env_number, runtime, setup};
 use ops::Op;
+use orm_core::Database;
+use orm_tests::FragmentingProxy;
 use runner::Counts;
 use schema::Table;
 
@@ -50,6 +52,34 @@ fn random_programs_behave_as_the_model_says() {
     harness::explore("model-based run", cases, &ops::program(steps, ops::op()), |program, counts| {
         runtime.block_on(runner::run(&db, &writer, program, counts))
     });
+}
+
+/// Random programs through a proxy that passes the server's answers on a
+/// message at a time (see `fragmented_answers.rs`), in `params`' statement
+/// mode: every kind of round trip the session makes, read in pieces.
+fn random_programs_with_answers_in_pieces(params: &str) {
+    let cases = env_number("ORM_MODEL_CASES", 150) / 5;
+    let steps = env_number("ORM_MODEL_STEPS", 30) as usize;
+    let runtime = runtime();
+    let (test_db, writer) = runtime.block_on(harness::database());
+    let proxy = runtime.block_on(FragmentingProxy::start(&test_db.config()));
+    let db = Database::connect(&format!("{} {params}", proxy.url(&test_db))).expect("the proxy's URL");
+    harness::explore(
+        "model-based run, answers in pieces",
+        cases,
+        &ops::program(steps, ops::op()),
+        |program, counts| runtime.block_on(runner::run(&db, &writer, program, counts)),
+    );
+}
+
+#[test]
+fn random_programs_behave_as_the_model_says_with_answers_in_pieces() {
+    random_programs_with_answers_in_pieces("");
+}
+
+#[test]
+fn random_programs_behave_as_the_model_says_with_answers_in_pieces_and_unnamed_statements() {
+    random_programs_with_answers_in_pieces("statement_mode=unnamed");
 }
 
 // The shrunk programs of the failures found, kept as regression tests.

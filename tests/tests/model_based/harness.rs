@@ -21,16 +21,22 @@ pub fn env_number(name: &str, default: u32) -> u32 {
 /// One database for the whole run: each program starts from the seed rows.
 /// `adjust` sets up the pool.
 pub async fn setup(adjust: impl FnOnce(&mut DatabaseConfig)) -> (orm_tests::TestDb, Database, Client) {
+    let (test_db, writer) = database().await;
+    let mut config = DatabaseConfig::from_url(test_db.url()).expect("the test database's URL");
+    adjust(&mut config);
+    let db = Database::with_config(config).expect("a database");
+    (test_db, db, writer)
+}
+
+/// The test database with the schema, and the other writer's connection.
+pub async fn database() -> (orm_tests::TestDb, Client) {
     let test_db = orm_tests::TestDb::new().await;
     let writer = test_db.client().await;
     writer.batch_execute(schema::SCHEMA).await.expect("the schema");
     // A writer that would wait for the session's locks fails instead: the
     // model only lets it touch rows the session does not hold.
     writer.batch_execute("SET lock_timeout = '3s'").await.expect("lock_timeout");
-    let mut config = DatabaseConfig::from_url(test_db.url()).expect("the test database's URL");
-    adjust(&mut config);
-    let db = Database::with_config(config).expect("a database");
-    (test_db, db, writer)
+    (test_db, writer)
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
