@@ -214,7 +214,7 @@ async fn generated_keys_land_on_the_right_objects_under_concurrent_writers() {
             added.iter().map(|t| (t.read().id, t.read().name.clone())).collect::<Vec<_>>()
         })
     });
-    let results = futures_util::future::join_all(writers).await;
+    let results = orm_tests::within(futures_util::future::join_all(writers)).await;
     let client = test_db.client().await;
     let stored: HashMap<i32, String> = client
         .query("SELECT id, name FROM customer", &[])

@@ -92,7 +92,7 @@ async fn run_all(db: &Database) -> (HashSet<i32>, Vec<SessionStats>) {
     });
     let mut pids = HashSet::new();
     let mut stats = Vec::new();
-    for (used, spent) in try_join_all(units).await.expect("no unit of work panicked") {
+    for (used, spent) in orm_tests::within(try_join_all(units)).await.expect("no unit of work panicked") {
         pids.extend(used);
         stats.extend(spent);
     }
@@ -222,7 +222,7 @@ async fn large_batches_get_correct_keys_through_the_pooler() {
         })
     });
     let written: Vec<(i32, String)> =
-        try_join_all(sessions).await.expect("no session panicked").into_iter().flatten().collect();
+        orm_tests::within(try_join_all(sessions)).await.expect("no session panicked").into_iter().flatten().collect();
     let client = test_db.client().await;
     let stored: std::collections::HashMap<i32, String> = client
         .query("SELECT id, name FROM customer", &[])
