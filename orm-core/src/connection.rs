@@ -852,6 +852,38 @@ impl SessionConnection {
         }
     }
 
+    /// Has the driver look up the types of `sql`'s result on the
+    /// session's connection, by preparing it (kept, as `sql` says) or, in
+    /// the unnamed mode, describing it, unless it knows them already. A
+    /// statement that returns those rows but cannot be prepared itself
+    /// (a `FETCH` from a cursor) then runs safely as the unnamed statement:
+    /// one whose driver meets an unknown type in the answer can wait
+    /// forever (see `type_lookups`).
+    pub(crate) async fn look_up_result_types(
+        &mut self,
+        sql: RawSql<'_>,
+        params: &[&(dyn ToSql + Sync)],
+        stats: &mut SessionStats,
+    ) -> Result<()> {
+        self.checkout().await?;
+        let client = self.client.as_ref().ok_or(Error::TransactionFailed)?;
+        self.in_flight = true;
+        let readied = ready_one(client, &self.statements, sql, params, false, self.in_transaction).await;
+        self.in_flight = false;
+        match readied {
+            Ok((_, round_trips)) => {
+                stats.round_trips += round_trips;
+                Ok(())
+            }
+            Err(error) => {
+                let error = Error::from(error);
+                self.statement_failed(&error);
+                self.release_between_statements();
+                Err(error)
+            }
+        }
+    }
+
     /// Sends one statement and returns its rows as they arrive, for
     /// [`for_each_row_checked`](Self::for_each_row_checked) and for streams
     /// handed to the caller. The statement stays in flight until
@@ -1302,20 +1334,21 @@ async fn ready_one(
             let prepared = client.prepare_cached(text).await?;
             (Some(Ready::Named(prepared)), u64::from(client.statement_cache.size() > cache_size))
         }
-        // Run as the unnamed statement below: nothing to prepare.
-        _ if params.is_empty() && unchecked => (None, 0),
+        // Run as the unnamed statement below: nothing to prepare. Not a
+        // kept statement in the unnamed mode, which is described once (per
+        // connection, if its driver must look up its result's types: see
+        // `type_lookups`), as the prepared mode prepares it.
+        _ if params.is_empty() && unchecked && !sql.is_cached() => (None, 0),
         // Named and uncached: dropping the last handle (the row
         // stream's) queues a Close, so the server forgets it too.
         Statements::Prepared => (Some(Ready::Named(client.prepare(text).await?)), 1),
         Statements::Unnamed(descriptions) => {
-            let cached = sql.is_cached().then(|| descriptions.get(text)).flatten();
+            let cached = sql.is_cached().then(|| descriptions.get(text, &client.statement_cache)).flatten();
             if let Some(cached) = cached.filter(|cached| cached.params.len() == params.len()) {
                 (Some(Ready::Unnamed(cached)), 0)
             } else {
                 let description = Arc::new(describe(client, text, in_transaction, Some(params)).await?);
-                if sql.is_cached() {
-                    descriptions.insert(text, description.clone());
-                }
+                descriptions.described(sql.is_cached().then_some(text), &description, &client.statement_cache);
                 (Some(Ready::Unnamed(description)), 1)
             }
         }
@@ -1384,14 +1417,15 @@ async fn ready_all(
             (prepared, prepared_now)
         }
         Statements::Unnamed(descriptions) => {
-            let cached: Vec<_> = statements.iter().map(|statement| descriptions.get(&statement.sql)).collect();
+            let cached: Vec<_> =
+                statements.iter().map(|statement| descriptions.get(&statement.sql, &client.statement_cache)).collect();
             let described_now = cached.iter().any(Option::is_none);
             let ready = try_join_all(statements.iter().zip(cached).map(|(statement, cached)| async move {
                 if let Some(cached) = cached {
                     return Ok(Ready::Unnamed(cached));
                 }
                 let description = Arc::new(describe(client, &statement.sql, in_transaction, None).await?);
-                descriptions.insert(&statement.sql, description.clone());
+                descriptions.described(Some(&statement.sql), &description, &client.statement_cache);
                 Ok(Ready::Unnamed(description))
             }))
             .await;

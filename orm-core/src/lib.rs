@@ -123,6 +123,7 @@ mod tls;
 mod tracked;
 mod transaction;
 mod transaction_mark;
+mod type_lookups;
 mod types;
 mod upsert;
 mod watched;

@@ -13,8 +13,12 @@ use crate::connection::Access;
 /// user picks, say) leaves nothing behind on the pooled connection: its
 /// prepared-statement cache, on the client and on the server, stays as
 /// large as the ORM's own statements make it. The price is a round trip to
-/// prepare it each time it runs with parameters; without parameters it is
-/// parsed, run and forgotten in one round trip.
+/// prepare it each time it runs, in which the driver learns the types of
+/// its parameters and of its rows (a row of an enum or an extension's type,
+/// met only in the answer, would make it look the type up while the rows
+/// wait unread, and wait forever). Only [`Session::execute`] of a statement
+/// without parameters, whose rows nobody reads, is parsed, run and
+/// forgotten in one round trip.
 ///
 /// [`RawSql::cached`] opts a statement whose text is fixed in the program
 /// into the connection's cache: after its first run on a connection it
@@ -24,9 +28,10 @@ use crate::connection::Access;
 ///
 /// In the [unnamed statement mode](crate::StatementMode::Unnamed) nothing
 /// stays prepared on a connection; what a cached statement keeps is its
-/// description (the types of its parameters), once for the whole
-/// [`Database`](crate::Database), and an uncached one with parameters is
-/// described at each run instead of prepared.
+/// description (the types of its parameters and rows), once for the whole
+/// [`Database`](crate::Database) (and once more on each connection whose
+/// driver must look up one of those types, an enum's, say), and an uncached
+/// one is described at each run instead of prepared.
 ///
 /// ```
 /// # use orm_core::{Database, RawSql};

@@ -1161,11 +1161,16 @@ impl Session {
         self.connection.for_each_row(RawSql::cached(sql), params, access, &mut self.stats, |_| Ok(())).await
     }
 
-    /// Runs a statement and returns its rows.
+    /// Runs a statement and returns its rows. Without parameters too, it
+    /// is prepared (or described) first: run as the unnamed statement at
+    /// once, a result with a type the connection's driver has not met (an
+    /// enum, an extension's type) could make it wait forever.
     async fn raw_rows(&mut self, sql: RawSql<'_>, params: &[&(dyn ToSql + Sync)], access: Access) -> Result<Vec<Row>> {
+        // Refuses no columns: it only has the statement readied first.
+        let any_columns: Check = |_| Ok(());
         let mut rows = Vec::new();
         self.connection
-            .for_each_row(sql, params, access, &mut self.stats, |row| {
+            .for_each_row_checked(sql, params, access, &mut self.stats, Some(any_columns), |row| {
                 rows.push(row);
                 Ok(())
             })

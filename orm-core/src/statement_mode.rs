@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use deadpool_postgres::StatementCache;
 use parking_lot::Mutex;
 use tokio_postgres::types::Type;
 
 use crate::error::{Error, Result};
+use crate::type_lookups::TypeLookups;
 
 /// How a connection sends statements: prepared once and kept by name, or
 /// each time as PostgreSQL's unnamed statement. Set it with
@@ -60,8 +62,9 @@ pub enum StatementMode {
     /// trip over. The types of a statement's parameters, which the driver
     /// must send with it, are learned by having the server describe it:
     /// once per [`Database`](crate::Database) for the ORM's statements and
-    /// [`RawSql::cached`](crate::RawSql::cached) text, at each run for other
-    /// raw SQL with parameters. The statement a description takes is
+    /// [`RawSql::cached`](crate::RawSql::cached) text (and once more on each
+    /// connection whose driver must look up a type of the statement's, such
+    /// as an enum), at each run for other raw SQL. The statement a description takes is
     /// prepared and closed inside one transaction, so even that leaves
     /// nothing behind. The server parses and plans each run afresh, which
     /// is what this mode costs.
@@ -193,6 +196,9 @@ impl Statements {
 pub(crate) struct Description {
     pub(crate) params: Vec<Type>,
     pub(crate) columns: Vec<ResultColumn>,
+    /// The types among them the driver does not know built in, which it
+    /// looks up once per connection (see [`TypeLookups`]).
+    lookups: Vec<u32>,
 }
 
 /// A result column, as a statement's check sees it.
@@ -205,7 +211,17 @@ pub(crate) struct ResultColumn {
 impl Description {
     /// What a prepared statement says of itself.
     pub(crate) fn of(statement: &tokio_postgres::Statement) -> Self {
-        Description { params: statement.params().to_vec(), columns: ResultColumn::of(statement) }
+        let params = statement.params().to_vec();
+        let columns = ResultColumn::of(statement);
+        let mut lookups: Vec<u32> = params
+            .iter()
+            .chain(columns.iter().map(|column| &column.type_))
+            .map(Type::oid)
+            .filter(|&oid| Type::from_oid(oid).is_none())
+            .collect();
+        lookups.sort_unstable();
+        lookups.dedup();
+        Description { params, columns, lookups }
     }
 }
 
@@ -248,16 +264,36 @@ impl<'a> ResultColumns<'a> {
 /// every connection to the same database, unlike a prepared statement. It
 /// grows with the ORM's statement shapes and the text of `RawSql::cached`,
 /// both bounded by the program, as the prepared mode's caches are.
+///
+/// A description of a statement whose types the driver must look up is
+/// used only on connections whose driver has looked them up: elsewhere
+/// the statement would wait forever for its rows (see [`TypeLookups`]).
 #[derive(Debug, Default)]
-pub(crate) struct Descriptions(Mutex<HashMap<String, Arc<Description>>>);
+pub(crate) struct Descriptions {
+    by_text: Mutex<HashMap<String, Arc<Description>>>,
+    lookups: TypeLookups,
+}
 
 impl Descriptions {
-    pub(crate) fn get(&self, sql: &str) -> Option<Arc<Description>> {
-        self.0.lock().get(sql).cloned()
+    /// The description kept for `sql`, if `connection` may run the
+    /// statement unnamed as described.
+    pub(crate) fn get(&self, sql: &str, connection: &Arc<StatementCache>) -> Option<Arc<Description>> {
+        let description = self.by_text.lock().get(sql).cloned()?;
+        self.lookups.knows(connection, &description.lookups).then_some(description)
     }
 
-    pub(crate) fn insert(&self, sql: &str, description: Arc<Description>) {
-        self.0.lock().insert(sql.to_owned(), description);
+    /// Records `description`, made on `connection` (whose driver looked up
+    /// its types making it), and keeps it for `sql` if given.
+    pub(crate) fn described(
+        &self,
+        sql: Option<&str>,
+        description: &Arc<Description>,
+        connection: &Arc<StatementCache>,
+    ) {
+        self.lookups.record(connection, &description.lookups);
+        if let Some(sql) = sql {
+            self.by_text.lock().insert(sql.to_owned(), description.clone());
+        }
     }
 }
 

@@ -224,9 +224,10 @@ impl<'s, E: Entity> TrackedChunks<'s, E> {
         // them would grow the connection's statement cache with every stream.
         let declare = format!("DECLARE {cursor} NO SCROLL CURSOR FOR {}", built.sql);
         let (connection, stats) = session.connection_and_stats();
-        connection
-            .for_each_row(RawSql::once(&declare), &param_refs(&built.params), Access::Lock, stats, |_| Ok(()))
-            .await?;
+        let params = param_refs(&built.params);
+        // The `FETCH`es run unnamed: their rows' types must be known first.
+        connection.look_up_result_types(RawSql::cached(&built.sql), &params, stats).await?;
+        connection.for_each_row(RawSql::once(&declare), &params, Access::Lock, stats, |_| Ok(())).await?;
         let chunk_size = chunk_size.max(1);
         Ok(TrackedChunks {
             session,

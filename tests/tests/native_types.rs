@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 mod support;
 
-use orm_core::{Database, Entity, ErrorKind, Interval};
+use orm_core::{Database, DatabaseConfig, Entity, ErrorKind, Interval, StatementMode};
 use orm_tests::TestDb;
 use rust_decimal::Decimal;
 use support::moods::{Level, Mood, ENUM_TYPES};
@@ -146,4 +146,91 @@ async fn numeric_time_inet_and_interval_round_trip_in_batches_and_alone() {
     let text: String =
         session.query_rows("SELECT every::text FROM reading ORDER BY id LIMIT 1", &[]).await.unwrap()[0].get(0);
     assert_eq!(text, "1 mon 2 days 00:00:03");
+}
+
+/// In the unnamed mode a statement's description is shared by the pool's
+/// connections, but the driver looks up an enum type once per connection,
+/// and running a statement unnamed it does so while the rows wait unread:
+/// past a few kilobytes of rows it stopped reading the connection and the
+/// lookup's answer never came. A connection now describes a statement
+/// whose types its driver has not looked up, once.
+#[tokio::test]
+async fn an_enum_result_described_on_one_connection_loads_on_another() {
+    let test_db = TestDb::new().await;
+    let client = test_db.client().await;
+    client.batch_execute(&format!("{ENUM_TYPES}{SCHEMA}")).await.unwrap();
+    seed_people(&client, "'happy', 'sad', 'high'", 20_000).await;
+    let mut config = DatabaseConfig::from_url(test_db.url()).unwrap();
+    config.statements = StatementMode::Unnamed;
+    let db = Database::with_config(config).unwrap();
+    let load = |db: Database| async move {
+        let mut session = db.session();
+        let people = tokio::time::timeout(std::time::Duration::from_secs(20), session.query::<Person>().all())
+            .await
+            .expect("the load finished")
+            .unwrap();
+        assert!(people.iter().all(|person| person.read().mood == Mood::Happy && person.read().level == Level::High));
+        (people.len(), session.stats().round_trips)
+    };
+    assert_eq!(load(db.clone()).await, (20_000, 2), "described, then run, on the first connection");
+    // The first connection is busy: the load takes a second one, whose
+    // driver has not looked `mood` and `app.level` up.
+    let busy = db.checkout().await.unwrap();
+    assert_eq!(load(db.clone()).await, (20_000, 2), "described again on the second connection");
+    assert_eq!(load(db.clone()).await, (20_000, 1), "the second connection knows the types now");
+    drop(busy);
+}
+
+/// A chunked stream reads its rows by `FETCH`, which runs as the unnamed
+/// statement: on a connection that had not met `mood` and `app.level`,
+/// the driver looked them up while a chunk's rows waited unread and
+/// stopped reading the connection. The stream's query is prepared first,
+/// which looks them up before the first chunk.
+#[tokio::test]
+async fn a_chunked_stream_of_enum_rows_reads_every_chunk() {
+    let (test_db, db) = setup().await;
+    let client = test_db.client().await;
+    seed_people(&client, "'so-so', NULL, 'low'", 5_000).await;
+    let mut session = db.session();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut chunks = session.query::<Person>().stream_tracked(2_000).await.unwrap();
+        let mut sizes = Vec::new();
+        while let Some(chunk) = chunks.next_chunk().await.unwrap() {
+            assert!(chunk.iter().all(|person| person.read().mood == Mood::SoSo && person.read().was.is_none()));
+            sizes.push(chunk.len());
+        }
+        sizes
+    })
+    .await
+    .expect("every chunk was read");
+    assert_eq!(read, [2_000, 2_000, 1_000]);
+    session.rollback().await.unwrap();
+}
+
+/// Raw rows without parameters used to run as the unnamed statement at
+/// once: the driver met `mood` in the answer and looked it up while 20,000
+/// rows waited unread, and stopped reading the connection. They are now
+/// prepared first, and closed after the run.
+#[tokio::test]
+async fn raw_rows_of_an_enum_without_parameters_are_all_read() {
+    let (test_db, db) = setup().await;
+    let client = test_db.client().await;
+    seed_people(&client, "'sad', 'happy', 'low'", 20_000).await;
+    let mut session = db.session();
+    let rows =
+        tokio::time::timeout(std::time::Duration::from_secs(20), session.query_rows("SELECT * FROM person", &[]))
+            .await
+            .expect("the rows were read")
+            .unwrap();
+    assert_eq!(rows.len(), 20_000);
+    assert!(rows.iter().all(|row| row.get::<_, Mood>("mood") == Mood::Sad));
+    // Raw SQL may write: its BEGIN is confirmed before it is prepared and run.
+    assert_eq!(session.stats().round_trips, 3, "BEGIN, prepare, run");
+}
+
+/// Inserts `count` people, each with the values of `moods_and_level` (SQL
+/// for `mood, was, level`).
+async fn seed_people(client: &tokio_postgres::Client, moods_and_level: &str, count: i32) {
+    let sql = format!("INSERT INTO person (mood, was, level) SELECT {moods_and_level} FROM generate_series(1, $1)");
+    client.execute(&sql, &[&count]).await.unwrap();
 }

@@ -17,7 +17,8 @@ async fn plans_of_the_name_query(session: &mut Session) -> (i64, i64) {
     let rows = session
         .query_rows(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
-             WHERE statement LIKE 'SELECT %FROM \"customer\"%WHERE%name%'",
+             WHERE statement LIKE 'SELECT %FROM \"customer\"%WHERE%name%' \
+             AND statement NOT LIKE '%pg_prepared_statements%'",
             &[],
         )
         .await
