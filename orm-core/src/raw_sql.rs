@@ -17,8 +17,8 @@ use crate::connection::Access;
 /// its parameters and of its rows (a row of an enum or an extension's type,
 /// met only in the answer, would make it look the type up while the rows
 /// wait unread, and wait forever). Only [`Session::execute`] of a statement
-/// without parameters, whose rows nobody reads, is parsed, run and
-/// forgotten in one round trip.
+/// without parameters that returns no rows (an `UPDATE` without
+/// `RETURNING`, DDL, `SET`) is parsed, run and forgotten in one round trip.
 ///
 /// [`RawSql::cached`] opts a statement whose text is fixed in the program
 /// into the connection's cache: after its first run on a connection it
@@ -137,6 +137,50 @@ impl<'a> RawSql<'a> {
         self.read_only
     }
 
+    /// Whether the statement may return rows, read from its text: false
+    /// only for one that starts with a command that never returns any
+    /// (`UPDATE`, `CREATE`, `SET` and the like) and has no `RETURNING`
+    /// anywhere. [`Session::execute`] prepares a statement that may, even
+    /// without parameters, so that the driver learns its rows' types before
+    /// they arrive: run unnamed at once, rows of a type it does not know
+    /// built in could make it wait forever (see `type_lookups`). Wrong only
+    /// towards preparing: a `RETURNING` in a string or comment costs a
+    /// round trip, nothing else.
+    pub(crate) fn may_return_rows(&self) -> bool {
+        const ROWLESS: [&str; 26] = [
+            "ALTER",
+            "ANALYZE",
+            "BEGIN",
+            "CHECKPOINT",
+            "CLUSTER",
+            "COMMENT",
+            "COMMIT",
+            "CREATE",
+            "DELETE",
+            "DISCARD",
+            "DO",
+            "DROP",
+            "GRANT",
+            "INSERT",
+            "LISTEN",
+            "LOCK",
+            "NOTIFY",
+            "REFRESH",
+            "REINDEX",
+            "RELEASE",
+            "RESET",
+            "REVOKE",
+            "ROLLBACK",
+            "SET",
+            "TRUNCATE",
+            "UPDATE",
+        ];
+        let text = self.text.trim_start();
+        let first = text.split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or_default();
+        let rowless = ROWLESS.iter().any(|command| command.eq_ignore_ascii_case(first));
+        !rowless || text.to_ascii_uppercase().contains("RETURNING")
+    }
+
     /// Whether the statement needs the session's transaction: unless
     /// marked read-only it may write, and carries no transaction guard.
     pub(crate) fn access(&self) -> Access {
@@ -157,5 +201,37 @@ impl<'a> From<&'a str> for RawSql<'a> {
 impl<'a> From<&'a String> for RawSql<'a> {
     fn from(text: &'a String) -> Self {
         RawSql::once(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RawSql;
+
+    #[test]
+    fn only_commands_that_never_return_rows_are_rowless() {
+        for rowless in [
+            "UPDATE customer SET name = 'x'",
+            "  insert into t values (1)",
+            "CREATE TABLE t (id int)",
+            "SET search_path = app",
+            "DELETE FROM t WHERE id = 1",
+            "lock table t",
+        ] {
+            assert!(!RawSql::once(rowless).may_return_rows(), "{rowless}");
+        }
+        for rows in [
+            "SELECT 1",
+            "WITH gone AS (DELETE FROM t RETURNING *) SELECT count(*) FROM gone",
+            "DELETE FROM t RETURNING mood",
+            "update t set a = 1 returning a",
+            "VALUES (1)",
+            "FETCH 10 FROM c",
+            "SHOW search_path",
+            "/* a comment first */ UPDATE t SET a = 1",
+            "",
+        ] {
+            assert!(RawSql::once(rows).may_return_rows(), "{rows}");
+        }
     }
 }

@@ -29,6 +29,12 @@ use crate::stats::SessionStats;
 use crate::tracked::Tracked;
 use crate::types::param_refs;
 
+/// The check of a raw statement whose columns anything may be: it refuses
+/// none, and only has the statement prepared (or described) before it
+/// runs, even without parameters, so that the driver learns its rows'
+/// types before they arrive (see `type_lookups`).
+const ANY_COLUMNS: Check = |_| Ok(());
+
 /// One unit of work: the rows it loaded (the identity map), what changed,
 /// and one database transaction. Open one per request with
 /// [`Database::session`](crate::Database::session).
@@ -999,7 +1005,10 @@ impl Session {
     pub async fn execute(&mut self, sql: impl Into<RawSql<'_>>, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let sql = sql.into();
         self.autoflush().await?;
-        self.connection.for_each_row(sql, params, sql.access(), &mut self.stats, |_| Ok(())).await
+        // Readied first if it may return rows, which are not read but still
+        // arrive (see `RawSql::may_return_rows`).
+        let check = sql.may_return_rows().then_some(ANY_COLUMNS);
+        self.connection.for_each_row_checked(sql, params, sql.access(), &mut self.stats, check, |_| Ok(())).await
     }
 
     /// Runs a raw SQL query in the session's transaction (after an
@@ -1166,11 +1175,9 @@ impl Session {
     /// once, a result with a type the connection's driver has not met (an
     /// enum, an extension's type) could make it wait forever.
     async fn raw_rows(&mut self, sql: RawSql<'_>, params: &[&(dyn ToSql + Sync)], access: Access) -> Result<Vec<Row>> {
-        // Refuses no columns: it only has the statement readied first.
-        let any_columns: Check = |_| Ok(());
         let mut rows = Vec::new();
         self.connection
-            .for_each_row_checked(sql, params, access, &mut self.stats, Some(any_columns), |row| {
+            .for_each_row_checked(sql, params, access, &mut self.stats, Some(ANY_COLUMNS), |row| {
                 rows.push(row);
                 Ok(())
             })

@@ -228,6 +228,31 @@ async fn raw_rows_of_an_enum_without_parameters_are_all_read() {
     assert_eq!(session.stats().round_trips, 3, "BEGIN, prepare, run");
 }
 
+/// `execute` reads no rows, but a statement's rows arrive all the same: a
+/// `DELETE ... RETURNING` of 20,000 enums hung as raw rows did. A
+/// statement that may return rows is prepared first; one that cannot
+/// still costs one round trip.
+#[tokio::test]
+async fn execute_of_a_statement_returning_enums_finishes_and_a_plain_update_costs_one_round_trip() {
+    let (test_db, db) = setup().await;
+    let client = test_db.client().await;
+    seed_people(&client, "'happy', NULL, 'high'", 20_000).await;
+    let mut session = db.session();
+    let bound = std::time::Duration::from_secs(20);
+    let updated = tokio::time::timeout(bound, session.execute("UPDATE person SET was = 'sad'", &[]))
+        .await
+        .expect("the update finished")
+        .unwrap();
+    assert_eq!((updated, session.stats().round_trips), (20_000, 2), "BEGIN, then the update alone");
+    let deleted = tokio::time::timeout(bound, session.execute("DELETE FROM person RETURNING mood, level", &[]))
+        .await
+        .expect("the delete finished")
+        .unwrap();
+    assert_eq!((deleted, session.stats().round_trips), (20_000, 4), "prepared, then run");
+    session.commit().await.unwrap();
+    assert_eq!(client.query_one("SELECT count(*) FROM person", &[]).await.unwrap().get::<_, i64>(0), 0);
+}
+
 /// Inserts `count` people, each with the values of `moods_and_level` (SQL
 /// for `mood, was, level`).
 async fn seed_people(client: &tokio_postgres::Client, moods_and_level: &str, count: i32) {
