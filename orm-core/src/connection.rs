@@ -1334,10 +1334,11 @@ async fn ready_one(
             let prepared = client.prepare_cached(text).await?;
             (Some(Ready::Named(prepared)), u64::from(client.statement_cache.size() > cache_size))
         }
-        // Run as the unnamed statement below: nothing to prepare. Not a
-        // kept statement in the unnamed mode, which is described once (per
-        // connection, if its driver must look up its result's types: see
-        // `type_lookups`), as the prepared mode prepares it.
+        // Run as the unnamed statement below: nothing to prepare. Only a
+        // statement run once whose result nobody checks: a rowless
+        // `execute`, or a `FETCH` whose rows' types were looked up first
+        // (see `type_lookups`). A kept one is described in the unnamed
+        // mode, as the prepared mode prepares it.
         _ if params.is_empty() && unchecked && !sql.is_cached() => (None, 0),
         // Named and uncached: dropping the last handle (the row
         // stream's) queues a Close, so the server forgets it too.

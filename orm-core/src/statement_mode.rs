@@ -64,9 +64,9 @@ pub enum StatementMode {
     /// once per [`Database`](crate::Database) for the ORM's statements and
     /// [`RawSql::cached`](crate::RawSql::cached) text (and once more on each
     /// connection whose driver must look up a type of the statement's, such
-    /// as an enum), at each run for other raw SQL. The statement a description takes is
-    /// prepared and closed inside one transaction, so even that leaves
-    /// nothing behind. The server parses and plans each run afresh, which
+    /// as an enum), at each run for other raw SQL. The statement a
+    /// description takes is prepared and closed inside one transaction, so
+    /// even that leaves nothing behind. The server parses and plans each run afresh, which
     /// is what this mode costs.
     Unnamed,
 }
