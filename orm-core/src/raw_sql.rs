@@ -178,7 +178,7 @@ impl<'a> RawSql<'a> {
         let text = self.text.trim_start();
         let first = text.split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or_default();
         let rowless = ROWLESS.iter().any(|command| command.eq_ignore_ascii_case(first));
-        !rowless || text.to_ascii_uppercase().contains("RETURNING")
+        !rowless || text.as_bytes().windows(9).any(|word| word.eq_ignore_ascii_case(b"RETURNING"))
     }
 
     /// Whether the statement needs the session's transaction: unless
