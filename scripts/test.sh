@@ -16,6 +16,22 @@ cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# A one-shot run gains nothing from incremental compilation, whose caches
+# would add gigabytes under target/ (6 GiB with full debug info).
+export CARGO_INCREMENTAL=0
+
+step "disk space"
+# Every test target is built, and three private clusters run under target/.
+# A full disk fails the build late and obscurely (an LLVM "IO failure"), so
+# say it first.
+need_kib=$((8 * 1024 * 1024))
+mkdir -p target
+free_kib=$(df -Pk target | awk 'NR == 2 { print $4 }')
+if [ "${free_kib:-0}" -lt "$need_kib" ]; then
+    printf 'test.sh: warning: %s MiB free under target/; a cold run writes about 5 GiB there\n' \
+        "$((free_kib / 1024))" >&2
+fi
+
 step "database"
 # shellcheck source=scripts/db.sh
 if ! source scripts/db.sh; then
