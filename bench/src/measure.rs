@@ -20,9 +20,10 @@ pub struct Run {
     /// it held its runtime thread at once, during which every other task
     /// scheduled on that thread (other requests of a server) waited.
     pub longest_poll: f64,
-    /// Seconds of the longest poll of the ORM's `commit` alone, where the
-    /// workload measures it (W1).
-    pub commit_longest_poll: Option<f64>,
+    /// Seconds of the longest poll of the one ORM call the workload times
+    /// alone: `commit` in W1, the load in W4 (tracked and untracked), apart
+    /// from the caller's own work around it (reading and dropping the rows).
+    pub call_longest_poll: Option<f64>,
 }
 
 /// Statements and round trips of hand-written code, counted by that code
@@ -33,8 +34,9 @@ pub struct Traffic {
     pub statements: u64,
     /// Round trips waited for.
     pub round_trips: u64,
-    /// The longest poll of the ORM's `commit`, where the workload times it.
-    pub commit_longest_poll: Option<Duration>,
+    /// The longest poll of the ORM call the workload times alone (see
+    /// [`Run::call_longest_poll`]).
+    pub call_longest_poll: Option<Duration>,
 }
 
 impl Traffic {
@@ -77,7 +79,7 @@ where
         statements: traffic.statements,
         round_trips: traffic.round_trips,
         longest_poll: longest_poll.as_secs_f64(),
-        commit_longest_poll: traffic.commit_longest_poll.map(|poll| poll.as_secs_f64()),
+        call_longest_poll: traffic.call_longest_poll.map(|poll| poll.as_secs_f64()),
     };
     Ok((run, kept))
 }
@@ -124,8 +126,8 @@ pub fn median(runs: &[Run]) -> Run {
     let mut run = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
     sorted.sort_by(|a, b| a.longest_poll.total_cmp(&b.longest_poll));
     run.longest_poll = sorted.get(sorted.len() / 2).map_or(0.0, |r| r.longest_poll);
-    let mut commits: Vec<f64> = runs.iter().filter_map(|r| r.commit_longest_poll).collect();
-    commits.sort_by(f64::total_cmp);
-    run.commit_longest_poll = commits.get(commits.len() / 2).copied();
+    let mut calls: Vec<f64> = runs.iter().filter_map(|r| r.call_longest_poll).collect();
+    calls.sort_by(f64::total_cmp);
+    run.call_longest_poll = calls.get(calls.len() / 2).copied();
     run
 }

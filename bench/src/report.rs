@@ -39,9 +39,9 @@ pub struct Row {
     pub orm_longest_poll_ms: f64,
     /// The same for the hand-written side (0 where there is none).
     pub raw_longest_poll_ms: f64,
-    /// Longest single poll of the ORM's `commit` alone, in milliseconds
-    /// (median over the runs), where the workload times it (W1).
-    pub orm_commit_longest_poll_ms: Option<f64>,
+    /// Longest single poll of the one ORM call the workload times alone
+    /// (W1's `commit`, W4's load), in milliseconds (median over the runs).
+    pub orm_call_longest_poll_ms: Option<f64>,
     /// Peak memory growth of the ORM side, in MiB (W4 only).
     pub orm_peak_mib: Option<f64>,
     /// Peak memory growth of the hand-written side, in MiB (W4 only).
@@ -72,7 +72,7 @@ impl Row {
             raw_round_trips: raw.round_trips,
             orm_longest_poll_ms: orm.longest_poll * 1000.0,
             raw_longest_poll_ms: raw.longest_poll * 1000.0,
-            orm_commit_longest_poll_ms: orm.commit_longest_poll.map(|poll| poll * 1000.0),
+            orm_call_longest_poll_ms: orm.call_longest_poll.map(|poll| poll * 1000.0),
             orm_peak_mib: None,
             raw_peak_mib: None,
         }
@@ -103,7 +103,7 @@ pub fn table(rows: &[Row]) -> String {
         "ORM st/rt",
         "raw st/rt",
         "max poll ms",
-        "commit poll",
+        "call poll",
         "peak MiB o/r"
     );
     for row in rows {
@@ -126,7 +126,7 @@ pub fn table(rows: &[Row]) -> String {
             format!("{}/{}", row.orm_statements, row.orm_round_trips),
             format!("{}/{}", row.raw_statements, row.raw_round_trips),
             format!("{:.1}/{:.1}", row.orm_longest_poll_ms, row.raw_longest_poll_ms),
-            row.orm_commit_longest_poll_ms.map_or_else(|| "-".to_owned(), |poll| format!("{poll:.1}")),
+            row.orm_call_longest_poll_ms.map_or_else(|| "-".to_owned(), |poll| format!("{poll:.1}")),
             peak,
         );
     }

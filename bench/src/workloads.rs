@@ -58,7 +58,7 @@ pub async fn orm_bulk_insert(db: &Database, customers: Vec<Customer>) -> Kept<Ve
     let (stats, commit_poll) = longest_poll(session.commit()).await;
     let stats = stats?;
     check(added.iter().all(|c| c.read().id > 0), "every inserted object has its key")?;
-    let mut traffic = Traffic { commit_longest_poll: Some(commit_poll), ..Traffic::default() };
+    let mut traffic = Traffic { call_longest_poll: Some(commit_poll), ..Traffic::default() };
     traffic.add_session(stats);
     Ok((traffic, added))
 }
@@ -285,11 +285,12 @@ pub async fn expected_checksum(db: &Database) -> Result<u64, BenchError> {
 /// entity, read back through its handle.
 pub async fn orm_select_tracked(db: &Database, n: usize, expected: u64) -> Outcome {
     let mut session = db.session();
-    let all = session.query::<Customer>().all().await?;
+    let (all, load_poll) = longest_poll(session.query::<Customer>().all()).await;
+    let all = all?;
     check(all.len() == n, "loaded every row")?;
     let sum: u64 = all.iter().map(|customer| checksum(&customer.read())).sum();
     check(sum == expected, "read every row through its handle")?;
-    let mut traffic = Traffic::default();
+    let mut traffic = Traffic { call_longest_poll: Some(load_poll), ..Traffic::default() };
     traffic.add_session(session.commit().await?);
     Ok(traffic)
 }
@@ -297,10 +298,11 @@ pub async fn orm_select_tracked(db: &Database, n: usize, expected: u64) -> Outco
 /// W4 through the ORM, untracked: plain values for a read-only load.
 pub async fn orm_select_untracked(db: &Database, n: usize, expected: u64) -> Outcome {
     let mut session = db.session();
-    let all = session.query::<Customer>().untracked().all().await?;
+    let (all, load_poll) = longest_poll(session.query::<Customer>().untracked().all()).await;
+    let all = all?;
     check(all.len() == n, "loaded every row")?;
     check(all.iter().map(checksum).sum::<u64>() == expected, "read every row")?;
-    let mut traffic = Traffic::default();
+    let mut traffic = Traffic { call_longest_poll: Some(load_poll), ..Traffic::default() };
     traffic.add_session(session.commit().await?);
     Ok(traffic)
 }

@@ -23,6 +23,7 @@ use crate::database::ConnectTarget;
 use crate::error::{Error, Result};
 use crate::flush::CopyTargets;
 use crate::isolation::IsolationLevel;
+use crate::poll_budget::ROWS_PER_YIELD;
 use crate::raw_sql::RawSql;
 use crate::replicas::{Replicas, ServedBy};
 use crate::statement_mode::{Description, ResultColumns, Statements};
@@ -832,10 +833,31 @@ impl SessionConnection {
         let mut open = self.open_rows(sql, params, access, stats, check).await?;
         let streamed = async {
             let mut rows = 0;
-            while let Some(row) = open.rows.try_next().await? {
-                rows += 1;
-                if let Err(error) = on_row(row) {
-                    return Ok(Err(error));
+            loop {
+                // The driver hands over the rows it holds without returning
+                // `Pending`: a large result would be read and handled in one
+                // poll, holding the thread from its other tasks. The rows of
+                // a chunk are handled in a loop without an `.await`, which
+                // costs no more a row than the plain loop did.
+                let mut handled = 0;
+                let chunk = poll_fn(|context| loop {
+                    if handled == ROWS_PER_YIELD {
+                        return Poll::Ready(Ok(Chunk::Full));
+                    }
+                    let Some(row) = std::task::ready!(open.rows.try_poll_next_unpin(context)?) else {
+                        return Poll::Ready(Ok(Chunk::Ended));
+                    };
+                    rows += 1;
+                    handled += 1;
+                    if let Err(error) = on_row(row) {
+                        return Poll::Ready(Ok(Chunk::Failed(error)));
+                    }
+                })
+                .await?;
+                match chunk {
+                    Chunk::Full => tokio::task::yield_now().await,
+                    Chunk::Ended => break,
+                    Chunk::Failed(error) => return Ok(Err(error)),
                 }
             }
             Ok::<_, tokio_postgres::Error>(Ok(open.rows.rows_affected().unwrap_or(rows)))
@@ -1178,6 +1200,17 @@ pub(crate) struct OpenRows {
     pub(crate) rows: Pin<Box<tokio_postgres::RowStream>>,
     /// The statement's span, which records its row count at the end.
     pub(crate) statement: StatementSpan,
+}
+
+/// How a chunk of a statement's rows, handled between two yields to the
+/// runtime, ended.
+enum Chunk {
+    /// [`ROWS_PER_YIELD`] rows were handled; more may follow.
+    Full,
+    /// The rows ended.
+    Ended,
+    /// The caller's handling of a row failed: the rest are not read.
+    Failed(Error),
 }
 
 /// Sends the statements and `after` on `client` after `prefix` (a request

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use crate::column::Column;
 use crate::entity::{ColumnSet, Entity};
 use crate::error::{Error, Result};
-use crate::flush::BIND_CHUNK;
+use crate::poll_budget::ROWS_PER_YIELD;
 use crate::session::Session;
 use crate::stats::SessionStats;
 use crate::tracked::Tracked;
@@ -359,7 +359,7 @@ impl<E: Entity> EntityHook for Typed<E> {
 /// Yields to the runtime before entity `at` of a list when a chunk of
 /// entities has gone by.
 async fn yield_between_chunks(at: usize) {
-    if at > 0 && at % BIND_CHUNK == 0 {
+    if at > 0 && at % ROWS_PER_YIELD == 0 {
         tokio::task::yield_now().await;
     }
 }

@@ -96,6 +96,7 @@ mod matching_rows;
 mod n_plus_one;
 mod pending_inserts;
 mod plan_cache;
+mod poll_budget;
 mod pool_state;
 mod query;
 mod query_with;

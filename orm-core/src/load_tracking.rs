@@ -9,12 +9,15 @@
 //! map grown row by row rehashes every entry at each doubling (75
 //! instructions and about one cache miss per row at 500,000 rows): its new
 //! rows enter the map only once the load ended, sized once for them. Such a
-//! load never holds its rows twice (as plain values and as instances), and
-//! one that fails partway leaves the identity map as it was.
+//! load never holds its rows twice (as plain values and as instances); one
+//! that fails before its rows end leaves the identity map as it was, and
+//! one cut off while its rows enter the map (between two chunks, see
+//! [`LoadTracking::finish`]) leaves those it entered tracked.
 
 use crate::children_index::ChildrenIndex;
 use crate::entity::Entity;
 use crate::identity::Registry;
+use crate::poll_budget::ROWS_PER_YIELD;
 use crate::row_chunks::LoadedRows;
 use crate::tracked::{Identities, Inner, Tracked, BLOCK};
 
@@ -85,6 +88,43 @@ struct Entering<T: Entity> {
     repeated: Vec<(usize, T)>,
     /// How many rows of the load have their place in its handles so far.
     placed: usize,
+}
+
+/// The new rows of a load whose rows ended, entering the identity map a
+/// chunk at a time (see [`LoadTracking::finish`]).
+struct NewRows<T: Entity> {
+    /// The keys of the rows still to enter, in row order.
+    keys: std::vec::IntoIter<T::Key>,
+    /// How the children index files each, beside `keys`, as in [`Entering`].
+    filings: std::vec::IntoIter<Filing>,
+    /// The places in the load's handles of the rows that enter no map here.
+    skipped: std::iter::Peekable<std::vec::IntoIter<usize>>,
+    /// The place in the load's handles of the next row to enter.
+    at: usize,
+    generation: u64,
+}
+
+impl<T: Entity> NewRows<T> {
+    /// Enters the next [`ROWS_PER_YIELD`] rows, each in its place of
+    /// `tracked`; whether rows are left. A loop without an `.await` in it,
+    /// so that its state stays in registers rather than in the load's
+    /// future.
+    fn enter_chunk(&mut self, registry: &mut Registry<T>, tracked: &mut [Tracked<T>]) -> bool {
+        for key in self.keys.by_ref().take(ROWS_PER_YIELD) {
+            let filing = self.filings.next().unwrap_or(Filing::ByInstance);
+            while self.skipped.next_if_eq(&self.at).is_some() {
+                self.at += 1;
+            }
+            let Some(slot) = tracked.get_mut(self.at) else { unreachable!("each new row has its place") };
+            // The same key in an earlier block of this load: its instance
+            // wins, as it would have had the rows entered as they came.
+            if let Entered::Held(held) = enter(registry, key, slot.clone(), filing, self.generation) {
+                *slot = held;
+            }
+            self.at += 1;
+        }
+        self.keys.len() > 0
+    }
 }
 
 /// The rows of one load, tracked as they arrive (see the module's doc).
@@ -270,33 +310,37 @@ impl<T: Entity> LoadTracking<'_, T> {
     }
 
     /// The handles of every row of the load, in row order, all tracked.
-    pub(crate) fn finish(mut self) -> Vec<Tracked<T>> {
+    /// Its new rows enter the identity map [`ROWS_PER_YIELD`] at a time,
+    /// with a yield to the runtime in between; a load cut off there (its
+    /// future dropped) leaves the rows it entered tracked, as rows of the
+    /// transaction that a smaller load would have left, and the others not.
+    pub(crate) async fn finish(mut self) -> Vec<Tracked<T>> {
         self.track_arrived();
         let LoadTracking { registry, mut tracked, entering, .. } = self;
         let Entering { keys, filings, skipped, repeated, .. } = entering;
         registry.identity.appending().reserve(keys.len());
-        let generation = registry.generation();
-        let mut skipped = skipped.into_iter().peekable();
-        let mut filings = filings.into_iter();
-        let mut at = 0;
-        for key in keys {
-            let filing = filings.next().unwrap_or(Filing::ByInstance);
-            while skipped.next_if_eq(&at).is_some() {
-                at += 1;
-            }
-            let Some(slot) = tracked.get_mut(at) else { unreachable!("each new row has its place") };
-            // The same key in an earlier block of this load: its instance
-            // wins, as it would have had the rows entered as they came.
-            if let Entered::Held(held) = enter(registry, key, slot.clone(), filing, generation) {
-                *slot = held;
-            }
-            at += 1;
+        let mut new_rows = NewRows {
+            keys: keys.into_iter(),
+            filings: filings.into_iter(),
+            skipped: skipped.into_iter().peekable(),
+            at: 0,
+            generation: registry.generation(),
+        };
+        while new_rows.enter_chunk(registry, &mut tracked) {
+            tokio::task::yield_now().await;
         }
-        for (at, entity) in repeated {
-            let handle = registry.track_loaded(entity);
-            if let Some(slot) = tracked.get_mut(at) {
-                *slot = handle;
+        let mut repeated = repeated.into_iter();
+        loop {
+            for (at, entity) in repeated.by_ref().take(ROWS_PER_YIELD) {
+                let handle = registry.track_loaded(entity);
+                if let Some(slot) = tracked.get_mut(at) {
+                    *slot = handle;
+                }
             }
+            if repeated.len() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
         tracked
     }

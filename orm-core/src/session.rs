@@ -393,7 +393,7 @@ impl Session {
                 Ok(())
             })
             .await?;
-        Ok(tracking.finish())
+        Ok(tracking.finish().await)
     }
 
     /// The tracked instances for freshly read rows: those already in the

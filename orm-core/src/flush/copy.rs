@@ -23,10 +23,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use postgres_types::{IsNull, Kind, Type};
 
-use super::plan::{bind_all, Binding, BIND_CHUNK};
+use super::plan::{bind_all, Binding};
 use crate::connection::{Access, SessionConnection, Statement};
 use crate::entity::{Entity, EntityMeta};
 use crate::error::{Error, Result};
+use crate::poll_budget::ROWS_PER_YIELD;
 use crate::raw_sql::RawSql;
 use crate::sql::{indexes, quote_ident};
 use crate::stats::SessionStats;
@@ -227,7 +228,7 @@ pub(super) struct SequenceKeys<T: Entity> {
     target: Arc<CopyTarget>,
 }
 
-/// The rows of a `COPY` in its binary format, made [`BIND_CHUNK`] rows at
+/// The rows of a `COPY` in its binary format, made [`ROWS_PER_YIELD`] rows at
 /// a time. Each field is written straight from the entity by the field's
 /// own `ToSql`, as the `INSERT`'s arrays write their elements; keys taken
 /// from the sequence, which the entities do not hold yet, are encoded as
@@ -276,7 +277,7 @@ impl<T: Entity> CopyBinding<T> {
 
 impl<T: Entity> Binding for CopyBinding<T> {
     fn bind_chunk(&mut self) -> Result<bool> {
-        let end = self.rows.len().min(self.bound + BIND_CHUNK);
+        let end = self.rows.len().min(self.bound + ROWS_PER_YIELD);
         let mut key_fields = self.key_fields(end)?;
         let fields = i16::try_from(self.columns.len()).unwrap_or(i16::MAX);
         let guards = bind_all(&self.rows[self.bound..end], self.flush)?;

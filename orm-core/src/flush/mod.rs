@@ -30,12 +30,13 @@ pub use copy::DEFAULT_COPY_THRESHOLD;
 pub use copy_update::DEFAULT_COPY_UPDATE_THRESHOLD;
 use order::PerTable;
 use plan::Unbound;
-pub(crate) use plan::{plan_table, PlanScope, TablePlan, BIND_CHUNK};
+pub(crate) use plan::{plan_table, PlanScope, TablePlan};
 
 use crate::connection::{Outcome, SessionConnection, Statement};
 use crate::entity::{ColumnSet, EntityMeta};
 use crate::error::{Error, Result};
 use crate::identity::{LinkState, Registries};
+use crate::poll_budget::ROWS_PER_YIELD;
 use crate::stats::SessionStats;
 use crate::tracked::AddressSet;
 use plan::TableOutcomes;
@@ -338,13 +339,13 @@ async fn conclude(
         sent.iter_mut().try_for_each(|part| part.plan.verify(&part.outcomes, registries.all[part.registry].as_ref()));
     let checked = async {
         verified?;
-        if applied > BIND_CHUNK {
+        if applied > ROWS_PER_YIELD {
             tokio::task::yield_now().await;
         }
         for part in &sent {
             let mut from = 0;
             while !part.plan.set_generated(&part.outcomes, from)? {
-                from += BIND_CHUNK;
+                from += ROWS_PER_YIELD;
                 tokio::task::yield_now().await;
             }
         }
@@ -396,14 +397,14 @@ async fn conclude(
         let registry = registries.all[part.registry].as_mut();
         let mut from = 0;
         while !part.plan.enter_inserted(registry, from) {
-            from += BIND_CHUNK;
+            from += ROWS_PER_YIELD;
             tokio::task::yield_now().await;
         }
         // A row per insert came back; freeing them is a chunk at a time too.
         for outcome in &mut part.outcomes.inserts {
             if let Outcome::Rows(rows) = outcome {
-                while rows.len() > BIND_CHUNK {
-                    rows.truncate(rows.len() - BIND_CHUNK);
+                while rows.len() > ROWS_PER_YIELD {
+                    rows.truncate(rows.len() - ROWS_PER_YIELD);
                     tokio::task::yield_now().await;
                 }
             }

@@ -16,6 +16,7 @@ use crate::connection::{Outcome, Statement};
 use crate::entity::{ColumnSet, Entity, EntityMeta};
 use crate::error::{Error, Result};
 use crate::identity::{ErasedRegistry, Registry};
+use crate::poll_budget::ROWS_PER_YIELD;
 use crate::session::PendingChanges;
 use crate::sql;
 use crate::statement_mode::ResultColumns;
@@ -35,12 +36,6 @@ pub(crate) struct TableStatements {
     pub(crate) deletes: Vec<Unbound>,
 }
 
-/// Rows bound (or applied) between two yields of a flush to the runtime.
-/// Binding 100,000 rows of two text columns took 15-30 ms here, so a chunk
-/// this size costs about a millisecond, and a yield per chunk nothing
-/// measurable.
-pub(crate) const BIND_CHUNK: usize = 4096;
-
 /// A statement, and the binding that makes its array parameters if they
 /// are left to the flush (see [`Binding`]).
 pub(crate) struct Unbound {
@@ -54,7 +49,7 @@ impl From<Statement> for Unbound {
     }
 }
 
-/// The array parameters of a batch, bound [`BIND_CHUNK`] rows at a time so
+/// The array parameters of a batch, bound [`ROWS_PER_YIELD`] rows at a time so
 /// that the flush can yield to the runtime in between: binding 100,000 rows
 /// at once held the thread for tens of milliseconds. No guard is held
 /// between chunks, so other tasks can borrow the entities meanwhile; a
@@ -81,14 +76,14 @@ struct ColumnBinding<T: Entity> {
 
 impl<T: Entity> ColumnBinding<T> {
     fn boxed(rows: &[Tracked<T>], columns: Vec<usize>, flush: Option<u64>) -> Box<dyn Binding> {
-        let chunks = columns.iter().map(|_| Vec::with_capacity(rows.len().div_ceil(BIND_CHUNK))).collect();
+        let chunks = columns.iter().map(|_| Vec::with_capacity(rows.len().div_ceil(ROWS_PER_YIELD))).collect();
         Box::new(ColumnBinding { rows: rows.to_vec(), columns, flush, bound: 0, chunks })
     }
 }
 
 impl<T: Entity> Binding for ColumnBinding<T> {
     fn bind_chunk(&mut self) -> Result<bool> {
-        let end = self.rows.len().min(self.bound + BIND_CHUNK);
+        let end = self.rows.len().min(self.bound + ROWS_PER_YIELD);
         let arrays = bind_columns(&self.rows[self.bound..end], &self.columns, self.flush)?;
         for (chunks, array) in self.chunks.iter_mut().zip(arrays) {
             chunks.push(array);
@@ -223,7 +218,7 @@ pub(crate) trait TablePlan: Send + Sync {
     /// [`apply`](Self::apply) changes.
     fn check_free(&self) -> Result<()>;
     /// Stores the generated columns the inserts returned in the inserted
-    /// entities `from..from + BIND_CHUNK`, which stay pending until
+    /// entities `from..from + ROWS_PER_YIELD`, which stay pending until
     /// [`apply`](Self::apply). True once no inserted entity is left after them.
     fn set_generated(&self, outcomes: &TableOutcomes, from: usize) -> Result<bool>;
     /// Applies versions and snapshots to the objects, and moves them between
@@ -233,7 +228,7 @@ pub(crate) trait TablePlan: Send + Sync {
     /// [`verify`](Self::verify) and holds it for over a second; the objects
     /// are then left as they were.
     fn apply(&mut self, registry: &mut dyn ErasedRegistry) -> Result<()>;
-    /// Puts the inserted entities `from..from + BIND_CHUNK` in the identity
+    /// Puts the inserted entities `from..from + ROWS_PER_YIELD` in the identity
     /// map, after [`apply`](Self::apply); true once none is left after them.
     /// Cannot fail: no guard is taken.
     fn enter_inserted(&mut self, registry: &mut dyn ErasedRegistry, from: usize) -> bool;
@@ -1247,7 +1242,7 @@ impl<T: Entity> TablePlan for Plan<T> {
         let (rows, _) = self.inserted_rows(outcomes);
         let plain = self.inserted_count(outcomes).min(self.plain);
         let count = if self.upserts.is_empty() { plain } else { self.inserts.len() };
-        let end = count.min(from.saturating_add(BIND_CHUNK));
+        let end = count.min(from.saturating_add(ROWS_PER_YIELD));
         let from = from.min(end);
         let plain_end = end.min(plain);
         let plain_from = from.min(plain_end);
@@ -1268,7 +1263,7 @@ impl<T: Entity> TablePlan for Plan<T> {
             unreachable!("a plan is applied to the registry that made it")
         };
         let count = self.inserted_keys.len();
-        let end = count.min(from.saturating_add(BIND_CHUNK));
+        let end = count.min(from.saturating_add(ROWS_PER_YIELD));
         let from = from.min(end);
         if from == 0 {
             registry.identity.reserve(count);
