@@ -101,6 +101,7 @@ struct NewRows<T: Entity> {
     skipped: std::iter::Peekable<std::vec::IntoIter<usize>>,
     /// The place in the load's handles of the next row to enter.
     at: usize,
+    /// The registry's generation, which the children index files them under.
     generation: u64,
 }
 
