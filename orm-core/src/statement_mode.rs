@@ -66,8 +66,8 @@ pub enum StatementMode {
     /// connection whose driver must look up a type of the statement's, such
     /// as an enum), at each run for other raw SQL. The statement a
     /// description takes is prepared and closed inside one transaction, so
-    /// even that leaves nothing behind. The server parses and plans each run afresh, which
-    /// is what this mode costs.
+    /// even that leaves nothing behind. The server parses and plans each
+    /// run afresh, which is what this mode costs.
     Unnamed,
 }
 

@@ -2,19 +2,14 @@
 //! [`FragmentingProxy`], as a pooler or a busy network may pass them on.
 //! On loopback an answer nearly always arrives whole, so these are the
 //! tests that see a session wait for an answer the driver stopped reading.
-//! Each runs under a timeout and fails instead of hanging. The model-based
+//! Each runs under `orm_tests::within` and fails instead of hanging. The model-based
 //! test runs its random programs through the proxy too (`model_based.rs`).
 
 mod support;
 
-use std::time::Duration;
-
 use orm_core::Database;
-use orm_tests::{FragmentingProxy, TestDb};
+use orm_tests::{within, FragmentingProxy, TestDb};
 use support::{count_rows, customer, Customer, SCHEMA};
-
-/// Far beyond what the few round trips of a test take through the proxy.
-const BOUND: Duration = Duration::from_secs(20);
 
 /// A test database with the shared schema, and an ORM pool on it through
 /// a proxy, with `params` (the statement mode) added to its URL.
@@ -33,21 +28,19 @@ async fn through_proxy(params: &str) -> (TestDb, Database, FragmentingProxy) {
 async fn flush_query_and_commit(params: &str) {
     let (test_db, db, _proxy) = through_proxy(params).await;
     let mut session = db.session();
-    session.add_all([customer("ann"), customer("ben")]);
-    tokio::time::timeout(BOUND, session.flush()).await.expect("the flush finished").unwrap();
-    let names = tokio::time::timeout(BOUND, session.query::<Customer>().all())
-        .await
-        .expect("the query finished")
-        .unwrap()
-        .iter()
-        .map(|customer| customer.read().name.clone())
-        .collect::<Vec<_>>();
-    assert_eq!(names.len(), 2, "the query sees the flushed rows: {names:?}");
-    let savepoint = tokio::time::timeout(BOUND, session.begin_nested()).await.expect("the savepoint opened").unwrap();
-    session.add(customer("cy"));
-    tokio::time::timeout(BOUND, session.rollback_nested(savepoint)).await.expect("the savepoint rolled back").unwrap();
-    session.add(customer("dee"));
-    tokio::time::timeout(BOUND, session.commit()).await.expect("the commit finished").unwrap();
+    within(async {
+        session.add_all([customer("ann"), customer("ben")]);
+        session.flush().await.unwrap();
+        let names: Vec<String> =
+            session.query::<Customer>().all().await.unwrap().iter().map(|c| c.read().name.clone()).collect();
+        assert_eq!(names.len(), 2, "the query sees the flushed rows: {names:?}");
+        let savepoint = session.begin_nested().await.unwrap();
+        session.add(customer("cy"));
+        session.rollback_nested(savepoint).await.unwrap();
+        session.add(customer("dee"));
+        session.commit().await.unwrap();
+    })
+    .await;
     assert_eq!(count_rows(&test_db, "customer").await, 3, "ann, ben and dee; cy was rolled back");
 }
 

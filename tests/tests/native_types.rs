@@ -8,7 +8,7 @@ use std::str::FromStr;
 mod support;
 
 use orm_core::{Database, DatabaseConfig, Entity, ErrorKind, Interval, StatementMode};
-use orm_tests::TestDb;
+use orm_tests::{within, TestDb};
 use rust_decimal::Decimal;
 use support::moods::{Level, Mood, ENUM_TYPES};
 
@@ -165,10 +165,7 @@ async fn an_enum_result_described_on_one_connection_loads_on_another() {
     let db = Database::with_config(config).unwrap();
     let load = |db: Database| async move {
         let mut session = db.session();
-        let people = tokio::time::timeout(std::time::Duration::from_secs(20), session.query::<Person>().all())
-            .await
-            .expect("the load finished")
-            .unwrap();
+        let people = within(session.query::<Person>().all()).await.unwrap();
         assert!(people.iter().all(|person| person.read().mood == Mood::Happy && person.read().level == Level::High));
         (people.len(), session.stats().round_trips)
     };
@@ -192,7 +189,7 @@ async fn a_chunked_stream_of_enum_rows_reads_every_chunk() {
     let client = test_db.client().await;
     seed_people(&client, "'so-so', NULL, 'low'", 5_000).await;
     let mut session = db.session();
-    let read = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+    let read = within(async {
         let mut chunks = session.query::<Person>().stream_tracked(2_000).await.unwrap();
         let mut sizes = Vec::new();
         while let Some(chunk) = chunks.next_chunk().await.unwrap() {
@@ -201,8 +198,7 @@ async fn a_chunked_stream_of_enum_rows_reads_every_chunk() {
         }
         sizes
     })
-    .await
-    .expect("every chunk was read");
+    .await;
     assert_eq!(read, [2_000, 2_000, 1_000]);
     session.rollback().await.unwrap();
 }
@@ -217,11 +213,7 @@ async fn raw_rows_of_an_enum_without_parameters_are_all_read() {
     let client = test_db.client().await;
     seed_people(&client, "'sad', 'happy', 'low'", 20_000).await;
     let mut session = db.session();
-    let rows =
-        tokio::time::timeout(std::time::Duration::from_secs(20), session.query_rows("SELECT * FROM person", &[]))
-            .await
-            .expect("the rows were read")
-            .unwrap();
+    let rows = within(session.query_rows("SELECT * FROM person", &[])).await.unwrap();
     assert_eq!(rows.len(), 20_000);
     assert!(rows.iter().all(|row| row.get::<_, Mood>("mood") == Mood::Sad));
     // Raw SQL may write: its BEGIN is confirmed before it is prepared and run.
@@ -238,16 +230,9 @@ async fn execute_of_a_statement_returning_enums_finishes_and_a_plain_update_cost
     let client = test_db.client().await;
     seed_people(&client, "'happy', NULL, 'high'", 20_000).await;
     let mut session = db.session();
-    let bound = std::time::Duration::from_secs(20);
-    let updated = tokio::time::timeout(bound, session.execute("UPDATE person SET was = 'sad'", &[]))
-        .await
-        .expect("the update finished")
-        .unwrap();
+    let updated = within(session.execute("UPDATE person SET was = 'sad'", &[])).await.unwrap();
     assert_eq!((updated, session.stats().round_trips), (20_000, 2), "BEGIN, then the update alone");
-    let deleted = tokio::time::timeout(bound, session.execute("DELETE FROM person RETURNING mood, level", &[]))
-        .await
-        .expect("the delete finished")
-        .unwrap();
+    let deleted = within(session.execute("DELETE FROM person RETURNING mood, level", &[])).await.unwrap();
     assert_eq!((deleted, session.stats().round_trips), (20_000, 4), "prepared, then run");
     session.commit().await.unwrap();
     assert_eq!(client.query_one("SELECT count(*) FROM person", &[]).await.unwrap().get::<_, i64>(0), 0);
