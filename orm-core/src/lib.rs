@@ -74,6 +74,7 @@ mod connection;
 mod database;
 mod ddl;
 mod derive_support;
+mod distinct_values;
 mod eager;
 mod entity;
 mod error;

@@ -418,16 +418,7 @@ impl<'s, E: Entity> Query<'s, E> {
             }
             order.render_direction(&mut sql);
         }
-        if let Some(limit) = self.limit {
-            params.push(Box::new(limit));
-            sql.push_str(" LIMIT ");
-            sql::push_placeholder(&mut sql, params.len());
-        }
-        if let Some(offset) = self.offset {
-            params.push(Box::new(offset));
-            sql.push_str(" OFFSET ");
-            sql::push_placeholder(&mut sql, params.len());
-        }
+        Page { limit: self.limit, offset: self.offset }.render(&mut sql, &mut params);
         if let Some(lock) = self.lock {
             sql.push_str(lock.strength);
             sql.push_str(lock.wait);
@@ -520,6 +511,17 @@ impl<'s, E: Entity> Query<'s, E> {
     /// set-based `UPDATE` or `DELETE` must then pick by key.
     pub(crate) fn is_limited(&self) -> bool {
         self.limit.is_some() || self.offset.is_some() || !self.order.is_empty()
+    }
+
+    /// Takes the limit and offset out, and drops the order, `DISTINCT` and
+    /// row lock: for a statement that orders and pages a result of its own
+    /// ([`distinct_values`](Self::distinct_values)) around the query's
+    /// filter.
+    pub(crate) fn take_page(&mut self) -> Page {
+        self.order.clear();
+        self.distinct = None;
+        self.lock = None;
+        Page { limit: self.limit.take(), offset: self.offset.take() }
     }
 
     /// Drops the row lock, if any.
@@ -765,7 +767,39 @@ pub(crate) struct Built {
     filter: Range<usize>,
 }
 
+/// A query's `LIMIT` and `OFFSET`, each a parameter.
+pub(crate) struct Page {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+impl Page {
+    /// Appends ` LIMIT $n OFFSET $m`, each part only if set.
+    pub(crate) fn render(self, sql: &mut String, params: &mut Vec<Param>) {
+        if let Some(limit) = self.limit {
+            params.push(Box::new(limit));
+            sql.push_str(" LIMIT ");
+            sql::push_placeholder(sql, params.len());
+        }
+        if let Some(offset) = self.offset {
+            params.push(Box::new(offset));
+            sql.push_str(" OFFSET ");
+            sql::push_placeholder(sql, params.len());
+        }
+    }
+}
+
 impl Built {
+    /// A statement whose text has no `WHERE` clause of the query's own.
+    pub(crate) fn new(sql: String, params: Vec<Param>) -> Self {
+        Built { sql, params, filter: 0..0 }
+    }
+
+    /// The condition of the `WHERE` clause, values as `$n`, if there is one.
+    pub(crate) fn filter_condition(&self) -> Option<&str> {
+        self.sql.get(self.filter.clone())?.trim_start().strip_prefix("WHERE ")
+    }
+
     /// The `WHERE` clause, values as `$n`: what [`Error::NotFound`] reports
     /// of a query, which has no key.
     pub(crate) fn filter_text(&self) -> String {

@@ -21,9 +21,9 @@ struct TagsResponse {
 
 /// Every tag in use, in alphabetical order.
 async fn list(mut db: DbSession) -> ApiResult<Json<TagsResponse>> {
-    // The distinct tags, not every article's tags deduplicated here, which
-    // would read a row per use.
-    let tags =
-        db.query::<ArticleTag>().select(ArticleTag::TAG).distinct().order_by(ArticleTag::TAG.asc()).all().await?;
+    // Read from the index on the tag (`article_tags_tag`), one step per
+    // distinct tag, rather than `SELECT DISTINCT` over every article's tags,
+    // whose cost grows with the articles.
+    let tags = db.query::<ArticleTag>().distinct_values(ArticleTag::TAG).await?;
     Ok(Json(TagsResponse { tags }))
 }
