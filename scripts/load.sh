@@ -8,8 +8,11 @@
 # statement (pg_stat_activity), and that the rows written match the writes
 # answered 201. Prints requests/s, p50/p99 latency, and per request the
 # statements and round trips the app's sessions sent (summed by the app,
-# read from /health before and after the run) and the app's CPU time (from
-# /proc); exits non-zero if a check fails.
+# read from /health before and after the run), the app's CPU time (from
+# /proc) and, when the database server runs on this machine, the server's
+# (its postmaster and every process under it, from /proc: on a machine the
+# app shares with its server, the whole budget of a request); exits
+# non-zero if a check fails.
 #
 # With LOAD_APP_BIN set, runs that binary of the app instead of building
 # one: to alternate two builds on a machine whose load varies, say.
@@ -105,6 +108,35 @@ app_cpu_ticks() {
     awk '{ print $12 + $13 }' <<<"$stat"
 }
 
+# The postmaster of the app's database server when it runs on this machine
+# (the parent of its checkpointer), or nothing for a server elsewhere.
+server_postmaster_pid() {
+    local checkpointer comm
+    checkpointer=$(app_db_query "$DB_NAME" "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'") ||
+        return 0
+    [[ $checkpointer =~ ^[0-9]+$ ]] || return 0
+    comm=$(cat "/proc/$checkpointer/comm" 2>/dev/null) || return 0
+    [[ $comm == postgres ]] || return 0
+    awk '$1 == "PPid:" { print $2 }' "/proc/$checkpointer/status" 2>/dev/null || true
+}
+
+# CPU time the server has used so far, in clock ticks: its postmaster's and
+# each child's, user and system, with the children that ended (counted in
+# the postmaster's cutime and cstime, fields 16 and 17). A backend that ends
+# between two reads of this loop may be missed once.
+server_cpu_ticks() {
+    local file stat total=0
+    local -a fields
+    for file in /proc/[0-9]*/stat; do
+        { stat=$(<"$file"); } 2>/dev/null || continue
+        read -ra fields <<<"${stat##*) }"
+        if [[ $file == "/proc/$server_pid/stat" || ${fields[1]} == "$server_pid" ]]; then
+            total=$((total + fields[11] + fields[12] + fields[13] + fields[14]))
+        fi
+    done
+    printf '%s\n' "$total"
+}
+
 step "tools"
 ensure_tools || die "wrk and curl are needed (reasons above)"
 
@@ -178,6 +210,11 @@ requests_before=$(cost_field requests)
 statements_before=$(cost_field statements)
 round_trips_before=$(cost_field roundTrips)
 cpu_before=$(app_cpu_ticks)
+server_pid=$(server_postmaster_pid)
+server_cpu_before=
+if [[ -n $server_pid ]]; then
+    server_cpu_before=$(server_cpu_ticks)
+fi
 
 perf_pid=
 if [[ -n ${LOAD_PERF:-} ]]; then
@@ -216,6 +253,10 @@ if [[ -n $perf_pid ]]; then
 fi
 # Read before the checks' own requests.
 cpu_run=$(($(app_cpu_ticks) - cpu_before))
+server_cpu_run=
+if [[ -n $server_pid ]]; then
+    server_cpu_run=$(($(server_cpu_ticks) - server_cpu_before))
+fi
 requests_run=$(($(cost_field requests) - requests_before))
 statements_run=$(($(cost_field statements) - statements_before))
 round_trips_run=$(($(cost_field roundTrips) - round_trips_before))
@@ -271,6 +312,12 @@ awk -v rps="$requests_per_s" -v p50="$p50_us" -v p99="$p99_us" -v c="$comments_o
         st / n, rt / n, cpu / hz * 1000 / n, n
     printf "writes answered 201: %d comments, %d articles\n", c, a
 }'
+if [[ -n $server_cpu_run ]]; then
+    awk -v cpu="$server_cpu_run" -v n="$requests_run" -v hz="$(getconf CLK_TCK)" -v pid="$server_pid" 'BEGIN {
+        printf "per request: %.3f ms of the database server'"'"'s CPU (postmaster %d and its processes, on this machine)\n",
+            cpu / hz * 1000 / n, pid
+    }'
+fi
 if [[ -n $instructions_run ]]; then
     awk -v ir="$instructions_run" -v n="$requests_run" -v file="$WORK/callgrind.out.$DEMO_APP_PID.1" 'BEGIN {
         printf "callgrind: %.0f instructions per request (%s over %d requests; %s)\n", ir / n, ir, n, file

@@ -32,10 +32,11 @@ impl<E: Entity> Query<'_, E> {
     /// (a primary key's, a unique constraint's, or `CREATE INDEX ... (column)`)
     /// and the rows far outnumber the values: against `SELECT DISTINCT`,
     /// which reads every row, a table of 8,000 rows holding 22 values
-    /// answers in a sixth of the time, and the gap grows with the rows.
-    /// Without such an index every step reads the table, and where most
-    /// values are distinct a step per value costs more than one pass:
-    /// there, [`select`](Self::select) the column with
+    /// answers in a sixth of the time, and the gap grows with the rows; at
+    /// 9,700 rows holding 262 values (37 rows a value) the two cost about
+    /// the same. Without such an index every step reads the table, and
+    /// where most values are distinct a step per value costs more than one
+    /// pass: there, [`select`](Self::select) the column with
     /// [`distinct`](crate::Select::distinct).
     ///
     /// The query's filters apply (its global filters too), and its

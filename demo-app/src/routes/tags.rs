@@ -21,9 +21,11 @@ struct TagsResponse {
 
 /// Every tag in use, in alphabetical order.
 async fn list(mut db: DbSession) -> ApiResult<Json<TagsResponse>> {
-    // Read from the index on the tag (`article_tags_tag`), one step per
-    // distinct tag, rather than `SELECT DISTINCT` over every article's tags,
-    // whose cost grows with the articles.
-    let tags = db.query::<ArticleTag>().distinct_values(ArticleTag::TAG).await?;
+    // The distinct tags, not every article's tags deduplicated here, which
+    // would read a row per use. Not a walk of the tag index
+    // (`distinct_values`): with a tag per 40 uses, as under the load mix,
+    // its step per tag costs the server as much as this one pass.
+    let tags =
+        db.query::<ArticleTag>().select(ArticleTag::TAG).distinct().order_by(ArticleTag::TAG.asc()).all().await?;
     Ok(Json(TagsResponse { tags }))
 }
