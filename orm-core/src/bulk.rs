@@ -139,6 +139,6 @@ pub(crate) async fn update<E: Entity>(
     let rows = session.rows(&sql, &param_refs(&params), Access::RawWrite).await?;
     let updated = rows.iter().map(|row| E::from_row(row, 0)).collect::<Result<Vec<E>>>()?;
     let count = updated.len() as u64;
-    session.populate_existing(updated, false)?;
+    session.populate_existing(updated, false).await?;
     Ok(count)
 }

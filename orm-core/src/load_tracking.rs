@@ -4,7 +4,8 @@
 //!
 //! A load whose rows are all decoded first ([`Registry::track_all`]) sizes
 //! the identity map once for them and enters each block's new rows as the
-//! block is made. A load tracked as its rows arrive
+//! block is made, [`ROWS_PER_YIELD`] rows a step; an async caller yields
+//! between steps ([`Registry::track_all_yielding`]). A load tracked as its rows arrive
 //! ([`Registry::tracking`]) does not know their count until they end, and a
 //! map grown row by row rehashes every entry at each doubling (75
 //! instructions and about one cache miss per row at 500,000 rows): its new
@@ -128,6 +129,40 @@ impl<T: Entity> NewRows<T> {
     }
 }
 
+/// The rows of a load whose rows were all decoded first, being tracked
+/// [`ROWS_PER_YIELD`] at a time (see [`Registry::track_all`]).
+struct WholeLoad<T: Entity, C: Iterator<Item = Vec<T>>> {
+    /// The chunks of rows not begun yet.
+    chunks: C,
+    /// The rest of the chunk being tracked.
+    rows: std::iter::Peekable<std::vec::IntoIter<T>>,
+    scratch: BlockScratch<T>,
+    probe: Probe,
+}
+
+impl<T: Entity, C: Iterator<Item = Vec<T>>> WholeLoad<T, C> {
+    /// Tracks the next [`ROWS_PER_YIELD`] rows or so (whole blocks),
+    /// appending their handles to `tracked`; whether rows are left.
+    fn step(&mut self, registry: &mut Registry<T>, tracked: &mut impl LoadHandles<T>) -> bool {
+        let mut budget = ROWS_PER_YIELD;
+        loop {
+            if self.rows.peek().is_none() {
+                // A chunk's last block may hold fewer than BLOCK instances
+                // (when some of its rows were tracked already): blocks never
+                // span chunks.
+                let Some(chunk) = self.chunks.next() else { return false };
+                self.rows = chunk.into_iter().peekable();
+            } else if budget == 0 {
+                return true;
+            } else {
+                let before = self.rows.len();
+                registry.track_block(&mut self.rows, tracked, &mut self.scratch, self.probe, None);
+                budget = budget.saturating_sub(before - self.rows.len());
+            }
+        }
+    }
+}
+
 /// The rows of one load, tracked as they arrive (see the module's doc).
 pub(crate) struct LoadTracking<'a, T: Entity> {
     registry: &'a mut Registry<T>,
@@ -145,10 +180,14 @@ impl<T: Entity> Registry<T> {
     /// The tracked instances for freshly read rows, in order: as
     /// [`track_loaded`](Self::track_loaded) gives them row by row, but with
     /// the map sized once for all of them and the new instances allocated
-    /// [`BLOCK`] at a time, each row's key hashed once.
+    /// [`BLOCK`] at a time, each row's key hashed once. In one go: for
+    /// the loads whose rows are handed over inside a synchronous step (a
+    /// join's, a [`Load`](crate::Load)'s); an async caller uses
+    /// [`track_all_yielding`](Self::track_all_yielding).
     pub(crate) fn track_all(&mut self, rows: impl LoadedRows<T>) -> Vec<Tracked<T>> {
         let mut tracked = Vec::with_capacity(rows.len());
-        self.track_all_into(rows, &mut tracked);
+        let mut walk = self.whole_load(rows);
+        while walk.step(self, &mut tracked) {}
         tracked
     }
 
@@ -158,23 +197,43 @@ impl<T: Entity> Registry<T> {
     /// no handle per row is collected, and the identity map takes each new
     /// row's handle itself instead of a clone.
     pub(crate) fn track_all_unkept(&mut self, rows: impl LoadedRows<T>) {
-        self.track_all_into(rows, &mut Unkept);
+        let mut walk = self.whole_load(rows);
+        while walk.step(self, &mut Unkept) {}
     }
 
-    fn track_all_into(&mut self, rows: impl LoadedRows<T>, tracked: &mut impl LoadHandles<T>) {
-        // Sized once for the whole result instead of growing (and
-        // rehashing) row by row: this was the largest cost of tracked loads.
-        self.identity.appending().reserve(rows.len());
-        let mut scratch = BlockScratch::for_rows(rows.len());
-        let probe = Probe::at_start_of_load(self);
-        // A chunk's last block may hold fewer than BLOCK instances (when
-        // some of its rows were tracked already): blocks never span chunks.
-        for chunk in rows.into_chunks() {
-            let mut rows = chunk.into_iter().peekable();
-            while rows.peek().is_some() {
-                self.track_block(&mut rows, tracked, &mut scratch, probe, None);
-            }
+    /// [`track_all`](Self::track_all), handing the thread back to the
+    /// runtime every [`ROWS_PER_YIELD`] rows, as a query's load does while
+    /// its rows enter the map ([`LoadTracking::finish`]). Cut off at one of
+    /// those points, it leaves the rows it tracked tracked, and the others
+    /// not, each row at most once.
+    pub(crate) async fn track_all_yielding(&mut self, rows: impl LoadedRows<T>) -> Vec<Tracked<T>> {
+        let mut tracked = Vec::with_capacity(rows.len());
+        self.track_all_yielding_into(rows, &mut tracked).await;
+        tracked
+    }
+
+    /// [`track_all_unkept`](Self::track_all_unkept), yielding as
+    /// [`track_all_yielding`](Self::track_all_yielding) does.
+    pub(crate) async fn track_all_unkept_yielding(&mut self, rows: impl LoadedRows<T>) {
+        self.track_all_yielding_into(rows, &mut Unkept).await;
+    }
+
+    async fn track_all_yielding_into(&mut self, rows: impl LoadedRows<T>, tracked: &mut impl LoadHandles<T>) {
+        let mut walk = self.whole_load(rows);
+        while walk.step(self, tracked) {
+            tokio::task::yield_now().await;
         }
+    }
+
+    /// Readies this registry for tracking `rows` a step at a time: the
+    /// identity map sized once for the whole result instead of growing
+    /// (and rehashing) row by row, which was the largest cost of tracked
+    /// loads.
+    fn whole_load(&mut self, rows: impl LoadedRows<T>) -> WholeLoad<T, impl Iterator<Item = Vec<T>>> {
+        self.identity.appending().reserve(rows.len());
+        let scratch = BlockScratch::for_rows(rows.len());
+        let probe = Probe::at_start_of_load(self);
+        WholeLoad { chunks: rows.into_chunks(), rows: Vec::new().into_iter().peekable(), scratch, probe }
     }
 
     /// Tracks the rows of a load as they are handed over (see the module's

@@ -191,7 +191,8 @@ impl Session {
             return Ok(Vec::new());
         }
         let (rows, keys) = self.read_children(parents, relation).await?;
-        let children = self.track_children(rows, keys.len());
+        self.expect_children::<C>(rows.len(), keys.len());
+        let children = self.registries.of::<C>().track_all_yielding(rows).await;
         self.children_loaded(relation, keys);
         Ok(children)
     }
@@ -209,7 +210,7 @@ impl Session {
         }
         let (rows, keys) = self.read_children(parents, relation).await?;
         self.expect_children::<C>(rows.len(), keys.len());
-        self.registries.of::<C>().track_all_unkept(rows);
+        self.registries.of::<C>().track_all_unkept_yielding(rows).await;
         self.children_loaded(relation, keys);
         Ok(())
     }
@@ -260,7 +261,9 @@ impl Session {
 
     /// Tracks the children a load of `parents` parents' children read,
     /// each parent's bucket of the children index sized for the average
-    /// number of children instead of growing (and moving) child by child.
+    /// number of children instead of growing (and moving) child by child;
+    /// in one go, for a load run in a group
+    /// ([`Session::load_together`](crate::Session::load_together)).
     fn track_children<C: Entity>(&mut self, rows: impl LoadedRows<C>, parents: usize) -> Vec<Tracked<C>> {
         self.expect_children::<C>(rows.len(), parents);
         self.track(rows)

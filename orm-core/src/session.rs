@@ -1077,7 +1077,7 @@ impl Session {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Tracked<E>>> {
         let rows = self.query_raw_untracked::<E>(sql, params).await?;
-        self.populate_existing(rows, true)
+        self.populate_existing(rows, true).await
     }
 
     /// The tracked instances for rows a raw statement returned, those
@@ -1086,7 +1086,11 @@ impl Session {
     ///
     /// With `track_new` false, rows the session did not track are dropped,
     /// and only the refreshed instances are returned.
-    pub(crate) fn populate_existing<E: Entity>(&mut self, rows: Vec<E>, track_new: bool) -> Result<Vec<Tracked<E>>> {
+    pub(crate) async fn populate_existing<E: Entity>(
+        &mut self,
+        rows: Vec<E>,
+        track_new: bool,
+    ) -> Result<Vec<Tracked<E>>> {
         let registry = self.registries.of::<E>();
         // By address, the instances to refresh and where their guard is.
         let mut refreshed: HashMap<usize, usize> = HashMap::new();
@@ -1133,7 +1137,8 @@ impl Session {
         if let Some(undo) = registry.savepoints.last_mut() {
             undo.updated.extend(replaced);
         }
-        let mut loaded = self.track(untracked).into_iter();
+        // The guards are dropped: the new rows may take several polls.
+        let mut loaded = self.registries.of::<E>().track_all_yielding(untracked).await.into_iter();
         // Each row not tracked before got one of `loaded`, in order.
         Ok(tracked.into_iter().filter_map(|existing| existing.or_else(|| loaded.next())).collect())
     }

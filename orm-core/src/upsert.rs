@@ -156,7 +156,7 @@ impl<E: Entity> Upsert<'_, E> {
         let rows = self.session.rows(&statement, &param_refs(&params), Access::Write).await?;
         let written = rows.iter().map(|row| E::from_row(row, 0)).collect::<Result<Vec<E>>>()?;
         let count = written.len() as u64;
-        self.session.populate_existing(written, false)?;
+        self.session.populate_existing(written, false).await?;
         Ok(count)
     }
 }
