@@ -17,6 +17,7 @@ use crate::entity::Entity;
 use crate::error::Result;
 use crate::expr::ExprNode;
 use crate::load_together::Load;
+use crate::poll_budget::ROWS_PER_YIELD;
 use crate::query::{query_shape, Built, Query, UntrackedQuery};
 use crate::relation::{parent_key_columns, Relation};
 use crate::session::Session;
@@ -115,7 +116,7 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
     pub(crate) async fn fetch<T>(
         mut self,
         extras: &[ExprNode],
-        finish: impl FnOnce(&mut Session, &[Row]) -> Result<T>,
+        finish: impl AsyncFnOnce(&mut Session, &[Row]) -> Result<T>,
     ) -> Result<T> {
         self.query.session.autoflush_for_query().await?;
         let built = self.statement(extras);
@@ -123,7 +124,7 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
         let session = &mut *self.query.session;
         session.record_load(&built.sql)?;
         let rows = session.rows(&built.sql, &param_refs(&built.params), access).await?;
-        finish(session, &rows)
+        finish(session, &rows).await
     }
 
     /// The statement: the child's columns, whether a parent was joined, the
@@ -240,55 +241,143 @@ struct Decoded<C, P> {
     parent_of: Vec<Option<usize>>,
 }
 
-fn decode_joined<C: Entity, P: Entity>(rows: &[Row]) -> Result<Decoded<C, P>> {
-    let joined_at = C::META.columns.len();
-    let parent_at = joined_at + 1;
-    let key_columns: SmallVec<[usize; 2]> = P::META.key_columns().map(|column| parent_at + column).collect();
-    let mut children = Vec::with_capacity(rows.len());
-    let mut parents = Vec::new();
-    let mut parent_of = Vec::with_capacity(rows.len());
-    let mut seen: HashMap<SmallVec<[&[u8]; 2]>, usize, foldhash::fast::RandomState> = HashMap::default();
-    for row in rows {
-        children.push(C::from_row(row, 0)?);
-        let joined: bool = row.try_get(joined_at)?;
-        if !joined {
-            parent_of.push(None);
-            continue;
+/// Decodes a join's rows into a [`Decoded`], a slice of rows at a time.
+struct JoinedDecoder<'r, C, P> {
+    /// Where the flag saying whether a parent was joined is.
+    joined_at: usize,
+    /// Where the parent's columns start.
+    parent_at: usize,
+    /// The parent's key columns.
+    key_columns: SmallVec<[usize; 2]>,
+    decoded: Decoded<C, P>,
+    /// Each parent decoded so far, by its key columns' bytes.
+    seen: HashMap<SmallVec<[&'r [u8]; 2]>, usize, foldhash::fast::RandomState>,
+}
+
+impl<'r, C: Entity, P: Entity> JoinedDecoder<'r, C, P> {
+    /// A decoder for a join of `rows` rows.
+    fn new(rows: usize) -> Self {
+        let joined_at = C::META.columns.len();
+        let parent_at = joined_at + 1;
+        JoinedDecoder {
+            joined_at,
+            parent_at,
+            key_columns: P::META.key_columns().map(|column| parent_at + column).collect(),
+            decoded: Decoded {
+                children: Vec::with_capacity(rows),
+                parents: Vec::new(),
+                parent_of: Vec::with_capacity(rows),
+            },
+            seen: HashMap::default(),
         }
-        let mut key = SmallVec::new();
-        for &column in &key_columns {
-            key.push(row.try_get::<_, RawValue<'_>>(column)?.0);
-        }
-        let index = match seen.entry(key) {
-            Entry::Occupied(found) => *found.get(),
-            Entry::Vacant(new) => {
-                parents.push(P::from_row(row, parent_at)?);
-                *new.insert(parents.len() - 1)
-            }
-        };
-        parent_of.push(Some(index));
     }
-    Ok(Decoded { children, parents, parent_of })
+
+    /// Decodes the next rows.
+    fn decode(&mut self, rows: &'r [Row]) -> Result<()> {
+        let Decoded { children, parents, parent_of } = &mut self.decoded;
+        for row in rows {
+            children.push(C::from_row(row, 0)?);
+            let joined: bool = row.try_get(self.joined_at)?;
+            if !joined {
+                parent_of.push(None);
+                continue;
+            }
+            let mut key = SmallVec::new();
+            for &column in &self.key_columns {
+                key.push(row.try_get::<_, RawValue<'_>>(column)?.0);
+            }
+            let index = match self.seen.entry(key) {
+                Entry::Occupied(found) => *found.get(),
+                Entry::Vacant(new) => {
+                    parents.push(P::from_row(row, self.parent_at)?);
+                    *new.insert(parents.len() - 1)
+                }
+            };
+            parent_of.push(Some(index));
+        }
+        Ok(())
+    }
+}
+
+/// A join's rows, decoded in one go: for a join run in a group
+/// ([`Session::load_together`](crate::Session::load_together)), whose rows
+/// reach a synchronous step.
+fn decode_joined<C: Entity, P: Entity>(rows: &[Row]) -> Result<Decoded<C, P>> {
+    let mut decoder = JoinedDecoder::new(rows.len());
+    decoder.decode(rows)?;
+    Ok(decoder.decoded)
+}
+
+/// A join's rows, decoded [`ROWS_PER_YIELD`] at a time with a yield to the
+/// runtime in between, as a large load reads its rows.
+async fn decode_joined_yielding<C: Entity, P: Entity>(rows: &[Row]) -> Result<Decoded<C, P>> {
+    let mut decoder = JoinedDecoder::new(rows.len());
+    let mut chunks = rows.chunks(ROWS_PER_YIELD).peekable();
+    while let Some(chunk) = chunks.next() {
+        decoder.decode(chunk)?;
+        if chunks.peek().is_some() {
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(decoder.decoded)
 }
 
 /// The rows of a join, decoded and tracked: each child with its parent, if
-/// the row joined one, one instance per row through the identity map.
+/// the row joined one, one instance per row through the identity map; in
+/// one go, for a join run in a group.
 pub(crate) fn track_joined<C: Entity, P: Entity>(session: &mut Session, rows: &[Row]) -> Result<JoinedRows<C, P>> {
     let Decoded { children, parents, parent_of } = decode_joined::<C, P>(rows)?;
     let children = session.track(children);
     let parents = session.track(parents);
-    Ok(children
+    Ok(tracked_pairs(children, &parents, parent_of))
+}
+
+/// [`track_joined`], yielding to the runtime every [`ROWS_PER_YIELD`] rows
+/// decoded or tracked. Cut off, it leaves the rows it tracked tracked, each
+/// once, and the others not.
+pub(crate) async fn track_joined_yielding<C: Entity, P: Entity>(
+    session: &mut Session,
+    rows: &[Row],
+) -> Result<JoinedRows<C, P>> {
+    let Decoded { children, parents, parent_of } = decode_joined_yielding::<C, P>(rows).await?;
+    let children = session.registries.of::<C>().track_all_yielding(children).await;
+    let parents = session.registries.of::<P>().track_all_yielding(parents).await;
+    Ok(tracked_pairs(children, &parents, parent_of))
+}
+
+/// Each tracked child with its tracked parent, if its row joined one.
+fn tracked_pairs<C: Entity, P: Entity>(
+    children: Vec<Tracked<C>>,
+    parents: &[Tracked<P>],
+    parent_of: Vec<Option<usize>>,
+) -> JoinedRows<C, P> {
+    children
         .into_iter()
         .zip(parent_of)
         .map(|(child, parent)| (child, parent.and_then(|at| parents.get(at).cloned())))
-        .collect())
+        .collect()
 }
 
 /// The rows of an untracked join, decoded: each child with its parent, if
-/// the row joined one. A parent's last row takes the decoded value, the
-/// rows before it a clone: a parent on one row is not copied at all.
+/// the row joined one; in one go, for a join run in a group.
 pub(crate) fn plain_joined<C: Entity, P: Entity>(_: &mut Session, rows: &[Row]) -> Result<PlainJoinedRows<C, P>> {
-    let Decoded { children, parents, parent_of } = decode_joined::<C, P>(rows)?;
+    Ok(plain_pairs(decode_joined::<C, P>(rows)?))
+}
+
+/// [`plain_joined`], yielding to the runtime every [`ROWS_PER_YIELD`] rows
+/// decoded.
+pub(crate) async fn plain_joined_yielding<C: Entity, P: Entity>(
+    _: &mut Session,
+    rows: &[Row],
+) -> Result<PlainJoinedRows<C, P>> {
+    Ok(plain_pairs(decode_joined_yielding::<C, P>(rows).await?))
+}
+
+/// Each child with its parent, if its row joined one. A parent's last row
+/// takes the decoded value, the rows before it a clone: a parent on one
+/// row is not copied at all.
+fn plain_pairs<C: Entity, P: Entity>(decoded: Decoded<C, P>) -> PlainJoinedRows<C, P> {
+    let Decoded { children, parents, parent_of } = decoded;
     let mut uses_left = vec![0usize; parents.len()];
     for &at in parent_of.iter().flatten() {
         if let Some(uses) = uses_left.get_mut(at) {
@@ -305,7 +394,7 @@ pub(crate) fn plain_joined<C: Entity, P: Entity>(_: &mut Session, rows: &[Row]) 
             parent.clone()
         }
     };
-    Ok(children.into_iter().zip(parent_of).map(|(child, parent)| (child, parent.and_then(&mut parent_for))).collect())
+    children.into_iter().zip(parent_of).map(|(child, parent)| (child, parent.and_then(&mut parent_for))).collect()
 }
 
 /// A column's bytes as the server sent them, undecoded: a key column's,
@@ -325,7 +414,8 @@ impl<'a> FromSql<'a> for RawValue<'a> {
 impl<C: Entity, P: Entity> Join<'_, C, P, Tracked<P>> {
     /// Runs the query and returns each child with its parent, tracked.
     pub async fn all(self) -> Result<Vec<(Tracked<C>, Tracked<P>)>> {
-        self.fetch(&[], |session, rows| track_joined::<C, P>(session, rows).map(with_parents)).await
+        self.fetch(&[], async |session, rows| track_joined_yielding::<C, P>(session, rows).await.map(with_parents))
+            .await
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
@@ -345,7 +435,7 @@ impl<C: Entity, P: Entity> Join<'_, C, P, Option<Tracked<P>>> {
     /// Runs the query and returns each child with its parent if it has one,
     /// tracked.
     pub async fn all(self) -> Result<Vec<(Tracked<C>, Option<Tracked<P>>)>> {
-        self.fetch(&[], track_joined::<C, P>).await
+        self.fetch(&[], track_joined_yielding::<C, P>).await
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
@@ -405,7 +495,8 @@ impl<C: Entity, Plain: Entity> Join<'_, C, Plain, Plain> {
     /// Runs the query and returns each child with its parent, as plain
     /// values.
     pub async fn all(self) -> Result<Vec<(C, Plain)>> {
-        self.fetch(&[], |session, rows| plain_joined::<C, Plain>(session, rows).map(with_parents)).await
+        self.fetch(&[], async |session, rows| plain_joined_yielding::<C, Plain>(session, rows).await.map(with_parents))
+            .await
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
@@ -419,7 +510,7 @@ impl<C: Entity, P: Entity> Join<'_, C, P, Option<P>> {
     /// Runs the query and returns each child with its parent if it has one,
     /// as plain values.
     pub async fn all(self) -> Result<PlainJoinedRows<C, P>> {
-        self.fetch(&[], plain_joined::<C, P>).await
+        self.fetch(&[], plain_joined_yielding::<C, P>).await
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one

@@ -124,14 +124,14 @@ fn left<T, U, X>(rows: Vec<(T, Option<U>)>, extras: Vec<X>) -> Vec<(T, Option<U>
 }
 
 macro_rules! join_with_runs {
-    ($parent:ty, $row:ty, $decode:path, $pair:ident) => {
+    ($parent:ty, $row:ty, $decode:path, $decode_yielding:path, $pair:ident) => {
         impl<C: Entity, P: Entity, S: Selection<C>> JoinWith<'_, C, P, $parent, S> {
             /// Runs the join and returns each row with its selected values.
             pub async fn all(self) -> Result<Vec<$row>> {
                 let (join, extras, selection) = self.parts();
-                join.fetch(&extras, move |session, rows| {
+                join.fetch(&extras, async move |session, rows| {
                     let values = decode_extras::<C, P, S>(&selection, rows)?;
-                    Ok($pair($decode(session, rows)?, values))
+                    Ok($pair($decode_yielding(session, rows).await?, values))
                 })
                 .await
             }
@@ -153,12 +153,31 @@ macro_rules! join_with_runs {
     };
 }
 
-join_with_runs!(Tracked<P>, (Tracked<C>, Tracked<P>, S::Output), crate::join::track_joined::<C, P>, inner);
+join_with_runs!(
+    Tracked<P>,
+    (Tracked<C>, Tracked<P>, S::Output),
+    crate::join::track_joined::<C, P>,
+    crate::join::track_joined_yielding::<C, P>,
+    inner
+);
 join_with_runs!(
     Option<Tracked<P>>,
     (Tracked<C>, Option<Tracked<P>>, S::Output),
     crate::join::track_joined::<C, P>,
+    crate::join::track_joined_yielding::<C, P>,
     left
 );
-join_with_runs!(P, (C, P, S::Output), crate::join::plain_joined::<C, P>, inner);
-join_with_runs!(Option<P>, (C, Option<P>, S::Output), crate::join::plain_joined::<C, P>, left);
+join_with_runs!(
+    P,
+    (C, P, S::Output),
+    crate::join::plain_joined::<C, P>,
+    crate::join::plain_joined_yielding::<C, P>,
+    inner
+);
+join_with_runs!(
+    Option<P>,
+    (C, Option<P>, S::Output),
+    crate::join::plain_joined::<C, P>,
+    crate::join::plain_joined_yielding::<C, P>,
+    left
+);

@@ -182,7 +182,7 @@ impl<T: Entity> Registry<T> {
     /// the map sized once for all of them and the new instances allocated
     /// [`BLOCK`] at a time, each row's key hashed once. In one go: for
     /// the loads whose rows are handed over inside a synchronous step (a
-    /// join's, a [`Load`](crate::Load)'s); an async caller uses
+    /// [`Load`](crate::Load)'s); an async caller uses
     /// [`track_all_yielding`](Self::track_all_yielding).
     pub(crate) fn track_all(&mut self, rows: impl LoadedRows<T>) -> Vec<Tracked<T>> {
         let mut tracked = Vec::with_capacity(rows.len());

@@ -2,8 +2,8 @@
 //! rows, as a large flush does: cut off at any of those points (its future
 //! dropped, as by a request's timeout), it leaves a session whose identity
 //! map holds each row at most once, and whose next load finds the rest.
-//! So do a relation load, an eager load's levels and a raw query's new
-//! rows, which track their rows once all are read.
+//! So do a relation load, an eager load's levels, a join and a raw query's
+//! new rows, which track their rows once all are read.
 
 mod support;
 
@@ -11,12 +11,13 @@ use std::future::Future;
 use std::task::Poll;
 use std::time::Duration;
 
-use orm_core::{Error, Session, Tracked};
+use orm_core::{Database, Error, Session, Tracked};
 use orm_tests::{within, TestDb};
 use support::blog::{self, Post, User};
 use support::{setup, Customer};
 
-/// More than a few chunks of rows between two yields.
+/// More than a few chunks of rows between two yields: customers, and
+/// posts (2,000 for each of 10 users).
 const ROWS: i32 = 20_000;
 
 async fn seed(test_db: &TestDb) {
@@ -26,6 +27,18 @@ async fn seed(test_db: &TestDb) {
         .execute("INSERT INTO customer (name) SELECT 'customer ' || n FROM generate_series(1, $1) AS n", &[&ROWS])
         .await
         .expect("seed the customers");
+}
+
+async fn seed_posts(test_db: &TestDb) {
+    let client = test_db.client().await;
+    client.batch_execute(blog::SCHEMA).await.expect("the blog's tables");
+    client
+        .batch_execute(
+            "INSERT INTO users (name) SELECT 'user ' || n FROM generate_series(1, 10) AS n;
+             INSERT INTO post (author_id, title) SELECT n % 10 + 1, 'post ' || n FROM generate_series(1, 20000) AS n;",
+        )
+        .await
+        .expect("seed the posts");
 }
 
 /// Polls `load` `polls` times at most, letting its rows arrive in
@@ -41,8 +54,56 @@ async fn cut_off_after<T>(load: impl Future<Output = orm_core::Result<T>>, polls
     None
 }
 
+/// Runs `attempt` in a new session for each number of polls in turn (1, 2,
+/// ...), committing the session after each, until an attempt's load
+/// finished. An attempt cuts its load off after that many polls, checks
+/// the session, and says whether the load finished and how many of its
+/// [`ROWS`] rows it had tracked. Some cut must have left part of them
+/// tracked: the load yielded while it tracked its rows.
+async fn cut_off_at_every_poll(
+    db: &Database,
+    what: &str,
+    mut attempt: impl AsyncFnMut(&mut Session, usize) -> (bool, u64),
+) {
+    let all = u64::try_from(ROWS).unwrap();
+    within(async {
+        let mut partly_tracked = 0;
+        for cut_after in 1.. {
+            let mut session = db.session();
+            let (finished, tracked_before) = attempt(&mut session, cut_after).await;
+            session.commit().await.expect("the session commits");
+            if finished {
+                assert_eq!(tracked_before, all, "the finished {what} tracked every row");
+                break;
+            }
+            if 0 < tracked_before && tracked_before < all {
+                partly_tracked += 1;
+            }
+        }
+        assert!(partly_tracked > 0, "the {what} yielded while it tracked its rows");
+    })
+    .await;
+}
+
+/// Loads every `E` by key: each comes back once and stays tracked. Returns
+/// them with how many were tracked before (not read again).
+async fn every_row_by_key<E: orm_core::Entity<Key = K>, K: Clone>(
+    session: &mut Session,
+    keys: &[K],
+) -> (Vec<Tracked<E>>, u64) {
+    let before = session.stats();
+    let found = session.get_many::<E>(keys).await.expect("a load after the cut-off one");
+    let tracked_before = u64::try_from(ROWS).unwrap() - (session.stats().rows - before.rows);
+    assert_eq!(found.len(), keys.len());
+    let statements = session.stats().statements;
+    let again = session.get_many::<E>(keys).await.unwrap();
+    assert_eq!(session.stats().statements, statements, "every row is tracked now");
+    assert!(again.iter().zip(&found).all(|(a, b)| Tracked::ptr_eq(a, b)), "one instance per row");
+    (found, tracked_before)
+}
+
 /// How a test loads every customer, tracked.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 enum CustomerLoad {
     /// A query's `all()`, whose rows enter the map after they all arrived.
     Query,
@@ -50,55 +111,27 @@ enum CustomerLoad {
     Raw,
 }
 
-/// Polls a tracked load of every customer `polls` times at most, then
-/// drops it; whether it finished.
-async fn load_cut_off_after(session: &mut Session, how: CustomerLoad, polls: usize) -> bool {
-    let loaded = match how {
-        CustomerLoad::Query => cut_off_after(session.query::<Customer>().all(), polls).await,
-        CustomerLoad::Raw => {
-            let raw = session.query_raw::<Customer>("SELECT id, name, description FROM customer ORDER BY id", &[]);
-            cut_off_after(raw, polls).await
-        }
-    };
-    loaded.is_some_and(|loaded| loaded.len() == usize::try_from(ROWS).unwrap())
-}
-
-/// Cuts a load of every customer off after each number of polls in turn
-/// until one finishes, checking after each cut that every customer comes
-/// back once, right, and stays tracked; and that some cut left part of the
-/// rows tracked (the load yielded while it tracked them).
-async fn every_cut_off_leaves_each_row_tracked_once_or_not_at_all(how: CustomerLoad) {
+async fn every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(how: CustomerLoad, what: &str) {
     let (test_db, db) = setup().await;
     seed(&test_db).await;
     let keys: Vec<i32> = (1..=ROWS).collect();
-    let all = u64::try_from(ROWS).unwrap();
-    within(async {
-        let mut partly_tracked = 0;
-        for cut_after in 1.. {
-            let mut session = db.session();
-            let finished = load_cut_off_after(&mut session, how, cut_after).await;
-            let before = session.stats();
-            let found = session.get_many::<Customer>(&keys).await.expect("a load after the cut-off one");
-            let tracked_before = all - (session.stats().rows - before.rows);
-            assert_eq!(found.len(), keys.len(), "{how:?} cut after {cut_after} polls");
-            for (customer, key) in found.iter().zip(&keys) {
-                let customer = customer.read();
-                assert_eq!((customer.id, customer.name.as_str()), (*key, format!("customer {key}").as_str()));
+    cut_off_at_every_poll(&db, what, async |session, cut_after| {
+        let loaded = match how {
+            CustomerLoad::Query => cut_off_after(session.query::<Customer>().all(), cut_after).await,
+            CustomerLoad::Raw => {
+                let raw = session.query_raw::<Customer>("SELECT id, name, description FROM customer ORDER BY id", &[]);
+                cut_off_after(raw, cut_after).await
             }
-            let statements = session.stats().statements;
-            let again = session.get_many::<Customer>(&keys).await.unwrap();
-            assert_eq!(session.stats().statements, statements, "every row is tracked now");
-            assert!(again.iter().zip(&found).all(|(a, b)| Tracked::ptr_eq(a, b)), "{how:?} cut after {cut_after}");
-            session.commit().await.expect("the session commits");
-            if finished {
-                assert_eq!(tracked_before, all, "the finished load tracked every row");
-                break;
-            }
-            if 0 < tracked_before && tracked_before < all {
-                partly_tracked += 1;
-            }
+        };
+        let (found, tracked_before) = every_row_by_key::<Customer, i32>(session, &keys).await;
+        for (customer, key) in found.iter().zip(&keys) {
+            let customer = customer.read();
+            assert_eq!((customer.id, customer.name.as_str()), (*key, format!("customer {key}").as_str()));
         }
-        assert!(partly_tracked > 0, "the {how:?} load yielded while it tracked its rows");
+        if let Some(loaded) = &loaded {
+            assert!(loaded.iter().zip(&found).all(|(a, b)| Tracked::ptr_eq(a, b)), "one instance per customer");
+        }
+        (loaded.is_some(), tracked_before)
     })
     .await;
 }
@@ -107,79 +140,74 @@ async fn every_cut_off_leaves_each_row_tracked_once_or_not_at_all(how: CustomerL
 /// arrived: a cut between two chunks leaves some of them tracked.
 #[tokio::test]
 async fn a_large_load_cut_off_at_any_poll_leaves_each_row_tracked_once_or_not_at_all() {
-    every_cut_off_leaves_each_row_tracked_once_or_not_at_all(CustomerLoad::Query).await;
+    every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(CustomerLoad::Query, "query").await;
 }
 
 #[tokio::test]
 async fn a_large_raw_query_cut_off_at_any_poll_leaves_each_row_tracked_once_or_not_at_all() {
-    every_cut_off_leaves_each_row_tracked_once_or_not_at_all(CustomerLoad::Raw).await;
+    every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(CustomerLoad::Raw, "raw query").await;
 }
 
-/// Ten users with 2,000 posts each.
-async fn seed_posts(test_db: &TestDb) {
-    let client = test_db.client().await;
-    client.batch_execute(blog::SCHEMA).await.expect("the blog's tables");
-    client
-        .batch_execute(
-            "INSERT INTO users (name) SELECT 'user ' || n FROM generate_series(1, 10) AS n;
-             INSERT INTO post (author_id, title) SELECT n % 10 + 1, 'post ' || n FROM generate_series(1, 20000) AS n;",
-        )
-        .await
-        .expect("seed the posts");
+/// Every post by key, checked against the seed.
+async fn every_post_by_key(session: &mut Session) -> (Vec<Tracked<Post>>, u64) {
+    let keys: Vec<i64> = (1..=i64::from(ROWS)).collect();
+    let (found, tracked_before) = every_row_by_key::<Post, i64>(session, &keys).await;
+    for (post, key) in found.iter().zip(&keys) {
+        let post = post.read();
+        assert_eq!((post.id, post.title.as_str()), (*key, format!("post {key}").as_str()));
+    }
+    (found, tracked_before)
+}
+
+/// The post of `found` (every post, by key) with `post`'s key.
+fn same_post<'a>(found: &'a [Tracked<Post>], post: &Tracked<Post>) -> &'a Tracked<Post> {
+    &found[usize::try_from(post.key() - 1).unwrap()]
 }
 
 #[tokio::test]
 async fn a_large_relation_load_cut_off_at_any_poll_leaves_its_collections_unloaded_and_each_row_tracked_once() {
     let (test_db, db) = setup().await;
     seed_posts(&test_db).await;
-    let keys: Vec<i64> = (1..=20_000).collect();
-    within(async {
-        let mut partly_tracked = 0;
-        for cut_after in 1.. {
-            let mut session = db.session();
-            let users = session.query::<User>().all().await.unwrap();
-            let finished = cut_off_after(session.load_children(&users, Post::AUTHOR), cut_after).await;
-            // What the cut-off load had tracked: the rows a load of every
-            // post by key does not read again.
-            let before = session.stats();
-            let found = session.get_many::<Post>(&keys).await.unwrap();
-            let tracked_before = 20_000 - (session.stats().rows - before.rows);
-            if let Some(posts) = &finished {
-                assert_eq!((posts.len(), tracked_before), (20_000, 20_000), "cut after {cut_after} polls");
-                for user in &users {
-                    assert_eq!(session.children(user, Post::AUTHOR).unwrap().len(), 2_000);
-                }
-            } else {
-                // The collections are not loaded until every child is tracked.
-                let unloaded = session.children(&users[0], Post::AUTHOR);
-                assert!(matches!(unloaded, Err(Error::RelationNotLoaded { .. })), "cut after {cut_after} polls");
-            }
-            // Loading them again gives each post one instance, the ones the
-            // cut-off load tracked among them.
-            let posts = session.load_children(&users, Post::AUTHOR).await.unwrap();
-            assert_eq!(posts.len(), 20_000);
-            let mut ids: Vec<i64> = posts.iter().map(Tracked::key).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            assert_eq!(ids.len(), 20_000, "one instance per post");
-            for post in &posts {
-                let at = usize::try_from(post.key() - 1).unwrap();
-                assert!(Tracked::ptr_eq(post, &found[at]), "one instance for post {}", post.key());
-                let post = post.read();
-                assert_eq!(post.title, format!("post {}", post.id));
-            }
-            for user in &users {
-                assert_eq!(session.children(user, Post::AUTHOR).unwrap().len(), 2_000);
-            }
-            session.commit().await.expect("the session commits");
-            if finished.is_some() {
-                break;
-            }
-            if 0 < tracked_before && tracked_before < 20_000 {
-                partly_tracked += 1;
-            }
+    cut_off_at_every_poll(&db, "relation load", async |session, cut_after| {
+        let users = session.query::<User>().all().await.unwrap();
+        let loaded = cut_off_after(session.load_children(&users, Post::AUTHOR), cut_after).await;
+        let (found, tracked_before) = every_post_by_key(session).await;
+        if loaded.is_none() {
+            // The collections are not loaded until every child is tracked.
+            let unloaded = session.children(&users[0], Post::AUTHOR);
+            assert!(matches!(unloaded, Err(Error::RelationNotLoaded { .. })), "cut after {cut_after} polls");
         }
-        assert!(partly_tracked > 0, "the relation load yielded while it tracked its rows");
+        // Loading them again gives each post its one instance.
+        let posts = session.load_children(&users, Post::AUTHOR).await.unwrap();
+        assert_eq!(posts.len(), found.len());
+        for post in loaded.iter().flatten().chain(&posts) {
+            assert!(Tracked::ptr_eq(post, same_post(&found, post)), "one instance for post {}", post.key());
+        }
+        for user in &users {
+            assert_eq!(session.children(user, Post::AUTHOR).unwrap().len(), 2_000);
+        }
+        (loaded.is_some(), tracked_before)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_large_join_cut_off_at_any_poll_leaves_each_row_tracked_once_or_not_at_all() {
+    let (test_db, db) = setup().await;
+    seed_posts(&test_db).await;
+    cut_off_at_every_poll(&db, "join", async |session, cut_after| {
+        let loaded = cut_off_after(session.query::<Post>().join(Post::AUTHOR).all(), cut_after).await;
+        let (found, tracked_before) = every_post_by_key(session).await;
+        // Joined again, each post and author is its one instance.
+        let joined = session.query::<Post>().join(Post::AUTHOR).all().await.unwrap();
+        let authors = session.query::<User>().order_by(User::ID.asc()).all().await.unwrap();
+        for (post, author) in loaded.iter().flatten().chain(&joined) {
+            assert!(Tracked::ptr_eq(post, same_post(&found, post)), "one instance for post {}", post.key());
+            assert_eq!(author.key(), post.read().author_id);
+            let author_at = usize::try_from(author.key() - 1).unwrap();
+            assert!(Tracked::ptr_eq(author, &authors[author_at]), "one instance for user {}", author.key());
+        }
+        (loaded.is_some(), tracked_before)
     })
     .await;
 }
