@@ -76,7 +76,7 @@
 //! With read replicas (see [`DatabaseConfig::replicas`](crate::DatabaseConfig::replicas)),
 //! [`SessionLayer::route_reads`] gives `GET`, `HEAD` and `OPTIONS` requests
 //! a [read session](crate::Database::read_session) and hands the client
-//! that wrote a [`CommitToken`](crate::CommitToken), so that its next
+//! that wrote a [`CommitToken`], so that its next
 //! requests read its writes.
 //!
 //! A middleware between this layer and the handler can reach the same

@@ -188,8 +188,8 @@ column_types! {
     std::net::IpAddr => "inet",
 }
 
-/// Text columns bind a batch into one buffer rather than a `String` per
-/// row (see [`TextBatch`]).
+// Text columns bind a batch into one buffer rather than a `String` per
+// row (see `TextBatch`).
 impl ColumnType for String {
     const SQL_TYPE: &'static str = "text";
     type Value = Self;
