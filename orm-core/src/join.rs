@@ -16,8 +16,8 @@ use crate::column::Condition;
 use crate::entity::Entity;
 use crate::error::Result;
 use crate::expr::ExprNode;
-use crate::load_together::Load;
-use crate::poll_budget::ROWS_PER_YIELD;
+use crate::load_together::{prepared, Load, Prepare};
+use crate::poll_budget::for_each_chunk;
 use crate::query::{query_shape, Built, Query, UntrackedQuery};
 use crate::relation::{parent_key_columns, Relation};
 use crate::session::Session;
@@ -149,25 +149,28 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
         self.query.build_clauses(sql, params, &[], None)
     }
 
-    /// The join as a [`Load`] whose result is what `finish` makes of its
-    /// rows, for [`Session::load_together`](crate::Session::load_together).
-    pub(crate) fn later<T: 'static>(
+    /// The join as a [`Load`], for
+    /// [`Session::load_together`](crate::Session::load_together): `prepare`
+    /// ([`tracked_rows`] or [`plain_rows`]) decodes its rows, yielding to
+    /// the runtime, and `complete` makes the result of what it gave.
+    pub(crate) fn later<M: Send + 'static, T: 'static>(
         mut self,
         extras: &[ExprNode],
-        finish: impl FnOnce(&mut Session, &[Row]) -> Result<T> + Send + 'static,
+        prepare: Prepare,
+        complete: impl FnOnce(&mut Session, M) -> Result<T> + Send + 'static,
     ) -> Load<T> {
         let built = self.statement(extras);
         let access = self.query.access();
-        Load::of_statement(built.sql, built.params, access, move |session, rows| finish(session, &rows))
+        Load::of_statement_yielding(built.sql, built.params, access, prepare, complete)
     }
 }
 
 /// Each row of a join: the child, with its parent if the row joined one.
-type JoinedRows<C, P> = Vec<(Tracked<C>, Option<Tracked<P>>)>;
+pub(crate) type JoinedRows<C, P> = Vec<(Tracked<C>, Option<Tracked<P>>)>;
 
 /// Each row of an untracked join: the child, with its parent if the row
 /// joined one.
-type PlainJoinedRows<C, P> = Vec<(C, Option<P>)>;
+pub(crate) type PlainJoinedRows<C, P> = Vec<(C, Option<P>)>;
 
 /// Which join a [`head`] is of: the child's and the parent's types, the
 /// relation (its name and first column, unique among the child's), and
@@ -299,49 +302,26 @@ impl<'r, C: Entity, P: Entity> JoinedDecoder<'r, C, P> {
     }
 }
 
-/// A join's rows, decoded in one go: for a join run in a group
-/// ([`Session::load_together`](crate::Session::load_together)), whose rows
-/// reach a synchronous step.
-fn decode_joined<C: Entity, P: Entity>(rows: &[Row]) -> Result<Decoded<C, P>> {
-    let mut decoder = JoinedDecoder::new(rows.len());
-    decoder.decode(rows)?;
-    Ok(decoder.decoded)
-}
-
-/// A join's rows, decoded [`ROWS_PER_YIELD`] at a time with a yield to the
+/// A join's rows, decoded [`ROWS_PER_YIELD`](crate::poll_budget::ROWS_PER_YIELD) at a time with a yield to the
 /// runtime in between, as a large load reads its rows.
-async fn decode_joined_yielding<C: Entity, P: Entity>(rows: &[Row]) -> Result<Decoded<C, P>> {
+async fn decode_joined<C: Entity, P: Entity>(rows: &[Row]) -> Result<Decoded<C, P>> {
     let mut decoder = JoinedDecoder::new(rows.len());
-    let mut chunks = rows.chunks(ROWS_PER_YIELD).peekable();
-    while let Some(chunk) = chunks.next() {
-        decoder.decode(chunk)?;
-        if chunks.peek().is_some() {
-            tokio::task::yield_now().await;
-        }
-    }
+    for_each_chunk(rows, |chunk| decoder.decode(chunk)).await?;
     Ok(decoder.decoded)
 }
 
 /// The rows of a join, decoded and tracked: each child with its parent, if
-/// the row joined one, one instance per row through the identity map; in
-/// one go, for a join run in a group.
-pub(crate) fn track_joined<C: Entity, P: Entity>(session: &mut Session, rows: &[Row]) -> Result<JoinedRows<C, P>> {
-    let Decoded { children, parents, parent_of } = decode_joined::<C, P>(rows)?;
-    let children = session.track(children);
-    let parents = session.track(parents);
-    Ok(tracked_pairs(children, &parents, parent_of))
-}
-
-/// [`track_joined`], yielding to the runtime every [`ROWS_PER_YIELD`] rows
-/// decoded or tracked. Cut off, it leaves the rows it tracked tracked, each
-/// once, and the others not.
-pub(crate) async fn track_joined_yielding<C: Entity, P: Entity>(
+/// the row joined one, one instance per row through the identity map;
+/// yielding to the runtime every [`ROWS_PER_YIELD`](crate::poll_budget::ROWS_PER_YIELD) rows decoded or
+/// tracked. Cut off, it leaves the rows it tracked tracked, each once, and
+/// the others not.
+pub(crate) async fn track_joined<C: Entity, P: Entity>(
     session: &mut Session,
     rows: &[Row],
 ) -> Result<JoinedRows<C, P>> {
-    let Decoded { children, parents, parent_of } = decode_joined_yielding::<C, P>(rows).await?;
-    let children = session.registries.of::<C>().track_all_yielding(children).await;
-    let parents = session.registries.of::<P>().track_all_yielding(parents).await;
+    let Decoded { children, parents, parent_of } = decode_joined::<C, P>(rows).await?;
+    let children = session.registries.of::<C>().track_all(children).await;
+    let parents = session.registries.of::<P>().track_all(parents).await;
     Ok(tracked_pairs(children, &parents, parent_of))
 }
 
@@ -359,18 +339,32 @@ fn tracked_pairs<C: Entity, P: Entity>(
 }
 
 /// The rows of an untracked join, decoded: each child with its parent, if
-/// the row joined one; in one go, for a join run in a group.
-pub(crate) fn plain_joined<C: Entity, P: Entity>(_: &mut Session, rows: &[Row]) -> Result<PlainJoinedRows<C, P>> {
-    Ok(plain_pairs(decode_joined::<C, P>(rows)?))
+/// the row joined one; yielding to the runtime every [`ROWS_PER_YIELD`](crate::poll_budget::ROWS_PER_YIELD)
+/// rows decoded.
+pub(crate) async fn plain_joined<C: Entity, P: Entity>(_: &mut Session, rows: &[Row]) -> Result<PlainJoinedRows<C, P>> {
+    Ok(plain_pairs(decode_joined::<C, P>(rows).await?))
 }
 
-/// [`plain_joined`], yielding to the runtime every [`ROWS_PER_YIELD`] rows
-/// decoded.
-pub(crate) async fn plain_joined_yielding<C: Entity, P: Entity>(
-    _: &mut Session,
-    rows: &[Row],
-) -> Result<PlainJoinedRows<C, P>> {
-    Ok(plain_pairs(decode_joined_yielding::<C, P>(rows).await?))
+/// The first step of a tracked join run in a group: its rows decoded and
+/// tracked ([`track_joined`]), given with the rows for the values
+/// a [`JoinWith`](crate::JoinWith) selects.
+pub(crate) fn tracked_rows<C: Entity, P: Entity>() -> Prepare {
+    Box::new(|session, rows| {
+        Box::pin(async move {
+            let joined: JoinedRows<C, P> = track_joined(session, &rows).await?;
+            Ok(prepared((joined, rows)))
+        })
+    })
+}
+
+/// [`tracked_rows`] for an untracked join ([`plain_joined`]).
+pub(crate) fn plain_rows<C: Entity, P: Entity>() -> Prepare {
+    Box::new(|session, rows| {
+        Box::pin(async move {
+            let joined: PlainJoinedRows<C, P> = plain_joined(session, &rows).await?;
+            Ok(prepared((joined, rows)))
+        })
+    })
 }
 
 /// Each child with its parent, if its row joined one. A parent's last row
@@ -414,15 +408,14 @@ impl<'a> FromSql<'a> for RawValue<'a> {
 impl<C: Entity, P: Entity> Join<'_, C, P, Tracked<P>> {
     /// Runs the query and returns each child with its parent, tracked.
     pub async fn all(self) -> Result<Vec<(Tracked<C>, Tracked<P>)>> {
-        self.fetch(&[], async |session, rows| track_joined_yielding::<C, P>(session, rows).await.map(with_parents))
-            .await
+        self.fetch(&[], async |session, rows| track_joined::<C, P>(session, rows).await.map(with_parents)).await
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`](crate::Session::load_together):
     /// a page with its parents beside the page's count, say.
     pub fn all_later(self) -> Load<Vec<(Tracked<C>, Tracked<P>)>> {
-        self.later(&[], |session, rows| track_joined::<C, P>(session, rows).map(with_parents))
+        self.later(&[], tracked_rows::<C, P>(), |_, (joined, _): (JoinedRows<C, P>, Vec<Row>)| Ok(with_parents(joined)))
     }
 }
 
@@ -435,13 +428,13 @@ impl<C: Entity, P: Entity> Join<'_, C, P, Option<Tracked<P>>> {
     /// Runs the query and returns each child with its parent if it has one,
     /// tracked.
     pub async fn all(self) -> Result<Vec<(Tracked<C>, Option<Tracked<P>>)>> {
-        self.fetch(&[], track_joined_yielding::<C, P>).await
+        self.fetch(&[], track_joined::<C, P>).await
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`](crate::Session::load_together).
     pub fn all_later(self) -> Load<JoinedRows<C, P>> {
-        self.later(&[], track_joined::<C, P>)
+        self.later(&[], tracked_rows::<C, P>(), |_, (joined, _): (JoinedRows<C, P>, Vec<Row>)| Ok(joined))
     }
 }
 
@@ -495,14 +488,15 @@ impl<C: Entity, Plain: Entity> Join<'_, C, Plain, Plain> {
     /// Runs the query and returns each child with its parent, as plain
     /// values.
     pub async fn all(self) -> Result<Vec<(C, Plain)>> {
-        self.fetch(&[], async |session, rows| plain_joined_yielding::<C, Plain>(session, rows).await.map(with_parents))
-            .await
+        self.fetch(&[], async |session, rows| plain_joined::<C, Plain>(session, rows).await.map(with_parents)).await
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`](crate::Session::load_together).
     pub fn all_later(self) -> Load<Vec<(C, Plain)>> {
-        self.later(&[], |session, rows| plain_joined::<C, Plain>(session, rows).map(with_parents))
+        self.later(&[], plain_rows::<C, Plain>(), |_, (joined, _): (PlainJoinedRows<C, Plain>, Vec<Row>)| {
+            Ok(with_parents(joined))
+        })
     }
 }
 
@@ -510,12 +504,12 @@ impl<C: Entity, P: Entity> Join<'_, C, P, Option<P>> {
     /// Runs the query and returns each child with its parent if it has one,
     /// as plain values.
     pub async fn all(self) -> Result<PlainJoinedRows<C, P>> {
-        self.fetch(&[], plain_joined_yielding::<C, P>).await
+        self.fetch(&[], plain_joined::<C, P>).await
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`](crate::Session::load_together).
     pub fn all_later(self) -> Load<PlainJoinedRows<C, P>> {
-        self.later(&[], plain_joined::<C, P>)
+        self.later(&[], plain_rows::<C, P>(), |_, (joined, _): (PlainJoinedRows<C, P>, Vec<Row>)| Ok(joined))
     }
 }

@@ -11,7 +11,7 @@ use tokio_postgres::Row;
 use crate::entity::Entity;
 use crate::error::Result;
 use crate::expr::ExprNode;
-use crate::join::Join;
+use crate::join::{Join, JoinedRows, PlainJoinedRows};
 use crate::load_together::Load;
 use crate::select::Selection;
 use crate::tracked::Tracked;
@@ -124,14 +124,14 @@ fn left<T, U, X>(rows: Vec<(T, Option<U>)>, extras: Vec<X>) -> Vec<(T, Option<U>
 }
 
 macro_rules! join_with_runs {
-    ($parent:ty, $row:ty, $decode:path, $decode_yielding:path, $pair:ident) => {
+    ($parent:ty, $row:ty, $decode:path, $prepare:path, $made:ty, $pair:ident) => {
         impl<C: Entity, P: Entity, S: Selection<C>> JoinWith<'_, C, P, $parent, S> {
             /// Runs the join and returns each row with its selected values.
             pub async fn all(self) -> Result<Vec<$row>> {
                 let (join, extras, selection) = self.parts();
                 join.fetch(&extras, async move |session, rows| {
                     let values = decode_extras::<C, P, S>(&selection, rows)?;
-                    Ok($pair($decode_yielding(session, rows).await?, values))
+                    Ok($pair($decode(session, rows).await?, values))
                 })
                 .await
             }
@@ -144,9 +144,9 @@ macro_rules! join_with_runs {
                 S::Output: 'static,
             {
                 let (join, extras, selection) = self.parts();
-                join.later(&extras, move |session, rows| {
-                    let values = decode_extras::<C, P, S>(&selection, rows)?;
-                    Ok($pair($decode(session, rows)?, values))
+                join.later(&extras, $prepare(), move |_, (joined, rows): ($made, Vec<Row>)| {
+                    let values = decode_extras::<C, P, S>(&selection, &rows)?;
+                    Ok($pair(joined, values))
                 })
             }
         }
@@ -157,27 +157,31 @@ join_with_runs!(
     Tracked<P>,
     (Tracked<C>, Tracked<P>, S::Output),
     crate::join::track_joined::<C, P>,
-    crate::join::track_joined_yielding::<C, P>,
+    crate::join::tracked_rows::<C, P>,
+    JoinedRows<C, P>,
     inner
 );
 join_with_runs!(
     Option<Tracked<P>>,
     (Tracked<C>, Option<Tracked<P>>, S::Output),
     crate::join::track_joined::<C, P>,
-    crate::join::track_joined_yielding::<C, P>,
+    crate::join::tracked_rows::<C, P>,
+    JoinedRows<C, P>,
     left
 );
 join_with_runs!(
     P,
     (C, P, S::Output),
     crate::join::plain_joined::<C, P>,
-    crate::join::plain_joined_yielding::<C, P>,
+    crate::join::plain_rows::<C, P>,
+    PlainJoinedRows<C, P>,
     inner
 );
 join_with_runs!(
     Option<P>,
     (C, Option<P>, S::Output),
     crate::join::plain_joined::<C, P>,
-    crate::join::plain_joined_yielding::<C, P>,
+    crate::join::plain_rows::<C, P>,
+    PlainJoinedRows<C, P>,
     left
 );

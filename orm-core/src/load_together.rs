@@ -10,6 +10,10 @@
 //! for their answers; the session knows which loads are independent because
 //! the program hands them over together.
 
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+
 use tokio_postgres::Row;
 
 use crate::connection::{Access, Outcome, Statement};
@@ -17,14 +21,44 @@ use crate::error::Result;
 use crate::session::Session;
 use crate::types::Param;
 
+/// A load's rows between the two steps of its group's finish: as they
+/// came, or what the load's first step made of them.
+pub(crate) enum Stage {
+    Rows(Vec<Row>),
+    Prepared(Box<dyn Any + Send>),
+}
+
+/// The first step of a load that may hold many rows: a future that decodes
+/// and tracks them, yielding to the runtime between chunks of rows (see
+/// `poll_budget.rs`), and gives what the second step needs (boxed by
+/// [`prepared`]). A group runs the first steps of its loads in order, then
+/// every load's second step at once: the results, of any type, are not
+/// held across a yield, so a group's future is `Send` whatever they are.
+pub(crate) type Prepare = Box<dyn for<'s> FnOnce(&'s mut Session, Vec<Row>) -> Preparing<'s> + Send>;
+
+/// The future of a [`Prepare`].
+pub(crate) type Preparing<'s> = Pin<Box<dyn Future<Output = Result<Box<dyn Any + Send>>> + Send + 's>>;
+
+/// What a [`Prepare`] step gives, boxed for the load's second step.
+pub(crate) fn prepared<P: Send + 'static>(value: P) -> Box<dyn Any + Send> {
+    Box::new(value)
+}
+
+/// The second step of a load: its result, at once, from its rows or from
+/// what its first step made of them.
+type Complete<T> = Box<dyn FnOnce(&mut Session, Stage) -> Result<T> + Send>;
+
 /// What a planned load does with its rows, on the session that ran it.
-type Finish<T> = Box<dyn FnOnce(&mut Session, Vec<Row>) -> Result<T> + Send>;
+struct Finish<T> {
+    prepare: Option<Prepare>,
+    complete: Complete<T>,
+}
 
 /// Plans a load on the session, when its group runs.
 type Plan<T> = Box<dyn FnOnce(&mut Session) -> Result<Planned<T>> + Send>;
 
-/// Turns the rows of a group's loads, one `Vec` per load, into its results.
-type FinishGroup<T> = Box<dyn FnOnce(&mut Session, std::vec::IntoIter<Vec<Row>>) -> Result<T> + Send>;
+/// Turns the stages of a group's loads, one per load, into its results.
+type FinishGroup<T> = Box<dyn FnOnce(&mut Session, std::vec::IntoIter<Stage>) -> Result<T> + Send>;
 
 /// A load ready to run with others in one round trip by
 /// [`Session::load_together`]. Made by the builders' `*_later` methods
@@ -57,7 +91,7 @@ impl<T: 'static> Planned<T> {
     where
         T: Send,
     {
-        Planned { statement: None, finish: Box::new(move |_, _| Ok(value)) }
+        Planned { statement: None, finish: Finish { prepare: None, complete: Box::new(move |_, _| Ok(value)) } }
     }
 
     /// A load that runs `sql` and hands its rows to `finish`. The statement
@@ -69,9 +103,46 @@ impl<T: 'static> Planned<T> {
         access: Access,
         finish: impl FnOnce(&mut Session, Vec<Row>) -> Result<T> + Send + 'static,
     ) -> Result<Self> {
+        let complete: Complete<T> = Box::new(move |session, stage| match stage {
+            Stage::Rows(rows) => finish(session, rows),
+            Stage::Prepared(_) => unreachable!("a load without a first step gets its rows"),
+        });
+        Self::with_finish(session, sql, params, access, Finish { prepare: None, complete })
+    }
+
+    /// A load that runs `sql`, hands its rows to `prepare`, a future that
+    /// may yield to the runtime (see [`Prepare`]), and what that gave to
+    /// `complete` for the result.
+    pub(crate) fn statement_yielding<P: Send + 'static>(
+        session: &mut Session,
+        sql: String,
+        params: Vec<Param>,
+        access: Access,
+        prepare: Prepare,
+        complete: impl FnOnce(&mut Session, P) -> Result<T> + Send + 'static,
+    ) -> Result<Self> {
+        let complete: Complete<T> = Box::new(move |session, stage| match stage {
+            Stage::Prepared(made) => match made.downcast::<P>() {
+                Ok(made) => complete(session, *made),
+                Err(_) => unreachable!("a load's first step gives what its second takes"),
+            },
+            Stage::Rows(_) => unreachable!("a load with a first step gets what it made"),
+        });
+        Self::with_finish(session, sql, params, access, Finish { prepare: Some(prepare), complete })
+    }
+
+    /// A load that runs `sql` and hands its rows to `finish`. The statement
+    /// counts towards the [N+1 guard](crate::NPlusOne) as any load's does.
+    fn with_finish(
+        session: &mut Session,
+        sql: String,
+        params: Vec<Param>,
+        access: Access,
+        finish: Finish<T>,
+    ) -> Result<Self> {
         session.record_load(&sql)?;
         let statement = Statement::new(sql, params, true);
-        Ok(Planned { statement: Some((statement, access)), finish: Box::new(finish) })
+        Ok(Planned { statement: Some((statement, access)), finish })
     }
 }
 
@@ -103,9 +174,9 @@ impl<T: 'static> Load<T> {
     /// ```
     pub fn map<U: 'static>(self, f: impl FnOnce(T) -> U + Send + 'static) -> Load<U> {
         Load::new(move |session| {
-            let Planned { statement, finish } = (self.plan)(session)?;
-            let finish: Finish<U> = Box::new(move |session, rows| finish(session, rows).map(f));
-            Ok(Planned { statement, finish })
+            let Planned { statement, finish: Finish { prepare, complete } } = (self.plan)(session)?;
+            let complete: Complete<U> = Box::new(move |session, stage| complete(session, stage).map(f));
+            Ok(Planned { statement, finish: Finish { prepare, complete } })
         })
     }
 
@@ -134,6 +205,19 @@ impl<T: 'static> Load<T> {
     ) -> Self {
         Load::new(move |session| Planned::statement(session, sql, params, access, finish))
     }
+
+    /// [`of_statement`](Self::of_statement) for a load that may hold many
+    /// rows: `prepare` decodes and tracks them, yielding to the runtime,
+    /// and `complete` turns what it gave into the result.
+    pub(crate) fn of_statement_yielding<P: Send + 'static>(
+        sql: String,
+        params: Vec<Param>,
+        access: Access,
+        prepare: Prepare,
+        complete: impl FnOnce(&mut Session, P) -> Result<T> + Send + 'static,
+    ) -> Self {
+        Load::new(move |session| Planned::statement_yielding(session, sql, params, access, prepare, complete))
+    }
 }
 
 /// Loads that [`Session::load_together`] runs in one round trip: a tuple
@@ -152,6 +236,8 @@ pub trait LoadGroup {
 #[doc(hidden)]
 pub struct GroupPlan<T> {
     statements: Vec<Option<(Statement, Access)>>,
+    /// Each load's first step, if it has one.
+    prepares: Vec<Option<Prepare>>,
     finish: FinishGroup<T>,
 }
 
@@ -162,15 +248,18 @@ macro_rules! tuple_group {
 
             fn plan(self, session: &mut Session) -> Result<GroupPlan<Self::Output>> {
                 let mut statements = Vec::new();
-                let finishes = ($({
+                let mut prepares = Vec::new();
+                let completes = ($({
                     let planned = (self.$index.plan)(session)?;
                     statements.push(planned.statement);
-                    planned.finish
+                    prepares.push(planned.finish.prepare);
+                    planned.finish.complete
                 },)+);
                 Ok(GroupPlan {
                     statements,
-                    finish: Box::new(move |session, mut rows| {
-                        Ok(($((finishes.$index)(session, rows.next().unwrap_or_default())?,)+))
+                    prepares,
+                    finish: Box::new(move |session, mut stages| {
+                        Ok(($((completes.$index)(session, stages.next().unwrap_or(Stage::Rows(Vec::new())))?,)+))
                     }),
                 })
             }
@@ -192,16 +281,19 @@ impl<T: 'static> LoadGroup for Vec<Load<T>> {
 
     fn plan(self, session: &mut Session) -> Result<GroupPlan<Vec<T>>> {
         let mut statements = Vec::with_capacity(self.len());
-        let mut finishes = Vec::with_capacity(self.len());
+        let mut prepares = Vec::with_capacity(self.len());
+        let mut completes = Vec::with_capacity(self.len());
         for load in self {
             let planned = (load.plan)(session)?;
             statements.push(planned.statement);
-            finishes.push(planned.finish);
+            prepares.push(planned.finish.prepare);
+            completes.push(planned.finish.complete);
         }
         Ok(GroupPlan {
             statements,
-            finish: Box::new(move |session, rows| {
-                finishes.into_iter().zip(rows).map(|(finish, rows)| finish(session, rows)).collect()
+            prepares,
+            finish: Box::new(move |session, stages| {
+                completes.into_iter().zip(stages).map(|(complete, stage)| complete(session, stage)).collect()
             }),
         })
     }
@@ -266,7 +358,7 @@ impl Session {
     /// ```
     pub async fn load_together<G: LoadGroup>(&mut self, loads: G) -> Result<G::Output> {
         self.autoflush_for_query().await?;
-        let GroupPlan { statements, finish } = loads.plan(self)?;
+        let GroupPlan { statements, prepares, finish } = loads.plan(self)?;
         let sent: Vec<bool> = statements.iter().map(Option::is_some).collect();
         let mut access = Access::Read;
         let statements: Vec<Statement> = statements
@@ -294,6 +386,13 @@ impl Session {
                 Some(Outcome::Count(_) | Outcome::Unmatched { .. }) | None => Vec::new(),
             })
             .collect();
-        finish(self, rows.into_iter())
+        let mut stages = Vec::with_capacity(rows.len());
+        for (prepare, rows) in prepares.into_iter().zip(rows) {
+            stages.push(match prepare {
+                Some(prepare) => Stage::Prepared(prepare(self, rows).await?),
+                None => Stage::Rows(rows),
+            });
+        }
+        finish(self, stages.into_iter())
     }
 }

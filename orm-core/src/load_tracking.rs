@@ -4,8 +4,8 @@
 //!
 //! A load whose rows are all decoded first ([`Registry::track_all`]) sizes
 //! the identity map once for them and enters each block's new rows as the
-//! block is made, [`ROWS_PER_YIELD`] rows a step; an async caller yields
-//! between steps ([`Registry::track_all_yielding`]). A load tracked as its
+//! block is made, [`ROWS_PER_YIELD`] rows a step with a yield to the
+//! runtime in between. A load tracked as its
 //! rows arrive ([`Registry::tracking`]) does not know their count until
 //! they end, and a map grown row by row rehashes every entry at each
 //! doubling (75 instructions and about one cache miss per row at 500,000
@@ -180,14 +180,14 @@ impl<T: Entity> Registry<T> {
     /// The tracked instances for freshly read rows, in order: as
     /// [`track_loaded`](Self::track_loaded) gives them row by row, but with
     /// the map sized once for all of them and the new instances allocated
-    /// [`BLOCK`] at a time, each row's key hashed once. In one go: for
-    /// the loads whose rows are handed over inside a synchronous step (a
-    /// [`Load`](crate::Load)'s); an async caller uses
-    /// [`track_all_yielding`](Self::track_all_yielding).
-    pub(crate) fn track_all(&mut self, rows: impl LoadedRows<T>) -> Vec<Tracked<T>> {
+    /// [`BLOCK`] at a time, each row's key hashed once. It hands the thread
+    /// back to the runtime every [`ROWS_PER_YIELD`] rows, as a query's load
+    /// does while its rows enter the map ([`LoadTracking::finish`]); cut
+    /// off at one of those points, it leaves the rows it tracked tracked,
+    /// and the others not, each row at most once.
+    pub(crate) async fn track_all(&mut self, rows: impl LoadedRows<T>) -> Vec<Tracked<T>> {
         let mut tracked = Vec::with_capacity(rows.len());
-        let mut walk = self.whole_load(rows);
-        while walk.step(self, &mut tracked) {}
+        self.track_all_into(rows, &mut tracked).await;
         tracked
     }
 
@@ -196,29 +196,11 @@ impl<T: Entity> Registry<T> {
     /// of an eager load, found by [`Session::children`](crate::Session::children)):
     /// no handle per row is collected, and the identity map takes each new
     /// row's handle itself instead of a clone.
-    pub(crate) fn track_all_unkept(&mut self, rows: impl LoadedRows<T>) {
-        let mut walk = self.whole_load(rows);
-        while walk.step(self, &mut Unkept) {}
+    pub(crate) async fn track_all_unkept(&mut self, rows: impl LoadedRows<T>) {
+        self.track_all_into(rows, &mut Unkept).await;
     }
 
-    /// [`track_all`](Self::track_all), handing the thread back to the
-    /// runtime every [`ROWS_PER_YIELD`] rows, as a query's load does while
-    /// its rows enter the map ([`LoadTracking::finish`]). Cut off at one of
-    /// those points, it leaves the rows it tracked tracked, and the others
-    /// not, each row at most once.
-    pub(crate) async fn track_all_yielding(&mut self, rows: impl LoadedRows<T>) -> Vec<Tracked<T>> {
-        let mut tracked = Vec::with_capacity(rows.len());
-        self.track_all_yielding_into(rows, &mut tracked).await;
-        tracked
-    }
-
-    /// [`track_all_unkept`](Self::track_all_unkept), yielding as
-    /// [`track_all_yielding`](Self::track_all_yielding) does.
-    pub(crate) async fn track_all_unkept_yielding(&mut self, rows: impl LoadedRows<T>) {
-        self.track_all_yielding_into(rows, &mut Unkept).await;
-    }
-
-    async fn track_all_yielding_into(&mut self, rows: impl LoadedRows<T>, tracked: &mut impl LoadHandles<T>) {
+    async fn track_all_into(&mut self, rows: impl LoadedRows<T>, tracked: &mut impl LoadHandles<T>) {
         let mut walk = self.whole_load(rows);
         while walk.step(self, tracked) {
             tokio::task::yield_now().await;

@@ -15,3 +15,21 @@
 /// size costs about a millisecond, and a yield per chunk nothing
 /// measurable.
 pub(crate) const ROWS_PER_YIELD: usize = 4096;
+
+/// Hands `items` to `each` [`ROWS_PER_YIELD`] at a time, with a yield to
+/// the runtime between two chunks (none after the last, none for a page
+/// of rows): for decoding a load's rows once they are all read. Stops at
+/// the first error.
+pub(crate) async fn for_each_chunk<'r, R>(
+    items: &'r [R],
+    mut each: impl FnMut(&'r [R]) -> crate::error::Result<()>,
+) -> crate::error::Result<()> {
+    let mut chunks = items.chunks(ROWS_PER_YIELD).peekable();
+    while let Some(chunk) = chunks.next() {
+        each(chunk)?;
+        if chunks.peek().is_some() {
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(())
+}

@@ -8,7 +8,8 @@ use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::expr::{ExprNode, IntoExpr};
 use crate::filters::Lift;
-use crate::load_together::Load;
+use crate::load_together::{prepared, Load, Prepare};
+use crate::relation_loading::decode;
 use crate::select::{Select, Selection};
 use crate::session::Session;
 use crate::sql;
@@ -639,9 +640,13 @@ impl<'s, E: Entity> Query<'s, E> {
     pub fn all_later(mut self) -> Load<Vec<Tracked<E>>> {
         let built = self.build(sql::select_from_of::<E>());
         let access = self.access();
-        Load::of_statement(built.sql, built.params, access, |session, rows| {
-            Ok(session.track(crate::relation_loading::decode::<E>(&rows)?))
-        })
+        let prepare: Prepare = Box::new(|session, rows| {
+            Box::pin(async move {
+                let found = decode::<E>(&rows).await?;
+                Ok(prepared(session.registries.of::<E>().track_all(found).await))
+            })
+        });
+        Load::of_statement_yielding(built.sql, built.params, access, prepare, |_, tracked| Ok(tracked))
     }
 
     /// [`count`](Self::count) as a [`Load`], to run with other loads in
@@ -737,7 +742,8 @@ impl<E: Entity> UntrackedQuery<'_, E> {
     pub fn all_later(mut self) -> Load<Vec<E>> {
         let built = self.query.build(sql::select_from_of::<E>());
         let access = self.query.access();
-        Load::of_statement(built.sql, built.params, access, |_, rows| crate::relation_loading::decode::<E>(&rows))
+        let prepare: Prepare = Box::new(|_, rows| Box::pin(async move { Ok(prepared(decode::<E>(&rows).await?)) }));
+        Load::of_statement_yielding(built.sql, built.params, access, prepare, |_, found| Ok(found))
     }
 
     /// Runs the query with `LIMIT 1` and returns the first value, if any.

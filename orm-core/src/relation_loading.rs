@@ -10,7 +10,8 @@ use tokio_postgres::Row;
 use crate::connection::Access;
 use crate::error::{Error, Result};
 use crate::identity::ParentLink;
-use crate::load_together::{Load, Planned};
+use crate::load_together::{prepared, Load, Planned, Prepare};
+use crate::poll_budget::for_each_chunk;
 use crate::relation::Relation;
 use crate::row_chunks::{LoadedRows, RowChunks};
 use crate::session::Session;
@@ -192,7 +193,7 @@ impl Session {
         }
         let (rows, keys) = self.read_children(parents, relation).await?;
         self.expect_children::<C>(rows.len(), keys.len());
-        let children = self.registries.of::<C>().track_all_yielding(rows).await;
+        let children = self.registries.of::<C>().track_all(rows).await;
         self.children_loaded(relation, keys);
         Ok(children)
     }
@@ -210,7 +211,7 @@ impl Session {
         }
         let (rows, keys) = self.read_children(parents, relation).await?;
         self.expect_children::<C>(rows.len(), keys.len());
-        self.registries.of::<C>().track_all_unkept_yielding(rows).await;
+        self.registries.of::<C>().track_all_unkept(rows).await;
         self.children_loaded(relation, keys);
         Ok(())
     }
@@ -257,16 +258,6 @@ impl Session {
         let mut params = P::key_arrays(keys);
         self.filters.and_where::<C>(&mut sql, &mut params);
         (sql, params)
-    }
-
-    /// Tracks the children a load of `parents` parents' children read,
-    /// each parent's bucket of the children index sized for the average
-    /// number of children instead of growing (and moving) child by child;
-    /// in one go, for a load run in a group
-    /// ([`Session::load_together`](crate::Session::load_together)).
-    fn track_children<C: Entity>(&mut self, rows: impl LoadedRows<C>, parents: usize) -> Vec<Tracked<C>> {
-        self.expect_children::<C>(rows.len(), parents);
-        self.track(rows)
     }
 
     /// Sizes each bucket of the children index for `children` children
@@ -366,8 +357,16 @@ impl<E: Entity> Load<Vec<Tracked<E>>> {
             }
             let keys = distinct_keys(&parents, |parent| Some(parent.key()))?;
             let (sql, params) = session.children_statement(relation, &keys);
-            Planned::statement(session, sql, params, Access::Read, move |session, rows| {
-                let children = session.track_children(decode::<E>(&rows)?, keys.len());
+            let parents = keys.len();
+            let prepare: Prepare = Box::new(move |session, rows| {
+                Box::pin(async move {
+                    let children = decode::<E>(&rows).await?;
+                    session.expect_children::<E>(children.len(), parents);
+                    Ok(prepared(session.registries.of::<E>().track_all(children).await))
+                })
+            });
+            // The collections are loaded once every child is tracked.
+            Planned::statement_yielding(session, sql, params, Access::Read, prepare, move |session, children| {
                 session.children_loaded(relation, keys);
                 Ok(children)
             })
@@ -384,13 +383,28 @@ fn plan_get_many<E: Entity>(session: &mut Session, keys: Vec<E::Key>) -> Result<
     }
     let mut params = E::key_arrays(&missing);
     let sql = session.filtered::<E>(sql::select_by_keys_of::<E>(), &mut params).into_owned();
-    Planned::statement(session, sql, params, Access::Read, move |session, rows| {
-        session.registries.of::<E>().track_all_unkept(decode::<E>(&rows)?);
+    let prepare: Prepare = Box::new(|session, rows| {
+        Box::pin(async move {
+            let found = decode::<E>(&rows).await?;
+            session.registries.of::<E>().track_all_unkept(found).await;
+            Ok(prepared(()))
+        })
+    });
+    Planned::statement_yielding(session, sql, params, Access::Read, prepare, move |session, ()| {
         session.visible_tracked_of::<E>(&keys)
     })
 }
 
-/// Decodes rows of `E`'s columns.
-pub(crate) fn decode<E: Entity>(rows: &[Row]) -> Result<Vec<E>> {
-    rows.iter().map(|row| E::from_row(row, 0)).collect()
+/// Decodes rows of `E`'s columns, [`ROWS_PER_YIELD`](crate::poll_budget::ROWS_PER_YIELD)
+/// at a time with a yield to the runtime in between.
+pub(crate) async fn decode<E: Entity>(rows: &[Row]) -> Result<Vec<E>> {
+    let mut decoded = Vec::with_capacity(rows.len());
+    for_each_chunk(rows, |chunk| {
+        for row in chunk {
+            decoded.push(E::from_row(row, 0)?);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(decoded)
 }

@@ -396,13 +396,6 @@ impl Session {
         Ok(tracking.finish().await)
     }
 
-    /// The tracked instances for freshly read rows: those already in the
-    /// identity map (their pending changes win over the rows), or the rows,
-    /// now tracked.
-    pub(crate) fn track<E: Entity>(&mut self, rows: impl LoadedRows<E>) -> Vec<Tracked<E>> {
-        self.registries.of::<E>().track_all(rows)
-    }
-
     /// Counts a load statement about to be sent, for the N+1 guard; an
     /// error means it must not be sent.
     pub(crate) fn record_load(&mut self, sql: &str) -> Result<()> {
@@ -1138,7 +1131,7 @@ impl Session {
             undo.updated.extend(replaced);
         }
         // The guards are dropped: the new rows may take several polls.
-        let mut loaded = self.registries.of::<E>().track_all_yielding(untracked).await.into_iter();
+        let mut loaded = self.registries.of::<E>().track_all(untracked).await.into_iter();
         // Each row not tracked before got one of `loaded`, in order.
         Ok(tracked.into_iter().filter_map(|existing| existing.or_else(|| loaded.next())).collect())
     }

@@ -2,8 +2,9 @@
 //! rows, as a large flush does: cut off at any of those points (its future
 //! dropped, as by a request's timeout), it leaves a session whose identity
 //! map holds each row at most once, and whose next load finds the rest.
-//! So do a relation load, an eager load's levels, a join and a raw query's
-//! new rows, which track their rows once all are read.
+//! So do a relation load, an eager load's levels, a join, a raw query's
+//! new rows and loads run together, which track their rows once all are
+//! read.
 
 mod support;
 
@@ -11,7 +12,7 @@ use std::future::Future;
 use std::task::Poll;
 use std::time::Duration;
 
-use orm_core::{Database, Error, Session, Tracked};
+use orm_core::{Database, Error, Load, Session, Tracked};
 use orm_tests::{within, TestDb};
 use support::blog::{self, Post, User};
 use support::{setup, Customer};
@@ -109,6 +110,10 @@ enum CustomerLoad {
     Query,
     /// A raw query, whose new rows are tracked after they all arrived.
     Raw,
+    /// A query's `all_later()` run by `load_together`.
+    Together,
+    /// `Load::get_many` of every key run by `load_together`.
+    TogetherByKey,
 }
 
 async fn every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(how: CustomerLoad, what: &str) {
@@ -121,6 +126,14 @@ async fn every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(
             CustomerLoad::Raw => {
                 let raw = session.query_raw::<Customer>("SELECT id, name, description FROM customer ORDER BY id", &[]);
                 cut_off_after(raw, cut_after).await
+            }
+            CustomerLoad::Together => {
+                let load = session.query::<Customer>().order_by(Customer::ID.asc()).all_later();
+                cut_off_after(session.load_together((load,)), cut_after).await.map(|(loaded,)| loaded)
+            }
+            CustomerLoad::TogetherByKey => {
+                let load = Load::get_many(&keys);
+                cut_off_after(session.load_together((load,)), cut_after).await.map(|(loaded,)| loaded)
             }
         };
         let (found, tracked_before) = every_row_by_key::<Customer, i32>(session, &keys).await;
@@ -146,6 +159,16 @@ async fn a_large_load_cut_off_at_any_poll_leaves_each_row_tracked_once_or_not_at
 #[tokio::test]
 async fn a_large_raw_query_cut_off_at_any_poll_leaves_each_row_tracked_once_or_not_at_all() {
     every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(CustomerLoad::Raw, "raw query").await;
+}
+
+/// A group's loads decode and track their rows in a first step that
+/// yields, before any load's result is made.
+#[tokio::test]
+async fn a_large_load_run_together_cut_off_at_any_poll_leaves_each_row_tracked_once_or_not_at_all() {
+    every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(CustomerLoad::Together, "grouped query")
+        .await;
+    every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(CustomerLoad::TogetherByKey, "grouped get")
+        .await;
 }
 
 /// Every post by key, checked against the seed.
