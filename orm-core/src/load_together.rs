@@ -24,7 +24,9 @@ use crate::types::Param;
 /// A load's rows between the two steps of its group's finish: as they
 /// came, or what the load's first step made of them.
 pub(crate) enum Stage {
+    /// The rows of a load without a first step.
     Rows(Vec<Row>),
+    /// What a load's first step gave.
     Prepared(Box<dyn Any + Send>),
 }
 
@@ -50,6 +52,7 @@ type Complete<T> = Box<dyn FnOnce(&mut Session, Stage) -> Result<T> + Send>;
 
 /// What a planned load does with its rows, on the session that ran it.
 struct Finish<T> {
+    /// The first step, for a load that may hold many rows.
     prepare: Option<Prepare>,
     complete: Complete<T>,
 }
