@@ -151,8 +151,8 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
 
     /// The join as a [`Load`], for
     /// [`Session::load_together`](crate::Session::load_together): `prepare`
-    /// ([`tracked_rows`] or [`plain_rows`]) decodes its rows, yielding to
-    /// the runtime, and `complete` makes the result of what it gave.
+    /// decodes its rows, yielding to the runtime, and `complete` makes the
+    /// result of what it gave.
     pub(crate) fn later<M: Send + 'static, T: 'static>(
         mut self,
         extras: &[ExprNode],
@@ -166,11 +166,11 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
 }
 
 /// Each row of a join: the child, with its parent if the row joined one.
-pub(crate) type JoinedRows<C, P> = Vec<(Tracked<C>, Option<Tracked<P>>)>;
+type JoinedRows<C, P> = Vec<(Tracked<C>, Option<Tracked<P>>)>;
 
 /// Each row of an untracked join: the child, with its parent if the row
 /// joined one.
-pub(crate) type PlainJoinedRows<C, P> = Vec<(C, Option<P>)>;
+type PlainJoinedRows<C, P> = Vec<(C, Option<P>)>;
 
 /// Which join a [`head`] is of: the child's and the parent's types, the
 /// relation (its name and first column, unique among the child's), and
@@ -346,25 +346,14 @@ pub(crate) async fn plain_joined<C: Entity, P: Entity>(_: &mut Session, rows: &[
 }
 
 /// The first step of a tracked join run in a group: its rows decoded and
-/// tracked ([`track_joined`]), given with the rows for the values
-/// a [`JoinWith`](crate::JoinWith) selects.
-pub(crate) fn tracked_rows<C: Entity, P: Entity>() -> Prepare {
-    Box::new(|session, rows| {
-        Box::pin(async move {
-            let joined: JoinedRows<C, P> = track_joined(session, &rows).await?;
-            Ok(prepared((joined, rows)))
-        })
-    })
+/// tracked ([`track_joined`]).
+fn tracked_rows<C: Entity, P: Entity>() -> Prepare {
+    Box::new(|session, rows| Box::pin(async move { Ok(prepared(track_joined::<C, P>(session, &rows).await?)) }))
 }
 
 /// [`tracked_rows`] for an untracked join ([`plain_joined`]).
-pub(crate) fn plain_rows<C: Entity, P: Entity>() -> Prepare {
-    Box::new(|session, rows| {
-        Box::pin(async move {
-            let joined: PlainJoinedRows<C, P> = plain_joined(session, &rows).await?;
-            Ok(prepared((joined, rows)))
-        })
-    })
+fn plain_rows<C: Entity, P: Entity>() -> Prepare {
+    Box::new(|session, rows| Box::pin(async move { Ok(prepared(plain_joined::<C, P>(session, &rows).await?)) }))
 }
 
 /// Each child with its parent, if its row joined one. A parent's last row
@@ -415,7 +404,7 @@ impl<C: Entity, P: Entity> Join<'_, C, P, Tracked<P>> {
     /// round trip by [`Session::load_together`](crate::Session::load_together):
     /// a page with its parents beside the page's count, say.
     pub fn all_later(self) -> Load<Vec<(Tracked<C>, Tracked<P>)>> {
-        self.later(&[], tracked_rows::<C, P>(), |_, (joined, _): (JoinedRows<C, P>, Vec<Row>)| Ok(with_parents(joined)))
+        self.later(&[], tracked_rows::<C, P>(), |_, joined: JoinedRows<C, P>| Ok(with_parents(joined)))
     }
 }
 
@@ -434,7 +423,7 @@ impl<C: Entity, P: Entity> Join<'_, C, P, Option<Tracked<P>>> {
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`](crate::Session::load_together).
     pub fn all_later(self) -> Load<JoinedRows<C, P>> {
-        self.later(&[], tracked_rows::<C, P>(), |_, (joined, _): (JoinedRows<C, P>, Vec<Row>)| Ok(joined))
+        self.later(&[], tracked_rows::<C, P>(), |_, joined: JoinedRows<C, P>| Ok(joined))
     }
 }
 
@@ -494,9 +483,7 @@ impl<C: Entity, Plain: Entity> Join<'_, C, Plain, Plain> {
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`](crate::Session::load_together).
     pub fn all_later(self) -> Load<Vec<(C, Plain)>> {
-        self.later(&[], plain_rows::<C, Plain>(), |_, (joined, _): (PlainJoinedRows<C, Plain>, Vec<Row>)| {
-            Ok(with_parents(joined))
-        })
+        self.later(&[], plain_rows::<C, Plain>(), |_, joined: PlainJoinedRows<C, Plain>| Ok(with_parents(joined)))
     }
 }
 
@@ -510,6 +497,6 @@ impl<C: Entity, P: Entity> Join<'_, C, P, Option<P>> {
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
     /// round trip by [`Session::load_together`](crate::Session::load_together).
     pub fn all_later(self) -> Load<PlainJoinedRows<C, P>> {
-        self.later(&[], plain_rows::<C, P>(), |_, (joined, _): (PlainJoinedRows<C, P>, Vec<Row>)| Ok(joined))
+        self.later(&[], plain_rows::<C, P>(), |_, joined: PlainJoinedRows<C, P>| Ok(joined))
     }
 }

@@ -6,14 +6,12 @@
 //! [`Relation::collect`](crate::Relation::collect)), where loading those
 //! after the page costs a statement each.
 
-use tokio_postgres::Row;
-
 use crate::entity::Entity;
 use crate::error::Result;
 use crate::expr::ExprNode;
-use crate::join::{Join, JoinedRows, PlainJoinedRows};
-use crate::load_together::Load;
-use crate::select::Selection;
+use crate::join::Join;
+use crate::load_together::{prepared, Load, Prepare};
+use crate::select::{decode_rows, Selection};
 use crate::tracked::Tracked;
 
 /// A [`Join`] with expressions of the child selected beside each row, made
@@ -106,12 +104,6 @@ fn extras_at<C: Entity, P: Entity>() -> usize {
     C::META.columns.len() + 1 + P::META.columns.len()
 }
 
-/// Each row's selected values.
-fn decode_extras<C: Entity, P: Entity, S: Selection<C>>(selection: &S, rows: &[Row]) -> Result<Vec<S::Output>> {
-    let at = extras_at::<C, P>();
-    rows.iter().map(|row| selection.decode_at(row, at)).collect()
-}
-
 /// The rows of an inner join with their values. Every row has its parent
 /// (the statement's inner join leaves out the others), so each pairs with
 /// its own values.
@@ -124,14 +116,15 @@ fn left<T, U, X>(rows: Vec<(T, Option<U>)>, extras: Vec<X>) -> Vec<(T, Option<U>
 }
 
 macro_rules! join_with_runs {
-    ($parent:ty, $row:ty, $decode:path, $prepare:path, $made:ty, $pair:ident) => {
+    ($parent:ty, $row:ty, $decode:path, $pair:ident) => {
         impl<C: Entity, P: Entity, S: Selection<C>> JoinWith<'_, C, P, $parent, S> {
             /// Runs the join and returns each row with its selected values.
             pub async fn all(self) -> Result<Vec<$row>> {
                 let (join, extras, selection) = self.parts();
                 join.fetch(&extras, async move |session, rows| {
-                    let values = decode_extras::<C, P, S>(&selection, rows)?;
-                    Ok($pair($decode(session, rows).await?, values))
+                    let joined = $decode(session, rows).await?;
+                    let values = decode_rows(&selection, rows, extras_at::<C, P>()).await?;
+                    Ok($pair(joined, values))
                 })
                 .await
             }
@@ -140,48 +133,29 @@ macro_rules! join_with_runs {
             /// with others by [`Session::load_together`](crate::Session::load_together).
             pub fn all_later(self) -> Load<Vec<$row>>
             where
-                S: Send + 'static,
-                S::Output: 'static,
+                S: Send + Sync + 'static,
+                S::Output: Send + 'static,
             {
                 let (join, extras, selection) = self.parts();
-                join.later(&extras, $prepare(), move |_, (joined, rows): ($made, Vec<Row>)| {
-                    let values = decode_extras::<C, P, S>(&selection, &rows)?;
-                    Ok($pair(joined, values))
-                })
+                let prepare: Prepare = Box::new(move |session, rows| {
+                    Box::pin(async move {
+                        let joined = $decode(session, &rows).await?;
+                        let values = decode_rows(&selection, &rows, extras_at::<C, P>()).await?;
+                        Ok(prepared($pair(joined, values)))
+                    })
+                });
+                join.later(&extras, prepare, |_, made: Vec<$row>| Ok(made))
             }
         }
     };
 }
 
-join_with_runs!(
-    Tracked<P>,
-    (Tracked<C>, Tracked<P>, S::Output),
-    crate::join::track_joined::<C, P>,
-    crate::join::tracked_rows::<C, P>,
-    JoinedRows<C, P>,
-    inner
-);
+join_with_runs!(Tracked<P>, (Tracked<C>, Tracked<P>, S::Output), crate::join::track_joined::<C, P>, inner);
 join_with_runs!(
     Option<Tracked<P>>,
     (Tracked<C>, Option<Tracked<P>>, S::Output),
     crate::join::track_joined::<C, P>,
-    crate::join::tracked_rows::<C, P>,
-    JoinedRows<C, P>,
     left
 );
-join_with_runs!(
-    P,
-    (C, P, S::Output),
-    crate::join::plain_joined::<C, P>,
-    crate::join::plain_rows::<C, P>,
-    PlainJoinedRows<C, P>,
-    inner
-);
-join_with_runs!(
-    Option<P>,
-    (C, Option<P>, S::Output),
-    crate::join::plain_joined::<C, P>,
-    crate::join::plain_rows::<C, P>,
-    PlainJoinedRows<C, P>,
-    left
-);
+join_with_runs!(P, (C, P, S::Output), crate::join::plain_joined::<C, P>, inner);
+join_with_runs!(Option<P>, (C, Option<P>, S::Output), crate::join::plain_joined::<C, P>, left);

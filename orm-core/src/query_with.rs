@@ -9,7 +9,8 @@ use tokio_postgres::Row;
 
 use crate::entity::Entity;
 use crate::error::Result;
-use crate::load_together::Load;
+use crate::load_together::{prepared, Load, Prepare};
+use crate::poll_budget::for_each_chunk;
 use crate::query::{Built, UntrackedQuery};
 use crate::select::Selection;
 use crate::sql;
@@ -83,20 +84,22 @@ impl<E: Entity, S: Selection<E>> UntrackedWith<'_, E, S> {
         let session = &mut *self.query.query.session;
         session.record_load(&built.sql)?;
         let rows = session.rows(&built.sql, &param_refs(&built.params), access).await?;
-        decode(&self.selection, &rows)
+        decode(&self.selection, &rows).await
     }
 
     /// [`all`](Self::all) as a [`Load`], to send in one round trip with
     /// others by [`Session::load_together`](crate::Session::load_together).
     pub fn all_later(mut self) -> Load<Vec<(E, S::Output)>>
     where
-        S: Send + 'static,
-        S::Output: 'static,
+        S: Send + Sync + 'static,
+        S::Output: Send + 'static,
     {
         let built = self.statement();
         let access = self.query.query.access();
         let selection = self.selection;
-        Load::of_statement(built.sql, built.params, access, move |_, rows| decode(&selection, &rows))
+        let prepare: Prepare =
+            Box::new(move |_, rows| Box::pin(async move { Ok(prepared(decode(&selection, &rows).await?)) }));
+        Load::of_statement_yielding(built.sql, built.params, access, prepare, |_, found| Ok(found))
     }
 
     /// `SELECT <the entity's columns>, <the selection> FROM table AS t`
@@ -121,8 +124,17 @@ impl<E: Entity, S: Selection<E>> UntrackedWith<'_, E, S> {
 }
 
 /// Each row's entity, from its first columns, and its selected values,
-/// after them.
-fn decode<E: Entity, S: Selection<E>>(selection: &S, rows: &[Row]) -> Result<Vec<(E, S::Output)>> {
+/// after them: [`ROWS_PER_YIELD`](crate::poll_budget::ROWS_PER_YIELD) rows
+/// at a time with a yield to the runtime in between.
+async fn decode<E: Entity, S: Selection<E>>(selection: &S, rows: &[Row]) -> Result<Vec<(E, S::Output)>> {
     let at = E::META.columns.len();
-    rows.iter().map(|row| Ok((E::from_row(row, 0)?, selection.decode_at(row, at)?))).collect()
+    let mut found = Vec::with_capacity(rows.len());
+    for_each_chunk(rows, |chunk| {
+        for row in chunk {
+            found.push((E::from_row(row, 0)?, selection.decode_at(row, at)?));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(found)
 }

@@ -9,7 +9,8 @@ use crate::connection::Access;
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::expr::{Expr, ExprNode, IntoExpr};
-use crate::load_together::Load;
+use crate::load_together::{prepared, Load, Prepare};
+use crate::poll_budget::for_each_chunk;
 use crate::query::{query_shape, Built, Query};
 use crate::sql::push_quoted;
 use crate::types::{param_refs, ColumnType};
@@ -181,7 +182,7 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
         let session = &mut *self.query.session;
         session.record_load(&built.sql)?;
         let rows = session.rows(&built.sql, &param_refs(&built.params), access).await?;
-        rows.iter().map(|row| self.selection.decode_at(row, 0)).collect()
+        decode_rows(&self.selection, &rows, 0).await
     }
 
     /// [`all`](Self::all) as a [`Load`], to run with other loads in one
@@ -189,14 +190,14 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
     /// counts per key beside the rows they count, say.
     pub fn all_later(mut self) -> Load<Vec<S::Output>>
     where
-        S: Send + 'static,
-        S::Output: 'static,
+        S: Send + Sync + 'static,
+        S::Output: Send + 'static,
     {
         let (built, access) = self.statement();
         let selection = self.selection;
-        Load::of_statement(built.sql, built.params, access, move |_, rows| {
-            rows.iter().map(|row| selection.decode_at(row, 0)).collect()
-        })
+        let prepare: Prepare =
+            Box::new(move |_, rows| Box::pin(async move { Ok(prepared(decode_rows(&selection, &rows, 0).await?)) }));
+        Load::of_statement_yielding(built.sql, built.params, access, prepare, |_, values| Ok(values))
     }
 
     /// The statement of [`all`](Self::all), and whether it needs the
@@ -284,4 +285,23 @@ impl<'s, E: Entity, S: Selection<E>> Select<'s, E, S> {
         }
         Ok(rows.pop())
     }
+}
+
+/// Each row's selected values, from its column `offset` on:
+/// [`ROWS_PER_YIELD`](crate::poll_budget::ROWS_PER_YIELD) rows at a time
+/// with a yield to the runtime in between.
+pub(crate) async fn decode_rows<E, S: Selection<E>>(
+    selection: &S,
+    rows: &[Row],
+    offset: usize,
+) -> Result<Vec<S::Output>> {
+    let mut values = Vec::with_capacity(rows.len());
+    for_each_chunk(rows, |chunk| {
+        for row in chunk {
+            values.push(selection.decode_at(row, offset)?);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(values)
 }
