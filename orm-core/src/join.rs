@@ -302,8 +302,9 @@ impl<'r, C: Entity, P: Entity> JoinedDecoder<'r, C, P> {
     }
 }
 
-/// A join's rows, decoded [`ROWS_PER_YIELD`](crate::poll_budget::ROWS_PER_YIELD) at a time with a yield to the
-/// runtime in between, as a large load reads its rows.
+/// A join's rows, decoded
+/// [`ROWS_PER_YIELD`](crate::poll_budget::ROWS_PER_YIELD) at a time with a
+/// yield to the runtime in between, as a large load reads its rows.
 async fn decode_joined<C: Entity, P: Entity>(rows: &[Row]) -> Result<Decoded<C, P>> {
     let mut decoder = JoinedDecoder::new(rows.len());
     for_each_chunk(rows, |chunk| decoder.decode(chunk)).await?;
@@ -312,7 +313,8 @@ async fn decode_joined<C: Entity, P: Entity>(rows: &[Row]) -> Result<Decoded<C, 
 
 /// The rows of a join, decoded and tracked: each child with its parent, if
 /// the row joined one, one instance per row through the identity map;
-/// yielding to the runtime every [`ROWS_PER_YIELD`](crate::poll_budget::ROWS_PER_YIELD) rows decoded or
+/// yielding to the runtime every
+/// [`ROWS_PER_YIELD`](crate::poll_budget::ROWS_PER_YIELD) rows decoded or
 /// tracked. Cut off, it leaves the rows it tracked tracked, each once, and
 /// the others not.
 pub(crate) async fn track_joined<C: Entity, P: Entity>(
@@ -339,8 +341,8 @@ fn tracked_pairs<C: Entity, P: Entity>(
 }
 
 /// The rows of an untracked join, decoded: each child with its parent, if
-/// the row joined one; yielding to the runtime every [`ROWS_PER_YIELD`](crate::poll_budget::ROWS_PER_YIELD)
-/// rows decoded.
+/// the row joined one; yielding to the runtime every
+/// [`ROWS_PER_YIELD`](crate::poll_budget::ROWS_PER_YIELD) rows decoded.
 pub(crate) async fn plain_joined<C: Entity, P: Entity>(_: &mut Session, rows: &[Row]) -> Result<PlainJoinedRows<C, P>> {
     Ok(plain_pairs(decode_joined::<C, P>(rows).await?))
 }
