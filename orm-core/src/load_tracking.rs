@@ -5,12 +5,11 @@
 //! A load whose rows are all decoded first ([`Registry::track_all`]) sizes
 //! the identity map once for them and enters each block's new rows as the
 //! block is made, [`ROWS_PER_YIELD`] rows a step with a yield to the
-//! runtime in between. A load tracked as its
-//! rows arrive ([`Registry::tracking`]) does not know their count until
-//! they end, and a map grown row by row rehashes every entry at each
-//! doubling (75 instructions and about one cache miss per row at 500,000
-//! rows): its new rows enter the map only once the load ended, sized once
-//! for them. Such a load never holds its rows twice (as plain values and
+//! runtime in between. A load tracked as its rows arrive
+//! ([`Registry::tracking`]) does not know their count until they end, and
+//! a map grown row by row rehashes every entry at each doubling (75
+//! instructions and about one cache miss per row at 500,000 rows): its new
+//! rows enter the map only once the load ended, sized once for them. Such a load never holds its rows twice (as plain values and
 //! as instances); one that fails before its rows end leaves the identity
 //! map as it was, and one cut off while its rows enter the map (between two
 //! chunks, see [`LoadTracking::finish`]) leaves those it entered tracked.

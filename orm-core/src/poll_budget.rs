@@ -33,3 +33,22 @@ pub(crate) async fn for_each_chunk<'r, R>(
     }
     Ok(())
 }
+
+/// Each of `items` mapped by `f`, in order, [`ROWS_PER_YIELD`] at a time
+/// with a yield to the runtime in between, as [`for_each_chunk`] hands
+/// them over: a load's rows decoded once they are all read. Stops at the
+/// first error.
+pub(crate) async fn map_in_chunks<R, T>(
+    items: &[R],
+    mut f: impl FnMut(&R) -> crate::error::Result<T>,
+) -> crate::error::Result<Vec<T>> {
+    let mut mapped = Vec::with_capacity(items.len());
+    for_each_chunk(items, |chunk| {
+        for item in chunk {
+            mapped.push(f(item)?);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(mapped)
+}

@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use crate::entity::Entity;
 use crate::error::Result;
 use crate::load_together::{prepared, Load, Prepare};
-use crate::poll_budget::for_each_chunk;
+use crate::poll_budget::map_in_chunks;
 use crate::query::{Built, UntrackedQuery};
 use crate::select::Selection;
 use crate::sql;
@@ -128,13 +128,5 @@ impl<E: Entity, S: Selection<E>> UntrackedWith<'_, E, S> {
 /// at a time with a yield to the runtime in between.
 async fn decode<E: Entity, S: Selection<E>>(selection: &S, rows: &[Row]) -> Result<Vec<(E, S::Output)>> {
     let at = E::META.columns.len();
-    let mut found = Vec::with_capacity(rows.len());
-    for_each_chunk(rows, |chunk| {
-        for row in chunk {
-            found.push((E::from_row(row, 0)?, selection.decode_at(row, at)?));
-        }
-        Ok(())
-    })
-    .await?;
-    Ok(found)
+    map_in_chunks(rows, |row| Ok((E::from_row(row, 0)?, selection.decode_at(row, at)?))).await
 }

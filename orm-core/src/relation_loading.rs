@@ -11,7 +11,7 @@ use crate::connection::Access;
 use crate::error::{Error, Result};
 use crate::identity::ParentLink;
 use crate::load_together::{prepared, Load, Planned, Prepare};
-use crate::poll_budget::for_each_chunk;
+use crate::poll_budget::map_in_chunks;
 use crate::relation::Relation;
 use crate::row_chunks::{LoadedRows, RowChunks};
 use crate::session::Session;
@@ -398,13 +398,5 @@ fn plan_get_many<E: Entity>(session: &mut Session, keys: Vec<E::Key>) -> Result<
 /// Decodes rows of `E`'s columns, [`ROWS_PER_YIELD`](crate::poll_budget::ROWS_PER_YIELD)
 /// at a time with a yield to the runtime in between.
 pub(crate) async fn decode<E: Entity>(rows: &[Row]) -> Result<Vec<E>> {
-    let mut decoded = Vec::with_capacity(rows.len());
-    for_each_chunk(rows, |chunk| {
-        for row in chunk {
-            decoded.push(E::from_row(row, 0)?);
-        }
-        Ok(())
-    })
-    .await?;
-    Ok(decoded)
+    map_in_chunks(rows, |row| E::from_row(row, 0)).await
 }

@@ -10,7 +10,7 @@ use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::expr::{Expr, ExprNode, IntoExpr};
 use crate::load_together::{prepared, Load, Prepare};
-use crate::poll_budget::for_each_chunk;
+use crate::poll_budget::map_in_chunks;
 use crate::query::{query_shape, Built, Query};
 use crate::sql::push_quoted;
 use crate::types::{param_refs, ColumnType};
@@ -295,13 +295,5 @@ pub(crate) async fn decode_rows<E, S: Selection<E>>(
     rows: &[Row],
     offset: usize,
 ) -> Result<Vec<S::Output>> {
-    let mut values = Vec::with_capacity(rows.len());
-    for_each_chunk(rows, |chunk| {
-        for row in chunk {
-            values.push(selection.decode_at(row, offset)?);
-        }
-        Ok(())
-    })
-    .await?;
-    Ok(values)
+    map_in_chunks(rows, |row| selection.decode_at(row, offset)).await
 }
