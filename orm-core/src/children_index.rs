@@ -143,9 +143,15 @@ pub(crate) struct ChildrenIndex<T: Entity> {
     /// child, the fresh children taking every slot after it (nothing else
     /// is filed, and no bucket taken out, before `placed` is read).
     unplaced: Vec<(usize, usize)>,
-    /// The room a new bucket is made with: the average number of children
-    /// per parent of the last load of children, 0 before any.
+    /// The room a new bucket is made with while `expected_buckets` lasts:
+    /// the average number of children per parent of the load of children
+    /// under way.
     bucket_capacity: usize,
+    /// How many more buckets are made with `bucket_capacity`: the parents
+    /// of that load. Later loads' buckets (a page of children of many
+    /// other parents) must not each get the room of one parent's
+    /// thousands of children, nor must those of a load cut off early.
+    expected_buckets: usize,
     /// Children linked to a pending parent (`set_parent`), by foreign-key
     /// column and the parent handle's address: the link wins over the
     /// foreign key until the flush fills it in.
@@ -161,6 +167,7 @@ impl<T: Entity> ChildrenIndex<T> {
             placed: FastMap::default(),
             unplaced: Vec::new(),
             bucket_capacity: 0,
+            expected_buckets: 0,
             by_link: FastMap::default(),
         }
     }
@@ -308,24 +315,30 @@ impl<T: Entity> ChildrenIndex<T> {
     /// which starts at its current end; returns its position.
     #[inline(never)]
     fn start_run(&mut self, key: (usize, u64)) -> usize {
-        let capacity = self.bucket_capacity;
+        let capacity = if self.expected_buckets > 0 { self.bucket_capacity } else { 0 };
+        let buckets = self.by_key.len();
         let entry = self.by_key.entry(key);
         let at = entry.index();
         let first_fresh = entry.or_insert_with(|| Bucket::with_capacity(capacity)).children.len();
+        if self.by_key.len() > buckets {
+            self.expected_buckets = self.expected_buckets.saturating_sub(1);
+        }
         self.unplaced.push((at, first_fresh));
         self.last_filed = Some((key, at));
         at
     }
 
-    /// Makes room for `parents` more buckets, and the buckets created from
-    /// now on with room for `children` each: a load of children knows how
-    /// many parents it asked for and how many children it found per parent.
+    /// Makes room for `parents` more buckets, and the next `parents`
+    /// buckets created with room for `children` each: a load of children
+    /// knows how many parents it asked for and how many children it found
+    /// per parent.
     pub(crate) fn expect_per_parent(&mut self, parents: usize, children: usize) {
         if self.built {
             self.by_key.reserve(parents);
             self.unplaced.reserve(parents);
         }
         self.bucket_capacity = children;
+        self.expected_buckets = parents;
     }
 
     /// Enters the fresh rows' filings in `placed`, before anything reads it.

@@ -1,0 +1,67 @@
+//! A load of children sizes the children index's buckets for the children
+//! it found per parent. That room is for its own parents' buckets only: a
+//! later load of children of many other parents (a page of posts after one
+//! prolific author's) must not give each of their buckets the room of the
+//! prolific author's thousands. In a test binary of its own: the memory
+//! measured is the process's.
+
+mod support;
+
+use orm_core::Database;
+use orm_tests::{within, TestDb};
+use support::blog::{self, Post, User};
+
+/// Posts of the prolific author, and other authors with one post each.
+const POSTS: i64 = 4_000;
+
+/// The process's data segment (heap included, touched or not), in KiB:
+/// `VmData` of /proc/self/status. Room reserved and not written yet shows
+/// here, not in the resident size.
+fn data_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmData:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmData line")
+}
+
+#[tokio::test]
+async fn a_load_of_many_parents_children_after_one_parents_many_takes_room_for_what_it_loads() {
+    within(async {
+        let test_db = TestDb::new().await;
+        test_db
+            .client()
+            .await
+            .batch_execute(&format!(
+                "{}
+                 INSERT INTO users (name) SELECT 'user ' || n FROM generate_series(1, {POSTS} + 1) AS n;
+                 INSERT INTO post (author_id, title) SELECT 1, 'post ' || n FROM generate_series(1, {POSTS}) AS n;
+                 INSERT INTO post (author_id, title) SELECT n, 'post ' || n FROM generate_series(2, {POSTS} + 1) AS n;",
+                blog::SCHEMA
+            ))
+            .await
+            .expect("seed the posts");
+        let db = Database::connect(test_db.url()).expect("pool");
+        let mut session = db.session();
+
+        let prolific = session.get::<User>(1).await.unwrap().expect("the prolific author");
+        let theirs = session.load_children(std::slice::from_ref(&prolific), Post::AUTHOR).await.unwrap();
+        assert_eq!(theirs.len(), usize::try_from(POSTS).unwrap());
+
+        let before = data_kib();
+        let others = session.query::<Post>().filter(Post::AUTHOR_ID.gt(1_i64)).all().await.unwrap();
+        let grown_mib = data_kib().saturating_sub(before) / 1024;
+        assert_eq!(others.len(), usize::try_from(POSTS).unwrap());
+        // Each of the 4,000 buckets with room for 4,000 handles would be
+        // 250 MiB; the posts themselves take a few.
+        assert!(grown_mib < 32, "loading {POSTS} posts of as many authors grew the heap by {grown_mib} MiB");
+
+        let author = session.get::<User>(2).await.unwrap().expect("another author");
+        session.load_children(std::slice::from_ref(&author), Post::AUTHOR).await.unwrap();
+        assert_eq!(session.children(&author, Post::AUTHOR).unwrap().len(), 1, "the index files them all the same");
+        assert_eq!(session.children(&prolific, Post::AUTHOR).unwrap().len(), usize::try_from(POSTS).unwrap());
+        session.commit().await.unwrap();
+    })
+    .await;
+}
