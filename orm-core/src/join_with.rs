@@ -122,8 +122,10 @@ macro_rules! join_with_runs {
             pub async fn all(self) -> Result<Vec<$row>> {
                 let (join, extras, selection) = self.parts();
                 join.fetch(&extras, async move |session, rows| {
-                    let joined = $decode(session, rows).await?;
+                    // The values first: a value that fails to decode
+                    // leaves the identity map as it was.
                     let values = decode_rows(&selection, rows, extras_at::<C, P>()).await?;
+                    let joined = $decode(session, rows).await?;
                     Ok($pair(joined, values))
                 })
                 .await
@@ -139,8 +141,8 @@ macro_rules! join_with_runs {
                 let (join, extras, selection) = self.parts();
                 let prepare: Prepare = Box::new(move |session, rows| {
                     Box::pin(async move {
-                        let joined = $decode(session, &rows).await?;
                         let values = decode_rows(&selection, &rows, extras_at::<C, P>()).await?;
+                        let joined = $decode(session, &rows).await?;
                         Ok(prepared($pair(joined, values)))
                     })
                 });

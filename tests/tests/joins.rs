@@ -310,3 +310,22 @@ async fn untracked_loads_travel_beside_a_count_in_one_round_trip() {
     session.get_one::<User>(1).await.unwrap();
     assert_eq!(session.stats().statements, after.statements + 1);
 }
+
+/// A selected value that cannot be decoded (a NULL for an `i32`) fails the
+/// whole join before any row is tracked, alone or in a group: the identity
+/// map is as it was, and the posts are loaded again.
+#[tokio::test]
+async fn a_tracked_join_whose_selected_values_fail_to_decode_tracks_nothing() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    let null = || orm_core::Expr::<Post, i32>::raw("NULL", vec![]);
+    let alone = session.query::<Post>().join(Post::AUTHOR).with(null()).all().await;
+    assert!(matches!(alone, Err(orm_core::Error::Decode { .. })), "{alone:?}");
+    let later = session.query::<Post>().join(Post::AUTHOR).with(null()).all_later();
+    let together = session.load_together((later,)).await;
+    assert!(matches!(together, Err(orm_core::Error::Decode { .. })), "{together:?}");
+    let statements = session.stats().statements;
+    session.get_one::<Post>(1).await.unwrap();
+    session.get_one::<User>(2).await.unwrap();
+    assert_eq!(session.stats().statements, statements + 2, "neither the post nor its author was tracked");
+}
