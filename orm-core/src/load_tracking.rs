@@ -225,8 +225,8 @@ impl<T: Entity> Registry<T> {
         LoadTracking { registry: self, arrived: Vec::new(), scratch: None, tracked: Vec::new(), entering }
     }
 
-    /// Tracks rows of `rows` until [`BLOCK`] new instances were made (or
-    /// the rows run out), appending their handles to `tracked`. The new
+    /// Tracks rows of `rows` until [`BLOCK`] new instances were made, or
+    /// [`ROWS_PER_YIELD`] rows were read, or the rows ran out, appending their handles to `tracked`. The new
     /// rows enter the identity map at once, or wait in `entering` if given.
     fn track_block(
         &mut self,
@@ -252,7 +252,9 @@ impl<T: Entity> Registry<T> {
         // wait for the end of the load must be told apart here.
         let within_block_check = entering.is_some();
         let mut made_count = 0;
-        while made_count < BLOCK {
+        // Rows tracked already make no instance: without a bound on the
+        // rows read, a load of such rows would be one block, one poll.
+        while made_count < BLOCK && found.len() < ROWS_PER_YIELD {
             let Some(entity) = rows.next() else { break };
             let key = entity.key();
             let held = match probe {

@@ -9,8 +9,11 @@
 mod support;
 
 use std::future::Future;
-use std::task::Poll;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use orm_core::{Database, Error, Load, Session, Tracked};
 use orm_tests::{within, TestDb};
@@ -233,4 +236,90 @@ async fn a_large_join_cut_off_at_any_poll_leaves_each_row_tracked_once_or_not_at
         (loaded.is_some(), tracked_before)
     })
     .await;
+}
+
+/// A waker that counts the times the thread polling a load woke it: its
+/// yields to the runtime. A load waiting for rows is woken by the
+/// connection's task, on another thread.
+struct YieldCounter {
+    polling: Thread,
+    yields: AtomicUsize,
+    woken: AtomicBool,
+}
+
+impl Wake for YieldCounter {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if std::thread::current().id() == self.polling.id() {
+            self.yields.fetch_add(1, Ordering::Relaxed);
+        }
+        self.woken.store(true, Ordering::Release);
+        self.polling.unpark();
+    }
+}
+
+/// Runs `load` to its end on a thread of its own, outside the runtime's
+/// workers (there a yield wakes its task at once, while it is polled),
+/// and counts its yields.
+fn count_yields<T: Send>(load: impl Future<Output = T> + Send) -> (T, usize) {
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let polled = scope.spawn(|| {
+                let _runtime = runtime.enter();
+                let counter = Arc::new(YieldCounter {
+                    polling: std::thread::current(),
+                    yields: AtomicUsize::new(0),
+                    woken: AtomicBool::new(false),
+                });
+                let waker = Waker::from(Arc::clone(&counter));
+                let mut context = Context::from_waker(&waker);
+                let mut load = std::pin::pin!(load);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    if let Poll::Ready(loaded) = load.as_mut().poll(&mut context) {
+                        return (loaded, counter.yields.load(Ordering::Relaxed));
+                    }
+                    while !counter.woken.swap(false, Ordering::Acquire) {
+                        assert!(Instant::now() < deadline, "the load finished within 60 s");
+                        std::thread::park_timeout(Duration::from_millis(100));
+                    }
+                }
+            });
+            polled.join().expect("the polling thread")
+        })
+    })
+}
+
+/// A load of rows the session tracks already makes no instance, and must
+/// yield as often as the load that first tracked them: it went through
+/// them all in one poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_load_of_rows_tracked_already_yields_as_often_as_the_first() {
+    let (test_db, db) = setup().await;
+    seed(&test_db).await;
+    seed_posts(&test_db).await;
+    let mut session = db.session();
+    let mut runs = vec![];
+    for _ in 0..2 {
+        let load = session.query::<Customer>().all_later();
+        let (loaded, yields) = count_yields(session.load_together((load,)));
+        runs.push((loaded.expect("every customer").0, yields));
+    }
+    let [(first, first_yields), (again, yields)] = <[_; 2]>::try_from(runs).ok().unwrap();
+    assert!(first.iter().zip(&again).all(|(a, b)| Tracked::ptr_eq(a, b)), "one instance per customer");
+    assert!(first_yields > 1 && yields >= first_yields, "grouped query: {yields} yields, first {first_yields}");
+
+    let mut runs = vec![];
+    for _ in 0..2 {
+        let (joined, yields) = count_yields(session.query::<Post>().join(Post::AUTHOR).all());
+        runs.push((joined.expect("every post with its author"), yields));
+    }
+    let [(first, first_yields), (again, yields)] = <[_; 2]>::try_from(runs).ok().unwrap();
+    assert!(first.iter().zip(&again).all(|(a, b)| Tracked::ptr_eq(&a.0, &b.0)), "one instance per post");
+    assert!(first_yields > 1 && yields >= first_yields, "join: {yields} yields, first {first_yields}");
+    session.commit().await.expect("the session commits");
 }
