@@ -4,7 +4,7 @@
 //! map holds each row at most once, and whose next load finds the rest.
 //! So do a relation load, an eager load's levels, a join, a raw query's
 //! new rows and loads run together, which track their rows once all are
-//! read.
+//! read, and a load of rows the session holds already, in part or in all.
 
 mod support;
 
@@ -62,11 +62,13 @@ async fn cut_off_after<T>(load: impl Future<Output = orm_core::Result<T>>, polls
 /// ...), committing the session after each, until an attempt's load
 /// finished. An attempt cuts its load off after that many polls, checks
 /// the session, and says whether the load finished and how many of its
-/// [`ROWS`] rows it had tracked. Some cut must have left part of them
-/// tracked: the load yielded while it tracked its rows.
+/// [`ROWS`] rows were tracked, `preloaded` of them before the load. Some
+/// cut must have left part of the others tracked: the load yielded while
+/// it tracked its rows.
 async fn cut_off_at_every_poll(
     db: &Database,
     what: &str,
+    preloaded: u64,
     mut attempt: impl AsyncFnMut(&mut Session, usize) -> (bool, u64),
 ) {
     let all = u64::try_from(ROWS).unwrap();
@@ -80,7 +82,7 @@ async fn cut_off_at_every_poll(
                 assert_eq!(tracked_before, all, "the finished {what} tracked every row");
                 break;
             }
-            if 0 < tracked_before && tracked_before < all {
+            if preloaded < tracked_before && tracked_before < all {
                 partly_tracked += 1;
             }
         }
@@ -117,13 +119,41 @@ enum CustomerLoad {
     Together,
     /// `Load::get_many` of every key run by `load_together`.
     TogetherByKey,
+    /// Two loads run by `load_together` whose rows overlap: a query's
+    /// `all_later()` of the first three quarters, `Load::get_many` of the
+    /// last three.
+    TogetherOverlapping,
 }
 
-async fn every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(how: CustomerLoad, what: &str) {
+/// Whether a session tracks some of the customers before the load that is
+/// cut off.
+#[derive(Clone, Copy, PartialEq)]
+enum Preload {
+    Nothing,
+    /// Every other customer (the even keys), so that held and new rows
+    /// alternate in every block.
+    EveryOther,
+}
+
+async fn every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(
+    how: CustomerLoad,
+    what: &str,
+    preload: Preload,
+) {
     let (test_db, db) = setup().await;
     seed(&test_db).await;
     let keys: Vec<i32> = (1..=ROWS).collect();
-    cut_off_at_every_poll(&db, what, async |session, cut_after| {
+    let preloaded = if preload == Preload::EveryOther { ROWS / 2 } else { 0 };
+    cut_off_at_every_poll(&db, what, u64::try_from(preloaded).unwrap(), async |session, cut_after| {
+        let held = match preload {
+            Preload::Nothing => vec![],
+            Preload::EveryOther => {
+                // A query, not a raw one, which would open a transaction
+                // that the cut load, in flight, would then leave failed.
+                let even = orm_core::Expr::<Customer, i32>::raw("t.id % 2", vec![]).eq(0);
+                session.query::<Customer>().filter(even).all().await.expect("every other customer")
+            }
+        };
         let loaded = match how {
             CustomerLoad::Query => cut_off_after(session.query::<Customer>().all(), cut_after).await,
             CustomerLoad::Raw => {
@@ -138,14 +168,25 @@ async fn every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(
                 let load = Load::get_many(&keys);
                 cut_off_after(session.load_together((load,)), cut_after).await.map(|(loaded,)| loaded)
             }
+            CustomerLoad::TogetherOverlapping => {
+                let first = session.query::<Customer>().filter(Customer::ID.le(ROWS / 4 * 3)).all_later();
+                let last = Load::get_many(&keys[usize::try_from(ROWS / 4).unwrap()..]);
+                let both = cut_off_after(session.load_together((first, last)), cut_after).await;
+                both.map(|(first, last)| first.into_iter().chain(last).collect())
+            }
         };
         let (found, tracked_before) = every_row_by_key::<Customer, i32>(session, &keys).await;
         for (customer, key) in found.iter().zip(&keys) {
             let customer = customer.read();
             assert_eq!((customer.id, customer.name.as_str()), (*key, format!("customer {key}").as_str()));
         }
-        if let Some(loaded) = &loaded {
-            assert!(loaded.iter().zip(&found).all(|(a, b)| Tracked::ptr_eq(a, b)), "one instance per customer");
+        let key_of = |customer: &Tracked<Customer>| usize::try_from(customer.key() - 1).unwrap();
+        for customer in held.iter().chain(loaded.iter().flatten()) {
+            assert!(
+                Tracked::ptr_eq(customer, &found[key_of(customer)]),
+                "one instance for customer {}",
+                customer.key()
+            );
         }
         (loaded.is_some(), tracked_before)
     })
@@ -156,22 +197,50 @@ async fn every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(
 /// arrived: a cut between two chunks leaves some of them tracked.
 #[tokio::test]
 async fn a_large_load_cut_off_at_any_poll_leaves_each_row_tracked_once_or_not_at_all() {
-    every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(CustomerLoad::Query, "query").await;
+    every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(
+        CustomerLoad::Query,
+        "query",
+        Preload::Nothing,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_large_raw_query_cut_off_at_any_poll_leaves_each_row_tracked_once_or_not_at_all() {
-    every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(CustomerLoad::Raw, "raw query").await;
+    every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(
+        CustomerLoad::Raw,
+        "raw query",
+        Preload::Nothing,
+    )
+    .await;
 }
 
 /// A group's loads decode and track their rows in a first step that
 /// yields, before any load's result is made.
 #[tokio::test]
 async fn a_large_load_run_together_cut_off_at_any_poll_leaves_each_row_tracked_once_or_not_at_all() {
-    every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(CustomerLoad::Together, "grouped query")
-        .await;
-    every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(CustomerLoad::TogetherByKey, "grouped get")
-        .await;
+    for (how, what) in [
+        (CustomerLoad::Together, "grouped query"),
+        (CustomerLoad::TogetherByKey, "grouped get"),
+        (CustomerLoad::TogetherOverlapping, "grouped overlapping loads"),
+    ] {
+        every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(how, what, Preload::Nothing).await;
+    }
+}
+
+/// Rows the session tracks already, between new ones in every block: a
+/// cut leaves the held instances in place and each new row tracked once
+/// or not at all, whatever the load.
+#[tokio::test]
+async fn a_large_load_of_half_tracked_rows_cut_off_at_any_poll_leaves_each_row_tracked_once_or_not_at_all() {
+    for (how, what) in [
+        (CustomerLoad::Query, "query over held rows"),
+        (CustomerLoad::Raw, "raw query over held rows"),
+        (CustomerLoad::Together, "grouped query over held rows"),
+        (CustomerLoad::TogetherOverlapping, "grouped overlapping loads over held rows"),
+    ] {
+        every_cut_off_customer_load_leaves_each_row_tracked_once_or_not_at_all(how, what, Preload::EveryOther).await;
+    }
 }
 
 /// Every post by key, checked against the seed.
@@ -194,7 +263,7 @@ fn same_post<'a>(found: &'a [Tracked<Post>], post: &Tracked<Post>) -> &'a Tracke
 async fn a_large_relation_load_cut_off_at_any_poll_leaves_its_collections_unloaded_and_each_row_tracked_once() {
     let (test_db, db) = setup().await;
     seed_posts(&test_db).await;
-    cut_off_at_every_poll(&db, "relation load", async |session, cut_after| {
+    cut_off_at_every_poll(&db, "relation load", 0, async |session, cut_after| {
         let users = session.query::<User>().all().await.unwrap();
         let loaded = cut_off_after(session.load_children(&users, Post::AUTHOR), cut_after).await;
         let (found, tracked_before) = every_post_by_key(session).await;
@@ -221,7 +290,7 @@ async fn a_large_relation_load_cut_off_at_any_poll_leaves_its_collections_unload
 async fn a_large_join_cut_off_at_any_poll_leaves_each_row_tracked_once_or_not_at_all() {
     let (test_db, db) = setup().await;
     seed_posts(&test_db).await;
-    cut_off_at_every_poll(&db, "join", async |session, cut_after| {
+    cut_off_at_every_poll(&db, "join", 0, async |session, cut_after| {
         let loaded = cut_off_after(session.query::<Post>().join(Post::AUTHOR).all(), cut_after).await;
         let (found, tracked_before) = every_post_by_key(session).await;
         // Joined again, each post and author is its one instance.
