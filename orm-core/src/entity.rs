@@ -263,6 +263,10 @@ pub trait Entity: Clone + Send + Sync + 'static {
     /// entity that takes over a deleted one's row takes over its version.
     fn copy_version(&mut self, from: &Self);
 
+    /// Sets the fields of the columns in `columns` to `from`'s: the values
+    /// the database holds after an update that sent only those columns.
+    fn copy_columns(&mut self, from: &Self, columns: ColumnSet);
+
     /// Whether foreign-key column `column` holds `key`, a key of the entity
     /// it references (false for any other column or key type).
     fn references_key(&self, column: usize, key: &dyn std::any::Any) -> bool;

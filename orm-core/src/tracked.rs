@@ -327,6 +327,10 @@ pub(crate) struct WriteLog<T: Entity> {
     flushing: AtomicU64,
     /// The number of the last flush begun.
     flushes: AtomicU64,
+    /// Writes through handles so far: a flush that finds the count moved
+    /// between its plan and its binding looks for the changes its plan did
+    /// not see (see [`Tracked::keep_unsent_changes`]).
+    writes: AtomicU64,
     /// Whether the children index of this type was built, so changed
     /// entities must be queued in `moved` for it.
     watched: AtomicBool,
@@ -341,6 +345,7 @@ impl<T: Entity> Default for WriteLog<T> {
             entries: Mutex::new(Vec::new()),
             flushing: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
             watched: AtomicBool::new(false),
             moved: Mutex::new(Vec::new()),
         }
@@ -363,6 +368,13 @@ impl<T: Entity> WriteLog<T> {
     /// The flush in progress, if any.
     pub(crate) fn flushing(&self) -> Option<u64> {
         Some(self.flushing.load(Ordering::Acquire)).filter(|&number| number != 0)
+    }
+
+    /// The number of writes through handles so far. A write counts while
+    /// it holds its entity's lock, so whoever locks the entity after the
+    /// write sees it counted.
+    pub(crate) fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     /// From now on, queues every entity that may have changed for the
@@ -665,6 +677,7 @@ impl<T: Entity> Tracked<T> {
             // A write may change a foreign key, and the session is not told
             // when: the children index reads it again before its next use.
             log.note_moved(self);
+            log.writes.fetch_add(1, Ordering::Relaxed);
         }
         let in_flight = state.bound_by != 0 && log.and_then(|log| log.flushing()) == Some(state.bound_by);
         if in_flight && state.sent.is_none() {
@@ -765,11 +778,51 @@ impl<T: Entity> Tracked<T> {
     }
 
     /// Forgets a write that changed nothing, unless a guard is held on the
-    /// entity (then the next flush looks again).
+    /// entity (then the next flush looks again) or a write changed it
+    /// since the flush looked, under no guard (then it stays pending).
     pub(crate) fn mark_synced_if_free(&self) {
         if let Some(mut state) = self.inner().state.try_write() {
-            drop(self.take_snapshot(&mut state));
+            if self.snapshot(&state, |snapshot| state.current.changed_columns(snapshot)) == Some(0) {
+                drop(self.take_snapshot(&mut state));
+            }
         }
+    }
+
+    /// Whether writes through handles of this entity type were made since
+    /// the log counted `writes` (see [`WriteLog::writes`]).
+    pub(crate) fn writes_since(&self, writes: u64) -> bool {
+        self.block.write_log.upgrade().is_none_or(|log| log.writes() != writes)
+    }
+
+    /// Keeps pending the changes a statement that sends only the columns
+    /// `sent` leaves out, as it binds the entity: a write that landed
+    /// after the flush planned the statement (between its yields) may have
+    /// changed other columns. The database then holds the snapshot with
+    /// `sent` taken from the current values, which become the values sent,
+    /// so that [`mark_flushed`](Self::mark_flushed) keeps the rest pending.
+    /// A key changed so is refused, as the plan refuses it: the statement
+    /// would find its row by the new key. `state` is the instance's,
+    /// borrowed mutably by the caller, just bound.
+    pub(crate) fn keep_unsent_changes(&self, state: &mut EntityState<T>, sent: ColumnSet) -> Result<()> {
+        if state.sent.is_some() {
+            return Ok(());
+        }
+        let Some(changed) = self.snapshot(state, |snapshot| state.current.changed_columns(snapshot)) else {
+            return Ok(());
+        };
+        if changed & T::META.key_set() != 0 {
+            let key = self.stored(state, |stored| format!("{:?}", stored.key()));
+            return Err(Error::PrimaryKeyChanged { entity: T::META.name, key });
+        }
+        if changed & !sent != 0 {
+            let stored = self.snapshot(state, |snapshot| {
+                let mut stored = snapshot.clone();
+                stored.copy_columns(&state.current, sent);
+                stored
+            });
+            state.sent = stored.map(Box::new);
+        }
+        Ok(())
     }
 
     /// Reads this instance's snapshot, if it has one, with `read`; `state`

@@ -127,6 +127,10 @@ fn value_methods(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
         let field = f.ident;
         quote!(self.#field = ::core::clone::Clone::clone(&from.#field);)
     });
+    let copy_columns = columns.iter().enumerate().map(|(i, f)| {
+        let field = f.ident;
+        quote!(if columns & (1 << #i) != 0 { self.#field = ::core::clone::Clone::clone(&from.#field); })
+    });
     quote! {
         fn set_generated(&mut self, row: &::orm_core::__private::Row) -> ::orm_core::Result<()> {
             #(#generated)*
@@ -144,6 +148,10 @@ fn value_methods(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
 
         fn copy_version(&mut self, from: &Self) {
             #(#copy_version)*
+        }
+
+        fn copy_columns(&mut self, from: &Self, columns: ::orm_core::ColumnSet) {
+            #(#copy_columns)*
         }
     }
 }

@@ -188,6 +188,68 @@ async fn a_write_that_lands_while_an_update_is_on_the_wire_stays_pending() {
     assert!(!alice.is_modified());
 }
 
+/// The flush plans each update's columns, then binds the rows a chunk at
+/// a time with a yield before each: a write in between, to a column the
+/// plan did not see changed, is not in the statement and stays pending,
+/// whether the update goes by `UNNEST` or by `COPY`.
+#[tokio::test]
+async fn a_write_that_lands_between_the_flush_plan_and_its_binding_stays_pending() {
+    for copy_update_threshold in [None, Some(1)] {
+        a_write_between_the_flush_plan_and_its_binding_stays_pending(copy_update_threshold).await;
+    }
+}
+
+async fn a_write_between_the_flush_plan_and_its_binding_stays_pending(copy_update_threshold: Option<usize>) {
+    within_limit(async {
+        let (test_db, db) = support::setup_with(|config| config.copy_update_threshold = copy_update_threshold).await;
+        let id = seed(&db, "alice").await;
+        let mut session = db.session();
+        let alice = session.get_one::<Customer>(id).await.unwrap();
+        alice.modify(|c| c.name = "flushed".into());
+        let flushed = {
+            let mut flush = std::pin::pin!(session.flush());
+            let pending = futures_util::poll!(flush.as_mut()).is_pending();
+            assert!(pending, "the flush yielded before it bound its rows");
+            alice.modify(|c| c.description = Some("late".into()));
+            flush.await
+        };
+        flushed.unwrap();
+        assert!(alice.is_modified(), "the write made during the flush is pending");
+        assert_eq!(session.pending().unwrap().updates, 1);
+        session.commit().await.unwrap();
+        assert_eq!(stored(&test_db, id).await, ("flushed".to_owned(), Some("late".to_owned())));
+        assert!(!alice.is_modified());
+    })
+    .await;
+}
+
+/// A key changed between the flush's plan and its binding is refused
+/// before anything is sent, as one changed before the flush is: the update
+/// would find its row by the new key, another row.
+#[tokio::test]
+async fn a_key_changed_between_the_flush_plan_and_its_binding_fails_the_flush_before_it_writes() {
+    within_limit(async {
+        let (test_db, db) = setup().await;
+        let id = seed(&db, "alice").await;
+        let other = seed(&db, "bob").await;
+        let mut session = db.session();
+        let alice = session.get_one::<Customer>(id).await.unwrap();
+        alice.modify(|c| c.name = "flushed".into());
+        let flushed = {
+            let mut flush = std::pin::pin!(session.flush());
+            let pending = futures_util::poll!(flush.as_mut()).is_pending();
+            assert!(pending, "the flush yielded before it bound its rows");
+            alice.modify(|c| c.id = other);
+            flush.await
+        };
+        assert!(matches!(flushed, Err(Error::PrimaryKeyChanged { .. })), "{flushed:?}");
+        session.rollback().await.unwrap();
+        assert_eq!(stored(&test_db, id).await, ("alice".to_owned(), None));
+        assert_eq!(stored(&test_db, other).await, ("bob".to_owned(), None));
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_that_lands_while_an_insert_is_on_the_wire_stays_pending_with_its_version() {
     let (test_db, db) = setup().await;

@@ -23,7 +23,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use postgres_types::{IsNull, Kind, Type};
 
-use super::plan::{bind_all, Binding};
+use super::plan::{bind_all, Binding, UpdatedColumns};
 use crate::connection::{Access, SessionConnection, Statement};
 use crate::entity::{Entity, EntityMeta};
 use crate::error::{Error, Result};
@@ -188,13 +188,14 @@ pub(crate) fn copy_statement<T: Entity>(
         })
         .collect();
     let keys = SequenceKeys { keys, target: target.clone() };
-    copy_in(&quote_ident(meta.table), rows, columns, fields, Some(keys), flush)
+    copy_in(&quote_ident(meta.table), rows, columns, fields, Some(keys), flush, None)
 }
 
 /// `COPY` of columns `columns` of `rows` into `table` (its name as SQL),
 /// each column's fields of the type in `fields`: the key columns from
-/// `keys` if given, the others from the entities. Its rows are left to the
-/// returned binding.
+/// `keys` if given, the others from the entities; `updated` is the set of
+/// `columns` when the rows update stored ones (see [`bind_all`]). Its rows
+/// are left to the returned binding.
 pub(super) fn copy_in<T: Entity>(
     table: &str,
     rows: &[Tracked<T>],
@@ -202,6 +203,7 @@ pub(super) fn copy_in<T: Entity>(
     fields: Vec<Type>,
     keys: Option<SequenceKeys<T>>,
     flush: Option<u64>,
+    updated: Option<UpdatedColumns>,
 ) -> (Statement, Box<dyn Binding>) {
     let meta = T::META;
     let names: Vec<String> = columns.iter().map(|&c| quote_ident(meta.columns[c].name)).collect();
@@ -217,7 +219,7 @@ pub(super) fn copy_in<T: Entity>(
     data.put_slice(b"PGCOPY\n\xff\r\n\0");
     data.put_i32(0); // flags
     data.put_i32(0); // header extension length
-    let binding = CopyBinding { rows: rows.to_vec(), keys, columns, fields, flush, bound: 0, data };
+    let binding = CopyBinding { rows: rows.to_vec(), keys, columns, fields, flush, updated, bound: 0, data };
     (statement, Box::new(binding))
 }
 
@@ -243,6 +245,8 @@ struct CopyBinding<T: Entity> {
     /// The type of each column's fields, in `columns` order.
     fields: Vec<Type>,
     flush: Option<u64>,
+    /// What is sent, if the rows update stored ones (see [`bind_all`]).
+    updated: Option<UpdatedColumns>,
     bound: usize,
     data: BytesMut,
 }
@@ -280,7 +284,7 @@ impl<T: Entity> Binding for CopyBinding<T> {
         let end = self.rows.len().min(self.bound + ROWS_PER_YIELD);
         let mut key_fields = self.key_fields(end)?;
         let fields = i16::try_from(self.columns.len()).unwrap_or(i16::MAX);
-        let guards = bind_all(&self.rows[self.bound..end], self.flush)?;
+        let guards = bind_all(&self.rows[self.bound..end], self.flush, self.updated)?;
         for guard in &guards {
             self.data.put_i16(fields);
             for column in &mut key_fields {

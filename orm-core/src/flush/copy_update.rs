@@ -34,7 +34,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use postgres_types::Type;
 
 use super::copy::copy_in;
-use super::plan::Unbound;
+use super::plan::{column_set, Unbound, UpdatedColumns};
 use crate::connection::Statement;
 use crate::entity::{ColumnSet, Entity};
 use crate::sql::{self, quote_ident};
@@ -64,6 +64,7 @@ pub(super) fn copy_update<T: Entity>(
     rows: &[Tracked<T>],
     changed: ColumnSet,
     flush: Option<u64>,
+    planned_at: u64,
 ) -> Option<CopyUpdate> {
     let meta = T::META;
     let columns = sql::update_parameters(meta, changed);
@@ -79,7 +80,8 @@ pub(super) fn copy_update<T: Entity>(
     let table = format!("pg_temp.{}", quote_ident(&temporary_name(meta.table, &definition)));
     let prefix =
         format!("CREATE TEMP TABLE IF NOT EXISTS {table} ({definition}) ON COMMIT DELETE ROWS; DELETE FROM {table}");
-    let (statement, binding) = copy_in(&table, rows, columns, fields, None, flush);
+    let updated = Some(UpdatedColumns { sent: column_set(&columns), planned_at });
+    let (statement, binding) = copy_in(&table, rows, columns, fields, None, flush, updated);
     let copy = Unbound { statement, binding: Some(binding) };
     let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
     let update = Statement::reporting_unmatched(

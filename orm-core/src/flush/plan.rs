@@ -68,6 +68,9 @@ struct ColumnBinding<T: Entity> {
     rows: Vec<Tracked<T>>,
     columns: Vec<usize>,
     flush: Option<u64>,
+    /// What the statement sends, if it updates stored rows (see
+    /// [`bind_all`]).
+    updated: Option<UpdatedColumns>,
     /// Rows bound so far.
     bound: usize,
     /// Per column, one array for each chunk bound so far.
@@ -75,16 +78,47 @@ struct ColumnBinding<T: Entity> {
 }
 
 impl<T: Entity> ColumnBinding<T> {
+    /// Binds new rows' columns `columns`.
     fn boxed(rows: &[Tracked<T>], columns: Vec<usize>, flush: Option<u64>) -> Box<dyn Binding> {
-        let chunks = columns.iter().map(|_| Vec::with_capacity(rows.len().div_ceil(ROWS_PER_YIELD))).collect();
-        Box::new(ColumnBinding { rows: rows.to_vec(), columns, flush, bound: 0, chunks })
+        Self::boxed_for(rows, columns, flush, None)
     }
+
+    /// Binds columns `columns` of stored rows, for an update of those
+    /// planned when the type's write log counted `planned_at` writes.
+    fn boxed_update(rows: &[Tracked<T>], columns: Vec<usize>, flush: Option<u64>, planned_at: u64) -> Box<dyn Binding> {
+        let updated = Some(UpdatedColumns { sent: column_set(&columns), planned_at });
+        Self::boxed_for(rows, columns, flush, updated)
+    }
+
+    fn boxed_for(
+        rows: &[Tracked<T>],
+        columns: Vec<usize>,
+        flush: Option<u64>,
+        updated: Option<UpdatedColumns>,
+    ) -> Box<dyn Binding> {
+        let chunks = columns.iter().map(|_| Vec::with_capacity(rows.len().div_ceil(ROWS_PER_YIELD))).collect();
+        Box::new(ColumnBinding { rows: rows.to_vec(), columns, flush, updated, bound: 0, chunks })
+    }
+}
+
+/// The set of the columns `columns`.
+pub(super) fn column_set(columns: &[usize]) -> ColumnSet {
+    columns.iter().fold(0, |set, &column| set | 1 << column)
+}
+
+/// What an update sends of the stored rows it binds: the columns `sent`,
+/// as planned when the type's write log counted `planned_at` writes
+/// through handles.
+#[derive(Clone, Copy)]
+pub(super) struct UpdatedColumns {
+    pub(super) sent: ColumnSet,
+    pub(super) planned_at: u64,
 }
 
 impl<T: Entity> Binding for ColumnBinding<T> {
     fn bind_chunk(&mut self) -> Result<bool> {
         let end = self.rows.len().min(self.bound + ROWS_PER_YIELD);
-        let arrays = bind_columns(&self.rows[self.bound..end], &self.columns, self.flush)?;
+        let arrays = bind_columns(&self.rows[self.bound..end], &self.columns, self.flush, self.updated)?;
         for (chunks, array) in self.chunks.iter_mut().zip(arrays) {
             chunks.push(array);
         }
@@ -407,7 +441,7 @@ fn bind_switches<T: Entity>(
     flush: Option<u64>,
 ) -> Result<Vec<crate::types::Param>> {
     let new: Vec<Tracked<T>> = switches.iter().map(|s| s.new.clone()).collect();
-    let guards = bind_all(&new, flush)?;
+    let guards = bind_all(&new, flush, None)?;
     let current: Vec<&T> = guards.iter().map(|g| &g.current).collect();
     let stored: Vec<&T> = switches.iter().map(|s| &s.stored).collect();
     let version = T::META.version_column();
@@ -421,14 +455,23 @@ fn bind_switches<T: Entity>(
 /// copying the entities. Each is marked as bound by `flush` while its guard
 /// is held, so that a write after the values were read keeps what was sent.
 /// A guard a user holds fails the flush at once ([`Error::Borrowed`]).
+/// `updated` says what the statement sends when it updates stored rows: a
+/// write since the plan to any other column stays pending. Looked for
+/// row by row only if some write was made since (one count for the chunk,
+/// read once its rows are locked, so every write to them is counted).
 pub(super) fn bind_all<T: Entity>(
     rows: &[Tracked<T>],
     flush: Option<u64>,
+    updated: Option<UpdatedColumns>,
 ) -> Result<Vec<RwLockWriteGuard<'_, EntityState<T>>>> {
     let mut guards = lock_all(rows.iter(), rows.len())?;
     if let Some(flush) = flush {
-        for state in &mut guards {
+        let late = updated.filter(|updated| rows.first().is_some_and(|row| row.writes_since(updated.planned_at)));
+        for (tracked, state) in rows.iter().zip(&mut guards) {
             state.bind(flush);
+            if let Some(updated) = late {
+                tracked.keep_unsent_changes(state, updated.sent)?;
+            }
         }
     }
     Ok(guards)
@@ -452,8 +495,9 @@ fn bind_columns<T: Entity>(
     rows: &[Tracked<T>],
     columns: &[usize],
     flush: Option<u64>,
+    updated: Option<UpdatedColumns>,
 ) -> Result<Vec<crate::types::Param>> {
-    let guards = bind_all(rows, flush)?;
+    let guards = bind_all(rows, flush, updated)?;
     let entities: Vec<&T> = guards.iter().map(|g| &g.current).collect();
     Ok(columns.iter().map(|&column| T::column_array(&entities, column)).collect())
 }
@@ -462,7 +506,7 @@ fn bind_columns<T: Entity>(
 /// key (and version) as loaded or last flushed, whatever the fields were
 /// changed to since, so the row deleted is the one the entity was read from.
 fn bind_stored<T: Entity>(rows: &[Tracked<T>], columns: &[usize]) -> Result<Vec<crate::types::Param>> {
-    let guards = bind_all(rows, None)?;
+    let guards = bind_all(rows, None, None)?;
     // A snapshot is read under its block's lock, one at a time: the
     // written ones are copied, the others borrowed.
     let stored: Vec<Cow<'_, T>> = rows
@@ -485,7 +529,7 @@ fn bind_post_update<T: Entity>(
     columns: &[usize],
     flush: Option<u64>,
 ) -> Result<Vec<crate::types::Param>> {
-    let guards = bind_all(rows, flush)?;
+    let guards = bind_all(rows, flush, None)?;
     let current: Vec<&T> = guards.iter().map(|g| &g.current).collect();
     let inserted: Vec<&T> = rows
         .iter()
@@ -658,16 +702,17 @@ fn insert_statement<T: Entity>(inserts: &[Tracked<T>], columns: ColumnSet, flush
 }
 
 /// The updates of `groups`, one statement per set of changed columns, into
-/// `updates`; the first group of at least `copy_threshold` rows (the
-/// update threshold) goes by `COPY` into a temporary table (see
-/// [`copy_update`]), its `COPY` into `copies`, and then its prefix and row
-/// count are returned.
+/// `statements.updates`; the first group of at least `copy_threshold` rows
+/// (the update threshold) goes by `COPY` into a temporary table (see
+/// [`copy_update`]), its `COPY` into `statements.copies`, and then its
+/// prefix and row count are returned. `planned_at` is the count of writes
+/// through handles when the groups were made (see [`bind_all`]).
 fn update_statements<T: Entity>(
     groups: &BTreeMap<ColumnSet, Vec<Tracked<T>>>,
     copy_threshold: Option<usize>,
     flush: Option<u64>,
-    updates: &mut Vec<Unbound>,
-    copies: &mut Vec<Unbound>,
+    planned_at: u64,
+    statements: &mut TableStatements,
 ) -> Option<(String, usize)> {
     let meta = T::META;
     let mut copy_updated = None;
@@ -675,16 +720,16 @@ fn update_statements<T: Entity>(
         // One batch a table at most: the `COPY` goes first in the round trip.
         let by_copy = copy_threshold
             .filter(|&threshold| copy_updated.is_none() && rows.len() >= threshold)
-            .and_then(|_| copy_update(rows, changed, flush));
+            .and_then(|_| copy_update(rows, changed, flush, planned_at));
         if let Some(CopyUpdate { prefix, copy, update }) = by_copy {
             copy_updated = Some((prefix, rows.len()));
-            copies.push(copy);
-            updates.push(update);
+            statements.copies.push(copy);
+            statements.updates.push(update);
             continue;
         }
         let statement = Statement::reporting_unmatched(sql::update(meta, changed), Vec::new(), rows.len());
-        let binding = ColumnBinding::boxed(rows, sql::update_parameters(meta, changed), flush);
-        updates.push(Unbound { statement, binding: Some(binding) });
+        let binding = ColumnBinding::boxed_update(rows, sql::update_parameters(meta, changed), flush, planned_at);
+        statements.updates.push(Unbound { statement, binding: Some(binding) });
     }
     copy_updated
 }
@@ -695,6 +740,9 @@ pub(crate) fn plan_table<T: Entity>(
 ) -> Result<Option<Box<dyn TablePlan>>> {
     let meta = T::META;
     let flush = if scope.preview { None } else { registry.write_log().flushing() };
+    // Counted before the rows are read: a write while they are is looked
+    // for again as they are bound.
+    let planned_at = registry.write_log().writes();
     let groups = if scope.last { group_updates(registry, scope)? } else { BTreeMap::new() };
     let unsent = |t: &&Tracked<T>| !scope.waiting.contains(&t.address()) && !scope.inserted.contains(&t.address());
     let (inserts, switches) = split_row_switches(registry, scope, unsent)?;
@@ -732,8 +780,7 @@ pub(crate) fn plan_table<T: Entity>(
         plain > 0 && !registry.identity.is_empty() && !meta.key_columns().any(|k| meta.columns[k].generated);
     let check_clash = !upserts.is_empty()
         && (!registry.identity.is_empty() || !scope.inserted.is_empty() || upserts.len() + usize::from(plain > 0) > 1);
-    let copy_updated =
-        update_statements(&groups, scope.copy_update, flush, &mut statements.updates, &mut statements.copies);
+    let copy_updated = update_statements(&groups, scope.copy_update, flush, planned_at, &mut statements);
     for (&changed, switched) in switches.iter().filter(|_| switch_sends::<T>()) {
         statements.updates.push(
             Statement::reporting_unmatched(
