@@ -80,6 +80,11 @@ struct Bucket<T: Entity> {
     /// generation is the same, a lookup needs to compare foreign keys only.
     /// `None` once anything but a fresh row was filed or taken out.
     clean_at: Option<u64>,
+    /// Whether fresh rows were filed in it since `placed` was last brought
+    /// up to date: it has its run in `unplaced` then, one whatever the
+    /// number of runs of its rows (a load's rows may alternate between
+    /// parents row by row).
+    unsettled: bool,
 }
 
 impl<T: Entity> Default for Bucket<T> {
@@ -90,7 +95,7 @@ impl<T: Entity> Default for Bucket<T> {
 
 impl<T: Entity> Bucket<T> {
     fn with_capacity(capacity: usize) -> Self {
-        Bucket { children: Vec::with_capacity(capacity), clean_at: None }
+        Bucket { children: Vec::with_capacity(capacity), clean_at: None, unsettled: false }
     }
 }
 
@@ -319,11 +324,14 @@ impl<T: Entity> ChildrenIndex<T> {
         let buckets = self.by_key.len();
         let entry = self.by_key.entry(key);
         let at = entry.index();
-        let first_fresh = entry.or_insert_with(|| Bucket::with_capacity(capacity)).children.len();
+        let bucket = entry.or_insert_with(|| Bucket::with_capacity(capacity));
+        if !bucket.unsettled {
+            bucket.unsettled = true;
+            self.unplaced.push((at, bucket.children.len()));
+        }
         if self.by_key.len() > buckets {
             self.expected_buckets = self.expected_buckets.saturating_sub(1);
         }
-        self.unplaced.push((at, first_fresh));
         self.last_filed = Some((key, at));
         at
     }
@@ -352,7 +360,8 @@ impl<T: Entity> ChildrenIndex<T> {
         };
         self.placed.reserve(self.unplaced.iter().map(fresh).sum());
         for (at, first) in self.unplaced.drain(..) {
-            let Some((&(column, hash), bucket)) = self.by_key.get_index(at) else { continue };
+            let Some((&(column, hash), bucket)) = self.by_key.get_index_mut(at) else { continue };
+            bucket.unsettled = false;
             let children = bucket.children.iter().enumerate().skip(first);
             self.placed.extend(children.map(|(at, child)| ((child.address(), column), Slot { hash, at })));
         }
