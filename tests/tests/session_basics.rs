@@ -363,3 +363,22 @@ async fn deleting_many_pending_entities_one_by_one_is_not_quadratic() {
         0
     );
 }
+
+/// A read session refuses a flush before it sends anything, the flush's
+/// savepoint included: the session's next savepoint statement must not
+/// release one that was never made.
+#[tokio::test]
+async fn a_refused_flush_in_a_read_session_leaves_its_savepoints_working() {
+    let (_test_db, db) = seeded(&["ann"]).await;
+    let mut reading = db.read_session();
+    let ann = reading.get_one::<Customer>(1).await.unwrap();
+    ann.modify(|c| c.name = "not allowed".into());
+    let refused = reading.query::<Customer>().count().await.unwrap_err();
+    assert!(matches!(refused, orm_core::Error::ReadOnlySession), "{refused}");
+    reading.refresh(&ann).await.unwrap();
+    assert_eq!(ann.read().name, "ann", "the refused change is discarded");
+    let savepoint = reading.begin_nested().await.unwrap();
+    assert_eq!(reading.query::<Customer>().count().await.unwrap(), 1);
+    reading.rollback_nested(savepoint).await.unwrap();
+    reading.commit().await.unwrap();
+}

@@ -216,12 +216,13 @@ async fn run(
                 Err(error) if !first => return Err(recover(connection, stats, end, false, error).await),
                 Err(error) => return Err(error),
             };
-            let savepoint =
-                if first && end == FlushEnd::KeepOpen { Some(connection.reopen_flush_savepoint()) } else { None };
             if connection.read_only() {
-                // Before anything is sent: the work stays pending.
+                // Before anything is sent, or the flush's savepoint is
+                // taken for open: the work stays pending.
                 return Err(Error::ReadOnlySession);
             }
+            let savepoint =
+                if first && end == FlushEnd::KeepOpen { Some(connection.reopen_flush_savepoint()) } else { None };
             let commit = (last && end == FlushEnd::Commit && !verify && !alone).then_some(connection.commit_sql());
             connection.set_applying(false);
             let result = if alone {
