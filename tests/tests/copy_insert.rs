@@ -314,6 +314,34 @@ async fn tables_copy_cannot_write_as_insert_does_keep_insert_returning() {
     .await;
 }
 
+/// A serial key whose default was changed to another sequence (one shared
+/// between tables, say) takes its keys from that sequence: the one the
+/// column still owns is unused and behind, so `COPY`, which takes keys
+/// from it, is not used.
+#[tokio::test]
+async fn a_key_whose_default_calls_another_sequence_keeps_insert_returning() {
+    timed(async {
+        let (test_db, db) = setup().await;
+        test_db
+            .client()
+            .await
+            .batch_execute(
+                "CREATE SEQUENCE shared_ids START 1000000;
+                 ALTER TABLE customer ALTER id SET DEFAULT nextval('shared_ids')",
+            )
+            .await
+            .unwrap();
+        let mut session = db.session();
+        let handles = session.add_all(customers("shared", THRESHOLD * 2));
+        let stats = session.commit().await.unwrap();
+        assert_eq!(stats.copied_rows, 0, "INSERT ... RETURNING, not COPY");
+        let rows = stored(&test_db).await;
+        assert_keys_match(&handles, &rows);
+        assert!(rows.keys().all(|&id| id >= 1_000_000), "every key came from the column's default");
+    })
+    .await;
+}
+
 /// The unnamed mode is for poolers in transaction mode, and PgBouncer
 /// loses track of a transaction during an extended-protocol COPY
 /// (tests/pgbouncer.rs): large batches keep the INSERT there.

@@ -65,15 +65,20 @@ type Known = HashMap<(&'static str, &'static str), Option<Arc<CopyTarget>>>;
 /// security, which refuses `COPY`, no insert trigger, which could change
 /// or skip rows, insert privilege), whether the key takes its default from
 /// a sequence the session may call (serial, or identity `BY DEFAULT`:
-/// `COPY` would write over a `GENERATED ALWAYS` one unchecked), and, per
+/// `COPY` would write over a `GENERATED ALWAYS` one unchecked) and that
+/// sequence is the one the column owns, where the keys are taken from (a
+/// default changed to another sequence, shared between tables, would
+/// otherwise get keys from the owned one, unused and behind), and, per
 /// column, the array type to encode its values as, if the column's type
 /// reads that type's binary form (`NULL` otherwise). It raises no error
 /// for a missing table or type: it may run inside the session's transaction.
 const FACTS: &str = "SELECT c.relkind = 'r' AND NOT c.relrowsecurity AND NOT c.relhasrules \
      AND NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgtype & 4 <> 0) \
      AND has_table_privilege(c.oid, 'INSERT') \
-     AND (k.attidentity = 'd' OR (k.attidentity = '' AND pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%')), \
-     pg_get_serial_sequence(c.oid::regclass::text, k.attname)::regclass::oid, \
+     AND (k.attidentity = 'd' OR (k.attidentity = '' AND pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%' \
+          AND EXISTS (SELECT FROM pg_depend p WHERE p.classid = 'pg_attrdef'::regclass AND p.objid = d.oid \
+                      AND p.refclassid = 'pg_class'::regclass AND p.refobjid = s.owned))), \
+     s.owned, \
      ARRAY(SELECT CASE WHEN a.atttypid = w.type OR (w.type = 'text'::regtype::oid \
                    AND a.atttypid IN ('varchar'::regtype::oid, 'bpchar'::regtype::oid)) \
                  THEN (SELECT p.typarray FROM pg_type p WHERE p.oid = w.type) END \
@@ -84,6 +89,7 @@ const FACTS: &str = "SELECT c.relkind = 'r' AND NOT c.relrowsecurity AND NOT c.r
      FROM pg_class c \
      JOIN pg_attribute k ON k.attrelid = c.oid AND k.attname = $2 AND k.attnum > 0 AND NOT k.attisdropped \
      LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = k.attnum \
+     CROSS JOIN LATERAL (SELECT pg_get_serial_sequence(c.oid::regclass::text, k.attname)::regclass::oid AS owned) s \
      WHERE c.oid = to_regclass($1)";
 
 impl CopyTargets {
