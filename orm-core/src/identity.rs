@@ -31,9 +31,10 @@ pub(crate) type KeyMap<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
 
 /// Children whose foreign key a flush filled in from a link, by column and
 /// child handle address, in the order filled, each with its values from
-/// before the first fill: looked up once per link, so that filling in n
+/// before the first fill and the columns the fills changed (every column
+/// of a composite key): looked up once per link, so that filling in n
 /// links costs O(n).
-type FilledLinks<T> = KeyMap<(usize, usize), (Tracked<T>, T)>;
+type FilledLinks<T> = KeyMap<(usize, usize), (Tracked<T>, T, ColumnSet)>;
 
 /// The tracked instances and pending work of one entity type.
 pub(crate) struct Registry<T: Entity> {
@@ -557,10 +558,12 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
             if (link.resolve)(registries, link.child.address(), &mut state.current)? {
                 // The foreign key was filled in without a handle write.
                 self.changed(&link.child);
+                let filled = state.current.changed_columns(&before);
                 self.filled_links
                     .lock()
                     .entry((column, link.child.address()))
-                    .or_insert_with(|| (link.child.clone(), before));
+                    .and_modify(|(_, _, columns)| *columns |= filled)
+                    .or_insert_with(|| (link.child.clone(), before, filled));
             } else {
                 links.unresolved = true;
                 if deferred & (1 << column) == 0 {
@@ -605,9 +608,9 @@ impl<T: Entity> ErasedRegistry for Registry<T> {
             // values again, and their links fill them in at the next flush.
             // Only where nothing else changed meanwhile: a write that landed
             // during the flush is kept (the link still wins over it).
-            for ((column, _), (child, before)) in filled.into_iter().rev() {
+            for (child, before, columns) in filled.into_values().rev() {
                 if let Ok(mut state) = child.lock_write() {
-                    if state.current.changed_columns(&before) & !(1 << column) == 0 {
+                    if state.current.changed_columns(&before) & !columns == 0 {
                         state.current = before;
                     }
                 }

@@ -119,6 +119,38 @@ async fn pending_orders_with_lines_are_two_inserts_the_generated_number_filled_i
     .await;
 }
 
+/// A flush that fails after it filled a line's key in from its pending
+/// order puts every column of that key back, as it puts back a one-column
+/// key: a failed flush changes no object.
+#[tokio::test]
+async fn a_failed_flush_puts_back_every_column_of_a_key_it_filled_in_from_a_link() {
+    bounded(async {
+        let (test_db, db) = setup(false).await;
+        test_db.client().await.batch_execute("ALTER TABLE order_line ADD CHECK (product <> 'refused')").await.unwrap();
+        let mut session = db.session();
+        let order = session.add(Order { region: "west".into(), number: 0, customer: "Di".into() });
+        let tea = session.add(line("tea"));
+        session.set_parent(&tea, OrderLine::ORDER, &order).unwrap();
+        // Another line of the order, which fails the lines' insert: the
+        // second round trip, once the links filled their keys in.
+        let refused = session.add(line("refused"));
+        session.set_parent(&refused, OrderLine::ORDER, &order).unwrap();
+        let failed = session.flush().await;
+        assert!(matches!(failed, Err(Error::CheckViolation { .. })), "{failed:?}");
+        let key = |line: &Tracked<OrderLine>| (line.read().order_region.clone(), line.read().order_number);
+        assert_eq!(key(&tea), (String::new(), 0), "both columns of the key are as before the flush");
+
+        session.expunge(&refused);
+        session.commit().await.unwrap();
+        let number = order.read().number;
+        assert_eq!(key(&tea), ("west".to_owned(), number), "the link fills the key in again");
+        let stored =
+            test_db.client().await.query_one("SELECT order_region, order_number FROM order_line", &[]).await.unwrap();
+        assert_eq!((stored.get::<_, String>(0), stored.get::<_, i64>(1)), ("west".to_owned(), number));
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn load_parents_is_one_statement_and_parent_reads_the_identity_map() {
     bounded(async {
