@@ -21,6 +21,10 @@ use crate::poll_budget::ROWS_PER_YIELD;
 use crate::row_chunks::LoadedRows;
 use crate::tracked::{Identities, Inner, Tracked, BLOCK};
 
+/// What a new row counts for in a block's budget (see
+/// [`Registry::track_block`]): the block is full after [`BLOCK`] of them.
+const NEW_ROW_SPENDS: usize = ROWS_PER_YIELD / BLOCK;
+
 /// What a row of a load turned out to be, before its block exists.
 enum Found<T: Entity> {
     /// Tracked already: that instance wins over the row.
@@ -251,10 +255,12 @@ impl<T: Entity> Registry<T> {
         // blocks (the repeat's instance is then left untracked). Rows that
         // wait for the end of the load must be told apart here.
         let within_block_check = entering.is_some();
-        let mut made_count = 0;
-        // Rows tracked already make no instance: without a bound on the
-        // rows read, a load of such rows would be one block, one poll.
-        while made_count < BLOCK && found.len() < ROWS_PER_YIELD {
+        // A block ends after BLOCK new instances or ROWS_PER_YIELD rows
+        // read, whichever comes first, counted in one sum: rows tracked
+        // already make no instance, and a load of such rows would otherwise
+        // be one block, one poll.
+        let mut spent = 0;
+        while spent < ROWS_PER_YIELD {
             let Some(entity) = rows.next() else { break };
             let key = entity.key();
             let held = match probe {
@@ -262,9 +268,10 @@ impl<T: Entity> Registry<T> {
                 Probe::Map => self.identity.get(&key),
             };
             if let Some(held) = held {
+                spent += 1;
                 found.push(Found::Held(held.clone()));
             } else if !within_block_check || new_hashes.insert(self.identity.hash(&key)) {
-                made_count += 1;
+                spent += NEW_ROW_SPENDS;
                 let filing = sole_reference
                     .map_or(Filing::ByInstance, |column| Filing::Under(column, entity.reference_hash(column)));
                 let instance = Inner::new(entity);
@@ -282,6 +289,7 @@ impl<T: Entity> Registry<T> {
                 }
                 found.push(Found::New(key, filing));
             } else {
+                spent += 1;
                 found.push(Found::Repeated(entity));
             }
         }
