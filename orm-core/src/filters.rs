@@ -155,6 +155,15 @@ impl Filters {
         }
     }
 
+    /// [`fill_tenant`](Self::fill_tenant), then refuses a row of another
+    /// tenant ([`Error::WrongTenant`]): for rows a statement writes at once,
+    /// with no flush to check them.
+    pub(crate) fn claim_new<E: Entity>(&self, entity: &mut E) -> Result<()> {
+        let Some(tenant) = &self.tenant else { return Ok(()) };
+        entity.fill_tenant(&*tenant.value);
+        tenant.check(entity)
+    }
+
     /// Refuses a flush that would write a row of another tenant: a pending
     /// insert, a changed entity (as changed, and as loaded) or a deletion.
     /// Checked before any statement is sent, so nothing is written.

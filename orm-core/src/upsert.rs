@@ -35,6 +35,12 @@ impl Session {
     /// the database holds afterwards, so the session never disagrees with
     /// it. It autoflushes first and runs in the session's transaction.
     ///
+    /// In a tenant's session ([`Database::session_for_tenant`](crate::Database::session_for_tenant)),
+    /// rows without a tenant get the session's, a row of another tenant is
+    /// refused with [`Error::WrongTenant`](crate::Error::WrongTenant) before
+    /// anything is sent, and a row whose key another tenant's row holds is
+    /// left alone (and not counted).
+    ///
     /// ```
     /// # use orm_core::{Database, Entity};
     /// #[derive(Entity, Clone, Debug, PartialEq)]
@@ -133,9 +139,15 @@ impl<E: Entity> Upsert<'_, E> {
         self.run(0).await
     }
 
-    async fn run(self, update: ColumnSet) -> Result<u64> {
+    async fn run(mut self, update: ColumnSet) -> Result<u64> {
         if self.rows.is_empty() {
             return Ok(0);
+        }
+        // As the flush fills in and checks added entities: the statement's
+        // clash guard (the tenant of the row it would update) compares
+        // with the new rows' tenant, which must be the session's.
+        for row in &mut self.rows {
+            self.session.filters.claim_new(row)?;
         }
         self.session.autoflush_for_query().await?;
         let meta = E::META;

@@ -484,6 +484,32 @@ async fn an_upsert_that_meets_another_tenants_row_fails_and_commits_nothing() {
     .await;
 }
 
+/// `Session::upsert` writes at once, without a flush to check its rows: it
+/// fills in and checks their tenant itself, so a tenant's session neither
+/// inserts nor overwrites another tenant's rows.
+#[tokio::test]
+async fn a_direct_upsert_writes_only_the_sessions_own_tenant() {
+    within(async {
+        let (test_db, db) = setup().await;
+        let settings = "SELECT tenant_id, name || ' ' || value FROM setting ORDER BY name";
+        let mut session = db.session_for_tenant(2_i64);
+        let theirs = || vec![Setting { name: "theme".into(), tenant_id: 1, value: "hacked".into() }];
+        let error = session.upsert(theirs()).do_update([Setting::VALUE]).await.unwrap_err();
+        assert!(matches!(error, Error::WrongTenant { entity: "Setting" }), "{error:?}");
+        let error = session.upsert(theirs()).do_nothing().await.unwrap_err();
+        assert!(matches!(error, Error::WrongTenant { entity: "Setting" }), "{error:?}");
+
+        // Rows without a tenant get the session's; the one whose key
+        // tenant 1 holds is left alone, and not counted.
+        let setting = |name: &str, value: &str| Setting { name: name.into(), tenant_id: 0, value: value.into() };
+        let rows = vec![setting("theme", "light"), setting("lang", "fr")];
+        assert_eq!(session.upsert(rows).do_update([Setting::VALUE]).await.unwrap(), 1);
+        session.commit().await.unwrap();
+        assert_eq!(column(&test_db, settings).await, [(2, Some("lang fr".into())), (1, Some("theme dark".into()))]);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_tenant_of_the_wrong_type_is_a_typed_error() {
     within(async {
