@@ -919,13 +919,15 @@ impl SessionConnection {
         stats: &mut SessionStats,
         check: Option<Check>,
     ) -> Result<OpenRows> {
+        // Checked out first: giving up a cut-off statement's connection
+        // ends its transaction, and this statement must then open one.
+        self.checkout().await?;
         let begin = self.opens_transaction(access);
         // A statement that may write and carries no guard (see
         // `transaction_mark`) waits for its `BEGIN`: sent behind one that
         // failed, it would run and commit on its own.
         let confirm_begin = begin && access == Access::RawWrite;
         let begin_sql = self.begin_sql();
-        self.checkout().await?;
         self.fresh_transaction = false;
         let client = self.client.as_ref().ok_or(Error::TransactionFailed)?;
         let text = sql.text();

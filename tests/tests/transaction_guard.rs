@@ -186,3 +186,24 @@ async fn a_commit_after_a_failed_begin_reports_the_failure_and_writes_nothing() 
     assert!(clean, "the connection went back to the pool inside the aborted transaction");
     assert!(customer_rows(&test_db).await.is_empty());
 }
+
+/// A raw statement that opened the session's transaction and was cut off
+/// while its rows arrived takes that transaction with it (its connection
+/// is closed). The next statement, on a new connection, opens one again:
+/// sent without `BEGIN`, it committed on its own, and a rollback then
+/// undid nothing.
+#[tokio::test]
+async fn a_statement_after_a_cut_off_one_that_opened_the_transaction_opens_it_again() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (test_db, db) = setup_with(|_| {}).await;
+        let mut session = db.session();
+        let rows = "SELECT g, repeat('x', 2000) FROM generate_series(1, 2000000) AS g";
+        let cut = tokio::time::timeout(Duration::from_millis(300), session.execute(rows, &[])).await;
+        assert!(cut.is_err(), "the statement was cut off while its rows arrived");
+        session.execute("INSERT INTO customer (name) VALUES ('rolled back')", &[]).await.unwrap();
+        session.rollback().await.unwrap();
+        assert!(customer_rows(&test_db).await.is_empty(), "the insert was rolled back with the session");
+    })
+    .await
+    .expect("the test finished within 60 s");
+}
