@@ -14,6 +14,7 @@ use deadpool_postgres::{Object, Pool};
 use futures_util::future::{join, maybe_done, try_join_all, MaybeDone};
 use futures_util::{FutureExt, SinkExt, TryStreamExt};
 use smallvec::SmallVec;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, SimpleQueryMessage};
 use tracing::Instrument;
@@ -141,6 +142,11 @@ pub(crate) struct SessionConnection {
     /// The transaction holds nothing of the session's yet: its `BEGIN` was
     /// confirmed alone and the one statement sent after it is unanswered.
     fresh_transaction: bool,
+    /// A statement of the transaction had rows left unread (a row failed
+    /// to decode, a stream was dropped): an error after them, which aborted
+    /// the transaction, went unseen, and a `COMMIT` of an aborted
+    /// transaction rolls back without an error. The commit checks first.
+    rows_unread: bool,
     /// Whether the last batch sent all its statements (see `batch_sent`).
     batch_sent: bool,
     /// What [`AFTER_ALONE`] found: the statement that ran alone ran
@@ -190,6 +196,12 @@ const COMMIT_WITH_TOKEN: &str = "COMMIT; SELECT pg_current_wal_insert_lsn()";
 /// PostgreSQL runs.
 const AFTER_ALONE: &str =
     "SELECT pg_current_xact_id_if_assigned() IS NOT NULL OR transaction_timestamp() <> statement_timestamp()";
+
+/// Sent before a `COMMIT` when rows were left unread in the transaction
+/// (see `rows_unread`): in an aborted transaction it fails, and the
+/// `COMMIT` after it in the same query string is not run. No rows, so that
+/// the commit's answer reads as without it.
+const ABORTED_CHECK: &str = "SELECT WHERE false; ";
 
 /// [`AFTER_ALONE`] with the log position, as [`COMMIT_WITH_TOKEN`] reads
 /// it (the statement committed before this ran), for a commit token.
@@ -258,6 +270,7 @@ impl SessionConnection {
             client: None,
             in_transaction: false,
             fresh_transaction: false,
+            rows_unread: false,
             failed: false,
             in_flight: false,
             flush_savepoint_open: false,
@@ -1059,6 +1072,7 @@ impl SessionConnection {
     pub(crate) fn rows_dropped(&mut self) {
         self.in_flight = false;
         self.fresh_transaction = false;
+        self.rows_unread |= self.in_transaction;
     }
 
     /// Sends transaction control (`SAVEPOINT`, `RELEASE ...`) inside the
@@ -1081,8 +1095,12 @@ impl SessionConnection {
             self.client = None;
             return Ok(());
         };
+        // After rows left unread, a statement before the `COMMIT` fails if
+        // the transaction was aborted, and the `COMMIT` is then not run.
+        let checked =
+            (std::mem::take(&mut self.rows_unread) && sql != "ROLLBACK").then(|| format!("{ABORTED_CHECK}{sql}"));
         self.in_flight = true;
-        let result = self.telemetry.traced(sql, client.simple_query(sql)).await;
+        let result = self.telemetry.traced(sql, client.simple_query(checked.as_deref().unwrap_or(sql))).await;
         self.in_flight = false;
         stats.round_trips += 1;
         self.flush_savepoint_open = false;
@@ -1098,6 +1116,10 @@ impl SessionConnection {
                 // open and aborted: still counted as open, the drop rolls it
                 // back before the connection goes back to the pool.
                 self.failed = true;
+                if checked.is_some() && error.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) {
+                    // The check failed: the `COMMIT` did not run.
+                    return Err(Error::TransactionFailed);
+                }
                 let error = Error::from(error);
                 Err(if sql == "ROLLBACK" { error } else { error.after_commit_sent() })
             }
@@ -1114,6 +1136,7 @@ impl SessionConnection {
         self.in_flight = false;
         self.failed |= self.in_transaction && !std::mem::take(&mut self.fresh_transaction);
         self.in_transaction = false;
+        self.rows_unread = false;
         self.flush_savepoint_open = false;
         if let Some(client) = self.client.take() {
             discard_mid_statement(client, self.target.connector());
@@ -1125,6 +1148,7 @@ impl SessionConnection {
     /// connection to the pool, unless the connection itself broke.
     pub(crate) fn ended(&mut self, error: Option<&Error>) {
         self.in_transaction = false;
+        self.rows_unread = false;
         self.applying = false;
         self.flush_savepoint_open = false;
         match error {

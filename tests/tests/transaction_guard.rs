@@ -207,3 +207,40 @@ async fn a_statement_after_a_cut_off_one_that_opened_the_transaction_opens_it_ag
     .await
     .expect("the test finished within 60 s");
 }
+
+/// A row that fails to decode leaves the rest of its statement's answer
+/// unread, and an error in that rest aborted the transaction unseen: a
+/// `COMMIT` of an aborted transaction rolls back without an error. The
+/// commit finds out and says so, instead of succeeding with nothing
+/// written.
+#[tokio::test]
+async fn a_commit_after_rows_left_unread_reports_an_error_they_hid() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (test_db, db) = setup_with(|_| {}).await;
+        let mut session = db.session();
+        session.add(customer("flushed, then lost"));
+        session.flush().await.unwrap();
+        // Row 1's NULL name does not decode; computing row 2 fails on the
+        // server, after row 1 was sent.
+        let rows = "SELECT g AS id, CASE WHEN g = 1 THEN NULL ELSE (1 / (g - 2))::text END AS name, \
+                    NULL::text AS description FROM generate_series(1, 3) AS g";
+        let decoded = session.query_raw_untracked::<Customer>(rows, &[]).await;
+        assert!(matches!(decoded, Err(Error::Decode { .. })), "{decoded:?}");
+        let committed = session.commit().await;
+        assert!(matches!(committed, Err(Error::TransactionFailed)), "{committed:?}");
+        assert!(customer_rows(&test_db).await.is_empty());
+
+        // A transaction whose unread rows hid nothing commits as usual.
+        let mut session = db.session();
+        session.add(customer("kept"));
+        session.flush().await.unwrap();
+        let rows = "SELECT g AS id, CASE WHEN g = 1 THEN NULL ELSE 'x' END AS name, NULL::text AS description \
+                    FROM generate_series(1, 3) AS g";
+        let decoded = session.query_raw_untracked::<Customer>(rows, &[]).await;
+        assert!(matches!(decoded, Err(Error::Decode { .. })), "{decoded:?}");
+        session.commit().await.unwrap();
+        assert_eq!(customer_rows(&test_db).await, [("kept".to_owned(), None)]);
+    })
+    .await
+    .expect("the test finished within 60 s");
+}
