@@ -45,8 +45,9 @@ fn target_alias<E: Entity>(_query: &Query<'_, E>) -> &'static str {
 }
 
 /// `head` (`UPDATE ... AS <alias> SET ...` or `DELETE FROM ... AS <alias>`)
-/// with the rows to change: the query's `WHERE`, or the sub-select of keys.
-fn with_rows<E: Entity>(query: &mut Query<'_, E>, head: String, params: Vec<Param>) -> (String, Vec<Param>) {
+/// with the rows to change: the query's `WHERE`, or the sub-select of keys
+/// of the rows the query would load (its `DISTINCT ON` included).
+fn with_rows<E: Entity>(query: &mut Query<'_, E>, head: String, mut params: Vec<Param>) -> (String, Vec<Param>) {
     if !query.is_limited() {
         // A row lock means nothing on the rows an UPDATE or DELETE changes,
         // which it locks anyway; in a sub-select it picks the rows
@@ -58,7 +59,12 @@ fn with_rows<E: Entity>(query: &mut Query<'_, E>, head: String, params: Vec<Para
     let meta = E::META;
     let keys: Vec<String> = meta.key_columns().map(|k| quote_ident(meta.columns[k].name)).collect();
     let picked = keys.iter().map(|k| format!("t.{k}")).collect::<Vec<_>>().join(", ");
-    let select = format!("SELECT {picked} FROM {} AS t", quote_ident(meta.table));
+    let mut select = "SELECT ".to_owned();
+    query.render_select_prefix(&mut select, &mut params);
+    select.push_str(&picked);
+    select.push_str(" FROM ");
+    select.push_str(&quote_ident(meta.table));
+    select.push_str(" AS t");
     let built = query.build_clauses(select, params, &[], None);
     (format!("{head} WHERE ({picked}) IN ({})", built.sql), built.params)
 }

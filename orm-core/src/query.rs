@@ -508,10 +508,10 @@ impl<'s, E: Entity> Query<'s, E> {
         self.limit = Some(count);
     }
 
-    /// Whether a limit, offset or order narrows the rows, which a
-    /// set-based `UPDATE` or `DELETE` must then pick by key.
+    /// Whether a limit, offset, order or `DISTINCT ON` narrows the rows,
+    /// which a set-based `UPDATE` or `DELETE` must then pick by key.
     pub(crate) fn is_limited(&self) -> bool {
-        self.limit.is_some() || self.offset.is_some() || !self.order.is_empty()
+        self.limit.is_some() || self.offset.is_some() || !self.order.is_empty() || self.distinct.is_some()
     }
 
     /// Takes the limit and offset out, and drops the order, `DISTINCT` and

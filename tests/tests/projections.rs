@@ -251,6 +251,27 @@ async fn distinct_and_distinct_on() {
     assert_eq!(kept, 3);
 }
 
+/// A set-based update or delete changes the rows the query would load:
+/// with `DISTINCT ON`, one per author, not every matching row.
+#[tokio::test]
+async fn updates_and_deletes_change_the_rows_distinct_on_keeps() {
+    fn longest(session: &mut orm_core::Session) -> orm_core::Query<'_, Book> {
+        session.query::<Book>().distinct_on(Book::AUTHOR).order_by(Book::AUTHOR.asc()).order_by(Book::PAGES.desc())
+    }
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    let marked = longest(&mut session).update([Book::COPIES.set(0_i16)]).await.unwrap();
+    assert_eq!(marked, 3);
+    let none_left = session.query::<Book>().filter(Book::COPIES.eq(0_i16)).order_by(Book::ID.asc()).all().await;
+    let titles: Vec<String> = none_left.unwrap().iter().map(|b| b.read().title.clone()).collect();
+    assert_eq!(titles.len(), 3, "{titles:?}");
+    assert!(titles.iter().all(|title| ["Emma", "Ulysses", "Beloved"].contains(&title.as_str())), "{titles:?}");
+
+    assert_eq!(longest(&mut session).delete().await.unwrap(), 3);
+    assert_eq!(session.query::<Book>().count().await.unwrap(), 2, "the other two books are left");
+    session.commit().await.unwrap();
+}
+
 #[derive(Entity, Clone, Debug, PartialEq)]
 struct Job {
     #[orm(primary_key, generated)]
