@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use crate::column::Column;
 use crate::connection::Access;
 use crate::entity::Entity;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::expr::{ExprNode, IntoExpr};
 use crate::query::Query;
 use crate::sql::{self, quote_ident};
@@ -69,9 +69,24 @@ fn with_rows<E: Entity>(query: &mut Query<'_, E>, head: String, mut params: Vec<
     (format!("{head} WHERE ({picked}) IN ({})", built.sql), built.params)
 }
 
+/// Refuses, in a tenant's session, a set-based write that could reach
+/// another tenant's rows, as the flush refuses such a write of an entity:
+/// one whose query lifted the tenant filter
+/// ([`all_tenants`](Query::all_tenants)), or that sets the tenant column
+/// (moving the rows to another tenant).
+fn refuse_other_tenants<E: Entity>(query: &Query<'_, E>, assigned: &[&str]) -> Result<()> {
+    let Some(column) = E::META.tenant_column() else { return Ok(()) };
+    let reaches_others = query.lift().tenants || assigned.contains(&E::META.columns[column].name);
+    if query.session.filters.tenant().is_some() && reaches_others {
+        return Err(Error::WrongTenant { entity: E::META.name });
+    }
+    Ok(())
+}
+
 /// Runs [`Query::delete`] (soft for a soft-deletable entity unless
 /// `purge`) and [`Query::purge`].
 pub(crate) async fn delete<E: Entity>(mut query: Query<'_, E>, purge: bool) -> Result<u64> {
+    refuse_other_tenants(&query, &[])?;
     query.session.autoflush_for_query().await?;
     let meta = E::META;
     let alias = target_alias(&query);
@@ -130,6 +145,7 @@ pub(crate) async fn update<E: Entity>(
     if assigned.is_empty() {
         return Ok(0);
     }
+    refuse_other_tenants(&query, &assigned)?;
     // A changed row gets a new version, so that sessions holding the old
     // one see it as changed (StaleData), as after a flushed update.
     if let Some(version) = meta.version_column().filter(|&v| !assigned.contains(&meta.columns[v].name)) {

@@ -139,7 +139,11 @@ impl<'s, E: Entity> Query<'s, E> {
     /// Loads the rows of every tenant, in a session opened for one
     /// ([`Database::session_for_tenant`](crate::Database::session_for_tenant)):
     /// this query only, for a report across tenants. The session still
-    /// refuses to write another tenant's rows it loads this way.
+    /// refuses to write another tenant's rows it loads this way, and a
+    /// set-based [`update`](Self::update), [`delete`](Self::delete) or
+    /// [`purge`](Self::purge) of this query is refused with
+    /// [`Error::WrongTenant`](crate::Error::WrongTenant), as is an update
+    /// that sets the tenant column.
     pub fn all_tenants(mut self) -> Self {
         self.lift.tenants = true;
         self

@@ -510,6 +510,36 @@ async fn a_direct_upsert_writes_only_the_sessions_own_tenant() {
     .await;
 }
 
+/// Set-based writes in a tenant's session reach only its own rows, as
+/// the flush's do: moving rows to another tenant, or writing with the
+/// tenant filter lifted, is refused before anything is sent.
+#[tokio::test]
+async fn set_based_writes_of_a_tenants_session_stay_within_its_rows() {
+    within(async {
+        let (test_db, db) = setup().await;
+        let before = column(&test_db, TASKS).await;
+        let mut session = db.session_for_tenant(2_i64);
+        let moved = session.query::<Task>().update([Task::TENANT_ID.set(1_i64)]).await.unwrap_err();
+        assert!(matches!(moved, Error::WrongTenant { entity: "Task" }), "{moved:?}");
+        let everyone = session.query::<Task>().all_tenants().update([Task::TITLE.set("mine")]).await.unwrap_err();
+        assert!(matches!(everyone, Error::WrongTenant { entity: "Task" }), "{everyone:?}");
+        let deleted = session.query::<Task>().all_tenants().delete().await.unwrap_err();
+        assert!(matches!(deleted, Error::WrongTenant { entity: "Task" }), "{deleted:?}");
+        let purged = session.query::<Task>().all_tenants().include_deleted().purge().await.unwrap_err();
+        assert!(matches!(purged, Error::WrongTenant { entity: "Task" }), "{purged:?}");
+        session.commit().await.unwrap();
+        assert_eq!(column(&test_db, TASKS).await, before, "nothing written");
+
+        // Its own rows, as before.
+        let mut session = db.session_for_tenant(2_i64);
+        assert_eq!(session.query::<Task>().update([Task::TITLE.set("renamed")]).await.unwrap(), 1);
+        session.commit().await.unwrap();
+        let titles = column(&test_db, "SELECT id, title FROM task WHERE title = 'renamed'").await;
+        assert_eq!(titles, [(4, Some("renamed".into()))]);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_tenant_of_the_wrong_type_is_a_typed_error() {
     within(async {
