@@ -932,6 +932,9 @@ impl SessionConnection {
         stats: &mut SessionStats,
         check: Option<Check>,
     ) -> Result<OpenRows> {
+        if sql.copies_with_client() {
+            return Err(Error::CopyInRawSql);
+        }
         // Checked out first: giving up a cut-off statement's connection
         // ends its transaction, and this statement must then open one.
         self.checkout().await?;

@@ -481,6 +481,15 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// Raw SQL with `COPY ... FROM STDIN` or `COPY ... TO STDOUT`, refused
+    /// before it is sent: the server would wait for (or send) a stream of
+    /// rows that a statement's answer cannot carry, and the connection
+    /// would hang. A flush sends large batches by `COPY` itself; for a copy
+    /// of your own, use the driver's `copy_in` / `copy_out` on a connection
+    /// from [`Database::checkout`](crate::Database::checkout).
+    #[error("COPY ... FROM STDIN and COPY ... TO STDOUT cannot run as raw SQL: use copy_in / copy_out on a connection from Database::checkout")]
+    CopyInRawSql,
+
     /// Any other error reported by the server or the driver. `Display`
     /// shows the server's message and SQLSTATE (never its `DETAIL`), or
     /// the driver's own message for an error that did not come from the
@@ -639,6 +648,7 @@ impl Error {
             Error::BadCommitToken(_) => ErrorKind::BadCommitToken,
             Error::Pool(_) => ErrorKind::Pool,
             Error::Config(_) => ErrorKind::Config,
+            Error::CopyInRawSql => ErrorKind::CopyInRawSql,
             Error::Database(_) => ErrorKind::Database,
         }
     }
@@ -838,6 +848,8 @@ pub enum ErrorKind {
     Pool,
     /// [`Error::Config`].
     Config,
+    /// [`Error::CopyInRawSql`].
+    CopyInRawSql,
     /// [`Error::Database`].
     Database,
 }
@@ -886,6 +898,7 @@ impl ErrorKind {
             ErrorKind::BadCommitToken => "bad_commit_token",
             ErrorKind::Pool => "pool",
             ErrorKind::Config => "config",
+            ErrorKind::CopyInRawSql => "copy_in_raw_sql",
             ErrorKind::Database => "database",
         }
     }
@@ -943,6 +956,7 @@ mod tests {
             ErrorKind::BadCommitToken,
             ErrorKind::Pool,
             ErrorKind::Config,
+            ErrorKind::CopyInRawSql,
             ErrorKind::Database,
         ];
         let names: std::collections::HashSet<&str> = kinds.iter().map(|kind| kind.as_str()).collect();

@@ -175,10 +175,36 @@ impl<'a> RawSql<'a> {
             "TRUNCATE",
             "UPDATE",
         ];
-        let text = self.text.trim_start();
-        let first = text.split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or_default();
-        let rowless = ROWLESS.iter().any(|command| command.eq_ignore_ascii_case(first));
-        !rowless || text.as_bytes().windows(9).any(|word| word.eq_ignore_ascii_case(b"RETURNING"))
+        let rowless = ROWLESS.iter().any(|command| command.eq_ignore_ascii_case(self.command()));
+        !rowless || self.mentions(b"RETURNING")
+    }
+
+    /// Whether the statement is a `COPY` from or to the client, whose rows
+    /// travel in a protocol of their own that a statement's answer cannot
+    /// carry (see [`Error::CopyInRawSql`](crate::Error::CopyInRawSql)).
+    /// Wrong only towards refusing: a `COPY` to a file that mentions
+    /// `STDIN` in a string is refused too.
+    pub(crate) fn copies_with_client(&self) -> bool {
+        self.command().eq_ignore_ascii_case("COPY") && (self.mentions(b"STDIN") || self.mentions(b"STDOUT"))
+    }
+
+    /// The statement's first word, after any leading comments.
+    fn command(&self) -> &str {
+        let mut text = self.text.trim_start();
+        loop {
+            if let Some(rest) = text.strip_prefix("--") {
+                text = rest.split_once('\n').map_or("", |(_, after)| after).trim_start();
+            } else if let Some(rest) = text.strip_prefix("/*") {
+                text = rest.split_once("*/").map_or("", |(_, after)| after).trim_start();
+            } else {
+                return text.split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or_default();
+            }
+        }
+    }
+
+    /// Whether `word` appears anywhere in the text, in any case.
+    fn mentions(&self, word: &[u8]) -> bool {
+        self.text.as_bytes().windows(word.len()).any(|window| window.eq_ignore_ascii_case(word))
     }
 
     /// Whether the statement needs the session's transaction: unless
@@ -217,6 +243,8 @@ mod tests {
             "SET search_path = app",
             "DELETE FROM t WHERE id = 1",
             "lock table t",
+            "/* a comment first */ UPDATE t SET a = 1",
+            "-- a line comment\n  delete from t",
         ] {
             assert!(!RawSql::once(rowless).may_return_rows(), "{rowless}");
         }
@@ -228,10 +256,25 @@ mod tests {
             "VALUES (1)",
             "FETCH 10 FROM c",
             "SHOW search_path",
-            "/* a comment first */ UPDATE t SET a = 1",
+            "/* an unended comment UPDATE t SET a = 1",
             "",
         ] {
             assert!(RawSql::once(rows).may_return_rows(), "{rows}");
+        }
+    }
+
+    #[test]
+    fn copies_from_and_to_the_client_are_told_apart_from_copies_to_files() {
+        for client in [
+            "COPY customer FROM STDIN",
+            "copy customer (name) from stdin with (format csv)",
+            "/* bulk */ COPY (SELECT 1) TO STDOUT",
+            "-- export\nCOPY t TO stdout",
+        ] {
+            assert!(RawSql::once(client).copies_with_client(), "{client}");
+        }
+        for other in ["COPY t FROM '/tmp/t.csv'", "SELECT 'STDIN'", "INSERT INTO log VALUES ('copy to stdout')"] {
+            assert!(!RawSql::once(other).copies_with_client(), "{other}");
         }
     }
 }

@@ -486,3 +486,25 @@ async fn a_locking_read_or_a_stricter_isolation_level_keeps_the_connection() {
     repeatable.commit().await.unwrap();
     assert_eq!(db.pool().status().available, 1);
 }
+
+/// `COPY ... FROM STDIN` (or `TO STDOUT`) as raw SQL would leave the
+/// server waiting for rows that a statement's answer cannot carry: the
+/// connection hung, and with it the session's rollback. It is refused
+/// before it is sent, and the session goes on.
+#[tokio::test]
+async fn a_raw_copy_with_the_client_is_refused_and_the_session_goes_on() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (test_db, db) = setup_one_connection().await;
+        let mut session = db.session();
+        session.add(customer("kept"));
+        session.flush().await.unwrap();
+        let refused = session.execute("COPY customer (name) FROM STDIN", &[]).await;
+        assert!(matches!(refused, Err(Error::CopyInRawSql)), "{refused:?}");
+        let refused = session.query_rows("copy (select 1) to stdout", &[]).await;
+        assert!(matches!(refused, Err(Error::CopyInRawSql)), "{refused:?}");
+        session.commit().await.unwrap();
+        assert_eq!(customer_names(&test_db).await, ["kept"]);
+    })
+    .await
+    .expect("the test finished within 30 s");
+}
