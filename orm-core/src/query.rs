@@ -197,6 +197,8 @@ impl<'s, E: Entity> Query<'s, E> {
     /// Locks the rows it returns until the transaction ends (`FOR UPDATE`):
     /// another transaction that wants to change or lock them waits. The
     /// query runs inside the session's transaction, opening it if needed.
+    /// Only the query's own entities are locked: the parents a
+    /// [`join`](Self::join) returns beside them are read, not locked.
     pub fn for_update(mut self) -> Self {
         self.lock = Some(RowLock { strength: " FOR UPDATE", wait: "" });
         self
@@ -426,6 +428,9 @@ impl<'s, E: Entity> Query<'s, E> {
         Page { limit: self.limit, offset: self.offset }.render(&mut sql, &mut params);
         if let Some(lock) = self.lock {
             sql.push_str(lock.strength);
+            // The query's own rows only: a join's parents are read, not
+            // locked (and a left join's missing ones cannot be).
+            sql.push_str(" OF t");
             sql.push_str(lock.wait);
         }
         Built { sql, params, filter }

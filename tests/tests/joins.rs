@@ -329,3 +329,24 @@ async fn a_tracked_join_whose_selected_values_fail_to_decode_tracks_nothing() {
     session.get_one::<User>(2).await.unwrap();
     assert_eq!(session.stats().statements, statements + 2, "neither the post nor its author was tracked");
 }
+
+/// A locking read with a join locks the query's own rows, not the parents
+/// beside them: another transaction can still lock an author, and a left
+/// join, whose missing parents cannot be locked, runs at all.
+#[tokio::test]
+async fn a_locking_join_locks_the_children_only() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let locked = session.query::<Post>().filter(Post::AUTHOR_ID.eq(3_i64)).for_update().join(Post::AUTHOR).all();
+    assert_eq!(locked.await.unwrap().len(), 10);
+    let other = test_db.client().await;
+    let author = other.query("SELECT id FROM users WHERE id = 3 FOR UPDATE NOWAIT", &[]).await;
+    assert!(author.is_ok(), "the author is not locked: {author:?}");
+    let post = other.query("SELECT id FROM post WHERE author_id = 3 FOR UPDATE NOWAIT", &[]).await;
+    let code = post.expect_err("the posts are locked").code().cloned();
+    assert_eq!(code, Some(orm_core::tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE));
+
+    let left = session.query::<Post>().filter(Post::AUTHOR_ID.eq(4_i64)).for_update().left_join(Post::AUTHOR).all();
+    assert_eq!(left.await.unwrap().len(), 10);
+    session.commit().await.unwrap();
+}
