@@ -24,6 +24,7 @@ use futures_util::{Stream, TryStreamExt};
 use crate::connection::{Access, OpenRows};
 use crate::entity::Entity;
 use crate::error::Result;
+use crate::poll_budget::ROWS_PER_YIELD;
 use crate::query::Built;
 use crate::raw_sql::RawSql;
 use crate::session::Session;
@@ -148,6 +149,9 @@ impl<E: Entity> Stream for EntityStream<'_, E> {
 /// of one transaction need distinct names.
 static CURSORS: AtomicU64 = AtomicU64::new(0);
 
+/// The largest chunk a cursor fetches at once: `FETCH`'s count is an `int`.
+const MAX_CHUNK: usize = i32::MAX as usize;
+
 /// The entities of a query in chunks of tracked instances, for batch jobs
 /// that change what they read, with memory bounded by a chunk: made by
 /// [`Query::stream_tracked`](crate::Query::stream_tracked). This is
@@ -228,7 +232,8 @@ impl<'s, E: Entity> TrackedChunks<'s, E> {
         // The `FETCH`es run unnamed: their rows' types must be known first.
         connection.look_up_result_types(RawSql::cached(&built.sql), &params, stats).await?;
         connection.for_each_row(RawSql::once(&declare), &params, Access::Lock, stats, |_| Ok(())).await?;
-        let chunk_size = chunk_size.max(1);
+        // FETCH takes a count of PostgreSQL's `int`.
+        let chunk_size = chunk_size.clamp(1, MAX_CHUNK);
         Ok(TrackedChunks {
             session,
             fetch: format!("FETCH FORWARD {chunk_size} FROM {cursor}"),
@@ -249,7 +254,9 @@ impl<'s, E: Entity> TrackedChunks<'s, E> {
         }
         // Ended unless this chunk comes back whole; an error ends it too.
         self.exhausted = true;
-        let mut rows = Vec::with_capacity(self.chunk_size);
+        // Room for a chunk of a sensible size at most: a chunk larger than
+        // the rows left would otherwise be allocated whole for nothing.
+        let mut rows = Vec::with_capacity(self.chunk_size.min(ROWS_PER_YIELD));
         let (connection, stats) = self.session.connection_and_stats();
         connection
             .for_each_row(RawSql::once(&self.fetch), &[], Access::Lock, stats, |row| {

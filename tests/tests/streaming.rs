@@ -281,3 +281,23 @@ async fn a_chunk_that_cannot_be_decoded_is_an_error_and_the_session_stays_usable
     })
     .await;
 }
+
+/// A chunk size of any `usize` is taken: the largest ones fetch as many
+/// rows as a `FETCH` can, and room is made for the rows that come, not for
+/// the size asked (`usize::MAX` panicked making room for it).
+#[tokio::test]
+async fn tracked_chunks_of_any_size_fetch_what_there_is() {
+    bounded(async {
+        let (test_db, db) = setup().await;
+        seed(&test_db, 300).await;
+        let mut session = db.session();
+        for size in [usize::MAX, 1 << 40] {
+            let mut chunks = session.query::<Customer>().stream_tracked(size).await.expect("opens");
+            let chunk = chunks.next_chunk().await.expect("the chunk").expect("rows");
+            assert_eq!(chunk.len(), 300);
+            assert!(chunks.next_chunk().await.expect("the end").is_none());
+        }
+        session.commit().await.expect("commits");
+    })
+    .await;
+}
