@@ -242,12 +242,14 @@ where
         // into a future).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let held = if self.settings.route_reads { axum_reads::token_of(request.headers()) } else { None };
         let route = if self.settings.route_reads && axum_reads::only_reads(request.method()) {
-            Route::Read(axum_reads::token_of(request.headers()))
+            Route::Read(held)
         } else {
             Route::Primary
         };
-        let slot = RequestSession { slot: Arc::new(Mutex::new(None)), settings: Arc::clone(&self.settings), route };
+        let settings = Arc::clone(&self.settings);
+        let slot = RequestSession { slot: Arc::new(Mutex::new(None)), settings, route, held };
         request.extensions_mut().insert(slot.clone());
         Box::pin(async move {
             let response = inner.call(request).await?;
@@ -430,6 +432,9 @@ pub struct RequestSession {
     settings: Arc<LayerSettings>,
     /// Which session the request gets.
     route: Route,
+    /// The commit token the request came with, when reads are routed: the
+    /// token handed back is never older.
+    held: Option<CommitToken>,
 }
 
 impl RequestSession {
@@ -475,7 +480,7 @@ impl RequestSession {
         drop(guard);
         let layer = &*self.settings;
         if (layer.commit_when)(&response) {
-            commit(session, response, layer).await
+            commit(session, response, layer, self.held).await
         } else {
             rollback(session, response).await
         }
@@ -496,7 +501,12 @@ pub struct SessionOutcome {
     pub served_by: Option<ServedBy>,
 }
 
-async fn commit(session: Session, mut response: Response, layer: &LayerSettings) -> Response {
+async fn commit(
+    session: Session,
+    mut response: Response,
+    layer: &LayerSettings,
+    held: Option<CommitToken>,
+) -> Response {
     let served_by = session.served_by();
     let committed = if layer.route_reads && !session.is_read_only() {
         session.commit_with_token().await
@@ -507,7 +517,7 @@ async fn commit(session: Session, mut response: Response, layer: &LayerSettings)
         Ok((stats, token)) => {
             tracing::debug!(statements = stats.statements, round_trips = stats.round_trips, "session committed");
             if let Some(token) = token {
-                axum_reads::give(response.headers_mut(), token);
+                axum_reads::give(response.headers_mut(), token, held);
             }
             response.extensions_mut().insert(SessionOutcome { stats, committed: true, served_by });
             response

@@ -69,9 +69,13 @@ pub(crate) fn token_of(headers: &HeaderMap) -> Option<CommitToken> {
     }
 }
 
-/// Hands `token` to the client: in the header, and in a cookie the
-/// browser sends back on the next requests.
-pub(crate) fn give(headers: &mut HeaderMap, token: CommitToken) {
+/// Hands the client the later of `token`, its request's commit, and
+/// `held`, the token the request came with: in the header, and in a cookie
+/// the browser sends back on the next requests. Two writes of one client
+/// may answer out of order; the later answer must not take the client
+/// back to before the other write.
+pub(crate) fn give(headers: &mut HeaderMap, token: CommitToken, held: Option<CommitToken>) {
+    let token = held.map_or(token, |held| held.max(token));
     let cookie =
         format!("{COMMIT_TOKEN_COOKIE}={token}; Path=/; Max-Age={COOKIE_MAX_AGE_SECS}; HttpOnly; SameSite=Lax");
     // The token's text is hexadecimal digits and a slash: always a valid value.
@@ -100,12 +104,20 @@ mod tests {
     #[test]
     fn gives_the_token_in_a_header_and_a_cookie() {
         let mut headers = HeaderMap::new();
-        give(&mut headers, "0/2A".parse().unwrap());
+        give(&mut headers, "0/2A".parse().unwrap(), Some("0/1F".parse().unwrap()));
         assert_eq!(headers[COMMIT_TOKEN_HEADER], "0/2A");
         let cookie = headers[SET_COOKIE].to_str().unwrap();
         assert!(cookie.starts_with("orm_commit_token=0/2A; Path=/;"), "{cookie}");
         let mut next = HeaderMap::new();
         next.insert(COOKIE, HeaderValue::from_str(cookie.split(';').next().unwrap()).unwrap());
         assert_eq!(token_of(&next), Some("0/2A".parse().unwrap()));
+    }
+
+    #[test]
+    fn never_gives_a_token_older_than_the_one_the_request_came_with() {
+        let mut headers = HeaderMap::new();
+        give(&mut headers, "0/2A".parse().unwrap(), Some("1/0".parse().unwrap()));
+        assert_eq!(headers[COMMIT_TOKEN_HEADER], "1/0");
+        assert!(headers[SET_COOKIE].to_str().unwrap().starts_with("orm_commit_token=1/0;"));
     }
 }
