@@ -133,8 +133,13 @@ impl<C: Entity, P: Entity, Parent> Join<'_, C, P, Parent> {
         let (head, list_end) = head(&self.relation, self.left);
         // Room for the clauses that follow.
         let mut sql = String::with_capacity(head.len() + 128);
-        sql.push_str(&head[..list_end]);
         let mut params = Vec::new();
+        // The query's `DISTINCT [ON (...)]` after the head's `SELECT `, as
+        // its own load would have it.
+        let list = &head[..list_end];
+        sql.push_str("SELECT ");
+        self.query.render_select_prefix(&mut sql, &mut params);
+        sql.push_str(list.strip_prefix("SELECT ").unwrap_or(list));
         for extra in extras {
             sql.push_str(", ");
             self.query.with_related_filters(extra).render("t", &mut sql, &mut params);

@@ -350,3 +350,39 @@ async fn a_locking_join_locks_the_children_only() {
     assert_eq!(left.await.unwrap().len(), 10);
     session.commit().await.unwrap();
 }
+
+/// A join keeps the query's `DISTINCT ON`, tracked or not: the latest post
+/// of each author, with its author, as the query alone would load them.
+#[tokio::test]
+async fn a_join_keeps_the_querys_distinct_on() {
+    let (_test_db, db) = setup().await;
+    let mut session = db.session();
+    // Post n is by user 1 + n % 10: the latest of each are 91 to 100.
+    let tracked = session
+        .query::<Post>()
+        .distinct_on(Post::AUTHOR_ID)
+        .order_by(Post::AUTHOR_ID.asc())
+        .order_by(Post::ID.desc())
+        .join(Post::AUTHOR)
+        .all()
+        .await
+        .unwrap();
+    let mut ids: Vec<i64> = tracked.iter().map(|(post, _)| post.read().id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (91..=100).collect::<Vec<_>>());
+    assert!(tracked.iter().all(|(post, author)| post.read().author_id == author.read().id));
+
+    let plain: Vec<(Post, User)> = session
+        .query::<Post>()
+        .distinct_on(Post::AUTHOR_ID)
+        .order_by(Post::AUTHOR_ID.asc())
+        .order_by(Post::ID.desc())
+        .untracked()
+        .join(Post::AUTHOR)
+        .all()
+        .await
+        .unwrap();
+    let mut ids: Vec<i64> = plain.iter().map(|(post, _)| post.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (91..=100).collect::<Vec<_>>());
+}
