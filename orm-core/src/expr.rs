@@ -481,13 +481,19 @@ impl<E, V> Expr<E, V> {
         })
     }
 
-    /// `expression = other`
+    /// `expression = other`; `expression IS NULL` if `other` is `None`.
     pub fn eq(self, other: impl IntoExpr<E, V>) -> Condition<E> {
+        if other.is_null_value() {
+            return self.is_null();
+        }
         self.compare("=", other.into_expr().node)
     }
 
-    /// `expression <> other`
+    /// `expression <> other`; `expression IS NOT NULL` if `other` is `None`.
     pub fn ne(self, other: impl IntoExpr<E, V>) -> Condition<E> {
+        if other.is_null_value() {
+            return self.is_not_null();
+        }
         self.compare("<>", other.into_expr().node)
     }
 
@@ -780,17 +786,32 @@ arithmetic!(Add add "+", Sub sub "-", Mul mul "*", Div div "/");
 pub trait IntoExpr<E, V> {
     /// The expression.
     fn into_expr(self) -> Expr<E, V>;
+
+    /// Whether this is a NULL value (`None`): [`Expr::eq`] and
+    /// [`Expr::ne`] then test `IS [NOT] NULL`, since `= NULL` never holds.
+    #[doc(hidden)]
+    fn is_null_value(&self) -> bool {
+        false
+    }
 }
 
 impl<E, V: ColumnType> IntoExpr<E, V> for V {
     fn into_expr(self) -> Expr<E, V> {
         Expr::from_node(ExprNode::Value(SharedParam::new(self)))
     }
+
+    fn is_null_value(&self) -> bool {
+        self.is_null()
+    }
 }
 
 impl<E, V: ColumnType> IntoExpr<E, V> for &V {
     fn into_expr(self) -> Expr<E, V> {
         Expr::from_node(ExprNode::Value(SharedParam::new(self.clone())))
+    }
+
+    fn is_null_value(&self) -> bool {
+        self.is_null()
     }
 }
 

@@ -150,3 +150,23 @@ async fn in_takes_a_hundred_thousand_values_as_one_parameter() {
     assert_eq!(found, 5);
     assert_eq!(session.stats().statements, 1);
 }
+
+/// `eq(None)` and `ne(None)` of a nullable expression test for NULL, as
+/// `IS NULL` and `IS NOT NULL`: `= NULL` never holds, and matched no row.
+/// (A nullable column compares with its values' type; `is_null()` tests
+/// it for NULL.)
+#[tokio::test]
+async fn comparing_with_none_tests_for_null() {
+    let (_test_db, db) = seeded().await;
+    let mut session = db.session();
+    let user = || Some("user".to_owned());
+    for (condition, expected) in [
+        (Customer::DESCRIPTION.nullable().eq(None), 2),
+        (Customer::DESCRIPTION.nullable().ne(None), 3),
+        (Customer::NAME.nullable().ne(None), 5),
+        (Customer::DESCRIPTION.nullable().eq(user()), 2),
+        (Customer::DESCRIPTION.nullable().ne(user()), 1),
+    ] {
+        assert_eq!(session.query::<Customer>().filter(condition).count().await.unwrap(), expected);
+    }
+}
