@@ -768,7 +768,7 @@ impl Correlated {
             // SQL written by hand calls the child table `t`: it filters a
             // second scan of it, matched to this one by key.
             let key = key_column_names(self.meta);
-            render_scoped(&row_value(&alias, &key), self.meta.table, &key, self.condition.clone(), sql, params);
+            render_scoped((&alias, &key), self.meta.table, &key, self.condition.clone(), sql, params);
         } else {
             render_node(self.condition.clone(), 0, &alias, sql, params);
         }
@@ -789,24 +789,32 @@ impl Correlated {
     }
 }
 
-/// Appends `columns IN (SELECT t.inner FROM table AS t WHERE condition)`:
-/// a condition on another table in which SQL written by hand calls that
-/// table `t`, as it calls the queried table at the top. Rows with a NULL
-/// `inner` are left out, so that `NOT` keeps the meaning of `NOT EXISTS`.
+/// Appends `outer IN (SELECT t.inner FROM table AS t WHERE condition)`,
+/// `outer` being the columns of the outer table's alias: a condition on
+/// another table in which SQL written by hand calls that table `t`, as it
+/// calls the queried table at the top. So that `NOT` keeps the meaning of
+/// `NOT EXISTS`, both sides' NULLs are left out: rows with a NULL `inner`,
+/// and an outer row with a NULL in `outer` (a foreign key to nothing), for
+/// which `IN` would be NULL, and `NOT` of it NULL too, not true.
 fn render_scoped(
-    columns: &str,
+    (outer_alias, outer): (&str, &[&'static str]),
     table: &'static str,
     inner: &[&'static str],
     condition: Node,
     sql: &mut String,
     params: &mut Vec<Param>,
 ) {
+    sql.push('(');
+    for column in outer {
+        let _ = write!(sql, "{outer_alias}.{} IS NOT NULL AND ", quote_ident(column));
+    }
+    let columns = row_value(outer_alias, outer);
     let _ = write!(sql, "{columns} IN (SELECT {} FROM {} AS t WHERE ", column_list("t", inner), quote_ident(table));
     for column in inner {
         let _ = write!(sql, "t.{} IS NOT NULL AND ", quote_ident(column));
     }
     render_node(condition, 0, "t", sql, params);
-    sql.push(')');
+    sql.push_str("))");
 }
 
 /// `table."a"`, or `(table."a", table."b")` for several columns: one side
@@ -881,11 +889,11 @@ fn render_node(node: Node, depth: usize, base: &str, sql: &mut String, params: &
             sql.push(')');
         }
         Node::OnAlias { alias, table: joined, key, node } if node.has_raw() => {
-            render_scoped(&row_value(alias, &key), joined, &key, *node, sql, params);
+            render_scoped((alias, &key), joined, &key, *node, sql, params);
         }
         Node::OnAlias { alias, node, .. } => render_node(*node, 0, alias, sql, params),
         Node::Exists { table: joined, inner, outer, condition, .. } if condition.has_raw() => {
-            render_scoped(&row_value(&table, &outer), joined, &inner, *condition, sql, params);
+            render_scoped((&table, &outer), joined, &inner, *condition, sql, params);
         }
         Node::Exists { table: joined, inner, outer, condition, .. } => {
             let nested = alias(depth + 1, base);

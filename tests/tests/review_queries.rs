@@ -265,6 +265,17 @@ async fn raw_conditions_across_a_relation_name_the_related_table() {
     let titles: Vec<String> = by_ann.iter().map(|post| post.read().title.clone()).collect();
     assert_eq!(titles, ["hi"]);
 
+    // Not by ann: the post without an author too, as with a typed
+    // condition (its NULL key made the raw form's IN NULL, and NOT of it).
+    for not_by_ann in [
+        Post::AUTHOR.has(Condition::raw("t.name = $1", vec![Box::new("ann")])).not(),
+        Post::AUTHOR.has(User::NAME.eq("ann")).not(),
+    ] {
+        let found = session.query::<Post>().filter(not_by_ann).order_by(Post::TITLE.asc()).all().await.unwrap();
+        let titles: Vec<String> = found.iter().map(|post| post.read().title.clone()).collect();
+        assert_eq!(titles, ["anon", "hello"]);
+    }
+
     let said_hi = || Post::AUTHOR.any(Condition::raw("t.title = $1", vec![Box::new("hi")]));
     let quiet = session.query::<User>().filter(said_hi().not()).all().await.unwrap();
     let names: Vec<String> = quiet.iter().map(|user| user.read().name.clone()).collect();
