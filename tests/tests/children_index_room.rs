@@ -32,24 +32,26 @@ fn data_kib() -> u64 {
         .expect("a VmData line")
 }
 
+/// A database with the blog's tables, holding the rows `rows` inserts.
+async fn blog_with(rows: &str) -> (TestDb, Database) {
+    let test_db = TestDb::new().await;
+    let client = test_db.client().await;
+    client.batch_execute(blog::SCHEMA).await.expect("the blog's tables");
+    client.batch_execute(rows).await.expect("seed the posts");
+    let db = Database::connect(test_db.url()).expect("pool");
+    (test_db, db)
+}
+
 #[tokio::test]
 async fn a_load_of_many_parents_children_after_one_parents_many_takes_room_for_what_it_loads() {
     let _alone = MEASURED.lock().await;
     within(async {
-        let test_db = TestDb::new().await;
-        test_db
-            .client()
-            .await
-            .batch_execute(&format!(
-                "{}
-                 INSERT INTO users (name) SELECT 'user ' || n FROM generate_series(1, {POSTS} + 1) AS n;
-                 INSERT INTO post (author_id, title) SELECT 1, 'post ' || n FROM generate_series(1, {POSTS}) AS n;
-                 INSERT INTO post (author_id, title) SELECT n, 'post ' || n FROM generate_series(2, {POSTS} + 1) AS n;",
-                blog::SCHEMA
-            ))
-            .await
-            .expect("seed the posts");
-        let db = Database::connect(test_db.url()).expect("pool");
+        let (_test_db, db) = blog_with(&format!(
+            "INSERT INTO users (name) SELECT 'user ' || n FROM generate_series(1, {POSTS} + 1) AS n;
+             INSERT INTO post (author_id, title) SELECT 1, 'post ' || n FROM generate_series(1, {POSTS}) AS n;
+             INSERT INTO post (author_id, title) SELECT n, 'post ' || n FROM generate_series(2, {POSTS} + 1) AS n;"
+        ))
+        .await;
         let mut session = db.session();
 
         let prolific = session.get::<User>(1).await.unwrap().expect("the prolific author");
@@ -82,19 +84,11 @@ async fn a_load_of_many_parents_children_after_one_parents_many_takes_room_for_w
 async fn children_that_arrive_alternating_between_parents_are_entered_once_each() {
     let _alone = MEASURED.lock().await;
     within(async {
-        let test_db = TestDb::new().await;
-        test_db
-            .client()
-            .await
-            .batch_execute(&format!(
-                "{}
-                 INSERT INTO users (name) SELECT 'user ' || n FROM generate_series(1, 10) AS n;
-                 INSERT INTO post (author_id, title) SELECT n % 10 + 1, 'post ' || n FROM generate_series(1, 20000) AS n;",
-                blog::SCHEMA
-            ))
-            .await
-            .expect("seed the posts");
-        let db = Database::connect(test_db.url()).expect("pool");
+        let (_test_db, db) = blog_with(
+            "INSERT INTO users (name) SELECT 'user ' || n FROM generate_series(1, 10) AS n;
+             INSERT INTO post (author_id, title) SELECT n % 10 + 1, 'post ' || n FROM generate_series(1, 20000) AS n;",
+        )
+        .await;
         let mut session = db.session();
         let users = session.query::<User>().all().await.unwrap();
         session.load_children(&users, Post::AUTHOR).await.unwrap();

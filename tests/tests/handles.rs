@@ -188,6 +188,16 @@ async fn a_write_that_lands_while_an_update_is_on_the_wire_stays_pending() {
     assert!(!alice.is_modified());
 }
 
+/// Flushes `session`, running `write` after the flush's first poll, which
+/// planned its statements and yields before it binds their rows.
+async fn flush_writing_after_its_plan(session: &mut orm_core::Session, write: impl FnOnce()) -> orm_core::Result<()> {
+    let mut flush = std::pin::pin!(session.flush());
+    let pending = futures_util::poll!(flush.as_mut()).is_pending();
+    assert!(pending, "the flush yielded before it bound its rows");
+    write();
+    flush.await
+}
+
 /// The flush plans each update's columns, then binds the rows a chunk at
 /// a time with a yield before each: a write in between, to a column the
 /// plan did not see changed, is not in the statement and stays pending,
@@ -206,14 +216,9 @@ async fn a_write_between_the_flush_plan_and_its_binding_stays_pending(copy_updat
         let mut session = db.session();
         let alice = session.get_one::<Customer>(id).await.unwrap();
         alice.modify(|c| c.name = "flushed".into());
-        let flushed = {
-            let mut flush = std::pin::pin!(session.flush());
-            let pending = futures_util::poll!(flush.as_mut()).is_pending();
-            assert!(pending, "the flush yielded before it bound its rows");
-            alice.modify(|c| c.description = Some("late".into()));
-            flush.await
-        };
-        flushed.unwrap();
+        flush_writing_after_its_plan(&mut session, || alice.modify(|c| c.description = Some("late".into())))
+            .await
+            .unwrap();
         assert!(alice.is_modified(), "the write made during the flush is pending");
         assert_eq!(session.pending().unwrap().updates, 1);
         session.commit().await.unwrap();
@@ -235,13 +240,7 @@ async fn a_key_changed_between_the_flush_plan_and_its_binding_fails_the_flush_be
         let mut session = db.session();
         let alice = session.get_one::<Customer>(id).await.unwrap();
         alice.modify(|c| c.name = "flushed".into());
-        let flushed = {
-            let mut flush = std::pin::pin!(session.flush());
-            let pending = futures_util::poll!(flush.as_mut()).is_pending();
-            assert!(pending, "the flush yielded before it bound its rows");
-            alice.modify(|c| c.id = other);
-            flush.await
-        };
+        let flushed = flush_writing_after_its_plan(&mut session, || alice.modify(|c| c.id = other)).await;
         assert!(matches!(flushed, Err(Error::PrimaryKeyChanged { .. })), "{flushed:?}");
         session.rollback().await.unwrap();
         assert_eq!(stored(&test_db, id).await, ("alice".to_owned(), None));
