@@ -60,7 +60,9 @@ fn with_rows<E: Entity>(query: &mut Query<'_, E>, head: String, mut params: Vec<
     let keys: Vec<String> = meta.key_columns().map(|k| quote_ident(meta.columns[k].name)).collect();
     let picked = keys.iter().map(|k| format!("t.{k}")).collect::<Vec<_>>().join(", ");
     let mut select = "SELECT ".to_owned();
-    query.render_select_prefix(&mut select, &mut params);
+    if query.has_distinct_on() {
+        query.render_select_prefix(&mut select, &mut params);
+    }
     select.push_str(&picked);
     select.push_str(" FROM ");
     select.push_str(&quote_ident(meta.table));

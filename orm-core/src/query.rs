@@ -520,7 +520,14 @@ impl<'s, E: Entity> Query<'s, E> {
     /// Whether a limit, offset, order or `DISTINCT ON` narrows the rows,
     /// which a set-based `UPDATE` or `DELETE` must then pick by key.
     pub(crate) fn is_limited(&self) -> bool {
-        self.limit.is_some() || self.offset.is_some() || !self.order.is_empty() || self.distinct.is_some()
+        self.limit.is_some() || self.offset.is_some() || !self.order.is_empty() || self.has_distinct_on()
+    }
+
+    /// Whether the query keeps one row per value of `DISTINCT ON`
+    /// expressions (a plain `DISTINCT` keeps every entity's row: their
+    /// keys differ).
+    pub(crate) fn has_distinct_on(&self) -> bool {
+        self.distinct.as_ref().is_some_and(|on| !on.is_empty())
     }
 
     /// Takes the limit and offset out, and drops the order, `DISTINCT` and

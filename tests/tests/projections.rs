@@ -269,6 +269,12 @@ async fn updates_and_deletes_change_the_rows_distinct_on_keeps() {
 
     assert_eq!(longest(&mut session).delete().await.unwrap(), 3);
     assert_eq!(session.query::<Book>().count().await.unwrap(), 2, "the other two books are left");
+
+    // A plain DISTINCT keeps every entity's row (their keys differ), and
+    // does not narrow the rows picked by an order and a limit.
+    let shortest = session.query::<Book>().distinct().order_by(Book::PAGES.asc()).limit(1);
+    assert_eq!(shortest.delete().await.unwrap(), 1);
+    assert_eq!(session.query::<Book>().count().await.unwrap(), 1);
     session.commit().await.unwrap();
 }
 
