@@ -232,7 +232,6 @@ impl<'s, E: Entity> TrackedChunks<'s, E> {
         // The `FETCH`es run unnamed: their rows' types must be known first.
         connection.look_up_result_types(RawSql::cached(&built.sql), &params, stats).await?;
         connection.for_each_row(RawSql::once(&declare), &params, Access::Lock, stats, |_| Ok(())).await?;
-        // FETCH takes a count of PostgreSQL's `int`.
         let chunk_size = chunk_size.clamp(1, MAX_CHUNK);
         Ok(TrackedChunks {
             session,

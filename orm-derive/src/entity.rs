@@ -123,10 +123,6 @@ fn value_methods(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
         let ty = f.ty;
         quote_spanned!(ty.span()=> <#ty as ::orm_core::ColumnType>::round_to_stored(&mut self.#field);)
     });
-    let copy_version = columns.iter().filter(|f| f.version).map(|f| {
-        let field = f.ident;
-        quote!(self.#field = ::core::clone::Clone::clone(&from.#field);)
-    });
     let copy_columns = columns.iter().enumerate().map(|(i, f)| {
         let field = f.ident;
         quote!(if columns & (1 << #i) != 0 { self.#field = ::core::clone::Clone::clone(&from.#field); })
@@ -144,10 +140,6 @@ fn value_methods(name: &str, columns: &[&FieldModel<'_>]) -> TokenStream {
 
         fn round_to_stored(&mut self) {
             #(#round_to_stored)*
-        }
-
-        fn copy_version(&mut self, from: &Self) {
-            #(#copy_version)*
         }
 
         fn copy_columns(&mut self, from: &Self, columns: ::orm_core::ColumnSet) {
