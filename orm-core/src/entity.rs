@@ -259,14 +259,6 @@ pub trait Entity: Clone + Send + Sync + 'static {
     /// [`ColumnType::round_to_stored`](crate::ColumnType::round_to_stored)).
     fn round_to_stored(&mut self);
 
-    /// Sets the version column to `from`'s (no-op without one): a new
-    /// entity that takes over a deleted one's row takes over its version.
-    fn copy_version(&mut self, from: &Self) {
-        if let Some(version) = Self::META.version_column() {
-            self.copy_columns(from, 1 << version);
-        }
-    }
-
     /// Sets the fields of the columns in `columns` to `from`'s: the values
     /// the database holds after an update that sent only those columns.
     fn copy_columns(&mut self, from: &Self, columns: ColumnSet);

@@ -290,8 +290,19 @@ pub(crate) fn upsert(
     if update == 0 {
         sql.push_str("NOTHING");
     } else {
-        let mut assignments: Vec<String> =
-            indexes(update).map(|i| format!("{0} = EXCLUDED.{0}", quote_ident(meta.columns[i].name))).collect();
+        // A generated column takes its default, as it would in a new row:
+        // one generated `ALWAYS` takes no other value.
+        let generated = generated_set(meta);
+        let mut assignments: Vec<String> = indexes(update)
+            .map(|i| {
+                let name = quote_ident(meta.columns[i].name);
+                if generated & (1 << i) == 0 {
+                    format!("{name} = EXCLUDED.{name}")
+                } else {
+                    format!("{name} = DEFAULT")
+                }
+            })
+            .collect();
         if let Some(v) = meta.version_column().filter(|v| update & (1 << v) == 0) {
             assignments.push(format!(
                 "{} = {}",
@@ -341,8 +352,13 @@ fn where_guard(guard: Guard) -> String {
     guard.condition().map_or_else(String::new, |condition| format!(" WHERE {condition}"))
 }
 
+/// The columns the database assigns on insert.
+pub(crate) fn generated_set(meta: &EntityMeta) -> ColumnSet {
+    meta.generated_columns().fold(0, |set, i| set | (1 << i))
+}
+
 fn returning_generated(meta: &EntityMeta, sql: &mut String) {
-    let generated = meta.generated_columns().fold(0, |set, i| set | (1 << i));
+    let generated = generated_set(meta);
     if generated != 0 {
         let _ = write!(sql, " RETURNING {}", join_columns(meta, generated, ""));
     }
@@ -399,34 +415,45 @@ fn unmatched_of(meta: &EntityMeta, write: &str, sent: &str, count: &str) -> Stri
 /// [`update_parameters`]. Returns the keys of the input rows it did not
 /// match (see [`unmatched_keys`]).
 pub(crate) fn update(meta: &EntityMeta, changed: ColumnSet) -> String {
-    unmatched_keys(meta, &update_write(meta, changed, &unnest(meta, &update_parameters(meta, changed), None)))
+    let source = unnest(meta, &update_parameters(meta, changed), None);
+    unmatched_keys(meta, &update_write(meta, changed, 0, &source, &join_columns(meta, meta.key_set(), "t.")))
+}
+
+/// The UPDATE of a batch of row switches, new entities taking over the
+/// rows of deleted ones with their keys: [`update`]'s, which also gives
+/// the generated columns their defaults, as the insert a switch stands for
+/// would, and returns every column of the rows written, for the new
+/// entities to take. Parameters follow [`update_parameters`].
+pub(crate) fn switch_update(meta: &EntityMeta, changed: ColumnSet) -> String {
+    let source = unnest(meta, &update_parameters(meta, changed), None);
+    update_write(meta, changed, generated_set(meta) & !meta.key_set(), &source, &select_list(meta, "t"))
 }
 
 /// [`update`] of the rows of `table`, a (temporary) table whose columns
 /// are those of [`update_parameters`], by name and in that order, holding
 /// `$1` rows. Returns the keys of its rows it did not match.
 pub(crate) fn update_from_table(meta: &EntityMeta, changed: ColumnSet, table: &str) -> String {
-    let write = update_write(meta, changed, &format!("{table} AS v"));
+    let write = update_write(meta, changed, 0, &format!("{table} AS v"), &join_columns(meta, meta.key_set(), "t."));
     unmatched_of(meta, &write, table, "$1::int8")
 }
 
-/// `UPDATE ... FROM source ... RETURNING` the keys of the rows written:
-/// the changed columns set from `source`'s row `v`, matched as
-/// [`match_condition`] says, the version advanced.
-fn update_write(meta: &EntityMeta, changed: ColumnSet, source: &str) -> String {
+/// `UPDATE ... FROM source ... RETURNING returning`: the changed columns
+/// set from `source`'s row `v` and the `defaults` columns to their
+/// defaults, matched as [`match_condition`] says, the version advanced.
+fn update_write(meta: &EntityMeta, changed: ColumnSet, defaults: ColumnSet, source: &str, returning: &str) -> String {
     let version = meta.version_column();
     let mut assignments: Vec<String> = indexes(changed)
         .map(|i| format!("{} = {}", quote_ident(meta.columns[i].name), batch_value(&meta.columns[i])))
+        .chain(indexes(defaults).map(|i| format!("{} = DEFAULT", quote_ident(meta.columns[i].name))))
         .collect();
     if let Some(v) = version {
         assignments.push(format!("{} = {}", quote_ident(meta.columns[v].name), next_version(&meta.columns[v], "t")));
     }
     format!(
-        "UPDATE {} AS t SET {} FROM {source} WHERE {} RETURNING {}",
+        "UPDATE {} AS t SET {} FROM {source} WHERE {} RETURNING {returning}",
         quote_ident(meta.table),
         assignments.join(", "),
         match_condition(meta, Guard::InUnitOfWork),
-        join_columns(meta, meta.key_set(), "t."),
     )
 }
 

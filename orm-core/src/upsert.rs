@@ -127,7 +127,8 @@ impl<E: Entity> Upsert<'_, E> {
     }
 
     /// Runs the statement: a clashing row gets the listed columns of the
-    /// new row (and its version advances). Returns the rows inserted or
+    /// new row (and its version advances); a `generated` column listed
+    /// takes its default, as in a new row. Returns the rows inserted or
     /// updated.
     pub async fn do_update(self, columns: impl UpdateColumns<E>) -> Result<u64> {
         self.run(columns.column_set()).await
@@ -362,7 +363,8 @@ impl<E: Entity> ConflictTarget<E> {
     }
 
     /// A clashing row takes the listed columns of the new row (and its
-    /// version advances); the rest of it stays as it was.
+    /// version advances); the rest of it stays as it was. A `generated`
+    /// column listed takes its default, as in a new row.
     pub fn do_update(self, columns: impl UpdateColumns<E>) -> OnConflict<E> {
         OnConflict { rule: ConflictRule { target: self.target, update: columns.column_set() }, entity: PhantomData }
     }

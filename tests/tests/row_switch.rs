@@ -229,3 +229,112 @@ async fn a_new_row_with_the_key_of_a_tracked_one_is_refused() {
     assert_eq!(labels(&test_db).await, [], "nothing of the failed flush is kept");
     assert_eq!(loaded.read().text, "old");
 }
+
+/// A versioned row whose `size` the database computes from `body`
+/// (`GENERATED ALWAYS AS ... STORED`) and whose `made` it numbers by
+/// default, as it does for an insert.
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Sheet {
+    #[orm(primary_key)]
+    name: String,
+    body: String,
+    #[orm(generated)]
+    size: i32,
+    #[orm(generated)]
+    made: i64,
+    #[orm(version)]
+    version: i32,
+}
+
+/// [`Sheet`] without a version.
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Jotting {
+    #[orm(primary_key)]
+    name: String,
+    body: String,
+    #[orm(generated)]
+    size: i32,
+    #[orm(generated)]
+    made: i64,
+}
+
+const GENERATED_TABLES: &str = "
+    CREATE SEQUENCE made;
+    CREATE TABLE sheet (name text PRIMARY KEY, body text NOT NULL,
+        size int GENERATED ALWAYS AS (length(body)) STORED, made bigint NOT NULL DEFAULT nextval('made'),
+        version int NOT NULL);
+    CREATE TABLE jotting (name text PRIMARY KEY, body text NOT NULL,
+        size int GENERATED ALWAYS AS (length(body)) STORED, made bigint NOT NULL DEFAULT nextval('made'));
+    INSERT INTO sheet (name, body, version) VALUES ('a', 'old', 0), ('b', 'old', 0);
+    INSERT INTO jotting (name, body) VALUES ('a', 'old'), ('b', 'old');
+";
+
+/// `(body, size, made)` of each row of `table`, by name.
+async fn generated_rows(test_db: &TestDb, table: &str) -> Vec<(String, i32, i64)> {
+    let client = test_db.client().await;
+    let rows = client.query(&format!("SELECT body, size, made FROM {table} ORDER BY name"), &[]).await.unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+}
+
+/// A switch stands for an insert: the database computes the new row's
+/// generated columns as it would for one (a stored generated column can
+/// only be set to its default), and the new object holds what it computed,
+/// as an inserted one does, instead of the placeholders it was added with.
+#[tokio::test]
+async fn a_switch_gives_generated_columns_their_defaults_and_reads_them_back() {
+    let (test_db, db) = setup(0).await;
+    test_db.client().await.batch_execute(GENERATED_TABLES).await.unwrap();
+
+    let mut session = db.session();
+    let old = session.query::<Sheet>().all().await.unwrap();
+    for sheet in &old {
+        session.delete(sheet).unwrap();
+    }
+    let new = session.add_all(old.iter().map(|sheet| Sheet {
+        name: sheet.read().name.clone(),
+        body: if sheet.read().name == "a" { "a longer body".into() } else { "old".into() },
+        size: 0,
+        made: 0,
+        version: 0,
+    }));
+    session.flush().await.expect("the switch sets the generated column to its default");
+    let made: Vec<i64> = new.iter().map(|sheet| sheet.read().made).collect();
+    for (sheet, size) in new.iter().zip([13, 3]) {
+        assert_eq!((sheet.read().size, sheet.read().version), (size, 1));
+    }
+    assert!(made.iter().all(|&made| made > 2), "each switched row was numbered anew, as an insert is: {made:?}");
+    new[0].modify(|sheet| sheet.body = "short".into());
+    session.commit().await.expect("the values in memory are the row's: only `body` is written");
+    let rows = generated_rows(&test_db, "sheet").await;
+    assert_eq!(rows, [("short".into(), 5, made[0]), ("old".into(), 3, made[1])]);
+
+    let mut session = db.session();
+    let old = session.query::<Jotting>().all().await.unwrap();
+    for jotting in &old {
+        session.delete(jotting).unwrap();
+    }
+    test_db.client().await.execute("DELETE FROM jotting WHERE name = 'b'", &[]).await.unwrap();
+    let new = session.add_all(old.iter().map(|jotting| Jotting {
+        name: jotting.read().name.clone(),
+        body: "a longer body".into(),
+        size: 0,
+        made: 0,
+    }));
+    let before = session.stats().statements;
+    let stats = session.commit().await.expect("the upsert sets the generated column to its default");
+    assert_eq!(stats.statements - before, 1, "one upsert for both switches");
+    let rows = generated_rows(&test_db, "jotting").await;
+    assert!(rows.iter().all(|row| row.0 == "a longer body" && row.1 == 13 && row.2 > 4), "{rows:?}");
+    for (jotting, row) in new.iter().zip(&rows) {
+        assert_eq!((jotting.read().size, jotting.read().made), (row.1, row.2), "row `b` was inserted, `a` updated");
+    }
+
+    // An upsert that lists a generated column gives it its default too.
+    let mut session = db.session();
+    let jotting = Jotting { name: "a".into(), body: "four".into(), size: 0, made: 0 };
+    session.upsert(vec![jotting]).do_update((Jotting::BODY, Jotting::SIZE, Jotting::MADE)).await.unwrap();
+    session.commit().await.unwrap();
+    let row = &generated_rows(&test_db, "jotting").await[0];
+    assert_eq!((row.0.as_str(), row.1), ("four", 4));
+    assert!(row.2 > rows[1].2, "numbered anew: {row:?}");
+}

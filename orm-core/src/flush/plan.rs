@@ -299,6 +299,9 @@ struct Plan<T: Entity> {
     /// version (see [`switch_sends`]); an unversioned entity's as one
     /// upsert of them all (see [`switch_upsert`]).
     switches: Vec<(ColumnSet, Vec<RowSwitch<T>>)>,
+    /// The rows the switches wrote, in the order of `switches`: read by
+    /// `verify`, which every flush runs before `apply` takes them.
+    switched_rows: Vec<T>,
     /// The keys the inserted entities enter the identity map under, in the
     /// order of `inserts`: set by `apply`, used by `enter_inserted`.
     /// Each is taken as its entity enters.
@@ -373,8 +376,8 @@ fn split_row_switches<T: Entity>(
             continue;
         }
         let stored = old.stored(&*old.lock_read()?, T::clone);
-        let version_and_key = meta.key_set() | meta.version_column().map_or(0, |v| 1 << v);
-        let changed = tracked.lock_read()?.current.changed_columns(&stored) & !version_and_key;
+        let changed =
+            tracked.lock_read()?.current.changed_columns(&stored) & !(meta.key_set() | assigned_by_switch::<T>());
         switches.entry(changed).or_default().push(RowSwitch { new: tracked.clone(), old, stored });
     }
     Ok((inserts, switches))
@@ -389,46 +392,48 @@ fn switch_sends<T: Entity>() -> bool {
     T::META.version_column().is_some()
 }
 
+/// The columns whose values a row switch takes from the database rather
+/// than from the new entity: the generated ones, which take their defaults
+/// as in the insert the switch stands for (one generated `ALWAYS` takes no
+/// other value), and the version, which continues the row's.
+fn assigned_by_switch<T: Entity>() -> ColumnSet {
+    let meta = T::META;
+    (sql::generated_set(meta) & !meta.key_set()) | meta.version_column().map_or(0, |v| 1 << v)
+}
+
 /// The one statement of an unversioned entity's row switches: an upsert of
 /// the new rows on their key, which reaches what the delete and the insert
 /// they stand for would. The delete of an unversioned row does not care
 /// whether the row is still there, so an UPDATE, which changes nothing
 /// when another writer deleted the row meanwhile, would lose the new row
 /// (or fail where the delete and insert succeed); the upsert inserts it
-/// then, and otherwise gives the row every value of the new entity.
+/// then, and otherwise gives the row every value of the new entity, and
+/// its generated columns their defaults. It returns the rows written.
 /// Reference-cycle columns are left to the post-update, as an insert's
 /// are: `EXCLUDED` holds their defaults, which the post-update replaces.
 fn switch_upsert<T: Entity>(new: &[Tracked<T>], columns: ColumnSet, flush: Option<u64>) -> Unbound {
     let meta = T::META;
+    let update = (meta.insert_columns() | sql::generated_set(meta)) & !meta.key_set();
     let statement = Statement {
-        sql: sql::upsert(
-            meta,
-            columns,
-            meta.key_set(),
-            meta.insert_columns() & !meta.key_set(),
-            false,
-            Guard::InUnitOfWork,
+        check: Some(check_returned_rows::<T>),
+        ..Statement::new(
+            sql::upsert(meta, columns, meta.key_set(), update, true, Guard::InUnitOfWork),
+            Vec::new(),
+            true,
         )
-        .into(),
-        params: Vec::new(),
-        returns_rows: false,
-        check: None,
-        copy: None,
-        unmatched_of: None,
     };
     Unbound { statement, binding: Some(ColumnBinding::boxed(new, sql::batch_insert_parameters(columns), flush)) }
 }
 
-/// Applies a flushed row switch to the new entity, which takes over the
-/// row's version (advanced if the switch sent an UPDATE). Returns whether a
-/// write landed while the flush was on the wire. `state` is `new`'s.
-fn switch_flushed<T: Entity>(new: &Tracked<T>, state: &mut EntityState<T>, stored: &T, updated: bool) -> bool {
-    state.current.copy_version(stored);
+/// Applies a flushed row switch to the new entity, which takes what the
+/// database assigned in `row`, the row written: its generated columns and
+/// its version. Returns whether a write landed while the flush was on the
+/// wire. `state` is `new`'s.
+fn switch_flushed<T: Entity>(new: &Tracked<T>, state: &mut EntityState<T>, row: &T) -> bool {
+    let assigned = assigned_by_switch::<T>();
+    state.current.copy_columns(row, assigned);
     if let Some(sent) = &mut state.sent {
-        sent.copy_version(stored);
-    }
-    if updated {
-        state.advance_version();
+        sent.copy_columns(row, assigned);
     }
     new.mark_flushed(state)
 }
@@ -782,19 +787,13 @@ pub(crate) fn plan_table<T: Entity>(
         && (!registry.identity.is_empty() || !scope.inserted.is_empty() || upserts.len() + usize::from(plain > 0) > 1);
     let copy_updated = update_statements(&groups, scope.copy_update, flush, planned_at, &mut statements);
     for (&changed, switched) in switches.iter().filter(|_| switch_sends::<T>()) {
-        statements.updates.push(
-            Statement::reporting_unmatched(
-                sql::update(meta, changed),
-                bind_switches(switched, &sql::update_parameters(meta, changed), flush)?,
-                switched.len(),
-            )
-            .into(),
-        );
+        let params = bind_switches(switched, &sql::update_parameters(meta, changed), flush)?;
+        let statement = Statement::new(sql::switch_update(meta, changed), params, true);
+        statements.updates.push(Statement { check: Some(check_returned_rows::<T>), ..statement }.into());
     }
-    // The statements below come after every update whose outcome `verify`
-    // checks (it pairs `updates` with their outcomes in order), and are not
-    // checked: they touch only rows this transaction inserted or deletes,
-    // or upsert the rows of unversioned switches, one each.
+    // `verify` pairs the grouped updates and the switches' statements with
+    // their outcomes in order. The statements after those are not checked:
+    // they touch only rows this transaction inserted or deletes.
     if !switches.is_empty() && !switch_sends::<T>() {
         let new: Vec<Tracked<T>> = switches.values().flatten().map(|switch| switch.new.clone()).collect();
         statements.updates.push(switch_upsert(&new, meta.insert_columns() & !scope.deferred, flush));
@@ -845,6 +844,7 @@ pub(crate) fn plan_table<T: Entity>(
         post_updated,
         deletes,
         switches,
+        switched_rows: Vec::new(),
         inserted_keys: Vec::new(),
         sequence_keys: None,
         insert_columns,
@@ -876,7 +876,8 @@ fn check_key_arrays<T: Entity>(columns: ResultColumns<'_>) -> Result<()> {
     Ok(())
 }
 
-/// [`check_returning`] for an upsert, which returns every column.
+/// [`check_returning`] for an upsert or a row switch, which return every
+/// column.
 fn check_returned_rows<T: Entity>(columns: ResultColumns<'_>) -> Result<()> {
     check_columns::<T>(columns, 0..T::META.columns.len())
 }
@@ -1111,6 +1112,52 @@ impl<T: Entity> Plan<T> {
         Err(Error::RowsNotInserted { entity: T::META.name, table: T::META.table, expected, inserted: copied })
     }
 
+    /// Reads the rows the switches' statements wrote into `switched_rows`,
+    /// in the order of the switches, matched by key. A switch whose row is
+    /// missing fails the flush: a versioned row changed or deleted since it
+    /// was loaded (`StaleData`, as its delete would have), a row of another
+    /// tenant left alone by the upsert (`WrongTenant`), or a key changed
+    /// before the upsert bound it (`PrimaryKeyChanged`), which wrote
+    /// another row.
+    fn read_switched(&mut self, outcomes: &TableOutcomes) -> Result<()> {
+        let count: usize = self.switches.iter().map(|(_, switched)| switched.len()).sum();
+        if count == 0 {
+            return Ok(());
+        }
+        let statements = if switch_sends::<T>() { self.switches.len() } else { 1 };
+        let mut written: HashMap<T::Key, T> = HashMap::with_capacity(count);
+        for outcome in outcomes.updates.iter().skip(self.updates.len()).take(statements) {
+            for row in rows_of(Some(outcome)).0 {
+                let row = T::from_row(row, 0)?;
+                written.insert(row.key(), row);
+            }
+        }
+        let mut rows = Vec::with_capacity(count);
+        let mut missed = Vec::new();
+        for switch in self.switches.iter().flat_map(|(_, switched)| switched) {
+            let key = switch.stored.key();
+            match written.remove(&key) {
+                Some(row) => rows.push(row),
+                None if switch.new.lock_read()?.current.key() != key => {
+                    return Err(Error::PrimaryKeyChanged { entity: T::META.name, key: format!("{key:?}") });
+                }
+                None => missed.push(format!("{key:?}")),
+            }
+        }
+        if missed.is_empty() {
+            self.switched_rows = rows;
+            return Ok(());
+        }
+        let (entity, table) = (T::META.name, T::META.table);
+        Err(if switch_sends::<T>() {
+            Error::StaleData { entity, table, matched: rows.len(), expected: count, keys: missed }
+        } else if T::META.tenant_column().is_some() {
+            Error::WrongTenant { entity }
+        } else {
+            Error::RowsNotInserted { entity, table, expected: count, inserted: rows.len() }
+        })
+    }
+
     /// Fails with `StaleData` naming the rows a statement should have
     /// matched and did not: its outcome names them (see
     /// [`Statement::reporting_unmatched`]), and they are named in the order
@@ -1238,7 +1285,7 @@ impl<T: Entity> TablePlan for Plan<T> {
         !self.updates.is_empty()
             || self.check_clash
             || self.check_tracked
-            || (switch_sends::<T>() && !self.switches.is_empty())
+            || !self.switches.is_empty()
             || (!self.deletes.is_empty() && T::META.version_column().is_some())
             || self.upsert_may_skip()
     }
@@ -1268,13 +1315,7 @@ impl<T: Entity> TablePlan for Plan<T> {
         for (rows, outcome) in self.updates.iter().zip(&outcomes.updates) {
             Self::check_matched(rows, outcome)?;
         }
-        // A switch checks the row it takes over, as the delete would have.
-        let switch_outcomes = outcomes.updates.iter().skip(self.updates.len());
-        let sent = self.switches.iter().filter(|_| switch_sends::<T>());
-        for ((_, switched), outcome) in sent.zip(switch_outcomes) {
-            let replaced: Vec<Tracked<T>> = switched.iter().map(|s| s.old.clone()).collect();
-            Self::check_matched(&replaced, outcome)?;
-        }
+        self.read_switched(outcomes)?;
         // Deleting a row that is already gone reaches the desired state,
         // unless a version says the caller decided on data that changed.
         if T::META.version_column().is_some() {
@@ -1336,9 +1377,17 @@ impl<T: Entity> TablePlan for Plan<T> {
         let mut inserted = lock_all(self.inserts.iter(), self.inserts.len())?;
         let mut post_updated_only = self.lock_post_updated_only()?;
         let mut updated = lock_all(self.updates.iter().flatten(), self.updates.iter().map(Vec::len).sum())?;
-        let switched: Vec<(bool, &RowSwitch<T>)> =
-            self.switches.iter().flat_map(|(_, s)| s.iter().map(|s| (switch_sends::<T>(), s))).collect();
-        let mut switching = switched.iter().map(|(_, s)| s.new.lock_write()).collect::<Result<Vec<_>>>()?;
+        let switched: Vec<&RowSwitch<T>> = self.switches.iter().flat_map(|(_, switched)| switched).collect();
+        if switched.len() != self.switched_rows.len() {
+            // `verify` reads a row for each switch, or fails.
+            return Err(Error::RowsNotInserted {
+                entity: T::META.name,
+                table: T::META.table,
+                expected: switched.len(),
+                inserted: self.switched_rows.len(),
+            });
+        }
+        let mut switching = switched.iter().map(|s| s.new.lock_write()).collect::<Result<Vec<_>>>()?;
 
         // The post-update advanced the version the insert wrote.
         for state in &mut post_updated_only {
@@ -1380,8 +1429,8 @@ impl<T: Entity> TablePlan for Plan<T> {
             }
         }
         let mut switched_keys = Vec::with_capacity(switched.len());
-        for (&(updated, switch), state) in switched.iter().zip(&mut switching) {
-            if switch_flushed(&switch.new, state, &switch.stored, updated) {
+        for ((&switch, state), row) in switched.iter().zip(&mut switching).zip(&self.switched_rows) {
+            if switch_flushed(&switch.new, state, row) {
                 rewritten.push(&switch.new);
             }
             switched_keys.push(switch.new.stored(state, T::key));
@@ -1396,7 +1445,7 @@ impl<T: Entity> TablePlan for Plan<T> {
         } else {
             // Built only here: a request's insert leaves no other pending.
             let inserting = addresses(&self.inserts);
-            let switched: AddressSet = switched.iter().map(|(_, s)| s.new.address()).collect();
+            let switched: AddressSet = switched.iter().map(|s| s.new.address()).collect();
             registry.pending_inserts.retain(|address, _| !inserting.contains(&address) && !switched.contains(&address));
         }
         // Not written: out of the session, as an expunged pending insert.
@@ -1404,7 +1453,7 @@ impl<T: Entity> TablePlan for Plan<T> {
             registry.forget_links(tracked);
             registry.forget_in_index(tracked);
         }
-        for ((_, switch), key) in switched.iter().zip(switched_keys) {
+        for (switch, key) in switched.iter().zip(switched_keys) {
             // The new entity takes the deleted one's place under its key.
             registry.pending_deletes.swap_remove(&key);
             registry.enter(key, switch.new.clone());
