@@ -481,11 +481,20 @@ impl SessionConnection {
     /// only a rollback (to a savepoint, see `recover`) remains. Outside one
     /// nothing was lost, and a connection that broke is let go, so that the
     /// session's next statement takes a fresh one from the pool.
+    ///
+    /// A statement prepared before a migration changed the type of a column
+    /// it returns fails from then on ("cached plan must not change result
+    /// type"), and so would every statement the connection prepared over
+    /// that table: the connection forgets all it prepared, so that one
+    /// statement fails instead of every later one until it closes.
     fn statement_failed(&mut self, error: &Error) {
         if let (Some((replicas, _)), Some(ServedBy::Replica(index)), Error::ConnectionLost(_)) =
             (&self.read, self.served_by, error)
         {
             replicas.lost(index, &error.to_string());
+        }
+        if let (Some(client), true) = (&self.client, error.is_stale_plan()) {
+            client.statement_cache.clear();
         }
         if self.in_transaction {
             self.failed = true;

@@ -672,6 +672,17 @@ impl Error {
         }
     }
 
+    /// Whether the server refused to run a statement it prepared before
+    /// the type of a column it returns changed ("cached plan must not
+    /// change result type"), which it refuses from then on. Told by the
+    /// server's routine, which, unlike the message, is not translated.
+    pub(crate) fn is_stale_plan(&self) -> bool {
+        let db_error = self.driver_error().and_then(tokio_postgres::Error::as_db_error);
+        db_error.is_some_and(|db_error| {
+            *db_error.code() == SqlState::FEATURE_NOT_SUPPORTED && db_error.routine() == Some("RevalidateCachedQuery")
+        })
+    }
+
     /// The SQLSTATE code reported by PostgreSQL, if this error came from the server.
     pub fn sql_state(&self) -> Option<&SqlState> {
         self.driver_error().and_then(tokio_postgres::Error::as_db_error).map(tokio_postgres::error::DbError::code)

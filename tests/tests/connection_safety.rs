@@ -508,3 +508,37 @@ async fn a_raw_copy_with_the_client_is_refused_and_the_session_goes_on() {
     .await
     .expect("the test finished within 30 s");
 }
+
+/// A migration that changes the type of a column under statements a
+/// connection prepared (`varchar` to `text`) makes them fail on it with
+/// "cached plan must not change result type": the statement that meets
+/// it fails, and the connection forgets what it prepared, so the next
+/// sessions succeed (every statement prepared anew) instead of failing
+/// until the connection closes.
+#[tokio::test]
+async fn a_column_type_changed_under_prepared_statements_fails_one_statement() {
+    let (test_db, db) = setup_one_connection().await;
+    let mut session = db.session();
+    let ann = session.add(customer("ann"));
+    session.commit().await.unwrap();
+    let id = ann.read().id;
+
+    let mut session = db.session();
+    session.get_one::<Customer>(id).await.unwrap();
+    session.query::<Customer>().filter(Customer::NAME.eq("ann")).all().await.unwrap();
+    session.commit().await.unwrap();
+    test_db.client().await.batch_execute("ALTER TABLE customer ALTER COLUMN name TYPE text").await.unwrap();
+
+    let mut session = db.session();
+    let error = session.get_one::<Customer>(id).await.unwrap_err();
+    assert_eq!(error.sql_state(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "got {error:?}");
+    session.rollback().await.unwrap();
+
+    let mut session = db.session();
+    let by_key = session.get_one::<Customer>(id).await.expect("prepared anew");
+    let by_name = session.query::<Customer>().filter(Customer::NAME.eq("ann")).all().await.expect("prepared anew");
+    assert!(Tracked::ptr_eq(&by_key, &by_name[0]));
+    by_key.modify(|customer| customer.name = "anne".into());
+    session.commit().await.unwrap();
+    assert_eq!(customer_names(&test_db).await, ["anne"]);
+}
