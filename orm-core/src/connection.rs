@@ -147,6 +147,11 @@ pub(crate) struct SessionConnection {
     /// the transaction, went unseen, and a `COMMIT` of an aborted
     /// transaction rolls back without an error. The commit checks first.
     rows_unread: bool,
+    /// The application's own SQL ran on the connection (see
+    /// [`raw_statement`](Self::raw_statement)): it may have left state there
+    /// that outlives the transaction, which is reset before the connection
+    /// goes back to the pool.
+    raw_ran: bool,
     /// Whether the last batch sent all its statements (see `batch_sent`).
     batch_sent: bool,
     /// What [`AFTER_ALONE`] found: the statement that ran alone ran
@@ -207,6 +212,22 @@ const ABORTED_CHECK: &str = "SELECT WHERE false; ";
 /// it (the statement committed before this ran), for a commit token.
 const AFTER_ALONE_WITH_TOKEN: &str = "SELECT pg_current_xact_id_if_assigned() IS NOT NULL \
      OR transaction_timestamp() <> statement_timestamp(), pg_current_wal_insert_lsn()";
+
+/// Resets what the application's own SQL may have left on a connection
+/// beyond its transaction, before the pool hands it to another session:
+/// settings (`SET`, `set_config(.., false)`, a role), cursors held open,
+/// `LISTEN`s, session advisory locks and temporary tables. `DISCARD ALL`
+/// without `DEALLOCATE ALL`, which would drop the statements the driver
+/// keeps prepared on the connection. Settings go back to the connection's
+/// own (those of its connection string).
+const RESET_SESSION: &str = "RESET ALL; SET SESSION AUTHORIZATION DEFAULT; CLOSE ALL; UNLISTEN *; \
+     SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
+
+/// [`RESET_SESSION`] for a replica, which refuses `LISTEN` and temporary
+/// tables (and so has neither to reset) and may refuse `UNLISTEN`: one
+/// refused statement would undo the query's settings with it.
+const RESET_REPLICA_SESSION: &str = "RESET ALL; SET SESSION AUTHORIZATION DEFAULT; CLOSE ALL; \
+     SELECT pg_advisory_unlock_all()";
 
 /// Whether `after` is the check behind a statement alone.
 fn checks_alone(after: Option<&str>) -> bool {
@@ -271,6 +292,7 @@ impl SessionConnection {
             in_transaction: false,
             fresh_transaction: false,
             rows_unread: false,
+            raw_ran: false,
             failed: false,
             in_flight: false,
             flush_savepoint_open: false,
@@ -603,7 +625,32 @@ impl SessionConnection {
     /// keep it too: the connection still reads them.
     fn release_between_statements(&mut self) {
         if !self.in_transaction && !self.in_flight && self.read.is_none() {
-            self.client = None;
+            self.give_back();
+        }
+    }
+
+    /// Records that the application's own SQL is about to run on the
+    /// session's connection, so that what it may leave there beyond the
+    /// transaction is reset before the connection goes back to the pool.
+    pub(crate) fn raw_statement(&mut self) {
+        self.raw_ran = true;
+    }
+
+    /// Returns the connection, outside any transaction, to the pool; reset
+    /// first (queued ahead of its next borrower's statements) if the
+    /// application's own SQL ran on it. Not through a transaction pooler (the
+    /// unnamed mode): the reset would land on whichever server connection
+    /// the pooler picks, another client's.
+    fn give_back(&mut self) {
+        let Some(client) = self.client.take() else { return };
+        if std::mem::take(&mut self.raw_ran) && !self.unnamed_statements() {
+            let reset = match self.served_by {
+                Some(ServedBy::Replica(_)) => RESET_REPLICA_SESSION,
+                _ => RESET_SESSION,
+            };
+            if !queue(&client, reset) {
+                drop(Object::take(client));
+            }
         }
     }
 
@@ -1104,7 +1151,7 @@ impl SessionConnection {
             return if was_in_transaction && sql != "ROLLBACK" { Err(Error::TransactionFailed) } else { Ok(()) };
         }
         let Some(client) = self.client.as_ref().filter(|_| self.in_transaction) else {
-            self.client = None;
+            self.give_back();
             return Ok(());
         };
         // After rows left unread, a statement before the `COMMIT` fails if
@@ -1120,7 +1167,7 @@ impl SessionConnection {
             Ok(answer) => {
                 self.in_transaction = false;
                 self.commit_answered(sql, &answer);
-                self.client = None;
+                self.give_back();
                 Ok(())
             }
             Err(error) => {
@@ -1172,13 +1219,12 @@ impl SessionConnection {
             // connection may have been inside a transaction nobody knew of
             // (one a hand-written client left there).
             Some(_) => {
-                if let Some(client) = self.client.take() {
-                    if !queue(&client, "ROLLBACK") {
-                        drop(Object::take(client));
-                    }
+                if self.client.as_ref().is_some_and(|client| !queue(client, "ROLLBACK")) {
+                    self.discard_connection();
                 }
+                self.give_back();
             }
-            None => self.client = None,
+            None => self.give_back(),
         }
     }
 }
@@ -1557,11 +1603,13 @@ fn queue(client: &Object, sql: &str) -> bool {
 
 impl Drop for SessionConnection {
     fn drop(&mut self) {
-        let Some(client) = self.client.take() else { return };
+        let Some(client) = &self.client else { return };
         if self.in_flight {
-            discard_mid_statement(client, self.target.connector());
-        } else if self.in_transaction && !queue(&client, "ROLLBACK") {
-            drop(Object::take(client));
+            self.abandon();
+        } else if self.in_transaction && !queue(client, "ROLLBACK") {
+            self.discard_connection();
+        } else {
+            self.give_back();
         }
     }
 }

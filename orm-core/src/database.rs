@@ -469,6 +469,9 @@ impl Database {
     /// migration tool, say), with the errors a session would give: one
     /// that cannot be opened is an [`Error::Connect`] naming host, port,
     /// database and user, where `pool().get()` only has the driver's error.
+    /// The connection goes back to the pool when dropped, as it is: unlike
+    /// a session's, it is not reset, so end a transaction you opened and
+    /// undo session state you left (`SET`, `pg_advisory_lock`) first.
     ///
     /// ```
     /// # use orm_core::{Database, DatabaseConfig, ErrorKind};

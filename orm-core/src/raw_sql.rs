@@ -111,12 +111,12 @@ impl<'a> RawSql<'a> {
     /// it runs without `BEGIN` before the session's first write. A
     /// statement marked so that does write commits on its own, outside
     /// the session's unit of work. Nor may it leave state on the
-    /// connection (`SET` or `set_config(.., false)`, `pg_advisory_lock`,
-    /// `LISTEN`, temporary tables, `PREPARE`, `DECLARE ... WITH HOLD`):
-    /// outside a transaction the session gives its connection back to the
-    /// pool after each read, so that state would stay behind for another
-    /// request, and the session's next statement (an unlock, say) may run
-    /// on another connection.
+    /// connection for a later statement (`SET` or `set_config(.., false)`,
+    /// `pg_advisory_lock`, `LISTEN`, temporary tables, `PREPARE`,
+    /// `DECLARE ... WITH HOLD`): outside a transaction the session gives
+    /// its connection back to the pool after each read, resetting such
+    /// state, and its next statement (an unlock, say) may run on another
+    /// connection.
     #[must_use]
     pub fn read_only(self) -> Self {
         RawSql { read_only: true, ..self }

@@ -973,7 +973,9 @@ impl Session {
     /// autoflush) and returns the number of rows it affected. Values go in
     /// `params` as `$1, $2, ...`, never into the text. The statement opens
     /// the transaction if none is open yet, unless it is marked
-    /// [`RawSql::read_only`].
+    /// [`RawSql::read_only`]. State it leaves on the connection beyond the
+    /// transaction (a `SET`, a session advisory lock, a temporary table) is
+    /// reset when the session gives the connection back to the pool.
     ///
     /// A plain `&str` is prepared for this run only, so SQL text built at
     /// run time does not pile up in the connection's statement cache; that
@@ -1001,6 +1003,7 @@ impl Session {
         // Readied first if it may return rows, which are not read but still
         // arrive (see `RawSql::may_return_rows`).
         let check = sql.may_return_rows().then_some(ANY_COLUMNS);
+        self.connection.raw_statement();
         self.connection.for_each_row_checked(sql, params, sql.access(), &mut self.stats, check, |_| Ok(())).await
     }
 
@@ -1013,6 +1016,7 @@ impl Session {
     pub async fn query_rows(&mut self, sql: impl Into<RawSql<'_>>, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let sql = sql.into();
         self.autoflush().await?;
+        self.connection.raw_statement();
         self.raw_rows(sql, params, sql.access()).await
     }
 
@@ -1148,6 +1152,7 @@ impl Session {
         self.loads.record(sql.text())?;
         let mut loaded = Vec::new();
         let check = Some(query::check_columns::<E> as Check);
+        self.connection.raw_statement();
         self.connection
             .for_each_row_checked(sql, params, sql.access(), &mut self.stats, check, |row| {
                 loaded.push(E::from_row(&row, 0)?);

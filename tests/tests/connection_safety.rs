@@ -542,3 +542,64 @@ async fn a_column_type_changed_under_prepared_statements_fails_one_statement() {
     session.commit().await.unwrap();
     assert_eq!(customer_names(&test_db).await, ["anne"]);
 }
+
+/// What the connection holds that outlives a transaction, as seen by the
+/// next session on it: its `application_name`, the advisory locks it
+/// holds, and whether its temporary table `scratch` exists.
+async fn leftover_state(db: &Database, test_db: &TestDb) -> (String, i64, bool) {
+    let mut session = db.session();
+    let rows = session
+        .query_rows("SELECT current_setting('application_name'), to_regclass('pg_temp.scratch') IS NOT NULL", &[])
+        .await
+        .unwrap();
+    session.commit().await.unwrap();
+    let locks: i64 = test_db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    (rows[0].get(0), locks, rows[0].get(1))
+}
+
+/// Leaves on the session's connection what [`leftover_state`] sees.
+async fn leave_state(session: &mut orm_core::Session) {
+    session.execute("SET application_name = 'leaked'", &[]).await.unwrap();
+    session.query_rows("SELECT pg_advisory_lock(7)", &[]).await.unwrap();
+    session.execute("CREATE TEMP TABLE scratch (x int)", &[]).await.unwrap();
+}
+
+/// The application's own SQL may leave state on the connection beyond its
+/// transaction: a setting, a session advisory lock, a temporary table.
+/// The pool must not hand it to the next request (another user's), so
+/// the connection is reset before it goes back: after a commit, a
+/// rollback, a dropped session, and a read outside any transaction.
+#[tokio::test]
+async fn state_the_applications_sql_leaves_on_a_connection_is_reset_before_the_next_session() {
+    let (test_db, db) = setup_one_connection().await;
+    let fresh = leftover_state(&db, &test_db).await;
+    assert_eq!((fresh.1, fresh.2), (0, false));
+
+    let mut session = db.session();
+    leave_state(&mut session).await;
+    session.commit().await.unwrap();
+    assert_eq!(leftover_state(&db, &test_db).await, fresh, "after a commit");
+
+    let mut session = db.session();
+    leave_state(&mut session).await;
+    session.query_rows("SELECT pg_advisory_lock(8)", &[]).await.unwrap();
+    session.rollback().await.unwrap();
+    assert_eq!(leftover_state(&db, &test_db).await, fresh, "after a rollback (the locks outlive it)");
+
+    let mut session = db.session();
+    leave_state(&mut session).await;
+    drop(session);
+    assert_eq!(leftover_state(&db, &test_db).await, fresh, "after a dropped session");
+
+    let mut session = db.session();
+    let set = orm_core::RawSql::once("SELECT set_config('application_name', 'leaked', false)").read_only();
+    session.query_rows(set, &[]).await.unwrap();
+    assert_eq!(leftover_state(&db, &test_db).await, fresh, "after a read that opened no transaction");
+    drop(session);
+}

@@ -25,13 +25,18 @@ async fn bounded<T>(future: impl Future<Output = T>) -> T {
 /// replica, whose lag may be up to `max_lag`. Health is checked by every
 /// read session.
 async fn setup(pair: &ReplicaPair, max_lag: Duration) -> (TestDb, Database) {
+    setup_with(pair, |config| config.max_replica_lag = max_lag).await
+}
+
+/// [`setup`] with the configuration changed by `configure`.
+async fn setup_with(pair: &ReplicaPair, configure: impl FnOnce(&mut DatabaseConfig)) -> (TestDb, Database) {
     let test_db = pair.test_db().await;
     test_db.client().await.batch_execute(SCHEMA).await.expect("schema");
     pair.wait_for_replay().await;
     let mut config = DatabaseConfig::from_url(test_db.url()).expect("primary URL");
     config.replicas.push(ReplicaConfig::from_url(&pair.replica_url_of(&test_db)).expect("replica URL"));
-    config.max_replica_lag = max_lag;
     config.replica_check_interval = Duration::ZERO;
+    configure(&mut config);
     (test_db, Database::with_config(config).expect("pool"))
 }
 
@@ -190,6 +195,33 @@ async fn reads_keep_working_from_the_primary_while_the_replica_is_stopped() {
         let mut reading = db.read_session();
         assert_eq!(customers(&mut reading).await, 1);
         assert_eq!(reading.served_by(), Some(ServedBy::Replica(0)), "back in service once it runs again");
+    }))
+    .await;
+}
+
+/// A read session's own SQL may leave state on its replica connection (a
+/// setting, a session advisory lock, which a replica allows): the
+/// connection is reset before the next read session gets it, with a reset
+/// the replica accepts.
+#[tokio::test]
+async fn state_a_read_session_leaves_on_its_replica_connection_is_reset() {
+    let pair = ReplicaPair::take().await;
+    bounded(Box::pin(async {
+        let (test_db, db) = setup_with(&pair, |config| config.max_connections = 1).await;
+        let mut reading = db.read_session();
+        let leave = "SELECT pg_backend_pid(), set_config('application_name', 'leaked', false), \
+                     pg_advisory_lock(7)::text";
+        let pid: i32 = reading.query_rows(leave, &[]).await.expect("a replica takes both")[0].get(0);
+        assert_eq!(reading.served_by(), Some(ServedBy::Replica(0)));
+        reading.commit().await.expect("commit");
+
+        let mut reading = db.read_session();
+        let state = "SELECT pg_backend_pid(), current_setting('application_name'), \
+                     (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())";
+        let rows = reading.query_rows(state, &[]).await.expect("state");
+        assert_eq!(rows[0].get::<_, i32>(0), pid, "the same connection");
+        assert_eq!((rows[0].get::<_, String>(1), rows[0].get::<_, i64>(2)), (String::new(), 0));
+        drop(test_db);
     }))
     .await;
 }
