@@ -517,6 +517,9 @@ async fn a_raw_copy_with_the_client_is_refused_and_the_session_goes_on() {
 /// until the connection closes.
 #[tokio::test]
 async fn a_column_type_changed_under_prepared_statements_fails_one_statement() {
+    if orm_tests::skip_via_pgbouncer("the unnamed mode prepares nothing for a migration to outdate") {
+        return;
+    }
     let (test_db, db) = setup_one_connection().await;
     let mut session = db.session();
     let ann = session.add(customer("ann"));
@@ -577,6 +580,9 @@ async fn leave_state(session: &mut orm_core::Session) {
 /// rollback, a dropped session, and a read outside any transaction.
 #[tokio::test]
 async fn state_the_applications_sql_leaves_on_a_connection_is_reset_before_the_next_session() {
+    if orm_tests::skip_via_pgbouncer("a transaction pooler's server connections are not the session's to reset") {
+        return;
+    }
     let (test_db, db) = setup_one_connection().await;
     let fresh = leftover_state(&db, &test_db).await;
     assert_eq!((fresh.1, fresh.2), (0, false));
