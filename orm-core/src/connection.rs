@@ -219,15 +219,10 @@ const AFTER_ALONE_WITH_TOKEN: &str = "SELECT pg_current_xact_id_if_assigned() IS
 /// `LISTEN`s, session advisory locks and temporary tables. `DISCARD ALL`
 /// without `DEALLOCATE ALL`, which would drop the statements the driver
 /// keeps prepared on the connection. Settings go back to the connection's
-/// own (those of its connection string).
+/// own (those of its connection string). Every statement of it runs on a
+/// replica too: one refused would undo the settings' reset with it.
 const RESET_SESSION: &str = "RESET ALL; SET SESSION AUTHORIZATION DEFAULT; CLOSE ALL; UNLISTEN *; \
      SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
-
-/// [`RESET_SESSION`] for a replica, which refuses `LISTEN` and temporary
-/// tables (and so has neither to reset) and may refuse `UNLISTEN`: one
-/// refused statement would undo the query's settings with it.
-const RESET_REPLICA_SESSION: &str = "RESET ALL; SET SESSION AUTHORIZATION DEFAULT; CLOSE ALL; \
-     SELECT pg_advisory_unlock_all()";
 
 /// Whether `after` is the check behind a statement alone.
 fn checks_alone(after: Option<&str>) -> bool {
@@ -643,14 +638,8 @@ impl SessionConnection {
     /// the pooler picks, another client's.
     fn give_back(&mut self) {
         let Some(client) = self.client.take() else { return };
-        if std::mem::take(&mut self.raw_ran) && !self.unnamed_statements() {
-            let reset = match self.served_by {
-                Some(ServedBy::Replica(_)) => RESET_REPLICA_SESSION,
-                _ => RESET_SESSION,
-            };
-            if !queue(&client, reset) {
-                drop(Object::take(client));
-            }
+        if std::mem::take(&mut self.raw_ran) && !self.unnamed_statements() && !queue(&client, RESET_SESSION) {
+            drop(Object::take(client));
         }
     }
 

@@ -338,3 +338,98 @@ async fn a_switch_gives_generated_columns_their_defaults_and_reads_them_back() {
     assert_eq!((row.0.as_str(), row.1), ("four", 4));
     assert!(row.2 > rows[1].2, "numbered anew: {row:?}");
 }
+
+/// A row that is all key: what a switch would write is already there.
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Tagging {
+    #[orm(primary_key)]
+    post: i64,
+    #[orm(primary_key)]
+    tag: String,
+}
+
+/// Deleting a row that is all key and adding it back in one flush (a tag
+/// taken off a post and put back) is a switch that changes nothing: it
+/// succeeds, and the row stays, as a delete and an insert would leave it;
+/// the new object takes the old one's place.
+#[tokio::test]
+async fn a_switch_of_a_row_that_is_all_key_keeps_the_row() {
+    let (test_db, db) = setup(0).await;
+    let client = test_db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE tagging (post bigint, tag text, PRIMARY KEY (post, tag));
+             INSERT INTO tagging VALUES (1, 'rust'), (1, 'sql')",
+        )
+        .await
+        .unwrap();
+    let mut session = db.session();
+    let old = session.query::<Tagging>().all().await.unwrap();
+    for tagging in &old {
+        session.delete(tagging).unwrap();
+    }
+    let new = session.add_all(old.iter().map(|tagging| tagging.read().clone()));
+    client.execute("DELETE FROM tagging WHERE tag = 'sql'", &[]).await.unwrap();
+    session.flush().await.expect("a switch that writes nothing");
+    let again = session.get_one::<Tagging>((1, "rust".to_owned())).await.unwrap();
+    assert!(Tracked::ptr_eq(&again, &new[0]));
+    session.commit().await.unwrap();
+    let rows = client.query("SELECT tag FROM tagging ORDER BY tag", &[]).await.unwrap();
+    let tags: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+    assert_eq!(tags, ["rust", "sql"], "the row another writer deleted is inserted again");
+}
+
+/// A club names its star member, and a member its club: a reference cycle,
+/// whose nullable side (`star_id`) a plain insert leaves to a post-update.
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Club {
+    #[orm(primary_key)]
+    code: String,
+    name: String,
+    #[orm(references = Member)]
+    star_id: Option<String>,
+}
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Member {
+    #[orm(primary_key)]
+    name: String,
+    #[orm(references = Club)]
+    club_id: String,
+    #[orm(version)]
+    version: i32,
+}
+
+/// Switches on a reference cycle write the cycle's columns themselves,
+/// after the round trip's inserts, instead of leaving them to the
+/// post-update that plain inserts need: versioned or not.
+#[tokio::test]
+async fn switches_on_a_reference_cycle_write_its_columns() {
+    let (test_db, db) = setup(0).await;
+    let client = test_db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE club (code text PRIMARY KEY, name text NOT NULL, star_id text);
+             CREATE TABLE member (name text PRIMARY KEY, club_id text NOT NULL REFERENCES club, version int NOT NULL);
+             ALTER TABLE club ADD FOREIGN KEY (star_id) REFERENCES member;
+             INSERT INTO club VALUES ('c', 'old', NULL);
+             INSERT INTO member VALUES ('m', 'c', 0)",
+        )
+        .await
+        .unwrap();
+    let mut session = db.session();
+    let club = session.get_one::<Club>("c".to_owned()).await.unwrap();
+    let member = session.get_one::<Member>("m".to_owned()).await.unwrap();
+    session.delete(&club).unwrap();
+    session.delete(&member).unwrap();
+    session.add(Club { code: "c".into(), name: "new".into(), star_id: Some("n".into()) });
+    session.add(Member { name: "n".into(), club_id: "c".into(), version: 0 });
+    session.add(Member { name: "m".into(), club_id: "c".into(), version: 0 });
+    let committed = tokio::time::timeout(std::time::Duration::from_secs(10), session.commit()).await;
+    committed.expect("no wait on the session's own objects").expect("commit");
+    let rows = client.query("SELECT name, star_id FROM club", &[]).await.unwrap();
+    assert_eq!((rows[0].get::<_, String>(0), rows[0].get::<_, Option<String>>(1)), ("new".into(), Some("n".into())));
+    let members = client.query("SELECT name, version FROM member ORDER BY name", &[]).await.unwrap();
+    let members: Vec<(String, i32)> = members.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert_eq!(members, [("m".to_owned(), 1), ("n".to_owned(), 0)]);
+}

@@ -408,12 +408,17 @@ fn assigned_by_switch<T: Entity>() -> ColumnSet {
 /// when another writer deleted the row meanwhile, would lose the new row
 /// (or fail where the delete and insert succeed); the upsert inserts it
 /// then, and otherwise gives the row every value of the new entity, and
-/// its generated columns their defaults. It returns the rows written.
-/// Reference-cycle columns are left to the post-update, as an insert's
-/// are: `EXCLUDED` holds their defaults, which the post-update replaces.
-fn switch_upsert<T: Entity>(new: &[Tracked<T>], columns: ColumnSet, flush: Option<u64>) -> Unbound {
+/// its generated columns their defaults. It returns the rows written: a
+/// row that is all key is "updated" to itself, so that it comes back too.
+/// Reference-cycle columns are written with the rest: the switches come
+/// after every insert of the flush.
+fn switch_upsert<T: Entity>(new: &[Tracked<T>], flush: Option<u64>) -> Unbound {
     let meta = T::META;
-    let update = (meta.insert_columns() | sql::generated_set(meta)) & !meta.key_set();
+    let columns = meta.insert_columns();
+    let update = match (columns | sql::generated_set(meta)) & !meta.key_set() {
+        0 => meta.key_set(),
+        update => update,
+    };
     let statement = Statement {
         check: Some(check_returned_rows::<T>),
         ..Statement::new(
@@ -759,10 +764,12 @@ pub(crate) fn plan_table<T: Entity>(
     };
     // The rows this flush inserts that reference something through a
     // deferred column, once all rows are inserted: the flush makes sure that
-    // rows with generated keys were sent by an earlier round trip.
+    // rows with generated keys were sent by an earlier round trip. Not the
+    // switches': they come after every insert, and write those columns.
     let mut post_updated: Vec<Tracked<T>> = Vec::new();
     if scope.last && scope.deferred != 0 {
-        for tracked in registry.pending_inserts.values() {
+        let switching: HashSet<usize> = switches.values().flatten().map(|s| s.new.address()).collect();
+        for tracked in registry.pending_inserts.values().filter(|t| !switching.contains(&t.address())) {
             let state = tracked.lock_read()?;
             if sql::indexes(scope.deferred).any(|column| !state.current.column_is_null(column)) {
                 post_updated.push(tracked.clone());
@@ -796,7 +803,7 @@ pub(crate) fn plan_table<T: Entity>(
     // they touch only rows this transaction inserted or deletes.
     if !switches.is_empty() && !switch_sends::<T>() {
         let new: Vec<Tracked<T>> = switches.values().flatten().map(|switch| switch.new.clone()).collect();
-        statements.updates.push(switch_upsert(&new, meta.insert_columns() & !scope.deferred, flush));
+        statements.updates.push(switch_upsert(&new, flush));
     }
     if !post_updated.is_empty() {
         statements.updates.push(
