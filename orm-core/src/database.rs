@@ -94,7 +94,7 @@ pub struct DatabaseConfig {
     /// sessions: a replica lagging more is skipped, with a warning, until
     /// it catches up. The lag is the age of the last transaction the
     /// replica replayed, while it has received log it has not replayed
-    /// yet. Default: 5 s.
+    /// yet or does not stream from the primary (0 otherwise). Default: 5 s.
     pub max_replica_lag: Duration,
     /// How long what a replica's health check found (up, within the lag
     /// bound, how far it replayed) is trusted before a read session checks

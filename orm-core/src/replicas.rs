@@ -102,11 +102,16 @@ enum State {
 }
 
 /// The replica's state in one round trip: whether it replays a primary's
-/// log, how far it got, and its lag in seconds. The lag is 0 while it has
-/// replayed all it received (a primary without writes does not make a
-/// replica lag), else the age of the last transaction it replayed.
+/// log, how far it got, and its lag in seconds. The lag is 0 while it
+/// streams from the primary and has replayed all it received (a primary
+/// without writes does not make a replica lag), else the age of the last
+/// transaction it replayed: a replica whose WAL receiver stopped (its link
+/// to the primary broke) has replayed all it received, which no longer
+/// says it is up to date. (The receiver's status is shown only to
+/// privileged users; to others, a receiver running counts as streaming.)
 const HEALTH_SQL: &str = "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), \
-     CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
+     CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() \
+     AND EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status IS NULL OR status = 'streaming') THEN 0 \
      ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END";
 
 impl Replicas {

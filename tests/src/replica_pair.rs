@@ -136,6 +136,50 @@ impl ReplicaPair {
         self.replica_client().await.batch_execute("SELECT pg_wal_replay_resume()").await.expect("resume replay");
     }
 
+    /// Stops the replica's WAL receiver, as a broken link to the primary
+    /// would (an empty `primary_conninfo`, reloaded): the replica keeps
+    /// serving what it replayed. Returns the connection string to give
+    /// [`resume_streaming`](Self::resume_streaming).
+    ///
+    /// # Panics
+    ///
+    /// If the replica refuses, or its receiver runs on after 20 s.
+    pub async fn stop_streaming(&self) -> String {
+        let replica = self.replica_client().await;
+        let conninfo: String =
+            replica.query_one("SHOW primary_conninfo", &[]).await.expect("read primary_conninfo").get(0);
+        replica.batch_execute("ALTER SYSTEM SET primary_conninfo = ''").await.expect("clear primary_conninfo");
+        replica.batch_execute("SELECT pg_reload_conf()").await.expect("reload");
+        let started = Instant::now();
+        loop {
+            let receivers: i64 = replica
+                .query_one("SELECT count(*) FROM pg_stat_wal_receiver", &[])
+                .await
+                .expect("read pg_stat_wal_receiver")
+                .get(0);
+            if receivers == 0 {
+                return conninfo;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "the WAL receiver did not stop");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Streams again from the primary, with the connection string
+    /// [`stop_streaming`](Self::stop_streaming) returned, and waits until
+    /// the replica has caught up.
+    ///
+    /// # Panics
+    ///
+    /// If the replica refuses, or does not catch up within 20 s.
+    pub async fn resume_streaming(&self, conninfo: &str) {
+        let replica = self.replica_client().await;
+        let quoted = conninfo.replace('\'', "''");
+        replica.batch_execute(&format!("ALTER SYSTEM SET primary_conninfo = '{quoted}'")).await.expect("restore");
+        replica.batch_execute("SELECT pg_reload_conf()").await.expect("reload");
+        self.wait_for_replay().await;
+    }
+
     /// Stops the replica (`pg_ctl stop -m fast`), cutting its connections.
     ///
     /// # Panics

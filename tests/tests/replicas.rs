@@ -225,3 +225,30 @@ async fn state_a_read_session_leaves_on_its_replica_connection_is_reset() {
     }))
     .await;
 }
+
+/// A replica whose link to the primary broke (its WAL receiver stopped)
+/// has replayed all it received, which no longer says it is up to date:
+/// it is skipped once its last replayed transaction is older than the
+/// bound, and serves again once it streams again.
+#[tokio::test]
+async fn a_replica_that_stopped_receiving_is_skipped_once_its_data_is_older_than_the_bound() {
+    let pair = ReplicaPair::take().await;
+    bounded(Box::pin(async {
+        let (_test_db, db) = setup(&pair, Duration::from_millis(500)).await;
+        write(&db, "alice").await;
+        pair.wait_for_replay().await;
+        let conninfo = pair.stop_streaming().await;
+        write(&db, "bob").await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let mut reading = db.read_session();
+        let (seen, served) = (customers(&mut reading).await, reading.served_by());
+        drop(reading);
+        pair.resume_streaming(&conninfo).await;
+        assert_eq!((seen, served), (2, Some(ServedBy::Primary)), "the replica that lost the primary is skipped");
+
+        let mut reading = db.read_session();
+        assert_eq!(customers(&mut reading).await, 2);
+        assert_eq!(reading.served_by(), Some(ServedBy::Replica(0)), "back in service once it streams again");
+    }))
+    .await;
+}
