@@ -239,7 +239,7 @@ async fn a_replica_that_stopped_receiving_is_skipped_once_its_data_is_older_than
         pair.wait_for_replay().await;
         let conninfo = pair.stop_streaming().await;
         write(&db, "bob").await;
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let mut reading = db.read_session();
         let (seen, served) = (customers(&mut reading).await, reading.served_by());
         drop(reading);
