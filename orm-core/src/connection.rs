@@ -335,9 +335,10 @@ impl SessionConnection {
     }
 
     /// Asks the next `COMMIT` for the primary's log position after it (see
-    /// [`commit_sql`](Self::commit_sql)).
+    /// [`commit_sql`](Self::commit_sql)); not a read session's, which
+    /// writes nothing to wait for, and whose replica could not tell.
     pub(crate) fn want_commit_token(&mut self) {
-        self.want_commit_token = true;
+        self.want_commit_token = self.read.is_none();
     }
 
     /// The log position the last `COMMIT` left the primary at, if it was

@@ -782,7 +782,9 @@ impl Session {
     /// [`Database::read_session_after`](crate::Database::read_session_after):
     /// a later session given the token reads from a replica only once the
     /// replica holds this commit. `None` when there was no transaction to
-    /// commit (the session only read without one, or wrote nothing).
+    /// commit (the session only read without one, or wrote nothing), and
+    /// for a [read session](crate::Database::read_session), which writes
+    /// nothing.
     ///
     /// The position is read by a `SELECT` that travels in the same message
     /// as the `COMMIT` (or right behind a unit of work's only statement,

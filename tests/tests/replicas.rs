@@ -252,3 +252,22 @@ async fn a_replica_that_stopped_receiving_is_skipped_once_its_data_is_older_than
     }))
     .await;
 }
+
+/// A read session on a replica that opened a transaction (raw SQL not
+/// marked read-only opens one, read-only on a read session) commits with
+/// a token as it commits without one: it wrote nothing, so there is no
+/// commit of its own to wait for, and the replica could not say where the
+/// primary's log is.
+#[tokio::test]
+async fn a_read_session_on_a_replica_commits_with_a_token_after_opening_a_transaction() {
+    let pair = ReplicaPair::take().await;
+    bounded(Box::pin(async {
+        let (_test_db, db) = setup(&pair, Duration::from_secs(60)).await;
+        let mut reading = db.read_session();
+        reading.execute("SELECT count(*) FROM customer", &[]).await.expect("read in a transaction");
+        assert_eq!(reading.served_by(), Some(ServedBy::Replica(0)));
+        let (_, token) = reading.commit_with_token().await.expect("the commit succeeds");
+        assert_eq!(token, None, "a read session commits nothing");
+    }))
+    .await;
+}
