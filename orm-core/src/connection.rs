@@ -1132,8 +1132,22 @@ impl SessionConnection {
     }
 
     /// Ends the transaction with `COMMIT` or `ROLLBACK` and returns the
-    /// connection to the pool.
+    /// connection to the pool. A commit of a transaction a statement failed
+    /// in since the caller looked (a hook's, whose error the hook dropped)
+    /// rolls back and fails: PostgreSQL would answer its `COMMIT` by
+    /// rolling back without an error.
     pub(crate) async fn finish(&mut self, sql: &str, stats: &mut SessionStats) -> Result<()> {
+        if self.failed && sql != "ROLLBACK" {
+            if let Err(error) = self.end_transaction("ROLLBACK", stats).await {
+                tracing::warn!(%error, "the rollback of a failed transaction failed");
+            }
+            return Err(Error::TransactionFailed);
+        }
+        self.end_transaction(sql, stats).await
+    }
+
+    /// [`finish`](Self::finish), sending `sql` as it is.
+    async fn end_transaction(&mut self, sql: &str, stats: &mut SessionStats) -> Result<()> {
         if self.in_flight {
             // Its transaction dies with the connection, whatever `sql` says.
             let was_in_transaction = self.in_transaction;

@@ -497,3 +497,42 @@ async fn a_flush_cancelled_inside_a_hook_leaves_the_session_able_to_flush() {
     })
     .await;
 }
+
+/// An `after_flush` hook whose statement fails and that carries on (a
+/// best-effort audit row, its error ignored).
+struct CarelessAudit;
+
+#[async_trait]
+impl SessionEvents for CarelessAudit {
+    async fn after_flush(&self, session: &mut Session) -> HookResult {
+        let _ = session.execute("INSERT INTO audit (action, item_id) VALUES (NULL, 0)", &[]).await;
+        Ok(())
+    }
+}
+
+/// A hook's failed statement aborts the transaction, whether or not the
+/// hook reports it: the commit must then fail, roll back and say so,
+/// rather than send a `COMMIT` that PostgreSQL answers by rolling back
+/// without an error (the flushed rows gone, `after_commit` run).
+#[tokio::test]
+async fn a_commit_after_a_hooks_failed_statement_fails_and_rolls_back() {
+    within(async {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let recorder = Recorder::new("db", &log);
+        let (test_db, db) = setup(0, |config| {
+            config.events.on_session(CarelessAudit).on_session(recorder);
+        })
+        .await;
+        let mut session = db.session();
+        session.add(Item { id: 0, name: "lost".into(), price: 1, updated_at: None });
+        let error = session.commit().await.expect_err("the transaction was aborted");
+        assert!(matches!(error, Error::TransactionFailed), "{error:?}");
+        assert_eq!(count(&test_db, "SELECT count(*) FROM item").await, 0);
+        let ran = taken(&log);
+        assert!(
+            ran.contains(&"db:after_rollback".to_owned()) && !ran.contains(&"db:after_commit".to_owned()),
+            "{ran:?}"
+        );
+    })
+    .await;
+}
