@@ -59,9 +59,15 @@
 //!   and the timeout then bounds the handler but never the `COMMIT`. The
 //!   handler's future is dropped, possibly mid-statement; the session
 //!   cancels that statement and the connection comes back clean;
-//! - a client that hangs up makes the server drop the request's future,
-//!   this layer's included, and with it the session, which rolls back the
-//!   same way. So does a panic with no `CatchPanicLayer` to catch it.
+//! - a client that hangs up while the handler runs makes the server drop
+//!   the request's future, this layer's included, and with it the
+//!   session, which rolls back the same way. So does a panic with no
+//!   `CatchPanicLayer` to catch it. Once the handler has answered, the
+//!   layer ends the session in a task of its own, which a hang-up does not
+//!   cut off: a commit under way completes, with its `after_commit` hooks;
+//! - a step after a successful `COMMIT` that fails ([`Error::AfterCommit`]:
+//!   an `after_commit` hook, say) leaves the handler's response as it is
+//!   and logs the error: the transaction committed.
 //!
 //! A handler that answers with what it inserted (a generated key, say)
 //! can leave the insert to the commit, which sends it with `BEGIN` and
@@ -478,19 +484,31 @@ impl RequestSession {
         };
         let Some(session) = guard.take() else { return response };
         drop(guard);
-        let layer = &*self.settings;
-        if (layer.commit_when)(&response) {
-            commit(session, response, layer, self.held).await
-        } else {
-            rollback(session, response).await
-        }
+        // A task of its own, which the server cannot drop with the request
+        // when the client hangs up: a `COMMIT` cut off there would leave
+        // the outcome unknown, and a commit that went through without its
+        // `after_commit` hooks.
+        let (settings, held) = (self.settings, self.held);
+        let ending = tokio::spawn(async move {
+            if (settings.commit_when)(&response) {
+                commit(session, response, &settings, held).await
+            } else {
+                rollback(session, response).await
+            }
+        });
+        ending.await.unwrap_or_else(|error| {
+            tracing::error!(%error, "ending the request's session failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        })
     }
 }
 
 /// How the request's session ended, in the response's extensions (not sent
 /// to the client): for logs, metrics and tests. Absent when the handler
-/// opened no session, and when the commit failed (the response is then the
-/// commit error's).
+/// opened no session, when the commit failed (the response is then the
+/// commit error's), and when a step after a successful commit failed
+/// ([`Error::AfterCommit`]: the handler's response stands, the error is
+/// logged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionOutcome {
     /// What the session sent to the database.
@@ -520,6 +538,12 @@ async fn commit(
                 axum_reads::give(response.headers_mut(), token, held);
             }
             response.extensions_mut().insert(SessionOutcome { stats, committed: true, served_by });
+            response
+        }
+        Err(Error::AfterCommit(error)) => {
+            // Committed: answering with an error would have the client
+            // write again what is written.
+            tracing::error!(%error, "the transaction committed, but a step after the commit failed");
             response
         }
         Err(error) => {

@@ -1,8 +1,9 @@
 //! `orm_core::axum`, the session per request, on a small axum router and
 //! the real PostgreSQL: commit on success; rollback on an error response, a
-//! panic, a timeout and a client that hangs up; a clear 503 when the pool
-//! is exhausted; the body parsed before a connection is taken; and the
-//! connection back in the pool, outside any transaction, every time.
+//! panic, a timeout and a client that hangs up (a commit it interrupts
+//! completes); a clear 503 when the pool is exhausted; the body parsed
+//! before a connection is taken; and the connection back in the pool,
+//! outside any transaction, every time.
 
 mod support;
 
@@ -522,6 +523,83 @@ async fn an_after_commit_body_is_never_made_when_the_commit_fails() {
         assert!(!rendered.load(Ordering::SeqCst), "the body was made for a failed commit");
         assert_eq!(count_rows(&test_db, "customer").await, 0);
         assert_settles(&test_db, &db).await;
+    })
+    .await;
+}
+
+/// Session hooks for the commit's own steps: `before_flush` takes
+/// `flush_delay` (the commit's flush is under way then), `after_commit`
+/// records that it ran and fails if told to.
+struct CommitSteps {
+    flush_delay: Duration,
+    after_commit_fails: bool,
+    after_commit_ran: Arc<AtomicBool>,
+}
+
+#[orm_core::async_trait]
+impl orm_core::SessionEvents for CommitSteps {
+    async fn before_flush(&self, _: &mut orm_core::Session) -> orm_core::HookResult {
+        tokio::time::sleep(self.flush_delay).await;
+        Ok(())
+    }
+
+    async fn after_commit(&self, _: &orm_core::SessionStats) -> orm_core::HookResult {
+        self.after_commit_ran.store(true, Ordering::Release);
+        if self.after_commit_fails {
+            return Err("the message broker is down".into());
+        }
+        Ok(())
+    }
+}
+
+/// A pool whose sessions run [`CommitSteps`] with these settings, and the
+/// flag its `after_commit` sets.
+async fn setup_with_steps(flush_delay: Duration, after_commit_fails: bool) -> (TestDb, Database, Arc<AtomicBool>) {
+    let ran = Arc::new(AtomicBool::new(false));
+    let after_commit_ran = ran.clone();
+    let (test_db, db) = support::setup_with(move |config: &mut DatabaseConfig| {
+        config.events.on_session(CommitSteps { flush_delay, after_commit_fails, after_commit_ran });
+    })
+    .await;
+    (test_db, db, ran)
+}
+
+/// A step after a successful commit that fails (an `after_commit` hook)
+/// leaves the transaction committed: the handler's answer stands, instead
+/// of an error that would have the client write it again.
+#[tokio::test]
+async fn a_failed_after_commit_hook_keeps_the_answer_of_a_committed_request() {
+    within(async {
+        let (test_db, db, ran) = setup_with_steps(Duration::ZERO, true).await;
+        let post = Request::builder().method(Method::POST).uri("/create-after-commit").body(Body::from("ann"));
+        let answer = send(app(&db, Duration::from_secs(30)), post.expect("a request")).await;
+        assert!(ran.load(Ordering::Acquire));
+        assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+        assert_eq!(count_rows(&test_db, "customer").await, 1);
+        assert_eq!(answer.body, "1");
+    })
+    .await;
+}
+
+/// A client that hangs up while the layer commits does not cut the commit
+/// off: it completes, `after_commit` hooks included, in a task of its own.
+#[tokio::test]
+async fn a_client_that_hangs_up_during_the_commit_does_not_cut_it_off() {
+    within(async {
+        let (test_db, db, ran) = setup_with_steps(Duration::from_millis(300), false).await;
+        let post = Request::builder().method(Method::POST).uri("/create-after-commit").body(Body::from("ann"));
+        let router = app(&db, Duration::from_secs(30));
+        let cut = tokio::time::timeout(Duration::from_millis(100), router.oneshot(post.expect("a request"))).await;
+        assert!(cut.is_err(), "the request's future was dropped during the commit's flush");
+        assert_settles(&test_db, &db).await;
+        for _ in 0..250 {
+            if ran.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(ran.load(Ordering::Acquire), "after_commit ran");
+        assert_eq!(count_rows(&test_db, "customer").await, 1);
     })
     .await;
 }
