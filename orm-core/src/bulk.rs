@@ -48,10 +48,10 @@ fn target_alias<E: Entity>(_query: &Query<'_, E>) -> &'static str {
 /// with the rows to change: the query's `WHERE`, or the sub-select of keys
 /// of the rows the query would load (its `DISTINCT ON` included).
 fn with_rows<E: Entity>(query: &mut Query<'_, E>, head: String, mut params: Vec<Param>) -> (String, Vec<Param>) {
-    if !query.is_limited() {
-        // A row lock means nothing on the rows an UPDATE or DELETE changes,
-        // which it locks anyway; in a sub-select it picks the rows
-        // (`SKIP LOCKED` takes only those nobody holds).
+    if !query.is_limited() && !query.lock_picks_rows() {
+        // A row lock that waits means nothing on the rows an UPDATE or
+        // DELETE changes, which it locks anyway; one that skips locked rows
+        // or does not wait for them picks the rows, in a sub-select.
         query.take_lock();
         let built = query.build_clauses(head, params, &[], None);
         return (built.sql, built.params);
@@ -93,8 +93,10 @@ pub(crate) async fn delete<E: Entity>(mut query: Query<'_, E>, purge: bool) -> R
     let meta = E::META;
     let alias = target_alias(&query);
     let head = match meta.soft_delete_column().filter(|_| !purge) {
-        // As the session's delete of one: the marker set, the version advanced.
+        // As the session's delete of one: the marker set, the version
+        // advanced, on live rows only.
         Some(marker) => {
+            query.live_rows_only();
             let mut head = format!(
                 "UPDATE {} AS {alias} SET {} = now()",
                 quote_ident(meta.table),
@@ -134,6 +136,11 @@ pub(crate) async fn update<E: Entity>(
     let mut params = Vec::new();
     let mut assigned = Vec::new();
     for (n, assignment) in assignments.into_iter().enumerate() {
+        if meta.key_columns().any(|k| meta.columns[k].name == assignment.column) {
+            // As the flush refuses it: the session would keep the rows
+            // under their old keys.
+            return Err(Error::PrimaryKeyChanged { entity: meta.name, key: "(set-based update)".to_owned() });
+        }
         if n > 0 {
             head.push_str(", ");
         }

@@ -154,6 +154,20 @@ impl<'s, E: Entity> Query<'s, E> {
         self.lift
     }
 
+    /// Keeps soft-deleted rows out again, whatever
+    /// [`include_deleted`](Self::include_deleted) said: for a soft delete,
+    /// which leaves the rows already in the bin as they are.
+    pub(crate) fn live_rows_only(&mut self) {
+        self.lift.deleted = false;
+    }
+
+    /// Whether the query's row lock says what to do with rows another
+    /// transaction holds (`SKIP LOCKED`, `NOWAIT`): then it picks the rows
+    /// a set-based write changes, not only locks them.
+    pub(crate) fn lock_picks_rows(&self) -> bool {
+        self.lock.as_ref().is_some_and(|lock| !lock.wait.is_empty())
+    }
+
     /// Returns each distinct row once (`SELECT DISTINCT`): for projections,
     /// see [`Select::distinct`](crate::Select::distinct); whole entities
     /// differ by their keys anyway.
@@ -237,8 +251,12 @@ impl<'s, E: Entity> Query<'s, E> {
     /// session's instances of the deleted rows leave it, as after a
     /// flushed delete (a rolled-back savepoint brings them back). Cascades
     /// are the database's (`ON DELETE CASCADE`): the session does not know
-    /// the children of rows it never loaded. With a limit, offset or order
-    /// the rows are picked by key in a sub-select.
+    /// the children of rows it never loaded. With a limit, offset, order or
+    /// a lock that skips locked rows or does not wait for them, the rows
+    /// are picked by key in a sub-select. An entity with an
+    /// `#[orm(soft_delete)]` marker has it set, on live rows only (rows
+    /// already in the bin keep theirs, [`include_deleted`](Self::include_deleted)
+    /// or not).
     ///
     /// ```
     /// # use orm_core::{Database, Entity};
@@ -282,7 +300,10 @@ impl<'s, E: Entity> Query<'s, E> {
     /// only with autoflush off, are [`Error::UnflushedChanges`], after the
     /// statement ran: roll back). A version column advances on every row,
     /// so that other sessions holding the old version see the change. With
-    /// a limit, offset or order the rows are picked by key in a sub-select.
+    /// a limit, offset, order or a lock that skips locked rows or does not
+    /// wait for them, the rows are picked by key in a sub-select. Setting a
+    /// key column is [`Error::PrimaryKeyChanged`], before anything is sent,
+    /// as in a flush: keys identify the rows the session tracks.
     pub async fn update(self, assignments: impl IntoIterator<Item = crate::bulk::Assignment<E>>) -> Result<u64> {
         crate::bulk::update(self, assignments).await
     }

@@ -192,3 +192,83 @@ async fn an_upsert_on_another_unique_column_updates_by_it() {
     session.commit().await.unwrap();
     assert_eq!(count(&test_db, "SELECT id FROM item WHERE note = 'by name'").await, 3);
 }
+
+/// Setting a key column by filter is refused, as a flush refuses a changed
+/// key: the session would keep the rows under their old keys.
+#[tokio::test]
+async fn a_set_based_update_of_a_key_column_is_refused() {
+    let (test_db, db) = setup().await;
+    let mut session = db.session();
+    let first = session.get_one::<Item>(1).await.unwrap();
+    let error = session.query::<Item>().update([Item::ID.set(Item::ID + 1000)]).await.unwrap_err();
+    assert!(matches!(error, Error::PrimaryKeyChanged { entity: "Item", .. }), "{error:?}");
+    assert!(Tracked::ptr_eq(&session.get_one::<Item>(1).await.unwrap(), &first));
+    session.commit().await.unwrap();
+    assert_eq!(count(&test_db, "SELECT max(id) FROM item").await, 30);
+}
+
+/// Longer than any statement of these tests takes, unless it waits for a lock.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `skip_locked()` and `nowait()` pick the rows of a set-based write with no
+/// limit or order too: a worker takes the rows nobody holds, or fails at
+/// once, instead of waiting behind another worker's rows.
+#[tokio::test]
+async fn skip_locked_and_nowait_apply_to_a_set_based_write_without_a_limit() {
+    let (test_db, db) = setup().await;
+    let mut holder = db.session();
+    holder.query::<Item>().filter(Item::ID.le(2)).for_update().all().await.unwrap();
+
+    let mut session = db.session();
+    let taken = tokio::time::timeout(WAIT, session.query::<Item>().skip_locked().update([Item::NOTE.set("taken")]))
+        .await
+        .expect("no wait for the held rows")
+        .unwrap();
+    assert_eq!(taken, 28, "every row but the two held");
+    session.commit().await.unwrap();
+
+    let mut session = db.session();
+    let refused = tokio::time::timeout(WAIT, session.query::<Item>().filter(Item::ID.eq(1)).nowait().delete())
+        .await
+        .expect("no wait for the held row");
+    let error = refused.unwrap_err();
+    assert_eq!(error.sql_state(), Some(&orm_core::tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE), "{error:?}");
+    session.rollback().await.unwrap();
+    holder.rollback().await.unwrap();
+    assert_eq!(count(&test_db, "SELECT count(*) FROM item WHERE note = 'taken'").await, 28);
+}
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Note {
+    #[orm(primary_key, generated)]
+    id: i64,
+    text: String,
+    #[orm(soft_delete)]
+    deleted_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[orm(version)]
+    version: i32,
+}
+
+/// A set-based soft delete sets the marker of live rows only, even with
+/// `include_deleted()`: a row in the bin keeps the time it was deleted
+/// (which a purge job goes by) and its version.
+#[tokio::test]
+async fn a_set_based_soft_delete_leaves_the_rows_in_the_bin_as_they_are() {
+    let (test_db, db) = setup().await;
+    test_db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE note (id bigserial PRIMARY KEY, text text NOT NULL, deleted_at timestamptz, version int NOT NULL);
+             INSERT INTO note (text, deleted_at, version) VALUES ('live', NULL, 0), ('binned', '2000-01-01', 5)",
+        )
+        .await
+        .unwrap();
+    let mut session = db.session();
+    let deleted = session.query::<Note>().include_deleted().delete().await.unwrap();
+    assert_eq!(deleted, 1, "only the live row");
+    session.commit().await.unwrap();
+    let binned = "SELECT count(*) FROM note WHERE text = 'binned' AND deleted_at = '2000-01-01' AND version = 5";
+    assert_eq!(count(&test_db, binned).await, 1);
+    assert_eq!(count(&test_db, "SELECT count(*) FROM note WHERE deleted_at IS NOT NULL").await, 2);
+}
