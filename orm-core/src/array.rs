@@ -90,6 +90,10 @@ impl<T: ArrayElement> ColumnType for Vec<T> {
         }
     }
 
+    fn same_value(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().zip(other).all(|(value, other)| value.same_value(other))
+    }
+
     fn batch_param<'a>(values: impl Iterator<Item = &'a Self>) -> Param {
         Self::nullable_batch_param(values.map(Some))
     }

@@ -62,6 +62,16 @@ pub trait ColumnType: ToSql + for<'a> FromSql<'a> + Clone + PartialEq + Send + S
     /// driver drops it; other types are stored as they are.
     fn round_to_stored(&mut self) {}
 
+    /// Whether `self` and `other` are the same value as the database
+    /// stores it: what change detection compares with, so that a write
+    /// that changes nothing sends nothing and one that changes the value
+    /// is sent. `==`, except for floats, where NaN is itself and `-0.0` is
+    /// not `0.0` (PostgreSQL keeps the sign).
+    #[doc(hidden)]
+    fn same_value(&self, other: &Self) -> bool {
+        self == other
+    }
+
     /// One column of a batch of rows as the one array parameter of a
     /// batched statement, of type `BATCH_TYPE[]` (default `SQL_TYPE[]`).
     #[doc(hidden)]
@@ -177,9 +187,27 @@ int_column_types! {
     i64 => "int8",
 }
 
-column_types! {
+/// Floats compare as the database stores them (see
+/// [`ColumnType::same_value`]): bit for bit, any NaN the same as another.
+macro_rules! float_column_types {
+    ($($rust:ty => $sql:literal),* $(,)?) => {
+        $(impl ColumnType for $rust {
+            const SQL_TYPE: &'static str = $sql;
+            type Value = Self;
+
+            fn same_value(&self, other: &Self) -> bool {
+                self.to_bits() == other.to_bits() || (self.is_nan() && other.is_nan())
+            }
+        })*
+    };
+}
+
+float_column_types! {
     f32 => "float4",
     f64 => "float8",
+}
+
+column_types! {
     bool => "bool",
     Vec<u8> => "bytea",
     uuid::Uuid => "uuid",
@@ -240,6 +268,13 @@ impl<T: ColumnType<Value = T>> ColumnType for Option<T> {
     fn round_to_stored(&mut self) {
         if let Some(value) = self {
             value.round_to_stored();
+        }
+    }
+
+    fn same_value(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Some(value), Some(other)) => value.same_value(other),
+            (value, other) => value.is_none() && other.is_none(),
         }
     }
 

@@ -39,8 +39,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
     let column_access = column_access(&name, &columns);
     let change_checks = columns.iter().enumerate().map(|(i, f)| {
-        let field = f.ident;
-        quote!(if self.#field != snapshot.#field { changed |= 1 << #i; })
+        let (field, ty) = (f.ident, f.ty);
+        quote!(if !<#ty as ::orm_core::ColumnType>::same_value(&self.#field, &snapshot.#field) { changed |= 1 << #i; })
     });
     let value_methods = value_methods(&name, &columns);
     let filter_fields = filter_fields(&columns);

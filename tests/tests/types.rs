@@ -477,3 +477,53 @@ async fn string_fields_read_builtin_and_extension_text_types() {
     let error = db.session().query::<TextKinds>().untracked().all().await.expect_err("NULL in a String field");
     assert!(matches!(error, Error::Decode { entity: "TextKinds", column: "varying", .. }), "{error:?}");
 }
+
+#[derive(Entity, Clone, Debug, PartialEq)]
+struct Reading {
+    #[orm(primary_key)]
+    id: i64,
+    value: f64,
+    values: Vec<f64>,
+    maybe: Option<f32>,
+}
+
+/// Change detection compares floats as the database stores them: a NaN
+/// written again is no change (NaN != NaN would send it, and advance a
+/// version, at every flush), and `-0.0` over `0.0` is one (they are `==`,
+/// but PostgreSQL keeps the sign).
+#[tokio::test]
+async fn floats_are_compared_as_stored_nan_unchanged_and_negative_zero_changed() {
+    let test_db = TestDb::new().await;
+    let client = test_db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE reading (id bigint PRIMARY KEY, value float8 NOT NULL, values float8[] NOT NULL, maybe float4);
+             INSERT INTO reading VALUES (1, 'NaN', '{NaN}', 'NaN'), (2, 0, '{0}', 0)",
+        )
+        .await
+        .unwrap();
+    let db = orm_core::Database::connect(test_db.url()).unwrap();
+    let mut session = db.session();
+    let readings = session.query::<Reading>().order_by(Reading::ID.asc()).all().await.unwrap();
+    readings[0].modify(|reading| {
+        reading.value = f64::NAN;
+        reading.values = vec![f64::NAN];
+        reading.maybe = Some(f32::NAN);
+    });
+    assert!(!readings[0].is_modified(), "NaN written over NaN changes nothing");
+    readings[1].modify(|reading| {
+        reading.value = -0.0;
+        reading.values = vec![-0.0];
+        reading.maybe = Some(-0.0);
+    });
+    assert!(readings[1].is_modified(), "-0 over 0 is a change");
+    let before = session.stats().statements;
+    let stats = session.commit().await.unwrap();
+    assert_eq!(stats.statements, before + 1, "one UPDATE, of row 2");
+    let row =
+        client.query_one("SELECT value::text, values::text, maybe::text FROM reading WHERE id = 2", &[]).await.unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, String>(2)),
+        ("-0".into(), "{-0}".into(), "-0".into())
+    );
+}
