@@ -371,9 +371,9 @@ fn returning_generated(meta: &EntityMeta, sql: &mut String) {
 /// after 32,767 updates). A version only has to differ from the last one.
 pub(crate) fn next_version(column: &ColumnMeta, alias: &str) -> String {
     let name = quote_ident(column.name);
-    let max = match column.sql_type {
-        "int2" => "32767",
-        "int4" => "2147483647",
+    let max = match column.sql_type.to_ascii_lowercase().as_str() {
+        "int2" | "smallint" => "32767",
+        "int4" | "int" | "integer" => "2147483647",
         _ => "9223372036854775807",
     };
     format!("CASE WHEN {alias}.{name} = {max} THEN -{max} - 1 ELSE {alias}.{name} + 1 END")

@@ -425,6 +425,17 @@ struct Counter {
     version: i16,
 }
 
+/// [`Counter`] with its version's type spelled as SQL spells it.
+#[derive(orm_core::Entity, Clone, Debug, PartialEq)]
+#[orm(table = "counter")]
+struct SpelledCounter {
+    #[orm(primary_key)]
+    id: i32,
+    hits: i64,
+    #[orm(version, sql_type = "smallint")]
+    version: i16,
+}
+
 #[tokio::test]
 async fn a_version_at_its_types_maximum_wraps_in_memory_and_in_the_database_alike() {
     let (test_db, db) = setup().await;
@@ -444,5 +455,14 @@ async fn a_version_at_its_types_maximum_wraps_in_memory_and_in_the_database_alik
         assert_eq!(counter.read().version, expected);
         let stored: i16 = client.query_one("SELECT version FROM counter", &[]).await.unwrap().get(0);
         assert_eq!(stored, expected);
+    }
+    client.batch_execute("UPDATE counter SET version = 32766").await.unwrap();
+    for expected in [i16::MAX, i16::MIN] {
+        let mut session = db.session();
+        let counter = session.get_one::<SpelledCounter>(1).await.unwrap();
+        counter.modify(|c| c.hits += 1);
+        session.commit().await.expect("`smallint` wraps as `int2` does");
+        let stored: i16 = client.query_one("SELECT version FROM counter", &[]).await.unwrap().get(0);
+        assert_eq!((counter.read().version, stored), (expected, expected));
     }
 }
