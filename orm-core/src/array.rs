@@ -188,17 +188,19 @@ displayed_elements!(i16, i32, i64, uuid::Uuid, std::net::IpAddr);
 displayed_elements!(rust_decimal::Decimal);
 
 impl ArrayElement for crate::Interval {
-    /// `"1 mons 2 days -03:04:05.000006"`: months and days apart, as the
+    /// `"+1 mons +2 days -03:04:05.000006"`: months and days apart, as the
     /// type keeps them, and the rest as a time of day, exact to the
-    /// microsecond however many hours it spans.
+    /// microsecond however many hours it spans. Every part carries its
+    /// sign: under `IntervalStyle = sql_standard` a leading `-` with no
+    /// other explicit sign negates every part.
     fn write_element(&self, out: &mut String) {
-        let sign = if self.microseconds < 0 { "-" } else { "" };
+        let sign = if self.microseconds < 0 { "-" } else { "+" };
         let rest = self.microseconds.unsigned_abs();
         let (hours, minutes) = (rest / 3_600_000_000, rest / 60_000_000 % 60);
         let (seconds, micros) = (rest / 1_000_000 % 60, rest % 1_000_000);
         let _ = write!(
             out,
-            "\"{} mons {} days {sign}{hours:02}:{minutes:02}:{seconds:02}.{micros:06}\"",
+            "\"{:+} mons {:+} days {sign}{hours:02}:{minutes:02}:{seconds:02}.{micros:06}\"",
             self.months, self.days
         );
     }
@@ -549,7 +551,7 @@ mod tests {
                 interval(0, 0, -1),
                 interval(0, 0, i64::MIN)
             ]),
-            r#"{"14 mons -3 days 100:01:01.000007","0 mons 0 days -00:00:00.000001","0 mons 0 days -2562047788:00:54.775808"}"#
+            r#"{"+14 mons -3 days +100:01:01.000007","+0 mons +0 days -00:00:00.000001","+0 mons +0 days -2562047788:00:54.775808"}"#
         );
     }
 

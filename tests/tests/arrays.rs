@@ -499,10 +499,13 @@ fn tariff(id: i32) -> Tariff {
             Interval::microseconds(-1),
             Interval::microseconds(i64::MIN + 1),
             Interval::default(),
+            Interval { months: -1, days: 2, microseconds: 3_600_000_000 },
         ],
     }
 }
 
+/// With `IntervalStyle = sql_standard` too, where a leading `-` on an
+/// interval with no other explicit sign negates every field.
 #[tokio::test]
 async fn addresses_decimals_and_intervals_round_trip_batched_and_alone() {
     let test_db = TestDb::new().await;
@@ -514,7 +517,9 @@ async fn addresses_decimals_and_intervals_round_trip_batched_and_alone() {
         )
         .await
         .unwrap();
-    let db = Database::connect(test_db.url()).unwrap();
+    let mut config = orm_core::DatabaseConfig::from_url(test_db.url()).unwrap();
+    config.postgres.options("-c IntervalStyle=sql_standard");
+    let db = Database::with_config(config).unwrap();
     let mut session = db.session();
     let batch = session.add_all((1..=3).map(tariff));
     session.flush().await.unwrap();
