@@ -33,6 +33,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use orm_core::axum::COMMIT_TOKEN_HEADER;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -99,7 +100,9 @@ pub fn with_middleware(routes: Router<AppState>, state: AppState) -> Router {
 
 /// The CORS layer for `origins`, if any. The API's browser clients send
 /// JSON and a token in `Authorization`, never cookies, so credentials stay
-/// off (which also makes `*` safe).
+/// off (which also makes `*` safe). The commit token travels as a header
+/// both ways, for a page to read its own writes from a replica (the
+/// cookie, without credentials, does not).
 fn cors(origins: &CorsOrigins) -> Option<CorsLayer> {
     let allow_origin = match origins {
         CorsOrigins::None => return None,
@@ -110,8 +113,13 @@ fn cors(origins: &CorsOrigins) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(allow_origin)
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-            .allow_headers([AUTHORIZATION, CONTENT_TYPE, HeaderName::from_static("x-requested-with")])
-            .expose_headers([REQUEST_ID])
+            .allow_headers([
+                AUTHORIZATION,
+                CONTENT_TYPE,
+                HeaderName::from_static("x-requested-with"),
+                HeaderName::from_static(COMMIT_TOKEN_HEADER),
+            ])
+            .expose_headers([REQUEST_ID, HeaderName::from_static(COMMIT_TOKEN_HEADER)])
             // Browsers cap this (Chromium at 2 hours); it spares a preflight
             // per request.
             .max_age(Duration::from_secs(3600)),

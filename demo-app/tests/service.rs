@@ -76,6 +76,7 @@ async fn a_front_end_on_an_allowed_origin_passes_the_preflight() {
         assert!(header_text(&headers, header::ACCESS_CONTROL_ALLOW_METHODS).contains("post"), "{headers:?}");
         let allowed = header_text(&headers, header::ACCESS_CONTROL_ALLOW_HEADERS);
         assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{headers:?}");
+        assert!(allowed.contains("x-commit-token"), "a page may send its commit token back: {headers:?}");
         assert!(headers.contains_key(header::ACCESS_CONTROL_MAX_AGE), "{headers:?}");
         // No credentials: the token travels in a header the page sets.
         assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS), "{headers:?}");
@@ -84,7 +85,8 @@ async fn a_front_end_on_an_allowed_origin_passes_the_preflight() {
         let (status, headers, json) = answer(api.clone(), get_from(FRONT_END, "/api/tags")).await;
         assert_eq!((status, json), (StatusCode::OK, serde_json::json!({ "tags": [] })));
         assert_eq!(header_text(&headers, header::ACCESS_CONTROL_ALLOW_ORIGIN), FRONT_END);
-        assert!(header_text(&headers, header::ACCESS_CONTROL_EXPOSE_HEADERS).contains("x-request-id"));
+        let exposed = header_text(&headers, header::ACCESS_CONTROL_EXPOSE_HEADERS);
+        assert!(exposed.contains("x-request-id") && exposed.contains("x-commit-token"), "{headers:?}");
 
         // Another origin gets no permission, so its browser blocks the page.
         let (_, headers, _) = answer(api, preflight("http://evil.example")).await;

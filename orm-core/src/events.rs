@@ -102,7 +102,9 @@ pub trait SessionEvents: Send + Sync + 'static {
 ///
 /// An error aborts the flush before anything is sent, with
 /// [`Error::Hook`] naming the hook and the entity type; the work stays
-/// pending, with the changes hooks made so far.
+/// pending, with the changes hooks made so far. Hooks run at every flush
+/// that writes the entity: a failed flush tried again runs them again, so
+/// state a hook collects (for an outbox, say) should take each entity once.
 #[async_trait]
 pub trait EntityEvents<E: Entity>: Send + Sync + 'static {
     /// Runs before `entity` is inserted.
