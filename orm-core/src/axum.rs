@@ -65,9 +65,9 @@
 //!   `CatchPanicLayer` to catch it. Once the handler has answered, the
 //!   layer ends the session in a task of its own, which a hang-up does not
 //!   cut off: a commit under way completes, with its `after_commit` hooks;
-//! - a step after a successful `COMMIT` that fails ([`Error::AfterCommit`]:
-//!   an `after_commit` hook, say) leaves the handler's response as it is
-//!   and logs the error: the transaction committed.
+//! - an `after_commit` hook that fails after a successful `COMMIT`
+//!   ([`Error::AfterCommit`]) leaves the handler's response as it is (and
+//!   its commit token) and logs the error: the transaction committed.
 //!
 //! A handler that answers with what it inserted (a generated key, say)
 //! can leave the insert to the commit, which sends it with `BEGIN` and
@@ -100,6 +100,7 @@ use ::axum::http::request::Parts;
 use ::axum::http::{Extensions, StatusCode};
 use ::axum::response::{IntoResponse, Response};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
+use tracing::Instrument;
 
 pub use crate::axum_after_commit::AfterCommit;
 use crate::axum_reads::{self, Route};
@@ -489,13 +490,16 @@ impl RequestSession {
         // the outcome unknown, and a commit that went through without its
         // `after_commit` hooks.
         let (settings, held) = (self.settings, self.held);
-        let ending = tokio::spawn(async move {
-            if (settings.commit_when)(&response) {
-                commit(session, response, &settings, held).await
-            } else {
-                rollback(session, response).await
+        let ending = tokio::spawn(
+            async move {
+                if (settings.commit_when)(&response) {
+                    commit(session, response, &settings, held).await
+                } else {
+                    rollback(session, response).await
+                }
             }
-        });
+            .in_current_span(),
+        );
         ending.await.unwrap_or_else(|error| {
             tracing::error!(%error, "ending the request's session failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
@@ -506,9 +510,9 @@ impl RequestSession {
 /// How the request's session ended, in the response's extensions (not sent
 /// to the client): for logs, metrics and tests. Absent when the handler
 /// opened no session, when the commit failed (the response is then the
-/// commit error's), and when a step after a successful commit failed
-/// ([`Error::AfterCommit`]: the handler's response stands, the error is
-/// logged).
+/// commit error's), and when an `after_commit` hook failed after a
+/// successful commit ([`Error::AfterCommit`]: the handler's response
+/// stands, the error is logged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionOutcome {
     /// What the session sent to the database.
@@ -526,24 +530,26 @@ async fn commit(
     held: Option<CommitToken>,
 ) -> Response {
     let served_by = session.served_by();
-    let committed = if layer.route_reads && !session.is_read_only() {
-        session.commit_with_token().await
+    let (committed, token) = if layer.route_reads && !session.is_read_only() {
+        session.commit_keeping_token().await
     } else {
-        session.commit().await.map(|stats| (stats, None::<CommitToken>))
+        (session.commit().await, None)
     };
+    if let Some(token) = token {
+        axum_reads::give(response.headers_mut(), token, held);
+    }
     match committed {
-        Ok((stats, token)) => {
+        Ok(stats) => {
             tracing::debug!(statements = stats.statements, round_trips = stats.round_trips, "session committed");
-            if let Some(token) = token {
-                axum_reads::give(response.headers_mut(), token, held);
-            }
             response.extensions_mut().insert(SessionOutcome { stats, committed: true, served_by });
             response
         }
-        Err(Error::AfterCommit(error)) => {
-            // Committed: answering with an error would have the client
-            // write again what is written.
-            tracing::error!(%error, "the transaction committed, but a step after the commit failed");
+        // Committed, and the objects hold what it wrote: only an
+        // `after_commit` hook failed. An error status would have the client
+        // write again what is written. (Objects the commit could not update
+        // could make a wrong answer: that is the commit error's.)
+        Err(Error::AfterCommit(error)) if matches!(*error, Error::Hook { .. }) => {
+            tracing::error!(%error, "the transaction committed, but an after_commit hook failed");
             response
         }
         Err(error) => {

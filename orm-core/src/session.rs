@@ -815,10 +815,18 @@ impl Session {
     /// assert_eq!(token, None); // nothing committed
     /// # Ok(()) }
     /// ```
-    pub async fn commit_with_token(mut self) -> Result<(SessionStats, Option<CommitToken>)> {
+    pub async fn commit_with_token(self) -> Result<(SessionStats, Option<CommitToken>)> {
+        let (committed, token) = self.commit_keeping_token().await;
+        committed.map(|stats| (stats, token))
+    }
+
+    /// [`commit_with_token`](Self::commit_with_token), whose token comes
+    /// back whatever the outcome: after [`Error::AfterCommit`] the commit
+    /// is there for a later session to wait for.
+    pub(crate) async fn commit_keeping_token(mut self) -> (Result<SessionStats>, Option<CommitToken>) {
         self.connection.want_commit_token();
-        let stats = self.commit_now().await?;
-        Ok((stats, self.connection.commit_token()))
+        let committed = self.commit_now().await;
+        (committed, self.connection.commit_token())
     }
 
     async fn commit_now(&mut self) -> Result<SessionStats> {
