@@ -56,6 +56,7 @@ fn with_rows<E: Entity>(query: &mut Query<'_, E>, head: String, mut params: Vec<
         let built = query.build_clauses(head, params, &[], None);
         return (built.sql, built.params);
     }
+    query.lock_for_write();
     let meta = E::META;
     let keys: Vec<String> = meta.key_columns().map(|k| quote_ident(meta.columns[k].name)).collect();
     let picked = keys.iter().map(|k| format!("t.{k}")).collect::<Vec<_>>().join(", ");

@@ -154,11 +154,14 @@ impl<'s, E: Entity> Query<'s, E> {
         self.lift
     }
 
-    /// Keeps soft-deleted rows out again, whatever
-    /// [`include_deleted`](Self::include_deleted) said: for a soft delete,
-    /// which leaves the rows already in the bin as they are.
+    /// Keeps the query's own soft-deleted rows out, whatever
+    /// [`include_deleted`](Self::include_deleted) said (which still lets
+    /// conditions on related tables see theirs): for a soft delete, which
+    /// leaves the rows already in the bin as they are.
     pub(crate) fn live_rows_only(&mut self) {
-        self.lift.deleted = false;
+        if let Some(marker) = E::META.soft_delete_column().filter(|_| self.lift.deleted) {
+            self.push_filter(Condition::null_expr(ExprNode::Column(E::META.columns[marker].name), false));
+        }
     }
 
     /// Whether the query's row lock says what to do with rows another
@@ -166,6 +169,15 @@ impl<'s, E: Entity> Query<'s, E> {
     /// a set-based write changes, not only locks them.
     pub(crate) fn lock_picks_rows(&self) -> bool {
         self.lock.as_ref().is_some_and(|lock| !lock.wait.is_empty())
+    }
+
+    /// Makes the row lock, if any, `FOR UPDATE`: the lock of the rows a
+    /// write picks in a sub-select. A share lock there would let two
+    /// writers pick the same rows and deadlock taking them over.
+    pub(crate) fn lock_for_write(&mut self) {
+        if let Some(lock) = &mut self.lock {
+            lock.strength = " FOR UPDATE";
+        }
     }
 
     /// Returns each distinct row once (`SELECT DISTINCT`): for projections,

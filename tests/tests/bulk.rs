@@ -272,3 +272,22 @@ async fn a_set_based_soft_delete_leaves_the_rows_in_the_bin_as_they_are() {
     assert_eq!(count(&test_db, binned).await, 1);
     assert_eq!(count(&test_db, "SELECT count(*) FROM note WHERE deleted_at IS NOT NULL").await, 2);
 }
+
+/// A set-based write picks its rows with `FOR UPDATE` whatever lock the
+/// query asked for: with `for_share()`, it would pick rows another
+/// reader holds shared, and then wait for them (or deadlock with a second
+/// writer that picked them too).
+#[tokio::test]
+async fn a_shared_lock_that_skips_locked_rows_picks_rows_for_the_write() {
+    let (test_db, db) = setup().await;
+    let mut reader = db.session();
+    reader.query::<Item>().filter(Item::ID.le(2)).for_share().all().await.unwrap();
+
+    let mut session = db.session();
+    let write = session.query::<Item>().for_share().skip_locked().update([Item::NOTE.set("taken")]);
+    let taken = tokio::time::timeout(WAIT, write).await.expect("no wait for the rows read shared").unwrap();
+    assert_eq!(taken, 28, "every row but the two the reader holds");
+    session.commit().await.unwrap();
+    reader.rollback().await.unwrap();
+    assert_eq!(count(&test_db, "SELECT count(*) FROM item WHERE note = 'taken'").await, 28);
+}

@@ -591,3 +591,23 @@ async fn statement_text_does_not_depend_on_the_tenant() {
     })
     .await;
 }
+
+/// A set-based soft delete with `include_deleted()` leaves the task rows
+/// already in the bin alone, and still lets its condition see the binned
+/// project the live tasks belong to.
+#[tokio::test]
+async fn a_soft_delete_of_the_tasks_of_a_binned_project_reaches_them() {
+    within(async {
+        let (test_db, db) = setup().await;
+        let mut session = db.session();
+        let of_binned = Task::PROJECT.has(Project::NAME.eq("one, deleted"));
+        let deleted = session.query::<Task>().include_deleted().filter(of_binned).delete().await.unwrap();
+        assert_eq!(deleted, 1, "task 3, live, of project 2, binned");
+        let everything = session.query::<Task>().include_deleted().filter(Task::ID.le(2)).delete().await.unwrap();
+        assert_eq!(everything, 1, "task 1; task 2 was in the bin already");
+        session.commit().await.unwrap();
+        let binned = column(&test_db, "SELECT id, title FROM task WHERE deleted_at IS NOT NULL ORDER BY id").await;
+        assert_eq!(binned.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2, 3]);
+    })
+    .await;
+}
