@@ -107,12 +107,16 @@ enum State {
 /// without writes does not make a replica lag), else the age of the last
 /// transaction it replayed: a replica whose WAL receiver stopped (its link
 /// to the primary broke) has replayed all it received, which no longer
-/// says it is up to date. (The receiver's status is shown only to
-/// privileged users; to others, a receiver running counts as streaming.)
+/// says it is up to date. Cut off and with no transaction replayed since
+/// it started, its lag is unknown (NULL), which counts as lagging. (The
+/// receiver's status is shown only to privileged users; to others, a
+/// receiver running counts as streaming.)
 const HEALTH_SQL: &str = "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), \
-     CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() \
-     AND EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status IS NULL OR status = 'streaming') THEN 0 \
-     ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END";
+     CASE WHEN streaming AND pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
+     WHEN streaming THEN COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) \
+     ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END \
+     FROM (SELECT EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status IS NULL OR status = 'streaming') \
+     AS streaming) AS receiver";
 
 impl Replicas {
     pub(crate) fn new(primary: Endpoint, replicas: Vec<Endpoint>, max_lag: Duration, check_interval: Duration) -> Self {
@@ -189,7 +193,10 @@ impl Replicas {
             return replica.record(State::NotReplica, None, "it is not in recovery (not a replica)");
         }
         let replayed = row.get(1).and_then(|lsn| CommitToken::parse_lsn(lsn, "replay position").ok());
-        let lag = row.get(2).and_then(|lag| lag.parse::<f64>().ok()).unwrap_or(f64::INFINITY);
+        let Some(lag) = row.get(2).and_then(|lag| lag.parse::<f64>().ok()) else {
+            let reason = "it does not stream from the primary, and has replayed nothing since it started";
+            return replica.record(State::Lagging, replayed, reason);
+        };
         if lag > self.max_lag.as_secs_f64() {
             let reason = format!("it lags {lag:.1} s behind, more than the bound of {:?}", self.max_lag);
             return replica.record(State::Lagging, replayed, &reason);

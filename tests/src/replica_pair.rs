@@ -13,6 +13,10 @@ use crate::{connect, parse_config, with_dbname, TestDb};
 /// replica changes it for every test of the process.
 static IN_USE: Mutex<()> = Mutex::const_new(());
 
+/// The replica's `primary_conninfo` while [`ReplicaPair::stop_streaming`]
+/// has it cleared, to put back.
+static STOPPED_CONNINFO: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 /// The primary and replica `scripts/replica_db.sh` started, from the
 /// variables it exports. Test databases are made on the primary
 /// ([`ReplicaPair::test_db`]) and reach the replica by streaming
@@ -21,7 +25,7 @@ static IN_USE: Mutex<()> = Mutex::const_new(());
 /// Pausing replay and stopping the replica change the replica for every
 /// test of the process, so a test holds the pair for its whole run
 /// ([`ReplicaPair::take`]), which also undoes what a test that failed
-/// midway left paused or stopped.
+/// midway left paused, stopped or cut off from the primary.
 #[derive(Debug)]
 pub struct ReplicaPair {
     /// `ORM_PRIMARY_URL`: `postgres://postgres@127.0.0.1:PORT/postgres`.
@@ -60,6 +64,7 @@ impl ReplicaPair {
             pair.start_replica().await;
         }
         pair.resume_replay().await;
+        pair.resume_streaming().await;
         pair
     }
 
@@ -138,16 +143,18 @@ impl ReplicaPair {
 
     /// Stops the replica's WAL receiver, as a broken link to the primary
     /// would (an empty `primary_conninfo`, reloaded): the replica keeps
-    /// serving what it replayed. Returns the connection string to give
-    /// [`resume_streaming`](Self::resume_streaming).
+    /// serving what it replayed, until
+    /// [`resume_streaming`](Self::resume_streaming) (or the next
+    /// [`take`](Self::take), after a test that failed midway).
     ///
     /// # Panics
     ///
     /// If the replica refuses, or its receiver runs on after 20 s.
-    pub async fn stop_streaming(&self) -> String {
+    pub async fn stop_streaming(&self) {
         let replica = self.replica_client().await;
         let conninfo: String =
             replica.query_one("SHOW primary_conninfo", &[]).await.expect("read primary_conninfo").get(0);
+        *STOPPED_CONNINFO.lock().expect("not poisoned") = Some(conninfo);
         replica.batch_execute("ALTER SYSTEM SET primary_conninfo = ''").await.expect("clear primary_conninfo");
         replica.batch_execute("SELECT pg_reload_conf()").await.expect("reload");
         let started = Instant::now();
@@ -158,21 +165,22 @@ impl ReplicaPair {
                 .expect("read pg_stat_wal_receiver")
                 .get(0);
             if receivers == 0 {
-                return conninfo;
+                return;
             }
             assert!(started.elapsed() < Duration::from_secs(20), "the WAL receiver did not stop");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
-    /// Streams again from the primary, with the connection string
-    /// [`stop_streaming`](Self::stop_streaming) returned, and waits until
+    /// Streams again from the primary, if
+    /// [`stop_streaming`](Self::stop_streaming) stopped it, and waits until
     /// the replica has caught up.
     ///
     /// # Panics
     ///
     /// If the replica refuses, or does not catch up within 20 s.
-    pub async fn resume_streaming(&self, conninfo: &str) {
+    pub async fn resume_streaming(&self) {
+        let Some(conninfo) = STOPPED_CONNINFO.lock().expect("not poisoned").take() else { return };
         let replica = self.replica_client().await;
         let quoted = conninfo.replace('\'', "''");
         replica.batch_execute(&format!("ALTER SYSTEM SET primary_conninfo = '{quoted}'")).await.expect("restore");
