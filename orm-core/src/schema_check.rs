@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{Kind, Type};
 
 use crate::database::Database;
 use crate::ddl::foreign_key_names;
@@ -20,10 +20,13 @@ use crate::error::{Error, Result};
 /// It checks that each table exists; that each mapped column exists with a
 /// type the field can encode and decode; that nullability agrees with
 /// `Option`; that the primary key is the entity's; that generated columns
-/// have a default or are identity columns, and that identity columns the
-/// database always generates are marked `generated`; and that each
-/// declared foreign key exists. Every mismatch is reported at once, in
-/// [`Error::SchemaMismatch`].
+/// have a default or are identity columns, and that columns the database
+/// always generates (`GENERATED ALWAYS AS IDENTITY`, or `AS (...) STORED`)
+/// are marked `generated`; and that each declared foreign key exists.
+/// A domain's column is checked as its base type (with the domain's
+/// `NOT NULL`); an entity on a view is checked for its columns and types
+/// only, as a view has no primary key and its columns read as nullable.
+/// Every mismatch is reported at once, in [`Error::SchemaMismatch`].
 ///
 /// ```
 /// # use orm_core::{Database, Entity, Error, SchemaCheck};
@@ -99,18 +102,27 @@ impl fmt::Display for SchemaMismatch {
 
 /// A column as the catalog describes it.
 struct CatalogColumn {
+    /// The column's type, or a domain's base type: the type PostgreSQL
+    /// sends the column's values as.
     type_oid: u32,
     type_name: String,
+    /// `NOT NULL` on the column, or on its domain.
     not_null: bool,
     /// `a` for GENERATED ALWAYS AS IDENTITY, `d` for BY DEFAULT, empty otherwise.
     identity: String,
     has_default: bool,
+    /// `s` for GENERATED ALWAYS AS (...) STORED, empty otherwise.
+    generated: String,
 }
 
 /// The catalog's view of the checked tables.
 struct Catalog {
     columns: HashMap<(String, String), CatalogColumn>,
     tables: HashSet<String>,
+    /// Those of `tables` that are views, materialized views or foreign
+    /// tables: they have no primary key, and their columns' nullability
+    /// is unknown.
+    views: HashSet<String>,
     primary_keys: HashMap<String, HashSet<String>>,
     /// (table, columns in the constraint's order, referenced table) of
     /// every foreign key.
@@ -146,11 +158,15 @@ impl SchemaCheck {
     async fn read_catalog(&self, db: &Database) -> Result<Catalog> {
         let tables: Vec<&str> = self.entities.iter().map(|checked| checked.meta.table).collect();
         let client = db.checkout().await?;
-        let columns_sql = "SELECT c.relname::text, a.attname::text, a.atttypid, t.typname::text, a.attnotnull,
-                a.attidentity::text, a.atthasdef
+        let columns_sql = "SELECT c.relname::text, a.attname::text,
+                CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
+                CASE WHEN t.typtype = 'd' THEN b.typname::text ELSE t.typname::text END,
+                a.attnotnull OR (t.typtype = 'd' AND t.typnotnull),
+                a.attidentity::text, a.atthasdef, c.relkind IN ('v', 'm', 'f'), a.attgenerated::text
             FROM pg_class c
             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
             JOIN pg_type t ON t.oid = a.atttypid
+            LEFT JOIN pg_type b ON b.oid = t.typbasetype
             WHERE c.relname = ANY($1) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND pg_table_is_visible(c.oid)";
         let keys_sql = "SELECT c.relname::text, a.attname::text
             FROM pg_index i
@@ -177,18 +193,23 @@ impl SchemaCheck {
         let mut catalog = Catalog {
             columns: HashMap::new(),
             tables: HashSet::new(),
+            views: HashSet::new(),
             primary_keys: HashMap::new(),
             foreign_keys: HashSet::new(),
         };
         for row in &columns {
             let table: String = row.try_get(0)?;
             catalog.tables.insert(table.clone());
+            if row.try_get(7)? {
+                catalog.views.insert(table.clone());
+            }
             let column = CatalogColumn {
                 type_oid: row.try_get(2)?,
                 type_name: row.try_get(3)?,
                 not_null: row.try_get(4)?,
                 identity: row.try_get(5)?,
                 has_default: row.try_get(6)?,
+                generated: row.try_get(8)?,
             };
             catalog.columns.insert((table, row.try_get(1)?), column);
         }
@@ -204,11 +225,17 @@ impl SchemaCheck {
 
 /// Whether a field whose casts name `sql_type` can take a column of the
 /// catalog's type: by the field's own check for the types the driver
-/// knows, by name for the others (enum types, and arrays of them, which
-/// the catalog names with a leading underscore: `_mood` for `mood[]`).
+/// knows, and for the others first by that check on the type's name (an
+/// extension's `citext`, which `String` reads), then by name for enum
+/// types, and arrays of them, which the catalog names with a leading
+/// underscore: `_mood` for `mood[]`.
 fn type_fits(checked: Checked, index: usize, column: &CatalogColumn) -> bool {
     if let Some(ty) = Type::from_oid(column.type_oid) {
         return (checked.accepts)(index, &ty);
+    }
+    let named = Type::new(column.type_name.clone(), column.type_oid, Kind::Simple, String::new());
+    if (checked.accepts)(index, &named) {
+        return true;
     }
     let sql_type = checked.meta.columns[index].sql_type;
     let (element, catalog_name) = match sql_type.strip_suffix("[]") {
@@ -242,7 +269,9 @@ fn compare(checked: Checked, catalog: &Catalog) -> Vec<SchemaMismatch> {
             let expected = format!("a type the field reads ({})", column.sql_type);
             found.push(mismatch(Some(index), expected, stored.type_name.clone()));
         }
-        if column.nullable == stored.not_null {
+        // A view's columns read as nullable whatever they hold.
+        let view = catalog.views.contains(&table);
+        if column.nullable == stored.not_null && !(view && !stored.not_null) {
             let (expected, was) = if column.nullable {
                 ("nullable (the field is an Option)", "NOT NULL")
             } else {
@@ -265,6 +294,13 @@ fn compare(checked: Checked, catalog: &Catalog) -> Vec<SchemaMismatch> {
                 "GENERATED ALWAYS AS IDENTITY (mark the field generated)".into(),
             ));
         }
+        if !column.generated && stored.generated == "s" {
+            found.push(mismatch(
+                Some(index),
+                "a column the application writes".into(),
+                "GENERATED ALWAYS AS (...) STORED (mark the field generated)".into(),
+            ));
+        }
         if let Some(parent) = column.references {
             let parent = parent().table.to_owned();
             let columns = foreign_key_names(meta, column);
@@ -280,7 +316,9 @@ fn compare(checked: Checked, catalog: &Catalog) -> Vec<SchemaMismatch> {
     }
     let key: HashSet<String> = meta.key_columns().map(|i| meta.columns[i].name.to_owned()).collect();
     let stored_key = catalog.primary_keys.get(&table).cloned().unwrap_or_default();
-    if key != stored_key {
+    // A view has no primary key to compare: the entity's says how to
+    // tell its rows apart.
+    if key != stored_key && !catalog.views.contains(&table) {
         found.push(mismatch(None, format!("primary key ({})", sorted(&key)), format!("({})", sorted(&stored_key))));
     }
     found

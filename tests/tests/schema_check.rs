@@ -188,3 +188,58 @@ async fn the_generated_ddl_passes_the_check() {
     session.commit().await.unwrap();
     assert_eq!(post.read().author_id, user.read().id);
 }
+
+/// A domain's column is checked as its base type, which PostgreSQL sends
+/// its values as, and its `NOT NULL` counts.
+#[tokio::test]
+async fn a_domain_is_checked_as_its_base_type() {
+    let found = mismatches(
+        "CREATE DOMAIN headline AS varchar(200) NOT NULL CHECK (VALUE <> '');
+         ALTER TABLE post ALTER COLUMN title TYPE headline, ALTER COLUMN title DROP NOT NULL;
+         CREATE DOMAIN required_text AS text NOT NULL;
+         ALTER TABLE users ALTER COLUMN bio TYPE required_text",
+    )
+    .await;
+    assert_eq!(
+        described(&found),
+        ["User.bio (column users.bio): expected nullable (the field is an Option), found NOT NULL"]
+    );
+}
+
+/// A stored generated column refuses what an insert or update writes to
+/// it: its field must be `generated`.
+#[tokio::test]
+async fn a_stored_generated_column_the_field_would_write() {
+    let found = mismatches(
+        "ALTER TABLE post DROP COLUMN title,
+             ADD COLUMN title text NOT NULL GENERATED ALWAYS AS ('post ' || id) STORED",
+    )
+    .await;
+    assert_eq!(
+        described(&found),
+        ["Post.title (column post.title): expected a column the application writes, found GENERATED ALWAYS AS (...) STORED (mark the field generated)"]
+    );
+}
+
+/// An entity read from a view: the view has no primary key and its
+/// columns read as nullable, neither of which is a mismatch.
+#[derive(Entity, Clone, Debug, PartialEq)]
+#[orm(table = "post_summary")]
+struct PostSummary {
+    #[orm(primary_key)]
+    id: i64,
+    title: String,
+}
+
+#[tokio::test]
+async fn an_entity_on_a_view_passes() {
+    let test_db = TestDb::new().await;
+    let client = test_db.client().await;
+    client.batch_execute(GOOD).await.unwrap();
+    client.batch_execute("CREATE VIEW post_summary AS SELECT id, title FROM post").await.unwrap();
+    let db = Database::connect(test_db.url()).unwrap();
+    SchemaCheck::new().entity::<PostSummary>().run(&db).await.expect("a view passes");
+    client.batch_execute("DROP VIEW post_summary; CREATE VIEW post_summary AS SELECT id FROM post").await.unwrap();
+    let error = SchemaCheck::new().entity::<PostSummary>().run(&db).await.unwrap_err();
+    assert!(error.to_string().contains("PostSummary.title"), "a missing column is still found: {error}");
+}
