@@ -271,7 +271,7 @@ fn compare(checked: Checked, catalog: &Catalog) -> Vec<SchemaMismatch> {
         }
         // A view's columns read as nullable whatever they hold.
         let view = catalog.views.contains(&table);
-        if column.nullable == stored.not_null && !(view && !stored.not_null) {
+        if column.nullable == stored.not_null && (stored.not_null || !view) {
             let (expected, was) = if column.nullable {
                 ("nullable (the field is an Option)", "NOT NULL")
             } else {
