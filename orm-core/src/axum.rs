@@ -65,9 +65,11 @@
 //!   `CatchPanicLayer` to catch it. Once the handler has answered, the
 //!   layer ends the session in a task of its own, which a hang-up does not
 //!   cut off: a commit under way completes, with its `after_commit` hooks;
-//! - an `after_commit` hook that fails after a successful `COMMIT`
-//!   ([`Error::AfterCommit`]) leaves the handler's response as it is (and
-//!   its commit token) and logs the error: the transaction committed.
+//! - a step that fails after a successful `COMMIT` ([`Error::AfterCommit`]:
+//!   an `after_commit` hook, say) leaves the handler's response as it is
+//!   (and its commit token) and logs the error: the transaction committed.
+//!   Only an [`AfterCommit`] body, made from objects the commit may have
+//!   failed to update, is replaced, unless it was a hook that failed.
 //!
 //! A handler that answers with what it inserted (a generated key, say)
 //! can leave the insert to the commit, which sends it with `BEGIN` and
@@ -103,6 +105,7 @@ use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 use tracing::Instrument;
 
 pub use crate::axum_after_commit::AfterCommit;
+use crate::axum_after_commit::RendersAfterCommit;
 use crate::axum_reads::{self, Route};
 pub use crate::axum_reads::{COMMIT_TOKEN_COOKIE, COMMIT_TOKEN_HEADER};
 use crate::commit_token::CommitToken;
@@ -510,9 +513,9 @@ impl RequestSession {
 /// How the request's session ended, in the response's extensions (not sent
 /// to the client): for logs, metrics and tests. Absent when the handler
 /// opened no session, when the commit failed (the response is then the
-/// commit error's), and when an `after_commit` hook failed after a
-/// successful commit ([`Error::AfterCommit`]: the handler's response
-/// stands, the error is logged).
+/// commit error's), and when a step after a successful commit failed
+/// ([`Error::AfterCommit`]: the handler's response stands, the error is
+/// logged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionOutcome {
     /// What the session sent to the database.
@@ -544,12 +547,14 @@ async fn commit(
             response.extensions_mut().insert(SessionOutcome { stats, committed: true, served_by });
             response
         }
-        // Committed, and the objects hold what it wrote: only an
-        // `after_commit` hook failed. An error status would have the client
-        // write again what is written. (Objects the commit could not update
-        // could make a wrong answer: that is the commit error's.)
-        Err(Error::AfterCommit(error)) if matches!(*error, Error::Hook { .. }) => {
-            tracing::error!(%error, "the transaction committed, but an after_commit hook failed");
+        // Committed: an error status would have the client write again
+        // what is written. Unless the body is still to be made from
+        // objects the commit could not update (only a hook failed after it
+        // leaves them right): that would be a wrong answer.
+        Err(Error::AfterCommit(error))
+            if matches!(*error, Error::Hook { .. }) || response.extensions().get::<RendersAfterCommit>().is_none() =>
+        {
+            tracing::error!(%error, "the transaction committed, but a step after the commit failed");
             response
         }
         Err(error) => {

@@ -98,6 +98,15 @@ where
         let render = self.render;
         let body =
             Body::from_stream(futures_util::stream::once(async move { Ok::<Bytes, Infallible>(render().into()) }));
-        (self.status, [(CONTENT_TYPE, self.content_type)], body).into_response()
+        let mut response = (self.status, [(CONTENT_TYPE, self.content_type)], body).into_response();
+        response.extensions_mut().insert(RendersAfterCommit);
+        response
     }
 }
+
+/// Marks a response whose body an [`AfterCommit`] makes from the handles
+/// once the layer has committed: a commit that could not update them
+/// (see [`Error::AfterCommit`](crate::Error::AfterCommit)) would make a
+/// wrong body.
+#[derive(Clone, Copy)]
+pub(crate) struct RendersAfterCommit;

@@ -25,7 +25,8 @@ use crate::error::{Error, Result};
 /// are marked `generated`; and that each declared foreign key exists.
 /// A domain's column is checked as its base type (with the domain's
 /// `NOT NULL`); an entity on a view is checked for its columns and types
-/// only, as a view has no primary key and its columns read as nullable.
+/// only, as a view has no primary key nor foreign keys, and its columns
+/// read as nullable.
 /// Every mismatch is reported at once, in [`Error::SchemaMismatch`].
 ///
 /// ```
@@ -119,9 +120,9 @@ struct CatalogColumn {
 struct Catalog {
     columns: HashMap<(String, String), CatalogColumn>,
     tables: HashSet<String>,
-    /// Those of `tables` that are views, materialized views or foreign
-    /// tables: they have no primary key, and their columns' nullability
-    /// is unknown.
+    /// Those of `tables` that are views or materialized views: they have
+    /// no primary key nor foreign keys, and their columns' nullability is
+    /// unknown.
     views: HashSet<String>,
     primary_keys: HashMap<String, HashSet<String>>,
     /// (table, columns in the constraint's order, referenced table) of
@@ -162,7 +163,7 @@ impl SchemaCheck {
                 CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
                 CASE WHEN t.typtype = 'd' THEN b.typname::text ELSE t.typname::text END,
                 a.attnotnull OR (t.typtype = 'd' AND t.typnotnull),
-                a.attidentity::text, a.atthasdef, c.relkind IN ('v', 'm', 'f'), a.attgenerated::text
+                a.attidentity::text, a.atthasdef, c.relkind IN ('v', 'm'), a.attgenerated::text
             FROM pg_class c
             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
             JOIN pg_type t ON t.oid = a.atttypid
@@ -301,7 +302,7 @@ fn compare(checked: Checked, catalog: &Catalog) -> Vec<SchemaMismatch> {
                 "GENERATED ALWAYS AS (...) STORED (mark the field generated)".into(),
             ));
         }
-        if let Some(parent) = column.references {
+        if let Some(parent) = column.references.filter(|_| !view) {
             let parent = parent().table.to_owned();
             let columns = foreign_key_names(meta, column);
             let names = columns.iter().map(|&name| name.to_owned()).collect();
@@ -316,8 +317,8 @@ fn compare(checked: Checked, catalog: &Catalog) -> Vec<SchemaMismatch> {
     }
     let key: HashSet<String> = meta.key_columns().map(|i| meta.columns[i].name.to_owned()).collect();
     let stored_key = catalog.primary_keys.get(&table).cloned().unwrap_or_default();
-    // A view has no primary key to compare: the entity's says how to
-    // tell its rows apart.
+    // A view has no primary key (nor foreign keys) to compare: the
+    // entity's says how to tell its rows apart.
     if key != stored_key && !catalog.views.contains(&table) {
         found.push(mismatch(None, format!("primary key ({})", sorted(&key)), format!("({})", sorted(&stored_key))));
     }

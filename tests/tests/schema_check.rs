@@ -221,13 +221,15 @@ async fn a_stored_generated_column_the_field_would_write() {
     );
 }
 
-/// An entity read from a view: the view has no primary key and its
-/// columns read as nullable, neither of which is a mismatch.
+/// An entity read from a view: the view has no primary key nor foreign
+/// keys, and its columns read as nullable, none of which is a mismatch.
 #[derive(Entity, Clone, Debug, PartialEq)]
 #[orm(table = "post_summary")]
 struct PostSummary {
     #[orm(primary_key)]
     id: i64,
+    #[orm(references = User)]
+    author_id: i64,
     title: String,
 }
 
@@ -236,10 +238,13 @@ async fn an_entity_on_a_view_passes() {
     let test_db = TestDb::new().await;
     let client = test_db.client().await;
     client.batch_execute(GOOD).await.unwrap();
-    client.batch_execute("CREATE VIEW post_summary AS SELECT id, title FROM post").await.unwrap();
+    client.batch_execute("CREATE VIEW post_summary AS SELECT id, author_id, title FROM post").await.unwrap();
     let db = Database::connect(test_db.url()).unwrap();
     SchemaCheck::new().entity::<PostSummary>().run(&db).await.expect("a view passes");
-    client.batch_execute("DROP VIEW post_summary; CREATE VIEW post_summary AS SELECT id FROM post").await.unwrap();
+    client
+        .batch_execute("DROP VIEW post_summary; CREATE VIEW post_summary AS SELECT id, author_id FROM post")
+        .await
+        .unwrap();
     let error = SchemaCheck::new().entity::<PostSummary>().run(&db).await.unwrap_err();
     assert!(error.to_string().contains("PostSummary.title"), "a missing column is still found: {error}");
 }
