@@ -152,6 +152,11 @@ pub(crate) struct SessionConnection {
     /// that outlives the transaction, which is reset before the connection
     /// goes back to the pool.
     raw_ran: bool,
+    /// How many times the session sent what may change rows (a flush, the
+    /// application's SQL not marked read-only, a locking read, transaction
+    /// control): what its loads found missing holds only while this stays
+    /// (see [`writes`](Self::writes)).
+    writes: u64,
     /// Whether the last batch sent all its statements (see `batch_sent`).
     batch_sent: bool,
     /// What [`AFTER_ALONE`] found: the statement that ran alone ran
@@ -288,6 +293,7 @@ impl SessionConnection {
             fresh_transaction: false,
             rows_unread: false,
             raw_ran: false,
+            writes: 0,
             failed: false,
             in_flight: false,
             flush_savepoint_open: false,
@@ -542,6 +548,7 @@ impl SessionConnection {
         after: Option<&str>,
         stats: &mut SessionStats,
     ) -> Result<Vec<Outcome>> {
+        self.writes += 1;
         // Pipelined behind a `BEGIN` that may fail, each must write only
         // inside the transaction (see `transaction_mark`). A `COPY` cannot
         // carry the guard: the flush sends one into a table only after a
@@ -575,6 +582,7 @@ impl SessionConnection {
         statement: &[Statement],
         stats: &mut SessionStats,
     ) -> Result<Vec<Outcome>> {
+        self.writes += 1;
         debug_assert!(
             !self.in_transaction && statement.len() == 1 && statement[0].copy.is_none(),
             "only one statement, and no transaction, may run alone"
@@ -604,6 +612,7 @@ impl SessionConnection {
         access: Access,
         stats: &mut SessionStats,
     ) -> Result<Vec<Outcome>> {
+        self.count_access(access);
         let begin = self.opens_transaction(access);
         let outcomes = self.send_batch(begin, None, statements, None, stats).await;
         self.release_between_statements();
@@ -622,6 +631,20 @@ impl SessionConnection {
     fn release_between_statements(&mut self) {
         if !self.in_transaction && !self.in_flight && self.read.is_none() {
             self.give_back();
+        }
+    }
+
+    /// A count that moves whenever the session sends what may change rows:
+    /// a row a load did not find is still missing while it has not moved
+    /// (rows other transactions commit meanwhile aside, as for any load).
+    pub(crate) fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// Counts a statement of `access` in [`writes`](Self::writes).
+    fn count_access(&mut self, access: Access) {
+        if access != Access::Read {
+            self.writes += 1;
         }
     }
 
@@ -981,6 +1004,7 @@ impl SessionConnection {
         if sql.copies_with_client() {
             return Err(Error::CopyInRawSql);
         }
+        self.count_access(access);
         // Checked out first: giving up a cut-off statement's connection
         // ends its transaction, and this statement must then open one.
         self.checkout().await?;

@@ -72,6 +72,16 @@ pub(crate) struct Registry<T: Entity> {
     /// handle address; the tracked entities get those values only when the
     /// whole flush succeeded.
     pub(crate) provisional: HashMap<usize, T>,
+    /// Keys a load of parents looked for and found neither in the database
+    /// nor in the identity map (deleted, hidden by a filter, or a dangling
+    /// reference): a child pointing at one has no parent, rather than one
+    /// not loaded. They hold while the session's count of writes stays at
+    /// `absent_at`: a write (a flush, the application's SQL, a rolled-back
+    /// savepoint) may bring such a row back, and then they are forgotten.
+    pub(crate) absent: HashSet<T::Key>,
+    /// The session's count of writes when `absent` was noted (see
+    /// [`SessionConnection::writes`](crate::connection::SessionConnection::writes)).
+    pub(crate) absent_at: u64,
     /// During a flush, the children whose foreign key it filled in from a
     /// link: a flush that fails puts them back, since it changes no object.
     filled_links: parking_lot::Mutex<FilledLinks<T>>,
@@ -155,6 +165,8 @@ impl<T: Entity> Registry<T> {
             loaded_children: HashMap::default(),
             children_index: ChildrenIndex::new(),
             provisional: HashMap::new(),
+            absent: HashSet::new(),
+            absent_at: 0,
             filled_links: parking_lot::Mutex::default(),
         }
     }

@@ -129,8 +129,11 @@ impl Session {
     /// The parent `child` points at through `relation`, without SQL:
     /// `Ok(None)` for a NULL reference, the pending parent of a
     /// [`set_parent`](Self::set_parent) link, or the tracked parent.
-    /// A parent the session has not loaded is [`Error::RelationNotLoaded`]:
-    /// load parents in batches with [`load_parents`](Self::load_parents).
+    /// `Ok(None)` too for a parent a load of parents looked for and did not
+    /// find (deleted, soft-deleted, another tenant's), until the session
+    /// next writes, which may bring the row back. A parent the session has
+    /// not loaded is [`Error::RelationNotLoaded`]: load parents in batches
+    /// with [`load_parents`](Self::load_parents).
     pub fn parent<C: Entity, P: Entity>(
         &mut self,
         child: &Tracked<C>,
@@ -151,6 +154,7 @@ impl Session {
             // Loaded, and since soft-deleted (or another tenant's): no parent.
             Some(parent) if self.filters.hides_tracked(&parent)? => Ok(None),
             Some(parent) => Ok(Some(parent)),
+            None if self.known_absent::<P>(&key) => Ok(None),
             None => Err(Error::RelationNotLoaded { entity: C::META.name, relation: relation.name() }),
         }
     }
@@ -174,7 +178,35 @@ impl Session {
             self.autoflush_for_query().await?;
         }
         let keys = distinct_keys(children, |child| relation.parent_key(child))?;
-        self.get_many::<P>(&keys).await
+        let parents = self.get_many::<P>(&keys).await?;
+        self.note_absent(&keys, &parents);
+        Ok(parents)
+    }
+
+    /// Records which of `keys`, the parents a load looked for, it found
+    /// neither in the database nor in the identity map (`found` holds
+    /// those it returned), so that [`parent`](Self::parent) answers "no
+    /// parent" for them until the session next writes.
+    fn note_absent<P: Entity>(&mut self, keys: &[P::Key], found: &[Tracked<P>]) {
+        let writes = self.connection.writes();
+        let registry = self.registries.of::<P>();
+        if registry.absent_at != writes {
+            registry.absent.clear();
+            registry.absent_at = writes;
+        }
+        if found.len() < keys.len() {
+            let found: HashSet<P::Key> = found.iter().map(Tracked::key).collect();
+            let missing = keys.iter().filter(|key| !found.contains(key) && registry.identity.get(key).is_none());
+            registry.absent.extend(missing.cloned());
+        }
+    }
+
+    /// Whether a load of parents found `key` missing since the session
+    /// last wrote (see [`note_absent`](Self::note_absent)).
+    fn known_absent<P: Entity>(&mut self, key: &P::Key) -> bool {
+        let writes = self.connection.writes();
+        let registry = self.registries.of::<P>();
+        registry.absent_at == writes && registry.absent.contains(key)
     }
 
     /// Loads the children of `parents` through `relation` with one query
@@ -332,7 +364,7 @@ impl<E: Entity> Load<Vec<Tracked<E>>> {
     /// (none if all are).
     pub fn get_many(keys: &[E::Key]) -> Self {
         let keys = keys.to_vec();
-        Load::new(move |session| plan_get_many(session, keys))
+        Load::new(move |session| plan_get_many(session, keys, false))
     }
 
     /// [`Session::load_parents`] as a [`Load`]: the parents of `children`
@@ -342,7 +374,7 @@ impl<E: Entity> Load<Vec<Tracked<E>>> {
         let children = children.to_vec();
         Load::new(move |session| {
             let keys = distinct_keys(&children, |child| relation.parent_key(child))?;
-            plan_get_many(session, keys)
+            plan_get_many(session, keys, true)
         })
     }
 
@@ -375,8 +407,14 @@ impl<E: Entity> Load<Vec<Tracked<E>>> {
 }
 
 /// The plan of [`Load::get_many`]: a statement for the keys the session
-/// does not track, and the tracked instances of all `keys` after it.
-fn plan_get_many<E: Entity>(session: &mut Session, keys: Vec<E::Key>) -> Result<Planned<Vec<Tracked<E>>>> {
+/// does not track, and the tracked instances of all `keys` after it; for
+/// a load of `parents`, the keys it did not find are noted as absent (see
+/// [`Session::parent`]).
+fn plan_get_many<E: Entity>(
+    session: &mut Session,
+    keys: Vec<E::Key>,
+    parents: bool,
+) -> Result<Planned<Vec<Tracked<E>>>> {
     let missing = session.untracked_keys::<E>(&keys);
     if missing.is_empty() {
         return Ok(Planned::ready(session.visible_tracked_of::<E>(&keys)?));
@@ -391,7 +429,11 @@ fn plan_get_many<E: Entity>(session: &mut Session, keys: Vec<E::Key>) -> Result<
         })
     });
     Planned::statement_yielding(session, sql, params, Access::Read, prepare, move |session, ()| {
-        session.visible_tracked_of::<E>(&keys)
+        let found = session.visible_tracked_of::<E>(&keys)?;
+        if parents {
+            session.note_absent(&keys, &found);
+        }
+        Ok(found)
     })
 }
 

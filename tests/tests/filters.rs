@@ -216,7 +216,8 @@ async fn relation_loads_and_eager_loading_hide_soft_deleted_rows() {
         let parents = session.load_parents(&tasks, Task::PROJECT).await.unwrap();
         assert_eq!(ids(&parents), [1, 3]);
         let orphaned = tasks.iter().find(|t| t.key() == 3).unwrap();
-        assert!(session.parent(orphaned, Task::PROJECT).is_err(), "project 2 is hidden, so never loaded");
+        let parent = session.parent(orphaned, Task::PROJECT).unwrap();
+        assert!(parent.is_none(), "project 2 is hidden: the load found none");
 
         let mut session = db.session();
         let eager = session
@@ -608,6 +609,67 @@ async fn a_soft_delete_of_the_tasks_of_a_binned_project_reaches_them() {
         session.commit().await.unwrap();
         let binned = column(&test_db, "SELECT id, title FROM task WHERE deleted_at IS NOT NULL ORDER BY id").await;
         assert_eq!(binned.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2, 3]);
+    })
+    .await;
+}
+
+/// A child whose parent a load of parents did not find (soft-deleted
+/// here) has no parent, rather than one not loaded: eagerly, by a load of
+/// parents, or by one in a group of loads.
+#[tokio::test]
+async fn a_child_of_a_soft_deleted_parent_has_no_parent_once_parents_are_loaded() {
+    within(async {
+        let (_test_db, db) = setup().await;
+        let mut session = db.session();
+        let orphaned = session.query::<Task>().filter(Task::ID.eq(3)).all().await.unwrap();
+        let error = session.parent(&orphaned[0], Task::PROJECT).unwrap_err();
+        assert!(matches!(error, Error::RelationNotLoaded { .. }), "not loaded yet: {error:?}");
+        assert!(session.load_parents(&orphaned, Task::PROJECT).await.unwrap().is_empty());
+        assert!(session.parent(&orphaned[0], Task::PROJECT).unwrap().is_none(), "project 2 is in the bin");
+
+        let mut session = db.session();
+        let tasks = session.query::<Task>().with_parent(Task::PROJECT).order_by(Task::ID.asc()).all().await.unwrap();
+        let projects: Vec<Option<i64>> =
+            tasks.iter().map(|task| session.parent(task, Task::PROJECT).unwrap().map(|p| p.key())).collect();
+        assert_eq!(projects, [Some(1), None, Some(3)], "the live tasks 1, 3 and 4");
+
+        let mut session = db.session();
+        let orphaned = session.query::<Task>().filter(Task::ID.eq(3)).all().await.unwrap();
+        let (parents,) = session.load_together((orm_core::Load::parents(&orphaned, Task::PROJECT),)).await.unwrap();
+        assert!(parents.is_empty());
+        assert!(session.parent(&orphaned[0], Task::PROJECT).unwrap().is_none());
+    })
+    .await;
+}
+
+/// What a load of parents found missing holds only until the session
+/// writes: a raw write, or a rolled-back savepoint, may bring the row
+/// back, and the parent is then one not loaded again, not "none".
+#[tokio::test]
+async fn a_parent_found_missing_is_forgotten_when_the_session_writes() {
+    within(async {
+        let (_test_db, db) = setup().await;
+        let mut session = db.session();
+        let orphaned = session.query::<Task>().filter(Task::ID.eq(3)).all().await.unwrap();
+        session.load_parents(&orphaned, Task::PROJECT).await.unwrap();
+        assert!(session.parent(&orphaned[0], Task::PROJECT).unwrap().is_none());
+        session.execute("UPDATE project SET deleted_at = NULL WHERE id = 2", &[]).await.unwrap();
+        let error = session.parent(&orphaned[0], Task::PROJECT).unwrap_err();
+        assert!(matches!(error, Error::RelationNotLoaded { .. }), "the write may have brought it back: {error:?}");
+        let found = session.load_parents(&orphaned, Task::PROJECT).await.unwrap();
+        assert_eq!(ids(&found), [2]);
+        assert_eq!(session.parent(&orphaned[0], Task::PROJECT).unwrap().map(|p| p.key()), Some(2));
+        session.rollback().await.unwrap();
+
+        let mut session = db.session();
+        let tasks = session.query::<Task>().filter(Task::ID.eq(1)).all().await.unwrap();
+        let savepoint = session.begin_nested().await.unwrap();
+        session.execute("UPDATE project SET deleted_at = now() WHERE id = 1", &[]).await.unwrap();
+        assert!(session.load_parents(&tasks, Task::PROJECT).await.unwrap().is_empty());
+        assert!(session.parent(&tasks[0], Task::PROJECT).unwrap().is_none());
+        session.rollback_nested(savepoint).await.unwrap();
+        let error = session.parent(&tasks[0], Task::PROJECT).unwrap_err();
+        assert!(matches!(error, Error::RelationNotLoaded { .. }), "project 1 is back: {error:?}");
     })
     .await;
 }
