@@ -1220,6 +1220,8 @@ impl SessionConnection {
     /// statement was all it held (see `fresh_transaction`); outside one, the
     /// next statement simply takes a fresh connection.
     fn abandon(&mut self) {
+        // The transaction it ends rolls back what the session wrote.
+        self.writes += 1;
         self.in_flight = false;
         self.failed |= self.in_transaction && !std::mem::take(&mut self.fresh_transaction);
         self.in_transaction = false;

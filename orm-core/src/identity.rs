@@ -229,10 +229,12 @@ impl<T: Entity> Registry<T> {
         held.clone()
     }
 
-    /// Adds a pending insert.
+    /// Adds a pending insert, which may be a parent a load found missing:
+    /// those notes are forgotten.
     pub(crate) fn add_pending(&mut self, tracked: Tracked<T>) {
         self.write_log.note_moved(&tracked);
         self.pending_inserts.push(tracked);
+        self.absent.clear();
     }
 
     /// Puts `tracked` in the identity map under `key`.

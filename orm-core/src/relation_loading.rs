@@ -194,11 +194,14 @@ impl Session {
             registry.absent.clear();
             registry.absent_at = writes;
         }
-        if found.len() < keys.len() {
-            let found: HashSet<P::Key> = found.iter().map(Tracked::key).collect();
-            let missing = keys.iter().filter(|key| !found.contains(key) && registry.identity.get(key).is_none());
-            registry.absent.extend(missing.cloned());
+        if found.len() == keys.len() && registry.absent.is_empty() {
+            return;
         }
+        let found: HashSet<P::Key> = found.iter().map(Tracked::key).collect();
+        // Committed by another transaction since an earlier load noted it.
+        registry.absent.retain(|key| !found.contains(key));
+        let missing = keys.iter().filter(|key| !found.contains(key) && registry.identity.get(key).is_none());
+        registry.absent.extend(missing.cloned());
     }
 
     /// Whether a load of parents found `key` missing since the session

@@ -648,7 +648,7 @@ async fn a_child_of_a_soft_deleted_parent_has_no_parent_once_parents_are_loaded(
 #[tokio::test]
 async fn a_parent_found_missing_is_forgotten_when_the_session_writes() {
     within(async {
-        let (_test_db, db) = setup().await;
+        let (test_db, db) = setup().await;
         let mut session = db.session();
         let orphaned = session.query::<Task>().filter(Task::ID.eq(3)).all().await.unwrap();
         session.load_parents(&orphaned, Task::PROJECT).await.unwrap();
@@ -670,6 +670,18 @@ async fn a_parent_found_missing_is_forgotten_when_the_session_writes() {
         session.rollback_nested(savepoint).await.unwrap();
         let error = session.parent(&tasks[0], Task::PROJECT).unwrap_err();
         assert!(matches!(error, Error::RelationNotLoaded { .. }), "project 1 is back: {error:?}");
+        session.rollback().await.unwrap();
+
+        // Another transaction restores project 2; a later load finds it, and
+        // the note goes: once the session lets go of it, it is not loaded.
+        let mut session = db.session();
+        let orphaned = session.query::<Task>().filter(Task::ID.eq(3)).all().await.unwrap();
+        session.load_parents(&orphaned, Task::PROJECT).await.unwrap();
+        test_db.client().await.execute("UPDATE project SET deleted_at = NULL WHERE id = 2", &[]).await.unwrap();
+        let found = session.load_parents(&orphaned, Task::PROJECT).await.unwrap();
+        assert!(session.expunge(&found[0]));
+        let error = session.parent(&orphaned[0], Task::PROJECT).unwrap_err();
+        assert!(matches!(error, Error::RelationNotLoaded { .. }), "found since: {error:?}");
     })
     .await;
 }
