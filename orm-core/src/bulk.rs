@@ -48,7 +48,7 @@ fn target_alias<E: Entity>(_query: &Query<'_, E>) -> &'static str {
 /// with the rows to change: the query's `WHERE`, or the sub-select of keys
 /// of the rows the query would load (its `DISTINCT ON` included).
 fn with_rows<E: Entity>(query: &mut Query<'_, E>, head: String, mut params: Vec<Param>) -> (String, Vec<Param>) {
-    if !query.is_limited() && !query.lock_picks_rows() {
+    if !query.picks_rows_by_key() {
         // A row lock that waits means nothing on the rows an UPDATE or
         // DELETE changes, which it locks anyway; one that skips locked rows
         // or does not wait for them picks the rows, in a sub-select.

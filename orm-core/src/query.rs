@@ -164,13 +164,6 @@ impl<'s, E: Entity> Query<'s, E> {
         }
     }
 
-    /// Whether the query's row lock says what to do with rows another
-    /// transaction holds (`SKIP LOCKED`, `NOWAIT`): then it picks the rows
-    /// a set-based write changes, not only locks them.
-    pub(crate) fn lock_picks_rows(&self) -> bool {
-        self.lock.as_ref().is_some_and(|lock| !lock.wait.is_empty())
-    }
-
     /// Makes the row lock, if any, `FOR UPDATE`: the lock of the rows a
     /// write picks in a sub-select. A share lock there would let two
     /// writers pick the same rows and deadlock taking them over.
@@ -550,10 +543,14 @@ impl<'s, E: Entity> Query<'s, E> {
         self.limit = Some(count);
     }
 
-    /// Whether a limit, offset, order or `DISTINCT ON` narrows the rows,
-    /// which a set-based `UPDATE` or `DELETE` must then pick by key.
-    pub(crate) fn is_limited(&self) -> bool {
-        self.limit.is_some() || self.offset.is_some() || !self.order.is_empty() || self.has_distinct_on()
+    /// Whether a set-based `UPDATE` or `DELETE` must pick its rows by key
+    /// in a sub-select: a limit, offset, order or `DISTINCT ON` narrows
+    /// them, or a row lock says what to do with rows another transaction
+    /// holds (`SKIP LOCKED`, `NOWAIT`), which picks them rather than only
+    /// locking them.
+    pub(crate) fn picks_rows_by_key(&self) -> bool {
+        let lock_picks = self.lock.as_ref().is_some_and(|lock| !lock.wait.is_empty());
+        self.limit.is_some() || self.offset.is_some() || !self.order.is_empty() || self.has_distinct_on() || lock_picks
     }
 
     /// Whether the query keeps one row per value of `DISTINCT ON`

@@ -190,11 +190,14 @@ async fn the_generated_ddl_passes_the_check() {
 }
 
 /// A domain's column is checked as its base type, which PostgreSQL sends
-/// its values as, and its `NOT NULL` counts.
+/// its values as, and its `NOT NULL` counts; an extension's type that the
+/// field reads by name (`citext` for `String`) fits.
 #[tokio::test]
 async fn a_domain_is_checked_as_its_base_type() {
     let found = mismatches(
-        "CREATE DOMAIN headline AS varchar(200) NOT NULL CHECK (VALUE <> '');
+        "CREATE EXTENSION citext;
+         ALTER TABLE users ALTER COLUMN name TYPE citext;
+         CREATE DOMAIN headline AS varchar(200) NOT NULL CHECK (VALUE <> '');
          ALTER TABLE post ALTER COLUMN title TYPE headline, ALTER COLUMN title DROP NOT NULL;
          CREATE DOMAIN required_text AS text NOT NULL;
          ALTER TABLE users ALTER COLUMN bio TYPE required_text",
